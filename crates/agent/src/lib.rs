@@ -1,0 +1,1 @@
+//! The node agent: watch cluster state, program the node's datapath

@@ -1,0 +1,1 @@
+//! The lab control plane: a Kubernetes API subset server with storage and controllers

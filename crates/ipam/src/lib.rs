@@ -1,0 +1,1 @@
+//! IP address management: range allocators with crash-safe on-disk state

@@ -1,0 +1,1 @@
+//! The lab: fabric, nodes and external host as network namespaces; pod runner

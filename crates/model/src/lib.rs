@@ -1,0 +1,1 @@
+//! Domain types for cluster objects (no Kubernetes client dependency, no I/O)

@@ -1,0 +1,1 @@
+//! Network namespaces and synchronous netlink helpers (links, addresses, routes)

@@ -1,0 +1,1 @@
+//! Typed nftables ruleset model, rendering and apply backends

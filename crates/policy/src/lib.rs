@@ -1,0 +1,1 @@
+//! NetworkPolicy compiler: policies + pods + namespaces -> nftables plan (pure)

@@ -1,0 +1,1 @@
+//! Service proxy compiler: Services + EndpointSlices -> nftables plan (pure)
