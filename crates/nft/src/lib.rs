@@ -1,1 +1,58 @@
-//! Typed nftables ruleset model, rendering and apply backends
+//! Typed nftables ruleset model, rendering and apply backends.
+//!
+//! sarasa owns whole tables (e.g. `inet sarasa`) and never touches others. A [`Table`] is plain
+//! data: chains, sets and maps with typed keys, rules built from typed [`Expr`]essions and
+//! [`Stmt`]atements. From it this crate produces:
+//! - [`Table::render`]: the whole table as an `nft -f` script (golden tests, first program);
+//! - [`diff`]: one minimal atomic transaction from one model to another (changed chains are
+//!   flushed and refilled, map/set elements added and deleted one by one, the table is never
+//!   flushed);
+//! - [`diff_kernel`]: the same against what the kernel holds ([`KernelTable::parse`] reads
+//!   `nft -j list table`; every chain carries a content hash in the comment of its last rule and
+//!   every set a declaration hash in its comment, so unchanged chains are left alone on restart);
+//! - a [`Backend`] to run transactions: [`NftCli`] pipes them to `nft -f -`, [`Recording`]
+//!   keeps them for tests.
+
+mod backend;
+mod diff;
+mod expr;
+mod hash;
+mod kernel;
+mod model;
+mod render;
+
+pub use backend::{Backend, NftCli, Recording};
+pub use diff::{diff, diff_kernel, Transaction};
+pub use expr::{CmpOp, CtKey, Expr, Field, Keyword, MetaKey, RejectKind, Rule, Stmt, Verdict};
+pub use kernel::{KernelChain, KernelSet, KernelTable};
+pub use model::{
+    BaseChain, Chain, ChainType, DataType, Element, Family, Hook, Key, L4Proto, MapType, MapValue,
+    Policy, Set, SetFlags, Table, Value,
+};
+
+/// Errors of this crate. Each names the object or field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// A name (table, chain, set) nft would not accept.
+    #[error("invalid nftables name {0:?}: must start with a letter or '_' and hold only letters, digits, '_', '-', '.' (at most 200 characters)")]
+    InvalidName(String),
+    /// A comment nft would not accept.
+    #[error("invalid comment {0:?}: at most 100 characters, no '\"' or newline")]
+    InvalidComment(String),
+    /// A rule or element refers to something that does not exist or has the wrong shape.
+    #[error("invalid ruleset: {0}")]
+    Invalid(String),
+    /// `nft -j list` output could not be understood.
+    #[error("cannot parse nft JSON listing: {0}")]
+    Parse(String),
+    /// Running the `nft` tool failed.
+    #[error("running {cmd}: {source}")]
+    Spawn {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `nft` ran and reported an error.
+    #[error("nft failed ({status}): {stderr}")]
+    Nft { status: String, stderr: String },
+}
