@@ -1,1 +1,30 @@
-//! Domain types for cluster objects (no Kubernetes client dependency, no I/O)
+//! Domain types for cluster objects (no Kubernetes client dependency, no I/O).
+//!
+//! Services, EndpointSlices and the local node as the datapath compilers need them: addresses
+//! parsed, defaults applied, nothing the datapath ignores. The `k8s` feature adds conversions
+//! from k8s-openapi objects ([`k8s`] module); pure consumers need not compile k8s-openapi.
+
+mod endpoints;
+mod node;
+mod service;
+
+#[cfg(feature = "k8s")]
+pub mod k8s;
+
+pub use endpoints::{AddressType, Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+pub use node::NodeInfo;
+pub use service::{
+    IpFamily, Protocol, Service, ServicePort, ServiceRef, ServiceType, SessionAffinity, TargetPort,
+    TrafficPolicy,
+};
+
+/// A field of an API object that could not be converted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{object}: field {field}: {message}")]
+pub struct ModelError {
+    /// `kind namespace/name` of the object.
+    pub object: String,
+    /// JSON path of the field, e.g. `spec.clusterIPs[1]`.
+    pub field: String,
+    pub message: String,
+}
