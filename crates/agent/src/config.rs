@@ -1,0 +1,200 @@
+//! The agent's command-line configuration (embedded by the CLI as `sarasa agent ...`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+/// How pods on different nodes reach each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Backend {
+    /// One VXLAN device per node with static FDB/neighbour entries (flannel's layout).
+    Vxlan,
+    /// A route per remote podCIDR via the remote node's underlay address (nodes share an L2).
+    HostGw,
+}
+
+impl Backend {
+    /// The value published in the `sarasa.io/backend` annotation and used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Vxlan => "vxlan",
+            Backend::HostGw => "host-gw",
+        }
+    }
+}
+
+/// How `sarasa-cni` plumbs pods on this node (written into the CNI config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum CniMode {
+    /// Pods hang off the node bridge `sarasa0`, which holds the gateway address.
+    Bridge,
+    /// Per-pod /32 routes, pod default route via 169.254.1.1 answered by proxy ARP.
+    Routed,
+}
+
+impl CniMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CniMode::Bridge => "bridge",
+            CniMode::Routed => "routed",
+        }
+    }
+}
+
+/// Configuration of one node agent.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentConfig {
+    /// Name of this node's Node object (created if missing).
+    #[arg(long = "node-name", env = "NODE_NAME")]
+    pub node_name: String,
+
+    /// Kubernetes API server URL, e.g. http://192.168.33.1:6443. When absent the in-cluster
+    /// environment or the kubeconfig is used.
+    #[arg(long = "apiserver")]
+    pub apiserver: Option<String>,
+
+    /// Kubeconfig file (used when --apiserver is absent; default: $KUBECONFIG, ~/.kube/config,
+    /// then in-cluster).
+    #[arg(long = "kubeconfig")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Cross-node backend.
+    #[arg(long, value_enum, default_value_t = Backend::Vxlan)]
+    pub backend: Backend,
+
+    /// Pod plumbing mode handed to sarasa-cni.
+    #[arg(long = "cni-mode", value_enum, default_value_t = CniMode::Bridge)]
+    pub cni_mode: CniMode,
+
+    /// Directory the CNI conflist is written to.
+    #[arg(long = "cni-conf-dir", default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+
+    /// IPAM state directory handed to sarasa-cni.
+    #[arg(long = "ipam-data-dir", default_value = "/var/lib/sarasa/ipam")]
+    pub ipam_data_dir: PathBuf,
+
+    /// Underlay interface (default: the interface of the default route, else the only interface
+    /// with a global IPv4 address).
+    #[arg(long)]
+    pub uplink: Option<String>,
+
+    /// Cluster pod CIDRs: traffic from pods to anything outside them is masqueraded.
+    #[arg(
+        long = "cluster-cidr",
+        value_delimiter = ',',
+        default_value = "10.244.0.0/16"
+    )]
+    pub cluster_cidr: Vec<IpNet>,
+
+    /// Listen address of /healthz and /metrics (inside the node's network namespace).
+    #[arg(long = "health-listen", default_value = "127.0.0.1:9099")]
+    pub health_listen: SocketAddr,
+
+    /// Allow running in the machine's root network namespace (a real node). Without it the agent
+    /// refuses to program anything there.
+    #[arg(long = "host-netns")]
+    pub host_netns: bool,
+}
+
+impl AgentConfig {
+    /// A configuration with the documented defaults, for library callers and tests.
+    pub fn new(node_name: impl Into<String>) -> Self {
+        AgentConfig {
+            node_name: node_name.into(),
+            apiserver: None,
+            kubeconfig: None,
+            backend: Backend::Vxlan,
+            cni_mode: CniMode::Bridge,
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            ipam_data_dir: PathBuf::from("/var/lib/sarasa/ipam"),
+            uplink: None,
+            cluster_cidr: vec![IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default(),
+            )],
+            health_listen: SocketAddr::from(([127, 0, 0, 1], 9099)),
+            host_netns: false,
+        }
+    }
+
+    /// Checks what clap cannot: a usable node name and CIDRs.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        if self.node_name.is_empty() {
+            return Err(crate::Error::Config("--node-name must not be empty".into()));
+        }
+        if self.cluster_cidr.is_empty() {
+            return Err(crate::Error::Config(
+                "--cluster-cidr needs at least one CIDR".into(),
+            ));
+        }
+        if let Some(url) = &self.apiserver {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(crate::Error::Config(format!(
+                    "--apiserver {url:?} must start with http:// or https://"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentConfig,
+    }
+
+    #[test]
+    fn defaults_and_flags_parse() {
+        let cli = Cli::try_parse_from(["x", "--node-name", "node-1"]).expect("parse");
+        let defaults = AgentConfig::new("node-1");
+        assert_eq!(cli.agent.backend, Backend::Vxlan);
+        assert_eq!(cli.agent.cni_mode, CniMode::Bridge);
+        assert_eq!(cli.agent.cluster_cidr, defaults.cluster_cidr);
+        assert_eq!(cli.agent.health_listen, defaults.health_listen);
+        assert!(!cli.agent.host_netns);
+
+        let cli = Cli::try_parse_from([
+            "x",
+            "--node-name",
+            "n",
+            "--backend",
+            "host-gw",
+            "--cni-mode",
+            "routed",
+            "--cluster-cidr",
+            "10.244.0.0/16,fd00:10:244::/56",
+            "--apiserver",
+            "http://192.168.33.1:6443",
+            "--host-netns",
+        ])
+        .expect("parse");
+        assert_eq!(cli.agent.backend, Backend::HostGw);
+        assert_eq!(cli.agent.cni_mode, CniMode::Routed);
+        assert_eq!(cli.agent.cluster_cidr.len(), 2);
+        assert!(cli.agent.host_netns);
+        assert!(cli.agent.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Cli::try_parse_from(["x", "--node-name", "n", "--backend", "udp"])
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(err.contains("--backend"), "{err}");
+        let mut c = AgentConfig::new("n");
+        c.apiserver = Some("192.168.33.1:6443".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--apiserver"));
+    }
+}
