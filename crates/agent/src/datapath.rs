@@ -158,6 +158,20 @@ fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
+/// Bridge-family (FDB) messages carry the remote as raw bytes.
+fn neighbour_ip(a: &NeighbourAddress) -> Option<IpAddr> {
+    match a {
+        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        NeighbourAddress::Other(b) => match b.len() {
+            4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn family_of(ip: IpAddr) -> AddressFamily {
     match ip {
         IpAddr::V4(_) => AddressFamily::Inet,
@@ -396,6 +410,27 @@ impl NodeDatapath {
             .ok_or_else(|| Error::Uplink(format!("{} missing after creation", dev.name)))
     }
 
+    /// Makes sure this node's VXLAN device exists (before the podCIDR is known, so the vtep MAC
+    /// can be published early) and returns its MAC. `mac_hint` (e.g. the MAC already published
+    /// on the Node) is used only when the device has to be created.
+    pub async fn ensure_vtep(&self, uplink: &Uplink, mac_hint: Option<MacAddr>) -> Result<MacAddr> {
+        let overhead = crate::plan::encap_overhead(crate::config::Backend::Vxlan, uplink.address);
+        let dev = VxlanDevice {
+            name: VXLAN_DEVICE.into(),
+            vni: crate::plan::VXLAN_VNI,
+            port: crate::plan::VXLAN_PORT,
+            local: uplink.address,
+            uplink: uplink.name.clone(),
+            mtu: uplink.mtu.saturating_sub(overhead),
+            addresses: BTreeSet::new(),
+        };
+        let link = self
+            .ensure_vxlan(&dev, uplink.index, mac_hint, &mut ProgramReport::default())
+            .await?;
+        link.mac
+            .ok_or_else(|| Error::Uplink(format!("{VXLAN_DEVICE} has no MAC address")))
+    }
+
     /// Sets exactly `want` as the addresses of link `index` (adds missing, removes others).
     pub async fn sync_addresses(
         &self,
@@ -495,12 +530,7 @@ impl NodeDatapath {
             let mut mac = None;
             for a in &n.attributes {
                 match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                        ip = Some(IpAddr::V4(*v4))
-                    }
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                        ip = Some(IpAddr::V6(*v6))
-                    }
+                    NeighbourAttribute::Destination(a) => ip = neighbour_ip(a),
                     NeighbourAttribute::LinkLayerAddress(l) => mac = MacAddr::from_bytes(l),
                     _ => {}
                 }
@@ -526,12 +556,7 @@ impl NodeDatapath {
             let mut mac = None;
             for a in &n.attributes {
                 match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                        dst = Some(IpAddr::V4(*v4))
-                    }
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                        dst = Some(IpAddr::V6(*v6))
-                    }
+                    NeighbourAttribute::Destination(a) => dst = neighbour_ip(a),
                     NeighbourAttribute::LinkLayerAddress(l) => mac = MacAddr::from_bytes(l),
                     _ => {}
                 }
