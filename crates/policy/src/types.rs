@@ -1,0 +1,271 @@
+//! Domain types: pods, namespaces and NetworkPolicies as the compiler sees them (no Kubernetes
+//! client types; see the `k8s` feature for conversions).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::selector::{LabelSelector, Labels};
+use crate::PolicyError;
+
+/// The label every namespace carries with its own name (set by the API server).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// `namespace/name` of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PodKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        PodKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for PodKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// `namespace/name` of a NetworkPolicy.
+pub type PolicyKey = PodKey;
+
+/// Transport protocol of a policy port (`TCP` when omitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// The spelling Kubernetes uses (`TCP`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+
+    /// Parses `TCP`/`UDP`/`SCTP` (Kubernetes is case-sensitive here); `field` names it in errors.
+    pub fn parse(s: &str, field: &str) -> Result<Self, PolicyError> {
+        match s {
+            "TCP" => Ok(Protocol::Tcp),
+            "UDP" => Ok(Protocol::Udp),
+            "SCTP" => Ok(Protocol::Sctp),
+            _ => Err(PolicyError::new(
+                field,
+                format!("unsupported protocol {s:?}: must be TCP, UDP or SCTP"),
+            )),
+        }
+    }
+
+    pub(crate) fn l4(self) -> sarasa_nft::L4Proto {
+        match self {
+            Protocol::Tcp => sarasa_nft::L4Proto::Tcp,
+            Protocol::Udp => sarasa_nft::L4Proto::Udp,
+            Protocol::Sctp => sarasa_nft::L4Proto::Sctp,
+        }
+    }
+}
+
+/// A container port a pod declares (what named ports resolve against).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// A pod as policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyPod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    /// Pod addresses (`status.podIPs`); empty while the pod has none.
+    pub ips: Vec<IpAddr>,
+    pub ports: Vec<ContainerPort>,
+    /// `spec.nodeName`: the node that enforces this pod's policies.
+    pub node: Option<String>,
+}
+
+impl PolicyPod {
+    pub fn key(&self) -> PodKey {
+        PodKey::new(&self.namespace, &self.name)
+    }
+
+    /// The container port `name` with `protocol` resolves to, if any.
+    pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.protocol == protocol && p.name.as_deref() == Some(name))
+            .map(|p| p.port)
+    }
+}
+
+/// A namespace as policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyNamespace {
+    pub name: String,
+    pub labels: Labels,
+}
+
+impl PolicyNamespace {
+    /// A namespace; `kubernetes.io/metadata.name` is added as the API server does.
+    pub fn new(name: impl Into<String>, labels: Labels) -> Self {
+        let name = name.into();
+        let mut labels = labels;
+        labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
+        PolicyNamespace { name, labels }
+    }
+}
+
+/// Ingress or egress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "Ingress",
+            Direction::Egress => "Egress",
+        }
+    }
+}
+
+/// An `ipBlock`: `cidr` minus the `except` prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IpBlock {
+    pub cidr: IpNet,
+    pub except: Vec<IpNet>,
+}
+
+impl IpBlock {
+    /// Is `ip` in `cidr` and in none of `except`?
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.cidr.contains(&ip) && !self.except.iter().any(|e| e.contains(&ip))
+    }
+}
+
+/// One entry of `from`/`to`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Peer {
+    /// `podSelector` and/or `namespaceSelector`. `namespace_selector: None` means the policy's
+    /// own namespace; `pod_selector: None` means every pod of the selected namespaces.
+    Pods {
+        namespace_selector: Option<LabelSelector>,
+        pod_selector: Option<LabelSelector>,
+    },
+    IpBlock(IpBlock),
+}
+
+/// The `port` of a policy port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortRef {
+    Number(u16),
+    /// A container port name, resolved on the destination pod.
+    Name(String),
+}
+
+/// One entry of `ports`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyPort {
+    pub protocol: Protocol,
+    /// `None`: every port of `protocol`.
+    pub port: Option<PortRef>,
+    /// With a numeric `port`: the last port of the range.
+    pub end_port: Option<u16>,
+}
+
+impl PolicyPort {
+    /// Does this entry allow `protocol`/`port` towards `dst` (the pod whose container ports
+    /// named ports resolve on; `None` for a destination outside the cluster's pods)?
+    pub fn allows(&self, protocol: Protocol, port: u16, dst: Option<&PolicyPod>) -> bool {
+        if self.protocol != protocol {
+            return false;
+        }
+        match &self.port {
+            None => true,
+            Some(PortRef::Number(p)) => match self.end_port {
+                Some(end) => (*p..=end).contains(&port),
+                None => *p == port,
+            },
+            Some(PortRef::Name(n)) => dst.and_then(|d| d.named_port(n, protocol)) == Some(port),
+        }
+    }
+}
+
+/// One ingress or egress rule: `from`/`to` peers and `ports`. Empty peers = every peer; empty
+/// ports = every port.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyRule {
+    pub peers: Vec<Peer>,
+    pub ports: Vec<PolicyPort>,
+}
+
+impl PolicyRule {
+    /// `- {}`: allows everything.
+    pub fn allow_all() -> Self {
+        PolicyRule::default()
+    }
+}
+
+/// A NetworkPolicy, validated. `policy_types` is already resolved (the implicit rules applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPolicy {
+    pub namespace: String,
+    pub name: String,
+    pub pod_selector: LabelSelector,
+    /// Directions this policy isolates in; `Ingress` before `Egress`, no duplicates.
+    pub policy_types: Vec<Direction>,
+    pub ingress: Vec<PolicyRule>,
+    pub egress: Vec<PolicyRule>,
+}
+
+impl NetworkPolicy {
+    pub fn key(&self) -> PolicyKey {
+        PodKey::new(&self.namespace, &self.name)
+    }
+
+    /// The `policyTypes` Kubernetes assumes when the field is omitted: `Ingress`, plus `Egress`
+    /// when there are egress rules.
+    pub fn implicit_policy_types(egress_rules: usize) -> Vec<Direction> {
+        if egress_rules > 0 {
+            vec![Direction::Ingress, Direction::Egress]
+        } else {
+            vec![Direction::Ingress]
+        }
+    }
+
+    /// Does this policy isolate its pods in `dir`?
+    pub fn isolates(&self, dir: Direction) -> bool {
+        self.policy_types.contains(&dir)
+    }
+
+    /// The rules of one direction.
+    pub fn rules(&self, dir: Direction) -> &[PolicyRule] {
+        match dir {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    /// Checks everything the API server checks and sorts selector requirements so equal
+    /// selectors are equal. Errors name the field (`spec.ingress[0].from[1].ipBlock.except[0]`).
+    pub fn validate(&mut self) -> Result<(), PolicyError> {
+        crate::validate::validate_policy(self)
+    }
+}
