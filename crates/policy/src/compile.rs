@@ -642,7 +642,10 @@ fn port_alternatives(ports: &[(Protocol, Option<(u16, u16)>)]) -> Vec<Vec<Stmt>>
     if let (1, Some((p, port))) = (exact.len(), exact.first().copied()) {
         out.push(vec![
             eq(l4(), Expr::value(p.l4())),
-            eq(Expr::Payload(Field::ThDport), Expr::Value(Value::Port(port))),
+            eq(
+                Expr::Payload(Field::ThDport),
+                Expr::Value(Value::Port(port)),
+            ),
         ]);
     } else if !exact.is_empty() {
         out.push(vec![eq(

@@ -69,7 +69,16 @@ pub fn allowed(
         let own_node = own_node_address(state, s, dst_addr, dst_pod);
         if !policies.is_empty() && !own_node {
             verdict.egress_allowed = policies.iter().any(|p| {
-                rule_allows(state, p, Direction::Egress, dst_pod, dst_addr, protocol, port, dst_pod)
+                rule_allows(
+                    state,
+                    p,
+                    Direction::Egress,
+                    dst_pod,
+                    dst_addr,
+                    protocol,
+                    port,
+                    dst_pod,
+                )
             });
         }
     }
@@ -79,7 +88,16 @@ pub fn allowed(
         let own_node = own_node_address(state, d, src_addr, src_pod);
         if !policies.is_empty() && !own_node {
             verdict.ingress_allowed = policies.iter().any(|p| {
-                rule_allows(state, p, Direction::Ingress, src_pod, src_addr, protocol, port, Some(d))
+                rule_allows(
+                    state,
+                    p,
+                    Direction::Ingress,
+                    src_pod,
+                    src_addr,
+                    protocol,
+                    port,
+                    Some(d),
+                )
             });
         }
     }
@@ -212,7 +230,14 @@ mod tests {
         assert!(allowed(&s, &node, &b, Protocol::Tcp, 80).unwrap().allowed);
         let other = Endpoint::External("192.168.33.12".parse().unwrap());
         assert!(!allowed(&s, &other, &b, Protocol::Tcp, 80).unwrap().allowed);
-        assert!(allowed(&s, &Endpoint::Pod(PodKey::new("x", "zz")), &b, Protocol::Tcp, 80).is_err());
+        assert!(allowed(
+            &s,
+            &Endpoint::Pod(PodKey::new("x", "zz")),
+            &b,
+            Protocol::Tcp,
+            80
+        )
+        .is_err());
         let _ = PolicyRule::allow_all();
     }
 }

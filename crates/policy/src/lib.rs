@@ -50,7 +50,9 @@ pub use eval::{allowed, Endpoint, Verdict};
 pub use event::{drop_event, parse_log_prefix, DropEvent, PrefixTarget};
 pub use matrix::{matrix, render_bits, Matrix};
 pub use ranges::{port_blocks, subtract};
-pub use selector::{validate_label_key, validate_label_value, LabelSelector, Labels, Operator, Requirement};
+pub use selector::{
+    validate_label_key, validate_label_value, LabelSelector, Labels, Operator, Requirement,
+};
 pub use state::PolicyState;
 pub use trace::{trace, Packet, Trace};
 pub use types::{

@@ -65,7 +65,14 @@ mod tests {
 
     #[test]
     fn blocks_cover_exactly_the_range() {
-        for (s, e) in [(80, 90), (1, 65535), (0, 65535), (81, 81), (32000, 32768), (65535, 65535)] {
+        for (s, e) in [
+            (80, 90),
+            (1, 65535),
+            (0, 65535),
+            (81, 81),
+            (32000, 32768),
+            (65535, 65535),
+        ] {
             let blocks = port_blocks(s, e);
             assert!(blocks.len() <= 32, "{s}-{e}: {}", blocks.len());
             for p in 0..=65535u16 {

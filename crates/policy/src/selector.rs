@@ -163,10 +163,7 @@ impl LabelSelector {
                 Operator::In | Operator::NotIn if r.values.is_empty() => {
                     return Err(PolicyError::new(
                         format!("{f}.values"),
-                        format!(
-                            "must be non-empty when operator is {}",
-                            r.operator.as_str()
-                        ),
+                        format!("must be non-empty when operator is {}", r.operator.as_str()),
                     ))
                 }
                 Operator::Exists | Operator::DoesNotExist if !r.values.is_empty() => {
@@ -242,8 +239,7 @@ fn is_qualified_name_part(s: &str) -> bool {
     s.len() <= 63
         && b.first().is_some_and(u8::is_ascii_alphanumeric)
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
@@ -282,7 +278,10 @@ mod tests {
         assert!(!sel(Operator::In, &["v"]).matches(&none));
         assert!(!sel(Operator::NotIn, &["v"]).matches(&l));
         assert!(sel(Operator::NotIn, &["w"]).matches(&l));
-        assert!(sel(Operator::NotIn, &["v"]).matches(&none), "NotIn matches missing keys");
+        assert!(
+            sel(Operator::NotIn, &["v"]).matches(&none),
+            "NotIn matches missing keys"
+        );
         assert!(sel(Operator::Exists, &[]).matches(&l));
         assert!(!sel(Operator::Exists, &[]).matches(&none));
         assert!(sel(Operator::DoesNotExist, &[]).matches(&none));
@@ -300,9 +299,11 @@ mod tests {
         assert_eq!(s.validate("f").unwrap_err().field, "f.matchLabels");
         let s = LabelSelector::labels([("k", "-bad")]);
         assert_eq!(s.validate("f").unwrap_err().field, "f.matchLabels[k]");
-        assert!(LabelSelector::labels([("kubernetes.io/metadata.name", "x")])
-            .validate("f")
-            .is_ok());
+        assert!(
+            LabelSelector::labels([("kubernetes.io/metadata.name", "x")])
+                .validate("f")
+                .is_ok()
+        );
         assert!(LabelSelector::labels([("Example.com/x", "y")])
             .validate("f")
             .is_err());

@@ -95,7 +95,10 @@ impl PolicyState {
 
     /// Pods of one namespace, by name.
     pub fn pods_in(&self, namespace: &str) -> impl Iterator<Item = &PolicyPod> {
-        self.pods.get(namespace).into_iter().flat_map(|m| m.values())
+        self.pods
+            .get(namespace)
+            .into_iter()
+            .flat_map(|m| m.values())
     }
 
     pub fn policy(&self, key: &PolicyKey) -> Option<&NetworkPolicy> {

@@ -157,11 +157,13 @@ impl Run<'_> {
                     if p.saddr.is_ipv6() != v6 {
                         return Ok(None);
                     }
-                    one(Value::Addr(if matches!(f, Field::IpSaddr | Field::Ip6Saddr) {
-                        p.saddr
-                    } else {
-                        p.daddr
-                    }))
+                    one(Value::Addr(
+                        if matches!(f, Field::IpSaddr | Field::Ip6Saddr) {
+                            p.saddr
+                        } else {
+                            p.daddr
+                        },
+                    ))
                 }
                 Field::ThDport => one(Value::Port(p.dport)),
                 Field::TcpDport if p.protocol == L4Proto::Tcp => one(Value::Port(p.dport)),
@@ -216,7 +218,7 @@ impl Run<'_> {
         };
         match right {
             Expr::Value(r) => Ok(v.len() == 1 && &v[0] == r),
-            Expr::AnonSet(keys) => Ok(keys.iter().any(|k| *k == v)),
+            Expr::AnonSet(keys) => Ok(keys.contains(&v)),
             Expr::Set(name) => Ok(self.in_set(name, &Key(v))?),
             other => Err(PolicyError::new(
                 "rule",
