@@ -47,6 +47,22 @@ impl Transaction {
         self.commands.is_empty()
     }
 
+    /// Appends a later transaction (computed against the state `self` leaves) so both run as
+    /// one atomic script.
+    pub fn append(&mut self, other: Transaction) {
+        self.commands.extend(other.commands);
+        self.chains_written.extend(other.chains_written);
+        self.chains_deleted.extend(other.chains_deleted);
+        self.sets_written.extend(other.sets_written);
+        self.sets_deleted.extend(other.sets_deleted);
+        for (k, v) in other.elements_added {
+            *self.elements_added.entry(k).or_default() += v;
+        }
+        for (k, v) in other.elements_deleted {
+            *self.elements_deleted.entry(k).or_default() += v;
+        }
+    }
+
     /// The script for `nft -f -`.
     pub fn script(&self) -> String {
         let mut s = String::with_capacity(self.commands.iter().map(|c| c.len() + 1).sum());

@@ -112,6 +112,8 @@ pub enum Expr {
     Ct(CtKey),
     /// `fib daddr type`.
     FibDaddrType,
+    /// `fib saddr type`.
+    FibSaddrType,
     /// `expr & mask` (e.g. `meta mark & 0x4000`).
     And(Box<Expr>, u32),
     /// `a . b . c`.
@@ -203,6 +205,8 @@ pub enum Stmt {
     },
     /// `meta mark set meta mark | bits`.
     MarkOr(u32),
+    /// `meta mark set meta mark & bits` (clear the other bits).
+    MarkAnd(u32),
     /// `meta mark set value`.
     MarkSet(u32),
     Reject(RejectKind),

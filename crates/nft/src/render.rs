@@ -53,6 +53,7 @@ fn expr(out: &mut String, e: &Expr) {
         Expr::Meta(m) => out.push_str(m.as_str()),
         Expr::Ct(c) => out.push_str(c.as_str()),
         Expr::FibDaddrType => out.push_str("fib daddr type"),
+        Expr::FibSaddrType => out.push_str("fib saddr type"),
         Expr::And(inner, mask) => {
             expr(out, inner);
             let _ = write!(out, " & 0x{mask:08x}");
@@ -152,6 +153,9 @@ fn stmt(out: &mut String, s: &Stmt) {
         }
         Stmt::MarkOr(bits) => {
             let _ = write!(out, "meta mark set meta mark | 0x{bits:08x}");
+        }
+        Stmt::MarkAnd(bits) => {
+            let _ = write!(out, "meta mark set meta mark & 0x{bits:08x}");
         }
         Stmt::MarkSet(m) => {
             let _ = write!(out, "meta mark set 0x{m:08x}");
