@@ -1,0 +1,60 @@
+//! DEL: remove the veth pair and release the addresses. Idempotent: a missing netns,
+//! interface or allocation is not an error; every step runs and all errors are reported.
+
+use sarasa_netns::Netlink;
+
+use crate::config::Plugin;
+use crate::env::Env;
+use crate::error::CniError;
+use crate::{log, naming};
+
+/// Runs DEL.
+pub fn run(env: &Env, p: &Plugin) -> Result<(), CniError> {
+    let mut errors: Vec<CniError> = Vec::new();
+    let host = naming::host_veth(&p.name, &env.container_id, &env.ifname);
+    match Netlink::current() {
+        Ok(mut node) => {
+            if let Err(e) = node.delete_link_by_name(&host) {
+                errors.push(e.into());
+            }
+        }
+        Err(e) => errors.push(e.into()),
+    }
+    if let Some(path) = env.netns.as_deref() {
+        // The pair is normally gone with the host end; clean a leftover container end.
+        match super::open_pod_netns(path) {
+            Ok(ns) => match Netlink::open_in(&ns) {
+                Ok(mut pod) => match pod.link_by_name(&env.ifname) {
+                    Ok(Some(l)) if l.kind.as_deref() == Some("veth") => {
+                        if let Err(e) = pod.delete_link(l.index) {
+                            if !e.is_not_found() {
+                                errors.push(e.into());
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => errors.push(e.into()),
+                },
+                Err(e) => errors.push(e.into()),
+            },
+            Err(e) => log::info(&format!("DEL: netns {path} not usable ({e}); continuing")),
+        }
+    }
+    match p.ipam() {
+        Ok(ipam) => {
+            if let Err(e) = ipam.release(&env.container_id, &env.ifname) {
+                errors.push(e.into());
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => {
+            let first = errors[0].clone();
+            let all: Vec<String> = errors.iter().map(|e| e.details.clone()).collect();
+            Err(CniError::new(first.code, first.msg, all.join("; ")))
+        }
+    }
+}
