@@ -500,7 +500,7 @@ impl<'a> Compiler<'a> {
                 s
             }
         };
-        set.comment = Some(truncate(&text, 90));
+        set.comment = Some(truncate(&text, 70));
         set
     }
 }
