@@ -56,7 +56,13 @@ fn missing_environment_is_code_4_naming_the_variables() {
     let pod = node.pod(1);
     let conf = node.conf("1.1.0", "bridge", false).to_string();
     // Every variable ADD requires, one at a time.
-    for var in ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"] {
+    for var in [
+        "CNI_COMMAND",
+        "CNI_CONTAINERID",
+        "CNI_NETNS",
+        "CNI_IFNAME",
+        "CNI_PATH",
+    ] {
         let out = run(&node, &env_with(&pod, &[(var, None)]), &conf);
         let e = out.err(4);
         assert!(e["msg"].as_str().unwrap().contains(var), "{var}: {e}");
@@ -73,18 +79,31 @@ fn missing_environment_is_code_4_naming_the_variables() {
     assert!(out.err(4)["msg"].as_str().unwrap().contains("CNI_NETNS"));
     for cmd in ["GC", "STATUS"] {
         let out = node.cni(&[("CNI_COMMAND", cmd)], &conf);
-        assert!(out.err(4)["msg"].as_str().unwrap().contains("CNI_PATH"), "{cmd}");
+        assert!(
+            out.err(4)["msg"].as_str().unwrap().contains("CNI_PATH"),
+            "{cmd}"
+        );
     }
     for cmd in ["DEL", "CHECK"] {
         let out = run(
             &node,
-            &env_with(&pod, &[("CNI_COMMAND", Some(cmd)), ("CNI_CONTAINERID", None)]),
+            &env_with(
+                &pod,
+                &[("CNI_COMMAND", Some(cmd)), ("CNI_CONTAINERID", None)],
+            ),
             &conf,
         );
-        assert!(out.err(4)["msg"].as_str().unwrap().contains("CNI_CONTAINERID"));
+        assert!(out.err(4)["msg"]
+            .as_str()
+            .unwrap()
+            .contains("CNI_CONTAINERID"));
     }
     // Unknown command.
-    let out = run(&node, &env_with(&pod, &[("CNI_COMMAND", Some("FROB"))]), &conf);
+    let out = run(
+        &node,
+        &env_with(&pod, &[("CNI_COMMAND", Some("FROB"))]),
+        &conf,
+    );
     assert!(out.err(4)["msg"].as_str().unwrap().contains("FROB"));
 }
 
@@ -94,14 +113,24 @@ fn container_id_and_ifname_rules_are_code_4() {
     let pod = node.pod(1);
     let conf = node.conf("1.1.0", "bridge", false).to_string();
     for bad in ["-lead", "_lead", "has space", "a/b", "a:b", "ünï"] {
-        let out = run(&node, &env_with(&pod, &[("CNI_CONTAINERID", Some(bad))]), &conf);
+        let out = run(
+            &node,
+            &env_with(&pod, &[("CNI_CONTAINERID", Some(bad))]),
+            &conf,
+        );
         let e = out.err(4);
-        assert!(e["msg"].as_str().unwrap().contains("CNI_CONTAINERID"), "{bad}: {e}");
+        assert!(
+            e["msg"].as_str().unwrap().contains("CNI_CONTAINERID"),
+            "{bad}: {e}"
+        );
     }
     for bad in [".", "..", "eth/0", "eth:0", "eth 0", "0123456789abcdef"] {
         let out = run(&node, &env_with(&pod, &[("CNI_IFNAME", Some(bad))]), &conf);
         let e = out.err(4);
-        assert!(e["msg"].as_str().unwrap().contains("CNI_IFNAME"), "{bad:?}: {e}");
+        assert!(
+            e["msg"].as_str().unwrap().contains("CNI_IFNAME"),
+            "{bad:?}: {e}"
+        );
     }
     // Nothing was created by any of these.
     assert!(node.host_veths().is_empty());
@@ -123,9 +152,13 @@ fn config_decoding_and_validation_codes() {
     run(&node, &env, "{\"cniVersion\": ").err(6);
     run(&node, &env, "").err(6);
     // network name: 7
-    run(&node, &env, &with(&|c| {
-        c.as_object_mut().unwrap().remove("name");
-    }))
+    run(
+        &node,
+        &env,
+        &with(&|c| {
+            c.as_object_mut().unwrap().remove("name");
+        }),
+    )
     .err(7);
     run(&node, &env, &with(&|c| c["name"] = json!("-bad name"))).err(7);
     // versions: unsupported 1, not a version 6, missing means 0.1.0 (unsupported) 1
@@ -134,26 +167,58 @@ fn config_decoding_and_validation_codes() {
         assert!(e["details"].as_str().unwrap().contains(v), "{e}");
     }
     run(&node, &env, &with(&|c| c["cniVersion"] = json!("one"))).err(6);
-    run(&node, &env, &with(&|c| {
-        c.as_object_mut().unwrap().remove("cniVersion");
-    }))
+    run(
+        &node,
+        &env,
+        &with(&|c| {
+            c.as_object_mut().unwrap().remove("cniVersion");
+        }),
+    )
     .err(1);
     // wrong JSON types: 6
     run(&node, &env, &with(&|c| c["mtu"] = json!("big"))).err(6);
-    run(&node, &env, &with(&|c| c["ipam"]["ranges"] = json!("10.0.0.0/24"))).err(6);
+    run(
+        &node,
+        &env,
+        &with(&|c| c["ipam"]["ranges"] = json!("10.0.0.0/24")),
+    )
+    .err(6);
     // invalid values: 7 (ranges, mtu, bridge name, missing ipam, missing type)
-    run(&node, &env, &with(&|c| c["ipam"]["ranges"] = json!([[{"subnet": "10.0.0.1/24"}]]))).err(7);
-    run(&node, &env, &with(&|c| c["ipam"]["ranges"] = json!([[{"subnet": "10.0.0.0/31"}]]))).err(7);
+    run(
+        &node,
+        &env,
+        &with(&|c| c["ipam"]["ranges"] = json!([[{"subnet": "10.0.0.1/24"}]])),
+    )
+    .err(7);
+    run(
+        &node,
+        &env,
+        &with(&|c| c["ipam"]["ranges"] = json!([[{"subnet": "10.0.0.0/31"}]])),
+    )
+    .err(7);
     run(&node, &env, &with(&|c| c["ipam"]["ranges"] = json!([]))).err(7);
     run(&node, &env, &with(&|c| c["mtu"] = json!(10))).err(7);
-    run(&node, &env, &with(&|c| c["bridge"] = json!("bridge/with/slash"))).err(7);
-    run(&node, &env, &with(&|c| {
-        c.as_object_mut().unwrap().remove("ipam");
-    }))
+    run(
+        &node,
+        &env,
+        &with(&|c| c["bridge"] = json!("bridge/with/slash")),
+    )
     .err(7);
-    run(&node, &env, &with(&|c| {
-        c.as_object_mut().unwrap().remove("type");
-    }))
+    run(
+        &node,
+        &env,
+        &with(&|c| {
+            c.as_object_mut().unwrap().remove("ipam");
+        }),
+    )
+    .err(7);
+    run(
+        &node,
+        &env,
+        &with(&|c| {
+            c.as_object_mut().unwrap().remove("type");
+        }),
+    )
     .err(7);
     // unsupported field value: 2, naming key and value
     let e = run(&node, &env, &with(&|c| c["mode"] = json!("vxlan"))).err(2);
@@ -180,13 +245,23 @@ fn netns_problems() {
     // does not exist: 3
     let out = run(
         &node,
-        &env_with(&pod, &[("CNI_NETNS", Some("/run/netns/sarasa-does-not-exist"))]),
+        &env_with(
+            &pod,
+            &[("CNI_NETNS", Some("/run/netns/sarasa-does-not-exist"))],
+        ),
         &conf,
     );
     out.err(3);
     // not a namespace: 4, naming CNI_NETNS
-    let out = run(&node, &env_with(&pod, &[("CNI_NETNS", Some("/etc/hostname"))]), &conf);
-    assert!(out.err(4)["details"].as_str().unwrap().contains("CNI_NETNS"));
+    let out = run(
+        &node,
+        &env_with(&pod, &[("CNI_NETNS", Some("/etc/hostname"))]),
+        &conf,
+    );
+    assert!(out.err(4)["details"]
+        .as_str()
+        .unwrap()
+        .contains("CNI_NETNS"));
     // the plugin's own namespace: 4
     let own = node.ns.path();
     let mut env = env_with(&pod, &[]);
@@ -218,7 +293,11 @@ fn assert_result_shape(r: &Value, version: &str, pod: &Ns, dual: bool) {
         assert!(ip["gateway"].is_string());
         assert_eq!(ip.get("version").is_some(), version == "0.4.0", "{ip}");
         if version == "0.4.0" {
-            let fam = if ip["address"].as_str().unwrap().contains(':') { "6" } else { "4" };
+            let fam = if ip["address"].as_str().unwrap().contains(':') {
+                "6"
+            } else {
+                "4"
+            };
             assert_eq!(ip["version"], fam);
         }
     }
@@ -259,7 +338,10 @@ fn add_check_del_for_every_version_and_mode() {
             // DEL with prevResult, then again: both succeed
             let mut del_conf = conf.clone();
             del_conf["prevResult"] = r.clone();
-            assert_eq!(node.del(&del_conf, &id, Some(&pod.path()), "eth0").ok(), Value::Null);
+            assert_eq!(
+                node.del(&del_conf, &id, Some(&pod.path()), "eth0").ok(),
+                Value::Null
+            );
             node.del(&del_conf, &id, Some(&pod.path()), "eth0").ok();
             assert!(pod.netlink().link_by_name("eth0").unwrap().is_none());
             assert!(!node.host_veths().contains(&host));
@@ -309,7 +391,9 @@ fn check_requires_prev_result_and_detects_drift() {
         .unwrap();
     node.check(&conf, &r, "c1", &pod, "eth0").ok();
     let mut nnl = node.ns.netlink();
-    let host = nnl.link(r["interfaces"][0]["name"].as_str().unwrap()).unwrap();
+    let host = nnl
+        .link(r["interfaces"][0]["name"].as_str().unwrap())
+        .unwrap();
     nnl.set_master(host.index, 0).unwrap();
     node.check(&conf, &r, "c1", &pod, "eth0").err(104);
     // drift: the reservation is gone
@@ -349,7 +433,8 @@ fn del_is_idempotent_without_add_netns_or_prev_result() {
     let conf = node.conf("1.1.0", "routed", true);
     // never added
     node.del(&conf, "ghost", None, "eth0").ok();
-    node.del(&conf, "ghost", Some("/run/netns/sarasa-no-such-ns"), "eth0").ok();
+    node.del(&conf, "ghost", Some("/run/netns/sarasa-no-such-ns"), "eth0")
+        .ok();
     // netns deleted before DEL: resources are still released
     let pod = node.pod(1);
     let r = node.add(&conf, "c1", &pod, "eth0").ok();
@@ -358,7 +443,9 @@ fn del_is_idempotent_without_add_netns_or_prev_result() {
     node.del(&conf, "c1", Some(&path), "eth0").ok();
     node.del(&conf, "c1", Some(&path), "eth0").ok();
     assert_eq!(node.allocations(), json!([]));
-    assert!(!node.host_veths().contains(&r["interfaces"][0]["name"].as_str().unwrap().to_string()));
+    assert!(!node
+        .host_veths()
+        .contains(&r["interfaces"][0]["name"].as_str().unwrap().to_string()));
     // DEL without CNI_NETNS releases too
     let pod = node.pod(2);
     node.add(&conf, "c2", &pod, "eth0").ok();
@@ -384,7 +471,10 @@ fn prev_result_is_passed_through_and_extended() {
     assert_eq!(ifaces.len(), 3);
     assert_eq!(ifaces[0]["name"], "lo");
     assert_eq!(r["ips"][0]["address"], "127.0.0.1/8");
-    assert_eq!(r["ips"][1]["interface"], 2, "our indexes shift past prevResult's");
+    assert_eq!(
+        r["ips"][1]["interface"], 2,
+        "our indexes shift past prevResult's"
+    );
     assert_eq!(r["ips"][1]["gateway"], "10.244.7.1");
     assert_eq!(r["dns"]["nameservers"][0], "1.1.1.1", "earlier DNS kept");
 }
@@ -405,7 +495,10 @@ fn runtime_config_ips_mac_and_dns() {
     assert_eq!(r["ips"][0]["address"], "10.244.7.77/24");
     assert_eq!(r["ips"][1]["address"], "fd00:10:244:7::77/64");
     assert_eq!(r["interfaces"][1]["mac"], "0a:58:0a:f4:07:4d");
-    assert_eq!(pod.netlink().link("eth0").unwrap().mac_string(), "0a:58:0a:f4:07:4d");
+    assert_eq!(
+        pod.netlink().link("eth0").unwrap().mac_string(),
+        "0a:58:0a:f4:07:4d"
+    );
     assert_eq!(r["dns"]["nameservers"][0], "10.96.0.53");
     assert_eq!(r["dns"]["search"][0], "ns.svc.cluster.local");
     // the same address for another pod: refused, nothing held

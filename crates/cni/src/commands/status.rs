@@ -9,13 +9,7 @@ use crate::error::{CniError, LIMITED_CONNECTIVITY, NOT_AVAILABLE};
 
 /// Runs STATUS.
 pub fn run(p: &Plugin) -> Result<(), CniError> {
-    let unavailable = |e: CniError| {
-        CniError::new(
-            NOT_AVAILABLE,
-            "plugin not available",
-            format!("{}: {}", e.msg, e.details),
-        )
-    };
+    let unavailable = |e: CniError| CniError::new(NOT_AVAILABLE, "plugin not available", e.details);
     let ipam = p.ipam().map_err(unavailable)?;
     ipam.status().map_err(|e| unavailable(e.into()))?;
     if p.mode == Mode::Bridge {

@@ -309,13 +309,11 @@ pub fn peer_seen(from: &NetNs, server_ns: &NetNs, to: IpAddr) -> Result<IpAddr, 
         .run(move || TcpStream::connect_timeout(&target, Duration::from_secs(3)))
         .unwrap();
     match connected {
-        Ok(_stream) => accept
-            .join()
-            .unwrap()
-            .map_err(|e| format!("accept: {e}")),
+        Ok(_stream) => accept.join().unwrap().map_err(|e| format!("accept: {e}")),
         Err(e) => {
             // Unblock the acceptor with a local connection so the thread ends.
-            let _ = server_ns.run(move || TcpStream::connect_timeout(&target, Duration::from_secs(1)));
+            let _ =
+                server_ns.run(move || TcpStream::connect_timeout(&target, Duration::from_secs(1)));
             let _ = accept.join();
             Err(format!("connect to {target}: {e}"))
         }
