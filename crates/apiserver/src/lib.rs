@@ -1,1 +1,204 @@
-//! The lab control plane: a Kubernetes API subset server with storage and controllers
+//! The lab control plane: a Kubernetes API subset server with storage and controllers.
+//!
+//! It serves the REST paths and JSON of kube-apiserver for the kinds the lab uses (Namespaces,
+//! Nodes, Pods, Services, EndpointSlices, NetworkPolicies, Deployments, Leases, Events), with
+//! list/watch/CRUD/patch, validation with kube-apiserver's field paths, a global resourceVersion,
+//! crash-safe persistence, and the controllers the lab needs (podCIDRs, scheduling, Deployment
+//! replicas, ClusterIP/NodePort/LoadBalancer allocation, EndpointSlices, garbage collection).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), sarasa_apiserver::Error> {
+//! let server = sarasa_apiserver::ApiServer::open(sarasa_apiserver::Config::new("/var/lib/sarasa/default/api"))?;
+//! let listener = tokio::net::TcpListener::bind("192.168.33.1:6443").await.map_err(sarasa_apiserver::Error::Serve)?;
+//! server.serve(listener).await
+//! # }
+//! ```
+
+pub mod admission;
+pub mod alloc;
+pub mod config;
+pub mod controllers;
+pub mod error;
+pub mod http;
+pub mod meta;
+pub mod resources;
+pub mod selector;
+pub mod store;
+pub mod validate;
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use error::{ApiError, Error};
+use store::{Store, WriteOpts};
+
+/// Namespaces that always exist.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "sarasa-system"];
+
+/// A running (or ready to run) control plane. Cheap to clone; clones share one store.
+#[derive(Clone)]
+pub struct ApiServer {
+    store: Arc<Store>,
+    controllers: Arc<Mutex<Option<Vec<JoinHandle<()>>>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl ApiServer {
+    /// Loads the persisted objects of `config.state_dir` (creating it) and makes sure the system
+    /// namespaces and the `kubernetes` Service exist. Spawns nothing.
+    pub fn open(config: Config) -> Result<ApiServer, Error> {
+        validate_config(&config)?;
+        let store = Store::open(Arc::new(config))?;
+        bootstrap(&store);
+        let (stop, _) = watch::channel(false);
+        Ok(ApiServer {
+            store,
+            controllers: Arc::new(Mutex::new(None)),
+            stop,
+        })
+    }
+
+    /// The store (for in-process inspection and tests).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Starts the controllers (once; later calls do nothing). `serve` calls this.
+    pub fn start_controllers(&self) {
+        let mut c = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() && !self.store.is_closed() {
+            *c = Some(controllers::spawn_all(self.store.clone()));
+        }
+    }
+
+    /// The HTTP router (for embedding into another server).
+    pub fn router(&self) -> axum::Router {
+        http::router(self.store.clone())
+    }
+
+    /// Serves the API on a TCP listener until [`ApiServer::shutdown`].
+    pub async fn serve(&self, listener: tokio::net::TcpListener) -> Result<(), Error> {
+        self.start_controllers();
+        let mut stop = self.stop.subscribe();
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(Error::Serve)
+    }
+
+    /// Serves the API on a Unix socket until [`ApiServer::shutdown`].
+    pub async fn serve_unix(&self, listener: tokio::net::UnixListener) -> Result<(), Error> {
+        self.start_controllers();
+        let mut stop = self.stop.subscribe();
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(Error::Serve)
+    }
+
+    /// Stops controllers, ends watches, flushes and closes the state; `serve` returns once open
+    /// requests finish. The state directory can then be opened again.
+    pub fn shutdown(&self) {
+        if let Some(handles) = self
+            .controllers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            for h in handles {
+                h.abort();
+            }
+        }
+        self.store.close();
+        let _ = self.stop.send(true);
+    }
+}
+
+fn validate_config(c: &Config) -> Result<(), Error> {
+    if c.cluster_cidrs.is_empty() || c.service_cidrs.is_empty() {
+        return Err(Error::Config(
+            "cluster and service CIDRs must not be empty".into(),
+        ));
+    }
+    for list in [&c.cluster_cidrs, &c.service_cidrs] {
+        if list.len() > 2
+            || (list.len() == 2 && list[0].addr().is_ipv4() == list[1].addr().is_ipv4())
+        {
+            return Err(Error::Config("at most one CIDR per IP family".into()));
+        }
+    }
+    let (lo, hi) = c.node_port_range;
+    if lo == 0 || lo > hi {
+        return Err(Error::Config(format!("bad NodePort range {lo}-{hi}")));
+    }
+    Ok(())
+}
+
+/// System namespaces, the `kubernetes` Service and its EndpointSlice.
+fn bootstrap(store: &Store) {
+    let opts = WriteOpts::internal();
+    for ns in SYSTEM_NAMESPACES {
+        if store.get(resources::NAMESPACES, "", ns).is_err() {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            if let Err(e) = store.create(resources::NAMESPACES, "", obj, opts) {
+                tracing::warn!("creating namespace {ns}: {e}");
+            }
+        }
+    }
+    let Some(first) = store.config.service_cidrs.first().copied() else {
+        return;
+    };
+    let Some(ip) = first.hosts().next() else {
+        return;
+    };
+    if store
+        .get(resources::SERVICES, "default", "kubernetes")
+        .is_err()
+    {
+        let target = store.config.advertise_address.map_or(6443, |a| a.port());
+        let svc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": ip.to_string(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": target}]}
+        });
+        if let Err(e) = store.create(resources::SERVICES, "default", svc, opts) {
+            tracing::warn!("creating the kubernetes Service: {e}");
+        }
+    }
+    if let Some(addr) = store.config.advertise_address {
+        let family = if addr.is_ipv6() { "IPv6" } else { "IPv4" };
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": family,
+            "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]
+        });
+        let r = match store.get(resources::ENDPOINTSLICES, "default", "kubernetes") {
+            Ok(_) => store
+                .update(
+                    resources::ENDPOINTSLICES,
+                    "default",
+                    "kubernetes",
+                    slice,
+                    store::Sub::Main,
+                    opts,
+                )
+                .map(|_| ()),
+            Err(_) => store
+                .create(resources::ENDPOINTSLICES, "default", slice, opts)
+                .map(|_| ()),
+        };
+        if let Err(e) = r {
+            tracing::warn!("writing the kubernetes EndpointSlice: {e}");
+        }
+    }
+}

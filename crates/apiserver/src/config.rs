@@ -1,0 +1,86 @@
+//! Server configuration: address ranges the control plane hands out, where state lives.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// Configuration of one control plane instance.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory holding the persisted objects (created if missing).
+    pub state_dir: PathBuf,
+    /// Cluster (pod) CIDRs: the first is the primary family; at most one per family.
+    pub cluster_cidrs: Vec<IpNet>,
+    /// Prefix length of the podCIDR given to each node, IPv4.
+    pub node_cidr_mask_v4: u8,
+    /// Prefix length of the podCIDR given to each node, IPv6.
+    pub node_cidr_mask_v6: u8,
+    /// Service CIDRs: the first is the primary family; at most one per family.
+    pub service_cidrs: Vec<IpNet>,
+    /// Inclusive NodePort range.
+    pub node_port_range: (u16, u16),
+    /// Pools LoadBalancer Services take their `status.loadBalancer.ingress` addresses from.
+    pub load_balancer_pools: Vec<IpNet>,
+    /// Address (and port) where the API is reachable from pods and nodes; when set, the `kubernetes`
+    /// Service in `default` gets an EndpointSlice pointing there.
+    pub advertise_address: Option<SocketAddr>,
+    /// How many past changes a watch may resume from before it gets 410 Expired.
+    pub watch_history: usize,
+    /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+}
+
+impl Config {
+    /// Defaults of the lab (kubeadm's): pods 10.244.0.0/16 as /24 per node, services 10.96.0.0/12,
+    /// NodePorts 30000-32767, LoadBalancer pool 198.51.100.0/24.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            state_dir: state_dir.into(),
+            cluster_cidrs: vec![parse_net("10.244.0.0/16")],
+            node_cidr_mask_v4: 24,
+            node_cidr_mask_v6: 64,
+            service_cidrs: vec![parse_net("10.96.0.0/12")],
+            node_port_range: (30000, 32767),
+            load_balancer_pools: vec![parse_net("198.51.100.0/24")],
+            advertise_address: None,
+            watch_history: 10_000,
+            bookmark_interval: Duration::from_secs(30),
+        }
+    }
+
+    /// The service CIDR of one family, if configured.
+    pub fn service_cidr(&self, v6: bool) -> Option<IpNet> {
+        self.service_cidrs
+            .iter()
+            .copied()
+            .find(|n| matches!(n, IpNet::V6(_)) == v6)
+    }
+
+    /// The cluster CIDR of one family, if configured.
+    pub fn cluster_cidr(&self, v6: bool) -> Option<IpNet> {
+        self.cluster_cidrs
+            .iter()
+            .copied()
+            .find(|n| matches!(n, IpNet::V6(_)) == v6)
+    }
+
+    /// Whether Services can be dual-stack (one service CIDR of each family).
+    pub fn dual_stack_services(&self) -> bool {
+        self.service_cidr(false).is_some() && self.service_cidr(true).is_some()
+    }
+
+    /// The primary service family: "IPv4" or "IPv6".
+    pub fn primary_service_family(&self) -> &'static str {
+        match self.service_cidrs.first() {
+            Some(IpNet::V6(_)) => "IPv6",
+            _ => "IPv4",
+        }
+    }
+}
+
+fn parse_net(s: &str) -> IpNet {
+    // Constant literals above; parsing cannot fail.
+    s.parse().unwrap_or(IpNet::V4(Default::default()))
+}

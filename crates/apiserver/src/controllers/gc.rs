@@ -1,0 +1,113 @@
+//! Garbage collection: objects whose every owner is gone are deleted (Deployment → Pods,
+//! Service → EndpointSlices), as the background propagation policy does.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::controllers::Controller;
+use crate::meta;
+use crate::resources::{ResId, RESOURCES};
+use crate::store::{DeleteOpts, Event, EventKind, Store};
+
+pub struct GarbageCollector;
+
+const ALL: &[ResId] = &[0, 1, 2, 3, 4, 5, 6, 7, 8];
+
+fn owner_uids(o: &Value) -> Vec<&str> {
+    meta::metadata(o)
+        .get("ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| refs.iter().filter_map(|r| r.get("uid")?.as_str()).collect())
+        .unwrap_or_default()
+}
+
+impl Controller for GarbageCollector {
+    fn name(&self) -> &'static str {
+        "garbage-collector"
+    }
+
+    fn watches(&self) -> &'static [ResId] {
+        ALL
+    }
+
+    fn reconcile(&mut self, store: &Store, events: Option<&[Event]>) -> Option<Duration> {
+        let gone: Option<Vec<(String, String)>> = events.map(|evs| {
+            evs.iter()
+                .filter(|e| e.kind == EventKind::Deleted)
+                .map(|e| {
+                    (
+                        meta::namespace(&e.obj).to_string(),
+                        meta::uid(&e.obj).to_string(),
+                    )
+                })
+                .collect()
+        });
+        if gone.as_ref().is_some_and(Vec::is_empty) {
+            return None;
+        }
+        for (res, r) in RESOURCES.iter().enumerate() {
+            if !r.namespaced {
+                continue;
+            }
+            let candidates = match &gone {
+                None => {
+                    // Full pass: every uid that exists, to tell dangling owner references.
+                    let mut alive: HashSet<String> = HashSet::new();
+                    for res in 0..RESOURCES.len() {
+                        let (objs, _) = store.list(res, None, |_| true);
+                        alive.extend(objs.iter().map(|o| meta::uid(o).to_string()));
+                    }
+                    store
+                        .list(res, None, |o| {
+                            let owners = owner_uids(o);
+                            !owners.is_empty()
+                                && owners.iter().all(|u| !alive.contains(*u))
+                                && !meta::is_deleting(o)
+                        })
+                        .0
+                }
+                Some(gone) => {
+                    let uids: HashSet<&str> = gone.iter().map(|(_, u)| u.as_str()).collect();
+                    let namespaces: HashSet<&str> =
+                        gone.iter().map(|(ns, _)| ns.as_str()).collect();
+                    let mut out = Vec::new();
+                    for ns in namespaces {
+                        // Cluster-scoped owners ("" namespace) can own objects anywhere.
+                        let scope = if ns.is_empty() { None } else { Some(ns) };
+                        out.extend(
+                            store
+                                .list(res, scope, |o| {
+                                    let owners = owner_uids(o);
+                                    !owners.is_empty()
+                                        && owners.iter().all(|u| uids.contains(u))
+                                        && !meta::is_deleting(o)
+                                })
+                                .0,
+                        );
+                    }
+                    out
+                }
+            };
+            for o in candidates {
+                if let Err(e) = store.delete(
+                    res,
+                    meta::namespace(&o),
+                    meta::name(&o),
+                    &DeleteOpts::default(),
+                ) {
+                    if e.code != 404 {
+                        tracing::warn!(
+                            "garbage collecting {} {}/{}: {e}",
+                            r.plural,
+                            meta::namespace(&o),
+                            meta::name(&o)
+                        );
+                    }
+                }
+            }
+        }
+        None
+    }
+}

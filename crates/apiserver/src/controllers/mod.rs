@@ -1,0 +1,90 @@
+//! Controllers running inside the server: each is a task fed by the store's change history and
+//! reconciling level-triggered (a full pass at start, after a history gap and when it asks for a
+//! requeue; otherwise only what the changes touched).
+
+pub mod deployments;
+pub mod endpointslices;
+pub mod gc;
+pub mod namespaces;
+pub mod nodes;
+pub mod scheduler;
+pub mod services;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::resources::ResId;
+use crate::store::{Event, Store};
+
+/// One controller.
+pub trait Controller: Send + 'static {
+    fn name(&self) -> &'static str;
+    /// Resources whose changes wake it.
+    fn watches(&self) -> &'static [ResId];
+    /// Reconciles after `events` (`None`: everything). Returns when to run a full pass again.
+    fn reconcile(&mut self, store: &Store, events: Option<&[Event]>) -> Option<Duration>;
+}
+
+/// Spawns every controller.
+pub fn spawn_all(store: Arc<Store>) -> Vec<JoinHandle<()>> {
+    vec![
+        spawn(store.clone(), namespaces::Namespaces),
+        spawn(store.clone(), nodes::NodeIpam),
+        spawn(store.clone(), scheduler::Scheduler),
+        spawn(store.clone(), deployments::Deployments),
+        spawn(store.clone(), services::LoadBalancers),
+        spawn(store.clone(), endpointslices::EndpointSlices::default()),
+        spawn(store, gc::GarbageCollector),
+    ]
+}
+
+pub fn spawn(store: Arc<Store>, c: impl Controller) -> JoinHandle<()> {
+    tokio::spawn(run(store, c))
+}
+
+async fn run(store: Arc<Store>, mut c: impl Controller) {
+    let mut rx = store.subscribe();
+    let mut since = store.rv();
+    let watches = c.watches();
+    let at = |d: Option<Duration>| d.map(|d| Instant::now() + d);
+    let mut deadline = at(c.reconcile(&store, None));
+    loop {
+        if store.is_closed() {
+            return;
+        }
+        let wake = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let full = tokio::select! {
+            r = rx.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                false
+            }
+            _ = tokio::time::sleep_until(wake), if deadline.is_some() => true,
+        };
+        if store.is_closed() {
+            return;
+        }
+        match store.changes_since(since, |e| watches.contains(&e.res)) {
+            Ok((events, up_to)) => {
+                since = up_to;
+                if full {
+                    deadline = at(c.reconcile(&store, None));
+                } else if !events.is_empty() {
+                    // A full pass asked for earlier stays asked for.
+                    if let Some(next) = at(c.reconcile(&store, Some(&events))) {
+                        deadline = Some(deadline.map_or(next, |d| d.min(next)));
+                    }
+                }
+            }
+            Err(_) => {
+                tracing::debug!("{}: history gap, full resync", c.name());
+                since = store.rv();
+                deadline = at(c.reconcile(&store, None));
+            }
+        }
+    }
+}

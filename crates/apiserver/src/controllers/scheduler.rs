@@ -1,0 +1,163 @@
+//! Scheduler: binds every Pod without `spec.nodeName` to a Node. Candidates are the Ready,
+//! schedulable Nodes matching the pod's nodeSelector (all schedulable matching Nodes when none is
+//! Ready); the pick spreads pods of one owner first, then takes the Node with the fewest pods.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::controllers::Controller;
+use crate::meta;
+use crate::resources::{ResId, NODES, PODS};
+use crate::store::{Event, Obj, Store, Sub, WriteOpts};
+
+pub struct Scheduler;
+
+pub fn node_ready(n: &Value) -> bool {
+    meta::path(n, "status.conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("Ready")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+}
+
+fn terminal(p: &Value) -> bool {
+    matches!(
+        meta::path_str(p, "status.phase"),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+fn unscheduled(p: &Value) -> bool {
+    meta::path_str(p, "spec.nodeName").unwrap_or("").is_empty()
+        && !meta::is_deleting(p)
+        && !terminal(p)
+}
+
+fn selector_fits(pod: &Value, node: &Value) -> bool {
+    let Some(sel) = meta::path(pod, "spec.nodeSelector").and_then(Value::as_object) else {
+        return true;
+    };
+    sel.iter().all(|(k, v)| meta::label(node, k) == v.as_str())
+}
+
+fn owner_key(p: &Value) -> String {
+    // Pods of one Deployment share a controller uid; bare pods spread among themselves.
+    meta::controller_uid(p).unwrap_or("").to_string()
+}
+
+impl Controller for Scheduler {
+    fn name(&self) -> &'static str {
+        "scheduler"
+    }
+
+    fn watches(&self) -> &'static [ResId] {
+        &[PODS, NODES]
+    }
+
+    fn reconcile(&mut self, store: &Store, events: Option<&[Event]>) -> Option<Duration> {
+        if let Some(evs) = events {
+            if !evs.iter().any(|e| e.res == NODES || unscheduled(&e.obj)) {
+                return None;
+            }
+        }
+        let (pending, _) = store.list(PODS, None, unscheduled);
+        if pending.is_empty() {
+            return None;
+        }
+        let (nodes, _) = store.list(NODES, None, |n| {
+            !meta::is_deleting(n)
+                && meta::path(n, "spec.unschedulable").and_then(Value::as_bool) != Some(true)
+        });
+        if nodes.is_empty() {
+            return None;
+        }
+        let ready: Vec<Obj> = nodes.iter().filter(|n| node_ready(n)).cloned().collect();
+        let candidates = if ready.is_empty() { nodes } else { ready };
+        let (pods, _) = store.list(PODS, None, |p| !terminal(p) && !meta::is_deleting(p));
+        let mut total: HashMap<String, usize> = HashMap::new();
+        let mut by_owner: HashMap<(String, String), usize> = HashMap::new();
+        for p in &pods {
+            let node = meta::path_str(p, "spec.nodeName").unwrap_or("");
+            if node.is_empty() {
+                continue;
+            }
+            *total.entry(node.to_string()).or_default() += 1;
+            *by_owner
+                .entry((owner_key(p), node.to_string()))
+                .or_default() += 1;
+        }
+        let mut pending: Vec<Obj> = pending;
+        pending.sort_by(|a, b| {
+            let ka = (
+                meta::metadata(a)
+                    .get("creationTimestamp")
+                    .and_then(Value::as_str),
+                meta::name(a),
+            );
+            let kb = (
+                meta::metadata(b)
+                    .get("creationTimestamp")
+                    .and_then(Value::as_str),
+                meta::name(b),
+            );
+            ka.cmp(&kb)
+        });
+        for pod in pending {
+            let owner = owner_key(&pod);
+            let best = candidates
+                .iter()
+                .filter(|n| selector_fits(&pod, n))
+                .min_by_key(|n| {
+                    let name = meta::name(n).to_string();
+                    let same = if owner.is_empty() {
+                        0
+                    } else {
+                        by_owner
+                            .get(&(owner.clone(), name.clone()))
+                            .copied()
+                            .unwrap_or(0)
+                    };
+                    (same, total.get(&name).copied().unwrap_or(0), name)
+                });
+            let Some(node) = best else { continue };
+            let node = meta::name(node).to_string();
+            let r = store.modify(PODS, meta::namespace(&pod), meta::name(&pod), Sub::Main, WriteOpts::internal(), |cur| {
+                let mut new = cur.clone();
+                if !unscheduled(cur) {
+                    return Ok(new);
+                }
+                new["spec"]["nodeName"] = json!(node);
+                let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()});
+                if !new.get("status").is_some_and(Value::is_object) {
+                    new["status"] = json!({});
+                }
+                match new["status"].get_mut("conditions").and_then(Value::as_array_mut) {
+                    Some(cs) => {
+                        cs.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                        cs.push(cond);
+                    }
+                    None => new["status"]["conditions"] = json!([cond]),
+                }
+                Ok(new)
+            });
+            match r {
+                Ok(_) => {
+                    *total.entry(node.clone()).or_default() += 1;
+                    *by_owner.entry((owner, node)).or_default() += 1;
+                }
+                Err(e) if e.code == 404 => {}
+                Err(e) => tracing::warn!(
+                    "binding pod {}/{}: {e}",
+                    meta::namespace(&pod),
+                    meta::name(&pod)
+                ),
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,394 @@
+//! The REST front end: parses kube-apiserver's paths and dispatches verbs to the store.
+
+pub mod discovery;
+pub mod list;
+pub mod patch;
+pub mod status;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::meta;
+use crate::resources::{self, ResId, NAMESPACES, PODS, RESOURCES};
+use crate::store::{DeleteOpts, Deleted, Store, Sub, WriteOpts};
+
+/// Shared state of the handlers.
+pub struct App {
+    pub store: Arc<Store>,
+}
+
+/// The router serving the whole API.
+pub fn router(store: Arc<Store>) -> Router {
+    Router::new()
+        .fallback(handle)
+        .with_state(Arc::new(App { store }))
+}
+
+/// Query parameters (last value wins).
+pub type Params = HashMap<String, String>;
+
+/// What a resource path names.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub res: ResId,
+    /// Namespace of the path ("" for cluster-scoped; for collections `None` = all namespaces).
+    pub ns: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+}
+
+/// Parses `/api/v1/...` and `/apis/<g>/<v>/...` resource paths.
+fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
+    let t = |plural: &str| resources::lookup(group, version, plural);
+    match rest {
+        [plural] => Some(Target {
+            res: t(plural)?,
+            ns: None,
+            name: None,
+            sub: None,
+        }),
+        ["namespaces", ns, plural] if t(plural).is_some_and(|r| RESOURCES[r].namespaced) => {
+            Some(Target {
+                res: t(plural)?,
+                ns: Some(ns.to_string()),
+                name: None,
+                sub: None,
+            })
+        }
+        ["namespaces", ns, plural, name] if t(plural).is_some_and(|r| RESOURCES[r].namespaced) => {
+            Some(Target {
+                res: t(plural)?,
+                ns: Some(ns.to_string()),
+                name: Some(name.to_string()),
+                sub: None,
+            })
+        }
+        ["namespaces", ns, plural, name, sub]
+            if t(plural).is_some_and(|r| RESOURCES[r].namespaced) =>
+        {
+            Some(Target {
+                res: t(plural)?,
+                ns: Some(ns.to_string()),
+                name: Some(name.to_string()),
+                sub: Some(sub.to_string()),
+            })
+        }
+        [plural, name] => {
+            let res = t(plural)?;
+            (!RESOURCES[res].namespaced).then(|| Target {
+                res,
+                ns: Some(String::new()),
+                name: Some(name.to_string()),
+                sub: None,
+            })
+        }
+        [plural, name, sub] => {
+            let res = t(plural)?;
+            (!RESOURCES[res].namespaced).then(|| Target {
+                res,
+                ns: Some(String::new()),
+                name: Some(name.to_string()),
+                sub: Some(sub.to_string()),
+            })
+        }
+        _ => None,
+    }
+}
+
+async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let headers = req.headers().clone();
+    let params: Params = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
+        .map(|q| q.0.into_iter().collect())
+        .unwrap_or_default();
+    let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
+        Ok(b) => b,
+        Err(e) => {
+            return status::error(&ApiError::bad_request(format!(
+                "reading the request body: {e}"
+            )))
+        }
+    };
+    let path = uri.path().trim_end_matches('/');
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let out = match segs.as_slice() {
+        ["healthz"] | ["readyz"] | ["livez"] => return plain("ok"),
+        ["version"] => Ok(status::json(StatusCode::OK, &discovery::version())),
+        ["api"] => Ok(status::json(StatusCode::OK, &discovery::api_versions())),
+        ["apis"] => Ok(status::json(StatusCode::OK, &discovery::api_groups())),
+        ["api", "v1"] => Ok(status::json(
+            StatusCode::OK,
+            &discovery::resource_list("", "v1"),
+        )),
+        ["apis", g] => discovery::api_group(g)
+            .map(|v| status::json(StatusCode::OK, &v))
+            .ok_or_else(|| ApiError::path_not_found(path)),
+        ["apis", g, v] => {
+            if resources::group_versions().contains(&(*g, *v)) {
+                Ok(status::json(
+                    StatusCode::OK,
+                    &discovery::resource_list(g, v),
+                ))
+            } else {
+                Err(ApiError::path_not_found(path))
+            }
+        }
+        ["api", "v1", rest @ ..] => match parse_target("", "v1", rest) {
+            Some(t) => dispatch(&app, &method, &headers, &params, body, t).await,
+            None => Err(ApiError::path_not_found(path)),
+        },
+        ["apis", g, v, rest @ ..] => match parse_target(g, v, rest) {
+            Some(t) => dispatch(&app, &method, &headers, &params, body, t).await,
+            None => Err(ApiError::path_not_found(path)),
+        },
+        _ => Err(ApiError::path_not_found(path)),
+    };
+    out.unwrap_or_else(|e| status::error(&e))
+}
+
+fn plain(s: &'static str) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(s))
+        .unwrap_or_default()
+}
+
+fn dry_run(params: &Params) -> Result<bool, ApiError> {
+    match params.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Invalid dry run value: {other:?}: supported values: \"All\""
+        ))),
+    }
+}
+
+/// Parses a request body as JSON (or YAML when the content type says so).
+pub(crate) fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if ct.contains("yaml") {
+        serde_yaml::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+    } else {
+        serde_json::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))
+    }
+}
+
+async fn dispatch(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    params: &Params,
+    body: Bytes,
+    t: Target,
+) -> Result<Response, ApiError> {
+    let store = &app.store;
+    let r = &RESOURCES[t.res];
+    let ns = t.ns.clone().unwrap_or_default();
+    let sub = match t.sub.as_deref() {
+        None => None,
+        Some("status") if r.status => Some(Sub::Status),
+        Some("scale") if r.scale => None,
+        Some(other) => return Err(ApiError::path_not_found(&format!("{}/{}", r.plural, other))),
+    };
+    let is_scale = t.sub.as_deref() == Some("scale");
+    match (method, &t.name) {
+        (&Method::GET, None) => {
+            if params.get("watch").is_some_and(|w| w == "1" || w == "true") {
+                watch::watch(store.clone(), t.res, t.ns.clone(), params).await
+            } else {
+                list::list(store, t.res, t.ns.as_deref(), params)
+            }
+        }
+        (&Method::GET, Some(name)) => {
+            let obj = store.get(t.res, &ns, name)?;
+            if is_scale {
+                return Ok(status::json(StatusCode::OK, &scale_of(&obj)));
+            }
+            Ok(status::json(StatusCode::OK, obj.as_ref()))
+        }
+        (&Method::POST, None) => {
+            if !r.namespaced || t.ns.is_some() {
+                let obj = parse_body(headers, &body)?;
+                let opts = WriteOpts {
+                    dry_run: dry_run(params)?,
+                    internal: false,
+                };
+                let created = store.create(t.res, &ns, obj, opts)?;
+                Ok(status::json(StatusCode::CREATED, created.as_ref()))
+            } else {
+                Err(ApiError::method_not_allowed(
+                    "create of namespaced resources needs a namespace in the path",
+                ))
+            }
+        }
+        (&Method::PUT, Some(name)) => {
+            let obj = parse_body(headers, &body)?;
+            let opts = WriteOpts {
+                dry_run: dry_run(params)?,
+                internal: false,
+            };
+            if is_scale {
+                let scale = obj;
+                let want_rv = meta::resource_version(&scale).to_string();
+                let replicas = meta::path(&scale, "spec.replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let updated = store.modify(t.res, &ns, name, Sub::Main, opts, |cur| {
+                    let mut new = cur.clone();
+                    new["spec"]["replicas"] = json!(replicas);
+                    meta::metadata_mut(&mut new).insert("resourceVersion".into(), json!(want_rv));
+                    Ok(new)
+                })?;
+                return Ok(status::json(StatusCode::OK, &scale_of(&updated)));
+            }
+            let (obj, created) =
+                store.update(t.res, &ns, name, obj, sub.unwrap_or(Sub::Main), opts)?;
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(status::json(code, obj.as_ref()))
+        }
+        (&Method::PATCH, Some(name)) => {
+            let opts = WriteOpts {
+                dry_run: dry_run(params)?,
+                internal: false,
+            };
+            patch::patch(
+                store,
+                t.res,
+                &ns,
+                name,
+                sub.unwrap_or(Sub::Main),
+                is_scale,
+                headers,
+                &body,
+                opts,
+            )
+        }
+        (&Method::DELETE, Some(name)) => {
+            let opts = delete_opts(params, &body)?;
+            match store.delete(t.res, &ns, name, &opts)? {
+                Deleted::Pending(obj) => Ok(status::json(StatusCode::OK, obj.as_ref())),
+                Deleted::Gone(obj) if t.res == PODS || t.res == NAMESPACES => {
+                    Ok(status::json(StatusCode::OK, obj.as_ref()))
+                }
+                Deleted::Gone(obj) => {
+                    Ok(status::json(StatusCode::OK, &status::success(t.res, &obj)))
+                }
+            }
+        }
+        (&Method::DELETE, None) => {
+            let opts = delete_opts(params, &body)?;
+            let (items, _) = list::select(store, t.res, t.ns.as_deref(), params)?;
+            let mut gone = Vec::new();
+            for obj in items {
+                match store.delete(t.res, meta::namespace(&obj), meta::name(&obj), &opts) {
+                    Ok(Deleted::Gone(o)) | Ok(Deleted::Pending(o)) => gone.push(o),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(list::render(t.res, &gone, store.rv(), None, None))
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        ))),
+    }
+}
+
+/// DeleteOptions from the body and the query.
+fn delete_opts(params: &Params, body: &Bytes) -> Result<DeleteOpts, ApiError> {
+    let b: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+    };
+    let mut o = DeleteOpts {
+        grace_period_seconds: b.get("gracePeriodSeconds").and_then(Value::as_i64),
+        propagation_policy: b
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .map(String::from),
+        precondition_uid: meta::path_str(&b, "preconditions.uid").map(String::from),
+        precondition_rv: meta::path_str(&b, "preconditions.resourceVersion").map(String::from),
+        dry_run: b
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "All")),
+    };
+    if b.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+        && o.propagation_policy.is_none()
+    {
+        o.propagation_policy = Some("Orphan".into());
+    }
+    if let Some(g) = params.get("gracePeriodSeconds") {
+        o.grace_period_seconds = Some(
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
+        );
+    }
+    if let Some(p) = params.get("propagationPolicy") {
+        o.propagation_policy = Some(p.clone());
+    }
+    if let Some(p) = &o.propagation_policy {
+        if !["Orphan", "Background", "Foreground"].contains(&p.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            )));
+        }
+    }
+    if dry_run(params)? {
+        o.dry_run = true;
+    }
+    Ok(o)
+}
+
+/// The autoscaling/v1 Scale of a Deployment.
+pub(crate) fn scale_of(d: &Value) -> Value {
+    let m = meta::metadata(d);
+    let selector = meta::path(d, "spec.selector")
+        .and_then(|s| s.get("matchLabels"))
+        .and_then(Value::as_object)
+        .map(|ml| {
+            ml.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.get("name"),
+            "namespace": m.get("namespace"),
+            "uid": m.get("uid"),
+            "resourceVersion": m.get("resourceVersion"),
+            "creationTimestamp": m.get("creationTimestamp"),
+        },
+        "spec": {"replicas": meta::path(d, "spec.replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": meta::path(d, "status.replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        }
+    })
+}

@@ -1,0 +1,128 @@
+//! Deployment defaulting and validation.
+
+use serde_json::{json, Value};
+
+use crate::error::FieldError;
+use crate::selector::LabelSelector;
+use crate::validate::meta::{label_selector, labels};
+use crate::validate::pod;
+
+/// Fills replicas, strategy and the template's pod defaults.
+pub fn defaults(d: &mut Value) {
+    let Some(spec) = d.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.entry("replicas").or_insert(json!(1));
+    spec.entry("revisionHistoryLimit").or_insert(json!(10));
+    spec.entry("progressDeadlineSeconds").or_insert(json!(600));
+    let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
+    if let Some(st) = strategy.as_object_mut() {
+        st.entry("type").or_insert(json!("RollingUpdate"));
+        if st.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+            let ru = st.entry("rollingUpdate").or_insert_with(|| json!({}));
+            if let Some(ru) = ru.as_object_mut() {
+                ru.entry("maxUnavailable").or_insert(json!("25%"));
+                ru.entry("maxSurge").or_insert(json!("25%"));
+            }
+        }
+    }
+    if let Some(ps) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+        pod::default_spec(ps);
+    }
+}
+
+pub fn validate(d: &Value, errs: &mut Vec<FieldError>) {
+    let spec = d.get("spec").cloned().unwrap_or(json!({}));
+    if let Some(r) = spec.get("replicas").and_then(Value::as_i64) {
+        if r < 0 {
+            errs.push(FieldError::invalid(
+                "spec.replicas",
+                r.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    let template_labels = crate::meta::path(&spec, "template.metadata.labels");
+    labels(template_labels, "spec.template.metadata.labels", errs);
+    match spec.get("selector").filter(|s| !s.is_null()) {
+        None => errs.push(FieldError::required("spec.selector", "")),
+        Some(sel) => {
+            let n = errs.len();
+            label_selector(sel, "spec.selector", errs);
+            if errs.len() == n {
+                match LabelSelector::from_object(sel) {
+                    Ok(s) if s.is_empty() => errs.push(FieldError::invalid(
+                        "spec.selector",
+                        sel.to_string(),
+                        "empty selector is invalid for deployment",
+                    )),
+                    Ok(s) => {
+                        if !s.matches(template_labels.and_then(Value::as_object)) {
+                            errs.push(FieldError::invalid(
+                                "spec.template.metadata.labels",
+                                template_labels.map(|l| l.to_string()).unwrap_or_default(),
+                                "`selector` does not match template `labels`",
+                            ));
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+    match crate::meta::path(&spec, "template.spec") {
+        Some(ps) => {
+            pod::spec(ps, "spec.template.spec", errs);
+            let rp = ps
+                .get("restartPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("Always");
+            if rp != "Always" {
+                errs.push(FieldError::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    crate::error::quote(rp),
+                    &["Always"],
+                ));
+            }
+        }
+        None => errs.push(FieldError::required("spec.template.spec.containers", "")),
+    }
+    if let Some(t) = crate::meta::path_str(&spec, "strategy.type") {
+        if t != "RollingUpdate" && t != "Recreate" {
+            errs.push(FieldError::not_supported(
+                "spec.strategy.type",
+                crate::error::quote(t),
+                &["Recreate", "RollingUpdate"],
+            ));
+        }
+    }
+}
+
+/// `spec.selector` may not change (apps/v1).
+pub fn validate_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    let n = crate::meta::path(new, "spec.selector");
+    let o = crate::meta::path(old, "spec.selector");
+    if n != o {
+        errs.push(FieldError::invalid(
+            "spec.selector",
+            n.map(|v| v.to_string()).unwrap_or_default(),
+            "field is immutable",
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_must_match_template() {
+        let mut d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        defaults(&mut d);
+        let mut errs = Vec::new();
+        validate(&d, &mut errs);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "spec.template.metadata.labels");
+    }
+}

@@ -1,0 +1,9 @@
+//! Validation rules per kind; each returns field errors with kube-apiserver's paths and wording.
+
+pub mod deployment;
+pub mod endpointslice;
+pub mod meta;
+pub mod node;
+pub mod pod;
+pub mod policy;
+pub mod service;
