@@ -95,20 +95,45 @@ async fn cross_node(backend: Backend, tag: &str) {
     for (n, a) in nodes.iter().zip(&agents) {
         let plan = compile(&state, &local_of(n, a, backend)).expect("compile");
         assert_eq!(plan.remote_nodes, 2);
-        let report = a.dp.program(&plan, &a.uplink, a.mac).await.expect("program");
-        assert_eq!(report.fabric_ops.len(), if backend == Backend::Vxlan { 6 } else { 2 });
+        let report =
+            a.dp.program(&plan, &a.uplink, a.mac)
+                .await
+                .expect("program");
+        assert_eq!(
+            report.fabric_ops.len(),
+            if backend == Backend::Vxlan { 6 } else { 2 }
+        );
     }
-    let out = ip_out(&["netns", "exec", &nodes[0].ns, "sysctl", "-n", "net.ipv4.ip_forward"]);
+    let out = ip_out(&[
+        "netns",
+        "exec",
+        &nodes[0].ns,
+        "sysctl",
+        "-n",
+        "net.ipv4.ip_forward",
+    ]);
     assert_eq!(out.trim(), "1", "forwarding on inside the node namespace");
 
     let pods: Vec<String> = nodes
         .iter()
-        .map(|n| topo.add_pod(n, &format!("p{}", n.index), &format!("10.244.{}.10", n.index)))
+        .map(|n| {
+            topo.add_pod(
+                n,
+                &format!("p{}", n.index),
+                &format!("10.244.{}.10", n.index),
+            )
+        })
         .collect();
 
     // pod → pod across nodes, no NAT.
-    assert_eq!(seen_source(&pods[0], &pods[1], "10.244.2.10", 8080).to_string(), "10.244.1.10");
-    assert_eq!(seen_source(&pods[2], &pods[0], "10.244.1.10", 8081).to_string(), "10.244.3.10");
+    assert_eq!(
+        seen_source(&pods[0], &pods[1], "10.244.2.10", 8080).to_string(),
+        "10.244.1.10"
+    );
+    assert_eq!(
+        seen_source(&pods[2], &pods[0], "10.244.1.10", 8081).to_string(),
+        "10.244.3.10"
+    );
     // node → remote pod.
     let from_node = seen_source(&nodes[0].ns, &pods[2], "10.244.3.10", 8082).to_string();
     assert!(
@@ -123,9 +148,16 @@ async fn cross_node(backend: Backend, tag: &str) {
     let before_routes = routes(&nodes[0].ns);
     let before_link = ip_out(&["-n", &nodes[0].ns, "-o", "link", "show"]);
     let restarted = start_agent(&nodes[0], backend).await;
-    assert_eq!(restarted.mac, agents[0].mac, "vtep MAC stable across restarts");
+    assert_eq!(
+        restarted.mac, agents[0].mac,
+        "vtep MAC stable across restarts"
+    );
     let plan = compile(&state, &local_of(&nodes[0], &restarted, backend)).unwrap();
-    let report = restarted.dp.program(&plan, &restarted.uplink, restarted.mac).await.unwrap();
+    let report = restarted
+        .dp
+        .program(&plan, &restarted.uplink, restarted.mac)
+        .await
+        .unwrap();
     assert!(report.is_noop(), "restart must change nothing: {report:?}");
     assert_eq!(routes(&nodes[0].ns), before_routes);
     assert_eq!(
@@ -145,7 +177,10 @@ async fn cross_node(backend: Backend, tag: &str) {
         let mut obj = Node::default();
         obj.metadata.name = Some(name.into());
         let mut ann = std::collections::BTreeMap::new();
-        ann.insert(ANNOTATION_PUBLIC_IP.to_string(), info.underlay_ip().unwrap().to_string());
+        ann.insert(
+            ANNOTATION_PUBLIC_IP.to_string(),
+            info.underlay_ip().unwrap().to_string(),
+        );
         if let Some(m) = info.vtep_mac {
             ann.insert(ANNOTATION_VTEP_MAC.to_string(), m.to_string());
         }
@@ -157,17 +192,27 @@ async fn cross_node(backend: Backend, tag: &str) {
         smaller.apply_node_event(watcher::Event::Apply(obj));
     }
     let plan = compile(&smaller, &local_of(&nodes[0], &restarted, backend)).unwrap();
-    let report = restarted.dp.program(&plan, &restarted.uplink, restarted.mac).await.unwrap();
+    let report = restarted
+        .dp
+        .program(&plan, &restarted.uplink, restarted.mac)
+        .await
+        .unwrap();
     let expected_dels = if backend == Backend::Vxlan { 3 } else { 1 };
     assert_eq!(report.fabric_ops.len(), expected_dels, "{report:?}");
     let r = routes(&nodes[0].ns);
-    assert!(!r.contains("10.244.3.0/24") && r.contains("10.244.2.0/24"), "{r}");
+    assert!(
+        !r.contains("10.244.3.0/24") && r.contains("10.244.2.0/24"),
+        "{r}"
+    );
     client.write_all(b"still-up").unwrap();
     server.read_exact(&mut buf).unwrap();
 
     // Masquerade: pod → external sees the node's underlay address; external cannot reach pods.
     let ext = topo.ns("ext");
-    assert_eq!(seen_source(&pods[0], &ext, "203.0.113.10", 8083).to_string(), "192.168.33.11");
+    assert_eq!(
+        seen_source(&pods[0], &ext, "203.0.113.10", 8083).to_string(),
+        "192.168.33.11"
+    );
     let table = nft_out(&nodes[0].ns, &["list", "table", "inet", "sarasa-node"]);
     assert!(table.contains("masquerade"), "{table}");
     assert!(connect(&ext, "10.244.1.10:9000").is_err());
@@ -191,8 +236,10 @@ async fn refuses_root_namespace_without_host_netns() {
         "the test process runs in the machine's root namespace; the agent must refuse it"
     );
     let (topo, nodes) = Topology::new("guard", 1);
-    assert!(NodeDatapath::connect(NetnsTarget::Path(netns_path(&nodes[0].ns)), false)
-        .await
-        .is_ok());
+    assert!(
+        NodeDatapath::connect(NetnsTarget::Path(netns_path(&nodes[0].ns)), false)
+            .await
+            .is_ok()
+    );
     drop(topo);
 }

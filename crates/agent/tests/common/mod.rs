@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
@@ -22,7 +24,12 @@ pub fn ip(args: &[&str]) {
 
 pub fn ip_out(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -60,7 +67,9 @@ pub fn listen(ns: &str, addr: &str) -> TcpListener {
 
 pub fn connect(ns: &str, addr: &str) -> std::io::Result<TcpStream> {
     let addr: SocketAddr = addr.parse().unwrap();
-    in_ns(ns, || TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)))
+    in_ns(ns, || {
+        TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+    })
 }
 
 pub struct Topology {
@@ -87,25 +96,57 @@ impl Topology {
         ip(&["-n", &fab, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &fab, "link", "set", "br0", "up"]);
         ip(&["-n", &fab, "addr", "add", "192.168.33.1/24", "dev", "br0"]);
-        ip(&["netns", "exec", &fab, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        ip(&[
+            "netns",
+            "exec",
+            &fab,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
         let ext = t.add_ns("ext");
-        ip(&["-n", &fab, "link", "add", "ext", "type", "veth", "peer", "name", "eth0", "netns", &ext]);
+        ip(&[
+            "-n", &fab, "link", "add", "ext", "type", "veth", "peer", "name", "eth0", "netns", &ext,
+        ]);
         ip(&["-n", &fab, "addr", "add", "203.0.113.1/24", "dev", "ext"]);
         ip(&["-n", &fab, "link", "set", "ext", "up"]);
         ip(&["-n", &ext, "addr", "add", "203.0.113.10/24", "dev", "eth0"]);
         ip(&["-n", &ext, "link", "set", "eth0", "up"]);
-        ip(&["-n", &ext, "route", "add", "192.168.33.0/24", "via", "203.0.113.1"]);
+        ip(&[
+            "-n",
+            &ext,
+            "route",
+            "add",
+            "192.168.33.0/24",
+            "via",
+            "203.0.113.1",
+        ]);
         let mut out = Vec::new();
         for i in 1..=nodes {
             let ns = t.add_ns(&format!("n{i}"));
             let port = format!("n{i}");
             let underlay = format!("192.168.33.{}", 10 + i);
-            ip(&["-n", &fab, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+            ip(&[
+                "-n", &fab, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ]);
             ip(&["-n", &fab, "link", "set", &port, "master", "br0", "up"]);
-            ip(&["-n", &ns, "addr", "add", &format!("{underlay}/24"), "dev", "eth0"]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{underlay}/24"),
+                "dev",
+                "eth0",
+            ]);
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
             ip(&["-n", &ns, "route", "add", "default", "via", "192.168.33.1"]);
-            out.push(NodeNs { ns, underlay, index: i });
+            out.push(NodeNs {
+                ns,
+                underlay,
+                index: i,
+            });
         }
         (t, out)
     }
@@ -132,10 +173,29 @@ impl Topology {
             o[3] = "1";
             o.join(".")
         };
-        ip(&["-n", &node.ns, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pod]);
-        ip(&["-n", &node.ns, "addr", "add", &format!("{gw}/24"), "dev", &host_if]);
+        ip(&[
+            "-n", &node.ns, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0",
+            "netns", &pod,
+        ]);
+        ip(&[
+            "-n",
+            &node.ns,
+            "addr",
+            "add",
+            &format!("{gw}/24"),
+            "dev",
+            &host_if,
+        ]);
         ip(&["-n", &node.ns, "link", "set", &host_if, "up"]);
-        ip(&["-n", &pod, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        ip(&[
+            "-n",
+            &pod,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ]);
         ip(&["-n", &pod, "link", "set", "eth0", "up"]);
         ip(&["-n", &pod, "route", "add", "default", "via", &gw]);
         pod

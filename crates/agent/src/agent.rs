@@ -1,0 +1,337 @@
+//! The agent process: startup (netns guard, uplink, Node registration, vtep, annotations),
+//! then watchers → debounced reconcile (compile → apply) → readiness (condition, Lease, healthz).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use tokio::task::JoinHandle;
+
+use crate::config::{AgentConfig, Backend};
+use crate::datapath::{NodeDatapath, Uplink};
+use crate::error::{Error, Result};
+use crate::health::{self, Metrics};
+use crate::mac::MacAddr;
+use crate::netns::NetnsTarget;
+use crate::plan::{compile, LocalNode, NodePlan, PlanError};
+use crate::state::ANNOTATION_VTEP_MAC;
+use crate::watch::{self, Shared};
+use crate::{cni_config, lease, node};
+
+/// Coalesces bursts of watch events into one reconcile.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Full re-apply against the kernel even without changes (repairs drift).
+const RESYNC: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A running agent.
+pub struct AgentHandle {
+    pub metrics: Arc<Metrics>,
+    /// Where /healthz and /metrics are served.
+    pub health_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+    reconcile: JoinHandle<Result<()>>,
+}
+
+impl AgentHandle {
+    /// Waits until the agent fails (it does not stop on its own).
+    pub async fn wait(mut self) -> Result<()> {
+        let r = (&mut self.reconcile)
+            .await
+            .map_err(|e| Error::Config(format!("reconcile task ended: {e}")));
+        self.stop();
+        r?
+    }
+
+    /// Stops every task of the agent (the node keeps its programming).
+    pub fn stop(&self) {
+        self.reconcile.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs the agent in the current network namespace until it fails.
+pub async fn run(config: AgentConfig) -> Result<()> {
+    start(config, NetnsTarget::Current).await?.wait().await
+}
+
+async fn retry<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Starts the agent against the node namespace `target` (`Current` in production; tests drive
+/// a namespace by path) and returns once its tasks are running.
+pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHandle> {
+    config.validate()?;
+    let datapath = NodeDatapath::connect(target, config.host_netns).await?;
+    let uplink = datapath.discover_uplink(config.uplink.as_deref()).await?;
+    tracing::info!(node = %config.node_name, uplink = %uplink.name, address = %uplink.address, mtu = uplink.mtu, "starting");
+
+    let client = crate::client::client(&config).await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let me = retry("register node", || {
+        node::ensure_registered(&nodes, &config.node_name, uplink.address)
+    })
+    .await;
+
+    let vtep = match config.backend {
+        Backend::Vxlan => {
+            let hint = me
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_VTEP_MAC))
+                .and_then(|m| m.parse::<MacAddr>().ok());
+            Some(datapath.ensure_vtep(&uplink, hint).await?)
+        }
+        Backend::HostGw => None,
+    };
+    let desired = node::desired_annotations(config.backend, uplink.address, vtep);
+    retry("publish node annotations", || async {
+        let current = nodes
+            .get(&config.node_name)
+            .await
+            .map_err(|e| Error::kube("get node", e))?;
+        node::publish_annotations(&nodes, &current, &desired).await
+    })
+    .await;
+
+    let metrics = Arc::new(Metrics::default());
+    let listener = health::bind(config.health_listen).await?;
+    let health_addr = listener.local_addr()?;
+    let mut tasks = vec![tokio::spawn(health::serve(listener, metrics.clone()))];
+
+    let shared = Arc::new(Shared::default());
+    tasks.extend(watch::spawn_all(&client, &shared));
+
+    let (rv_tx, rv_rx) = tokio::sync::watch::channel(0u64);
+    tasks.push(tokio::spawn(lease_loop(
+        client.clone(),
+        config.node_name.clone(),
+        metrics.clone(),
+        rv_rx,
+    )));
+
+    let local = LocalNode {
+        name: config.node_name.clone(),
+        backend: config.backend,
+        underlay_ip: uplink.address,
+        uplink: uplink.name.clone(),
+        uplink_mtu: uplink.mtu,
+        vtep_mac: vtep,
+        cluster_cidrs: config.cluster_cidr.clone(),
+    };
+    let reconciler = Reconciler {
+        config,
+        datapath,
+        uplink,
+        local,
+        vtep,
+        nodes,
+        shared: shared.clone(),
+        metrics: metrics.clone(),
+        rv_tx,
+        last_plan: None,
+        waiting_logged: false,
+    };
+    let reconcile = tokio::spawn(reconciler.run());
+    Ok(AgentHandle {
+        metrics,
+        health_addr,
+        shared,
+        tasks,
+        reconcile,
+    })
+}
+
+/// Renews the Lease every few seconds once programmed, and promptly when the observed
+/// resourceVersion moves.
+async fn lease_loop(
+    client: kube::Client,
+    node: String,
+    metrics: Arc<Metrics>,
+    mut rv: tokio::sync::watch::Receiver<u64>,
+) {
+    loop {
+        if metrics.programmed.load(Ordering::Relaxed) {
+            let observed = *rv.borrow_and_update();
+            if let Err(e) = lease::renew(&client, &node, observed).await {
+                tracing::warn!(error = %e, "lease renewal failed");
+            }
+        }
+        tokio::select! {
+            changed = rv.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(lease::RENEW_INTERVAL) => {}
+        }
+    }
+}
+
+struct Reconciler {
+    config: AgentConfig,
+    datapath: NodeDatapath,
+    uplink: Uplink,
+    local: LocalNode,
+    vtep: Option<MacAddr>,
+    nodes: Api<Node>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    rv_tx: tokio::sync::watch::Sender<u64>,
+    last_plan: Option<NodePlan>,
+    waiting_logged: bool,
+}
+
+impl Reconciler {
+    async fn run(mut self) -> Result<()> {
+        let mut backoff = Duration::from_millis(200);
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut resync = tokio::time::interval(RESYNC);
+        resync.tick().await;
+        loop {
+            let forced = tokio::select! {
+                _ = self.shared.changed.notified() => false,
+                _ = resync.tick() => true,
+                _ = async {
+                    match retry_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            };
+            tokio::time::sleep(DEBOUNCE).await;
+            match self.reconcile_once(forced || retry_at.is_some()).await {
+                Ok(()) => {
+                    retry_at = None;
+                    backoff = Duration::from_millis(200);
+                }
+                Err(e) => {
+                    self.metrics
+                        .reconcile_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "reconcile failed; retrying in {backoff:?}");
+                    retry_at = Some(tokio::time::Instant::now() + backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn reconcile_once(&mut self, forced: bool) -> Result<()> {
+        let state = self.shared.snapshot();
+        if !state.synced() {
+            return Ok(());
+        }
+        let rv = state.max_resource_version;
+        let name = self.config.node_name.clone();
+        let Some(me) = state.node(&name).cloned() else {
+            // Our Node was deleted: register again (the watch brings it back).
+            node::ensure_registered(&self.nodes, &name, self.uplink.address).await?;
+            return Ok(());
+        };
+        let desired =
+            node::desired_annotations(self.config.backend, self.uplink.address, self.vtep);
+        if me.public_ip != Some(self.uplink.address)
+            || me.vtep_mac != self.vtep
+            || me.backend.as_deref() != Some(self.config.backend.as_str())
+        {
+            let current = self
+                .nodes
+                .get(&name)
+                .await
+                .map_err(|e| Error::kube("get node", e))?;
+            node::publish_annotations(&self.nodes, &current, &desired).await?;
+        }
+
+        let plan = match compile(&state, &self.local) {
+            Ok(p) => p,
+            Err(PlanError::NoPodCidr(_)) => {
+                if !self.waiting_logged {
+                    tracing::info!(node = %name, "waiting for spec.podCIDR");
+                    self.waiting_logged = true;
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(Error::Node {
+                    node: name,
+                    reason: e.to_string(),
+                })
+            }
+        };
+
+        if forced || self.last_plan.as_ref() != Some(&plan) {
+            let started = Instant::now();
+            let report = self
+                .datapath
+                .program(&plan, &self.uplink, self.vtep)
+                .await?;
+            let conflist = cni_config::render(
+                &plan.pod_cidrs,
+                self.config.cni_mode,
+                plan.mtu,
+                &self.config.ipam_data_dir,
+            );
+            cni_config::write_atomic(&self.config.cni_conf_dir, &conflist)?;
+            let m = &self.metrics;
+            m.reconciles.fetch_add(1, Ordering::Relaxed);
+            m.last_reconcile_micros
+                .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            m.remote_nodes
+                .store(plan.remote_nodes as u64, Ordering::Relaxed);
+            m.fabric_ops
+                .fetch_add(report.fabric_ops.len() as u64, Ordering::Relaxed);
+            if !report.is_noop() {
+                tracing::info!(
+                    ops = report.fabric_ops.len(),
+                    remote_nodes = plan.remote_nodes,
+                    "programmed node"
+                );
+            }
+            self.last_plan = Some(plan);
+        }
+        let first = !self.metrics.programmed.swap(true, Ordering::Relaxed);
+        if first {
+            tracing::info!(node = %name, "node network ready");
+        }
+        if !me.network_ready {
+            node::set_network_ready(&self.nodes, &name).await?;
+        }
+        self.metrics
+            .observed_resource_version
+            .store(rv, Ordering::Relaxed);
+        self.rv_tx.send_if_modified(|cur| {
+            if *cur != rv || first {
+                *cur = rv;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(())
+    }
+}

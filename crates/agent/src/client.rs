@@ -1,0 +1,34 @@
+//! Building the Kubernetes client: an explicit API server URL (the lab: plain HTTP over the
+//! underlay), else a kubeconfig file, else the usual inference (in-cluster, $KUBECONFIG).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::AgentConfig;
+use crate::error::{Error, Result};
+
+pub async fn client(config: &AgentConfig) -> Result<kube::Client> {
+    let kc = match (&config.apiserver, &config.kubeconfig) {
+        (Some(url), _) => {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e| Error::Config(format!("--apiserver {url:?}: {e}")))?;
+            let mut c = kube::Config::new(uri);
+            c.connect_timeout = Some(Duration::from_secs(5));
+            c
+        }
+        (None, Some(path)) => from_file(path).await?,
+        (None, None) => kube::Config::infer()
+            .await
+            .map_err(|e| Error::KubeConfig(e.to_string()))?,
+    };
+    kube::Client::try_from(kc).map_err(|e| Error::kube("build client", e))
+}
+
+async fn from_file(path: &Path) -> Result<kube::Config> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| Error::KubeConfig(format!("{}: {e}", path.display())))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| Error::KubeConfig(format!("{}: {e}", path.display())))
+}

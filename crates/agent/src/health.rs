@@ -1,0 +1,153 @@
+//! `/healthz` (200 once the node is programmed) and `/metrics` (Prometheus text).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+
+use crate::error::{Error, Result};
+
+/// Counters shared by the reconcile loop and the HTTP endpoints.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub programmed: AtomicBool,
+    pub reconciles: AtomicU64,
+    pub reconcile_errors: AtomicU64,
+    pub last_reconcile_micros: AtomicU64,
+    pub remote_nodes: AtomicU64,
+    pub observed_resource_version: AtomicU64,
+    pub fabric_ops: AtomicU64,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut s = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            s.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        };
+        metric(
+            "sarasa_agent_programmed",
+            "gauge",
+            "1 once the node datapath has been programmed.",
+            u8::from(self.programmed.load(Ordering::Relaxed)).to_string(),
+        );
+        metric(
+            "sarasa_agent_reconciles_total",
+            "counter",
+            "Reconcile runs that programmed the node.",
+            g(&self.reconciles).to_string(),
+        );
+        metric(
+            "sarasa_agent_reconcile_errors_total",
+            "counter",
+            "Reconcile runs that failed.",
+            g(&self.reconcile_errors).to_string(),
+        );
+        metric(
+            "sarasa_agent_last_reconcile_duration_seconds",
+            "gauge",
+            "Duration of the last reconcile.",
+            format!("{:.6}", g(&self.last_reconcile_micros) as f64 / 1e6),
+        );
+        metric(
+            "sarasa_agent_remote_nodes",
+            "gauge",
+            "Remote nodes programmed on this node.",
+            g(&self.remote_nodes).to_string(),
+        );
+        metric(
+            "sarasa_agent_fabric_operations_total",
+            "counter",
+            "Route/FDB/neighbour operations applied.",
+            g(&self.fabric_ops).to_string(),
+        );
+        metric(
+            "sarasa_agent_observed_resource_version",
+            "gauge",
+            "Highest resourceVersion processed and programmed.",
+            g(&self.observed_resource_version).to_string(),
+        );
+        s
+    }
+}
+
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                if m.programmed.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not programmed yet\n")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                ([("content-type", "text/plain; version=0.0.4")], m.render())
+            }),
+        )
+        .with_state(metrics)
+}
+
+/// Binds the health listener (in the current network namespace).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Health { addr, source })
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    if let Err(e) = axum::serve(listener, router(metrics)).await {
+        tracing::error!(error = %e, "health server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_text_names_every_figure() {
+        let m = Metrics::default();
+        m.reconciles.store(3, Ordering::Relaxed);
+        m.remote_nodes.store(2, Ordering::Relaxed);
+        m.last_reconcile_micros.store(1500, Ordering::Relaxed);
+        let t = m.render();
+        assert!(t.contains("sarasa_agent_reconciles_total 3\n"));
+        assert!(t.contains("sarasa_agent_remote_nodes 2\n"));
+        assert!(t.contains("sarasa_agent_last_reconcile_duration_seconds 0.001500\n"));
+        assert!(t.contains("sarasa_agent_reconcile_errors_total 0\n"));
+        assert!(t.contains("sarasa_agent_programmed 0\n"));
+    }
+
+    #[tokio::test]
+    async fn healthz_turns_ok_once_programmed() {
+        let metrics = Arc::new(Metrics::default());
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, metrics.clone()));
+        let status = |addr| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        assert!(status(addr).await.starts_with("HTTP/1.1 503"));
+        metrics.programmed.store(true, Ordering::Relaxed);
+        assert!(status(addr).await.starts_with("HTTP/1.1 200"));
+    }
+}

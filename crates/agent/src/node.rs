@@ -1,0 +1,237 @@
+//! This node's own Node object: registration (in the lab nodes register through the agent),
+//! the annotations other nodes consume, and the NetworkUnavailable=False condition.
+//! Every write here is conditional on the object differing, so the agent's own writes come back
+//! as watch events that change nothing it consumes — no reconcile loop.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::config::Backend;
+use crate::error::{Error, Result};
+use crate::mac::MacAddr;
+use crate::state::{ANNOTATION_BACKEND, ANNOTATION_PUBLIC_IP, ANNOTATION_VTEP_MAC, READY_REASON};
+
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Gets the Node, creating it (name, hostname label, InternalIP) when it does not exist, and
+/// filling in the InternalIP when the object has no address at all.
+pub async fn ensure_registered(api: &Api<Node>, name: &str, internal_ip: IpAddr) -> Result<Node> {
+    let node = match api
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("get node {name}"), e))?
+    {
+        Some(n) => n,
+        None => {
+            let mut n = Node::default();
+            n.metadata.name = Some(name.into());
+            n.metadata.labels = Some(BTreeMap::from([(
+                HOSTNAME_LABEL.to_string(),
+                name.to_string(),
+            )]));
+            n.status = Some(NodeStatus {
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: internal_ip.to_string(),
+                }]),
+                ..Default::default()
+            });
+            match api.create(&PostParams::default(), &n).await {
+                Ok(created) => {
+                    tracing::info!(node = name, %internal_ip, "registered Node");
+                    created
+                }
+                Err(e) if is_status(&e, 409) => api
+                    .get(name)
+                    .await
+                    .map_err(|e| Error::kube(format!("get node {name}"), e))?,
+                Err(e) => return Err(Error::kube(format!("create node {name}"), e)),
+            }
+        }
+    };
+    let has_address = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .is_some_and(|a| !a.is_empty());
+    if has_address {
+        return Ok(node);
+    }
+    // Status is a subresource: create may have dropped it.
+    let patch = json!({"status": {"addresses": [{"type": "InternalIP", "address": internal_ip.to_string()}]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| Error::kube(format!("set addresses of node {name}"), e))
+}
+
+/// The annotations this agent publishes (None = remove).
+pub fn desired_annotations(
+    backend: Backend,
+    public_ip: IpAddr,
+    vtep_mac: Option<MacAddr>,
+) -> BTreeMap<&'static str, Option<String>> {
+    BTreeMap::from([
+        (ANNOTATION_BACKEND, Some(backend.as_str().to_string())),
+        (ANNOTATION_PUBLIC_IP, Some(public_ip.to_string())),
+        (ANNOTATION_VTEP_MAC, vtep_mac.map(|m| m.to_string())),
+    ])
+}
+
+/// The merge patch that makes `current` carry `desired`, or None when it already does.
+pub fn annotation_patch(
+    current: &BTreeMap<String, String>,
+    desired: &BTreeMap<&'static str, Option<String>>,
+) -> Option<serde_json::Value> {
+    let mut changes = serde_json::Map::new();
+    for (k, v) in desired {
+        if current.get(*k) != v.as_ref() {
+            changes.insert(
+                k.to_string(),
+                v.clone()
+                    .map_or(serde_json::Value::Null, serde_json::Value::String),
+            );
+        }
+    }
+    (!changes.is_empty()).then(|| json!({"metadata": {"annotations": changes}}))
+}
+
+/// Publishes the annotations when they differ; returns whether a write happened.
+pub async fn publish_annotations(
+    api: &Api<Node>,
+    node: &Node,
+    desired: &BTreeMap<&'static str, Option<String>>,
+) -> Result<bool> {
+    let Some(patch) = annotation_patch(node.annotations(), desired) else {
+        return Ok(false);
+    };
+    let name = node.name_any();
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| Error::kube(format!("annotate node {name}"), e))?;
+    Ok(true)
+}
+
+/// The condition list with NetworkUnavailable=False (reason SarasaAgentReady) set, or None when
+/// it is already so.
+pub fn ready_conditions(current: &[NodeCondition], now: Time) -> Option<Vec<NodeCondition>> {
+    let ready = current.iter().any(|c| {
+        c.type_ == "NetworkUnavailable"
+            && c.status == "False"
+            && c.reason.as_deref() == Some(READY_REASON)
+    });
+    if ready {
+        return None;
+    }
+    let mut out: Vec<NodeCondition> = current
+        .iter()
+        .filter(|c| c.type_ != "NetworkUnavailable")
+        .cloned()
+        .collect();
+    out.push(NodeCondition {
+        type_: "NetworkUnavailable".into(),
+        status: "False".into(),
+        reason: Some(READY_REASON.into()),
+        message: Some("sarasa agent programmed the node network".into()),
+        last_transition_time: Some(now.clone()),
+        last_heartbeat_time: Some(now),
+    });
+    Some(out)
+}
+
+/// Sets NetworkUnavailable=False, preserving the other conditions (optimistic concurrency on
+/// the resourceVersion; retried on conflict).
+pub async fn set_network_ready(api: &Api<Node>, name: &str) -> Result<()> {
+    for _ in 0..5 {
+        let node = api
+            .get(name)
+            .await
+            .map_err(|e| Error::kube(format!("get node {name}"), e))?;
+        let current = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let Some(conditions) = ready_conditions(&current, now) else {
+            return Ok(());
+        };
+        let patch = json!({
+            "metadata": {"resourceVersion": node.resource_version()},
+            "status": {"conditions": conditions},
+        });
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(node = name, "NetworkUnavailable=False");
+                return Ok(());
+            }
+            Err(e) if is_status(&e, 409) => continue,
+            Err(e) => return Err(Error::kube(format!("set NetworkUnavailable on {name}"), e)),
+        }
+    }
+    Err(Error::Node {
+        node: name.into(),
+        reason: "setting NetworkUnavailable=False kept conflicting".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotation_patch_only_when_different() {
+        let mac: MacAddr = "02:00:00:00:00:01".parse().unwrap();
+        let desired =
+            desired_annotations(Backend::Vxlan, "192.168.33.11".parse().unwrap(), Some(mac));
+        let mut cur = BTreeMap::new();
+        let p = annotation_patch(&cur, &desired).unwrap();
+        assert_eq!(
+            p["metadata"]["annotations"]["sarasa.io/vtep-mac"],
+            "02:00:00:00:00:01"
+        );
+        assert_eq!(p["metadata"]["annotations"]["sarasa.io/backend"], "vxlan");
+        for (k, v) in &desired {
+            cur.insert(k.to_string(), v.clone().unwrap());
+        }
+        assert!(annotation_patch(&cur, &desired).is_none());
+        // Switching to host-gw removes the vtep MAC.
+        let gw = desired_annotations(Backend::HostGw, "192.168.33.11".parse().unwrap(), None);
+        let p = annotation_patch(&cur, &gw).unwrap();
+        assert!(p["metadata"]["annotations"]["sarasa.io/vtep-mac"].is_null());
+        assert_eq!(p["metadata"]["annotations"]["sarasa.io/backend"], "host-gw");
+    }
+
+    #[test]
+    fn ready_condition_is_set_once_and_keeps_others() {
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let other = NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        };
+        let stale = NodeCondition {
+            type_: "NetworkUnavailable".into(),
+            status: "True".into(),
+            ..Default::default()
+        };
+        let out = ready_conditions(&[other.clone(), stale], now.clone()).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], other);
+        assert_eq!(out[1].status, "False");
+        assert_eq!(out[1].reason.as_deref(), Some("SarasaAgentReady"));
+        assert!(ready_conditions(&out, now).is_none());
+    }
+}
