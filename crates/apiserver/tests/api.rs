@@ -1,0 +1,494 @@
+//! The REST API through a real kube-rs client: CRUD, optimistic concurrency, patches, dry run,
+//! selectors, pagination, errors, discovery and persistence across restarts.
+
+mod common;
+
+use common::{eventually, fields, status_of, TestServer};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+fn pod(name: &str, labels: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"name": "http", "containerPort": 80}]}]}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn crud_conflict_and_metadata() {
+    let ts = TestServer::start().await;
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    let created = pods
+        .create(&PostParams::default(), &pod("web", json!({"app": "web"})))
+        .await
+        .unwrap();
+    let m = &created.metadata;
+    assert_eq!(m.namespace.as_deref(), Some("default"));
+    assert_eq!(m.uid.as_ref().map(String::len), Some(36));
+    assert!(m.creation_timestamp.is_some());
+    assert!(m.resource_version.is_some());
+    assert_eq!(m.generation, Some(1));
+    assert_eq!(
+        created.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    // Defaults as kube-apiserver fills them.
+    let spec = created.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.containers[0].ports.as_ref().unwrap()[0]
+            .protocol
+            .as_deref(),
+        Some("TCP")
+    );
+    assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+
+    // AlreadyExists.
+    let s = status_of(
+        pods.create(&PostParams::default(), &pod("web", json!({})))
+            .await,
+    );
+    assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(s.message, "pods \"web\" already exists");
+
+    // Optimistic concurrency: a stale resourceVersion is a 409 Conflict.
+    let mut a = pods.get("web").await.unwrap();
+    let mut b = a.clone();
+    a.metadata
+        .labels
+        .get_or_insert_default()
+        .insert("x".into(), "1".into());
+    let a2 = pods
+        .replace("web", &PostParams::default(), &a)
+        .await
+        .unwrap();
+    assert!(
+        a2.metadata
+            .resource_version
+            .as_ref()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > a.metadata
+                .resource_version
+                .as_ref()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+    );
+    b.metadata
+        .labels
+        .get_or_insert_default()
+        .insert("x".into(), "2".into());
+    let s = status_of(pods.replace("web", &PostParams::default(), &b).await);
+    assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+    assert!(
+        s.message.contains("the object has been modified"),
+        "{}",
+        s.message
+    );
+
+    // generateName.
+    let mut g = pod("", json!({}));
+    g.metadata.name = None;
+    g.metadata.generate_name = Some("gen-".into());
+    let g = pods.create(&PostParams::default(), &g).await.unwrap();
+    let gname = g.metadata.name.unwrap();
+    assert!(gname.starts_with("gen-") && gname.len() == 9, "{gname}");
+
+    // NotFound.
+    let s = status_of(pods.get("nope").await);
+    assert_eq!(
+        (s.code, s.reason.as_str(), s.message.as_str()),
+        (404, "NotFound", "pods \"nope\" not found")
+    );
+
+    // Creating into a missing namespace.
+    let other: Api<Pod> = Api::namespaced(ts.client(), "missing");
+    let s = status_of(
+        other
+            .create(&PostParams::default(), &pod("x", json!({})))
+            .await,
+    );
+    assert_eq!(s.code, 404);
+    assert!(s.message.contains("namespaces \"missing\" not found"));
+
+    // A pod without a node is deleted at once.
+    pods.delete("web", &DeleteParams::default()).await.unwrap();
+    assert_eq!(status_of(pods.get("web").await).code, 404);
+}
+
+#[tokio::test]
+async fn patches_and_dry_run() {
+    let ts = TestServer::start().await;
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    pods.create(&PostParams::default(), &pod("p", json!({"a": "1"})))
+        .await
+        .unwrap();
+    let pp = PatchParams::default();
+    let p = pods
+        .patch(
+            "p",
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"b": "2", "a": null}}})),
+        )
+        .await
+        .unwrap();
+    let labels = p.metadata.labels.unwrap();
+    assert_eq!(labels.get("b").map(String::as_str), Some("2"));
+    assert!(!labels.contains_key("a"));
+    let p = pods
+        .patch(
+            "p",
+            &pp,
+            &Patch::Strategic(json!({"metadata": {"labels": {"c": "3"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.metadata.labels.unwrap().len(), 2);
+    let jp: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "add", "path": "/metadata/annotations", "value": {"note": "x"}}
+    ]))
+    .unwrap();
+    let p = pods.patch("p", &pp, &Patch::Json::<()>(jp)).await.unwrap();
+    assert_eq!(
+        p.metadata
+            .annotations
+            .unwrap()
+            .get("note")
+            .map(String::as_str),
+        Some("x")
+    );
+
+    // Status through the status subresource only.
+    let p = pods
+        .patch_status(
+            "p",
+            &pp,
+            &Patch::Merge(json!({"status": {"phase": "Running", "podIP": "10.244.0.5",
+            "podIPs": [{"ip": "10.244.0.5"}]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+    // A main-resource write cannot change status.
+    let p = pods
+        .patch(
+            "p",
+            &pp,
+            &Patch::Merge(json!({"status": {"phase": "Failed"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.status.unwrap().phase.as_deref(), Some("Running"));
+
+    // Server-side apply creates, then merges.
+    let apply = PatchParams::apply("test").force();
+    let svcs: Api<Service> = Api::namespaced(ts.client(), "default");
+    let s = svcs
+        .patch("applied", &apply, &Patch::Apply(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "applied"}, "spec": {"selector": {"app": "a"}, "ports": [{"port": 80}]}})))
+        .await
+        .unwrap();
+    let ip = s.spec.as_ref().unwrap().cluster_ip.clone().unwrap();
+    let s = svcs
+        .patch("applied", &apply, &Patch::Apply(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "applied", "labels": {"l": "v"}}, "spec": {"selector": {"app": "a"}, "ports": [{"port": 80}]}})))
+        .await
+        .unwrap();
+    assert_eq!(s.spec.unwrap().cluster_ip.unwrap(), ip);
+    assert!(s.metadata.managed_fields.is_none());
+
+    // dryRun: validated, not stored.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    pods.create(&dry, &pod("dry", json!({}))).await.unwrap();
+    assert_eq!(status_of(pods.get("dry").await).code, 404);
+    let mut bad = pod("dry2", json!({}));
+    bad.spec.as_mut().unwrap().containers[0]
+        .ports
+        .as_mut()
+        .unwrap()[0]
+        .container_port = 0;
+    assert_eq!(status_of(pods.create(&dry, &bad).await).code, 422);
+    let rv_before = pods.get("p").await.unwrap().metadata.resource_version;
+    let dry_patch = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    pods.patch(
+        "p",
+        &dry_patch,
+        &Patch::Merge(json!({"metadata": {"labels": {"z": "1"}}})),
+    )
+    .await
+    .unwrap();
+    let after = pods.get("p").await.unwrap();
+    assert_eq!(after.metadata.resource_version, rv_before);
+    assert!(!after.metadata.labels.unwrap().contains_key("z"));
+}
+
+#[tokio::test]
+async fn selectors_and_pagination() {
+    let ts = TestServer::start().await;
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    for (name, labels) in [
+        ("a", json!({"app": "web", "tier": "fe"})),
+        ("b", json!({"app": "web", "tier": "be"})),
+        ("c", json!({"app": "db"})),
+        ("d", json!({})),
+    ] {
+        pods.create(&PostParams::default(), &pod(name, labels))
+            .await
+            .unwrap();
+    }
+    let names = |l: kube::core::ObjectList<Pod>| -> Vec<String> {
+        l.items
+            .into_iter()
+            .map(|p| p.metadata.name.unwrap())
+            .collect()
+    };
+    let q = |s: &str| ListParams::default().labels(s);
+    assert_eq!(names(pods.list(&q("app=web")).await.unwrap()), ["a", "b"]);
+    assert_eq!(names(pods.list(&q("app!=web")).await.unwrap()), ["c", "d"]);
+    assert_eq!(
+        names(pods.list(&q("tier in (fe,xx)")).await.unwrap()),
+        ["a"]
+    );
+    assert_eq!(
+        names(pods.list(&q("app notin (web)")).await.unwrap()),
+        ["c", "d"]
+    );
+    assert_eq!(names(pods.list(&q("tier")).await.unwrap()), ["a", "b"]);
+    assert_eq!(names(pods.list(&q("!app")).await.unwrap()), ["d"]);
+    assert_eq!(
+        names(pods.list(&q("app=web,tier=be")).await.unwrap()),
+        ["b"]
+    );
+    let s = status_of(pods.list(&q("app in web")).await);
+    assert_eq!(s.code, 400);
+    let f = |s: &str| ListParams::default().fields(s);
+    assert_eq!(
+        names(pods.list(&f("metadata.name=c")).await.unwrap()),
+        ["c"]
+    );
+    assert_eq!(
+        names(
+            pods.list(&f("metadata.namespace=default,metadata.name!=a"))
+                .await
+                .unwrap()
+        ),
+        ["b", "c", "d"]
+    );
+    assert_eq!(
+        names(pods.list(&f("spec.nodeName=")).await.unwrap()).len(),
+        4
+    );
+    assert_eq!(status_of(pods.list(&f("spec.bogus=1")).await).code, 400);
+
+    // All namespaces.
+    let all: Api<Pod> = Api::all(ts.client());
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        4
+    );
+
+    // Pagination.
+    let page = pods.list(&ListParams::default().limit(3)).await.unwrap();
+    assert_eq!(page.items.len(), 3);
+    let token = page.metadata.continue_.clone().unwrap();
+    assert_eq!(page.metadata.remaining_item_count, Some(1));
+    let rest = pods
+        .list(&ListParams::default().limit(3).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(rest), ["d"]);
+}
+
+#[tokio::test]
+async fn cluster_scoped_and_other_kinds() {
+    let ts = TestServer::start().await;
+    let nss: Api<Namespace> = Api::all(ts.client());
+    let names: Vec<String> = nss
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| n.metadata.name.unwrap())
+        .collect();
+    for want in ["default", "kube-system", "sarasa-system"] {
+        assert!(names.contains(&want.to_string()), "{names:?}");
+    }
+    // Bad names are 422 with the field.
+    let bad: Namespace = serde_json::from_value(json!({"metadata": {"name": "Bad_Name"}})).unwrap();
+    let s = status_of(nss.create(&PostParams::default(), &bad).await);
+    assert_eq!(s.code, 422);
+    assert_eq!(fields(&s), ["metadata.name"]);
+    // The system namespaces cannot go.
+    let s = status_of(nss.delete("default", &DeleteParams::default()).await);
+    assert_eq!(s.code, 403);
+
+    let leases: Api<Lease> = Api::namespaced(ts.client(), "kube-system");
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "l"},
+        "spec": {"holderIdentity": "me", "leaseDurationSeconds": 15}}))
+    .unwrap();
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    // Leases may be created with PUT (as kube-apiserver allows).
+    let mut l2 = lease.clone();
+    l2.metadata.name = Some("l2".into());
+    leases
+        .replace("l2", &PostParams::default(), &l2)
+        .await
+        .unwrap();
+    assert_eq!(
+        leases
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+
+    // Unknown paths are 404 Status objects.
+    let nodes: Api<Node> = Api::all(ts.client());
+    assert_eq!(status_of(nodes.get("none").await).code, 404);
+}
+
+#[tokio::test]
+async fn discovery_documents() {
+    let ts = TestServer::start().await;
+    let client = ts.client();
+    let v = client.apiserver_version().await.unwrap();
+    assert_eq!(v.major, "1");
+    let groups = client.list_api_groups().await.unwrap();
+    let names: Vec<&str> = groups.groups.iter().map(|g| g.name.as_str()).collect();
+    for g in [
+        "apps",
+        "discovery.k8s.io",
+        "networking.k8s.io",
+        "coordination.k8s.io",
+    ] {
+        assert!(names.contains(&g), "{names:?}");
+    }
+    let core = client.list_core_api_resources("v1").await.unwrap();
+    let pods = core.resources.iter().find(|r| r.name == "pods").unwrap();
+    assert!(pods.namespaced && pods.verbs.contains(&"watch".to_string()));
+    assert!(core.resources.iter().any(|r| r.name == "pods/status"));
+    let apps = client.list_api_group_resources("apps/v1").await.unwrap();
+    assert!(apps.resources.iter().any(|r| r.name == "deployments/scale"));
+    // kube-rs discovery runs over these documents.
+    let disc = kube::discovery::Discovery::new(client).run().await.unwrap();
+    assert!(disc.has_group("networking.k8s.io"));
+}
+
+#[tokio::test]
+async fn restart_keeps_objects_and_resource_version() {
+    let mut ts = TestServer::start().await;
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    for i in 0..20 {
+        pods.create(
+            &PostParams::default(),
+            &pod(&format!("p{i}"), json!({"i": i.to_string()})),
+        )
+        .await
+        .unwrap();
+    }
+    pods.delete("p3", &DeleteParams::default()).await.unwrap();
+    let svcs: Api<Service> = Api::namespaced(ts.client(), "default");
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "s"},
+        "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"port": 80}]}}))
+    .unwrap();
+    let svc = svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let before = pods.list(&ListParams::default()).await.unwrap();
+    let rv_before: u64 = before
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    ts.restart().await;
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    let after = pods.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&before.items).unwrap(),
+        serde_json::to_value(&after.items).unwrap()
+    );
+    let rv_after: u64 = after
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rv_after >= rv_before);
+    // The counter continues, and allocations are remembered.
+    let p = pods
+        .create(&PostParams::default(), &pod("new", json!({})))
+        .await
+        .unwrap();
+    assert!(p.metadata.resource_version.unwrap().parse::<u64>().unwrap() > rv_after);
+    let svcs: Api<Service> = Api::namespaced(ts.client(), "default");
+    let np = svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+        .node_port
+        .unwrap();
+    let clash: Service = serde_json::from_value(json!({"metadata": {"name": "t"},
+        "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": np}]}}))
+    .unwrap();
+    let s = status_of(svcs.create(&PostParams::default(), &clash).await);
+    assert_eq!(s.code, 422);
+    assert!(
+        s.message.contains("provided port is already allocated"),
+        "{}",
+        s.message
+    );
+
+    // A torn write at the end of the log (a crash mid-write) loses nothing before it.
+    ts.stop().await;
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(ts.config.state_dir.join("log.jsonl"))
+        .unwrap();
+    f.write_all(b"{\"rv\":99999,\"op\":\"put\",\"res\":\"po")
+        .unwrap();
+    drop(f);
+    ts.restart().await;
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    eventually(5, "server back", || {
+        let pods = pods.clone();
+        async move { pods.get("new").await.ok() }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn error_status_matches_kube_apiserver() {
+    // The Status kube-apiserver builds for one field error (apimachinery's StatusError for
+    // field.ErrorList: message `<Kind> "<name>" is invalid: <field>: <detail>`, one cause each).
+    let recorded = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "Service \"bad\" is invalid: spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive",
+        "reason": "Invalid",
+        "details": {"name": "bad", "kind": "Service", "causes": [{"reason": "FieldValueInvalid",
+            "message": "Invalid value: 70000: must be between 1 and 65535, inclusive", "field": "spec.ports[0].port"}]},
+        "code": 422
+    });
+    let ts = TestServer::start().await;
+    let svcs: Api<Service> = Api::namespaced(ts.client(), "default");
+    let bad: Service = serde_json::from_value(json!({"metadata": {"name": "bad"},
+        "spec": {"ports": [{"port": 70000, "targetPort": 8080}]}}))
+    .unwrap();
+    let s = status_of(svcs.create(&PostParams::default(), &bad).await);
+    let ours = serde_json::to_value(&*s).unwrap();
+    let theirs: kube::core::Status = serde_json::from_value(recorded).unwrap();
+    assert_eq!(ours, serde_json::to_value(&theirs).unwrap());
+}
