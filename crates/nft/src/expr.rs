@@ -114,6 +114,8 @@ pub enum Expr {
     FibDaddrType,
     /// `fib saddr type`.
     FibSaddrType,
+    /// `numgen random mod N`: a fresh random number below N at each evaluation.
+    NumgenRandom(u32),
     /// `expr & mask` (e.g. `meta mark & 0x4000`).
     And(Box<Expr>, u32),
     /// `a . b . c`.

@@ -251,6 +251,8 @@ pub enum Value {
     Port(u16),
     Mark(u32),
     Ifname(String),
+    /// A plain number (e.g. compared with `numgen`); fits no set key type.
+    Num(u32),
 }
 
 impl From<IpAddr> for Value {

@@ -17,6 +17,7 @@ pub(crate) fn value(out: &mut String, v: &Value) {
         Value::Proto(p) => write!(out, "{}", p.as_str()),
         Value::Port(p) => write!(out, "{p}"),
         Value::Mark(m) => write!(out, "0x{m:08x}"),
+        Value::Num(n) => write!(out, "{n}"),
         Value::Ifname(n) => write!(out, "\"{n}\""),
     };
 }
@@ -54,6 +55,9 @@ fn expr(out: &mut String, e: &Expr) {
         Expr::Ct(c) => out.push_str(c.as_str()),
         Expr::FibDaddrType => out.push_str("fib daddr type"),
         Expr::FibSaddrType => out.push_str("fib saddr type"),
+        Expr::NumgenRandom(m) => {
+            let _ = write!(out, "numgen random mod {m}");
+        }
         Expr::And(inner, mask) => {
             expr(out, inner);
             let _ = write!(out, " & 0x{mask:08x}");

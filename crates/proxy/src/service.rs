@@ -128,6 +128,32 @@ fn usable<'a>(all: impl Iterator<Item = &'a Backend> + Clone) -> Vec<&'a Backend
     all.filter(|b| b.serving_terminating).collect()
 }
 
+/// From this many endpoints on, one `numgen random mod N vmap { ... }` picks the endpoint
+/// (O(1) per packet). Below, a short run of `numgen random mod (N-i) 0 goto ep_i` rules does
+/// (uniform, like iptables' statistic): each anonymous vmap is a kernel set, and the kernel
+/// allocates anonymous set names in time linear in the sets of the table, so one vmap per
+/// Service makes programming 10k Services take ~10 s and 100k Services hours.
+pub(crate) const VMAP_MIN_ENDPOINTS: usize = 9;
+
+/// Rules choosing one of `targets` uniformly at random.
+fn pick_endpoint(targets: Vec<Verdict>) -> Vec<Rule> {
+    let n = targets.len();
+    if n >= VMAP_MIN_ENDPOINTS {
+        return vec![Rule::new().then(Stmt::NumgenVmap { targets })];
+    }
+    let mut rules = Vec::with_capacity(n);
+    for (i, t) in targets.into_iter().enumerate() {
+        let left = (n - i) as u32;
+        let rule = if left > 1 {
+            Rule::new().eq(Expr::NumgenRandom(left), Expr::Value(Value::Num(0)))
+        } else {
+            Rule::new()
+        };
+        rules.push(rule.verdict(t));
+    }
+    rules
+}
+
 fn goto(c: &str) -> Verdict {
     Verdict::Goto(c.to_string())
 }
@@ -421,12 +447,12 @@ fn compile_port<'a>(
             .iter()
             .map(|b| goto(&names.endpoint(&b.ip, b.port)))
             .collect();
-        let pick = if targets.len() == 1 {
-            Rule::new().then(Stmt::Verdict(targets[0].clone()))
-        } else {
-            Rule::new().then(Stmt::NumgenVmap { targets })
-        };
-        c.push(pick.comment(comment.clone()));
+        for rule in pick_endpoint(targets) {
+            c.push(rule);
+        }
+        if let Some(last) = c.rules.last_mut() {
+            last.comment = Some(comment.clone());
+        }
         c
     };
     if uses_cluster_chain {

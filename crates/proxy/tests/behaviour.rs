@@ -29,8 +29,13 @@ fn cluster_ip_dispatches_through_numgen_to_dnat_endpoints() {
         "{map}"
     );
     let svc = chain_text(&st, "svc4-default-web-http");
+    // Two endpoints: 1/2 for the first, the rest for the second (uniform).
     assert!(
-        svc.contains("numgen random mod 2 vmap { 0 : goto ep4-default-web-http-10.244.1.5-8080-"),
+        svc.contains("numgen random mod 2 0 goto ep4-default-web-http-10.244.1.5-8080-"),
+        "{svc}"
+    );
+    assert!(
+        svc.contains("\t\tgoto ep4-default-web-http-10.244.2.5-8080-"),
         "{svc}"
     );
     let ep = chain_text(&st, "ep4-default-web-http-10.244.1.5-8080");
@@ -39,6 +44,38 @@ fn cluster_ip_dispatches_through_numgen_to_dnat_endpoints() {
         "{ep}"
     );
     assert_eq!(chains_with(&st, "ep4-").len(), 2);
+}
+
+#[test]
+fn many_endpoints_are_chosen_by_one_numgen_vmap() {
+    let (s, _) = web();
+    let eps: Vec<(String, &str)> = (1..=12)
+        .map(|i| (format!("10.244.3.{i}"), "node-3"))
+        .collect();
+    let refs: Vec<(&str, &str)> = eps.iter().map(|(a, n)| (a.as_str(), *n)).collect();
+    let sl = slice("web", "web-1", &[("http", Protocol::Tcp, 8080)], &refs);
+    let st = build(&[s], &[sl]);
+    let svc = chain_text(&st, "svc4-");
+    assert!(
+        svc.contains("numgen random mod 12 vmap { 0 : goto ep4-default-web-http-10.244.3.1-8080-"),
+        "{svc}"
+    );
+    assert!(
+        svc.contains(", 11 : goto ep4-default-web-http-10.244.3.12-8080-"),
+        "{svc}"
+    );
+    // Three endpoints: 1/3, then 1/2 of the rest, then the last.
+    let sl = slice("web", "web-1", &[("http", Protocol::Tcp, 8080)], &refs[..3]);
+    let (s, _) = web();
+    let svc = chain_text(&build(&[s], &[sl]), "svc4-");
+    assert!(
+        svc.contains("numgen random mod 3 0 goto ep4-default-web-http-10.244.3.1-"),
+        "{svc}"
+    );
+    assert!(
+        svc.contains("numgen random mod 2 0 goto ep4-default-web-http-10.244.3.2-"),
+        "{svc}"
+    );
 }
 
 #[test]

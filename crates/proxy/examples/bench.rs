@@ -1,0 +1,200 @@
+//! Control-plane benchmark of the service proxy compiler. Prints figures; asserts nothing.
+//!
+//! ```text
+//! cargo run --release -p sarasa-proxy --example bench                 # 10k and 100k Services
+//! cargo run --release -p sarasa-proxy --example bench -- 50000        # chosen sizes
+//! cargo run --release -p sarasa-proxy --example bench -- --netns /run/netns/NAME 10000
+//! ```
+//! With `--netns`, the ruleset is also programmed with `nft` in that (existing, test-made)
+//! namespace: full program time, then one EndpointSlice change applied, N times.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use sarasa_model::{
+    AddressType, Endpoint, EndpointPort, EndpointSlice, NodeInfo, Protocol, Service, ServicePort,
+};
+use sarasa_nft::{diff, diff_kernel, Backend, NftCli};
+use sarasa_proxy::{compile, ProxyConfig};
+
+fn objects(n: usize) -> (Vec<Service>, Vec<EndpointSlice>) {
+    let mut services = Vec::with_capacity(n);
+    let mut slices = Vec::with_capacity(n);
+    for i in 0..n {
+        let (hi, mid, lo) = ((i / 250) / 256, (i / 250) % 256, i % 250 + 1);
+        let ip =
+            |a: usize| -> IpAddr { format!("10.{a}.{mid}.{lo}").parse().expect("generated IP") };
+        let name = format!("s{i}");
+        services.push(Service {
+            ports: vec![ServicePort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: None,
+                target_port: None,
+            }],
+            ..Service::cluster_ip("default", &name, vec![ip(96 + hi)])
+        });
+        slices.push(EndpointSlice {
+            namespace: "default".into(),
+            name: format!("{name}-1"),
+            service_name: name,
+            address_type: AddressType::Ipv4,
+            endpoints: vec![
+                Endpoint::ready(ip(200 + hi), Some("node-1")),
+                Endpoint::ready(ip(220 + hi), Some("node-2")),
+            ],
+            ports: vec![EndpointPort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 8080,
+            }],
+        });
+    }
+    (services, slices)
+}
+
+fn machine() -> String {
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("nproc={nproc}, CPU: {cpu}")
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let mut sizes = Vec::new();
+    let mut netns = None;
+    let mut write: Option<String> = None;
+    while let Some(a) = args.next() {
+        if a == "--write" {
+            write = Some(args.next().ok_or("--write needs a directory")?);
+        } else if a == "--netns" {
+            netns = Some(args.next().ok_or("--netns needs a path")?);
+        } else {
+            sizes.push(a.parse::<usize>().map_err(|e| format!("size {a:?}: {e}"))?);
+        }
+    }
+    if sizes.is_empty() {
+        sizes = vec![10_000, 100_000];
+    }
+    println!("sarasa-proxy bench on {}", machine());
+    let node = NodeInfo {
+        name: "node-1".into(),
+        addresses: vec!["192.168.33.11".parse()?],
+        pod_cidrs: vec!["10.244.1.0/24".parse()?],
+    };
+    for n in sizes {
+        let (services, slices) = objects(n);
+        let t = Instant::now();
+        let mut st = compile(ProxyConfig::default(), node.clone(), &services, &slices)?;
+        let compile_time = t.elapsed();
+        let chains = st.table().chains.len();
+
+        // One EndpointSlice change (an endpoint replaced), many times over distinct Services.
+        let rounds = 200.min(n);
+        let mut change_times = Vec::with_capacity(rounds);
+        let mut commands = 0;
+        for r in 0..rounds {
+            let mut s = slices[(r * 7919) % n].clone();
+            s.endpoints[1] = Endpoint::ready(
+                format!("10.250.{}.{}", r / 250, r % 250 + 1).parse()?,
+                Some("node-3"),
+            );
+            let t = Instant::now();
+            let u = st.upsert_endpoint_slice(s);
+            change_times.push(t.elapsed());
+            commands = u.transaction.commands.len();
+        }
+        // Full-table diff of the same kind of change, for comparison.
+        let before = st.table().clone();
+        let mut s = slices[n / 2].clone();
+        s.endpoints.pop();
+        st.upsert_endpoint_slice(s);
+        let t = Instant::now();
+        let full = diff(&before, st.table());
+        let full_diff_time = t.elapsed();
+        let t = Instant::now();
+        let program = diff_kernel(None, st.table());
+        let script = program.script();
+        let render_time = t.elapsed();
+
+        println!("--- {n} Services x 2 endpoints ({chains} chains)");
+        println!("compile (all)                  {}", ms(compile_time));
+        println!(
+            "one EndpointSlice change       p50 {}  p99 {}  ({} nft commands)",
+            ms(percentile(&mut change_times, 0.5)),
+            ms(percentile(&mut change_times, 0.99)),
+            commands
+        );
+        println!(
+            "full-table diff (same change)  {}  ({} commands)",
+            ms(full_diff_time),
+            full.commands.len()
+        );
+        println!(
+            "first-program script           {}  ({:.1} MB, {} commands)",
+            ms(render_time),
+            script.len() as f64 / 1e6,
+            program.commands.len()
+        );
+        println!("peak RSS so far                {:.0} MB", peak_rss_mb());
+        if let Some(dir) = &write {
+            std::fs::write(format!("{dir}/{n}-commands.nft"), &script)?;
+            std::fs::write(format!("{dir}/{n}-block.nft"), st.table().render())?;
+        }
+
+        if let Some(path) = &netns {
+            let mut nft = NftCli::in_netns(path);
+            let t = Instant::now();
+            nft.reconcile(st.table())?;
+            println!("nft: full program              {}", ms(t.elapsed()));
+            let mut applied = Vec::new();
+            for r in 0..20.min(n) {
+                let mut s = slices[(r * 104_729) % n].clone();
+                s.endpoints[0] =
+                    Endpoint::ready(format!("10.251.0.{}", r + 1).parse()?, Some("node-3"));
+                let t = Instant::now();
+                let u = st.upsert_endpoint_slice(s);
+                nft.apply(&u.transaction)?;
+                applied.push(t.elapsed());
+            }
+            println!(
+                "nft: change-to-programmed      p50 {}  p99 {}",
+                ms(percentile(&mut applied, 0.5)),
+                ms(percentile(&mut applied, 0.99))
+            );
+            // Leave the namespace clean for the next size.
+            nft.run_script(&format!("delete table inet {}\n", st.config().table))?;
+        }
+    }
+    Ok(())
+}
