@@ -1,0 +1,127 @@
+//! A typed Kubernetes object of one of the supported kinds.
+
+use crate::kind::ResourceKind;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Namespace(Namespace),
+    Node(Node),
+    Pod(Pod),
+    Deployment(Deployment),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    NetworkPolicy(NetworkPolicy),
+}
+
+macro_rules! each {
+    ($obj:expr, $o:ident => $body:expr) => {
+        match $obj {
+            Object::Namespace($o) => $body,
+            Object::Node($o) => $body,
+            Object::Pod($o) => $body,
+            Object::Deployment($o) => $body,
+            Object::Service($o) => $body,
+            Object::EndpointSlice($o) => $body,
+            Object::NetworkPolicy($o) => $body,
+        }
+    };
+}
+
+impl Object {
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            Object::Namespace(_) => ResourceKind::Namespace,
+            Object::Node(_) => ResourceKind::Node,
+            Object::Pod(_) => ResourceKind::Pod,
+            Object::Deployment(_) => ResourceKind::Deployment,
+            Object::Service(_) => ResourceKind::Service,
+            Object::EndpointSlice(_) => ResourceKind::EndpointSlice,
+            Object::NetworkPolicy(_) => ResourceKind::NetworkPolicy,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        each!(self, o => &o.metadata)
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        each!(self, o => &mut o.metadata)
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or("")
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.metadata().namespace.as_deref()
+    }
+
+    pub fn resource_version(&self) -> Option<&str> {
+        self.metadata().resource_version.as_deref()
+    }
+
+    /// `pod/web`, `deployment.apps/my-nginx`: how kubectl names an object in its output.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", self.kind().qualified_singular(), self.name())
+    }
+
+    /// The object as JSON, with `apiVersion` and `kind`.
+    pub fn to_json(&self) -> serde_json::Value {
+        // k8s-openapi types always serialize (plain data, string keys).
+        each!(self, o => serde_json::to_value(o)).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// An object of `kind` from JSON (e.g. an API server response).
+    pub fn from_json(kind: ResourceKind, value: serde_json::Value) -> serde_json::Result<Object> {
+        fn typed<T: DeserializeOwned>(v: serde_json::Value) -> serde_json::Result<T> {
+            serde_json::from_value(v)
+        }
+        Ok(match kind {
+            ResourceKind::Namespace => Object::Namespace(typed(value)?),
+            ResourceKind::Node => Object::Node(typed(value)?),
+            ResourceKind::Pod => Object::Pod(typed(value)?),
+            ResourceKind::Deployment => Object::Deployment(typed(value)?),
+            ResourceKind::Service => Object::Service(typed(value)?),
+            ResourceKind::EndpointSlice => Object::EndpointSlice(typed(value)?),
+            ResourceKind::NetworkPolicy => Object::NetworkPolicy(typed(value)?),
+        })
+    }
+
+    /// An object of `kind` from one YAML document (errors carry the field path and position).
+    pub(crate) fn from_yaml(kind: ResourceKind, text: &str) -> Result<Object, serde_yaml::Error> {
+        Ok(match kind {
+            ResourceKind::Namespace => Object::Namespace(serde_yaml::from_str(text)?),
+            ResourceKind::Node => Object::Node(serde_yaml::from_str(text)?),
+            ResourceKind::Pod => Object::Pod(serde_yaml::from_str(text)?),
+            ResourceKind::Deployment => Object::Deployment(serde_yaml::from_str(text)?),
+            ResourceKind::Service => Object::Service(serde_yaml::from_str(text)?),
+            ResourceKind::EndpointSlice => Object::EndpointSlice(serde_yaml::from_str(text)?),
+            ResourceKind::NetworkPolicy => Object::NetworkPolicy(serde_yaml::from_str(text)?),
+        })
+    }
+
+    /// An object of `kind` from an already parsed YAML value (a `List` item).
+    pub(crate) fn from_yaml_value(
+        kind: ResourceKind,
+        value: serde_yaml::Value,
+    ) -> Result<Object, serde_yaml::Error> {
+        fn typed<T: DeserializeOwned>(v: serde_yaml::Value) -> Result<T, serde_yaml::Error> {
+            serde_yaml::from_value(v)
+        }
+        Ok(match kind {
+            ResourceKind::Namespace => Object::Namespace(typed(value)?),
+            ResourceKind::Node => Object::Node(typed(value)?),
+            ResourceKind::Pod => Object::Pod(typed(value)?),
+            ResourceKind::Deployment => Object::Deployment(typed(value)?),
+            ResourceKind::Service => Object::Service(typed(value)?),
+            ResourceKind::EndpointSlice => Object::EndpointSlice(typed(value)?),
+            ResourceKind::NetworkPolicy => Object::NetworkPolicy(typed(value)?),
+        })
+    }
+}
