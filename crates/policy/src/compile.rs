@@ -129,6 +129,7 @@ pub fn compile(state: &PolicyState, opts: &CompileOptions) -> Table {
         opts,
         table: Table::new(sarasa_nft::Family::Inet, TABLE),
         peer_sets: HashMap::new(),
+        bodies: HashMap::new(),
     };
     c.base();
     let local: Vec<&PolicyPod> = state
@@ -150,6 +151,18 @@ struct Compiler<'a> {
     table: Table,
     /// Set base name by what it holds (so each is computed once).
     peer_sets: HashMap<SetSpec<'a>, String>,
+    /// Allow rules by what they depend on.
+    bodies: HashMap<BodyKey, Vec<Rule>>,
+}
+
+/// What the allow rules of a pod's chain depend on: the direction, the selecting policies
+/// (by address: the state is borrowed for the whole compile) and, for ingress, the pod's
+/// container ports.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BodyKey {
+    dir: Direction,
+    policies: Vec<usize>,
+    ports: Vec<crate::types::ContainerPort>,
 }
 
 /// What a shared set holds.
@@ -242,26 +255,27 @@ impl<'a> Compiler<'a> {
         }
         let key = pod.key();
         let name = chain_name(dir, &key);
-        let mut rules: Vec<Rule> = Vec::new();
-        let mut seen: HashSet<Rule> = HashSet::new();
-        let verdict = match dir {
-            Direction::Ingress => Verdict::Accept,
-            Direction::Egress => Verdict::Return,
+        // Pods selected by the same policies (with the same container ports, which ingress
+        // named ports resolve on) share the allow rules: build them once.
+        let body_key = BodyKey {
+            dir,
+            policies: policies
+                .iter()
+                .map(|p| std::ptr::from_ref(*p) as usize)
+                .collect(),
+            ports: match dir {
+                Direction::Ingress => pod.ports.clone(),
+                Direction::Egress => Vec::new(),
+            },
         };
-        for policy in &policies {
-            for rule in policy.rules(dir) {
-                for stmts in self.rule_matches(&policy.namespace, rule, pod, dir) {
-                    let mut r = Rule {
-                        stmts,
-                        comment: None,
-                    };
-                    r.stmts.push(Stmt::Verdict(verdict.clone()));
-                    if seen.insert(r.clone()) {
-                        rules.push(r);
-                    }
-                }
+        let mut rules: Vec<Rule> = match self.bodies.get(&body_key) {
+            Some(body) => body.clone(),
+            None => {
+                let body = self.allow_rules(&policies, pod, dir);
+                self.bodies.insert(body_key, body.clone());
+                body
             }
-        }
+        };
         let prefix = log_prefix(dir, &key);
         for v6 in self.families() {
             let pair = Expr::Concat(vec![
@@ -309,6 +323,36 @@ impl<'a> Compiler<'a> {
                 map.insert_verdict(Key::one(*addr), Verdict::Jump(name.clone()));
             }
         }
+    }
+
+    /// The allow rules of `pod`'s chain in `dir`, duplicates removed.
+    fn allow_rules(
+        &mut self,
+        policies: &[&'a crate::types::NetworkPolicy],
+        pod: &'a PolicyPod,
+        dir: Direction,
+    ) -> Vec<Rule> {
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut seen: HashSet<Rule> = HashSet::new();
+        let verdict = match dir {
+            Direction::Ingress => Verdict::Accept,
+            Direction::Egress => Verdict::Return,
+        };
+        for policy in policies {
+            for rule in policy.rules(dir) {
+                for stmts in self.rule_matches(&policy.namespace, rule, pod, dir) {
+                    let mut r = Rule {
+                        stmts,
+                        comment: None,
+                    };
+                    r.stmts.push(Stmt::Verdict(verdict.clone()));
+                    if seen.insert(r.clone()) {
+                        rules.push(r);
+                    }
+                }
+            }
+        }
+        rules
     }
 
     /// The match statements of one rule, as alternatives (each a conjunction).
