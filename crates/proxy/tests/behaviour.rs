@@ -309,8 +309,8 @@ fn session_affinity_client_ip_uses_per_endpoint_timeout_sets() {
         timeout_seconds: 60,
     };
     let st = build(&[s], &[sl]);
-    let sets: Vec<_> = st
-        .table()
+    let table = st.table();
+    let sets: Vec<_> = table
         .sets
         .values()
         .filter(|s| s.name.starts_with("aff4-"))

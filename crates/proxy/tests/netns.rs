@@ -190,7 +190,7 @@ fn cluster_ip_and_node_port_carry_real_connections() {
     let (services, sl) = objects();
     let mut st = compile(config(), node(), &services, std::slice::from_ref(&sl)).unwrap();
     let mut nft = NftCli::in_netns(format!("/run/netns/{}", lab.ns("node")));
-    nft.reconcile(st.table()).unwrap();
+    nft.reconcile(&st.table()).unwrap();
 
     // Direct reachability first (servers up), then through the Service.
     lab.wait_get("client", "http://10.244.1.5:8080/");
@@ -221,7 +221,7 @@ fn cluster_ip_and_node_port_carry_real_connections() {
 
     // The kernel holds exactly the model.
     let k = nft.list_table(Family::Inet, "sarasa").unwrap().unwrap();
-    let rest = diff_kernel(Some(&k), st.table());
+    let rest = diff_kernel(Some(&k), &st.table());
     assert!(rest.is_empty(), "{}", rest.script());
 
     // An endpoint goes away: one small transaction, and only pod-a answers.
@@ -233,5 +233,5 @@ fn cluster_ip_and_node_port_carry_real_connections() {
         assert_eq!(lab.wait_get("client", "http://10.96.0.10/"), "pod-a");
     }
     let k = nft.list_table(Family::Inet, "sarasa").unwrap().unwrap();
-    assert!(diff_kernel(Some(&k), st.table()).is_empty());
+    assert!(diff_kernel(Some(&k), &st.table()).is_empty());
 }

@@ -89,15 +89,15 @@ pub fn build(services: &[Service], slices: &[EndpointSlice]) -> ProxyState {
 
 /// The rendered text of one chain whose name starts with `prefix`.
 pub fn chain_text(st: &ProxyState, prefix: &str) -> String {
-    let names: Vec<&String> = st
-        .table()
+    let table = st.table();
+    let names: Vec<&String> = table
         .chains
         .keys()
         .filter(|n| n.starts_with(prefix))
         .collect();
     assert_eq!(names.len(), 1, "chains starting with {prefix}: {names:?}");
     let mut t = sarasa_nft::Table::new(sarasa_nft::Family::Inet, "x");
-    t.add_chain(st.table().chains[names[0]].clone());
+    t.add_chain(table.chains[names[0]].clone());
     t.render()
 }
 
