@@ -426,7 +426,9 @@ mod tests {
             ),
         ];
         for (cfg, want) in cases {
-            let err = RangeSet::new(std::slice::from_ref(&cfg), 0).unwrap_err().to_string();
+            let err = RangeSet::new(std::slice::from_ref(&cfg), 0)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{cfg:?}: {err}");
             assert!(err.contains("ipam.ranges[0][0]"), "{err}");
         }

@@ -1,1 +1,243 @@
-fn main() {}
+//! `cni-bench`: CNI ADD and DEL latency, as a runtime sees it (process start to exit), for
+//! sarasa-cni and for the reference `bridge` + `host-local` plugins in the same run.
+//!
+//! For each plugin, in its own throw-away node namespace: N sequential pods (ADD each, then
+//! DEL each) and C concurrent pods (all ADDs at once, then all DELs). Prints p50/p99 and the
+//! machine. Needs root; every namespace is `sarasa-bench<pid>-...` and is deleted at the end.
+//!
+//! Usage: cni-bench [--sarasa PATH] [--reference-dir DIR] [--pods N] [--concurrent C]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sarasa_netns::{CommandExt, NetNs};
+
+struct Ns(NetNs, String);
+
+impl Ns {
+    fn new(name: String) -> Ns {
+        let _ = NetNs::delete(&name);
+        let ns = NetNs::create(&name).unwrap_or_else(|e| panic!("create netns {name}: {e}"));
+        Ns(ns, name)
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = NetNs::delete(&self.1);
+    }
+}
+
+struct Plugin {
+    label: &'static str,
+    exe: PathBuf,
+    cni_path: String,
+    conf: String,
+}
+
+fn invoke(p: &Plugin, node: &NetNs, cmd: &str, id: &str, pod: &NetNs) -> Duration {
+    let start = Instant::now();
+    let mut child = Command::new(&p.exe)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", pod.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", &p.cni_path)
+        .netns(node)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", p.exe.display()));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(p.conf.as_bytes())
+        .expect("write config");
+    let out = child.wait_with_output().expect("wait");
+    let took = start.elapsed();
+    if !out.status.success() {
+        panic!(
+            "{} {cmd} {id} failed: {}{}",
+            p.label,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    took
+}
+
+fn pct(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort();
+    let idx = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+    samples[idx].as_secs_f64() * 1000.0
+}
+
+struct Figures {
+    label: &'static str,
+    rows: Vec<(String, f64, f64)>,
+}
+
+fn measure(p: &Plugin, tag: &str, pods: usize, concurrent: usize) -> Figures {
+    let base = format!("sarasa-bench{}-{tag}", std::process::id());
+    let node = Ns::new(format!("{base}-node"));
+    node.0
+        .run(|| {
+            let mut nl = sarasa_netns::Netlink::current().expect("netlink");
+            let lo = nl.link("lo").expect("lo");
+            nl.set_up(lo.index).expect("lo up");
+        })
+        .expect("node setup");
+    let seq: Vec<Ns> = (0..pods).map(|i| Ns::new(format!("{base}-s{i}"))).collect();
+    let mut add = Vec::new();
+    let mut del = Vec::new();
+    // warm-up (bridge creation, page cache) outside the figures
+    invoke(p, &node.0, "ADD", "warm", &seq[0].0);
+    invoke(p, &node.0, "DEL", "warm", &seq[0].0);
+    for (i, pod) in seq.iter().enumerate() {
+        add.push(invoke(p, &node.0, "ADD", &format!("seq{i}"), &pod.0));
+    }
+    for (i, pod) in seq.iter().enumerate() {
+        del.push(invoke(p, &node.0, "DEL", &format!("seq{i}"), &pod.0));
+    }
+    let conc: Vec<Ns> = (0..concurrent)
+        .map(|i| Ns::new(format!("{base}-c{i}")))
+        .collect();
+    let run_all = |cmd: &str| -> Vec<Duration> {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = conc
+                .iter()
+                .enumerate()
+                .map(|(i, pod)| {
+                    let node = &node.0;
+                    s.spawn(move || invoke(p, node, cmd, &format!("conc{i}"), &pod.0))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("join")).collect()
+        })
+    };
+    let mut cadd = run_all("ADD");
+    let mut cdel = run_all("DEL");
+    Figures {
+        label: p.label,
+        rows: vec![
+            (
+                format!("ADD, {pods} sequential"),
+                pct(&mut add, 0.5),
+                pct(&mut add, 0.99),
+            ),
+            (
+                format!("DEL, {pods} sequential"),
+                pct(&mut del, 0.5),
+                pct(&mut del, 0.99),
+            ),
+            (
+                format!("ADD, {concurrent} concurrent"),
+                pct(&mut cadd, 0.5),
+                pct(&mut cadd, 0.99),
+            ),
+            (
+                format!("DEL, {concurrent} concurrent"),
+                pct(&mut cdel, 0.5),
+                pct(&mut cdel, 0.99),
+            ),
+        ],
+    }
+}
+
+fn machine() -> String {
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!("nproc={nproc}, cpu={model}, kernel={kernel}")
+}
+
+fn main() {
+    let mut sarasa = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("sarasa-cni")))
+        .unwrap_or_else(|| PathBuf::from("sarasa-cni"));
+    let mut refdir = PathBuf::from("/usr/lib/cni");
+    let mut pods = 200usize;
+    let mut concurrent = 20usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--sarasa" => sarasa = PathBuf::from(val()),
+            "--reference-dir" => refdir = PathBuf::from(val()),
+            "--pods" => pods = val().parse().expect("--pods N"),
+            "--concurrent" => concurrent = val().parse().expect("--concurrent N"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("cni-bench needs root (it creates network namespaces)");
+        std::process::exit(2);
+    }
+    let data = std::env::temp_dir().join(format!("sarasa-bench{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&data);
+    let sarasa_conf = serde_json::json!({
+        "cniVersion": "1.1.0", "name": "bench-sarasa", "type": "sarasa-cni",
+        "mode": "bridge", "bridge": "sarasa0", "mtu": 1500,
+        "ipam": {"ranges": [[{"subnet": "10.231.0.0/16"}]],
+                 "dataDir": data.join("sarasa").display().to_string()}
+    });
+    let ref_conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "bench-reference", "type": "bridge",
+        "bridge": "cni0", "isGateway": true, "ipMasq": false, "mtu": 1500,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.232.0.0/16"}]],
+                 "dataDir": data.join("host-local").display().to_string()}
+    });
+    let plugins = [
+        Plugin {
+            label: "sarasa-cni (bridge mode, built-in IPAM)",
+            exe: sarasa.clone(),
+            cni_path: sarasa
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            conf: sarasa_conf.to_string(),
+        },
+        Plugin {
+            label: "reference bridge + host-local",
+            exe: refdir.join("bridge"),
+            cni_path: refdir.display().to_string(),
+            conf: ref_conf.to_string(),
+        },
+    ];
+    println!("machine: {}", machine());
+    println!("latency = process start to exit, as a runtime sees it; milliseconds\n");
+    let mut all = Vec::new();
+    for (i, p) in plugins.iter().enumerate() {
+        all.push(measure(p, &format!("p{i}"), pods, concurrent));
+    }
+    println!(
+        "{:<40} {:<22} {:>9} {:>9}",
+        "plugin", "operation", "p50 ms", "p99 ms"
+    );
+    for f in &all {
+        for (op, p50, p99) in &f.rows {
+            println!("{:<40} {:<22} {:>9.2} {:>9.2}", f.label, op, p50, p99);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}
