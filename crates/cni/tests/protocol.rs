@@ -526,3 +526,29 @@ fn errors_go_to_stdout_as_json_logs_never() {
     assert!(node.status(&conf).stdout.is_empty());
     assert!(node.gc(&conf, &[("c1", "eth0")]).stdout.is_empty());
 }
+
+#[test]
+fn example_conflist_works_as_a_runtime_uses_it() {
+    let node = Node::new("example");
+    let pod = node.pod(1);
+    let list: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/cni/10-sarasa.conflist"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    // What libcni sends: the plugin object plus the list's name and chosen version.
+    let mut conf = list["plugins"][0].clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = json!("1.1.0");
+    conf["ipam"]["dataDir"] = json!(node.data_dir());
+    let r = node.add(&conf, "c1", &pod, "eth0").ok();
+    assert_eq!(r["ips"][0]["address"], "10.244.1.2/24");
+    assert_eq!(r["ips"][1]["address"], "fd00:10:244:1::2/64");
+    assert_eq!(r["dns"]["options"][0], "ndots:5");
+    node.check(&conf, &r, "c1", &pod, "eth0").ok();
+    node.status(&conf).ok();
+    node.del(&conf, "c1", Some(&pod.path()), "eth0").ok();
+}

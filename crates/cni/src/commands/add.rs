@@ -76,12 +76,18 @@ fn setup(
 ) -> Result<CniResult, CniError> {
     let has_v4 = leases.iter().any(|l| l.address.addr().is_ipv4());
     let has_v6 = leases.iter().any(|l| l.address.addr().is_ipv6());
-    // The node forwards pod traffic (in the namespace the plugin runs in: the node's).
-    if has_v4 {
-        sysctl::ensure("net/ipv4/ip_forward", "1")?;
-    }
-    if has_v6 {
-        sysctl::ensure("net/ipv6/conf/all/forwarding", "1")?;
+    // The node forwards pod traffic (in the namespace the plugin runs in: the node's). The
+    // agent normally has set this already, so only a read happens; a read-only /proc/sys is
+    // logged, not fatal.
+    for (fam, key) in [
+        (has_v4, "net/ipv4/ip_forward"),
+        (has_v6, "net/ipv6/conf/all/forwarding"),
+    ] {
+        if fam {
+            if let Err(e) = sysctl::ensure(key, "1") {
+                log::error(&format!("cannot enable forwarding ({key}): {e}"));
+            }
+        }
     }
     let bridge_index = match p.mode {
         Mode::Bridge => {
