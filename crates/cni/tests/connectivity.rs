@@ -102,3 +102,28 @@ fn routed_mode_programs_host_routes_and_proxies() {
     // no bridge in routed mode
     assert!(node.ns.netlink().link_by_name("sarasa0").unwrap().is_none());
 }
+
+#[test]
+fn ipv6_only_both_modes() {
+    for (mode, tag) in [("bridge", "c6b"), ("routed", "c6r")] {
+        let node = Node::new(tag);
+        let mut conf = node.conf("1.1.0", mode, true);
+        conf["ipam"]["ranges"] = serde_json::json!([[{"subnet": "fd00:10:244:8::/64"}]]);
+        let (p1, p2) = (node.pod(1), node.pod(2));
+        let r1 = node.add(&conf, "c1", &p1, "eth0").ok();
+        let r2 = node.add(&conf, "c2", &p2, "eth0").ok();
+        let (a, b) = (result_ips(&r1), result_ips(&r2));
+        assert_eq!(a.len(), 1);
+        assert!(a[0].is_ipv6());
+        assert_eq!(peer_seen(&p1.ns, &p2.ns, b[0]).unwrap(), a[0], "{mode}");
+        let node_v6: IpAddr = NODE_V6.parse().unwrap();
+        assert_eq!(
+            peer_seen(&p1.ns, &node.ns.ns, node_v6).unwrap(),
+            a[0],
+            "{mode}"
+        );
+        node.del(&conf, "c1", Some(&p1.path()), "eth0").ok();
+        node.del(&conf, "c2", Some(&p2.path()), "eth0").ok();
+        assert!(node.host_veths().is_empty());
+    }
+}
