@@ -191,6 +191,25 @@ pub struct Route {
     pub src: Option<IpAddr>,
 }
 
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.dst)?;
+        if let Some(gw) = self.gateway {
+            write!(f, " via {gw}")?;
+        }
+        if let Some(oif) = self.oif {
+            write!(f, " dev #{oif}")?;
+        }
+        if self.onlink {
+            write!(f, " onlink")?;
+        }
+        if self.table != TABLE_MAIN {
+            write!(f, " table {}", self.table)?;
+        }
+        Ok(())
+    }
+}
+
 impl Route {
     /// A route to `dst` in the main table, without next hop yet.
     pub fn new(dst: IpNet) -> Route {
@@ -602,7 +621,7 @@ impl Netlink {
         self.ack(
             RouteNetlinkMessage::NewRoute(route_msg(route, true)),
             NLM_F_CREATE | NLM_F_EXCL,
-            || format!("add route {route:?}"),
+            || format!("add route {route}"),
         )
     }
 
@@ -611,7 +630,7 @@ impl Netlink {
         self.ack(
             RouteNetlinkMessage::NewRoute(route_msg(route, true)),
             NLM_F_CREATE | NLM_F_REPLACE,
-            || format!("replace route {route:?}"),
+            || format!("replace route {route}"),
         )
     }
 
@@ -620,7 +639,7 @@ impl Netlink {
         self.ack(
             RouteNetlinkMessage::DelRoute(route_msg(route, false)),
             0,
-            || format!("delete route {route:?}"),
+            || format!("delete route {route}"),
         )
     }
 
