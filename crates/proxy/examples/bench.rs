@@ -80,6 +80,18 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -114,8 +126,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     for n in sizes {
         let (services, slices) = objects(n);
+        let before_state = rss_mb();
         let t = Instant::now();
         let mut st = compile(ProxyConfig::default(), node.clone(), &services, &slices)?;
+        let state_mb = rss_mb() - before_state;
         let table = st.table();
         let compile_time = t.elapsed();
         let chains = table.chains.len();
@@ -154,7 +168,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         println!("--- {n} Services x 2 endpoints ({chains} chains)");
         println!("compile (all, to a Table)      {}", ms(compile_time));
-        println!("peak RSS after compile         {state_rss:.0} MB (objects + one built Table)");
+        println!("proxy state (objects)          {state_mb:.0} MB RSS");
+        println!(
+            "peak RSS after compile         {state_rss:.0} MB (inputs + state + one built Table)"
+        );
         println!(
             "one EndpointSlice change       p50 {}  p99 {}  ({} nft commands)",
             ms(percentile(&mut change_times, 0.5)),

@@ -224,6 +224,29 @@ fn cluster_ip_and_node_port_carry_real_connections() {
     let rest = diff_kernel(Some(&k), &st.table());
     assert!(rest.is_empty(), "{}", rest.script());
 
+    // Session affinity: once set, one client keeps reaching the same pod.
+    let mut sticky = services[0].clone();
+    sticky.session_affinity = SessionAffinity::ClientIp {
+        timeout_seconds: 60,
+    };
+    let update = st.upsert_service(sticky);
+    nft.apply(&update.transaction).unwrap();
+    let first = lab.wait_get("client", "http://10.96.0.10/");
+    for _ in 0..15 {
+        assert_eq!(
+            lab.wait_get("client", "http://10.96.0.10/"),
+            first,
+            "affinity broken"
+        );
+    }
+    let k = nft.list_table(Family::Inet, "sarasa").unwrap().unwrap();
+    assert!(
+        diff_kernel(Some(&k), &st.table()).is_empty(),
+        "affinity sets were touched"
+    );
+    let update = st.upsert_service(services[0].clone());
+    nft.apply(&update.transaction).unwrap();
+
     // An endpoint goes away: one small transaction, and only pod-a answers.
     let mut one = sl.clone();
     one.endpoints.retain(|e| e.addresses[0] == ip("10.244.1.5"));
