@@ -166,7 +166,10 @@ fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    format!("nproc={nproc}, cpu={model}, kernel={kernel}")
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    format!("nproc={nproc}, cpu={model}, kernel={kernel}, loadavg at start={load}")
 }
 
 fn main() {
