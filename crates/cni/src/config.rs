@@ -181,10 +181,17 @@ pub fn precheck(stdin: &[u8]) -> Result<Option<String>, CniError> {
             "network config is not a JSON object",
         ));
     };
-    let version = obj
-        .get("cniVersion")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+    let version = match obj.get("cniVersion") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(v)) => Some(v.clone()),
+        Some(other) => {
+            return Err(CniError::new(
+                DECODING_FAILURE,
+                "failed to decode cniVersion",
+                format!("cniVersion must be a string, got {other}"),
+            ))
+        }
+    };
     let err = |e: CniError| match &version {
         Some(v) if crate::version::SUPPORTED.contains(&v.as_str()) => e.with_version(v),
         _ => e,
@@ -430,6 +437,10 @@ mod tests {
     fn precheck_codes() {
         assert_eq!(precheck(b"{not json").unwrap_err().code, DECODING_FAILURE);
         assert_eq!(precheck(b"[]").unwrap_err().code, DECODING_FAILURE);
+        assert_eq!(
+            precheck(br#"{"cniVersion":1,"name":"a"}"#).unwrap_err().code,
+            DECODING_FAILURE
+        );
         assert_eq!(
             precheck(br#"{"cniVersion":"1.1.0"}"#).unwrap_err().code,
             INVALID_CONFIG
