@@ -97,7 +97,7 @@ fn policy(ns: usize, j: usize) -> NetworkPolicy {
             }],
         },
     ];
-    if j % 4 == 0 {
+    if j.is_multiple_of(4) {
         ingress.push(PolicyRule {
             peers: vec![Peer::Pods {
                 namespace_selector: Some(LabelSelector::default().expression(
@@ -110,7 +110,7 @@ fn policy(ns: usize, j: usize) -> NetworkPolicy {
             ports: vec![number(9090)],
         });
     }
-    let egress = if j % 2 == 0 {
+    let egress = if j.is_multiple_of(2) {
         vec![
             PolicyRule {
                 peers: vec![],
@@ -258,41 +258,79 @@ fn main() {
         );
     }
 
-    // One pod label change -> recompile -> diff, for several pods.
+    // One pod label change -> nft transaction, for several pods: (a) with the incremental
+    // compiler, (b) by full recompile + diff.
     for (what, opts) in [("every pod", &all), ("node-0", &node0)] {
+        let (mut pc, w, c) = timed(|| PolicyCompiler::new(state.clone(), opts.clone()));
+        println!(
+            "incremental compiler start ({what}): cpu {}, wall {}",
+            ms(c),
+            ms(w)
+        );
+        let mut inc = Vec::new();
+        let mut inc_wall = Vec::new();
+        let mut sizes = BTreeMap::new();
+        for k in 0..101 {
+            let p = changed_pod(k);
+            let (tx, w, c) = timed(|| {
+                pc.apply_pod(p);
+                pc.take_transaction()
+            });
+            inc.push(c);
+            inc_wall.push(w);
+            *sizes.entry(tx.commands.len()).or_insert(0) += 1;
+        }
+        println!(
+            "pod label change -> transaction, incremental ({what}, 101 changes): cpu p50 {} p90 {} max {}, wall p50 {}; commands per transaction {:?}",
+            ms(pct(&inc, 0.5)),
+            ms(pct(&inc, 0.9)),
+            ms(pct(&inc, 1.0)),
+            ms(pct(&inc_wall, 0.5)),
+            sizes
+        );
         let mut current = state.clone();
         let mut table = compile(&current, opts);
-        let mut compile_t = Vec::new();
-        let mut diff_t = Vec::new();
         let mut total = Vec::new();
         let mut wall = Vec::new();
-        let mut sizes = BTreeMap::new();
-        for k in 0..21 {
-            let ns = (k * 7) % NAMESPACES;
-            let i = (k * 13) % PODS_PER_NS;
-            let mut p = pod(ns, i);
-            p.labels
-                .insert("tier".into(), TIERS[(i + 1 + k) % 3].to_string());
-            p.labels
-                .insert("app".into(), format!("app-{}", (i + 3) % 10));
-            current.apply_pod(p);
+        for k in 0..11 {
+            current.apply_pod(changed_pod(k));
             let (next, w1, c1) = timed(|| compile(&current, opts));
-            let (tx, w2, c2) = timed(|| diff(&table, &next));
-            compile_t.push(c1);
-            diff_t.push(c2);
+            let (_tx, w2, c2) = timed(|| diff(&table, &next));
             total.push(c1 + c2);
             wall.push(w1 + w2);
-            *sizes.entry(tx.commands.len()).or_insert(0) += 1;
             table = next;
         }
         println!(
-            "pod label change -> transaction ({what}, 21 changes): cpu p50 {} p90 {} (compile p50 {}, diff p50 {}), wall p50 {}; commands per transaction {:?}",
+            "pod label change -> transaction, full recompile + diff ({what}, 11 changes): cpu p50 {}, wall p50 {}",
             ms(pct(&total, 0.5)),
-            ms(pct(&total, 0.9)),
-            ms(pct(&compile_t, 0.5)),
-            ms(pct(&diff_t, 0.5)),
             ms(pct(&wall, 0.5)),
-            sizes
         );
     }
+    let mut pc = PolicyCompiler::new(state.clone(), node0.clone());
+    let mut pol = Vec::new();
+    for k in 0..11 {
+        let mut p = policy((k * 3) % NAMESPACES, k % POLICIES_PER_NS);
+        p.ingress.pop();
+        let (_, _, c) = timed(|| {
+            pc.apply_policy(p).expect("valid");
+            pc.take_transaction()
+        });
+        pol.push(c);
+    }
+    println!(
+        "policy update -> transaction, incremental (node-0, 11 updates): cpu p50 {}",
+        ms(pct(&pol, 0.5))
+    );
+}
+
+/// Pod `k` of a sequence of label changes spread over namespaces.
+fn changed_pod(k: usize) -> PolicyPod {
+    let ns = (k * 7) % NAMESPACES;
+    let i = (k * 13) % PODS_PER_NS;
+    let mut p = pod(ns, i);
+    p.labels
+        .insert("tier".into(), TIERS[(i + 1 + k) % 3].to_string());
+    p.labels
+        .insert("app".into(), format!("app-{}", (i + 3) % 10));
+    p
 }

@@ -17,7 +17,7 @@
 //! no policy selects misses the maps and passes. Peer sets are shared by every rule with the
 //! same (namespace, selectors), and hold addresses of pods on every node.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use sarasa_nft::{
@@ -27,7 +27,9 @@ use sarasa_nft::{
 
 use crate::ranges::{port_blocks, subtract};
 use crate::state::PolicyState;
-use crate::types::{Direction, Peer, PodKey, PolicyPod, PortRef, Protocol};
+use crate::types::{
+    ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PodKey, PolicyPod, PortRef, Protocol,
+};
 
 /// The table this crate owns.
 pub const TABLE: &str = "sarasa-policy";
@@ -122,162 +124,233 @@ pub(crate) fn fnv64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Compiles the whole table.
+/// Compiles the whole table (the same code path as [`crate::PolicyCompiler::new`]).
 pub fn compile(state: &PolicyState, opts: &CompileOptions) -> Table {
-    let mut c = Compiler {
-        state,
-        opts,
-        table: Table::new(sarasa_nft::Family::Inet, TABLE),
-        peer_sets: HashMap::new(),
-        bodies: HashMap::new(),
-    };
-    c.base();
-    let local: Vec<&PolicyPod> = state
-        .pods()
-        .filter(|p| !p.ips.is_empty())
-        .filter(|p| opts.node.is_none() || p.node == opts.node)
-        .collect();
-    for pod in local {
-        for dir in [Direction::Ingress, Direction::Egress] {
-            c.pod_chain(pod, dir);
+    crate::incremental::PolicyCompiler::new(state.clone(), opts.clone()).into_table()
+}
+
+/// The families compiled, `false` = IPv4.
+pub(crate) fn families(opts: &CompileOptions) -> Vec<bool> {
+    let mut f = Vec::new();
+    if opts.ipv4 {
+        f.push(false);
+    }
+    if opts.ipv6 {
+        f.push(true);
+    }
+    f
+}
+
+fn addr_type(v6: bool) -> DataType {
+    if v6 {
+        DataType::Ipv6Addr
+    } else {
+        DataType::Ipv4Addr
+    }
+}
+
+/// The table without pods: the base chain, the verdict maps, the drop-log sets.
+pub(crate) fn base_table(opts: &CompileOptions) -> Table {
+    let mut table = Table::new(sarasa_nft::Family::Inet, TABLE);
+    let mut fwd = sarasa_nft::Chain::base(
+        FORWARD_CHAIN,
+        ChainType::Filter,
+        Hook::Forward,
+        FORWARD_PRIORITY,
+        sarasa_nft::Policy::Accept,
+    );
+    fwd.push(
+        Rule::new()
+            .eq(
+                Expr::Ct(sarasa_nft::CtKey::State),
+                Expr::Keywords(vec![Keyword::Established, Keyword::Related]),
+            )
+            .verdict(Verdict::Accept),
+    );
+    for dir in [Direction::Egress, Direction::Ingress] {
+        for v6 in families(opts) {
+            let field = addr_field(v6, dir == Direction::Egress);
+            fwd.push(Rule::new().then(Stmt::Vmap {
+                key: Expr::Payload(field),
+                map: map_name(dir, v6).to_string(),
+            }));
+            let mut map = Set::verdict_map(map_name(dir, v6), vec![addr_type(v6)]);
+            map.comment = Some(format!("{} policy chain by pod address", dir.as_str()));
+            table.add_set(map);
         }
     }
-    c.table
+    for v6 in families(opts) {
+        let mut logged = Set::new(logged_set_name(v6), vec![addr_type(v6), addr_type(v6)]);
+        logged.flags = SetFlags {
+            interval: false,
+            timeout: true,
+            dynamic: true,
+        };
+        logged.timeout = Some(opts.log_interval_secs.max(1));
+        logged.comment = Some("source . destination pairs logged recently".into());
+        table.add_set(logged);
+    }
+    table.add_chain(fwd);
+    table
 }
 
-struct Compiler<'a> {
-    state: &'a PolicyState,
-    opts: &'a CompileOptions,
-    table: Table,
-    /// Set base name by what it holds (so each is computed once).
-    peer_sets: HashMap<SetSpec<'a>, String>,
-    /// Allow rules by what they depend on.
-    bodies: HashMap<BodyKey, Vec<Rule>>,
-}
-
-/// What the allow rules of a pod's chain depend on: the direction, the selecting policies
-/// (by address: the state is borrowed for the whole compile) and, for ingress, the pod's
-/// container ports.
+/// What a shared set holds. Content-addressed: equal specs are one set, named by a hash.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct BodyKey {
-    dir: Direction,
-    policies: Vec<usize>,
-    ports: Vec<crate::types::ContainerPort>,
-}
-
-/// What a shared set holds.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum SetSpec<'a> {
+pub(crate) enum SetSpec {
     /// Addresses of the pods a selector peer matches (`ns`: the policy's namespace, only when
     /// the peer has no namespaceSelector).
-    Pods { ns: Option<&'a str>, peer: &'a Peer },
+    Pods { ns: Option<String>, peer: Peer },
     /// An ipBlock.
-    Block(&'a Peer),
+    Block(IpBlock),
     /// `addr . proto . port` of the pods matching a peer (`None`: every pod) that have the
     /// named port.
     Named {
-        ns: Option<&'a str>,
-        peer: Option<&'a Peer>,
-        name: &'a str,
+        ns: Option<String>,
+        peer: Option<Peer>,
+        name: String,
         protocol: Protocol,
     },
 }
 
-impl<'a> Compiler<'a> {
-    fn families(&self) -> Vec<bool> {
-        let mut f = Vec::new();
-        if self.opts.ipv4 {
-            f.push(false);
-        }
-        if self.opts.ipv6 {
-            f.push(true);
-        }
-        f
+impl SetSpec {
+    /// Does the membership depend on pods (not only on constants)?
+    pub(crate) fn has_pods(&self) -> bool {
+        !matches!(self, SetSpec::Block(_))
     }
 
-    fn base(&mut self) {
-        let mut fwd = sarasa_nft::Chain::base(
-            FORWARD_CHAIN,
-            ChainType::Filter,
-            Hook::Forward,
-            FORWARD_PRIORITY,
-            sarasa_nft::Policy::Accept,
-        );
-        fwd.push(
-            Rule::new()
-                .eq(
-                    Expr::Ct(sarasa_nft::CtKey::State),
-                    Expr::Keywords(vec![Keyword::Established, Keyword::Related]),
-                )
-                .verdict(Verdict::Accept),
-        );
-        for dir in [Direction::Egress, Direction::Ingress] {
-            for v6 in self.families() {
-                let field = addr_field(v6, dir == Direction::Egress);
-                fwd.push(Rule::new().then(Stmt::Vmap {
-                    key: Expr::Payload(field),
-                    map: map_name(dir, v6).to_string(),
-                }));
-                let addr = if v6 {
-                    DataType::Ipv6Addr
-                } else {
-                    DataType::Ipv4Addr
-                };
-                let mut map = Set::verdict_map(map_name(dir, v6), vec![addr]);
-                map.comment = Some(format!("{} policy chain by pod address", dir.as_str()));
-                self.table.add_set(map);
+    /// The keys `pod` contributes in family `v6` when it matches (whatever its labels).
+    pub(crate) fn candidates(&self, pod: &PolicyPod, v6: bool) -> Vec<Key> {
+        let addrs = pod.ips.iter().filter(|a| a.is_ipv6() == v6);
+        match self {
+            SetSpec::Block(_) => Vec::new(),
+            SetSpec::Pods { .. } => addrs.map(|a| Key::one(*a)).collect(),
+            SetSpec::Named { name, protocol, .. } => match pod.named_port(name, *protocol) {
+                Some(port) => addrs
+                    .map(|a| {
+                        Key(vec![
+                            Value::Addr(*a),
+                            Value::Proto(protocol.l4()),
+                            Value::Port(port),
+                        ])
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
+        }
+    }
+
+    /// Does `pod` belong (by labels, namespace labels, or address for ipBlock peers)?
+    pub(crate) fn selects(&self, state: &PolicyState, pod: &PolicyPod, addr: IpAddr) -> bool {
+        match self {
+            SetSpec::Block(_) => false,
+            SetSpec::Pods { ns, peer } => {
+                state.peer_selects(ns.as_deref().unwrap_or(""), peer, pod)
             }
+            SetSpec::Named { ns, peer, .. } => match peer {
+                None => true,
+                Some(Peer::IpBlock(b)) => b.contains(addr),
+                Some(p) => state.peer_selects(ns.as_deref().unwrap_or(""), p, pod),
+            },
         }
-        for v6 in self.families() {
-            let addr = if v6 {
-                DataType::Ipv6Addr
-            } else {
-                DataType::Ipv4Addr
-            };
-            let mut logged = Set::new(logged_set_name(v6), vec![addr, addr]);
-            logged.flags = SetFlags {
-                interval: false,
-                timeout: true,
-                dynamic: true,
-            };
-            logged.timeout = Some(self.opts.log_interval_secs.max(1));
-            logged.comment = Some("source . destination pairs logged recently".into());
-            self.table.add_set(logged);
-        }
-        self.table.add_chain(fwd);
     }
 
-    fn pod_chain(&mut self, pod: &'a PolicyPod, dir: Direction) {
-        let state = self.state;
+    /// The whole set.
+    pub(crate) fn build(&self, state: &PolicyState, name: &str, v6: bool) -> Set {
+        let (_, text) = describe(self);
+        let mut set = match self {
+            SetSpec::Block(b) => {
+                let mut s = Set::new(name, vec![addr_type(v6)]);
+                s.flags.interval = true;
+                for net in subtract(b.cidr, &b.except) {
+                    s.insert(Key::one(net));
+                }
+                s
+            }
+            SetSpec::Pods { ns, peer } => {
+                let mut s = Set::new(name, vec![addr_type(v6)]);
+                for pod in state.peer_pods(ns.as_deref().unwrap_or(""), peer) {
+                    for k in self.candidates(pod, v6) {
+                        s.insert(k);
+                    }
+                }
+                s
+            }
+            SetSpec::Named { .. } => {
+                let mut s = Set::new(
+                    name,
+                    vec![addr_type(v6), DataType::InetProto, DataType::InetService],
+                );
+                for pod in state.pods() {
+                    for k in self.candidates(pod, v6) {
+                        if let Some(Value::Addr(a)) = k.0.first() {
+                            if self.selects(state, pod, *a) {
+                                s.insert(k);
+                            }
+                        }
+                    }
+                }
+                s
+            }
+        };
+        set.comment = Some(truncate(&text, 70));
+        set
+    }
+}
+
+/// One pod's chain and the shared sets it refers to (name → spec, family).
+pub(crate) struct BuiltChain {
+    pub chain: sarasa_nft::Chain,
+    pub sets: BTreeMap<String, (SetSpec, bool)>,
+}
+
+/// Allow rules already built, by what they depend on: the direction, the selecting policies
+/// and, for ingress, the pod's container ports (named ports resolve on them). Cleared when a
+/// policy changes.
+pub(crate) type Bodies = HashMap<
+    (Direction, Vec<PodKey>, Vec<ContainerPort>),
+    (Vec<Rule>, BTreeMap<String, (SetSpec, bool)>),
+>;
+
+/// Builds per-pod chains; remembers the names of set specs.
+#[derive(Default)]
+pub(crate) struct ChainBuilder {
+    names: HashMap<SetSpec, String>,
+}
+
+impl ChainBuilder {
+    /// The chain of `pod` in `dir`, or `None` when no policy isolates it in `dir`.
+    pub(crate) fn pod_chain(
+        &mut self,
+        state: &PolicyState,
+        opts: &CompileOptions,
+        pod: &PolicyPod,
+        dir: Direction,
+        bodies: &mut Bodies,
+    ) -> Option<BuiltChain> {
         let policies = state.isolating_policies(pod, dir);
         if policies.is_empty() {
-            return;
+            return None;
         }
         let key = pod.key();
-        let name = chain_name(dir, &key);
-        // Pods selected by the same policies (with the same container ports, which ingress
-        // named ports resolve on) share the allow rules: build them once.
-        let body_key = BodyKey {
+        let body_key = (
             dir,
-            policies: policies
-                .iter()
-                .map(|p| std::ptr::from_ref(*p) as usize)
-                .collect(),
-            ports: match dir {
+            policies.iter().map(|p| p.key()).collect::<Vec<_>>(),
+            match dir {
                 Direction::Ingress => pod.ports.clone(),
                 Direction::Egress => Vec::new(),
             },
-        };
-        let mut rules: Vec<Rule> = match self.bodies.get(&body_key) {
-            Some(body) => body.clone(),
+        );
+        let (mut rules, sets) = match bodies.get(&body_key) {
+            Some(b) => b.clone(),
             None => {
-                let body = self.allow_rules(&policies, pod, dir);
-                self.bodies.insert(body_key, body.clone());
-                body
+                let mut sets = BTreeMap::new();
+                let rules = self.allow_rules(opts, &policies, pod, dir, &mut sets);
+                bodies.insert(body_key, (rules.clone(), sets.clone()));
+                (rules, sets)
             }
         };
         let prefix = log_prefix(dir, &key);
-        for v6 in self.families() {
+        for v6 in families(opts) {
             let pair = Expr::Concat(vec![
                 Expr::Payload(addr_field(v6, true)),
                 Expr::Payload(addr_field(v6, false)),
@@ -298,7 +371,7 @@ impl<'a> Compiler<'a> {
                     })
                     .then(Stmt::Log {
                         prefix: Some(prefix.clone()),
-                        group: Some(self.opts.log_group),
+                        group: Some(opts.log_group),
                     })
                     .counter()
                     .verdict(Verdict::Drop),
@@ -311,26 +384,19 @@ impl<'a> Compiler<'a> {
                 .verdict(Verdict::Drop)
                 .comment(selected_by(&names)),
         );
-        let mut chain = sarasa_nft::Chain::new(&name);
+        let mut chain = sarasa_nft::Chain::new(chain_name(dir, &key));
         chain.rules = rules;
-        self.table.add_chain(chain);
-        for addr in &pod.ips {
-            let v6 = addr.is_ipv6();
-            if !self.families().contains(&v6) {
-                continue;
-            }
-            if let Some(map) = self.table.sets.get_mut(map_name(dir, v6)) {
-                map.insert_verdict(Key::one(*addr), Verdict::Jump(name.clone()));
-            }
-        }
+        Some(BuiltChain { chain, sets })
     }
 
     /// The allow rules of `pod`'s chain in `dir`, duplicates removed.
     fn allow_rules(
         &mut self,
-        policies: &[&'a crate::types::NetworkPolicy],
-        pod: &'a PolicyPod,
+        opts: &CompileOptions,
+        policies: &[&NetworkPolicy],
+        pod: &PolicyPod,
         dir: Direction,
+        sets: &mut BTreeMap<String, (SetSpec, bool)>,
     ) -> Vec<Rule> {
         let mut rules: Vec<Rule> = Vec::new();
         let mut seen: HashSet<Rule> = HashSet::new();
@@ -340,7 +406,7 @@ impl<'a> Compiler<'a> {
         };
         for policy in policies {
             for rule in policy.rules(dir) {
-                for stmts in self.rule_matches(&policy.namespace, rule, pod, dir) {
+                for stmts in self.rule_matches(opts, &policy.namespace, rule, pod, dir, sets) {
                     let mut r = Rule {
                         stmts,
                         comment: None,
@@ -358,14 +424,16 @@ impl<'a> Compiler<'a> {
     /// The match statements of one rule, as alternatives (each a conjunction).
     fn rule_matches(
         &mut self,
-        policy_ns: &'a str,
-        rule: &'a crate::types::PolicyRule,
-        pod: &'a PolicyPod,
+        opts: &CompileOptions,
+        policy_ns: &str,
+        rule: &crate::types::PolicyRule,
+        pod: &PolicyPod,
         dir: Direction,
+        sets: &mut BTreeMap<String, (SetSpec, bool)>,
     ) -> Vec<Vec<Stmt>> {
         let peer_is_src = dir == Direction::Ingress;
         // Peers: `None` = any peer.
-        let peers: Vec<Option<&'a Peer>> = if rule.peers.is_empty() {
+        let peers: Vec<Option<&Peer>> = if rule.peers.is_empty() {
             vec![None]
         } else {
             rule.peers.iter().map(Some).collect()
@@ -394,8 +462,9 @@ impl<'a> Compiler<'a> {
             port_alternatives(&numeric)
         };
         for peer in &peers {
-            for v6 in self.families() {
-                let Some(peer_stmt) = self.peer_match(policy_ns, *peer, v6, peer_is_src) else {
+            for v6 in families(opts) {
+                let Some(peer_stmt) = self.peer_match(policy_ns, *peer, v6, peer_is_src, sets)
+                else {
                     continue;
                 };
                 for alt in &port_alts {
@@ -406,11 +475,11 @@ impl<'a> Compiler<'a> {
                 for (name, protocol) in &named {
                     let spec = SetSpec::Named {
                         ns: peer.and_then(|p| pods_ns(policy_ns, p)),
-                        peer: *peer,
-                        name,
+                        peer: peer.cloned(),
+                        name: name.to_string(),
                         protocol: *protocol,
                     };
-                    let set = self.set(spec, v6);
+                    let set = self.set(spec, v6, sets);
                     out.push(vec![Stmt::Match {
                         left: Expr::Concat(vec![
                             Expr::Payload(addr_field(v6, false)),
@@ -426,37 +495,37 @@ impl<'a> Compiler<'a> {
         out
     }
 
-    /// `ip saddr @set` (or daddr) for a peer in family `v6`; `Some(vec![])` for any peer but
-    /// still restricted to the family; `None` when the peer cannot match this family.
+    /// `ip saddr @set` (or daddr) for a peer in family `v6`; `meta nfproto` for any peer;
+    /// `None` when the peer cannot match this family.
     fn peer_match(
         &mut self,
-        policy_ns: &'a str,
-        peer: Option<&'a Peer>,
+        policy_ns: &str,
+        peer: Option<&Peer>,
         v6: bool,
         src: bool,
+        sets: &mut BTreeMap<String, (SetSpec, bool)>,
     ) -> Option<Vec<Stmt>> {
         let field = addr_field(v6, src);
         let spec = match peer {
             None => {
-                // Any address of this family: `meta nfproto` keeps v4 and v6 rules apart.
                 return Some(vec![Stmt::Match {
                     left: Expr::Meta(MetaKey::Nfproto),
                     op: sarasa_nft::CmpOp::Eq,
                     right: Expr::keyword(if v6 { Keyword::Ipv6 } else { Keyword::Ipv4 }),
                 }]);
             }
-            Some(p @ Peer::IpBlock(b)) => {
+            Some(Peer::IpBlock(b)) => {
                 if b.cidr.addr().is_ipv6() != v6 {
                     return None;
                 }
-                SetSpec::Block(p)
+                SetSpec::Block(b.clone())
             }
             Some(p @ Peer::Pods { .. }) => SetSpec::Pods {
                 ns: pods_ns(policy_ns, p),
-                peer: p,
+                peer: p.clone(),
             },
         };
-        let set = self.set(spec, v6);
+        let set = self.set(spec, v6, sets);
         Some(vec![Stmt::Match {
             left: Expr::Payload(field),
             op: sarasa_nft::CmpOp::Eq,
@@ -464,104 +533,44 @@ impl<'a> Compiler<'a> {
         }])
     }
 
-    /// The name of the set for `spec` in family `v6`, creating it on first use.
-    fn set(&mut self, spec: SetSpec<'a>, v6: bool) -> String {
-        let base = match self.peer_sets.get(&spec) {
+    /// The name of the set for `spec` in family `v6`, recorded in `sets`.
+    fn set(
+        &mut self,
+        spec: SetSpec,
+        v6: bool,
+        sets: &mut BTreeMap<String, (SetSpec, bool)>,
+    ) -> String {
+        let base = match self.names.get(&spec) {
             Some(b) => b.clone(),
             None => {
                 let (prefix, text) = describe(&spec);
                 let b = format!("{prefix}-{:016x}", fnv64(text.as_bytes()));
-                self.peer_sets.insert(spec.clone(), b.clone());
+                if self.names.len() > 100_000 {
+                    self.names.clear(); // bound the memo under churn
+                }
+                self.names.insert(spec.clone(), b.clone());
                 b
             }
         };
         let name = format!("{base}-{}", if v6 { "v6" } else { "v4" });
-        if !self.table.sets.contains_key(&name) {
-            let set = self.build_set(&spec, &name, v6);
-            self.table.add_set(set);
-        }
+        sets.entry(name.clone()).or_insert((spec, v6));
         name
-    }
-
-    fn build_set(&self, spec: &SetSpec<'a>, name: &str, v6: bool) -> Set {
-        let addr_type = if v6 {
-            DataType::Ipv6Addr
-        } else {
-            DataType::Ipv4Addr
-        };
-        let fam = |a: &&IpAddr| a.is_ipv6() == v6;
-        let (_, text) = describe(spec);
-        let mut set = match spec {
-            SetSpec::Pods { ns, peer } => {
-                let mut s = Set::new(name, vec![addr_type]);
-                for pod in self.state.peer_pods(ns.unwrap_or(""), peer) {
-                    for a in pod.ips.iter().filter(fam) {
-                        s.insert(Key::one(*a));
-                    }
-                }
-                s
-            }
-            SetSpec::Block(Peer::IpBlock(b)) => {
-                let mut s = Set::new(name, vec![addr_type]);
-                s.flags.interval = true;
-                for net in subtract(b.cidr, &b.except) {
-                    s.insert(Key::one(net));
-                }
-                s
-            }
-            SetSpec::Block(_) => Set::new(name, vec![addr_type]),
-            SetSpec::Named {
-                ns,
-                peer,
-                name: port_name,
-                protocol,
-            } => {
-                let mut s = Set::new(
-                    name,
-                    vec![addr_type, DataType::InetProto, DataType::InetService],
-                );
-                let mut add = |pod: &PolicyPod, only: Option<&crate::types::IpBlock>| {
-                    if let Some(port) = pod.named_port(port_name, *protocol) {
-                        for a in pod.ips.iter().filter(fam) {
-                            if only.is_none_or(|b| b.contains(*a)) {
-                                s.insert(Key(vec![
-                                    Value::Addr(*a),
-                                    Value::Proto(protocol.l4()),
-                                    Value::Port(port),
-                                ]));
-                            }
-                        }
-                    }
-                };
-                match peer {
-                    None => self.state.pods().for_each(|p| add(p, None)),
-                    Some(Peer::IpBlock(b)) => self.state.pods().for_each(|p| add(p, Some(b))),
-                    Some(p @ Peer::Pods { .. }) => self
-                        .state
-                        .peer_pods(ns.unwrap_or(""), p)
-                        .for_each(|p| add(p, None)),
-                }
-                s
-            }
-        };
-        set.comment = Some(truncate(&text, 70));
-        set
     }
 }
 
 /// The namespace a pod peer is relative to (`None` when it has a namespaceSelector).
-fn pods_ns<'a>(policy_ns: &'a str, peer: &Peer) -> Option<&'a str> {
+fn pods_ns(policy_ns: &str, peer: &Peer) -> Option<String> {
     match peer {
         Peer::Pods {
             namespace_selector: None,
             ..
-        } => Some(policy_ns),
+        } => Some(policy_ns.to_string()),
         _ => None,
     }
 }
 
 /// Set name prefix and a canonical description (hashed into the name, kept as comment).
-fn describe(spec: &SetSpec<'_>) -> (&'static str, String) {
+fn describe(spec: &SetSpec) -> (&'static str, String) {
     fn pods_text(ns: Option<&str>, peer: &Peer) -> String {
         match peer {
             Peer::Pods {
@@ -591,8 +600,8 @@ fn describe(spec: &SetSpec<'_>) -> (&'static str, String) {
         t
     }
     match spec {
-        SetSpec::Pods { ns, peer } => ("pods", pods_text(*ns, peer)),
-        SetSpec::Block(peer) => ("cidr", pods_text(None, peer)),
+        SetSpec::Pods { ns, peer } => ("pods", pods_text(ns.as_deref(), peer)),
+        SetSpec::Block(b) => ("cidr", block_text(b)),
         SetSpec::Named {
             ns,
             peer,
@@ -601,7 +610,7 @@ fn describe(spec: &SetSpec<'_>) -> (&'static str, String) {
         } => {
             let who = match peer {
                 None => "all pods".to_string(),
-                Some(p) => pods_text(*ns, p),
+                Some(p) => pods_text(ns.as_deref(), p),
             };
             ("named", format!("{who} port {name}/{}", protocol.as_str()))
         }

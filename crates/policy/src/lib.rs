@@ -32,6 +32,7 @@
 mod compile;
 mod eval;
 mod event;
+mod incremental;
 #[cfg(feature = "k8s")]
 mod k8s;
 mod matrix;
@@ -48,6 +49,7 @@ pub use compile::{
 };
 pub use eval::{allowed, Endpoint, Verdict};
 pub use event::{drop_event, parse_log_prefix, DropEvent, PrefixTarget};
+pub use incremental::PolicyCompiler;
 pub use matrix::{matrix, render_bits, Matrix};
 pub use ranges::{port_blocks, subtract};
 pub use selector::{
