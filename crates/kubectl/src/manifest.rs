@@ -81,6 +81,7 @@ pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<Manifest>, Manifest
             let (l, c) = position(&e).unwrap_or((line, None));
             err(l, c, yaml_message(&e))
         })?;
+        check_unknown_fields(&value, &object).map_err(|m| err(line, None, m))?;
         check_name(&object).map_err(|m| err(line, None, m))?;
         manifests.push(Manifest {
             file: file.to_string(),
@@ -223,9 +224,65 @@ fn list_item(item: serde_yaml::Value) -> Result<Object, String> {
     }
     let (api_version, kind) = type_fields(&item)?;
     let resource = resolve(&api_version, &kind)?;
-    let object = Object::from_yaml_value(resource, item).map_err(|e| e.to_string())?;
+    let object = Object::from_yaml_value(resource, item.clone()).map_err(|e| e.to_string())?;
+    check_unknown_fields(&item, &object)?;
     check_name(&object)?;
     Ok(object)
+}
+
+/// Like the API server's strict field validation: a field the kind does not have (a typo such
+/// as `replica:`) is an error rather than silently dropped.
+fn check_unknown_fields(input: &serde_yaml::Value, object: &Object) -> Result<(), String> {
+    // Non-string keys cannot be compared; the typed parse already accepted the document.
+    let Ok(input) = serde_json::to_value(input) else {
+        return Ok(());
+    };
+    let mut unknown = Vec::new();
+    collect_unknown(&input, &object.to_json(), "", &mut unknown);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = unknown.iter().map(|f| format!("{f:?}")).collect();
+    Err(format!(
+        "unknown field{} {} in {} ({})",
+        if fields.len() == 1 { "" } else { "s" },
+        fields.join(", "),
+        object.kind().kind(),
+        object.kind().api_version()
+    ))
+}
+
+fn collect_unknown(
+    input: &serde_json::Value,
+    typed: &serde_json::Value,
+    path: &str,
+    unknown: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (input, typed) {
+        (Value::Object(given), Value::Object(known)) => {
+            for (key, value) in given {
+                if value.is_null() {
+                    continue;
+                }
+                let field = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match known.get(key) {
+                    Some(k) => collect_unknown(value, k, &field, unknown),
+                    None => unknown.push(field),
+                }
+            }
+        }
+        (Value::Array(given), Value::Array(known)) => {
+            for (i, (g, k)) in given.iter().zip(known).enumerate() {
+                collect_unknown(g, k, &format!("{path}[{i}]"), unknown);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn check_name(object: &Object) -> Result<(), String> {
@@ -359,6 +416,66 @@ items:
         let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Secret\n  metadata: {name: b}\n";
         let e = parse_manifests("l.yaml", text).unwrap_err();
         assert!(e.message.starts_with("items[1]: unknown kind"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, creationTimestamp: null}\nspec:\n  replica: 2\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec:\n      containers:\n      - name: c\n        image: i\n        port: 80\n";
+        let e = parse_manifests("d.yaml", text).unwrap_err();
+        assert_eq!(
+            e.message,
+            "unknown fields \"spec.replica\", \"spec.template.spec.containers[0].port\" in Deployment (apps/v1)"
+        );
+        assert_eq!((e.document, e.line), (1, 1));
+        // Everything in GOOD is known (empty maps, lists, nulls included).
+        assert!(parse_manifests("app.yaml", GOOD).is_ok());
+        let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: a}\n  spec: {finalizers: [kubernetes]}\n  bogus: 1\n";
+        let e = parse_manifests("l.yaml", text).unwrap_err();
+        assert!(
+            e.message.starts_with("items[0]: unknown field \"bogus\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn seed_network_policy_parses() {
+        let text = "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata:\n  name: access-nginx\n  namespace: policy-demo\nspec:\n  podSelector:\n    matchLabels:\n      run: nginx\n  ingress:\n    - from:\n      - podSelector:\n          matchLabels:\n            run: access\n";
+        let m = parse_manifests("np.yaml", text).unwrap();
+        let Object::NetworkPolicy(np) = &m[0].object else {
+            panic!("not a NetworkPolicy")
+        };
+        let ingress = np.spec.as_ref().unwrap().ingress.as_ref().unwrap();
+        assert_eq!(ingress[0].from.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn loads_files_and_directories_rejecting_all_on_one_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+        std::fs::write(dir.path().join("1-ns.yaml"), ns).unwrap();
+        std::fs::write(
+            dir.path().join("2-pod.yml"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not yaml: [").unwrap();
+        let path = dir.path().to_str().unwrap();
+        let m = load_manifests(path).unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(m[0].file.ends_with("1-ns.yaml") && m[1].file.ends_with("2-pod.yml"));
+        std::fs::write(dir.path().join("3-bad.json"), "{\"kind\": ").unwrap();
+        let e = load_manifests(path).unwrap_err().to_string();
+        assert!(e.contains("3-bad.json: document 1"), "{e}");
+        let e = load_manifests(&format!("{path}/missing.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot read ") && e.contains("missing.yaml"),
+            "{e}"
+        );
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/my-nginx.yaml");
+        let m = load_manifests(example).unwrap();
+        assert_eq!(m[0].object.reference(), "deployment.apps/my-nginx");
     }
 
     #[test]
