@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{labels, pods_peer, port, rule, sel, P};
-use sarasa_nft::{diff, diff_kernel, Backend, Family, NftCli};
+use sarasa_nft::{diff_kernel, Backend, Family, NftCli};
 use sarasa_policy::*;
 
 /// A network namespace, removed on drop.
@@ -158,11 +158,14 @@ fn compiled_policy_filters_real_packets_and_logs_drops() {
         node: Some("node-t".into()),
         ..CompileOptions::default()
     };
-    let table = compile(&state, &opts);
+    // The agent's path: a long-lived compiler, reconciled against the kernel at start.
+    let mut compiler = PolicyCompiler::new(state.clone(), opts.clone());
+    assert_eq!(compiler.table(), &compile(&state, &opts));
     let mut nft = NftCli::in_netns(node.path());
-    nft.reconcile(&table).expect("apply compiled table");
+    nft.reconcile(compiler.table())
+        .expect("apply compiled table");
     let kernel = nft.list_table(Family::Inet, TABLE).unwrap().unwrap();
-    let again = diff_kernel(Some(&kernel), &table);
+    let again = diff_kernel(Some(&kernel), compiler.table());
     assert!(
         again.is_empty(),
         "kernel differs from the model:\n{}",
@@ -240,11 +243,9 @@ fn compiled_policy_filters_real_packets_and_logs_drops() {
     .unwrap();
     assert_eq!(ev.policies, vec![PodKey::new("x", "a-from-b")]);
 
-    // Incremental update: also allow namespace y; only set elements and x/a's chain change.
-    let mut next = state.clone();
-    next.apply_policy(policy(true)).unwrap();
-    let next_table = compile(&next, &opts);
-    let tx = diff(&table, &next_table);
+    // Incremental update: also allow namespace y; only x/a's chain and a new set change.
+    compiler.apply_policy(policy(true)).unwrap();
+    let tx = compiler.take_transaction();
     assert_eq!(
         tx.chains_written.iter().collect::<Vec<_>>(),
         vec!["ing_x_a"]
@@ -257,6 +258,13 @@ fn compiled_policy_filters_real_packets_and_logs_drops() {
     assert!(
         !connects(&pods[2], &pod_addr(0), 81),
         "y/c -> x/a:81 still denied"
+    );
+    let kernel = nft.list_table(Family::Inet, TABLE).unwrap().unwrap();
+    let again = diff_kernel(Some(&kernel), compiler.table());
+    assert!(
+        again.is_empty(),
+        "kernel differs after the update:\n{}",
+        again.script()
     );
     drop(listeners);
     drop(node_listener);
