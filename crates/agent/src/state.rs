@@ -2,17 +2,20 @@
 //! datapath needs, so memory stays flat), kept per kind in a [`ProjectedStore`] fed by watcher
 //! events, and snapshotted as a [`ClusterState`] for each reconcile.
 //!
-//! Adding a kind later (Services, EndpointSlices, NetworkPolicies, Namespaces) means: a projection
-//! type with a `from_object`, a store field in [`ClusterState`], and one more watcher in `watch.rs`.
+//! Giving a kind a real projection later (Services, EndpointSlices, NetworkPolicies, Namespaces are
+//! watched with only their key today) means: a projection type with a `from_object`, its store
+//! field in [`ClusterState`] retyped, and the compiler reading it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use crate::mac::MacAddr;
 
@@ -133,6 +136,35 @@ pub fn parse_rv(rv: Option<&str>) -> Option<u64> {
     rv.and_then(|v| v.parse().ok())
 }
 
+/// The identity of an object whose content the agent does not use yet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectKey {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+fn key_of<K: Resource>(obj: &K) -> String {
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", obj.name_any()),
+        None => obj.name_any(),
+    }
+}
+
+fn apply_keyed<K: Resource>(
+    store: &mut ProjectedStore<ObjectKey>,
+    event: watcher::Event<K>,
+) -> Applied {
+    store.apply(
+        event,
+        key_of,
+        |o| ObjectKey {
+            namespace: o.meta().namespace.clone(),
+            name: o.name_any(),
+        },
+        |o| parse_rv(o.meta().resource_version.as_deref()),
+    )
+}
+
 /// A keyed store of projections, maintained from watcher events like a reflector, but keeping
 /// only the projection (not the object).
 #[derive(Debug, Clone)]
@@ -225,6 +257,13 @@ impl<T: PartialEq> ProjectedStore<T> {
 pub struct ClusterState {
     pub nodes: ProjectedStore<NodeInfo>,
     pub pods: ProjectedStore<PodInfo>,
+    /// Kinds the node datapath does not compile yet. They are watched already so that the
+    /// observed resourceVersion covers an apply of them; their compilers (proxy, policy) will
+    /// replace [`ObjectKey`] by their own projections.
+    pub services: ProjectedStore<ObjectKey>,
+    pub endpoint_slices: ProjectedStore<ObjectKey>,
+    pub network_policies: ProjectedStore<ObjectKey>,
+    pub namespaces: ProjectedStore<ObjectKey>,
     /// Highest resourceVersion among all events received so far.
     pub max_resource_version: u64,
 }
@@ -250,6 +289,26 @@ impl ClusterState {
         self.note_rv(applied)
     }
 
+    pub fn apply_service_event(&mut self, event: watcher::Event<Service>) -> bool {
+        let applied = apply_keyed(&mut self.services, event);
+        self.note_rv(applied)
+    }
+
+    pub fn apply_endpoint_slice_event(&mut self, event: watcher::Event<EndpointSlice>) -> bool {
+        let applied = apply_keyed(&mut self.endpoint_slices, event);
+        self.note_rv(applied)
+    }
+
+    pub fn apply_network_policy_event(&mut self, event: watcher::Event<NetworkPolicy>) -> bool {
+        let applied = apply_keyed(&mut self.network_policies, event);
+        self.note_rv(applied)
+    }
+
+    pub fn apply_namespace_event(&mut self, event: watcher::Event<Namespace>) -> bool {
+        let applied = apply_keyed(&mut self.namespaces, event);
+        self.note_rv(applied)
+    }
+
     fn note_rv(&mut self, applied: Applied) -> bool {
         if let Some(rv) = applied.resource_version {
             self.max_resource_version = self.max_resource_version.max(rv);
@@ -259,7 +318,12 @@ impl ClusterState {
 
     /// All watched kinds have completed their first list.
     pub fn synced(&self) -> bool {
-        self.nodes.synced && self.pods.synced
+        self.nodes.synced
+            && self.pods.synced
+            && self.services.synced
+            && self.endpoint_slices.synced
+            && self.network_policies.synced
+            && self.namespaces.synced
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {

@@ -6,7 +6,9 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
@@ -71,7 +73,8 @@ where
     })
 }
 
-/// Watches everything the agent consumes today: Nodes and Pods.
+/// Watches everything the agent consumes: Nodes and Pods (compiled today), Services,
+/// EndpointSlices, NetworkPolicies and Namespaces (tracked for the observed resourceVersion).
 pub fn spawn_all(client: &kube::Client, shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
     vec![
         spawn_watcher(
@@ -83,6 +86,26 @@ pub fn spawn_all(client: &kube::Client, shared: &Arc<Shared>) -> Vec<JoinHandle<
             Api::<Pod>::all(client.clone()),
             shared.clone(),
             ClusterState::apply_pod_event,
+        ),
+        spawn_watcher(
+            Api::<Service>::all(client.clone()),
+            shared.clone(),
+            ClusterState::apply_service_event,
+        ),
+        spawn_watcher(
+            Api::<EndpointSlice>::all(client.clone()),
+            shared.clone(),
+            ClusterState::apply_endpoint_slice_event,
+        ),
+        spawn_watcher(
+            Api::<NetworkPolicy>::all(client.clone()),
+            shared.clone(),
+            ClusterState::apply_network_policy_event,
+        ),
+        spawn_watcher(
+            Api::<Namespace>::all(client.clone()),
+            shared.clone(),
+            ClusterState::apply_namespace_event,
         ),
     ]
 }

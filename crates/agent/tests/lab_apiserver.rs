@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{connect, listen, netns_path, Topology};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use sarasa_agent::netns::NetnsTarget;
@@ -117,7 +117,18 @@ async fn agents_on_the_lab_control_plane() {
         }))
         .unwrap();
         let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+        let pod_rv: u64 = created.resource_version().unwrap().parse().unwrap();
+        // A Service alone (no pod event follows it) must be covered as well.
+        let services: Api<Service> = Api::namespaced(client.clone(), "default");
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        let created = services.create(&PostParams::default(), &svc).await.unwrap();
         let rv: u64 = created.resource_version().unwrap().parse().unwrap();
+        assert!(rv > pod_rv);
         for i in 1..=2 {
             let name = format!("agent-node-{i}");
             eventually("observed rv covers the apply", || {

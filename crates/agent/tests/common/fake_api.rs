@@ -14,7 +14,15 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-const PLURALS: &[&str] = &["nodes", "pods", "namespaces", "leases"];
+const PLURALS: &[&str] = &[
+    "nodes",
+    "pods",
+    "namespaces",
+    "leases",
+    "services",
+    "endpointslices",
+    "networkpolicies",
+];
 
 #[derive(Default)]
 struct Inner {
