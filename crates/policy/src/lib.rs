@@ -7,7 +7,20 @@
 //!   isolate its ends" — the oracle of the tests and of `sarasa policy matrix`;
 //! - [`compile`] builds table `inet sarasa-policy`; diff two compiles with [`sarasa_nft::diff`]
 //!   for the minimal update; [`trace`] runs a packet through a compiled table;
-//! - [`drop_event`] turns a logged drop (nflog prefix + addresses) into pods and policies.
+//! - [`drop_event`] turns a logged drop (nflog prefix + addresses) into pods and policies;
+//! - [`PolicyCompiler`] is the same compiler kept alive: one object change at a time, touching
+//!   only what it can affect, and [`PolicyCompiler::take_transaction`] for the nft update.
+//!
+//! # Use from the node agent
+//! ```text
+//! let mut pc = PolicyCompiler::new(state, CompileOptions { node: Some(node_name), ..Default::default() });
+//! backend.reconcile(pc.table())?;            // start/restart: diff against what the kernel holds
+//! // per watch event (several may be batched into one transaction):
+//! pc.apply_pod(pod) / pc.delete_pod(&key) / pc.apply_namespace(ns) / pc.delete_namespace(name)
+//! pc.apply_policy(policy)? / pc.delete_policy(&key)   // Err: invalid policy, report it, go on
+//! backend.apply(&pc.take_transaction())?;    // on failure: backend.reconcile(pc.table())
+//! // nflog group `opts.log_group`: drop_event(pc.state(), prefix, saddr, daddr, proto, dport)
+//! ```
 //!
 //! # Semantics chosen where Kubernetes leaves room
 //! - `ipBlock` matches by address, pod addresses included (as Calico, and as the upstream e2e

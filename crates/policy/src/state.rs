@@ -146,7 +146,7 @@ impl PolicyState {
     }
 
     /// Does the pod-selecting `peer` of a policy in `policy_ns` match `pod`?
-    /// (`ipBlock` peers are matched on addresses, see [`crate::eval`].)
+    /// (`ipBlock` peers are matched on addresses, see [`crate::allowed`].)
     pub fn peer_selects(&self, policy_ns: &str, peer: &Peer, pod: &PolicyPod) -> bool {
         match peer {
             Peer::IpBlock(_) => false,
