@@ -26,6 +26,41 @@ pub struct StaleUdp {
     pub endpoint: Option<IpAddr>,
 }
 
+impl StaleUdp {
+    /// Arguments for `conntrack` (conntrack-tools) deleting these entries, e.g.
+    /// `-D -f ipv4 -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.5`.
+    /// `conntrack` exits 1 when nothing matched; that is not an error here.
+    pub fn conntrack_args(&self) -> Vec<String> {
+        let family = |v6: bool| if v6 { "ipv6" } else { "ipv4" };
+        let mut args: Vec<String> = vec!["-D".into(), "-f".into()];
+        match self.dest {
+            UdpDest::Ip { addr, port } => {
+                args.push(family(addr.is_ipv6()).into());
+                args.extend([
+                    "-p".into(),
+                    "udp".into(),
+                    "--orig-dst".into(),
+                    addr.to_string(),
+                ]);
+                args.extend(["--orig-port-dst".into(), port.to_string()]);
+            }
+            UdpDest::NodePort { port, family: f } => {
+                args.push(family(f == sarasa_model::IpFamily::V6).into());
+                args.extend([
+                    "-p".into(),
+                    "udp".into(),
+                    "--orig-port-dst".into(),
+                    port.to_string(),
+                ]);
+            }
+        }
+        if let Some(ep) = self.endpoint {
+            args.extend(["--reply-src".into(), ep.to_string()]);
+        }
+        args
+    }
+}
+
 /// What one change does: the transaction to apply and the conntrack cleanup that follows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Update {

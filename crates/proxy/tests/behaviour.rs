@@ -506,3 +506,29 @@ fn bad_config_is_rejected() {
     };
     assert!(ProxyState::new(c, node()).is_err());
 }
+
+#[test]
+fn stale_udp_gives_conntrack_arguments() {
+    let one = StaleUdp {
+        dest: UdpDest::Ip {
+            addr: ip("10.96.0.53"),
+            port: 53,
+        },
+        endpoint: Some(ip("10.244.2.7")),
+    };
+    assert_eq!(
+        one.conntrack_args().join(" "),
+        "-D -f ipv4 -p udp --orig-dst 10.96.0.53 --orig-port-dst 53 --reply-src 10.244.2.7"
+    );
+    let np = StaleUdp {
+        dest: UdpDest::NodePort {
+            port: 30053,
+            family: IpFamily::V6,
+        },
+        endpoint: None,
+    };
+    assert_eq!(
+        np.conntrack_args().join(" "),
+        "-D -f ipv6 -p udp --orig-port-dst 30053"
+    );
+}
