@@ -19,7 +19,8 @@
 //! pc.apply_pod(pod) / pc.delete_pod(&key) / pc.apply_namespace(ns) / pc.delete_namespace(name)
 //! pc.apply_policy(policy)? / pc.delete_policy(&key)   // Err: invalid policy, report it, go on
 //! backend.apply(&pc.take_transaction())?;    // on failure: backend.reconcile(pc.table())
-//! // nflog group `opts.log_group`: drop_event(pc.state(), prefix, saddr, daddr, proto, dport)
+//! // NETLINK_NETFILTER socket: send bind_request(opts.log_group, seq), then for each datagram
+//! // parse_messages(&buf) -> LoggedPacket; packet.event(pc.state()) -> DropEvent
 //! ```
 //!
 //! # Semantics chosen where Kubernetes leaves room
@@ -49,6 +50,7 @@ mod incremental;
 #[cfg(feature = "k8s")]
 mod k8s;
 mod matrix;
+mod nflog;
 mod ranges;
 mod selector;
 mod state;
@@ -64,6 +66,7 @@ pub use eval::{allowed, Endpoint, Verdict};
 pub use event::{drop_event, parse_log_prefix, DropEvent, PrefixTarget};
 pub use incremental::PolicyCompiler;
 pub use matrix::{matrix, render_bits, Matrix};
+pub use nflog::{bind_request, parse_messages, LoggedPacket};
 pub use ranges::{port_blocks, subtract};
 pub use selector::{
     validate_label_key, validate_label_value, LabelSelector, Labels, Operator, Requirement,

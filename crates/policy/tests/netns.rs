@@ -9,7 +9,7 @@ mod common;
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{labels, pods_peer, port, rule, sel, P};
 use sarasa_nft::{diff_kernel, Backend, Family, NftCli};
@@ -172,6 +172,18 @@ fn compiled_policy_filters_real_packets_and_logs_drops() {
         again.script()
     );
 
+    // Listen for drop logs in the node namespace, as the agent does.
+    let group = opts.log_group;
+    let nflog = node.run_in(move || {
+        let mut s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER)
+            .expect("netlink socket");
+        s.bind_auto().expect("bind netlink");
+        s.send(&bind_request(group, 1), 0)
+            .expect("bind nflog group");
+        s
+    });
+    nflog.set_non_blocking(true).unwrap();
+
     assert!(
         connects(&pods[1], &pod_addr(0), 80),
         "x/b -> x/a:80 allowed"
@@ -232,16 +244,32 @@ fn compiled_policy_filters_real_packets_and_logs_drops() {
         logged.contains(&format!("{} . {}", pod_addr(2), pod_addr(0))),
         "y/c . x/a not in logged-v4:\n{logged}"
     );
-    let ev = drop_event(
-        &state,
-        "np in x/a ",
-        pod_addr(2).parse().unwrap(),
-        pod_addr(0).parse().unwrap(),
-        sarasa_nft::L4Proto::Tcp,
-        80,
-    )
-    .unwrap();
-    assert_eq!(ev.policies, vec![PodKey::new("x", "a-from-b")]);
+    // The nflog messages name the pods and, through the state, the policy.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut events = Vec::new();
+    while Instant::now() < deadline && events.len() < 2 {
+        match nflog.recv_from_full() {
+            Ok((buf, _)) => {
+                events.extend(parse_messages(&buf).iter().filter_map(|p| p.event(&state)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("nflog: {e}"),
+        }
+    }
+    let from_c = events
+        .iter()
+        .find(|e| e.src == ep("y", "c"))
+        .unwrap_or_else(|| panic!("no drop event from y/c: {events:?}"));
+    assert_eq!(from_c.dst, ep("x", "a"));
+    assert_eq!((from_c.direction, from_c.port), (Direction::Ingress, 80));
+    assert_eq!(from_c.policies, vec![PodKey::new("x", "a-from-b")]);
+    let from_b = events
+        .iter()
+        .find(|e| e.src == ep("x", "b"))
+        .unwrap_or_else(|| panic!("no drop event from x/b: {events:?}"));
+    assert_eq!(from_b.port, 81);
 
     // Incremental update: also allow namespace y; only x/a's chain and a new set change.
     compiler.apply_policy(policy(true)).unwrap();
