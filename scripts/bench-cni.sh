@@ -10,7 +10,9 @@ cd "$ROOT"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ ! -x /usr/lib/cni/bridge ] || [ ! -x /usr/lib/cni/host-local ]; then
     echo "installing containernetworking-plugins for the reference figures" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y containernetworking-plugins >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y containernetworking-plugins >&2 \
+        || { apt-get update >&2 && apt-get install -y containernetworking-plugins >&2; }
 fi
 cargo build --release -p sarasa-cni --bins >&2
 echo "nproc: $(nproc); $(grep -m1 'model name' /proc/cpuinfo); kernel: $(uname -r)"

@@ -26,15 +26,21 @@ need=()
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 command -v nsenter >/dev/null || need+=(util-linux)
-BUSYBOX=""
-for b in /bin/busybox /usr/bin/busybox; do
-    if [ -x "$b" ] && file -L "$b" 2>/dev/null | grep -q 'statically linked'; then BUSYBOX=$b; break; fi
-done
+command -v ip >/dev/null || need+=(iproute2)
+# A static busybox has no ELF interpreter (no "ld-linux" string in it).
+static_busybox() {
+    for b in /bin/busybox /usr/bin/busybox; do
+        if [ -x "$b" ] && ! LC_ALL=C grep -q 'ld-linux' "$b"; then echo "$b"; return; fi
+    done
+}
+BUSYBOX=$(static_busybox)
 [ -n "$BUSYBOX" ] || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >&2
-    for b in /bin/busybox /usr/bin/busybox; do [ -x "$b" ] && BUSYBOX=$b && break; done
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y "${need[@]}" >&2 || { apt-get update >&2 && apt-get install -y "${need[@]}" >&2; }
+    BUSYBOX=$(static_busybox)
+    [ -n "$BUSYBOX" ] || die "no static busybox after installing busybox-static"
 fi
 
 TAG="sarasa-pm$$"
