@@ -27,10 +27,10 @@ command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
-# A static busybox has no ELF interpreter (no "ld-linux" string in it).
+# The image holds just this one binary, so it must be static (ldd fails on static ones).
 static_busybox() {
     for b in /bin/busybox /usr/bin/busybox; do
-        if [ -x "$b" ] && ! LC_ALL=C grep -q 'ld-linux' "$b"; then echo "$b"; return; fi
+        if [ -x "$b" ] && ! ldd "$b" >/dev/null 2>&1; then echo "$b"; return; fi
     done
 }
 BUSYBOX=$(static_busybox)
