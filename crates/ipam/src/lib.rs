@@ -324,6 +324,17 @@ mod tests {
     }
 
     #[test]
+    fn crashed_writer_leftover_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::new(dir.path(), &ranges("10.9.0.0/24", None)).unwrap();
+        ipam.allocate("c1", "eth0", &[]).unwrap();
+        std::fs::write(dir.path().join("allocations.json.tmp"), b"{half").unwrap();
+        ipam.gc(&[("c1".into(), "eth0".into())]).unwrap();
+        assert!(!dir.path().join("allocations.json.tmp").exists());
+        assert_eq!(ipam.allocations().unwrap().len(), 1);
+    }
+
+    #[test]
     fn corrupt_store_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("allocations.json"), b"{not json").unwrap();

@@ -88,6 +88,8 @@ impl Store {
     /// Runs `f` on the state under the exclusive lock and persists the result if it changed.
     pub fn transaction<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         let _lock = self.lock(libc::LOCK_EX)?;
+        // Under the lock no write is in progress: a temp file is a crashed writer's leftover.
+        let _ = std::fs::remove_file(self.dir.join(format!("{STATE_FILE}{TMP_SUFFIX}")));
         let mut state = self.read_unlocked()?;
         let before = state.clone();
         let out = f(&mut state)?;
