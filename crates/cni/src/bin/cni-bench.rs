@@ -2,10 +2,12 @@
 //! sarasa-cni and for the reference `bridge` + `host-local` plugins in the same run.
 //!
 //! For each plugin, in its own throw-away node namespace: N sequential pods (ADD each, then
-//! DEL each) and C concurrent pods (all ADDs at once, then all DELs). Prints p50/p99 and the
+//! DEL each) and C concurrent pods (all ADDs at once, then all DELs; R rounds). The plugins
+//! are interleaved pod by pod so machine load weighs on both alike. Prints p50/p99 and the
 //! machine. Needs root; every namespace is `sarasa-bench<pid>-...` and is deleted at the end.
 //!
 //! Usage: cni-bench [--sarasa PATH] [--reference-dir DIR] [--pods N] [--concurrent C]
+//!                  [--rounds R]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -83,71 +85,111 @@ struct Figures {
     rows: Vec<(String, f64, f64)>,
 }
 
-fn measure(p: &Plugin, tag: &str, pods: usize, concurrent: usize) -> Figures {
-    let base = format!("sarasa-bench{}-{tag}", std::process::id());
-    let node = Ns::new(format!("{base}-node"));
-    node.0
-        .run(|| {
-            let mut nl = sarasa_netns::Netlink::current().expect("netlink");
-            let lo = nl.link("lo").expect("lo");
-            nl.set_up(lo.index).expect("lo up");
-        })
-        .expect("node setup");
-    let seq: Vec<Ns> = (0..pods).map(|i| Ns::new(format!("{base}-s{i}"))).collect();
-    let mut add = Vec::new();
-    let mut del = Vec::new();
-    // warm-up (bridge creation, page cache) outside the figures
-    invoke(p, &node.0, "ADD", "warm", &seq[0].0);
-    invoke(p, &node.0, "DEL", "warm", &seq[0].0);
-    for (i, pod) in seq.iter().enumerate() {
-        add.push(invoke(p, &node.0, "ADD", &format!("seq{i}"), &pod.0));
+/// One plugin's node namespace and pod namespaces.
+struct Bed {
+    node: Ns,
+    seq: Vec<Ns>,
+    conc: Vec<Ns>,
+}
+
+impl Bed {
+    fn new(p: &Plugin, tag: &str, pods: usize, concurrent: usize) -> Bed {
+        let base = format!("sarasa-bench{}-{tag}", std::process::id());
+        let node = Ns::new(format!("{base}-node"));
+        node.0
+            .run(|| {
+                let mut nl = sarasa_netns::Netlink::current().expect("netlink");
+                let lo = nl.link("lo").expect("lo");
+                nl.set_up(lo.index).expect("lo up");
+            })
+            .expect("node setup");
+        let seq: Vec<Ns> = (0..pods).map(|i| Ns::new(format!("{base}-s{i}"))).collect();
+        let conc: Vec<Ns> = (0..concurrent)
+            .map(|i| Ns::new(format!("{base}-c{i}")))
+            .collect();
+        // warm-up (bridge creation, page cache) outside the figures
+        invoke(p, &node.0, "ADD", "warm", &seq[0].0);
+        invoke(p, &node.0, "DEL", "warm", &seq[0].0);
+        Bed { node, seq, conc }
     }
-    for (i, pod) in seq.iter().enumerate() {
-        del.push(invoke(p, &node.0, "DEL", &format!("seq{i}"), &pod.0));
-    }
-    let conc: Vec<Ns> = (0..concurrent)
-        .map(|i| Ns::new(format!("{base}-c{i}")))
-        .collect();
-    let run_all = |cmd: &str| -> Vec<Duration> {
+
+    fn all_at_once(&self, p: &Plugin, cmd: &str, round: usize) -> Vec<Duration> {
         std::thread::scope(|s| {
-            let hs: Vec<_> = conc
+            let hs: Vec<_> = self
+                .conc
                 .iter()
                 .enumerate()
                 .map(|(i, pod)| {
-                    let node = &node.0;
-                    s.spawn(move || invoke(p, node, cmd, &format!("conc{i}"), &pod.0))
+                    let node = &self.node.0;
+                    s.spawn(move || invoke(p, node, cmd, &format!("conc{round}-{i}"), &pod.0))
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().expect("join")).collect()
         })
-    };
-    let mut cadd = run_all("ADD");
-    let mut cdel = run_all("DEL");
-    Figures {
-        label: p.label,
-        rows: vec![
-            (
-                format!("ADD, {pods} sequential"),
-                pct(&mut add, 0.5),
-                pct(&mut add, 0.99),
-            ),
-            (
-                format!("DEL, {pods} sequential"),
-                pct(&mut del, 0.5),
-                pct(&mut del, 0.99),
-            ),
-            (
-                format!("ADD, {concurrent} concurrent"),
-                pct(&mut cadd, 0.5),
-                pct(&mut cadd, 0.99),
-            ),
-            (
-                format!("DEL, {concurrent} concurrent"),
-                pct(&mut cdel, 0.5),
-                pct(&mut cdel, 0.99),
-            ),
-        ],
     }
+}
+
+/// Measures all plugins interleaved (pod by pod, round by round), so that whatever else the
+/// machine is doing weighs on every plugin alike.
+fn measure(plugins: &[Plugin], pods: usize, concurrent: usize, rounds: usize) -> Vec<Figures> {
+    let beds: Vec<Bed> = plugins
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Bed::new(p, &format!("p{i}"), pods, concurrent))
+        .collect();
+    let n = plugins.len();
+    let mut samples: Vec<[Vec<Duration>; 4]> = (0..n).map(|_| Default::default()).collect();
+    for i in 0..pods {
+        for k in 0..n {
+            let j = (i + k) % n;
+            let d = invoke(
+                &plugins[j],
+                &beds[j].node.0,
+                "ADD",
+                &format!("seq{i}"),
+                &beds[j].seq[i].0,
+            );
+            samples[j][0].push(d);
+        }
+    }
+    for i in 0..pods {
+        for k in 0..n {
+            let j = (i + k) % n;
+            let d = invoke(
+                &plugins[j],
+                &beds[j].node.0,
+                "DEL",
+                &format!("seq{i}"),
+                &beds[j].seq[i].0,
+            );
+            samples[j][1].push(d);
+        }
+    }
+    for round in 0..rounds {
+        for k in 0..n {
+            let j = (round + k) % n;
+            samples[j][2].extend(beds[j].all_at_once(&plugins[j], "ADD", round));
+            samples[j][3].extend(beds[j].all_at_once(&plugins[j], "DEL", round));
+        }
+    }
+    let ops = [
+        format!("ADD, {pods} sequential"),
+        format!("DEL, {pods} sequential"),
+        format!("ADD, {concurrent} concurrent x{rounds}"),
+        format!("DEL, {concurrent} concurrent x{rounds}"),
+    ];
+    plugins
+        .iter()
+        .zip(samples.iter_mut())
+        .map(|(p, s)| Figures {
+            label: p.label,
+            rows: ops
+                .iter()
+                .zip(s.iter_mut())
+                .map(|(op, v)| (op.clone(), pct(v, 0.5), pct(v, 0.99)))
+                .collect(),
+        })
+        .collect()
 }
 
 fn machine() -> String {
@@ -180,6 +222,7 @@ fn main() {
     let mut refdir = PathBuf::from("/usr/lib/cni");
     let mut pods = 200usize;
     let mut concurrent = 20usize;
+    let mut rounds = 3usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -188,6 +231,7 @@ fn main() {
             "--reference-dir" => refdir = PathBuf::from(val()),
             "--pods" => pods = val().parse().expect("--pods N"),
             "--concurrent" => concurrent = val().parse().expect("--concurrent N"),
+            "--rounds" => rounds = val().parse().expect("--rounds N"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -229,10 +273,7 @@ fn main() {
     ];
     println!("machine: {}", machine());
     println!("latency = process start to exit, as a runtime sees it; milliseconds\n");
-    let mut all = Vec::new();
-    for (i, p) in plugins.iter().enumerate() {
-        all.push(measure(p, &format!("p{i}"), pods, concurrent));
-    }
+    let all = measure(&plugins, pods, concurrent, rounds);
     println!(
         "{:<40} {:<22} {:>9} {:>9}",
         "plugin", "operation", "p50 ms", "p99 ms"
