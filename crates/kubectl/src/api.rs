@@ -73,7 +73,18 @@ pub(crate) fn is_conflict(e: &kube::Error) -> bool {
 /// The server's message, plus every cause (`field: message`) the message does not already say.
 pub(crate) fn describe(e: &kube::Error) -> String {
     let Some(status) = status(e) else {
-        return e.to_string();
+        // Transport errors: the whole chain ("connection refused" is at the bottom).
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            let s_text = s.to_string();
+            if !text.contains(&s_text) {
+                text.push_str(": ");
+                text.push_str(&s_text);
+            }
+            source = s.source();
+        }
+        return text;
     };
     let mut text = if status.message.is_empty() {
         format!("{} ({})", status.reason, status.code)

@@ -35,7 +35,7 @@ pub enum KubectlError {
         object: String,
         flag: String,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", crate::api::describe(.source))]
     Api {
         what: String,
         #[source]

@@ -300,3 +300,27 @@ async fn get_and_delete_built_in_objects() {
         "Error from server (NotFound): deployments.apps \"nothing\" not found in namespace \"default\""
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let e = get(
+        &client,
+        "pods",
+        None,
+        &Scope::Namespace("default".into()),
+        OutputFormat::Table,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("cannot list pods: "), "{e}");
+    assert!(e.to_lowercase().contains("connection refused"), "{e}");
+}
