@@ -438,7 +438,9 @@ mod tests {
         assert_eq!(precheck(b"{not json").unwrap_err().code, DECODING_FAILURE);
         assert_eq!(precheck(b"[]").unwrap_err().code, DECODING_FAILURE);
         assert_eq!(
-            precheck(br#"{"cniVersion":1,"name":"a"}"#).unwrap_err().code,
+            precheck(br#"{"cniVersion":1,"name":"a"}"#)
+                .unwrap_err()
+                .code,
             DECODING_FAILURE
         );
         assert_eq!(
