@@ -17,7 +17,7 @@
 //! no policy selects misses the maps and passes. Peer sets are shared by every rule with the
 //! same (namespace, selectors), and hold addresses of pods on every node.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use sarasa_nft::{
@@ -300,24 +300,29 @@ impl SetSpec {
 /// One pod's chain and the shared sets it refers to (name → spec, family).
 pub(crate) struct BuiltChain {
     pub chain: sarasa_nft::Chain,
-    pub sets: BTreeMap<String, (SetSpec, bool)>,
+    pub sets: BTreeSet<String>,
 }
 
 /// Allow rules already built, by what they depend on: the direction, the selecting policies
 /// and, for ingress, the pod's container ports (named ports resolve on them). Cleared when a
 /// policy changes.
-pub(crate) type Bodies = HashMap<
-    (Direction, Vec<PodKey>, Vec<ContainerPort>),
-    (Vec<Rule>, BTreeMap<String, (SetSpec, bool)>),
->;
+pub(crate) type Bodies =
+    HashMap<(Direction, Vec<PodKey>, Vec<ContainerPort>), (Vec<Rule>, BTreeSet<String>)>;
 
 /// Builds per-pod chains; remembers the names of set specs.
 #[derive(Default)]
 pub(crate) struct ChainBuilder {
     names: HashMap<SetSpec, String>,
+    /// What each set name holds.
+    specs: HashMap<String, (SetSpec, bool)>,
 }
 
 impl ChainBuilder {
+    /// The spec and family of a set name this builder handed out.
+    pub(crate) fn spec(&self, name: &str) -> Option<&(SetSpec, bool)> {
+        self.specs.get(name)
+    }
+
     /// The chain of `pod` in `dir`, or `None` when no policy isolates it in `dir`.
     pub(crate) fn pod_chain(
         &mut self,
@@ -343,7 +348,7 @@ impl ChainBuilder {
         let (mut rules, sets) = match bodies.get(&body_key) {
             Some(b) => b.clone(),
             None => {
-                let mut sets = BTreeMap::new();
+                let mut sets = BTreeSet::new();
                 let rules = self.allow_rules(opts, &policies, pod, dir, &mut sets);
                 bodies.insert(body_key, (rules.clone(), sets.clone()));
                 (rules, sets)
@@ -396,7 +401,7 @@ impl ChainBuilder {
         policies: &[&NetworkPolicy],
         pod: &PolicyPod,
         dir: Direction,
-        sets: &mut BTreeMap<String, (SetSpec, bool)>,
+        sets: &mut BTreeSet<String>,
     ) -> Vec<Rule> {
         let mut rules: Vec<Rule> = Vec::new();
         let mut seen: HashSet<Rule> = HashSet::new();
@@ -429,7 +434,7 @@ impl ChainBuilder {
         rule: &crate::types::PolicyRule,
         pod: &PolicyPod,
         dir: Direction,
-        sets: &mut BTreeMap<String, (SetSpec, bool)>,
+        sets: &mut BTreeSet<String>,
     ) -> Vec<Vec<Stmt>> {
         let peer_is_src = dir == Direction::Ingress;
         // Peers: `None` = any peer.
@@ -503,7 +508,7 @@ impl ChainBuilder {
         peer: Option<&Peer>,
         v6: bool,
         src: bool,
-        sets: &mut BTreeMap<String, (SetSpec, bool)>,
+        sets: &mut BTreeSet<String>,
     ) -> Option<Vec<Stmt>> {
         let field = addr_field(v6, src);
         let spec = match peer {
@@ -534,26 +539,21 @@ impl ChainBuilder {
     }
 
     /// The name of the set for `spec` in family `v6`, recorded in `sets`.
-    fn set(
-        &mut self,
-        spec: SetSpec,
-        v6: bool,
-        sets: &mut BTreeMap<String, (SetSpec, bool)>,
-    ) -> String {
+    fn set(&mut self, spec: SetSpec, v6: bool, sets: &mut BTreeSet<String>) -> String {
         let base = match self.names.get(&spec) {
             Some(b) => b.clone(),
             None => {
                 let (prefix, text) = describe(&spec);
                 let b = format!("{prefix}-{:016x}", fnv64(text.as_bytes()));
-                if self.names.len() > 100_000 {
-                    self.names.clear(); // bound the memo under churn
-                }
                 self.names.insert(spec.clone(), b.clone());
                 b
             }
         };
         let name = format!("{base}-{}", if v6 { "v6" } else { "v4" });
-        sets.entry(name.clone()).or_insert((spec, v6));
+        if !self.specs.contains_key(&name) {
+            self.specs.insert(name.clone(), (spec, v6));
+        }
+        sets.insert(name.clone());
         name
     }
 }

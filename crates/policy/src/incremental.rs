@@ -324,8 +324,11 @@ impl PolicyCompiler {
         };
         let mut new_refs = Vec::new();
         let new_chain = built.map(|b| {
-            for (set, (spec, v6)) in b.sets {
+            for set in b.sets {
                 if !self.sets.contains_key(&set) {
+                    let Some((spec, v6)) = self.builder.spec(&set).cloned() else {
+                        continue;
+                    };
                     self.touch_set(&set);
                     self.table.add_set(spec.build(&self.state, &set, v6));
                     self.sets.insert(set.clone(), SetUse { spec, v6, users: 0 });

@@ -21,7 +21,7 @@ struct Netns(String);
 impl Netns {
     fn new(role: &str) -> Netns {
         let name = format!("sarasa-t{}-pol-{role}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
         run("ip", &["netns", "add", &name]);
         let ns = Netns(name);
         ns.ip(&["link", "set", "lo", "up"]);
