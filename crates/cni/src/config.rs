@@ -326,12 +326,23 @@ impl NetConf {
             }
         }
 
-        let mac_src = self.runtime_config.mac.clone().or_else(|| {
-            cni_args
-                .iter()
-                .find(|(k, _)| k == "MAC")
-                .map(|(_, v)| v.clone())
-        });
+        let mac_src = self
+            .runtime_config
+            .mac
+            .clone()
+            .or_else(|| {
+                self.args
+                    .as_ref()
+                    .and_then(|a| a.pointer("/cni/mac"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+            .or_else(|| {
+                cni_args
+                    .iter()
+                    .find(|(k, _)| k == "MAC")
+                    .map(|(_, v)| v.clone())
+            });
         let mac = match mac_src {
             None => None,
             Some(m) => Some(
@@ -492,6 +503,18 @@ mod tests {
             .replace("10.244.1.0/24", "10.244.1.0/33");
         let p = decode(bad_range.as_bytes()).unwrap().validate(&[]).unwrap();
         assert_eq!(p.ipam().unwrap_err().code, INVALID_CONFIG);
+    }
+
+    #[test]
+    fn args_cni_ips_and_mac() {
+        let p = decode(&conf(
+            r#","args":{"cni":{"ips":["10.244.1.8"],"mac":"0a:58:00:00:00:08"}}"#,
+        ))
+        .unwrap()
+        .validate(&[])
+        .unwrap();
+        assert_eq!(p.requested_ips[0].to_string(), "10.244.1.8");
+        assert_eq!(p.mac.unwrap()[5], 8);
     }
 
     #[test]
