@@ -60,6 +60,17 @@ fn gc_releases_invalid_attachments_and_leftover_veths() {
     let mut old = conf.clone();
     old["cniVersion"] = json!("1.0.0");
     node.gc(&old, &[]).err(1);
+    // the list is required
+    let out = node.cni(
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")],
+        &conf.to_string(),
+    );
+    let e = out.err(7);
+    assert!(e["details"]
+        .as_str()
+        .unwrap()
+        .contains("cni.dev/valid-attachments"));
+    assert_eq!(node.allocations().as_array().unwrap().len(), 2);
     // GC with an empty list collects everything of this network
     node.gc(&conf, &[]).ok();
     assert_eq!(node.allocations(), json!([]));

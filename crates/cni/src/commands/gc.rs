@@ -11,6 +11,13 @@ use crate::{log, naming};
 
 /// Runs GC.
 pub fn run(p: &Plugin) -> Result<(), CniError> {
+    // An absent list is not an empty one: refusing it keeps a malformed request from
+    // releasing every address of the network.
+    if p.raw.valid_attachments.is_none() && p.raw.attachments.is_none() {
+        return Err(CniError::config(
+            "GC needs \"cni.dev/valid-attachments\" (an empty list releases everything)",
+        ));
+    }
     let valid = p.valid_attachments();
     let ipam = p.ipam()?;
     let released = ipam.gc(&valid)?;
