@@ -24,7 +24,6 @@ pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// Endpoints per slice (kube-controller-manager's --max-endpoints-per-slice default).
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
-#[derive(Default)]
 pub struct EndpointSlices;
 
 fn selector(svc: &Value) -> Option<LabelSelector> {
@@ -261,6 +260,23 @@ fn first_address(ep: &Value) -> &str {
 
 /// Writes a slice's endpoints, ports and labels in place (a no-op when nothing changed).
 fn update_slice(store: &Store, svc: &Value, slice: &Value, ports: &[Value], endpoints: Vec<Value>) {
+    let same_ports = match slice.get("ports").and_then(Value::as_array) {
+        Some(p) => {
+            ports_key(Some(&json!(p))) == ports_key(Some(&json!(ports))) && !ports.is_empty()
+        }
+        None => ports.is_empty(),
+    };
+    let same_endpoints = slice
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .is_some_and(|cur| {
+            cur.len() == endpoints.len()
+                && cur.iter().zip(&endpoints).all(|(a, b)| same_endpoint(a, b))
+        });
+    let same_labels = meta::metadata(slice).get("labels") == Some(&slice_labels(svc));
+    if same_ports && same_endpoints && same_labels {
+        return;
+    }
     let r = store.modify(
         ENDPOINTSLICES,
         meta::namespace(slice),
@@ -290,6 +306,17 @@ fn update_slice(store: &Store, svc: &Value, slice: &Value, ports: &[Value], endp
             );
         }
     }
+}
+
+/// Whether a stored endpoint already says what `want` says (fields we set only).
+fn same_endpoint(have: &Value, want: &Value) -> bool {
+    ["addresses", "conditions", "nodeName", "hostname"]
+        .iter()
+        .all(|k| have.get(*k) == want.get(*k))
+        && have.get("targetRef").and_then(|t| t.get("uid"))
+            == want.get("targetRef").and_then(|t| t.get("uid"))
+        && have.get("targetRef").and_then(|t| t.get("name"))
+            == want.get("targetRef").and_then(|t| t.get("name"))
 }
 
 fn delete_slice(store: &Store, slice: &Value) {

@@ -36,7 +36,7 @@ pub fn spawn_all(store: Arc<Store>) -> Vec<JoinHandle<()>> {
         spawn(store.clone(), scheduler::Scheduler),
         spawn(store.clone(), deployments::Deployments),
         spawn(store.clone(), services::LoadBalancers),
-        spawn(store.clone(), endpointslices::EndpointSlices::default()),
+        spawn(store.clone(), endpointslices::EndpointSlices),
         spawn(store, gc::GarbageCollector),
     ]
 }
@@ -45,12 +45,34 @@ pub fn spawn(store: Arc<Store>, c: impl Controller) -> JoinHandle<()> {
     tokio::spawn(run(store, c))
 }
 
-async fn run(store: Arc<Store>, mut c: impl Controller) {
+/// Runs one reconcile on the blocking pool (reconciles are synchronous and may take a while on
+/// big objects; the async workers keep serving requests meanwhile).
+async fn reconcile<C: Controller>(
+    store: &Arc<Store>,
+    c: C,
+    events: Option<Vec<Event>>,
+) -> Option<(C, Option<Duration>)> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = c;
+        let r = c.reconcile(&store, events.as_deref());
+        (c, r)
+    })
+    .await
+    .ok()
+}
+
+async fn run(store: Arc<Store>, c: impl Controller) {
     let mut rx = store.subscribe();
     let mut since = store.rv();
     let watches = c.watches();
+    let name = c.name();
     let at = |d: Option<Duration>| d.map(|d| Instant::now() + d);
-    let mut deadline = at(c.reconcile(&store, None));
+    let Some((mut c, first)) = reconcile(&store, c, None).await else {
+        tracing::error!("controller {name} panicked");
+        return;
+    };
+    let mut deadline = at(first);
     loop {
         if store.is_closed() {
             return;
@@ -68,23 +90,30 @@ async fn run(store: Arc<Store>, mut c: impl Controller) {
         if store.is_closed() {
             return;
         }
-        match store.changes_since(since, |e| watches.contains(&e.res)) {
+        let (events, full) = match store.changes_since(since, |e| watches.contains(&e.res)) {
             Ok((events, up_to)) => {
                 since = up_to;
-                if full {
-                    deadline = at(c.reconcile(&store, None));
-                } else if !events.is_empty() {
-                    // A full pass asked for earlier stays asked for.
-                    if let Some(next) = at(c.reconcile(&store, Some(&events))) {
-                        deadline = Some(deadline.map_or(next, |d| d.min(next)));
-                    }
+                if !full && events.is_empty() {
+                    continue;
                 }
+                (events, full)
             }
             Err(_) => {
-                tracing::debug!("{}: history gap, full resync", c.name());
+                tracing::debug!("{name}: history gap, full resync");
                 since = store.rv();
-                deadline = at(c.reconcile(&store, None));
+                (Vec::new(), true)
             }
+        };
+        let Some((next_c, r)) = reconcile(&store, c, (!full).then_some(events)).await else {
+            tracing::error!("controller {name} panicked");
+            return;
+        };
+        c = next_c;
+        match (full, at(r)) {
+            (true, next) => deadline = next,
+            // A full pass asked for earlier stays asked for.
+            (false, Some(next)) => deadline = Some(deadline.map_or(next, |d| d.min(next))),
+            (false, None) => {}
         }
     }
 }

@@ -844,8 +844,8 @@ impl Store {
 /// Removes the ownerReferences pointing at `owner_uid` from objects in `ns`, so the garbage
 /// collector leaves them.
 fn orphan_dependents(inner: &mut Inner, owner_uid: String, ns: &str) -> Result<(), ApiError> {
-    for res in 0..RESOURCES.len() {
-        if !RESOURCES[res].namespaced {
+    for (res, r) in RESOURCES.iter().enumerate() {
+        if !r.namespaced {
             continue;
         }
         let deps: Vec<Obj> = inner
@@ -933,13 +933,16 @@ fn has_generation(res: ResId) -> bool {
 
 /// Whether anything but metadata and status differs.
 fn spec_changed(old: &Value, new: &Value) -> bool {
-    let strip = |v: &Value| -> Value {
-        let mut v = v.clone();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("metadata");
-            o.remove("status");
+    let skip = |k: &String| k != "metadata" && k != "status";
+    match (old.as_object(), new.as_object()) {
+        (Some(o), Some(n)) => {
+            let ok = o.iter().filter(|(k, _)| skip(k));
+            let nk = n.iter().filter(|(k, _)| skip(k));
+            ok.count() != nk.count()
+                || o.iter()
+                    .filter(|(k, _)| skip(k))
+                    .any(|(k, v)| n.get(k) != Some(v))
         }
-        v
-    };
-    strip(old) != strip(new)
+        _ => old != new,
+    }
 }

@@ -208,7 +208,7 @@ impl Log {
             .truncate(true)
             .open(path)?;
         f.sync_all()?;
-        Ok(OpenOptions::new().append(true).open(path)?)
+        OpenOptions::new().append(true).open(path)
     }
 
     /// Appends one record with a single write.

@@ -277,7 +277,7 @@ pub fn validate(svc: &Value, errs: &mut Vec<FieldError>) {
         }
         if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
             if np != 0 {
-                if !needs_node_ports(&spec) && !(ty == "LoadBalancer") {
+                if !needs_node_ports(&spec) && ty != "LoadBalancer" {
                     errs.push(FieldError::forbidden(
                         format!("{pp}.nodePort"),
                         format!("may not be used when `type` is '{ty}'"),
