@@ -57,11 +57,14 @@ pub fn run(env: &Env, p: &Plugin) -> Result<(), CniError> {
             )));
         }
     }
-    if link.mtu != p.mtu {
-        return Err(failed(format!(
-            "{} has MTU {}, config says {}",
-            env.ifname, link.mtu, p.mtu
-        )));
+    // A later plugin in the chain (e.g. tuning) may change the MTU; prevResult is the truth.
+    if let Some(mtu) = ci.mtu {
+        if link.mtu != mtu {
+            return Err(failed(format!(
+                "{} has MTU {}, prevResult says {mtu}",
+                env.ifname, link.mtu
+            )));
+        }
     }
     if !link.up {
         return Err(failed(format!("{} is down", env.ifname)));
