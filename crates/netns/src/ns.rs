@@ -308,6 +308,9 @@ fn bind_mount(src: &Path, dst: &Path) -> Result<()> {
 /// Makes `/run/netns` exist and be a shared mount, as iproute2 does, so namespace mounts
 /// propagate to mount namespaces created later (container runtimes).
 fn ensure_run_dir() -> Result<()> {
+    // Threads of one process creating namespaces at once must not stack bind mounts.
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONCE.lock().unwrap_or_else(|p| p.into_inner());
     let dir = Path::new(NETNS_RUN_DIR);
     std::fs::create_dir_all(dir).map_err(|e| Error::os(format!("mkdir {NETNS_RUN_DIR}"), e))?;
     let c = cpath(dir)?;

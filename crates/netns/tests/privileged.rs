@@ -265,3 +265,19 @@ fn veth_bridge_addresses_routes_neighbours() {
     assert!(na.delete_link(va.index).unwrap_err().is_not_found());
     assert!(na.links().unwrap().iter().any(|l| l.name == "br-t"));
 }
+
+#[test]
+fn concurrent_creates_from_threads() {
+    let names: Vec<String> = (0..16)
+        .map(|i| format!("sarasa-t{}-conc{i}", std::process::id()))
+        .collect();
+    std::thread::scope(|s| {
+        for n in &names {
+            s.spawn(move || NetNs::create(n).expect("create"));
+        }
+    });
+    for n in &names {
+        assert!(NetNs::open(n).is_ok(), "{n}");
+        NetNs::delete(n).unwrap();
+    }
+}
