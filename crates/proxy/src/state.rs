@@ -87,7 +87,9 @@ pub struct ProxyState {
     node: NodeInfo,
     services: HashMap<ServiceRef, Service>,
     /// EndpointSlices per Service, by slice name.
-    slices: HashMap<ServiceRef, BTreeMap<String, EndpointSlice>>,
+    /// (A Vec sorted by name: most Services have one slice, and a map node per Service would
+    /// cost kilobytes at 100k Services.)
+    slices: HashMap<ServiceRef, Vec<EndpointSlice>>,
     /// Slice (namespace, name) → the Service it was filed under.
     slice_owner: HashMap<(String, String), ServiceRef>,
     /// Global sets' declarations without per-Service elements (for per-change diffs).
@@ -184,10 +186,7 @@ impl ProxyState {
                 st.unfile(&o, &slice.name);
             }
             st.slice_owner.insert(id, owner.clone());
-            st.slices
-                .entry(owner)
-                .or_default()
-                .insert(slice.name.clone(), slice);
+            st.file(owner, slice);
         })
     }
 
@@ -207,10 +206,18 @@ impl ProxyState {
         })
     }
 
+    fn file(&mut self, owner: ServiceRef, slice: EndpointSlice) {
+        let v = self.slices.entry(owner).or_default();
+        match v.binary_search_by(|s| s.name.cmp(&slice.name)) {
+            Ok(i) => v[i] = slice,
+            Err(i) => v.insert(i, slice),
+        }
+    }
+
     fn unfile(&mut self, owner: &ServiceRef, slice: &str) {
-        if let Some(m) = self.slices.get_mut(owner) {
-            m.remove(slice);
-            if m.is_empty() {
+        if let Some(v) = self.slices.get_mut(owner) {
+            v.retain(|s| s.name != slice);
+            if v.is_empty() {
                 self.slices.remove(owner);
             }
         }
@@ -221,7 +228,7 @@ impl ProxyState {
         match self.services.get(key) {
             Some(svc) => compile_service(
                 svc,
-                self.slices.get(key).into_iter().flat_map(|m| m.values()),
+                self.slices.get(key).into_iter().flatten(),
                 &self.node,
                 &self.config,
             ),
@@ -306,10 +313,7 @@ pub fn compile<'a>(
     for s in slices {
         st.slice_owner
             .insert((s.namespace.clone(), s.name.clone()), s.service());
-        st.slices
-            .entry(s.service())
-            .or_default()
-            .insert(s.name.clone(), s.clone());
+        st.file(s.service(), s.clone());
     }
     for svc in services {
         st.services.insert(svc.key(), svc.clone());
