@@ -45,7 +45,10 @@ pub struct CompileOptions {
     /// Only pods on this node get chains and map entries (`None`: every pod; for tests and the
     /// benchmark). Peer sets always hold pods of every node.
     pub node: Option<String>,
+    /// Police IPv4 traffic.
     pub ipv4: bool,
+    /// Police IPv6 traffic. Set it whenever pods have IPv6 addresses: a family not compiled
+    /// has no maps, so its traffic is not policed at all.
     pub ipv6: bool,
     /// nflog group drops are logged to.
     pub log_group: u16,
