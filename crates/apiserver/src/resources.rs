@@ -1,7 +1,7 @@
 //! The kind registry: every resource the server stores, with its REST names and JSON schema
 //! (the k8s-openapi type its objects must decode into).
 
-use k8s_openapi::api::{apps, coordination, core, discovery, networking};
+use k8s_openapi::api::{apps, coordination, core, discovery, events, networking};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -18,6 +18,10 @@ pub const LEASES: ResId = 5;
 pub const DEPLOYMENTS: ResId = 6;
 pub const ENDPOINTSLICES: ResId = 7;
 pub const NETWORKPOLICIES: ResId = 8;
+pub const EVENTS_V1: ResId = 9;
+
+/// Every resource, for controllers that watch them all.
+pub const ALL: &[ResId] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
 
 /// One served resource.
 #[derive(Debug)]
@@ -207,6 +211,19 @@ pub static RESOURCES: &[Resource] = &[
         false,
         false,
         networking::v1::NetworkPolicy
+    ),
+    res!(
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        "event",
+        &[],
+        true,
+        false,
+        false,
+        true,
+        events::v1::Event
     ),
 ];
 

@@ -492,3 +492,117 @@ async fn error_status_matches_kube_apiserver() {
     let theirs: kube::core::Status = serde_json::from_value(recorded).unwrap();
     assert_eq!(ours, serde_json::to_value(&theirs).unwrap());
 }
+
+#[tokio::test]
+async fn delete_collection_orphan_and_events() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let ts = TestServer::start().await;
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    for (n, l) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        pods.create(&PostParams::default(), &pod(n, json!({"g": l})))
+            .await
+            .unwrap();
+    }
+    let gone = pods
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("g=x"),
+        )
+        .await
+        .unwrap();
+    let gone = gone.left().expect("the deleted items");
+    assert_eq!(gone.items.len(), 2);
+    let left: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["c"]);
+
+    // Orphan propagation keeps the pods and drops their owner reference.
+    let deps: Api<Deployment> = Api::namespaced(ts.client(), "default");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "o"}, "spec": {"replicas": 2,
+        "selector": {"matchLabels": {"app": "o"}},
+        "template": {"metadata": {"labels": {"app": "o"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})).unwrap();
+    deps.create(&PostParams::default(), &d).await.unwrap();
+    eventually(5, "2 pods", || {
+        let pods = pods.clone();
+        async move {
+            (pods
+                .list(&ListParams::default().labels("app=o"))
+                .await
+                .ok()?
+                .items
+                .len()
+                == 2)
+                .then_some(())
+        }
+    })
+    .await;
+    // Orphaning happens within the delete, so the garbage collector has nothing to act on.
+    deps.delete("o", &DeleteParams::orphan()).await.unwrap();
+    let orphans = pods
+        .list(&ListParams::default().labels("app=o"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(orphans.len(), 2);
+    assert!(orphans.iter().all(|p| p
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_none_or(|r| r.is_empty())));
+
+    // events.k8s.io/v1 Events (what kube-rs' event Recorder writes) and core/v1 Events.
+    let ev: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ts.client(), "default");
+    let e: k8s_openapi::api::events::v1::Event =
+        serde_json::from_value(json!({"metadata": {"name": "e1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reason": "Programmed", "action": "Apply",
+        "reportingController": "sarasa.io/agent", "reportingInstance": "n1", "type": "Normal"}))
+        .unwrap();
+    ev.create(&PostParams::default(), &e).await.unwrap();
+    let core_ev: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ts.client(), "default");
+    let e2: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({"metadata": {"name": "e2"},
+        "involvedObject": {"kind": "Pod", "name": "c", "namespace": "default"}, "reason": "Started"})).unwrap();
+    core_ev.create(&PostParams::default(), &e2).await.unwrap();
+    let l = core_ev
+        .list(&ListParams::default().fields("involvedObject.name=c"))
+        .await
+        .unwrap();
+    assert_eq!(l.items.len(), 1);
+}
+
+#[tokio::test]
+async fn serves_on_a_unix_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        sarasa_apiserver::ApiServer::open(sarasa_apiserver::Config::new(dir.path().join("state")))
+            .unwrap();
+    let sock = dir.path().join("api.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let s2 = server.clone();
+    let h = tokio::spawn(async move { s2.serve_unix(listener).await });
+    let mut conn = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    conn.write_all(
+        b"GET /api/v1/namespaces/default HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.contains("\"kubernetes.io/metadata.name\":\"default\""),
+        "{out}"
+    );
+    server.shutdown();
+    tokio::time::timeout(std::time::Duration::from_secs(5), h)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -8,12 +8,10 @@ use serde_json::Value;
 
 use crate::controllers::Controller;
 use crate::meta;
-use crate::resources::{ResId, RESOURCES};
+use crate::resources::{ResId, ALL, RESOURCES};
 use crate::store::{DeleteOpts, Event, EventKind, Store};
 
 pub struct GarbageCollector;
-
-const ALL: &[ResId] = &[0, 1, 2, 3, 4, 5, 6, 7, 8];
 
 fn owner_uids(o: &Value) -> Vec<&str> {
     meta::metadata(o)

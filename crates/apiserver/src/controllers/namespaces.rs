@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use crate::controllers::Controller;
 use crate::meta;
-use crate::resources::{ResId, NAMESPACES, RESOURCES};
+use crate::resources::{ResId, ALL, NAMESPACES, RESOURCES};
 use crate::store::{DeleteOpts, Event, Store};
 
 pub struct Namespaces;
-
-const ALL: &[ResId] = &[0, 1, 2, 3, 4, 5, 6, 7, 8];
 
 impl Controller for Namespaces {
     fn name(&self) -> &'static str {

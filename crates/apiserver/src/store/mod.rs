@@ -928,7 +928,10 @@ fn normalize(res: ResId, obj: Value) -> Result<Value, ApiError> {
 }
 
 fn has_generation(res: ResId) -> bool {
-    !matches!(res, resources::EVENTS | resources::LEASES)
+    !matches!(
+        res,
+        resources::EVENTS | resources::EVENTS_V1 | resources::LEASES
+    )
 }
 
 /// Whether anything but metadata and status differs.
