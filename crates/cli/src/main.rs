@@ -1,1 +1,93 @@
-fn main() {}
+//! `sarasa`: the lab (`lab up/down/status`), kubectl-like commands against it
+//! (`apply/get/delete/exec`), the node agent (`agent`), and the built-in workload
+//! (`serve`, `probe`).
+
+mod cmd_lab;
+mod cmd_objects;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sarasa",
+    version,
+    about = "sarasa: a Kubernetes networking stack and its lab"
+)]
+struct Cli {
+    /// Which lab to act on (several labs can be up at once).
+    #[arg(long, global = true, env = "SARASA_LAB", default_value = "default")]
+    lab: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, inspect and remove a lab: a multi-node cluster network on this machine.
+    Lab(cmd_lab::LabArgs),
+    /// Create or update objects from Kubernetes YAML (file, directory or - for stdin).
+    Apply(cmd_objects::ApplyArgs),
+    /// Delete objects named in YAML, or one object by kind and name.
+    Delete(cmd_objects::DeleteArgs),
+    /// List or show objects, like kubectl get.
+    Get(cmd_objects::GetArgs),
+    /// Run a command inside a pod's, a node's (node/NAME) or the external host's namespace.
+    Exec(cmd_objects::ExecArgs),
+    /// The node agent: watch the cluster and program this node's datapath.
+    Agent(sarasa_agent::AgentConfig),
+    /// The built-in server lab pods run on their containerPorts.
+    Serve(sarasa_workload::ServeArgs),
+    /// Connect to tcp://, udp:// or http:// targets; exit 0 when connected.
+    Probe(sarasa_workload::ProbeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.command);
+    let result = match cli.command {
+        Command::Lab(args) => cmd_lab::run(&cli.lab, args),
+        Command::Apply(args) => cmd_objects::apply(&cli.lab, args),
+        Command::Delete(args) => cmd_objects::delete(&cli.lab, args),
+        Command::Get(args) => cmd_objects::get(&cli.lab, args),
+        Command::Exec(args) => cmd_objects::exec(&cli.lab, args),
+        Command::Agent(config) => run_agent(config),
+        Command::Serve(args) => sarasa_workload::run_serve(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
+        Command::Probe(args) => sarasa_workload::run_probe(&args, &mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(command: &Command) {
+    // Long-running processes log at info by default; one-shot commands only warn.
+    let default = match command {
+        Command::Agent(_) | Command::Lab(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SARASA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run_agent(config: sarasa_agent::AgentConfig) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(sarasa_agent::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,1 +1,85 @@
-//! The lab: fabric, nodes and external host as network namespaces; pod runner
+//! The lab: a multi-node cluster network on one machine. A fabric namespace is the underlay
+//! switch and router, each node is a namespace running the real agent and CNI plugin, an
+//! `external` namespace stands outside the cluster, and the control plane (the API server of
+//! `sarasa-apiserver` plus the pod runner of this crate) lives in the fabric namespace.
+
+pub mod client;
+pub mod cni_runtime;
+pub mod control_plane;
+pub mod exec;
+pub mod kubelet;
+pub mod lab;
+pub mod paths;
+pub mod process;
+pub mod spec;
+pub mod state;
+pub mod topology;
+pub mod wait;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+pub use lab::{Lab, NodeStatus};
+pub use paths::LabPaths;
+pub use spec::{Backend, CniMode, LabSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotUp(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("network namespace: {0}")]
+    Netns(String),
+    #[error("CNI: {0}")]
+    Cni(String),
+    #[error("API: {0}")]
+    Api(String),
+    #[error("{0}")]
+    Process(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl LabError {
+    pub fn io(path: &Path, source: std::io::Error) -> LabError {
+        LabError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+    pub fn netns(e: impl std::fmt::Display) -> LabError {
+        LabError::Netns(e.to_string())
+    }
+}
+
+/// The cluster DNS address: the tenth address of the service CIDR (10.96.0.10 by default).
+pub fn dns_ip(spec: &LabSpec) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(spec.service_cidr.network()) + 10)
+}
+
+/// The command line that starts a node's agent inside its namespace.
+pub fn agent_args(spec: &LabSpec, paths: &LabPaths, node: &str) -> Vec<String> {
+    vec![
+        "agent".into(),
+        "--node-name".into(),
+        node.into(),
+        "--apiserver".into(),
+        spec.api_url(),
+        "--backend".into(),
+        spec.backend.as_str().into(),
+        "--cni-mode".into(),
+        spec.mode.as_str().into(),
+        "--cni-conf-dir".into(),
+        paths.cni_conf_dir(node).display().to_string(),
+        "--ipam-data-dir".into(),
+        paths.ipam_dir(node).display().to_string(),
+        "--cluster-cidr".into(),
+        spec.cluster_cidr.to_string(),
+    ]
+}

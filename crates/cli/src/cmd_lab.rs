@@ -1,0 +1,174 @@
+//! `sarasa lab ...`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use sarasa_lab::lab::LabBinaries;
+use sarasa_lab::{Backend, CniMode, Lab};
+
+#[derive(Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Build the lab and start its control plane and agents; returns when every agent is ready.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, value_enum, default_value_t = BackendArg::Vxlan)]
+        backend: BackendArg,
+        #[arg(long, value_enum, default_value_t = ModeArg::Bridge)]
+        mode: ModeArg,
+        /// How long to wait for the agents.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Remove everything the lab made: processes, namespaces, links, state.
+    Down,
+    /// Nodes (name, address, podCIDR, agent state) and pod counts.
+    Status,
+    /// Stop or start one node's agent (the datapath it programmed stays in place).
+    Agent {
+        #[arg(value_enum)]
+        action: Action,
+        node: String,
+    },
+    /// Stop, start or restart the control plane (objects are kept).
+    ControlPlane {
+        #[arg(value_enum)]
+        action: Action,
+    },
+    /// Internal: the control-plane process itself (started by `lab up`).
+    #[command(hide = true)]
+    RunControlPlane {
+        #[arg(long)]
+        cni_path: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Action {
+    Stop,
+    Start,
+    Restart,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Vxlan,
+    HostGw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Bridge,
+    Routed,
+}
+
+pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
+    match args.command {
+        LabCommand::Up {
+            nodes,
+            backend,
+            mode,
+            timeout,
+        } => {
+            let backend = match backend {
+                BackendArg::Vxlan => Backend::Vxlan,
+                BackendArg::HostGw => Backend::HostGw,
+            };
+            let mode = match mode {
+                ModeArg::Bridge => CniMode::Bridge,
+                ModeArg::Routed => CniMode::Routed,
+            };
+            let started = std::time::Instant::now();
+            let lab = Lab::up(lab, nodes, backend, mode, &binaries()?, timeout)?;
+            println!(
+                "lab {:?} is up: {} nodes, backend {}, CNI mode {} ({:.1}s)",
+                lab.spec.name,
+                lab.spec.nodes.len(),
+                backend.as_str(),
+                mode.as_str(),
+                started.elapsed().as_secs_f64()
+            );
+            print_status(&lab)?;
+        }
+        LabCommand::Down => {
+            let lab = Lab::open(lab)?;
+            lab.down()?;
+            println!("lab {:?} is down", lab.spec.name);
+        }
+        LabCommand::Status => print_status(&Lab::open(lab)?)?,
+        LabCommand::Agent { action, node } => {
+            let lab = Lab::open(lab)?;
+            if matches!(action, Action::Stop | Action::Restart) {
+                lab.stop_agent(&node)?;
+            }
+            if matches!(action, Action::Start | Action::Restart) {
+                lab.start_agent(&node, &binaries()?)?;
+                lab.wait_ready(std::time::Instant::now() + Duration::from_secs(60))?;
+            }
+        }
+        LabCommand::ControlPlane { action } => {
+            let lab = Lab::open(lab)?;
+            if matches!(action, Action::Stop | Action::Restart) {
+                lab.stop_control_plane()?;
+            }
+            if matches!(action, Action::Start | Action::Restart) {
+                lab.start_control_plane(&binaries()?)?;
+                lab.wait_ready(std::time::Instant::now() + Duration::from_secs(60))?;
+            }
+        }
+        LabCommand::RunControlPlane { cni_path } => {
+            let lab = Lab::open(lab)?;
+            let bins = sarasa_lab::kubelet::Binaries {
+                cni_path,
+                sarasa: std::env::current_exe().context("locating the sarasa binary")?,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(sarasa_lab::control_plane::run(lab.spec, lab.paths, bins))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(lab: &Lab) -> Result<()> {
+    let rows = lab.status()?;
+    println!("NODE       ADDRESS          POD-CIDR         AGENT      PODS");
+    for r in rows {
+        println!(
+            "{:<10} {:<16} {:<16} {:<10} {}",
+            r.name, r.address, r.pod_cidr, r.agent, r.pods
+        );
+    }
+    Ok(())
+}
+
+/// The `sarasa` binary and the CNI plugin directory: `sarasa-cni` is built next to `sarasa`
+/// (override with SARASA_CNI_PATH).
+pub fn binaries() -> Result<LabBinaries> {
+    let sarasa = std::env::current_exe().context("locating the sarasa binary")?;
+    let cni_path = match std::env::var_os("SARASA_CNI_PATH") {
+        Some(p) => PathBuf::from(p),
+        None => sarasa
+            .parent()
+            .map(PathBuf::from)
+            .context("the sarasa binary has no directory")?,
+    };
+    if !cni_path.join("sarasa-cni").exists() {
+        anyhow::bail!(
+            "no sarasa-cni plugin in {} (build it with `cargo build --bins`, or set SARASA_CNI_PATH)",
+            cni_path.display()
+        );
+    }
+    Ok(LabBinaries { sarasa, cni_path })
+}

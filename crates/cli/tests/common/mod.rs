@@ -1,0 +1,211 @@
+//! Harness for lab end-to-end tests: a lab with a unique name that is taken down when the
+//! test ends, pass or fail; helpers to run `sarasa` against it and read JSON back.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn sarasa_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sarasa"))
+}
+
+/// A unique lab name for this test process (`t<pid><n>`).
+pub fn unique_lab() -> String {
+    format!(
+        "t{}{}",
+        std::process::id(),
+        (b'a' + COUNTER.fetch_add(1, Ordering::SeqCst) as u8) as char
+    )
+}
+
+pub struct TestLab {
+    pub name: String,
+}
+
+impl TestLab {
+    /// `lab up` with these flags; panics (after cleaning up) when it fails.
+    pub fn up(flags: &[&str]) -> TestLab {
+        let lab = TestLab { name: unique_lab() };
+        let mut args = vec!["lab", "up"];
+        args.extend_from_slice(flags);
+        let out = lab.run(&args);
+        assert!(
+            out.status.success(),
+            "lab up {flags:?} failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            lab.logs()
+        );
+        lab
+    }
+
+    /// Runs `sarasa --lab NAME ARGS...`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(sarasa_bin())
+            .arg("--lab")
+            .arg(&self.name)
+            .args(args)
+            .env("SARASA_CNI_PATH", cni_dir())
+            .output()
+            .expect("running sarasa")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "sarasa {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn apply(&self, yaml: &str) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("m.yaml");
+        std::fs::write(&f, yaml).expect("write manifest");
+        self.ok(&[
+            "apply",
+            "-f",
+            f.to_str().expect("utf8"),
+            "--wait",
+            "--timeout",
+            "90s",
+        ])
+    }
+
+    pub fn get_json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("get -o json gives JSON")
+    }
+
+    /// Pods (name, podIP, nodeName) with this label `key=value`.
+    pub fn pods(&self, ns: &str, key: &str, value: &str) -> Vec<(String, String, String)> {
+        let list = self.get_json(&["pods", "-n", ns]);
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|p| p["metadata"]["labels"][key] == value)
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                (
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    p["status"]["podIP"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    p["spec"]["nodeName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// `sarasa exec TARGET -- sarasa probe ARGS...`: the reply JSON, or None when it failed.
+    pub fn probe(&self, target: &str, url: &str) -> Option<Value> {
+        let bin = sarasa_bin();
+        let out = self.run(&[
+            "exec",
+            target,
+            "--",
+            bin.to_str().expect("utf8"),
+            "probe",
+            "--timeout",
+            "3s",
+            url,
+        ]);
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.lines().next().unwrap_or_default()).ok()
+    }
+
+    /// Polls `f` until it returns Some, for at most `timeout`.
+    pub fn eventually<T>(&self, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f() {
+                return Some(v);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let dir = PathBuf::from("/var/lib/sarasa")
+            .join(&self.name)
+            .join("logs");
+        let mut s = String::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.path().is_file() {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    s.push_str(&format!("--- {}\n", e.path().display()));
+                    for l in tail.into_iter().rev() {
+                        s.push_str(l);
+                        s.push('\n');
+                    }
+                }
+            }
+        }
+        s
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("lab {} logs:\n{}", self.name, self.logs());
+        }
+        let out = self.run(&["lab", "down"]);
+        if !out.status.success() {
+            eprintln!(
+                "lab down {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Where `sarasa-cni` was built: next to `sarasa`.
+pub fn cni_dir() -> PathBuf {
+    let dir = sarasa_bin().parent().expect("bin dir").to_path_buf();
+    assert!(
+        dir.join("sarasa-cni").exists(),
+        "sarasa-cni is not built next to sarasa in {} (run `cargo build --workspace --bins` first)",
+        dir.display()
+    );
+    dir
+}
+
+/// The client IP in a serve reply.
+pub fn client_ip(reply: &Value) -> String {
+    let client = reply["client"].as_str().unwrap_or_default();
+    client
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,41 @@
+//! The control-plane process of a lab (`sarasa lab control-plane`, started by `lab up` inside
+//! the fabric namespace): the API server on the underlay address plus the pod runner.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::kubelet::{Binaries, PodRunner};
+use crate::paths::LabPaths;
+use crate::spec::LabSpec;
+use crate::LabError;
+
+pub async fn run(spec: LabSpec, paths: LabPaths, bins: Binaries) -> Result<(), LabError> {
+    let mut config = sarasa_apiserver::Config::new(paths.store_dir());
+    config.cluster_cidrs = vec![spec.cluster_cidr.into()];
+    config.service_cidrs = vec![spec.service_cidr.into()];
+    config.load_balancer_pools = vec![spec.lb_pool.into()];
+    let addr = SocketAddr::from((spec.fabric_ip, spec.api_port));
+    config.advertise_address = Some(addr);
+    let server = sarasa_apiserver::ApiServer::open(config)
+        .map_err(|e| LabError::Api(format!("opening the store: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| LabError::Api(format!("listening on {addr}: {e}")))?;
+    let api = tokio::spawn(async move { server.serve(listener).await });
+
+    let client = crate::client::connect(&spec)?;
+    let runner = PodRunner::new(spec, paths, bins, client);
+    let pods = tokio::spawn(Arc::clone(&runner).run());
+    tokio::select! {
+        r = api => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(LabError::Api(format!("API server stopped: {e}"))),
+            Err(e) => Err(LabError::Api(format!("API server task: {e}"))),
+        },
+        r = pods => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(LabError::Process(format!("pod runner task: {e}"))),
+        },
+    }
+}

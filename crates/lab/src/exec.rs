@@ -1,0 +1,130 @@
+//! `sarasa exec`: run a host command inside a pod's, a node's or the external host's network
+//! namespace. A pod's command also sees the pod's own /etc/resolv.conf.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+
+use crate::lab::Lab;
+use crate::process::enter_before_exec;
+use crate::LabError;
+
+/// Where a command runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecTarget {
+    Pod { namespace: String, name: String },
+    Node(String),
+    External,
+}
+
+impl ExecTarget {
+    /// `external`, `node/NAME`, `pod/NAME` or `NAME` (a pod in `namespace`).
+    pub fn parse(target: &str, namespace: &str) -> Result<ExecTarget, LabError> {
+        let bad = || {
+            LabError::Invalid(format!(
+                "exec target {target:?}: expected POD, pod/POD, node/NODE or external"
+            ))
+        };
+        match target.split_once('/') {
+            None if target == "external" => Ok(ExecTarget::External),
+            None if !target.is_empty() => Ok(ExecTarget::Pod {
+                namespace: namespace.into(),
+                name: target.into(),
+            }),
+            Some(("node" | "nodes" | "no", n)) if !n.is_empty() => Ok(ExecTarget::Node(n.into())),
+            Some(("pod" | "pods" | "po", n)) if !n.is_empty() => Ok(ExecTarget::Pod {
+                namespace: namespace.into(),
+                name: n.into(),
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Runs `argv` in the target's namespace with inherited stdio; returns its exit code
+/// (128 + signal when killed by a signal, as shells report it).
+pub fn exec(lab: &Lab, target: &ExecTarget, argv: &[String]) -> Result<i32, LabError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| LabError::Invalid("exec needs a command after --".into()))?;
+    let (netns, resolv) = resolve(lab, target)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let _keep = enter_before_exec(&mut cmd, Some(&netns), resolv.as_deref(), false)?;
+    let status = cmd
+        .status()
+        .map_err(|e| LabError::Process(format!("running {program}: {e}")))?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+fn resolve(lab: &Lab, target: &ExecTarget) -> Result<(PathBuf, Option<PathBuf>), LabError> {
+    let run = PathBuf::from(sarasa_netns::NETNS_RUN_DIR);
+    match target {
+        ExecTarget::External => Ok((run.join(&lab.spec.external_netns), None)),
+        ExecTarget::Node(n) => {
+            let node = lab.spec.node(n).ok_or_else(|| {
+                LabError::Invalid(format!(
+                    "node {n:?} does not exist in lab {:?} (nodes: {})",
+                    lab.spec.name,
+                    lab.spec
+                        .nodes
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            Ok((run.join(&node.netns), None))
+        }
+        ExecTarget::Pod { namespace, name } => {
+            let (ns2, name2) = (namespace.clone(), name.clone());
+            let pod: Pod = crate::client::with_client(&lab.spec, |c| async move {
+                Api::<Pod>::namespaced(c, &ns2)
+                    .get_opt(&name2)
+                    .await
+                    .map_err(|e| LabError::Api(format!("getting pod {ns2}/{name2}: {e}")))
+            })?
+            .ok_or_else(|| LabError::Invalid(format!("pod {namespace}/{name} does not exist")))?;
+            let uid = pod.metadata.uid.unwrap_or_default();
+            let netns = run.join(lab.spec.pod_netns(&uid));
+            if !netns.exists() {
+                return Err(LabError::Invalid(format!(
+                    "pod {namespace}/{name} is not running (it has no network namespace yet)"
+                )));
+            }
+            let resolv = lab.paths.pods_dir().join(&uid).join("resolv.conf");
+            Ok((netns, resolv.exists().then_some(resolv)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_like_kubectl() {
+        assert_eq!(
+            ExecTarget::parse("external", "x").unwrap(),
+            ExecTarget::External
+        );
+        assert_eq!(
+            ExecTarget::parse("node/node-2", "x").unwrap(),
+            ExecTarget::Node("node-2".into())
+        );
+        assert_eq!(
+            ExecTarget::parse("web-1", "prod").unwrap(),
+            ExecTarget::Pod {
+                namespace: "prod".into(),
+                name: "web-1".into()
+            }
+        );
+        assert!(ExecTarget::parse("node/", "x").is_err());
+        assert!(ExecTarget::parse("svc/a", "x").is_err());
+    }
+}

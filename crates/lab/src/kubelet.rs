@@ -1,0 +1,676 @@
+//! The lab's pod runner — the kubelet's networking-relevant job for every lab node: for each
+//! Pod bound to a lab node it makes the pod's network namespace, runs the node's CNI conflist
+//! exactly as a container runtime would, starts each container as a process inside the pod's
+//! namespace, and reports the pod's IPs and readiness in its status. Deleting a pod stops its
+//! containers, runs CNI DEL and removes the namespace, then finalises the API object.
+//!
+//! Records of what it started live on disk (`pods/<uid>.json`), so a restarted control plane
+//! adopts running pods instead of starting them again.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use sarasa_netns::NetNs;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::cni_runtime::{load_conflist, result_ips, Attachment, CniRuntime};
+use crate::paths::LabPaths;
+use crate::process::{Daemon, ProcessRecord};
+use crate::spec::LabSpec;
+use crate::state::{read_json, write_json_atomic};
+use crate::LabError;
+
+/// The interface name every pod gets.
+pub const POD_IFNAME: &str = "eth0";
+
+/// What the runner started for one pod.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub netns: String,
+    pub ips: Vec<String>,
+    pub cni_conflist: PathBuf,
+    pub cni_result: Value,
+    pub containers: Vec<ContainerRecord>,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub name: String,
+    pub process: Option<ProcessRecord>,
+    pub restarts: u32,
+}
+
+/// Binaries the runner executes.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// Directory holding CNI plugins (`sarasa-cni`), passed as CNI_PATH.
+    pub cni_path: PathBuf,
+    /// The `sarasa` binary (containers without a command run `sarasa serve`).
+    pub sarasa: PathBuf,
+}
+
+pub struct PodRunner {
+    spec: LabSpec,
+    paths: LabPaths,
+    bins: Binaries,
+    client: Client,
+    records: Mutex<BTreeMap<String, PodRecord>>,
+    busy: Mutex<HashSet<String>>,
+    failures: Mutex<BTreeMap<String, std::time::Instant>>,
+}
+
+impl PodRunner {
+    pub fn new(spec: LabSpec, paths: LabPaths, bins: Binaries, client: Client) -> Arc<PodRunner> {
+        let mut records = BTreeMap::new();
+        if let Ok(dir) = std::fs::read_dir(paths.pods_dir()) {
+            for entry in dir.flatten() {
+                let p = entry.path();
+                if p.extension().is_some_and(|x| x == "json") {
+                    if let Ok(Some(rec)) = read_json::<PodRecord>(&p) {
+                        records.insert(rec.uid.clone(), rec);
+                    }
+                }
+            }
+        }
+        Arc::new(PodRunner {
+            spec,
+            paths,
+            bins,
+            client,
+            records: Mutex::new(records),
+            busy: Mutex::new(HashSet::new()),
+            failures: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Watches pods and reconciles forever (level-triggered: every event and every tick
+    /// re-examines all pods, so nothing depends on seeing one particular event).
+    pub async fn run(self: Arc<Self>) -> Result<(), LabError> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let (store, writer) = reflector::store();
+        let stream = reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                if let Err(e) = ev {
+                    tracing::warn!("pod watch: {e}");
+                }
+                let _ = tx.try_send(());
+            }
+        });
+        store
+            .wait_until_ready()
+            .await
+            .map_err(|e| LabError::Api(format!("pod watch never became ready: {e}")))?;
+        self.gc_nodes(&store.state());
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = rx.recv() => {},
+                _ = tick.tick() => {},
+            }
+            self.reconcile(&store.state());
+        }
+    }
+
+    fn reconcile(self: &Arc<Self>, pods: &[Arc<Pod>]) {
+        let mut seen = HashSet::new();
+        for pod in pods {
+            let Some(uid) = pod.uid() else { continue };
+            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+                continue;
+            };
+            if self.spec.node(&node).is_none() {
+                continue;
+            }
+            seen.insert(uid.clone());
+            let has_record = self.records.lock().expect("lock").contains_key(&uid);
+            let terminating = pod.metadata.deletion_timestamp.is_some();
+            if terminating {
+                self.spawn_job(uid, Job::Terminate((**pod).clone()));
+            } else if !has_record {
+                if self.backing_off(&uid) {
+                    continue;
+                }
+                self.spawn_job(uid, Job::Start((**pod).clone()));
+            } else {
+                self.spawn_job(uid, Job::Check((**pod).clone()));
+            }
+        }
+        let orphans: Vec<String> = self
+            .records
+            .lock()
+            .expect("lock")
+            .keys()
+            .filter(|uid| !seen.contains(*uid))
+            .cloned()
+            .collect();
+        for uid in orphans {
+            self.spawn_job(uid.clone(), Job::Orphan(uid));
+        }
+    }
+
+    fn backing_off(&self, uid: &str) -> bool {
+        let failures = self.failures.lock().expect("lock");
+        failures
+            .get(uid)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+    }
+
+    fn spawn_job(self: &Arc<Self>, uid: String, job: Job) {
+        if !self.busy.lock().expect("lock").insert(uid.clone()) {
+            return;
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = match job {
+                Job::Start(pod) => me.start(pod).await,
+                Job::Check(pod) => me.check(pod).await,
+                Job::Terminate(pod) => me.terminate(pod).await,
+                Job::Orphan(uid) => me.clone().teardown_blocking(uid).await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(pod = %uid, "{e}");
+                me.failures
+                    .lock()
+                    .expect("lock")
+                    .insert(uid.clone(), std::time::Instant::now());
+            } else {
+                me.failures.lock().expect("lock").remove(&uid);
+            }
+            me.busy.lock().expect("lock").remove(&uid);
+        });
+    }
+
+    async fn start(self: &Arc<Self>, pod: Pod) -> Result<(), LabError> {
+        let me = Arc::clone(self);
+        let pod2 = pod.clone();
+        let rec = tokio::task::spawn_blocking(move || me.start_blocking(&pod2))
+            .await
+            .map_err(|e| LabError::Process(format!("pod start task: {e}")))??;
+        self.report_status(&pod, &rec).await
+    }
+
+    /// Network first (netns + CNI ADD), then containers; any failure undoes what was done.
+    fn start_blocking(&self, pod: &Pod) -> Result<PodRecord, LabError> {
+        let uid = pod.uid().unwrap_or_default();
+        let namespace = pod.namespace().unwrap_or_else(|| "default".into());
+        let name = pod.name_any();
+        let node_name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let node = self.spec.node(&node_name).ok_or_else(|| {
+            LabError::Invalid(format!("pod {namespace}/{name}: unknown node {node_name}"))
+        })?;
+        let conf = load_conflist(&self.paths.cni_conf_dir(&node_name))?.ok_or_else(|| {
+            LabError::Cni(format!(
+                "node {node_name} has no CNI config yet (its agent writes it once the node has a podCIDR)"
+            ))
+        })?;
+        let node_ns = NetNs::open(&node.netns).map_err(LabError::netns)?;
+        let netns_name = self.spec.pod_netns(&uid);
+        // A leftover namespace of an earlier failed attempt is removed first.
+        let _ = NetNs::delete(&netns_name);
+        let pod_ns = NetNs::create(&netns_name).map_err(LabError::netns)?;
+        let att = Attachment {
+            container_id: uid.clone(),
+            netns: pod_ns.path().to_path_buf(),
+            ifname: POD_IFNAME.into(),
+            args: format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={uid};K8S_POD_UID={uid}"
+            ),
+        };
+        let cni = CniRuntime {
+            cni_path: &self.bins.cni_path,
+            node: &node_ns,
+        };
+        // Loopback up, as runtimes do before calling the plugin.
+        if let Err(e) = crate::topology::ns_lo_up(&pod_ns) {
+            let _ = NetNs::delete(&netns_name);
+            return Err(e);
+        }
+        let result = match cni.add(&conf, &att) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = NetNs::delete(&netns_name);
+                return Err(e);
+            }
+        };
+        let ips = result_ips(&result);
+        let mut rec = PodRecord {
+            uid: uid.clone(),
+            namespace,
+            name,
+            node: node_name,
+            netns: netns_name,
+            ips,
+            cni_conflist: conf.path.clone(),
+            cni_result: result,
+            containers: Vec::new(),
+            started_at: now_rfc3339(),
+        };
+        if let Err(e) = self.write_resolv_conf(&rec) {
+            self.undo(&rec);
+            return Err(e);
+        }
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        for c in &containers {
+            match self.spawn_container(&rec, c) {
+                Ok(p) => rec.containers.push(ContainerRecord {
+                    name: c.name.clone(),
+                    process: Some(p),
+                    restarts: 0,
+                }),
+                Err(e) => {
+                    self.undo(&rec);
+                    return Err(e);
+                }
+            }
+        }
+        self.save(&rec)?;
+        Ok(rec)
+    }
+
+    fn undo(&self, rec: &PodRecord) {
+        for c in &rec.containers {
+            if let Some(p) = c.process {
+                let _ = p.stop(Duration::from_secs(2));
+            }
+        }
+        let _ = self.cni_del(rec);
+        let _ = NetNs::delete(&rec.netns);
+    }
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.paths.pods_dir().join(uid)
+    }
+
+    fn write_resolv_conf(&self, rec: &PodRecord) -> Result<(), LabError> {
+        let dir = self.pod_dir(&rec.uid);
+        std::fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
+        let dns = crate::dns_ip(&self.spec);
+        let body = format!(
+            "search {ns}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {dns}\noptions ndots:5\n",
+            ns = rec.namespace
+        );
+        let path = dir.join("resolv.conf");
+        std::fs::write(&path, body).map_err(|e| LabError::io(&path, e))
+    }
+
+    fn spawn_container(&self, rec: &PodRecord, c: &Container) -> Result<ProcessRecord, LabError> {
+        let (program, args) = container_argv(c, &self.bins.sarasa)?;
+        let mut env = vec![
+            (
+                "PATH".to_string(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            ),
+            ("POD_NAME".to_string(), rec.name.clone()),
+            ("POD_NAMESPACE".to_string(), rec.namespace.clone()),
+            (
+                "POD_IP".to_string(),
+                rec.ips.first().cloned().unwrap_or_default(),
+            ),
+            ("POD_IPS".to_string(), rec.ips.join(",")),
+            ("NODE_NAME".to_string(), rec.node.clone()),
+            ("HOSTNAME".to_string(), rec.name.clone()),
+        ];
+        for e in c.env.iter().flatten() {
+            if let Some(v) = &e.value {
+                env.push((e.name.clone(), v.clone()));
+            }
+        }
+        let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
+        let resolv = self.pod_dir(&rec.uid).join("resolv.conf");
+        Daemon {
+            program,
+            args,
+            env,
+            netns: Some(&netns),
+            resolv_conf: Some(&resolv),
+            log: self
+                .paths
+                .logs_dir()
+                .join("pods")
+                .join(format!("{}_{}_{}.log", rec.namespace, rec.name, c.name)),
+        }
+        .spawn()
+    }
+
+    fn save(&self, rec: &PodRecord) -> Result<(), LabError> {
+        write_json_atomic(
+            &self.paths.pods_dir().join(format!("{}.json", rec.uid)),
+            rec,
+        )?;
+        self.records
+            .lock()
+            .expect("lock")
+            .insert(rec.uid.clone(), rec.clone());
+        Ok(())
+    }
+
+    /// Restarts containers whose process died (counting restarts) and keeps status current.
+    async fn check(self: &Arc<Self>, pod: Pod) -> Result<(), LabError> {
+        let uid = pod.uid().unwrap_or_default();
+        let Some(mut rec) = self.records.lock().expect("lock").get(&uid).cloned() else {
+            return Ok(());
+        };
+        let mut changed = false;
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        for cr in rec.containers.iter_mut() {
+            if cr.process.is_some_and(|p| p.alive()) {
+                continue;
+            }
+            if let Some(c) = containers.iter().find(|c| c.name == cr.name) {
+                let rec_now = rec_snapshot(&self.records, &uid);
+                cr.process = rec_now.and_then(|r| self.spawn_container(&r, c).ok());
+                cr.restarts += 1;
+                changed = true;
+            }
+        }
+        let status_stale = !status_matches(&pod, &rec);
+        if changed {
+            self.save(&rec)?;
+        }
+        if changed || status_stale {
+            self.report_status(&pod, &rec).await?;
+        }
+        Ok(())
+    }
+
+    async fn terminate(self: &Arc<Self>, pod: Pod) -> Result<(), LabError> {
+        let uid = pod.uid().unwrap_or_default();
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .unwrap_or(30)
+            .clamp(0, 30) as u64;
+        let me = Arc::clone(self);
+        let uid2 = uid.clone();
+        tokio::task::spawn_blocking(move || me.teardown(&uid2, Duration::from_secs(grace)))
+            .await
+            .map_err(|e| LabError::Process(format!("pod stop task: {e}")))??;
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            &pod.namespace().unwrap_or_else(|| "default".into()),
+        );
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&pod.name_any(), &dp).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(LabError::Api(format!("finalising pod deletion: {e}"))),
+        }
+    }
+
+    async fn teardown_blocking(self: Arc<Self>, uid: String) -> Result<(), LabError> {
+        tokio::task::spawn_blocking(move || self.teardown(&uid, Duration::from_secs(2)))
+            .await
+            .map_err(|e| LabError::Process(format!("pod teardown task: {e}")))?
+    }
+
+    /// Stops containers, CNI DEL, removes the namespace and the record. Keeps going after an
+    /// error and reports them all at the end.
+    fn teardown(&self, uid: &str, grace: Duration) -> Result<(), LabError> {
+        let Some(rec) = self.records.lock().expect("lock").get(uid).cloned() else {
+            return Ok(());
+        };
+        let mut errors = Vec::new();
+        for c in &rec.containers {
+            if let Some(p) = c.process {
+                if let Err(e) = p.stop(grace) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        if let Err(e) = self.cni_del(&rec) {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = NetNs::delete(&rec.netns) {
+            errors.push(format!("deleting netns {}: {e}", rec.netns));
+        }
+        let _ = std::fs::remove_dir_all(self.pod_dir(uid));
+        if errors.is_empty() {
+            let _ = std::fs::remove_file(self.paths.pods_dir().join(format!("{uid}.json")));
+            self.records.lock().expect("lock").remove(uid);
+            Ok(())
+        } else {
+            Err(LabError::Process(format!(
+                "tearing down pod {}/{}: {}",
+                rec.namespace,
+                rec.name,
+                errors.join("; ")
+            )))
+        }
+    }
+
+    fn cni_del(&self, rec: &PodRecord) -> Result<(), LabError> {
+        let node = self
+            .spec
+            .node(&rec.node)
+            .ok_or_else(|| LabError::Invalid(format!("unknown node {}", rec.node)))?;
+        let node_ns = NetNs::open(&node.netns).map_err(LabError::netns)?;
+        let conf = match load_conflist(&self.paths.cni_conf_dir(&rec.node))? {
+            Some(c) => c,
+            None => return Ok(()),
+        };
+        let att = Attachment {
+            container_id: rec.uid.clone(),
+            netns: PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns),
+            ifname: POD_IFNAME.into(),
+            args: format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
+                rec.namespace, rec.name
+            ),
+        };
+        CniRuntime {
+            cni_path: &self.bins.cni_path,
+            node: &node_ns,
+        }
+        .del(&conf, &att, Some(&rec.cni_result))
+    }
+
+    /// CNI GC on every node with the attachments the runner still holds: releases addresses
+    /// of pods that vanished while the control plane was down.
+    fn gc_nodes(&self, _pods: &[Arc<Pod>]) {
+        let records = self.records.lock().expect("lock").clone();
+        for node in &self.spec.nodes {
+            let Ok(Some(conf)) = load_conflist(&self.paths.cni_conf_dir(&node.name)) else {
+                continue;
+            };
+            let Ok(node_ns) = NetNs::open(&node.netns) else {
+                continue;
+            };
+            let valid: Vec<(String, String)> = records
+                .values()
+                .filter(|r| r.node == node.name)
+                .map(|r| (r.uid.clone(), POD_IFNAME.to_string()))
+                .collect();
+            let rt = CniRuntime {
+                cni_path: &self.bins.cni_path,
+                node: &node_ns,
+            };
+            if let Err(e) = rt.gc(&conf, &valid) {
+                tracing::warn!(node = %node.name, "CNI GC: {e}");
+            }
+        }
+    }
+
+    async fn report_status(&self, pod: &Pod, rec: &PodRecord) -> Result<(), LabError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &rec.namespace);
+        let node_ip = self
+            .spec
+            .node(&rec.node)
+            .map(|n| n.ip.to_string())
+            .unwrap_or_default();
+        let all_running = rec
+            .containers
+            .iter()
+            .all(|c| c.process.is_some_and(|p| p.alive()));
+        let ready = if all_running { "True" } else { "False" };
+        let now = now_rfc3339();
+        let cond = |t: &str, s: &str| json!({"type": t, "status": s, "lastTransitionTime": now, "lastProbeTime": null});
+        let statuses: Vec<Value> = rec
+            .containers
+            .iter()
+            .map(|c| {
+                let image = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers.iter().find(|x| x.name == c.name))
+                    .and_then(|x| x.image.clone())
+                    .unwrap_or_default();
+                let running = c.process.is_some_and(|p| p.alive());
+                json!({
+                    "name": c.name, "ready": running, "started": running,
+                    "restartCount": c.restarts, "image": image, "imageID": "",
+                    "state": if running { json!({"running": {"startedAt": rec.started_at}}) }
+                             else { json!({"waiting": {"reason": "CrashLoopBackOff"}}) },
+                })
+            })
+            .collect();
+        let status = json!({"status": {
+            "phase": "Running",
+            "hostIP": node_ip,
+            "hostIPs": [{"ip": node_ip}],
+            "podIP": rec.ips.first(),
+            "podIPs": rec.ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
+            "startTime": rec.started_at,
+            "conditions": [
+                cond("PodScheduled", "True"), cond("Initialized", "True"),
+                cond("ContainersReady", ready), cond("Ready", ready),
+            ],
+            "containerStatuses": statuses,
+        }});
+        api.patch_status(&rec.name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                LabError::Api(format!(
+                    "updating status of pod {}/{}: {e}",
+                    rec.namespace, rec.name
+                ))
+            })
+    }
+}
+
+enum Job {
+    Start(Pod),
+    Check(Pod),
+    Terminate(Pod),
+    Orphan(String),
+}
+
+fn rec_snapshot(records: &Mutex<BTreeMap<String, PodRecord>>, uid: &str) -> Option<PodRecord> {
+    records.lock().expect("lock").get(uid).cloned()
+}
+
+/// True when the pod's status already says what the record says (no write needed).
+fn status_matches(pod: &Pod, rec: &PodRecord) -> bool {
+    let Some(st) = &pod.status else { return false };
+    let ready = st
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let all_running = rec
+        .containers
+        .iter()
+        .all(|c| c.process.is_some_and(|p| p.alive()));
+    st.pod_ip.as_deref() == rec.ips.first().map(String::as_str)
+        && st.phase.as_deref() == Some("Running")
+        && ready == all_running
+}
+
+/// The process a container runs: its command + args, or — without a command — the built-in
+/// server on each declared containerPort.
+pub fn container_argv(c: &Container, sarasa: &Path) -> Result<(PathBuf, Vec<String>), LabError> {
+    match c.command.as_deref() {
+        Some([program, rest @ ..]) => {
+            let mut args: Vec<String> = rest.to_vec();
+            args.extend(c.args.iter().flatten().cloned());
+            Ok((PathBuf::from(program), args))
+        }
+        _ => {
+            let mut args = vec!["serve".to_string()];
+            for p in c.ports.iter().flatten() {
+                let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+                args.push("--port".into());
+                args.push(format!("{}/{proto}", p.container_port));
+            }
+            Ok((sarasa.to_path_buf(), args))
+        }
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ContainerPort;
+
+    #[test]
+    fn container_without_command_serves_its_ports() {
+        let c = Container {
+            name: "web".into(),
+            ports: Some(vec![
+                ContainerPort {
+                    container_port: 80,
+                    ..Default::default()
+                },
+                ContainerPort {
+                    container_port: 53,
+                    protocol: Some("UDP".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let (prog, args) = container_argv(&c, Path::new("/bin/sarasa")).unwrap();
+        assert_eq!(prog, Path::new("/bin/sarasa"));
+        assert_eq!(args, ["serve", "--port", "80/tcp", "--port", "53/udp"]);
+        let c = Container {
+            name: "sh".into(),
+            command: Some(vec!["/bin/sh".into(), "-c".into()]),
+            args: Some(vec!["sleep 1".into()]),
+            ..Default::default()
+        };
+        let (prog, args) = container_argv(&c, Path::new("/bin/sarasa")).unwrap();
+        assert_eq!(prog, Path::new("/bin/sh"));
+        assert_eq!(args, ["-c", "sleep 1"]);
+    }
+}

@@ -1,0 +1,365 @@
+//! Lab lifecycle: `up` builds the topology and starts the control plane and one agent per
+//! node, then waits until every agent is ready; `down` stops everything the lab started and
+//! removes its namespaces and state; `status` reports nodes, agents and pods.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use crate::paths::LabPaths;
+use crate::process::{Daemon, ProcessRecord};
+use crate::spec::{Backend, CniMode, LabSpec};
+use crate::state::{read_json, write_json_atomic};
+use crate::{client, topology, LabError};
+
+/// Binaries a lab runs: the `sarasa` binary itself and the directory of CNI plugins.
+#[derive(Debug, Clone)]
+pub struct LabBinaries {
+    pub sarasa: PathBuf,
+    pub cni_path: PathBuf,
+}
+
+/// An existing lab (its spec was written by `up`).
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub spec: LabSpec,
+    pub paths: LabPaths,
+}
+
+/// One row of `lab status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub name: String,
+    pub address: String,
+    pub pod_cidr: String,
+    pub agent: String,
+    pub pods: usize,
+}
+
+const CONTROL_PLANE: &str = "control-plane";
+const EXTERNAL_SERVER: &str = "external-server";
+
+impl Lab {
+    /// Opens the lab named `name`, or says clearly that it is not up.
+    pub fn open(name: &str) -> Result<Lab, LabError> {
+        crate::spec::validate_lab_name(name)?;
+        let paths = LabPaths::new(name);
+        match read_json::<LabSpec>(&paths.spec_file())? {
+            Some(spec) => Ok(Lab { spec, paths }),
+            None => Err(LabError::NotUp(format!(
+                "no lab named {name:?} is up; start one with `sarasa lab up`"
+            ))),
+        }
+    }
+
+    /// Builds and starts a lab; returns when every node's agent is ready. On failure, removes
+    /// everything it made.
+    pub fn up(
+        name: &str,
+        nodes: usize,
+        backend: Backend,
+        mode: CniMode,
+        bins: &LabBinaries,
+        timeout: Duration,
+    ) -> Result<Lab, LabError> {
+        let spec = LabSpec::new(name, nodes, backend, mode)?;
+        let paths = LabPaths::new(name);
+        if paths.spec_file().exists() {
+            return Err(LabError::Invalid(format!(
+                "lab {name:?} is already up (see `sarasa --lab {name} lab status`; \
+                 take it down with `sarasa --lab {name} lab down`)"
+            )));
+        }
+        let lab = Lab { spec, paths };
+        let result = lab.bring_up(bins, timeout);
+        if let Err(e) = result {
+            let _ = lab.down();
+            return Err(e);
+        }
+        Ok(lab)
+    }
+
+    fn bring_up(&self, bins: &LabBinaries, timeout: Duration) -> Result<(), LabError> {
+        let deadline = Instant::now() + timeout;
+        std::fs::create_dir_all(&self.paths.root).map_err(|e| LabError::io(&self.paths.root, e))?;
+        write_json_atomic(&self.paths.spec_file(), &self.spec)?;
+        topology::create(&self.spec)?;
+        self.start_external_server(bins)?;
+        self.start_control_plane(bins)?;
+        for node in &self.spec.nodes {
+            self.start_agent(&node.name, bins)?;
+        }
+        self.wait_ready(deadline)
+    }
+
+    /// The server standing in for the internet, in the external namespace: the built-in server
+    /// on TCP and UDP port 80 (it reports the client address it sees, e.g. a node's address
+    /// after masquerade).
+    fn start_external_server(&self, bins: &LabBinaries) -> Result<ProcessRecord, LabError> {
+        let netns = netns_path(&self.spec.external_netns);
+        let mut env = log_env();
+        env.push(("POD_NAME".into(), "external".into()));
+        env.push(("POD_NAMESPACE".into(), "".into()));
+        env.push(("POD_IP".into(), self.spec.external_ip.to_string()));
+        let rec = Daemon {
+            program: bins.sarasa.clone(),
+            args: vec![
+                "serve".into(),
+                "--port".into(),
+                "80/tcp".into(),
+                "--port".into(),
+                "80/udp".into(),
+            ],
+            env,
+            netns: Some(&netns),
+            resolv_conf: None,
+            log: self.paths.logs_dir().join("external-server.log"),
+        }
+        .spawn()?;
+        rec.save(&self.pid_file(EXTERNAL_SERVER))?;
+        Ok(rec)
+    }
+
+    pub fn start_control_plane(&self, bins: &LabBinaries) -> Result<ProcessRecord, LabError> {
+        let netns = netns_path(&self.spec.fabric_netns);
+        let rec = Daemon {
+            program: bins.sarasa.clone(),
+            args: vec![
+                "--lab".into(),
+                self.spec.name.clone(),
+                "lab".into(),
+                "run-control-plane".into(),
+                "--cni-path".into(),
+                bins.cni_path.display().to_string(),
+            ],
+            env: log_env(),
+            netns: Some(&netns),
+            resolv_conf: None,
+            log: self.paths.logs_dir().join("control-plane.log"),
+        }
+        .spawn()?;
+        rec.save(&self.pid_file(CONTROL_PLANE))?;
+        Ok(rec)
+    }
+
+    pub fn start_agent(&self, node: &str, bins: &LabBinaries) -> Result<ProcessRecord, LabError> {
+        let spec = self.spec.node(node).ok_or_else(|| {
+            LabError::Invalid(format!("no node {node:?} in lab {}", self.spec.name))
+        })?;
+        if let Some(rec) = ProcessRecord::load(&self.pid_file(&agent_key(node))) {
+            if rec.alive() {
+                return Err(LabError::Invalid(format!(
+                    "the agent of {node} is already running"
+                )));
+            }
+        }
+        let netns = netns_path(&spec.netns);
+        let rec = Daemon {
+            program: bins.sarasa.clone(),
+            args: crate::agent_args(&self.spec, &self.paths, node),
+            env: log_env(),
+            netns: Some(&netns),
+            resolv_conf: None,
+            log: self.paths.logs_dir().join(format!("agent-{node}.log")),
+        }
+        .spawn()?;
+        rec.save(&self.pid_file(&agent_key(node)))?;
+        Ok(rec)
+    }
+
+    /// Stops one node's agent (the datapath it programmed stays in place).
+    pub fn stop_agent(&self, node: &str) -> Result<(), LabError> {
+        if self.spec.node(node).is_none() {
+            return Err(LabError::Invalid(format!(
+                "no node {node:?} in lab {}",
+                self.spec.name
+            )));
+        }
+        let file = self.pid_file(&agent_key(node));
+        if let Some(rec) = ProcessRecord::load(&file) {
+            rec.stop(Duration::from_secs(5))?;
+        }
+        let _ = std::fs::remove_file(file);
+        Ok(())
+    }
+
+    /// Stops the control plane (objects stay in its store; pods keep running).
+    pub fn stop_control_plane(&self) -> Result<(), LabError> {
+        let file = self.pid_file(CONTROL_PLANE);
+        if let Some(rec) = ProcessRecord::load(&file) {
+            rec.stop(Duration::from_secs(5))?;
+        }
+        let _ = std::fs::remove_file(file);
+        Ok(())
+    }
+
+    fn pid_file(&self, key: &str) -> PathBuf {
+        self.paths.pids_dir().join(format!("{key}.json"))
+    }
+
+    /// Waits until the API answers and every node's agent reports ready.
+    pub fn wait_ready(&self, deadline: Instant) -> Result<(), LabError> {
+        let names: Vec<String> = self.spec.nodes.iter().map(|n| n.name.clone()).collect();
+        client::with_client(&self.spec, |c| async move {
+            loop {
+                let last = match ready_nodes(&c).await {
+                    Ok(ready) if names.iter().all(|n| ready.contains(n)) => return Ok(()),
+                    Ok(ready) => format!("ready so far: {ready:?}"),
+                    Err(e) => e.to_string(),
+                };
+                if Instant::now() >= deadline {
+                    return Err(LabError::Timeout(format!(
+                        "waiting for every node's agent to be ready ({last})"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }
+
+    /// Stops every process of the lab and removes its namespaces and state. Keeps going after
+    /// errors and reports them all.
+    pub fn down(&self) -> Result<(), LabError> {
+        let mut errors = Vec::new();
+        for node in &self.spec.nodes {
+            if let Err(e) = self.stop_agent(&node.name) {
+                errors.push(e.to_string());
+            }
+        }
+        if let Err(e) = self.stop_control_plane() {
+            errors.push(e.to_string());
+        }
+        if let Some(rec) = ProcessRecord::load(&self.pid_file(EXTERNAL_SERVER)) {
+            if let Err(e) = rec.stop(Duration::from_secs(2)) {
+                errors.push(e.to_string());
+            }
+        }
+        // Containers the pod runner started.
+        if let Ok(dir) = std::fs::read_dir(self.paths.pods_dir()) {
+            for entry in dir.flatten() {
+                if let Ok(Some(rec)) = read_json::<crate::kubelet::PodRecord>(&entry.path()) {
+                    for c in rec.containers {
+                        if let Some(p) = c.process {
+                            if let Err(e) = p.stop(Duration::from_secs(2)) {
+                                errors.push(e.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(e) = topology::destroy(&self.spec) {
+            errors.push(e.to_string());
+        }
+        if errors.is_empty() {
+            std::fs::remove_dir_all(&self.paths.root)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| LabError::io(&self.paths.root, e))?;
+            Ok(())
+        } else {
+            Err(LabError::Process(errors.join("; ")))
+        }
+    }
+
+    pub fn status(&self) -> Result<Vec<NodeStatus>, LabError> {
+        let spec = self.spec.clone();
+        let agents: Vec<(String, bool)> = spec
+            .nodes
+            .iter()
+            .map(|n| {
+                let alive = ProcessRecord::load(&self.pid_file(&agent_key(&n.name)))
+                    .is_some_and(|r| r.alive());
+                (n.name.clone(), alive)
+            })
+            .collect();
+        client::with_client(&self.spec, |c| async move {
+            let nodes: Vec<Node> = Api::<Node>::all(c.clone())
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| LabError::Api(format!("listing nodes: {e}")))?
+                .items;
+            let pods: Vec<Pod> = Api::<Pod>::all(c)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| LabError::Api(format!("listing pods: {e}")))?
+                .items;
+            Ok(spec
+                .nodes
+                .iter()
+                .map(|n| {
+                    let obj = nodes
+                        .iter()
+                        .find(|o| o.metadata.name.as_deref() == Some(&n.name));
+                    let alive = agents.iter().any(|(name, a)| name == &n.name && *a);
+                    let agent = match (alive, obj.is_some_and(node_ready)) {
+                        (true, true) => "Ready",
+                        (true, false) => "Starting",
+                        (false, _) => "Stopped",
+                    };
+                    NodeStatus {
+                        name: n.name.clone(),
+                        address: n.ip.to_string(),
+                        pod_cidr: obj
+                            .and_then(|o| o.spec.as_ref())
+                            .and_then(|s| s.pod_cidr.clone())
+                            .unwrap_or_else(|| "<none>".into()),
+                        agent: agent.into(),
+                        pods: pods
+                            .iter()
+                            .filter(|p| {
+                                p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                                    == Some(n.name.as_str())
+                            })
+                            .count(),
+                    }
+                })
+                .collect())
+        })
+    }
+}
+
+fn agent_key(node: &str) -> String {
+    format!("agent-{node}")
+}
+
+fn netns_path(name: &str) -> PathBuf {
+    PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(name)
+}
+
+fn log_env() -> Vec<(String, String)> {
+    let level = std::env::var("SARASA_LOG").unwrap_or_else(|_| "info".into());
+    vec![("SARASA_LOG".into(), level)]
+}
+
+/// A node is ready when its agent set `NetworkUnavailable=False` on it.
+pub fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "NetworkUnavailable" && c.status == "False")
+        })
+}
+
+async fn ready_nodes(c: &Client) -> Result<Vec<String>, LabError> {
+    let nodes = Api::<Node>::all(c.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| LabError::Api(e.to_string()))?;
+    Ok(nodes
+        .items
+        .iter()
+        .filter(|n| node_ready(n))
+        .filter_map(|n| n.metadata.name.clone())
+        .collect())
+}

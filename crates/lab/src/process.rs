@@ -1,0 +1,243 @@
+//! Background processes of a lab (control plane, agents, containers): started detached inside a
+//! network namespace, recorded with their start time so a later `stop` never signals a recycled
+//! pid, stopped with SIGTERM then SIGKILL after a bounded grace.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::LabError;
+
+/// A process the lab started: pid plus kernel start time (clock ticks since boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl ProcessRecord {
+    pub fn of(pid: i32) -> Option<ProcessRecord> {
+        start_time(pid).map(|start_time| ProcessRecord { pid, start_time })
+    }
+
+    /// True while the very process we started is alive (not a recycled pid, not a zombie).
+    pub fn alive(&self) -> bool {
+        match fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(stat) => {
+                let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                    return false;
+                };
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                // fields[0] is the state; fields[19] the start time (field 22 of stat).
+                fields.first().is_some_and(|s| *s != "Z")
+                    && fields.get(19).and_then(|s| s.parse().ok()) == Some(self.start_time)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL and wait a little more. Ok if already gone.
+    pub fn stop(&self, grace: Duration) -> Result<(), LabError> {
+        if !self.alive() {
+            return Ok(());
+        }
+        let pid = Pid::from_raw(self.pid);
+        let _ = kill(pid, Signal::SIGTERM);
+        if wait_gone(self, grace) {
+            return Ok(());
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+        if wait_gone(self, Duration::from_secs(5)) {
+            Ok(())
+        } else {
+            Err(LabError::Process(format!(
+                "process {} did not exit after SIGKILL",
+                self.pid
+            )))
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), LabError> {
+        crate::state::write_json_atomic(path, self)
+    }
+
+    pub fn load(path: &Path) -> Option<ProcessRecord> {
+        let text = fs::read_to_string(path).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+fn wait_gone(rec: &ProcessRecord, deadline: Duration) -> bool {
+    let until = Instant::now() + deadline;
+    loop {
+        // Reap it if it is our child (ignore errors: it may be someone else's child).
+        let _ = nix::sys::wait::waitpid(
+            Pid::from_raw(rec.pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        if !rec.alive() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Makes `cmd`'s child enter the network namespace at `netns` (and, with `resolv_conf`, a
+/// private mount namespace where that file is bind-mounted over /etc/resolv.conf; with `setsid`,
+/// a new session) right before exec. The returned file must stay open until `spawn` returns.
+pub fn enter_before_exec(
+    cmd: &mut Command,
+    netns: Option<&Path>,
+    resolv_conf: Option<&Path>,
+    setsid: bool,
+) -> Result<Option<File>, LabError> {
+    let netns_file = match netns {
+        Some(p) => Some(File::open(p).map_err(|e| LabError::io(p, e))?),
+        None => None,
+    };
+    let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    let resolv = match resolv_conf {
+        Some(p) => Some((
+            cstring(p.as_os_str().as_encoded_bytes())?,
+            cstring(b"/etc/resolv.conf")?,
+            cstring(b"/")?,
+        )),
+        None => None,
+    };
+    // SAFETY: the closure runs in the forked child before exec and only makes system calls
+    // (setsid, setns, unshare, mount) on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if setsid && libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(fd) = netns_fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some((src, dst, root)) = &resolv {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // Keep our bind mount from propagating back to the host's mount namespace.
+                let flags = libc::MS_REC | libc::MS_PRIVATE;
+                let null = std::ptr::null();
+                if libc::mount(null, root.as_ptr(), null, flags, std::ptr::null()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    null,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(netns_file)
+}
+
+fn cstring(bytes: &[u8]) -> Result<std::ffi::CString, LabError> {
+    std::ffi::CString::new(bytes).map_err(|_| LabError::Invalid("path contains a NUL byte".into()))
+}
+
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// What to run and where.
+pub struct Daemon<'a> {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Network namespace to run in (`/run/netns/NAME`); None = the caller's.
+    pub netns: Option<&'a Path>,
+    /// Give the process its own mount namespace with this file bind-mounted over
+    /// /etc/resolv.conf (a pod's DNS view).
+    pub resolv_conf: Option<&'a Path>,
+    pub log: PathBuf,
+}
+
+impl Daemon<'_> {
+    /// Starts the process detached (own session, stdin from /dev/null, output to the log file)
+    /// and returns its record. The child is not waited for: it outlives the caller.
+    pub fn spawn(&self) -> Result<ProcessRecord, LabError> {
+        if let Some(dir) = self.log.parent() {
+            fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| LabError::io(&self.log, e))?;
+        let log_err = log.try_clone().map_err(|e| LabError::io(&self.log, e))?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err));
+        let _netns_file = enter_before_exec(&mut cmd, self.netns, self.resolv_conf, true)?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| LabError::Process(format!("starting {}: {e}", self.program.display())))?;
+        let pid = child.id() as i32;
+        // Detach: dropping `Child` does not kill or wait; the zombie is reaped by `stop`, or by
+        // init once this process exits.
+        drop(child);
+        ProcessRecord::of(pid).ok_or_else(|| {
+            LabError::Process(format!(
+                "{} exited at once; see {}",
+                self.program.display(),
+                self.log.display()
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawned_daemon_is_recorded_alive_and_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Daemon {
+            program: "/bin/sleep".into(),
+            args: vec!["30".into()],
+            env: vec![],
+            netns: None,
+            resolv_conf: None,
+            log: dir.path().join("sleep.log"),
+        }
+        .spawn()
+        .unwrap();
+        assert!(rec.alive());
+        rec.stop(Duration::from_secs(5)).unwrap();
+        assert!(!rec.alive());
+        // A record whose start time doesn't match is never "alive" (recycled pid guard).
+        let fake = ProcessRecord {
+            pid: std::process::id() as i32,
+            start_time: 1,
+        };
+        assert!(!fake.alive());
+    }
+}
