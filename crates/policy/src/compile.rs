@@ -18,18 +18,16 @@
 //! same (namespace, selectors), and hold addresses of pods on every node.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::IpAddr;
 
 use sarasa_nft::{
-    ChainType, DataType, Expr, Field, Hook, Key, Keyword, MetaKey, Rule, Set, SetFlags, Stmt,
-    Table, Value, Verdict,
+    ChainType, DataType, Expr, Field, Hook, Keyword, MetaKey, Rule, Set, SetFlags, Stmt, Table,
+    Verdict,
 };
 
-use crate::ranges::{port_blocks, subtract};
+use crate::ranges::port_alternatives;
+pub(crate) use crate::sets::SetSpec;
 use crate::state::PolicyState;
-use crate::types::{
-    ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PodKey, PolicyPod, PortRef, Protocol,
-};
+use crate::types::{ContainerPort, Direction, NetworkPolicy, Peer, PodKey, PolicyPod, PortRef};
 
 /// The table this crate owns.
 pub const TABLE: &str = "sarasa-policy";
@@ -144,7 +142,7 @@ pub(crate) fn families(opts: &CompileOptions) -> Vec<bool> {
     f
 }
 
-fn addr_type(v6: bool) -> DataType {
+pub(crate) fn addr_type(v6: bool) -> DataType {
     if v6 {
         DataType::Ipv6Addr
     } else {
@@ -195,109 +193,6 @@ pub(crate) fn base_table(opts: &CompileOptions) -> Table {
     }
     table.add_chain(fwd);
     table
-}
-
-/// What a shared set holds. Content-addressed: equal specs are one set, named by a hash.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum SetSpec {
-    /// Addresses of the pods a selector peer matches (`ns`: the policy's namespace, only when
-    /// the peer has no namespaceSelector).
-    Pods { ns: Option<String>, peer: Peer },
-    /// An ipBlock.
-    Block(IpBlock),
-    /// `addr . proto . port` of the pods matching a peer (`None`: every pod) that have the
-    /// named port.
-    Named {
-        ns: Option<String>,
-        peer: Option<Peer>,
-        name: String,
-        protocol: Protocol,
-    },
-}
-
-impl SetSpec {
-    /// Does the membership depend on pods (not only on constants)?
-    pub(crate) fn has_pods(&self) -> bool {
-        !matches!(self, SetSpec::Block(_))
-    }
-
-    /// The keys `pod` contributes in family `v6` when it matches (whatever its labels).
-    pub(crate) fn candidates(&self, pod: &PolicyPod, v6: bool) -> Vec<Key> {
-        let addrs = pod.ips.iter().filter(|a| a.is_ipv6() == v6);
-        match self {
-            SetSpec::Block(_) => Vec::new(),
-            SetSpec::Pods { .. } => addrs.map(|a| Key::one(*a)).collect(),
-            SetSpec::Named { name, protocol, .. } => match pod.named_port(name, *protocol) {
-                Some(port) => addrs
-                    .map(|a| {
-                        Key(vec![
-                            Value::Addr(*a),
-                            Value::Proto(protocol.l4()),
-                            Value::Port(port),
-                        ])
-                    })
-                    .collect(),
-                None => Vec::new(),
-            },
-        }
-    }
-
-    /// Does `pod` belong (by labels, namespace labels, or address for ipBlock peers)?
-    pub(crate) fn selects(&self, state: &PolicyState, pod: &PolicyPod, addr: IpAddr) -> bool {
-        match self {
-            SetSpec::Block(_) => false,
-            SetSpec::Pods { ns, peer } => {
-                state.peer_selects(ns.as_deref().unwrap_or(""), peer, pod)
-            }
-            SetSpec::Named { ns, peer, .. } => match peer {
-                None => true,
-                Some(Peer::IpBlock(b)) => b.contains(addr),
-                Some(p) => state.peer_selects(ns.as_deref().unwrap_or(""), p, pod),
-            },
-        }
-    }
-
-    /// The whole set.
-    pub(crate) fn build(&self, state: &PolicyState, name: &str, v6: bool) -> Set {
-        let (_, text) = describe(self);
-        let mut set = match self {
-            SetSpec::Block(b) => {
-                let mut s = Set::new(name, vec![addr_type(v6)]);
-                s.flags.interval = true;
-                for net in subtract(b.cidr, &b.except) {
-                    s.insert(Key::one(net));
-                }
-                s
-            }
-            SetSpec::Pods { ns, peer } => {
-                let mut s = Set::new(name, vec![addr_type(v6)]);
-                for pod in state.peer_pods(ns.as_deref().unwrap_or(""), peer) {
-                    for k in self.candidates(pod, v6) {
-                        s.insert(k);
-                    }
-                }
-                s
-            }
-            SetSpec::Named { .. } => {
-                let mut s = Set::new(
-                    name,
-                    vec![addr_type(v6), DataType::InetProto, DataType::InetService],
-                );
-                for pod in state.pods() {
-                    for k in self.candidates(pod, v6) {
-                        if let Some(Value::Addr(a)) = k.0.first() {
-                            if self.selects(state, pod, *a) {
-                                s.insert(k);
-                            }
-                        }
-                    }
-                }
-                s
-            }
-        };
-        set.comment = Some(truncate(&text, 70));
-        set
-    }
 }
 
 /// One pod's chain and the shared sets it refers to (name → spec, family).
@@ -546,8 +441,7 @@ impl ChainBuilder {
         let base = match self.names.get(&spec) {
             Some(b) => b.clone(),
             None => {
-                let (prefix, text) = describe(&spec);
-                let b = format!("{prefix}-{:016x}", fnv64(text.as_bytes()));
+                let b = spec.base_name();
                 self.names.insert(spec.clone(), b.clone());
                 b
             }
@@ -572,65 +466,6 @@ fn pods_ns(policy_ns: &str, peer: &Peer) -> Option<String> {
     }
 }
 
-/// Set name prefix and a canonical description (hashed into the name, kept as comment).
-fn describe(spec: &SetSpec) -> (&'static str, String) {
-    fn pods_text(ns: Option<&str>, peer: &Peer) -> String {
-        match peer {
-            Peer::Pods {
-                namespace_selector,
-                pod_selector,
-            } => {
-                let nss = match (ns, namespace_selector) {
-                    (_, Some(s)) => format!("ns {{{}}}", s.canonical()),
-                    (Some(ns), None) => format!("ns {ns}"),
-                    (None, None) => "ns ?".to_string(),
-                };
-                let pods = pod_selector
-                    .as_ref()
-                    .map(|s| s.canonical())
-                    .unwrap_or_default();
-                format!("{nss} pods {{{pods}}}")
-            }
-            Peer::IpBlock(b) => block_text(b),
-        }
-    }
-    fn block_text(b: &crate::types::IpBlock) -> String {
-        let mut t = b.cidr.to_string();
-        for e in &b.except {
-            t.push_str(" -");
-            t.push_str(&e.to_string());
-        }
-        t
-    }
-    match spec {
-        SetSpec::Pods { ns, peer } => ("pods", pods_text(ns.as_deref(), peer)),
-        SetSpec::Block(b) => ("cidr", block_text(b)),
-        SetSpec::Named {
-            ns,
-            peer,
-            name,
-            protocol,
-        } => {
-            let who = match peer {
-                None => "all pods".to_string(),
-                Some(p) => pods_text(ns.as_deref(), p),
-            };
-            ("named", format!("{who} port {name}/{}", protocol.as_str()))
-        }
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max - 3;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
-}
-
 /// The comment naming the policies that select a pod (fits nft's 100 characters together with
 /// the content hash sarasa-nft appends).
 fn selected_by(names: &[String]) -> String {
@@ -647,85 +482,11 @@ fn selected_by(names: &[String]) -> String {
     s
 }
 
-fn addr_field(v6: bool, src: bool) -> Field {
+pub(crate) fn addr_field(v6: bool, src: bool) -> Field {
     match (v6, src) {
         (false, true) => Field::IpSaddr,
         (false, false) => Field::IpDaddr,
         (true, true) => Field::Ip6Saddr,
         (true, false) => Field::Ip6Daddr,
     }
-}
-
-/// Port alternatives for `(protocol, Some((start, end)) | None)` entries: exact ports in one
-/// anonymous concatenated set, protocol-only entries in one set of protocols, ranges as masked
-/// blocks.
-fn port_alternatives(ports: &[(Protocol, Option<(u16, u16)>)]) -> Vec<Vec<Stmt>> {
-    let mut exact: BTreeSet<(Protocol, u16)> = BTreeSet::new();
-    let mut any: BTreeSet<Protocol> = BTreeSet::new();
-    let mut ranges: BTreeSet<(Protocol, u16, u16)> = BTreeSet::new();
-    for (proto, range) in ports {
-        match range {
-            None => {
-                any.insert(*proto);
-            }
-            Some((s, e)) if s == e => {
-                exact.insert((*proto, *s));
-            }
-            Some((s, e)) => {
-                ranges.insert((*proto, *s, *e));
-            }
-        }
-    }
-    exact.retain(|(p, _)| !any.contains(p));
-    ranges.retain(|(p, _, _)| !any.contains(p));
-    let l4 = || Expr::Meta(MetaKey::L4proto);
-    let eq = |left, right| Stmt::Match {
-        left,
-        op: sarasa_nft::CmpOp::Eq,
-        right,
-    };
-    let mut out = Vec::new();
-    if !any.is_empty() {
-        out.push(vec![if let (1, Some(p)) = (any.len(), any.first()) {
-            eq(l4(), Expr::value(p.l4()))
-        } else {
-            eq(
-                l4(),
-                Expr::AnonSet(any.iter().map(|p| vec![Value::Proto(p.l4())]).collect()),
-            )
-        }]);
-    }
-    if let (1, Some((p, port))) = (exact.len(), exact.first().copied()) {
-        out.push(vec![
-            eq(l4(), Expr::value(p.l4())),
-            eq(
-                Expr::Payload(Field::ThDport),
-                Expr::Value(Value::Port(port)),
-            ),
-        ]);
-    } else if !exact.is_empty() {
-        out.push(vec![eq(
-            Expr::Concat(vec![l4(), Expr::Payload(Field::ThDport)]),
-            Expr::AnonSet(
-                exact
-                    .iter()
-                    .map(|(p, port)| vec![Value::Proto(p.l4()), Value::Port(*port)])
-                    .collect(),
-            ),
-        )]);
-    }
-    for (p, s, e) in ranges {
-        for (base, mask) in port_blocks(s, e) {
-            let dport = if mask == 0xffff {
-                Expr::Payload(Field::ThDport)
-            } else {
-                Expr::And(Box::new(Expr::Payload(Field::ThDport)), u32::from(mask))
-            };
-            out.push(vec![
-                eq(l4(), Expr::value(p.l4())),
-                eq(dport, Expr::Value(Value::Port(base))),
-            ]);
-        }
-    }
-    out
 }

@@ -17,8 +17,9 @@ use std::net::IpAddr;
 use sarasa_nft::{diff, Key, MapValue, Table, Transaction, Verdict};
 
 use crate::compile::{
-    base_table, chain_name, families, map_name, Bodies, ChainBuilder, CompileOptions, SetSpec,
+    base_table, chain_name, families, map_name, Bodies, ChainBuilder, CompileOptions,
 };
+use crate::sets::SetSpec;
 use crate::state::PolicyState;
 use crate::types::{Direction, NetworkPolicy, PodKey, PolicyKey, PolicyNamespace, PolicyPod};
 use crate::PolicyError;

@@ -53,6 +53,7 @@ mod matrix;
 mod nflog;
 mod ranges;
 mod selector;
+mod sets;
 mod state;
 mod trace;
 mod types;

@@ -1,7 +1,12 @@
 //! Small arithmetic the compiler needs: `ipBlock` CIDR minus `except` as disjoint prefixes,
-//! and port ranges as masked blocks (`th dport & mask == base`).
+//! port ranges as masked blocks (`th dport & mask == base`), and a rule's ports as matches.
+
+use std::collections::BTreeSet;
 
 use ipnet::IpNet;
+use sarasa_nft::{Expr, Field, MetaKey, Stmt, Value};
+
+use crate::types::Protocol;
 
 /// `cidr` minus every prefix of `except`, as disjoint prefixes in address order.
 pub fn subtract(cidr: IpNet, except: &[IpNet]) -> Vec<IpNet> {
@@ -39,6 +44,80 @@ pub fn port_blocks(start: u16, end: u16) -> Vec<(u16, u16)> {
         }
         out.push((s as u16, (0xffff_u32 << k) as u16));
         s += 1 << k;
+    }
+    out
+}
+
+/// Port alternatives for `(protocol, Some((start, end)) | None)` entries: exact ports in one
+/// anonymous concatenated set, protocol-only entries in one set of protocols, ranges as masked
+/// blocks.
+pub(crate) fn port_alternatives(ports: &[(Protocol, Option<(u16, u16)>)]) -> Vec<Vec<Stmt>> {
+    let mut exact: BTreeSet<(Protocol, u16)> = BTreeSet::new();
+    let mut any: BTreeSet<Protocol> = BTreeSet::new();
+    let mut ranges: BTreeSet<(Protocol, u16, u16)> = BTreeSet::new();
+    for (proto, range) in ports {
+        match range {
+            None => {
+                any.insert(*proto);
+            }
+            Some((s, e)) if s == e => {
+                exact.insert((*proto, *s));
+            }
+            Some((s, e)) => {
+                ranges.insert((*proto, *s, *e));
+            }
+        }
+    }
+    exact.retain(|(p, _)| !any.contains(p));
+    ranges.retain(|(p, _, _)| !any.contains(p));
+    let l4 = || Expr::Meta(MetaKey::L4proto);
+    let eq = |left, right| Stmt::Match {
+        left,
+        op: sarasa_nft::CmpOp::Eq,
+        right,
+    };
+    let mut out = Vec::new();
+    if !any.is_empty() {
+        out.push(vec![if let (1, Some(p)) = (any.len(), any.first()) {
+            eq(l4(), Expr::value(p.l4()))
+        } else {
+            eq(
+                l4(),
+                Expr::AnonSet(any.iter().map(|p| vec![Value::Proto(p.l4())]).collect()),
+            )
+        }]);
+    }
+    if let (1, Some((p, port))) = (exact.len(), exact.first().copied()) {
+        out.push(vec![
+            eq(l4(), Expr::value(p.l4())),
+            eq(
+                Expr::Payload(Field::ThDport),
+                Expr::Value(Value::Port(port)),
+            ),
+        ]);
+    } else if !exact.is_empty() {
+        out.push(vec![eq(
+            Expr::Concat(vec![l4(), Expr::Payload(Field::ThDport)]),
+            Expr::AnonSet(
+                exact
+                    .iter()
+                    .map(|(p, port)| vec![Value::Proto(p.l4()), Value::Port(*port)])
+                    .collect(),
+            ),
+        )]);
+    }
+    for (p, s, e) in ranges {
+        for (base, mask) in port_blocks(s, e) {
+            let dport = if mask == 0xffff {
+                Expr::Payload(Field::ThDport)
+            } else {
+                Expr::And(Box::new(Expr::Payload(Field::ThDport)), u32::from(mask))
+            };
+            out.push(vec![
+                eq(l4(), Expr::value(p.l4())),
+                eq(dport, Expr::Value(Value::Port(base))),
+            ]);
+        }
     }
     out
 }
