@@ -162,7 +162,7 @@ impl PolicyCompiler {
     }
 
     /// Adds or replaces a policy. An invalid policy is rejected (the error names the field)
-    /// and changes nothing: the others keep being enforced.
+    /// and changes nothing: the others, and the previous version of this one, stay in force.
     pub fn apply_policy(&mut self, policy: NetworkPolicy) -> Result<(), PolicyError> {
         let ns = policy.namespace.clone();
         self.state.apply_policy(policy)?;
@@ -180,6 +180,10 @@ impl PolicyCompiler {
     /// crate docs).
     pub fn apply_node(&mut self, name: &str, addresses: Vec<IpAddr>) {
         self.state.apply_node(name, addresses);
+    }
+
+    pub fn delete_node(&mut self, name: &str) {
+        self.state.delete_node(name);
     }
 
     fn index(&mut self, pod: &PolicyPod, add: bool) {
