@@ -228,3 +228,22 @@ fn invalid_policy_changes_nothing() {
     assert_eq!(e.field, "spec.ingress[0].ports[0].endPort");
     assert!(pc.take_transaction().is_empty());
 }
+
+#[test]
+fn invalid_update_keeps_the_previous_version() {
+    let mut pc = PolicyCompiler::new(cluster(), CompileOptions::default());
+    let good = P::new("x", "p", sel(&[("pod", "a")]))
+        .ingress(rule(vec![], vec![port(Tcp, 80)]))
+        .build();
+    pc.apply_policy(good.clone()).unwrap();
+    assert!(pc.table().chains.contains_key("ing_x_a"));
+    let _ = pc.take_transaction();
+    let mut bad = good.clone();
+    bad.ingress[0]
+        .peers
+        .push(block("10.0.0.0/16", &["10.1.0.0/24"]));
+    let e = pc.apply_policy(bad).unwrap_err();
+    assert_eq!(e.field, "spec.ingress[0].from[0].ipBlock.except[0]");
+    assert_eq!(pc.state().policy(&PodKey::new("x", "p")), Some(&good));
+    assert!(pc.take_transaction().is_empty());
+}
