@@ -302,7 +302,6 @@ async fn selectors_and_pagination() {
     let page = pods.list(&ListParams::default().limit(3)).await.unwrap();
     assert_eq!(page.items.len(), 3);
     let token = page.metadata.continue_.clone().unwrap();
-    assert_eq!(page.metadata.remaining_item_count, Some(1));
     let rest = pods
         .list(&ListParams::default().limit(3).continue_token(&token))
         .await

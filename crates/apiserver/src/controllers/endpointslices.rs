@@ -5,7 +5,7 @@
 //! `publishNotReadyAddresses`, nodeName and targetRef, at most 100 endpoints per slice, a
 //! placeholder slice when there are no endpoints, and changes made in place.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -15,7 +15,7 @@ use crate::controllers::Controller;
 use crate::meta;
 use crate::resources::{ResId, ENDPOINTSLICES, PODS, SERVICES};
 use crate::selector::LabelSelector;
-use crate::store::{DeleteOpts, Event, Obj, Store, Sub, WriteOpts};
+use crate::store::{DeleteOpts, Event, EventKind, Obj, Store, Sub, WriteOpts};
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
@@ -24,7 +24,41 @@ pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// Endpoints per slice (kube-controller-manager's --max-endpoints-per-slice default).
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
-pub struct EndpointSlices;
+#[derive(Default)]
+pub struct EndpointSlices {
+    /// Managed slices per (namespace, Service name), kept from slice events, so a Service's
+    /// slices are found without scanning its namespace.
+    by_service: HashMap<(String, String), BTreeSet<String>>,
+}
+
+type SliceIndex = HashMap<(String, String), BTreeSet<String>>;
+
+fn managed_by_us(s: &Value) -> bool {
+    meta::label(s, MANAGED_BY_LABEL) == Some(MANAGED_BY)
+}
+
+fn index_remove(idx: &mut SliceIndex, s: &Value) {
+    if let Some(svc) = meta::label(s, SERVICE_NAME_LABEL) {
+        let k = (meta::namespace(s).to_string(), svc.to_string());
+        if let Some(set) = idx.get_mut(&k) {
+            set.remove(meta::name(s));
+            if set.is_empty() {
+                idx.remove(&k);
+            }
+        }
+    }
+}
+
+fn index_add(idx: &mut SliceIndex, s: &Value) {
+    if !managed_by_us(s) {
+        return;
+    }
+    if let Some(svc) = meta::label(s, SERVICE_NAME_LABEL) {
+        idx.entry((meta::namespace(s).to_string(), svc.to_string()))
+            .or_default()
+            .insert(meta::name(s).to_string());
+    }
+}
 
 fn selector(svc: &Value) -> Option<LabelSelector> {
     if meta::path_str(svc, "spec.type") == Some("ExternalName") {
@@ -336,31 +370,37 @@ fn delete_slice(store: &Store, slice: &Value) {
     }
 }
 
-fn create_slice(store: &Store, svc: &Value, slice: Value) {
-    if let Err(e) = store.create(
+fn create_slice(store: &Store, idx: &mut SliceIndex, svc: &Value, slice: Value) {
+    match store.create(
         ENDPOINTSLICES,
         meta::namespace(svc),
         slice,
         WriteOpts::internal(),
     ) {
-        tracing::warn!(
+        Ok(created) => index_add(idx, &created),
+        Err(e) => tracing::warn!(
             "creating an EndpointSlice for {}/{}: {e}",
             meta::namespace(svc),
             meta::name(svc)
-        );
+        ),
     }
 }
 
-/// Reconciles the slices of one Service (`svc` None: the Service is gone).
-pub fn reconcile_service(store: &Store, ns: &str, name: &str) {
+/// Reconciles the slices of one Service.
+fn reconcile_service(store: &Store, idx: &mut SliceIndex, ns: &str, name: &str) {
     let svc = store
         .get(SERVICES, ns, name)
         .ok()
         .filter(|s| !meta::is_deleting(s));
-    let (existing, _) = store.list(ENDPOINTSLICES, Some(ns), |s| {
-        meta::label(s, SERVICE_NAME_LABEL) == Some(name)
-            && meta::label(s, MANAGED_BY_LABEL) == Some(MANAGED_BY)
-    });
+    let names: Vec<String> = idx
+        .get(&(ns.to_string(), name.to_string()))
+        .map(|s| s.iter().cloned().collect())
+        .unwrap_or_default();
+    let existing: Vec<Obj> = names
+        .iter()
+        .filter_map(|n| store.get(ENDPOINTSLICES, ns, n).ok())
+        .filter(|s| meta::label(s, SERVICE_NAME_LABEL) == Some(name) && managed_by_us(s))
+        .collect();
     let Some((svc, sel)) = svc.and_then(|s| selector(&s).map(|sel| (s, sel))) else {
         // No Service, or one without selector: its managed slices go (the GC handles owners).
         for s in &existing {
@@ -380,9 +420,9 @@ pub fn reconcile_service(store: &Store, ns: &str, name: &str) {
             }
             Some(first) => {
                 delete_slice(store, first);
-                create_slice(store, &svc, new_slice(&svc, at, &[], Vec::new()));
+                create_slice(store, idx, &svc, new_slice(&svc, at, &[], Vec::new()));
             }
-            None => create_slice(store, &svc, new_slice(&svc, at, &[], Vec::new())),
+            None => create_slice(store, idx, &svc, new_slice(&svc, at, &[], Vec::new())),
         }
         for s in rest {
             delete_slice(store, s);
@@ -449,6 +489,7 @@ pub fn reconcile_service(store: &Store, ns: &str, name: &str) {
         for chunk in rest.chunks(MAX_ENDPOINTS_PER_SLICE) {
             create_slice(
                 store,
+                idx,
                 &svc,
                 new_slice(&svc, &key.0, &group.ports, chunk.to_vec()),
             );
@@ -479,11 +520,11 @@ impl Controller for EndpointSlices {
                     svcs.iter()
                         .map(|s| (meta::namespace(s).to_string(), meta::name(s).to_string())),
                 );
-                // Managed slices of Services that are gone.
-                let (slices, _) = store.list(ENDPOINTSLICES, None, |s| {
-                    meta::label(s, MANAGED_BY_LABEL) == Some(MANAGED_BY)
-                });
+                self.by_service.clear();
+                let (slices, _) = store.list(ENDPOINTSLICES, None, managed_by_us);
                 for s in slices {
+                    index_add(&mut self.by_service, &s);
+                    // Slices of Services that are gone get cleaned up too.
                     if let Some(svc) = meta::label(&s, SERVICE_NAME_LABEL) {
                         dirty.insert((meta::namespace(&s).to_string(), svc.to_string()));
                     }
@@ -498,9 +539,19 @@ impl Controller for EndpointSlices {
                             dirty.insert((ns, meta::name(&e.obj).to_string()));
                         }
                         ENDPOINTSLICES => {
-                            if meta::label(&e.obj, MANAGED_BY_LABEL) == Some(MANAGED_BY) {
-                                if let Some(svc) = meta::label(&e.obj, SERVICE_NAME_LABEL) {
-                                    dirty.insert((ns, svc.to_string()));
+                            if let Some(p) = &e.prev {
+                                index_remove(&mut self.by_service, p);
+                            }
+                            if e.kind == EventKind::Deleted {
+                                index_remove(&mut self.by_service, &e.obj);
+                            } else {
+                                index_add(&mut self.by_service, &e.obj);
+                            }
+                            for s in std::iter::once(&e.obj).chain(e.prev.iter()) {
+                                if managed_by_us(s) {
+                                    if let Some(svc) = meta::label(s, SERVICE_NAME_LABEL) {
+                                        dirty.insert((ns.clone(), svc.to_string()));
+                                    }
                                 }
                             }
                         }
@@ -523,7 +574,7 @@ impl Controller for EndpointSlices {
             }
         }
         for (ns, name) in dirty {
-            reconcile_service(store, &ns, &name);
+            reconcile_service(store, &mut self.by_service, &ns, &name);
         }
         None
     }

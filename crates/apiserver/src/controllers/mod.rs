@@ -36,7 +36,7 @@ pub fn spawn_all(store: Arc<Store>) -> Vec<JoinHandle<()>> {
         spawn(store.clone(), scheduler::Scheduler),
         spawn(store.clone(), deployments::Deployments),
         spawn(store.clone(), services::LoadBalancers),
-        spawn(store.clone(), endpointslices::EndpointSlices),
+        spawn(store.clone(), endpointslices::EndpointSlices::default()),
         spawn(store, gc::GarbageCollector),
     ]
 }

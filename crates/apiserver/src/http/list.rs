@@ -105,17 +105,20 @@ pub fn list(
         }
         None => None,
     };
-    let (mut items, mut rv) = select(store, res, ns, params)?;
-    if let Some((first_rv, ans, aname)) = &after {
+    let keep = filter(res, params)?;
+    let after_key = after
+        .as_ref()
+        .map(|(_, n, name)| (n.as_str(), name.as_str()));
+    let (items, mut rv, more) = store.list_page(res, ns, after_key, limit, keep);
+    if let Some((first_rv, _, _)) = &after {
+        // Every page reports the resourceVersion of the first one.
         rv = *first_rv;
-        items.retain(|o| (meta::namespace(o), meta::name(o)) > (ans.as_str(), aname.as_str()));
     }
-    if limit > 0 && items.len() > limit {
-        let remaining = items.len() - limit;
-        items.truncate(limit);
-        let last = &items[limit - 1];
-        let token = format!("{rv}:{}:{}", meta::namespace(last), meta::name(last));
-        return Ok(render(res, &items, rv, Some(token), Some(remaining)));
+    match items.last() {
+        Some(last) if more => {
+            let token = format!("{rv}:{}:{}", meta::namespace(last), meta::name(last));
+            Ok(render(res, &items, rv, Some(token), None))
+        }
+        _ => Ok(render(res, &items, rv, None, None)),
     }
-    Ok(render(res, &items, rv, None, None))
 }

@@ -394,6 +394,45 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// One page of a list: up to `limit` objects (0: all) after the key `after`, and whether more
+    /// follow. Walks the ordered table from `after`, so paging through a big list stays linear.
+    pub fn list_page(
+        &self,
+        res: ResId,
+        ns: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+        keep: impl Fn(&Value) -> bool,
+    ) -> (Vec<Obj>, u64, bool) {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let table = &inner.tables[res];
+        let start = match (after, ns) {
+            (Some((a_ns, a_name)), _) => Bound::Excluded(key(a_ns, a_name)),
+            (None, Some(ns)) => Bound::Included(key(ns, "")),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        for ((n, _), o) in table.range((start, Bound::Unbounded)) {
+            if ns.is_some_and(|ns| ns != n) {
+                if ns.is_some_and(|ns| n.as_str() > ns) {
+                    break;
+                }
+                continue;
+            }
+            if !keep(o) {
+                continue;
+            }
+            if limit > 0 && out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(o.clone());
+        }
+        (out, inner.rv, more)
+    }
+
     /// Changes after `since` that pass `keep`, and the resourceVersion they bring a watcher to;
     /// `Err(floor)` when `since` is older than the history.
     pub fn changes_since(
