@@ -12,16 +12,17 @@ use crate::{log, naming};
 pub fn run(env: &Env, p: &Plugin) -> Result<(), CniError> {
     let mut errors: Vec<CniError> = Vec::new();
     let host = naming::host_veth(&p.name, &env.container_id, &env.ifname);
+    let mut host_deleted = false;
     match Netlink::current() {
-        Ok(mut node) => {
-            if let Err(e) = node.delete_link_by_name(&host) {
-                errors.push(e.into());
-            }
-        }
+        Ok(mut node) => match node.delete_link_by_name(&host) {
+            Ok(deleted) => host_deleted = deleted,
+            Err(e) => errors.push(e.into()),
+        },
         Err(e) => errors.push(e.into()),
     }
-    if let Some(path) = env.netns.as_deref() {
-        // The pair is normally gone with the host end; clean a leftover container end.
+    if let (false, Some(path)) = (host_deleted, env.netns.as_deref()) {
+        // Deleting the host end removes the pair; only when there was none may a container
+        // end remain (e.g. the host end was removed by hand).
         match super::open_pod_netns(path) {
             Ok(ns) => match Netlink::open_in(&ns) {
                 Ok(mut pod) => match pod.link_by_name(&env.ifname) {
