@@ -10,7 +10,10 @@ use std::process::Command;
 #[test]
 fn podman_drives_sarasa_cni() {
     common::require_root();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/podman-cni-check.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/podman-cni-check.sh"
+    );
     let out = Command::new("bash")
         .arg(script)
         .arg(common::BIN)
