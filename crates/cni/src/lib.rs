@@ -8,6 +8,26 @@
 //! [`result`] (result per spec version), [`error`] (codes), [`naming`] (host veth names),
 //! [`plumbing`] (veth, bridge, routed), [`commands`] (ADD, DEL, CHECK, GC, STATUS, VERSION).
 
+//! ## Decisions
+//! - **Error codes**: the spec's 1–7, 11, 50, 51; plugin codes 100 plumbing, 101 range set
+//!   exhausted, 102 address unavailable / already held, 103 interface exists, 104 CHECK
+//!   mismatch. Env rules follow the reference `skel` (CNI_PATH required for ADD, CHECK, DEL,
+//!   GC, STATUS), with messages that name the variables as the spec requires. A cniVersion
+//!   that is not `major.minor.patch` is code 6, a valid but unsupported one code 1.
+//! - **Host veth names**: `sa` + 3 hex of the network name + 10 hex of (container id, ifname):
+//!   DEL and GC need no state, and GC of one network never touches another's veths.
+//! - **Bridge mode**: the bridge is node infrastructure (like cni0): created on first use
+//!   with a MAC fixed from the gateway (pods' neighbour entries survive port changes), kept
+//!   when the last pod leaves.
+//! - **Routed mode**: pod gets /32 and /128, default via 169.254.1.1 (onlink) and fe80::1;
+//!   the host veth has proxy_arp and proxy_ndp (+ a proxy entry for fe80::1). The pod also
+//!   pins 169.254.1.1 to the host veth's MAC, because proxy ARP only answers for targets the
+//!   node can route and a node need not have a default route.
+//! - **IPv6**: no DAD on pod addresses or on the pod's / host veth's link-local address, so
+//!   the first packets are not lost while addresses are tentative.
+//! - **Rollback**: deleting the host end removes the pair with every route, neighbour and
+//!   proxy entry on it; the allocation is released last.
+
 pub mod commands;
 pub mod config;
 pub mod env;
