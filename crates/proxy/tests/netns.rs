@@ -74,9 +74,11 @@ impl Lab {
             &["ip", "addr", "add", "10.244.1.1/24", "dev", "br0"],
         );
         lab.run("node", &["ip", "link", "set", "br0", "up"]);
-        for (role, addr, host) in [
-            ("pod-a", "10.244.1.5/24", "va"),
-            ("pod-b", "10.244.1.6/24", "vb"),
+        lab.run("node", &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        lab.addr("node", "fd00:244:1::1/64", "br0");
+        for (role, addr, addr6, host) in [
+            ("pod-a", "10.244.1.5/24", "fd00:244:1::5/64", "va"),
+            ("pod-b", "10.244.1.6/24", "fd00:244:1::6/64", "vb"),
         ] {
             let pod_ns = lab.ns(role);
             lab.run(
@@ -103,10 +105,23 @@ impl Lab {
                 ],
             );
             lab.run(role, &["ip", "addr", "add", addr, "dev", "eth0"]);
+            lab.addr(role, addr6, "eth0");
             lab.run(role, &["ip", "link", "set", "eth0", "up"]);
             lab.run(
                 role,
                 &["ip", "route", "add", "default", "via", "10.244.1.1"],
+            );
+            lab.run(
+                role,
+                &[
+                    "ip",
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "fd00:244:1::1",
+                ],
             );
             let dir = lab._docs.path().join(role);
             std::fs::create_dir_all(&dir).unwrap();
@@ -134,7 +149,12 @@ impl Lab {
             "node",
             &["ip", "addr", "add", "192.168.50.1/24", "dev", "vc"],
         );
+        lab.addr("node", "fd00:50::1/64", "vc");
         lab.run("node", &["ip", "link", "set", "vc", "up"]);
+        lab.run(
+            "node",
+            &["ip", "-6", "route", "add", "default", "via", "fd00:50::2"],
+        );
         lab.run(
             "node",
             &["ip", "route", "add", "default", "via", "192.168.50.2"],
@@ -144,17 +164,30 @@ impl Lab {
             "client",
             &["ip", "addr", "add", "192.168.50.2/24", "dev", "eth0"],
         );
+        lab.addr("client", "fd00:50::2/64", "eth0");
         lab.run("client", &["ip", "link", "set", "eth0", "up"]);
         lab.run(
             "client",
             &["ip", "route", "add", "default", "via", "192.168.50.1"],
         );
+        lab.run(
+            "client",
+            &["ip", "-6", "route", "add", "default", "via", "fd00:50::1"],
+        );
         lab
+    }
+
+    /// An IPv6 address usable at once (no duplicate address detection wait).
+    fn addr(&self, role: &str, cidr: &str, dev: &str) {
+        self.run(
+            role,
+            &["ip", "-6", "addr", "add", cidr, "dev", dev, "nodad"],
+        );
     }
 
     /// `curl` from `role`: Ok(body) or Err(stderr).
     fn get(&self, role: &str, url: &str) -> Result<String, String> {
-        let out = self.exec(role, &["curl", "-sS", "--max-time", "3", url]);
+        let out = self.exec(role, &["curl", "-gsS", "--max-time", "3", url]);
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         } else {
@@ -413,4 +446,52 @@ fn every_feature_is_accepted_by_nft() {
         "{:?}",
         k.chains.keys()
     );
+}
+
+#[test]
+fn ipv6_cluster_ip_carries_real_connections() {
+    let lab = Lab::new();
+    let mut web = Service {
+        ports: vec![port("http", Protocol::Tcp, 80)],
+        ..Service::cluster_ip("default", "web6", vec![ip("fd00:96::10")])
+    };
+    web.type_ = ServiceType::NodePort;
+    web.ports[0].node_port = Some(30080);
+    let sl = slice(
+        "web6",
+        "web6-1",
+        &[("http", Protocol::Tcp, 8080)],
+        &[("fd00:244:1::5", "node-1"), ("fd00:244:1::6", "node-1")],
+    );
+    let st = compile(config(), node(), &[web], &[sl]).unwrap();
+    let mut nft = NftCli::in_netns(format!("/run/netns/{}", lab.ns("node")));
+    nft.reconcile(&st.table()).unwrap();
+    lab.wait_get("client", "http://[fd00:244:1::5]:8080/");
+    lab.wait_get("client", "http://[fd00:244:1::6]:8080/");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        seen.insert(lab.wait_get("client", "http://[fd00:96::10]/"));
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["pod-a", "pod-b"]);
+    assert!(lab
+        .wait_get("client", "http://[fd00:50::1]:30080/")
+        .starts_with("pod-"));
+    // The client is outside the cluster CIDR: masqueraded to the node's bridge address.
+    let ct = lab.exec(
+        "node",
+        &[
+            "conntrack",
+            "-L",
+            "-f",
+            "ipv6",
+            "-p",
+            "tcp",
+            "--orig-src",
+            "fd00:50::2",
+            "--orig-dst",
+            "fd00:96::10",
+        ],
+    );
+    let ct = String::from_utf8_lossy(&ct.stdout);
+    assert!(ct.contains("dst=fd00:244:1::1 "), "not masqueraded: {ct}");
 }
