@@ -495,3 +495,107 @@ fn ipv6_cluster_ip_carries_real_connections() {
     let ct = String::from_utf8_lossy(&ct.stdout);
     assert!(ct.contains("dst=fd00:244:1::1 "), "not masqueraded: {ct}");
 }
+
+#[test]
+fn local_traffic_policy_and_source_ranges_on_real_packets() {
+    let lab = Lab::new();
+    let mut lb = svc("lb", "10.96.0.30", vec![port("http", Protocol::Tcp, 80)]);
+    lb.type_ = ServiceType::LoadBalancer;
+    lb.ports[0].node_port = Some(30081);
+    lb.load_balancer_ips = vec![ip("192.168.34.1")];
+    lb.load_balancer_source_ranges = vec!["192.168.50.0/24".parse().unwrap()];
+    lb.external_traffic_policy = TrafficPolicy::Local;
+    // pod-b is "on another node": only pod-a may serve external traffic here.
+    let sl = slice(
+        "lb",
+        "lb-1",
+        &[("http", Protocol::Tcp, 8080)],
+        &[("10.244.1.5", "node-1"), ("10.244.1.6", "node-2")],
+    );
+    let mut st = compile(config(), node(), std::slice::from_ref(&lb), &[sl]).unwrap();
+    let mut nft = NftCli::in_netns(format!("/run/netns/{}", lab.ns("node")));
+    nft.reconcile(&st.table()).unwrap();
+    lab.wait_get("client", "http://10.244.1.5:8080/");
+    for url in ["http://192.168.50.1:30081/", "http://192.168.34.1/"] {
+        for _ in 0..8 {
+            assert_eq!(lab.wait_get("client", url), "pod-a", "{url}");
+        }
+    }
+    // The client's address is preserved (no masquerade with Local policy).
+    let ct = lab.exec(
+        "node",
+        &[
+            "conntrack",
+            "-L",
+            "-p",
+            "tcp",
+            "--orig-src",
+            "192.168.50.2",
+            "--orig-port-dst",
+            "30081",
+        ],
+    );
+    let ct = String::from_utf8_lossy(&ct.stdout);
+    assert!(
+        ct.contains("src=10.244.1.5 dst=192.168.50.2"),
+        "source not preserved: {ct}"
+    );
+
+    // Source ranges that exclude the client: the LB IP drops it (NodePorts are not filtered).
+    lb.load_balancer_source_ranges = vec!["203.0.113.0/24".parse().unwrap()];
+    let update = st.upsert_service(lb);
+    nft.apply(&update.transaction).unwrap();
+    let err = lab.get("client", "http://192.168.34.1/").unwrap_err();
+    assert!(err.contains("(28)"), "expected a timeout (dropped): {err}");
+    assert_eq!(
+        lab.wait_get("client", "http://192.168.50.1:30081/"),
+        "pod-a"
+    );
+}
+
+#[test]
+fn stale_udp_conntrack_arguments_delete_the_entries() {
+    let lab = Lab::new();
+    let dns = svc("dns", "10.96.0.53", vec![port("dns", Protocol::Udp, 53)]);
+    let sl = slice(
+        "dns",
+        "dns-1",
+        &[("dns", Protocol::Udp, 5353)],
+        &[("10.244.1.5", "node-1")],
+    );
+    let mut st = compile(config(), node(), &[dns], std::slice::from_ref(&sl)).unwrap();
+    let mut nft = NftCli::in_netns(format!("/run/netns/{}", lab.ns("node")));
+    nft.reconcile(&st.table()).unwrap();
+    // One datagram creates a DNATed conntrack entry (no server needed).
+    lab.run(
+        "client",
+        &["bash", "-c", "echo hi > /dev/udp/10.96.0.53/53"],
+    );
+    let list = |lab: &Lab| {
+        let out = lab.exec(
+            "node",
+            &["conntrack", "-L", "-p", "udp", "--orig-dst", "10.96.0.53"],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        list(&lab).contains("src=10.244.1.5"),
+        "no entry: {}",
+        list(&lab)
+    );
+    // The endpoint goes away: the update names the entry, and its arguments delete it.
+    let mut gone = sl;
+    gone.endpoints.clear();
+    let update = st.upsert_endpoint_slice(gone);
+    nft.apply(&update.transaction).unwrap();
+    assert_eq!(update.stale_udp.len(), 1, "{:?}", update.stale_udp);
+    let args = update.stale_udp[0].conntrack_args();
+    let mut cmd = vec!["conntrack"];
+    cmd.extend(args.iter().map(String::as_str));
+    lab.run("node", &cmd);
+    assert!(
+        !list(&lab).contains("10.244.1.5"),
+        "entry survived: {}",
+        list(&lab)
+    );
+}
