@@ -25,9 +25,9 @@ pub(crate) fn api(
 }
 
 pub(crate) fn to_dynamic(object: &Object) -> Result<DynamicObject, KubectlError> {
-    serde_json::from_value(object.to_json()).map_err(|source| KubectlError::Decode {
+    serde_json::from_value(object.to_json()).map_err(|error| KubectlError::Decode {
         what: object.reference(),
-        source,
+        error,
     })
 }
 
@@ -45,13 +45,13 @@ pub(crate) fn from_dynamic(
     kind: ResourceKind,
     object: &DynamicObject,
 ) -> Result<Object, KubectlError> {
-    Object::from_json(kind, dynamic_json(kind, object)).map_err(|source| KubectlError::Decode {
+    Object::from_json(kind, dynamic_json(kind, object)).map_err(|error| KubectlError::Decode {
         what: format!(
             "{}/{}",
             kind.qualified_singular(),
             object.metadata.name.as_deref().unwrap_or("")
         ),
-        source,
+        error,
     })
 }
 

@@ -223,9 +223,9 @@ async fn get_live(client: &Client, object: &Object) -> Result<Option<Object>, Ku
     match api.get(object.name()).await {
         Ok(live) => Ok(Some(api::from_dynamic(object.kind(), &live)?)),
         Err(e) if is_not_found(&e) => Ok(None),
-        Err(source) => Err(KubectlError::Api {
+        Err(error) => Err(KubectlError::Api {
             what: format!("cannot read {}", object.reference()),
-            source,
+            error,
         }),
     }
 }

@@ -13,15 +13,14 @@ pub struct ManifestError {
     pub message: String,
 }
 
+/// Each message carries its cause, so no variant exposes `source()` (a `{:#}` chain would
+/// repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum KubectlError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("the server doesn't have a resource type {0:?}; sarasa knows {known}", known = crate::kind::ResourceKind::supported_cli_names())]
     UnknownResourceType(String),
     /// The API server refused the objects in a dry run; nothing was written.
@@ -35,19 +34,21 @@ pub enum KubectlError {
         object: String,
         flag: String,
     },
-    #[error("{what}: {}", crate::api::describe(.source))]
-    Api {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error("{what}: {}", crate::api::describe(.error))]
+    Api { what: String, error: kube::Error },
     #[error("{0}")]
     Failed(String),
     #[error("cannot write output: {0}")]
-    Output(#[from] std::io::Error),
-    #[error("cannot decode {what} from the server: {source}")]
+    Output(std::io::Error),
+    #[error("cannot decode {what} from the server: {error}")]
     Decode {
         what: String,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
+}
+
+impl From<std::io::Error> for KubectlError {
+    fn from(error: std::io::Error) -> Self {
+        KubectlError::Output(error)
+    }
 }

@@ -87,10 +87,10 @@ pub async fn get(
         Some(name) => match api.get(name).await {
             Ok(o) => vec![o],
             Err(e) if is_not_found(&e) => return Err(not_found(kind, name, namespace)),
-            Err(source) => {
+            Err(error) => {
                 return Err(KubectlError::Api {
                     what: format!("cannot get {}/{name}", kind.qualified_singular()),
-                    source,
+                    error,
                 })
             }
         },
@@ -98,9 +98,9 @@ pub async fn get(
             let mut items = api
                 .list(&ListParams::default())
                 .await
-                .map_err(|source| KubectlError::Api {
+                .map_err(|error| KubectlError::Api {
                     what: format!("cannot list {}", kind.qualified_plural()),
-                    source,
+                    error,
                 })?
                 .items;
             items.sort_by(|a, b| {
@@ -185,9 +185,9 @@ pub fn render(
                 let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
                 document
                     .serialize(&mut ser)
-                    .map_err(|source| KubectlError::Decode {
+                    .map_err(|error| KubectlError::Decode {
                         what: "output".into(),
-                        source,
+                        error,
                     })?;
                 buf.push(b'\n');
                 Ok(String::from_utf8_lossy(&buf).into_owned())

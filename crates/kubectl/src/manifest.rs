@@ -96,9 +96,9 @@ pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<Manifest>, Manifest
 /// Reads manifests from a file, every `*.yaml`/`*.yml`/`*.json` of a directory (sorted), or
 /// stdin for `-`. All files are parsed before returning, so any bad file rejects them all.
 pub fn load_manifests(path: &str) -> Result<Vec<Manifest>, KubectlError> {
-    let read_err = |path: &str, source| KubectlError::Read {
+    let read_err = |path: &str, error| KubectlError::Read {
         path: path.to_string(),
-        source,
+        error,
     };
     if path == "-" {
         let mut text = String::new();

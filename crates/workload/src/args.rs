@@ -79,9 +79,9 @@ pub struct ProbeArgs {
 /// Runs `sarasa probe`: prints the reply (JSON line or HTTP body) to `out`. The caller prints
 /// an `Err` on stderr and exits non-zero.
 pub fn run_probe(args: &ProbeArgs, out: &mut dyn Write) -> Result<(), ProbeError> {
-    let io_err = |source| ProbeError::Io {
+    let io_err = |error| ProbeError::Io {
         target: args.target.to_string(),
-        source,
+        error,
     };
     match args.hold {
         None => {

@@ -129,16 +129,16 @@ pub struct ProbeReply {
 pub enum ProbeError {
     #[error("invalid target {target:?}: {reason}")]
     BadTarget { target: String, reason: String },
-    #[error("cannot resolve {server}: {source}")]
-    Resolve { server: String, source: io::Error },
+    #[error("cannot resolve {server}: {error}")]
+    Resolve { server: String, error: io::Error },
     #[error("{target}: connection refused by {remote}")]
     Refused { target: String, remote: SocketAddr },
     #[error("{target}: no reply within {timeout:?}")]
     Timeout { target: String, timeout: Duration },
     #[error("{target}: connection closed without a reply")]
     Closed { target: String },
-    #[error("{target}: {source}")]
-    Io { target: String, source: io::Error },
+    #[error("{target}: {error}")]
+    Io { target: String, error: io::Error },
     #[error("{target}: not an HTTP response: {line:?}")]
     BadResponse { target: String, line: String },
     #[error("hold of {target} broke after {after:?} ({replies} replies): {cause}")]
@@ -191,9 +191,9 @@ pub fn probe(target: &ProbeTarget, timeout: Duration) -> Result<ProbeReply, Prob
 
 fn resolve(target: &ProbeTarget) -> Result<Vec<SocketAddr>, ProbeError> {
     let server = target.server();
-    let resolve_err = |source| ProbeError::Resolve {
+    let resolve_err = |error| ProbeError::Resolve {
         server: server.to_string(),
-        source,
+        error,
     };
     let addrs: Vec<SocketAddr> = (server.host.as_str(), server.port)
         .to_socket_addrs()
@@ -228,7 +228,7 @@ fn io_error(
             ProbeError::Timeout { target, timeout }
         }
         io::ErrorKind::UnexpectedEof => ProbeError::Closed { target },
-        _ => ProbeError::Io { target, source: e },
+        _ => ProbeError::Io { target, error: e },
     }
 }
 

@@ -107,14 +107,21 @@ impl ServeConfig {
 pub enum ServeError {
     #[error("invalid port {input:?}: {reason}")]
     BadPort { input: String, reason: String },
-    #[error("cannot listen on {address} ({protocol}): {source}")]
+    #[error("cannot listen on {address} ({protocol}): {error}")]
     Bind {
         address: SocketAddr,
         protocol: Protocol,
-        source: io::Error,
+        error: io::Error,
     },
     #[error("server failed: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+// Display carries the detail, so no `source()` (a `{:#}` chain would say it twice).
+impl From<io::Error> for ServeError {
+    fn from(error: io::Error) -> Self {
+        ServeError::Io(error)
+    }
 }
 
 /// Serves until SIGTERM or SIGINT, then shuts down cleanly and returns `Ok`.
@@ -259,10 +266,10 @@ fn bind(spec: &PortSpec, address: Option<IpAddr>) -> Result<Vec<Socket>, ServeEr
             Protocol::Tcp => TcpListener::bind(addr).map(Socket::Tcp),
             Protocol::Udp => UdpSocket::bind(addr).map(Socket::Udp),
         };
-        let sock = sock.map_err(|source| ServeError::Bind {
+        let sock = sock.map_err(|error| ServeError::Bind {
             address: addr,
             protocol: spec.protocol,
-            source,
+            error,
         })?;
         match &sock {
             Socket::Tcp(l) => l.set_nonblocking(true)?,
@@ -287,14 +294,14 @@ fn bind(spec: &PortSpec, address: Option<IpAddr>) -> Result<Vec<Socket>, ServeEr
             }
             Ok(vec![sock])
         }
-        Err(ServeError::Bind { source, .. })
-            if source.kind() == io::ErrorKind::AddrInUse
-                || source.kind() == io::ErrorKind::PermissionDenied =>
+        Err(ServeError::Bind { error, .. })
+            if error.kind() == io::ErrorKind::AddrInUse
+                || error.kind() == io::ErrorKind::PermissionDenied =>
         {
             Err(ServeError::Bind {
                 address: any6,
                 protocol: spec.protocol,
-                source,
+                error,
             })
         }
         // No IPv6 in this namespace: IPv4 only.

@@ -282,3 +282,19 @@ fn ipv4_and_ipv6_share_one_port() {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
     assert!(TcpStream::connect(("::1", port)).is_ok());
 }
+
+#[test]
+fn a_port_in_use_is_named_once() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut config = ServeConfig::new(vec![format!("{port}/tcp").parse().unwrap()]);
+    config.address = Some("127.0.0.1".parse().unwrap());
+    let e = Server::start(config).err().expect("port is taken");
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!("cannot listen on 127.0.0.1:{port} (tcp): ")),
+        "{shown}"
+    );
+    // The message carries the cause; no source() to print it twice in a `{:#}` chain.
+    assert!(std::error::Error::source(&e).is_none());
+}
