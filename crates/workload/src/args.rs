@@ -71,7 +71,8 @@ pub struct ProbeArgs {
     /// if any reply is missing.
     #[arg(long, value_parser = parse_duration, value_name = "D")]
     pub hold: Option<Duration>,
-    /// Time between lines with --hold.
+    /// Time between lines with --hold; `0` sends the next line as soon as the reply is in
+    /// (a request/response rate benchmark).
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub interval: Duration,
 }
@@ -91,12 +92,13 @@ pub fn run_probe(args: &ProbeArgs, out: &mut dyn Write) -> Result<(), ProbeError
         Some(duration) => {
             let report = hold(&args.target, duration, args.interval, args.timeout)?;
             writeln!(out, "{}", report.first.text).map_err(io_err)?;
+            let secs = report.held.as_secs_f64();
             writeln!(
                 out,
-                "held {} for {:.1}s: {} replies, none missing",
+                "held {} for {secs:.1}s: {} replies ({:.0}/s), none missing",
                 args.target,
-                report.held.as_secs_f64(),
-                report.replies
+                report.replies,
+                report.replies as f64 / secs.max(f64::EPSILON),
             )
             .map_err(io_err)?;
         }
@@ -145,6 +147,40 @@ mod tests {
         assert_eq!(p.timeout, Duration::from_secs(2));
         assert_eq!(p.hold, Some(Duration::from_secs(10)));
         assert_eq!(p.target.to_string(), "tcp://[::1]:80");
+    }
+
+    #[test]
+    fn run_probe_prints_the_reply_and_the_hold_rate() {
+        let config = crate::ServeConfig::new(vec!["0/tcp".parse().unwrap()]);
+        let server = crate::Server::start(config).unwrap();
+        let url = format!(
+            "tcp://127.0.0.1:{}",
+            server.port(crate::Protocol::Tcp).unwrap()
+        );
+        let cli = Cli::try_parse_from([
+            "sarasa",
+            "probe",
+            "--hold",
+            "300ms",
+            "--interval",
+            "0",
+            &url,
+        ])
+        .unwrap();
+        let Command::Probe(p) = cli.command else {
+            panic!("not probe")
+        };
+        let mut out = Vec::new();
+        run_probe(&p, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let mut lines = out.lines();
+        assert!(lines.next().unwrap().starts_with("{\"pod\":"), "{out}");
+        let summary = lines.next().unwrap();
+        assert!(
+            summary.starts_with(&format!("held {url} for 0.3s: ")),
+            "{summary}"
+        );
+        assert!(summary.ends_with("/s), none missing"), "{summary}");
     }
 
     #[test]

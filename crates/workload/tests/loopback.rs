@@ -298,3 +298,31 @@ fn a_port_in_use_is_named_once() {
     // The message carries the cause; no source() to print it twice in a `{:#}` chain.
     assert!(std::error::Error::source(&e).is_none());
 }
+
+#[test]
+fn idle_connections_are_closed_and_http_1_0_closes_after_the_reply() {
+    let mut config = ServeConfig::new(vec!["0/tcp".parse().unwrap()]);
+    config.idle_timeout = Duration::from_millis(200);
+    let server = Server::start(config).unwrap();
+    let port = server.port(Protocol::Tcp).unwrap();
+
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.set_read_timeout(Some(T)).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        idle.read(&mut buf).unwrap(),
+        0,
+        "server closed the idle connection"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let mut old = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    old.set_read_timeout(Some(T)).unwrap();
+    old.write_all(b"HEAD /x HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = String::new();
+    old.read_to_string(&mut all).unwrap();
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
+    assert!(all.contains("Connection: close\r\n"), "{all}");
+    assert!(all.ends_with("\r\n\r\n"), "HEAD has no body: {all}");
+}
