@@ -166,7 +166,7 @@ fn silent_servers_time_out_within_the_timeout() {
         let took = started.elapsed();
         assert!(matches!(e, ProbeError::Timeout { .. }), "{url}: {e}");
         assert!(took >= timeout, "{url} gave up early: {took:?}");
-        assert!(took < timeout * 3, "{url} overran: {took:?}");
+        assert!(took < timeout * 5, "{url} overran: {took:?}");
     }
     // The UDP probe retried within its timeout.
     let mut buf = [0u8; 64];
@@ -192,7 +192,7 @@ fn hold_checks_every_reply_on_one_connection() {
         T,
     )
     .unwrap();
-    assert!(report.replies >= 8, "{} replies", report.replies);
+    assert!(report.replies >= 5, "{} replies", report.replies);
     assert!(report.held >= Duration::from_millis(500));
     assert_eq!(report.first.reply.unwrap().pod, "web-1");
 }
