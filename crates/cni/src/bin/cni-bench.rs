@@ -82,7 +82,7 @@ fn pct(samples: &mut [Duration], p: f64) -> f64 {
 
 struct Figures {
     label: &'static str,
-    rows: Vec<(String, f64, f64)>,
+    rows: Vec<(String, f64, f64, Option<f64>)>,
 }
 
 /// One plugin's node namespace and pod namespaces.
@@ -139,9 +139,13 @@ fn measure(plugins: &[Plugin], pods: usize, concurrent: usize, rounds: usize) ->
         .collect();
     let n = plugins.len();
     let mut samples: Vec<[Vec<Duration>; 4]> = (0..n).map(|_| Default::default()).collect();
+    // CPU time (user + system) of the plugin and its children, sequential runs only: the
+    // cost of an invocation without the waiting a loaded machine adds.
+    let mut cpu: Vec<[Vec<Duration>; 2]> = (0..n).map(|_| Default::default()).collect();
     for i in 0..pods {
         for k in 0..n {
             let j = (i + k) % n;
+            let before = children_cpu();
             let d = invoke(
                 &plugins[j],
                 &beds[j].node.0,
@@ -149,12 +153,14 @@ fn measure(plugins: &[Plugin], pods: usize, concurrent: usize, rounds: usize) ->
                 &format!("seq{i}"),
                 &beds[j].seq[i].0,
             );
+            cpu[j][0].push(children_cpu().saturating_sub(before));
             samples[j][0].push(d);
         }
     }
     for i in 0..pods {
         for k in 0..n {
             let j = (i + k) % n;
+            let before = children_cpu();
             let d = invoke(
                 &plugins[j],
                 &beds[j].node.0,
@@ -162,6 +168,7 @@ fn measure(plugins: &[Plugin], pods: usize, concurrent: usize, rounds: usize) ->
                 &format!("seq{i}"),
                 &beds[j].seq[i].0,
             );
+            cpu[j][1].push(children_cpu().saturating_sub(before));
             samples[j][1].push(d);
         }
     }
@@ -180,16 +187,30 @@ fn measure(plugins: &[Plugin], pods: usize, concurrent: usize, rounds: usize) ->
     ];
     plugins
         .iter()
-        .zip(samples.iter_mut())
-        .map(|(p, s)| Figures {
+        .zip(samples.iter_mut().zip(cpu.iter_mut()))
+        .map(|(p, (s, c))| Figures {
             label: p.label,
             rows: ops
                 .iter()
                 .zip(s.iter_mut())
-                .map(|(op, v)| (op.clone(), pct(v, 0.5), pct(v, 0.99)))
+                .enumerate()
+                .map(|(k, (op, v))| {
+                    let cpu50 = c.get_mut(k).map(|c| pct(c, 0.5));
+                    (op.clone(), pct(v, 0.5), pct(v, 0.99), cpu50)
+                })
                 .collect(),
         })
         .collect()
+}
+
+/// CPU time used so far by reaped children (and their reaped children).
+fn children_cpu() -> Duration {
+    // SAFETY: zeroed rusage is a valid out-parameter for getrusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_CHILDREN with a valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn machine() -> String {
@@ -272,15 +293,20 @@ fn main() {
         },
     ];
     println!("machine: {}", machine());
-    println!("latency = process start to exit, as a runtime sees it; milliseconds\n");
+    println!("latency = process start to exit, as a runtime sees it; cpu = user+system time of");
+    println!("the plugin process and its children (sequential runs); milliseconds\n");
     let all = measure(&plugins, pods, concurrent, rounds);
     println!(
-        "{:<40} {:<22} {:>9} {:>9}",
-        "plugin", "operation", "p50 ms", "p99 ms"
+        "{:<40} {:<22} {:>9} {:>9} {:>12}",
+        "plugin", "operation", "p50 ms", "p99 ms", "cpu p50 ms"
     );
     for f in &all {
-        for (op, p50, p99) in &f.rows {
-            println!("{:<40} {:<22} {:>9.2} {:>9.2}", f.label, op, p50, p99);
+        for (op, p50, p99, cpu) in &f.rows {
+            let cpu = cpu.map(|c| format!("{c:.2}")).unwrap_or_else(|| "-".into());
+            println!(
+                "{:<40} {:<22} {:>9.2} {:>9.2} {:>12}",
+                f.label, op, p50, p99, cpu
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&data);
