@@ -75,12 +75,17 @@ fn command_runs_inside_namespace() {
 #[test]
 fn sysctl_is_per_namespace() {
     let t = TestNs::new("sysctl");
-    assert_eq!(t.0.sysctl_read("net.ipv4.ip_forward").unwrap(), "0");
-    t.0.sysctl_write("net.ipv4.ip_forward", "1").unwrap();
-    assert_eq!(t.0.sysctl_read("net.ipv4.ip_forward").unwrap(), "1");
-    // a second fresh namespace is unaffected
     let u = TestNs::new("sysctl2");
-    assert_eq!(u.0.sysctl_read("net.ipv4.ip_forward").unwrap(), "0");
+    let before = u.0.sysctl_read("net.ipv4.ip_forward").unwrap();
+    let flipped = if t.0.sysctl_read("net.ipv4.ip_forward").unwrap() == "1" {
+        "0"
+    } else {
+        "1"
+    };
+    t.0.sysctl_write("net.ipv4.ip_forward", flipped).unwrap();
+    assert_eq!(t.0.sysctl_read("net.ipv4.ip_forward").unwrap(), flipped);
+    // another namespace is unaffected
+    assert_eq!(u.0.sysctl_read("net.ipv4.ip_forward").unwrap(), before);
 }
 
 #[test]
