@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
+use crate::expr::Rule;
 use crate::kernel::KernelTable;
 use crate::model::{Chain, Element, Key, Set, Table};
 use crate::render;
@@ -23,7 +24,7 @@ use crate::render;
 const ELEMENTS_PER_COMMAND: usize = 1000;
 
 /// One atomic nft transaction: commands to pipe to `nft -f -` as one script.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
     /// The commands, one per line, in order.
     pub commands: Vec<String>,
@@ -39,6 +40,53 @@ pub struct Transaction {
     pub elements_added: BTreeMap<String, usize>,
     /// Elements deleted, per set or map.
     pub elements_deleted: BTreeMap<String, usize>,
+    /// The same commands as typed operations, for backends that speak netlink; `None` for
+    /// large transactions (over [`MAX_TYPED_CHAINS`] chains written), which go through `nft`.
+    pub ops: Option<Vec<Op>>,
+}
+
+impl Default for Transaction {
+    fn default() -> Self {
+        Transaction {
+            commands: Vec::new(),
+            chains_written: BTreeSet::new(),
+            chains_deleted: BTreeSet::new(),
+            sets_written: BTreeSet::new(),
+            sets_deleted: BTreeSet::new(),
+            elements_added: BTreeMap::new(),
+            elements_deleted: BTreeMap::new(),
+            ops: Some(Vec::new()),
+        }
+    }
+}
+
+/// Transactions writing more chains than this carry no typed operations (memory).
+pub const MAX_TYPED_CHAINS: usize = 1000;
+
+/// One typed operation of a transaction (table and family are the transaction's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    AddTable,
+    AddChain(Chain),
+    FlushChain(String),
+    DeleteChain(String),
+    /// Declares a set or map (elements follow as `AddElements`).
+    AddSet(Set),
+    DeleteSet(String),
+    AddElements {
+        set: String,
+        elements: Vec<(Key, Element)>,
+    },
+    DeleteElements {
+        set: String,
+        keys: Vec<Key>,
+    },
+    /// Appends a rule; `comment` is the final comment (with the chain's content hash).
+    AddRule {
+        chain: String,
+        rule: Rule,
+        comment: Option<String>,
+    },
 }
 
 impl Transaction {
@@ -61,6 +109,13 @@ impl Transaction {
         for (k, v) in other.elements_deleted {
             *self.elements_deleted.entry(k).or_default() += v;
         }
+        self.ops = match (self.ops.take(), other.ops) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
     }
 
     /// The script for `nft -f -`.
@@ -164,6 +219,7 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
     let tbl = &new.name;
     let mut tx = Transaction::default();
     let cmds = &mut tx.commands;
+    let mut ops: Vec<Op> = Vec::new();
 
     // Classify chains and sets.
     let mut added_chains = Vec::new();
@@ -221,11 +277,17 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
     }
 
     // 1. table and new chains.
+    let typed =
+        added_chains.len() + redefined_chains.len() + changed_chains.len() <= MAX_TYPED_CHAINS;
     if !old.exists() {
         cmds.push(format!("add table {fam} {tbl}"));
+        ops.push(Op::AddTable);
     }
     for chain in &added_chains {
         cmds.push(add_chain(fam, tbl, chain));
+        if typed {
+            ops.push(Op::AddChain(empty_chain(chain)));
+        }
     }
     // 2. flush.
     for name in changed_chains
@@ -234,9 +296,11 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
         .chain(removed_chains.iter().copied())
     {
         cmds.push(format!("flush chain {fam} {tbl} {name}"));
+        ops.push(Op::FlushChain(name.to_string()));
     }
     for chain in &redefined_chains {
         cmds.push(format!("flush chain {fam} {tbl} {}", chain.name));
+        ops.push(Op::FlushChain(chain.name.clone()));
     }
     // 3. element deletions in kept sets; collect additions for later.
     let mut element_adds: Vec<(&Set, Vec<(&Key, &Element)>)> = Vec::new();
@@ -260,6 +324,12 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
                 c.push_str(" }");
                 cmds.push(c);
             }
+            if typed {
+                ops.push(Op::DeleteElements {
+                    set: set.name.clone(),
+                    keys: dels.iter().map(|k| (*k).clone()).collect(),
+                });
+            }
         }
         if !adds.is_empty() {
             element_adds.push((set, adds));
@@ -273,6 +343,7 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
     {
         // `delete set` removes maps too.
         cmds.push(format!("delete set {fam} {tbl} {name}"));
+        ops.push(Op::DeleteSet(name.to_string()));
         tx.sets_deleted.insert(name.to_string());
     }
     for name in removed_chains
@@ -281,11 +352,13 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
         .chain(redefined_chains.iter().map(|c| c.name.as_str()))
     {
         cmds.push(format!("delete chain {fam} {tbl} {name}"));
+        ops.push(Op::DeleteChain(name.to_string()));
         tx.chains_deleted.insert(name.to_string());
     }
     // 5. re-made chains, sets, elements.
     for chain in &redefined_chains {
         cmds.push(add_chain(fam, tbl, chain));
+        ops.push(Op::AddChain(empty_chain(chain)));
     }
     for set in added_sets.iter().chain(redeclared_sets.iter()) {
         let (decl, _) = render::set_decl(set);
@@ -296,6 +369,11 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
             decl.join("; ")
         ));
         tx.sets_written.insert(set.name.clone());
+        if typed {
+            let mut decl = (*set).clone();
+            decl.elements.clear();
+            ops.push(Op::AddSet(decl));
+        }
         if set.elements_managed() && !set.elements.is_empty() {
             let elems: Vec<(&Key, &Element)> = set.elements.iter().collect();
             element_adds.push((set, elems));
@@ -314,6 +392,15 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
             c.push_str(" }");
             cmds.push(c);
         }
+        if typed {
+            ops.push(Op::AddElements {
+                set: set.name.clone(),
+                elements: adds
+                    .iter()
+                    .map(|(k, e)| ((*k).clone(), (*e).clone()))
+                    .collect(),
+            });
+        }
     }
     // 6. rules.
     let rule_chains = added_chains
@@ -323,13 +410,41 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
         .chain(changed_chains.iter().filter_map(|n| new.chains.get(*n)));
     for chain in rule_chains {
         tx.chains_written.insert(chain.name.clone());
-        for line in render::chain_rules(chain).0 {
+        let (lines, hash) = render::chain_rules(chain);
+        for line in lines {
             let mut c = String::with_capacity(line.len() + 40);
             let _ = write!(c, "add rule {fam} {tbl} {} {line}", chain.name);
             cmds.push(c);
         }
+        if typed {
+            let last = chain.rules.len().saturating_sub(1);
+            for (i, rule) in chain.rules.iter().enumerate() {
+                let comment = if i == last {
+                    Some(render::final_comment(rule.comment.as_deref(), hash))
+                } else {
+                    rule.comment.clone()
+                };
+                ops.push(Op::AddRule {
+                    chain: chain.name.clone(),
+                    rule: Rule {
+                        stmts: rule.stmts.clone(),
+                        comment: None,
+                    },
+                    comment,
+                });
+            }
+        }
     }
+    tx.ops = typed.then_some(ops);
     tx
+}
+
+fn empty_chain(c: &Chain) -> Chain {
+    Chain {
+        name: c.name.clone(),
+        base: c.base.clone(),
+        rules: Vec::new(),
+    }
 }
 
 fn add_chain(fam: &str, tbl: &str, chain: &Chain) -> String {

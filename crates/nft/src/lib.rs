@@ -19,16 +19,18 @@ mod expr;
 mod hash;
 mod kernel;
 mod model;
+mod netlink;
 mod render;
 
 pub use backend::{Backend, NftCli, Recording};
-pub use diff::{diff, diff_kernel, Transaction};
+pub use diff::{diff, diff_kernel, Op, Transaction, MAX_TYPED_CHAINS};
 pub use expr::{CmpOp, CtKey, Expr, Field, Keyword, MetaKey, RejectKind, Rule, Stmt, Verdict};
 pub use kernel::{KernelChain, KernelSet, KernelTable};
 pub use model::{
     BaseChain, Chain, ChainType, DataType, Element, Family, Hook, Key, L4Proto, MapType, MapValue,
     Policy, Set, SetFlags, Table, Value,
 };
+pub use netlink::{NetlinkBackend, NetlinkTableBackend};
 
 /// Errors of this crate. Each names the object or field at fault.
 #[derive(Debug, thiserror::Error)]

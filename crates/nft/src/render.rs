@@ -227,6 +227,14 @@ pub(crate) fn chain_rules(chain: &Chain) -> (Vec<String>, u64) {
     (lines, h)
 }
 
+/// The last rule's comment as stored: the user comment (if any) and the chain's hash.
+pub(crate) fn final_comment(user: Option<&str>, hash: u64) -> String {
+    match user {
+        Some(c) => format!("{c} {HASH_MARK}{hash:016x}"),
+        None => format!("{HASH_MARK}{hash:016x}"),
+    }
+}
+
 /// The hash of a chain's rules (what [`chain_rules`] stores).
 pub(crate) fn chain_hash(chain: &Chain) -> u64 {
     chain_rules(chain).1

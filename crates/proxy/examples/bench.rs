@@ -6,7 +6,8 @@
 //! cargo run --release -p sarasa-proxy --example bench -- --netns /run/netns/NAME 10000
 //! ```
 //! With `--netns`, the ruleset is also programmed with `nft` in that (existing, test-made)
-//! namespace: full program time, then one EndpointSlice change applied, N times.
+//! namespace: full program time, then one EndpointSlice change applied, N times, with the
+//! `nft` tool and with the netlink backend.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -214,6 +215,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "nft: change-to-programmed      p50 {}  p99 {}",
                 ms(percentile(&mut applied, 0.5)),
                 ms(percentile(&mut applied, 0.99))
+            );
+            let mut native = sarasa_nft::NetlinkBackend::in_netns(path)?;
+            let mut applied = Vec::new();
+            for r in 0..50.min(n) {
+                let mut s = slices[(r * 15_485_863) % n].clone();
+                s.endpoints[1] =
+                    Endpoint::ready(format!("10.252.0.{}", r + 1).parse()?, Some("node-3"));
+                let t = Instant::now();
+                let u = st.upsert_endpoint_slice(s);
+                native.apply_to(sarasa_nft::Family::Inet, &st.config().table, &u.transaction)?;
+                applied.push(t.elapsed());
+            }
+            println!(
+                "netlink: change-to-programmed  p50 {}  p99 {}  ({} native, {} via nft)",
+                ms(percentile(&mut applied, 0.5)),
+                ms(percentile(&mut applied, 0.99)),
+                native.native_count,
+                native.fallback_count
             );
             // Leave the namespace clean for the next size.
             nft.run_script(&format!("delete table inet {}\n", st.config().table))?;
