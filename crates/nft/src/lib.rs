@@ -10,8 +10,10 @@
 //! - [`diff_kernel`]: the same against what the kernel holds ([`KernelTable::parse`] reads
 //!   `nft -j list table`; every chain carries a content hash in the comment of its last rule and
 //!   every set a declaration hash in its comment, so unchanged chains are left alone on restart);
-//! - a [`Backend`] to run transactions: [`NftCli`] pipes them to `nft -f -`, [`Recording`]
-//!   keeps them for tests.
+//! - a [`Backend`] to run transactions: [`NftCli`] pipes them to `nft -f -`;
+//!   [`NetlinkBackend`] / [`NetlinkTableBackend`] send them as one nf_tables netlink batch
+//!   (no re-read of the table: the path for per-change updates at scale; it hands what it does
+//!   not encode to `nft`); [`Recording`] keeps them for tests.
 
 mod backend;
 mod diff;

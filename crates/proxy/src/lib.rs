@@ -25,9 +25,11 @@
 //! let mut proxy = sarasa_proxy::compile(sarasa_proxy::ProxyConfig::default(), node, &services, &slices)?;
 //! let mut nft = NftCli::new(); // in the node's network namespace
 //! nft.reconcile(&proxy.table())?; // at start: diff against the kernel, never a flush
-//! // then, per watch event:
+//! // then, per watch event (netlink: no re-read of the table by `nft`):
+//! let mut fast = sarasa_nft::NetlinkBackend::new()?;
 //! let update = proxy.upsert_endpoint_slice(slice);
-//! nft.apply(&update.transaction)?; // on error: nft.reconcile(&proxy.table()) to resync
+//! fast.apply_to(sarasa_nft::Family::Inet, &proxy.config().table, &update.transaction)?;
+//! // on error: nft.reconcile(&proxy.table()) to resync
 //! for stale in &update.stale_udp {
 //!     let _args = stale.conntrack_args(); // run `conntrack <args>`; exit 1 = nothing matched
 //! }
