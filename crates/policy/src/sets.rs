@@ -92,12 +92,17 @@ impl SetSpec {
                 }
                 s
             }
-            SetSpec::Named { .. } => {
+            SetSpec::Named { ns, peer, .. } => {
                 let mut s = Set::new(
                     name,
                     vec![addr_type(v6), DataType::InetProto, DataType::InetService],
                 );
-                for pod in state.pods() {
+                // A selector peer narrows the pods to look at; otherwise every pod.
+                let pods: Box<dyn Iterator<Item = &PolicyPod>> = match peer {
+                    Some(p @ Peer::Pods { .. }) => state.peer_pods(ns.as_deref().unwrap_or(""), p),
+                    _ => Box::new(state.pods()),
+                };
+                for pod in pods {
                     for k in self.candidates(pod, v6) {
                         if let Some(Value::Addr(a)) = k.0.first() {
                             if self.selects(state, pod, *a) {
