@@ -127,3 +127,25 @@ fn ipv6_only_both_modes() {
         assert!(node.host_veths().is_empty());
     }
 }
+
+#[test]
+fn bridge_ports_have_hairpin_on() {
+    // A pod reaching itself through a Service is DNATed back to its own address: the frame
+    // must be allowed out of the port it came in on.
+    let node = Node::new("hp");
+    let conf = node.conf("1.1.0", "bridge", false);
+    let p1 = node.pod(1);
+    let r = node.add(&conf, "c1", &p1, "eth0").ok();
+    let host = r["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", node.ns.path()))
+        .args(["ip", "-d", "-j", "link", "show", &host])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v[0]["linkinfo"]["info_slave_data"]["hairpin"], true,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -16,7 +16,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -507,6 +508,22 @@ impl Netlink {
         let mut msg = link_msg(index);
         msg.attributes.push(LinkAttribute::Controller(master));
         self.set_link(msg, || format!("set link #{index} master #{master}"))
+    }
+
+    /// Sets hairpin mode on a bridge port (`ip link set X type bridge_slave hairpin on`): lets
+    /// a frame leave through the port it came in on, which a pod reaching itself through a
+    /// Service (DNAT back to its own address) needs.
+    pub fn set_hairpin(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                on,
+            )])),
+        ]));
+        self.ack(RouteNetlinkMessage::NewLink(msg), 0, || {
+            format!("set hairpin {on} on link #{index}")
+        })
     }
 
     /// Moves the link into the namespace open at `netns_fd`.

@@ -53,9 +53,12 @@ pub fn ensure(
     Ok(br.index)
 }
 
-/// Enslaves the host veth and brings it up.
+/// Enslaves the host veth (hairpin on, as the reference bridge plugin's `hairpinMode` does for
+/// Kubernetes: a pod reaching itself through its Service gets the frame back on its own port)
+/// and brings it up.
 pub fn attach(node: &mut Netlink, host: &Link, bridge_index: u32) -> Result<(), CniError> {
     node.set_master(host.index, bridge_index)?;
+    node.set_hairpin(host.index, true)?;
     node.set_up(host.index)?;
     Ok(())
 }
