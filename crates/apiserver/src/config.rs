@@ -26,6 +26,11 @@ pub struct Config {
     /// Address (and port) where the API is reachable from pods and nodes; when set, the `kubernetes`
     /// Service in `default` gets an EndpointSlice pointing there.
     pub advertise_address: Option<SocketAddr>,
+    /// TCP addresses [`crate::ApiServer::run`] listens on (the lab: 192.168.33.1:6443 inside its
+    /// fabric namespace).
+    pub listen: Vec<SocketAddr>,
+    /// Unix socket [`crate::ApiServer::run`] also listens on (replaced if it exists).
+    pub unix_socket: Option<PathBuf>,
     /// How many past changes a watch may resume from before it gets 410 Expired.
     pub watch_history: usize,
     /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
@@ -45,6 +50,8 @@ impl Config {
             node_port_range: (30000, 32767),
             load_balancer_pools: vec![parse_net("198.51.100.0/24")],
             advertise_address: None,
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 6443))],
+            unix_socket: None,
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(30),
         }

@@ -104,6 +104,39 @@ impl ApiServer {
             .map_err(Error::Serve)
     }
 
+    /// Binds every configured address (`Config::listen`, `Config::unix_socket`) and serves on all
+    /// of them until [`ApiServer::shutdown`].
+    pub async fn run(&self) -> Result<(), Error> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for addr in &self.store.config.listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(Error::Serve)?;
+            let s = self.clone();
+            tasks.spawn(async move { s.serve(l).await });
+        }
+        if let Some(path) = &self.store.config.unix_socket {
+            let _ = std::fs::remove_file(path);
+            let l = tokio::net::UnixListener::bind(path).map_err(Error::Serve)?;
+            let s = self.clone();
+            tasks.spawn(async move { s.serve_unix(l).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Err(e)) => {
+                    self.shutdown();
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.shutdown();
+                    return Err(Error::Serve(std::io::Error::other(e)));
+                }
+                Ok(Ok(())) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Stops controllers, ends watches, flushes and closes the state; `serve` returns once open
     /// requests finish. The state directory can then be opened again.
     pub fn shutdown(&self) {

@@ -605,3 +605,35 @@ async fn serves_on_a_unix_socket() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn run_listens_on_configured_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sarasa_apiserver::Config::new(dir.path().join("state"));
+    // A free port: bind, note, release.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    config.listen = vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))];
+    config.unix_socket = Some(dir.path().join("api.sock"));
+    let server = sarasa_apiserver::ApiServer::open(config).unwrap();
+    let s2 = server.clone();
+    let h = tokio::spawn(async move { s2.run().await });
+    let url: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
+    let client = kube::Client::try_from(kube::Config::new(url)).unwrap();
+    let nss: Api<Namespace> = Api::all(client);
+    eventually(5, "TCP listener up", || {
+        let nss = nss.clone();
+        async move { nss.get("default").await.ok() }
+    })
+    .await;
+    assert!(dir.path().join("api.sock").exists());
+    server.shutdown();
+    tokio::time::timeout(std::time::Duration::from_secs(5), h)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
