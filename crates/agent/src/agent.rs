@@ -90,7 +90,9 @@ where
 pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHandle> {
     config.validate()?;
     let datapath = NodeDatapath::connect(target, config.host_netns).await?;
-    let uplink = datapath.discover_uplink(config.uplink.as_deref()).await?;
+    let uplink = datapath
+        .discover_uplink(config.uplink.as_deref(), &config.cluster_cidr)
+        .await?;
     tracing::info!(node = %config.node_name, uplink = %uplink.name, address = %uplink.address, mtu = uplink.mtu, "starting");
 
     let client = crate::client::client(&config).await?;

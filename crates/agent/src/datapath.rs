@@ -255,9 +255,9 @@ impl NodeDatapath {
     }
 
     /// Finds the underlay interface: `name` if given, else the default route's device, else the
-    /// only up interface with a global IPv4 address. Its first global IPv4 (else IPv6) address is
-    /// the node's underlay address.
-    pub async fn discover_uplink(&self, name: Option<&str>) -> Result<Uplink> {
+    /// only up interface with a global IPv4 address outside `exclude` (the cluster CIDRs). Its
+    /// first global IPv4 (else IPv6) address is the node's underlay address.
+    pub async fn discover_uplink(&self, name: Option<&str>, exclude: &[IpNet]) -> Result<Uplink> {
         let links = self.links().await?;
         let chosen = match name {
             Some(n) => links
@@ -272,12 +272,14 @@ impl NodeDatapath {
                     None => {
                         let mut candidates = Vec::new();
                         for l in links.iter().filter(|l| l.up && l.name != "lo") {
-                            if self
-                                .addresses(l.index)
-                                .await?
-                                .iter()
-                                .any(|a| a.addr().is_ipv4())
-                            {
+                            // Pod-side addresses (the CNI's gateways, link-local proxy-ARP
+                            // gateways) never make an interface the underlay.
+                            if self.addresses(l.index).await?.iter().any(|a| {
+                                a.addr().is_ipv4()
+                                    && !a.addr().is_loopback()
+                                    && !matches!(a.addr(), IpAddr::V4(v4) if v4.is_link_local())
+                                    && !exclude.iter().any(|c| c.contains(&a.addr()))
+                            }) {
                                 candidates.push(l.clone());
                             }
                         }
@@ -522,10 +524,11 @@ impl NodeDatapath {
             .try_collect()
             .await
             .map_err(|e| Error::netlink("dump neighbours", e))?;
-        for n in neighbours
-            .iter()
-            .filter(|n| n.header.ifindex == vx && n.header.state == NeighbourState::Permanent)
-        {
+        for n in neighbours.iter().filter(|n| {
+            n.header.ifindex == vx
+                && n.header.state == NeighbourState::Permanent
+                && matches!(n.header.family, AddressFamily::Inet | AddressFamily::Inet6)
+        }) {
             let mut ip = None;
             let mut mac = None;
             for a in &n.attributes {

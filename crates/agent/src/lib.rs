@@ -1,9 +1,28 @@
 //! The node agent: watch cluster state, program the node's datapath.
 //!
 //! Flow: watchers (`watch`) keep a [`ClusterState`] of small projections; a debounced reconcile
-//! loop (`reconcile`) compiles it into a [`NodePlan`] (`plan`, pure) and applies it by diff
+//! loop (`agent`) compiles it into a [`NodePlan`] (`plan`, pure) and applies it by diff
 //! (`datapath` over rtnetlink, `masquerade` over `nft`), writes the CNI config (`cni_config`),
-//! and reports readiness (`node`, `health`).
+//! and reports readiness (`node`: NetworkUnavailable=False, `lease`: observed resourceVersion,
+//! `health`: /healthz and /metrics).
+//!
+//! Embedding (what `sarasa agent` does):
+//! ```no_run
+//! #[derive(clap::Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     agent: sarasa_agent::AgentConfig,
+//! }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cli = <Cli as clap::Parser>::parse();
+//! // Any tokio runtime with IO and time enabled works; a current-thread one keeps memory low.
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! rt.block_on(sarasa_agent::run(cli.agent))?;
+//! # Ok(())
+//! # }
+//! ```
+//! The process must already run inside the node's network namespace; in the machine's root
+//! namespace [`run`] refuses to start unless `--host-netns` is given (a real node).
 
 mod agent;
 mod client;

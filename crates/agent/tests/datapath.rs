@@ -26,7 +26,8 @@ async fn start_agent(node: &NodeNs, backend: Backend) -> Agent {
     let dp = NodeDatapath::connect(NetnsTarget::Path(netns_path(&node.ns)), false)
         .await
         .expect("connect");
-    let uplink = dp.discover_uplink(None).await.expect("uplink");
+    let cluster: Vec<ipnet::IpNet> = vec!["10.244.0.0/16".parse().unwrap()];
+    let uplink = dp.discover_uplink(None, &cluster).await.expect("uplink");
     assert_eq!(uplink.name, "eth0");
     assert_eq!(uplink.address.to_string(), node.underlay);
     let mac = match backend {
@@ -241,5 +242,39 @@ async fn refuses_root_namespace_without_host_netns() {
             .await
             .is_ok()
     );
+    drop(topo);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn uplink_is_found_without_default_route() {
+    let (topo, nodes) = Topology::new("uplink", 1);
+    // Without a default route the uplink is the one interface with a non-pod address, even
+    // with a pod gateway address on another interface.
+    let ns = nodes[0].ns.clone();
+    for cmd in [
+        "route del default",
+        "link add sarasa0 type bridge",
+        "link set sarasa0 up",
+        "addr add 10.244.1.1/24 dev sarasa0",
+        "link add cni9 type veth peer name cni9p",
+        "link set cni9 up",
+        "link set cni9p up",
+        "addr add 169.254.1.1/32 dev cni9",
+        "addr add 10.244.1.2/32 dev cni9p",
+    ] {
+        let mut args = vec!["-n", ns.as_str()];
+        args.extend(cmd.split(' '));
+        common::ip(&args);
+    }
+    let dp = NodeDatapath::connect(NetnsTarget::Path(netns_path(&nodes[0].ns)), false)
+        .await
+        .unwrap();
+    let cluster: Vec<ipnet::IpNet> = vec!["10.244.0.0/16".parse().unwrap()];
+    let uplink = dp.discover_uplink(None, &cluster).await.unwrap();
+    assert_eq!(
+        (uplink.name.as_str(), uplink.address.to_string().as_str()),
+        ("eth0", "192.168.33.11")
+    );
+    assert!(dp.discover_uplink(Some("nope"), &cluster).await.is_err());
     drop(topo);
 }

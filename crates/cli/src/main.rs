@@ -4,6 +4,7 @@
 
 mod cmd_lab;
 mod cmd_objects;
+mod cmd_policy;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,8 @@ enum Command {
     Serve(sarasa_workload::ServeArgs),
     /// Connect to tcp://, udp:// or http:// targets; exit 0 when connected.
     Probe(sarasa_workload::ProbeArgs),
+    /// NetworkPolicy tools: `policy matrix` (computed and, with --probe, measured).
+    Policy(cmd_policy::PolicyArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => cmd_objects::delete(&cli.lab, args),
         Command::Get(args) => cmd_objects::get(&cli.lab, args),
         Command::Exec(args) => cmd_objects::exec(&cli.lab, args),
+        Command::Policy(args) => cmd_policy::run(&cli.lab, args),
         Command::Agent(config) => run_agent(config),
         Command::Serve(args) => sarasa_workload::run_serve(&args)
             .map(|()| ExitCode::SUCCESS)
