@@ -12,11 +12,12 @@
 #
 #   scripts/bench-lab.sh [--no-build] [up] [apply] [datapath] [handbuilt]
 #
-# Knobs (environment): UP_RUNS=5 APPLY_RUNS=3 REPLICAS=100 REPS=3 IPERF_SECS=5 RR_SECS=5
+# Knobs (environment): UP_RUNS=5 APPLY_RUNS=3 REPLICAS=100 REPS=5 IPERF_SECS=5 RR_SECS=5
 # RR_TOOL=auto|sockperf|rr.py (auto: sockperf from Debian, installed if missing; else bench/rr.py).
 # Uses the lab named `bench` (BENCH_LAB) and namespaces sarasa-hb-*; removes everything it made
 # on exit, also on failure or Ctrl-C. The root network namespace is never touched.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 # The whole run is bounded: past WATCHDOG_SECS `timeout` sends SIGTERM and the trap cleans up.
 if [ -z "${SARASA_BENCH_INNER:-}" ]; then
@@ -28,7 +29,7 @@ LAB=${BENCH_LAB:-bench}
 UP_RUNS=${UP_RUNS:-5}
 APPLY_RUNS=${APPLY_RUNS:-3}
 REPLICAS=${REPLICAS:-100}
-REPS=${REPS:-3}
+REPS=${REPS:-5}
 IPERF_SECS=${IPERF_SECS:-5}
 RR_SECS=${RR_SECS:-5}
 RR_TOOL=${RR_TOOL:-auto}
@@ -211,6 +212,10 @@ agent_memory() {
       echo "bench: agent of $node (pid $pid) is not running" >&2
       continue
     fi
+    case $(tr '\0' ' ' <"/proc/$pid/cmdline") in
+      *" agent"*) ;;
+      *) echo "bench: pid $pid of $node is not a sarasa agent: $(tr '\0' ' ' <"/proc/$pid/cmdline")" >&2 ;;
+    esac
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
     hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
     printf '%-8s %-8s %9.1f MB %9.1f MB\n' "$node" "$pid" "$(kib_to_mb "$rss")" "$(kib_to_mb "$hwm")"
@@ -377,7 +382,7 @@ datapath_backend() {
   for path in "${paths[@]}"; do stop_servers "$path"; done
   for path in "${paths[@]}"; do
     # shellcheck disable=SC2086 # word splitting of the sample lists is intended
-    echo "$backend $path $(median ${gbit[$path]}) $(median ${rr[$path]})" >>"$WORK/table"
+    echo "$backend $path $(stats ${gbit[$path]}) $(stats ${rr[$path]})" >>"$WORK/table"
   done
   "$HB" down
   if [ "$with_sarasa" = 1 ]; then T=120 S lab down >/dev/null; fi
@@ -391,13 +396,14 @@ bench_datapath() {
   datapath_backend vxlan "$with_sarasa"
   datapath_backend host-gw "$with_sarasa"
   echo
-  printf 'RESULT %-20s %14s %18s\n' "path" "Gbit/s (median)" "RR tx/s (median)"
-  local b p g r hg hr
-  while read -r b p g r; do
-    printf 'RESULT %-20s %14s %18s\n' "$b $( [ "$p" = hb ] && echo hand-built || echo sarasa)" "$g" "$r"
+  printf 'RESULT %-20s %24s %26s\n' "path" "Gbit/s median (min-max)" "RR tx/s median (min-max)"
+  local b p g glo ghi r rlo rhi sg sr
+  while read -r b p g glo ghi r rlo rhi; do
+    printf 'RESULT %-20s %24s %26s\n' "$b $( [ "$p" = hb ] && echo hand-built || echo sarasa)" \
+      "$g ($glo-$ghi)" "$r ($rlo-$rhi)"
     if [ "$p" = hb ] && [ "$with_sarasa" = 1 ]; then
-      read -r _ _ hg hr < <(grep "^$b sarasa " "$WORK/table")
-      printf 'RESULT %-20s %14s %18s   [target >= 0.90]\n' "$b sarasa/hand" "$(ratio "$hg" "$g")" "$(ratio "$hr" "$r")"
+      read -r _ _ sg _ _ sr _ _ < <(grep "^$b sarasa " "$WORK/table")
+      printf 'RESULT %-20s %24s %26s   [target >= 0.90]\n' "$b sarasa/hand" "$(ratio "$sg" "$g")" "$(ratio "$sr" "$r")"
     fi
   done <"$WORK/table"
   echo
@@ -418,8 +424,12 @@ if [ "$need_sarasa" = 1 ]; then
   fi
 fi
 start=$(date +%s)
-want up && bench_up
-want apply && bench_apply
-want datapath && bench_datapath 1
-want handbuilt && ! want datapath && bench_datapath 0
+# (`if`, not `&&`: bash ignores `set -e` inside a function called from an && list)
+if want up; then bench_up; fi
+if want apply; then bench_apply; fi
+if want datapath; then
+  bench_datapath 1
+elif want handbuilt; then
+  bench_datapath 0
+fi
 echo "== done in $(($(date +%s) - start)) s"
