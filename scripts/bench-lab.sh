@@ -47,7 +47,7 @@ for a in "$@"; do
   case $a in
     --no-build) build=0 ;;
     up | apply | datapath | handbuilt) sections+=("$a") ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-lab: unknown argument '$a' (see --help)" >&2; exit 2 ;;
   esac
 done
