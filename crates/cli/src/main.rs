@@ -74,10 +74,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(command: &Command) {
-    // Long-running processes log at info by default; one-shot commands only warn.
+    // Long-running processes log at info by default; one-shot commands only warn. The kube
+    // client's own connection errors are not logged by commands that poll the API while it
+    // comes up: they return their errors instead.
     let default = match command {
-        Command::Agent(_) | Command::Lab(_) => "info",
-        _ => "warn",
+        Command::Agent(_) => "info",
+        Command::Lab(_) => "info,kube_client=off",
+        _ => "warn,kube_client=off",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SARASA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
