@@ -516,6 +516,63 @@ mod tests {
         }
     }
 
+    fn args(parallel: usize, retries: usize) -> MatrixArgs {
+        MatrixArgs {
+            namespaces: vec![],
+            port: 80,
+            proto: Proto::Tcp,
+            probe: true,
+            timeout: Duration::from_millis(500),
+            parallel,
+            retries,
+            output: Output::Text,
+        }
+    }
+
+    /// A line server on 127.0.0.1 (answers each connection's first line), and a port nothing
+    /// listens on.
+    fn servers() -> (SocketAddr, SocketAddr) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut line = String::new();
+                let _ = BufReader::new(&conn).read_line(&mut line);
+                let _ = conn.write_all(b"{}\n");
+            }
+        });
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        (open, closed)
+    }
+
+    #[test]
+    fn measure_probes_each_job_from_its_namespace() {
+        let (open, closed) = servers();
+        let here = NetNs::current().unwrap();
+        let job = |a: SocketAddr| Job {
+            netns: here.clone(),
+            target: format!("tcp://{a}").parse().unwrap(),
+        };
+        // a 2x2 matrix: row-major, connected where the target listens
+        let jobs = vec![job(open), job(closed), job(closed), job(open)];
+        let all: Vec<usize> = (0..4).collect();
+        assert_eq!(
+            measure(&jobs, &all, &args(3, 0)),
+            vec![true, false, false, true]
+        );
+        assert_eq!(measure(&jobs, &[1, 3], &args(1, 0)), vec![false, true]);
+        // a model that disagrees everywhere: retried, the measurement stands
+        let model = vec![vec![false, true], vec![true, false]];
+        assert_eq!(
+            measure_with_retries(&jobs, &model, &args(8, 2)),
+            vec![vec![true, false], vec![false, true]]
+        );
+    }
+
     #[test]
     fn state_from_cluster_objects() {
         let mut warnings = Vec::new();
