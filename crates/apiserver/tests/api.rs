@@ -637,3 +637,75 @@ async fn run_listens_on_configured_addresses() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn reapplying_the_same_manifests_is_a_no_op() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let ts = TestServer::start().await;
+    let nodes: Api<Node> = Api::all(ts.client());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let apply = PatchParams::apply("sarasa").force();
+    let pod_doc = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ap", "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 80}]}]}});
+    let svc_doc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "as"},
+        "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"port": 80, "targetPort": 80}]}});
+    let dep_doc = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ad"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "d"}},
+            "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    let svcs: Api<Service> = Api::namespaced(ts.client(), "default");
+    let deps: Api<Deployment> = Api::namespaced(ts.client(), "default");
+    pods.patch("ap", &apply, &Patch::Apply(&pod_doc))
+        .await
+        .unwrap();
+    svcs.patch("as", &apply, &Patch::Apply(&svc_doc))
+        .await
+        .unwrap();
+    deps.patch("ad", &apply, &Patch::Apply(&dep_doc))
+        .await
+        .unwrap();
+    // Wait for the scheduler and the deployment controller to settle.
+    let p = eventually(5, "pod scheduled", || {
+        let pods = pods.clone();
+        async move {
+            pods.get("ap")
+                .await
+                .ok()
+                .filter(|p| p.spec.as_ref().unwrap().node_name.is_some())
+        }
+    })
+    .await;
+    let d = eventually(5, "deployment status", || {
+        let deps = deps.clone();
+        async move {
+            deps.get("ad")
+                .await
+                .ok()
+                .filter(|d| d.status.as_ref().and_then(|s| s.replicas) == Some(2))
+        }
+    })
+    .await;
+    let s = svcs.get("as").await.unwrap();
+    let p2 = pods
+        .patch("ap", &apply, &Patch::Apply(&pod_doc))
+        .await
+        .unwrap();
+    let s2 = svcs
+        .patch("as", &apply, &Patch::Apply(&svc_doc))
+        .await
+        .unwrap();
+    let d2 = deps
+        .patch("ad", &apply, &Patch::Apply(&dep_doc))
+        .await
+        .unwrap();
+    assert_eq!(p2.metadata.resource_version, p.metadata.resource_version);
+    assert_eq!(s2.metadata.resource_version, s.metadata.resource_version);
+    assert_eq!(d2.metadata.resource_version, d.metadata.resource_version);
+    assert_eq!(p2.spec.unwrap().node_name.as_deref(), Some("n1"));
+}
