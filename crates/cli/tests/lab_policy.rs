@@ -716,11 +716,18 @@ fn agent_log(s: &Suite, node: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_default()
 }
 
+/// Does a log line name the object `ns/name` (as `ns/name` or as the Debug form of its key)?
+fn mentions(line: &str, key: &str) -> bool {
+    let (ns, name) = key.split_once('/').expect("ns/name");
+    line.contains(key) || line.contains(&format!("namespace: \"{ns}\", name: \"{name}\""))
+}
+
 /// Probes `from` → `to` (must be denied) until the agent log of `node` has a drop event line
 /// naming `policy` and both pods (by `ns/name` or address), or 15 s pass.
 fn expect_drop_event(s: &Suite, node: &str, from: &str, to: &str, policy: &str) {
     let url = format!("tcp://{}:80", s.ip(to));
-    let names = |line: &str, key: &str| line.contains(key) || line.contains(s.ip(key));
+    // a pod by `ns/name`, its address or the Debug form of its key
+    let names = |line: &str, key: &str| mentions(line, key) || line.contains(s.ip(key));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         assert!(
@@ -730,7 +737,7 @@ fn expect_drop_event(s: &Suite, node: &str, from: &str, to: &str, policy: &str) 
         let log = agent_log(s, node);
         if log.lines().any(|l| {
             l.to_ascii_lowercase().contains("drop")
-                && l.contains(policy)
+                && mentions(l, policy)
                 && names(l, from)
                 && names(l, to)
         }) {
