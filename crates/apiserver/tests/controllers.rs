@@ -605,3 +605,69 @@ async fn namespace_deletion_removes_its_contents() {
         .items
         .is_empty());
 }
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_dependents() {
+    let ts = TestServer::start().await;
+    let nodes: Api<Node> = Api::all(ts.client());
+    add_node(&nodes, "n1", true).await;
+    let deps: Api<Deployment> = Api::namespaced(ts.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    deps.create(&PostParams::default(), &deployment("fg", 2, "i"))
+        .await
+        .unwrap();
+    eventually(5, "2 scheduled pods", || {
+        let pods = pods.clone();
+        async move {
+            let ps = owned_pods(&pods, "fg").await;
+            (ps.len() == 2
+                && ps
+                    .iter()
+                    .all(|p| p.spec.as_ref().unwrap().node_name.is_some()))
+            .then_some(())
+        }
+    })
+    .await;
+    let pending = deps
+        .delete("fg", &DeleteParams::foreground())
+        .await
+        .unwrap()
+        .left()
+        .expect("still there");
+    assert!(pending
+        .metadata
+        .finalizers
+        .unwrap()
+        .contains(&"foregroundDeletion".to_string()));
+    // Pods on a node terminate gracefully; the Deployment waits for them.
+    let terminating = eventually(5, "pods terminating", || {
+        let pods = pods.clone();
+        async move {
+            let ps = pods
+                .list(&ListParams::default().labels("app=fg"))
+                .await
+                .ok()?
+                .items;
+            (ps.len() == 2 && ps.iter().all(|p| p.metadata.deletion_timestamp.is_some()))
+                .then_some(ps)
+        }
+    })
+    .await;
+    assert!(deps.get("fg").await.is_ok());
+    for p in terminating {
+        pods.delete(
+            p.metadata.name.as_ref().unwrap(),
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    eventually(5, "deployment gone", || {
+        let deps = deps.clone();
+        async move { deps.get("fg").await.is_err().then_some(()) }
+    })
+    .await;
+}

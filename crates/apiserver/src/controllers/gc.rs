@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::controllers::Controller;
 use crate::meta;
 use crate::resources::{ResId, ALL, RESOURCES};
-use crate::store::{DeleteOpts, Event, EventKind, Store};
+use crate::store::{DeleteOpts, Event, EventKind, Store, Sub, WriteOpts, FOREGROUND_FINALIZER};
 
 pub struct GarbageCollector;
 
@@ -19,6 +19,76 @@ fn owner_uids(o: &Value) -> Vec<&str> {
         .and_then(Value::as_array)
         .map(|refs| refs.iter().filter_map(|r| r.get("uid")?.as_str()).collect())
         .unwrap_or_default()
+}
+
+impl GarbageCollector {
+    /// Owners deleted with `propagationPolicy: Foreground`: delete their dependents, and drop the
+    /// `foregroundDeletion` finalizer once none is left (the store then removes the owner).
+    fn finish_foreground(&self, store: &Store) {
+        for (res, r) in RESOURCES.iter().enumerate() {
+            let (owners, _) = store.list(res, None, |o| {
+                meta::is_deleting(o)
+                    && meta::metadata(o)
+                        .get("finalizers")
+                        .and_then(Value::as_array)
+                        .is_some_and(|f| f.iter().any(|x| x == FOREGROUND_FINALIZER))
+            });
+            for owner in owners {
+                let uid = meta::uid(&owner).to_string();
+                let ns = meta::namespace(&owner);
+                let scope = if ns.is_empty() { None } else { Some(ns) };
+                let mut remaining = 0;
+                for (dres, d) in RESOURCES.iter().enumerate().filter(|(_, d)| d.namespaced) {
+                    let (deps, _) = store.list(dres, scope, |o| meta::owned_by(o, &uid));
+                    remaining += deps.len();
+                    for dep in deps.iter().filter(|o| !meta::is_deleting(o)) {
+                        let opts = DeleteOpts {
+                            propagation_policy: Some("Foreground".into()),
+                            ..Default::default()
+                        };
+                        if let Err(e) =
+                            store.delete(dres, meta::namespace(dep), meta::name(dep), &opts)
+                        {
+                            if e.code != 404 {
+                                tracing::warn!(
+                                    "foreground deletion of {} {}: {e}",
+                                    d.plural,
+                                    meta::name(dep)
+                                );
+                            }
+                        }
+                    }
+                }
+                if remaining == 0 {
+                    let r2 = store.modify(
+                        res,
+                        ns,
+                        meta::name(&owner),
+                        Sub::Main,
+                        WriteOpts::internal(),
+                        |cur| {
+                            let mut new = cur.clone();
+                            if let Some(Value::Array(f)) =
+                                meta::metadata_mut(&mut new).get_mut("finalizers")
+                            {
+                                f.retain(|x| x != FOREGROUND_FINALIZER);
+                            }
+                            Ok(new)
+                        },
+                    );
+                    if let Err(e) = r2 {
+                        if e.code != 404 {
+                            tracing::warn!(
+                                "finishing foreground deletion of {} {}: {e}",
+                                r.plural,
+                                meta::name(&owner)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Controller for GarbageCollector {
@@ -42,6 +112,18 @@ impl Controller for GarbageCollector {
                 })
                 .collect()
         });
+        let foreground_possible = events.is_none_or(|evs| {
+            evs.iter().any(|e| {
+                e.kind == EventKind::Deleted
+                    || meta::metadata(&e.obj)
+                        .get("finalizers")
+                        .and_then(Value::as_array)
+                        .is_some_and(|f| f.iter().any(|x| x == FOREGROUND_FINALIZER))
+            })
+        });
+        if foreground_possible {
+            self.finish_foreground(store);
+        }
         if gone.as_ref().is_some_and(Vec::is_empty) {
             return None;
         }

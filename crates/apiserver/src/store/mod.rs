@@ -860,6 +860,29 @@ impl Store {
             .get("finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
+        let foreground = opts.propagation_policy.as_deref() == Some("Foreground");
+        if foreground
+            && res != PODS
+            && !meta::is_deleting(&old)
+            && has_dependents(inner, meta::uid(&old), ns)
+        {
+            // Foreground: the object stays (deletionTimestamp + foregroundDeletion finalizer)
+            // until the garbage collector has removed its dependents.
+            if opts.dry_run {
+                return Ok(Deleted::Pending(old));
+            }
+            let mut new = (*old).clone();
+            let m = meta::metadata_mut(&mut new);
+            m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            let f = m.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(list) = f.as_array_mut() {
+                if !list.iter().any(|x| x == FOREGROUND_FINALIZER) {
+                    list.push(json!(FOREGROUND_FINALIZER));
+                }
+            }
+            return inner.put(res, new).map(Deleted::Pending);
+        }
         if has_finalizers && res != PODS {
             if opts.dry_run || meta::is_deleting(&old) {
                 return Ok(Deleted::Pending(old));
@@ -878,6 +901,20 @@ impl Store {
         }
         inner.remove(res, ns, name).map(Deleted::Gone)
     }
+}
+
+/// The finalizer of foreground cascading deletion.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// Whether any namespaced object in `ns` (any namespace for cluster-scoped owners) names
+/// `owner_uid` as an owner.
+pub fn has_dependents(inner: &Inner, owner_uid: &str, ns: &str) -> bool {
+    let scope = if ns.is_empty() { None } else { Some(ns) };
+    RESOURCES
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.namespaced)
+        .any(|(res, _)| inner.iter(res, scope).any(|o| meta::owned_by(o, owner_uid)))
 }
 
 /// Removes the ownerReferences pointing at `owner_uid` from objects in `ns`, so the garbage
