@@ -462,7 +462,7 @@ async fn restart_keeps_objects_and_resource_version() {
     drop(f);
     ts.restart().await;
     let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
-    eventually(5, "server back", || {
+    eventually(15, "server back", || {
         let pods = pods.clone();
         async move { pods.get("new").await.ok() }
     })
@@ -527,7 +527,7 @@ async fn delete_collection_orphan_and_events() {
         "selector": {"matchLabels": {"app": "o"}},
         "template": {"metadata": {"labels": {"app": "o"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})).unwrap();
     deps.create(&PostParams::default(), &d).await.unwrap();
-    eventually(5, "2 pods", || {
+    eventually(15, "2 pods", || {
         let pods = pods.clone();
         async move {
             (pods
@@ -624,7 +624,7 @@ async fn run_listens_on_configured_addresses() {
     let url: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
     let client = kube::Client::try_from(kube::Config::new(url)).unwrap();
     let nss: Api<Namespace> = Api::all(client);
-    eventually(5, "TCP listener up", || {
+    eventually(15, "TCP listener up", || {
         let nss = nss.clone();
         async move { nss.get("default").await.ok() }
     })
@@ -671,7 +671,7 @@ async fn reapplying_the_same_manifests_is_a_no_op() {
         .await
         .unwrap();
     // Wait for the scheduler and the deployment controller to settle.
-    let p = eventually(5, "pod scheduled", || {
+    let p = eventually(15, "pod scheduled", || {
         let pods = pods.clone();
         async move {
             pods.get("ap")
@@ -681,7 +681,7 @@ async fn reapplying_the_same_manifests_is_a_no_op() {
         }
     })
     .await;
-    let d = eventually(5, "deployment status", || {
+    let d = eventually(15, "deployment status", || {
         let deps = deps.clone();
         async move {
             deps.get("ad")

@@ -77,9 +77,9 @@ async fn nodes_get_distinct_pod_cidrs() {
         let nodes = nodes.clone();
         async move { nodes.get(name).await.ok().and_then(cidr) }
     };
-    let c1 = eventually(5, "n1 podCIDR", || get("n1")).await;
-    let c2 = eventually(5, "n2 podCIDR", || get("n2")).await;
-    let c3 = eventually(5, "n3 podCIDR", || get("n3")).await;
+    let c1 = eventually(15, "n1 podCIDR", || get("n1")).await;
+    let c2 = eventually(15, "n2 podCIDR", || get("n2")).await;
+    let c3 = eventually(15, "n3 podCIDR", || get("n3")).await;
     let mut all = vec![c1, c2.clone(), c3];
     all.sort();
     assert_eq!(all, ["10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"]);
@@ -88,7 +88,7 @@ async fn nodes_get_distinct_pod_cidrs() {
     // A freed podCIDR goes to the next node.
     nodes.delete("n2", &DeleteParams::default()).await.unwrap();
     add_node(&nodes, "n4", true).await;
-    let c4 = eventually(5, "n4 podCIDR", || get("n4")).await;
+    let c4 = eventually(15, "n4 podCIDR", || get("n4")).await;
     assert_eq!(c4, c2);
     // A node registering with its own podCIDR keeps it; it cannot be changed afterwards.
     nodes
@@ -117,7 +117,7 @@ async fn scheduler_spreads_over_ready_nodes() {
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
-    let placed = eventually(5, "6 scheduled pods", || {
+    let placed = eventually(15, "6 scheduled pods", || {
         let pods = pods.clone();
         async move {
             let ps = owned_pods(&pods, "web").await;
@@ -161,7 +161,7 @@ async fn scheduler_spreads_over_ready_nodes() {
     deps.create(&PostParams::default(), &deployment("other", 3, "nginx"))
         .await
         .unwrap();
-    let placed = eventually(5, "3 scheduled pods", || {
+    let placed = eventually(15, "3 scheduled pods", || {
         let pods = pods.clone();
         async move {
             let ps = owned_pods(&pods, "other").await;
@@ -187,7 +187,7 @@ async fn deployment_replicas_scale_replace_roll_and_delete() {
         .await
         .unwrap();
     let uid = d.metadata.uid.clone().unwrap();
-    let ps = eventually(5, "4 pods", || {
+    let ps = eventually(15, "4 pods", || {
         let pods = pods.clone();
         async move { Some(owned_pods(&pods, "app").await).filter(|p| p.len() == 4) }
     })
@@ -214,7 +214,7 @@ async fn deployment_replicas_scale_replace_roll_and_delete() {
     )
     .await
     .unwrap();
-    eventually(5, "2 pods", || {
+    eventually(15, "2 pods", || {
         let pods = pods.clone();
         async move { (owned_pods(&pods, "app").await.len() == 2).then_some(()) }
     })
@@ -230,7 +230,7 @@ async fn deployment_replicas_scale_replace_roll_and_delete() {
         deps.get_scale("app").await.unwrap().spec.unwrap().replicas,
         Some(3)
     );
-    let ps = eventually(5, "3 pods", || {
+    let ps = eventually(15, "3 pods", || {
         let pods = pods.clone();
         async move { Some(owned_pods(&pods, "app").await).filter(|p| p.len() == 3) }
     })
@@ -240,7 +240,7 @@ async fn deployment_replicas_scale_replace_roll_and_delete() {
     pods.delete(&victim, &DeleteParams::default())
         .await
         .unwrap();
-    eventually(5, "replacement", || {
+    eventually(15, "replacement", || {
         let pods = pods.clone();
         let victim = victim.clone();
         async move {
@@ -262,7 +262,7 @@ async fn deployment_replicas_scale_replace_roll_and_delete() {
         )
         .await;
     }
-    eventually(5, "status ready 3", || {
+    eventually(15, "status ready 3", || {
         let deps = deps.clone();
         async move {
             let s = deps.get("app").await.ok()?.status?;
@@ -283,7 +283,7 @@ async fn deployment_replicas_scale_replace_roll_and_delete() {
     )
     .await
     .unwrap();
-    let new_pods = eventually(5, "3 new-template pods", || {
+    let new_pods = eventually(15, "3 new-template pods", || {
         let pods = pods.clone();
         let hash = hash.clone();
         async move {
@@ -304,7 +304,7 @@ async fn deployment_replicas_scale_replace_roll_and_delete() {
         )
         .await;
     }
-    eventually(5, "old pods gone", || {
+    eventually(15, "old pods gone", || {
         let pods = pods.clone();
         async move {
             let ps = owned_pods(&pods, "app").await;
@@ -318,7 +318,7 @@ async fn deployment_replicas_scale_replace_roll_and_delete() {
     .await;
     // Deleting the Deployment deletes its pods.
     deps.delete("app", &DeleteParams::default()).await.unwrap();
-    eventually(5, "pods collected", || {
+    eventually(15, "pods collected", || {
         let pods = pods.clone();
         async move {
             pods.list(&ListParams::default().labels("app=app"))
@@ -345,7 +345,7 @@ async fn hundred_pod_deployment_is_created_and_scheduled_fast() {
     deps.create(&PostParams::default(), &deployment("big", 100, "nginx"))
         .await
         .unwrap();
-    eventually(10, "100 scheduled pods", || {
+    eventually(30, "100 scheduled pods", || {
         let pods = pods.clone();
         async move {
             let ps = owned_pods(&pods, "big").await;
@@ -419,7 +419,7 @@ async fn pods_on_nodes_are_deleted_gracefully() {
     assert_eq!(status_of(pods.get("a").await).code, 404);
     // Pods of a removed node go with it.
     nodes.delete("n1", &DeleteParams::default()).await.unwrap();
-    eventually(5, "pod b removed with its node", || {
+    eventually(15, "pod b removed with its node", || {
         let pods = pods.clone();
         async move { pods.get("b").await.is_err().then_some(()) }
     })
@@ -479,7 +479,7 @@ async fn service_allocations_and_load_balancers() {
     let spec = lb.spec.unwrap();
     let hc = spec.health_check_node_port.unwrap();
     assert!((30000..=32767).contains(&hc) && hc != spec.ports.unwrap()[0].node_port.unwrap());
-    let ing = eventually(5, "LoadBalancer ingress", || {
+    let ing = eventually(15, "LoadBalancer ingress", || {
         let svcs = svcs.clone();
         async move {
             let s = svcs.get("lb").await.ok()?;
@@ -493,7 +493,7 @@ async fn service_allocations_and_load_balancers() {
         .await
         .unwrap();
     let _ = lb2;
-    let ing2 = eventually(5, "requested LoadBalancer address", || {
+    let ing2 = eventually(15, "requested LoadBalancer address", || {
         let svcs = svcs.clone();
         async move {
             svcs.get("lb2")
@@ -517,7 +517,7 @@ async fn service_allocations_and_load_balancers() {
     )
     .await
     .unwrap();
-    eventually(5, "ingress cleared", || {
+    eventually(15, "ingress cleared", || {
         let svcs = svcs.clone();
         async move {
             let s = svcs.get("lb").await.ok()?;
@@ -593,7 +593,7 @@ async fn namespace_deletion_removes_its_contents() {
     {
         assert!(s.code == 403 || s.code == 404, "{s:?}");
     }
-    eventually(5, "namespace gone", || {
+    eventually(15, "namespace gone", || {
         let nss = nss.clone();
         async move { nss.get("tmp").await.is_err().then_some(()) }
     })
@@ -616,7 +616,7 @@ async fn foreground_deletion_waits_for_dependents() {
     deps.create(&PostParams::default(), &deployment("fg", 2, "i"))
         .await
         .unwrap();
-    eventually(5, "2 scheduled pods", || {
+    eventually(15, "2 scheduled pods", || {
         let pods = pods.clone();
         async move {
             let ps = owned_pods(&pods, "fg").await;
@@ -640,7 +640,7 @@ async fn foreground_deletion_waits_for_dependents() {
         .unwrap()
         .contains(&"foregroundDeletion".to_string()));
     // Pods on a node terminate gracefully; the Deployment waits for them.
-    let terminating = eventually(5, "pods terminating", || {
+    let terminating = eventually(15, "pods terminating", || {
         let pods = pods.clone();
         async move {
             let ps = pods
@@ -665,7 +665,7 @@ async fn foreground_deletion_waits_for_dependents() {
         .await
         .unwrap();
     }
-    eventually(5, "deployment gone", || {
+    eventually(15, "deployment gone", || {
         let deps = deps.clone();
         async move { deps.get("fg").await.is_err().then_some(()) }
     })

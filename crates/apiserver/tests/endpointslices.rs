@@ -93,7 +93,7 @@ async fn named_ports_resolve_per_pod_and_slices_carry_metadata() {
         .await
         .unwrap();
     // Placeholder first: no endpoints yet.
-    let placeholder = eventually(5, "placeholder slice", || {
+    let placeholder = eventually(15, "placeholder slice", || {
         let eps = eps.clone();
         async move { slices(&eps, "web").await.into_iter().next() }
     })
@@ -140,7 +140,7 @@ async fn named_ports_resolve_per_pod_and_slices_carry_metadata() {
     set_status(&pods, "other-app", "10.244.0.5", true).await;
 
     let got =
-        eventually(5, "three port groups", || {
+        eventually(15, "three port groups", || {
             let eps = eps.clone();
             async move {
                 Some(slices(&eps, "web").await).filter(|s| s.len() == 3 && endpoint_count(s) == 3)
@@ -208,7 +208,7 @@ async fn named_ports_resolve_per_pod_and_slices_carry_metadata() {
 
     // Deleting the Service deletes its slices.
     svcs.delete("web", &DeleteParams::default()).await.unwrap();
-    eventually(5, "slices collected", || {
+    eventually(15, "slices collected", || {
         let eps = eps.clone();
         async move { slices(&eps, "web").await.is_empty().then_some(()) }
     })
@@ -253,7 +253,7 @@ async fn ready_serving_terminating_and_publish_not_ready() {
         ("10.244.0.4".to_string(), (false, true, true)),
     ]
     .into();
-    eventually(5, "conditions", || {
+    eventually(15, "conditions", || {
         let eps = eps.clone();
         let want = want.clone();
         async move { (conditions(&slices(&eps, "s").await) == want).then_some(()) }
@@ -265,7 +265,7 @@ async fn ready_serving_terminating_and_publish_not_ready() {
         ("10.244.0.4".to_string(), (true, true, true)),
     ]
     .into();
-    eventually(5, "publishNotReadyAddresses conditions", || {
+    eventually(15, "publishNotReadyAddresses conditions", || {
         let eps = eps.clone();
         let want = want_pub.clone();
         async move { (conditions(&slices(&eps, "pub").await) == want).then_some(()) }
@@ -281,7 +281,7 @@ async fn ready_serving_terminating_and_publish_not_ready() {
     )
     .await
     .unwrap();
-    eventually(5, "terminated endpoint removed", || {
+    eventually(15, "terminated endpoint removed", || {
         let eps = eps.clone();
         async move { (!conditions(&slices(&eps, "s").await).contains_key("10.244.0.4")).then_some(()) }
     })
@@ -294,7 +294,7 @@ async fn ready_serving_terminating_and_publish_not_ready() {
     )
     .await
     .unwrap();
-    eventually(5, "relabelled pod removed", || {
+    eventually(15, "relabelled pod removed", || {
         let eps = eps.clone();
         async move { (conditions(&slices(&eps, "s").await).len() == 1).then_some(()) }
     })
@@ -324,7 +324,7 @@ async fn at_most_100_endpoints_per_slice_updated_in_place() {
         )
         .await;
     }
-    let got = eventually(10, "250 endpoints", || {
+    let got = eventually(30, "250 endpoints", || {
         let eps = eps.clone();
         async move { Some(slices(&eps, "big").await).filter(|s| endpoint_count(s) == 250) }
     })
@@ -343,7 +343,7 @@ async fn at_most_100_endpoints_per_slice_updated_in_place() {
             .await
             .unwrap();
     }
-    let got = eventually(10, "240 endpoints", || {
+    let got = eventually(30, "240 endpoints", || {
         let eps = eps.clone();
         async move { Some(slices(&eps, "big").await).filter(|s| endpoint_count(s) == 240) }
     })
@@ -380,7 +380,7 @@ async fn dual_stack_service_gets_a_slice_per_family() {
     .await
     .unwrap();
     let got =
-        eventually(5, "two families", || {
+        eventually(15, "two families", || {
             let eps = eps.clone();
             async move {
                 Some(slices(&eps, "ds").await).filter(|s| s.len() == 2 && endpoint_count(s) == 2)

@@ -398,7 +398,7 @@ async fn dual_stack_services_and_nodes() {
     let nodes: Api<Node> = Api::all(ts.client());
     let n: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
     nodes.create(&PostParams::default(), &n).await.unwrap();
-    let n = common::eventually(5, "podCIDRs", || {
+    let n = common::eventually(15, "podCIDRs", || {
         let nodes = nodes.clone();
         async move {
             nodes

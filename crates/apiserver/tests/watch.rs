@@ -280,7 +280,7 @@ async fn reflector_survives_restart(streaming: bool) {
         while s.try_next().await.is_ok() {}
     });
     let want = server_names(&pods).await;
-    eventually(10, "reflector initial sync", || {
+    eventually(30, "reflector initial sync", || {
         let reader = reader.clone();
         let want = want.clone();
         async move { (reflected_names(&reader).await == want).then_some(()) }
@@ -302,7 +302,7 @@ async fn reflector_survives_restart(streaming: bool) {
     .unwrap();
     let want = server_names(&pods).await;
     assert!(want.contains(&"after-restart".to_string()) && !want.contains(&"p0".to_string()));
-    eventually(20, "reflector converges after restart", || {
+    eventually(30, "reflector converges after restart", || {
         let reader = reader.clone();
         let want = want.clone();
         async move {
