@@ -25,7 +25,7 @@ fn pod(name: &str, labels: serde_json::Value) -> Pod {
 async fn next_event(
     s: &mut (impl futures::Stream<Item = Result<WatchEvent<Pod>, kube::Error>> + Unpin),
 ) -> WatchEvent<Pod> {
-    tokio::time::timeout(Duration::from_secs(5), s.next())
+    tokio::time::timeout(Duration::from_secs(15), s.next())
         .await
         .expect("watch event in time")
         .expect("stream open")
