@@ -33,6 +33,8 @@ pub struct Config {
     pub unix_socket: Option<PathBuf>,
     /// How many past changes a watch may resume from before it gets 410 Expired.
     pub watch_history: usize,
+    /// How long Events are kept (kube-apiserver's --event-ttl, 1 h).
+    pub event_ttl: Duration,
     /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
     pub bookmark_interval: Duration,
 }
@@ -54,6 +56,7 @@ impl Config {
             unix_socket: None,
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(30),
+            event_ttl: Duration::from_secs(3600),
         }
     }
 

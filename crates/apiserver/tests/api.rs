@@ -709,3 +709,19 @@ async fn reapplying_the_same_manifests_is_a_no_op() {
     assert_eq!(d2.metadata.resource_version, d.metadata.resource_version);
     assert_eq!(p2.spec.unwrap().node_name.as_deref(), Some("n1"));
 }
+
+#[tokio::test]
+async fn events_expire_after_the_ttl() {
+    let ts = TestServer::start_with(|c| c.event_ttl = std::time::Duration::from_secs(1)).await;
+    let ev: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(ts.client(), "default");
+    let e: k8s_openapi::api::core::v1::Event =
+        serde_json::from_value(json!({"metadata": {"name": "short"},
+        "involvedObject": {"kind": "Pod", "name": "x"}, "reason": "Test"}))
+        .unwrap();
+    ev.create(&PostParams::default(), &e).await.unwrap();
+    eventually(15, "event expired", || {
+        let ev = ev.clone();
+        async move { ev.get("short").await.is_err().then_some(()) }
+    })
+    .await;
+}

@@ -4,6 +4,7 @@
 
 pub mod deployments;
 pub mod endpointslices;
+pub mod events;
 pub mod gc;
 pub mod namespaces;
 pub mod nodes;
@@ -37,6 +38,7 @@ pub fn spawn_all(store: Arc<Store>) -> Vec<JoinHandle<()>> {
         spawn(store.clone(), deployments::Deployments),
         spawn(store.clone(), services::LoadBalancers),
         spawn(store.clone(), endpointslices::EndpointSlices::default()),
+        spawn(store.clone(), events::EventExpiry),
         spawn(store, gc::GarbageCollector),
     ]
 }
