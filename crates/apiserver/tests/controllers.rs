@@ -671,3 +671,27 @@ async fn foreground_deletion_waits_for_dependents() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn dangling_owner_references_are_collected_at_start() {
+    let mut ts = TestServer::start().await;
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    pods.create(
+        &PostParams::default(),
+        &typed(json!({"metadata": {"name": "orphan", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+            "name": "gone", "uid": "00000000-0000-4000-8000-000000000000"}]},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}})),
+    )
+    .await
+    .unwrap();
+    ts.restart().await;
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    eventually(15, "orphan collected", || {
+        let pods = pods.clone();
+        async move {
+            matches!(pods.get("orphan").await, Err(kube::Error::Api(s)) if s.code == 404)
+                .then_some(())
+        }
+    })
+    .await;
+}

@@ -127,18 +127,22 @@ impl Controller for GarbageCollector {
         if gone.as_ref().is_some_and(Vec::is_empty) {
             return None;
         }
+        let mut alive: Option<HashSet<String>> = None;
         for (res, r) in RESOURCES.iter().enumerate() {
             if !r.namespaced {
                 continue;
             }
             let candidates = match &gone {
                 None => {
-                    // Full pass: every uid that exists, to tell dangling owner references.
-                    let mut alive: HashSet<String> = HashSet::new();
-                    for res in 0..RESOURCES.len() {
-                        let (objs, _) = store.list(res, None, |_| true);
-                        alive.extend(objs.iter().map(|o| meta::uid(o).to_string()));
-                    }
+                    let alive = alive.get_or_insert_with(|| {
+                        // Full pass: every uid that exists, to tell dangling owner references.
+                        let mut alive: HashSet<String> = HashSet::new();
+                        for res in 0..RESOURCES.len() {
+                            let (objs, _) = store.list(res, None, |_| true);
+                            alive.extend(objs.iter().map(|o| meta::uid(o).to_string()));
+                        }
+                        alive
+                    });
                     store
                         .list(res, None, |o| {
                             let owners = owner_uids(o);
