@@ -17,6 +17,8 @@ use crate::health::{self, Metrics};
 use crate::mac::MacAddr;
 use crate::netns::NetnsTarget;
 use crate::plan::{compile, LocalNode, NodePlan, PlanError};
+use crate::policy::PolicyEnforcer;
+use crate::services::ServiceProxy;
 use crate::state::ANNOTATION_VTEP_MAC;
 use crate::watch::{self, Shared};
 use crate::{cni_config, lease, node};
@@ -89,7 +91,7 @@ where
 /// a namespace by path) and returns once its tasks are running.
 pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHandle> {
     config.validate()?;
-    let datapath = NodeDatapath::connect(target, config.host_netns).await?;
+    let datapath = NodeDatapath::connect(target.clone(), config.host_netns).await?;
     let uplink = datapath
         .discover_uplink(config.uplink.as_deref(), &config.cluster_cidr)
         .await?;
@@ -149,7 +151,29 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         vtep_mac: vtep,
         cluster_cidrs: config.cluster_cidr.clone(),
     };
+    let services = ServiceProxy::new(target.clone(), crate::services::proxy_config(&config));
+    let policy = if config.network_policy {
+        let p = PolicyEnforcer::new(target.clone(), &config.node_name, config.policy_log_group);
+        match crate::droplog::spawn(
+            target.clone(),
+            config.policy_log_group,
+            p.shared_state(),
+            metrics.clone(),
+        )
+        .await
+        {
+            Ok(t) => tasks.push(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read policy drop log; drops are not reported")
+            }
+        }
+        Some(p)
+    } else {
+        None
+    };
     let reconciler = Reconciler {
+        services,
+        policy,
         config,
         datapath,
         uplink,
@@ -195,6 +219,8 @@ async fn lease_loop(
 }
 
 struct Reconciler {
+    services: ServiceProxy,
+    policy: Option<PolicyEnforcer>,
     config: AgentConfig,
     datapath: NodeDatapath,
     uplink: Uplink,
@@ -316,6 +342,14 @@ impl Reconciler {
             }
             self.last_plan = Some(plan);
         }
+        let node_info = crate::services::proxy_node(&name, self.uplink.address, &me);
+        let svc = self.services.sync(&state, node_info).await?;
+        crate::services::record(&self.metrics, &svc);
+        if let Some(policy) = self.policy.as_mut() {
+            let report = policy.sync(&state).await?;
+            crate::policy::record(&self.metrics, &report);
+        }
+
         let first = !self.metrics.programmed.swap(true, Ordering::Relaxed);
         if first {
             tracing::info!(node = %name, "node network ready");

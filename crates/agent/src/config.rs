@@ -88,6 +88,22 @@ pub struct AgentConfig {
     )]
     pub cluster_cidr: Vec<IpNet>,
 
+    /// Service CIDRs (ClusterIP ranges): traffic to an unallocated address in them is dropped.
+    #[arg(
+        long = "service-cidr",
+        value_delimiter = ',',
+        default_value = "10.96.0.0/12"
+    )]
+    pub service_cidr: Vec<IpNet>,
+
+    /// Enforce NetworkPolicies on this node's pods (table `inet sarasa-policy`).
+    #[arg(long = "network-policy", default_value_t = true, action = clap::ArgAction::Set)]
+    pub network_policy: bool,
+
+    /// nflog group policy drops are logged to (read back by the agent for drop events).
+    #[arg(long = "policy-log-group", default_value_t = 100)]
+    pub policy_log_group: u16,
+
     /// Listen address of /healthz and /metrics (inside the node's network namespace).
     #[arg(long = "health-listen", default_value = "127.0.0.1:9099")]
     pub health_listen: SocketAddr,
@@ -113,6 +129,11 @@ impl AgentConfig {
             cluster_cidr: vec![IpNet::V4(
                 ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default(),
             )],
+            service_cidr: vec![IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 96, 0, 0), 12).unwrap_or_default(),
+            )],
+            network_policy: true,
+            policy_log_group: 100,
             health_listen: SocketAddr::from(([127, 0, 0, 1], 9099)),
             host_netns: false,
         }
@@ -158,6 +179,10 @@ mod tests {
         assert_eq!(cli.agent.cni_mode, CniMode::Bridge);
         assert_eq!(cli.agent.cluster_cidr, defaults.cluster_cidr);
         assert_eq!(cli.agent.health_listen, defaults.health_listen);
+        assert_eq!(cli.agent.service_cidr, defaults.service_cidr);
+        assert_eq!(cli.agent.service_cidr[0].to_string(), "10.96.0.0/12");
+        assert!(cli.agent.network_policy);
+        assert_eq!(cli.agent.policy_log_group, 100);
         assert!(!cli.agent.host_netns);
 
         let cli = Cli::try_parse_from([

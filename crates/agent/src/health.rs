@@ -21,6 +21,16 @@ pub struct Metrics {
     pub remote_nodes: AtomicU64,
     pub observed_resource_version: AtomicU64,
     pub fabric_ops: AtomicU64,
+    /// Service proxy: Services and endpoints programmed, last sync duration.
+    pub services: AtomicU64,
+    pub endpoints: AtomicU64,
+    pub last_service_sync_micros: AtomicU64,
+    /// NetworkPolicy: policies enforced, drops reported.
+    pub network_policies: AtomicU64,
+    pub policy_drops: AtomicU64,
+    pub last_policy_sync_micros: AtomicU64,
+    /// The last policy drop event written (its JSON), for tests and diagnostics.
+    pub last_policy_drop: std::sync::Mutex<Option<String>>,
 }
 
 impl Metrics {
@@ -73,6 +83,42 @@ impl Metrics {
             "gauge",
             "Highest resourceVersion processed and programmed.",
             g(&self.observed_resource_version).to_string(),
+        );
+        metric(
+            "sarasa_agent_services",
+            "gauge",
+            "Services known to the service proxy.",
+            g(&self.services).to_string(),
+        );
+        metric(
+            "sarasa_agent_endpoints",
+            "gauge",
+            "Endpoints in the EndpointSlices programmed.",
+            g(&self.endpoints).to_string(),
+        );
+        metric(
+            "sarasa_agent_last_service_sync_duration_seconds",
+            "gauge",
+            "Duration of the last service proxy sync.",
+            format!("{:.6}", g(&self.last_service_sync_micros) as f64 / 1e6),
+        );
+        metric(
+            "sarasa_agent_network_policies",
+            "gauge",
+            "NetworkPolicies enforced.",
+            g(&self.network_policies).to_string(),
+        );
+        metric(
+            "sarasa_agent_policy_drops_total",
+            "counter",
+            "Packets dropped by NetworkPolicy and reported.",
+            g(&self.policy_drops).to_string(),
+        );
+        metric(
+            "sarasa_agent_last_policy_sync_duration_seconds",
+            "gauge",
+            "Duration of the last NetworkPolicy sync.",
+            format!("{:.6}", g(&self.last_policy_sync_micros) as f64 / 1e6),
         );
         s
     }

@@ -15,9 +15,10 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use crate::mac::MacAddr;
+use crate::objects::{self, apply_converted, Converted};
 
 pub const ANNOTATION_VTEP_MAC: &str = "sarasa.io/vtep-mac";
 pub const ANNOTATION_PUBLIC_IP: &str = "sarasa.io/public-ip";
@@ -143,28 +144,6 @@ pub struct ObjectKey {
     pub name: String,
 }
 
-fn key_of<K: Resource>(obj: &K) -> String {
-    match obj.meta().namespace.as_deref() {
-        Some(ns) => format!("{ns}/{}", obj.name_any()),
-        None => obj.name_any(),
-    }
-}
-
-fn apply_keyed<K: Resource>(
-    store: &mut ProjectedStore<ObjectKey>,
-    event: watcher::Event<K>,
-) -> Applied {
-    store.apply(
-        event,
-        key_of,
-        |o| ObjectKey {
-            namespace: o.meta().namespace.clone(),
-            name: o.name_any(),
-        },
-        |o| parse_rv(o.meta().resource_version.as_deref()),
-    )
-}
-
 /// A keyed store of projections, maintained from watcher events like a reflector, but keeping
 /// only the projection (not the object).
 #[derive(Debug, Clone)]
@@ -257,13 +236,14 @@ impl<T: PartialEq> ProjectedStore<T> {
 pub struct ClusterState {
     pub nodes: ProjectedStore<NodeInfo>,
     pub pods: ProjectedStore<PodInfo>,
-    /// Kinds the node datapath does not compile yet. They are watched already so that the
-    /// observed resourceVersion covers an apply of them; their compilers (proxy, policy) will
-    /// replace [`ObjectKey`] by their own projections.
-    pub services: ProjectedStore<ObjectKey>,
-    pub endpoint_slices: ProjectedStore<ObjectKey>,
-    pub network_policies: ProjectedStore<ObjectKey>,
-    pub namespaces: ProjectedStore<ObjectKey>,
+    /// Converted for the service proxy (`services`) and the policy compiler (`policy`); an
+    /// object that fails conversion is kept as its error (see [`crate::objects`]).
+    pub services: ProjectedStore<Converted<sarasa_model::Service>>,
+    pub endpoint_slices: ProjectedStore<Converted<sarasa_model::EndpointSlice>>,
+    pub network_policies: ProjectedStore<Converted<sarasa_policy::NetworkPolicy>>,
+    pub namespaces: ProjectedStore<Converted<sarasa_policy::PolicyNamespace>>,
+    /// Pods as NetworkPolicy sees them (labels, container ports), beside `pods`.
+    pub policy_pods: ProjectedStore<Converted<sarasa_policy::PolicyPod>>,
     /// Highest resourceVersion among all events received so far.
     pub max_resource_version: u64,
 }
@@ -280,32 +260,33 @@ impl ClusterState {
     }
 
     pub fn apply_pod_event(&mut self, event: watcher::Event<Pod>) -> bool {
+        let policy = apply_converted(&mut self.policy_pods, event.clone(), objects::pod);
         let applied = self.pods.apply(
             event,
             |p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
             PodInfo::from_object,
             |p| parse_rv(p.resource_version().as_deref()),
         );
-        self.note_rv(applied)
+        self.note_rv(applied) | policy.changed
     }
 
     pub fn apply_service_event(&mut self, event: watcher::Event<Service>) -> bool {
-        let applied = apply_keyed(&mut self.services, event);
+        let applied = apply_converted(&mut self.services, event, objects::service);
         self.note_rv(applied)
     }
 
     pub fn apply_endpoint_slice_event(&mut self, event: watcher::Event<EndpointSlice>) -> bool {
-        let applied = apply_keyed(&mut self.endpoint_slices, event);
+        let applied = apply_converted(&mut self.endpoint_slices, event, objects::endpoint_slice);
         self.note_rv(applied)
     }
 
     pub fn apply_network_policy_event(&mut self, event: watcher::Event<NetworkPolicy>) -> bool {
-        let applied = apply_keyed(&mut self.network_policies, event);
+        let applied = apply_converted(&mut self.network_policies, event, objects::network_policy);
         self.note_rv(applied)
     }
 
     pub fn apply_namespace_event(&mut self, event: watcher::Event<Namespace>) -> bool {
-        let applied = apply_keyed(&mut self.namespaces, event);
+        let applied = apply_converted(&mut self.namespaces, event, objects::namespace);
         self.note_rv(applied)
     }
 
@@ -324,6 +305,7 @@ impl ClusterState {
             && self.endpoint_slices.synced
             && self.network_policies.synced
             && self.namespaces.synced
+            && self.policy_pods.synced
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
