@@ -710,44 +710,64 @@ fn updates_take_effect() {
     s.finish();
 }
 
-/// The lines of a node agent's log.
-fn agent_log(s: &Suite, node: &str) -> String {
+/// The policy drop events in a node agent's log: lines `policy-drop {JSON}` (see the agent's
+/// `droplog` module).
+fn drop_events(s: &Suite, node: &str) -> Vec<Value> {
     let path = format!("/var/lib/sarasa/{}/logs/agent-{node}.log", s.lab.name);
-    std::fs::read_to_string(&path).unwrap_or_default()
+    std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.split_once("policy-drop ")?.1).ok())
+        .collect()
 }
 
-/// Does a log line name the object `ns/name` (as `ns/name` or as the Debug form of its key)?
-fn mentions(line: &str, key: &str) -> bool {
-    let (ns, name) = key.split_once('/').expect("ns/name");
-    line.contains(key) || line.contains(&format!("namespace: \"{ns}\", name: \"{name}\""))
-}
-
-/// Probes `from` → `to` (must be denied) until the agent log of `node` has a drop event line
-/// naming `policy` and both pods (by `ns/name` or address), or 15 s pass.
-fn expect_drop_event(s: &Suite, node: &str, from: &str, to: &str, policy: &str) {
+/// Probes `from` → `to` on tcp/80 (must be denied) until the agent log of `node` has the drop
+/// event for it: dropped at `pod` in `direction`, naming exactly `policies`; 15 s at most.
+fn expect_drop_event(
+    s: &Suite,
+    node: &str,
+    (from, to): (&str, &str),
+    direction: &str,
+    pod: &str,
+    policies: &[&str],
+) {
     let url = format!("tcp://{}:80", s.ip(to));
-    // a pod by `ns/name`, its address or the Debug form of its key
-    let names = |line: &str, key: &str| mentions(line, key) || line.contains(s.ip(key));
     let deadline = Instant::now() + Duration::from_secs(15);
+    let mut want: Vec<&str> = policies.to_vec();
+    want.sort_unstable();
     loop {
-        assert!(
-            !s.probe(from, &url),
-            "{from} -> {to} must be denied by {policy}"
-        );
-        let log = agent_log(s, node);
-        if log.lines().any(|l| {
-            l.to_ascii_lowercase().contains("drop")
-                && mentions(l, policy)
-                && names(l, from)
-                && names(l, to)
-        }) {
+        assert!(!s.probe(from, &url), "{from} -> {to} must be denied");
+        let events = drop_events(s, node);
+        let ours: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["src"]["pod"] == from && e["dst"]["pod"] == to)
+            .collect();
+        let matches = |e: &&Value| {
+            let mut got: Vec<&str> = e["policies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            got.sort_unstable();
+            e["direction"] == direction
+                && e["pod"] == pod
+                && e["port"] == 80
+                && e["protocol"]
+                    .as_str()
+                    .map(str::to_ascii_lowercase)
+                    .as_deref()
+                    == Some("tcp")
+                && got == want
+        };
+        if ours.iter().any(matches) {
             return;
         }
         if Instant::now() >= deadline {
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
             panic!(
-                "no drop event naming {policy} for {from} -> {to} in the agent log of {node}; its tail:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                "no {direction} drop event at {pod} naming {want:?} for {from} -> {to} in the \
+                 agent log of {node}; events for this flow: {ours:?}; all events: {}",
+                events.len()
             );
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -776,11 +796,24 @@ fn drop_events_name_the_isolating_policy() {
         ),
     ]);
     // ingress: dropped at the destination's node (x/b on node-2), naming both policies that
-    // select x/b
-    expect_drop_event(&s, "node-2", "y/a", "x/b", "x/deny-ingress");
-    expect_drop_event(&s, "node-2", "y/a", "x/b", "x/b-from-z");
+    // select x/b for ingress (and not y's egress policy)
+    expect_drop_event(
+        &s,
+        "node-2",
+        ("y/a", "x/b"),
+        "ingress",
+        "x/b",
+        &["x/deny-ingress", "x/b-from-z"],
+    );
     // egress: dropped at the source's node (y/c on node-3)
-    expect_drop_event(&s, "node-3", "y/c", "z/a", "y/deny-egress");
+    expect_drop_event(
+        &s,
+        "node-3",
+        ("y/c", "z/a"),
+        "egress",
+        "y/c",
+        &["y/deny-egress"],
+    );
 }
 
 #[test]
