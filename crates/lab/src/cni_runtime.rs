@@ -258,7 +258,7 @@ mod tests {
         .unwrap();
         std::fs::write(
             dir.path().join("10-a.conflist"),
-            r#"{"name":"a","plugins":[]}"#,
+            r#"{"name":"a","plugins":[{"type":"x"}]}"#,
         )
         .unwrap();
         let err = load_conflist(dir.path()).unwrap_err().to_string();
