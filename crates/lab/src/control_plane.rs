@@ -1,5 +1,6 @@
 //! The control-plane process of a lab (`sarasa lab control-plane`, started by `lab up` inside
-//! the fabric namespace): the API server on the underlay address plus the pod runner.
+//! the fabric namespace): the API server on the underlay address, the pod runner, and the
+//! fabric's routes for LoadBalancer and external Service addresses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,9 +25,15 @@ pub async fn run(spec: LabSpec, paths: LabPaths, bins: Binaries) -> Result<(), L
     let api = tokio::spawn(async move { server.serve(listener).await });
 
     let client = crate::client::connect(&spec)?;
+    let routes = tokio::spawn(crate::service_routes::run(spec.clone(), client.clone()));
     let runner = PodRunner::new(spec, paths, bins, client);
     let pods = tokio::spawn(Arc::clone(&runner).run());
     tokio::select! {
+        r = routes => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(LabError::Process(format!("service route task: {e}"))),
+        },
         r = api => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(LabError::Api(format!("API server stopped: {e}"))),

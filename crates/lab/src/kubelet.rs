@@ -4,6 +4,11 @@
 //! namespace, and reports the pod's IPs and readiness in its status. Deleting a pod stops its
 //! containers, runs CNI DEL and removes the namespace, then finalises the API object.
 //!
+//! Readiness follows each container's `readinessProbe` ([`crate::readiness`]): one task per
+//! probed pod sleeps between periods and patches the pod's status when readiness changes; a
+//! terminating pod keeps being probed until its containers are gone, so its EndpointSlice
+//! endpoints read serving/terminating during the grace period.
+//!
 //! Records of what it started live on disk (`pods/<uid>.json`), so a restarted control plane
 //! adopts running pods instead of starting them again.
 
@@ -24,6 +29,7 @@ use serde_json::{json, Value};
 use crate::cni_runtime::{load_conflist, result_ips, Attachment, CniRuntime};
 use crate::paths::LabPaths;
 use crate::process::{Daemon, ProcessRecord};
+use crate::readiness::{readiness_probe, run_probe, ProbeState, ProbeTarget, ReadinessProbe};
 use crate::spec::LabSpec;
 use crate::state::{read_json, write_json_atomic};
 use crate::LabError;
@@ -70,6 +76,10 @@ pub struct PodRunner {
     records: Mutex<BTreeMap<String, PodRecord>>,
     busy: Mutex<HashSet<String>>,
     failures: Mutex<BTreeMap<String, std::time::Instant>>,
+    /// Probe verdicts: pod uid → container name → ready (containers without a probe absent).
+    readiness: Mutex<BTreeMap<String, BTreeMap<String, bool>>>,
+    /// Pods whose probe task runs.
+    probing: Mutex<HashSet<String>>,
 }
 
 impl PodRunner {
@@ -93,6 +103,8 @@ impl PodRunner {
             records: Mutex::new(records),
             busy: Mutex::new(HashSet::new()),
             failures: Mutex::new(BTreeMap::new()),
+            readiness: Mutex::new(BTreeMap::new()),
+            probing: Mutex::new(HashSet::new()),
         })
     }
 
@@ -204,7 +216,143 @@ impl PodRunner {
         let rec = tokio::task::spawn_blocking(move || me.start_blocking(&pod2))
             .await
             .map_err(|e| LabError::Process(format!("pod start task: {e}")))??;
+        self.start_probing(&pod);
         self.report_status(&pod, &rec).await
+    }
+
+    /// Starts the pod's probe task unless it runs already or no container has a probe. Probed
+    /// containers start not ready, as on a kubelet.
+    fn start_probing(self: &Arc<Self>, pod: &Pod) {
+        let Some(uid) = pod.uid() else { return };
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        let mut probes = Vec::new();
+        for c in &containers {
+            match readiness_probe(c) {
+                Ok(Some(p)) => probes.push((c.name.clone(), Some(p))),
+                Ok(None) => {}
+                Err(e) => {
+                    // Never ready: the probe cannot run.
+                    tracing::warn!(pod = %pod.name_any(), "{e}");
+                    probes.push((c.name.clone(), None));
+                }
+            }
+        }
+        if probes.is_empty() || !self.probing.lock().expect("lock").insert(uid.clone()) {
+            return;
+        }
+        self.readiness.lock().expect("lock").insert(
+            uid,
+            probes
+                .iter()
+                .map(|(name, _)| (name.clone(), false))
+                .collect(),
+        );
+        let probes: Vec<(String, ReadinessProbe)> = probes
+            .into_iter()
+            .filter_map(|(name, p)| Some((name, p?)))
+            .collect();
+        tokio::spawn(Arc::clone(self).probe_loop(pod.clone(), probes));
+    }
+
+    /// Probes each container every period (after its initial delay) while the pod has a
+    /// record, including while it terminates; reports status when readiness changes.
+    async fn probe_loop(self: Arc<Self>, pod: Pod, probes: Vec<(String, ReadinessProbe)>) {
+        let uid = pod.uid().unwrap_or_default();
+        let start = tokio::time::Instant::now();
+        let mut next: Vec<tokio::time::Instant> = probes
+            .iter()
+            .map(|(_, p)| start + p.initial_delay)
+            .collect();
+        let mut states = vec![ProbeState::default(); probes.len()];
+        loop {
+            let due = next.iter().min().copied().unwrap_or(start);
+            tokio::time::sleep_until(due).await;
+            let Some(rec) = rec_snapshot(&self.records, &uid) else {
+                break;
+            };
+            let node_netns = self.spec.node(&rec.node).map(|n| n.netns.clone());
+            let pod_ip = rec
+                .ips
+                .first()
+                .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+            let now = tokio::time::Instant::now();
+            let mut changed = false;
+            for (i, (name, probe)) in probes.iter().enumerate() {
+                if next[i] > now {
+                    continue;
+                }
+                next[i] = now + probe.period;
+                let alive = rec
+                    .containers
+                    .iter()
+                    .any(|c| &c.name == name && c.process.is_some_and(|p| p.alive()));
+                let ok = match (alive, &node_netns, pod_ip) {
+                    (true, Some(node_netns), Some(pod_ip)) => {
+                        let probe = probe.clone();
+                        let node_netns = node_netns.clone();
+                        let pod_netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
+                        tokio::task::spawn_blocking(move || {
+                            let Ok(node) = NetNs::open(&node_netns) else {
+                                return false;
+                            };
+                            run_probe(
+                                &probe,
+                                &ProbeTarget {
+                                    pod_netns: &pod_netns,
+                                    node: &node,
+                                    pod_ip,
+                                },
+                            )
+                        })
+                        .await
+                        .unwrap_or(false)
+                    }
+                    _ => false,
+                };
+                let before = states[i].ready;
+                if alive {
+                    states[i].record(ok, probe);
+                } else {
+                    // A container that is not running is not ready, whatever the thresholds.
+                    states[i] = ProbeState::default();
+                }
+                if states[i].ready != before {
+                    changed = true;
+                    if let Some(m) = self.readiness.lock().expect("lock").get_mut(&uid) {
+                        m.insert(name.clone(), states[i].ready);
+                    }
+                }
+            }
+            if changed {
+                if let Err(e) = self.report_status(&pod, &rec).await {
+                    tracing::warn!(pod = %rec.name, "{e}");
+                }
+            }
+        }
+        self.readiness.lock().expect("lock").remove(&uid);
+        self.probing.lock().expect("lock").remove(&uid);
+    }
+
+    /// Whether a container counts as ready: running and, when probed, its probe says so.
+    fn container_ready(&self, uid: &str, c: &ContainerRecord) -> bool {
+        c.process.is_some_and(|p| p.alive())
+            && self
+                .readiness
+                .lock()
+                .expect("lock")
+                .get(uid)
+                .and_then(|m| m.get(&c.name).copied())
+                .unwrap_or(true)
+    }
+
+    fn pod_ready(&self, rec: &PodRecord) -> bool {
+        rec.containers
+            .iter()
+            .all(|c| self.container_ready(&rec.uid, c))
     }
 
     /// Network first (netns + CNI ADD), then containers; any failure undoes what was done.
@@ -393,7 +541,8 @@ impl PodRunner {
                 changed = true;
             }
         }
-        let status_stale = !status_matches(&pod, &rec);
+        self.start_probing(&pod);
+        let status_stale = !status_matches(&pod, &rec, self.pod_ready(&rec));
         if changed {
             self.save(&rec)?;
         }
@@ -446,14 +595,23 @@ impl PodRunner {
         let Some(rec) = self.records.lock().expect("lock").get(uid).cloned() else {
             return Ok(());
         };
-        let mut errors = Vec::new();
-        for c in &rec.containers {
-            if let Some(p) = c.process {
-                if let Err(e) = p.stop(grace) {
-                    errors.push(e.to_string());
-                }
-            }
-        }
+        // Every container gets SIGTERM at once and the same deadline, then SIGKILL.
+        let mut errors: Vec<String> = std::thread::scope(|s| {
+            let stops: Vec<_> = rec
+                .containers
+                .iter()
+                .filter_map(|c| c.process)
+                .map(|p| s.spawn(move || p.stop(grace)))
+                .collect();
+            stops
+                .into_iter()
+                .filter_map(|h| match h.join() {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some("container stop thread panicked".into()),
+                })
+                .collect()
+        });
         if let Err(e) = self.cni_del(&rec) {
             errors.push(e.to_string());
         }
@@ -534,11 +692,7 @@ impl PodRunner {
             .node(&rec.node)
             .map(|n| n.ip.to_string())
             .unwrap_or_default();
-        let all_running = rec
-            .containers
-            .iter()
-            .all(|c| c.process.is_some_and(|p| p.alive()));
-        let ready = if all_running { "True" } else { "False" };
+        let ready = if self.pod_ready(rec) { "True" } else { "False" };
         let now = now_rfc3339();
         let cond = |t: &str, s: &str| json!({"type": t, "status": s, "lastTransitionTime": now, "lastProbeTime": null});
         let statuses: Vec<Value> = rec
@@ -553,7 +707,7 @@ impl PodRunner {
                     .unwrap_or_default();
                 let running = c.process.is_some_and(|p| p.alive());
                 json!({
-                    "name": c.name, "ready": running, "started": running,
+                    "name": c.name, "ready": self.container_ready(&rec.uid, c), "started": running,
                     "restartCount": c.restarts, "image": image, "imageID": "",
                     "state": if running { json!({"running": {"startedAt": rec.started_at}}) }
                              else { json!({"waiting": {"reason": "CrashLoopBackOff"}}) },
@@ -597,20 +751,16 @@ fn rec_snapshot(records: &Mutex<BTreeMap<String, PodRecord>>, uid: &str) -> Opti
 }
 
 /// True when the pod's status already says what the record says (no write needed).
-fn status_matches(pod: &Pod, rec: &PodRecord) -> bool {
+fn status_matches(pod: &Pod, rec: &PodRecord, ready: bool) -> bool {
     let Some(st) = &pod.status else { return false };
-    let ready = st
+    let reported = st
         .conditions
         .iter()
         .flatten()
         .any(|c| c.type_ == "Ready" && c.status == "True");
-    let all_running = rec
-        .containers
-        .iter()
-        .all(|c| c.process.is_some_and(|p| p.alive()));
     st.pod_ip.as_deref() == rec.ips.first().map(String::as_str)
         && st.phase.as_deref() == Some("Running")
-        && ready == all_running
+        && reported == ready
 }
 
 /// The process a container runs: its command + args, or — without a command — the built-in

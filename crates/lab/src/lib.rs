@@ -11,6 +11,8 @@ pub mod kubelet;
 pub mod lab;
 pub mod paths;
 pub mod process;
+pub mod readiness;
+pub mod service_routes;
 pub mod spec;
 pub mod state;
 pub mod topology;

@@ -44,15 +44,21 @@ impl ProcessRecord {
     }
 
     /// SIGTERM, wait up to `grace`, then SIGKILL and wait a little more. Ok if already gone.
+    /// As a container runtime does, SIGTERM goes to the main process only, and whatever is
+    /// left of its process group (daemons lead their own session) is killed at the end, so a
+    /// shell's background children do not outlive their "container".
     pub fn stop(&self, grace: Duration) -> Result<(), LabError> {
         if !self.alive() {
             return Ok(());
         }
         let pid = Pid::from_raw(self.pid);
+        let group = Pid::from_raw(-self.pid);
         let _ = kill(pid, Signal::SIGTERM);
         if wait_gone(self, grace) {
+            let _ = kill(group, Signal::SIGKILL);
             return Ok(());
         }
+        let _ = kill(group, Signal::SIGKILL);
         let _ = kill(pid, Signal::SIGKILL);
         if wait_gone(self, Duration::from_secs(5)) {
             Ok(())
