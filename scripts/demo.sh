@@ -34,4 +34,13 @@ echo "== node-1 -> $b_name"
 sarasa exec node/node-1 -- sarasa probe "tcp://$b_ip:80"
 echo
 echo "Each reply's \"client\" is the sender's own pod address: pod-to-pod across nodes without NAT."
+echo
+echo "== sarasa apply -f examples/my-nginx-svc.yaml --wait   (a ClusterIP Service, programmed in nftables)"
+sarasa apply -f examples/my-nginx-svc.yaml --wait
+sarasa get svc my-nginx
+cip=$(sarasa get svc my-nginx -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["spec"]["clusterIP"])')
+for i in 1 2 3 4; do
+  sarasa exec "$a_name" -- sarasa probe "tcp://$cip:80"
+done
+echo "New connections to the ClusterIP $cip spread over the endpoints (kube-proxy semantics, in nftables)."
 echo "Explore: sarasa get pods -o wide | sarasa exec external -- sarasa probe ... | sarasa lab down"
