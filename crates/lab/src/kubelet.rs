@@ -224,6 +224,9 @@ impl PodRunner {
     /// containers start not ready, as on a kubelet.
     fn start_probing(self: &Arc<Self>, pod: &Pod) {
         let Some(uid) = pod.uid() else { return };
+        if self.probing.lock().expect("lock").contains(&uid) {
+            return;
+        }
         let containers = pod
             .spec
             .as_ref()

@@ -209,3 +209,97 @@ pub fn client_ip(reply: &Value) -> String {
         .map(|a| a.ip().to_string())
         .unwrap_or_default()
 }
+
+/// What one `sarasa probe` run gave: the reply JSON or the error text, and how long it took.
+#[derive(Debug)]
+pub struct ProbeOutcome {
+    pub reply: Result<Value, String>,
+    pub elapsed: Duration,
+}
+
+impl TestLab {
+    /// `apply -f` without waiting for pods to be Ready (for pods that never become Ready).
+    pub fn apply_nowait(&self, yaml: &str) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("m.yaml");
+        std::fs::write(&f, yaml).expect("write manifest");
+        self.ok(&["apply", "-f", f.to_str().expect("utf8")])
+    }
+
+    /// `apply -f` expected to fail: returns stdout + stderr.
+    pub fn apply_err(&self, yaml: &str) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("m.yaml");
+        std::fs::write(&f, yaml).expect("write manifest");
+        let out = self.run(&["apply", "-f", f.to_str().expect("utf8")]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !out.status.success(),
+            "apply unexpectedly succeeded:\n{yaml}\n{text}"
+        );
+        text
+    }
+
+    /// `sarasa exec TARGET -- sarasa probe --timeout T URL`, keeping the error text.
+    pub fn probe_outcome(&self, target: &str, url: &str, timeout: &str) -> ProbeOutcome {
+        let bin = sarasa_bin();
+        let started = Instant::now();
+        let out = self.run(&[
+            "exec",
+            target,
+            "--",
+            bin.to_str().expect("utf8"),
+            "probe",
+            "--timeout",
+            timeout,
+            url,
+        ]);
+        let elapsed = started.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let reply = if out.status.success() {
+            serde_json::from_str(stdout.lines().next().unwrap_or_default())
+                .map_err(|e| format!("reply is not JSON ({e}): {stdout}"))
+        } else {
+            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        };
+        ProbeOutcome { reply, elapsed }
+    }
+
+    /// One object of `get KIND -n NS -o json` by name.
+    pub fn object(&self, kind: &str, ns: &str, name: &str) -> Option<Value> {
+        let list = self.get_json(&[kind, "-n", ns]);
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|o| o["metadata"]["name"] == name)
+            .cloned()
+    }
+
+    /// Every address of every node namespace (what a masqueraded source may be).
+    pub fn all_node_addrs(&self) -> std::collections::BTreeSet<String> {
+        let nodes = self.get_json(&["nodes"]);
+        let mut out = std::collections::BTreeSet::new();
+        for n in nodes["items"].as_array().into_iter().flatten() {
+            let name = n["metadata"]["name"].as_str().unwrap_or_default();
+            let text = self.ok(&["exec", &format!("node/{name}"), "--", "ip", "-j", "addr"]);
+            let v: Value = serde_json::from_str(&text).expect("ip -j addr");
+            for l in v.as_array().into_iter().flatten() {
+                for a in l["addr_info"].as_array().into_iter().flatten() {
+                    if let Some(ip) = a["local"].as_str() {
+                        out.insert(ip.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The lab's fabric namespace (the underlay router).
+    pub fn fabric_netns(&self) -> String {
+        format!("sarasa-{}-fabric", self.name)
+    }
+}
