@@ -299,9 +299,13 @@ impl Suite {
         );
     }
 
-    /// `sarasa exec -n NS POD -- sarasa probe --timeout 1s URL` succeeded?
+    /// `sarasa exec -n NS POD -- sarasa probe --timeout 1s URL` succeeded? (`from` is
+    /// `ns/pod` or `node/NAME`.)
     fn probe(&self, from: &str, url: &str) -> bool {
-        let (ns, pod) = from.split_once('/').expect("ns/pod");
+        let (ns, pod) = match from.split_once('/').expect("ns/pod") {
+            ("node", _) => ("default", from),
+            other => other,
+        };
         let bin = common::sarasa_bin();
         self.lab
             .run(&[
@@ -354,6 +358,16 @@ fn ingress_policies() {
     s.apply(std::slice::from_ref(&deny));
     s.check("default-deny-ingress", "tcp", 80, |_, t| t.ns != "x");
     s.check("default-deny-ingress", "udp", 80, |_, t| t.ns != "x");
+    // a pod's own node always reaches it; another node is policed like any other source
+    let url = format!("tcp://{}:80", s.ip("x/a"));
+    assert!(
+        s.probe("node/node-1", &url),
+        "node-1 -> x/a (its own pod) must be allowed under default-deny-ingress"
+    );
+    assert!(
+        !s.probe("node/node-2", &url),
+        "node-2 -> x/a must be denied by default-deny-ingress"
+    );
     // several policies select one pod: the union of their rules (allow-all wins)
     s.apply(&[policy(
         "x",
