@@ -218,12 +218,12 @@ fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<u16> {
         IpAddr::V6(ip) => format!("[{ip}]"),
         IpAddr::V4(ip) => ip.to_string(),
     };
-    write!(
-        s,
+    // One write: the request goes out in one segment.
+    let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {host}:{}\r\nUser-Agent: kube-probe/sarasa\r\n\r\n",
         addr.port()
-    )
-    .ok()?;
+    );
+    s.write_all(request.as_bytes()).ok()?;
     let mut head = [0u8; 64];
     let mut n = 0;
     while n < 12 {
@@ -342,5 +342,88 @@ mod tests {
         assert_eq!(parse_status_line(b"HTTP/1.1 204 No Content\r\n"), Some(204));
         assert_eq!(parse_status_line(b"SSH-2.0"), None);
         assert_eq!(parse_status_line(b""), None);
+    }
+}
+
+/// Privileged: probes run where a kubelet runs them, in a namespace this test creates.
+#[cfg(test)]
+mod netns_tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    struct Guard(String);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = NetNs::delete(&self.0);
+        }
+    }
+
+    fn probe(action: ProbeAction) -> ReadinessProbe {
+        ReadinessProbe {
+            action,
+            initial_delay: Duration::ZERO,
+            period: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            success_threshold: 1,
+            failure_threshold: 1,
+        }
+    }
+
+    #[test]
+    fn exec_tcp_and_http_probes_run_in_the_right_namespace() {
+        let name = format!("sarasa-t{}-probes", std::process::id());
+        let ns = NetNs::create(&name).expect("creating a namespace (needs root)");
+        let _guard = Guard(name);
+        crate::topology::ns_lo_up(&ns).expect("lo up");
+        // A server inside the namespace on 127.0.0.1: one HTTP answer per connection.
+        let listener = ns
+            .run(|| TcpListener::bind("127.0.0.1:0"))
+            .expect("enter")
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let status = if buf.starts_with(b"GET /ok ") {
+                    200
+                } else {
+                    503
+                };
+                let _ = write!(s, "HTTP/1.0 {status} X\r\n\r\n");
+            }
+        });
+        let target = ProbeTarget {
+            pod_netns: ns.path(),
+            node: &ns,
+            pod_ip: "127.0.0.1".parse().expect("ip"),
+        };
+        assert!(run_probe(&probe(ProbeAction::TcpSocket { port }), &target));
+        let ok = ProbeAction::HttpGet {
+            port,
+            path: "/ok".into(),
+        };
+        let bad = ProbeAction::HttpGet {
+            port,
+            path: "/bad".into(),
+        };
+        assert!(run_probe(&probe(ok), &target));
+        assert!(!run_probe(&probe(bad), &target), "503 is a failure");
+        // The same port in the test's own namespace is not the server: exec proves where it ran.
+        let sh = |script: String| ProbeAction::Exec(vec!["/bin/sh".into(), "-c".into(), script]);
+        let in_ns = "ip -o link show | grep -qv ' lo:' && exit 1; exit 0".to_string();
+        assert!(
+            run_probe(&probe(sh(in_ns)), &target),
+            "exec ran outside the pod namespace"
+        );
+        assert!(!run_probe(&probe(sh("exit 3".into())), &target));
+        let slow = probe(sh("sleep 5".into()));
+        let started = Instant::now();
+        assert!(!run_probe(&slow, &target), "a probe past its timeout fails");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

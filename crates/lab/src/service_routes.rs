@@ -445,3 +445,86 @@ mod tests {
         assert!(desired_routes(&[s], &[], &[]).is_empty());
     }
 }
+
+/// Privileged: the diff against a real routing table, in a namespace this test creates.
+#[cfg(test)]
+mod netns_tests {
+    use super::*;
+    use sarasa_netns::{NetNs, Veth};
+
+    struct Guard(String);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = NetNs::delete(&self.0);
+        }
+    }
+
+    #[test]
+    fn apply_routes_adds_moves_and_removes_only_its_own_routes() {
+        let name = format!("sarasa-t{}-svcroutes", std::process::id());
+        let ns = NetNs::create(&name).expect("creating a namespace (needs root)");
+        let _guard = Guard(name);
+        let mut nl = Netlink::open_in(&ns).expect("netlink");
+        nl.add_veth(&Veth {
+            name: "up0".into(),
+            peer_name: "up1".into(),
+            peer_netns: None,
+            mtu: None,
+            mac: None,
+            peer_mac: None,
+        })
+        .expect("veth");
+        for l in ["up0", "up1"] {
+            let idx = nl.link(l).expect("link").index;
+            nl.set_up(idx).expect("up");
+        }
+        let up0 = nl.link("up0").expect("link").index;
+        nl.addr_add(up0, "192.168.33.1/24".parse().expect("net"))
+            .expect("address");
+        // A foreign /32 route (no owner metric) must survive every reconcile.
+        let foreign = Route::new("192.0.2.99/32".parse().expect("net"))
+            .via("192.168.33.13".parse().expect("ip"));
+        nl.route_add(&foreign).expect("foreign route");
+
+        let ours = |r: &mut Netlink| -> BTreeMap<String, String> {
+            r.routes(Some(Family::V4))
+                .expect("routes")
+                .into_iter()
+                .filter(|r| r.metric == Some(SERVICE_ROUTE_METRIC))
+                .map(|r| {
+                    (
+                        r.dst.addr().to_string(),
+                        r.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        };
+        let mut want = BTreeMap::new();
+        want.insert(ip("198.51.100.1"), ip("192.168.33.11"));
+        want.insert(ip("192.0.2.50"), ip("192.168.33.12"));
+        assert_eq!(apply_routes(&mut nl, &want).expect("apply"), 2);
+        assert_eq!(
+            apply_routes(&mut nl, &want).expect("apply"),
+            0,
+            "idempotent"
+        );
+        want.insert(ip("198.51.100.1"), ip("192.168.33.13"));
+        want.remove(&ip("192.0.2.50"));
+        assert_eq!(apply_routes(&mut nl, &want).expect("apply"), 2);
+        assert_eq!(
+            ours(&mut nl),
+            BTreeMap::from([("198.51.100.1".to_string(), "192.168.33.13".to_string())])
+        );
+        assert_eq!(apply_routes(&mut nl, &BTreeMap::new()).expect("apply"), 1);
+        assert!(ours(&mut nl).is_empty());
+        let all = nl.routes(Some(Family::V4)).expect("routes");
+        assert!(
+            all.iter().any(|r| r.dst == foreign.dst),
+            "a route the controller does not own was removed: {all:?}"
+        );
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().expect("ip")
+    }
+}
