@@ -383,8 +383,14 @@ mod netns_tests {
         let port = listener.local_addr().expect("addr").port();
         std::thread::spawn(move || {
             for mut s in listener.incoming().flatten() {
-                let mut buf = [0u8; 512];
-                let _ = s.read(&mut buf);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 512];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
                 let status = if buf.starts_with(b"GET /ok ") {
                     200
                 } else {
