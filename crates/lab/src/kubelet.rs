@@ -557,11 +557,12 @@ impl PodRunner {
 
     async fn terminate(self: &Arc<Self>, pod: Pod) -> Result<(), LabError> {
         let uid = pod.uid().unwrap_or_default();
+        // The API's grace period, honoured whole: SIGTERM now, SIGKILL when it runs out.
         let grace = pod
             .metadata
             .deletion_grace_period_seconds
             .unwrap_or(30)
-            .clamp(0, 30) as u64;
+            .max(0) as u64;
         let me = Arc::clone(self);
         let uid2 = uid.clone();
         tokio::task::spawn_blocking(move || me.teardown(&uid2, Duration::from_secs(grace)))
