@@ -342,7 +342,6 @@ fn pod_sel(pod: &str) -> Value {
 }
 
 #[test]
-#[ignore = "needs NetworkPolicy enforcement by the agent (crates/agent, in progress); run with --ignored"]
 fn ingress_policies() {
     let s = Suite::up();
 
@@ -476,7 +475,6 @@ fn pod_policy_from(ns: &str, name: &str, pod: &str, peers: Vec<Value>) -> Value 
 }
 
 #[test]
-#[ignore = "needs NetworkPolicy enforcement by the agent (crates/agent, in progress); run with --ignored"]
 fn egress_policies() {
     let s = Suite::up();
 
@@ -586,7 +584,6 @@ fn egress_policies() {
 }
 
 #[test]
-#[ignore = "needs NetworkPolicy enforcement by the agent (crates/agent, in progress); run with --ignored"]
 fn port_policies() {
     let s = Suite::up();
 
@@ -657,7 +654,6 @@ fn port_policies() {
 }
 
 #[test]
-#[ignore = "needs NetworkPolicy enforcement by the agent (crates/agent, in progress); run with --ignored"]
 fn updates_take_effect() {
     let s = Suite::up();
 
@@ -789,7 +785,6 @@ fn expect_drop_event(
 }
 
 #[test]
-#[ignore = "needs NetworkPolicy enforcement by the agent (crates/agent, in progress); run with --ignored"]
 fn drop_events_name_the_isolating_policy() {
     let s = Suite::up();
     s.apply(&[
@@ -831,7 +826,6 @@ fn drop_events_name_the_isolating_policy() {
 }
 
 #[test]
-#[ignore = "needs NetworkPolicy enforcement by the agent (crates/agent, in progress); run with --ignored"]
 fn bad_input_is_rejected_and_policies_stay_enforced() {
     let s = Suite::up();
     let good = pod_policy_from("x", "a-from-b", "a", vec![pod_sel("b")]);
@@ -922,7 +916,6 @@ fn bad_input_is_rejected_and_policies_stay_enforced() {
 }
 
 #[test]
-#[ignore = "needs NetworkPolicy enforcement by the agent (crates/agent, in progress); run with --ignored"]
 fn service_traffic_is_judged_on_pod_addresses() {
     let s = Suite::up();
     s.apply(&[
