@@ -134,6 +134,9 @@ impl PolicyEnforcer {
         let mut changed = false;
 
         if self.dirty || ipv6 != self.opts.ipv6 {
+            if self.compiler.is_none() {
+                ensure_bridge_netfilter(&self.target).await;
+            }
             self.opts.ipv6 = ipv6;
             let mut ps = PolicyState::new();
             for ns in new_namespaces.values().filter_map(|n| n.as_ref().ok()) {
@@ -275,6 +278,40 @@ impl PolicyEnforcer {
         .await?;
         self.netlink = backend;
         result.map_err(|e| Error::Nft(format!("apply policy update: {e}")))
+    }
+}
+
+const BRIDGE_NF: [&str; 2] = [
+    "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+];
+
+/// Pods on one node bridge (`--cni-mode bridge`) talk without routing; their packets meet the
+/// `forward` hook only with bridge netfilter on in the node's namespace (the sysctl is per
+/// namespace, default on once `br_netfilter` is loaded). Turns it on there; without the module
+/// same-node traffic on a bridge is not policed, which is logged.
+async fn ensure_bridge_netfilter(target: &NetnsTarget) {
+    let r = crate::netns::run_in(target, || {
+        let mut missing = false;
+        for path in BRIDGE_NF {
+            match std::fs::read_to_string(path) {
+                Ok(v) if v.trim() == "1" => {}
+                Ok(_) => std::fs::write(path, "1").map_err(|source| Error::Sysctl {
+                    key: path.to_string(),
+                    source,
+                })?,
+                Err(_) => missing = true,
+            }
+        }
+        Ok(missing)
+    })
+    .await;
+    match r {
+        Ok(false) => {}
+        Ok(true) => tracing::warn!(
+            "br_netfilter is not loaded: traffic between pods on one node bridge is not policed"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot enable bridge netfilter"),
     }
 }
 
