@@ -9,7 +9,9 @@ use crate::validate::pod::PROTOCOLS;
 
 const CIDR_MSG: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
 
-/// Defaults `policyTypes` (Ingress, plus Egress when egress rules exist) and port protocols.
+/// Defaults `policyTypes` (Ingress, plus Egress when the egress list is non-empty — an empty
+/// `egress: []` does not imply Egress, exactly as kube-apiserver's defaulting) and port
+/// protocols.
 pub fn defaults(np: &mut Value) {
     let Some(spec) = np.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
@@ -20,7 +22,11 @@ pub fn defaults(np: &mut Value) {
         .is_none_or(Vec::is_empty)
     {
         let mut types = vec![json!("Ingress")];
-        if spec.get("egress").and_then(Value::as_array).is_some() {
+        if spec
+            .get("egress")
+            .and_then(Value::as_array)
+            .is_some_and(|rules| !rules.is_empty())
+        {
             types.push(json!("Egress"));
         }
         spec.insert("policyTypes".into(), json!(types));
@@ -256,8 +262,16 @@ mod tests {
 
     #[test]
     fn default_policy_types() {
-        let mut np = json!({"spec": {"podSelector": {}, "egress": []}});
+        let mut np = json!({"spec": {"podSelector": {}, "egress": [{}]}});
         defaults(&mut np);
         assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+        // An empty egress list does not make the policy an egress policy.
+        let mut np = json!({"spec": {"podSelector": {}, "egress": []}});
+        defaults(&mut np);
+        assert_eq!(np["spec"]["policyTypes"], json!(["Ingress"]));
+        // Given policyTypes are kept.
+        let mut np = json!({"spec": {"podSelector": {}, "policyTypes": ["Egress"]}});
+        defaults(&mut np);
+        assert_eq!(np["spec"]["policyTypes"], json!(["Egress"]));
     }
 }
