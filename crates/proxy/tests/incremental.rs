@@ -209,7 +209,7 @@ fn unchanged_object_gives_empty_update() {
 }
 
 /// 100k Services × 2 endpoints compile, and one EndpointSlice change touches only its chains.
-/// Runs without root in seconds (figures: `cargo run --release -p sarasa-proxy --example bench`).
+/// Runs without root in seconds (figures: `cargo run --release -p sarasa-proxy --example proxy_bench`).
 #[test]
 fn scale_100k_services_one_change() {
     let n = 100_000;

@@ -2,7 +2,7 @@
 //! Prints the full compile time (every pod, and one node's share), and the time from one pod
 //! label change to the nft transaction (recompile + diff), with the machine it ran on.
 //!
-//! `cargo run --release -p sarasa-policy --example bench`
+//! `cargo run --release -p sarasa-policy --example policy_bench`
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

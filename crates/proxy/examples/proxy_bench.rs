@@ -1,9 +1,9 @@
 //! Control-plane benchmark of the service proxy compiler. Prints figures; asserts nothing.
 //!
 //! ```text
-//! cargo run --release -p sarasa-proxy --example bench                 # 10k and 100k Services
-//! cargo run --release -p sarasa-proxy --example bench -- 50000        # chosen sizes
-//! cargo run --release -p sarasa-proxy --example bench -- --netns /run/netns/NAME 10000
+//! cargo run --release -p sarasa-proxy --example proxy_bench                 # 10k and 100k Services
+//! cargo run --release -p sarasa-proxy --example proxy_bench -- 50000        # chosen sizes
+//! cargo run --release -p sarasa-proxy --example proxy_bench -- --netns /run/netns/NAME 10000
 //! ```
 //! With `--netns`, the ruleset is also programmed with `nft` in that (existing, test-made)
 //! namespace: full program time, then one EndpointSlice change applied, N times, with the
