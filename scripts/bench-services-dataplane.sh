@@ -6,7 +6,7 @@
 #
 #   scripts/bench-services-dataplane.sh                 # N = 1 10000 50000 100000
 #   scripts/bench-services-dataplane.sh 1 10000         # chosen sizes
-#   COUNT=500 ROUNDS=5 WARMUP=50 LOAD_TIMEOUT=300 scripts/bench-services-dataplane.sh
+#   COUNT=1000 ROUNDS=10 WARMUP=50 LOAD_TIMEOUT=300 scripts/bench-services-dataplane.sh
 #
 # Per datapath, three namespaces sarasa-dpb-<pid>-<dp>-{cli,node,srv}:
 #   cli 10.244.1.2 --veth-- 10.244.1.1 node 10.77.1.1 --veth-- srv 10.77.1.2 + 10.77.1.3
@@ -18,8 +18,8 @@ set -euo pipefail
 
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(1 10000 50000 100000)
-COUNT=${COUNT:-500}         # timed connects per target and datapath
-ROUNDS=${ROUNDS:-5}         # A B alternations; COUNT/ROUNDS connects per target each
+COUNT=${COUNT:-1000}        # timed connects per target and datapath
+ROUNDS=${ROUNDS:-10}        # A B alternations; COUNT/ROUNDS connects per target each
 WARMUP=${WARMUP:-50}        # untimed connects per target before the first round
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-300}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/targets/dpb}
@@ -97,6 +97,7 @@ echo "sizes: ${SIZES[*]}; $COUNT connects per target and datapath in $ROUNDS A/B
 setup sarasa
 setup iptables
 
+LOADS=()
 SAMPLES=$WORK/samples
 : >"$SAMPLES"
 for n in "${SIZES[@]}"; do
@@ -107,12 +108,14 @@ for n in "${SIZES[@]}"; do
     if ! load_sarasa; then
         echo "    sarasa: nft -f failed or took over ${LOAD_TIMEOUT}s at N=$n; stopping here"; break
     fi
-    echo "    sarasa: nft -f loaded in $(secs "$t" "$(now)")"
+    LOADS+=("N=$n sarasa: nft -f $(secs "$t" "$(now)")")
+    echo "    ${LOADS[-1]}"
     t=$(now)
     if ! load_iptables; then
         echo "    iptables: $IPT_RESTORE failed or took over ${LOAD_TIMEOUT}s at N=$n; stopping here"; break
     fi
-    echo "    iptables: $IPT_RESTORE loaded in $(secs "$t" "$(now)") ($(ip netns exec "$TAG-iptables-node" "$IPT" -t nat -S | wc -l) rules)"
+    LOADS+=("N=$n iptables: $IPT_RESTORE $(secs "$t" "$(now)") ($(ip netns exec "$TAG-iptables-node" "$IPT" -t nat -S | wc -l) rules)")
+    echo "    ${LOADS[-1]}"
     short_timewait sarasa; short_timewait iptables
     for dp in sarasa iptables; do
         if ! timeout 30 ip netns exec "$TAG-$dp-cli" "$BIN" measure 1 0 check "${TARGETS[@]}" >/dev/null; then
@@ -134,4 +137,5 @@ echo
 echo "=== results (µs, connect() start to connected; last/first = p50 ratio, p99 ratio)"
 "$BIN" machine
 echo "iptables datapath: $IPT_RESTORE"
+printf 'load: %s\n' "${LOADS[@]}"
 "$BIN" report "$SAMPLES"
