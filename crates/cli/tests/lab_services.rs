@@ -105,11 +105,31 @@ fn answered_by(lab: &TestLab, from: &str, url: &str, n: usize) -> BTreeMap<Strin
     seen
 }
 
-/// Polls until the pods answering `n` probes are exactly `want`.
+/// Which pods answered `n` probes, or None if any probe failed.
+fn try_answered_by(
+    lab: &TestLab,
+    from: &str,
+    url: &str,
+    n: usize,
+) -> Option<BTreeMap<String, usize>> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let reply = lab.probe(from, url)?;
+        *seen
+            .entry(reply["pod"].as_str().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+    }
+    Some(seen)
+}
+
+/// Polls until the pods answering `n` probes are exactly `want`. While endpoints change, a
+/// connection may still reach an endpoint whose process just exited (the EndpointSlice and the
+/// datapath follow the pod's removal a moment later, as in Kubernetes): such a round is
+/// retried, not counted as an answer.
 fn wait_answered_set(lab: &TestLab, from: &str, url: &str, want: &BTreeSet<String>) {
     let mut last = BTreeMap::new();
     let ok = lab.eventually(WAIT, || {
-        last = answered_by(lab, from, url, 3 * want.len().max(1) + 6);
+        last = try_answered_by(lab, from, url, 3 * want.len().max(1) + 6)?;
         (last.keys().cloned().collect::<BTreeSet<_>>() == *want).then_some(())
     });
     assert!(
