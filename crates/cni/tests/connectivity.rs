@@ -144,7 +144,8 @@ fn bridge_ports_have_hairpin_on() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        v[0]["linkinfo"]["info_slave_data"]["hairpin"], true,
+        v[0]["linkinfo"]["info_slave_data"]["hairpin"],
+        true,
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
