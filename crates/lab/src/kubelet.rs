@@ -130,7 +130,7 @@ impl PodRunner {
             .wait_until_ready()
             .await
             .map_err(|e| LabError::Api(format!("pod watch never became ready: {e}")))?;
-        self.gc_nodes(&store.state());
+        self.gc_nodes();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -665,7 +665,7 @@ impl PodRunner {
 
     /// CNI GC on every node with the attachments the runner still holds: releases addresses
     /// of pods that vanished while the control plane was down.
-    fn gc_nodes(&self, _pods: &[Arc<Pod>]) {
+    fn gc_nodes(&self) {
         let records = self.records.lock().expect("lock").clone();
         for node in &self.spec.nodes {
             let Ok(Some(conf)) = load_conflist(&self.paths.cni_conf_dir(&node.name)) else {

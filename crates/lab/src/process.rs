@@ -46,28 +46,28 @@ impl ProcessRecord {
     /// SIGTERM, wait up to `grace`, then SIGKILL and wait a little more. Ok if already gone.
     /// As a container runtime does, SIGTERM goes to the main process only, and whatever is
     /// left of its process group (daemons lead their own session) is killed at the end, so a
-    /// shell's background children do not outlive their "container".
+    /// shell's background children do not outlive their "container". Once the leader is gone
+    /// its pid may be reused, so the group is killed member by member: only processes in the
+    /// group that started no earlier than the leader did.
     pub fn stop(&self, grace: Duration) -> Result<(), LabError> {
         if !self.alive() {
             return Ok(());
         }
         let pid = Pid::from_raw(self.pid);
-        let group = Pid::from_raw(-self.pid);
         let _ = kill(pid, Signal::SIGTERM);
-        if wait_gone(self, grace) {
-            let _ = kill(group, Signal::SIGKILL);
-            return Ok(());
+        if !wait_gone(self, grace) {
+            let _ = kill(pid, Signal::SIGKILL);
+            if !wait_gone(self, Duration::from_secs(5)) {
+                return Err(LabError::Process(format!(
+                    "process {} did not exit after SIGKILL",
+                    self.pid
+                )));
+            }
         }
-        let _ = kill(group, Signal::SIGKILL);
-        let _ = kill(pid, Signal::SIGKILL);
-        if wait_gone(self, Duration::from_secs(5)) {
-            Ok(())
-        } else {
-            Err(LabError::Process(format!(
-                "process {} did not exit after SIGKILL",
-                self.pid
-            )))
+        for member in group_members(self.pid, self.start_time) {
+            let _ = kill(Pid::from_raw(member), Signal::SIGKILL);
         }
+        Ok(())
     }
 
     pub fn save(&self, path: &Path) -> Result<(), LabError> {
@@ -163,6 +163,31 @@ fn cstring(bytes: &[u8]) -> Result<std::ffi::CString, LabError> {
     std::ffi::CString::new(bytes).map_err(|_| LabError::Invalid("path contains a NUL byte".into()))
 }
 
+/// Processes whose process group is `pgid` and that started at or after `not_before` (clock
+/// ticks since boot, as in /proc/PID/stat).
+fn group_members(pgid: i32, not_before: u64) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // fields[2] is the process group, fields[19] the start time.
+            fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+                && fields
+                    .get(19)
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .is_some_and(|t| t >= not_before)
+        })
+        .collect()
+}
+
 fn start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
@@ -245,5 +270,48 @@ mod tests {
             start_time: 1,
         };
         assert!(!fake.alive());
+    }
+
+    #[test]
+    fn stop_kills_what_is_left_of_the_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let child_file = dir.path().join("child.pid");
+        let rec = Daemon {
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                format!(
+                    "sleep 60 & echo $! > {}; exec sleep 60",
+                    child_file.display()
+                ),
+            ],
+            env: vec![],
+            netns: None,
+            resolv_conf: None,
+            log: dir.path().join("sh.log"),
+        }
+        .spawn()
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let child: i32 = loop {
+            if let Some(pid) = fs::read_to_string(&child_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "background child never started");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let child = ProcessRecord::of(child).expect("background child runs");
+        assert!(group_members(rec.pid, rec.start_time).contains(&child.pid));
+        rec.stop(Duration::from_secs(5)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.alive() {
+            assert!(Instant::now() < deadline, "background child outlived stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // A group whose members all started before `not_before` is left alone.
+        assert!(group_members(rec.pid, u64::MAX).is_empty());
     }
 }
