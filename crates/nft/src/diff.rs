@@ -60,8 +60,10 @@ impl Default for Transaction {
     }
 }
 
-/// Transactions writing more chains than this carry no typed operations (memory).
-pub const MAX_TYPED_CHAINS: usize = 1000;
+/// Transactions writing more chains than this carry no typed operations (memory: the ops
+/// hold a copy of every rule written). High enough for a whole 100k-Service table, whose
+/// first program then goes over netlink too (seconds instead of tens of seconds in `nft`).
+pub const MAX_TYPED_CHAINS: usize = 1_000_000;
 
 /// One typed operation of a transaction (table and family are the transaction's).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,22 +72,26 @@ pub enum Op {
     AddChain(Chain),
     FlushChain(String),
     DeleteChain(String),
-    /// Declares a set or map (elements follow as `AddElements`).
-    AddSet(Set),
+    /// Declares a set or map (without elements: they follow as `AddElements`).
+    AddSet(Box<Set>),
     DeleteSet(String),
+    /// Adds elements; `interval` when the set has the `interval` flag (elements are then
+    /// ranges: a start and an end marker each in the kernel).
     AddElements {
         set: String,
+        interval: bool,
         elements: Vec<(Key, Element)>,
     },
     DeleteElements {
         set: String,
+        interval: bool,
         keys: Vec<Key>,
     },
-    /// Appends a rule; `comment` is the final comment (with the chain's content hash).
-    AddRule {
+    /// Appends rules to a chain, with their comments as stored: the last one's carries the
+    /// chain's content hash. (One op per chain: a 100k-Service table has 700k rules.)
+    AddRules {
         chain: String,
-        rule: Rule,
-        comment: Option<String>,
+        rules: Vec<Rule>,
     },
 }
 
@@ -327,6 +333,7 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
             if typed {
                 ops.push(Op::DeleteElements {
                     set: set.name.clone(),
+                    interval: set.flags.interval,
                     keys: dels.iter().map(|k| (*k).clone()).collect(),
                 });
             }
@@ -370,9 +377,15 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
         ));
         tx.sets_written.insert(set.name.clone());
         if typed {
-            let mut decl = (*set).clone();
-            decl.elements.clear();
-            ops.push(Op::AddSet(decl));
+            ops.push(Op::AddSet(Box::new(Set {
+                name: set.name.clone(),
+                key: set.key.clone(),
+                map: set.map.clone(),
+                flags: set.flags,
+                timeout: set.timeout,
+                comment: set.comment.clone(),
+                elements: BTreeMap::new(),
+            })));
         }
         if set.elements_managed() && !set.elements.is_empty() {
             let elems: Vec<(&Key, &Element)> = set.elements.iter().collect();
@@ -395,6 +408,7 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
         if typed {
             ops.push(Op::AddElements {
                 set: set.name.clone(),
+                interval: set.flags.interval,
                 elements: adds
                     .iter()
                     .map(|(k, e)| ((*k).clone(), (*e).clone()))
@@ -416,23 +430,15 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
             let _ = write!(c, "add rule {fam} {tbl} {} {line}", chain.name);
             cmds.push(c);
         }
-        if typed {
-            let last = chain.rules.len().saturating_sub(1);
-            for (i, rule) in chain.rules.iter().enumerate() {
-                let comment = if i == last {
-                    Some(render::final_comment(rule.comment.as_deref(), hash))
-                } else {
-                    rule.comment.clone()
-                };
-                ops.push(Op::AddRule {
-                    chain: chain.name.clone(),
-                    rule: Rule {
-                        stmts: rule.stmts.clone(),
-                        comment: None,
-                    },
-                    comment,
-                });
+        if typed && !chain.rules.is_empty() {
+            let mut rules = chain.rules.clone();
+            if let Some(last) = rules.last_mut() {
+                last.comment = Some(render::final_comment(last.comment.as_deref(), hash));
             }
+            ops.push(Op::AddRules {
+                chain: chain.name.clone(),
+                rules,
+            });
         }
     }
     tx.ops = typed.then_some(ops);

@@ -100,22 +100,25 @@ impl KernelTable {
                 _ => {}
             }
         }
-        let empty_hash = render::chain_hash(&Chain::new("x"));
         for (cname, c) in t.chains.iter_mut() {
-            c.hash = if c.rule_count == 0 {
-                Some(empty_hash)
-            } else {
-                last_comment
-                    .get(cname)
-                    .and_then(|c| c.as_deref())
-                    .and_then(hash_of_comment)
-            };
+            let last = last_comment.get(cname).and_then(|c| c.as_deref());
+            c.hash = chain_hash_of(c.rule_count, last);
         }
         Ok(t)
     }
 }
 
-fn hash_of_comment(c: &str) -> Option<u64> {
+/// A chain's content hash from its rule count and its last rule's comment (an empty chain
+/// has the hash of an empty model chain).
+pub(crate) fn chain_hash_of(rule_count: usize, last_comment: Option<&str>) -> Option<u64> {
+    if rule_count == 0 {
+        Some(render::chain_hash(&Chain::new("x")))
+    } else {
+        last_comment.and_then(hash_of_comment)
+    }
+}
+
+pub(crate) fn hash_of_comment(c: &str) -> Option<u64> {
     let at = c.rfind(HASH_MARK)?;
     u64::from_str_radix(&c[at + HASH_MARK.len()..], 16).ok()
 }
@@ -163,7 +166,8 @@ fn parse_base(obj: &Json) -> Result<Option<BaseChain>, NftError> {
 
 fn parse_types(v: Option<&Json>, what: &str) -> Result<Vec<DataType>, NftError> {
     let names: Vec<&str> = match v {
-        Some(Json::String(s)) => vec![s.as_str()],
+        // nft writes a concatenated map value type as one string ("ipv4_addr . inet_service").
+        Some(Json::String(s)) => s.split(" . ").collect(),
         Some(Json::Array(a)) => a.iter().filter_map(Json::as_str).collect(),
         _ => return Err(NftError::Parse(format!("{what}: missing type"))),
     };

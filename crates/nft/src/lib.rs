@@ -7,21 +7,25 @@
 //! - [`diff`]: one minimal atomic transaction from one model to another (changed chains are
 //!   flushed and refilled, map/set elements added and deleted one by one, the table is never
 //!   flushed);
-//! - [`diff_kernel`]: the same against what the kernel holds ([`KernelTable::parse`] reads
-//!   `nft -j list table`; every chain carries a content hash in the comment of its last rule and
-//!   every set a declaration hash in its comment, so unchanged chains are left alone on restart);
+//! - [`diff_kernel`]: the same against what the kernel holds ([`NetlinkBackend::list_table`]
+//!   reads it over netlink, [`KernelTable::parse`] from `nft -j list table`, to the same value;
+//!   every chain carries a content hash in the comment of its last rule and every set a
+//!   declaration hash in its comment, so unchanged chains are left alone on restart);
 //! - a [`Backend`] to run transactions: [`NftCli`] pipes them to `nft -f -`;
 //!   [`NetlinkBackend`] / [`NetlinkTableBackend`] send them as one nf_tables netlink batch
-//!   (no re-read of the table: the path for per-change updates at scale; it hands what it does
-//!   not encode to `nft`); [`Recording`] keeps them for tests.
+//!   (several tables' transactions in one atomic batch with [`NetlinkBackend::apply_batch`];
+//!   no re-read of the table; what it does not encode goes to `nft`); [`Recording`] keeps
+//!   them for tests.
 
 mod backend;
 mod diff;
 mod expr;
 mod hash;
 mod kernel;
+mod list;
 mod model;
 mod netlink;
+mod nl;
 mod render;
 
 pub use backend::{Backend, NftCli, Recording};
@@ -59,4 +63,15 @@ pub enum NftError {
     /// `nft` ran and reported an error.
     #[error("nft failed ({status}): {stderr}")]
     Nft { status: String, stderr: String },
+    /// A netlink request failed: the socket, or the kernel's answer (an errno), naming the
+    /// operation at fault.
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A netlink listing could not be understood.
+    #[error("cannot understand the kernel's netlink listing: {0}")]
+    Listing(String),
 }

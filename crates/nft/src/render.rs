@@ -190,7 +190,7 @@ fn stmt(out: &mut String, s: &Stmt) {
 }
 
 /// One rule's statements, without its comment.
-fn rule_body(out: &mut String, r: &Rule) {
+pub(crate) fn rule_body(out: &mut String, r: &Rule) {
     for (i, s) in r.stmts.iter().enumerate() {
         if i > 0 {
             out.push(' ');

@@ -1,0 +1,771 @@
+//! Privileged tests of the native netlink backend, inside test-made network namespaces: the
+//! netlink listing against `nft -j` parsed by `KernelTable::parse`, native programming against
+//! `nft -f`, multi-table batches (atomicity) and a large batch. They need root and the `nft`,
+//! `ip` and `nsenter` tools; they fail (never skip) without them.
+
+mod common;
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use sarasa_nft::*;
+
+/// A network namespace removed on drop, also when the test fails.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "sx-nft-t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name} (are we root?)");
+        Netns(name)
+    }
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+    fn cli(&self) -> NftCli {
+        NftCli::in_netns(self.path())
+    }
+    fn native(&self) -> NetlinkBackend {
+        NetlinkBackend::in_netns(self.path()).unwrap()
+    }
+    fn nft(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+    /// `nft list table`, without element expiry times (they tick).
+    fn listing(&self, family: Family, name: &str) -> String {
+        let text = self.nft(&["list", "table", family.as_str(), name]);
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(" expires ") {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at + " expires ".len()..];
+            let end = tail.find([' ', ',', '\n']).unwrap_or(tail.len());
+            rest = &tail[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+    fn script(&self, s: &str) {
+        self.cli()
+            .run_script(s)
+            .unwrap_or_else(|e| panic!("{e}\n{s}"));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Asserts that the netlink listing equals the JSON one, and returns it.
+fn same_listing(ns: &Netns, family: Family, name: &str) -> Option<KernelTable> {
+    let json = ns.cli().list_table(family, name).unwrap();
+    let native = ns.native().list_table(family, name).unwrap();
+    assert_eq!(native, json, "netlink and JSON listings of {name} differ");
+    native
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn net(s: &str) -> Value {
+    Value::Prefix(s.parse().unwrap())
+}
+
+/// A table with a bit of everything the model has, for `family` (`ip` fields in ip and inet
+/// tables, `ip6` ones in ip6 and inet tables).
+fn varied(family: Family, name: &str) -> Table {
+    let v4 = family != Family::Ip6;
+    let v6 = family != Family::Ip;
+    let mut t = Table::new(family, name);
+    // Base chains on every hook the proxy uses, and more, with various priorities/policies.
+    for (cname, kind, hook, prio, policy) in [
+        (
+            "pre-nat",
+            ChainType::Nat,
+            Hook::Prerouting,
+            -100,
+            Policy::Accept,
+        ),
+        (
+            "pre-raw",
+            ChainType::Filter,
+            Hook::Prerouting,
+            -300,
+            Policy::Accept,
+        ),
+        ("in", ChainType::Filter, Hook::Input, 0, Policy::Drop),
+        (
+            "forward-filter",
+            ChainType::Filter,
+            Hook::Forward,
+            -110,
+            Policy::Accept,
+        ),
+        (
+            "out-nat",
+            ChainType::Nat,
+            Hook::Output,
+            -100,
+            Policy::Accept,
+        ),
+        (
+            "out-route",
+            ChainType::Route,
+            Hook::Output,
+            -150,
+            Policy::Accept,
+        ),
+        ("out", ChainType::Filter, Hook::Output, -90, Policy::Accept),
+        (
+            "post-nat",
+            ChainType::Nat,
+            Hook::Postrouting,
+            100,
+            Policy::Accept,
+        ),
+        (
+            "post",
+            ChainType::Filter,
+            Hook::Postrouting,
+            300,
+            Policy::Drop,
+        ),
+    ] {
+        t.add_chain(Chain::base(cname, kind, hook, prio, policy));
+    }
+    t.add_chain(Chain::new("empty"));
+    t.add_chain(Chain::new("target-a").rule(Rule::new().counter().verdict(Verdict::Accept)));
+    t.add_chain(
+        Chain::new("target-b").rule(Rule::new().counter()).rule(
+            Rule::new()
+                .verdict(Verdict::Return)
+                .comment("with a user comment"),
+        ),
+    );
+
+    let mut pre = Chain::base(
+        "pre-nat",
+        ChainType::Nat,
+        Hook::Prerouting,
+        -100,
+        Policy::Accept,
+    );
+    let mut filter = Chain::base("in", ChainType::Filter, Hook::Input, 0, Policy::Drop)
+        .rule(
+            Rule::new()
+                .eq(
+                    Expr::Ct(CtKey::State),
+                    Expr::Keywords(vec![Keyword::Established, Keyword::Related]),
+                )
+                .verdict(Verdict::Accept),
+        )
+        .rule(
+            Rule::new()
+                .eq(Expr::Payload(Field::ThDport), Expr::Set("ports".into()))
+                .verdict(Verdict::Jump("target-a".into())),
+        )
+        .rule(
+            Rule::new()
+                .eq(Expr::Meta(MetaKey::Mark), Expr::Set("marks".into()))
+                .verdict(Verdict::Accept),
+        )
+        .rule(
+            Rule::new()
+                .then(Stmt::NumgenVmap {
+                    targets: vec![
+                        Verdict::Goto("target-a".into()),
+                        Verdict::Goto("target-b".into()),
+                        Verdict::Drop,
+                    ],
+                })
+                .comment("anonymous map"),
+        );
+    let mut sets = Vec::new();
+    let elem = |v: Verdict, c: Option<&str>| Element {
+        value: Some(MapValue::Verdict(v)),
+        timeout: None,
+        comment: c.map(str::to_string),
+    };
+    for (fam_ok, suffix, addr_t, daddr, saddr, a, b, nets) in [
+        (
+            v4,
+            "4",
+            DataType::Ipv4Addr,
+            Field::IpDaddr,
+            Field::IpSaddr,
+            "10.96.0.1",
+            "10.96.0.2",
+            [
+                "10.0.0.0/24",
+                "10.0.1.0/24",
+                "10.1.0.0/16",
+                "255.255.255.0/24",
+            ],
+        ),
+        (
+            v6,
+            "6",
+            DataType::Ipv6Addr,
+            Field::Ip6Daddr,
+            Field::Ip6Saddr,
+            "fd00::1",
+            "fd00::2",
+            ["fd00:1::/64", "fd00:1:0:1::/64", "fd00:2::/48", "ffff::/16"],
+        ),
+    ] {
+        if !fam_ok {
+            continue;
+        }
+        // A concatenated verdict map with every kind of verdict and element comments.
+        let mut svc = Set::verdict_map(
+            format!("svc{suffix}"),
+            vec![addr_t, DataType::InetProto, DataType::InetService],
+        );
+        svc.comment = Some("services".into());
+        let key = |ip_: &str, p: L4Proto, port: u16| {
+            Key(vec![
+                Value::Addr(ip(ip_)),
+                Value::Proto(p),
+                Value::Port(port),
+            ])
+        };
+        svc.elements.insert(
+            key(a, L4Proto::Tcp, 80),
+            elem(Verdict::Goto("target-a".into()), Some("a/http")),
+        );
+        svc.elements.insert(
+            key(a, L4Proto::Udp, 53),
+            elem(Verdict::Jump("target-b".into()), None),
+        );
+        svc.elements.insert(
+            key(b, L4Proto::Sctp, 9),
+            elem(Verdict::Drop, Some("dropped")),
+        );
+        svc.elements
+            .insert(key(b, L4Proto::Tcp, 443), elem(Verdict::Accept, None));
+        svc.elements
+            .insert(key(b, L4Proto::Tcp, 8443), elem(Verdict::Return, None));
+        svc.elements
+            .insert(key(b, L4Proto::Tcp, 8444), elem(Verdict::Continue, None));
+        sets.push(svc);
+        // Plain addresses with and without comments.
+        let mut addrs = Set::new(format!("addrs{suffix}"), vec![addr_t]);
+        addrs.insert(Key::one(ip(a)));
+        addrs.elements.insert(
+            Key::one(ip(b)),
+            Element {
+                comment: Some("second".into()),
+                ..Element::default()
+            },
+        );
+        sets.push(addrs);
+        // Prefixes (two adjacent), a single address, a range up to the maximum.
+        let mut cidrs = Set::new(format!("cidrs{suffix}"), vec![addr_t]);
+        cidrs.flags.interval = true;
+        cidrs.comment = Some("networks".into());
+        for n in nets {
+            cidrs.insert(Key::one(net(n)));
+        }
+        cidrs.elements.insert(
+            Key::one(ip(b)),
+            Element {
+                comment: Some("one address".into()),
+                ..Element::default()
+            },
+        );
+        sets.push(cidrs);
+        // An interval verdict map.
+        let mut ivmap = Set::verdict_map(format!("ivmap{suffix}"), vec![addr_t]);
+        ivmap.flags.interval = true;
+        ivmap.elements.insert(
+            Key::one(net(nets[2])),
+            elem(Verdict::Goto("target-a".into()), None),
+        );
+        ivmap
+            .elements
+            .insert(Key::one(ip(a)), elem(Verdict::Drop, Some("one")));
+        sets.push(ivmap);
+        // A data map yielding a concatenation.
+        let mut dm = Set::new(format!("dnat{suffix}"), vec![addr_t]);
+        dm.map = Some(MapType::Data(vec![addr_t, DataType::InetService]));
+        dm.elements.insert(
+            Key::one(ip(a)),
+            Element {
+                value: Some(MapValue::Data(Key(vec![
+                    Value::Addr(ip(b)),
+                    Value::Port(8080),
+                ]))),
+                ..Element::default()
+            },
+        );
+        sets.push(dm);
+        // Affinity-like dynamic set (the datapath owns its elements).
+        let mut aff = Set::new(format!("aff{suffix}"), vec![addr_t]);
+        aff.flags.dynamic = true;
+        aff.flags.timeout = true;
+        aff.timeout = Some(10800);
+        sets.push(aff);
+
+        pre.push(
+            Rule::new()
+                .then(Stmt::Vmap {
+                    key: Expr::Concat(vec![
+                        Expr::Payload(daddr),
+                        Expr::Meta(MetaKey::L4proto),
+                        Expr::Payload(Field::ThDport),
+                    ]),
+                    map: format!("svc{suffix}"),
+                })
+                .counter(),
+        );
+        filter.push(
+            Rule::new()
+                .ne(
+                    Expr::Payload(saddr),
+                    Expr::AnonSet(vec![vec![net(nets[0])], vec![Value::Addr(ip(b))]]),
+                )
+                .eq(Expr::Payload(daddr), Expr::Set(format!("addrs{suffix}")))
+                .then(Stmt::UpdateSet {
+                    set: format!("aff{suffix}"),
+                    key: Expr::Payload(saddr),
+                    timeout: Some(600),
+                })
+                .verdict(Verdict::Accept),
+        );
+        filter.push(
+            Rule::new()
+                .eq(Expr::Payload(saddr), Expr::Set(format!("cidrs{suffix}")))
+                .then(Stmt::Vmap {
+                    key: Expr::Payload(daddr),
+                    map: format!("ivmap{suffix}"),
+                }),
+        );
+        filter.push(
+            Rule::new()
+                .eq(
+                    Expr::Payload(saddr),
+                    Expr::AnonSet(vec![vec![net(nets[2])]]),
+                )
+                .verdict(Verdict::Drop),
+        );
+    }
+    let mut ports = Set::new("ports", vec![DataType::InetService]);
+    for p in [22, 80, 443] {
+        ports.insert(Key::one(Value::Port(p)));
+    }
+    sets.push(ports);
+    let mut port_ranges = Set::new("port-ranges", vec![DataType::InetService]);
+    port_ranges.flags.interval = true;
+    port_ranges.insert(Key::one(Value::Port(53)));
+    port_ranges.insert(Key::one(Value::Port(65535)));
+    sets.push(port_ranges);
+    let mut protos = Set::new("protos", vec![DataType::InetProto]);
+    protos.insert(Key::one(L4Proto::Tcp));
+    protos.insert(Key::one(L4Proto::Icmpv6));
+    sets.push(protos);
+    let mut marks = Set::new("marks", vec![DataType::Mark]);
+    marks.insert(Key::one(Value::Mark(0x4000)));
+    marks.insert(Key::one(Value::Mark(1)));
+    sets.push(marks);
+    let mut ifs = Set::new("ifaces", vec![DataType::Ifname]);
+    ifs.insert(Key::one(Value::Ifname("eth0".into())));
+    ifs.insert(Key::one(Value::Ifname("veth-abc.10".into())));
+    sets.push(ifs);
+    let mut timed = Set::new("timed", vec![DataType::InetService]);
+    timed.flags.timeout = true;
+    timed.timeout = Some(3600);
+    timed.elements.insert(
+        Key::one(Value::Port(1)),
+        Element {
+            timeout: Some(60),
+            ..Element::default()
+        },
+    );
+    sets.push(timed);
+    sets.push(Set::new("nothing", vec![DataType::Ipv4Addr]));
+    sets.push(Set::verdict_map(
+        "nothing-map",
+        vec![DataType::InetProto, DataType::InetService],
+    ));
+    for s in sets {
+        t.add_set(s);
+    }
+    t.add_chain(pre);
+    t.add_chain(filter);
+    t.validate().unwrap();
+    t
+}
+
+#[test]
+fn missing_table_lists_as_none() {
+    let ns = Netns::new();
+    assert!(ns
+        .native()
+        .list_table(Family::Inet, "sarasa")
+        .unwrap()
+        .is_none());
+    ns.script("add table ip sarasa\n");
+    // Same name, other family: still none.
+    assert!(ns
+        .native()
+        .list_table(Family::Inet, "sarasa")
+        .unwrap()
+        .is_none());
+    assert!(same_listing(&ns, Family::Ip, "sarasa").is_some());
+}
+
+#[test]
+fn netlink_listing_equals_json_listing() {
+    let ns = Netns::new();
+    // Tables written by nft (the JSON path's reference), in every family.
+    for (family, name) in [
+        (Family::Inet, "varied"),
+        (Family::Ip, "varied4"),
+        (Family::Ip6, "varied6"),
+    ] {
+        let want = varied(family, name);
+        ns.script(&diff_kernel(None, &want).script());
+        let k = same_listing(&ns, family, name).unwrap();
+        assert!(
+            diff_kernel(Some(&k), &want).is_empty(),
+            "{name}: kernel differs from the model"
+        );
+        assert_eq!(k.chains.len(), want.chains.len());
+        assert_eq!(
+            k.sets.len(),
+            want.sets.len(),
+            "anonymous sets are not listed"
+        );
+    }
+    // The proxy-like sample, with a datapath-added affinity element.
+    ns.script(&diff_kernel(None, &sample()).script());
+    ns.nft(&[
+        "add",
+        "element",
+        "inet",
+        "sarasa",
+        "aff-a",
+        "{ 192.0.2.1 timeout 1h, 192.0.2.2 }",
+    ]);
+    let k = same_listing(&ns, Family::Inet, "sarasa").unwrap();
+    assert_eq!(k.sets["aff-a"].elements.len(), 2);
+    assert!(diff_kernel(Some(&k), &sample()).is_empty());
+    // Things only other writers produce: rules without hash comments, a user-only comment,
+    // elements added separately next to each other, a foreign table of the same name.
+    ns.script(
+        "add chain inet varied nohash\n\
+         add rule inet varied nohash counter\n\
+         add chain inet varied user-comment\n\
+         add rule inet varied user-comment accept comment \"no hash here\"\n\
+         add element inet varied cidrs4 { 10.0.2.0/24 comment \"adjacent\" }\n\
+         add element inet varied cidrs4 { 10.0.3.0/24 }\n\
+         add element inet varied timed { 2 timeout 2h comment \"c\" }\n\
+         add table ip6 varied\n\
+         add chain ip6 varied x\n",
+    );
+    let k = same_listing(&ns, Family::Inet, "varied").unwrap();
+    assert_eq!(k.chains["nohash"].hash, None);
+    assert_eq!(k.chains["user-comment"].hash, None);
+    assert_eq!(k.chains["user-comment"].rule_count, 1);
+    assert_eq!(k.sets["cidrs4"].elements.len(), 7);
+    assert!(!k.chains.contains_key("x"));
+    // Ranges the model has no value for: both readers refuse them.
+    ns.script("add element inet varied cidrs4 { 10.7.0.1-10.7.0.5 }\n");
+    assert!(ns.cli().list_table(Family::Inet, "varied").is_err());
+    let err = ns.native().list_table(Family::Inet, "varied").unwrap_err();
+    assert!(err.to_string().contains("range"), "{err}");
+}
+
+#[test]
+fn native_programming_matches_nft() {
+    let by_nft = Netns::new();
+    let native = Netns::new();
+    let mut nl = native.native();
+    for (family, name, want) in [
+        (Family::Inet, "varied", varied(Family::Inet, "varied")),
+        (Family::Ip, "varied4", varied(Family::Ip, "varied4")),
+        (Family::Ip6, "varied6", varied(Family::Ip6, "varied6")),
+        (Family::Inet, "sarasa", sample()),
+    ] {
+        let tx = diff_kernel(None, &want);
+        by_nft.script(&tx.script());
+        assert!(
+            nl.apply_to(family, name, &tx).unwrap(),
+            "{name} fell back to nft: {:?}",
+            nl.last_fallback
+        );
+        assert_eq!(
+            native.listing(family, name),
+            by_nft.listing(family, name),
+            "{name}: nft lists what the two writers left differently"
+        );
+        let k = same_listing(&native, family, name).unwrap();
+        let rest = diff_kernel(Some(&k), &want);
+        assert!(rest.is_empty(), "{name}: left to do:\n{}", rest.script());
+    }
+    assert_eq!((nl.native_count, nl.fallback_count), (4, 0));
+
+    // Updates: elements of interval sets and maps deleted and added, a set redeclared,
+    // chains changed.
+    let old = varied(Family::Inet, "varied");
+    let mut new = old.clone();
+    let cidrs = new.sets.get_mut("cidrs4").unwrap();
+    cidrs.elements.remove(&Key::one(net("10.0.1.0/24")));
+    cidrs.insert(Key::one(net("10.0.2.0/24")));
+    cidrs.insert(Key::one(net("10.0.1.128/25")));
+    let svc = new.sets.get_mut("svc4").unwrap();
+    svc.elements.clear();
+    svc.insert_verdict(
+        Key(vec![
+            Value::Addr(ip("10.96.0.3")),
+            Value::Proto(L4Proto::Tcp),
+            Value::Port(80),
+        ]),
+        Verdict::Goto("target-b".into()),
+    );
+    new.sets.get_mut("ports").unwrap().comment = Some("redeclared".into());
+    new.add_chain(Chain::new("target-a").rule(Rule::new().verdict(Verdict::Drop)));
+    new.chains.remove("empty");
+    new.sets.get_mut("svc6").unwrap().elements.retain(
+        |_, e| !matches!(&e.value, Some(MapValue::Verdict(Verdict::Jump(c))) if c == "target-b"),
+    );
+    new.sets
+        .get_mut("ivmap4")
+        .unwrap()
+        .elements
+        .retain(|_, e| e.comment.is_some());
+    new.sets
+        .get_mut("ivmap6")
+        .unwrap()
+        .elements
+        .retain(|_, e| e.comment.is_some());
+    let tx = diff(&old, &new);
+    by_nft.script(&tx.script());
+    assert!(nl.apply_to(Family::Inet, "varied", &tx).unwrap());
+    assert_eq!(
+        native.listing(Family::Inet, "varied"),
+        by_nft.listing(Family::Inet, "varied")
+    );
+    let k = same_listing(&native, Family::Inet, "varied").unwrap();
+    assert!(diff_kernel(Some(&k), &new).is_empty());
+}
+
+fn table_state(ns: &Netns) -> String {
+    ns.nft(&["list", "ruleset"])
+}
+
+#[test]
+fn multi_table_batch_is_one_commit() {
+    let ns = Netns::new();
+    let mut nl = ns.native();
+    let main = sample();
+    let mut shard = Table::new(Family::Inet, "sarasa-svc00");
+    shard.add_chain(ep_chain("ep-x", "10.244.9.9", 80));
+    let mut aff = Set::new("aff-a", vec![DataType::Ipv4Addr]);
+    aff.flags.dynamic = true;
+    aff.flags.timeout = true;
+    shard.add_set(aff);
+    let (tx_main, tx_shard) = (diff_kernel(None, &main), diff_kernel(None, &shard));
+    assert!(nl
+        .apply_batch(&[
+            (Family::Inet, "sarasa", &tx_main),
+            (Family::Inet, "sarasa-svc00", &tx_shard),
+        ])
+        .unwrap());
+    assert_eq!(nl.native_count, 1, "one batch");
+    let before = table_state(&ns);
+
+    // Part one is fine on its own, part two refers to a missing chain: nothing applies.
+    let mut main2 = main.clone();
+    main2.add_chain(Chain::new("new-chain").rule(Rule::new().counter()));
+    let mut shard2 = shard.clone();
+    shard2.add_chain(Chain::new("ep-x").rule(Rule::new().verdict(Verdict::Jump("missing".into()))));
+    let good = diff(&main, &main2);
+    let bad = diff(&shard, &shard2);
+    let err = nl
+        .apply_batch(&[
+            (Family::Inet, "sarasa", &good),
+            (Family::Inet, "sarasa-svc00", &bad),
+        ])
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("inet sarasa-svc00: add rule to ep-x: jump missing"),
+        "{msg}"
+    );
+    assert_eq!(
+        table_state(&ns),
+        before,
+        "a rejected batch changed the kernel"
+    );
+
+    // The same through the nft fallback (a statement the encoder leaves to nft).
+    main2.add_chain(Chain::new("log").rule(Rule::new().then(Stmt::Log {
+        prefix: Some("x".into()),
+        group: None,
+    })));
+    let good = diff(&main, &main2);
+    assert!(nl
+        .apply_batch(&[
+            (Family::Inet, "sarasa", &good),
+            (Family::Inet, "sarasa-svc00", &bad),
+        ])
+        .is_err());
+    assert_eq!(nl.fallback_count, 1);
+    assert_eq!(
+        table_state(&ns),
+        before,
+        "a rejected nft run changed the kernel"
+    );
+
+    // Both good: both apply, natively, in one batch.
+    let fine = diff(&shard, &{
+        let mut s = shard.clone();
+        s.add_chain(ep_chain("ep-y", "10.244.9.10", 80));
+        s
+    });
+    let good = diff(&main, &{
+        let mut m = main.clone();
+        m.add_chain(Chain::new("new-chain").rule(Rule::new().counter()));
+        m
+    });
+    assert!(nl
+        .apply_batch(&[
+            (Family::Inet, "sarasa", &good),
+            (Family::Inet, "sarasa-svc00", &fine),
+        ])
+        .unwrap());
+    let k = nl.list_table(Family::Inet, "sarasa").unwrap().unwrap();
+    assert!(k.chains.contains_key("new-chain"));
+    let k = nl
+        .list_table(Family::Inet, "sarasa-svc00")
+        .unwrap()
+        .unwrap();
+    assert!(k.chains.contains_key("ep-y"));
+}
+
+/// A table shaped like the proxy's at `n` Services (a service chain and two endpoint chains
+/// each, the services map, the ClusterIP set).
+fn proxy_like(n: usize) -> Table {
+    let mut t = sample();
+    let services = t.sets.get_mut("services-v4").unwrap();
+    let mut chains = Vec::new();
+    for i in 0..n {
+        let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
+        let svc = format!("svc-{i}");
+        let eps: Vec<String> = (0..2).map(|e| format!("ep-{i}-{e}")).collect();
+        services.insert_verdict(svc_key(&ip, L4Proto::Tcp, 80), Verdict::Goto(svc.clone()));
+        for (e, ep) in eps.iter().enumerate() {
+            chains.push(ep_chain(
+                ep,
+                &format!("10.{}.{}.{}", 200 + e, i / 250, i % 250 + 1),
+                8080,
+            ));
+        }
+        chains.push(
+            Chain::new(&svc)
+                .rule(
+                    Rule::new()
+                        .eq(Expr::NumgenRandom(2), Expr::Value(Value::Num(0)))
+                        .verdict(Verdict::Goto(eps[0].clone())),
+                )
+                .rule(
+                    Rule::new()
+                        .verdict(Verdict::Goto(eps[1].clone()))
+                        .comment(format!("default/s{i}:http")),
+                ),
+        );
+    }
+    for c in chains {
+        t.add_chain(c);
+    }
+    t
+}
+
+#[test]
+fn large_first_program_goes_native() {
+    let ns = Netns::new();
+    let mut nl = ns.native();
+    let want = proxy_like(7000); // ~21k chains
+    let tx = diff_kernel(None, &want);
+    assert!(tx.chains_written.len() > 20_000);
+    assert!(
+        tx.ops.is_some(),
+        "large transactions must carry typed operations"
+    );
+    assert!(
+        nl.apply_to(Family::Inet, "sarasa", &tx).unwrap(),
+        "{:?}",
+        nl.last_fallback
+    );
+    let k = same_listing(&ns, Family::Inet, "sarasa").unwrap();
+    assert_eq!(k.chains.len(), want.chains.len());
+    assert!(diff_kernel(Some(&k), &want).is_empty());
+
+    // Chains looked up by name give the same listing, without the family-wide chain dump...
+    let mut nl = ns.native();
+    assert_eq!(nl.list_table_like(&want).unwrap(), Some(k.clone()));
+    assert_eq!(nl.chain_dumps, 0);
+    // ... also when the model lacks Services the kernel still has (found through the map
+    // elements and the rules that jump to their chains) ...
+    let fewer = proxy_like(6900);
+    assert_eq!(nl.list_table_like(&fewer).unwrap(), Some(k.clone()));
+    assert_eq!(nl.chain_dumps, 0);
+    // ... and a chain nothing names is found by the dump after all.
+    ns.nft(&["add", "chain", "inet", "sarasa", "stray"]);
+    let full = nl.list_table(Family::Inet, "sarasa").unwrap().unwrap();
+    assert!(full.chains.contains_key("stray"));
+    assert_eq!(nl.list_table_like(&want).unwrap(), Some(full));
+    assert_eq!(nl.chain_dumps, 2);
+    assert!(nl
+        .list_table_like(&Table::new(Family::Inet, "nosuch"))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn rejected_batch_with_many_errors_reports_the_first() {
+    let ns = Netns::new();
+    let mut nl = ns.native();
+    // 60k rules that each jump to a missing chain: the kernel reports every one, more than
+    // the socket queues; the batch still reports the first error, nothing is applied, and
+    // the socket stays usable.
+    let mut t = Table::new(Family::Inet, "t");
+    let mut c = Chain::new("x");
+    for _ in 0..60_000 {
+        c.push(Rule::new().verdict(Verdict::Jump("missing".into())));
+    }
+    t.add_chain(c);
+    let err = nl
+        .apply_to(Family::Inet, "t", &diff_kernel(None, &t))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("inet t: add rule to x: jump missing"), "{msg}");
+    assert!(nl.list_table(Family::Inet, "t").unwrap().is_none());
+    assert_eq!(ns.nft(&["list", "ruleset"]), "");
+    println!("{msg}");
+}
