@@ -3,7 +3,8 @@
 //! nothing. Driven by `scripts/bench-services-dataplane.sh`, which makes the namespaces.
 //!
 //! ```text
-//! dataplane_bench gen N DIR            # DIR/sarasa.nft (nft -f) and DIR/iptables.rules
+//! dataplane_bench gen N DIR            # DIR/sarasa.nft (nft -f; all of sarasa's tables,
+//!                                      # replacing any earlier ones) and DIR/iptables.rules
 //!                                      # (iptables-restore); prints POS=ClusterIP:port for
 //!                                      # POS first, middle, last
 //! dataplane_bench serve ADDR:PORT      # accept-and-close TCP server (runs until killed)
@@ -147,7 +148,16 @@ fn gen(n: usize, dir: &str) -> Res<()> {
         pod_cidrs: vec!["10.244.1.0/24".parse()?],
     };
     let st = compile(ProxyConfig::default(), node, &services, &slices)?;
-    let script = diff_kernel(None, &st.table()).script();
+    // One transaction: delete our tables if present (`add` first so that `delete` cannot
+    // fail; this nft has no `destroy`), then create them all. Loading a size after another
+    // leaves no shard table of the earlier one behind.
+    let mut script = String::new();
+    for name in st.config().table_names() {
+        let _ = writeln!(script, "add table inet {name}\ndelete table inet {name}");
+    }
+    for t in st.tables() {
+        script.push_str(&diff_kernel(None, &t).script());
+    }
     std::fs::write(format!("{dir}/sarasa.nft"), script)?;
     std::fs::write(format!("{dir}/iptables.rules"), iptables_rules(n))?;
     for (pos, i) in positions(n) {

@@ -1,12 +1,16 @@
-//! The fixed part of the table: hooks, dispatch chains and the global maps and sets that
+//! The fixed part of the tables: hooks, dispatch chains and the global maps and sets that
 //! per-Service objects fill.
 //!
 //! ```text
+//! main table `inet {table}`:
 //! filter-prerouting  (prio -110)  ct state new → firewall-check       (loadBalancerSourceRanges)
 //! filter-input/forward/output (-110) ct state new → endpoints-check   (no endpoints: reject/drop)
-//! filter-forward, filter-output-post-dnat (-90) ct state new → cluster-ips-check
-//! nat-prerouting/nat-output (-100) → services → vmap @service-ips / @service-nodeports
+//! filter-forward (-110), filter-output-post-dnat (-90) ct state new → cluster-ips-check
 //! nat-postrouting (100) → masquerading (only packets with the masquerade mark)
+//!
+//! each shard table `inet {table}-svcNN`:
+//! nat-prerouting/nat-output (-100) → services → vmap @service-ips
+//! nat-prerouting-nodeports/nat-output-nodeports (-99) → vmap @service-nodeports (local daddr)
 //! ```
 
 use ipnet::IpNet;
@@ -106,16 +110,11 @@ fn cidr_set(name: &str, f: IpFamily, cidrs: &[IpNet], comment: &str) -> Set {
     s
 }
 
-/// Global sets and maps, empty of per-Service elements (the config's CIDRs are filled in).
-pub(crate) fn global_sets(config: &ProxyConfig) -> Vec<Set> {
+/// The main table's global sets and maps, empty of per-Service elements (the config's CIDRs
+/// are filled in).
+pub(crate) fn main_sets(config: &ProxyConfig) -> Vec<Set> {
     let mut sets = Vec::new();
     for f in FAMILIES {
-        sets.push(svc_map(
-            global::service_ips(f),
-            f,
-            "ClusterIP, externalIP and LoadBalancer IP traffic",
-        ));
-        sets.push(port_map(global::service_nodeports(f), "NodePort traffic"));
         sets.push(svc_map(
             global::no_endpoint_services(f),
             f,
@@ -149,17 +148,41 @@ pub(crate) fn global_sets(config: &ProxyConfig) -> Vec<Set> {
     sets
 }
 
-/// The table with only its fixed part.
-pub(crate) fn base_table(config: &ProxyConfig) -> Table {
+/// A shard table's global sets and maps, empty of per-Service elements. `cluster-cidrs-*` is
+/// repeated here because rules can only name sets of their own table.
+pub(crate) fn shard_sets(config: &ProxyConfig) -> Vec<Set> {
+    let mut sets = Vec::new();
+    for f in FAMILIES {
+        sets.push(svc_map(
+            global::service_ips(f),
+            f,
+            "ClusterIP, externalIP and LoadBalancer IP traffic",
+        ));
+        sets.push(port_map(global::service_nodeports(f), "NodePort traffic"));
+        sets.push(cidr_set(
+            global::cluster_cidrs(f),
+            f,
+            &config.cluster_cidrs,
+            "cluster (pod) CIDRs",
+        ));
+    }
+    sets
+}
+
+fn filter(name: &str, hook: Hook, prio: i32) -> Chain {
+    Chain::base(name, ChainType::Filter, hook, prio, Policy::Accept)
+}
+
+fn nat(name: &str, hook: Hook, prio: i32) -> Chain {
+    Chain::base(name, ChainType::Nat, hook, prio, Policy::Accept)
+}
+
+/// The main table with only its fixed part: everything that runs per packet or is global.
+pub(crate) fn main_base_table(config: &ProxyConfig) -> Table {
     let mut t = Table::new(Family::Inet, &config.table);
-    for s in global_sets(config) {
+    for s in main_sets(config) {
         t.add_set(s);
     }
-    let filter =
-        |name: &str, hook, prio| Chain::base(name, ChainType::Filter, hook, prio, Policy::Accept);
-    let nat =
-        |name: &str, hook, prio| Chain::base(name, ChainType::Nat, hook, prio, Policy::Accept);
-
     t.add_chain(
         filter("filter-prerouting", Hook::Prerouting, -110)
             .rule(ct_new().verdict(jump(global::FIREWALL_CHECK))),
@@ -178,17 +201,11 @@ pub(crate) fn base_table(config: &ProxyConfig) -> Table {
             .rule(ct_new().verdict(jump(global::ENDPOINTS_CHECK)))
             .rule(ct_new().verdict(jump(global::FIREWALL_CHECK))),
     );
-    // After nat-output's DNAT: what is still addressed to a ClusterIP found no service port.
+    // After every shard's nat-output DNAT (-100, -99): what is still addressed to a ClusterIP
+    // found no service port.
     t.add_chain(
         filter("filter-output-post-dnat", Hook::Output, -90)
             .rule(ct_new().verdict(jump(global::CLUSTER_IPS_CHECK))),
-    );
-    t.add_chain(
-        nat("nat-prerouting", Hook::Prerouting, -100)
-            .rule(Rule::new().verdict(jump(global::SERVICES))),
-    );
-    t.add_chain(
-        nat("nat-output", Hook::Output, -100).rule(Rule::new().verdict(jump(global::SERVICES))),
     );
     t.add_chain(
         nat("nat-postrouting", Hook::Postrouting, 100)
@@ -209,7 +226,6 @@ pub(crate) fn base_table(config: &ProxyConfig) -> Table {
             .rule(Rule::new().then(Stmt::MarkAnd(!mark)))
             .rule(Rule::new().then(Stmt::Masquerade { fully_random: true })),
     );
-    t.add_chain(Chain::new(global::MARK_FOR_MASQUERADE).rule(Rule::new().then(Stmt::MarkOr(mark))));
     t.add_chain(
         Chain::new(global::REJECT)
             .rule(
@@ -223,15 +239,10 @@ pub(crate) fn base_table(config: &ProxyConfig) -> Table {
             .rule(Rule::new().then(Stmt::Reject(RejectKind::IcmpxPortUnreachable))),
     );
 
-    let mut services = Chain::new(global::SERVICES);
     let mut endpoints_check = Chain::new(global::ENDPOINTS_CHECK);
     let mut firewall_check = Chain::new(global::FIREWALL_CHECK);
     let mut cluster_ips_check = Chain::new(global::CLUSTER_IPS_CHECK);
     for f in FAMILIES {
-        services.push(Rule::new().then(Stmt::Vmap {
-            key: service_tuple(f),
-            map: global::service_ips(f).into(),
-        }));
         endpoints_check.push(Rule::new().then(Stmt::Vmap {
             key: service_tuple(f),
             map: global::no_endpoint_services(f).into(),
@@ -253,21 +264,61 @@ pub(crate) fn base_table(config: &ProxyConfig) -> Table {
                 .comment("an unallocated address of the service CIDR"),
         );
     }
-    // NodePorts on every local address but loopback (as kube-proxy's nftables mode).
     for f in FAMILIES {
-        services.push(nodeport_rule(f).then(Stmt::Vmap {
-            key: proto_port(),
-            map: global::service_nodeports(f).into(),
-        }));
         endpoints_check.push(nodeport_rule(f).then(Stmt::Vmap {
             key: proto_port(),
             map: global::no_endpoint_nodeports(f).into(),
         }));
     }
-    t.add_chain(services);
     t.add_chain(endpoints_check);
     t.add_chain(firewall_check);
     t.add_chain(cluster_ips_check);
+    t
+}
+
+/// Shard table `i` with only its fixed part: the DNAT dispatch of its Services.
+pub(crate) fn shard_base_table(config: &ProxyConfig, i: usize) -> Table {
+    let mut t = Table::new(Family::Inet, config.shard_table(i));
+    for s in shard_sets(config) {
+        t.add_set(s);
+    }
+    // A NAT hook stops at the first chain that binds a DNAT, so every shard's IP dispatch
+    // (-100) runs before any shard's NodePort dispatch (-99): an IP match wins over a NodePort
+    // match, as in kube-proxy's single `services` chain.
+    t.add_chain(
+        nat(global::NAT_PREROUTING, Hook::Prerouting, -100)
+            .rule(Rule::new().verdict(jump(global::SERVICES))),
+    );
+    t.add_chain(
+        nat(global::NAT_OUTPUT, Hook::Output, -100)
+            .rule(Rule::new().verdict(jump(global::SERVICES))),
+    );
+    let mut pre_np = nat(global::NAT_PREROUTING_NODEPORTS, Hook::Prerouting, -99);
+    let mut out_np = nat(global::NAT_OUTPUT_NODEPORTS, Hook::Output, -99);
+    let mut services = Chain::new(global::SERVICES);
+    for f in FAMILIES {
+        services.push(Rule::new().then(Stmt::Vmap {
+            key: service_tuple(f),
+            map: global::service_ips(f).into(),
+        }));
+    }
+    // NodePorts on every local address but loopback (as kube-proxy's nftables mode).
+    for f in FAMILIES {
+        let rule = nodeport_rule(f).then(Stmt::Vmap {
+            key: proto_port(),
+            map: global::service_nodeports(f).into(),
+        });
+        pre_np.push(rule.clone());
+        out_np.push(rule);
+    }
+    t.add_chain(services);
+    t.add_chain(pre_np);
+    t.add_chain(out_np);
+    // Same mark as in every shard; the main table's `masquerading` acts on it.
+    t.add_chain(
+        Chain::new(global::MARK_FOR_MASQUERADE)
+            .rule(Rule::new().then(Stmt::MarkOr(config.masquerade_mark))),
+    );
     t
 }
 

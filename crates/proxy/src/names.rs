@@ -11,6 +11,10 @@ pub(crate) mod global {
     use sarasa_model::IpFamily;
 
     pub const SERVICES: &str = "services";
+    pub const NAT_PREROUTING: &str = "nat-prerouting";
+    pub const NAT_OUTPUT: &str = "nat-output";
+    pub const NAT_PREROUTING_NODEPORTS: &str = "nat-prerouting-nodeports";
+    pub const NAT_OUTPUT_NODEPORTS: &str = "nat-output-nodeports";
     pub const MASQUERADING: &str = "masquerading";
     pub const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
     pub const ENDPOINTS_CHECK: &str = "endpoints-check";
@@ -50,13 +54,22 @@ pub(crate) mod global {
     per_family!(cluster_cidrs, "cluster-cidrs-v4", "cluster-cidrs-v6");
 }
 
+/// FNV-1a, 64 bits: fixed (unlike std's randomized hasher), so names and shards stay the
+/// same across processes and restarts.
+pub(crate) fn fnv1a64<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 /// FNV-1a, 32 bits shown: the hash keeps names unique and tells similar names apart.
 fn short_hash(s: &str) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = fnv1a64([s.as_bytes()]);
     (h ^ (h >> 32)) as u32
 }
 
@@ -198,5 +211,15 @@ mod tests {
             PortNames::new(&svc, &udp, IpFamily::V4).cluster(),
             v4.cluster()
         );
+    }
+
+    #[test]
+    fn fnv1a64_is_the_published_function() {
+        // Reference values of FNV-1a 64 (a change would move every Service to another shard).
+        assert_eq!(fnv1a64([&b""[..]]), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64([&b"a"[..]]), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64([&b"foo"[..]]), 0xdcb2_7518_fed9_d577);
+        // Parts hash as their concatenation.
+        assert_eq!(fnv1a64([&b"fo"[..], b"o"]), fnv1a64([&b"foo"[..]]));
     }
 }

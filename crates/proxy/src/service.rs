@@ -1,4 +1,5 @@
-//! One Service (with its EndpointSlices) → its own chains, affinity sets and map elements.
+//! One Service (with its EndpointSlices) → its own chains, affinity sets and map elements,
+//! split into the part that lives in the main table and the part in its shard table.
 //! Nothing here depends on other Services, which is what makes updates incremental.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,13 +15,22 @@ use crate::base::{addr_type, daddr, saddr};
 use crate::config::ProxyConfig;
 use crate::names::{global, PortNames};
 
-/// Everything one Service contributes to the table.
+/// What one Service contributes to one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Fragment {
+pub(crate) struct Part {
     pub chains: Vec<Chain>,
     pub sets: Vec<Set>,
-    /// (global map or set, key, element).
+    /// (global map or set of that table, key, element).
     pub elements: Vec<(&'static str, Key, Element)>,
+}
+
+/// Everything one Service contributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Fragment {
+    /// Main table: ClusterIP, no-endpoint and firewall elements, firewall chains.
+    pub main: Part,
+    /// Its shard table: dispatch elements, svc/local/ext/ep chains, affinity sets.
+    pub shard: Part,
     pub health_check: Option<HealthCheck>,
     /// UDP destinations and the endpoints they lead to (for conntrack cleanup).
     pub udp: BTreeMap<UdpDest, BTreeSet<IpAddr>>,
@@ -175,9 +185,11 @@ fn port_key(proto: L4Proto, port: u16) -> Key {
 }
 
 /// Compiles one Service. Returns an empty fragment for Services that are not proxied.
+/// `sref` is `svc`'s key.
 pub(crate) fn compile_service<'a>(
     svc: &Service,
     slices: impl Iterator<Item = &'a EndpointSlice> + Clone,
+    sref: &ServiceRef,
     node: &NodeInfo,
     config: &ProxyConfig,
 ) -> Fragment {
@@ -185,7 +197,6 @@ pub(crate) fn compile_service<'a>(
     if !svc.is_proxied() {
         return frag;
     }
-    let sref = svc.key();
     let mut local_total = 0usize;
     let mut seen_family = BTreeSet::new();
     for cluster_ip in &svc.cluster_ips {
@@ -198,7 +209,7 @@ pub(crate) fn compile_service<'a>(
             let n = compile_port(
                 &mut frag,
                 svc,
-                &sref,
+                sref,
                 port,
                 family,
                 *cluster_ip,
@@ -212,7 +223,7 @@ pub(crate) fn compile_service<'a>(
     if svc.external_traffic_policy == TrafficPolicy::Local {
         if let Some(p) = svc.health_check_node_port {
             frag.health_check = Some(HealthCheck {
-                service: sref,
+                service: sref.clone(),
                 node_port: p,
                 local_endpoints: local_total,
             });
@@ -301,19 +312,19 @@ fn compile_port<'a>(
     };
 
     // ClusterIP.
-    frag.elements.push((
+    frag.main.elements.push((
         global::cluster_ips(family),
         Key::one(cluster_ip),
         Element::default(),
     ));
     if has_internal {
-        frag.elements.push((
+        frag.shard.elements.push((
             global::service_ips(family),
             svc_key(cluster_ip, proto, port.port),
             Element::verdict(goto(internal_chain)),
         ));
     } else {
-        frag.elements.push((
+        frag.main.elements.push((
             global::no_endpoint_services(family),
             svc_key(cluster_ip, proto, port.port),
             with_comment(internal_filter),
@@ -322,14 +333,14 @@ fn compile_port<'a>(
     // externalIPs and LoadBalancer IPs.
     for ip in external_ips.iter().chain(&lb_ips) {
         if has_endpoints {
-            frag.elements.push((
+            frag.shard.elements.push((
                 global::service_ips(family),
                 svc_key(*ip, proto, port.port),
                 Element::verdict(goto(&ext_chain)),
             ));
         }
         if !has_external {
-            frag.elements.push((
+            frag.main.elements.push((
                 global::no_endpoint_services(family),
                 svc_key(*ip, proto, port.port),
                 with_comment(external_filter.clone()),
@@ -362,10 +373,11 @@ fn compile_port<'a>(
                 .ne(saddr(family), Expr::AnonSet(allowed))
                 .verdict(Verdict::Drop)
         };
-        frag.chains
+        frag.main
+            .chains
             .push(Chain::new(&fw).rule(rule.comment(comment.clone())));
         for ip in &lb_ips {
-            frag.elements.push((
+            frag.main.elements.push((
                 global::firewall_ips(family),
                 svc_key(*ip, proto, port.port),
                 with_comment(goto(&fw)),
@@ -375,14 +387,14 @@ fn compile_port<'a>(
     // NodePort.
     if let Some(np) = node_port {
         if has_endpoints {
-            frag.elements.push((
+            frag.shard.elements.push((
                 global::service_nodeports(family),
                 port_key(proto, np),
                 Element::verdict(goto(&ext_chain)),
             ));
         }
         if !has_external {
-            frag.elements.push((
+            frag.main.elements.push((
                 global::no_endpoint_nodeports(family),
                 port_key(proto, np),
                 with_comment(external_filter.clone()),
@@ -456,10 +468,14 @@ fn compile_port<'a>(
         c
     };
     if uses_cluster_chain {
-        frag.chains.push(policy_chain(&cluster_chain, &cluster_eps));
+        frag.shard
+            .chains
+            .push(policy_chain(&cluster_chain, &cluster_eps));
     }
     if uses_local_chain {
-        frag.chains.push(policy_chain(&local_chain, &local_eps));
+        frag.shard
+            .chains
+            .push(policy_chain(&local_chain, &local_eps));
     }
 
     // External chain: NodePort / externalIPs / LB IPs enter here.
@@ -504,8 +520,16 @@ fn compile_port<'a>(
         }
         if has_external {
             c.push(Rule::new().verdict(goto(external_policy_chain)));
+        } else {
+            // Dropped in filter (no-endpoint element) anyway; dropping here keeps the NodePort
+            // chains of later hooks (other shards) from DNATing what matched an IP.
+            c.push(
+                Rule::new()
+                    .verdict(Verdict::Drop)
+                    .comment("no local endpoints"),
+            );
         }
-        frag.chains.push(c);
+        frag.shard.chains.push(c);
     }
 
     // Endpoint chains.
@@ -524,7 +548,7 @@ fn compile_port<'a>(
             s.flags.dynamic = true;
             s.flags.timeout = true;
             s.timeout = Some(timeout);
-            frag.sets.push(s);
+            frag.shard.sets.push(s);
             dnat = dnat.then(Stmt::UpdateSet {
                 set,
                 key: saddr(family),
@@ -538,7 +562,7 @@ fn compile_port<'a>(
                     port: Some(b.port),
                 }),
         );
-        frag.chains.push(c);
+        frag.shard.chains.push(c);
     }
 
     if port.protocol == Protocol::Udp {

@@ -1,18 +1,21 @@
-//! The proxy's state: cluster objects in, one nftables table out, updated per object.
+//! The proxy's state: cluster objects in, the main and shard nftables tables out, updated
+//! per object.
 //!
-//! Only the objects are kept (Services, EndpointSlices); a Service's chains and elements are
-//! recompiled from them when needed (microseconds), so memory stays near the size of the
-//! objects instead of a full rule tree per Service.
+//! Only the objects are kept, shared with the caller (`Arc<Service>`, `Arc<EndpointSlice>`); a
+//! Service's chains and elements are recompiled from them when needed (microseconds), so
+//! memory stays near the size of the objects instead of a full rule tree per Service.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use sarasa_model::{EndpointSlice, NodeInfo, Service, ServiceRef};
 use sarasa_nft::{diff, Table, Transaction};
 
-use crate::base::{base_table, global_sets};
+use crate::base::{main_base_table, main_sets, shard_base_table, shard_sets};
 use crate::config::ProxyConfig;
-use crate::service::{compile_service, Fragment, HealthCheck, UdpDest};
+use crate::names::fnv1a64;
+use crate::service::{compile_service, Fragment, HealthCheck, Part, UdpDest};
 use crate::ProxyError;
 
 /// UDP conntrack entries the agent should delete after applying a change: replies would
@@ -61,71 +64,164 @@ impl StaleUdp {
     }
 }
 
-/// What one change does: the transaction to apply and the conntrack cleanup that follows it.
+/// What one change does: per table, the transaction to apply, and the conntrack cleanup that
+/// follows. Apply all transactions as one atomic batch (they never refer across tables, so
+/// their order does not matter).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Update {
-    pub transaction: Transaction,
+    /// Table name → that table's part of the change; only tables the change touches.
+    pub transactions: BTreeMap<String, Transaction>,
     pub stale_udp: Vec<StaleUdp>,
 }
 
 impl Update {
-    /// Appends a later update (both run as one transaction).
+    /// True when there is nothing to apply and nothing to clean up.
+    pub fn is_empty(&self) -> bool {
+        self.transactions.values().all(Transaction::is_empty) && self.stale_udp.is_empty()
+    }
+
+    /// Commands over all tables.
+    pub fn ops(&self) -> usize {
+        self.transactions.values().map(|t| t.commands.len()).sum()
+    }
+
+    /// Chains written, as `table/chain`.
+    pub fn chains_written(&self) -> Vec<String> {
+        self.transactions
+            .iter()
+            .flat_map(|(table, tx)| {
+                tx.chains_written
+                    .iter()
+                    .map(move |c| format!("{table}/{c}"))
+            })
+            .collect()
+    }
+
+    /// Appends a later update (all run as one batch).
     pub fn append(&mut self, other: Update) {
-        self.transaction.append(other.transaction);
+        for (table, tx) in other.transactions {
+            self.add(table, tx);
+        }
         self.stale_udp.extend(other.stale_udp);
+    }
+
+    fn add(&mut self, table: String, tx: Transaction) {
+        if tx.is_empty() {
+            return;
+        }
+        match self.transactions.entry(table) {
+            btree_map::Entry::Occupied(mut e) => e.get_mut().append(tx),
+            btree_map::Entry::Vacant(e) => {
+                e.insert(tx);
+            }
+        }
     }
 }
 
-/// Services, EndpointSlices and the node, compiled into the `inet <table>` ruleset.
+/// One Service key's objects (either may be missing while the other is known).
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    service: Option<Arc<Service>>,
+    /// Sorted by name. (A Vec: most Services have one slice, and a map node per Service would
+    /// cost kilobytes at 100k Services.)
+    slices: Vec<Arc<EndpointSlice>>,
+}
+
+/// Services, EndpointSlices and the node, compiled into the main table `inet <table>` and the
+/// shard tables `inet <table>-svcNN` (see the crate docs for what goes where).
 ///
 /// Each `upsert_*`/`delete_*` recompiles only the Service concerned and returns the minimal
-/// transaction from the previous ruleset to the new one; [`ProxyState::table`] builds the whole
-/// desired ruleset (for the first program and the diff against the kernel at start).
+/// transactions from the previous rulesets to the new ones; [`ProxyState::main_table`] and
+/// [`ProxyState::shard_table`] build whole desired tables (for the first program and the diff
+/// against the kernel at start).
 #[derive(Debug, Clone)]
 pub struct ProxyState {
     config: ProxyConfig,
     node: NodeInfo,
-    services: HashMap<ServiceRef, Service>,
-    /// EndpointSlices per Service, by slice name.
-    /// (A Vec sorted by name: most Services have one slice, and a map node per Service would
-    /// cost kilobytes at 100k Services.)
-    slices: HashMap<ServiceRef, Vec<EndpointSlice>>,
-    /// Slice (namespace, name) → the Service it was filed under.
-    slice_owner: HashMap<(String, String), ServiceRef>,
+    /// Per shard, its Service keys' objects, sorted by key: building a shard visits only its
+    /// own Services, and a key two Services claim resolves the same way every time.
+    /// `config.shards` long, so `shards[shard_of(..)]` is always in range.
+    shards: Vec<BTreeMap<Arc<ServiceRef>, Entry>>,
+    /// `namespace/name` of an EndpointSlice → the Service it was filed under (the key shared
+    /// with `shards`).
+    slice_owner: HashMap<Box<str>, Arc<ServiceRef>>,
+    service_count: usize,
     /// Global sets' declarations without per-Service elements (for per-change diffs).
-    skeleton: Table,
+    main_skeleton: Table,
+    /// The same for a shard table (renamed per shard when used).
+    shard_skeleton: Table,
+}
+
+fn slice_id(namespace: &str, name: &str) -> Box<str> {
+    format!("{namespace}/{name}").into_boxed_str()
 }
 
 impl ProxyState {
     /// An empty proxy (fixed chains and maps only).
     pub fn new(config: ProxyConfig, node: NodeInfo) -> Result<ProxyState, ProxyError> {
         config.validate()?;
-        let mut skeleton = Table::new(sarasa_nft::Family::Inet, &config.table);
-        for mut s in global_sets(&config) {
-            s.elements.clear();
-            skeleton.add_set(s);
-        }
+        let skeleton = |name: String, sets: Vec<sarasa_nft::Set>| {
+            let mut t = Table::new(sarasa_nft::Family::Inet, name);
+            for mut s in sets {
+                s.elements.clear();
+                t.add_set(s);
+            }
+            t
+        };
         Ok(ProxyState {
+            main_skeleton: skeleton(config.table.clone(), main_sets(&config)),
+            shard_skeleton: skeleton(config.shard_table(0), shard_sets(&config)),
+            shards: vec![BTreeMap::new(); config.shards],
+            slice_owner: HashMap::new(),
+            service_count: 0,
             config,
             node,
-            services: HashMap::new(),
-            slices: HashMap::new(),
-            slice_owner: HashMap::new(),
-            skeleton,
         })
     }
 
-    /// The whole desired ruleset, built from the objects (O(Services); use it at start and in
-    /// tests, not per change).
-    pub fn table(&self) -> Table {
-        let mut t = base_table(&self.config);
-        // Sorted, so that a key two Services claim resolves the same way every time.
-        let mut keys: Vec<&ServiceRef> = self.services.keys().collect();
-        keys.sort();
-        for key in keys {
-            add_fragment(&mut t, self.fragment(key));
+    /// The shard whose table holds `key`'s DNAT path (its EndpointSlices follow it):
+    /// FNV-1a 64 of `namespace/name` modulo the shard count, the same in every process.
+    pub fn shard_of(&self, key: &ServiceRef) -> usize {
+        let h = fnv1a64([key.namespace.as_bytes(), b"/", key.name.as_bytes()]);
+        // The remainder is below `shards` (at most 64), so it fits any usize.
+        (h % self.config.shards as u64) as usize
+    }
+
+    /// The whole desired main table, built from all Services (O(Services); use it at start
+    /// and in tests, not per change).
+    pub fn main_table(&self) -> Table {
+        let mut t = main_base_table(&self.config);
+        // Sorted over all shards, so that a key two Services claim resolves the same way
+        // every time.
+        let mut entries: Vec<(&Arc<ServiceRef>, &Entry)> =
+            self.shards.iter().flat_map(|s| s.iter()).collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (key, entry) in entries {
+            if let Some(frag) = self.compile(key, entry) {
+                add_part(&mut t, frag.main);
+            }
         }
         t
+    }
+
+    /// The whole desired shard table `i` (empty of Services when `i` is out of range), built
+    /// from that shard's Services only.
+    pub fn shard_table(&self, i: usize) -> Table {
+        let mut t = shard_base_table(&self.config, i);
+        for (key, entry) in self.shards.get(i).into_iter().flatten() {
+            if let Some(frag) = self.compile(key, entry) {
+                add_part(&mut t, frag.shard);
+            }
+        }
+        t
+    }
+
+    /// All tables: the main table, then the shards in order (names as
+    /// [`ProxyConfig::table_names`]).
+    pub fn tables(&self) -> Vec<Table> {
+        std::iter::once(self.main_table())
+            .chain((0..self.config.shards).map(|i| self.shard_table(i)))
+            .collect()
     }
 
     pub fn config(&self) -> &ProxyConfig {
@@ -139,10 +235,15 @@ impl ProxyState {
     /// Health-check NodePorts the agent must serve (`externalTrafficPolicy: Local`).
     pub fn health_checks(&self) -> Vec<HealthCheck> {
         let mut v: Vec<HealthCheck> = self
-            .services
+            .shards
             .iter()
-            .filter(|(_, s)| s.health_check_node_port.is_some())
-            .filter_map(|(k, _)| self.fragment(k).health_check)
+            .flat_map(|s| s.iter())
+            .filter(|(_, e)| {
+                e.service
+                    .as_ref()
+                    .is_some_and(|s| s.health_check_node_port.is_some())
+            })
+            .filter_map(|(k, e)| self.compile(k, e)?.health_check)
             .collect();
         v.sort_by(|a, b| a.service.cmp(&b.service));
         v
@@ -150,14 +251,18 @@ impl ProxyState {
 
     /// Number of Services known (proxied or not).
     pub fn service_count(&self) -> usize {
-        self.services.len()
+        self.service_count
     }
 
     /// Adds or replaces a Service.
-    pub fn upsert_service(&mut self, svc: Service) -> Update {
+    pub fn upsert_service(&mut self, svc: impl Into<Arc<Service>>) -> Update {
+        let svc = svc.into();
         let key = svc.key();
         self.change(vec![key.clone()], |st| {
-            st.services.insert(key, svc);
+            let (_, entry) = st.entry_mut(&key);
+            if entry.service.replace(svc).is_none() {
+                st.service_count += 1;
+            }
         })
     }
 
@@ -165,78 +270,103 @@ impl ProxyState {
     pub fn delete_service(&mut self, namespace: &str, name: &str) -> Update {
         let key = ServiceRef::new(namespace, name);
         self.change(vec![key.clone()], |st| {
-            st.services.remove(&key);
+            let i = st.shard_of(&key);
+            if let Some(e) = st.shards[i].get_mut(&key) {
+                if e.service.take().is_some() {
+                    st.service_count -= 1;
+                }
+                if e.slices.is_empty() {
+                    st.shards[i].remove(&key);
+                }
+            }
         })
     }
 
     /// Adds or replaces an EndpointSlice.
-    pub fn upsert_endpoint_slice(&mut self, slice: EndpointSlice) -> Update {
-        let id = (slice.namespace.clone(), slice.name.clone());
+    pub fn upsert_endpoint_slice(&mut self, slice: impl Into<Arc<EndpointSlice>>) -> Update {
+        let slice = slice.into();
+        let id = slice_id(&slice.namespace, &slice.name);
         let owner = slice.service();
         // The service-name label may have changed: the old owner changes too.
         let mut affected = vec![owner.clone()];
         let old_owner = self.slice_owner.get(&id).cloned();
         if let Some(o) = &old_owner {
-            if *o != owner {
-                affected.push(o.clone());
+            if **o != owner {
+                affected.push(ServiceRef::clone(o));
             }
         }
         self.change(affected, |st| {
             if let Some(o) = old_owner {
                 st.unfile(&o, &slice.name);
             }
-            st.slice_owner.insert(id, owner.clone());
-            st.file(owner, slice);
+            let key = st.file(&owner, slice);
+            st.slice_owner.insert(id, key);
         })
     }
 
     /// Removes an EndpointSlice.
     pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) -> Update {
-        let Some(owner) = self
-            .slice_owner
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
-        else {
+        let id = slice_id(namespace, name);
+        let Some(owner) = self.slice_owner.get(&id).cloned() else {
             return Update::default();
         };
-        self.change(vec![owner.clone()], |st| {
-            st.slice_owner
-                .remove(&(namespace.to_string(), name.to_string()));
+        self.change(vec![ServiceRef::clone(&owner)], |st| {
+            st.slice_owner.remove(&id);
             st.unfile(&owner, name);
         })
     }
 
-    fn file(&mut self, owner: ServiceRef, slice: EndpointSlice) {
-        let v = self.slices.entry(owner).or_default();
+    /// The entry of `key`, created if missing; with the key stored in the map.
+    fn entry_mut(&mut self, key: &ServiceRef) -> (Arc<ServiceRef>, &mut Entry) {
+        let i = self.shard_of(key);
+        match self.shards[i].entry(Arc::new(key.clone())) {
+            btree_map::Entry::Occupied(e) => (e.key().clone(), e.into_mut()),
+            btree_map::Entry::Vacant(e) => (e.key().clone(), e.insert(Entry::default())),
+        }
+    }
+
+    /// Files `slice` under `owner`; returns the stored key.
+    fn file(&mut self, owner: &ServiceRef, slice: Arc<EndpointSlice>) -> Arc<ServiceRef> {
+        let (key, entry) = self.entry_mut(owner);
+        let v = &mut entry.slices;
         match v.binary_search_by(|s| s.name.cmp(&slice.name)) {
             Ok(i) => v[i] = slice,
             Err(i) => v.insert(i, slice),
         }
+        key
     }
 
     fn unfile(&mut self, owner: &ServiceRef, slice: &str) {
-        if let Some(v) = self.slices.get_mut(owner) {
-            v.retain(|s| s.name != slice);
-            if v.is_empty() {
-                self.slices.remove(owner);
+        let i = self.shard_of(owner);
+        if let Some(e) = self.shards[i].get_mut(owner) {
+            e.slices.retain(|s| s.name != slice);
+            if e.slices.is_empty() && e.service.is_none() {
+                self.shards[i].remove(owner);
             }
         }
     }
 
-    /// The objects one Service contributes, compiled from the current state.
-    fn fragment(&self, key: &ServiceRef) -> Fragment {
-        match self.services.get(key) {
-            Some(svc) => compile_service(
-                svc,
-                self.slices.get(key).into_iter().flatten(),
-                &self.node,
-                &self.config,
-            ),
-            None => Fragment::default(),
-        }
+    /// The objects one Service contributes (None without a Service object).
+    fn compile(&self, key: &ServiceRef, entry: &Entry) -> Option<Fragment> {
+        let svc = entry.service.as_ref()?;
+        Some(compile_service(
+            svc,
+            entry.slices.iter().map(|s| &**s),
+            key,
+            &self.node,
+            &self.config,
+        ))
     }
 
-    /// Runs `mutate` and returns the transaction for the Services in `affected`.
+    /// The objects one Service contributes, compiled from the current state.
+    fn fragment(&self, key: &ServiceRef) -> Fragment {
+        self.shards[self.shard_of(key)]
+            .get(key)
+            .and_then(|e| self.compile(key, e))
+            .unwrap_or_default()
+    }
+
+    /// Runs `mutate` and returns the transactions for the Services in `affected`.
     fn change(&mut self, affected: Vec<ServiceRef>, mutate: impl FnOnce(&mut Self)) -> Update {
         let old: Vec<Fragment> = affected.iter().map(|k| self.fragment(k)).collect();
         mutate(self);
@@ -246,28 +376,39 @@ impl ProxyState {
             if new == old {
                 continue;
             }
-            let stale_udp = stale_udp(&old.udp, &new.udp);
-            let mut old_mini = self.skeleton.clone();
-            add_fragment(&mut old_mini, old);
-            let mut new_mini = self.skeleton.clone();
-            add_fragment(&mut new_mini, new);
-            update.append(Update {
-                transaction: diff(&old_mini, &new_mini),
-                stale_udp,
-            });
+            update.stale_udp.extend(stale_udp(&old.udp, &new.udp));
+            if old.main != new.main {
+                let tx = part_diff(&self.main_skeleton, old.main, new.main);
+                update.add(self.config.table.clone(), tx);
+            }
+            if old.shard != new.shard {
+                let mut skeleton = self.shard_skeleton.clone();
+                skeleton.name = self.config.shard_table(self.shard_of(key));
+                let tx = part_diff(&skeleton, old.shard, new.shard);
+                update.add(skeleton.name, tx);
+            }
         }
         update
     }
 }
 
-fn add_fragment(t: &mut Table, frag: Fragment) {
-    for c in frag.chains {
+/// The transaction from `old` to `new`, each on top of `skeleton`.
+fn part_diff(skeleton: &Table, old: Part, new: Part) -> Transaction {
+    let mut old_mini = skeleton.clone();
+    add_part(&mut old_mini, old);
+    let mut new_mini = skeleton.clone();
+    add_part(&mut new_mini, new);
+    diff(&old_mini, &new_mini)
+}
+
+fn add_part(t: &mut Table, part: Part) {
+    for c in part.chains {
         t.add_chain(c);
     }
-    for s in frag.sets {
+    for s in part.sets {
         t.add_set(s);
     }
-    for (set, key, elem) in frag.elements {
+    for (set, key, elem) in part.elements {
         if let Some(s) = t.sets.get_mut(set) {
             s.elements.insert(key, elem);
         }
@@ -302,7 +443,8 @@ fn stale_udp(
     out.into_iter().collect()
 }
 
-/// Files all objects at once; [`ProxyState::table`] then gives the ruleset.
+/// Files all objects at once (cloning them into `Arc`s); [`ProxyState::tables`] then gives
+/// the rulesets.
 pub fn compile<'a>(
     config: ProxyConfig,
     node: NodeInfo,
@@ -311,12 +453,14 @@ pub fn compile<'a>(
 ) -> Result<ProxyState, ProxyError> {
     let mut st = ProxyState::new(config, node)?;
     for s in slices {
-        st.slice_owner
-            .insert((s.namespace.clone(), s.name.clone()), s.service());
-        st.file(s.service(), s.clone());
+        let key = st.file(&s.service(), Arc::new(s.clone()));
+        st.slice_owner.insert(slice_id(&s.namespace, &s.name), key);
     }
     for svc in services {
-        st.services.insert(svc.key(), svc.clone());
+        let (_, entry) = st.entry_mut(&svc.key());
+        if entry.service.replace(Arc::new(svc.clone())).is_none() {
+            st.service_count += 1;
+        }
     }
     Ok(st)
 }

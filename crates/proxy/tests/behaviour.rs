@@ -161,11 +161,22 @@ fn node_port_with_cluster_policy_masquerades_and_uses_all_endpoints() {
     let ext = chain_text(&st, "ext4-");
     assert!(ext.contains("\t\tjump mark-for-masquerade\n"), "{ext}");
     assert!(ext.contains("goto svc4-default-web-http-"), "{ext}");
-    let services = chain_text(&st, "services");
-    assert!(
-        services.contains("fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports-v4"),
-        "{services}"
-    );
+    // Dispatched in the Service's shard, after every shard's IP dispatch (-100).
+    let shard = st.shard_table(shard_of(&st, "web"));
+    for (chain, hook) in [
+        ("nat-prerouting-nodeports", "prerouting"),
+        ("nat-output-nodeports", "output"),
+    ] {
+        let text = table_chain_text(&shard, chain);
+        assert!(
+            text.contains(&format!("type nat hook {hook} priority -99;")),
+            "{text}"
+        );
+        assert!(
+            text.contains("fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports-v4"),
+            "{text}"
+        );
+    }
 }
 
 #[test]
@@ -275,6 +286,12 @@ fn external_traffic_policy_local_without_local_endpoints_drops() {
     assert!(elements(&st, "service-ips-v4").contains("10.96.0.10 . tcp . 80 : goto svc4-"));
     let ext = chain_text(&st, "ext4-");
     assert!(!ext.contains("local4-"), "{ext}");
+    // What neither short-circuit took ends here, not in another shard's NodePort chain.
+    let last_rule = ext.lines().rev().nth(2).unwrap();
+    assert!(
+        last_rule.starts_with("\t\tdrop comment \"no local endpoints"),
+        "{ext}"
+    );
     assert_eq!(st.health_checks()[0].local_endpoints, 0);
 }
 
@@ -309,7 +326,7 @@ fn session_affinity_client_ip_uses_per_endpoint_timeout_sets() {
         timeout_seconds: 60,
     };
     let st = build(&[s], &[sl]);
-    let table = st.table();
+    let table = st.shard_table(shard_of(&st, "web"));
     let sets: Vec<_> = table
         .sets
         .values()
@@ -396,7 +413,7 @@ fn headless_and_external_name_are_not_proxied() {
         ..Service::cluster_ip("default", "ext", vec![])
     };
     let st = build(&[headless, ext], &[sl]);
-    assert_eq!(st.table(), empty.table());
+    assert_eq!(st.tables(), empty.tables());
 }
 
 #[test]
@@ -505,6 +522,32 @@ fn bad_config_is_rejected() {
         ..ProxyConfig::default()
     };
     assert!(ProxyState::new(c, node()).is_err());
+    for shards in [0, MAX_SHARDS + 1] {
+        let c = ProxyConfig {
+            shards,
+            ..ProxyConfig::default()
+        };
+        let err = ProxyState::new(c, node()).unwrap_err().to_string();
+        assert!(err.contains("shards"), "{err}");
+    }
+    for shards in [1, MAX_SHARDS] {
+        let c = ProxyConfig {
+            shards,
+            ..ProxyConfig::default()
+        };
+        assert!(ProxyState::new(c, node()).is_ok());
+    }
+    // Shard names must stay valid nft names too.
+    let long = |n: usize| ProxyConfig {
+        table: "t".repeat(n),
+        ..ProxyConfig::default()
+    };
+    assert!(ProxyState::new(long(194), node()).is_ok());
+    assert!(ProxyState::new(long(195), node()).is_err());
+    let st = ProxyState::new(long(194), node()).unwrap();
+    for t in st.tables() {
+        t.validate().unwrap();
+    }
 }
 
 #[test]

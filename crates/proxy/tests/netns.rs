@@ -17,6 +17,30 @@ use sarasa_model::*;
 use sarasa_nft::{diff_kernel, Backend, Family, NftCli};
 use sarasa_proxy::*;
 
+/// Programs every table (main, then shards), diffing each against the kernel.
+fn program(nft: &mut NftCli, st: &ProxyState) {
+    for t in st.tables() {
+        nft.reconcile(&t)
+            .unwrap_or_else(|e| panic!("table {}: {e}", t.name));
+    }
+}
+
+/// Applies all tables' parts of `u` as one `nft` script (one atomic transaction).
+fn apply(nft: &mut NftCli, u: &Update) {
+    let tx = merged(u);
+    nft.apply(&tx)
+        .unwrap_or_else(|e| panic!("{e}\n{}", tx.script()));
+}
+
+/// Every table in the kernel holds exactly the model.
+fn assert_kernel_matches(nft: &mut NftCli, st: &ProxyState) {
+    for t in st.tables() {
+        let k = nft.list_table(Family::Inet, &t.name).unwrap().unwrap();
+        let rest = diff_kernel(Some(&k), &t);
+        assert!(rest.is_empty(), "{}: {}", t.name, rest.script());
+    }
+}
+
 /// Namespaces and processes of one test, removed on drop (also when the test fails).
 struct Lab {
     prefix: String,
@@ -240,7 +264,7 @@ fn cluster_ip_and_node_port_carry_real_connections() {
     let (services, sl) = objects();
     let mut st = compile(config(), node(), &services, std::slice::from_ref(&sl)).unwrap();
     let mut nft = NftCli::in_netns(format!("/run/netns/{}", lab.ns("node")));
-    nft.reconcile(&st.table()).unwrap();
+    program(&mut nft, &st);
 
     // Direct reachability first (servers up), then through the Service.
     lab.wait_get("client", "http://10.244.1.5:8080/");
@@ -270,9 +294,7 @@ fn cluster_ip_and_node_port_carry_real_connections() {
     assert!(t.elapsed() < Duration::from_secs(2));
 
     // The kernel holds exactly the model.
-    let k = nft.list_table(Family::Inet, "sarasa").unwrap().unwrap();
-    let rest = diff_kernel(Some(&k), &st.table());
-    assert!(rest.is_empty(), "{}", rest.script());
+    assert_kernel_matches(&mut nft, &st);
 
     // Session affinity: once set, one client keeps reaching the same pod.
     let mut sticky = services[0].clone();
@@ -280,7 +302,7 @@ fn cluster_ip_and_node_port_carry_real_connections() {
         timeout_seconds: 60,
     };
     let update = st.upsert_service(sticky);
-    nft.apply(&update.transaction).unwrap();
+    apply(&mut nft, &update);
     let first = lab.wait_get("client", "http://10.96.0.10/");
     for _ in 0..15 {
         assert_eq!(
@@ -289,24 +311,21 @@ fn cluster_ip_and_node_port_carry_real_connections() {
             "affinity broken"
         );
     }
-    let k = nft.list_table(Family::Inet, "sarasa").unwrap().unwrap();
-    assert!(
-        diff_kernel(Some(&k), &st.table()).is_empty(),
-        "affinity sets were touched"
-    );
+    // (affinity sets hold the datapath's entries; the diff leaves them alone)
+    assert_kernel_matches(&mut nft, &st);
     let update = st.upsert_service(services[0].clone());
-    nft.apply(&update.transaction).unwrap();
+    apply(&mut nft, &update);
 
     // An endpoint goes away: one small transaction, and only pod-a answers.
     let mut one = sl.clone();
     one.endpoints.retain(|e| e.addresses[0] == ip("10.244.1.5"));
     let update = st.upsert_endpoint_slice(one);
-    nft.apply(&update.transaction).unwrap();
+    assert_eq!(update.transactions.len(), 1, "only web's shard");
+    apply(&mut nft, &update);
     for _ in 0..10 {
         assert_eq!(lab.wait_get("client", "http://10.96.0.10/"), "pod-a");
     }
-    let k = nft.list_table(Family::Inet, "sarasa").unwrap().unwrap();
-    assert!(diff_kernel(Some(&k), &st.table()).is_empty());
+    assert_kernel_matches(&mut nft, &st);
 
     // Hairpin: pod-a reaching itself through its Service works because it is masqueraded
     // (the reply goes back through the node, which undoes the DNAT).
@@ -427,25 +446,25 @@ fn every_feature_is_accepted_by_nft() {
         "10.96.0.21",
         vec![port("http", Protocol::Tcp, 80)],
     ));
-    let table = st.table();
-    table.validate().unwrap();
+    for t in st.tables() {
+        t.validate().unwrap();
+    }
     let mut nft = NftCli::in_netns(format!("/run/netns/{}", lab.ns("node")));
-    nft.reconcile(&table).unwrap_or_else(|e| panic!("{e}"));
-    let k = nft.list_table(Family::Inet, "sarasa").unwrap().unwrap();
-    let rest = diff_kernel(Some(&k), &table);
-    assert!(rest.is_empty(), "{}", rest.script());
-    // Take it all apart again, incrementally.
-    let mut tx = st.delete_service("default", "lb").transaction;
-    tx.append(st.delete_service("default", "empty").transaction);
-    nft.apply(&tx)
-        .unwrap_or_else(|e| panic!("{e}\n{}", tx.script()));
-    let k = nft.list_table(Family::Inet, "sarasa").unwrap().unwrap();
-    assert!(diff_kernel(Some(&k), &st.table()).is_empty());
-    assert!(
-        !k.chains.keys().any(|c| c.contains("-default-")),
-        "{:?}",
-        k.chains.keys()
-    );
+    program(&mut nft, &st);
+    assert_kernel_matches(&mut nft, &st);
+    // Take it all apart again, incrementally, in one transaction over the tables.
+    let mut u = st.delete_service("default", "lb");
+    u.append(st.delete_service("default", "empty"));
+    apply(&mut nft, &u);
+    assert_kernel_matches(&mut nft, &st);
+    for name in st.config().table_names() {
+        let k = nft.list_table(Family::Inet, &name).unwrap().unwrap();
+        assert!(
+            !k.chains.keys().any(|c| c.contains("-default-")),
+            "{name}: {:?}",
+            k.chains.keys()
+        );
+    }
 }
 
 #[test]
@@ -465,7 +484,7 @@ fn ipv6_cluster_ip_carries_real_connections() {
     );
     let st = compile(config(), node(), &[web], &[sl]).unwrap();
     let mut nft = NftCli::in_netns(format!("/run/netns/{}", lab.ns("node")));
-    nft.reconcile(&st.table()).unwrap();
+    program(&mut nft, &st);
     lab.wait_get("client", "http://[fd00:244:1::5]:8080/");
     lab.wait_get("client", "http://[fd00:244:1::6]:8080/");
     let mut seen = std::collections::BTreeSet::new();
@@ -514,7 +533,7 @@ fn local_traffic_policy_and_source_ranges_on_real_packets() {
     );
     let mut st = compile(config(), node(), std::slice::from_ref(&lb), &[sl]).unwrap();
     let mut nft = NftCli::in_netns(format!("/run/netns/{}", lab.ns("node")));
-    nft.reconcile(&st.table()).unwrap();
+    program(&mut nft, &st);
     lab.wait_get("client", "http://10.244.1.5:8080/");
     for url in ["http://192.168.50.1:30081/", "http://192.168.34.1/"] {
         for _ in 0..8 {
@@ -544,7 +563,13 @@ fn local_traffic_policy_and_source_ranges_on_real_packets() {
     // Source ranges that exclude the client: the LB IP drops it (NodePorts are not filtered).
     lb.load_balancer_source_ranges = vec!["203.0.113.0/24".parse().unwrap()];
     let update = st.upsert_service(lb);
-    nft.apply(&update.transaction).unwrap();
+    // Only the firewall chain changes: main table only.
+    assert_eq!(
+        update.transactions.keys().collect::<Vec<_>>(),
+        ["sarasa"],
+        "{update:?}"
+    );
+    apply(&mut nft, &update);
     let err = lab.get("client", "http://192.168.34.1/").unwrap_err();
     assert!(err.contains("(28)"), "expected a timeout (dropped): {err}");
     assert_eq!(
@@ -565,7 +590,7 @@ fn stale_udp_conntrack_arguments_delete_the_entries() {
     );
     let mut st = compile(config(), node(), &[dns], std::slice::from_ref(&sl)).unwrap();
     let mut nft = NftCli::in_netns(format!("/run/netns/{}", lab.ns("node")));
-    nft.reconcile(&st.table()).unwrap();
+    program(&mut nft, &st);
     // One datagram creates a DNATed conntrack entry (no server needed).
     lab.run(
         "client",
@@ -587,7 +612,7 @@ fn stale_udp_conntrack_arguments_delete_the_entries() {
     let mut gone = sl;
     gone.endpoints.clear();
     let update = st.upsert_endpoint_slice(gone);
-    nft.apply(&update.transaction).unwrap();
+    apply(&mut nft, &update);
     assert_eq!(update.stale_udp.len(), 1, "{:?}", update.stale_udp);
     let args = update.stale_udp[0].conntrack_args();
     let mut cmd = vec!["conntrack"];
@@ -640,9 +665,8 @@ fn netlink_backend_matches_nft() {
         &[v4.clone(), v6],
     )
     .unwrap();
-    let table = st.table();
-    cli.reconcile(&table).unwrap();
-    NftCli::in_netns(&b_path).reconcile(&table).unwrap();
+    program(&mut cli, &st);
+    program(&mut NftCli::in_netns(&b_path), &st);
 
     let mut updates = Vec::new();
     // Endpoint changes (the common case).
@@ -679,26 +703,26 @@ fn netlink_backend_matches_nft() {
     updates.push(st.delete_endpoint_slice("default", "sticky-1"));
     updates.push(st.delete_service("default", "empty"));
 
+    // All tables (the namespaces hold nothing else).
     let listing = |path: &str| {
         let out = Command::new("nsenter")
-            .args([
-                &format!("--net={path}"),
-                "nft",
-                "list",
-                "table",
-                "inet",
-                "sarasa",
-            ])
+            .args([&format!("--net={path}"), "nft", "list", "ruleset"])
             .output()
             .unwrap();
         assert!(out.status.success());
         String::from_utf8(out.stdout).unwrap()
     };
     for (i, u) in updates.iter().enumerate() {
-        cli.apply(&u.transaction).unwrap();
+        apply(&mut cli, u);
+        // All tables' parts in one batch.
+        let parts: Vec<_> = u
+            .transactions
+            .iter()
+            .map(|(table, tx)| (Family::Inet, table.as_str(), tx))
+            .collect();
         native
-            .apply_to(Family::Inet, "sarasa", &u.transaction)
-            .unwrap_or_else(|e| panic!("update {i}: {e}\n{}", u.transaction.script()));
+            .apply_batch(&parts)
+            .unwrap_or_else(|e| panic!("update {i}: {e}\n{}", merged(u).script()));
         let (a, b) = (listing(&a_path), listing(&b_path));
         if a != b {
             for (x, y) in a.lines().zip(b.lines()) {
@@ -711,9 +735,107 @@ fn netlink_backend_matches_nft() {
     }
     println!("{native:?}");
     assert!(native.native_count >= 6, "{native:?}");
-    let k = NftCli::in_netns(&b_path)
-        .list_table(Family::Inet, "sarasa")
-        .unwrap()
-        .unwrap();
-    assert!(diff_kernel(Some(&k), &st.table()).is_empty());
+    // Batches over the main table and a shard were among them.
+    assert!(updates.iter().filter(|u| u.transactions.len() > 1).count() >= 2);
+    assert_kernel_matches(&mut NftCli::in_netns(&b_path), &st);
+}
+
+/// Two Services in different shards on the same local address and port: one by externalIP,
+/// the other by NodePort. As in one table, the IP match wins — also when the IP's shard
+/// table is programmed later or earlier than the NodePort's (hook order among equal
+/// priorities follows creation order, so both orders are tried), and also when the IP match
+/// does not DNAT (externalTrafficPolicy Local without local endpoints: dropped, not handed
+/// to the NodePort).
+#[test]
+fn ip_match_wins_over_node_port_across_shards() {
+    let lab = Lab::new();
+    let probe = ProxyState::new(config(), node()).unwrap();
+    let shard = |n: &str| shard_of(&probe, n);
+    // A pair of unused names (externalIP Service, NodePort Service) whose shards compare so.
+    let pick = |ip_later: bool, used: &[String]| -> (String, String) {
+        let names: Vec<String> = (0..64)
+            .map(|i| format!("prec-{i}"))
+            .filter(|n| !used.contains(n))
+            .collect();
+        for a in &names {
+            for b in &names {
+                let (sa, sb) = (shard(a), shard(b));
+                if sa != sb && (sa > sb) == ip_later {
+                    return (a.clone(), b.clone());
+                }
+            }
+        }
+        panic!("no two names in different shards");
+    };
+    let (a1, b1) = pick(true, &[]);
+    let (a2, b2) = pick(false, &[a1.clone(), b1.clone()]);
+    let mut services = Vec::new();
+    let mut slices = Vec::new();
+    for (i, (a, b, p)) in [(&a1, &b1, 30091u16), (&a2, &b2, 30092)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut ext = svc(
+            a,
+            &format!("10.96.1.{}", 10 + i),
+            vec![port("http", Protocol::Tcp, p)],
+        );
+        ext.external_ips = vec![ip("192.168.50.1")];
+        let mut np = svc(
+            b,
+            &format!("10.96.2.{}", 10 + i),
+            vec![port("http", Protocol::Tcp, 80)],
+        );
+        np.type_ = ServiceType::NodePort;
+        np.ports[0].node_port = Some(p);
+        services.extend([ext, np]);
+        let eps = |pod: &'static str| [(pod, "node-1")];
+        slices.push(slice(
+            a,
+            &format!("{a}-1"),
+            &[("http", Protocol::Tcp, 8080)],
+            &eps("10.244.1.5"),
+        ));
+        slices.push(slice(
+            b,
+            &format!("{b}-1"),
+            &[("http", Protocol::Tcp, 8080)],
+            &eps("10.244.1.6"),
+        ));
+    }
+    let mut st = compile(config(), node(), &services, &slices).unwrap();
+    assert!(st.shard_of(&services[0].key()) > st.shard_of(&services[1].key()));
+    assert!(st.shard_of(&services[2].key()) < st.shard_of(&services[3].key()));
+    let mut nft = NftCli::in_netns(format!("/run/netns/{}", lab.ns("node")));
+    program(&mut nft, &st);
+    lab.wait_get("client", "http://10.244.1.5:8080/");
+    lab.wait_get("client", "http://10.244.1.6:8080/");
+    for port in [30091, 30092] {
+        for _ in 0..5 {
+            assert_eq!(
+                lab.wait_get("client", &format!("http://192.168.50.1:{port}/")),
+                "pod-a",
+                "port {port}: the NodePort took an externalIP match"
+            );
+        }
+        // The NodePort still serves the node's other address.
+        assert_eq!(
+            lab.wait_get("client", &format!("http://10.244.1.1:{port}/")),
+            "pod-b"
+        );
+    }
+
+    // The externalIP Service keeps only a remote endpoint under Local policy: its match falls
+    // through its ext chain, and must not reach the NodePort of the other shard.
+    let mut local = services[0].clone();
+    local.external_traffic_policy = TrafficPolicy::Local;
+    let mut remote = slices[0].clone();
+    remote.endpoints[0].node_name = Some("node-2".into());
+    let mut u = st.upsert_service(local);
+    u.append(st.upsert_endpoint_slice(remote));
+    apply(&mut nft, &u);
+    assert_kernel_matches(&mut nft, &st);
+    let err = lab.get("client", "http://192.168.50.1:30091/").unwrap_err();
+    assert!(err.contains("(28)"), "expected a timeout (dropped): {err}");
+    assert_eq!(lab.wait_get("client", "http://10.244.1.1:30091/"), "pod-b");
 }

@@ -82,38 +82,105 @@ pub fn slice(
 }
 
 pub fn build(services: &[Service], slices: &[EndpointSlice]) -> ProxyState {
-    let st = compile(config(), node(), services, slices).unwrap();
-    st.table().validate().unwrap();
+    build_with(config(), services, slices)
+}
+
+pub fn build_with(
+    config: ProxyConfig,
+    services: &[Service],
+    slices: &[EndpointSlice],
+) -> ProxyState {
+    let st = compile(config, node(), services, slices).unwrap();
+    for t in st.tables() {
+        t.validate()
+            .unwrap_or_else(|e| panic!("table {}: {e}", t.name));
+    }
     st
 }
 
-/// The rendered text of one chain whose name starts with `prefix`.
+/// The rendered text of the one chain, in any table, whose name starts with `prefix`.
 pub fn chain_text(st: &ProxyState, prefix: &str) -> String {
-    let table = st.table();
-    let names: Vec<&String> = table
-        .chains
-        .keys()
-        .filter(|n| n.starts_with(prefix))
+    let tables = st.tables();
+    let found: Vec<(&str, &sarasa_nft::Chain)> = tables
+        .iter()
+        .flat_map(|t| t.chains.iter().map(move |(n, c)| (t.name.as_str(), n, c)))
+        .filter(|(_, n, _)| n.starts_with(prefix))
+        .map(|(t, _, c)| (t, c))
         .collect();
-    assert_eq!(names.len(), 1, "chains starting with {prefix}: {names:?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "chains starting with {prefix}: {:?}",
+        found
+            .iter()
+            .map(|(t, c)| format!("{t}/{}", c.name))
+            .collect::<Vec<_>>()
+    );
+    chain_in(found[0].1)
+}
+
+/// The rendered text of one chain of one table.
+pub fn table_chain_text(table: &sarasa_nft::Table, name: &str) -> String {
+    chain_in(
+        table
+            .chains
+            .get(name)
+            .unwrap_or_else(|| panic!("{}: no chain {name}", table.name)),
+    )
+}
+
+fn chain_in(chain: &sarasa_nft::Chain) -> String {
     let mut t = sarasa_nft::Table::new(sarasa_nft::Family::Inet, "x");
-    t.add_chain(table.chains[names[0]].clone());
+    t.add_chain(chain.clone());
     t.render()
 }
 
+/// Names of the chains, over all tables, starting with `prefix`.
 pub fn chains_with(st: &ProxyState, prefix: &str) -> Vec<String> {
-    st.table()
-        .chains
-        .keys()
+    st.tables()
+        .iter()
+        .flat_map(|t| t.chains.keys())
         .filter(|n| n.starts_with(prefix))
         .cloned()
         .collect()
 }
 
-/// Rendered elements of one global map or set.
+/// Rendered elements of one global map or set, merged over the tables holding it.
 pub fn elements(st: &ProxyState, set: &str) -> String {
+    let mut merged: Option<sarasa_nft::Set> = None;
+    for t in st.tables() {
+        if let Some(s) = t.sets.get(set) {
+            match &mut merged {
+                None => merged = Some(s.clone()),
+                Some(m) => m.elements.extend(s.elements.clone()),
+            }
+        }
+    }
     let mut t = sarasa_nft::Table::new(sarasa_nft::Family::Inet, "x");
-    t.add_set(st.table().sets[set].clone());
+    t.add_set(merged.unwrap_or_else(|| panic!("no table has set {set}")));
     let text = t.render();
     text.split("elements = ").nth(1).unwrap_or("").to_string()
+}
+
+/// Names of the tables holding at least one element of `set`.
+pub fn tables_with_elements(st: &ProxyState, set: &str) -> Vec<String> {
+    st.tables()
+        .into_iter()
+        .filter(|t| t.sets.get(set).is_some_and(|s| !s.elements.is_empty()))
+        .map(|t| t.name)
+        .collect()
+}
+
+/// All tables' transactions of an update appended into one (for assertions on names).
+pub fn merged(u: &Update) -> sarasa_nft::Transaction {
+    let mut tx = sarasa_nft::Transaction::default();
+    for t in u.transactions.values() {
+        tx.append(t.clone());
+    }
+    tx
+}
+
+/// The shard of Service `default/{name}`.
+pub fn shard_of(st: &ProxyState, name: &str) -> usize {
+    st.shard_of(&ServiceRef::new("default", name))
 }
