@@ -18,9 +18,10 @@ use crate::mac::MacAddr;
 use crate::netns::NetnsTarget;
 use crate::plan::{compile, LocalNode, NodePlan, PlanError};
 use crate::policy::PolicyEnforcer;
+use crate::service_objects::ServiceDelta;
 use crate::services::ServiceProxy;
 use crate::state::ANNOTATION_VTEP_MAC;
-use crate::watch::{self, Shared};
+use crate::watch::{self, Shared, Snapshot};
 use crate::{cni_config, lease, node};
 
 /// Coalesces bursts of watch events into one reconcile. Short: it adds directly to every
@@ -206,10 +207,11 @@ async fn lease_loop(
     metrics: Arc<Metrics>,
     mut rv: tokio::sync::watch::Receiver<u64>,
 ) {
+    let started = k8s_openapi::jiff::Timestamp::now();
     loop {
         if metrics.programmed.load(Ordering::Relaxed) {
             let observed = *rv.borrow_and_update();
-            if let Err(e) = lease::renew(&client, &node, observed).await {
+            if let Err(e) = lease::renew(&client, &node, observed, started).await {
                 tracing::warn!(error = %e, "lease renewal failed");
             }
         }
@@ -272,10 +274,27 @@ impl Reconciler {
     }
 
     async fn reconcile_once(&mut self, forced: bool) -> Result<()> {
-        let state = self.shared.snapshot();
-        if !state.synced() {
+        let mut snapshot = self.shared.snapshot();
+        let mut delta = Some(std::mem::take(&mut snapshot.services));
+        let result = self.reconcile_snapshot(forced, &snapshot, &mut delta).await;
+        // Service changes not handed to the proxy (an early return or an error before it) are
+        // journaled again, not lost.
+        if let Some(d) = delta {
+            self.shared.requeue(&d);
+        }
+        result
+    }
+
+    async fn reconcile_snapshot(
+        &mut self,
+        forced: bool,
+        snapshot: &Snapshot,
+        delta: &mut Option<ServiceDelta>,
+    ) -> Result<()> {
+        if !snapshot.synced() {
             return Ok(());
         }
+        let state = &snapshot.cluster;
         let rv = state.max_resource_version;
         let name = self.config.node_name.clone();
         let Some(me) = state.node(&name).cloned() else {
@@ -297,7 +316,7 @@ impl Reconciler {
             node::publish_annotations(&self.nodes, &current, &desired).await?;
         }
 
-        let plan = match compile(&state, &self.local) {
+        let plan = match compile(state, &self.local) {
             Ok(p) => p,
             Err(PlanError::NoPodCidr(_)) => {
                 if !self.waiting_logged {
@@ -345,10 +364,14 @@ impl Reconciler {
             self.last_plan = Some(plan);
         }
         let node_info = crate::services::proxy_node(&name, self.uplink.address, &me);
-        let svc = self.services.sync(&state, node_info).await?;
-        crate::services::record(&self.metrics, &svc);
+        let endpoints = snapshot.endpoint_count;
+        let svc = self
+            .services
+            .sync(&self.shared, delta.take().unwrap_or_default(), node_info)
+            .await?;
+        crate::services::record(&self.metrics, &svc, endpoints);
         if let Some(policy) = self.policy.as_mut() {
-            let report = policy.sync(&state).await?;
+            let report = policy.sync(state).await?;
             crate::policy::record(&self.metrics, &report);
         }
 

@@ -21,7 +21,14 @@ pub fn lease_name(node: &str) -> String {
 }
 
 /// The Lease as the agent wants it now.
-pub fn desired_lease(node: &str, observed_rv: u64, now: k8s_openapi::jiff::Timestamp) -> Lease {
+/// The Lease of `node`'s agent: observed resourceVersion, renewed `now`; `acquired` is when this
+/// agent process started (a restarted agent's Lease says so before its first full program).
+pub fn desired_lease(
+    node: &str,
+    observed_rv: u64,
+    now: k8s_openapi::jiff::Timestamp,
+    acquired: k8s_openapi::jiff::Timestamp,
+) -> Lease {
     let mut lease = Lease::default();
     lease.metadata.name = Some(lease_name(node));
     lease.metadata.namespace = Some(LEASE_NAMESPACE.into());
@@ -31,6 +38,7 @@ pub fn desired_lease(node: &str, observed_rv: u64, now: k8s_openapi::jiff::Times
         holder_identity: Some(node.into()),
         lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
         renew_time: Some(MicroTime(now)),
+        acquire_time: Some(MicroTime(acquired)),
         ..Default::default()
     });
     lease
@@ -64,10 +72,20 @@ pub async fn ensure_namespace(client: &kube::Client) -> Result<()> {
 }
 
 /// Creates or renews the Lease with the given observed resourceVersion.
-pub async fn renew(client: &kube::Client, node: &str, observed_rv: u64) -> Result<()> {
+pub async fn renew(
+    client: &kube::Client,
+    node: &str,
+    observed_rv: u64,
+    acquired: k8s_openapi::jiff::Timestamp,
+) -> Result<()> {
     let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let name = lease_name(node);
-    let lease = desired_lease(node, observed_rv, k8s_openapi::jiff::Timestamp::now());
+    let lease = desired_lease(
+        node,
+        observed_rv,
+        k8s_openapi::jiff::Timestamp::now(),
+        acquired,
+    );
     let patch = json!({
         "metadata": {"annotations": lease.metadata.annotations},
         "spec": lease.spec,
@@ -98,7 +116,13 @@ mod tests {
 
     #[test]
     fn lease_carries_holder_and_observed_rv() {
-        let l = desired_lease("node-1", 42, k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let started = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let l = desired_lease(
+            "node-1",
+            42,
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            started,
+        );
         assert_eq!(l.metadata.name.as_deref(), Some("agent-node-1"));
         assert_eq!(l.metadata.namespace.as_deref(), Some("sarasa-system"));
         assert_eq!(
@@ -108,5 +132,6 @@ mod tests {
         let spec = l.spec.unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some("node-1"));
         assert_eq!(spec.lease_duration_seconds, Some(15));
+        assert_eq!(spec.acquire_time.map(|t| t.0), Some(started));
     }
 }

@@ -1,6 +1,7 @@
 //! The node agent: watch cluster state, program the node's datapath.
 //!
-//! Flow: watchers (`watch`) keep a [`ClusterState`] of small projections; a debounced reconcile
+//! Flow: watchers (`watch`) keep a [`ClusterState`] of small projections (and the Services and
+//! EndpointSlices apart, journaled: `service_objects`); a debounced reconcile
 //! loop (`agent`) compiles it into a [`NodePlan`] (`plan`, pure) and applies it by diff
 //! (`datapath` over rtnetlink, `masquerade` over `nft`), writes the CNI config (`cni_config`),
 //! and reports readiness (`node`: NetworkUnavailable=False, `lease`: observed resourceVersion,
@@ -43,6 +44,7 @@ pub mod node;
 pub mod objects;
 pub mod plan;
 pub mod policy;
+pub mod service_objects;
 pub mod services;
 pub mod state;
 pub mod watch;

@@ -1,12 +1,15 @@
 //! The service proxy on the node: feeds Service and EndpointSlice changes to
-//! [`sarasa_proxy::ProxyState`] and applies its transactions to table `inet sarasa`.
+//! [`sarasa_proxy::ProxyState`] and applies its transactions to the proxy's tables (`inet sarasa`
+//! and its shards `inet sarasa-svcNN`, see [`sarasa_proxy`]).
 //!
-//! - First sync (and after any failure, or when the node's addresses or podCIDRs change): the
-//!   whole desired table is diffed against what the kernel holds ([`Backend::reconcile`]), so a
-//!   restarted agent changes nothing that is already right and never flushes the table
+//! - First sync (and after any failure, or when the node's addresses or podCIDRs change): every
+//!   table is built in turn, read back from the kernel over netlink and diffed against it
+//!   ([`diff_kernel`]), one table at a time so that memory stays bounded at 100k Services. A
+//!   restarted agent changes nothing that is already right and never flushes a table
 //!   (established connections keep their conntrack entries and DNAT).
-//! - Afterwards each reconcile finds the changed objects by comparing the two snapshots and sends
-//!   the per-Service transactions of all of them as one atomic netlink batch.
+//! - Afterwards each reconcile gets only the objects that changed ([`ServiceDelta`], from the
+//!   watch journal) and sends the per-Service transactions of all of them, across tables, as one
+//!   atomic netlink batch.
 //! - Then stale UDP conntrack entries are deleted ([`crate::conntrack`]) and health-check node
 //!   ports updated ([`crate::healthcheck`]).
 //!
@@ -17,33 +20,34 @@
 //! never translated twice, and pod → ClusterIP (DNATed to a pod address inside the cluster CIDR)
 //! is translated by neither.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use sarasa_model::{EndpointSlice, NodeInfo, Service};
-use sarasa_nft::{Backend, Family, NetlinkBackend, NftCli, Table, Transaction};
+use sarasa_model::NodeInfo;
+use sarasa_nft::{diff_kernel, Family, NetlinkBackend, NftCli, Table, Transaction};
 use sarasa_proxy::{ProxyConfig, ProxyState, StaleUdp, Update};
 
 use crate::error::{Error, Result};
 use crate::healthcheck::HealthChecks;
 use crate::netns::NetnsTarget;
-use crate::objects::{changes, Change, Converted};
-use crate::state::ClusterState;
+use crate::service_objects::ServiceDelta;
+use crate::watch::Shared;
+
+/// Shard tables beyond the configured count that a previous configuration may have left.
+const MAX_SHARDS: usize = 64;
 
 /// What one sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
-    /// The table was reconciled against the kernel (start, recovery, node change).
+    /// The tables were reconciled against the kernel (start, recovery, node change).
     pub full: bool,
     /// Objects (Services + EndpointSlices) whose change was applied.
     pub changed_objects: usize,
     /// Operations in the applied transaction(s).
     pub ops: usize,
-    /// Chains the incremental transaction wrote (empty for a full sync).
+    /// Chains the incremental transaction wrote, as `table/chain` (empty for a full sync).
     pub chains_written: Vec<String>,
     pub services: usize,
-    pub endpoints: usize,
     pub stale_udp: usize,
     pub duration: Duration,
 }
@@ -53,17 +57,59 @@ pub struct ServiceProxy {
     target: NetnsTarget,
     config: ProxyConfig,
     proxy: Option<ProxyState>,
-    /// The objects as last programmed.
-    services: BTreeMap<String, Converted<Service>>,
-    slices: BTreeMap<String, Converted<EndpointSlice>>,
     netlink: Option<NetlinkBackend>,
     health: HealthChecks,
-    /// The next sync must reconcile the whole table against the kernel.
+    /// The next sync must rebuild from every object and reconcile each table with the kernel.
     dirty: bool,
 }
 
 fn nft_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Nft(format!("{what}: {e}"))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Config(format!("blocking task failed: {e}")))
+}
+
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+/// Feeds one delta to the proxy; returns the combined update.
+fn feed(proxy: &mut ProxyState, delta: ServiceDelta) -> Update {
+    let mut update = Update::default();
+    for (key, item) in delta.services {
+        let (ns, name) = split_key(&key);
+        match item {
+            Some(Ok(s)) => update.append(proxy.upsert_service(s)),
+            Some(Err(e)) => {
+                tracing::warn!(service = %key, error = %e, "service skipped");
+                update.append(proxy.delete_service(ns, name));
+            }
+            None => update.append(proxy.delete_service(ns, name)),
+        }
+    }
+    for (key, item) in delta.slices {
+        let (ns, name) = split_key(&key);
+        match item {
+            Some(Ok(s)) => update.append(proxy.upsert_endpoint_slice(s)),
+            Some(Err(e)) => {
+                tracing::warn!(endpointslice = %key, error = %e, "EndpointSlice skipped");
+                update.append(proxy.delete_endpoint_slice(ns, name));
+            }
+            None => update.append(proxy.delete_endpoint_slice(ns, name)),
+        }
+    }
+    update
+}
+
+fn open_backend(target: &NetnsTarget) -> std::result::Result<NetlinkBackend, sarasa_nft::NftError> {
+    match target {
+        NetnsTarget::Current => NetlinkBackend::new(),
+        NetnsTarget::Path(p) => NetlinkBackend::in_netns(p.clone()),
+    }
 }
 
 fn cli(target: &NetnsTarget) -> NftCli {
@@ -73,10 +119,39 @@ fn cli(target: &NetnsTarget) -> NftCli {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Config(format!("blocking task failed: {e}")))
+/// Makes the kernel hold every table of `proxy`, one table at a time (each built, read back,
+/// diffed and applied, then dropped). Returns the operations applied.
+fn program_all(
+    backend: &mut NetlinkBackend,
+    target: &NetnsTarget,
+    proxy: &ProxyState,
+) -> std::result::Result<usize, sarasa_nft::NftError> {
+    let config = proxy.config();
+    let mut ops = 0;
+    for (i, name) in config.table_names().iter().enumerate() {
+        let desired: Table = if i == 0 {
+            proxy.main_table()
+        } else {
+            proxy.shard_table(i - 1)
+        };
+        // Looked up by the model's names: a full chain dump covers every chain of every inet
+        // table, so one per shard would cost time quadratic in the whole ruleset.
+        let current = backend.list_table_like(&desired)?;
+        let tx = diff_kernel(current.as_ref(), &desired);
+        drop(current);
+        drop(desired);
+        ops += tx.commands.len();
+        backend.apply_batch(&[(Family::Inet, name.as_str(), &tx)])?;
+    }
+    // Shards a larger earlier configuration left behind.
+    for i in config.shards..MAX_SHARDS {
+        let name = config.shard_table(i);
+        if backend.list_table(Family::Inet, &name)?.is_some() {
+            cli(target).run_script(&format!("delete table inet {name}\n"))?;
+            ops += 1;
+        }
+    }
+    Ok(ops)
 }
 
 impl ServiceProxy {
@@ -86,14 +161,12 @@ impl ServiceProxy {
             target,
             config,
             proxy: None,
-            services: BTreeMap::new(),
-            slices: BTreeMap::new(),
             netlink: None,
             dirty: true,
         }
     }
 
-    /// The table the proxy owns.
+    /// The main table the proxy owns (its shards are `<table>-svcNN`).
     pub fn table_name(&self) -> &str {
         &self.config.table
     }
@@ -108,132 +181,93 @@ impl ServiceProxy {
         self.health.ports()
     }
 
-    /// Programs the Services and EndpointSlices of `state` for `node`.
-    pub async fn sync(&mut self, state: &ClusterState, node: NodeInfo) -> Result<SyncReport> {
+    /// Programs `delta` (the Services and EndpointSlices changed since the last sync) for
+    /// `node`; rebuilds from every object in `shared` when a full sync is due.
+    pub async fn sync(
+        &mut self,
+        shared: &Shared,
+        delta: ServiceDelta,
+        node: NodeInfo,
+    ) -> Result<SyncReport> {
         let started = Instant::now();
         let mut report = SyncReport::default();
-        let new_services = state.services.items();
-        let new_slices = state.endpoint_slices.items();
         let node_changed = self.proxy.as_ref().is_none_or(|p| *p.node() != node);
 
         if self.dirty || node_changed {
+            // The delta is subsumed by every object; if this fails, `dirty` stays set.
+            drop(delta);
+            self.proxy = None;
+            self.dirty = true;
+            let all = shared.all_services();
+            report.changed_objects = all.len();
             let mut proxy = ProxyState::new(self.config.clone(), node)
                 .map_err(|e| Error::Config(e.to_string()))?;
-            for (key, svc) in new_services {
-                match svc {
-                    Ok(s) => {
-                        proxy.upsert_service(Service::clone(s));
-                    }
-                    Err(e) => tracing::warn!(service = %key, error = %e, "service skipped"),
-                }
-            }
-            for (key, slice) in new_slices {
-                match slice {
-                    Ok(s) => {
-                        proxy.upsert_endpoint_slice(EndpointSlice::clone(s));
-                    }
-                    Err(e) => {
-                        tracing::warn!(endpointslice = %key, error = %e, "EndpointSlice skipped")
-                    }
-                }
-            }
-            // The whole proxy is rebuilt: a later failure leaves `dirty` set.
-            self.proxy = None;
-            let desired = proxy.table();
+            feed(&mut proxy, all);
+            let backend = self.netlink.take();
             let target = self.target.clone();
-            let tx = blocking(move || cli(&target).reconcile(&desired))
-                .await?
-                .map_err(|e| nft_err("reconcile table against the kernel", e))?;
+            let (backend, proxy, result) = blocking(move || {
+                let mut backend = match backend.map_or_else(|| open_backend(&target), Ok) {
+                    Ok(b) => b,
+                    Err(e) => return (None, proxy, Err(e)),
+                };
+                let r = program_all(&mut backend, &target, &proxy);
+                (Some(backend), proxy, r)
+            })
+            .await?;
+            self.netlink = backend;
+            let ops = result.map_err(|e| nft_err("program service tables", e))?;
             report.full = true;
-            report.ops = tx.commands.len();
-            report.changed_objects = new_services.len() + new_slices.len();
-            if !tx.is_empty() {
-                tracing::info!(
-                    ops = tx.commands.len(),
-                    "service table reconciled against the kernel"
-                );
+            report.ops = ops;
+            if ops > 0 {
+                tracing::info!(ops, "service tables reconciled against the kernel");
             }
             self.proxy = Some(proxy);
             self.dirty = false;
         } else if let Some(proxy) = self.proxy.as_mut() {
-            let mut update = Update::default();
-            let service_changes = changes(&self.services, new_services);
-            let slice_changes = changes(&self.slices, new_slices);
-            report.changed_objects = service_changes.len() + slice_changes.len();
-            for c in service_changes {
-                match c {
-                    Change::Upsert(_, s) => update.append(proxy.upsert_service(Service::clone(s))),
-                    Change::Delete(_, s) => {
-                        update.append(proxy.delete_service(&s.namespace, &s.name))
-                    }
-                    Change::Invalid(k, e) => {
-                        tracing::warn!(service = %k, error = %e, "service skipped")
-                    }
-                }
-            }
-            for c in slice_changes {
-                match c {
-                    Change::Upsert(_, s) => {
-                        update.append(proxy.upsert_endpoint_slice(EndpointSlice::clone(s)))
-                    }
-                    Change::Delete(_, s) => {
-                        update.append(proxy.delete_endpoint_slice(&s.namespace, &s.name))
-                    }
-                    Change::Invalid(k, e) => {
-                        tracing::warn!(endpointslice = %k, error = %e, "EndpointSlice skipped")
-                    }
-                }
-            }
-            report.ops = update.transaction.commands.len();
-            report.chains_written = update.transaction.chains_written.iter().cloned().collect();
-            if let Err(e) = self.apply(update.transaction).await {
-                // The kernel may hold part of nothing of it: start over from a full diff.
+            report.changed_objects = delta.len();
+            let update = feed(proxy, delta);
+            report.ops = update.ops();
+            report.chains_written = update.chains_written();
+            if let Err(e) = self.apply(&update).await {
+                // The kernel holds none of it (one batch): start over from a full diff.
                 self.dirty = true;
                 return Err(e);
             }
             report.stale_udp = update.stale_udp.len();
             self.cleanup_conntrack(update.stale_udp).await?;
         }
-        self.services = new_services.clone();
-        self.slices = new_slices.clone();
 
         if let Some(proxy) = &self.proxy {
             self.health.update(&proxy.health_checks()).await;
             report.services = proxy.service_count();
         }
-        report.endpoints = new_slices
-            .values()
-            .filter_map(|s| s.as_ref().ok())
-            .map(|s| s.endpoints.len())
-            .sum();
         report.duration = started.elapsed();
         Ok(report)
     }
 
-    /// Sends `tx` as one netlink batch (the backend falls back to `nft -f` for what it cannot
-    /// encode); the socket is opened on first use in the node's namespace.
-    async fn apply(&mut self, tx: Transaction) -> Result<()> {
-        if tx.is_empty() {
+    /// Sends every table's part of `update` as one netlink batch (one atomic commit); the
+    /// socket is opened on first use in the node's namespace.
+    async fn apply(&mut self, update: &Update) -> Result<()> {
+        if update.is_empty() {
             return Ok(());
         }
+        let parts: Vec<(String, Transaction)> = update
+            .transactions
+            .iter()
+            .map(|(t, tx)| (t.clone(), tx.clone()))
+            .collect();
         let backend = self.netlink.take();
         let target = self.target.clone();
-        let table = self.config.table.clone();
         let (backend, result) = blocking(move || {
-            let mut backend = match backend {
-                Some(b) => b,
-                None => {
-                    let b = match &target {
-                        NetnsTarget::Current => NetlinkBackend::new(),
-                        NetnsTarget::Path(p) => NetlinkBackend::in_netns(p.clone()),
-                    };
-                    match b {
-                        Ok(b) => b,
-                        Err(e) => return (None, Err(e)),
-                    }
-                }
+            let mut backend = match backend.map_or_else(|| open_backend(&target), Ok) {
+                Ok(b) => b,
+                Err(e) => return (None, Err(e)),
             };
-            let r = backend.apply_to(Family::Inet, &table, &tx).map(|_| ());
+            let batch: Vec<(Family, &str, &Transaction)> = parts
+                .iter()
+                .map(|(t, tx)| (Family::Inet, t.as_str(), tx))
+                .collect();
+            let r = backend.apply_batch(&batch).map(|_| ());
             (Some(backend), r)
         })
         .await?;
@@ -253,9 +287,9 @@ impl ServiceProxy {
         Ok(())
     }
 
-    /// The desired table (for tests and diagnostics).
-    pub fn desired_table(&self) -> Option<Table> {
-        self.proxy.as_ref().map(|p| p.table())
+    /// The desired tables, main first (for tests and diagnostics).
+    pub fn desired_tables(&self) -> Option<Vec<Table>> {
+        self.proxy.as_ref().map(|p| p.tables())
     }
 }
 
@@ -281,10 +315,10 @@ pub fn proxy_node(name: &str, underlay: IpAddr, me: &crate::state::NodeInfo) -> 
 }
 
 /// Publishes a sync's figures.
-pub fn record(metrics: &crate::health::Metrics, report: &SyncReport) {
+pub fn record(metrics: &crate::health::Metrics, report: &SyncReport, endpoints: usize) {
     use std::sync::atomic::Ordering::Relaxed;
     metrics.services.store(report.services as u64, Relaxed);
-    metrics.endpoints.store(report.endpoints as u64, Relaxed);
+    metrics.endpoints.store(endpoints as u64, Relaxed);
     metrics
         .last_service_sync_micros
         .store(report.duration.as_micros() as u64, Relaxed);

@@ -6,13 +6,12 @@
 //! watched with only their key today) means: a projection type with a `from_object`, its store
 //! field in [`ClusterState`] retyped, and the compiler reading it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher;
 use kube::ResourceExt;
@@ -153,6 +152,9 @@ pub struct ProjectedStore<T> {
     buffer: Option<BTreeMap<String, T>>,
     /// True once the first full list has been received.
     pub synced: bool,
+    /// Keys whose projection changed since the last [`ProjectedStore::take_changed`], when the
+    /// store keeps a journal (consumers that must not copy or rescan the whole store per change).
+    journal: Option<BTreeSet<String>>,
 }
 
 impl<T> Default for ProjectedStore<T> {
@@ -161,6 +163,33 @@ impl<T> Default for ProjectedStore<T> {
             items: BTreeMap::new(),
             buffer: None,
             synced: false,
+            journal: None,
+        }
+    }
+}
+
+impl<T> ProjectedStore<T> {
+    /// An empty store that journals the keys of changed items.
+    pub fn journaled() -> Self {
+        ProjectedStore {
+            journal: Some(BTreeSet::new()),
+            ..Self::default()
+        }
+    }
+
+    /// The keys changed (added, modified or removed) since the last call; empty for a store
+    /// without a journal.
+    pub fn take_changed(&mut self) -> BTreeSet<String> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Journals `key` as changed (again), e.g. when a consumer could not program it.
+    pub fn note_changed(&mut self, key: &str) {
+        if let Some(j) = self.journal.as_mut() {
+            j.insert(key.to_string());
         }
     }
 }
@@ -203,6 +232,19 @@ impl<T: PartialEq> ProjectedStore<T> {
             watcher::Event::InitDone => {
                 let fresh = self.buffer.take().unwrap_or_default();
                 let changed = fresh != self.items || !self.synced;
+                if changed && self.journal.is_some() {
+                    let old = std::mem::take(&mut self.items);
+                    for (k, v) in &old {
+                        if fresh.get(k) != Some(v) {
+                            self.note_changed(k);
+                        }
+                    }
+                    for k in fresh.keys() {
+                        if !old.contains_key(k) {
+                            self.note_changed(k);
+                        }
+                    }
+                }
                 self.items = fresh;
                 self.synced = true;
                 Applied {
@@ -214,6 +256,9 @@ impl<T: PartialEq> ProjectedStore<T> {
                 let projection = project(&obj);
                 let k = key(&obj);
                 let changed = self.items.get(&k) != Some(&projection);
+                if changed {
+                    self.note_changed(&k);
+                }
                 self.items.insert(k, projection);
                 Applied {
                     changed,
@@ -221,7 +266,11 @@ impl<T: PartialEq> ProjectedStore<T> {
                 }
             }
             watcher::Event::Delete(obj) => {
-                let changed = self.items.remove(&key(&obj)).is_some();
+                let k = key(&obj);
+                let changed = self.items.remove(&k).is_some();
+                if changed {
+                    self.note_changed(&k);
+                }
                 Applied {
                     changed,
                     resource_version: rv(&obj),
@@ -236,10 +285,10 @@ impl<T: PartialEq> ProjectedStore<T> {
 pub struct ClusterState {
     pub nodes: ProjectedStore<NodeInfo>,
     pub pods: ProjectedStore<PodInfo>,
-    /// Converted for the service proxy (`services`) and the policy compiler (`policy`); an
-    /// object that fails conversion is kept as its error (see [`crate::objects`]).
-    pub services: ProjectedStore<Converted<sarasa_model::Service>>,
-    pub endpoint_slices: ProjectedStore<Converted<sarasa_model::EndpointSlice>>,
+    /// Converted for the policy compiler; an object that fails conversion is kept as its error
+    /// (see [`crate::objects`]). Services and EndpointSlices live apart, in
+    /// [`crate::service_objects::ServiceObjects`]: this state is copied per reconcile, they are
+    /// not (100k Services).
     pub network_policies: ProjectedStore<Converted<sarasa_policy::NetworkPolicy>>,
     pub namespaces: ProjectedStore<Converted<sarasa_policy::PolicyNamespace>>,
     /// Pods as NetworkPolicy sees them (labels, container ports), beside `pods`.
@@ -270,16 +319,6 @@ impl ClusterState {
         self.note_rv(applied) | policy.changed
     }
 
-    pub fn apply_service_event(&mut self, event: watcher::Event<Service>) -> bool {
-        let applied = apply_converted(&mut self.services, event, objects::service);
-        self.note_rv(applied)
-    }
-
-    pub fn apply_endpoint_slice_event(&mut self, event: watcher::Event<EndpointSlice>) -> bool {
-        let applied = apply_converted(&mut self.endpoint_slices, event, objects::endpoint_slice);
-        self.note_rv(applied)
-    }
-
     pub fn apply_network_policy_event(&mut self, event: watcher::Event<NetworkPolicy>) -> bool {
         let applied = apply_converted(&mut self.network_policies, event, objects::network_policy);
         self.note_rv(applied)
@@ -290,7 +329,8 @@ impl ClusterState {
         self.note_rv(applied)
     }
 
-    fn note_rv(&mut self, applied: Applied) -> bool {
+    /// Counts the resourceVersion of an event of a kind kept elsewhere; returns `changed`.
+    pub fn note_rv(&mut self, applied: Applied) -> bool {
         if let Some(rv) = applied.resource_version {
             self.max_resource_version = self.max_resource_version.max(rv);
         }
@@ -301,8 +341,6 @@ impl ClusterState {
     pub fn synced(&self) -> bool {
         self.nodes.synced
             && self.pods.synced
-            && self.services.synced
-            && self.endpoint_slices.synced
             && self.network_policies.synced
             && self.namespaces.synced
             && self.policy_pods.synced

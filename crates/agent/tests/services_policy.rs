@@ -68,26 +68,38 @@ async fn start_agent(name: &str, ns: &str, api: &str, dir: &std::path::Path) -> 
         .expect("agent starts")
 }
 
-/// `nft -a list table inet sarasa` as chain name → rule lines (with handles).
+/// The proxy's tables (`inet sarasa` and its shards `inet sarasa-svcNN`) as `table/chain` →
+/// rule lines (with handles).
 fn chains(ns: &str) -> BTreeMap<String, Vec<String>> {
-    let out = nft_out(ns, &["-a", "list", "table", "inet", "sarasa"]);
+    let tables: Vec<String> = nft_out(ns, &["list", "tables"])
+        .lines()
+        .filter_map(|l| l.strip_prefix("table inet "))
+        .filter(|t| *t == "sarasa" || t.starts_with("sarasa-svc"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        tables.len() > 1,
+        "no proxy shard tables in {ns}: {tables:?}"
+    );
     let mut map = BTreeMap::new();
-    let mut current: Option<String> = None;
-    for line in out.lines() {
-        let t = line.trim();
-        if let Some(rest) = t.strip_prefix("chain ") {
-            let name = rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            map.insert(name.clone(), Vec::new());
-            current = Some(name);
-        } else if t == "}" {
-            current = None;
-        } else if let Some(c) = &current {
-            if t.contains("# handle") {
-                map.get_mut(c).unwrap().push(t.to_string());
+    for table in tables {
+        let out = nft_out(ns, &["-a", "list", "table", "inet", &table]);
+        let mut current: Option<String> = None;
+        for line in out.lines() {
+            let t = line.trim();
+            if let Some(rest) = t.strip_prefix("chain ") {
+                let name = format!(
+                    "{table}/{}",
+                    rest.split_whitespace().next().unwrap_or_default()
+                );
+                map.insert(name.clone(), Vec::new());
+                current = Some(name);
+            } else if t == "}" {
+                current = None;
+            } else if let Some(c) = &current {
+                if t.contains("# handle") {
+                    map.get_mut(c).unwrap().push(t.to_string());
+                }
             }
         }
     }
@@ -246,7 +258,13 @@ async fn services_and_policies_across_nodes() {
         async move { gone.then_some(t) }
     })
     .await;
-    for c in other_chains.iter().chain(["services".to_string()].iter()) {
+    let dispatch: Vec<String> = before
+        .keys()
+        .filter(|c| c.ends_with("/services"))
+        .cloned()
+        .collect();
+    assert!(!dispatch.is_empty(), "no dispatch chains: {before:#?}");
+    for c in other_chains.iter().chain(dispatch.iter()) {
         assert_eq!(before.get(c), after.get(c), "chain {c} was rewritten");
     }
     let h2 = hits2.load(Ordering::Relaxed);

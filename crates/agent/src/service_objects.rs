@@ -1,0 +1,289 @@
+//! Services and EndpointSlices as the service proxy consumes them: each converted once, when its
+//! watch event arrives, and kept once (behind an `Arc` the proxy's state shares). The stores
+//! journal the keys that changed, so a reconcile takes only what changed since the last one —
+//! never a copy or a rescan of all objects, which at 100k Services cost more than the change.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher;
+
+use crate::objects::{self, apply_converted, Converted};
+use crate::state::{Applied, ProjectedStore};
+
+/// One object of a [`ServiceDelta`]: its current conversion, or `None` when it is gone.
+pub type DeltaItem<T> = (String, Option<Converted<T>>);
+
+/// What the proxy must (re)program: changed objects, or every object (`complete`).
+#[derive(Debug, Default)]
+pub struct ServiceDelta {
+    pub services: Vec<DeltaItem<sarasa_model::Service>>,
+    pub slices: Vec<DeltaItem<sarasa_model::EndpointSlice>>,
+    /// Every object is listed (a full rebuild), not only the changed ones.
+    pub complete: bool,
+}
+
+impl ServiceDelta {
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.slices.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.services.len() + self.slices.len()
+    }
+}
+
+/// The watched Services and EndpointSlices.
+#[derive(Debug)]
+pub struct ServiceObjects {
+    services: ProjectedStore<Converted<sarasa_model::Service>>,
+    slices: ProjectedStore<Converted<sarasa_model::EndpointSlice>>,
+    /// Endpoints over all converted EndpointSlices (a metric; kept current per event).
+    endpoints: usize,
+}
+
+impl Default for ServiceObjects {
+    fn default() -> Self {
+        ServiceObjects {
+            services: ProjectedStore::journaled(),
+            slices: ProjectedStore::journaled(),
+            endpoints: 0,
+        }
+    }
+}
+
+fn endpoint_count(slice: Option<&Converted<sarasa_model::EndpointSlice>>) -> usize {
+    match slice {
+        Some(Ok(s)) => s.endpoints.len(),
+        _ => 0,
+    }
+}
+
+impl ServiceObjects {
+    pub fn apply_service_event(&mut self, event: watcher::Event<Service>) -> Applied {
+        apply_converted(&mut self.services, event, objects::service)
+    }
+
+    pub fn apply_endpoint_slice_event(&mut self, event: watcher::Event<EndpointSlice>) -> Applied {
+        let before = match &event {
+            watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
+                endpoint_count(self.slices.items().get(&objects::key_of(o)))
+            }
+            _ => 0,
+        };
+        let relist_done = matches!(event, watcher::Event::InitDone);
+        let applied = apply_converted(&mut self.slices, event.clone(), objects::endpoint_slice);
+        match &event {
+            watcher::Event::Apply(o) => {
+                let after = endpoint_count(self.slices.items().get(&objects::key_of(o)));
+                self.endpoints = (self.endpoints + after).saturating_sub(before);
+            }
+            watcher::Event::Delete(_) => self.endpoints = self.endpoints.saturating_sub(before),
+            _ if relist_done => {
+                self.endpoints = self
+                    .slices
+                    .items()
+                    .values()
+                    .map(|s| endpoint_count(Some(s)))
+                    .sum()
+            }
+            _ => {}
+        }
+        applied
+    }
+
+    /// Both kinds have completed their first list.
+    pub fn synced(&self) -> bool {
+        self.services.synced && self.slices.synced
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.services.items().len()
+    }
+
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints
+    }
+
+    /// The objects changed since the last `take_*` call.
+    pub fn take_changed(&mut self) -> ServiceDelta {
+        let services = self.services.take_changed();
+        let slices = self.slices.take_changed();
+        ServiceDelta {
+            services: current(&self.services, services),
+            slices: current(&self.slices, slices),
+            complete: false,
+        }
+    }
+
+    /// Puts the keys of a delta its consumer did not program back in the journal (the next
+    /// `take_changed` reads their then-current values).
+    pub fn requeue(&mut self, delta: &ServiceDelta) {
+        for (k, _) in &delta.services {
+            self.services.note_changed(k);
+        }
+        for (k, _) in &delta.slices {
+            self.slices.note_changed(k);
+        }
+    }
+
+    /// Every object (pointers, not copies); clears the journal, which it subsumes.
+    pub fn take_all(&mut self) -> ServiceDelta {
+        self.services.take_changed();
+        self.slices.take_changed();
+        ServiceDelta {
+            services: all(&self.services),
+            slices: all(&self.slices),
+            complete: true,
+        }
+    }
+}
+
+fn all<T: PartialEq>(store: &ProjectedStore<Converted<T>>) -> Vec<DeltaItem<T>> {
+    store
+        .items()
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect()
+}
+
+fn current<T: PartialEq>(
+    store: &ProjectedStore<Converted<T>>,
+    keys: BTreeSet<String>,
+) -> Vec<DeltaItem<T>> {
+    keys.into_iter()
+        .map(|k| {
+            let v = store.items().get(&k).cloned();
+            (k, v)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+    use k8s_openapi::api::discovery::v1::Endpoint;
+    use kube::api::ObjectMeta;
+
+    fn svc(name: &str, rv: u64, ip: &str) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some(name.into()),
+                resource_version: Some(rv.to_string()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(ip.into()),
+                cluster_ips: Some(vec![ip.into()]),
+                ports: Some(vec![ServicePort {
+                    port: 80,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn slice(name: &str, rv: u64, ips: &[&str]) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some(name.into()),
+                resource_version: Some(rv.to_string()),
+                labels: Some([("kubernetes.io/service-name".to_string(), "a".to_string())].into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: Some(
+                ips.iter()
+                    .map(|ip| Endpoint {
+                        addresses: vec![ip.to_string()],
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ports: None,
+        }
+    }
+
+    fn keys<T>(items: &[DeltaItem<T>]) -> Vec<String> {
+        items
+            .iter()
+            .map(|(k, v)| format!("{}{k}", if v.is_some() { "+" } else { "-" }))
+            .collect()
+    }
+
+    #[test]
+    fn only_changed_objects_are_taken_and_the_journal_empties() {
+        let mut o = ServiceObjects::default();
+        o.apply_service_event(watcher::Event::Init);
+        o.apply_service_event(watcher::Event::InitApply(svc("a", 1, "10.96.0.1")));
+        o.apply_service_event(watcher::Event::InitApply(svc("b", 2, "10.96.0.2")));
+        o.apply_service_event(watcher::Event::InitDone);
+        o.apply_endpoint_slice_event(watcher::Event::Init);
+        o.apply_endpoint_slice_event(watcher::Event::InitDone);
+        assert!(o.synced());
+        assert_eq!(
+            keys(&o.take_changed().services),
+            ["+default/a", "+default/b"]
+        );
+        assert!(o.take_changed().is_empty());
+
+        // The same projection again (a new resourceVersion only) is no change.
+        o.apply_service_event(watcher::Event::Apply(svc("a", 3, "10.96.0.1")));
+        assert!(o.take_changed().is_empty());
+        o.apply_service_event(watcher::Event::Apply(svc("a", 4, "10.96.0.9")));
+        o.apply_service_event(watcher::Event::Delete(svc("b", 5, "10.96.0.2")));
+        let d = o.take_changed();
+        assert_eq!(keys(&d.services), ["+default/a", "-default/b"]);
+        assert!(!d.complete);
+
+        // A relist that lost `a` and brought `c` journals both.
+        o.apply_service_event(watcher::Event::Init);
+        o.apply_service_event(watcher::Event::InitApply(svc("c", 6, "10.96.0.3")));
+        o.apply_service_event(watcher::Event::InitDone);
+        assert_eq!(
+            keys(&o.take_changed().services),
+            ["-default/a", "+default/c"]
+        );
+
+        // A delta handed back is taken again, with the objects' current values.
+        o.apply_service_event(watcher::Event::Apply(svc("d", 7, "10.96.0.4")));
+        let d = o.take_changed();
+        o.apply_service_event(watcher::Event::Delete(svc("d", 8, "10.96.0.4")));
+        o.requeue(&d);
+        assert_eq!(keys(&o.take_changed().services), ["-default/d"]);
+
+        let all = o.take_all();
+        assert!(all.complete);
+        assert_eq!(keys(&all.services), ["+default/c"]);
+    }
+
+    #[test]
+    fn endpoint_count_follows_events() {
+        let mut o = ServiceObjects::default();
+        o.apply_endpoint_slice_event(watcher::Event::Init);
+        o.apply_endpoint_slice_event(watcher::Event::InitApply(slice("a-1", 1, &["10.244.0.1"])));
+        o.apply_endpoint_slice_event(watcher::Event::InitDone);
+        assert_eq!(o.endpoint_count(), 1);
+        o.apply_endpoint_slice_event(watcher::Event::Apply(slice(
+            "a-2",
+            2,
+            &["10.244.0.2", "10.244.0.3"],
+        )));
+        assert_eq!(o.endpoint_count(), 3);
+        o.apply_endpoint_slice_event(watcher::Event::Apply(slice("a-2", 3, &["10.244.0.2"])));
+        assert_eq!(o.endpoint_count(), 2);
+        o.apply_endpoint_slice_event(watcher::Event::Delete(slice("a-1", 4, &["10.244.0.1"])));
+        assert_eq!(o.endpoint_count(), 1);
+        assert_eq!(
+            keys(&o.take_changed().slices),
+            ["-default/a-1", "+default/a-2"]
+        );
+    }
+}
