@@ -7,7 +7,9 @@ Runs inside the lab's fabric namespace and talks plain HTTP to the lab API serve
                                         EndpointSlice each (2 ready endpoints); waits until the
                                         agent's Lease observed RV >= the last write's RV; prints
                                         "create N secs last_rv"
-  svc_control.py wait-rv RV TIMEOUT     waits for the Lease; prints "wait secs"
+  svc_control.py wait-rv RV TIMEOUT [SINCE]
+                                        waits for the Lease (with SINCE, epoch seconds: of an
+                                        agent started at or after SINCE); prints "wait secs"
   svc_control.py change NAME K NSEXEC   K times: PUT the EndpointSlice NAME-slice with a new
                                         second address, time response -> Lease observed RV >=
                                         write RV; prints one "sample ms addr" line per change
@@ -19,6 +21,7 @@ import queue
 import sys
 import threading
 import time
+from datetime import datetime
 
 HOST, PORT = "192.168.33.1", 6443
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/sarasa-system/leases/agent-node-1"
@@ -60,20 +63,27 @@ def rv_of(raw):
     return int(json.loads(raw)["metadata"]["resourceVersion"])
 
 
-def lease_rv(c):
+def lease_rv(c, since=None):
+    """The agent's observed resourceVersion; -1 when the Lease is missing or, with `since`
+    (epoch seconds), written by an agent process started before then."""
     st, raw = req(c, "GET", LEASE)
     if st != 200:
         return -1
-    ann = json.loads(raw)["metadata"].get("annotations") or {}
+    lease = json.loads(raw)
+    if since is not None:
+        acquired = (lease.get("spec") or {}).get("acquireTime")
+        if not acquired or datetime.fromisoformat(acquired.replace("Z", "+00:00")).timestamp() < since:
+            return -1
+    ann = lease["metadata"].get("annotations") or {}
     return int(ann.get("sarasa.io/observed-resource-version", "-1"))
 
 
-def wait_rv(rv, timeout, interval=0.002):
+def wait_rv(rv, timeout, interval=0.002, since=None):
     c = conn()
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         try:
-            if lease_rv(c) >= rv:
+            if lease_rv(c, since) >= rv:
                 return time.monotonic()
         except (OSError, http.client.HTTPException):
             c = conn()
@@ -153,8 +163,9 @@ def main():
         print(m)
     elif cmd == "wait-rv":
         rv, timeout = int(sys.argv[2]), float(sys.argv[3])
+        since = float(sys.argv[4]) if len(sys.argv) > 4 else None
         t0 = time.monotonic()
-        done = wait_rv(rv, timeout, 0.05)
+        done = wait_rv(rv, timeout, 0.05, since)
         print(f"wait {(done - t0) if done else -1:.2f}")
     elif cmd == "change":
         name, k = sys.argv[2], int(sys.argv[3])

@@ -4,14 +4,18 @@
 #
 #   scripts/bench-services-control.sh                  # N = 10000 100000
 #   scripts/bench-services-control.sh 10000            # chosen sizes (ascending)
-#   CHANGES=20 CREATE_TIMEOUT=900 scripts/bench-services-control.sh
+#   CHANGES=20 CREATE_TIMEOUT=900 RESTART=0 scripts/bench-services-control.sh
 #
 # A 1-node lab "svcb". For each N (added on top of the previous size): selector-less Services
 # with one hand-made EndpointSlice each (2 ready endpoints, 10.244.0.10/11:8080 TCP), created
 # over the API (bench/svc_control.py, 8 connections, run in the fabric namespace).
 #   full program (create)  first POST -> agent Lease observed RV >= RV of the last write
-#   full program (restart) `lab agent restart` with all objects present -> Lease observed RV
-#                          >= the highest RV stored (restart command time included)
+#   full program (restart) `lab agent restart` with all objects present and the tables already
+#                          programmed -> Lease observed RV >= the last write's RV (restart
+#                          command time included): list, build, read the kernel back, diff
+#   full program (cold)    `lab agent stop`, the proxy's tables deleted in the node namespace,
+#                          `lab agent start` -> Lease observed RV >= the last write's RV:
+#                          list, build and program every table from nothing
 #   change -> programmed   K PUTs of one EndpointSlice (new second address): PUT response ->
 #                          Lease observed RV >= that write's RV (lease polled every 2 ms); p50/p99
 #   memory                 VmRSS and VmHWM of the agent process
@@ -20,7 +24,7 @@ set -uo pipefail
 
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(10000 100000)
-CHANGES=${CHANGES:-20}   # RESTART=1 also times a full program after `lab agent restart`
+CHANGES=${CHANGES:-20}   # RESTART=0 skips the restart and cold full-program timings
 CREATE_TIMEOUT=${CREATE_TIMEOUT:-900}
 LAB=svcb
 cd "$(dirname "$0")/.."
@@ -47,8 +51,17 @@ mem() {
     local p; p=$(agent_pid)
     awk '/VmRSS|VmHWM/ {printf "%s %.0f MB  ", $1, $2/1024}' /proc/"$p"/status
 }
+# The proxy's tables in the node: `inet sarasa` and its shards `inet sarasa-svcNN`.
+svc_tables() {
+    nsenter --net="$NODE" nft list tables 2>/dev/null | awk '$2 == "inet" && $3 ~ /^sarasa(-svc[0-9]+)?$/ {print $3}'
+}
 map_count() {
-    nsenter --net="$NODE" nft list map inet sarasa service-ips-v4 2>/dev/null | grep -c ' : '
+    local t total=0
+    for t in $(svc_tables); do
+        [ "$t" = sarasa ] && continue
+        total=$((total + $(nsenter --net="$NODE" nft list map inet "$t" service-ips-v4 2>/dev/null | grep -c ' : ')))
+    done
+    echo "$total"
 }
 pct() { # pct P < samples
     sort -n | awk -v p="$1" '{a[NR]=$1} END { if (NR==0) {print "-"; exit}
@@ -67,23 +80,32 @@ for n in "${SIZES[@]}"; do
     echo "--- N=$n: creating $add Services + EndpointSlices ($(date -u +%T))"
     out=$(timeout "$CREATE_TIMEOUT" nsenter --net="$FAB" python3 bench/svc_control.py create "$add" "s$n" "$CREATE_TIMEOUT")
     echo "    $out"
-    read -r _ _ _ write_s _ prog_s _ after_s _ _ _ errs <<<"$out"
+    read -r _ _ _ write_s _ prog_s _ after_s _ last_rv _ errs <<<"$out"
     [ -n "${prog_s:-}" ] || { echo "    creation did not finish; stopping"; break; }
     have=$n
     echo "    nft service-ips-v4 elements: $(map_count); agent $(mem)"
-    mem_create=$(mem)
 
-    # Full program from agent restart with everything present (RESTART=1; off by default:
-    # in this lab the restart signals the whole process group, which includes this script).
-    restart_s=-
-    if [ "${RESTART:-0}" = 1 ]; then
-        maxrv=$(PY max-rv)
+    # Full program with everything present: after a restart (tables in place), and cold
+    # (tables deleted first). RESTART=0 skips both.
+    restart_s=-; cold_s=-
+    if [ "${RESTART:-1}" = 1 ]; then
+        # The newest Service/EndpointSlice write (the store's own resourceVersion also counts
+        # Lease renewals, which the agent does not watch).
+        maxrv=$last_rv
         t0=$(date +%s.%N)
         setsid -w timeout 600 "$BIN" --lab "$LAB" lab agent restart node-1 >/dev/null </dev/null
-        w=$(PY wait-rv "$maxrv" 600)
+        w=$(PY wait-rv "$maxrv" 600 "$t0")
         restart_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b-a}')
         echo "    restart -> programmed (rv $maxrv): $restart_s s ($w after restart returned); elements $(map_count); agent $(mem)"
-        mem_restart=$(mem)
+
+        setsid -w timeout 120 "$BIN" --lab "$LAB" lab agent stop node-1 >/dev/null </dev/null
+        for t in $(svc_tables); do nsenter --net="$NODE" nft delete table inet "$t"; done
+        echo "    tables left after delete: $(svc_tables | wc -l)"
+        t0=$(date +%s.%N)
+        setsid -w timeout 600 "$BIN" --lab "$LAB" lab agent start node-1 >/dev/null </dev/null
+        w=$(PY wait-rv "$maxrv" 600 "$t0")
+        cold_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b-a}')
+        echo "    cold start -> programmed (rv $maxrv): $cold_s s ($w after start returned); elements $(map_count); agent $(mem)"
     fi
 
     # Change -> programmed.
@@ -93,16 +115,22 @@ for n in "${SIZES[@]}"; do
     p50=$(pct 50 <<<"$vals"); p99=$(pct 99 <<<"$vals")
     mn=$(sort -n <<<"$vals" | head -1); mx=$(sort -n <<<"$vals" | tail -1)
     echo "    change->programmed ms: $(tr '\n' ' ' <<<"$vals")"
-    seen=$(timeout 60 nsenter --net="$NODE" nft list table inet sarasa | grep -c "$last")
-    echo "    last address $last in nft table: $seen lines (listing the table is slow at 100k)"
-    ROWS+=("$(printf '%-7s %9s %9s %11s %11s %8s %8s %8s %8s  %s' "$n" "$write_s" "$prog_s" "$restart_s" \
+    shard=$(python3 -c 'import sys
+h = 0xcbf29ce484222325
+for b in sys.argv[1].encode():
+    h = ((h ^ b) * 0x100000001b3) % 2**64
+print("sarasa-svc%02d" % (h % int(sys.argv[2])))' "default/s$n-1" "$(($(svc_tables | wc -l) - 1))")
+    seen=$(timeout 60 nsenter --net="$NODE" nft list table inet "$shard" | grep -c "$last")
+    echo "    last address $last in table $shard: $seen lines"
+    ROWS+=("$(printf '%-7s %9s %9s %9s %9s %8s %8s %8s %8s %8s  %s' "$n" "$write_s" "$prog_s" "$restart_s" "$cold_s" \
         "$(wc -w <<<"$vals")" "$p50" "$p99" "$mn" "$mx" "$(mem)")")
 done
 
 echo
 echo "=== results (lab $LAB, 1 node, 2 endpoints per Service)"
 machine
-printf '%-7s %9s %9s %11s %11s %8s %8s %8s %8s  %s\n' N write_s program_s restart_s changes p50_ms p99_ms min_ms max_ms "agent memory"
+printf '%-7s %9s %9s %9s %9s %8s %8s %8s %8s %8s  %s\n' N write_s program_s restart_s cold_s changes p50_ms p99_ms min_ms max_ms "agent memory"
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo "write_s: time to POST all objects; program_s: first POST -> Lease observed RV >= last write;"
-echo "restart_s: lab agent restart -> Lease observed RV >= highest stored RV; p50/p99: one EndpointSlice PUT -> programmed"
+echo "restart_s: lab agent restart -> Lease observed RV >= the last write's RV (tables in place); cold_s: the same"
+echo "from deleted tables; p50/p99: one EndpointSlice PUT -> programmed"
