@@ -10,8 +10,9 @@
 //! 32 KiB reply, so dumping a big table's chains or rules costs time quadratic in their
 //! number (100k Services: 140 s for the rules). Above [`PER_CHAIN_RULES`] chains, rules are
 //! read with one dump per chain (found by name: linear), and with a model of the table
-//! ([`crate::NetlinkBackend::list_table_like`]) chains are looked up by name too, checked
-//! complete against the table's object count.
+//! ([`crate::NetlinkBackend::list_table_like`]) chains are always looked up by name too,
+//! checked complete against the table's object count (the chain dump has no table filter: it
+//! walks every chain of the family, whatever table is asked for).
 //!
 //! Elements are decoded by the set's key type (`NFTA_SET_KEY_TYPE`, concatenations as 6-bit
 //! datatype ids, first part highest) and interval sets are put back into prefixes and single
@@ -330,15 +331,15 @@ fn read_table(
     // Chains, with the count of their rules and the hash in the last one's comment.
     let mut chains = None;
     if let (Some(hint), Some(table_use)) = (hint, table_use) {
-        if table_use as usize > PER_CHAIN_RULES {
-            // The table holds chains and named sets (and objects, flowtables): once that many
-            // are found, nothing is missing.
-            let expected = (table_use as usize).checked_sub(decls.len());
-            chains = match expected {
-                Some(n) => chains_by_name(sock, seq, fam, name, hint, &sets, n)?,
-                None => None,
-            };
-        }
+        // The table holds chains and named sets (and objects, flowtables): once that many are
+        // found, nothing is missing. Always by name when there is a model: the kernel's chain
+        // dump has no table filter, so it walks every chain of the family — with a ruleset
+        // sharded over several tables, one dump per table is quadratic in the whole ruleset.
+        let expected = (table_use as usize).checked_sub(decls.len());
+        chains = match expected {
+            Some(n) => chains_by_name(sock, seq, fam, name, hint, &sets, n)?,
+            None => None,
+        };
     }
     let mut chains = match chains {
         Some(c) => c,
