@@ -40,6 +40,7 @@ pub mod lease;
 pub mod mac;
 pub mod masquerade;
 pub mod netns;
+pub mod nftables;
 pub mod node;
 pub mod objects;
 pub mod plan;

@@ -1,19 +1,19 @@
 //! Egress masquerade in sarasa's own nftables table (`inet sarasa-node`; the service proxy owns
-//! `inet sarasa`). The whole table is replaced in one `nft -f -` transaction
-//! (`add; delete; define`), which is atomic and leaves conntrack (established NAT flows) alone.
-//! Kept as plain text in this one module so it can move onto the typed model of `crates/nft`.
-
-use std::io::Write;
-use std::process::{Command, Stdio};
+//! `inet sarasa` and its shards): pod → outside-cluster traffic leaves with the node's address.
+//! The table is a typed model, made to match over netlink ([`crate::nftables`]): a diff, so an
+//! unchanged plan changes nothing and conntrack (established NAT flows) is left alone.
 
 use ipnet::IpNet;
+use sarasa_nft::{Chain, ChainType, Expr, Family, Field, Hook, Policy, Rule, Stmt, Table, Value};
 
 use crate::error::{Error, Result};
-use crate::netns::{run_in, NetnsTarget};
+use crate::netns::NetnsTarget;
 use crate::plan::Masquerade;
 
 pub const TABLE_FAMILY: &str = "inet";
 pub const TABLE_NAME: &str = "sarasa-node";
+/// `srcnat`.
+const PRIORITY: i32 = 100;
 
 /// Drops CIDRs covered by another one (nft rejects overlapping intervals in a set).
 fn collapse(cidrs: &[IpNet]) -> Vec<IpNet> {
@@ -30,15 +30,28 @@ fn collapse(cidrs: &[IpNet]) -> Vec<IpNet> {
     out
 }
 
-fn set_of(cidrs: &[IpNet]) -> String {
-    let items: Vec<String> = collapse(cidrs).iter().map(|c| c.to_string()).collect();
-    format!("{{ {} }}", items.join(", "))
+fn set_of(cidrs: &[IpNet]) -> Expr {
+    Expr::AnonSet(
+        collapse(cidrs)
+            .into_iter()
+            .map(|c| vec![Value::Prefix(c)])
+            .collect(),
+    )
 }
 
-/// The nft script that (re)defines the table atomically.
-pub fn render(m: &Masquerade) -> String {
-    let mut rules = Vec::new();
-    for (family, multicast, is_v4) in [("ip", "224.0.0.0/4", true), ("ip6", "ff00::/8", false)] {
+/// The table: one rule per family with pod CIDRs on this node.
+pub fn table(m: &Masquerade) -> Table {
+    let mut chain = Chain::base(
+        "postrouting",
+        ChainType::Nat,
+        Hook::Postrouting,
+        PRIORITY,
+        Policy::Accept,
+    );
+    for (saddr, daddr, multicast, is_v4) in [
+        (Field::IpSaddr, Field::IpDaddr, "224.0.0.0/4", true),
+        (Field::Ip6Saddr, Field::Ip6Daddr, "ff00::/8", false),
+    ] {
         let pods: Vec<IpNet> = m
             .pod_cidrs
             .iter()
@@ -55,66 +68,32 @@ pub fn render(m: &Masquerade) -> String {
             .filter(|c| c.addr().is_ipv4() == is_v4)
             .copied()
             .collect();
-        rules.push(format!(
-            "\t\t{family} saddr {} {family} daddr != {} {family} daddr != {multicast} counter masquerade fully-random",
-            set_of(&pods),
-            set_of(&cluster),
-        ));
+        let multicast: IpNet = multicast.parse().expect("constant CIDR");
+        chain = chain.rule(
+            Rule::new()
+                .eq(Expr::Payload(saddr), set_of(&pods))
+                .ne(Expr::Payload(daddr), set_of(&cluster))
+                .ne(Expr::Payload(daddr), Expr::Value(Value::Prefix(multicast)))
+                .then(Stmt::Counter)
+                .then(Stmt::Masquerade { fully_random: true }),
+        );
     }
-    let mut out = format!(
-        "add table {TABLE_FAMILY} {TABLE_NAME}\ndelete table {TABLE_FAMILY} {TABLE_NAME}\n\
-         table {TABLE_FAMILY} {TABLE_NAME} {{\n\
-         \tchain postrouting {{\n\
-         \t\ttype nat hook postrouting priority srcnat; policy accept;\n"
-    );
-    for r in rules {
-        out.push_str(&r);
-        out.push('\n');
-    }
-    out.push_str("\t}\n}\n");
-    out
+    let mut t = Table::new(Family::Inet, TABLE_NAME);
+    t.add_chain(chain);
+    t
 }
 
-/// The script that removes the table (if present).
-pub fn render_delete() -> String {
-    format!("add table {TABLE_FAMILY} {TABLE_NAME}\ndelete table {TABLE_FAMILY} {TABLE_NAME}\n")
-}
-
-/// Pipes `script` to `nft -f -` in the target namespace.
-pub async fn run_nft(target: &NetnsTarget, script: String) -> Result<()> {
-    run_in(target, move || nft_blocking(&script)).await
-}
-
-fn nft_blocking(script: &str) -> Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Nft(format!("cannot run nft: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| Error::Nft(format!("writing script: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::Nft(format!("waiting for nft: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Nft(format!(
-            "nft -f - failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
-/// Applies the masquerade plan.
+/// Applies the masquerade plan (a diff against what the kernel holds).
 pub async fn apply(target: &NetnsTarget, m: &Masquerade) -> Result<()> {
-    run_nft(target, render(m)).await
+    let desired = table(m);
+    let target = target.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut backend = crate::nftables::open(&target)?;
+        crate::nftables::reconcile(&mut backend, &desired).map(|_| ())
+    })
+    .await
+    .map_err(|e| Error::Config(format!("blocking task failed: {e}")))?
+    .map_err(|e| Error::Nft(format!("masquerade table {TABLE_NAME}: {e}")))
 }
 
 #[cfg(test)]
@@ -122,20 +101,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_atomic_replace_of_own_table() {
+    fn one_rule_masquerades_pods_leaving_the_cluster() {
         let m = Masquerade {
             pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
-            cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+            cluster_cidrs: vec![
+                "10.244.0.0/16".parse().unwrap(),
+                "10.244.1.0/24".parse().unwrap(),
+            ],
         };
-        let expected = "add table inet sarasa-node\n\
-delete table inet sarasa-node\n\
-table inet sarasa-node {\n\
-\tchain postrouting {\n\
-\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-\t\tip saddr { 10.244.1.0/24 } ip daddr != { 10.244.0.0/16 } ip daddr != 224.0.0.0/4 counter masquerade fully-random\n\
-\t}\n\
-}\n";
-        assert_eq!(render(&m), expected);
+        let t = table(&m);
+        t.validate().unwrap();
+        let text = t.render();
+        assert!(
+            text.contains("type nat hook postrouting priority 100; policy accept;"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ip saddr { 10.244.1.0/24 } ip daddr != { 10.244.0.0/16 } ip daddr != 224.0.0.0/4 counter masquerade fully-random"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("ip6"), "{text}");
     }
 
     #[test]
@@ -147,7 +134,10 @@ table inet sarasa-node {\n\
             ],
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
         };
-        let s = render(&m);
-        assert!(s.contains("ip6 saddr { fd00:10:244:1::/64 } ip6 daddr != { fd00:10:244:1::/64 }"));
+        let text = table(&m).render();
+        assert!(
+            text.contains("ip6 saddr { fd00:10:244:1::/64 } ip6 daddr != { fd00:10:244:1::/64 } ip6 daddr != ff00::/8"),
+            "{text}"
+        );
     }
 }

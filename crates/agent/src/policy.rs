@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sarasa_nft::{Backend, Family, NetlinkBackend, NftCli, Transaction};
+use sarasa_nft::{Family, NetlinkBackend, Transaction};
 use sarasa_policy::{
     CompileOptions, NetworkPolicy, PodKey, PolicyCompiler, PolicyNamespace, PolicyPod, PolicyState,
     TABLE,
@@ -56,13 +56,6 @@ pub struct PolicyEnforcer {
     netlink: Option<NetlinkBackend>,
     shared: SharedPolicyState,
     dirty: bool,
-}
-
-fn cli(target: &NetnsTarget) -> NftCli {
-    match target {
-        NetnsTarget::Current => NftCli::new(),
-        NetnsTarget::Path(p) => NftCli::in_netns(p.clone()),
-    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
@@ -167,11 +160,20 @@ impl PolicyEnforcer {
             let compiler = PolicyCompiler::new(ps, self.opts.clone());
             let desired = compiler.table().clone();
             let target = self.target.clone();
-            let tx = blocking(move || cli(&target).reconcile(&desired))
-                .await?
-                .map_err(|e| {
-                    Error::Nft(format!("reconcile policy table against the kernel: {e}"))
-                })?;
+            let backend = self.netlink.take();
+            let (backend, result) = blocking(move || {
+                let mut backend = match backend.map_or_else(|| crate::nftables::open(&target), Ok) {
+                    Ok(b) => b,
+                    Err(e) => return (None, Err(e)),
+                };
+                let r = crate::nftables::reconcile(&mut backend, &desired);
+                (Some(backend), r)
+            })
+            .await?;
+            self.netlink = backend;
+            let tx = result.map_err(|e| {
+                Error::Nft(format!("reconcile policy table against the kernel: {e}"))
+            })?;
             report.full = true;
             report.ops = tx.commands.len();
             report.changed_objects = new_pods.len() + new_namespaces.len() + new_policies.len();
@@ -259,18 +261,9 @@ impl PolicyEnforcer {
         let backend = self.netlink.take();
         let target = self.target.clone();
         let (backend, result) = blocking(move || {
-            let mut backend = match backend {
-                Some(b) => b,
-                None => {
-                    let b = match &target {
-                        NetnsTarget::Current => NetlinkBackend::new(),
-                        NetnsTarget::Path(p) => NetlinkBackend::in_netns(p.clone()),
-                    };
-                    match b {
-                        Ok(b) => b,
-                        Err(e) => return (None, Err(e)),
-                    }
-                }
+            let mut backend = match backend.map_or_else(|| crate::nftables::open(&target), Ok) {
+                Ok(b) => b,
+                Err(e) => return (None, Err(e)),
             };
             let r = backend.apply_to(Family::Inet, TABLE, &tx).map(|_| ());
             (Some(backend), r)
