@@ -188,6 +188,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         rv_tx,
         last_plan: None,
         waiting_logged: false,
+        synced_logged: false,
     };
     let reconcile = tokio::spawn(reconciler.run());
     Ok(AgentHandle {
@@ -236,6 +237,7 @@ struct Reconciler {
     rv_tx: tokio::sync::watch::Sender<u64>,
     last_plan: Option<NodePlan>,
     waiting_logged: bool,
+    synced_logged: bool,
 }
 
 impl Reconciler {
@@ -274,7 +276,7 @@ impl Reconciler {
     }
 
     async fn reconcile_once(&mut self, forced: bool) -> Result<()> {
-        let mut snapshot = self.shared.snapshot();
+        let mut snapshot = self.shared.snapshot(self.services.needs_full());
         let mut delta = Some(std::mem::take(&mut snapshot.services));
         let result = self.reconcile_snapshot(forced, &snapshot, &mut delta).await;
         // Service changes not handed to the proxy (an early return or an error before it) are
@@ -293,6 +295,14 @@ impl Reconciler {
     ) -> Result<()> {
         if !snapshot.synced() {
             return Ok(());
+        }
+        if !self.synced_logged {
+            self.synced_logged = true;
+            tracing::info!(
+                services = snapshot.service_count,
+                endpoints = snapshot.endpoint_count,
+                "watch caches synced"
+            );
         }
         let state = &snapshot.cluster;
         let rv = state.max_resource_version;
@@ -377,7 +387,7 @@ impl Reconciler {
 
         let first = !self.metrics.programmed.swap(true, Ordering::Relaxed);
         if first {
-            tracing::info!(node = %name, "node network ready");
+            tracing::info!(node = %name, services = svc.services, ms = svc.duration.as_millis() as u64, "node network ready");
         }
         if !me.network_ready {
             node::set_network_ready(&self.nodes, &name).await?;

@@ -105,10 +105,30 @@ fn feed(proxy: &mut ProxyState, delta: ServiceDelta) -> Update {
     update
 }
 
-fn open_backend(target: &NetnsTarget) -> std::result::Result<NetlinkBackend, sarasa_nft::NftError> {
-    match target {
-        NetnsTarget::Current => NetlinkBackend::new(),
-        NetnsTarget::Path(p) => NetlinkBackend::in_netns(p.clone()),
+/// Files every object of a complete delta at once (no per-object transactions: the tables
+/// are built whole and diffed against the kernel afterwards).
+fn load(proxy: &mut ProxyState, all: ServiceDelta) {
+    proxy.load(
+        all.services
+            .into_iter()
+            .filter_map(|i| converted("Service", i)),
+        all.slices
+            .into_iter()
+            .filter_map(|i| converted("EndpointSlice", i)),
+    );
+}
+
+/// The object of a delta item, if present and converted (a conversion error is logged).
+fn converted<T>(
+    kind: &'static str,
+    (key, item): crate::service_objects::DeltaItem<T>,
+) -> Option<std::sync::Arc<T>> {
+    match item? {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::warn!(kind, object = %key, error = %e, "skipped");
+            None
+        }
     }
 }
 
@@ -128,21 +148,39 @@ fn program_all(
 ) -> std::result::Result<usize, sarasa_nft::NftError> {
     let config = proxy.config();
     let mut ops = 0;
+    let mut times = [Duration::ZERO; 4]; // build, read back, diff, apply
     for (i, name) in config.table_names().iter().enumerate() {
+        let t = Instant::now();
         let desired: Table = if i == 0 {
             proxy.main_table()
         } else {
             proxy.shard_table(i - 1)
         };
+        times[0] += t.elapsed();
         // Looked up by the model's names: a full chain dump covers every chain of every inet
         // table, so one per shard would cost time quadratic in the whole ruleset.
+        let t = Instant::now();
         let current = backend.list_table_like(&desired)?;
+        times[1] += t.elapsed();
+        let t = Instant::now();
         let tx = diff_kernel(current.as_ref(), &desired);
         drop(current);
         drop(desired);
+        times[2] += t.elapsed();
         ops += tx.commands.len();
+        let t = Instant::now();
         backend.apply_batch(&[(Family::Inet, name.as_str(), &tx)])?;
+        times[3] += t.elapsed();
     }
+    tracing::info!(
+        tables = config.table_names().len(),
+        ops,
+        build_ms = times[0].as_millis() as u64,
+        read_back_ms = times[1].as_millis() as u64,
+        diff_ms = times[2].as_millis() as u64,
+        apply_ms = times[3].as_millis() as u64,
+        "service tables programmed"
+    );
     // Shards a larger earlier configuration left behind.
     for i in config.shards..MAX_SHARDS {
         let name = config.shard_table(i);
@@ -164,6 +202,12 @@ impl ServiceProxy {
             netlink: None,
             dirty: true,
         }
+    }
+
+    /// The next sync rebuilds from every Service and EndpointSlice (first sync, after a
+    /// failure): give it all of them.
+    pub fn needs_full(&self) -> bool {
+        self.dirty || self.proxy.is_none()
     }
 
     /// The main table the proxy owns (its shards are `<table>-svcNN`).
@@ -194,19 +238,30 @@ impl ServiceProxy {
         let node_changed = self.proxy.as_ref().is_none_or(|p| *p.node() != node);
 
         if self.dirty || node_changed {
-            // The delta is subsumed by every object; if this fails, `dirty` stays set.
-            drop(delta);
+            // Every object (a partial delta is subsumed by them); if this fails, `dirty` stays
+            // set.
+            let all = if delta.complete {
+                delta
+            } else {
+                drop(delta);
+                shared.all_services()
+            };
             self.proxy = None;
             self.dirty = true;
-            let all = shared.all_services();
             report.changed_objects = all.len();
+            let t = Instant::now();
             let mut proxy = ProxyState::new(self.config.clone(), node)
                 .map_err(|e| Error::Config(e.to_string()))?;
-            feed(&mut proxy, all);
+            load(&mut proxy, all);
+            tracing::info!(
+                objects = report.changed_objects,
+                ms = t.elapsed().as_millis() as u64,
+                "service proxy state built"
+            );
             let backend = self.netlink.take();
             let target = self.target.clone();
             let (backend, proxy, result) = blocking(move || {
-                let mut backend = match backend.map_or_else(|| open_backend(&target), Ok) {
+                let mut backend = match backend.map_or_else(|| crate::nftables::open(&target), Ok) {
                     Ok(b) => b,
                     Err(e) => return (None, proxy, Err(e)),
                 };
@@ -259,7 +314,7 @@ impl ServiceProxy {
         let backend = self.netlink.take();
         let target = self.target.clone();
         let (backend, result) = blocking(move || {
-            let mut backend = match backend.map_or_else(|| open_backend(&target), Ok) {
+            let mut backend = match backend.map_or_else(|| crate::nftables::open(&target), Ok) {
                 Ok(b) => b,
                 Err(e) => return (None, Err(e)),
             };

@@ -178,7 +178,8 @@ impl<T> ProjectedStore<T> {
     }
 
     /// The keys changed (added, modified or removed) since the last call; empty for a store
-    /// without a journal.
+    /// without a journal. The journal starts after the first complete list: read every item
+    /// first.
     pub fn take_changed(&mut self) -> BTreeSet<String> {
         self.journal
             .as_mut()
@@ -232,7 +233,8 @@ impl<T: PartialEq> ProjectedStore<T> {
             watcher::Event::InitDone => {
                 let fresh = self.buffer.take().unwrap_or_default();
                 let changed = fresh != self.items || !self.synced;
-                if changed && self.journal.is_some() {
+                // The first list is not journaled: a consumer starts from every item.
+                if changed && self.synced && self.journal.is_some() {
                     let old = std::mem::take(&mut self.items);
                     for (k, v) in &old {
                         if fresh.get(k) != Some(v) {

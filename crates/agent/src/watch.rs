@@ -92,14 +92,17 @@ impl Shared {
         }
     }
 
-    /// A copy of the cluster state and the Service changes since the last snapshot (which the
-    /// caller now owns: if it cannot program them it must ask for [`Shared::all_services`]).
-    pub fn snapshot(&self) -> Snapshot {
+    /// A copy of the cluster state and the Service changes since the last snapshot — or, with
+    /// `all_services`, every Service and EndpointSlice (a full rebuild). The caller owns them:
+    /// what it cannot program it hands back ([`Shared::requeue`]).
+    pub fn snapshot(&self, all_services: bool) -> Snapshot {
         let mut w = self.lock();
-        let services = if w.services.synced() {
-            w.services.take_changed()
-        } else {
+        let services = if !w.services.synced() {
             ServiceDelta::default()
+        } else if all_services {
+            w.services.take_all()
+        } else {
+            w.services.take_changed()
         };
         Snapshot {
             cluster: w.cluster.clone(),

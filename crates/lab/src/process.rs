@@ -36,8 +36,13 @@ impl ProcessRecord {
                 };
                 let fields: Vec<&str> = rest.split_whitespace().collect();
                 // fields[0] is the state; fields[19] the start time (field 22 of stat).
-                fields.first().is_some_and(|s| *s != "Z")
-                    && fields.get(19).and_then(|s| s.parse().ok()) == Some(self.start_time)
+                // A zombie leader whose other threads are still exiting (a big process tears
+                // down for a while) still holds its sockets: alive until they are gone too.
+                let running = fields.first().is_some_and(|s| *s != "Z")
+                    || fs::read_dir(format!("/proc/{}/task", self.pid))
+                        .map(|d| d.count() > 1)
+                        .unwrap_or(false);
+                running && fields.get(19).and_then(|s| s.parse().ok()) == Some(self.start_time)
             }
             Err(_) => false,
         }

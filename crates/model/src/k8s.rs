@@ -189,6 +189,13 @@ impl TryFrom<&core::Service> for Service {
                 ));
             }
         }
+        // Exact capacities: an agent keeps 100k of these.
+        for v in [&mut cluster_ips, &mut external_ips, &mut load_balancer_ips] {
+            v.shrink_to_fit();
+        }
+        ports.shrink_to_fit();
+        load_balancer_source_ranges.shrink_to_fit();
+        ip_families.shrink_to_fit();
         Ok(Service {
             external_traffic_policy: policy(
                 "spec.externalTrafficPolicy",
@@ -261,6 +268,7 @@ impl TryFrom<&discovery::EndpointSlice> for EndpointSlice {
                     }
                     addresses.push(ip);
                 }
+                addresses.shrink_to_fit();
                 let c = e.conditions.clone().unwrap_or_default();
                 let ready = c.ready.unwrap_or(true);
                 endpoints.push(Endpoint {
@@ -285,6 +293,8 @@ impl TryFrom<&discovery::EndpointSlice> for EndpointSlice {
                 port: cx.port(&f("port"), port)?,
             });
         }
+        endpoints.shrink_to_fit();
+        ports.shrink_to_fit();
         Ok(EndpointSlice {
             namespace,
             name,

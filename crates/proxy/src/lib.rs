@@ -14,7 +14,7 @@
 //!
 //! The kernel re-validates every chain reachable from a table's base chains whenever a
 //! transaction adds a jump/goto/dnat to that table (~46 ms per change at 10k Services in one
-//! table). So the per-Service objects are spread over `shards` tables (default 16), and one
+//! table). So the per-Service objects are spread over `shards` tables (default 32), and one
 //! change validates one small table:
 //! - main table `inet {table}`: what runs per packet or is global — filter base chains
 //!   (`filter-prerouting` → `firewall-check`; `filter-input/forward/output` →

@@ -398,3 +398,42 @@ fn scale_100k_services_one_change() {
     assert_eq!(tx.chains_deleted.len(), 1);
     assert!(tx.commands.len() <= 6, "{}", tx.script());
 }
+
+#[test]
+fn bulk_load_equals_one_upsert_at_a_time() {
+    let (services, mut slices) = many(300);
+    // A slice relabelled to another Service, and one whose Service does not exist (yet).
+    slices[7].service_name = "s8".into();
+    slices.push(slice(
+        "ghost",
+        "ghost-1",
+        &[("http", Protocol::Tcp, 8080)],
+        &[("10.250.0.1", "node-1")],
+    ));
+    let mut one_by_one = ProxyState::new(config(), node()).unwrap();
+    for s in &slices {
+        one_by_one.upsert_endpoint_slice(s.clone());
+    }
+    for s in &services {
+        one_by_one.upsert_service(s.clone());
+    }
+    let mut bulk = ProxyState::new(config(), node()).unwrap();
+    bulk.load(
+        services.iter().cloned().map(std::sync::Arc::new),
+        slices.iter().cloned().map(std::sync::Arc::new),
+    );
+    assert_eq!(bulk.service_count(), 300);
+    assert_eq!(bulk.tables(), one_by_one.tables());
+    // The loaded state keeps working incrementally like the other.
+    let mut s = slices[3].clone();
+    s.endpoints.pop();
+    assert_eq!(
+        bulk.upsert_endpoint_slice(s.clone()),
+        one_by_one.upsert_endpoint_slice(s)
+    );
+    assert_eq!(
+        bulk.delete_service("default", "s5"),
+        one_by_one.delete_service("default", "s5")
+    );
+    assert_eq!(bulk.tables(), one_by_one.tables());
+}

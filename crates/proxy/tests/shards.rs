@@ -9,14 +9,15 @@ use sarasa_proxy::*;
 #[test]
 fn table_names_follow_the_main_table() {
     let c = ProxyConfig::default();
-    assert_eq!(c.shards, 16);
+    assert_eq!(c.shards, DEFAULT_SHARDS);
+    assert_eq!(DEFAULT_SHARDS, 32);
     assert_eq!(c.shard_table(0), "sarasa-svc00");
-    assert_eq!(c.shard_table(15), "sarasa-svc15");
+    assert_eq!(c.shard_table(31), "sarasa-svc31");
     let names = c.table_names();
-    assert_eq!(names.len(), 17);
+    assert_eq!(names.len(), 33);
     assert_eq!(names[0], "sarasa");
     assert_eq!(names[1], "sarasa-svc00");
-    assert_eq!(names[16], "sarasa-svc15");
+    assert_eq!(names[32], "sarasa-svc31");
     let st = ProxyState::new(c.clone(), node()).unwrap();
     let built: Vec<String> = st.tables().into_iter().map(|t| t.name).collect();
     assert_eq!(built, names);

@@ -28,6 +28,8 @@ pub fn config() -> ProxyConfig {
             "10.244.0.0/16".parse().unwrap(),
             "fd00:244::/56".parse().unwrap(),
         ],
+        // The tests' figures (spread, golden text) are for 16 shards, whatever the default.
+        shards: 16,
         ..ProxyConfig::default()
     }
 }
