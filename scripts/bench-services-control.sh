@@ -51,9 +51,10 @@ mem() {
     local p; p=$(agent_pid)
     awk '/VmRSS|VmHWM/ {printf "%s %.0f MB  ", $1, $2/1024}' /proc/"$p"/status
 }
-# The proxy's tables in the node: `inet sarasa` and its shards `inet sarasa-svcNN`.
+# The proxy's tables in the node: `inet sarasa` and its shards `inet sarasa-svcNN` (found
+# through `list sets`: `list tables` dumps every chain, minutes at 100k Services).
 svc_tables() {
-    nsenter --net="$NODE" nft list tables 2>/dev/null | awk '$2 == "inet" && $3 ~ /^sarasa(-svc[0-9]+)?$/ {print $3}'
+    nsenter --net="$NODE" nft list sets 2>/dev/null | awk '$1 == "table" && $2 == "inet" && $3 ~ /^sarasa(-svc[0-9]+)?$/ {print $3}' | sort -u
 }
 map_count() {
     local t total=0
@@ -115,13 +116,16 @@ for n in "${SIZES[@]}"; do
     p50=$(pct 50 <<<"$vals"); p99=$(pct 99 <<<"$vals")
     mn=$(sort -n <<<"$vals" | head -1); mx=$(sort -n <<<"$vals" | tail -1)
     echo "    change->programmed ms: $(tr '\n' ' ' <<<"$vals")"
-    shard=$(python3 -c 'import sys
-h = 0xcbf29ce484222325
-for b in sys.argv[1].encode():
-    h = ((h ^ b) * 0x100000001b3) % 2**64
-print("sarasa-svc%02d" % (h % int(sys.argv[2])))' "default/s$n-1" "$(($(svc_tables | wc -l) - 1))")
-    seen=$(timeout 60 nsenter --net="$NODE" nft list table inet "$shard" | grep -c "$last")
-    echo "    last address $last in table $shard: $seen lines"
+    # The changed Service's chain, found through its map element (listing a whole table
+    # dumps every chain: slow at 100k).
+    seen=0
+    for t in $(svc_tables); do
+        [ "$t" = sarasa ] && continue
+        c=$(nsenter --net="$NODE" nft list map inet "$t" service-ips-v4 | grep -o "goto svc4-default-s$n-1-http-[^ ,]*" | head -1 | cut -d' ' -f2)
+        [ -n "$c" ] || continue
+        seen=$(nsenter --net="$NODE" nft list chain inet "$t" "$c" | grep -c "$last")
+        echo "    last address $last in $t chain $c: $seen rules"
+    done
     ROWS+=("$(printf '%-7s %9s %9s %9s %9s %8s %8s %8s %8s %8s  %s' "$n" "$write_s" "$prog_s" "$restart_s" "$cold_s" \
         "$(wc -w <<<"$vals")" "$p50" "$p99" "$mn" "$mx" "$(mem)")")
 done
