@@ -6,51 +6,16 @@
 mod common;
 
 use std::net::IpAddr;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use sarasa_nft::*;
 
-/// A network namespace removed on drop, also when the test fails.
-struct Netns(String);
-
 impl Netns {
-    fn new() -> Netns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "sx-nft-t{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip netns add {name} (are we root?)");
-        Netns(name)
-    }
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.0)
-    }
     fn cli(&self) -> NftCli {
         NftCli::in_netns(self.path())
     }
     fn native(&self) -> NetlinkBackend {
         NetlinkBackend::in_netns(self.path()).unwrap()
-    }
-    fn nft(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
     }
     /// `nft list table`, without element expiry times (they tick).
     fn listing(&self, family: Family, name: &str) -> String {
@@ -70,12 +35,6 @@ impl Netns {
         self.cli()
             .run_script(s)
             .unwrap_or_else(|e| panic!("{e}\n{s}"));
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 
@@ -422,7 +381,7 @@ fn varied(family: Family, name: &str) -> Table {
 
 #[test]
 fn missing_table_lists_as_none() {
-    let ns = Netns::new();
+    let ns = Netns::new("sx-nft-t");
     assert!(ns
         .native()
         .list_table(Family::Inet, "sarasa")
@@ -440,7 +399,7 @@ fn missing_table_lists_as_none() {
 
 #[test]
 fn netlink_listing_equals_json_listing() {
-    let ns = Netns::new();
+    let ns = Netns::new("sx-nft-t");
     // Tables written by nft (the JSON path's reference), in every family.
     for (family, name) in [
         (Family::Inet, "varied"),
@@ -502,8 +461,8 @@ fn netlink_listing_equals_json_listing() {
 
 #[test]
 fn native_programming_matches_nft() {
-    let by_nft = Netns::new();
-    let native = Netns::new();
+    let by_nft = Netns::new("sx-nft-t");
+    let native = Netns::new("sx-nft-t");
     let mut nl = native.native();
     for (family, name, want) in [
         (Family::Inet, "varied", varied(Family::Inet, "varied")),
@@ -580,7 +539,7 @@ fn table_state(ns: &Netns) -> String {
 
 #[test]
 fn multi_table_batch_is_one_commit() {
-    let ns = Netns::new();
+    let ns = Netns::new("sx-nft-t");
     let mut nl = ns.native();
     let main = sample();
     let mut shard = Table::new(Family::Inet, "sarasa-svc00");
@@ -708,7 +667,7 @@ fn proxy_like(n: usize) -> Table {
 
 #[test]
 fn large_first_program_goes_native() {
-    let ns = Netns::new();
+    let ns = Netns::new("sx-nft-t");
     let mut nl = ns.native();
     let want = proxy_like(7000); // ~21k chains
     let tx = diff_kernel(None, &want);
@@ -749,7 +708,7 @@ fn large_first_program_goes_native() {
 
 #[test]
 fn rejected_batch_with_many_errors_reports_the_first() {
-    let ns = Netns::new();
+    let ns = Netns::new("sx-nft-t");
     let mut nl = ns.native();
     // 60k rules that each jump to a missing chain: the kernel reports every one, more than
     // the socket queues; the batch still reports the first error, nothing is applied, and

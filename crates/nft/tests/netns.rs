@@ -3,57 +3,18 @@
 
 mod common;
 
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use common::*;
 use sarasa_nft::*;
 
-/// A network namespace removed on drop, also when the test fails.
-struct Netns(String);
-
 impl Netns {
-    fn new() -> Netns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "sarasa-t{}-nft{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip netns add {name} (are we root?)");
-        Netns(name)
-    }
     fn backend(&self) -> NftCli {
-        NftCli::in_netns(format!("/run/netns/{}", self.0))
-    }
-    fn nft(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        NftCli::in_netns(self.path())
     }
 }
 
 #[test]
 fn apply_then_read_back_gives_empty_diff() {
-    let ns = Netns::new();
+    let ns = Netns::new("sarasa-t");
     let mut b = ns.backend();
     assert!(b.list_table(Family::Inet, "sarasa").unwrap().is_none());
     let want = sample();
@@ -78,7 +39,7 @@ fn apply_then_read_back_gives_empty_diff() {
 
 #[test]
 fn incremental_diffs_apply_and_match_the_kernel() {
-    let ns = Netns::new();
+    let ns = Netns::new("sarasa-t");
     let mut b = ns.backend();
     let old = sample();
     b.reconcile(&old).unwrap();
@@ -131,7 +92,7 @@ fn incremental_diffs_apply_and_match_the_kernel() {
 
 #[test]
 fn nft_errors_are_reported() {
-    let ns = Netns::new();
+    let ns = Netns::new("sarasa-t");
     let err = ns
         .backend()
         .run_script("add rule inet nosuch table counter\n")

@@ -1,7 +1,56 @@
 //! A small ruleset shaped like the service proxy's, shared by the tests.
 #![allow(dead_code)]
 
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use sarasa_nft::*;
+
+/// A network namespace made by a test and removed on drop, also when the test fails.
+pub struct Netns(pub String);
+
+impl Netns {
+    /// `<prefix><pid>-<n>`: unique per test process and call.
+    pub fn new(prefix: &str) -> Netns {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "{prefix}{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name} (are we root?)");
+        Netns(name)
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+
+    /// Runs `nft ARGS` in the namespace; panics with its stderr on failure.
+    pub fn nft(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
 
 pub fn svc_key(ip: &str, proto: L4Proto, port: u16) -> Key {
     Key(vec![
