@@ -60,7 +60,7 @@ map_count() {
     local t total=0
     for t in $(svc_tables); do
         [ "$t" = sarasa ] && continue
-        total=$((total + $(nsenter --net="$NODE" nft list map inet "$t" service-ips-v4 2>/dev/null | grep -c ' : ')))
+        total=$((total + $(nsenter --net="$NODE" nft list map inet "$t" service-ips-v4 2>/dev/null | grep -c ' : \(goto\|jump\) ')))
     done
     echo "$total"
 }
