@@ -17,7 +17,7 @@ use std::fmt::Write;
 
 use crate::expr::Rule;
 use crate::kernel::KernelTable;
-use crate::model::{Chain, Element, Key, Set, Table};
+use crate::model::{Chain, Element, Family, Key, Set, Table};
 use crate::render;
 
 /// Elements per `add element` / `delete element` command.
@@ -69,6 +69,8 @@ pub const MAX_TYPED_CHAINS: usize = 1_000_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     AddTable,
+    /// Deletes the whole table with everything in it.
+    DeleteTable,
     AddChain(Chain),
     FlushChain(String),
     DeleteChain(String),
@@ -99,6 +101,15 @@ impl Transaction {
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.commands.is_empty()
+    }
+
+    /// Deletes table `family name` with everything in it (it must exist).
+    pub fn delete_table(family: Family, name: &str) -> Transaction {
+        Transaction {
+            commands: vec![format!("delete table {} {name}", family.as_str())],
+            ops: Some(vec![Op::DeleteTable]),
+            ..Transaction::default()
+        }
     }
 
     /// Appends a later transaction (computed against the state `self` leaves) so both run as

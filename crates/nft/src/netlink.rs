@@ -48,6 +48,7 @@ const NFNL_MSG_BATCH_END: u16 = 17;
 
 // nf_tables message types.
 const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
@@ -1033,6 +1034,10 @@ impl Batch {
                 let a = p.table_attr();
                 self.nft(p, NFT_MSG_NEWTABLE, NLM_F_CREATE, &a)
             }
+            Op::DeleteTable => {
+                let a = p.table_attr();
+                self.nft(p, NFT_MSG_DELTABLE, 0, &a)
+            }
             Op::AddChain(c) => {
                 let mut a = p.table_attr();
                 a.str(3, &c.name);
@@ -1159,6 +1164,7 @@ fn encode(parts: &[(Family, &str, &Transaction)], first: u32) -> Enc<Option<Batc
 fn describe(op: &Op, sub: usize) -> String {
     match op {
         Op::AddTable => "add table".into(),
+        Op::DeleteTable => "delete table".into(),
         Op::AddChain(c) => format!("add chain {}", c.name),
         Op::FlushChain(n) => format!("flush chain {n}"),
         Op::DeleteChain(n) => format!("delete chain {n}"),

@@ -419,6 +419,10 @@ fn netlink_listing_equals_json_listing() {
             want.sets.len(),
             "anonymous sets are not listed"
         );
+        // Small tables are read by name too (the chain dump has no table filter).
+        let mut nl = ns.native();
+        assert_eq!(nl.list_table_like(&want).unwrap(), Some(k), "{name}");
+        assert_eq!(nl.chain_dumps, 0, "{name}: read by name, no chain dump");
     }
     // The proxy-like sample, with a datapath-added affinity element.
     ns.script(&diff_kernel(None, &sample()).script());
@@ -433,6 +437,7 @@ fn netlink_listing_equals_json_listing() {
     let k = same_listing(&ns, Family::Inet, "sarasa").unwrap();
     assert_eq!(k.sets["aff-a"].elements.len(), 2);
     assert!(diff_kernel(Some(&k), &sample()).is_empty());
+    assert_eq!(ns.native().list_table_like(&sample()).unwrap(), Some(k));
     // Things only other writers produce: rules without hash comments, a user-only comment,
     // elements added separately next to each other, a foreign table of the same name.
     ns.script(
@@ -625,6 +630,20 @@ fn multi_table_batch_is_one_commit() {
         .unwrap()
         .unwrap();
     assert!(k.chains.contains_key("ep-y"));
+
+    // A whole table goes, with its chains, sets and rules, natively; the other stays.
+    let gone = Transaction::delete_table(Family::Inet, "sarasa-svc00");
+    assert!(nl
+        .apply_batch(&[(Family::Inet, "sarasa-svc00", &gone)])
+        .unwrap());
+    assert_eq!(nl.list_table(Family::Inet, "sarasa-svc00").unwrap(), None);
+    assert!(nl.list_table(Family::Inet, "sarasa").unwrap().is_some());
+    // Deleting a table that is not there is an error naming it, and changes nothing.
+    let err = nl
+        .apply_batch(&[(Family::Inet, "sarasa-svc00", &gone)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sarasa-svc00"), "{err}");
 }
 
 /// A table shaped like the proxy's at `n` Services (a service chain and two endpoint chains
