@@ -32,6 +32,8 @@ struct Server {
 pub struct HealthChecks {
     target: NetnsTarget,
     servers: BTreeMap<u16, Server>,
+    /// Ports wanted at the last update that could not be bound (retried at the next one).
+    unbound: usize,
 }
 
 /// The response kube-proxy gives for `service` with `local` endpoints.
@@ -65,6 +67,7 @@ fn router(current: Shared) -> Router {
 impl HealthChecks {
     pub fn new(target: NetnsTarget) -> Self {
         HealthChecks {
+            unbound: 0,
             target,
             servers: BTreeMap::new(),
         }
@@ -77,7 +80,13 @@ impl HealthChecks {
 
     /// Serves exactly `checks`: opens new ports, updates counts, closes ports no longer
     /// wanted. A port that cannot be bound is logged and tried again on the next call.
+    /// Some wanted port could not be bound: call [`HealthChecks::update`] again.
+    pub fn incomplete(&self) -> bool {
+        self.unbound > 0
+    }
+
     pub async fn update(&mut self, checks: &[HealthCheck]) {
+        self.unbound = 0;
         let wanted: BTreeMap<u16, &HealthCheck> = checks.iter().map(|c| (c.node_port, c)).collect();
         self.servers.retain(|port, server| {
             let keep = wanted.contains_key(port);
@@ -108,6 +117,7 @@ impl HealthChecks {
                     self.servers.insert(port, Server { current, task });
                 }
                 Err(e) => {
+                    self.unbound += 1;
                     tracing::warn!(port, service = %check.service, error = %e, "cannot bind health-check node port")
                 }
             }

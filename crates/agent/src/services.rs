@@ -20,11 +20,12 @@
 //! never translated twice, and pod → ClusterIP (DNATed to a pod address inside the cluster CIDR)
 //! is translated by neither.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use sarasa_model::NodeInfo;
-use sarasa_nft::{diff_kernel, Family, NetlinkBackend, NftCli, Table, Transaction};
+use sarasa_nft::{diff_kernel, Family, NetlinkBackend, Table, Transaction};
 use sarasa_proxy::{ProxyConfig, ProxyState, StaleUdp, Update};
 
 use crate::error::{Error, Result};
@@ -132,18 +133,10 @@ fn converted<T>(
     }
 }
 
-fn cli(target: &NetnsTarget) -> NftCli {
-    match target {
-        NetnsTarget::Current => NftCli::new(),
-        NetnsTarget::Path(p) => NftCli::in_netns(p.clone()),
-    }
-}
-
 /// Makes the kernel hold every table of `proxy`, one table at a time (each built, read back,
 /// diffed and applied, then dropped). Returns the operations applied.
 fn program_all(
     backend: &mut NetlinkBackend,
-    target: &NetnsTarget,
     proxy: &ProxyState,
 ) -> std::result::Result<usize, sarasa_nft::NftError> {
     let config = proxy.config();
@@ -181,11 +174,13 @@ fn program_all(
         apply_ms = times[3].as_millis() as u64,
         "service tables programmed"
     );
-    // Shards a larger earlier configuration left behind.
+    // Shards a larger earlier configuration left behind (a lookup of a missing table is one
+    // request).
     for i in config.shards..MAX_SHARDS {
         let name = config.shard_table(i);
         if backend.list_table(Family::Inet, &name)?.is_some() {
-            cli(target).run_script(&format!("delete table inet {name}\n"))?;
+            let gone = Transaction::delete_table(Family::Inet, &name);
+            backend.apply_batch(&[(Family::Inet, name.as_str(), &gone)])?;
             ops += 1;
         }
     }
@@ -236,6 +231,9 @@ impl ServiceProxy {
         let started = Instant::now();
         let mut report = SyncReport::default();
         let node_changed = self.proxy.as_ref().is_none_or(|p| *p.node() != node);
+        // Health-check node ports are refreshed after a full sync or a change to one of them
+        // (listing them is cheap, but not needed per change).
+        let mut refresh_health = true;
 
         if self.dirty || node_changed {
             // Every object (a partial delta is subsumed by them); if this fails, `dirty` stays
@@ -265,7 +263,7 @@ impl ServiceProxy {
                     Ok(b) => b,
                     Err(e) => return (None, proxy, Err(e)),
                 };
-                let r = program_all(&mut backend, &target, &proxy);
+                let r = program_all(&mut backend, &proxy);
                 (Some(backend), proxy, r)
             })
             .await?;
@@ -280,10 +278,11 @@ impl ServiceProxy {
             self.dirty = false;
         } else if let Some(proxy) = self.proxy.as_mut() {
             report.changed_objects = delta.len();
-            let update = feed(proxy, delta);
+            let mut update = feed(proxy, delta);
+            refresh_health = update.health_checks_changed || self.health.incomplete();
             report.ops = update.ops();
             report.chains_written = update.chains_written();
-            if let Err(e) = self.apply(&update).await {
+            if let Err(e) = self.apply(std::mem::take(&mut update.transactions)).await {
                 // The kernel holds none of it (one batch): start over from a full diff.
                 self.dirty = true;
                 return Err(e);
@@ -293,24 +292,21 @@ impl ServiceProxy {
         }
 
         if let Some(proxy) = &self.proxy {
-            self.health.update(&proxy.health_checks()).await;
+            if refresh_health {
+                self.health.update(&proxy.health_checks()).await;
+            }
             report.services = proxy.service_count();
         }
         report.duration = started.elapsed();
         Ok(report)
     }
 
-    /// Sends every table's part of `update` as one netlink batch (one atomic commit); the
+    /// Sends every table's part of an update as one netlink batch (one atomic commit); the
     /// socket is opened on first use in the node's namespace.
-    async fn apply(&mut self, update: &Update) -> Result<()> {
-        if update.is_empty() {
+    async fn apply(&mut self, parts: BTreeMap<String, Transaction>) -> Result<()> {
+        if parts.values().all(Transaction::is_empty) {
             return Ok(());
         }
-        let parts: Vec<(String, Transaction)> = update
-            .transactions
-            .iter()
-            .map(|(t, tx)| (t.clone(), tx.clone()))
-            .collect();
         let backend = self.netlink.take();
         let target = self.target.clone();
         let (backend, result) = blocking(move || {
@@ -384,5 +380,121 @@ pub fn record(metrics: &crate::health::Metrics, report: &SyncReport, endpoints: 
             full = report.full,
             "services programmed"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sarasa_model::{
+        AddressType, Endpoint, EndpointPort, EndpointSlice, Protocol, Service, ServicePort,
+    };
+    use std::process::Command;
+
+    /// A network namespace made by the test, removed on drop (also when the test fails).
+    struct Netns(String);
+
+    impl Netns {
+        fn new() -> Netns {
+            let name = format!("sarasa-t{}-svcprog", std::process::id());
+            let ok = Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip netns add {name} (root needed)");
+            Netns(name)
+        }
+        fn path(&self) -> String {
+            format!("/run/netns/{}", self.0)
+        }
+        fn nft(&self, script: &str) {
+            sarasa_nft::NftCli::in_netns(self.path())
+                .run_script(script)
+                .unwrap_or_else(|e| panic!("{e}\n{script}"));
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    fn proxy(shards: usize) -> ProxyState {
+        let config = ProxyConfig {
+            shards,
+            ..ProxyConfig::default()
+        };
+        let node = NodeInfo {
+            name: "node-1".into(),
+            addresses: vec!["192.168.33.11".parse().unwrap()],
+            pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
+        };
+        let mut p = ProxyState::new(config, node).unwrap();
+        let services = (0..20).map(|i| {
+            let mut s = Service::cluster_ip(
+                "default",
+                &format!("s{i}"),
+                vec![format!("10.96.0.{}", i + 10).parse().unwrap()],
+            );
+            s.ports = vec![ServicePort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: None,
+                target_port: None,
+            }];
+            std::sync::Arc::new(s)
+        });
+        let slices = (0..20).map(|i| {
+            std::sync::Arc::new(EndpointSlice {
+                namespace: "default".into(),
+                name: format!("s{i}-1"),
+                service_name: format!("s{i}"),
+                address_type: AddressType::Ipv4,
+                endpoints: vec![Endpoint::ready(
+                    format!("10.244.1.{}", i + 10).parse().unwrap(),
+                    Some("node-1"),
+                )],
+                ports: vec![EndpointPort {
+                    name: "http".into(),
+                    protocol: Protocol::Tcp,
+                    port: 8080,
+                }],
+            })
+        });
+        p.load(services, slices);
+        p
+    }
+
+    #[test]
+    fn full_program_makes_every_table_right_and_removes_stale_shards() {
+        let ns = Netns::new();
+        // What an earlier agent with more shards left: a shard table this configuration no
+        // longer has, and a stray chain in the main table.
+        ns.nft("add table inet sarasa-svc05\nadd chain inet sarasa-svc05 old\nadd table inet sarasa\nadd chain inet sarasa stray\n");
+        let proxy = proxy(2);
+        let mut backend = crate::nftables::open(&NetnsTarget::Path(ns.path().into())).unwrap();
+        assert!(program_all(&mut backend, &proxy).unwrap() > 0);
+        assert_eq!(
+            backend.list_table(Family::Inet, "sarasa-svc05").unwrap(),
+            None,
+            "stale shard left"
+        );
+        for (i, name) in proxy.config().table_names().iter().enumerate() {
+            let desired = if i == 0 {
+                proxy.main_table()
+            } else {
+                proxy.shard_table(i - 1)
+            };
+            let kernel = backend.list_table(Family::Inet, name).unwrap();
+            assert!(kernel.is_some(), "{name} missing");
+            assert!(
+                diff_kernel(kernel.as_ref(), &desired).is_empty(),
+                "{name} differs from the model"
+            );
+        }
+        // A second program (an agent restart) changes nothing.
+        assert_eq!(program_all(&mut backend, &proxy).unwrap(), 0);
     }
 }

@@ -72,6 +72,9 @@ pub struct Update {
     /// Table name → that table's part of the change; only tables the change touches.
     pub transactions: BTreeMap<String, Transaction>,
     pub stale_udp: Vec<StaleUdp>,
+    /// A health-check node port appeared, went, or changed its local endpoint count: the
+    /// agent refreshes what it serves ([`ProxyState::health_checks`]).
+    pub health_checks_changed: bool,
 }
 
 impl Update {
@@ -103,6 +106,7 @@ impl Update {
             self.add(table, tx);
         }
         self.stale_udp.extend(other.stale_udp);
+        self.health_checks_changed |= other.health_checks_changed;
     }
 
     fn add(&mut self, table: String, tx: Transaction) {
@@ -145,6 +149,8 @@ pub struct ProxyState {
     /// `namespace/name` of an EndpointSlice → the Service it was filed under (the key shared
     /// with `shards`).
     slice_owner: HashMap<Box<str>, Arc<ServiceRef>>,
+    /// Services with a health-check node port (few), so listing them scans no others.
+    health_keys: BTreeSet<Arc<ServiceRef>>,
     service_count: usize,
     /// Global sets' declarations without per-Service elements (for per-change diffs).
     main_skeleton: Table,
@@ -173,6 +179,7 @@ impl ProxyState {
             shard_skeleton: skeleton(config.shard_table(0), shard_sets(&config)),
             shards: vec![BTreeMap::new(); config.shards],
             slice_owner: HashMap::new(),
+            health_keys: BTreeSet::new(),
             service_count: 0,
             config,
             node,
@@ -235,15 +242,12 @@ impl ProxyState {
     /// Health-check NodePorts the agent must serve (`externalTrafficPolicy: Local`).
     pub fn health_checks(&self) -> Vec<HealthCheck> {
         let mut v: Vec<HealthCheck> = self
-            .shards
+            .health_keys
             .iter()
-            .flat_map(|s| s.iter())
-            .filter(|(_, e)| {
-                e.service
-                    .as_ref()
-                    .is_some_and(|s| s.health_check_node_port.is_some())
+            .filter_map(|k| {
+                let e = self.shards[self.shard_of(k)].get(k)?;
+                self.compile(k, e)?.health_check
             })
-            .filter_map(|(k, e)| self.compile(k, e)?.health_check)
             .collect();
         v.sort_by(|a, b| a.service.cmp(&b.service));
         v
@@ -258,12 +262,7 @@ impl ProxyState {
     pub fn upsert_service(&mut self, svc: impl Into<Arc<Service>>) -> Update {
         let svc = svc.into();
         let key = svc.key();
-        self.change(vec![key.clone()], |st| {
-            let (_, entry) = st.entry_mut(&key);
-            if entry.service.replace(svc).is_none() {
-                st.service_count += 1;
-            }
-        })
+        self.change(vec![key.clone()], |st| st.set_service(svc))
     }
 
     /// Removes a Service (its slices stay filed until they are deleted too).
@@ -275,6 +274,7 @@ impl ProxyState {
                 if e.service.take().is_some() {
                     st.service_count -= 1;
                 }
+                st.health_keys.remove(&key);
                 if e.slices.is_empty() {
                     st.shards[i].remove(&key);
                 }
@@ -314,6 +314,20 @@ impl ProxyState {
             st.slice_owner.remove(&id);
             st.unfile(&owner, name);
         })
+    }
+
+    /// Files a Service (new or replacing its previous version).
+    fn set_service(&mut self, svc: Arc<Service>) {
+        let has_health_check = svc.health_check_node_port.is_some();
+        let (key, entry) = self.entry_mut(&svc.key());
+        if entry.service.replace(svc).is_none() {
+            self.service_count += 1;
+        }
+        if has_health_check {
+            self.health_keys.insert(key);
+        } else {
+            self.health_keys.remove(&key);
+        }
     }
 
     /// The entry of `key`, created if missing; with the key stored in the map.
@@ -377,6 +391,7 @@ impl ProxyState {
                 continue;
             }
             update.stale_udp.extend(stale_udp(&old.udp, &new.udp));
+            update.health_checks_changed |= old.health_check != new.health_check;
             if old.main != new.main {
                 let tx = part_diff(&self.main_skeleton, old.main, new.main);
                 update.add(self.config.table.clone(), tx);
@@ -476,10 +491,7 @@ impl ProxyState {
             self.slice_owner.insert(id, key);
         }
         for svc in services {
-            let (_, entry) = self.entry_mut(&svc.key());
-            if entry.service.replace(svc).is_none() {
-                self.service_count += 1;
-            }
+            self.set_service(svc);
         }
     }
 }

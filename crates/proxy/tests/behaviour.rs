@@ -270,6 +270,38 @@ fn external_traffic_policy_local_keeps_source_and_uses_local_endpoints() {
 }
 
 #[test]
+fn updates_say_when_health_checks_change() {
+    let (_, sl) = web();
+    let mut st = ProxyState::new(config(), node()).unwrap();
+    let u = st.upsert_service(local_lb());
+    assert!(u.health_checks_changed, "a new health-check node port");
+    assert_eq!(st.health_checks()[0].local_endpoints, 0);
+    // An unrelated Service neither changes nor lists a health check.
+    let other = svc("other", "10.96.0.20", vec![port("http", Protocol::Tcp, 80)]);
+    assert!(!st.upsert_service(other).health_checks_changed);
+    assert_eq!(st.health_checks().len(), 1);
+    // The local endpoint count moves with the EndpointSlice.
+    assert!(st.upsert_endpoint_slice(sl.clone()).health_checks_changed);
+    assert_eq!(st.health_checks()[0].local_endpoints, 1);
+    // A remote endpoint leaving changes traffic, not the local count.
+    let mut only_local = sl;
+    only_local
+        .endpoints
+        .retain(|e| e.node_name.as_deref() == Some("node-1"));
+    let u = st.upsert_endpoint_slice(only_local);
+    assert!(!u.transactions.is_empty() && !u.health_checks_changed);
+    // Back to Cluster policy: the port goes.
+    let mut cluster = local_lb();
+    cluster.external_traffic_policy = TrafficPolicy::Cluster;
+    cluster.health_check_node_port = None;
+    assert!(st.upsert_service(cluster).health_checks_changed);
+    assert!(st.health_checks().is_empty());
+    assert!(st.upsert_service(local_lb()).health_checks_changed);
+    assert!(st.delete_service("default", "web").health_checks_changed);
+    assert!(st.health_checks().is_empty());
+}
+
+#[test]
 fn external_traffic_policy_local_without_local_endpoints_drops() {
     let sl = slice(
         "web",
