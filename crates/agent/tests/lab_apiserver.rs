@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{connect, listen, netns_path, Topology};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -15,19 +15,12 @@ use kube::{Api, ResourceExt};
 use sarasa_agent::netns::NetnsTarget;
 use sarasa_agent::{AgentConfig, Backend};
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::eventually_within(what, Duration::from_secs(20), f).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,22 +67,7 @@ async fn agents_on_the_lab_control_plane() {
         let mut cidrs = Vec::new();
         for i in 1..=2 {
             let name = format!("node-{i}");
-            let node = eventually("node ready", || {
-                let node_api = node_api.clone();
-                let name = name.clone();
-                async move {
-                    let n = node_api.get(&name).await.ok()?;
-                    let ready = n
-                        .status
-                        .as_ref()?
-                        .conditions
-                        .as_ref()?
-                        .iter()
-                        .any(|c| c.type_ == "NetworkUnavailable" && c.status == "False");
-                    ready.then_some(n)
-                }
-            })
-            .await;
+            let node = common::network_ready(&node_api, &name, Duration::from_secs(20)).await;
             cidrs.push(node.spec.unwrap().pod_cidr.expect("podCIDR assigned"));
             assert_eq!(
                 node.metadata.annotations.unwrap()["sarasa.io/backend"],

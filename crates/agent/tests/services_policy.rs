@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{connect, listen, netns_path, nft_out, Topology};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
@@ -20,19 +20,12 @@ use sarasa_agent::netns::NetnsTarget;
 use sarasa_agent::{AgentConfig, AgentHandle, Backend};
 use serde_json::json;
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually_within(what, Duration::from_secs(30), f).await
 }
 
 /// Accepts connections forever on a thread, counting them and echoing one line back.
@@ -132,22 +125,7 @@ async fn services_and_policies_across_nodes() {
     let mut cidrs = Vec::new();
     for i in 1..=3 {
         let name = format!("node-{i}");
-        let node = eventually("node ready", || {
-            let node_api = node_api.clone();
-            let name = name.clone();
-            async move {
-                let n = node_api.get(&name).await.ok()?;
-                let ready = n
-                    .status
-                    .as_ref()?
-                    .conditions
-                    .as_ref()?
-                    .iter()
-                    .any(|c| c.type_ == "NetworkUnavailable" && c.status == "False");
-                ready.then_some(n)
-            }
-        })
-        .await;
+        let node = common::network_ready(&node_api, &name, Duration::from_secs(30)).await;
         cidrs.push(node.spec.unwrap().pod_cidr.expect("podCIDR assigned"));
     }
     let pod_ip = |c: &str, last: u8| c.replace(".0/24", &format!(".{last}"));

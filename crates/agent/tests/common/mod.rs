@@ -209,3 +209,43 @@ impl Drop for Topology {
         }
     }
 }
+
+/// Polls `f` until it yields a value; panics naming `what` after `timeout`.
+pub async fn eventually_within<T, F, Fut>(what: &str, timeout: std::time::Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until Node `name` says its network is ready (NetworkUnavailable=False, set by its
+/// agent after the first program) and returns it.
+pub async fn network_ready(
+    nodes: &kube::Api<k8s_openapi::api::core::v1::Node>,
+    name: &str,
+    timeout: std::time::Duration,
+) -> k8s_openapi::api::core::v1::Node {
+    eventually_within("node network ready", timeout, || async {
+        let n = nodes.get(name).await.ok()?;
+        let ready = n
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "NetworkUnavailable" && c.status == "False");
+        ready.then_some(n)
+    })
+    .await
+}
