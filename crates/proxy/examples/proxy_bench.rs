@@ -15,6 +15,8 @@
 //! `--write DIR` writes, per size, `DIR/N-commands.nft` (the first-program script) and
 //! `DIR/N-block.nft` (the rendered tables): each one file holding all tables, main first, then
 //! the shards in order; either loads with `nft -f` into a namespace without those tables.
+//! It also writes each table alone as `DIR/N-<table>.nft` (`nft_bench` input; with
+//! `--shards 1`, `N-sarasa-svc00.nft` holds every Service's DNAT path in one table).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -238,6 +240,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::fs::write(format!("{dir}/{n}-commands.nft"), &script)?;
             let block: Vec<String> = after.iter().map(|t| t.render()).collect();
             std::fs::write(format!("{dir}/{n}-block.nft"), block.join("\n"))?;
+            // One table per file too, for `nft_bench` (sarasa-nft), which reads one table.
+            for (t, text) in after.iter().zip(&block) {
+                std::fs::write(format!("{dir}/{n}-{}.nft", t.name), text)?;
+            }
         }
         drop((after, programs, script));
 
