@@ -278,6 +278,49 @@ mod tests {
     }
 
     #[test]
+    fn a_zombie_leader_with_live_threads_is_still_alive() {
+        // The main thread exits (pthread_exit) while another thread sleeps: the leader shows
+        // state Z, but the process (and whatever it holds, e.g. a listening socket) lives on.
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Daemon {
+            program: "python3".into(),
+            args: vec![
+                "-c".into(),
+                "import ctypes, threading, time; \
+                 threading.Thread(target=time.sleep, args=(60,)).start(); \
+                 ctypes.CDLL(None).pthread_exit(None)"
+                    .into(),
+            ],
+            env: vec![],
+            netns: None,
+            resolv_conf: None,
+            log: dir.path().join("py.log"),
+        }
+        .spawn()
+        .unwrap();
+        let state = || {
+            fs::read_to_string(format!("/proc/{}/stat", rec.pid))
+                .ok()
+                .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_string()))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state().as_deref() != Some("Z") {
+            assert!(
+                Instant::now() < deadline,
+                "leader never exited: {:?}",
+                state()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            rec.alive(),
+            "zombie leader with a live thread counted as gone"
+        );
+        rec.stop(Duration::from_secs(5)).unwrap();
+        assert!(!rec.alive());
+    }
+
+    #[test]
     fn stop_kills_what_is_left_of_the_process_group() {
         let dir = tempfile::tempdir().unwrap();
         let child_file = dir.path().join("child.pid");
