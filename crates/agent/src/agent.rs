@@ -14,7 +14,7 @@ use crate::config::{AgentConfig, Backend};
 use crate::datapath::{NodeDatapath, Uplink};
 use crate::error::{Error, Result};
 use crate::health::{self, Metrics};
-use crate::mac::MacAddr;
+use sarasa_model::MacAddr;
 use crate::netns::NetnsTarget;
 use crate::plan::{compile, LocalNode, NodePlan, PlanError};
 use crate::policy::PolicyEnforcer;

@@ -24,7 +24,7 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
 use crate::diff::{diff, FabricOp};
 use crate::error::{Error, Result};
-use crate::mac::MacAddr;
+use sarasa_model::MacAddr;
 use crate::masquerade;
 use crate::netns::{self, NetnsTarget};
 use crate::plan::{

@@ -76,20 +76,20 @@ mod tests {
     use crate::plan::tests::{local, mac, state_with};
     use crate::plan::{compile, RouteDev};
 
-    fn plan_fabric(nodes: &[(&str, Option<&str>, &str, Option<crate::mac::MacAddr>)]) -> Fabric {
+    fn plan_fabric(nodes: &[(&str, Option<&str>, &str, Option<sarasa_model::MacAddr>)]) -> Fabric {
         compile(&state_with(nodes), &local(Backend::Vxlan))
             .unwrap()
             .fabric
     }
 
-    const N1: (&str, Option<&str>, &str, Option<crate::mac::MacAddr>) =
+    const N1: (&str, Option<&str>, &str, Option<sarasa_model::MacAddr>) =
         ("n1", Some("10.244.1.0/24"), "192.168.33.11", None);
 
     fn with_macs() -> Vec<(
         &'static str,
         Option<&'static str>,
         &'static str,
-        Option<crate::mac::MacAddr>,
+        Option<sarasa_model::MacAddr>,
     )> {
         vec![
             (N1.0, N1.1, N1.2, Some(mac(1))),

@@ -37,7 +37,6 @@ mod error;
 pub mod health;
 pub mod healthcheck;
 pub mod lease;
-pub mod mac;
 pub mod masquerade;
 pub mod netns;
 pub mod nftables;

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::config::Backend;
-use crate::mac::MacAddr;
+use sarasa_model::MacAddr;
 use crate::state::ClusterState;
 
 /// The VXLAN device name (flannel's `flannel.1`).

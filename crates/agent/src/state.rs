@@ -16,7 +16,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
-use crate::mac::MacAddr;
+use sarasa_model::MacAddr;
 use crate::objects::{self, apply_converted, Converted};
 
 pub const ANNOTATION_VTEP_MAC: &str = "sarasa.io/vtep-mac";

@@ -5,6 +5,7 @@
 //! from k8s-openapi objects ([`k8s`] module); pure consumers need not compile k8s-openapi.
 
 mod endpoints;
+mod mac;
 mod node;
 mod service;
 
@@ -12,6 +13,7 @@ mod service;
 pub mod k8s;
 
 pub use endpoints::{AddressType, Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+pub use mac::{MacAddr, ParseMacError};
 pub use node::NodeInfo;
 pub use service::{
     IpFamily, Protocol, Service, ServicePort, ServiceRef, ServiceType, SessionAffinity, TargetPort,
