@@ -14,7 +14,6 @@ use crate::config::{AgentConfig, Backend};
 use crate::datapath::{NodeDatapath, Uplink};
 use crate::error::{Error, Result};
 use crate::health::{self, Metrics};
-use sarasa_model::MacAddr;
 use crate::netns::NetnsTarget;
 use crate::plan::{compile, LocalNode, NodePlan, PlanError};
 use crate::policy::PolicyEnforcer;
@@ -23,6 +22,7 @@ use crate::services::ServiceProxy;
 use crate::state::ANNOTATION_VTEP_MAC;
 use crate::watch::{self, Shared, Snapshot};
 use crate::{cni_config, lease, node};
+use sarasa_model::MacAddr;
 
 /// Coalesces bursts of watch events into one reconcile. Short: it adds directly to every
 /// change-to-programmed latency, and events arriving while a reconcile runs are picked up by

@@ -5,41 +5,16 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-/// How pods on different nodes reach each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum Backend {
-    /// One VXLAN device per node with static FDB/neighbour entries (flannel's layout).
-    Vxlan,
-    /// A route per remote podCIDR via the remote node's underlay address (nodes share an L2).
-    HostGw,
+pub use sarasa_model::{Backend, CniMode};
+
+fn backend_parser() -> impl clap::builder::TypedValueParser<Value = Backend> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["vxlan", "host-gw"]).try_map(|s| s.parse::<Backend>())
 }
 
-impl Backend {
-    /// The value published in the `sarasa.io/backend` annotation and used on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Vxlan => "vxlan",
-            Backend::HostGw => "host-gw",
-        }
-    }
-}
-
-/// How `sarasa-cni` plumbs pods on this node (written into the CNI config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum CniMode {
-    /// Pods hang off the node bridge `sarasa0`, which holds the gateway address.
-    Bridge,
-    /// Per-pod /32 routes, pod default route via 169.254.1.1 answered by proxy ARP.
-    Routed,
-}
-
-impl CniMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CniMode::Bridge => "bridge",
-            CniMode::Routed => "routed",
-        }
-    }
+fn cni_mode_parser() -> impl clap::builder::TypedValueParser<Value = CniMode> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["bridge", "routed"]).try_map(|s| s.parse::<CniMode>())
 }
 
 /// Configuration of one node agent.
@@ -60,11 +35,11 @@ pub struct AgentConfig {
     pub kubeconfig: Option<PathBuf>,
 
     /// Cross-node backend.
-    #[arg(long, value_enum, default_value_t = Backend::Vxlan)]
+    #[arg(long, value_parser = backend_parser(), default_value_t = Backend::Vxlan)]
     pub backend: Backend,
 
     /// Pod plumbing mode handed to sarasa-cni.
-    #[arg(long = "cni-mode", value_enum, default_value_t = CniMode::Bridge)]
+    #[arg(long = "cni-mode", value_parser = cni_mode_parser(), default_value_t = CniMode::Bridge)]
     pub cni_mode: CniMode,
 
     /// Directory the CNI conflist is written to.

@@ -1,235 +1,32 @@
-//! compile: cluster state + local facts → the node's datapath plan. Pure, no I/O.
+//! The agent's side of the node plan ([`sarasa_plan`]): its cluster state turned into the
+//! plan's inputs. The plan's types and compilers live in the pure `sarasa-plan` crate.
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
+pub use sarasa_plan::fabric::encap_overhead;
+pub use sarasa_plan::{
+    Fabric, FabricPlan as NodePlan, FdbEntry, LocalNode, Masquerade, Neighbour, PeerNode,
+    PlanError, Route, RouteDev, VxlanDevice, NODE_BRIDGE, VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI,
+};
 
-use ipnet::IpNet;
-
-use crate::config::Backend;
-use sarasa_model::MacAddr;
 use crate::state::ClusterState;
 
-/// The VXLAN device name (flannel's `flannel.1`).
-pub const VXLAN_DEVICE: &str = "sarasa.1";
-pub const VXLAN_VNI: u32 = 1;
-/// The Linux-default VXLAN port flannel uses.
-pub const VXLAN_PORT: u16 = 8472;
-/// The node bridge the CNI plugin creates in bridge mode.
-pub const NODE_BRIDGE: &str = "sarasa0";
-
-/// Facts about this node that do not come from the API server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalNode {
-    pub name: String,
-    pub backend: Backend,
-    pub underlay_ip: IpAddr,
-    pub uplink: String,
-    pub uplink_mtu: u32,
-    /// The vtep MAC of this node's VXLAN device (vxlan backend).
-    pub vtep_mac: Option<MacAddr>,
-    pub cluster_cidrs: Vec<IpNet>,
+/// Every node of `state` as the fabric sees it.
+pub fn peers(state: &ClusterState) -> Vec<PeerNode> {
+    state
+        .nodes
+        .items()
+        .values()
+        .map(|n| PeerNode {
+            name: n.name.clone(),
+            pod_cidrs: n.pod_cidrs.clone(),
+            underlay_ip: n.underlay_ip(),
+            vtep_mac: n.vtep_mac,
+        })
+        .collect()
 }
 
-/// Encapsulation overhead of VXLAN: outer IP + UDP (8) + VXLAN (8) + inner Ethernet (14).
-pub fn encap_overhead(backend: Backend, underlay: IpAddr) -> u32 {
-    match (backend, underlay) {
-        (Backend::HostGw, _) => 0,
-        (Backend::Vxlan, IpAddr::V4(_)) => 20 + 8 + 8 + 14,
-        (Backend::Vxlan, IpAddr::V6(_)) => 40 + 8 + 8 + 14,
-    }
-}
-
-/// Which device a route leaves through (resolved to an ifindex when applied).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RouteDev {
-    Vxlan,
-    Uplink,
-    /// A device that is neither (only seen when reading the kernel).
-    Other(u32),
-}
-
-/// A route to a remote node's podCIDR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Route {
-    pub dst: IpNet,
-    pub gateway: IpAddr,
-    pub dev: RouteDev,
-    pub onlink: bool,
-}
-
-/// A VXLAN forwarding entry: inner MAC → outer destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FdbEntry {
-    pub mac: MacAddr,
-    pub dst: IpAddr,
-}
-
-/// A permanent neighbour entry on the VXLAN device: remote gateway address → remote vtep MAC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Neighbour {
-    pub ip: IpAddr,
-    pub mac: MacAddr,
-}
-
-/// The cross-node part of the plan; also what is read back from the kernel to diff against.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Fabric {
-    pub routes: BTreeSet<Route>,
-    pub fdb: BTreeSet<FdbEntry>,
-    pub neighbours: BTreeSet<Neighbour>,
-}
-
-/// The VXLAN device as it must exist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VxlanDevice {
-    pub name: String,
-    pub vni: u32,
-    pub port: u16,
-    pub local: IpAddr,
-    pub uplink: String,
-    pub mtu: u32,
-    /// The network address of each local podCIDR, as a host prefix (/32, /128).
-    pub addresses: BTreeSet<IpNet>,
-}
-
-/// Egress masquerade: traffic from local pods to anything outside the cluster CIDRs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Masquerade {
-    pub pod_cidrs: Vec<IpNet>,
-    pub cluster_cidrs: Vec<IpNet>,
-}
-
-/// Everything the agent programs on its node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodePlan {
-    pub pod_cidrs: Vec<IpNet>,
-    /// MTU for pod interfaces (CNI config) and the VXLAN device.
-    pub mtu: u32,
-    pub ipv6: bool,
-    pub vxlan: Option<VxlanDevice>,
-    pub fabric: Fabric,
-    pub masquerade: Masquerade,
-    /// Remote nodes that are programmed (have a podCIDR and what the backend needs).
-    pub remote_nodes: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlanError {
-    #[error("node {0} has no podCIDR yet (spec.podCIDR(s) is assigned by the control plane)")]
-    NoPodCidr(String),
-    #[error("node {0} is not in the watched state yet")]
-    NoNode(String),
-    #[error("vxlan backend needs this node's vtep MAC")]
-    NoVtepMac,
-    #[error("uplink MTU {uplink_mtu} is too small for {backend} encapsulation")]
-    MtuTooSmall {
-        uplink_mtu: u32,
-        backend: &'static str,
-    },
-}
-
-fn host_prefix(ip: IpAddr) -> IpNet {
-    IpNet::from(ip)
-}
-
-/// compile: the plan for `local` given the cluster state.
+/// compile: the fabric plan for `local` given the cluster state.
 pub fn compile(state: &ClusterState, local: &LocalNode) -> Result<NodePlan, PlanError> {
-    let me = state
-        .node(&local.name)
-        .ok_or_else(|| PlanError::NoNode(local.name.clone()))?;
-    if me.pod_cidrs.is_empty() {
-        return Err(PlanError::NoPodCidr(local.name.clone()));
-    }
-    let pod_cidrs: Vec<IpNet> = me.pod_cidrs.iter().map(|c| c.trunc()).collect();
-    let overhead = encap_overhead(local.backend, local.underlay_ip);
-    let mtu = local
-        .uplink_mtu
-        .checked_sub(overhead)
-        .filter(|m| *m >= 1280 || (*m >= 576 && pod_cidrs.iter().all(|c| c.addr().is_ipv4())))
-        .ok_or(PlanError::MtuTooSmall {
-            uplink_mtu: local.uplink_mtu,
-            backend: local.backend.as_str(),
-        })?;
-    let ipv6 = pod_cidrs.iter().any(|c| c.addr().is_ipv6());
-
-    let mut fabric = Fabric::default();
-    let mut remote_nodes = 0;
-    for node in state.nodes.items().values() {
-        if node.name == local.name || node.pod_cidrs.is_empty() {
-            continue;
-        }
-        let Some(underlay) = node.underlay_ip() else {
-            continue;
-        };
-        match local.backend {
-            Backend::Vxlan => {
-                let Some(mac) = node.vtep_mac else {
-                    continue;
-                };
-                if underlay.is_ipv4() != local.underlay_ip.is_ipv4() {
-                    continue;
-                }
-                fabric.fdb.insert(FdbEntry { mac, dst: underlay });
-                for cidr in &node.pod_cidrs {
-                    let cidr = cidr.trunc();
-                    let gateway = cidr.network();
-                    fabric.neighbours.insert(Neighbour { ip: gateway, mac });
-                    fabric.routes.insert(Route {
-                        dst: cidr,
-                        gateway,
-                        dev: RouteDev::Vxlan,
-                        onlink: true,
-                    });
-                }
-            }
-            Backend::HostGw => {
-                for cidr in &node.pod_cidrs {
-                    let cidr = cidr.trunc();
-                    if cidr.addr().is_ipv4() != underlay.is_ipv4() {
-                        continue;
-                    }
-                    fabric.routes.insert(Route {
-                        dst: cidr,
-                        gateway: underlay,
-                        dev: RouteDev::Uplink,
-                        onlink: false,
-                    });
-                }
-            }
-        }
-        remote_nodes += 1;
-    }
-
-    let vxlan = match local.backend {
-        Backend::HostGw => None,
-        Backend::Vxlan => {
-            if local.vtep_mac.is_none() {
-                return Err(PlanError::NoVtepMac);
-            }
-            Some(VxlanDevice {
-                name: VXLAN_DEVICE.into(),
-                vni: VXLAN_VNI,
-                port: VXLAN_PORT,
-                local: local.underlay_ip,
-                uplink: local.uplink.clone(),
-                mtu,
-                addresses: pod_cidrs.iter().map(|c| host_prefix(c.network())).collect(),
-            })
-        }
-    };
-
-    Ok(NodePlan {
-        masquerade: Masquerade {
-            pod_cidrs: pod_cidrs.clone(),
-            cluster_cidrs: local.cluster_cidrs.iter().map(|c| c.trunc()).collect(),
-        },
-        pod_cidrs,
-        mtu,
-        ipv6,
-        vxlan,
-        fabric,
-        remote_nodes,
-    })
+    sarasa_plan::fabric::compile(&peers(state), local)
 }
 
 #[cfg(test)]
@@ -237,6 +34,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::state::NodeInfo;
     use kube::runtime::watcher;
+    use sarasa_model::{Backend, MacAddr};
 
     pub(crate) fn mac(last: u8) -> MacAddr {
         MacAddr([0x02, 0, 0, 0, 0, last])

@@ -6,6 +6,7 @@
 
 mod endpoints;
 mod mac;
+mod network;
 mod node;
 mod service;
 
@@ -14,6 +15,7 @@ pub mod k8s;
 
 pub use endpoints::{AddressType, Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 pub use mac::{MacAddr, ParseMacError};
+pub use network::{Backend, CniMode, ParseNetworkError};
 pub use node::NodeInfo;
 pub use service::{
     IpFamily, Protocol, Service, ServicePort, ServiceRef, ServiceType, SessionAffinity, TargetPort,
