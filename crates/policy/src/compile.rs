@@ -302,21 +302,22 @@ impl ChainBuilder {
         sets: &mut BTreeSet<String>,
     ) -> Vec<Rule> {
         let mut rules: Vec<Rule> = Vec::new();
-        let mut seen: HashSet<Rule> = HashSet::new();
+        let mut seen: HashSet<Vec<Stmt>> = HashSet::new();
         let verdict = match dir {
             Direction::Ingress => Verdict::Accept,
             Direction::Egress => Verdict::Return,
         };
         for policy in policies {
-            for rule in policy.rules(dir) {
-                for stmts in self.rule_matches(opts, &policy.namespace, rule, pod, dir, sets) {
-                    let mut r = Rule {
-                        stmts,
-                        comment: None,
-                    };
-                    r.stmts.push(Stmt::Verdict(verdict.clone()));
-                    if seen.insert(r.clone()) {
-                        rules.push(r);
+            for (i, rule) in policy.rules(dir).iter().enumerate() {
+                for mut stmts in self.rule_matches(opts, &policy.namespace, rule, pod, dir, sets) {
+                    stmts.push(Stmt::Verdict(verdict.clone()));
+                    // The first policy rule that yields these matches names it (trace and
+                    // `nft list` show which rule allowed a packet).
+                    if seen.insert(stmts.clone()) {
+                        rules.push(Rule {
+                            stmts,
+                            comment: Some(allow_comment(&policy.key().to_string(), dir, i)),
+                        });
                     }
                 }
             }
@@ -466,6 +467,32 @@ fn pods_ns(policy_ns: &str, peer: &Peer) -> Option<String> {
     }
 }
 
+/// The comment of an allow rule: `allow <ns>/<policy> ingress[<i>]` (the policy's
+/// `spec.ingress[i]` or `spec.egress[i]`), cut to fit nft's 100 characters.
+pub fn allow_comment(policy: &str, dir: Direction, index: usize) -> String {
+    let field = match dir {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    };
+    let tail = format!(" {field}[{index}]");
+    let room = 90usize.saturating_sub(tail.len() + "allow ".len());
+    let name: String = policy.chars().take(room).collect();
+    format!("allow {name}{tail}")
+}
+
+/// Reads an allow rule's comment back: policy (`ns/name`, possibly cut), direction, rule index.
+pub fn parse_allow_comment(comment: &str) -> Option<(&str, Direction, usize)> {
+    let rest = comment.strip_prefix("allow ")?;
+    let (policy, field) = rest.rsplit_once(' ')?;
+    let (dir, index) = field.strip_suffix(']')?.split_once('[')?;
+    let dir = match dir {
+        "ingress" => Direction::Ingress,
+        "egress" => Direction::Egress,
+        _ => return None,
+    };
+    Some((policy, dir, index.parse().ok()?))
+}
+
 /// The comment naming the policies that select a pod (fits nft's 100 characters together with
 /// the content hash sarasa-nft appends).
 fn selected_by(names: &[String]) -> String {
@@ -488,5 +515,29 @@ pub(crate) fn addr_field(v6: bool, src: bool) -> Field {
         (false, false) => Field::IpDaddr,
         (true, true) => Field::Ip6Saddr,
         (true, false) => Field::Ip6Daddr,
+    }
+}
+
+#[cfg(test)]
+mod comment_tests {
+    use super::*;
+
+    #[test]
+    fn allow_comments_name_the_policy_rule_and_read_back() {
+        let c = allow_comment("x/allow-web", Direction::Ingress, 2);
+        assert_eq!(c, "allow x/allow-web ingress[2]");
+        assert_eq!(
+            parse_allow_comment(&c),
+            Some(("x/allow-web", Direction::Ingress, 2))
+        );
+        let long = format!("ns/{}", "p".repeat(250));
+        let c = allow_comment(&long, Direction::Egress, 11);
+        assert!(c.len() <= 100 && c.ends_with(" egress[11]"), "{c}");
+        check_comment_fits(&c);
+        assert_eq!(parse_allow_comment("selected by x/a"), None);
+    }
+
+    fn check_comment_fits(c: &str) {
+        assert!(c.len() <= 100 && !c.contains('"'));
     }
 }

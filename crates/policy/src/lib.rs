@@ -60,8 +60,8 @@ mod types;
 mod validate;
 
 pub use compile::{
-    chain_name, compile, log_prefix, logged_set_name, map_name, CompileOptions, FORWARD_CHAIN,
-    FORWARD_PRIORITY, TABLE,
+    allow_comment, chain_name, compile, log_prefix, logged_set_name, map_name, parse_allow_comment,
+    CompileOptions, FORWARD_CHAIN, FORWARD_PRIORITY, TABLE,
 };
 pub use eval::{allowed, Endpoint, Verdict};
 pub use event::{drop_event, parse_log_prefix, DropEvent, PrefixTarget};
