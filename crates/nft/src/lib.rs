@@ -15,12 +15,15 @@
 //!   [`NetlinkBackend`] / [`NetlinkTableBackend`] send them as one nf_tables netlink batch
 //!   (several tables' transactions in one atomic batch with [`NetlinkBackend::apply_batch`];
 //!   no re-read of the table; what it does not encode goes to `nft`); [`Recording`] keeps
-//!   them for tests.
+//!   them for tests;
+//! - [`interp`]: what the kernel does with a packet at a hook, given the tables (every
+//!   base chain in kernel order, NAT, numgen paths), for `sarasa trace` and the tests.
 
 mod backend;
 mod diff;
 mod expr;
 mod hash;
+pub mod interp;
 mod kernel;
 mod list;
 mod model;

@@ -6,7 +6,9 @@
 //! - [`allowed`] / [`matrix`] answer "is this new connection allowed, and which policies
 //!   isolate its ends" — the oracle of the tests and of `sarasa policy matrix`;
 //! - [`compile`] builds table `inet sarasa-policy`; diff two compiles with [`sarasa_nft::diff`]
-//!   for the minimal update; [`trace`] runs a packet through a compiled table;
+//!   for the minimal update; `sarasa_nft::interp::run_hook` runs a packet through it (with
+//!   every other table of the node) at the forward hook — the tests check that interpreter
+//!   against [`allowed`] and against real packets;
 //! - [`drop_event`] turns a logged drop (nflog prefix + addresses) into pods and policies;
 //! - [`PolicyCompiler`] is the same compiler kept alive: one object change at a time, touching
 //!   only what it can affect, and [`PolicyCompiler::take_transaction`] for the nft update.
@@ -55,7 +57,6 @@ mod ranges;
 mod selector;
 mod sets;
 mod state;
-mod trace;
 mod types;
 mod validate;
 
@@ -73,7 +74,6 @@ pub use selector::{
     validate_label_key, validate_label_value, LabelSelector, Labels, Operator, Requirement,
 };
 pub use state::PolicyState;
-pub use trace::{trace, Packet, Trace};
 pub use types::{
     ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PodKey, PolicyKey, PolicyNamespace,
     PolicyPod, PolicyPort, PolicyRule, PortRef, Protocol, NAMESPACE_NAME_LABEL,

@@ -7,6 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
+use sarasa_nft::interp::{self, CtState, Packet};
 use sarasa_nft::{diff, L4Proto, Stmt, Verdict as NftVerdict};
 use sarasa_policy::*;
 use Direction::{Egress, Ingress};
@@ -279,14 +280,8 @@ fn ipv6_pods_and_blocks() {
         } else {
             "10.244.1.2".parse().unwrap()
         };
-        let packet = Packet {
-            saddr: src,
-            daddr: dst,
-            protocol: L4Proto::Tcp,
-            dport: 80,
-            established: false,
-        };
-        let tr = trace(&t, FORWARD_CHAIN, &packet).unwrap();
+        let packet = Packet::new(src, dst, L4Proto::Tcp, 40000, 80);
+        let tr = forward(&t, &packet);
         assert_eq!(tr.accepted, want, "{src}: {tr:?}");
         let from = match s.pod_by_ip(src) {
             Some(p) => Endpoint::Pod(p.key()),
@@ -307,23 +302,25 @@ fn established_packets_pass_and_unisolated_pods_miss_the_maps() {
     )
     .unwrap();
     let t = compile(&s, &all_nodes());
-    let mut p = Packet {
-        saddr: pod_ip(1, 0),
-        daddr: pod_ip(0, 0),
-        protocol: L4Proto::Tcp,
-        dport: 80,
-        established: false,
-    };
-    let tr = trace(&t, FORWARD_CHAIN, &p).unwrap();
+    let mut p = Packet::new(pod_ip(1, 0), pod_ip(0, 0), L4Proto::Tcp, 40000, 80);
+    let tr = forward(&t, &p);
     assert!(!tr.accepted);
-    assert_eq!(tr.chains, vec!["forward", "ing_x_a"]);
+    assert_eq!(tr.chains, vec![FORWARD_CHAIN, "ing_x_a"]);
     assert_eq!(tr.logs, vec!["np in x/a "]);
-    p.established = true;
-    assert!(trace(&t, FORWARD_CHAIN, &p).unwrap().accepted);
-    p.established = false;
+    // The drop names the pod's chain and its policies, and the dynamic set was updated.
+    let last = tr.path.steps.last().unwrap();
+    assert_eq!(last.chain, "ing_x_a");
+    assert_eq!(last.event, interp::Event::Verdict(NftVerdict::Drop));
+    assert!(tr.path.steps.iter().any(|s| matches!(
+        &s.event,
+        interp::Event::UpdateSet { set, .. } if set == logged_set_name(false)
+    )));
+    p.ct = CtState::Established;
+    assert_eq!(forward(&t, &p).decided_by.as_deref(), Some("forward#0"));
+    p.ct = CtState::New;
     p.daddr = pod_ip(0, 1);
-    let tr = trace(&t, FORWARD_CHAIN, &p).unwrap();
-    assert!(tr.accepted && tr.decided_by.is_none() && tr.chains == vec!["forward"]);
+    let tr = forward(&t, &p);
+    assert!(tr.accepted && tr.decided_by.is_none() && tr.chains == vec![FORWARD_CHAIN]);
 }
 
 #[test]
@@ -339,18 +336,12 @@ fn the_agreement_check_catches_a_broken_table() {
     )
     .unwrap();
     let mut t = compile(&s, &all_nodes());
-    let p = Packet {
-        saddr: pod_ip(0, 1),
-        daddr: pod_ip(0, 0),
-        protocol: L4Proto::Tcp,
-        dport: 80,
-        established: false,
-    };
-    assert!(trace(&t, FORWARD_CHAIN, &p).unwrap().accepted);
+    let p = Packet::new(pod_ip(0, 1), pod_ip(0, 0), L4Proto::Tcp, 40000, 80);
+    assert!(forward(&t, &p).accepted);
     // Break it: drop the accept rule.
     let chain = t.chains.get_mut("ing_x_a").unwrap();
     chain
         .rules
         .retain(|r| !r.stmts.contains(&Stmt::Verdict(NftVerdict::Accept)));
-    assert!(!trace(&t, FORWARD_CHAIN, &p).unwrap().accepted);
+    assert!(!forward(&t, &p).accepted);
 }

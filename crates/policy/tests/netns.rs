@@ -11,8 +11,9 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{labels, pods_peer, port, rule, sel, P};
-use sarasa_nft::{diff_kernel, Backend, Family, NftCli};
+use common::{labels, pods_peer, port, rule, sel, PolicyNode, P};
+use sarasa_nft::interp::{run_hook, HookVerdict, Packet};
+use sarasa_nft::{diff_kernel, Backend, Family, Hook, L4Proto, NftCli, Table};
 use sarasa_policy::*;
 
 /// A network namespace, removed on drop.
@@ -85,6 +86,37 @@ fn connects(from: &Netns, to: &str, port: u16) -> bool {
     let addr = SocketAddr::new(to.parse().unwrap(), port);
     let timeout = Duration::from_millis(1500);
     from.run_in(move || TcpStream::connect_timeout(&addr, timeout).is_ok())
+}
+
+/// The interpreter's verdict on a new TCP connection's first packet at `hook` of the node (the
+/// table hooks only forward; input and output see none of its chains).
+fn interp_allows(table: &Table, hook: Hook, from: &str, to: &str, port: u16) -> bool {
+    let packet = Packet::new(
+        from.parse().unwrap(),
+        to.parse().unwrap(),
+        L4Proto::Tcp,
+        40000,
+        port,
+    );
+    let paths = run_hook(&[table], hook, &packet, &PolicyNode).expect("interpreter");
+    assert_eq!(paths.len(), 1, "{paths:#?}");
+    paths[0].verdict == HookVerdict::Accept
+}
+
+/// A real connection's fate and the interpreter's verdict for it: pod `from` (or the node when
+/// `from` is `None`) to `to:port`, judged by the model at `hook`.
+fn fate(
+    table: &Table,
+    from: &Netns,
+    from_addr: &str,
+    to: &str,
+    port: u16,
+    hook: Hook,
+) -> (bool, bool) {
+    (
+        connects(from, to, port),
+        interp_allows(table, hook, from_addr, to, port),
+    )
 }
 
 fn pod(ns: &str, name: &str, i: usize, pod_label: &str) -> PolicyPod {
@@ -184,28 +216,38 @@ fn compiled_policy_filters_real_packets_and_logs_drops() {
     });
     nflog.set_non_blocking(true).unwrap();
 
-    assert!(
-        connects(&pods[1], &pod_addr(0), 80),
+    // Real packets and the interpreter agree on each of these.
+    let t = compiler.table();
+    let (a, b, c) = (pod_addr(0), pod_addr(1), pod_addr(2));
+    let fwd = Hook::Forward;
+    assert_eq!(
+        fate(t, &pods[1], &b, &a, 80, fwd),
+        (true, true),
         "x/b -> x/a:80 allowed"
     );
-    assert!(
-        !connects(&pods[1], &pod_addr(0), 81),
+    assert_eq!(
+        fate(t, &pods[1], &b, &a, 81, fwd),
+        (false, false),
         "x/b -> x/a:81 denied"
     );
-    assert!(
-        !connects(&pods[2], &pod_addr(0), 80),
+    assert_eq!(
+        fate(t, &pods[2], &c, &a, 80, fwd),
+        (false, false),
         "y/c -> x/a:80 denied"
     );
-    assert!(
-        connects(&pods[0], &pod_addr(2), 81),
+    assert_eq!(
+        fate(t, &pods[0], &a, &c, 81, fwd),
+        (true, true),
         "x/a -> y/c: no egress policy"
     );
-    assert!(
-        connects(&node, &pod_addr(0), 81),
+    assert_eq!(
+        fate(t, &node, NODE_IP, &a, 81, Hook::Output),
+        (true, true),
         "node -> its own pod is always allowed"
     );
-    assert!(
-        connects(&pods[0], NODE_IP, 8080),
+    assert_eq!(
+        fate(t, &pods[0], &a, NODE_IP, 8080, Hook::Input),
+        (true, true),
         "pod -> its own node is always allowed"
     );
     // Evaluator agrees on each of those.
@@ -279,12 +321,15 @@ fn compiled_policy_filters_real_packets_and_logs_drops() {
         vec!["ing_x_a"]
     );
     nft.apply(&tx).expect("apply update");
-    assert!(
-        connects(&pods[2], &pod_addr(0), 80),
+    let t = compiler.table();
+    assert_eq!(
+        fate(t, &pods[2], &c, &a, 80, fwd),
+        (true, true),
         "y/c -> x/a:80 after update"
     );
-    assert!(
-        !connects(&pods[2], &pod_addr(0), 81),
+    assert_eq!(
+        fate(t, &pods[2], &c, &a, 81, fwd),
+        (false, false),
         "y/c -> x/a:81 still denied"
     );
     let kernel = nft.list_table(Family::Inet, TABLE).unwrap().unwrap();

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use sarasa_nft::L4Proto;
+use sarasa_nft::interp::{self, Env, Event, HookVerdict, Packet};
+use sarasa_nft::{Hook, L4Proto, Table};
 use sarasa_policy::*;
 
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -328,16 +329,10 @@ fn judge(
         }
         _ => vec![],
     };
-    let packet = Packet {
-        saddr: addr(src),
-        daddr: addr(dst),
-        protocol: l4(protocol),
-        dport: port,
-        established: false,
-    };
+    let packet = Packet::new(addr(src), addr(dst), l4(protocol), 40000, port);
     let mut logs = Vec::new();
     for n in nodes {
-        let t = trace(&tables[&n], FORWARD_CHAIN, &packet).unwrap();
+        let t = forward(&tables[&n], &packet);
         logs.extend(t.logs.iter().cloned());
         if !t.accepted {
             return (false, logs);
@@ -403,5 +398,64 @@ pub fn agree(state: &PolicyState) {
                 }
             }
         }
+    }
+}
+
+/// A node for the policy table: it reads no node address (the table hooks only `forward`).
+pub struct PolicyNode;
+
+impl Env for PolicyNode {
+    fn is_local(&self, _addr: IpAddr) -> bool {
+        false
+    }
+    fn masquerade_source(&self, _oifname: Option<&str>, _daddr: IpAddr) -> Option<IpAddr> {
+        None
+    }
+}
+
+/// What the policy table did with a packet at the forward hook (from the one path of
+/// `sarasa_nft::interp::run_hook`).
+#[derive(Debug)]
+pub struct Forward {
+    pub accepted: bool,
+    /// Chains entered, in order (the base chain first).
+    pub chains: Vec<String>,
+    /// `chain#index` of the rule that decided (`None`: the base policy).
+    pub decided_by: Option<String>,
+    /// Prefixes of `log` statements run.
+    pub logs: Vec<String>,
+    pub path: interp::Path,
+}
+
+/// Runs `packet` through `table` at the forward hook with the general interpreter.
+pub fn forward(table: &Table, packet: &Packet) -> Forward {
+    let mut paths = interp::run_hook(&[table], Hook::Forward, packet, &PolicyNode)
+        .unwrap_or_else(|e| panic!("interpreter: {e}"));
+    assert_eq!(paths.len(), 1, "the policy table has no numgen: {paths:#?}");
+    let path = paths.remove(0);
+    let accepted = match path.verdict {
+        HookVerdict::Accept => true,
+        HookVerdict::Drop => false,
+        HookVerdict::Reject(k) => panic!("the policy table never rejects: {k:?}"),
+    };
+    let mut chains = Vec::new();
+    let mut logs = Vec::new();
+    for s in &path.steps {
+        match &s.event {
+            Event::EnterChain { .. } => chains.push(s.chain.clone()),
+            Event::Log { prefix, .. } => logs.push(prefix.clone().unwrap_or_default()),
+            _ => {}
+        }
+    }
+    let decided_by = path
+        .deciding_step()
+        .filter(|s| !matches!(s.event, Event::ChainPolicy(_)))
+        .and_then(|s| Some(format!("{}#{}", s.chain, s.rule?)));
+    Forward {
+        accepted,
+        chains,
+        decided_by,
+        logs,
+        path,
     }
 }
