@@ -17,7 +17,9 @@
 //!   no re-read of the table; what it does not encode goes to `nft`); [`Recording`] keeps
 //!   them for tests;
 //! - [`interp`]: what the kernel does with a packet at a hook, given the tables (every
-//!   base chain in kernel order, NAT, numgen paths), for `sarasa trace` and the tests.
+//!   base chain in kernel order, NAT, numgen paths), for `sarasa trace` and the tests;
+//! - [`nftrace`]: the kernel's own trace of a real packet (`meta nftrace`), decoded, for
+//!   `sarasa trace --live` to set beside the interpreter's.
 
 mod backend;
 mod diff;
@@ -28,6 +30,7 @@ mod kernel;
 mod list;
 mod model;
 mod netlink;
+pub mod nftrace;
 mod nl;
 mod render;
 

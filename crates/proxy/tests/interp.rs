@@ -434,3 +434,39 @@ fn an_ip_match_beats_a_node_port_match_in_an_earlier_shard() {
         .collect();
     assert!(skipped.contains(&"nat-prerouting-nodeports"), "{skipped:?}");
 }
+
+#[test]
+fn ipv6_cluster_ip_reaches_its_endpoints_and_not_the_ipv4_ones() {
+    let mut s = svc("web", "10.96.0.10", vec![port("http", Protocol::Tcp, 80)]);
+    s.cluster_ips.push(ip("fd00:96::10"));
+    let v4 = slice(
+        "web",
+        "web-4",
+        &[("http", Protocol::Tcp, 8080)],
+        &[("10.244.1.5", "node-1")],
+    );
+    let v6 = slice(
+        "web",
+        "web-6",
+        &[("http", Protocol::Tcp, 8080)],
+        &[("fd00:244:1::5", "node-1"), ("fd00:244:2::5", "node-2")],
+    );
+    let st = build(&[s], &[v4, v6]);
+    let paths = run(
+        &st,
+        Hook::Prerouting,
+        &Packet::new(
+            ip("fd00:244:1::7"),
+            ip("fd00:96::10"),
+            L4Proto::Tcp,
+            40000,
+            80,
+        ),
+    );
+    assert_eq!(
+        targets(&paths),
+        eps(&[("fd00:244:1::5", 8080), ("fd00:244:2::5", 8080)])
+    );
+    let paths = run(&st, Hook::Prerouting, &from_pod("10.96.0.10", 80));
+    assert_eq!(targets(&paths), eps(&[("10.244.1.5", 8080)]));
+}

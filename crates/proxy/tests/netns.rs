@@ -9,13 +9,51 @@
 
 mod common;
 
+use std::net::IpAddr;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::flow::{through_node, NodeAddrs};
 use common::*;
 use sarasa_model::*;
-use sarasa_nft::{diff_kernel, Backend, Family, NftCli};
+use sarasa_nft::interp::{Env, HookVerdict, Packet};
+use sarasa_nft::{diff_kernel, Backend, Family, L4Proto, NftCli, RejectKind};
 use sarasa_proxy::*;
+
+/// The lab's node for the interpreter: its addresses, and masquerade's source per route.
+fn lab_node() -> NodeAddrs {
+    NodeAddrs {
+        local: ["10.244.1.1", "192.168.50.1", "fd00:244:1::1", "fd00:50::1"]
+            .map(ip)
+            .to_vec(),
+        sources: [
+            ("10.244.1.0/24", "10.244.1.1"),
+            ("0.0.0.0/0", "192.168.50.1"),
+            ("fd00:244:1::/64", "fd00:244:1::1"),
+            ("::/0", "fd00:50::1"),
+        ]
+        .map(|(net, src)| (net.parse().unwrap(), ip(src)))
+        .to_vec(),
+    }
+}
+
+/// The interpreter's account of a new TCP connection through the lab's node: for each path,
+/// its verdict, the pod DNAT chose and the source the endpoint sees.
+fn model(st: &ProxyState, from: &str, to: &str, port: u16) -> Vec<(HookVerdict, String, IpAddr)> {
+    let from_node = lab_node().is_local(ip(from));
+    let packet = Packet::new(ip(from), ip(to), L4Proto::Tcp, 40000, port);
+    through_node(st, &lab_node(), packet, from_node)
+        .into_iter()
+        .map(|f| {
+            let pod = match f.dnat.map(|d| d.0.to_string()).as_deref() {
+                Some("10.244.1.5") => "pod-a".to_string(),
+                Some("10.244.1.6") => "pod-b".to_string(),
+                other => format!("{other:?}"),
+            };
+            (f.verdict, pod, f.packet.saddr)
+        })
+        .collect()
+}
 
 /// Programs every table (main, then shards), diffing each against the kernel.
 fn program(nft: &mut NftCli, st: &ProxyState) {
@@ -274,10 +312,41 @@ fn cluster_ip_and_node_port_carry_real_connections() {
         seen.insert(lab.wait_get("client", "http://10.96.0.10/"));
     }
     assert_eq!(
-        seen.into_iter().collect::<Vec<_>>(),
+        seen.iter().collect::<Vec<_>>(),
         ["pod-a", "pod-b"],
         "spread over endpoints"
     );
+    // The interpreter names the same endpoints; an off-cluster client reaching a ClusterIP is
+    // masqueraded (it may be sent to another node), in the model as in conntrack.
+    let m = model(&st, "192.168.50.2", "10.96.0.10", 80);
+    let pods: std::collections::BTreeSet<String> = m.iter().map(|f| f.1.clone()).collect();
+    assert_eq!(pods, seen, "interpreter: {m:?}");
+    assert!(
+        m.iter()
+            .all(|f| f.0 == HookVerdict::Accept && f.2 == ip("10.244.1.1")),
+        "{m:?}"
+    );
+    let ct = lab.exec(
+        "node",
+        &[
+            "conntrack",
+            "-L",
+            "-p",
+            "tcp",
+            "--orig-src",
+            "192.168.50.2",
+            "--orig-dst",
+            "10.96.0.10",
+        ],
+    );
+    let ct = String::from_utf8_lossy(&ct.stdout);
+    assert!(
+        ct.contains(" dst=10.244.1.1 "),
+        "client not masqueraded: {ct}"
+    );
+    assert!(model(&st, "10.244.1.1", "10.96.0.10", 80)
+        .iter()
+        .all(|f| f.0 == HookVerdict::Accept && f.1.starts_with("pod-")));
     // From the node itself, and through the NodePort.
     assert!(lab
         .wait_get("node", "http://10.96.0.10/")
@@ -291,6 +360,12 @@ fn cluster_ip_and_node_port_carry_real_connections() {
     let err = lab.get("client", "http://10.96.0.11/").unwrap_err();
     // curl exit 7: could not connect (a TCP reset), within milliseconds.
     assert!(err.contains("(7)"), "{err}");
+    let m = model(&st, "192.168.50.2", "10.96.0.11", 80);
+    assert!(
+        m.iter()
+            .all(|f| f.0 == HookVerdict::Reject(RejectKind::TcpReset)),
+        "interpreter: {m:?}"
+    );
     assert!(t.elapsed() < Duration::from_secs(2));
 
     // The kernel holds exactly the model.
@@ -348,6 +423,11 @@ fn cluster_ip_and_node_port_carry_real_connections() {
         ct.contains("src=10.244.1.5 dst=10.244.1.1"),
         "hairpin not masqueraded: {ct}"
     );
+    assert_eq!(
+        model(&st, "10.244.1.5", "10.96.0.10", 80),
+        [(HookVerdict::Accept, "pod-a".to_string(), ip("10.244.1.1"))],
+        "interpreter: hairpin masqueraded"
+    );
 
     // Another pod → ClusterIP: never masqueraded, the endpoint sees the pod's address.
     assert_eq!(lab.wait_get("pod-b", "http://10.96.0.10/"), "pod-a");
@@ -369,6 +449,11 @@ fn cluster_ip_and_node_port_carry_real_connections() {
         ct.contains("src=10.244.1.5 dst=10.244.1.6"),
         "pod traffic masqueraded: {ct}"
     );
+    assert_eq!(
+        model(&st, "10.244.1.6", "10.96.0.10", 80),
+        [(HookVerdict::Accept, "pod-a".to_string(), ip("10.244.1.6"))],
+        "interpreter: pod traffic keeps its source"
+    );
 
     // External client → NodePort (Cluster policy): masqueraded to the node's address.
     lab.wait_get("client", "http://192.168.50.1:30080/");
@@ -389,6 +474,11 @@ fn cluster_ip_and_node_port_carry_real_connections() {
     assert!(
         ct.contains("src=10.244.1.5 dst=10.244.1.1"),
         "NodePort not masqueraded: {ct}"
+    );
+    assert_eq!(
+        model(&st, "192.168.50.2", "192.168.50.1", 30080),
+        [(HookVerdict::Accept, "pod-a".to_string(), ip("10.244.1.1"))],
+        "interpreter: NodePort masqueraded"
     );
 }
 
@@ -559,6 +649,13 @@ fn local_traffic_policy_and_source_ranges_on_real_packets() {
         ct.contains("src=10.244.1.5 dst=192.168.50.2"),
         "source not preserved: {ct}"
     );
+    for (to, port) in [("192.168.50.1", 30081), ("192.168.34.1", 80)] {
+        assert_eq!(
+            model(&st, "192.168.50.2", to, port),
+            [(HookVerdict::Accept, "pod-a".to_string(), ip("192.168.50.2"))],
+            "interpreter: {to}:{port}"
+        );
+    }
 
     // Source ranges that exclude the client: the LB IP drops it (NodePorts are not filtered).
     lb.load_balancer_source_ranges = vec!["203.0.113.0/24".parse().unwrap()];
@@ -576,6 +673,14 @@ fn local_traffic_policy_and_source_ranges_on_real_packets() {
         lab.wait_get("client", "http://192.168.50.1:30081/"),
         "pod-a"
     );
+    let refused = model(&st, "192.168.50.2", "192.168.34.1", 80);
+    assert!(
+        refused.iter().all(|f| f.0 == HookVerdict::Drop),
+        "interpreter: {refused:?}"
+    );
+    assert!(model(&st, "192.168.50.2", "192.168.50.1", 30081)
+        .iter()
+        .all(|f| f.0 == HookVerdict::Accept && f.1 == "pod-a"));
 }
 
 #[test]
@@ -823,6 +928,14 @@ fn ip_match_wins_over_node_port_across_shards() {
             lab.wait_get("client", &format!("http://10.244.1.1:{port}/")),
             "pod-b"
         );
+        // The interpreter takes the same ways.
+        for (to, pod) in [("192.168.50.1", "pod-a"), ("10.244.1.1", "pod-b")] {
+            let m = model(&st, "192.168.50.2", to, port);
+            assert!(
+                !m.is_empty() && m.iter().all(|f| f.0 == HookVerdict::Accept && f.1 == pod),
+                "interpreter: {to}:{port}: {m:?}"
+            );
+        }
     }
 
     // The externalIP Service keeps only a remote endpoint under Local policy: its match falls
@@ -838,4 +951,9 @@ fn ip_match_wins_over_node_port_across_shards() {
     let err = lab.get("client", "http://192.168.50.1:30091/").unwrap_err();
     assert!(err.contains("(28)"), "expected a timeout (dropped): {err}");
     assert_eq!(lab.wait_get("client", "http://10.244.1.1:30091/"), "pod-b");
+    let m = model(&st, "192.168.50.2", "192.168.50.1", 30091);
+    assert!(
+        m.iter().all(|f| f.0 == HookVerdict::Drop),
+        "interpreter: {m:?}"
+    );
 }

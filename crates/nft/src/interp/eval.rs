@@ -24,7 +24,8 @@ enum Operand {
 }
 
 impl Run<'_> {
-    /// Does `left op right` hold? May fork the path (numgen).
+    /// Does `left op right` hold? May fork the path (numgen). The result of the comparison
+    /// (without `op`) comes from `compare`.
     pub(crate) fn matches(
         &mut self,
         here: &Here<'_>,
@@ -61,7 +62,7 @@ impl Run<'_> {
                 let Some(l) = self.eval(here, at, left)? else {
                     return Ok(false);
                 };
-                self.compare(here, at, l, right)?
+                self.compare(here, at, l, op, right)?
             }
         };
         Ok(if op == CmpOp::Ne { !hit } else { hit })
@@ -89,6 +90,7 @@ impl Run<'_> {
         here: &Here<'_>,
         at: Option<(usize, &Rule)>,
         left: Operand,
+        op: CmpOp,
         right: &Expr,
     ) -> Result<bool, NftError> {
         let invalid = || {
@@ -122,7 +124,8 @@ impl Run<'_> {
             (Operand::Values(vs), Expr::Set(name)) => {
                 let key = Key(vs);
                 let hit = self.in_set(here.table, name, &key)?;
-                if hit {
+                // A step only where membership made the rule go on (not `!= @set`).
+                if hit && op == CmpOp::Eq {
                     self.step(
                         here,
                         at,

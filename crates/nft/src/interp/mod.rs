@@ -36,6 +36,6 @@ mod tests_expr;
 #[cfg(test)]
 mod tests_nat;
 
-pub use hook::{run_hook, MAX_PATHS};
+pub use hook::{run_hook, Ruleset, MAX_PATHS};
 pub use packet::{CtState, Env, Packet};
 pub use path::{Event, HookVerdict, Path, Step};

@@ -244,6 +244,20 @@ fn named_sets_exact_interval_and_concatenated() {
             Value::Port(443)
         ]),
     }));
+    // `!= @set` that fails records no membership step.
+    let mut neg = t.clone();
+    neg.add_chain(
+        filter("fwd", Hook::Forward, 0, Policy::Drop).rule(
+            Rule::new()
+                .ne(tuple(), Expr::Set("svc".into()))
+                .verdict(Verdict::Accept),
+        ),
+    );
+    let path = one(&[&neg], Hook::Forward, &p);
+    assert_eq!(path.verdict, HookVerdict::Drop);
+    assert!(!events(&path)
+        .iter()
+        .any(|e| matches!(e, Event::SetMatch { .. })));
     // An unknown set is an error.
     let bad = table(
         "t",

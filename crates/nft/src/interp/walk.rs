@@ -211,7 +211,9 @@ impl Run<'_> {
                     }
                     let picked = self.choices.choose(n);
                     self.step(here, at, Event::Numgen { modulus: n, picked });
-                    let v = targets[picked as usize].clone();
+                    let v = targets.get(picked as usize).cloned().ok_or_else(|| {
+                        NftError::Invalid(format!("numgen picked {picked} of {n}"))
+                    })?;
                     self.step(here, at, Event::Verdict(v.clone()));
                     return Ok(Some(RuleEnd::Verdict(v)));
                 }

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use sarasa_model::*;
 use sarasa_proxy::*;
 
+pub mod flow;
+
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
