@@ -14,15 +14,15 @@ use crate::config::{AgentConfig, Backend};
 use crate::datapath::{NodeDatapath, Uplink};
 use crate::error::{Error, Result};
 use crate::health::{self, Metrics};
-use sarasa_model::MacAddr;
 use crate::netns::NetnsTarget;
 use crate::plan::{compile, LocalNode, NodePlan, PlanError};
 use crate::policy::PolicyEnforcer;
-use crate::service_objects::ServiceDelta;
 use crate::services::ServiceProxy;
-use crate::state::ANNOTATION_VTEP_MAC;
-use crate::watch::{self, Shared, Snapshot};
 use crate::{cni_config, lease, node};
+use sarasa_cluster::service_objects::ServiceDelta;
+use sarasa_cluster::state::ANNOTATION_VTEP_MAC;
+use sarasa_cluster::watch::{self, Shared, Snapshot};
+use sarasa_model::MacAddr;
 
 /// Coalesces bursts of watch events into one reconcile. Short: it adds directly to every
 /// change-to-programmed latency, and events arriving while a reconcile runs are picked up by

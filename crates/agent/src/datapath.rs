@@ -24,12 +24,12 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
 use crate::diff::{diff, FabricOp};
 use crate::error::{Error, Result};
-use sarasa_model::MacAddr;
 use crate::masquerade;
 use crate::netns::{self, NetnsTarget};
 use crate::plan::{
     Fabric, FdbEntry, Neighbour, NodePlan, Route, RouteDev, VxlanDevice, VXLAN_DEVICE,
 };
+use sarasa_model::MacAddr;
 
 /// `proto 83` marks routes installed by sarasa (see /etc/iproute2/rt_protos for the space).
 pub const ROUTE_PROTOCOL: u8 = 83;

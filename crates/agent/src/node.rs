@@ -14,8 +14,10 @@ use serde_json::json;
 
 use crate::config::Backend;
 use crate::error::{Error, Result};
+use sarasa_cluster::state::{
+    ANNOTATION_BACKEND, ANNOTATION_PUBLIC_IP, ANNOTATION_VTEP_MAC, READY_REASON,
+};
 use sarasa_model::MacAddr;
-use crate::state::{ANNOTATION_BACKEND, ANNOTATION_PUBLIC_IP, ANNOTATION_VTEP_MAC, READY_REASON};
 
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::config::Backend;
-use sarasa_model::MacAddr;
 use crate::state::ClusterState;
+use sarasa_model::MacAddr;
 
 /// The VXLAN device name (flannel's `flannel.1`).
 pub const VXLAN_DEVICE: &str = "sarasa.1";

@@ -25,8 +25,8 @@ use sarasa_policy::{
 
 use crate::error::{Error, Result};
 use crate::netns::NetnsTarget;
-use crate::objects::{changes, Change, Converted};
-use crate::state::ClusterState;
+use sarasa_cluster::objects::{changes, Change, Converted};
+use sarasa_cluster::ClusterState;
 
 /// What one sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

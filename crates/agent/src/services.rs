@@ -31,8 +31,8 @@ use sarasa_proxy::{ProxyConfig, ProxyState, StaleUdp, Update};
 use crate::error::{Error, Result};
 use crate::healthcheck::HealthChecks;
 use crate::netns::NetnsTarget;
-use crate::service_objects::ServiceDelta;
-use crate::watch::Shared;
+use sarasa_cluster::service_objects::ServiceDelta;
+use sarasa_cluster::watch::Shared;
 
 /// Shard tables beyond the configured count that a previous configuration may have left.
 const MAX_SHARDS: usize = 64;
@@ -122,7 +122,7 @@ fn load(proxy: &mut ProxyState, all: ServiceDelta) {
 /// The object of a delta item, if present and converted (a conversion error is logged).
 fn converted<T>(
     kind: &'static str,
-    (key, item): crate::service_objects::DeltaItem<T>,
+    (key, item): sarasa_cluster::service_objects::DeltaItem<T>,
 ) -> Option<std::sync::Arc<T>> {
     match item? {
         Ok(o) => Some(o),
@@ -355,7 +355,7 @@ pub fn proxy_config(config: &crate::AgentConfig) -> ProxyConfig {
 
 /// This node as the proxy sees it: NodePorts answer on its underlay address (and its
 /// InternalIP when that differs); endpoints whose `nodeName` is `name` are local.
-pub fn proxy_node(name: &str, underlay: IpAddr, me: &crate::state::NodeInfo) -> NodeInfo {
+pub fn proxy_node(name: &str, underlay: IpAddr, me: &sarasa_cluster::NodeInfo) -> NodeInfo {
     let mut addresses = vec![underlay];
     addresses.extend(me.internal_ip.filter(|ip| *ip != underlay));
     NodeInfo {

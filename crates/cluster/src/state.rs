@@ -16,8 +16,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
-use sarasa_model::MacAddr;
 use crate::objects::{self, apply_converted, Converted};
+use sarasa_model::MacAddr;
 
 pub const ANNOTATION_VTEP_MAC: &str = "sarasa.io/vtep-mac";
 pub const ANNOTATION_PUBLIC_IP: &str = "sarasa.io/public-ip";
