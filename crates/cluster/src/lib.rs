@@ -3,12 +3,20 @@
 //!
 //! Watchers ([`watch`]) fold each watch event into small per-kind projections ([`state`],
 //! [`objects`]): only the fields the datapath compilers use, converted once into their domain
-//! types when the event arrives. Services and EndpointSlices are kept apart and journaled
-//! ([`service_objects`]): a reconcile takes only what changed.
+//! types when the event arrives, kept in a [`store::ProjectedStore`]. The kinds the compilers
+//! consume are journaled ([`service_objects`], [`policy_objects`]): a reconcile takes a
+//! [`Delta`] of what changed and feeds it to a [`Consumer`] (the service proxy, the policy
+//! compiler), handing back what it could not program.
 
+pub mod journal;
 pub mod objects;
+pub mod policy_objects;
 pub mod service_objects;
 pub mod state;
+pub mod store;
 pub mod watch;
 
+pub use journal::{Consumer, Converted, Delta, DeltaItem, Fed, Rejected};
+pub use policy_objects::{build_policy_state, PolicyDelta};
+pub use service_objects::ServiceDelta;
 pub use state::{ClusterState, NodeInfo, PodInfo};

@@ -1,14 +1,12 @@
 //! Projections of the objects the service proxy and the policy compiler consume: each object
 //! converted once, when its watch event arrives, into the compiler's domain type. A conversion
-//! error is kept (not dropped) so the reconcile loop can log it and leave the object out while
-//! every other object keeps being programmed.
+//! error is kept (not dropped) so the consumer can report it and leave the object out while
+//! every other object keeps being programmed. Values sit behind an [`Arc`]: a compiler's state,
+//! a journal's delta and a [`crate::ClusterView`] share them.
 //!
-//! Values sit behind an [`Arc`] so that the per-reconcile snapshot of [`ClusterState`] copies
-//! pointers, and a change between two snapshots is found by pointer comparison first.
-//!
-//! [`ClusterState`]: crate::state::ClusterState
+//! Which pods NetworkPolicy applies to is decided here, once ([`is_policy_pod`]), so the
+//! enforcer and every CLI view build the same pod set.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -17,47 +15,65 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use crate::state::{parse_rv, Applied, ProjectedStore};
+use crate::journal::Converted;
+use crate::store::{parse_rv, Applied, ProjectedStore};
 
-/// One converted object, or why it could not be converted.
-pub type Converted<T> = Result<Arc<T>, String>;
+/// The kind names deltas and rejections carry.
+pub const SERVICE: &str = "Service";
+pub const ENDPOINT_SLICE: &str = "EndpointSlice";
+pub const NETWORK_POLICY: &str = "NetworkPolicy";
+pub const NAMESPACE: &str = "Namespace";
+pub const POD: &str = "Pod";
+pub const NODE: &str = "Node";
 
 pub fn service(svc: &Service) -> Converted<sarasa_model::Service> {
     sarasa_model::Service::try_from(svc)
         .map(Arc::new)
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("field {}: {}", e.field, e.message))
 }
 
 pub fn endpoint_slice(slice: &EndpointSlice) -> Converted<sarasa_model::EndpointSlice> {
     sarasa_model::EndpointSlice::try_from(slice)
         .map(Arc::new)
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("field {}: {}", e.field, e.message))
 }
 
 pub fn network_policy(np: &NetworkPolicy) -> Converted<sarasa_policy::NetworkPolicy> {
-    let name = format!(
-        "NetworkPolicy {}/{}",
-        np.metadata.namespace.as_deref().unwrap_or_default(),
-        np.metadata.name.as_deref().unwrap_or_default()
-    );
     sarasa_policy::NetworkPolicy::try_from(np)
         .map(Arc::new)
-        .map_err(|e| format!("{name}: {e}"))
+        .map_err(|e| e.to_string())
 }
 
 pub fn namespace(ns: &Namespace) -> Converted<sarasa_policy::PolicyNamespace> {
     Ok(Arc::new(sarasa_policy::PolicyNamespace::from(ns)))
 }
 
-pub fn pod(pod: &Pod) -> Converted<sarasa_policy::PolicyPod> {
-    let name = format!(
-        "Pod {}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.name.as_deref().unwrap_or_default()
+/// Whether NetworkPolicy applies to `pod`, the one rule the enforcer and the CLI share:
+/// host-network pods are not policy pods (their address is their node's, which policy does not
+/// police), nor are pods that have finished (`Succeeded`/`Failed`: their address is released
+/// and may already belong to another pod). Pending pods with an address (init containers) and
+/// terminating ones (still running) are.
+pub fn is_policy_pod(pod: &Pod) -> bool {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let finished = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
     );
-    sarasa_policy::PolicyPod::try_from(pod)
-        .map(Arc::new)
-        .map_err(|e| format!("{name}: {e}"))
+    !host_network && !finished
+}
+
+/// The policy projection of a pod (labels, addresses, container ports), or `None` when policy
+/// does not apply to it ([`is_policy_pod`]).
+pub fn policy_pod(pod: &Pod) -> Option<Converted<sarasa_policy::PolicyPod>> {
+    is_policy_pod(pod).then(|| {
+        sarasa_policy::PolicyPod::try_from(pod)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// `namespace/name` (or `name` for cluster-scoped kinds): the key of every store.
@@ -74,108 +90,50 @@ pub fn apply_converted<K: Resource, T: PartialEq>(
     event: watcher::Event<K>,
     convert: fn(&K) -> Converted<T>,
 ) -> Applied {
-    store.apply(event, key_of, convert, |o| {
+    apply_projected(store, event, |o| Some(convert(o)))
+}
+
+/// Folds one watcher event into a store of converted objects, leaving out the objects
+/// `project` maps to `None`.
+pub fn apply_projected<K: Resource, T: PartialEq>(
+    store: &mut ProjectedStore<Converted<T>>,
+    event: watcher::Event<K>,
+    project: impl Fn(&K) -> Option<Converted<T>>,
+) -> Applied {
+    store.apply(event, key_of, project, |o| {
         parse_rv(o.meta().resource_version.as_deref())
     })
-}
-
-/// How one keyed item differs between two snapshots.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change<'a, T> {
-    /// New or changed (converted successfully).
-    Upsert(&'a str, &'a Arc<T>),
-    /// Gone, or now failing conversion (the previous version is withdrawn).
-    Delete(&'a str, &'a Arc<T>),
-    /// Newly failing conversion: report it.
-    Invalid(&'a str, &'a str),
-}
-
-fn same<T: PartialEq>(a: &Converted<T>, b: &Converted<T>) -> bool {
-    match (a, b) {
-        (Ok(x), Ok(y)) => Arc::ptr_eq(x, y) || x == y,
-        (Err(x), Err(y)) => x == y,
-        _ => false,
-    }
-}
-
-/// The changes from `old` to `new` (both sorted maps: one merge pass, pointer comparisons).
-pub fn changes<'a, T: PartialEq>(
-    old: &'a BTreeMap<String, Converted<T>>,
-    new: &'a BTreeMap<String, Converted<T>>,
-) -> Vec<Change<'a, T>> {
-    let mut out = Vec::new();
-    let mut o = old.iter().peekable();
-    let mut n = new.iter().peekable();
-    loop {
-        let ord = match (o.peek(), n.peek()) {
-            (None, None) => break,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some((ok, _)), Some((nk, _))) => ok.cmp(nk),
-        };
-        match ord {
-            std::cmp::Ordering::Less => {
-                if let Some((k, Ok(v))) = o.next() {
-                    out.push(Change::Delete(k, v));
-                }
-            }
-            std::cmp::Ordering::Greater => {
-                if let Some((k, v)) = n.next() {
-                    match v {
-                        Ok(v) => out.push(Change::Upsert(k, v)),
-                        Err(e) => out.push(Change::Invalid(k, e)),
-                    }
-                }
-            }
-            std::cmp::Ordering::Equal => {
-                if let (Some((k, ov)), Some((_, nv))) = (o.next(), n.next()) {
-                    if same(ov, nv) {
-                        continue;
-                    }
-                    match (ov, nv) {
-                        (_, Ok(v)) => out.push(Change::Upsert(k, v)),
-                        (Ok(prev), Err(e)) => {
-                            out.push(Change::Delete(k, prev));
-                            out.push(Change::Invalid(k, e));
-                        }
-                        (Err(_), Err(e)) => out.push(Change::Invalid(k, e)),
-                    }
-                }
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn map(items: &[(&str, Result<u32, &str>)]) -> BTreeMap<String, Converted<u32>> {
-        items
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.map(Arc::new).map_err(|e| e.to_string())))
-            .collect()
+    fn pod(spec: serde_json::Value, phase: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "x", "name": "a"},
+            "spec": spec,
+            "status": {"phase": phase, "podIPs": [{"ip": "10.244.1.2"}]}
+        }))
+        .unwrap()
     }
 
     #[test]
-    fn changes_are_found_in_one_pass() {
-        let old = map(&[("a", Ok(1)), ("b", Ok(2)), ("c", Ok(3)), ("d", Err("bad"))]);
-        let new = map(&[
-            ("b", Ok(2)),
-            ("c", Err("now bad")),
-            ("d", Ok(4)),
-            ("e", Ok(5)),
-        ]);
-        let got: Vec<String> = changes(&old, &new)
-            .iter()
-            .map(|c| match c {
-                Change::Upsert(k, v) => format!("+{k}={v}"),
-                Change::Delete(k, v) => format!("-{k}={v}"),
-                Change::Invalid(k, e) => format!("!{k}:{e}"),
-            })
-            .collect();
-        assert_eq!(got, ["-a=1", "-c=3", "!c:now bad", "+d=4", "+e=5"]);
-        assert!(changes(&new, &new).is_empty());
+    fn policy_pods_exclude_host_network_and_finished_pods() {
+        let containers = json!({"containers": [{"name": "c"}]});
+        let host = json!({"hostNetwork": true, "containers": [{"name": "c"}]});
+        assert!(is_policy_pod(&pod(containers.clone(), "Running")));
+        assert!(is_policy_pod(&pod(containers.clone(), "Pending")));
+        assert!(!is_policy_pod(&pod(host.clone(), "Running")));
+        assert!(!is_policy_pod(&pod(containers.clone(), "Succeeded")));
+        assert!(!is_policy_pod(&pod(containers.clone(), "Failed")));
+        assert!(policy_pod(&pod(host, "Running")).is_none());
+        let p = policy_pod(&pod(containers, "Running")).unwrap().unwrap();
+        assert_eq!(p.ips, ["10.244.1.2".parse::<std::net::IpAddr>().unwrap()]);
+        // A conversion error is kept, with the field that failed.
+        let bad = json!({"containers": [{"name": "c", "ports": [{"containerPort": 0}]}]});
+        let e = policy_pod(&pod(bad, "Running")).unwrap().unwrap_err();
+        assert!(e.contains("containerPort"), "{e}");
     }
 }
