@@ -17,11 +17,11 @@ use crate::health::{self, Metrics};
 use crate::netns::NetnsTarget;
 use crate::plan::{compile, LocalNode, NodePlan, PlanError};
 use crate::policy::PolicyEnforcer;
-use crate::service_objects::ServiceDelta;
 use crate::services::ServiceProxy;
-use crate::state::ANNOTATION_VTEP_MAC;
-use crate::watch::{self, Shared, Snapshot};
 use crate::{cni_config, lease, node};
+use sarasa_cluster::state::ANNOTATION_VTEP_MAC;
+use sarasa_cluster::watch::{self, Shared, Snapshot};
+use sarasa_cluster::{PolicyDelta, ServiceDelta};
 use sarasa_model::MacAddr;
 
 /// Coalesces bursts of watch events into one reconcile. Short: it adds directly to every
@@ -277,12 +277,19 @@ impl Reconciler {
 
     async fn reconcile_once(&mut self, forced: bool) -> Result<()> {
         let mut snapshot = self.shared.snapshot(self.services.needs_full());
-        let mut delta = Some(std::mem::take(&mut snapshot.services));
-        let result = self.reconcile_snapshot(forced, &snapshot, &mut delta).await;
-        // Service changes not handed to the proxy (an early return or an error before it) are
-        // journaled again, not lost.
-        if let Some(d) = delta {
+        let mut services = Some(std::mem::take(&mut snapshot.services));
+        let mut policy = Some(std::mem::take(&mut snapshot.policy));
+        let result = self
+            .reconcile_snapshot(forced, &snapshot, &mut services, &mut policy)
+            .await;
+        // Changes not handed to their compiler (an early return or an error before it) are
+        // journaled again, not lost. Without policy enforcement nothing consumes the policy
+        // changes.
+        if let Some(d) = services {
             self.shared.requeue(&d);
+        }
+        if let (Some(d), Some(_)) = (policy, &self.policy) {
+            self.shared.requeue_policy(&d);
         }
         result
     }
@@ -291,7 +298,8 @@ impl Reconciler {
         &mut self,
         forced: bool,
         snapshot: &Snapshot,
-        delta: &mut Option<ServiceDelta>,
+        services: &mut Option<ServiceDelta>,
+        policy_delta: &mut Option<PolicyDelta>,
     ) -> Result<()> {
         if !snapshot.synced() {
             return Ok(());
@@ -377,11 +385,12 @@ impl Reconciler {
         let endpoints = snapshot.endpoint_count;
         let svc = self
             .services
-            .sync(&self.shared, delta.take().unwrap_or_default(), node_info)
+            .sync(&self.shared, services.take().unwrap_or_default(), node_info)
             .await?;
         crate::services::record(&self.metrics, &svc, endpoints);
         if let Some(policy) = self.policy.as_mut() {
-            let report = policy.sync(state).await?;
+            let delta = policy_delta.take().unwrap_or_default();
+            let report = policy.sync(&self.shared, delta).await?;
             crate::policy::record(&self.metrics, &report);
         }
 

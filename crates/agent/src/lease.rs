@@ -10,7 +10,7 @@ use kube::Api;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::state::ANNOTATION_OBSERVED_RV;
+use sarasa_cluster::state::ANNOTATION_OBSERVED_RV;
 
 pub const LEASE_NAMESPACE: &str = "sarasa-system";
 pub const LEASE_DURATION_SECONDS: i32 = 15;

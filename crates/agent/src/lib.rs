@@ -1,9 +1,11 @@
 //! The node agent: watch cluster state, program the node's datapath.
 //!
-//! Flow: watchers (`watch`) keep a [`ClusterState`] of small projections (and the Services and
-//! EndpointSlices apart, journaled: `service_objects`); a debounced reconcile
-//! loop (`agent`) compiles it into a [`NodePlan`] (`plan`, pure) and applies it by diff
-//! (`datapath` over rtnetlink, `masquerade` over `nft`), writes the CNI config (`cni_config`),
+//! Flow: the cluster view's watchers ([`sarasa_cluster::watch`]) keep a
+//! [`sarasa_cluster::ClusterState`] of small projections and journal the objects the compilers
+//! consume; a debounced reconcile loop (`agent`) compiles it into a [`NodePlan`] (`plan`,
+//! pure) and applies it by diff (`datapath` over rtnetlink, `masquerade` over `nft`), feeds the
+//! journaled changes to the service proxy (`services`) and the policy enforcer (`policy`),
+//! writes the CNI config (`cni_config`),
 //! and reports readiness (`node`: NetworkUnavailable=False, `lease`: observed resourceVersion,
 //! `health`: /healthz and /metrics).
 //!
@@ -41,16 +43,11 @@ pub mod masquerade;
 pub mod netns;
 pub mod nftables;
 pub mod node;
-pub mod objects;
 pub mod plan;
 pub mod policy;
-pub mod service_objects;
 pub mod services;
-pub mod state;
-pub mod watch;
 
 pub use agent::{run, start, AgentHandle};
 pub use config::{AgentConfig, Backend, CniMode};
 pub use error::{Error, Result};
 pub use plan::NodePlan;
-pub use state::ClusterState;

@@ -14,7 +14,9 @@ use serde_json::json;
 
 use crate::config::Backend;
 use crate::error::{Error, Result};
-use crate::state::{ANNOTATION_BACKEND, ANNOTATION_PUBLIC_IP, ANNOTATION_VTEP_MAC, READY_REASON};
+use sarasa_cluster::state::{
+    ANNOTATION_BACKEND, ANNOTATION_PUBLIC_IP, ANNOTATION_VTEP_MAC, READY_REASON,
+};
 use sarasa_model::MacAddr;
 
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";

@@ -7,7 +7,7 @@ pub use sarasa_plan::{
     PlanError, Route, RouteDev, VxlanDevice, NODE_BRIDGE, VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI,
 };
 
-use crate::state::ClusterState;
+use sarasa_cluster::ClusterState;
 
 /// Every node of `state` as the fabric sees it.
 pub fn peers(state: &ClusterState) -> Vec<PeerNode> {
@@ -32,8 +32,8 @@ pub fn compile(state: &ClusterState, local: &LocalNode) -> Result<NodePlan, Plan
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::state::NodeInfo;
     use kube::runtime::watcher;
+    use sarasa_cluster::state::NodeInfo;
     use sarasa_model::{Backend, MacAddr};
 
     pub(crate) fn mac(last: u8) -> MacAddr {
@@ -49,11 +49,14 @@ pub(crate) mod tests {
             n.metadata.name = Some(name.to_string());
             let mut ann = std::collections::BTreeMap::new();
             ann.insert(
-                crate::state::ANNOTATION_PUBLIC_IP.to_string(),
+                sarasa_cluster::state::ANNOTATION_PUBLIC_IP.to_string(),
                 ip.to_string(),
             );
             if let Some(m) = vtep {
-                ann.insert(crate::state::ANNOTATION_VTEP_MAC.to_string(), m.to_string());
+                ann.insert(
+                    sarasa_cluster::state::ANNOTATION_VTEP_MAC.to_string(),
+                    m.to_string(),
+                );
             }
             n.metadata.annotations = Some(ann);
             n.spec = Some(k8s_openapi::api::core::v1::NodeSpec {

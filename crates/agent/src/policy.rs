@@ -6,27 +6,27 @@
 //! pod addresses).
 //!
 //! As for services: the first sync (and any after a failure) diffs the whole table against the
-//! kernel, never flushing it; later syncs send one transaction for all changed objects. An
-//! invalid NetworkPolicy is logged and left out; the others keep being enforced.
+//! kernel, never flushing it; later syncs feed the changes journaled since the previous one
+//! ([`PolicyDelta`], through the cluster view's `Consumer` interface) to the compiler and send
+//! one transaction for all of them. An invalid NetworkPolicy is logged and left out; the others
+//! keep being enforced. Which pods are policed, and each node's addresses, follow the cluster
+//! view's rule ([`sarasa_cluster::policy_objects`]), the one `sarasa policy matrix` uses.
 //!
 //! The compiler's [`PolicyState`] is published (copied on change) for the drop-log reader
 //! ([`crate::droplog`]) which names pods and policies of logged drops.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sarasa_cluster::objects::{NETWORK_POLICY, POD};
+use sarasa_cluster::watch::Shared;
+use sarasa_cluster::{build_policy_state, Fed, PolicyDelta};
 use sarasa_nft::{Family, NetlinkBackend, Transaction};
-use sarasa_policy::{
-    CompileOptions, NetworkPolicy, PodKey, PolicyCompiler, PolicyNamespace, PolicyPod, PolicyState,
-    TABLE,
-};
+use sarasa_policy::{CompileOptions, PolicyCompiler, PolicyState, TABLE};
 
 use crate::error::{Error, Result};
 use crate::netns::NetnsTarget;
-use crate::objects::{changes, Change, Converted};
-use crate::state::ClusterState;
 
 /// What one sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct PolicySyncReport {
     pub ops: usize,
     /// Policies enforced (valid ones).
     pub policies: usize,
-    /// Policies left out because they are invalid.
+    /// Policies this sync left out because they are invalid.
     pub invalid: usize,
     pub duration: Duration,
 }
@@ -49,12 +49,9 @@ pub struct PolicyEnforcer {
     target: NetnsTarget,
     opts: CompileOptions,
     compiler: Option<PolicyCompiler>,
-    pods: BTreeMap<String, Converted<PolicyPod>>,
-    namespaces: BTreeMap<String, Converted<PolicyNamespace>>,
-    policies: BTreeMap<String, Converted<NetworkPolicy>>,
-    nodes: BTreeMap<String, Vec<IpAddr>>,
     netlink: Option<NetlinkBackend>,
     shared: SharedPolicyState,
+    /// The next sync must rebuild from every object and reconcile the table with the kernel.
     dirty: bool,
 }
 
@@ -64,20 +61,24 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| Error::Config(format!("blocking task failed: {e}")))
 }
 
-/// Every node's addresses (underlay and InternalIP): traffic between a pod and its node is
-/// allowed, as Kubernetes documents.
-fn node_addresses(state: &ClusterState) -> BTreeMap<String, Vec<IpAddr>> {
-    state
-        .nodes
-        .items()
-        .iter()
-        .map(|(name, n)| {
-            let mut a: Vec<IpAddr> = n.public_ip.into_iter().chain(n.internal_ip).collect();
-            a.sort();
-            a.dedup();
-            (name.clone(), a)
-        })
-        .collect()
+/// IPv6 is policed as soon as any pod has an IPv6 address (a family not compiled is not
+/// policed at all); switching means a full rebuild.
+fn any_ipv6(state: &PolicyState) -> bool {
+    state.pods().any(|p| p.ips.iter().any(IpAddr::is_ipv6))
+}
+
+/// Logs what a sync left out; returns the number of NetworkPolicies among it.
+fn log_rejected(fed: &Fed) -> usize {
+    for r in &fed.rejected {
+        match r.kind {
+            NETWORK_POLICY => {
+                tracing::warn!(networkpolicy = %r.key, error = %r.reason, "invalid NetworkPolicy not enforced")
+            }
+            POD => tracing::warn!(pod = %r.key, error = %r.reason, "pod left out of policy"),
+            kind => tracing::warn!(kind, object = %r.key, error = %r.reason, "left out of policy"),
+        }
+    }
+    fed.rejected_of(NETWORK_POLICY).count()
 }
 
 impl PolicyEnforcer {
@@ -91,10 +92,6 @@ impl PolicyEnforcer {
                 ..CompileOptions::default()
             },
             compiler: None,
-            pods: BTreeMap::new(),
-            namespaces: BTreeMap::new(),
-            policies: BTreeMap::new(),
-            nodes: BTreeMap::new(),
             netlink: None,
             shared: Arc::new(Mutex::new(PolicyState::new())),
             dirty: true,
@@ -110,53 +107,54 @@ impl PolicyEnforcer {
         self.shared.clone()
     }
 
-    /// Programs the policies of `state` for this node's pods.
-    pub async fn sync(&mut self, state: &ClusterState) -> Result<PolicySyncReport> {
+    /// The next sync rebuilds from every object (first sync, after a failure).
+    pub fn needs_full(&self) -> bool {
+        self.dirty || self.compiler.is_none()
+    }
+
+    /// Programs `delta` (the policy inputs changed since the last sync) for this node's pods;
+    /// rebuilds from every object in `cluster` when a full sync is due.
+    pub async fn sync(&mut self, cluster: &Shared, delta: PolicyDelta) -> Result<PolicySyncReport> {
         let started = Instant::now();
         let mut report = PolicySyncReport::default();
-        let new_pods = state.policy_pods.items();
-        let new_namespaces = state.namespaces.items();
-        let new_policies = state.network_policies.items();
-        let new_nodes = node_addresses(state);
-        // IPv6 is policed as soon as any pod has an IPv6 address (a family not compiled is
-        // not policed at all); switching means a full rebuild.
-        let ipv6 = new_pods
-            .values()
-            .filter_map(|p| p.as_ref().ok())
-            .any(|p| p.ips.iter().any(IpAddr::is_ipv6));
         let mut changed = false;
+        let mut delta = Some(delta);
 
-        if self.dirty || ipv6 != self.opts.ipv6 {
+        if let (false, Some(pc)) = (self.dirty, self.compiler.as_mut()) {
+            let pods_changed = delta.as_ref().is_some_and(|d| !d.pods.is_empty());
+            let fed = delta.take().unwrap_or_default().feed(pc);
+            report.changed_objects = fed.changed();
+            report.invalid = log_rejected(&fed);
+            if pods_changed && any_ipv6(pc.state()) != self.opts.ipv6 {
+                // A family appeared or went: compile both anew (below).
+                self.dirty = true;
+            } else {
+                let tx = pc.take_transaction();
+                report.ops = tx.commands.len();
+                if let Err(e) = self.apply(tx).await {
+                    self.dirty = true;
+                    return Err(e);
+                }
+                changed = report.changed_objects > 0;
+            }
+        }
+
+        if self.needs_full() {
+            // Every object (the partial delta, fed or not, is subsumed by them); if this fails,
+            // `dirty` stays set.
+            let all = match delta.take() {
+                Some(d) if d.complete() => d,
+                _ => cluster.all_policy(),
+            };
             if self.compiler.is_none() {
                 ensure_bridge_netfilter(&self.target).await;
             }
-            self.opts.ipv6 = ipv6;
-            let mut ps = PolicyState::new();
-            for ns in new_namespaces.values().filter_map(|n| n.as_ref().ok()) {
-                ps.apply_namespace(PolicyNamespace::clone(ns));
-            }
-            for (key, pod) in new_pods {
-                match pod {
-                    Ok(p) => ps.apply_pod(PolicyPod::clone(p)),
-                    Err(e) => tracing::warn!(pod = %key, error = %e, "pod left out of policy"),
-                }
-            }
-            for (name, addrs) in &new_nodes {
-                ps.apply_node(name.clone(), addrs.clone());
-            }
-            for (key, np) in new_policies {
-                let r = match np {
-                    Ok(np) => ps
-                        .apply_policy(NetworkPolicy::clone(np))
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.clone()),
-                };
-                if let Err(e) = r {
-                    report.invalid += 1;
-                    tracing::warn!(networkpolicy = %key, error = %e, "invalid NetworkPolicy not enforced");
-                }
-            }
             self.compiler = None;
+            self.dirty = true;
+            let (ps, fed) = build_policy_state(all);
+            report.changed_objects = fed.changed();
+            report.invalid = log_rejected(&fed);
+            self.opts.ipv6 = any_ipv6(&ps);
             let compiler = PolicyCompiler::new(ps, self.opts.clone());
             let desired = compiler.table().clone();
             let target = self.target.clone();
@@ -176,70 +174,11 @@ impl PolicyEnforcer {
             })?;
             report.full = true;
             report.ops = tx.commands.len();
-            report.changed_objects = new_pods.len() + new_namespaces.len() + new_policies.len();
             self.compiler = Some(compiler);
             self.dirty = false;
             changed = true;
-        } else if let Some(pc) = self.compiler.as_mut() {
-            // Namespaces and nodes first, pods next, policies last: a policy's peers resolve
-            // against the newest pods and labels.
-            for c in changes(&self.namespaces, new_namespaces) {
-                report.changed_objects += 1;
-                match c {
-                    Change::Upsert(_, ns) => pc.apply_namespace(PolicyNamespace::clone(ns)),
-                    Change::Delete(_, ns) => pc.delete_namespace(&ns.name),
-                    Change::Invalid(..) => {}
-                }
-            }
-            for (name, addrs) in &new_nodes {
-                if self.nodes.get(name) != Some(addrs) {
-                    report.changed_objects += 1;
-                    pc.apply_node(name, addrs.clone());
-                }
-            }
-            for name in self.nodes.keys().filter(|n| !new_nodes.contains_key(*n)) {
-                report.changed_objects += 1;
-                pc.delete_node(name);
-            }
-            for c in changes(&self.pods, new_pods) {
-                report.changed_objects += 1;
-                match c {
-                    Change::Upsert(_, p) => pc.apply_pod(PolicyPod::clone(p)),
-                    Change::Delete(_, p) => pc.delete_pod(&PodKey::new(&p.namespace, &p.name)),
-                    Change::Invalid(k, e) => {
-                        tracing::warn!(pod = %k, error = %e, "pod left out of policy")
-                    }
-                }
-            }
-            for c in changes(&self.policies, new_policies) {
-                report.changed_objects += 1;
-                match c {
-                    Change::Upsert(k, np) => {
-                        if let Err(e) = pc.apply_policy(NetworkPolicy::clone(np)) {
-                            // The previous version (if any) is withdrawn: an object the API
-                            // holds in a form we cannot enforce must not keep old rules.
-                            pc.delete_policy(&np.key());
-                            tracing::warn!(networkpolicy = %k, error = %e, "invalid NetworkPolicy not enforced");
-                        }
-                    }
-                    Change::Delete(_, np) => pc.delete_policy(&np.key()),
-                    Change::Invalid(k, e) => {
-                        tracing::warn!(networkpolicy = %k, error = %e, "invalid NetworkPolicy not enforced")
-                    }
-                }
-            }
-            let tx = pc.take_transaction();
-            report.ops = tx.commands.len();
-            if let Err(e) = self.apply(tx).await {
-                self.dirty = true;
-                return Err(e);
-            }
-            changed = report.changed_objects > 0;
         }
-        self.pods = new_pods.clone();
-        self.namespaces = new_namespaces.clone();
-        self.policies = new_policies.clone();
-        self.nodes = new_nodes;
+
         if let Some(pc) = &self.compiler {
             report.policies = pc.state().policies().count();
             if changed {

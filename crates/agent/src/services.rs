@@ -8,7 +8,8 @@
 //!   restarted agent changes nothing that is already right and never flushes a table
 //!   (established connections keep their conntrack entries and DNAT).
 //! - Afterwards each reconcile gets only the objects that changed ([`ServiceDelta`], from the
-//!   watch journal) and sends the per-Service transactions of all of them, across tables, as one
+//!   watch journal), fed to the proxy compiler through the cluster view's
+//!   [`Consumer`] interface, and sends the per-Service transactions of all of them, across tables, as one
 //!   atomic netlink batch.
 //! - Then stale UDP conntrack entries are deleted ([`crate::conntrack`]) and health-check node
 //!   ports updated ([`crate::healthcheck`]).
@@ -24,15 +25,19 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use sarasa_model::NodeInfo;
+use std::sync::Arc;
+
+use sarasa_cluster::journal::split_key;
+use sarasa_cluster::{objects, Consumer, Rejected};
+use sarasa_model::{EndpointSlice, NodeInfo, Service};
 use sarasa_nft::{diff_kernel, Family, NetlinkBackend, Table, Transaction};
 use sarasa_proxy::{ProxyConfig, ProxyState, StaleUdp, Update};
 
 use crate::error::{Error, Result};
 use crate::healthcheck::HealthChecks;
 use crate::netns::NetnsTarget;
-use crate::service_objects::ServiceDelta;
-use crate::watch::Shared;
+use sarasa_cluster::watch::Shared;
+use sarasa_cluster::ServiceDelta;
 
 /// Shard tables beyond the configured count that a previous configuration may have left.
 const MAX_SHARDS: usize = 64;
@@ -74,63 +79,61 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| Error::Config(format!("blocking task failed: {e}")))
 }
 
-fn split_key(key: &str) -> (&str, &str) {
-    key.split_once('/').unwrap_or(("", key))
+/// The proxy compiler as a [`Consumer`] of Services and EndpointSlices: each change becomes
+/// its transactions, gathered into one update (sent as one batch).
+struct ProxyFeed<'a> {
+    proxy: &'a mut ProxyState,
+    update: Update,
+}
+
+impl Consumer<Service> for ProxyFeed<'_> {
+    fn apply(&mut self, svc: Arc<Service>) -> std::result::Result<(), String> {
+        self.update.append(self.proxy.upsert_service(svc));
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) {
+        let (ns, name) = split_key(key);
+        self.update.append(self.proxy.delete_service(ns, name));
+    }
+}
+
+impl Consumer<EndpointSlice> for ProxyFeed<'_> {
+    fn apply(&mut self, slice: Arc<EndpointSlice>) -> std::result::Result<(), String> {
+        self.update.append(self.proxy.upsert_endpoint_slice(slice));
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) {
+        let (ns, name) = split_key(key);
+        self.update
+            .append(self.proxy.delete_endpoint_slice(ns, name));
+    }
+}
+
+fn log_rejected(rejected: &[Rejected]) {
+    for r in rejected {
+        tracing::warn!(kind = r.kind, object = %r.key, error = %r.reason, "skipped");
+    }
 }
 
 /// Feeds one delta to the proxy; returns the combined update.
 fn feed(proxy: &mut ProxyState, delta: ServiceDelta) -> Update {
-    let mut update = Update::default();
-    for (key, item) in delta.services {
-        let (ns, name) = split_key(&key);
-        match item {
-            Some(Ok(s)) => update.append(proxy.upsert_service(s)),
-            Some(Err(e)) => {
-                tracing::warn!(service = %key, error = %e, "service skipped");
-                update.append(proxy.delete_service(ns, name));
-            }
-            None => update.append(proxy.delete_service(ns, name)),
-        }
-    }
-    for (key, item) in delta.slices {
-        let (ns, name) = split_key(&key);
-        match item {
-            Some(Ok(s)) => update.append(proxy.upsert_endpoint_slice(s)),
-            Some(Err(e)) => {
-                tracing::warn!(endpointslice = %key, error = %e, "EndpointSlice skipped");
-                update.append(proxy.delete_endpoint_slice(ns, name));
-            }
-            None => update.append(proxy.delete_endpoint_slice(ns, name)),
-        }
-    }
-    update
+    let mut feed = ProxyFeed {
+        proxy,
+        update: Update::default(),
+    };
+    let fed = delta.feed(&mut feed);
+    log_rejected(&fed.rejected);
+    feed.update
 }
 
 /// Files every object of a complete delta at once (no per-object transactions: the tables
 /// are built whole and diffed against the kernel afterwards).
 fn load(proxy: &mut ProxyState, all: ServiceDelta) {
-    proxy.load(
-        all.services
-            .into_iter()
-            .filter_map(|i| converted("Service", i)),
-        all.slices
-            .into_iter()
-            .filter_map(|i| converted("EndpointSlice", i)),
-    );
-}
-
-/// The object of a delta item, if present and converted (a conversion error is logged).
-fn converted<T>(
-    kind: &'static str,
-    (key, item): crate::service_objects::DeltaItem<T>,
-) -> Option<std::sync::Arc<T>> {
-    match item? {
-        Ok(o) => Some(o),
-        Err(e) => {
-            tracing::warn!(kind, object = %key, error = %e, "skipped");
-            None
-        }
-    }
+    let (services, mut rejected) = all.services.into_objects(objects::SERVICE);
+    let (slices, more) = all.slices.into_objects(objects::ENDPOINT_SLICE);
+    rejected.extend(more);
+    log_rejected(&rejected);
+    proxy.load(services, slices);
 }
 
 /// Makes the kernel hold every table of `proxy`, one table at a time (each built, read back,
@@ -238,7 +241,7 @@ impl ServiceProxy {
         if self.dirty || node_changed {
             // Every object (a partial delta is subsumed by them); if this fails, `dirty` stays
             // set.
-            let all = if delta.complete {
+            let all = if delta.complete() {
                 delta
             } else {
                 drop(delta);
@@ -355,7 +358,7 @@ pub fn proxy_config(config: &crate::AgentConfig) -> ProxyConfig {
 
 /// This node as the proxy sees it: NodePorts answer on its underlay address (and its
 /// InternalIP when that differs); endpoints whose `nodeName` is `name` are local.
-pub fn proxy_node(name: &str, underlay: IpAddr, me: &crate::state::NodeInfo) -> NodeInfo {
+pub fn proxy_node(name: &str, underlay: IpAddr, me: &sarasa_cluster::NodeInfo) -> NodeInfo {
     let mut addresses = vec![underlay];
     addresses.extend(me.internal_ip.filter(|ip| *ip != underlay));
     NodeInfo {

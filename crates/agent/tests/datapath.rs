@@ -12,8 +12,9 @@ use kube::runtime::watcher;
 use sarasa_agent::datapath::{NodeDatapath, Uplink};
 use sarasa_agent::netns::NetnsTarget;
 use sarasa_agent::plan::{compile, LocalNode};
-use sarasa_agent::state::{ANNOTATION_PUBLIC_IP, ANNOTATION_VTEP_MAC};
-use sarasa_agent::{Backend, ClusterState};
+use sarasa_agent::Backend;
+use sarasa_cluster::state::{ANNOTATION_PUBLIC_IP, ANNOTATION_VTEP_MAC};
+use sarasa_cluster::ClusterState;
 use sarasa_model::MacAddr;
 
 struct Agent {

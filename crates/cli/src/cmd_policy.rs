@@ -3,7 +3,7 @@
 //! measured with real connections from each source pod's network namespace.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,16 +11,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use k8s_openapi::api::networking::v1::NetworkPolicy as K8sNetworkPolicy;
-use kube::api::ListParams;
-use kube::Api;
+use sarasa_cluster::{objects, ClusterView};
 use sarasa_lab::{Lab, LabError};
 use sarasa_netns::NetNs;
-use sarasa_policy::{
-    matrix, render_bits, Matrix, NetworkPolicy, PodKey, PolicyNamespace, PolicyPod, PolicyState,
-    Protocol,
-};
+use sarasa_policy::{matrix, render_bits, Matrix, PodKey, PolicyState, Protocol};
 use sarasa_workload::ProbeTarget;
 use serde_json::json;
 
@@ -100,99 +94,33 @@ pub fn run(lab: &str, args: PolicyArgs) -> Result<ExitCode> {
     }
 }
 
-/// The objects the matrix depends on, as the API server holds them.
-struct Cluster {
-    pods: Vec<Pod>,
-    namespaces: Vec<Namespace>,
-    policies: Vec<K8sNetworkPolicy>,
-    nodes: Vec<Node>,
-}
-
-fn fetch(lab: &Lab) -> Result<Cluster, LabError> {
+/// The cluster as the agents see it (one list of every kind, through their projections).
+fn fetch(lab: &Lab) -> Result<ClusterView, LabError> {
     sarasa_lab::client::with_client(&lab.spec, |c| async move {
-        let lp = ListParams::default();
-        let err = |what: &'static str| {
-            move |e: kube::Error| LabError::Api(format!("listing {what}: {e}"))
-        };
-        Ok(Cluster {
-            pods: Api::<Pod>::all(c.clone())
-                .list(&lp)
-                .await
-                .map_err(err("pods"))?
-                .items,
-            namespaces: Api::<Namespace>::all(c.clone())
-                .list(&lp)
-                .await
-                .map_err(err("namespaces"))?
-                .items,
-            policies: Api::<K8sNetworkPolicy>::all(c.clone())
-                .list(&lp)
-                .await
-                .map_err(err("networkpolicies"))?
-                .items,
-            nodes: Api::<Node>::all(c)
-                .list(&lp)
-                .await
-                .map_err(err("nodes"))?
-                .items,
-        })
+        sarasa_cluster::list_view(&c)
+            .await
+            .map_err(|e| LabError::Api(e.to_string()))
     })
 }
 
-/// A pod that takes part: running, with an address, not host-network, not terminating.
-fn pod_is_live(pod: &Pod) -> bool {
-    let spec = pod.spec.as_ref();
-    let status = pod.status.as_ref();
-    pod.metadata.deletion_timestamp.is_none()
-        && !spec.and_then(|s| s.host_network).unwrap_or(false)
-        && status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.pod_ips.as_ref())
-            .is_some_and(|ips| !ips.is_empty())
-}
-
-/// The policy state of the cluster; objects that do not convert are reported in `warnings`
-/// and left out (as the agent leaves them out).
-fn build_state(cluster: &Cluster, warnings: &mut Vec<String>) -> PolicyState {
-    let mut state = PolicyState::new();
-    for ns in &cluster.namespaces {
-        state.apply_namespace(PolicyNamespace::from(ns));
-    }
-    for pod in cluster.pods.iter().filter(|p| pod_is_live(p)) {
-        match PolicyPod::try_from(pod) {
-            Ok(p) => state.apply_pod(p),
-            Err(e) => warnings.push(format!("pod {}: {e}", object_key(&pod.metadata))),
-        }
-    }
-    for np in &cluster.policies {
-        let converted = NetworkPolicy::try_from(np).and_then(|p| state.apply_policy(p));
-        if let Err(e) = converted {
-            warnings.push(format!(
-                "networkpolicy {} ignored: {e}",
-                object_key(&np.metadata)
-            ));
-        }
-    }
-    for node in &cluster.nodes {
-        let addrs: Vec<IpAddr> = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.address.parse().ok())
-            .collect();
-        state.apply_node(node.metadata.name.clone().unwrap_or_default(), addrs);
+/// The policy state of the cluster, built by the rule the agents' enforcers use; objects left
+/// out are reported in `warnings`. Rows and columns are the pods that can answer a probe now
+/// (running, with an address, not shutting down): the others are dropped from the state, which
+/// changes no verdict between the pods that remain.
+fn build_state(view: &ClusterView, warnings: &mut Vec<String>) -> PolicyState {
+    let (mut state, fed) = view.build_policy_state();
+    let policy_kinds = [objects::POD, objects::NAMESPACE, objects::NETWORK_POLICY];
+    warnings.extend(
+        view.rejected
+            .iter()
+            .chain(&fed.rejected)
+            .filter(|r| policy_kinds.contains(&r.kind))
+            .map(|r| format!("{r} (left out, as the agents leave it out)")),
+    );
+    for pod in view.pods.values().filter(|p| !p.is_serving()) {
+        state.delete_pod(&PodKey::new(&pod.namespace, &pod.name));
     }
     state
-}
-
-fn object_key(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    format!(
-        "{}/{}",
-        m.namespace.as_deref().unwrap_or_default(),
-        m.name.as_deref().unwrap_or_default()
-    )
 }
 
 /// The namespaces asked for, or every namespace with live pods except the kube-* ones.
@@ -208,9 +136,9 @@ fn choose_namespaces(asked: &[String], state: &PolicyState) -> Vec<String> {
 
 fn run_matrix(lab_name: &str, args: MatrixArgs) -> Result<ExitCode> {
     let lab = Lab::open(lab_name)?;
-    let cluster = fetch(&lab)?;
+    let view = fetch(&lab)?;
     let mut warnings = Vec::new();
-    let state = build_state(&cluster, &mut warnings);
+    let state = build_state(&view, &mut warnings);
     for w in &warnings {
         eprintln!("warning: {w}");
     }
@@ -229,7 +157,7 @@ fn run_matrix(lab_name: &str, args: MatrixArgs) -> Result<ExitCode> {
     }
     let model_bits = model.allowed();
     let measured = if args.probe {
-        let jobs = probe_jobs(&lab, &cluster, &state, &model, &args)?;
+        let jobs = probe_jobs(&lab, &view, &state, &model, &args)?;
         Some(measure_with_retries(&jobs, &model_bits, &args))
     } else {
         None
@@ -259,24 +187,16 @@ struct Job {
 /// `jobs[from * n + to]`, in matrix order.
 fn probe_jobs(
     lab: &Lab,
-    cluster: &Cluster,
+    view: &ClusterView,
     state: &PolicyState,
     model: &Matrix,
     args: &MatrixArgs,
 ) -> Result<Vec<Job>> {
-    let uids: BTreeMap<PodKey, String> = cluster
+    let uids: BTreeMap<PodKey, &str> = view
         .pods
-        .iter()
-        .filter(|p| pod_is_live(p))
-        .map(|p| {
-            (
-                PodKey::new(
-                    p.metadata.namespace.clone().unwrap_or_default(),
-                    p.metadata.name.clone().unwrap_or_default(),
-                ),
-                p.metadata.uid.clone().unwrap_or_default(),
-            )
-        })
+        .values()
+        .filter(|p| p.is_serving())
+        .map(|p| (PodKey::new(&p.namespace, &p.name), p.uid.as_str()))
         .collect();
     let mut netns = Vec::with_capacity(model.pods.len());
     let mut addrs = Vec::with_capacity(model.pods.len());
@@ -478,10 +398,11 @@ fn print_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sarasa_cluster::ClusterObjects;
     use serde_json::json;
 
-    fn cluster() -> Cluster {
-        let pod = |ns: &str, name: &str, ip: &str, phase: &str| -> Pod {
+    fn cluster() -> ClusterView {
+        let pod = |ns: &str, name: &str, ip: &str, phase: &str| {
             serde_json::from_value(json!({
                 "metadata": {"namespace": ns, "name": name, "uid": format!("u-{name}"), "labels": {"pod": name}},
                 "spec": {"nodeName": "node-1", "containers": [{"name": "c", "ports": [
@@ -490,19 +411,24 @@ mod tests {
             }))
             .unwrap()
         };
-        let ns = |name: &str| -> Namespace {
-            serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
-        };
-        let np = |v: serde_json::Value| -> K8sNetworkPolicy { serde_json::from_value(v).unwrap() };
-        Cluster {
+        let host_pod = serde_json::from_value(json!({
+            "metadata": {"namespace": "x", "name": "host", "labels": {"pod": "host"}},
+            "spec": {"nodeName": "node-1", "hostNetwork": true, "containers": [{"name": "c"}]},
+            "status": {"phase": "Running", "podIP": "192.168.33.11", "podIPs": [{"ip": "192.168.33.11"}]}
+        }))
+        .unwrap();
+        let ns = |name: &str| serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        let np = |v: serde_json::Value| serde_json::from_value(v).unwrap();
+        ClusterView::from_objects(ClusterObjects {
             pods: vec![
                 pod("x", "a", "10.244.1.2", "Running"),
                 pod("x", "b", "10.244.2.2", "Running"),
                 pod("x", "pending", "10.244.2.3", "Pending"),
                 pod("kube-system", "dns", "10.244.3.2", "Running"),
+                host_pod,
             ],
             namespaces: vec![ns("x"), ns("kube-system")],
-            policies: vec![
+            network_policies: vec![
                 np(json!({"metadata": {"namespace": "x", "name": "deny-b"},
                     "spec": {"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Ingress"]}})),
                 np(json!({"metadata": {"namespace": "x", "name": "broken"},
@@ -513,7 +439,8 @@ mod tests {
                 "status": {"addresses": [{"type": "InternalIP", "address": "192.168.33.11"}]}}))
                 .unwrap(),
             ],
-        }
+            ..ClusterObjects::default()
+        })
     }
 
     fn args(parallel: usize, retries: usize) -> MatrixArgs {
@@ -580,6 +507,10 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("x/broken") && warnings[0].contains("endPort"));
         assert!(state.pod(&PodKey::new("x", "pending")).is_none());
+        assert!(
+            state.pod(&PodKey::new("x", "host")).is_none(),
+            "host-network pods are not policy pods"
+        );
         assert_eq!(choose_namespaces(&[], &state), vec!["x".to_string()]);
         assert_eq!(
             choose_namespaces(&["kube-system".into()], &state),

@@ -15,16 +15,21 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::policy_objects::{PolicyDelta, PolicyObjects};
 use crate::service_objects::{ServiceDelta, ServiceObjects};
 use crate::state::ClusterState;
 
-/// Everything the watchers maintain.
+/// Everything the watchers maintain. [`crate::list_view`] folds a one-shot list through the
+/// same `apply_*_event` functions.
 #[derive(Debug, Default)]
 pub struct Watched {
-    /// Small projections, copied for each reconcile.
+    /// Nodes and Pods, copied for each reconcile (the node plan reads them).
     pub cluster: ClusterState,
     /// Services and EndpointSlices, handed to the proxy as changes.
     pub services: ServiceObjects,
+    /// Namespaces, policy pods and NetworkPolicies, handed to the policy compiler as changes
+    /// (with the node changes of `cluster.nodes`).
+    pub policy: PolicyObjects,
 }
 
 impl Watched {
@@ -33,15 +38,18 @@ impl Watched {
     }
 
     pub fn apply_pod_event(&mut self, event: watcher::Event<Pod>) -> bool {
-        self.cluster.apply_pod_event(event)
+        let policy = self.policy.apply_pod_event(event.clone());
+        self.cluster.apply_pod_event(event) | policy.changed
     }
 
     pub fn apply_network_policy_event(&mut self, event: watcher::Event<NetworkPolicy>) -> bool {
-        self.cluster.apply_network_policy_event(event)
+        let applied = self.policy.apply_network_policy_event(event);
+        self.cluster.note_rv(applied)
     }
 
     pub fn apply_namespace_event(&mut self, event: watcher::Event<Namespace>) -> bool {
-        self.cluster.apply_namespace_event(event)
+        let applied = self.policy.apply_namespace_event(event);
+        self.cluster.note_rv(applied)
     }
 
     pub fn apply_service_event(&mut self, event: watcher::Event<Service>) -> bool {
@@ -53,17 +61,33 @@ impl Watched {
         let applied = self.services.apply_endpoint_slice_event(event);
         self.cluster.note_rv(applied)
     }
+
+    /// Every watched kind has completed its first list.
+    pub fn synced(&self) -> bool {
+        self.cluster.synced() && self.services.synced() && self.policy.synced()
+    }
+
+    /// The policy inputs changed since the last take.
+    pub fn take_policy_changed(&mut self) -> PolicyDelta {
+        self.policy.take_changed(&mut self.cluster.nodes)
+    }
+
+    /// Every policy input (pointers); clears their journals.
+    pub fn take_policy_all(&mut self) -> PolicyDelta {
+        self.policy.take_all(&mut self.cluster.nodes)
+    }
 }
 
-/// What one reconcile works from, taken atomically: the cluster state, and the Services and
-/// EndpointSlices changed since the previous snapshot. Everything up to
+/// What one reconcile works from, taken atomically: the cluster state, and the objects of the
+/// journaled kinds changed since the previous snapshot. Everything up to
 /// `cluster.max_resource_version` is in one or the other.
 #[derive(Debug)]
 pub struct Snapshot {
     pub cluster: ClusterState,
     pub services: ServiceDelta,
-    /// Services and EndpointSlices have completed their first list.
-    pub services_synced: bool,
+    pub policy: PolicyDelta,
+    /// Every watched kind has completed its first list.
+    pub synced: bool,
     pub service_count: usize,
     pub endpoint_count: usize,
 }
@@ -71,7 +95,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Every watched kind has completed its first list.
     pub fn synced(&self) -> bool {
-        self.cluster.synced() && self.services_synced
+        self.synced
     }
 }
 
@@ -92,22 +116,26 @@ impl Shared {
         }
     }
 
-    /// A copy of the cluster state and the Service changes since the last snapshot — or, with
-    /// `all_services`, every Service and EndpointSlice (a full rebuild). The caller owns them:
-    /// what it cannot program it hands back ([`Shared::requeue`]).
+    /// A copy of the cluster state and the changes of the journaled kinds since the last
+    /// snapshot — or, with `all_services`, every Service and EndpointSlice (a full rebuild).
+    /// Nothing is taken before every kind has completed its first list. The caller owns the
+    /// changes: what it cannot program it hands back ([`Shared::requeue`],
+    /// [`Shared::requeue_policy`]).
     pub fn snapshot(&self, all_services: bool) -> Snapshot {
         let mut w = self.lock();
-        let services = if !w.services.synced() {
-            ServiceDelta::default()
+        let synced = w.synced();
+        let (services, policy) = if !synced {
+            (ServiceDelta::default(), PolicyDelta::default())
         } else if all_services {
-            w.services.take_all()
+            (w.services.take_all(), w.take_policy_changed())
         } else {
-            w.services.take_changed()
+            (w.services.take_changed(), w.take_policy_changed())
         };
         Snapshot {
             cluster: w.cluster.clone(),
             services,
-            services_synced: w.services.synced(),
+            policy,
+            synced,
             service_count: w.services.service_count(),
             endpoint_count: w.services.endpoint_count(),
         }
@@ -120,9 +148,23 @@ impl Shared {
         }
     }
 
+    /// Hands back policy changes a reconcile took but did not program.
+    pub fn requeue_policy(&self, delta: &PolicyDelta) {
+        if !delta.is_empty() {
+            let mut w = self.lock();
+            let w = &mut *w;
+            w.policy.requeue(delta, &mut w.cluster.nodes);
+        }
+    }
+
     /// Every Service and EndpointSlice (for a full rebuild); clears the change journal.
     pub fn all_services(&self) -> ServiceDelta {
         self.lock().services.take_all()
+    }
+
+    /// Every policy input (for a full rebuild); clears their change journals.
+    pub fn all_policy(&self) -> PolicyDelta {
+        self.lock().take_policy_all()
     }
 
     pub fn update<R>(&self, f: impl FnOnce(&mut Watched) -> R) -> R {
@@ -160,8 +202,8 @@ where
     })
 }
 
-/// Watches everything the agent consumes: Nodes and Pods (compiled today), Services,
-/// EndpointSlices, NetworkPolicies and Namespaces (tracked for the observed resourceVersion).
+/// Watches everything the agent consumes: Nodes, Pods, Services, EndpointSlices,
+/// NetworkPolicies and Namespaces.
 pub fn spawn_all(client: &kube::Client, shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
     vec![
         spawn_watcher(
@@ -195,4 +237,61 @@ pub fn spawn_all(client: &kube::Client, shared: &Arc<Shared>) -> Vec<JoinHandle<
             Watched::apply_namespace_event,
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn listed<K>(
+        w: &mut Watched,
+        apply: fn(&mut Watched, watcher::Event<K>) -> bool,
+        objs: Vec<K>,
+    ) {
+        apply(w, watcher::Event::Init);
+        for o in objs {
+            apply(w, watcher::Event::InitApply(o));
+        }
+        apply(w, watcher::Event::InitDone);
+    }
+
+    fn pod(name: &str, rv: u64) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "x", "name": name, "resourceVersion": rv.to_string()},
+            "spec": {"containers": []},
+            "status": {"phase": "Running", "podIPs": [{"ip": "10.244.1.2"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn snapshot_takes_every_journal_once_synced_and_requeues() {
+        let shared = Shared::default();
+        shared.update(|w| listed(w, Watched::apply_pod_event, vec![pod("a", 3)]));
+        // Not every kind has listed: nothing is taken.
+        let s = shared.snapshot(false);
+        assert!(!s.synced() && s.policy.is_empty() && s.services.is_empty());
+        shared.update(|w| {
+            listed(w, Watched::apply_node_event, vec![]);
+            listed(w, Watched::apply_namespace_event, vec![]);
+            listed(w, Watched::apply_network_policy_event, vec![]);
+            listed(w, Watched::apply_service_event, vec![]);
+            listed(w, Watched::apply_endpoint_slice_event, vec![]);
+        });
+        let s = shared.snapshot(true);
+        assert!(s.synced());
+        assert!(s.services.complete() && s.policy.is_empty());
+        assert_eq!(s.cluster.max_resource_version, 3);
+        assert_eq!(shared.all_policy().pods.len(), 1);
+
+        shared.update(|w| w.apply_pod_event(watcher::Event::Apply(pod("b", 4))));
+        let s = shared.snapshot(false);
+        assert_eq!(s.policy.pods.len(), 1);
+        assert!(!s.policy.complete());
+        // A reconcile that did not get to policy hands the change back.
+        shared.requeue_policy(&s.policy);
+        assert_eq!(shared.snapshot(false).policy.pods.len(), 1);
+        assert!(shared.snapshot(false).policy.is_empty());
+    }
 }

@@ -1,39 +1,46 @@
-//! The agent's view of the cluster: small projections of the watched objects (only the fields the
-//! datapath needs, so memory stays flat), kept per kind in a [`ProjectedStore`] fed by watcher
-//! events, and snapshotted as a [`ClusterState`] for each reconcile.
+//! The node and pod projections, and [`ClusterState`]: the part of the cluster the node plan
+//! reads, copied for each reconcile. Only the fields the datapath needs are kept, so memory
+//! stays flat; the objects the proxy and policy compilers consume are journaled apart
+//! ([`crate::service_objects`], [`crate::policy_objects`]).
 //!
-//! Giving a kind a real projection later (Services, EndpointSlices, NetworkPolicies, Namespaces are
-//! watched with only their key today) means: a projection type with a `from_object`, its store
-//! field in [`ClusterState`] retyped, and the compiler reading it.
+//! The Node annotations sarasa agents publish live here, beside the projection that reads them.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
-use crate::objects::{self, apply_converted, Converted};
+use crate::store::{parse_rv, Applied, ProjectedStore};
 use sarasa_model::MacAddr;
 
+/// The node's VXLAN device MAC (`sarasa.1`), for the other nodes' FDB and neighbour entries.
 pub const ANNOTATION_VTEP_MAC: &str = "sarasa.io/vtep-mac";
+/// The node's underlay address (VXLAN remote, host-gw next hop).
 pub const ANNOTATION_PUBLIC_IP: &str = "sarasa.io/public-ip";
+/// `vxlan` or `host-gw`: how the node's agent reaches the others.
 pub const ANNOTATION_BACKEND: &str = "sarasa.io/backend";
+/// The highest resourceVersion the node's agent has programmed (on its Lease).
 pub const ANNOTATION_OBSERVED_RV: &str = "sarasa.io/observed-resource-version";
+/// The reason of the NetworkUnavailable=False condition a sarasa agent sets.
 pub const READY_REASON: &str = "SarasaAgentReady";
 
-/// What the agent keeps of a Node.
+/// What sarasa keeps of a Node.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeInfo {
+    /// `metadata.name`.
     pub name: String,
+    /// `spec.podCIDRs` (else `spec.podCIDR`); unparsable entries are left out.
     pub pod_cidrs: Vec<IpNet>,
+    /// The `InternalIP` of `status.addresses`.
     pub internal_ip: Option<IpAddr>,
     /// `sarasa.io/public-ip`: the node's underlay address for tunnels and host-gw routes.
     pub public_ip: Option<IpAddr>,
+    /// `sarasa.io/vtep-mac`: the MAC of the node's VXLAN device.
     pub vtep_mac: Option<MacAddr>,
+    /// `sarasa.io/backend`: `vxlan` or `host-gw`.
     pub backend: Option<String>,
     /// NetworkUnavailable=False set by a sarasa agent.
     pub network_ready: bool,
@@ -89,16 +96,37 @@ impl NodeInfo {
     pub fn underlay_ip(&self) -> Option<IpAddr> {
         self.public_ip.or(self.internal_ip)
     }
+
+    /// The node's own addresses as NetworkPolicy sees them (underlay and InternalIP, sorted):
+    /// traffic between a pod and its node is always allowed, as Kubernetes documents.
+    pub fn policy_addresses(&self) -> Vec<IpAddr> {
+        let mut a: Vec<IpAddr> = self.public_ip.into_iter().chain(self.internal_ip).collect();
+        a.sort();
+        a.dedup();
+        a
+    }
 }
 
-/// What the agent keeps of a Pod (used for the observed resourceVersion now; policy later).
+/// What sarasa keeps of every Pod (host-network ones too). Labels and container ports, what
+/// NetworkPolicy reads, are in the policy projection ([`sarasa_policy::PolicyPod`]), kept only
+/// for the pods policy applies to ([`crate::objects::is_policy_pod`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PodInfo {
     pub namespace: String,
     pub name: String,
+    /// `metadata.uid` (the lab names a pod's network namespace after it).
+    pub uid: String,
+    /// `spec.nodeName`.
     pub node_name: Option<String>,
+    /// `status.podIPs` (else `status.podIP`); empty until the CNI plugin gave it one.
     pub pod_ips: Vec<IpAddr>,
+    /// `spec.hostNetwork`: the pod uses its node's addresses.
     pub host_network: bool,
+    /// `status.phase` (`Pending`, `Running`, `Succeeded`, `Failed`).
+    pub phase: Option<String>,
+    /// `metadata.deletionTimestamp` is set: the pod is shutting down (it still runs, and is
+    /// still policed, until it is gone).
+    pub terminating: bool,
 }
 
 impl PodInfo {
@@ -123,180 +151,46 @@ impl PodInfo {
         PodInfo {
             namespace: pod.namespace().unwrap_or_default(),
             name: pod.name_any(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
             node_name: spec.and_then(|s| s.node_name.clone()),
             pod_ips,
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+            phase: status.and_then(|s| s.phase.clone()),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
         }
+    }
+
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Running, with an address, not shutting down: a pod that can answer a connection now.
+    pub fn is_serving(&self) -> bool {
+        self.phase.as_deref() == Some("Running") && !self.pod_ips.is_empty() && !self.terminating
     }
 }
 
-/// resourceVersions are opaque strings in Kubernetes; etcd's (and the lab's) are decimal revision
-/// numbers, which is what `sarasa.io/observed-resource-version` compares.
-pub fn parse_rv(rv: Option<&str>) -> Option<u64> {
-    rv.and_then(|v| v.parse().ok())
-}
-
-/// The identity of an object whose content the agent does not use yet.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ObjectKey {
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-/// A keyed store of projections, maintained from watcher events like a reflector, but keeping
-/// only the projection (not the object).
+/// What the node plan reads, copied for each reconcile: Nodes and Pods.
 #[derive(Debug, Clone)]
-pub struct ProjectedStore<T> {
-    items: BTreeMap<String, T>,
-    /// Objects received since the last `Init`, swapped in at `InitDone` (a relist is atomic).
-    buffer: Option<BTreeMap<String, T>>,
-    /// True once the first full list has been received.
-    pub synced: bool,
-    /// Keys whose projection changed since the last [`ProjectedStore::take_changed`], when the
-    /// store keeps a journal (consumers that must not copy or rescan the whole store per change).
-    journal: Option<BTreeSet<String>>,
-}
-
-impl<T> Default for ProjectedStore<T> {
-    fn default() -> Self {
-        ProjectedStore {
-            items: BTreeMap::new(),
-            buffer: None,
-            synced: false,
-            journal: None,
-        }
-    }
-}
-
-impl<T> ProjectedStore<T> {
-    /// An empty store that journals the keys of changed items.
-    pub fn journaled() -> Self {
-        ProjectedStore {
-            journal: Some(BTreeSet::new()),
-            ..Self::default()
-        }
-    }
-
-    /// The keys changed (added, modified or removed) since the last call; empty for a store
-    /// without a journal. The journal starts after the first complete list: read every item
-    /// first.
-    pub fn take_changed(&mut self) -> BTreeSet<String> {
-        self.journal
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
-    }
-
-    /// Journals `key` as changed (again), e.g. when a consumer could not program it.
-    pub fn note_changed(&mut self, key: &str) {
-        if let Some(j) = self.journal.as_mut() {
-            j.insert(key.to_string());
-        }
-    }
-}
-
-/// Outcome of feeding one watcher event to a store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Applied {
-    /// The store's visible contents changed.
-    pub changed: bool,
-    /// Highest resourceVersion carried by the event's objects.
-    pub resource_version: Option<u64>,
-}
-
-impl<T: PartialEq> ProjectedStore<T> {
-    pub fn items(&self) -> &BTreeMap<String, T> {
-        &self.items
-    }
-
-    /// Applies one watcher event; `key` and `project` extract the store key and the projection.
-    pub fn apply<K>(
-        &mut self,
-        event: watcher::Event<K>,
-        key: impl Fn(&K) -> String,
-        project: impl Fn(&K) -> T,
-        rv: impl Fn(&K) -> Option<u64>,
-    ) -> Applied {
-        match event {
-            watcher::Event::Init => {
-                self.buffer = Some(BTreeMap::new());
-                Applied::default()
-            }
-            watcher::Event::InitApply(obj) => {
-                let buffer = self.buffer.get_or_insert_with(BTreeMap::new);
-                buffer.insert(key(&obj), project(&obj));
-                Applied {
-                    changed: false,
-                    resource_version: rv(&obj),
-                }
-            }
-            watcher::Event::InitDone => {
-                let fresh = self.buffer.take().unwrap_or_default();
-                let changed = fresh != self.items || !self.synced;
-                // The first list is not journaled: a consumer starts from every item.
-                if changed && self.synced && self.journal.is_some() {
-                    let old = std::mem::take(&mut self.items);
-                    for (k, v) in &old {
-                        if fresh.get(k) != Some(v) {
-                            self.note_changed(k);
-                        }
-                    }
-                    for k in fresh.keys() {
-                        if !old.contains_key(k) {
-                            self.note_changed(k);
-                        }
-                    }
-                }
-                self.items = fresh;
-                self.synced = true;
-                Applied {
-                    changed,
-                    resource_version: None,
-                }
-            }
-            watcher::Event::Apply(obj) => {
-                let projection = project(&obj);
-                let k = key(&obj);
-                let changed = self.items.get(&k) != Some(&projection);
-                if changed {
-                    self.note_changed(&k);
-                }
-                self.items.insert(k, projection);
-                Applied {
-                    changed,
-                    resource_version: rv(&obj),
-                }
-            }
-            watcher::Event::Delete(obj) => {
-                let k = key(&obj);
-                let changed = self.items.remove(&k).is_some();
-                if changed {
-                    self.note_changed(&k);
-                }
-                Applied {
-                    changed,
-                    resource_version: rv(&obj),
-                }
-            }
-        }
-    }
-}
-
-/// A consistent snapshot of everything the agent consumes.
-#[derive(Debug, Clone, Default)]
 pub struct ClusterState {
+    /// Journaled: the policy compiler takes node address changes from it
+    /// ([`crate::policy_objects::PolicyDelta::nodes`]).
     pub nodes: ProjectedStore<NodeInfo>,
+    /// Every pod, host-network ones included.
     pub pods: ProjectedStore<PodInfo>,
-    /// Converted for the policy compiler; an object that fails conversion is kept as its error
-    /// (see [`crate::objects`]). Services and EndpointSlices live apart, in
-    /// [`crate::service_objects::ServiceObjects`]: this state is copied per reconcile, they are
-    /// not (100k Services).
-    pub network_policies: ProjectedStore<Converted<sarasa_policy::NetworkPolicy>>,
-    pub namespaces: ProjectedStore<Converted<sarasa_policy::PolicyNamespace>>,
-    /// Pods as NetworkPolicy sees them (labels, container ports), beside `pods`.
-    pub policy_pods: ProjectedStore<Converted<sarasa_policy::PolicyPod>>,
-    /// Highest resourceVersion among all events received so far.
+    /// Highest resourceVersion among all events received so far (of every kind).
     pub max_resource_version: u64,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState {
+            nodes: ProjectedStore::journaled(),
+            pods: ProjectedStore::default(),
+            max_resource_version: 0,
+        }
+    }
 }
 
 impl ClusterState {
@@ -304,34 +198,23 @@ impl ClusterState {
         let applied = self.nodes.apply(
             event,
             |n| n.name_any(),
-            NodeInfo::from_object,
+            |n| Some(NodeInfo::from_object(n)),
             |n| parse_rv(n.resource_version().as_deref()),
         );
         self.note_rv(applied)
     }
 
     pub fn apply_pod_event(&mut self, event: watcher::Event<Pod>) -> bool {
-        let policy = apply_converted(&mut self.policy_pods, event.clone(), objects::pod);
         let applied = self.pods.apply(
             event,
             |p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()),
-            PodInfo::from_object,
+            |p| Some(PodInfo::from_object(p)),
             |p| parse_rv(p.resource_version().as_deref()),
         );
-        self.note_rv(applied) | policy.changed
-    }
-
-    pub fn apply_network_policy_event(&mut self, event: watcher::Event<NetworkPolicy>) -> bool {
-        let applied = apply_converted(&mut self.network_policies, event, objects::network_policy);
         self.note_rv(applied)
     }
 
-    pub fn apply_namespace_event(&mut self, event: watcher::Event<Namespace>) -> bool {
-        let applied = apply_converted(&mut self.namespaces, event, objects::namespace);
-        self.note_rv(applied)
-    }
-
-    /// Counts the resourceVersion of an event of a kind kept elsewhere; returns `changed`.
+    /// Counts the resourceVersion of an event (of any kind); returns `changed`.
     pub fn note_rv(&mut self, applied: Applied) -> bool {
         if let Some(rv) = applied.resource_version {
             self.max_resource_version = self.max_resource_version.max(rv);
@@ -339,13 +222,9 @@ impl ClusterState {
         applied.changed
     }
 
-    /// All watched kinds have completed their first list.
+    /// Nodes and Pods have completed their first list.
     pub fn synced(&self) -> bool {
-        self.nodes.synced
-            && self.pods.synced
-            && self.network_policies.synced
-            && self.namespaces.synced
-            && self.policy_pods.synced
+        self.nodes.synced && self.pods.synced
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
@@ -400,6 +279,36 @@ mod tests {
         assert_eq!(info.underlay_ip(), Some("192.168.33.11".parse().unwrap()));
         assert_eq!(info.vtep_mac, Some("02:00:00:00:00:01".parse().unwrap()));
         assert!(!info.network_ready);
+        // Annotation and InternalIP agree here: one address.
+        assert_eq!(
+            info.policy_addresses(),
+            vec!["192.168.33.11".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn pod_projection_reads_phase_uid_and_shutdown() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "x", "name": "a", "uid": "u-1",
+                "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"nodeName": "n1", "hostNetwork": true, "containers": []},
+            "status": {"phase": "Running", "podIP": "192.168.33.11"}
+        }))
+        .unwrap();
+        let info = PodInfo::from_object(&pod);
+        assert_eq!(info.key(), "x/a");
+        assert_eq!(info.uid, "u-1");
+        assert_eq!(
+            info.pod_ips,
+            vec!["192.168.33.11".parse::<IpAddr>().unwrap()]
+        );
+        assert!(info.host_network && info.terminating);
+        assert!(!info.is_serving(), "a terminating pod is not probed");
+        let running = PodInfo {
+            terminating: false,
+            ..info
+        };
+        assert!(running.is_serving());
     }
 
     #[test]

@@ -3,25 +3,21 @@
 //! journal the keys that changed, so a reconcile takes only what changed since the last one —
 //! never a copy or a rescan of all objects, which at 100k Services cost more than the change.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 
-use crate::objects::{self, apply_converted, Converted};
-use crate::state::{Applied, ProjectedStore};
-
-/// One object of a [`ServiceDelta`]: its current conversion, or `None` when it is gone.
-pub type DeltaItem<T> = (String, Option<Converted<T>>);
+use crate::journal::{Consumer, Converted, Delta, Fed};
+use crate::objects::{self, apply_converted, ENDPOINT_SLICE, SERVICE};
+use crate::store::{Applied, ProjectedStore};
 
 /// What the proxy must (re)program: changed objects, or every object (`complete`).
 #[derive(Debug, Default)]
 pub struct ServiceDelta {
-    pub services: Vec<DeltaItem<sarasa_model::Service>>,
-    pub slices: Vec<DeltaItem<sarasa_model::EndpointSlice>>,
-    /// Every object is listed (a full rebuild), not only the changed ones.
-    pub complete: bool,
+    pub services: Delta<sarasa_model::Service>,
+    pub slices: Delta<sarasa_model::EndpointSlice>,
 }
 
 impl ServiceDelta {
@@ -31,6 +27,22 @@ impl ServiceDelta {
 
     pub fn len(&self) -> usize {
         self.services.len() + self.slices.len()
+    }
+
+    /// Every object is listed (a full rebuild), not only the changed ones.
+    pub fn complete(&self) -> bool {
+        self.services.complete && self.slices.complete
+    }
+
+    /// Feeds Services first, then EndpointSlices, to `consumer`.
+    pub fn feed<C>(self, consumer: &mut C) -> Fed
+    where
+        C: Consumer<sarasa_model::Service> + Consumer<sarasa_model::EndpointSlice>,
+    {
+        let mut fed = Fed::default();
+        self.services.feed(SERVICE, consumer, &mut fed);
+        self.slices.feed(ENDPOINT_SLICE, consumer, &mut fed);
+        fed
     }
 }
 
@@ -106,60 +118,39 @@ impl ServiceObjects {
         self.endpoints
     }
 
+    /// Every Service by `namespace/name`, as converted (or why not).
+    pub fn services(&self) -> &BTreeMap<String, Converted<sarasa_model::Service>> {
+        self.services.items()
+    }
+
+    /// Every EndpointSlice by `namespace/name`, as converted (or why not).
+    pub fn slices(&self) -> &BTreeMap<String, Converted<sarasa_model::EndpointSlice>> {
+        self.slices.items()
+    }
+
     /// The objects changed since the last `take_*` call.
     pub fn take_changed(&mut self) -> ServiceDelta {
-        let services = self.services.take_changed();
-        let slices = self.slices.take_changed();
         ServiceDelta {
-            services: current(&self.services, services),
-            slices: current(&self.slices, slices),
-            complete: false,
+            services: self.services.take_delta(Clone::clone),
+            slices: self.slices.take_delta(Clone::clone),
         }
     }
 
     /// Puts the keys of a delta its consumer did not program back in the journal (the next
     /// `take_changed` reads their then-current values).
     pub fn requeue(&mut self, delta: &ServiceDelta) {
-        for (k, _) in &delta.services {
-            self.services.note_changed(k);
-        }
-        for (k, _) in &delta.slices {
-            self.slices.note_changed(k);
-        }
+        self.services.requeue(&delta.services);
+        self.slices.requeue(&delta.slices);
     }
 
     /// Every object (pointers, not copies); clears the journal, which it subsumes.
     pub fn take_all(&mut self) -> ServiceDelta {
-        self.services.take_changed();
-        self.slices.take_changed();
         ServiceDelta {
-            services: all(&self.services),
-            slices: all(&self.slices),
-            complete: true,
+            services: self.services.take_all(Clone::clone),
+            slices: self.slices.take_all(Clone::clone),
         }
     }
 }
-
-fn all<T: PartialEq>(store: &ProjectedStore<Converted<T>>) -> Vec<DeltaItem<T>> {
-    store
-        .items()
-        .iter()
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .collect()
-}
-
-fn current<T: PartialEq>(
-    store: &ProjectedStore<Converted<T>>,
-    keys: BTreeSet<String>,
-) -> Vec<DeltaItem<T>> {
-    keys.into_iter()
-        .map(|k| {
-            let v = store.items().get(&k).cloned();
-            (k, v)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,8 +202,9 @@ mod tests {
         }
     }
 
-    fn keys<T>(items: &[DeltaItem<T>]) -> Vec<String> {
-        items
+    fn keys<T>(delta: &Delta<T>) -> Vec<String> {
+        delta
+            .items
             .iter()
             .map(|(k, v)| format!("{}{k}", if v.is_some() { "+" } else { "-" }))
             .collect()
@@ -239,7 +231,7 @@ mod tests {
         o.apply_service_event(watcher::Event::Delete(svc("b", 5, "10.96.0.2")));
         let d = o.take_changed();
         assert_eq!(keys(&d.services), ["+default/a", "-default/b"]);
-        assert!(!d.complete);
+        assert!(!d.complete());
 
         // A relist that lost `a` and brought `c` journals both.
         o.apply_service_event(watcher::Event::Init);
@@ -258,7 +250,7 @@ mod tests {
         assert_eq!(keys(&o.take_changed().services), ["-default/d"]);
 
         let all = o.take_all();
-        assert!(all.complete);
+        assert!(all.complete());
         assert_eq!(keys(&all.services), ["+default/c"]);
     }
 
