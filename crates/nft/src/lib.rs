@@ -15,11 +15,14 @@
 //!   [`NetlinkBackend`] / [`NetlinkTableBackend`] send them as one nf_tables netlink batch
 //!   (several tables' transactions in one atomic batch with [`NetlinkBackend::apply_batch`];
 //!   no re-read of the table; what it does not encode goes to `nft`); [`Recording`] keeps
-//!   them for tests.
+//!   them for tests;
+//! - [`wire`]: the nf_tables netlink encoding and decoding on their own, without a socket
+//!   ([`wire::encode_batch`], [`wire::decode_table`]), tested from bytes captured from a kernel.
 
 mod backend;
 mod diff;
 mod expr;
+mod fallback;
 mod hash;
 mod kernel;
 mod list;
@@ -27,6 +30,7 @@ mod model;
 mod netlink;
 mod nl;
 mod render;
+pub mod wire;
 
 pub use backend::{Backend, NftCli, Recording};
 pub use diff::{diff, diff_kernel, Op, Transaction, MAX_TYPED_CHAINS};
@@ -37,6 +41,7 @@ pub use model::{
     Policy, Set, SetFlags, Table, Value,
 };
 pub use netlink::{NetlinkBackend, NetlinkTableBackend};
+pub use wire::WireCapture;
 
 /// Errors of this crate. Each names the object or field at fault.
 #[derive(Debug, thiserror::Error)]
