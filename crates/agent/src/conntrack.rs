@@ -1,51 +1,77 @@
-//! Deleting stale UDP conntrack entries with conntrack-tools' `conntrack`, in the node's
-//! namespace (a child of an agent running there inherits it; a test driving a namespace by path
-//! goes through `nsenter --net=`).
+//! Deleting stale UDP conntrack entries over ctnetlink ([`sarasa_conntrack`]), in the node's
+//! namespace: the socket is opened there (from outside when the agent drives a namespace by
+//! path), so no `conntrack` tool and no process per deletion. Each [`StaleUdp`] becomes the
+//! [`Filter`] `conntrack -D` would get from [`StaleUdp::conntrack_args`]: same entries deleted.
 
-use std::process::Command;
-
-use sarasa_proxy::StaleUdp;
+use sarasa_conntrack::wire::{Family, IPPROTO_UDP};
+use sarasa_conntrack::{Conntrack, Filter};
+use sarasa_model::IpFamily;
+use sarasa_proxy::{StaleUdp, UdpDest};
 
 use crate::netns::NetnsTarget;
 
 /// What one cleanup did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CleanupReport {
-    /// `conntrack` runs that deleted something or matched nothing (both fine).
+    /// Stale destinations swept (whether or not an entry matched: both fine).
     pub ran: usize,
-    /// Failures (tool missing, bad arguments), as messages naming the command.
+    /// Entries deleted.
+    pub deleted: usize,
+    /// Failures (socket, kernel refusals), as messages naming the destination.
     pub errors: Vec<String>,
 }
 
-/// The command deleting `stale`'s entries in `target`.
-pub fn command(target: &NetnsTarget, stale: &StaleUdp) -> Command {
-    let mut c = match target {
-        NetnsTarget::Current => Command::new("conntrack"),
-        NetnsTarget::Path(p) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", p.display())).arg("conntrack");
-            c
-        }
+/// The entries `stale` names: UDP to its destination (a ClusterIP/external IP and port, or a
+/// NodePort on any address of the family), answered by its removed endpoint when it has one.
+pub fn filter(stale: &StaleUdp) -> Filter {
+    let (family, orig_dst, port) = match stale.dest {
+        UdpDest::Ip { addr, port } => (Family::of(addr), Some(addr), port),
+        UdpDest::NodePort { port, family } => (
+            match family {
+                IpFamily::V4 => Family::V4,
+                IpFamily::V6 => Family::V6,
+            },
+            None,
+            port,
+        ),
     };
-    c.args(stale.conntrack_args());
-    c
+    Filter {
+        family,
+        proto: IPPROTO_UDP,
+        orig_dst,
+        orig_dst_port: Some(port),
+        reply_src: stale.endpoint,
+    }
 }
 
-/// Runs the deletions (blocking: call it from a blocking task). Exit status 1 means no entry
-/// matched, which is not an error.
+/// Runs the deletions (blocking: call it from a blocking task). A failure on one destination
+/// does not stop the others; every failure is reported.
 pub fn delete_stale(target: &NetnsTarget, stale: &[StaleUdp]) -> CleanupReport {
     let mut report = CleanupReport::default();
+    if stale.is_empty() {
+        return report;
+    }
+    let netns = match target {
+        NetnsTarget::Current => None,
+        NetnsTarget::Path(p) => Some(p.as_path()),
+    };
+    let mut ct = match Conntrack::open(netns) {
+        Ok(ct) => ct,
+        Err(e) => {
+            report.errors.push(format!("conntrack socket: {e}"));
+            return report;
+        }
+    };
     for s in stale {
-        let mut cmd = command(target, s);
-        let describe = format!("conntrack {}", s.conntrack_args().join(" "));
-        match cmd.output() {
-            Ok(out) if out.status.success() || out.status.code() == Some(1) => report.ran += 1,
-            Ok(out) => report.errors.push(format!(
-                "{describe}: {} {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+        match ct.delete_matching(&filter(s)) {
+            Ok(n) => {
+                report.ran += 1;
+                report.deleted += n;
+            }
+            Err(e) => report.errors.push(format!(
+                "stale UDP entries to {:?} (endpoint {:?}): {e}",
+                s.dest, s.endpoint
             )),
-            Err(e) => report.errors.push(format!("{describe}: {e}")),
         }
     }
     report
@@ -54,29 +80,44 @@ pub fn delete_stale(target: &NetnsTarget, stale: &[StaleUdp]) -> CleanupReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sarasa_proxy::UdpDest;
 
     #[test]
-    fn command_targets_the_node_namespace() {
-        let stale = StaleUdp {
+    fn filters_say_what_the_conntrack_arguments_say() {
+        let ip = StaleUdp {
             dest: UdpDest::Ip {
                 addr: "10.96.0.10".parse().unwrap(),
                 port: 53,
             },
             endpoint: Some("10.244.1.5".parse().unwrap()),
         };
-        let c = command(&NetnsTarget::Path("/run/netns/x".into()), &stale);
-        let args: Vec<String> = c
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(c.get_program(), "nsenter");
-        assert_eq!(args[0], "--net=/run/netns/x");
-        assert_eq!(args[1], "conntrack");
-        assert!(args.ends_with(&["--reply-src".to_string(), "10.244.1.5".to_string()]));
+        // -D -f ipv4 -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.5
         assert_eq!(
-            command(&NetnsTarget::Current, &stale).get_program(),
-            "conntrack"
+            filter(&ip),
+            Filter {
+                family: Family::V4,
+                proto: 17,
+                orig_dst: Some("10.96.0.10".parse().unwrap()),
+                orig_dst_port: Some(53),
+                reply_src: Some("10.244.1.5".parse().unwrap()),
+            }
+        );
+        // -D -f ipv6 -p udp --orig-port-dst 30053
+        let np = StaleUdp {
+            dest: UdpDest::NodePort {
+                port: 30053,
+                family: IpFamily::V6,
+            },
+            endpoint: None,
+        };
+        assert_eq!(
+            filter(&np),
+            Filter {
+                family: Family::V6,
+                proto: 17,
+                orig_dst: None,
+                orig_dst_port: Some(30053),
+                reply_src: None,
+            }
         );
     }
 }

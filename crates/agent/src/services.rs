@@ -338,6 +338,11 @@ impl ServiceProxy {
         for e in &report.errors {
             tracing::warn!(error = %e, "stale UDP conntrack cleanup failed");
         }
+        tracing::debug!(
+            destinations = report.ran,
+            deleted = report.deleted,
+            "stale UDP conntrack entries deleted"
+        );
         Ok(())
     }
 

@@ -20,10 +20,13 @@
 //!   base chain in kernel order, NAT, numgen paths), for `sarasa trace` and the tests;
 //! - [`nftrace`]: the kernel's own trace of a real packet (`meta nftrace`), decoded, for
 //!   `sarasa trace --live` to set beside the interpreter's.
+//! - [`wire`]: the nf_tables netlink encoding and decoding on their own, without a socket
+//!   ([`wire::encode_batch`], [`wire::decode_table`]), tested from bytes captured from a kernel.
 
 mod backend;
 mod diff;
 mod expr;
+mod fallback;
 mod hash;
 pub mod interp;
 mod kernel;
@@ -33,6 +36,7 @@ mod netlink;
 pub mod nftrace;
 mod nl;
 mod render;
+pub mod wire;
 
 pub use backend::{Backend, NftCli, Recording};
 pub use diff::{diff, diff_kernel, Op, Transaction, MAX_TYPED_CHAINS};
@@ -43,6 +47,7 @@ pub use model::{
     Policy, Set, SetFlags, Table, Value,
 };
 pub use netlink::{NetlinkBackend, NetlinkTableBackend};
+pub use wire::WireCapture;
 
 /// Errors of this crate. Each names the object or field at fault.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt};
 
+use crate::wire::WireCapture;
 use crate::NftError;
 
 pub(crate) const NLMSG_HDRLEN: usize = 16;
@@ -244,6 +245,8 @@ pub(crate) struct NlSocket {
     /// Largest message the send buffer takes.
     sndbuf: usize,
     netns: Option<PathBuf>,
+    /// Copies of what is sent and received, when asked for (fixtures, debugging).
+    pub(crate) capture: Option<WireCapture>,
 }
 
 fn io_err(what: &str) -> impl Fn(io::Error) -> NftError + '_ {
@@ -303,6 +306,7 @@ impl NlSocket {
             rx: Vec::with_capacity(RX_BUF),
             sndbuf,
             netns: netns.map(Path::to_path_buf),
+            capture: None,
         })
     }
 
@@ -314,7 +318,9 @@ impl NlSocket {
     /// A fresh socket in the same namespace, after an I/O error left this one in an unknown
     /// state (half-read replies, a dump still running).
     pub(crate) fn reopen(&mut self) -> Result<(), NftError> {
+        let capture = self.capture.take();
         *self = NlSocket::open(self.netns.as_deref())?;
+        self.capture = capture;
         Ok(())
     }
 
@@ -339,6 +345,9 @@ impl NlSocket {
             self.sndbuf = need;
         }
         let n = self.sock.send(data, 0).map_err(io_err("netlink send"))?;
+        if let Some(c) = &mut self.capture {
+            c.sent.extend_from_slice(&data[..n.min(data.len())]);
+        }
         if n != data.len() {
             return Err(NftError::Netlink {
                 what: format!("netlink send: {n} of {} bytes sent", data.len()),
@@ -361,6 +370,9 @@ impl NlSocket {
                 "netlink message of {n} bytes truncated to {}",
                 self.rx.len()
             )));
+        }
+        if let Some(c) = &mut self.capture {
+            c.received.extend_from_slice(&self.rx);
         }
         Ok(&self.rx)
     }

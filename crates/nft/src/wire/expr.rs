@@ -1,0 +1,533 @@
+//! A rule's statements as nf_tables expressions: loads into registers, comparisons, lookups,
+//! verdicts, nat, marks, and the anonymous sets and maps a rule carries. Encoding only — the
+//! listing never decodes rules (it reads each chain's content hash from its last rule's
+//! comment); what this encoder does not cover is an [`Unsupported`] and the batch goes to `nft`.
+
+use std::net::IpAddr;
+
+use crate::expr::{CmpOp, CtKey, Expr, Field, Keyword, MetaKey, RejectKind, Stmt, Verdict};
+use crate::model::{DataType, Family, Key, Value};
+use crate::nl::Attrs;
+
+use super::attrs::*;
+use super::elem::element_list;
+use super::set::type_info;
+use super::{Enc, Unsupported};
+
+/// An anonymous set or map a rule uses; sent with its elements just before the rule.
+pub(crate) struct Anon {
+    pub(crate) id: u32,
+    pub(crate) name: &'static str,
+    /// Set attributes after the table name.
+    pub(crate) decl: Attrs,
+    pub(crate) elems: Vec<Attrs>,
+}
+
+/// One rule's expressions.
+pub(crate) struct RuleEnc {
+    pub(crate) family: Family,
+    pub(crate) exprs: Attrs,
+    pub(crate) anon: Vec<Anon>,
+    /// The last set id used in the batch.
+    pub(crate) set_id: u32,
+}
+
+impl RuleEnc {
+    pub(crate) fn new(family: Family, set_id: u32) -> Self {
+        RuleEnc {
+            family,
+            exprs: Attrs::default(),
+            anon: Vec::new(),
+            set_id,
+        }
+    }
+
+    /// Declares an anonymous (constant) set, or a verdict map when `map`, as nft does.
+    fn anon_set(
+        &mut self,
+        map: bool,
+        (key_type, key_len, byteorder): (u32, u32, u32),
+        interval: bool,
+        elems: Vec<Attrs>,
+    ) -> (&'static str, u32) {
+        self.set_id += 1;
+        let id = self.set_id;
+        let name = if map { "__map%d" } else { "__set%d" };
+        let mut flags = SET_ANONYMOUS | SET_CONSTANT;
+        if interval {
+            flags |= SET_INTERVAL;
+        }
+        if map {
+            flags |= SET_MAP;
+        }
+        let mut udata = Vec::new();
+        udata_u32(&mut udata, UDATA_SET_KEYBYTEORDER, byteorder);
+        if map {
+            udata_u32(&mut udata, UDATA_SET_DATABYTEORDER, BYTEORDER_INVALID);
+            udata.extend_from_slice(&[UDATA_SET_DATA_TYPEOF, TYPEOF_VERDICT.len() as u8]);
+            udata.extend_from_slice(&TYPEOF_VERDICT);
+            udata_u32(&mut udata, UDATA_SET_DATA_INTERVAL, 0);
+        }
+        let mut desc = Attrs::default();
+        desc.u32(1, elems.len() as u32); // NFTA_SET_DESC_SIZE
+        let mut a = Attrs::default();
+        a.str(2, name)
+            .u32(3, flags)
+            .u32(4, key_type)
+            .u32(5, key_len);
+        if map {
+            a.u32(6, NFT_DATA_VERDICT).u32(7, 0);
+        }
+        a.u32(10, id).nest(9, desc).put(13, &udata);
+        self.anon.push(Anon {
+            id,
+            name,
+            decl: a,
+            elems,
+        });
+        (name, id)
+    }
+
+    fn lookup(&mut self, set: &str, set_id: Option<u32>, sreg: u32, dreg: Option<u32>, inv: bool) {
+        let mut a = Attrs::default();
+        a.str(1, set).u32(2, sreg);
+        if let Some(d) = dreg {
+            a.u32(3, d);
+        }
+        if let Some(id) = set_id {
+            a.u32(4, id);
+        }
+        if inv {
+            a.u32(5, 1); // NFT_LOOKUP_F_INV
+        }
+        self.expr("lookup", a);
+    }
+
+    fn expr(&mut self, name: &str, data: Attrs) {
+        let mut e = Attrs::default();
+        e.str(1, name); // NFTA_EXPR_NAME
+        e.nest(2, data); // NFTA_EXPR_DATA
+        self.exprs.nest(1, e); // NFTA_LIST_ELEM
+    }
+
+    fn meta_load(&mut self, key: u32, reg: u32) {
+        let mut a = Attrs::default();
+        a.u32(2, key).u32(1, reg); // KEY, DREG
+        self.expr("meta", a);
+    }
+
+    fn cmp(&mut self, reg: u32, op: CmpOp, data: &[u8]) {
+        let mut d = Attrs::default();
+        d.put(1, data); // NFTA_DATA_VALUE
+        let mut a = Attrs::default();
+        a.u32(1, reg).u32(2, if op == CmpOp::Eq { 0 } else { 1 });
+        a.nest(3, d);
+        self.expr("cmp", a);
+    }
+
+    fn payload(&mut self, base: u32, offset: u32, len: u32, reg: u32) {
+        let mut a = Attrs::default();
+        a.u32(1, reg).u32(2, base).u32(3, offset).u32(4, len);
+        self.expr("payload", a);
+    }
+
+    fn bitwise(&mut self, reg: u32, len: u32, mask: &[u8], xor: &[u8]) {
+        let mut m = Attrs::default();
+        m.put(1, mask);
+        let mut x = Attrs::default();
+        x.put(1, xor);
+        let mut a = Attrs::default();
+        a.u32(1, reg).u32(2, reg).u32(3, len);
+        a.nest(4, m).nest(5, x);
+        self.expr("bitwise", a);
+    }
+
+    fn immediate_data(&mut self, reg: u32, data: &[u8]) {
+        let mut d = Attrs::default();
+        d.put(1, data);
+        let mut a = Attrs::default();
+        a.u32(1, reg).nest(2, d);
+        self.expr("immediate", a);
+    }
+
+    fn verdict(&mut self, v: &Verdict) {
+        let mut a = Attrs::default();
+        a.u32(1, REG_VERDICT).nest(2, verdict_data(v));
+        self.expr("immediate", a);
+    }
+
+    /// `meta nfproto <f>` — nft's implicit dependency of `ip`/`ip6` fields in inet tables.
+    fn nfproto(&mut self, code: u8) {
+        if self.family == Family::Inet {
+            self.meta_load(15, REG_1);
+            self.cmp(REG_1, CmpOp::Eq, &[code]);
+        }
+    }
+
+    /// Loads `e` into `reg`; returns its length in bytes and what its values look like.
+    fn load(&mut self, e: &Expr, reg: u32) -> Enc<(u32, Kind)> {
+        Ok(match e {
+            Expr::Payload(f) => {
+                let (dep, base, off, len, kind) = match f {
+                    Field::IpSaddr => (Some(2), 1, 12, 4, Kind::Addr),
+                    Field::IpDaddr => (Some(2), 1, 16, 4, Kind::Addr),
+                    Field::Ip6Saddr => (Some(10), 1, 8, 16, Kind::Addr),
+                    Field::Ip6Daddr => (Some(10), 1, 24, 16, Kind::Addr),
+                    Field::ThSport => (None, 2, 0, 2, Kind::Port),
+                    Field::ThDport => (None, 2, 2, 2, Kind::Port),
+                    Field::TcpDport | Field::UdpDport => return Err(Unsupported("tcp/udp dport")),
+                };
+                if let Some(d) = dep {
+                    // The dependency uses reg 1: load it before anything else lands there.
+                    self.nfproto(d);
+                }
+                self.payload(base, off, len, reg);
+                (len, kind)
+            }
+            Expr::Meta(k) => {
+                let (key, len, kind) = match k {
+                    MetaKey::L4proto => (16, 1, Kind::Proto),
+                    MetaKey::Nfproto => (15, 1, Kind::Nfproto),
+                    MetaKey::Mark => (3, 4, Kind::Host32),
+                    MetaKey::Iifname | MetaKey::Oifname => return Err(Unsupported("ifname")),
+                };
+                self.meta_load(key, reg);
+                (len, kind)
+            }
+            Expr::Ct(k) => {
+                let key = match k {
+                    CtKey::State => 0,
+                    CtKey::Status => 2,
+                    CtKey::Mark => 3,
+                };
+                let mut a = Attrs::default();
+                a.u32(1, reg).u32(2, key);
+                self.expr("ct", a);
+                (4, Kind::Ct)
+            }
+            Expr::FibDaddrType | Expr::FibSaddrType => {
+                let flags = if matches!(e, Expr::FibSaddrType) {
+                    1
+                } else {
+                    2
+                };
+                let mut a = Attrs::default();
+                a.u32(1, reg).u32(2, 3).u32(3, flags); // DREG, RESULT addrtype, FLAGS
+                self.expr("fib", a);
+                (4, Kind::Host32)
+            }
+            Expr::NumgenRandom(m) => {
+                let mut a = Attrs::default();
+                a.u32(1, reg).u32(2, *m).u32(3, 1).u32(4, 0);
+                self.expr("numgen", a);
+                (4, Kind::Host32)
+            }
+            Expr::Concat(parts) => {
+                if reg != REG32_00 {
+                    return Err(Unsupported("concatenation outside a key"));
+                }
+                // An address part brings a `meta nfproto` check into reg 1, which overlaps
+                // the first parts of the concatenation: only the first part may have one.
+                let mut total = 0;
+                let mut r = REG32_00;
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0
+                        && matches!(p, Expr::Payload(f) if !matches!(f, Field::ThSport | Field::ThDport))
+                    {
+                        return Err(Unsupported("address inside a concatenation"));
+                    }
+                    let (len, _) = self.load(p, r)?;
+                    r += len.div_ceil(4);
+                    total += len.div_ceil(4) * 4;
+                }
+                (total, Kind::Concat)
+            }
+            Expr::And(..)
+            | Expr::Value(_)
+            | Expr::Keywords(_)
+            | Expr::Set(_)
+            | Expr::AnonSet(_) => return Err(Unsupported("expression not loadable")),
+        })
+    }
+
+    pub(crate) fn stmt(&mut self, s: &Stmt) -> Enc<()> {
+        match s {
+            Stmt::Match { left, op, right } => self.matches(left, *op, right),
+            Stmt::Counter => {
+                let mut a = Attrs::default();
+                a.u64(1, 0).u64(2, 0);
+                self.expr("counter", a);
+                Ok(())
+            }
+            Stmt::Verdict(v) => {
+                self.verdict(v);
+                Ok(())
+            }
+            Stmt::Vmap { key, map } => {
+                let reg = if matches!(key, Expr::Concat(_)) {
+                    REG32_00
+                } else {
+                    REG_1
+                };
+                self.load(key, reg)?;
+                self.lookup(map, None, reg, Some(REG_VERDICT), false);
+                Ok(())
+            }
+            Stmt::Dnat { addr, port } => self.nat(1, addr, *port),
+            Stmt::Snat { addr } => self.nat(0, addr, None),
+            Stmt::Masquerade { fully_random } => {
+                let mut a = Attrs::default();
+                if *fully_random {
+                    a.u32(1, 0x10);
+                }
+                self.expr("masq", a);
+                Ok(())
+            }
+            Stmt::MarkOr(bits) => self.mark(!bits, *bits),
+            Stmt::MarkAnd(bits) => self.mark(*bits, 0),
+            Stmt::MarkSet(m) => {
+                self.immediate_data(REG_1, &m.to_ne_bytes());
+                self.meta_set_mark();
+                Ok(())
+            }
+            Stmt::Reject(k) => {
+                let (ty, code) = match k {
+                    RejectKind::TcpReset => (1, 0u8),
+                    RejectKind::IcmpxPortUnreachable => (2, 1),
+                    RejectKind::IcmpxAdminProhibited => (2, 3),
+                };
+                let mut a = Attrs::default();
+                a.u32(1, ty).put(2, &[code]);
+                self.expr("reject", a);
+                Ok(())
+            }
+            Stmt::UpdateSet { set, key, timeout } => {
+                self.load(key, REG_1)?;
+                let mut a = Attrs::default();
+                a.str(1, set).u32(3, 1).u32(4, REG_1); // SET_NAME, OP update, SREG_KEY
+                if let Some(t) = timeout {
+                    a.u64(6, u64::from(*t) * 1000);
+                }
+                self.expr("dynset", a);
+                Ok(())
+            }
+            Stmt::NumgenVmap { targets } => {
+                let n = u32::try_from(targets.len())
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(Unsupported("numgen vmap size"))?;
+                let mut a = Attrs::default();
+                a.u32(1, REG_1).u32(2, n).u32(3, 1).u32(4, 0); // DREG, MODULUS, random, OFFSET
+                self.expr("numgen", a);
+                let elems = targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let mut key = Attrs::default();
+                        key.put(1, &(i as u32).to_ne_bytes());
+                        let mut e = Attrs::default();
+                        e.nest(1, key).nest(2, verdict_data(v));
+                        e
+                    })
+                    .collect();
+                let (name, id) =
+                    self.anon_set(true, (TYPE_INTEGER, 4, BYTEORDER_HOST), false, elems);
+                self.lookup(name, Some(id), REG_1, Some(REG_VERDICT), false);
+                Ok(())
+            }
+            Stmt::Log { .. } => Err(Unsupported("log")),
+        }
+    }
+
+    fn mark(&mut self, mask: u32, xor: u32) -> Enc<()> {
+        self.meta_load(3, REG_1);
+        self.bitwise(REG_1, 4, &mask.to_ne_bytes(), &xor.to_ne_bytes());
+        self.meta_set_mark();
+        Ok(())
+    }
+
+    fn meta_set_mark(&mut self) {
+        let mut a = Attrs::default();
+        a.u32(2, 3).u32(3, REG_1); // KEY mark, SREG
+        self.expr("meta", a);
+    }
+
+    fn nat(&mut self, ty: u32, addr: &IpAddr, port: Option<u16>) -> Enc<()> {
+        let (fam, bytes) = match addr {
+            IpAddr::V4(a) => (2, a.octets().to_vec()),
+            IpAddr::V6(a) => (10, a.octets().to_vec()),
+        };
+        self.immediate_data(REG_1, &bytes);
+        if let Some(p) = port {
+            self.immediate_data(REG_2, &p.to_be_bytes());
+        }
+        let mut a = Attrs::default();
+        a.u32(1, ty).u32(2, fam).u32(3, REG_1);
+        if port.is_some() {
+            a.u32(5, REG_2).u32(7, 0x2); // PROTO_MIN, flags PROTO_SPECIFIED
+        }
+        self.expr("nat", a);
+        Ok(())
+    }
+
+    fn matches(&mut self, left: &Expr, op: CmpOp, right: &Expr) -> Enc<()> {
+        // ct state established,related: a bit test.
+        if let (Expr::Ct(CtKey::State), Expr::Keywords(ks)) = (left, right) {
+            let mut bits = 0u32;
+            for k in ks {
+                bits |= match k {
+                    Keyword::Invalid => 1,
+                    Keyword::Established => 2,
+                    Keyword::Related => 4,
+                    Keyword::New => 8,
+                    _ => return Err(Unsupported("ct state keyword")),
+                };
+            }
+            self.load(left, REG_1)?;
+            self.bitwise(REG_1, 4, &bits.to_ne_bytes(), &0u32.to_ne_bytes());
+            let neg = if op == CmpOp::Eq {
+                CmpOp::Ne
+            } else {
+                CmpOp::Eq
+            };
+            self.cmp(REG_1, neg, &0u32.to_ne_bytes());
+            return Ok(());
+        }
+        if let (Expr::And(inner, mask), Expr::Value(v)) = (left, right) {
+            let (len, kind) = self.load(inner, REG_1)?;
+            let data = value_bytes(v, kind)?;
+            self.bitwise(REG_1, len, &mask.to_ne_bytes(), &0u32.to_ne_bytes());
+            self.cmp(REG_1, op, &data);
+            return Ok(());
+        }
+        match right {
+            Expr::Set(name) => {
+                let reg = if matches!(left, Expr::Concat(_)) {
+                    REG32_00
+                } else {
+                    REG_1
+                };
+                self.load(left, reg)?;
+                self.lookup(name, None, reg, None, op == CmpOp::Ne);
+                Ok(())
+            }
+            Expr::AnonSet(keys) => self.anon_match(left, op, keys),
+            Expr::Value(Value::Prefix(net)) => {
+                let (len, _) = self.load(left, REG_1)?;
+                let (mask, addr) = match net {
+                    ipnet::IpNet::V4(n) => {
+                        (n.netmask().octets().to_vec(), n.network().octets().to_vec())
+                    }
+                    ipnet::IpNet::V6(n) => {
+                        (n.netmask().octets().to_vec(), n.network().octets().to_vec())
+                    }
+                };
+                if mask.len() as u32 != len {
+                    return Err(Unsupported("prefix of another family"));
+                }
+                if mask.iter().any(|b| *b != 0xff) {
+                    self.bitwise(REG_1, len, &mask, &vec![0; mask.len()]);
+                }
+                self.cmp(REG_1, op, &addr);
+                Ok(())
+            }
+            Expr::Value(v) => {
+                let (_, kind) = self.load(left, REG_1)?;
+                let data = value_bytes(v, kind)?;
+                self.cmp(REG_1, op, &data);
+                Ok(())
+            }
+            Expr::Keywords(ks) if ks.len() == 1 => {
+                let (_, kind) = self.load(left, REG_1)?;
+                let data = match (ks[0], kind) {
+                    (Keyword::Local, Kind::Host32) => 2u32.to_ne_bytes().to_vec(), // RTN_LOCAL
+                    (Keyword::Ipv4, Kind::Nfproto) => vec![2],
+                    (Keyword::Ipv6, Kind::Nfproto) => vec![10],
+                    _ => return Err(Unsupported("keyword")),
+                };
+                self.cmp(REG_1, op, &data);
+                Ok(())
+            }
+            _ => Err(Unsupported("match")),
+        }
+    }
+
+    /// `left [!=] { a, b, ... }`: a lookup in an anonymous set (one element: a comparison,
+    /// as nft writes it).
+    fn anon_match(&mut self, left: &Expr, op: CmpOp, keys: &[Vec<Value>]) -> Enc<()> {
+        if let [one] = keys {
+            if let [v] = &one[..] {
+                return self.matches(left, op, &Expr::Value(v.clone()));
+            }
+        }
+        if matches!(left, Expr::Concat(_)) {
+            return Err(Unsupported("anonymous set of concatenations"));
+        }
+        let (len, kind) = self.load(left, REG_1)?;
+        let t = match (kind, len) {
+            (Kind::Addr, 4) => DataType::Ipv4Addr,
+            (Kind::Addr, 16) => DataType::Ipv6Addr,
+            (Kind::Port, _) => DataType::InetService,
+            (Kind::Proto, _) => DataType::InetProto,
+            _ => return Err(Unsupported("anonymous set of this type")),
+        };
+        let mut values = std::collections::BTreeSet::new();
+        for k in keys {
+            match &k[..] {
+                [v] if t.accepts(v) => values.insert(Key(vec![v.clone()])),
+                _ => return Err(Unsupported("anonymous set element")),
+            };
+        }
+        let interval = values.iter().any(|k| matches!(k.0[0], Value::Prefix(_)));
+        let elems = element_list(values.iter().map(|k| (k, None)), interval, interval)?;
+        let (name, id) = self.anon_set(false, type_info(t), interval, elems);
+        self.lookup(name, Some(id), REG_1, None, op == CmpOp::Ne);
+        Ok(())
+    }
+}
+
+/// How a loaded value is laid out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Addr,
+    Port,
+    Proto,
+    Nfproto,
+    Host32,
+    Ct,
+    Concat,
+}
+
+pub(crate) fn value_bytes(v: &Value, kind: Kind) -> Enc<Vec<u8>> {
+    Ok(match (v, kind) {
+        (Value::Addr(IpAddr::V4(a)), Kind::Addr) => a.octets().to_vec(),
+        (Value::Addr(IpAddr::V6(a)), Kind::Addr) => a.octets().to_vec(),
+        (Value::Port(p), Kind::Port) => p.to_be_bytes().to_vec(),
+        (Value::Proto(p), Kind::Proto) => vec![proto_number(*p)],
+        (Value::Mark(m), Kind::Host32) | (Value::Num(m), Kind::Host32) => m.to_ne_bytes().to_vec(),
+        _ => return Err(Unsupported("value of another type")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsupported_statements_fall_back() {
+        let mut enc = RuleEnc::new(Family::Inet, 0);
+        assert!(enc
+            .stmt(&Stmt::Log {
+                prefix: None,
+                group: Some(1)
+            })
+            .is_err());
+        // Anonymous maps are native now.
+        assert!(enc
+            .stmt(&Stmt::NumgenVmap {
+                targets: vec![Verdict::Accept, Verdict::Drop]
+            })
+            .is_ok());
+        assert_eq!(enc.anon.len(), 1);
+    }
+}
