@@ -11,7 +11,7 @@ pub fn render_text(t: &Topology) -> String {
     let _ = writeln!(s, "lab {}", t.lab);
     let _ = writeln!(
         s,
-        "fabric {}  {} (underlay {})",
+        "{}  {} (underlay {})",
         t.fabric.name, t.fabric.address, t.fabric.underlay
     );
     if let Some(ext) = &t.external {
