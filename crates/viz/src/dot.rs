@@ -189,6 +189,15 @@ pub fn render_dot(t: &Topology) -> String {
             }
         }
     }
+    if !t.services.is_empty() {
+        // Services below the nodes, as on the SVG.
+        let ids: Vec<String> = t
+            .services
+            .iter()
+            .map(|svc| dot_id(&ElementId::Service(svc.key())))
+            .collect();
+        let _ = writeln!(s, "  {{ rank=sink; {}; }}", ids.join("; "));
+    }
     let _ = writeln!(s, "}}");
     s
 }

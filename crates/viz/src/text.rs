@@ -15,7 +15,7 @@ pub fn render_text(t: &Topology) -> String {
         t.fabric.name, t.fabric.address, t.fabric.underlay
     );
     if let Some(ext) = &t.external {
-        let _ = writeln!(s, "external {}  {}", ext.name, ext.address);
+        let _ = writeln!(s, "{}  {}", external_name(&ext.name), ext.address);
     }
     for n in &t.nodes {
         node(&mut s, n);
@@ -33,6 +33,15 @@ pub fn render_text(t: &Topology) -> String {
         }
     }
     s
+}
+
+/// `external` or `external NAME` (the lab's host is just called `external`).
+pub(crate) fn external_name(name: &str) -> String {
+    if name == "external" {
+        name.to_string()
+    } else {
+        format!("external {name}")
+    }
 }
 
 fn node(s: &mut String, n: &NodeBox) {

@@ -151,7 +151,7 @@ pub fn fabric(c: &mut Canvas, t: &Topology, l: &Layout) {
         );
         c.rect(r, 6.0, "fill:#f6efe1;stroke:#a0782d;stroke-width:1.5");
         let max = chars_in(r.w - 20.0, FONT);
-        let (name, _) = fit(&format!("external {}", ext.name), max);
+        let (name, _) = fit(&crate::text::external_name(&ext.name), max);
         c.text(
             (r.x + 10.0, r.y + 18.0),
             FONT,
