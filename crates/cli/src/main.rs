@@ -2,9 +2,11 @@
 //! (`apply/get/delete/exec`), the node agent (`agent`), and the built-in workload
 //! (`serve`, `probe`).
 
+mod cmd_graph;
 mod cmd_lab;
 mod cmd_objects;
 mod cmd_policy;
+mod topology;
 
 use std::process::ExitCode;
 
