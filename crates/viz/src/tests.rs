@@ -407,8 +407,8 @@ fn dot_declares_every_element_and_links_only_declared_ones() {
     assert!(dot.contains("\"203.0.113.10:443\"") || dot.contains("\"ip/203.0.113.10\""));
 }
 
+/// Needs Graphviz's `dot` (scripts/install-deps.sh installs it); fails saying so without it.
 #[test]
-#[ignore = "needs Graphviz's dot (apt-get install graphviz)"]
 fn dot_is_accepted_by_graphviz() {
     use std::io::Write;
     let t = lab(3, 20, "vxlan");
@@ -418,7 +418,7 @@ fn dot_is_accepted_by_graphviz() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("dot is installed");
+        .expect("running Graphviz's dot: install graphviz (scripts/install-deps.sh does)");
     child
         .stdin
         .take()
