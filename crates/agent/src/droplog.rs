@@ -6,10 +6,24 @@
 //! Rate limits: the kernel logs a (source, destination) pair at most once per
 //! `log_interval_secs` (the compiler's rate-limit set); here at most [`MAX_PER_SECOND`] events
 //! are written per second, and the number suppressed is reported with the next line written.
+//!
+//! Every event also goes into a [`DropRing`] (the newest [`RING_CAPACITY`], with addresses and
+//! the time read) that the health endpoint serves as JSON at `GET /drops?since=SEQ`; that is
+//! what `sarasa drops` reads. Why a ring served over HTTP rather than the CLI reading the log
+//! files: it works wherever the agent runs (a real node has no lab log directory), it is typed
+//! (one [`DropRecord`] serialised by the agent and parsed by the CLI, not text scraped from a
+//! log that also carries everything else and may be rotated or truncated), it is not subject to
+//! the per-second line limit above, and the sequence number lets `--follow` ask only for what
+//! is new. What it gives up: events from before an agent restart are gone (the log keeps them);
+//! the page says when the agent started so a reader notices the sequence began again.
 
+use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 use sarasa_policy::{bind_request, parse_messages, DropEvent, Endpoint};
@@ -22,6 +36,150 @@ use crate::policy::SharedPolicyState;
 /// Events written per second at most.
 pub const MAX_PER_SECOND: u32 = 20;
 
+/// Drop events kept for `GET /drops`.
+pub const RING_CAPACITY: usize = 1024;
+
+/// One drop event as `GET /drops` serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DropRecord {
+    /// Position in this agent's sequence (1, 2, ...; begins again when the agent restarts).
+    pub seq: u64,
+    /// When the agent read the event, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// `ingress` (dropped at the destination pod) or `egress` (at the source pod).
+    pub direction: String,
+    /// `namespace/name` of the pod whose policy chain dropped the packet.
+    pub pod: String,
+    pub src: DropEndpoint,
+    pub dst: DropEndpoint,
+    /// `tcp`, `udp`, `sctp`.
+    pub protocol: String,
+    pub port: u16,
+    /// `namespace/name` of the policies that isolate `pod` in `direction`.
+    pub policies: Vec<String>,
+}
+
+/// An end of a dropped packet: its address, and its pod when it is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropEndpoint {
+    pub ip: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+/// The answer to `GET /drops?since=SEQ`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DropPage {
+    /// When this agent started (ms since the epoch): a new value means the sequence restarted.
+    pub agent_start_ms: u64,
+    /// The highest sequence number so far (0: none yet).
+    pub latest: u64,
+    /// Events after `since` that were evicted before this read.
+    pub missed: u64,
+    /// Events after `since`, oldest first.
+    pub events: Vec<DropRecord>,
+}
+
+/// The newest drop events, in memory.
+#[derive(Debug)]
+pub struct DropRing {
+    start_ms: u64,
+    capacity: usize,
+    inner: Mutex<RingInner>,
+}
+
+#[derive(Debug, Default)]
+struct RingInner {
+    latest: u64,
+    events: VecDeque<DropRecord>,
+}
+
+impl Default for DropRing {
+    fn default() -> Self {
+        DropRing::new(RING_CAPACITY)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl DropRing {
+    pub fn new(capacity: usize) -> DropRing {
+        DropRing {
+            start_ms: now_ms(),
+            capacity: capacity.max(1),
+            inner: Mutex::new(RingInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RingInner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Records an event read at `time_ms` from a packet `saddr` → `daddr`; returns its seq.
+    pub fn push(&self, time_ms: u64, e: &DropEvent, saddr: IpAddr, daddr: IpAddr) -> u64 {
+        let end = |ep: &Endpoint, ip: IpAddr| DropEndpoint {
+            ip,
+            pod: match ep {
+                Endpoint::Pod(k) => Some(k.to_string()),
+                Endpoint::External(_) => None,
+            },
+        };
+        let mut inner = self.lock();
+        inner.latest += 1;
+        let record = DropRecord {
+            seq: inner.latest,
+            time_ms,
+            direction: direction(e.direction).to_string(),
+            pod: e.pod.to_string(),
+            src: end(&e.src, saddr),
+            dst: end(&e.dst, daddr),
+            protocol: e.protocol.as_str().to_string(),
+            port: e.port,
+            policies: e.policies.iter().map(|p| p.to_string()).collect(),
+        };
+        if inner.events.len() == self.capacity {
+            inner.events.pop_front();
+        }
+        inner.events.push_back(record);
+        inner.latest
+    }
+
+    /// The events after sequence number `since`.
+    pub fn since(&self, since: u64) -> DropPage {
+        let inner = self.lock();
+        let events: Vec<DropRecord> = inner
+            .events
+            .iter()
+            .filter(|r| r.seq > since)
+            .cloned()
+            .collect();
+        let first_kept = inner.events.front().map_or(inner.latest + 1, |r| r.seq);
+        DropPage {
+            agent_start_ms: self.start_ms,
+            latest: inner.latest,
+            missed: first_kept.saturating_sub(since + 1),
+            events,
+        }
+    }
+}
+
+fn direction(d: sarasa_policy::Direction) -> &'static str {
+    match d {
+        sarasa_policy::Direction::Ingress => "ingress",
+        sarasa_policy::Direction::Egress => "egress",
+    }
+}
+
 fn endpoint(e: &Endpoint) -> serde_json::Value {
     match e {
         Endpoint::Pod(k) => serde_json::json!({"pod": k.to_string()}),
@@ -32,10 +190,7 @@ fn endpoint(e: &Endpoint) -> serde_json::Value {
 /// The JSON of one drop event.
 pub fn event_json(e: &DropEvent) -> serde_json::Value {
     serde_json::json!({
-        "direction": match e.direction {
-            sarasa_policy::Direction::Ingress => "ingress",
-            sarasa_policy::Direction::Egress => "egress",
-        },
+        "direction": direction(e.direction),
         "pod": e.pod.to_string(),
         "src": endpoint(&e.src),
         "dst": endpoint(&e.dst),
@@ -140,6 +295,9 @@ async fn read_loop(socket: AsyncFd<Socket>, state: SharedPolicyState, metrics: A
             };
             let Some(event) = event else { continue };
             metrics.policy_drops.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .drops
+                .push(now_ms(), &event, packet.saddr, packet.daddr);
             if limit.allow(Instant::now()) {
                 let mut json = event_json(&event);
                 if limit.suppressed > 0 {
@@ -176,6 +334,60 @@ mod tests {
             event_json(&e).to_string(),
             r#"{"direction":"ingress","dst":{"pod":"x/a"},"pod":"x/a","policies":["x/deny-all"],"port":80,"protocol":"tcp","src":{"pod":"y/b"}}"#
         );
+    }
+
+    fn event(n: u16) -> DropEvent {
+        DropEvent {
+            direction: Direction::Egress,
+            pod: PodKey::new("y", "b"),
+            src: Endpoint::Pod(PodKey::new("y", "b")),
+            dst: Endpoint::External("203.0.113.10".parse().unwrap()),
+            protocol: L4Proto::Udp,
+            port: n,
+            policies: vec![PodKey::new("y", "deny-egress")],
+        }
+    }
+
+    #[test]
+    fn ring_records_addresses_pods_and_policies() {
+        let ring = DropRing::new(4);
+        let seq = ring.push(
+            1_000,
+            &event(53),
+            "10.244.1.5".parse().unwrap(),
+            "203.0.113.10".parse().unwrap(),
+        );
+        assert_eq!(seq, 1);
+        let page = ring.since(0);
+        assert_eq!(page.latest, 1);
+        assert_eq!(page.missed, 0);
+        assert_eq!(
+            serde_json::to_value(&page.events[0]).unwrap(),
+            serde_json::json!({
+                "seq": 1, "timeMs": 1000, "direction": "egress", "pod": "y/b",
+                "src": {"ip": "10.244.1.5", "pod": "y/b"}, "dst": {"ip": "203.0.113.10"},
+                "protocol": "udp", "port": 53, "policies": ["y/deny-egress"]
+            })
+        );
+        let back: DropPage = serde_json::from_str(&serde_json::to_string(&page).unwrap()).unwrap();
+        assert_eq!(back, page);
+    }
+
+    #[test]
+    fn ring_keeps_the_newest_and_counts_what_a_reader_missed() {
+        let ring = DropRing::new(3);
+        let (s, d) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for port in 1..=5 {
+            ring.push(u64::from(port), &event(port), s, d);
+        }
+        let page = ring.since(0);
+        let ports: Vec<u16> = page.events.iter().map(|e| e.port).collect();
+        assert_eq!(ports, [3, 4, 5]);
+        assert_eq!((page.latest, page.missed), (5, 2));
+        let page = ring.since(4);
+        assert_eq!(page.events.len(), 1);
+        assert_eq!((page.events[0].seq, page.missed), (5, 0));
+        assert!(ring.since(5).events.is_empty());
     }
 
     #[test]

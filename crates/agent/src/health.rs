@@ -1,10 +1,12 @@
-//! `/healthz` (200 once the node is programmed) and `/metrics` (Prometheus text).
+//! `/healthz` (200 once the node is programmed), `/metrics` (Prometheus text) and `/drops`
+//! (the newest NetworkPolicy drop events as JSON, `?since=SEQ` for only the newer ones; see
+//! [`crate::droplog`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -31,6 +33,15 @@ pub struct Metrics {
     pub last_policy_sync_micros: AtomicU64,
     /// The last policy drop event written (its JSON), for tests and diagnostics.
     pub last_policy_drop: std::sync::Mutex<Option<String>>,
+    /// The newest policy drop events, served at `/drops`.
+    pub drops: crate::droplog::DropRing,
+}
+
+/// `GET /drops?since=SEQ`.
+#[derive(Debug, serde::Deserialize)]
+struct DropsQuery {
+    #[serde(default)]
+    since: u64,
 }
 
 impl Metrics {
@@ -142,6 +153,14 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
                 ([("content-type", "text/plain; version=0.0.4")], m.render())
             }),
         )
+        .route(
+            "/drops",
+            get(
+                |State(m): State<Arc<Metrics>>, Query(q): Query<DropsQuery>| async move {
+                    axum::Json(m.drops.since(q.since))
+                },
+            ),
+        )
         .with_state(metrics)
 }
 
@@ -174,6 +193,53 @@ mod tests {
         assert!(t.contains("sarasa_agent_last_reconcile_duration_seconds 0.001500\n"));
         assert!(t.contains("sarasa_agent_reconcile_errors_total 0\n"));
         assert!(t.contains("sarasa_agent_programmed 0\n"));
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn drops_serves_the_events_after_since_as_json() {
+        use sarasa_policy::{DropEvent, Endpoint, PodKey};
+        let metrics = Arc::new(Metrics::default());
+        let e = DropEvent {
+            direction: sarasa_policy::Direction::Ingress,
+            pod: PodKey::new("x", "a"),
+            src: Endpoint::Pod(PodKey::new("y", "b")),
+            dst: Endpoint::Pod(PodKey::new("x", "a")),
+            protocol: sarasa_nft::L4Proto::Tcp,
+            port: 80,
+            policies: vec![PodKey::new("x", "deny")],
+        };
+        let (s, d) = ("10.244.2.3".parse().unwrap(), "10.244.1.2".parse().unwrap());
+        metrics.drops.push(10, &e, s, d);
+        metrics.drops.push(20, &e, s, d);
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, metrics.clone()));
+        let reply = get(addr, "/drops?since=1").await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        let body = reply.split_once("\r\n\r\n").unwrap().1;
+        let page: crate::droplog::DropPage = serde_json::from_str(body).unwrap();
+        assert_eq!(page.latest, 2);
+        assert_eq!(page.events.len(), 1);
+        assert_eq!(page.events[0].seq, 2);
+        assert_eq!(page.events[0].src.pod.as_deref(), Some("y/b"));
+        assert_eq!(page.events[0].dst.ip.to_string(), "10.244.1.2");
+        let all = get(addr, "/drops").await;
+        let body = all.split_once("\r\n\r\n").unwrap().1;
+        let page: crate::droplog::DropPage = serde_json::from_str(body).unwrap();
+        assert_eq!(page.events.len(), 2);
     }
 
     #[tokio::test]

@@ -33,6 +33,8 @@ enum LabCommand {
     Down,
     /// Nodes (name, address, podCIDR, agent state) and pod counts.
     Status,
+    /// The topology: fabric, nodes, tunnels, bridges, pods, Services and their endpoints.
+    Graph(crate::cmd_graph::GraphArgs),
     /// Stop or start one node's agent (the datapath it programmed stays in place).
     Agent {
         #[arg(value_enum)]
@@ -105,6 +107,7 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             println!("lab {:?} is down", lab.spec.name);
         }
         LabCommand::Status => print_status(&Lab::open(lab)?)?,
+        LabCommand::Graph(args) => return crate::cmd_graph::run(lab, args),
         LabCommand::Agent { action, node } => {
             let lab = Lab::open(lab)?;
             if matches!(action, Action::Stop | Action::Restart) {

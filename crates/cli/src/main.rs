@@ -2,9 +2,13 @@
 //! (`apply/get/delete/exec`), the node agent (`agent`), and the built-in workload
 //! (`serve`, `probe`).
 
+mod cmd_drops;
+mod cmd_graph;
 mod cmd_lab;
 mod cmd_objects;
 mod cmd_policy;
+mod drops;
+mod topology;
 
 use std::process::ExitCode;
 
@@ -47,6 +51,8 @@ enum Command {
     Probe(sarasa_workload::ProbeArgs),
     /// NetworkPolicy tools: `policy matrix` (computed and, with --probe, measured).
     Policy(cmd_policy::PolicyArgs),
+    /// Recent NetworkPolicy drop events from every node: pods, port, direction, policies.
+    Drops(cmd_drops::DropsArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
         Command::Get(args) => cmd_objects::get(&cli.lab, args),
         Command::Exec(args) => cmd_objects::exec(&cli.lab, args),
         Command::Policy(args) => cmd_policy::run(&cli.lab, args),
+        Command::Drops(args) => cmd_drops::run(&cli.lab, args),
         Command::Agent(config) => run_agent(config),
         Command::Serve(args) => sarasa_workload::run_serve(&args)
             .map(|()| ExitCode::SUCCESS)
