@@ -7,8 +7,12 @@ mod cmd_graph;
 mod cmd_lab;
 mod cmd_objects;
 mod cmd_policy;
+mod cmd_trace;
 mod drops;
 mod topology;
+mod trace_fetch;
+mod trace_svg;
+mod trace_world;
 
 use std::process::ExitCode;
 
@@ -53,6 +57,9 @@ enum Command {
     Policy(cmd_policy::PolicyArgs),
     /// Recent NetworkPolicy drop events from every node: pods, port, direction, policies.
     Drops(cmd_drops::DropsArgs),
+    /// Explain what the network does with one packet: every node, hook, Service, policy and
+    /// route it crosses, from the node plans the agents program.
+    Trace(cmd_trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +73,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => cmd_objects::exec(&cli.lab, args),
         Command::Policy(args) => cmd_policy::run(&cli.lab, args),
         Command::Drops(args) => cmd_drops::run(&cli.lab, args),
+        Command::Trace(args) => cmd_trace::run(&cli.lab, args),
         Command::Agent(config) => run_agent(config),
         Command::Serve(args) => sarasa_workload::run_serve(&args)
             .map(|()| ExitCode::SUCCESS)

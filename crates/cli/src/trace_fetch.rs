@@ -1,0 +1,70 @@
+//! What `sarasa trace` reads from a running lab: the cluster view (the same projections the
+//! agents keep, through [`sarasa_cluster::list_view`]), the fabric's Service routes, and — for
+//! `-o svg` — the topology to draw the path on.
+
+use anyhow::Result;
+use sarasa_lab::{Lab, LabError};
+use sarasa_trace::{PodView, World};
+
+use crate::trace_world::{self, NodeFacts, Objects};
+
+/// The world of `lab` as its API server and fabric hold it now.
+pub fn world(lab: &Lab, warnings: &mut Vec<String>) -> Result<World> {
+    let view = sarasa_lab::client::with_client(&lab.spec, |c| async move {
+        sarasa_cluster::list_view(&c)
+            .await
+            .map_err(|e| LabError::Api(e.to_string()))
+    })?;
+    for r in &view.rejected {
+        warnings.push(format!("left out (as the agents do): {r}"));
+    }
+    let policy = view.policy_state();
+    let objects = Objects {
+        nodes: view
+            .nodes
+            .values()
+            .map(|n| NodeFacts {
+                name: n.name.clone(),
+                pod_cidrs: n.pod_cidrs.clone(),
+                underlay_ip: n.public_ip,
+                internal_ip: n.internal_ip,
+                vtep_mac: n.vtep_mac,
+            })
+            .collect(),
+        pods: view
+            .pods
+            .values()
+            .filter(|p| !p.terminating)
+            .map(|p| PodView {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                node: p.node_name.clone(),
+                ips: p.pod_ips.clone(),
+                host_network: p.host_network,
+            })
+            .collect(),
+        services: view.services.values().map(|s| (**s).clone()).collect(),
+        endpoint_slices: view.endpoint_slices.values().map(|s| (**s).clone()).collect(),
+        policy,
+    };
+    let routes = trace_world::service_routes(&lab.spec)?;
+    trace_world::world(&lab.spec, objects, routes, warnings)
+}
+
+/// The SVG of the lab's topology with `result`'s path drawn on it.
+pub fn svg(lab: &Lab, query: &sarasa_trace::Query, result: &sarasa_trace::TraceResult) -> Result<String> {
+    let objects = crate::topology::list_objects(lab)?;
+    let topology = crate::topology::topology(&lab.spec, &objects);
+    let destination = match &query.to {
+        sarasa_trace::Destination::Pod { namespace, name } => {
+            Some(sarasa_viz::ElementId::Pod(format!("{namespace}/{name}")))
+        }
+        sarasa_trace::Destination::Service { namespace, name } => {
+            Some(sarasa_viz::ElementId::Service(format!("{namespace}/{name}")))
+        }
+        sarasa_trace::Destination::Node(n) => Some(sarasa_viz::ElementId::Node(n.clone())),
+        sarasa_trace::Destination::Ip(_) => None,
+    };
+    let legs = crate::trace_svg::legs(result, destination);
+    Ok(sarasa_viz::render_svg(&topology, &legs))
+}
