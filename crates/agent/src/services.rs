@@ -475,6 +475,50 @@ mod tests {
         p
     }
 
+    /// A delta of `(key, conversion)` items.
+    fn delta<T>(items: Vec<(&str, Option<Result<T, &str>>)>) -> sarasa_cluster::Delta<T> {
+        sarasa_cluster::Delta {
+            items: items
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = v.map(|r| r.map(std::sync::Arc::new).map_err(str::to_string));
+                    (k.to_string(), v)
+                })
+                .collect(),
+            complete: false,
+        }
+    }
+
+    #[test]
+    fn the_proxy_consumes_service_deltas() {
+        let mut p = proxy(1);
+        let loaded = p.tables();
+        // s0 changes address, s1 fails conversion (withdrawn), s2 is gone, s3-1 loses its
+        // endpoints: one update for all of them.
+        let mut s0 = Service::cluster_ip("default", "s0", vec!["10.96.1.10".parse().unwrap()]);
+        s0.ports = vec![ServicePort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+            target_port: None,
+        }];
+        let d = ServiceDelta {
+            services: delta(vec![
+                ("default/s0", Some(Ok(s0))),
+                ("default/s1", Some(Err("field spec.clusterIP: bad"))),
+                ("default/s2", None),
+            ]),
+            slices: delta(vec![("default/s3-1", None)]),
+        };
+        let update = feed(&mut p, d);
+        assert!(update.ops() > 0);
+        assert_eq!(p.service_count(), 18, "s1 withdrawn, s2 deleted");
+        assert_ne!(p.tables(), loaded);
+        // Nothing changed: nothing to send.
+        assert!(feed(&mut p, ServiceDelta::default()).is_empty());
+    }
+
     #[test]
     fn full_program_makes_every_table_right_and_removes_stale_shards() {
         let ns = Netns::new();

@@ -318,14 +318,27 @@ mod tests {
         )));
         o.apply_network_policy_event(watcher::Event::Delete(policy("deny", json!({}))));
         cluster.apply_node_event(watcher::Event::Apply(node("n2", "192.168.33.12")));
+        o.apply_namespace_event(watcher::Event::Apply(
+            serde_json::from_value(json!({"metadata": {"name": "y", "labels": {"team": "a"}}}))
+                .unwrap(),
+        ));
         let d = o.take_changed(&mut cluster.nodes);
-        assert_eq!(d.len(), 5);
+        assert_eq!(
+            (
+                d.namespaces.len(),
+                d.nodes.len(),
+                d.pods.len(),
+                d.policies.len()
+            ),
+            (1, 1, 2, 2)
+        );
         // Handed back (a reconcile that could not program it), it comes again.
         o.requeue(&d, &mut cluster.nodes);
         let d = o.take_changed(&mut cluster.nodes);
-        assert_eq!(d.len(), 5);
+        assert_eq!(d.len(), 6);
         let fed = d.feed(&mut compiler);
-        assert_eq!((fed.applied, fed.deleted), (2, 2));
+        assert_eq!((fed.applied, fed.deleted), (3, 2));
+        assert_eq!(compiler.state().namespace_labels("y")["team"], "a");
         let rejected: Vec<String> = fed.rejected.iter().map(ToString::to_string).collect();
         assert_eq!(rejected.len(), 1);
         assert!(
