@@ -24,6 +24,10 @@ pub struct TraceArgs {
     port: Option<String>,
     #[arg(long, value_enum, default_value_t = ProtoArg::Tcp)]
     proto: ProtoArg,
+    /// Also send one real packet of the flow and compare the kernel's nftables trace events on
+    /// every node with the model's path; exit 3 when they disagree.
+    #[arg(long)]
+    live: bool,
     /// text (default), json or svg.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -42,7 +46,8 @@ enum Output {
     Svg,
 }
 
-/// Exit code: 0 delivered, 1 dropped or rejected, 2 bad input (clap and errors).
+/// Exit code: 0 delivered, 1 dropped or rejected (bad input is an error: 1 with a message); with
+/// `--live`, 0 when the kernel agrees with the model and 3 when it does not.
 pub fn run(lab_name: &str, args: TraceArgs) -> Result<ExitCode> {
     let query = Query {
         from: parse_source(&args.from, &args.namespace)?,
@@ -63,14 +68,30 @@ pub fn run(lab_name: &str, args: TraceArgs) -> Result<ExitCode> {
         bail!("no node of lab {lab_name} has a plan yet (no podCIDRs assigned?)");
     }
     let result = sarasa_trace::trace(&world, &query)?;
+    let live = if args.live {
+        Some(crate::trace_live::live(&lab, &query, &result)?)
+    } else {
+        None
+    };
     match args.output {
-        Output::Text => print!("{}", result.render_text()),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+        Output::Text => {
+            print!("{}", result.render_text());
+            if let Some(l) = &live {
+                print!("{}", l.render_text());
+            }
+        }
+        Output::Json => {
+            let mut v = serde_json::to_value(&result)?;
+            if let Some(l) = &live {
+                v["live"] = serde_json::to_value(l)?;
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
         Output::Svg => print!("{}", crate::trace_fetch::svg(&lab, &query, &result)?),
     }
-    Ok(if result.verdict == Verdict::Delivered {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Ok(match (&live, result.verdict) {
+        (Some(l), _) if !l.agrees => ExitCode::from(3),
+        (Some(_), _) | (None, Verdict::Delivered) => ExitCode::SUCCESS,
+        (None, _) => ExitCode::from(1),
     })
 }

@@ -44,7 +44,11 @@ pub fn world(lab: &Lab, warnings: &mut Vec<String>) -> Result<World> {
             })
             .collect(),
         services: view.services.values().map(|s| (**s).clone()).collect(),
-        endpoint_slices: view.endpoint_slices.values().map(|s| (**s).clone()).collect(),
+        endpoint_slices: view
+            .endpoint_slices
+            .values()
+            .map(|s| (**s).clone())
+            .collect(),
         policy,
     };
     let routes = trace_world::service_routes(&lab.spec)?;
@@ -52,16 +56,20 @@ pub fn world(lab: &Lab, warnings: &mut Vec<String>) -> Result<World> {
 }
 
 /// The SVG of the lab's topology with `result`'s path drawn on it.
-pub fn svg(lab: &Lab, query: &sarasa_trace::Query, result: &sarasa_trace::TraceResult) -> Result<String> {
+pub fn svg(
+    lab: &Lab,
+    query: &sarasa_trace::Query,
+    result: &sarasa_trace::TraceResult,
+) -> Result<String> {
     let objects = crate::topology::list_objects(lab)?;
     let topology = crate::topology::topology(&lab.spec, &objects);
     let destination = match &query.to {
         sarasa_trace::Destination::Pod { namespace, name } => {
             Some(sarasa_viz::ElementId::Pod(format!("{namespace}/{name}")))
         }
-        sarasa_trace::Destination::Service { namespace, name } => {
-            Some(sarasa_viz::ElementId::Service(format!("{namespace}/{name}")))
-        }
+        sarasa_trace::Destination::Service { namespace, name } => Some(
+            sarasa_viz::ElementId::Service(format!("{namespace}/{name}")),
+        ),
         sarasa_trace::Destination::Node(n) => Some(sarasa_viz::ElementId::Node(n.clone())),
         sarasa_trace::Destination::Ip(_) => None,
     };

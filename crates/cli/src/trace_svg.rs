@@ -69,7 +69,11 @@ pub fn legs(result: &TraceResult, destination: Option<ElementId>) -> Vec<PathLeg
                 legs.push(PathLeg {
                     from,
                     to: dst,
-                    label: format!("{}: {}", result.verdict.as_str(), hops.last().map(|h| h.kind.as_str()).unwrap_or("")),
+                    label: format!(
+                        "{}: {}",
+                        result.verdict.as_str(),
+                        hops.last().map(|h| h.kind.as_str()).unwrap_or("")
+                    ),
                     outcome,
                 });
             } else if let Some(last) = legs.last_mut() {
@@ -106,6 +110,7 @@ mod tests {
             endpoints: vec![],
             endpoint_outcomes: vec![],
             policies: vec![],
+            paths: vec![],
         }
     }
 
@@ -117,7 +122,11 @@ mod tests {
                 hop("pod x/a", "source", ""),
                 hop("node-1", "dnat", "DNAT to 10.244.2.10:80 (pod x/c)"),
                 hop("node-1", "encap", "VXLAN VNI 1"),
-                hop("node-2", "policy", "allowed by NetworkPolicy x/p ingress[0]"),
+                hop(
+                    "node-2",
+                    "policy",
+                    "allowed by NetworkPolicy x/p ingress[0]",
+                ),
                 hop("pod x/c", "deliver", ""),
             ],
         );

@@ -133,10 +133,16 @@ pub fn world(
 /// The fabric's routes for LoadBalancer and external IPs (address → node underlay address), as
 /// the kernel holds them in the fabric namespace.
 pub fn service_routes(spec: &LabSpec) -> Result<BTreeMap<IpAddr, IpAddr>> {
-    let ns = NetNs::open(&spec.fabric_netns)
-        .with_context(|| format!("lab {} is not up (no namespace {})", spec.name, spec.fabric_netns))?;
+    let ns = NetNs::open(&spec.fabric_netns).with_context(|| {
+        format!(
+            "lab {} is not up (no namespace {})",
+            spec.name, spec.fabric_netns
+        )
+    })?;
     let mut nl = Netlink::open_in(&ns).context("netlink in the fabric namespace")?;
-    let routes = nl.routes(Some(Family::V4)).context("listing the fabric's routes")?;
+    let routes = nl
+        .routes(Some(Family::V4))
+        .context("listing the fabric's routes")?;
     Ok(routes
         .into_iter()
         .filter(|r| r.metric == Some(sarasa_lab::service_routes::SERVICE_ROUTE_METRIC))

@@ -24,7 +24,10 @@ use std::collections::BTreeSet;
 use sarasa_nft::interp::Packet;
 
 pub use query::{parse_destination, parse_port, parse_source, Destination, Proto, Query, Source};
-pub use result::{EndpointOutcome, Hop, PolicyHit, ServiceHit, TraceResult, Verdict};
+pub use result::{
+    Arrival, EndpointOutcome, Hop, PathSummary, PolicyHit, ServiceHit, StopPoint, TraceResult,
+    Verdict,
+};
 pub use world::{gateway, local_addresses, ExternalView, FabricView, NodeView, PodView, World};
 
 use explain::sock;
@@ -69,7 +72,7 @@ fn describe_destination(q: &Query) -> String {
 /// Traces `query` through `world`.
 pub fn trace(world: &World, query: &Query) -> Result<TraceResult, TraceError> {
     let (start, target) = query.resolve(world)?;
-    let walker = Walker { world };
+    let walker = Walker::new(world);
     let proto = query.proto.l4();
     let mut leg = Leg::default();
     let endings = match &start {
@@ -209,6 +212,24 @@ fn summarise(world: &World, query: &Query, port: u16, endings: Vec<Ending>) -> T
         }
     }
     let service = service.or_else(|| endings.iter().find_map(|e| e.leg.service.clone()));
+    let paths = endings
+        .iter()
+        .map(|e| {
+            let mut nodes: Vec<String> = Vec::new();
+            for a in &e.leg.arrivals {
+                if nodes.last() != Some(&a.node) {
+                    nodes.push(a.node.clone());
+                }
+            }
+            PathSummary {
+                endpoint: e.leg.endpoint.map(|(ip, p)| sock(ip, p)),
+                verdict: e.verdict,
+                nodes,
+                arrivals: e.leg.arrivals.clone(),
+                stop: e.leg.stop.clone(),
+            }
+        })
+        .collect();
     TraceResult {
         from: describe_source(query),
         to: describe_destination(query),
@@ -224,5 +245,6 @@ fn summarise(world: &World, query: &Query, port: u16, endings: Vec<Ending>) -> T
             .collect(),
         endpoint_outcomes,
         policies,
+        paths,
     }
 }

@@ -76,6 +76,37 @@ pub struct PolicyHit {
     pub rule: Option<String>,
 }
 
+/// A packet as it arrives at (or leaves) a node on the path: what a live trace matches on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Arrival {
+    pub node: String,
+    pub saddr: std::net::IpAddr,
+    pub daddr: std::net::IpAddr,
+    pub dport: u16,
+}
+
+/// Where a path ended in nftables (the chain that dropped or rejected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StopPoint {
+    pub node: String,
+    pub table: String,
+    pub chain: String,
+}
+
+/// One candidate path, summarised: what a live trace compares with the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathSummary {
+    /// The endpoint `ip:port` this path DNATs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub verdict: Verdict,
+    /// The nodes the packet crosses, in order.
+    pub nodes: Vec<String>,
+    pub arrivals: Vec<Arrival>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopPoint>,
+}
+
 /// The whole answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TraceResult {
@@ -97,6 +128,8 @@ pub struct TraceResult {
     pub endpoint_outcomes: Vec<EndpointOutcome>,
     /// Policies that allowed or denied, on every candidate path.
     pub policies: Vec<PolicyHit>,
+    /// Every candidate path, summarised.
+    pub paths: Vec<PathSummary>,
 }
 
 impl TraceResult {

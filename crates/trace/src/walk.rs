@@ -18,13 +18,13 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use sarasa_nft::interp::{run_hook, HookVerdict, Packet};
+use sarasa_nft::interp::{HookVerdict, Packet, Ruleset};
 use sarasa_nft::{Hook, Table};
 use sarasa_plan::{RouteDev, NODE_BRIDGE};
 
 use crate::env::NodeEnv;
 use crate::explain::{explain, sock};
-use crate::result::{Hop, PolicyHit, ServiceHit, Verdict};
+use crate::result::{Arrival, Hop, PolicyHit, ServiceHit, StopPoint, Verdict};
 use crate::world::{local_addresses, NodeView, World};
 use crate::TraceError;
 
@@ -38,6 +38,10 @@ pub(crate) struct Leg {
     pub policies: Vec<PolicyHit>,
     pub service: Option<ServiceHit>,
     pub endpoint: Option<(IpAddr, u16)>,
+    /// The packet as each node sees it first.
+    pub arrivals: Vec<Arrival>,
+    /// The chain that dropped or rejected it.
+    pub stop: Option<StopPoint>,
     nodes: usize,
 }
 
@@ -85,11 +89,41 @@ impl Next {
     }
 }
 
+fn arrival(node: &str, p: &Packet) -> Arrival {
+    Arrival {
+        node: node.to_string(),
+        saddr: p.saddr,
+        daddr: p.daddr,
+        dport: p.dport,
+    }
+}
+
 pub(crate) struct Walker<'w> {
     pub world: &'w World,
+    /// Each node's base chains indexed once (by position in `world.nodes`), built on first use.
+    rulesets: Vec<std::cell::OnceCell<Ruleset<'w>>>,
 }
 
 impl<'w> Walker<'w> {
+    pub(crate) fn new(world: &'w World) -> Self {
+        Walker {
+            world,
+            rulesets: world
+                .nodes
+                .iter()
+                .map(|_| std::cell::OnceCell::new())
+                .collect(),
+        }
+    }
+
+    fn ruleset(&self, node: &'w NodeView) -> Option<&Ruleset<'w>> {
+        let i = self
+            .world
+            .nodes
+            .iter()
+            .position(|n| std::ptr::eq(n, node))?;
+        Some(self.rulesets[i].get_or_init(|| Ruleset::new(&node.plan.table_refs())))
+    }
     fn hop(at: &str, kind: &str, text: String, cites: Vec<String>) -> Hop {
         Hop {
             at: at.into(),
@@ -242,10 +276,15 @@ impl<'w> Walker<'w> {
     ) -> Result<Vec<(Packet, Leg)>, TraceError> {
         let tables = Self::tables(node);
         let env = NodeEnv::new(node);
-        let paths = run_hook(&tables, hook, pkt, &env).map_err(|e| TraceError::Interpreter {
-            node: node.name.clone(),
-            message: e.to_string(),
-        })?;
+        let ruleset = self
+            .ruleset(node)
+            .ok_or_else(|| TraceError::UnknownNode(node.name.clone()))?;
+        let paths = ruleset
+            .run_hook(hook, pkt, &env)
+            .map_err(|e| TraceError::Interpreter {
+                node: node.name.clone(),
+                message: e.to_string(),
+            })?;
         let mut out = Vec::new();
         for path in paths {
             let mut leg = leg.clone();
@@ -259,6 +298,13 @@ impl<'w> Walker<'w> {
                 if leg.endpoint.is_none() {
                     leg.endpoint = Some((addr, port.unwrap_or(pkt.dport)));
                 }
+            }
+            if path.verdict != HookVerdict::Accept {
+                leg.stop = path.deciding_step().map(|st| StopPoint {
+                    node: node.name.clone(),
+                    table: st.table.clone(),
+                    chain: st.chain.clone(),
+                });
             }
             match path.verdict {
                 HookVerdict::Accept => out.push((path.packet, leg)),
@@ -284,6 +330,7 @@ impl<'w> Walker<'w> {
     ) -> Result<Vec<Ending>, TraceError> {
         let node = self.node(name)?;
         leg.nodes += 1;
+        leg.arrivals.push(arrival(&node.name, &pkt));
         let (_, dev, cites) = self.route(node, pkt.daddr);
         leg.hops.push(Self::hop(
             &node.name,
@@ -335,6 +382,7 @@ impl<'w> Walker<'w> {
         }
         pkt.iifname = Some(iif.to_string());
         pkt.oifname = None;
+        leg.arrivals.push(arrival(name, &pkt));
         let mut endings = Vec::new();
         for (pkt, mut leg) in self.hook(node, Hook::Prerouting, &pkt, &leg, &mut endings)? {
             let (next, dev, cites) = self.route(node, pkt.daddr);

@@ -19,7 +19,10 @@ const POLL: Duration = Duration::from_millis(100);
 /// A subscription to the kernel's nf_tables trace events of one network namespace.
 pub struct TraceSubscriber {
     sock: Socket,
+    lost: bool,
 }
+
+const ENOBUFS: i32 = 105;
 
 fn netlink_err(what: &str) -> impl Fn(io::Error) -> NftError + '_ {
     move |source| NftError::Netlink {
@@ -28,9 +31,19 @@ fn netlink_err(what: &str) -> impl Fn(io::Error) -> NftError + '_ {
     }
 }
 
+/// Receive buffer: one packet through every sarasa table (main + 32 shards + policy) makes a
+/// few hundred events, and a TCP connection several such packets at once.
+const RCVBUF: usize = 8 << 20;
+
 fn subscribe_here() -> Result<Socket, NftError> {
     let mut s = Socket::new(NETLINK_NETFILTER).map_err(netlink_err("NETLINK_NETFILTER socket"))?;
     s.bind_auto().map_err(netlink_err("bind netlink socket"))?;
+    // Past net.core.rmem_max only with CAP_NET_ADMIN (SO_RCVBUFFORCE); the plain size is
+    // the fallback.
+    if setsockopt(&s, sockopt::RcvBufForce, &RCVBUF).is_err() {
+        s.set_rx_buf_sz(RCVBUF)
+            .map_err(netlink_err("SO_RCVBUF on the trace socket"))?;
+    }
     s.add_membership(NFNLGRP_NFTRACE)
         .map_err(netlink_err("join NFNLGRP_NFTRACE (needs CAP_NET_ADMIN)"))?;
     Ok(s)
@@ -64,7 +77,12 @@ impl TraceSubscriber {
                 })?
             }
         };
-        Ok(TraceSubscriber { sock })
+        Ok(TraceSubscriber { sock, lost: false })
+    }
+
+    /// True when the kernel dropped events because the socket buffer was full.
+    pub fn lost_events(&self) -> bool {
+        self.lost
     }
 
     /// Collects events until `timeout` has passed or `done` (given everything so far) says
@@ -88,6 +106,9 @@ impl TraceSubscriber {
             buf.clear();
             match self.sock.recv(&mut buf, 0) {
                 Ok(_) => events.extend(parse_trace_messages(&buf)?),
+                // The kernel dropped events the buffer could not hold: what arrives next is
+                // still worth reading; the caller sees the gap as missing events.
+                Err(e) if e.raw_os_error() == Some(ENOBUFS) => self.lost = true,
                 Err(e)
                     if matches!(
                         e.kind(),

@@ -1,0 +1,351 @@
+//! `sarasa trace --live`: sends one real packet of the traced flow from the source's namespace
+//! and sets the kernel's own account of it beside the model's.
+//!
+//! On every node a helper table (`inet sarasa-trace`, priority -350) marks the flow's packets
+//! for nftables tracing — matching each node's packet as the model says it arrives there, after
+//! any DNAT and masquerade upstream — and a subscriber per node collects the kernel's
+//! `NFT_MSG_TRACE` events while `sarasa probe` sends the packet. The model and the kernel agree
+//! when one of the model's candidate paths crosses exactly the nodes where the kernel saw the
+//! packet, ends the same way (nftables drop or reject at the same table and chain, or no drop),
+//! and the probe's outcome matches its verdict. The helper tables are removed afterwards, also
+//! on failure.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sarasa_lab::Lab;
+use sarasa_nft::nftrace::{
+    delete_trace_table_script, trace_table_script, TraceEvent, TraceKind, TraceMatch,
+    TraceSubscriber, TraceVerdict, TRACE_TABLE,
+};
+use sarasa_nft::{L4Proto, NftCli};
+use sarasa_trace::{Query, Source, TraceResult, Verdict};
+use serde::Serialize;
+
+/// How long the probe waits for an answer.
+const PROBE_TIMEOUT: &str = "1s";
+/// How long events are still collected after the probe returned.
+const SETTLE: Duration = Duration::from_millis(300);
+/// Collection stops after this long whatever happens.
+const MAX_COLLECT: Duration = Duration::from_secs(10);
+
+/// One kernel trace event, for people.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveEvent {
+    pub table: String,
+    pub chain: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<u64>,
+    pub verdict: String,
+}
+
+/// What one node's kernel reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveNode {
+    pub node: String,
+    pub events: Vec<LiveEvent>,
+    /// The table and chain where the kernel dropped the packet, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_in: Option<(String, String)>,
+}
+
+/// The live comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveReport {
+    pub agrees: bool,
+    /// `connected` or the probe's error.
+    pub probe: String,
+    /// Nodes where the kernel saw the packet, in lab order.
+    pub nodes_seen: Vec<String>,
+    pub nodes: Vec<LiveNode>,
+    /// The model path the kernel's account matches, by endpoint (or `-`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_path: Option<String>,
+    pub disagreements: Vec<String>,
+}
+
+impl LiveReport {
+    pub fn render_text(&self) -> String {
+        let mut s = format!("\nLive (kernel nftrace), probe: {}\n", self.probe);
+        for n in &self.nodes {
+            s.push_str(&format!("[{}]\n", n.node));
+            for e in &n.events {
+                s.push_str(&format!(
+                    "    {} {} {}{}\n",
+                    e.table,
+                    e.chain,
+                    e.handle.map(|h| format!("handle {h} ")).unwrap_or_default(),
+                    e.verdict
+                ));
+            }
+        }
+        if self.agrees {
+            s.push_str(&format!(
+                "model and kernel AGREE (path {})\n",
+                self.matched_path.as_deref().unwrap_or("-")
+            ));
+        } else {
+            s.push_str("model and kernel DISAGREE:\n");
+            for d in &self.disagreements {
+                s.push_str(&format!("  - {d}\n"));
+            }
+        }
+        s
+    }
+}
+
+fn verdict_text(e: &TraceEvent) -> String {
+    match (&e.kind, &e.verdict, e.policy_accept) {
+        (TraceKind::Policy, _, Some(true)) => "policy accept".into(),
+        (TraceKind::Policy, _, Some(false)) => "policy drop".into(),
+        (TraceKind::Return, _, _) => "return".into(),
+        (_, Some(TraceVerdict::Accept), _) => "accept".into(),
+        (_, Some(TraceVerdict::Drop), _) => "drop".into(),
+        (_, Some(TraceVerdict::Continue), _) => "continue".into(),
+        (_, Some(TraceVerdict::Jump(c)), _) => format!("jump {c}"),
+        (_, Some(TraceVerdict::Goto(c)), _) => format!("goto {c}"),
+        (_, Some(TraceVerdict::Return), _) => "return".into(),
+        (_, Some(v), _) => format!("{v:?}").to_lowercase(),
+        _ => "-".into(),
+    }
+}
+
+fn is_drop(e: &TraceEvent) -> bool {
+    matches!(e.verdict, Some(TraceVerdict::Drop)) || e.policy_accept == Some(false)
+}
+
+/// Removes the helper table from every node when dropped.
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = NftCli::in_netns(p).run_script(&delete_trace_table_script());
+        }
+    }
+}
+
+fn probe_command(
+    lab: &Lab,
+    query: &Query,
+    result: &TraceResult,
+    proto: L4Proto,
+) -> Result<Command> {
+    let exe = std::env::current_exe().context("locating the sarasa binary")?;
+    let arrival = result
+        .paths
+        .iter()
+        .find_map(|p| p.arrivals.first())
+        .context("the model's path reaches no node: nothing to send a live packet through")?;
+    let host = match arrival.daddr {
+        std::net::IpAddr::V4(a) => a.to_string(),
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+    };
+    let scheme = if proto == L4Proto::Udp { "udp" } else { "tcp" };
+    let url = format!("{scheme}://{host}:{}", arrival.dport);
+    let mut c = Command::new(&exe);
+    c.arg("--lab").arg(&lab.spec.name).arg("exec");
+    match &query.from {
+        Source::Pod { namespace, name } => {
+            c.args(["-n", namespace, name]);
+        }
+        Source::Node(n) => {
+            c.arg(format!("node/{n}"));
+        }
+        Source::External => {
+            c.arg("external");
+        }
+    }
+    c.arg("--")
+        .arg(&exe)
+        .args(["probe", "--timeout", PROBE_TIMEOUT, &url]);
+    Ok(c)
+}
+
+/// Sends the flow's packet for real and compares the kernel's trace with `result`.
+pub fn live(lab: &Lab, query: &Query, result: &TraceResult) -> Result<LiveReport> {
+    let proto = query.proto.l4();
+    let mut matches: Vec<TraceMatch> = Vec::new();
+    for a in result.paths.iter().flat_map(|p| &p.arrivals) {
+        let m = TraceMatch {
+            saddr: a.saddr,
+            daddr: a.daddr,
+            proto,
+            dport: Some(a.dport),
+        };
+        if !matches.contains(&m) {
+            matches.push(m);
+        }
+    }
+    // The first packet as it leaves a pod or the external host is matched on every node too.
+    let nodes: Vec<(String, PathBuf)> = lab
+        .spec
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.name.clone(),
+                PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&n.netns),
+            )
+        })
+        .collect();
+    let cleanup = Cleanup(nodes.iter().map(|(_, p)| p.clone()).collect());
+    let script = trace_table_script(&matches);
+    for (name, path) in &nodes {
+        NftCli::in_netns(path)
+            .run_script(&script)
+            .with_context(|| format!("installing table inet {TRACE_TABLE} on {name}"))?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut collectors = Vec::new();
+    for (name, path) in &nodes {
+        let mut sub = TraceSubscriber::open(Some(path))
+            .with_context(|| format!("subscribing to nftrace events on {name}"))?;
+        let stop = stop.clone();
+        let name = name.clone();
+        collectors.push(std::thread::spawn(move || {
+            let events = sub.collect(MAX_COLLECT, |_| stop.load(Ordering::Relaxed));
+            (name, events, sub.lost_events())
+        }));
+    }
+    let out = probe_command(lab, query, result, proto)?
+        .output()
+        .context("running the probe")?;
+    let probe = if out.status.success() {
+        "connected".to_string()
+    } else {
+        let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if text.is_empty() {
+            format!("failed ({})", out.status)
+        } else {
+            text
+        }
+    };
+    // Events of the last packets are still in flight when the probe returns.
+    std::thread::sleep(SETTLE);
+    stop.store(true, Ordering::Relaxed);
+    let mut per_node = Vec::new();
+    let mut lost = Vec::new();
+    for c in collectors {
+        let (name, events, lost_some) = c
+            .join()
+            .map_err(|_| anyhow::anyhow!("trace collector panicked"))?;
+        if lost_some {
+            lost.push(name.clone());
+        }
+        per_node.push((
+            name,
+            events.with_context(|| "collecting nftrace events".to_string())?,
+        ));
+    }
+    drop(cleanup);
+    let mut report = compare(result, probe, per_node);
+    if !report.agrees && !lost.is_empty() {
+        report.disagreements.push(format!(
+            "the kernel dropped trace events on {} (socket buffer full)",
+            lost.join(", ")
+        ));
+    }
+    Ok(report)
+}
+
+/// The comparison itself (pure).
+fn compare(
+    result: &TraceResult,
+    probe: String,
+    per_node: Vec<(String, Vec<TraceEvent>)>,
+) -> LiveReport {
+    let mut nodes = Vec::new();
+    let mut seen = Vec::new();
+    for (name, events) in per_node {
+        // The helper table's own marking rule is not part of the datapath.
+        let events: Vec<&TraceEvent> = events.iter().filter(|e| e.table != TRACE_TABLE).collect();
+        if events.is_empty() {
+            continue;
+        }
+        seen.push(name.clone());
+        let dropped_in = events
+            .iter()
+            .find(|e| is_drop(e))
+            .map(|e| (e.table.clone(), e.chain.clone()));
+        nodes.push(LiveNode {
+            node: name,
+            events: events
+                .iter()
+                .map(|e| LiveEvent {
+                    table: e.table.clone(),
+                    chain: e.chain.clone(),
+                    handle: e.rule_handle,
+                    verdict: verdict_text(e),
+                })
+                .collect(),
+            dropped_in,
+        });
+    }
+    let kernel_drop = nodes
+        .iter()
+        .find_map(|n| n.dropped_in.clone().map(|d| (n.node.clone(), d)));
+    let connected = probe == "connected";
+    let seen_set: BTreeSet<&String> = seen.iter().collect();
+    let mut disagreements = Vec::new();
+    let mut matched = None;
+    for p in &result.paths {
+        let model_nodes: BTreeSet<&String> = p.nodes.iter().collect();
+        let mut why = Vec::new();
+        if model_nodes != seen_set {
+            why.push(format!(
+                "model crosses {:?}, kernel saw the packet on {:?}",
+                p.nodes, seen
+            ));
+        }
+        let model_delivers = p.verdict == Verdict::Delivered;
+        match (&p.stop, &kernel_drop) {
+            (Some(s), Some((n, (t, c)))) if s.node != *n || s.table != *t || s.chain != *c => why
+                .push(format!(
+                    "model stops in {} {} on {}, kernel dropped in {t} {c} on {n}",
+                    s.table, s.chain, s.node
+                )),
+            (None, Some((n, (t, c)))) => why.push(format!(
+                "kernel dropped in {t} {c} on {n}, the model does not"
+            )),
+            (Some(s), None) if !seen.is_empty() => why.push(format!(
+                "model stops in {} {} on {}, the kernel did not drop it",
+                s.table, s.chain, s.node
+            )),
+            _ => {}
+        }
+        if model_delivers != connected {
+            why.push(format!(
+                "model says {}, the probe {}",
+                p.verdict.as_str(),
+                probe
+            ));
+        }
+        if why.is_empty() {
+            matched = Some(p.endpoint.clone().unwrap_or_else(|| "-".into()));
+            break;
+        }
+        disagreements.push(format!(
+            "path {}: {}",
+            p.endpoint.as_deref().unwrap_or("-"),
+            why.join("; ")
+        ));
+    }
+    if result.paths.is_empty() {
+        disagreements.push("the model has no path".into());
+    }
+    let agrees = matched.is_some();
+    LiveReport {
+        agrees,
+        probe,
+        nodes_seen: seen,
+        nodes,
+        matched_path: matched,
+        disagreements: if agrees { Vec::new() } else { disagreements },
+    }
+}
