@@ -50,4 +50,11 @@ mod tests {
         assert_ne!(host_veth("pods", "ab", "ceth0"), a);
         assert_ne!(network_prefix("pods"), network_prefix("other"));
     }
+
+    #[test]
+    fn names_are_pinned() {
+        // Host veths of running pods carry these names: a change of hash would orphan them.
+        assert_eq!(network_prefix("pods"), "sac2d");
+        assert_eq!(host_veth("pods", "abc", "eth0"), "sac2de81be81b20");
+    }
 }

@@ -490,3 +490,20 @@ pub(crate) fn addr_field(v6: bool, src: bool) -> Field {
         (true, false) => Field::Ip6Daddr,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_names_are_pinned() {
+        // Kernel chains and nflog prefixes of long pod names carry these hashes.
+        let long = PodKey::new("x", "p".repeat(250));
+        let chain = chain_name(Direction::Ingress, &long);
+        assert_eq!(&chain[chain.len() - 17..], "_954ceab18002ad61");
+        assert_eq!(
+            log_prefix(Direction::Egress, &long),
+            "np out #a9f9287a4f57d8b8 "
+        );
+    }
+}

@@ -309,6 +309,8 @@ mod tests {
         let b = json!({"spec": {"template": {"metadata": {"labels": {"app": "y"}}}}});
         assert_eq!(template_hash(&a), template_hash(&a));
         assert_ne!(template_hash(&a), template_hash(&b));
+        // ReplicaSet and pod names carry it: pinned so existing objects keep their names.
+        assert_eq!(template_hash(&a), "5c7d8d496d");
     }
 
     #[test]
