@@ -5,6 +5,7 @@
 //! from k8s-openapi objects ([`k8s`] module); pure consumers need not compile k8s-openapi.
 
 mod endpoints;
+pub mod hash;
 mod mac;
 mod node;
 mod service;

@@ -20,7 +20,6 @@
 mod backend;
 mod diff;
 mod expr;
-mod hash;
 mod kernel;
 mod list;
 mod model;

@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use sarasa_model::hash::fnv1a64;
 use sarasa_nft::{
     ChainType, DataType, Expr, Field, Hook, Keyword, MetaKey, Rule, Set, SetFlags, Stmt, Table,
     Verdict,
@@ -96,7 +97,7 @@ pub fn chain_name(dir: Direction, pod: &PodKey) -> String {
     if name.len() <= 200 {
         name
     } else {
-        let h = fnv64(name.as_bytes());
+        let h = fnv1a64(name.as_bytes());
         format!("{}_{h:016x}", &name[..160])
     }
 }
@@ -112,17 +113,8 @@ pub fn log_prefix(dir: Direction, pod: &PodKey) -> String {
     if p.len() <= 127 {
         p
     } else {
-        format!("np {d} #{:016x} ", fnv64(pod.to_string().as_bytes()))
+        format!("np {d} #{:016x} ", fnv1a64(pod.to_string().as_bytes()))
     }
-}
-
-pub(crate) fn fnv64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// Compiles the whole table (the same code path as [`crate::PolicyCompiler::new`]).

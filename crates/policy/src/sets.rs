@@ -4,9 +4,10 @@
 
 use std::net::IpAddr;
 
+use sarasa_model::hash::fnv1a64;
 use sarasa_nft::{DataType, Key, Set, Value};
 
-use crate::compile::{addr_type, fnv64};
+use crate::compile::addr_type;
 use crate::ranges::subtract;
 use crate::state::PolicyState;
 use crate::types::{IpBlock, Peer, PolicyPod, Protocol};
@@ -123,7 +124,7 @@ impl SetSpec {
     /// The name without the family suffix: a prefix and a hash of the description.
     pub(crate) fn base_name(&self) -> String {
         let (prefix, text) = describe(self);
-        format!("{prefix}-{:016x}", fnv64(text.as_bytes()))
+        format!("{prefix}-{:016x}", fnv1a64(text.as_bytes()))
     }
 }
 

@@ -24,7 +24,7 @@ pub fn template_hash(d: &Value) -> String {
         .cloned()
         .unwrap_or(Value::Null);
     let bytes = serde_json::to_vec(&template).unwrap_or_default();
-    meta::safe_encode(meta::fnv32a(&bytes))
+    meta::safe_encode(sarasa_model::hash::fnv1a32(&bytes))
 }
 
 pub fn pod_ready(p: &Value) -> bool {
