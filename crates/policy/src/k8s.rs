@@ -98,7 +98,7 @@ fn rule(
         let f = format!("{field}.ports[{j}]");
         let protocol = match &p.protocol {
             None => Protocol::Tcp,
-            Some(s) => Protocol::parse(s, &format!("{f}.protocol"))?,
+            Some(s) => parse_protocol(s, &format!("{f}.protocol"))?,
         };
         let port = match &p.port {
             None => None,
@@ -204,7 +204,7 @@ impl TryFrom<&core::Pod> for PolicyPod {
                     name: p.name.clone(),
                     protocol: match &p.protocol {
                         None => Protocol::Tcp,
-                        Some(s) => Protocol::parse(s, &format!("{f}.protocol"))?,
+                        Some(s) => parse_protocol(s, &format!("{f}.protocol"))?,
                     },
                     port: port_number(p.container_port, &format!("{f}.containerPort"))?,
                 });
@@ -219,6 +219,16 @@ impl TryFrom<&core::Pod> for PolicyPod {
             node: spec.and_then(|s| s.node_name.clone()),
         })
     }
+}
+
+/// `TCP`/`UDP`/`SCTP` (Kubernetes is case-sensitive here); `field` names it in errors.
+fn parse_protocol(s: &str, field: &str) -> Result<Protocol, PolicyError> {
+    Protocol::parse(s).ok_or_else(|| {
+        PolicyError::new(
+            field,
+            format!("unsupported protocol {s:?}: must be TCP, UDP or SCTP"),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use sarasa_model::hash::fnv1a64;
-use sarasa_nft::{DataType, Key, Set, Value};
+use sarasa_nft::{DataType, Key, L4Proto, Set, Value};
 
 use crate::compile::addr_type;
 use crate::ranges::subtract;
@@ -47,7 +47,7 @@ impl SetSpec {
                     .map(|a| {
                         Key(vec![
                             Value::Addr(*a),
-                            Value::Proto(protocol.l4()),
+                            Value::Proto(L4Proto::from(*protocol)),
                             Value::Port(port),
                         ])
                     })

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+pub use sarasa_model::Protocol;
 
 use crate::selector::{LabelSelector, Labels};
 use crate::PolicyError;
@@ -36,47 +37,6 @@ impl fmt::Display for PodKey {
 
 /// `namespace/name` of a NetworkPolicy.
 pub type PolicyKey = PodKey;
-
-/// Transport protocol of a policy port (`TCP` when omitted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    /// The spelling Kubernetes uses (`TCP`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-            Protocol::Sctp => "SCTP",
-        }
-    }
-
-    /// Parses `TCP`/`UDP`/`SCTP` (Kubernetes is case-sensitive here); `field` names it in errors.
-    pub fn parse(s: &str, field: &str) -> Result<Self, PolicyError> {
-        match s {
-            "TCP" => Ok(Protocol::Tcp),
-            "UDP" => Ok(Protocol::Udp),
-            "SCTP" => Ok(Protocol::Sctp),
-            _ => Err(PolicyError::new(
-                field,
-                format!("unsupported protocol {s:?}: must be TCP, UDP or SCTP"),
-            )),
-        }
-    }
-
-    pub(crate) fn l4(self) -> sarasa_nft::L4Proto {
-        match self {
-            Protocol::Tcp => sarasa_nft::L4Proto::Tcp,
-            Protocol::Udp => sarasa_nft::L4Proto::Udp,
-            Protocol::Sctp => sarasa_nft::L4Proto::Sctp,
-        }
-    }
-}
 
 /// A container port a pod declares (what named ports resolve against).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use sarasa_model::hash::fnv1a64;
-use sarasa_model::{IpFamily, Protocol, ServicePort, ServiceRef};
+use sarasa_model::{IpFamily, ServicePort, ServiceRef};
 
 /// Global objects, one per family where it matters.
 pub(crate) mod global {
@@ -76,14 +76,6 @@ fn port_label(p: &ServicePort) -> String {
     }
 }
 
-fn proto(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-    }
-}
-
 /// Max length of a readable part; kernel names may be 256 bytes.
 const MAX_READABLE: usize = 180;
 
@@ -110,7 +102,7 @@ impl PortNames {
                 "{}/{}/{}/{}/{}",
                 svc.namespace,
                 svc.name,
-                proto(port.protocol),
+                port.protocol.lowercase(),
                 label,
                 family_digit(family)
             ),
@@ -174,6 +166,7 @@ impl PortNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sarasa_model::Protocol;
 
     #[test]
     fn names_are_readable_unique_and_valid() {
