@@ -7,7 +7,9 @@
 mod endpoints;
 pub mod hash;
 mod mac;
+pub mod names;
 mod node;
+pub mod selector;
 mod service;
 
 #[cfg(feature = "k8s")]

@@ -187,8 +187,8 @@ fn rule_allows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selector::LabelSelector;
     use crate::types::{PolicyNamespace, PolicyRule};
+    use sarasa_model::selector::LabelSelector;
     use std::collections::BTreeMap;
 
     fn state() -> PolicyState {

@@ -8,7 +8,8 @@ use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::selector::{LabelSelector, Operator, Requirement};
+use sarasa_model::selector::{LabelSelector, Operator, Requirement};
+
 use crate::types::{
     ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PolicyNamespace, PolicyPod, PolicyPort,
     PolicyRule, PortRef, Protocol,

@@ -52,7 +52,6 @@ mod k8s;
 mod matrix;
 mod nflog;
 mod ranges;
-mod selector;
 mod sets;
 mod state;
 mod trace;
@@ -69,7 +68,7 @@ pub use incremental::PolicyCompiler;
 pub use matrix::{matrix, render_bits, Matrix};
 pub use nflog::{bind_request, parse_messages, LoggedPacket};
 pub use ranges::{port_blocks, subtract};
-pub use selector::{
+pub use sarasa_model::selector::{
     validate_label_key, validate_label_value, LabelSelector, Labels, Operator, Requirement,
 };
 pub use state::PolicyState;
@@ -86,6 +85,15 @@ pub use validate::validate_port_name;
 pub struct PolicyError {
     pub field: String,
     pub message: String,
+}
+
+impl From<sarasa_model::selector::SelectorError> for PolicyError {
+    fn from(e: sarasa_model::selector::SelectorError) -> Self {
+        PolicyError {
+            field: e.field,
+            message: e.message,
+        }
+    }
 }
 
 impl PolicyError {

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::selector::{LabelSelector, Labels};
+use sarasa_model::selector::{LabelSelector, Labels};
+
 use crate::types::{
     Direction, NetworkPolicy, Peer, PodKey, PolicyKey, PolicyNamespace, PolicyPod,
     NAMESPACE_NAME_LABEL,

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 pub use sarasa_model::Protocol;
 
-use crate::selector::{LabelSelector, Labels};
 use crate::PolicyError;
+use sarasa_model::selector::{LabelSelector, Labels};
 
 /// The label every namespace carries with its own name (set by the API server).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";

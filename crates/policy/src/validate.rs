@@ -153,8 +153,8 @@ pub fn validate_port_name(n: &str, field: &str) -> Result<(), PolicyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selector::{LabelSelector, Operator};
     use crate::types::Protocol;
+    use sarasa_model::selector::{LabelSelector, Operator};
 
     fn policy(ingress: Vec<PolicyRule>) -> NetworkPolicy {
         NetworkPolicy {

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::controllers::Controller;
 use crate::meta;
 use crate::resources::{ResId, DEPLOYMENTS, PODS};
-use crate::selector::LabelSelector;
+use crate::selector::{JsonSelector, LabelSelector};
 use crate::store::{DeleteOpts, Event, Obj, Store, Sub, WriteOpts};
 
 pub struct Deployments;
