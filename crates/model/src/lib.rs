@@ -3,11 +3,17 @@
 //! Services, EndpointSlices and the local node as the datapath compilers need them: addresses
 //! parsed, defaults applied, nothing the datapath ignores. The `k8s` feature adds conversions
 //! from k8s-openapi objects ([`k8s`] module); pure consumers need not compile k8s-openapi.
+//!
+//! One type per concept, shared by every crate: [`Protocol`], the label selector
+//! ([`selector`], for the API server and the policy compiler alike), NetworkPolicy's domain
+//! types ([`policy`]), the stable hash behind kernel object names ([`hash`]) and the name and
+//! label syntax of the API ([`names`]).
 
 mod endpoints;
 pub mod hash;
 mod mac;
 pub mod names;
+pub mod policy;
 mod node;
 pub mod selector;
 mod service;

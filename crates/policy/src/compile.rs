@@ -28,7 +28,7 @@ use sarasa_nft::{
 use crate::ranges::port_alternatives;
 pub(crate) use crate::sets::SetSpec;
 use crate::state::PolicyState;
-use crate::types::{ContainerPort, Direction, NetworkPolicy, Peer, PodKey, PolicyPod, PortRef};
+use crate::{ContainerPort, Direction, NetworkPolicy, Peer, PodKey, PolicyPod, PortRef};
 
 /// The table this crate owns.
 pub const TABLE: &str = "sarasa-policy";
@@ -321,7 +321,7 @@ impl ChainBuilder {
         &mut self,
         opts: &CompileOptions,
         policy_ns: &str,
-        rule: &crate::types::PolicyRule,
+        rule: &crate::PolicyRule,
         pod: &PolicyPod,
         dir: Direction,
         sets: &mut BTreeSet<String>,

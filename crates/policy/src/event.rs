@@ -8,7 +8,7 @@ use sarasa_nft::L4Proto;
 
 use crate::eval::Endpoint;
 use crate::state::PolicyState;
-use crate::types::{Direction, PodKey, PolicyKey};
+use crate::{Direction, PodKey, PolicyKey};
 
 /// A packet dropped by policy, named.
 #[derive(Debug, Clone, PartialEq, Eq)]

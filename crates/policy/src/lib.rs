@@ -47,16 +47,12 @@ mod compile;
 mod eval;
 mod event;
 mod incremental;
-#[cfg(feature = "k8s")]
-mod k8s;
 mod matrix;
 mod nflog;
 mod ranges;
 mod sets;
 mod state;
 mod trace;
-mod types;
-mod validate;
 
 pub use compile::{
     chain_name, compile, log_prefix, logged_set_name, map_name, CompileOptions, FORWARD_CHAIN,
@@ -73,34 +69,10 @@ pub use sarasa_model::selector::{
 };
 pub use state::PolicyState;
 pub use trace::{trace, Packet, Trace};
-pub use types::{
-    ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PodKey, PolicyKey, PolicyNamespace,
-    PolicyPod, PolicyPort, PolicyRule, PortRef, Protocol, NAMESPACE_NAME_LABEL,
+// The domain types live in `sarasa-model`; these paths stay for existing users.
+pub use sarasa_model::policy::{
+    validate_port_name, ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PodKey,
+    PolicyError, PolicyKey, PolicyNamespace, PolicyPod, PolicyPort, PolicyRule, PortRef,
+    NAMESPACE_NAME_LABEL,
 };
-pub use validate::validate_port_name;
-
-/// A rejected input, naming the field at fault (`spec.ingress[0].ports[1].endPort`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct PolicyError {
-    pub field: String,
-    pub message: String,
-}
-
-impl From<sarasa_model::selector::SelectorError> for PolicyError {
-    fn from(e: sarasa_model::selector::SelectorError) -> Self {
-        PolicyError {
-            field: e.field,
-            message: e.message,
-        }
-    }
-}
-
-impl PolicyError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        PolicyError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use sarasa_model::Protocol;

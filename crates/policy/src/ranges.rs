@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 use sarasa_nft::{Expr, Field, L4Proto, MetaKey, Stmt, Value};
 
-use crate::types::Protocol;
+use crate::Protocol;
 
 /// `cidr` minus every prefix of `except`, as disjoint prefixes in address order.
 pub fn subtract(cidr: IpNet, except: &[IpNet]) -> Vec<IpNet> {

@@ -10,7 +10,7 @@ use sarasa_nft::{DataType, Key, L4Proto, Set, Value};
 use crate::compile::addr_type;
 use crate::ranges::subtract;
 use crate::state::PolicyState;
-use crate::types::{IpBlock, Peer, PolicyPod, Protocol};
+use crate::{IpBlock, Peer, PolicyPod, Protocol};
 
 /// What a shared set holds. Content-addressed: equal specs are one set, named by a hash.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -8,13 +8,11 @@ use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use sarasa_model::selector::{LabelSelector, Operator, Requirement};
-
-use crate::types::{
-    ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PolicyNamespace, PolicyPod, PolicyPort,
-    PolicyRule, PortRef, Protocol,
+use super::{
+    ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PolicyError, PolicyNamespace,
+    PolicyPod, PolicyPort, PolicyRule, PortRef, Protocol,
 };
-use crate::PolicyError;
+use crate::selector::{LabelSelector, Operator, Requirement};
 
 impl TryFrom<&net::NetworkPolicy> for NetworkPolicy {
     type Error = PolicyError;
