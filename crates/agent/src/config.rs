@@ -5,24 +5,8 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-/// How pods on different nodes reach each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum Backend {
-    /// One VXLAN device per node with static FDB/neighbour entries (flannel's layout).
-    Vxlan,
-    /// A route per remote podCIDR via the remote node's underlay address (nodes share an L2).
-    HostGw,
-}
-
-impl Backend {
-    /// The value published in the `sarasa.io/backend` annotation and used on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Vxlan => "vxlan",
-            Backend::HostGw => "host-gw",
-        }
-    }
-}
+/// How pods on different nodes reach each other (shared with the lab and the annotation).
+pub use sarasa_model::Backend;
 
 /// How `sarasa-cni` plumbs pods on this node (written into the CNI config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]

@@ -9,18 +9,20 @@
 //! types ([`policy`]), the stable hash behind kernel object names ([`hash`]) and the name and
 //! label syntax of the API ([`names`]).
 
+mod backend;
 mod endpoints;
 pub mod hash;
 mod mac;
 pub mod names;
-pub mod policy;
 mod node;
+pub mod policy;
 pub mod selector;
 mod service;
 
 #[cfg(feature = "k8s")]
 pub mod k8s;
 
+pub use backend::{Backend, ParseBackendError};
 pub use endpoints::{AddressType, Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 pub use mac::{MacAddr, ParseMacError};
 pub use node::NodeInfo;
