@@ -3,9 +3,10 @@
 //! share, so both select the same objects.
 //!
 //! A selector is `matchLabels` + `matchExpressions`. The `labelSelector=` query grammar
-//! ([`LabelSelector::parse`], in [`query`](self)) maps onto it: `k=v` is a `matchLabels` entry,
-//! `k!=v` is `NotIn [v]` (both match objects without `k`), and `k>n`/`k<n` are the query-only
-//! operators `Gt`/`Lt`, which a selector *object* may not hold ([`LabelSelector::validate`]).
+//! ([`LabelSelector::parse`]) maps onto it: `k=v` is a `matchLabels` entry, `k!=v` is
+//! `NotIn [v]` (which, like `!=`, also matches objects without `k`), and `k>n`/`k<n` are the
+//! query-only operators `Gt`/`Lt`, which a selector *object* may not hold
+//! ([`LabelSelector::validate`] rejects them).
 
 mod query;
 
