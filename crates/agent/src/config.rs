@@ -5,17 +5,9 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+/// How pods on different nodes reach each other, and how pods attach (shared with the lab,
+/// the Node annotation and the node plan).
 pub use sarasa_model::{Backend, CniMode};
-
-fn backend_parser() -> impl clap::builder::TypedValueParser<Value = Backend> {
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(["vxlan", "host-gw"]).try_map(|s| s.parse::<Backend>())
-}
-
-fn cni_mode_parser() -> impl clap::builder::TypedValueParser<Value = CniMode> {
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(["bridge", "routed"]).try_map(|s| s.parse::<CniMode>())
-}
 
 /// Configuration of one node agent.
 #[derive(Debug, Clone, clap::Args)]
@@ -35,11 +27,11 @@ pub struct AgentConfig {
     pub kubeconfig: Option<PathBuf>,
 
     /// Cross-node backend.
-    #[arg(long, value_parser = backend_parser(), default_value_t = Backend::Vxlan)]
+    #[arg(long, value_enum, default_value_t = Backend::Vxlan)]
     pub backend: Backend,
 
     /// Pod plumbing mode handed to sarasa-cni.
-    #[arg(long = "cni-mode", value_parser = cni_mode_parser(), default_value_t = CniMode::Bridge)]
+    #[arg(long = "cni-mode", value_enum, default_value_t = CniMode::Bridge)]
     pub cni_mode: CniMode,
 
     /// Directory the CNI conflist is written to.

@@ -78,16 +78,6 @@ pub fn safe_encode(n: u32) -> String {
         .collect()
 }
 
-/// FNV-1a, 32 bit.
-pub fn fnv32a(data: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c9dc5;
-    for b in data {
-        h ^= *b as u32;
-        h = h.wrapping_mul(0x01000193);
-    }
-    h
-}
-
 /// `metadata` of an object (empty if missing).
 pub fn metadata(obj: &Value) -> &Map<String, Value> {
     static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();

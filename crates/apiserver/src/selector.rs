@@ -1,65 +1,37 @@
-//! Label and field selectors: the query-string grammar of `labelSelector`/`fieldSelector`,
-//! `LabelSelector` objects, and matching against objects.
+//! Label and field selectors of the API: label selectors are the shared
+//! [`sarasa_model::selector`] (query grammar, matching, validation) read from and matched
+//! against JSON objects here; field selectors are API-server-only.
 
 use serde_json::{Map, Value};
 
+pub use sarasa_model::selector::{LabelSelector, Operator, Requirement};
+
 use crate::resources::{ResId, PODS};
-use crate::validate::meta::{label_key_error, label_value_error};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Eq,
-    NotEq,
-    In,
-    NotIn,
-    Exists,
-    DoesNotExist,
-    Gt,
-    Lt,
-}
-
-/// One requirement of a label selector.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requirement {
-    pub key: String,
-    pub op: Op,
-    pub values: Vec<String>,
-}
-
-/// A label selector: all requirements must hold; empty matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LabelSelector {
-    pub requirements: Vec<Requirement>,
-}
-
-impl LabelSelector {
-    /// Parses the `labelSelector` query grammar: `a=b,c!=d,e in (x,y),f notin (z),g,!h`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let mut requirements = Vec::new();
-        for term in split_top_level(s)? {
-            let term = term.trim();
-            if term.is_empty() {
-                if s.trim().is_empty() {
-                    continue;
-                }
-                return Err(format!("unable to parse requirement: empty term in {s:?}"));
-            }
-            requirements.push(parse_term(term)?);
-        }
-        Ok(LabelSelector { requirements })
-    }
-
+/// A [`LabelSelector`] read from and matched against the API server's JSON objects.
+pub trait JsonSelector: Sized {
     /// From a `LabelSelector` object (`matchLabels` + `matchExpressions`).
-    pub fn from_object(sel: &Value) -> Result<Self, String> {
-        let mut requirements = Vec::new();
+    fn from_object(sel: &Value) -> Result<Self, String>;
+    /// From a plain `map[string]string` selector (Services, ReplicationControllers).
+    fn from_map(m: &Map<String, Value>) -> Self;
+    /// Whether a `metadata.labels` map satisfies every requirement (non-string values count
+    /// as absent).
+    fn matches_json(&self, labels: Option<&Map<String, Value>>) -> bool;
+    /// Whether an object's labels satisfy the selector.
+    fn matches_object(&self, obj: &Value) -> bool;
+}
+
+fn string_map(m: &Map<String, Value>) -> std::collections::BTreeMap<String, String> {
+    m.iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+impl JsonSelector for LabelSelector {
+    fn from_object(sel: &Value) -> Result<Self, String> {
+        let mut out = LabelSelector::default();
         if let Some(ml) = sel.get("matchLabels").and_then(Value::as_object) {
-            for (k, v) in ml {
-                requirements.push(Requirement {
-                    key: k.clone(),
-                    op: Op::Eq,
-                    values: vec![v.as_str().unwrap_or("").to_string()],
-                });
-            }
+            out.match_labels = string_map(ml);
         }
         if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
             for e in exprs {
@@ -77,218 +49,40 @@ impl LabelSelector {
                             .collect()
                     })
                     .unwrap_or_default();
-                let op = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
-                    "In" => Op::In,
-                    "NotIn" => Op::NotIn,
-                    "Exists" => Op::Exists,
-                    "DoesNotExist" => Op::DoesNotExist,
-                    other => {
-                        return Err(format!("{other:?} is not a valid label selector operator"))
-                    }
-                };
-                requirements.push(Requirement { key, op, values });
+                let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
+                let operator = Operator::parse(op, "operator")
+                    .map_err(|_| format!("{op:?} is not a valid label selector operator"))?;
+                out.match_expressions.push(Requirement {
+                    key,
+                    operator,
+                    values,
+                });
             }
         }
-        Ok(LabelSelector { requirements })
+        Ok(out)
     }
 
-    /// From a plain `map[string]string` selector (Services, ReplicationControllers).
-    pub fn from_map(m: &Map<String, Value>) -> Self {
+    fn from_map(m: &Map<String, Value>) -> Self {
         LabelSelector {
-            requirements: m
-                .iter()
-                .map(|(k, v)| Requirement {
-                    key: k.clone(),
-                    op: Op::Eq,
-                    values: vec![v.as_str().unwrap_or("").to_string()],
-                })
-                .collect(),
+            match_labels: string_map(m),
+            match_expressions: Vec::new(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.requirements.is_empty()
+    fn matches_json(&self, labels: Option<&Map<String, Value>>) -> bool {
+        self.matches_by(|k| labels.and_then(|l| l.get(k)).and_then(Value::as_str))
     }
 
-    /// Whether a `metadata.labels` map satisfies every requirement.
-    pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
-        self.requirements.iter().all(|r| {
-            let v = labels.and_then(|l| l.get(&r.key)).and_then(Value::as_str);
-            match r.op {
-                Op::Eq => v == Some(r.values[0].as_str()),
-                Op::NotEq => v != Some(r.values[0].as_str()),
-                Op::In => v.is_some_and(|v| r.values.iter().any(|x| x == v)),
-                Op::NotIn => v.is_none_or(|v| !r.values.iter().any(|x| x == v)),
-                Op::Exists => v.is_some(),
-                Op::DoesNotExist => v.is_none(),
-                Op::Gt | Op::Lt => {
-                    let (Some(v), Some(bound)) = (
-                        v.and_then(|v| v.parse::<i64>().ok()),
-                        r.values.first().and_then(|b| b.parse::<i64>().ok()),
-                    ) else {
-                        return false;
-                    };
-                    if r.op == Op::Gt {
-                        v > bound
-                    } else {
-                        v < bound
-                    }
-                }
-            }
-        })
-    }
-
-    /// Whether an object's labels satisfy the selector.
-    pub fn matches_object(&self, obj: &Value) -> bool {
+    fn matches_object(&self, obj: &Value) -> bool {
         if self.is_empty() {
             return true;
         }
-        self.matches(
+        self.matches_json(
             obj.get("metadata")
                 .and_then(|m| m.get("labels"))
                 .and_then(Value::as_object),
         )
     }
-}
-
-fn split_top_level(s: &str) -> Result<Vec<&str>, String> {
-    let mut out = Vec::new();
-    let mut depth = 0i32;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err(format!(
-                        "unable to parse requirement: unexpected ')' in {s:?}"
-                    ));
-                }
-            }
-            ',' if depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    if depth != 0 {
-        return Err(format!(
-            "unable to parse requirement: unbalanced '(' in {s:?}"
-        ));
-    }
-    out.push(&s[start..]);
-    Ok(out)
-}
-
-fn check_key(key: &str) -> Result<(), String> {
-    match label_key_error(key) {
-        None => Ok(()),
-        Some(e) => Err(format!(
-            "unable to parse requirement: invalid label key {key:?}: {e}"
-        )),
-    }
-}
-
-fn check_value(v: &str) -> Result<(), String> {
-    match label_value_error(v) {
-        None => Ok(()),
-        Some(e) => Err(format!(
-            "unable to parse requirement: invalid label value: {v:?}: {e}"
-        )),
-    }
-}
-
-fn parse_term(term: &str) -> Result<Requirement, String> {
-    if let Some(key) = term.strip_prefix('!') {
-        let key = key.trim();
-        check_key(key)?;
-        return Ok(Requirement {
-            key: key.to_string(),
-            op: Op::DoesNotExist,
-            values: vec![],
-        });
-    }
-    // set-based: "key in (a,b)" / "key notin (a,b)"
-    if let Some(open) = term.find('(') {
-        let head = term[..open].trim();
-        let close = term
-            .rfind(')')
-            .ok_or_else(|| format!("unable to parse requirement: missing ')' in {term:?}"))?;
-        if !term[close + 1..].trim().is_empty() {
-            return Err(format!(
-                "unable to parse requirement: trailing text in {term:?}"
-            ));
-        }
-        let mut parts = head.split_whitespace();
-        let key = parts.next().unwrap_or("");
-        let op = match parts.next() {
-            Some("in") => Op::In,
-            Some("notin") => Op::NotIn,
-            other => {
-                return Err(format!(
-                    "unable to parse requirement: found '{}', expected: in, notin",
-                    other.unwrap_or("")
-                ))
-            }
-        };
-        if parts.next().is_some() {
-            return Err(format!("unable to parse requirement: {term:?}"));
-        }
-        check_key(key)?;
-        let values: Vec<String> = term[open + 1..close]
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .collect();
-        for v in &values {
-            check_value(v)?;
-        }
-        return Ok(Requirement {
-            key: key.to_string(),
-            op,
-            values,
-        });
-    }
-    for (tok, op) in [
-        ("!=", Op::NotEq),
-        ("==", Op::Eq),
-        ("=", Op::Eq),
-        (">", Op::Gt),
-        ("<", Op::Lt),
-    ] {
-        if let Some(i) = term.find(tok) {
-            let key = term[..i].trim();
-            let value = term[i + tok.len()..].trim();
-            check_key(key)?;
-            if matches!(op, Op::Gt | Op::Lt) {
-                if value.parse::<i64>().is_err() {
-                    return Err(format!(
-                        "unable to parse requirement: for 'Gt', 'Lt' operators, the value must be an integer: {value:?}"
-                    ));
-                }
-            } else {
-                check_value(value)?;
-            }
-            return Ok(Requirement {
-                key: key.to_string(),
-                op,
-                values: vec![value.to_string()],
-            });
-        }
-    }
-    if term.contains(char::is_whitespace) {
-        return Err(format!(
-            "unable to parse requirement: found {:?}, expected: in, notin, =, ==, !=, gt, lt",
-            term.split_whitespace().nth(1).unwrap_or("")
-        ));
-    }
-    check_key(term)?;
-    Ok(Requirement {
-        key: term.to_string(),
-        op: Op::Exists,
-        values: vec![],
-    })
 }
 
 /// A `fieldSelector`: every term must hold.
@@ -401,23 +195,27 @@ mod tests {
     #[test]
     fn parses_every_operator() {
         let s = LabelSelector::parse("a=b,c!=d,e in (x, y),f notin (z),g,!h,i==j").unwrap();
-        let ops: Vec<Op> = s.requirements.iter().map(|r| r.op).collect();
+        // Equality goes to matchLabels, `!=` is NotIn (same semantics: a missing key matches).
+        assert_eq!(s.match_labels.len(), 2);
+        let ops: Vec<Operator> = s.match_expressions.iter().map(|r| r.operator).collect();
         assert_eq!(
             ops,
             vec![
-                Op::Eq,
-                Op::NotEq,
-                Op::In,
-                Op::NotIn,
-                Op::Exists,
-                Op::DoesNotExist,
-                Op::Eq
+                Operator::NotIn,
+                Operator::In,
+                Operator::NotIn,
+                Operator::Exists,
+                Operator::DoesNotExist,
             ]
         );
         let l = labels(json!({"a":"b","c":"x","e":"y","f":"q","g":"","i":"j"}));
-        assert!(s.matches(Some(&l)));
+        assert!(s.matches_json(Some(&l)));
         let l2 = labels(json!({"a":"b","c":"d","e":"y","g":""}));
-        assert!(!s.matches(Some(&l2)));
+        assert!(!s.matches_json(Some(&l2)));
+        // A non-string label value counts as absent.
+        let l3 = labels(json!({"a":"b","c":1,"e":"y","f":"q","g":"","i":"j"}));
+        assert!(s.matches_json(Some(&l3)));
+        assert!(!LabelSelector::parse("c").unwrap().matches_json(Some(&l3)));
     }
 
     #[test]
@@ -437,8 +235,13 @@ mod tests {
             "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]
         }))
         .unwrap();
-        assert!(s.matches(Some(&labels(json!({"app":"web"})))));
-        assert!(!s.matches(Some(&labels(json!({"app":"web","tier":"db"})))));
+        assert!(s.matches_json(Some(&labels(json!({"app":"web"})))));
+        assert!(!s.matches_json(Some(&labels(json!({"app":"web","tier":"db"})))));
+        let e = LabelSelector::from_object(&json!({
+            "matchExpressions": [{"key": "tier", "operator": "Gt", "values": ["1"]}]
+        }))
+        .unwrap_err();
+        assert_eq!(e, "\"Gt\" is not a valid label selector operator");
     }
 
     #[test]

@@ -21,8 +21,8 @@ enum LabCommand {
     Up {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        #[arg(long, value_enum, default_value_t = BackendArg::Vxlan)]
-        backend: BackendArg,
+        #[arg(long, value_enum, default_value_t = Backend::Vxlan)]
+        backend: Backend,
         #[arg(long, value_enum, default_value_t = ModeArg::Bridge)]
         mode: ModeArg,
         /// How long to wait for the agents.
@@ -62,12 +62,6 @@ enum Action {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum BackendArg {
-    Vxlan,
-    HostGw,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
     Bridge,
     Routed,
@@ -81,10 +75,6 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             mode,
             timeout,
         } => {
-            let backend = match backend {
-                BackendArg::Vxlan => Backend::Vxlan,
-                BackendArg::HostGw => Backend::HostGw,
-            };
             let mode = match mode {
                 ModeArg::Bridge => CniMode::Bridge,
                 ModeArg::Routed => CniMode::Routed,

@@ -66,9 +66,7 @@ pub fn world(
         cluster_cidrs: vec![spec.cluster_cidr.into()],
         ..ProxyConfig::default()
     };
-    // Until the lab spec shares sarasa-model's types, by their one spelling.
-    let backend: sarasa_model::Backend = spec.backend.as_str().parse()?;
-    let cni_mode: sarasa_model::CniMode = spec.mode.as_str().parse()?;
+    let (backend, cni_mode) = (spec.backend, spec.mode);
     let mut nodes = Vec::new();
     for n in &objects.nodes {
         let Some(underlay) = n.underlay_ip.or(n.internal_ip) else {

@@ -5,20 +5,13 @@
 //! network leave another network's veths alone; the attachment part lets DEL and GC find the
 //! veth without any state.
 
-const PREFIX: &str = "sa";
+use sarasa_model::hash::fnv1a64;
 
-fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+const PREFIX: &str = "sa";
 
 /// The name prefix of this network's host veths (5 characters).
 pub fn network_prefix(network: &str) -> String {
-    format!("{PREFIX}{:03x}", fnv1a(network.as_bytes()) & 0xfff)
+    format!("{PREFIX}{:03x}", fnv1a64(network.as_bytes()) & 0xfff)
 }
 
 /// The host veth name of (network, container id, ifname).
@@ -30,7 +23,7 @@ pub fn host_veth(network: &str, container_id: &str, ifname: &str) -> String {
     format!(
         "{}{:010x}",
         network_prefix(network),
-        fnv1a(&key) & 0xff_ffff_ffff
+        fnv1a64(&key) & 0xff_ffff_ffff
     )
 }
 
@@ -49,5 +42,12 @@ mod tests {
         // the separator keeps ("ab","ceth0") and ("abc","eth0") apart
         assert_ne!(host_veth("pods", "ab", "ceth0"), a);
         assert_ne!(network_prefix("pods"), network_prefix("other"));
+    }
+
+    #[test]
+    fn names_are_pinned() {
+        // Host veths of running pods carry these names: a change of hash would orphan them.
+        assert_eq!(network_prefix("pods"), "sac2d");
+        assert_eq!(host_veth("pods", "abc", "eth0"), "sac2de81be81b20");
     }
 }

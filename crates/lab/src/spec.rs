@@ -8,39 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::LabError;
 
-/// Cross-node backend the agents use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backend {
-    Vxlan,
-    HostGw,
-}
+/// Cross-node backend the agents use (the agent's `--backend`, `"vxlan"`/`"host-gw"` in JSON).
+pub use sarasa_model::Backend;
 
-impl Backend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Vxlan => "vxlan",
-            Backend::HostGw => "host-gw",
-        }
-    }
-}
-
-/// How the CNI plugin attaches pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CniMode {
-    Bridge,
-    Routed,
-}
-
-impl CniMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CniMode::Bridge => "bridge",
-            CniMode::Routed => "routed",
-        }
-    }
-}
+/// How the CNI plugin attaches pods (the one type, shared with the agent and the node plan).
+pub use sarasa_model::CniMode;
 
 /// One node of the lab.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,5 +162,15 @@ mod tests {
         }
         let err = LabSpec::new("a", 0, Backend::Vxlan, CniMode::Bridge).unwrap_err();
         assert!(err.to_string().contains("--nodes"));
+    }
+
+    #[test]
+    fn lab_json_spells_the_backend_as_the_agent_flag() {
+        let spec = LabSpec::new("a", 1, Backend::HostGw, CniMode::Routed).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["backend"], "host-gw");
+        assert_eq!(json["backend"], Backend::HostGw.as_str());
+        let back: LabSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back.backend, Backend::HostGw);
     }
 }

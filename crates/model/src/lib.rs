@@ -3,19 +3,28 @@
 //! Services, EndpointSlices and the local node as the datapath compilers need them: addresses
 //! parsed, defaults applied, nothing the datapath ignores. The `k8s` feature adds conversions
 //! from k8s-openapi objects ([`k8s`] module); pure consumers need not compile k8s-openapi.
+//!
+//! One type per concept, shared by every crate: [`Protocol`], the label selector
+//! ([`selector`], for the API server and the policy compiler alike), NetworkPolicy's domain
+//! types ([`policy`]), the stable hash behind kernel object names ([`hash`]) and the name and
+//! label syntax of the API ([`names`]).
 
+mod backend;
 mod endpoints;
+pub mod hash;
 mod mac;
-mod network;
+pub mod names;
 mod node;
+pub mod policy;
+pub mod selector;
 mod service;
 
 #[cfg(feature = "k8s")]
 pub mod k8s;
 
+pub use backend::{Backend, CniMode, ParseBackendError, ParseCniModeError};
 pub use endpoints::{AddressType, Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 pub use mac::{MacAddr, ParseMacError};
-pub use network::{Backend, CniMode, ParseNetworkError};
 pub use node::NodeInfo;
 pub use service::{
     IpFamily, Protocol, Service, ServicePort, ServiceRef, ServiceType, SessionAffinity, TargetPort,

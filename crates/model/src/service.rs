@@ -5,9 +5,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-/// Layer-4 protocol of a Service or endpoint port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Layer-4 protocol of a Service, endpoint, container or NetworkPolicy port (`TCP` when
+/// omitted, as everywhere in Kubernetes). The one Protocol type of the project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Protocol {
+    #[default]
     Tcp,
     Udp,
     Sctp,
@@ -23,13 +25,23 @@ impl Protocol {
         }
     }
 
-    /// Parses the Kubernetes spelling.
+    /// Parses the Kubernetes spelling (case-sensitive, as the API server is).
     pub fn parse(s: &str) -> Option<Protocol> {
         match s {
             "TCP" => Some(Protocol::Tcp),
             "UDP" => Some(Protocol::Udp),
             "SCTP" => Some(Protocol::Sctp),
             _ => None,
+        }
+    }
+
+    /// The lowercase spelling of nftables, kernel object names and `PORT/tcp` (`tcp`, `udp`,
+    /// `sctp`).
+    pub fn lowercase(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
         }
     }
 }
@@ -170,5 +182,24 @@ impl Service {
             self.type_,
             ServiceType::NodePort | ServiceType::LoadBalancer
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_spellings_and_default() {
+        for (p, k8s, lower) in [
+            (Protocol::Tcp, "TCP", "tcp"),
+            (Protocol::Udp, "UDP", "udp"),
+            (Protocol::Sctp, "SCTP", "sctp"),
+        ] {
+            assert_eq!((p.as_str(), p.lowercase()), (k8s, lower));
+            assert_eq!(Protocol::parse(k8s), Some(p));
+            assert_eq!(Protocol::parse(lower), None, "the API is case-sensitive");
+        }
+        assert_eq!(Protocol::default(), Protocol::Tcp);
     }
 }

@@ -27,7 +27,6 @@ mod backend;
 mod diff;
 mod expr;
 mod fallback;
-mod hash;
 pub mod interp;
 mod kernel;
 mod list;

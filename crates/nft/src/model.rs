@@ -207,6 +207,16 @@ pub enum L4Proto {
     Icmpv6,
 }
 
+impl From<sarasa_model::Protocol> for L4Proto {
+    fn from(p: sarasa_model::Protocol) -> Self {
+        match p {
+            sarasa_model::Protocol::Tcp => L4Proto::Tcp,
+            sarasa_model::Protocol::Udp => L4Proto::Udp,
+            sarasa_model::Protocol::Sctp => L4Proto::Sctp,
+        }
+    }
+}
+
 impl L4Proto {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -2,8 +2,9 @@
 
 use std::fmt::Write;
 
+use sarasa_model::hash::fnv1a64_parts;
+
 use crate::expr::{CmpOp, Expr, RejectKind, Rule, Stmt, Verdict};
-use crate::hash::fnv64;
 use crate::model::{Chain, Element, Key, MapType, MapValue, Set, Table, Value};
 
 /// Marker before the content hash in a comment.
@@ -214,7 +215,7 @@ pub(crate) fn chain_rules(chain: &Chain) -> (Vec<String>, u64) {
             s
         })
         .collect();
-    let h = fnv64(lines.iter().flat_map(|l| [l.as_bytes(), b"\n"]));
+    let h = fnv1a64_parts(lines.iter().flat_map(|l| [l.as_bytes(), b"\n"]));
     if let (Some(last), Some(rule)) = (lines.last_mut(), chain.rules.last()) {
         // Re-render the comment with the hash appended.
         if rule.comment.is_some() {
@@ -293,7 +294,7 @@ pub(crate) fn set_decl(set: &Set) -> (Vec<String>, u64) {
     if let Some(t) = set.timeout {
         lines.push(format!("timeout {t}s"));
     }
-    let h = fnv64(
+    let h = fnv1a64_parts(
         lines
             .iter()
             .flat_map(|l| [l.as_bytes(), b"\n"])

@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use sarasa_model::hash::fnv1a64;
 use sarasa_nft::{
     ChainType, DataType, Expr, Field, Hook, Keyword, MetaKey, Rule, Set, SetFlags, Stmt, Table,
     Verdict,
@@ -27,7 +28,7 @@ use sarasa_nft::{
 use crate::ranges::port_alternatives;
 pub(crate) use crate::sets::SetSpec;
 use crate::state::PolicyState;
-use crate::types::{ContainerPort, Direction, NetworkPolicy, Peer, PodKey, PolicyPod, PortRef};
+use crate::{ContainerPort, Direction, NetworkPolicy, Peer, PodKey, PolicyPod, PortRef};
 
 /// The table this crate owns.
 pub const TABLE: &str = "sarasa-policy";
@@ -96,7 +97,7 @@ pub fn chain_name(dir: Direction, pod: &PodKey) -> String {
     if name.len() <= 200 {
         name
     } else {
-        let h = fnv64(name.as_bytes());
+        let h = fnv1a64(name.as_bytes());
         format!("{}_{h:016x}", &name[..160])
     }
 }
@@ -112,17 +113,8 @@ pub fn log_prefix(dir: Direction, pod: &PodKey) -> String {
     if p.len() <= 127 {
         p
     } else {
-        format!("np {d} #{:016x} ", fnv64(pod.to_string().as_bytes()))
+        format!("np {d} #{:016x} ", fnv1a64(pod.to_string().as_bytes()))
     }
-}
-
-pub(crate) fn fnv64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// Compiles the whole table (the same code path as [`crate::PolicyCompiler::new`]).
@@ -330,7 +322,7 @@ impl ChainBuilder {
         &mut self,
         opts: &CompileOptions,
         policy_ns: &str,
-        rule: &crate::types::PolicyRule,
+        rule: &crate::PolicyRule,
         pod: &PolicyPod,
         dir: Direction,
         sets: &mut BTreeSet<String>,
@@ -519,7 +511,7 @@ pub(crate) fn addr_field(v6: bool, src: bool) -> Field {
 }
 
 #[cfg(test)]
-mod comment_tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -539,5 +531,17 @@ mod comment_tests {
 
     fn check_comment_fits(c: &str) {
         assert!(c.len() <= 100 && !c.contains('"'));
+    }
+
+    #[test]
+    fn hashed_names_are_pinned() {
+        // Kernel chains and nflog prefixes of long pod names carry these hashes.
+        let long = PodKey::new("x", "p".repeat(250));
+        let chain = chain_name(Direction::Ingress, &long);
+        assert_eq!(&chain[chain.len() - 17..], "_954ceab18002ad61");
+        assert_eq!(
+            log_prefix(Direction::Egress, &long),
+            "np out #a9f9287a4f57d8b8 "
+        );
     }
 }

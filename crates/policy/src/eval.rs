@@ -13,8 +13,8 @@
 use std::net::IpAddr;
 
 use crate::state::PolicyState;
-use crate::types::{Direction, NetworkPolicy, Peer, PodKey, PolicyKey, PolicyPod, Protocol};
 use crate::PolicyError;
+use crate::{Direction, NetworkPolicy, Peer, PodKey, PolicyKey, PolicyPod, Protocol};
 
 /// One end of a flow.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -187,8 +187,8 @@ fn rule_allows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selector::LabelSelector;
-    use crate::types::{PolicyNamespace, PolicyRule};
+    use crate::LabelSelector;
+    use crate::{PolicyNamespace, PolicyRule};
     use std::collections::BTreeMap;
 
     fn state() -> PolicyState {

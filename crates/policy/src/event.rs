@@ -3,12 +3,12 @@
 
 use std::net::IpAddr;
 
+use sarasa_model::hash::fnv1a64;
 use sarasa_nft::L4Proto;
 
-use crate::compile::fnv64;
 use crate::eval::Endpoint;
 use crate::state::PolicyState;
-use crate::types::{Direction, PodKey, PolicyKey};
+use crate::{Direction, PodKey, PolicyKey};
 
 /// A packet dropped by policy, named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub fn drop_event(
         PrefixTarget::Pod(k) => state.pod(&k)?,
         PrefixTarget::Hash(h) => state
             .pods()
-            .find(|p| fnv64(p.key().to_string().as_bytes()) == h)?,
+            .find(|p| fnv1a64(p.key().to_string().as_bytes()) == h)?,
     };
     let endpoint = |a: IpAddr| match state.pod_by_ip(a) {
         Some(p) => Endpoint::Pod(p.key()),
@@ -107,7 +107,7 @@ mod tests {
             parse_log_prefix(&p),
             Some((
                 Direction::Egress,
-                PrefixTarget::Hash(fnv64(long.to_string().as_bytes()))
+                PrefixTarget::Hash(fnv1a64(long.to_string().as_bytes()))
             ))
         );
         assert_eq!(parse_log_prefix("other prefix"), None);

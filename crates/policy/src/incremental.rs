@@ -21,8 +21,8 @@ use crate::compile::{
 };
 use crate::sets::SetSpec;
 use crate::state::PolicyState;
-use crate::types::{Direction, NetworkPolicy, PodKey, PolicyKey, PolicyNamespace, PolicyPod};
 use crate::PolicyError;
+use crate::{Direction, NetworkPolicy, PodKey, PolicyKey, PolicyNamespace, PolicyPod};
 
 /// A shared set and how many chains use it.
 struct SetUse {

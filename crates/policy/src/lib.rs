@@ -49,16 +49,11 @@ mod compile;
 mod eval;
 mod event;
 mod incremental;
-#[cfg(feature = "k8s")]
-mod k8s;
 mod matrix;
 mod nflog;
 mod ranges;
-mod selector;
 mod sets;
 mod state;
-mod types;
-mod validate;
 
 pub use compile::{
     allow_comment, chain_name, compile, log_prefix, logged_set_name, map_name, parse_allow_comment,
@@ -70,29 +65,14 @@ pub use incremental::PolicyCompiler;
 pub use matrix::{matrix, render_bits, Matrix};
 pub use nflog::{bind_request, parse_messages, LoggedPacket};
 pub use ranges::{port_blocks, subtract};
-pub use selector::{
+pub use sarasa_model::selector::{
     validate_label_key, validate_label_value, LabelSelector, Labels, Operator, Requirement,
 };
 pub use state::PolicyState;
-pub use types::{
-    ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PodKey, PolicyKey, PolicyNamespace,
-    PolicyPod, PolicyPort, PolicyRule, PortRef, Protocol, NAMESPACE_NAME_LABEL,
+// The domain types live in `sarasa-model`; these paths stay for existing users.
+pub use sarasa_model::policy::{
+    validate_port_name, ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PodKey,
+    PolicyError, PolicyKey, PolicyNamespace, PolicyPod, PolicyPort, PolicyRule, PortRef,
+    NAMESPACE_NAME_LABEL,
 };
-pub use validate::validate_port_name;
-
-/// A rejected input, naming the field at fault (`spec.ingress[0].ports[1].endPort`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct PolicyError {
-    pub field: String,
-    pub message: String,
-}
-
-impl PolicyError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        PolicyError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use sarasa_model::Protocol;

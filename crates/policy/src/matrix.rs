@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use crate::eval::{allowed, Endpoint, Verdict};
 use crate::state::PolicyState;
-use crate::types::{PodKey, Protocol};
 use crate::PolicyError;
+use crate::{PodKey, Protocol};
 
 /// Verdicts between every pair of pods.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use ipnet::IpNet;
-use sarasa_nft::{Expr, Field, MetaKey, Stmt, Value};
+use sarasa_nft::{Expr, Field, L4Proto, MetaKey, Stmt, Value};
 
-use crate::types::Protocol;
+use crate::Protocol;
 
 /// `cidr` minus every prefix of `except`, as disjoint prefixes in address order.
 pub fn subtract(cidr: IpNet, except: &[IpNet]) -> Vec<IpNet> {
@@ -79,17 +79,21 @@ pub(crate) fn port_alternatives(ports: &[(Protocol, Option<(u16, u16)>)]) -> Vec
     let mut out = Vec::new();
     if !any.is_empty() {
         out.push(vec![if let (1, Some(p)) = (any.len(), any.first()) {
-            eq(l4(), Expr::value(p.l4()))
+            eq(l4(), Expr::value(L4Proto::from(*p)))
         } else {
             eq(
                 l4(),
-                Expr::AnonSet(any.iter().map(|p| vec![Value::Proto(p.l4())]).collect()),
+                Expr::AnonSet(
+                    any.iter()
+                        .map(|p| vec![Value::Proto(L4Proto::from(*p))])
+                        .collect(),
+                ),
             )
         }]);
     }
     if let (1, Some((p, port))) = (exact.len(), exact.first().copied()) {
         out.push(vec![
-            eq(l4(), Expr::value(p.l4())),
+            eq(l4(), Expr::value(L4Proto::from(p))),
             eq(
                 Expr::Payload(Field::ThDport),
                 Expr::Value(Value::Port(port)),
@@ -101,7 +105,7 @@ pub(crate) fn port_alternatives(ports: &[(Protocol, Option<(u16, u16)>)]) -> Vec
             Expr::AnonSet(
                 exact
                     .iter()
-                    .map(|(p, port)| vec![Value::Proto(p.l4()), Value::Port(*port)])
+                    .map(|(p, port)| vec![Value::Proto(L4Proto::from(*p)), Value::Port(*port)])
                     .collect(),
             ),
         )]);
@@ -114,7 +118,7 @@ pub(crate) fn port_alternatives(ports: &[(Protocol, Option<(u16, u16)>)]) -> Vec
                 Expr::And(Box::new(Expr::Payload(Field::ThDport)), u32::from(mask))
             };
             out.push(vec![
-                eq(l4(), Expr::value(p.l4())),
+                eq(l4(), Expr::value(L4Proto::from(p))),
                 eq(dport, Expr::Value(Value::Port(base))),
             ]);
         }

@@ -4,12 +4,13 @@
 
 use std::net::IpAddr;
 
-use sarasa_nft::{DataType, Key, Set, Value};
+use sarasa_model::hash::fnv1a64;
+use sarasa_nft::{DataType, Key, L4Proto, Set, Value};
 
-use crate::compile::{addr_type, fnv64};
+use crate::compile::addr_type;
 use crate::ranges::subtract;
 use crate::state::PolicyState;
-use crate::types::{IpBlock, Peer, PolicyPod, Protocol};
+use crate::{IpBlock, Peer, PolicyPod, Protocol};
 
 /// What a shared set holds. Content-addressed: equal specs are one set, named by a hash.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -46,7 +47,7 @@ impl SetSpec {
                     .map(|a| {
                         Key(vec![
                             Value::Addr(*a),
-                            Value::Proto(protocol.l4()),
+                            Value::Proto(L4Proto::from(*protocol)),
                             Value::Port(port),
                         ])
                     })
@@ -123,7 +124,7 @@ impl SetSpec {
     /// The name without the family suffix: a prefix and a hash of the description.
     pub(crate) fn base_name(&self) -> String {
         let (prefix, text) = describe(self);
-        format!("{prefix}-{:016x}", fnv64(text.as_bytes()))
+        format!("{prefix}-{:016x}", fnv1a64(text.as_bytes()))
     }
 }
 

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::selector::{LabelSelector, Labels};
-use crate::types::{
+use crate::{
     Direction, NetworkPolicy, Peer, PodKey, PolicyKey, PolicyNamespace, PolicyPod,
     NAMESPACE_NAME_LABEL,
 };
+use crate::{LabelSelector, Labels};
 
 /// Everything policy decisions depend on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

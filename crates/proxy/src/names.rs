@@ -4,7 +4,8 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use sarasa_model::{IpFamily, Protocol, ServicePort, ServiceRef};
+use sarasa_model::hash::fnv1a64;
+use sarasa_model::{IpFamily, ServicePort, ServiceRef};
 
 /// Global objects, one per family where it matters.
 pub(crate) mod global {
@@ -54,22 +55,9 @@ pub(crate) mod global {
     per_family!(cluster_cidrs, "cluster-cidrs-v4", "cluster-cidrs-v6");
 }
 
-/// FNV-1a, 64 bits: fixed (unlike std's randomized hasher), so names and shards stay the
-/// same across processes and restarts.
-pub(crate) fn fnv1a64<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
 /// FNV-1a, 32 bits shown: the hash keeps names unique and tells similar names apart.
 fn short_hash(s: &str) -> u32 {
-    let h = fnv1a64([s.as_bytes()]);
+    let h = fnv1a64(s.as_bytes());
     (h ^ (h >> 32)) as u32
 }
 
@@ -85,14 +73,6 @@ fn port_label(p: &ServicePort) -> String {
         p.port.to_string()
     } else {
         p.name.clone()
-    }
-}
-
-fn proto(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
     }
 }
 
@@ -122,7 +102,7 @@ impl PortNames {
                 "{}/{}/{}/{}/{}",
                 svc.namespace,
                 svc.name,
-                proto(port.protocol),
+                port.protocol.lowercase(),
                 label,
                 family_digit(family)
             ),
@@ -186,6 +166,7 @@ impl PortNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sarasa_model::Protocol;
 
     #[test]
     fn names_are_readable_unique_and_valid() {
@@ -211,15 +192,5 @@ mod tests {
             PortNames::new(&svc, &udp, IpFamily::V4).cluster(),
             v4.cluster()
         );
-    }
-
-    #[test]
-    fn fnv1a64_is_the_published_function() {
-        // Reference values of FNV-1a 64 (a change would move every Service to another shard).
-        assert_eq!(fnv1a64([&b""[..]]), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64([&b"a"[..]]), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64([&b"foo"[..]]), 0xdcb2_7518_fed9_d577);
-        // Parts hash as their concatenation.
-        assert_eq!(fnv1a64([&b"fo"[..], b"o"]), fnv1a64([&b"foo"[..]]));
     }
 }

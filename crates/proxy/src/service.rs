@@ -65,14 +65,6 @@ struct Backend {
     serving_terminating: bool,
 }
 
-fn l4(p: Protocol) -> L4Proto {
-    match p {
-        Protocol::Tcp => L4Proto::Tcp,
-        Protocol::Udp => L4Proto::Udp,
-        Protocol::Sctp => L4Proto::Sctp,
-    }
-}
-
 fn family_of_slice(t: AddressType) -> Option<IpFamily> {
     match t {
         AddressType::Ipv4 => Some(IpFamily::V4),
@@ -246,7 +238,7 @@ fn compile_port<'a>(
     config: &ProxyConfig,
 ) -> usize {
     let names = PortNames::new(sref, port, family);
-    let proto = l4(port.protocol);
+    let proto = L4Proto::from(port.protocol);
     let all = backends(port, family, slices, node);
     let cluster_eps = usable(all.iter());
     let local_eps = usable(all.iter().filter(|b| b.local));

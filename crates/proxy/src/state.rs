@@ -9,12 +9,12 @@ use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use sarasa_model::hash::fnv1a64_parts;
 use sarasa_model::{EndpointSlice, NodeInfo, Service, ServiceRef};
 use sarasa_nft::{diff, Table, Transaction};
 
 use crate::base::{main_base_table, main_sets, shard_base_table, shard_sets};
 use crate::config::ProxyConfig;
-use crate::names::fnv1a64;
 use crate::service::{compile_service, Fragment, HealthCheck, Part, UdpDest};
 use crate::ProxyError;
 
@@ -189,7 +189,7 @@ impl ProxyState {
     /// The shard whose table holds `key`'s DNAT path (its EndpointSlices follow it):
     /// FNV-1a 64 of `namespace/name` modulo the shard count, the same in every process.
     pub fn shard_of(&self, key: &ServiceRef) -> usize {
-        let h = fnv1a64([key.namespace.as_bytes(), b"/", key.name.as_bytes()]);
+        let h = fnv1a64_parts([key.namespace.as_bytes(), b"/", key.name.as_bytes()]);
         // The remainder is below `shards` (at most 64), so it fits any usize.
         (h % self.config.shards as u64) as usize
     }

@@ -26,21 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// Transport of a served port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        })
-    }
-}
+/// Transport of a served port: TCP or UDP (a [`PortSpec`] never parses SCTP).
+pub use sarasa_model::Protocol;
 
 /// `PORT[/tcp|/udp]`, as a container's `containerPort` + `protocol` (default TCP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +59,7 @@ impl FromStr for PortSpec {
 
 impl fmt::Display for PortSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.port, self.protocol)
+        write!(f, "{}/{}", self.port, self.protocol.lowercase())
     }
 }
 
@@ -107,7 +94,7 @@ impl ServeConfig {
 pub enum ServeError {
     #[error("invalid port {input:?}: {reason}")]
     BadPort { input: String, reason: String },
-    #[error("cannot listen on {address} ({protocol}): {error}")]
+    #[error("cannot listen on {address} ({}): {error}", .protocol.lowercase())]
     Bind {
         address: SocketAddr,
         protocol: Protocol,
@@ -132,7 +119,10 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let mut signals = Signals::new([SIGTERM, SIGINT])?;
     let server = Server::start(config)?;
     for (protocol, addr) in server.local_addrs() {
-        eprintln!("sarasa serve: listening on {addr} ({protocol})");
+        eprintln!(
+            "sarasa serve: listening on {addr} ({})",
+            protocol.lowercase()
+        );
     }
     let signal = signals.forever().next();
     eprintln!(
@@ -265,6 +255,10 @@ fn bind(spec: &PortSpec, address: Option<IpAddr>) -> Result<Vec<Socket>, ServeEr
         let sock = match spec.protocol {
             Protocol::Tcp => TcpListener::bind(addr).map(Socket::Tcp),
             Protocol::Udp => UdpSocket::bind(addr).map(Socket::Udp),
+            Protocol::Sctp => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "SCTP is not served",
+            )),
         };
         let sock = sock.map_err(|error| ServeError::Bind {
             address: addr,
@@ -482,5 +476,20 @@ mod tests {
         assert!(e.contains("80/sctp") && e.contains("sctp"), "{e}");
         let e = "70000/tcp".parse::<PortSpec>().unwrap_err().to_string();
         assert!(e.contains("70000"), "{e}");
+    }
+
+    #[test]
+    fn sctp_port_is_refused_by_name() {
+        // The shared Protocol has SCTP; the server binds TCP and UDP only and says so.
+        let spec = PortSpec {
+            port: 0,
+            protocol: Protocol::Sctp,
+        };
+        assert_eq!(spec.to_string(), "0/sctp");
+        let Err(e) = bind(&spec, Some(IpAddr::V4(Ipv4Addr::LOCALHOST))) else {
+            panic!("SCTP bound");
+        };
+        let e = e.to_string();
+        assert!(e.contains("(sctp)") && e.contains("not served"), "{e}");
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::controllers::Controller;
 use crate::meta;
 use crate::resources::{ResId, DEPLOYMENTS, PODS};
-use crate::selector::LabelSelector;
+use crate::selector::{JsonSelector, LabelSelector};
 use crate::store::{DeleteOpts, Event, Obj, Store, Sub, WriteOpts};
 
 pub struct Deployments;
@@ -24,7 +24,7 @@ pub fn template_hash(d: &Value) -> String {
         .cloned()
         .unwrap_or(Value::Null);
     let bytes = serde_json::to_vec(&template).unwrap_or_default();
-    meta::safe_encode(meta::fnv32a(&bytes))
+    meta::safe_encode(sarasa_model::hash::fnv1a32(&bytes))
 }
 
 pub fn pod_ready(p: &Value) -> bool {
@@ -309,6 +309,8 @@ mod tests {
         let b = json!({"spec": {"template": {"metadata": {"labels": {"app": "y"}}}}});
         assert_eq!(template_hash(&a), template_hash(&a));
         assert_ne!(template_hash(&a), template_hash(&b));
+        // ReplicaSet and pod names carry it: pinned so existing objects keep their names.
+        assert_eq!(template_hash(&a), "5c7d8d496d");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::controllers::deployments::pod_ready;
 use crate::controllers::Controller;
 use crate::meta;
 use crate::resources::{ResId, ENDPOINTSLICES, PODS, SERVICES};
-use crate::selector::LabelSelector;
+use crate::selector::{JsonSelector, LabelSelector};
 use crate::store::{DeleteOpts, Event, EventKind, Obj, Store, Sub, WriteOpts};
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

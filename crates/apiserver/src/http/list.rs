@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::http::{status, Params};
 use crate::meta;
 use crate::resources::{ResId, RESOURCES};
-use crate::selector::{FieldSelector, LabelSelector};
+use crate::selector::{FieldSelector, JsonSelector, LabelSelector};
 use crate::store::{Obj, Store};
 
 #[derive(Serialize)]
@@ -37,7 +37,7 @@ pub fn filter(
     params: &Params,
 ) -> Result<impl Fn(&Value) -> bool + Send + Sync + 'static, ApiError> {
     let labels = LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let fields = FieldSelector::parse(res, params.get("fieldSelector").map_or("", String::as_str))
         .map_err(ApiError::bad_request)?;
     Ok(move |o: &Value| labels.matches_object(o) && fields.matches(o))

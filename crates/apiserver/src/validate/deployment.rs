@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::error::FieldError;
-use crate::selector::LabelSelector;
+use crate::selector::{JsonSelector, LabelSelector};
 use crate::validate::meta::{label_selector, labels};
 use crate::validate::pod;
 
@@ -57,7 +57,7 @@ pub fn validate(d: &Value, errs: &mut Vec<FieldError>) {
                         "empty selector is invalid for deployment",
                     )),
                     Ok(s) => {
-                        if !s.matches(template_labels.and_then(Value::as_object)) {
+                        if !s.matches_json(template_labels.and_then(Value::as_object)) {
                             errs.push(FieldError::invalid(
                                 "spec.template.metadata.labels",
                                 template_labels.map(|l| l.to_string()).unwrap_or_default(),

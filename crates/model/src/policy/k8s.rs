@@ -8,12 +8,11 @@ use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::selector::{LabelSelector, Operator, Requirement};
-use crate::types::{
-    ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PolicyNamespace, PolicyPod, PolicyPort,
-    PolicyRule, PortRef, Protocol,
+use super::{
+    ContainerPort, Direction, IpBlock, NetworkPolicy, Peer, PolicyError, PolicyNamespace,
+    PolicyPod, PolicyPort, PolicyRule, PortRef, Protocol,
 };
-use crate::PolicyError;
+use crate::selector::{LabelSelector, Operator, Requirement};
 
 impl TryFrom<&net::NetworkPolicy> for NetworkPolicy {
     type Error = PolicyError;
@@ -98,7 +97,7 @@ fn rule(
         let f = format!("{field}.ports[{j}]");
         let protocol = match &p.protocol {
             None => Protocol::Tcp,
-            Some(s) => Protocol::parse(s, &format!("{f}.protocol"))?,
+            Some(s) => parse_protocol(s, &format!("{f}.protocol"))?,
         };
         let port = match &p.port {
             None => None,
@@ -204,7 +203,7 @@ impl TryFrom<&core::Pod> for PolicyPod {
                     name: p.name.clone(),
                     protocol: match &p.protocol {
                         None => Protocol::Tcp,
-                        Some(s) => Protocol::parse(s, &format!("{f}.protocol"))?,
+                        Some(s) => parse_protocol(s, &format!("{f}.protocol"))?,
                     },
                     port: port_number(p.container_port, &format!("{f}.containerPort"))?,
                 });
@@ -219,6 +218,16 @@ impl TryFrom<&core::Pod> for PolicyPod {
             node: spec.and_then(|s| s.node_name.clone()),
         })
     }
+}
+
+/// `TCP`/`UDP`/`SCTP` (Kubernetes is case-sensitive here); `field` names it in errors.
+fn parse_protocol(s: &str, field: &str) -> Result<Protocol, PolicyError> {
+    Protocol::parse(s).ok_or_else(|| {
+        PolicyError::new(
+            field,
+            format!("unsupported protocol {s:?}: must be TCP, UDP or SCTP"),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -1,13 +1,46 @@
-//! Domain types: pods, namespaces and NetworkPolicies as the compiler sees them (no Kubernetes
-//! client types; see the `k8s` feature for conversions).
+//! NetworkPolicy domain types: pods, namespaces and NetworkPolicies as policy sees them,
+//! validated as the API server validates them. The policy compiler (`sarasa-policy`), the
+//! cluster view and `sarasa trace` share them; no Kubernetes client types here (`sarasa-policy`'s
+//! `k8s` feature converts from k8s-openapi).
+
+#[cfg(feature = "k8s")]
+mod k8s;
+mod validate;
 
 use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::selector::{LabelSelector, Labels};
-use crate::PolicyError;
+use crate::selector::{LabelSelector, Labels, SelectorError};
+pub use crate::Protocol;
+pub use validate::validate_port_name;
+
+/// A rejected input, naming the field at fault (`spec.ingress[0].ports[1].endPort`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct PolicyError {
+    pub field: String,
+    pub message: String,
+}
+
+impl PolicyError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        PolicyError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<SelectorError> for PolicyError {
+    fn from(e: SelectorError) -> Self {
+        PolicyError {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
 
 /// The label every namespace carries with its own name (set by the API server).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -36,47 +69,6 @@ impl fmt::Display for PodKey {
 
 /// `namespace/name` of a NetworkPolicy.
 pub type PolicyKey = PodKey;
-
-/// Transport protocol of a policy port (`TCP` when omitted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    /// The spelling Kubernetes uses (`TCP`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-            Protocol::Sctp => "SCTP",
-        }
-    }
-
-    /// Parses `TCP`/`UDP`/`SCTP` (Kubernetes is case-sensitive here); `field` names it in errors.
-    pub fn parse(s: &str, field: &str) -> Result<Self, PolicyError> {
-        match s {
-            "TCP" => Ok(Protocol::Tcp),
-            "UDP" => Ok(Protocol::Udp),
-            "SCTP" => Ok(Protocol::Sctp),
-            _ => Err(PolicyError::new(
-                field,
-                format!("unsupported protocol {s:?}: must be TCP, UDP or SCTP"),
-            )),
-        }
-    }
-
-    pub(crate) fn l4(self) -> sarasa_nft::L4Proto {
-        match self {
-            Protocol::Tcp => sarasa_nft::L4Proto::Tcp,
-            Protocol::Udp => sarasa_nft::L4Proto::Udp,
-            Protocol::Sctp => sarasa_nft::L4Proto::Sctp,
-        }
-    }
-}
 
 /// A container port a pod declares (what named ports resolve against).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -266,6 +258,6 @@ impl NetworkPolicy {
     /// Checks everything the API server checks and sorts selector requirements so equal
     /// selectors are equal. Errors name the field (`spec.ingress[0].from[1].ipBlock.except[0]`).
     pub fn validate(&mut self) -> Result<(), PolicyError> {
-        crate::validate::validate_policy(self)
+        validate::validate_policy(self)
     }
 }

@@ -1,10 +1,38 @@
-//! Label selectors (`matchLabels` + `matchExpressions`) as Kubernetes defines them, with the
-//! validation the API server applies.
+//! Label selectors as Kubernetes defines them: the one implementation the API server (list
+//! queries, Service and Deployment selectors) and the policy compiler (NetworkPolicy selectors)
+//! share, so both select the same objects.
+//!
+//! A selector is `matchLabels` + `matchExpressions`. The `labelSelector=` query grammar
+//! ([`LabelSelector::parse`]) maps onto it: `k=v` is a `matchLabels` entry, `k!=v` is
+//! `NotIn [v]` (which, like `!=`, also matches objects without `k`), and `k>n`/`k<n` are the
+//! query-only operators `Gt`/`Lt`, which a selector *object* may not hold
+//! ([`LabelSelector::validate`] rejects them).
+
+mod query;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::PolicyError;
+use crate::names::{label_key_error, label_value_error};
+
+pub use query::ParseSelectorError;
+
+/// A selector or label that fails validation, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SelectorError {
+    pub field: String,
+    pub message: String,
+}
+
+impl SelectorError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SelectorError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// Labels of a pod or namespace.
 pub type Labels = BTreeMap<String, String>;
@@ -16,6 +44,10 @@ pub enum Operator {
     NotIn,
     Exists,
     DoesNotExist,
+    /// `k>n` in a query: the label's value is an integer greater than `n` (query only).
+    Gt,
+    /// `k<n` in a query: the label's value is an integer less than `n` (query only).
+    Lt,
 }
 
 impl Operator {
@@ -26,18 +58,21 @@ impl Operator {
             Operator::NotIn => "NotIn",
             Operator::Exists => "Exists",
             Operator::DoesNotExist => "DoesNotExist",
+            Operator::Gt => "Gt",
+            Operator::Lt => "Lt",
         }
     }
 
-    /// Parses the Kubernetes spelling; `field` names the operator in errors.
-    pub fn parse(s: &str, field: &str) -> Result<Self, PolicyError> {
+    /// Parses the spelling of a selector object (`In`, `NotIn`, `Exists`, `DoesNotExist`);
+    /// `field` names the operator in errors.
+    pub fn parse(s: &str, field: &str) -> Result<Self, SelectorError> {
         Ok(match s {
             "In" => Operator::In,
             "NotIn" => Operator::NotIn,
             "Exists" => Operator::Exists,
             "DoesNotExist" => Operator::DoesNotExist,
             _ => {
-                return Err(PolicyError::new(
+                return Err(SelectorError::new(
                     field,
                     format!("unknown operator {s:?}: must be In, NotIn, Exists or DoesNotExist"),
                 ))
@@ -56,14 +91,27 @@ pub struct Requirement {
 }
 
 impl Requirement {
-    fn matches(&self, labels: &Labels) -> bool {
-        let v = labels.get(&self.key);
+    fn matches<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        let v = label(&self.key);
         match self.operator {
             Operator::In => v.is_some_and(|v| self.values.iter().any(|x| x == v)),
             // NotIn matches objects without the key too (Kubernetes semantics).
             Operator::NotIn => v.is_none_or(|v| !self.values.iter().any(|x| x == v)),
             Operator::Exists => v.is_some(),
             Operator::DoesNotExist => v.is_none(),
+            Operator::Gt | Operator::Lt => {
+                let (Some(v), Some(bound)) = (
+                    v.and_then(|v| v.parse::<i64>().ok()),
+                    self.values.first().and_then(|b| b.parse::<i64>().ok()),
+                ) else {
+                    return false;
+                };
+                if self.operator == Operator::Gt {
+                    v > bound
+                } else {
+                    v < bound
+                }
+            }
         }
     }
 }
@@ -109,10 +157,16 @@ impl LabelSelector {
 
     /// Does this selector select an object with `labels`?
     pub fn matches(&self, labels: &Labels) -> bool {
+        self.matches_by(|k| labels.get(k).map(String::as_str))
+    }
+
+    /// Does this selector select an object whose label `k` is `label(k)`? For label maps of
+    /// other shapes (the API server's JSON objects).
+    pub fn matches_by<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.match_labels
             .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|r| r.matches(labels))
+            .all(|(k, v)| label(k) == Some(v.as_str()))
+            && self.match_expressions.iter().all(|r| r.matches(&label))
     }
 
     /// The same selector with requirement values sorted and requirements sorted, so equal
@@ -145,13 +199,15 @@ impl LabelSelector {
                 Operator::NotIn => write!(s, "{} notin ({})", r.key, r.values.join(",")),
                 Operator::Exists => write!(s, "{}", r.key),
                 Operator::DoesNotExist => write!(s, "!{}", r.key),
+                Operator::Gt => write!(s, "{}>{}", r.key, r.values.join(",")),
+                Operator::Lt => write!(s, "{}<{}", r.key, r.values.join(",")),
             };
         }
         s
     }
 
-    /// Checks the selector as the API server does; `field` is the selector's path.
-    pub fn validate(&self, field: &str) -> Result<(), PolicyError> {
+    /// Checks a selector object as the API server does; `field` is the selector's path.
+    pub fn validate(&self, field: &str) -> Result<(), SelectorError> {
         for (k, v) in &self.match_labels {
             validate_label_key(k, &format!("{field}.matchLabels"))?;
             validate_label_value(v, &format!("{field}.matchLabels[{k}]"))?;
@@ -160,14 +216,23 @@ impl LabelSelector {
             let f = format!("{field}.matchExpressions[{i}]");
             validate_label_key(&r.key, &format!("{f}.key"))?;
             match r.operator {
+                Operator::Gt | Operator::Lt => {
+                    return Err(SelectorError::new(
+                        format!("{f}.operator"),
+                        format!(
+                            "{} is valid in a labelSelector query only, not in a selector object",
+                            r.operator.as_str()
+                        ),
+                    ))
+                }
                 Operator::In | Operator::NotIn if r.values.is_empty() => {
-                    return Err(PolicyError::new(
+                    return Err(SelectorError::new(
                         format!("{f}.values"),
                         format!("must be non-empty when operator is {}", r.operator.as_str()),
                     ))
                 }
                 Operator::Exists | Operator::DoesNotExist if !r.values.is_empty() => {
-                    return Err(PolicyError::new(
+                    return Err(SelectorError::new(
                         format!("{f}.values"),
                         format!("must be empty when operator is {}", r.operator.as_str()),
                     ))
@@ -182,65 +247,27 @@ impl LabelSelector {
     }
 }
 
-/// A label key: `[prefix/]name`, prefix a DNS subdomain (≤ 253), name ≤ 63 characters of
-/// `[A-Za-z0-9_.-]` beginning and ending alphanumeric.
-pub fn validate_label_key(key: &str, field: &str) -> Result<(), PolicyError> {
-    let (prefix, name) = match key.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    if let Some(p) = prefix {
-        let ok = !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            });
-        if !ok {
-            return Err(PolicyError::new(
-                field,
-                format!("invalid label key {key:?}: prefix must be a DNS subdomain"),
-            ));
-        }
-    }
-    if name.is_empty() || !is_qualified_name_part(name) {
-        return Err(PolicyError::new(
+/// A label key: `[prefix/]name`, prefix a DNS subdomain, name 1-63 characters of
+/// `[A-Za-z0-9_.-]` beginning and ending alphanumeric (apimachinery's rules and messages).
+pub fn validate_label_key(key: &str, field: &str) -> Result<(), SelectorError> {
+    match label_key_error(key) {
+        None => Ok(()),
+        Some(e) => Err(SelectorError::new(
             field,
-            format!(
-                "invalid label key {key:?}: name must be 1-63 characters of [A-Za-z0-9_.-], \
-                 beginning and ending with an alphanumeric character"
-            ),
-        ));
+            format!("invalid label key {key:?}: {e}"),
+        )),
     }
-    Ok(())
 }
 
 /// A label value: empty, or like a key's name part.
-pub fn validate_label_value(value: &str, field: &str) -> Result<(), PolicyError> {
-    if value.is_empty() || is_qualified_name_part(value) {
-        Ok(())
-    } else {
-        Err(PolicyError::new(
+pub fn validate_label_value(value: &str, field: &str) -> Result<(), SelectorError> {
+    match label_value_error(value) {
+        None => Ok(()),
+        Some(e) => Err(SelectorError::new(
             field,
-            format!(
-                "invalid label value {value:?}: must be empty or 1-63 characters of \
-                 [A-Za-z0-9_.-], beginning and ending with an alphanumeric character"
-            ),
-        ))
+            format!("invalid label value {value:?}: {e}"),
+        )),
     }
-}
-
-fn is_qualified_name_part(s: &str) -> bool {
-    let b = s.as_bytes();
-    s.len() <= 63
-        && b.first().is_some_and(u8::is_ascii_alphanumeric)
-        && b.last().is_some_and(u8::is_ascii_alphanumeric)
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]
@@ -308,6 +335,23 @@ mod tests {
             .validate("f")
             .is_err());
         assert!(Operator::parse("Foo", "f.operator").is_err());
+        assert!(Operator::parse("Gt", "f.operator").is_err());
+        let s = LabelSelector::default().expression("n", Operator::Gt, &["1"]);
+        assert_eq!(
+            s.validate("f").unwrap_err().field,
+            "f.matchExpressions[0].operator"
+        );
+    }
+
+    #[test]
+    fn gt_and_lt_compare_integers() {
+        let gt = LabelSelector::default().expression("n", Operator::Gt, &["5"]);
+        let lt = LabelSelector::default().expression("n", Operator::Lt, &["5"]);
+        assert!(gt.matches(&labels(&[("n", "6")])));
+        assert!(!gt.matches(&labels(&[("n", "5")])));
+        assert!(lt.matches(&labels(&[("n", "-1")])));
+        assert!(!lt.matches(&labels(&[("n", "x")])), "not an integer");
+        assert!(!gt.matches(&Labels::new()), "missing key");
     }
 
     #[test]

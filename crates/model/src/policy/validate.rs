@@ -1,7 +1,8 @@
 //! Validation of NetworkPolicies as the API server does it; every error names its field.
 
-use crate::types::{Direction, IpBlock, NetworkPolicy, Peer, PolicyPort, PolicyRule, PortRef};
-use crate::PolicyError;
+use super::{
+    Direction, IpBlock, NetworkPolicy, Peer, PolicyError, PolicyPort, PolicyRule, PortRef,
+};
 
 pub(crate) fn validate_policy(p: &mut NetworkPolicy) -> Result<(), PolicyError> {
     if p.namespace.is_empty() {
@@ -154,7 +155,7 @@ pub fn validate_port_name(n: &str, field: &str) -> Result<(), PolicyError> {
 mod tests {
     use super::*;
     use crate::selector::{LabelSelector, Operator};
-    use crate::types::Protocol;
+    use crate::Protocol;
 
     fn policy(ingress: Vec<PolicyRule>) -> NetworkPolicy {
         NetworkPolicy {
