@@ -73,6 +73,6 @@ pub fn svg(
         sarasa_trace::Destination::Node(n) => Some(sarasa_viz::ElementId::Node(n.clone())),
         sarasa_trace::Destination::Ip(_) => None,
     };
-    let legs = crate::trace_svg::legs(result, destination);
+    let legs = crate::trace_svg::legs(result, crate::trace_svg::heading(result, destination));
     Ok(sarasa_viz::render_svg(&topology, &legs))
 }

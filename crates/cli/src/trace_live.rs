@@ -73,8 +73,13 @@ impl LiveReport {
     pub fn render_text(&self) -> String {
         let mut s = format!("\nLive (kernel nftrace), probe: {}\n", self.probe);
         for n in &self.nodes {
-            s.push_str(&format!("[{}]\n", n.node));
-            for e in &n.events {
+            s.push_str(&format!("[{}] {} events", n.node, n.events.len()));
+            let shown = decisive(&n.events);
+            s.push_str(&format!(
+                ", {} that decided (the rest fell through):\n",
+                shown.len()
+            ));
+            for e in shown {
                 s.push_str(&format!(
                     "    {} {} {}{}\n",
                     e.table,
@@ -97,6 +102,28 @@ impl LiveReport {
         }
         s
     }
+}
+
+/// The events that decided something: verdicts other than falling through, and jumps into
+/// chains that did not simply fall through again (`-o json` keeps every event).
+fn decisive(events: &[LiveEvent]) -> Vec<&LiveEvent> {
+    let quiet = |v: &str| matches!(v, "continue" | "return" | "policy accept");
+    events
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| {
+            if quiet(&e.verdict) {
+                return false;
+            }
+            match e.verdict.strip_prefix("jump ") {
+                Some(target) => !events.get(i + 1).is_some_and(|next| {
+                    next.table == e.table && next.chain == target && next.verdict == "continue"
+                }),
+                None => true,
+            }
+        })
+        .map(|(_, e)| e)
+        .collect()
 }
 
 fn verdict_text(e: &TraceEvent) -> String {

@@ -37,6 +37,29 @@ fn label(hops: &[&Hop]) -> String {
     }
 }
 
+/// A reason cut to fit a legend line.
+fn short(reason: &str) -> String {
+    const MAX: usize = 70;
+    if reason.chars().count() <= MAX {
+        reason.to_string()
+    } else {
+        let cut: String = reason.chars().take(MAX - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Where the drawn path heads: the endpoint pod the leading candidate was DNATed to, else the
+/// destination asked for.
+pub fn heading(result: &TraceResult, asked: Option<ElementId>) -> Option<ElementId> {
+    result
+        .endpoint_outcomes
+        .iter()
+        .find(|e| e.verdict == result.verdict)
+        .and_then(|e| e.pod.clone())
+        .map(ElementId::Pod)
+        .or(asked)
+}
+
 /// The legs of `result`'s path; `destination` is where the packet was headed (drawn as the
 /// last leg's end when it is stopped before reaching anything).
 pub fn legs(result: &TraceResult, destination: Option<ElementId>) -> Vec<PathLeg> {
@@ -63,17 +86,13 @@ pub fn legs(result: &TraceResult, destination: Option<ElementId>) -> Vec<PathLeg
     };
     if outcome != LegOutcome::Forwarded {
         // The packet stops at the last place: draw a leg from there towards its destination.
-        if let (Some((at, hops)), Some(dst)) = (places.last(), destination) {
+        if let (Some((at, _)), Some(dst)) = (places.last(), destination) {
             let from = element(at);
             if from != dst {
                 legs.push(PathLeg {
                     from,
                     to: dst,
-                    label: format!(
-                        "{}: {}",
-                        result.verdict.as_str(),
-                        hops.last().map(|h| h.kind.as_str()).unwrap_or("")
-                    ),
+                    label: short(&result.reason),
                     outcome,
                 });
             } else if let Some(last) = legs.last_mut() {
