@@ -67,7 +67,9 @@ pub fn run(lab_name: &str, args: TraceArgs) -> Result<ExitCode> {
     if world.nodes.is_empty() {
         bail!("no node of lab {lab_name} has a plan yet (no podCIDRs assigned?)");
     }
-    let result = sarasa_trace::trace(&world, &query)?;
+    let mut result = sarasa_trace::trace(&world, &query)?;
+    // What the model cites, found in the kernel: the rule handles on each node.
+    crate::trace_handles::fill(&lab.spec, &mut result);
     let live = if args.live {
         Some(crate::trace_live::live(&lab, &query, &result)?)
     } else {

@@ -11,6 +11,7 @@ mod cmd_trace;
 mod drops;
 mod topology;
 mod trace_fetch;
+mod trace_handles;
 mod trace_live;
 mod trace_svg;
 mod trace_world;

@@ -113,6 +113,7 @@ mod tests {
             kind: kind.into(),
             text: text.into(),
             cites: vec![],
+            rule: None,
         }
     }
 

@@ -335,6 +335,15 @@ fn trace_agrees_with_real_probes_over_a_hundred_flows() {
         let t = trace(&lab, f);
         let verdict = t["verdict"].as_str().unwrap_or_default().to_string();
         *verdicts.entry(verdict.clone()).or_default() += 1;
+        // Every nftables rule trace cites is found at that position in its node's kernel.
+        for hop in t["hops"].as_array().into_iter().flatten() {
+            let rule = &hop["rule"];
+            if rule["index"].is_u64() && !rule["handle"].is_u64() {
+                failures.push(format!(
+                    "{f:?}: no kernel rule at the position trace cites: {hop}"
+                ));
+            }
+        }
         let endpoints: BTreeSet<String> = t["endpoints"]
             .as_array()
             .into_iter()

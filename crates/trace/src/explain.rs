@@ -9,7 +9,7 @@ use sarasa_nft::interp::{Event, HookVerdict, Path, Step};
 use sarasa_nft::{Hook, Key, RejectKind, Table, Value, Verdict as NftVerdict};
 use sarasa_policy::{parse_allow_comment, Direction, PodKey};
 
-use crate::result::{Hop, PolicyHit, ServiceHit};
+use crate::result::{Hop, PolicyHit, RuleRef, ServiceHit};
 use crate::world::World;
 
 /// What one hook did to the packet, explained.
@@ -26,12 +26,16 @@ pub(crate) fn hook_name(h: Hook) -> &'static str {
     h.as_str()
 }
 
-fn cite(step: &Step, tables: &[&Table]) -> String {
-    let family = tables
+fn family_of(step: &Step, tables: &[&Table]) -> &'static str {
+    tables
         .iter()
         .find(|t| t.name == step.table)
         .map(|t| t.family.as_str())
-        .unwrap_or("inet");
+        .unwrap_or("inet")
+}
+
+fn cite(step: &Step, tables: &[&Table]) -> String {
+    let family = family_of(step, tables);
     match step.rule {
         Some(r) => format!(
             "table {family} {} chain {} rule #{r}{}",
@@ -160,11 +164,21 @@ pub(crate) fn explain(
 ) -> Explained {
     let mut out = Explained::default();
     let at = node.to_string();
-    let hop = |kind: &str, text: String, cites: Vec<String>| Hop {
+    let rule_ref = |step: &Step| RuleRef {
+        node: node.to_string(),
+        family: family_of(step, tables).to_string(),
+        table: step.table.clone(),
+        chain: step.chain.clone(),
+        index: step.rule,
+        handle: None,
+    };
+    // A hop decided by `step`: cites it and carries its rule.
+    let hop = |kind: &str, text: String, step: &Step, cites: Vec<String>| Hop {
         at: at.clone(),
         kind: kind.into(),
         text,
         cites,
+        rule: Some(rule_ref(step)),
     };
     // The policy chain entered last, to name what a drop in it means.
     let mut policy_ctx: Option<(Direction, PodKey)> = None;
@@ -184,6 +198,7 @@ pub(crate) fn explain(
                                 names.join(", ")
                             }
                         ),
+                        step,
                         vec![cite(step, tables)],
                     ));
                     policy_ctx = Some((dir, pod));
@@ -205,6 +220,7 @@ pub(crate) fn explain(
                 out.hops.push(hop(
                     "service",
                     format!("{via} {} matches Service {svc} port {port}", key_text(key)),
+                    step,
                     vec![format!(
                         "{} map @{map} element {{ {} }}",
                         cite(step, tables),
@@ -223,7 +239,7 @@ pub(crate) fn explain(
                 out.hops.push(hop(
                     "service",
                     format!("random endpoint choice (numgen mod {modulus}): this path takes slot {picked}"),
-                    vec![cite(step, tables)],
+                    step, vec![cite(step, tables)],
                 ));
             }
             Event::UpdateSet { set, key } if set.starts_with("aff") => {
@@ -236,6 +252,7 @@ pub(crate) fn explain(
                         "session affinity: client {} remembered in @{set}",
                         key_text(key)
                     ),
+                    step,
                     vec![cite(step, tables)],
                 ));
             }
@@ -250,6 +267,7 @@ pub(crate) fn explain(
                         Some(n) => format!("DNAT to {dst} ({n})"),
                         None => format!("DNAT to {dst}"),
                     },
+                    step,
                     vec![cite(step, tables)],
                 ));
             }
@@ -257,6 +275,7 @@ pub(crate) fn explain(
                 out.hops.push(hop(
                     "mark",
                     format!("marked {mark:#x}: to be masqueraded on the way out"),
+                    step,
                     vec![cite(step, tables)],
                 ));
             }
@@ -268,6 +287,7 @@ pub(crate) fn explain(
                         addr.map(|a| a.to_string())
                             .unwrap_or_else(|| "the interface address".into())
                     ),
+                    step,
                     vec![cite(step, tables)],
                 ));
             }
@@ -275,6 +295,7 @@ pub(crate) fn explain(
                 out.hops.push(hop(
                     "snat",
                     format!("SNAT: source becomes {addr}"),
+                    step,
                     vec![cite(step, tables)],
                 ));
             }
@@ -287,6 +308,7 @@ pub(crate) fn explain(
                     out.hops.push(hop(
                         "policy",
                         format!("allowed by NetworkPolicy {policy} {}[{i}]", dir_str(dir)),
+                        step,
                         vec![cite(step, tables)],
                     ));
                     out.policies.push(PolicyHit {
@@ -326,7 +348,7 @@ pub(crate) fn explain(
                     ),
                 };
                 out.hops
-                    .push(hop("drop", reason.clone(), vec![cite(step, tables)]));
+                    .push(hop("drop", reason.clone(), step, vec![cite(step, tables)]));
                 out.refusal = Some(reason);
             }
             Event::Reject(kind) => {
@@ -343,8 +365,12 @@ pub(crate) fn explain(
                     "a reject rule matched"
                 };
                 let reason = format!("rejected with {how}: {why}");
-                out.hops
-                    .push(hop("reject", reason.clone(), vec![cite(step, tables)]));
+                out.hops.push(hop(
+                    "reject",
+                    reason.clone(),
+                    step,
+                    vec![cite(step, tables)],
+                ));
                 out.refusal = Some(reason);
             }
             _ => {}

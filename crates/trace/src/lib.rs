@@ -25,8 +25,8 @@ use sarasa_nft::interp::Packet;
 
 pub use query::{parse_destination, parse_port, parse_source, Destination, Proto, Query, Source};
 pub use result::{
-    Arrival, EndpointOutcome, Hop, PathSummary, PolicyHit, ServiceHit, StopPoint, TraceResult,
-    Verdict,
+    Arrival, EndpointOutcome, Hop, PathSummary, PolicyHit, RuleRef, ServiceHit, StopPoint,
+    TraceResult, Verdict,
 };
 pub use world::{gateway, local_addresses, ExternalView, FabricView, NodeView, PodView, World};
 
@@ -168,6 +168,7 @@ fn hop(at: &str, kind: &str, text: String, cites: Vec<String>) -> Hop {
         kind: kind.into(),
         text,
         cites,
+        rule: None,
     }
 }
 

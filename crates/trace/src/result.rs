@@ -36,6 +36,24 @@ pub struct Hop {
     /// The kernel objects behind it (table/chain/rule, route, FDB entry).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cites: Vec<String>,
+    /// The nftables rule (or chain) behind it, when a hook decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleRef>,
+}
+
+/// An nftables rule or chain of a node's plan, and its kernel handle once read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleRef {
+    pub node: String,
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    /// Position of the rule in the chain (`None`: the chain itself, or its policy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// The kernel's handle of that rule on the node (filled by the CLI from the kernel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<u64>,
 }
 
 /// The Service a packet matched.

@@ -130,6 +130,7 @@ impl<'w> Walker<'w> {
             kind: kind.into(),
             text,
             cites,
+            rule: None,
         }
     }
 
