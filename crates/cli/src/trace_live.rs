@@ -10,7 +10,6 @@
 //! and the probe's outcome matches its verdict. The helper tables are removed afterwards, also
 //! on failure.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -281,7 +280,20 @@ pub fn live(lab: &Lab, query: &Query, result: &TraceResult) -> Result<LiveReport
     Ok(report)
 }
 
-/// The comparison itself (pure).
+/// What the kernel did with one packet on one node (one trace id there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observation {
+    node: String,
+    /// Table and chain of the drop (or reject), if it was dropped.
+    dropped_in: Option<(String, String)>,
+}
+
+/// The comparison itself (pure). Each packet the kernel traced on a node must be explained by a
+/// model path through that node: dropped in the same table and chain there, or passing through
+/// when the path does not stop there. (Every packet counts, not only the first: a datagram or SYN
+/// that is dropped leaves no confirmed conntrack entry, so the next one picks an endpoint anew.)
+/// A probe that connects needs a delivering path; a model whose every path delivers needs a
+/// probe that connects.
 fn compare(
     result: &TraceResult,
     probe: String,
@@ -289,6 +301,7 @@ fn compare(
 ) -> LiveReport {
     let mut nodes = Vec::new();
     let mut seen = Vec::new();
+    let mut observations = Vec::new();
     for (name, events) in per_node {
         // The helper table's own marking rule is not part of the datapath.
         let events: Vec<&TraceEvent> = events.iter().filter(|e| e.table != TRACE_TABLE).collect();
@@ -296,6 +309,22 @@ fn compare(
             continue;
         }
         seen.push(name.clone());
+        let mut ids: Vec<u32> = Vec::new();
+        for e in &events {
+            if !ids.contains(&e.id) {
+                ids.push(e.id);
+            }
+        }
+        for id in ids {
+            observations.push(Observation {
+                node: name.clone(),
+                dropped_in: events
+                    .iter()
+                    .filter(|e| e.id == id)
+                    .find(|e| is_drop(e))
+                    .map(|e| (e.table.clone(), e.chain.clone())),
+            });
+        }
         let dropped_in = events
             .iter()
             .find(|e| is_drop(e))
@@ -314,65 +343,211 @@ fn compare(
             dropped_in,
         });
     }
-    let kernel_drop = nodes
-        .iter()
-        .find_map(|n| n.dropped_in.clone().map(|d| (n.node.clone(), d)));
     let connected = probe == "connected";
-    let seen_set: BTreeSet<&String> = seen.iter().collect();
     let mut disagreements = Vec::new();
-    let mut matched = None;
-    for p in &result.paths {
-        let model_nodes: BTreeSet<&String> = p.nodes.iter().collect();
-        let mut why = Vec::new();
-        if model_nodes != seen_set {
-            why.push(format!(
-                "model crosses {:?}, kernel saw the packet on {:?}",
-                p.nodes, seen
-            ));
+    let mut matched: Vec<String> = Vec::new();
+    for o in &observations {
+        let explains = |p: &&sarasa_trace::PathSummary| {
+            p.nodes.contains(&o.node)
+                && match (&o.dropped_in, &p.stop) {
+                    (Some((t, c)), Some(s)) => s.node == o.node && s.table == *t && s.chain == *c,
+                    (Some(_), None) => false,
+                    (None, s) => s.as_ref().is_none_or(|s| s.node != o.node),
+                }
+        };
+        match result.paths.iter().find(explains) {
+            Some(p) => {
+                let name = p.endpoint.clone().unwrap_or_else(|| "-".into());
+                if !matched.contains(&name) {
+                    matched.push(name);
+                }
+            }
+            None => disagreements.push(match &o.dropped_in {
+                Some((t, c)) => format!(
+                    "the kernel dropped a packet in {t} {c} on {}; no model path stops there",
+                    o.node
+                ),
+                None => format!(
+                    "the kernel passed a packet on {}; no model path crosses it without stopping",
+                    o.node
+                ),
+            }),
         }
-        let model_delivers = p.verdict == Verdict::Delivered;
-        match (&p.stop, &kernel_drop) {
-            (Some(s), Some((n, (t, c)))) if s.node != *n || s.table != *t || s.chain != *c => why
-                .push(format!(
-                    "model stops in {} {} on {}, kernel dropped in {t} {c} on {n}",
-                    s.table, s.chain, s.node
-                )),
-            (None, Some((n, (t, c)))) => why.push(format!(
-                "kernel dropped in {t} {c} on {n}, the model does not"
-            )),
-            (Some(s), None) if !seen.is_empty() => why.push(format!(
-                "model stops in {} {} on {}, the kernel did not drop it",
-                s.table, s.chain, s.node
-            )),
-            _ => {}
-        }
-        if model_delivers != connected {
-            why.push(format!(
-                "model says {}, the probe {}",
-                p.verdict.as_str(),
-                probe
-            ));
-        }
-        if why.is_empty() {
-            matched = Some(p.endpoint.clone().unwrap_or_else(|| "-".into()));
-            break;
-        }
+    }
+    let any_delivers = result.paths.iter().any(|p| p.verdict == Verdict::Delivered);
+    let all_deliver =
+        !result.paths.is_empty() && result.paths.iter().all(|p| p.verdict == Verdict::Delivered);
+    if connected && !any_delivers {
         disagreements.push(format!(
-            "path {}: {}",
-            p.endpoint.as_deref().unwrap_or("-"),
-            why.join("; ")
+            "the probe connected, the model delivers on no path ({})",
+            result.reason
         ));
+    }
+    if !connected && all_deliver {
+        disagreements.push(format!(
+            "the model delivers on every path, the probe {probe}"
+        ));
+    }
+    let model_nodes = result.paths.iter().any(|p| !p.nodes.is_empty());
+    if observations.is_empty() && model_nodes {
+        disagreements.push("the model's packet crosses nodes, the kernel saw it on none".into());
     }
     if result.paths.is_empty() {
         disagreements.push("the model has no path".into());
     }
-    let agrees = matched.is_some();
+    let agrees = disagreements.is_empty();
     LiveReport {
         agrees,
         probe,
         nodes_seen: seen,
         nodes,
-        matched_path: matched,
-        disagreements: if agrees { Vec::new() } else { disagreements },
+        matched_path: (!matched.is_empty()).then(|| matched.join(", ")),
+        disagreements,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sarasa_trace::{PathSummary, StopPoint};
+
+    fn event(id: u32, table: &str, chain: &str, verdict: Option<TraceVerdict>) -> TraceEvent {
+        TraceEvent {
+            id,
+            family: 1,
+            table: table.into(),
+            chain: chain.into(),
+            kind: TraceKind::Rule,
+            rule_handle: Some(7),
+            verdict,
+            policy_accept: None,
+            iif: None,
+            oif: None,
+            mark: None,
+            nfproto: Some(2),
+            network_header: vec![],
+            transport_header: vec![],
+        }
+    }
+
+    fn path(endpoint: &str, nodes: &[&str], stop: Option<(&str, &str)>) -> PathSummary {
+        PathSummary {
+            endpoint: Some(endpoint.into()),
+            verdict: if stop.is_some() {
+                Verdict::Dropped
+            } else {
+                Verdict::Delivered
+            },
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            arrivals: vec![],
+            stop: stop.map(|(node, chain)| StopPoint {
+                node: node.into(),
+                table: "sarasa-policy".into(),
+                chain: chain.into(),
+            }),
+        }
+    }
+
+    fn result(paths: Vec<PathSummary>) -> TraceResult {
+        let verdict = if paths.iter().all(|p| p.verdict == Verdict::Delivered) {
+            Verdict::Delivered
+        } else {
+            Verdict::Dropped
+        };
+        TraceResult {
+            from: "pod y/e".into(),
+            to: "svc/echo.y".into(),
+            protocol: "udp".into(),
+            port: 81,
+            verdict,
+            reason: "r".into(),
+            hops: vec![],
+            service: None,
+            endpoints: vec![],
+            endpoint_outcomes: vec![],
+            policies: vec![],
+            paths,
+        }
+    }
+
+    #[test]
+    fn every_dropped_packet_may_pick_another_endpoint() {
+        // e is on node-2, f on node-3; both isolated. The first datagram went to e, the
+        // retry (no conntrack entry was confirmed) to f.
+        let r = result(vec![
+            path("e", &["node-2"], Some(("node-2", "ing_y_e"))),
+            path("f", &["node-2", "node-3"], Some(("node-3", "ing_y_f"))),
+        ]);
+        let per_node = vec![
+            (
+                "node-2".to_string(),
+                vec![
+                    event(1, "sarasa-policy", "ing_y_e", Some(TraceVerdict::Drop)),
+                    event(2, "sarasa-policy", "forward", Some(TraceVerdict::Accept)),
+                ],
+            ),
+            (
+                "node-3".to_string(),
+                vec![event(
+                    9,
+                    "sarasa-policy",
+                    "ing_y_f",
+                    Some(TraceVerdict::Drop),
+                )],
+            ),
+        ];
+        let rep = compare(&r, "error: no reply".into(), per_node);
+        assert!(rep.agrees, "{:?}", rep.disagreements);
+        assert_eq!(rep.matched_path.as_deref(), Some("e, f"));
+    }
+
+    #[test]
+    fn a_drop_the_model_does_not_make_or_a_probe_it_does_not_expect_disagrees() {
+        let r = result(vec![path("c", &["node-1", "node-2"], None)]);
+        let per_node = vec![(
+            "node-2".to_string(),
+            vec![event(
+                1,
+                "sarasa-policy",
+                "ing_x_c",
+                Some(TraceVerdict::Drop),
+            )],
+        )];
+        let rep = compare(&r, "error: no reply".into(), per_node);
+        assert!(!rep.agrees);
+        assert!(
+            rep.disagreements.iter().any(|d| d.contains("ing_x_c")),
+            "{:?}",
+            rep.disagreements
+        );
+        assert!(
+            rep.disagreements
+                .iter()
+                .any(|d| d.contains("delivers on every path")),
+            "{:?}",
+            rep.disagreements
+        );
+        // The kernel saw nothing although the model crosses nodes.
+        let rep = compare(&r, "connected".into(), vec![("node-1".into(), vec![])]);
+        assert!(!rep.agrees);
+        // The probe connected although every path drops.
+        let r = result(vec![path("b", &["node-1"], Some(("node-1", "ing_x_b")))]);
+        let per_node = vec![(
+            "node-1".to_string(),
+            vec![event(
+                1,
+                "sarasa-policy",
+                "ing_x_b",
+                Some(TraceVerdict::Drop),
+            )],
+        )];
+        let rep = compare(&r, "connected".into(), per_node);
+        assert!(
+            rep.disagreements
+                .iter()
+                .any(|d| d.contains("probe connected")),
+            "{:?}",
+            rep.disagreements
+        );
     }
 }
