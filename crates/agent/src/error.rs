@@ -19,7 +19,7 @@ pub enum Error {
     #[error("netlink {op}: {source}")]
     Netlink {
         op: String,
-        source: rtnetlink::Error,
+        source: sarasa_netns::Error,
     },
     #[error("sysctl {key}: {source}")]
     Sysctl { key: String, source: std::io::Error },
@@ -49,7 +49,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn netlink(op: impl Into<String>, source: rtnetlink::Error) -> Self {
+    pub(crate) fn netlink(op: impl Into<String>, source: sarasa_netns::Error) -> Self {
         Error::Netlink {
             op: op.into(),
             source,

@@ -3,9 +3,9 @@
 //! Flow: the cluster view's watchers ([`sarasa_cluster::watch`]) keep a
 //! [`sarasa_cluster::ClusterState`] of small projections and journal the objects the compilers
 //! consume; a debounced reconcile loop (`agent`) compiles it into a [`NodePlan`] (`plan`,
-//! pure) and applies it by diff (`datapath` over rtnetlink, `masquerade` over `nft`), feeds the
-//! journaled changes to the service proxy (`services`) and the policy enforcer (`policy`),
-//! writes the CNI config (`cni_config`),
+//! pure) and applies it by diff (`datapath` over `sarasa-netns`'s netlink client, the one the
+//! CNI plugin uses; `masquerade` over `nft`), feeds the journaled changes to the service proxy
+//! (`services`) and the policy enforcer (`policy`), writes the CNI config (`cni_config`),
 //! and reports readiness (`node`: NetworkUnavailable=False, `lease`: observed resourceVersion,
 //! `health`: /healthz and /metrics).
 //!

@@ -101,20 +101,6 @@ fn enter(path: &Path) -> Result<()> {
     })
 }
 
-/// Opens an rtnetlink connection in the target namespace and spawns its driver on the current
-/// tokio runtime. A netlink socket stays bound to the namespace it was created in.
-pub async fn netlink_handle(target: &NetnsTarget) -> Result<rtnetlink::Handle> {
-    let runtime = tokio::runtime::Handle::current();
-    let (connection, handle) = run_in(target, move || {
-        let _guard = runtime.enter();
-        let (connection, handle, _messages) = rtnetlink::new_connection()?;
-        Ok((connection, handle))
-    })
-    .await?;
-    tokio::spawn(connection);
-    Ok(handle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,7 +157,7 @@ pub struct Plugin {
     /// Requested addresses (runtimeConfig `ips`, `args.cni.ips`, `CNI_ARGS` `IP`).
     pub requested_ips: Vec<IpAddr>,
     /// Requested MAC of the container interface.
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<sarasa_model::MacAddr>,
     /// Extra routes: destination and optional gateway.
     pub routes: Vec<(IpNet, Option<IpAddr>)>,
     /// The raw config (for `prevResult` and GC keys).
@@ -346,8 +346,8 @@ impl NetConf {
         let mac = match mac_src {
             None => None,
             Some(m) => Some(
-                sarasa_netns::parse_mac(&m)
-                    .ok_or_else(|| CniError::config(format!("mac {m:?} is not a MAC address")))?,
+                m.parse::<sarasa_model::MacAddr>()
+                    .map_err(|_| CniError::config(format!("mac {m:?} is not a MAC address")))?,
             ),
         };
 
@@ -439,7 +439,10 @@ mod tests {
             p.requested_ips,
             vec!["10.244.1.9".parse::<IpAddr>().unwrap()]
         );
-        assert_eq!(p.mac, Some([0x0a, 0x58, 0x0a, 0xf4, 1, 9]));
+        assert_eq!(
+            p.mac,
+            Some(sarasa_model::MacAddr([0x0a, 0x58, 0x0a, 0xf4, 1, 9]))
+        );
         assert_eq!(p.dns.nameservers, vec!["1.1.1.1"]);
         assert_eq!(p.dns.search, vec!["default.svc.cluster.local"]);
     }
@@ -514,7 +517,7 @@ mod tests {
         .validate(&[])
         .unwrap();
         assert_eq!(p.requested_ips[0].to_string(), "10.244.1.8");
-        assert_eq!(p.mac.unwrap()[5], 8);
+        assert_eq!(p.mac.unwrap().0[5], 8);
     }
 
     #[test]
@@ -526,6 +529,6 @@ mod tests {
         ];
         let p = decode(&conf("")).unwrap().validate(&args).unwrap();
         assert_eq!(p.requested_ips[0].to_string(), "10.244.1.7");
-        assert_eq!(p.mac.unwrap()[5], 7);
+        assert_eq!(p.mac.unwrap().0[5], 7);
     }
 }

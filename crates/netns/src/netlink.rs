@@ -1,4 +1,5 @@
-//! A synchronous rtnetlink client: links (veth, bridge), addresses, routes, neighbours.
+//! A synchronous rtnetlink client: links (veth, bridge), addresses, routes, neighbours
+//! (VXLAN devices and FDB entries live in `vxlan.rs`, on the same socket).
 //!
 //! A [`Netlink`] is one `NETLINK_ROUTE` socket. A socket belongs to the network namespace it
 //! was opened in, for its whole life, so one process can hold sockets into several namespaces
@@ -29,8 +30,11 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+use sarasa_model::MacAddr;
+
 use crate::error::{Error, Result};
 use crate::ns::NetNs;
+use crate::vxlan::{self, VxlanInfo};
 
 /// The main routing table (`RT_TABLE_MAIN`).
 pub const TABLE_MAIN: u32 = 254;
@@ -49,8 +53,8 @@ pub struct Link {
     pub kind: Option<String>,
     /// MTU.
     pub mtu: u32,
-    /// Hardware address (6 bytes for Ethernet; empty for some devices).
-    pub mac: Vec<u8>,
+    /// Ethernet hardware address (`None` for devices without a 6-byte one, e.g. tun).
+    pub mac: Option<MacAddr>,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
     /// Index of the bridge/bond this link is enslaved to.
@@ -59,34 +63,8 @@ pub struct Link {
     pub peer_index: Option<u32>,
     /// `IFLA_LINK_NETNSID`: set when the peer lives in another namespace.
     pub link_netnsid: Option<i32>,
-}
-
-impl Link {
-    /// The MAC formatted `aa:bb:cc:dd:ee:ff`.
-    pub fn mac_string(&self) -> String {
-        format_mac(&self.mac)
-    }
-}
-
-/// Formats a hardware address as lowercase colon-separated hex.
-pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in out.iter_mut() {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(out)
+    /// The VXLAN parameters when `kind` is `vxlan`.
+    pub vxlan: Option<VxlanInfo>,
 }
 
 /// A veth pair to create. The peer can be put straight into another namespace.
@@ -101,9 +79,9 @@ pub struct Veth {
     /// MTU of both ends.
     pub mtu: Option<u32>,
     /// MAC of this end (kernel-random when `None`).
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<MacAddr>,
     /// MAC of the peer (kernel-random when `None`).
-    pub peer_mac: Option<[u8; 6]>,
+    pub peer_mac: Option<MacAddr>,
 }
 
 /// An interface address with its prefix length.
@@ -190,6 +168,10 @@ pub struct Route {
     pub metric: Option<u32>,
     /// Preferred source address.
     pub src: Option<IpAddr>,
+    /// Routing protocol number (`proto`, e.g. 83 for sarasa): who installed the route. Set on
+    /// create (`None` means `boot`, iproute2's default), matched on delete when given, and
+    /// always reported by a dump.
+    pub protocol: Option<u8>,
 }
 
 impl std::fmt::Display for Route {
@@ -223,6 +205,7 @@ impl Route {
             table: TABLE_MAIN,
             metric: None,
             src: None,
+            protocol: None,
         }
     }
 
@@ -278,6 +261,12 @@ impl Route {
         self
     }
 
+    /// Sets the routing protocol number.
+    pub fn protocol(mut self, protocol: u8) -> Route {
+        self.protocol = Some(protocol);
+        self
+    }
+
     fn effective_scope(&self) -> Scope {
         self.scope
             .unwrap_or(if self.gateway.is_none() && self.oif.is_some() {
@@ -295,8 +284,8 @@ pub struct Neighbour {
     pub index: u32,
     /// Protocol address.
     pub ip: IpAddr,
-    /// Link-layer address (absent for proxy entries and incomplete ones).
-    pub mac: Option<Vec<u8>>,
+    /// Link-layer address (absent for proxy entries, incomplete ones and non-Ethernet links).
+    pub mac: Option<MacAddr>,
     /// A proxy entry (answered by proxy ARP/NDP) rather than a cache entry.
     pub proxy: bool,
     /// Permanent (static) entry.
@@ -434,7 +423,7 @@ impl Netlink {
             peer.attributes.push(LinkAttribute::Mtu(mtu));
         }
         if let Some(mac) = veth.peer_mac {
-            peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
+            peer.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
         }
         if let Some(fd) = veth.peer_netns {
             peer.attributes.push(LinkAttribute::NetNsFd(fd));
@@ -446,7 +435,7 @@ impl Netlink {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
         if let Some(mac) = veth.mac {
-            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+            msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
         }
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
@@ -541,12 +530,10 @@ impl Netlink {
     }
 
     /// Sets the hardware address.
-    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+    pub fn set_mac(&mut self, index: u32, mac: MacAddr) -> Result<()> {
         let mut msg = link_msg(index);
-        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        self.set_link(msg, || {
-            format!("set link #{index} address {}", format_mac(&mac))
-        })
+        msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        self.set_link(msg, || format!("set link #{index} address {mac}"))
     }
 
     fn set_link(&mut self, msg: LinkMessage, what: impl FnOnce() -> String) -> Result<()> {
@@ -690,11 +677,11 @@ impl Netlink {
     // ---- neighbours -------------------------------------------------------------------------
 
     /// Adds or replaces a permanent neighbour entry (`ip neigh replace IP lladdr MAC dev X`).
-    pub fn neigh_add(&mut self, index: u32, ip: IpAddr, mac: &[u8]) -> Result<()> {
+    pub fn neigh_add(&mut self, index: u32, ip: IpAddr, mac: MacAddr) -> Result<()> {
         let mut msg = neigh_msg(index, ip, false);
         msg.header.state = NeighbourState::Permanent;
         msg.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
         self.ack(
             RouteNetlinkMessage::NewNeighbour(msg),
             NLM_F_CREATE | NLM_F_REPLACE,
@@ -747,6 +734,10 @@ impl Netlink {
             let RouteNetlinkMessage::NewNeighbour(n) = m else {
                 continue;
             };
+            // An unfiltered dump also walks the bridge family's FDB; those are not neighbours.
+            if !matches!(n.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
+                continue;
+            }
             let mut ip = None;
             let mut mac = None;
             for a in &n.attributes {
@@ -757,7 +748,7 @@ impl Netlink {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
                         ip = Some(IpAddr::V6(*v6))
                     }
-                    NeighbourAttribute::LinkLayerAddress(m) => mac = Some(m.clone()),
+                    NeighbourAttribute::LinkLayerAddress(m) => mac = MacAddr::from_bytes(m),
                     _ => {}
                 }
             }
@@ -904,17 +895,18 @@ fn parse_link(l: &LinkMessage) -> Link {
         name: String::new(),
         kind: None,
         mtu: 0,
-        mac: Vec::new(),
+        mac: None,
         up: l.header.flags.contains(LinkFlags::Up),
         master: None,
         peer_index: None,
         link_netnsid: None,
+        vxlan: None,
     };
     for a in &l.attributes {
         match a {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Mtu(m) => link.mtu = *m,
-            LinkAttribute::Address(m) => link.mac = m.clone(),
+            LinkAttribute::Address(m) => link.mac = MacAddr::from_bytes(m),
             LinkAttribute::Controller(m) => link.master = Some(*m),
             LinkAttribute::Link(p) => link.peer_index = Some(*p),
             LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(*id),
@@ -924,6 +916,7 @@ fn parse_link(l: &LinkMessage) -> Link {
                         link.kind = Some(k.to_string());
                     }
                 }
+                link.vxlan = vxlan::parse_info(infos);
             }
             _ => {}
         }
@@ -970,8 +963,13 @@ fn route_msg(route: &Route, create: bool) -> RouteMessage {
     } else {
         RouteHeader::RT_TABLE_UNSPEC
     };
+    if let Some(p) = route.protocol {
+        msg.header.protocol = RouteProtocol::from(p);
+    }
     if create {
-        msg.header.protocol = RouteProtocol::Boot;
+        if route.protocol.is_none() {
+            msg.header.protocol = RouteProtocol::Boot;
+        }
         msg.header.scope = route.effective_scope().into();
         msg.header.kind = RouteType::Unicast;
     } else {
@@ -1028,6 +1026,7 @@ fn parse_route(r: &RouteMessage) -> Option<Route> {
     route.table = r.header.table as u32;
     route.scope = Some(r.header.scope.into());
     route.onlink = r.header.flags.contains(RouteFlags::Onlink);
+    route.protocol = Some(u8::from(r.header.protocol));
     for a in &r.attributes {
         match a {
             RouteAttribute::Destination(d) => dst_addr = route_addr(d)?,
@@ -1063,15 +1062,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mac_round_trip() {
-        let m = parse_mac("0a:58:0A:f4:01:02").unwrap();
-        assert_eq!(format_mac(&m), "0a:58:0a:f4:01:02");
-        assert!(parse_mac("0a:58:0a:f4:01").is_none());
-        assert!(parse_mac("0a:58:0a:f4:01:02:03").is_none());
-        assert!(parse_mac("zz:58:0a:f4:01:02").is_none());
-    }
-
-    #[test]
     fn default_scope_follows_next_hop() {
         let dev = Route::new("10.0.0.0/24".parse().unwrap()).dev(3);
         assert_eq!(dev.effective_scope(), Scope::Link);
@@ -1085,7 +1075,8 @@ mod tests {
         let r = Route::default_via("fe80::1".parse().unwrap())
             .dev(7)
             .onlink()
-            .metric(100);
+            .metric(100)
+            .protocol(83);
         let msg = route_msg(&r, true);
         let back = parse_route(&msg).unwrap();
         assert_eq!(back.dst, r.dst);
@@ -1094,5 +1085,16 @@ mod tests {
         assert!(back.onlink);
         assert_eq!(back.metric, Some(100));
         assert_eq!(back.table, TABLE_MAIN);
+        assert_eq!(back.protocol, Some(83));
+        // Without a protocol, creation says `boot` (as iproute2 does) and a delete matches any.
+        let plain = Route::new("10.0.0.0/24".parse().unwrap()).dev(3);
+        assert_eq!(
+            parse_route(&route_msg(&plain, true)).unwrap().protocol,
+            Some(3)
+        );
+        assert_eq!(
+            parse_route(&route_msg(&plain, false)).unwrap().protocol,
+            Some(0)
+        );
     }
 }

@@ -5,7 +5,8 @@
 use std::net::IpAddr;
 use std::process::Command;
 
-use sarasa_netns::{CommandExt, Family, NetNs, Netlink, Route, Scope, Veth};
+use sarasa_model::MacAddr;
+use sarasa_netns::{CommandExt, Family, NetNs, Netlink, Route, Scope, Veth, VxlanSpec};
 
 struct TestNs(NetNs, String);
 
@@ -100,7 +101,7 @@ fn veth_bridge_addresses_routes_neighbours() {
         peer_name: "vb".into(),
         peer_netns: Some(b.0.fd()),
         mtu: Some(1400),
-        mac: Some([0x0a, 0x58, 0, 0, 0, 1]),
+        mac: Some(MacAddr([0x0a, 0x58, 0, 0, 0, 1])),
         ..Default::default()
     })
     .unwrap();
@@ -117,17 +118,22 @@ fn veth_bridge_addresses_routes_neighbours() {
     let va = na.link("va").unwrap();
     assert_eq!(va.kind.as_deref(), Some("veth"));
     assert_eq!(va.mtu, 1400);
-    assert_eq!(va.mac_string(), "0a:58:00:00:00:01");
+    assert_eq!(va.mac, Some(MacAddr([0x0a, 0x58, 0, 0, 0, 1])));
+    assert_eq!(va.vxlan, None);
     assert!(na.link_by_name("vb").unwrap().is_none());
     let vb = nb.link("vb").unwrap();
     assert_eq!(vb.mtu, 1400);
     assert_eq!(na.link_by_index(va.index).unwrap().unwrap().name, "va");
 
-    nb.set_mac(vb.index, [0x0a, 0x58, 0, 0, 0, 2]).unwrap();
+    nb.set_mac(vb.index, MacAddr([0x0a, 0x58, 0, 0, 0, 2]))
+        .unwrap();
     nb.set_mtu(vb.index, 1300).unwrap();
     let vb = nb.link("vb").unwrap();
     assert_eq!(vb.mtu, 1300);
-    assert_eq!(vb.mac_string(), "0a:58:00:00:00:02");
+    assert_eq!(
+        vb.mac.map(|m| m.to_string()).as_deref(),
+        Some("0a:58:00:00:00:02")
+    );
 
     // bridge in a, va enslaved
     na.add_bridge("br-t", Some(1400)).unwrap();
@@ -226,16 +232,13 @@ fn veth_bridge_addresses_routes_neighbours() {
         .any(|r| r.dst.to_string() == "10.96.5.5/32"));
 
     // neighbours: permanent and proxy
-    na.neigh_add(
-        br.index,
-        "10.99.0.50".parse().unwrap(),
-        &[2, 0, 0, 0, 0, 0x50],
-    )
-    .unwrap();
+    let nmac = MacAddr([2, 0, 0, 0, 0, 0x50]);
+    na.neigh_add(br.index, "10.99.0.50".parse().unwrap(), nmac)
+        .unwrap();
     let n = na.neighs(Some(Family::V4), false).unwrap();
     assert!(n
         .iter()
-        .any(|n| n.ip.to_string() == "10.99.0.50" && n.permanent));
+        .any(|n| n.ip.to_string() == "10.99.0.50" && n.permanent && n.mac == Some(nmac)));
     na.neigh_add_proxy(va.index, "fe80::1".parse().unwrap())
         .unwrap();
     let p = na.neighs(Some(Family::V6), true).unwrap();
@@ -285,4 +288,150 @@ fn concurrent_creates_from_threads() {
         assert!(NetNs::open(n).is_ok(), "{n}");
         NetNs::delete(n).unwrap();
     }
+}
+
+/// A VXLAN device is created with the given parameters and read back from its link info; FDB
+/// entries are replaced (not duplicated), listed and deleted; a route's protocol number is set
+/// on create, read back by a dump, and a delete naming another protocol leaves the route alone.
+#[test]
+fn vxlan_fdb_and_route_protocol() {
+    let t = TestNs::new("vx");
+    let mut nl = Netlink::open_in(&t.0).unwrap();
+    nl.add_veth(&Veth {
+        name: "up0".into(),
+        peer_name: "up1".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let up = nl.link("up0").unwrap();
+    nl.set_up(up.index).unwrap();
+    nl.addr_add(up.index, "192.168.77.1/24".parse().unwrap())
+        .unwrap();
+
+    let vtep_mac = MacAddr([0x0a, 0x58, 0xaa, 0, 0, 1]);
+    let spec = VxlanSpec {
+        name: "vx-t".into(),
+        vni: 4242,
+        port: 4789,
+        local: "192.168.77.1".parse().unwrap(),
+        uplink: up.index,
+        mtu: Some(1450),
+        mac: Some(vtep_mac),
+        up: true,
+    };
+    nl.add_vxlan(&spec).unwrap();
+    assert!(nl.add_vxlan(&spec).unwrap_err().is_exists());
+    let vx = nl.link("vx-t").unwrap();
+    assert_eq!(vx.kind.as_deref(), Some("vxlan"));
+    assert_eq!(vx.mtu, 1450);
+    assert_eq!(vx.mac, Some(vtep_mac));
+    assert!(vx.up);
+    let info = vx.vxlan.expect("vxlan info");
+    assert_eq!(info.vni, Some(4242));
+    assert_eq!(info.port, Some(4789));
+    assert_eq!(info.local, Some(spec.local));
+    assert_eq!(info.uplink, Some(up.index));
+    assert_eq!(info.learning, Some(false));
+    // `ip -d link` agrees with what the link info parser read.
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", "vx-t"])
+        .netns(&t.0)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("vxlan id 4242"), "{text}");
+    assert!(text.contains("nolearning"), "{text}");
+
+    // FDB: replacing twice is one entry; replacing with another remote moves the MAC there
+    // (the kernel's replace rewrites the entry's remote, as `bridge fdb replace` does).
+    let remote_mac = MacAddr([0x0a, 0x58, 0xaa, 0, 0, 2]);
+    let r1: IpAddr = "192.168.77.2".parse().unwrap();
+    let r2: IpAddr = "192.168.77.3".parse().unwrap();
+    let remotes = |nl: &mut Netlink| -> Vec<IpAddr> {
+        nl.fdbs(vx.index)
+            .unwrap()
+            .iter()
+            .filter(|f| f.mac == remote_mac && f.permanent && f.index == vx.index)
+            .filter_map(|f| f.dst)
+            .collect()
+    };
+    nl.fdb_replace(vx.index, remote_mac, r1).unwrap();
+    nl.fdb_replace(vx.index, remote_mac, r1).unwrap();
+    assert_eq!(remotes(&mut nl), vec![r1]);
+    let out = Command::new("bridge")
+        .args(["fdb", "show", "dev", "vx-t"])
+        .netns(&t.0)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("0a:58:aa:00:00:02 dst 192.168.77.2"),
+        "{text}"
+    );
+    nl.fdb_replace(vx.index, remote_mac, r2).unwrap();
+    assert_eq!(remotes(&mut nl), vec![r2]);
+    // The FDB entry is not reported as a neighbour.
+    assert!(!nl
+        .neighs(None, false)
+        .unwrap()
+        .iter()
+        .any(|n| n.mac == Some(remote_mac)));
+    // A delete naming another remote leaves the entry (the kernel answers OK regardless).
+    nl.fdb_del(vx.index, remote_mac, r1).unwrap();
+    assert_eq!(remotes(&mut nl), vec![r2]);
+    nl.fdb_del(vx.index, remote_mac, r2).unwrap();
+    assert!(remotes(&mut nl).is_empty());
+    assert!(nl
+        .fdb_del(vx.index, remote_mac, r2)
+        .unwrap_err()
+        .is_not_found());
+
+    // Route protocol: set, read back, matched on delete.
+    nl.addr_add(vx.index, "10.244.9.0/32".parse().unwrap())
+        .unwrap();
+    let route = Route::new("10.244.7.0/24".parse().unwrap())
+        .via("10.244.7.0".parse().unwrap())
+        .dev(vx.index)
+        .onlink()
+        .protocol(83);
+    nl.route_add(&route).unwrap();
+    let read = nl
+        .routes(Some(Family::V4))
+        .unwrap()
+        .into_iter()
+        .find(|r| r.dst == route.dst)
+        .expect("route present");
+    assert_eq!(read.protocol, Some(83));
+    assert!(read.onlink);
+    assert_eq!(read.gateway, route.gateway);
+    let out = Command::new("ip")
+        .args(["route", "show", "proto", "83"])
+        .netns(&t.0)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.244.7.0/24"));
+    // A device route (protocol kernel) is reported with its own number.
+    assert!(nl
+        .routes(Some(Family::V4))
+        .unwrap()
+        .iter()
+        .any(|r| r.dst.to_string() == "192.168.77.0/24" && r.protocol == Some(2)));
+    let other = Route {
+        gateway: None,
+        onlink: false,
+        protocol: Some(84),
+        ..route.clone()
+    };
+    assert!(nl.route_del(&other).unwrap_err().is_not_found());
+    assert!(nl.routes(None).unwrap().iter().any(|r| r.dst == route.dst));
+    nl.route_del(&Route {
+        gateway: None,
+        onlink: false,
+        ..route.clone()
+    })
+    .unwrap();
+    assert!(!nl.routes(None).unwrap().iter().any(|r| r.dst == route.dst));
+
+    nl.delete_link(vx.index).unwrap();
+    assert!(nl.link_by_name("vx-t").unwrap().is_none());
 }

@@ -2,7 +2,7 @@
 //! namespaces on it, an `external` namespace behind the fabric, and pod-like namespaces. Every
 //! name is `sarasa-t<pid>-<tag>-...`; the Drop guard deletes them even when a test fails.
 //! `ip` is used here only to build the test's own scaffolding; the product code under test
-//! uses rtnetlink.
+//! uses sarasa-netns's netlink client.
 
 #![allow(dead_code)]
 

@@ -2,7 +2,7 @@
 
 use ipnet::IpNet;
 use sarasa_ipam::{Ipam, Lease};
-use sarasa_netns::{format_mac, sysctl, Netlink};
+use sarasa_netns::{sysctl, Netlink};
 
 use crate::config::{Mode, Plugin};
 use crate::env::Env;
@@ -107,7 +107,7 @@ fn setup(
         Some(br) => bridge::attach(node, &host_link, br)?,
         None => routed::prepare_host(node, &host_link, has_v4, has_v6)?,
     }
-    let routed_mac = (p.mode == Mode::Routed).then_some(host_link.mac.as_slice());
+    let routed_mac = host_link.mac.filter(|_| p.mode == Mode::Routed);
     let pod_link = veth::configure_pod(pod, pod_ns, &env.ifname, p.mac, &plan, routed_mac)?;
     if p.mode == Mode::Routed {
         let addrs: Vec<IpNet> = plan.addresses.iter().map(|(a, _)| *a).collect();
@@ -118,13 +118,13 @@ fn setup(
         interfaces: vec![
             Interface {
                 name: host_link.name.clone(),
-                mac: Some(format_mac(&host_link.mac)),
+                mac: host_link.mac.map(|m| m.to_string()),
                 mtu: Some(host_link.mtu),
                 ..Default::default()
             },
             Interface {
                 name: pod_link.name.clone(),
-                mac: Some(format_mac(&pod_link.mac)),
+                mac: pod_link.mac.map(|m| m.to_string()),
                 sandbox: env.netns.clone(),
                 mtu: Some(pod_link.mtu),
                 ..Default::default()

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use sarasa_netns::{format_mac, sysctl, Netlink};
+use sarasa_netns::{sysctl, Netlink};
 
 use crate::config::{Mode, Plugin};
 use crate::env::Env;
@@ -49,11 +49,11 @@ pub fn run(env: &Env, p: &Plugin) -> Result<(), CniError> {
         return Err(failed(format!("{} is not a veth", env.ifname)));
     }
     if let Some(mac) = &ci.mac {
-        if !mac.eq_ignore_ascii_case(&format_mac(&link.mac)) {
+        let have = link.mac.map(|m| m.to_string()).unwrap_or_default();
+        if !mac.eq_ignore_ascii_case(&have) {
             return Err(failed(format!(
-                "{} has MAC {}, prevResult says {mac}",
-                env.ifname,
-                format_mac(&link.mac)
+                "{} has MAC {have}, prevResult says {mac}",
+                env.ifname
             )));
         }
     }

@@ -63,11 +63,11 @@ pub fn attach(node: &mut Netlink, host: &Link, bridge_index: u32) -> Result<(), 
     Ok(())
 }
 
-fn gateway_mac(gateways: &[IpNet]) -> Option<[u8; 6]> {
+fn gateway_mac(gateways: &[IpNet]) -> Option<sarasa_model::MacAddr> {
     gateways.iter().find_map(|g| match g.addr() {
         std::net::IpAddr::V4(v4) => {
             let o = v4.octets();
-            Some([0x0a, 0x58, o[0], o[1], o[2], o[3]])
+            Some(sarasa_model::MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]]))
         }
         std::net::IpAddr::V6(_) => None,
     })

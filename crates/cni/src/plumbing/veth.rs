@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use sarasa_model::MacAddr;
 use sarasa_netns::{Link, NetNs, Netlink, Route, Veth};
 
 use super::{PodPlan, ROUTED_GW4};
@@ -36,9 +37,9 @@ pub fn configure_pod(
     pod: &mut Netlink,
     pod_ns: &NetNs,
     ifname: &str,
-    mac: Option<[u8; 6]>,
+    mac: Option<MacAddr>,
     plan: &PodPlan,
-    routed_host_mac: Option<&[u8]>,
+    routed_host_mac: Option<MacAddr>,
 ) -> Result<Link, CniError> {
     let link = pod.link(ifname)?;
     if let Some(mac) = mac {
