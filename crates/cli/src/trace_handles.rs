@@ -12,7 +12,7 @@ use sarasa_trace::TraceResult;
 /// (node, family, table, chain) → handles of its rules in order.
 type Chains = BTreeMap<(String, String, String, String), Option<Vec<u64>>>;
 
-fn list_chain(netns: &PathBuf, family: &str, table: &str, chain: &str) -> Option<Vec<u64>> {
+fn list_chain(netns: &std::path::Path, family: &str, table: &str, chain: &str) -> Option<Vec<u64>> {
     let out = Command::new("nsenter")
         .arg(format!("--net={}", netns.display()))
         .args(["nft", "-j", "-a", "list", "chain", family, table, chain])

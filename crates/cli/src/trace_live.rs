@@ -280,20 +280,15 @@ pub fn live(lab: &Lab, query: &Query, result: &TraceResult) -> Result<LiveReport
     Ok(report)
 }
 
-/// What the kernel did with one packet on one node (one trace id there).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Observation {
-    node: String,
-    /// Table and chain of the drop (or reject), if it was dropped.
-    dropped_in: Option<(String, String)>,
-}
-
-/// The comparison itself (pure). Each packet the kernel traced on a node must be explained by a
-/// model path through that node: dropped in the same table and chain there, or passing through
-/// when the path does not stop there. (Every packet counts, not only the first: a datagram or SYN
-/// that is dropped leaves no confirmed conntrack entry, so the next one picks an endpoint anew.)
-/// A probe that connects needs a delivering path; a model whose every path delivers needs a
-/// probe that connects.
+/// The comparison itself (pure). The kernel's trace ids do not follow one packet through a
+/// node (the id hashes the input interface, which changes when a bridged packet is routed), and
+/// a dropped datagram or SYN leaves no confirmed conntrack entry, so a retry may pick another
+/// endpoint: the comparison therefore works on what each node did, not on packets.
+/// - every drop the kernel made (node, table, chain) is where some model path stops;
+/// - every node where the kernel saw the flow is crossed by some model path;
+/// - where every model path crossing a node stops there, the kernel dropped there too;
+/// - a probe that connects needs a delivering path; a model whose every path delivers needs a
+///   probe that connects; a model that crosses nodes needs the kernel to have seen the flow.
 fn compare(
     result: &TraceResult,
     probe: String,
@@ -301,7 +296,7 @@ fn compare(
 ) -> LiveReport {
     let mut nodes = Vec::new();
     let mut seen = Vec::new();
-    let mut observations = Vec::new();
+    let mut drops: Vec<(String, String, String)> = Vec::new();
     for (name, events) in per_node {
         // The helper table's own marking rule is not part of the datapath.
         let events: Vec<&TraceEvent> = events.iter().filter(|e| e.table != TRACE_TABLE).collect();
@@ -309,21 +304,11 @@ fn compare(
             continue;
         }
         seen.push(name.clone());
-        let mut ids: Vec<u32> = Vec::new();
-        for e in &events {
-            if !ids.contains(&e.id) {
-                ids.push(e.id);
+        for e in events.iter().filter(|e| is_drop(e)) {
+            let d = (name.clone(), e.table.clone(), e.chain.clone());
+            if !drops.contains(&d) {
+                drops.push(d);
             }
-        }
-        for id in ids {
-            observations.push(Observation {
-                node: name.clone(),
-                dropped_in: events
-                    .iter()
-                    .filter(|e| e.id == id)
-                    .find(|e| is_drop(e))
-                    .map(|e| (e.table.clone(), e.chain.clone())),
-            });
         }
         let dropped_in = events
             .iter()
@@ -346,32 +331,49 @@ fn compare(
     let connected = probe == "connected";
     let mut disagreements = Vec::new();
     let mut matched: Vec<String> = Vec::new();
-    for o in &observations {
-        let explains = |p: &&sarasa_trace::PathSummary| {
-            p.nodes.contains(&o.node)
-                && match (&o.dropped_in, &p.stop) {
-                    (Some((t, c)), Some(s)) => s.node == o.node && s.table == *t && s.chain == *c,
-                    (Some(_), None) => false,
-                    (None, s) => s.as_ref().is_none_or(|s| s.node != o.node),
-                }
+    let mut note = |p: &sarasa_trace::PathSummary| {
+        let name = p.endpoint.clone().unwrap_or_else(|| "-".into());
+        if !matched.contains(&name) {
+            matched.push(name);
+        }
+    };
+    for (node, table, chain) in &drops {
+        let stops_here = |p: &&sarasa_trace::PathSummary| {
+            p.stop
+                .as_ref()
+                .is_some_and(|s| s.node == *node && s.table == *table && s.chain == *chain)
         };
-        match result.paths.iter().find(explains) {
-            Some(p) => {
-                let name = p.endpoint.clone().unwrap_or_else(|| "-".into());
-                if !matched.contains(&name) {
-                    matched.push(name);
-                }
+        match result.paths.iter().find(stops_here) {
+            Some(p) => note(p),
+            None => disagreements.push(format!(
+                "the kernel dropped the flow in {table} {chain} on {node}; no model path stops there"
+            )),
+        }
+    }
+    for node in &seen {
+        let crossing: Vec<&sarasa_trace::PathSummary> = result
+            .paths
+            .iter()
+            .filter(|p| p.nodes.contains(node))
+            .collect();
+        if crossing.is_empty() {
+            disagreements.push(format!(
+                "the kernel saw the flow on {node}; no model path crosses it"
+            ));
+            continue;
+        }
+        let all_stop_here = crossing
+            .iter()
+            .all(|p| p.stop.as_ref().is_some_and(|s| s.node == *node));
+        if all_stop_here && !drops.iter().any(|(n, _, _)| n == node) {
+            disagreements.push(format!(
+                "every model path stops on {node}; the kernel dropped nothing there"
+            ));
+        }
+        for p in crossing.iter().filter(|p| p.stop.is_none()) {
+            if connected {
+                note(p);
             }
-            None => disagreements.push(match &o.dropped_in {
-                Some((t, c)) => format!(
-                    "the kernel dropped a packet in {t} {c} on {}; no model path stops there",
-                    o.node
-                ),
-                None => format!(
-                    "the kernel passed a packet on {}; no model path crosses it without stopping",
-                    o.node
-                ),
-            }),
         }
     }
     let any_delivers = result.paths.iter().any(|p| p.verdict == Verdict::Delivered);
@@ -388,8 +390,7 @@ fn compare(
             "the model delivers on every path, the probe {probe}"
         ));
     }
-    let model_nodes = result.paths.iter().any(|p| !p.nodes.is_empty());
-    if observations.is_empty() && model_nodes {
+    if seen.is_empty() && result.paths.iter().any(|p| !p.nodes.is_empty()) {
         disagreements.push("the model's packet crosses nodes, the kernel saw it on none".into());
     }
     if result.paths.is_empty() {
@@ -499,6 +500,21 @@ mod tests {
         let rep = compare(&r, "error: no reply".into(), per_node);
         assert!(rep.agrees, "{:?}", rep.disagreements);
         assert_eq!(rep.matched_path.as_deref(), Some("e, f"));
+        // A reject seen in another trace id than the packet's prerouting events still counts.
+        let r = result(vec![path("-", &["node-2"], Some(("node-2", "ing_y_e")))]);
+        let per_node = vec![(
+            "node-2".to_string(),
+            vec![
+                event(
+                    3,
+                    "sarasa",
+                    "filter-prerouting",
+                    Some(TraceVerdict::Continue),
+                ),
+                event(4, "sarasa-policy", "ing_y_e", Some(TraceVerdict::Drop)),
+            ],
+        )];
+        assert!(compare(&r, "error".into(), per_node).agrees);
     }
 
     #[test]
