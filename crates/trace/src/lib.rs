@@ -81,7 +81,7 @@ pub fn trace(world: &World, query: &Query) -> Result<TraceResult, TraceError> {
             pkt.iifname = None;
             let at = format!("pod {key}");
             if target.ip == *ip {
-                leg.hops.push(hop(
+                leg.hops.push(Hop::new(
                     &at,
                     "source",
                     format!("{} sends to its own address", key),
@@ -120,7 +120,7 @@ pub fn trace(world: &World, query: &Query) -> Result<TraceResult, TraceError> {
                         "default route via 169.254.1.1 (proxy ARP on the host veth)".to_string(),
                     ),
                 };
-                leg.hops.push(hop(
+                leg.hops.push(Hop::new(
                     &at,
                     "source",
                     format!(
@@ -146,7 +146,7 @@ pub fn trace(world: &World, query: &Query) -> Result<TraceResult, TraceError> {
                 .map(|e| e.name.clone())
                 .unwrap_or_else(|| "external".into());
             let pkt = Packet::new(*ip, target.ip, proto, SOURCE_PORT, target.port);
-            leg.hops.push(hop(
+            leg.hops.push(Hop::new(
                 &name,
                 "source",
                 format!(
@@ -160,16 +160,6 @@ pub fn trace(world: &World, query: &Query) -> Result<TraceResult, TraceError> {
         }
     };
     Ok(summarise(world, query, target.port, endings))
-}
-
-fn hop(at: &str, kind: &str, text: String, cites: Vec<String>) -> Hop {
-    Hop {
-        at: at.into(),
-        kind: kind.into(),
-        text,
-        cites,
-        rule: None,
-    }
 }
 
 /// The verdict over every candidate: delivered when every candidate is; otherwise the first

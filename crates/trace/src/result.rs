@@ -41,6 +41,19 @@ pub struct Hop {
     pub rule: Option<RuleRef>,
 }
 
+impl Hop {
+    /// A hop no nftables rule decided (routing, encapsulation, delivery).
+    pub fn new(at: &str, kind: &str, text: String, cites: Vec<String>) -> Hop {
+        Hop {
+            at: at.into(),
+            kind: kind.into(),
+            text,
+            cites,
+            rule: None,
+        }
+    }
+}
+
 /// An nftables rule or chain of a node's plan, and its kernel handle once read back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleRef {

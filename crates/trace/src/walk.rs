@@ -124,16 +124,6 @@ impl<'w> Walker<'w> {
             .position(|n| std::ptr::eq(n, node))?;
         Some(self.rulesets[i].get_or_init(|| Ruleset::new(&node.plan.table_refs())))
     }
-    fn hop(at: &str, kind: &str, text: String, cites: Vec<String>) -> Hop {
-        Hop {
-            at: at.into(),
-            kind: kind.into(),
-            text,
-            cites,
-            rule: None,
-        }
-    }
-
     fn end(mut leg: Leg, at: &str, verdict: Verdict, reason: String) -> Vec<Ending> {
         let kind = match verdict {
             Verdict::Delivered => "deliver",
@@ -142,7 +132,7 @@ impl<'w> Walker<'w> {
         };
         if leg.hops.last().is_none_or(|h| h.kind != kind) {
             leg.hops
-                .push(Self::hop(at, kind, reason.clone(), Vec::new()));
+                .push(Hop::new(at, kind, reason.clone(), Vec::new()));
         }
         vec![Ending {
             leg,
@@ -333,7 +323,7 @@ impl<'w> Walker<'w> {
         leg.nodes += 1;
         leg.arrivals.push(arrival(&node.name, &pkt));
         let (_, dev, cites) = self.route(node, pkt.daddr);
-        leg.hops.push(Self::hop(
+        leg.hops.push(Hop::new(
             &node.name,
             "source",
             format!(
@@ -349,7 +339,7 @@ impl<'w> Walker<'w> {
             let (next, dev, cites) = self.route(node, pkt.daddr);
             if pkt.daddr != out.daddr {
                 let mut leg = leg;
-                leg.hops.push(Self::hop(
+                leg.hops.push(Hop::new(
                     &node.name,
                     "route",
                     format!("rerouted after DNAT: {}", next.summary()),
@@ -387,7 +377,7 @@ impl<'w> Walker<'w> {
         let mut endings = Vec::new();
         for (pkt, mut leg) in self.hook(node, Hook::Prerouting, &pkt, &leg, &mut endings)? {
             let (next, dev, cites) = self.route(node, pkt.daddr);
-            leg.hops.push(Self::hop(
+            leg.hops.push(Hop::new(
                 &node.name,
                 "route",
                 format!(
@@ -525,7 +515,7 @@ impl<'w> Walker<'w> {
                         format!("VXLAN peer {} is no node", fdb.dst),
                     ));
                 };
-                leg.hops.push(Self::hop(
+                leg.hops.push(Hop::new(
                     at,
                     "encap",
                     format!(
@@ -555,7 +545,7 @@ impl<'w> Walker<'w> {
                 self.arrive_at_node(&peer_node.name.clone(), reset(pkt), &dev, leg)
             }
             Next::HostGw { route, peer } => {
-                leg.hops.push(Self::hop(
+                leg.hops.push(Hop::new(
                     at,
                     "route",
                     format!("host-gw: {route} (no encapsulation)"),
@@ -574,7 +564,7 @@ impl<'w> Walker<'w> {
             }
             Next::Underlay => self.on_underlay(pkt.daddr, reset(pkt), leg, at),
             Next::Default => {
-                leg.hops.push(Self::hop(
+                leg.hops.push(Hop::new(
                     at,
                     "route",
                     format!(
@@ -628,7 +618,7 @@ impl<'w> Walker<'w> {
         let at = f.name.clone();
         let daddr = pkt.daddr;
         if f.underlay.contains(&daddr) {
-            leg.hops.push(Self::hop(
+            leg.hops.push(Hop::new(
                 &at,
                 "route",
                 format!("{daddr} is on the underlay {}", f.underlay),
@@ -657,7 +647,7 @@ impl<'w> Walker<'w> {
                     format!("route {daddr} via {via}: no node there"),
                 ));
             };
-            leg.hops.push(Self::hop(
+            leg.hops.push(Hop::new(
                 &at,
                 "route",
                 format!(
