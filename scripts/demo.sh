@@ -43,4 +43,7 @@ for i in 1 2 3 4; do
   sarasa exec "$a_name" -- sarasa probe "tcp://$cip:80"
 done
 echo "New connections to the ClusterIP $cip spread over the endpoints (kube-proxy semantics, in nftables)."
-echo "Explore: sarasa get pods -o wide | sarasa exec external -- sarasa probe ... | sarasa lab down"
+echo
+echo "== sarasa trace --from $a_name --to svc/my-nginx   (every decision, from the node plans the agents program)"
+sarasa trace --from "$a_name" --to svc/my-nginx
+echo "Explore: sarasa trace ... --live | sarasa lab graph -o svg | sarasa drops | sarasa exec external -- sarasa probe ... | sarasa lab down"

@@ -130,6 +130,7 @@ mod tests {
             endpoints: vec![],
             endpoint_outcomes: vec![],
             policies: vec![],
+            policy_decisions: vec![],
             paths: vec![],
         }
     }

@@ -335,6 +335,28 @@ fn trace_agrees_with_real_probes_over_a_hundred_flows() {
         let t = trace(&lab, f);
         let verdict = t["verdict"].as_str().unwrap_or_default().to_string();
         *verdicts.entry(verdict.clone()).or_default() += 1;
+        // A policy verdict names its policies (`policies`: names, as the issue words it).
+        if t["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("NetworkPolicy")
+        {
+            let names: Vec<&str> = t["policies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if !names
+                .iter()
+                .any(|n| *n == "x/b-from-a" || *n == "y/echo-from-x")
+            {
+                failures.push(format!(
+                    "{f:?}: policy verdict names no policy: {}",
+                    t["policies"]
+                ));
+            }
+        }
         // Every nftables rule trace cites is found at that position in its node's kernel.
         for hop in t["hops"].as_array().into_iter().flatten() {
             let rule = &hop["rule"];

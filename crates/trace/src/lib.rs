@@ -235,7 +235,14 @@ fn summarise(world: &World, query: &Query, port: u16, endings: Vec<Ending>) -> T
             .map(|e| e.endpoint.clone())
             .collect(),
         endpoint_outcomes,
-        policies,
+        policies: {
+            let mut names: Vec<String> = policies.iter().map(|p| p.policy.clone()).collect();
+            names.dedup();
+            names.sort();
+            names.dedup();
+            names
+        },
+        policy_decisions: policies,
         paths,
     }
 }

@@ -157,8 +157,11 @@ pub struct TraceResult {
     /// Each candidate's fate.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoint_outcomes: Vec<EndpointOutcome>,
-    /// Policies that allowed or denied, on every candidate path.
-    pub policies: Vec<PolicyHit>,
+    /// Names (`namespace/name`) of the NetworkPolicies that allowed or denied, on every
+    /// candidate path.
+    pub policies: Vec<String>,
+    /// Each of those decisions: which policy, direction, effect, node and rule.
+    pub policy_decisions: Vec<PolicyHit>,
     /// Every candidate path, summarised.
     pub paths: Vec<PathSummary>,
 }
@@ -205,9 +208,9 @@ impl TraceResult {
                 ));
             }
         }
-        if !self.policies.is_empty() {
+        if !self.policy_decisions.is_empty() {
             s.push_str("NetworkPolicies:\n");
-            for p in &self.policies {
+            for p in &self.policy_decisions {
                 s.push_str(&format!(
                     "  {} {} {} on {}{}\n",
                     p.policy,

@@ -218,13 +218,17 @@ fn same_node_pod_denied_by_ingress_policy_names_it() {
     let r = trace(&w, &q("a", "b", Some(80))).unwrap();
     assert_eq!(r.verdict, Verdict::Dropped, "{}", r.render_text());
     assert!(
-        r.policies
+        r.policy_decisions
             .iter()
             .any(|p| p.policy == "x/deny-b" && p.effect == "denied" && p.direction == "ingress"),
         "{:?}",
-        r.policies
+        r.policy_decisions
     );
     assert!(r.reason.contains("x/deny-b"), "{}", r.reason);
+    assert_eq!(r.policies, ["x/deny-b"]);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["policies"], serde_json::json!(["x/deny-b"]));
+    assert_eq!(json["verdict"], "dropped");
     let last = r.hops.last().unwrap();
     assert!(
         last.cites
@@ -256,12 +260,12 @@ fn cross_node_pod_is_encapsulated_and_allowed_by_the_named_rule() {
         "{encap:?}"
     );
     assert!(
-        r.policies.iter().any(|p| p.policy == "x/c-from-a"
+        r.policy_decisions.iter().any(|p| p.policy == "x/c-from-a"
             && p.effect == "allowed"
             && p.node == "node-2"
             && p.rule.as_deref() == Some("spec.ingress[0]")),
         "{:?}",
-        r.policies
+        r.policy_decisions
     );
     assert_eq!(r.hops.last().unwrap().at, "pod x/c");
     // b is not allowed to c.
