@@ -21,7 +21,9 @@ pub mod controllers;
 pub mod error;
 pub mod http;
 pub mod meta;
+pub mod remotecommand;
 pub mod resources;
+pub mod runtime;
 pub mod selector;
 pub mod store;
 pub mod validate;
@@ -34,6 +36,7 @@ use tokio::task::JoinHandle;
 
 pub use config::Config;
 pub use error::{ApiError, Error};
+pub use runtime::PodRuntime;
 use store::{Store, WriteOpts};
 
 /// Namespaces that always exist.
@@ -45,6 +48,7 @@ pub struct ApiServer {
     store: Arc<Store>,
     controllers: Arc<Mutex<Option<Vec<JoinHandle<()>>>>>,
     stop: watch::Sender<bool>,
+    runtime: Option<Arc<dyn PodRuntime>>,
 }
 
 impl ApiServer {
@@ -59,7 +63,14 @@ impl ApiServer {
             store,
             controllers: Arc::new(Mutex::new(None)),
             stop,
+            runtime: None,
         })
+    }
+
+    /// Serves `pods/log` and `pods/exec` of the pods `runtime` runs.
+    pub fn with_runtime(mut self, runtime: Arc<dyn PodRuntime>) -> ApiServer {
+        self.runtime = Some(runtime);
+        self
     }
 
     /// The store (for in-process inspection and tests).
@@ -77,7 +88,7 @@ impl ApiServer {
 
     /// The HTTP router (for embedding into another server).
     pub fn router(&self) -> axum::Router {
-        http::router(self.store.clone())
+        http::router(self.store.clone(), self.runtime.clone())
     }
 
     /// Serves the API on a TCP listener until [`ApiServer::shutdown`].

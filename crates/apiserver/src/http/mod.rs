@@ -1,8 +1,10 @@
 //! The REST front end: parses kube-apiserver's paths and dispatches verbs to the store.
 
 pub mod discovery;
+mod exec;
 pub mod list;
 pub mod patch;
+pub mod pod_streams;
 pub mod status;
 pub mod watch;
 
@@ -13,24 +15,29 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::Response;
+use axum::routing::any;
 use axum::Router;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::meta;
 use crate::resources::{self, ResId, NAMESPACES, PODS, RESOURCES};
+use crate::runtime::PodRuntime;
 use crate::store::{DeleteOpts, Deleted, Store, Sub, WriteOpts};
 
 /// Shared state of the handlers.
 pub struct App {
     pub store: Arc<Store>,
+    /// Serves `pods/log` and `pods/exec`; without one those answer 400.
+    pub runtime: Option<Arc<dyn PodRuntime>>,
 }
 
 /// The router serving the whole API.
-pub fn router(store: Arc<Store>) -> Router {
+pub fn router(store: Arc<Store>, runtime: Option<Arc<dyn PodRuntime>>) -> Router {
     Router::new()
+        .route(pod_streams::MOUNT, any(pod_streams::serve))
         .fallback(handle)
-        .with_state(Arc::new(App { store }))
+        .with_state(Arc::new(App { store, runtime }))
 }
 
 /// Query parameters (last value wins).
@@ -104,7 +111,7 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
     }
 }
 
-async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
+pub(crate) async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
     let headers = req.headers().clone();
