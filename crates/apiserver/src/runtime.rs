@@ -20,6 +20,8 @@ pub struct PodRef {
     pub uid: String,
     /// `spec.nodeName`.
     pub node: String,
+    /// The Pod object as stored (its containers' env, command, ...).
+    pub object: serde_json::Value,
 }
 
 /// What `kubectl logs` asks for (`PodLogOptions`), already validated.

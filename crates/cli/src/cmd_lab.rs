@@ -46,6 +46,10 @@ enum LabCommand {
         #[arg(value_enum)]
         action: Action,
     },
+    /// Internal: a container's log shim (started by the pod runner): stamps the lines of the
+    /// container's stdout (stdin) and stderr (descriptor 3) into its CRI log.
+    #[command(hide = true)]
+    LogShim { log: PathBuf },
     /// Internal: the control-plane process itself (started by `lab up`).
     #[command(hide = true)]
     RunControlPlane {
@@ -117,6 +121,10 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
                 lab.start_control_plane(&binaries()?)?;
                 lab.wait_ready(std::time::Instant::now() + Duration::from_secs(60))?;
             }
+        }
+        LabCommand::LogShim { log } => {
+            sarasa_lab::container_log::run_shim_on_stdio(&log)
+                .with_context(|| format!("copying container output into {}", log.display()))?;
         }
         LabCommand::RunControlPlane { cni_path } => {
             let lab = Lab::open(lab)?;

@@ -1,12 +1,14 @@
 //! The control-plane process of a lab (`sarasa lab control-plane`, started by `lab up` inside
-//! the fabric namespace): the API server on the underlay address, the pod runner, and the
-//! fabric's routes for LoadBalancer and external Service addresses.
+//! the fabric namespace): the API server on the underlay address (with the pod runner as its
+//! container runtime for `pods/log` and `pods/exec`), the pod runner, and the fabric's routes
+//! for LoadBalancer and external Service addresses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::kubelet::{Binaries, PodRunner};
 use crate::paths::LabPaths;
+use crate::pod_runtime::LabRuntime;
 use crate::spec::LabSpec;
 use crate::LabError;
 
@@ -17,16 +19,18 @@ pub async fn run(spec: LabSpec, paths: LabPaths, bins: Binaries) -> Result<(), L
     config.load_balancer_pools = vec![spec.lb_pool.into()];
     let addr = SocketAddr::from((spec.fabric_ip, spec.api_port));
     config.advertise_address = Some(addr);
+    let client = crate::client::connect(&spec)?;
+    let runner = PodRunner::new(spec.clone(), paths, bins, client.clone());
+    // `kubectl logs` and `kubectl exec` are answered from the runner's containers.
     let server = sarasa_apiserver::ApiServer::open(config)
-        .map_err(|e| LabError::Api(format!("opening the store: {e}")))?;
+        .map_err(|e| LabError::Api(format!("opening the store: {e}")))?
+        .with_runtime(Arc::new(LabRuntime::new(Arc::clone(&runner))));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| LabError::Api(format!("listening on {addr}: {e}")))?;
     let api = tokio::spawn(async move { server.serve(listener).await });
 
-    let client = crate::client::connect(&spec)?;
-    let routes = tokio::spawn(crate::service_routes::run(spec.clone(), client.clone()));
-    let runner = PodRunner::new(spec, paths, bins, client);
+    let routes = tokio::spawn(crate::service_routes::run(spec.clone(), client));
     let pods = tokio::spawn(Arc::clone(&runner).run());
     tokio::select! {
         r = routes => match r {

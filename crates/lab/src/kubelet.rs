@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::cni_runtime::{load_conflist, result_ips, Attachment, CniRuntime};
+use crate::container_log::LogPaths;
 use crate::paths::LabPaths;
 use crate::process::{Daemon, ProcessRecord};
 use crate::readiness::{readiness_probe, run_probe, ProbeState, ProbeTarget, ReadinessProbe};
@@ -428,6 +429,14 @@ impl PodRunner {
             .map(|s| s.containers.clone())
             .unwrap_or_default();
         for c in &containers {
+            // A new pod (maybe with the name of a deleted one) starts with no logs.
+            if let Err(e) = self.log_paths(&rec.namespace, &rec.name, &c.name).clear() {
+                self.undo(&rec);
+                return Err(LabError::Process(format!(
+                    "clearing old logs of container {}: {e}",
+                    c.name
+                )));
+            }
             match self.spawn_container(&rec, c) {
                 Ok(p) => rec.containers.push(ContainerRecord {
                     name: c.name.clone(),
@@ -470,43 +479,46 @@ impl PodRunner {
         std::fs::write(&path, body).map_err(|e| LabError::io(&path, e))
     }
 
+    /// The record of a pod the runner started, by uid.
+    pub fn record(&self, uid: &str) -> Option<PodRecord> {
+        rec_snapshot(&self.records, uid)
+    }
+
+    /// Where the logs of a container of a pod are kept.
+    pub fn log_paths(&self, namespace: &str, pod: &str, container: &str) -> LogPaths {
+        LogPaths::new(
+            &self.paths.logs_dir().join("pods"),
+            namespace,
+            pod,
+            container,
+        )
+    }
+
+    /// The pod's /etc/resolv.conf, as its containers see it.
+    pub fn resolv_conf(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("resolv.conf")
+    }
+
+    /// True when `node` is a node of this lab.
+    pub fn runs_node(&self, node: &str) -> bool {
+        self.spec.node(node).is_some()
+    }
+
     fn spawn_container(&self, rec: &PodRecord, c: &Container) -> Result<ProcessRecord, LabError> {
         let (program, args) = container_argv(c, &self.bins.sarasa)?;
-        let mut env = vec![
-            (
-                "PATH".to_string(),
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-            ),
-            ("POD_NAME".to_string(), rec.name.clone()),
-            ("POD_NAMESPACE".to_string(), rec.namespace.clone()),
-            (
-                "POD_IP".to_string(),
-                rec.ips.first().cloned().unwrap_or_default(),
-            ),
-            ("POD_IPS".to_string(), rec.ips.join(",")),
-            ("NODE_NAME".to_string(), rec.node.clone()),
-            ("HOSTNAME".to_string(), rec.name.clone()),
-        ];
-        for e in c.env.iter().flatten() {
-            if let Some(v) = &e.value {
-                env.push((e.name.clone(), v.clone()));
-            }
-        }
         let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
-        let resolv = self.pod_dir(&rec.uid).join("resolv.conf");
+        let resolv = self.resolv_conf(&rec.uid);
+        let log = self.log_paths(&rec.namespace, &rec.name, &c.name).current;
+        let (stdout, stderr) = crate::container_log::spawn_shim(&self.bins.sarasa, &log)?;
         Daemon {
             program,
             args,
-            env,
+            env: container_env(rec, c),
             netns: Some(&netns),
             resolv_conf: Some(&resolv),
-            log: self
-                .paths
-                .logs_dir()
-                .join("pods")
-                .join(format!("{}_{}_{}.log", rec.namespace, rec.name, c.name)),
+            log,
         }
-        .spawn()
+        .spawn_with(stdout.into(), stderr.into())
     }
 
     fn save(&self, rec: &PodRecord) -> Result<(), LabError> {
@@ -538,6 +550,10 @@ impl PodRunner {
                 continue;
             }
             if let Some(c) = containers.iter().find(|c| c.name == cr.name) {
+                // The instance that ended keeps its log for `kubectl logs --previous`.
+                if let Err(e) = self.log_paths(&rec.namespace, &rec.name, &cr.name).rotate() {
+                    tracing::warn!(pod = %uid, container = %cr.name, "rotating the log: {e}");
+                }
                 let rec_now = rec_snapshot(&self.records, &uid);
                 cr.process = rec_now.and_then(|r| self.spawn_container(&r, c).ok());
                 cr.restarts += 1;
@@ -765,6 +781,32 @@ fn status_matches(pod: &Pod, rec: &PodRecord, ready: bool) -> bool {
     st.pod_ip.as_deref() == rec.ips.first().map(String::as_str)
         && st.phase.as_deref() == Some("Running")
         && reported == ready
+}
+
+/// The environment a container's processes (and commands exec'd in it) get: the pod's identity
+/// as the lab's downward API gives it, then the container's own `env` values.
+pub fn container_env(rec: &PodRecord, c: &Container) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "PATH".to_string(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        ),
+        ("POD_NAME".to_string(), rec.name.clone()),
+        ("POD_NAMESPACE".to_string(), rec.namespace.clone()),
+        (
+            "POD_IP".to_string(),
+            rec.ips.first().cloned().unwrap_or_default(),
+        ),
+        ("POD_IPS".to_string(), rec.ips.join(",")),
+        ("NODE_NAME".to_string(), rec.node.clone()),
+        ("HOSTNAME".to_string(), rec.name.clone()),
+    ];
+    for e in c.env.iter().flatten() {
+        if let Some(v) = &e.value {
+            env.push((e.name.clone(), v.clone()));
+        }
+    }
+    env
 }
 
 /// The process a container runs: its command + args, or — without a command — the built-in

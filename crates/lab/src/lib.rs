@@ -5,11 +5,13 @@
 
 pub mod client;
 pub mod cni_runtime;
+pub mod container_log;
 pub mod control_plane;
 pub mod exec;
 pub mod kubelet;
 pub mod lab;
 pub mod paths;
+pub mod pod_runtime;
 pub mod process;
 pub mod readiness;
 pub mod service_routes;

@@ -225,12 +225,18 @@ impl Daemon<'_> {
             .open(&self.log)
             .map_err(|e| LabError::io(&self.log, e))?;
         let log_err = log.try_clone().map_err(|e| LabError::io(&self.log, e))?;
+        self.spawn_with(Stdio::from(log), Stdio::from(log_err))
+    }
+
+    /// As [`Daemon::spawn`], with stdout and stderr going where the caller says (a container's
+    /// go into its log shim's pipes); `log` is only named in errors.
+    pub fn spawn_with(&self, stdout: Stdio, stderr: Stdio) -> Result<ProcessRecord, LabError> {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err));
+            .stdout(stdout)
+            .stderr(stderr);
         let _netns_file = enter_before_exec(&mut cmd, self.netns, self.resolv_conf, true)?;
         let child = cmd
             .spawn()

@@ -137,6 +137,7 @@ pub(crate) fn resolve(
         name: name.to_string(),
         uid: meta::uid(&pod).to_string(),
         node: node.to_string(),
+        object: pod.as_ref().clone(),
     };
     Ok((pod, container, runtime))
 }
