@@ -47,9 +47,9 @@ enum LabCommand {
         action: Action,
     },
     /// Internal: a container's log shim (started by the pod runner): stamps the lines of the
-    /// container's stdout (stdin) and stderr (descriptor 3) into its CRI log.
+    /// container's stdout (stdin) and stderr (descriptor 3) into its CRI log (stdout).
     #[command(hide = true)]
-    LogShim { log: PathBuf },
+    LogShim,
     /// Internal: the control-plane process itself (started by `lab up`).
     #[command(hide = true)]
     RunControlPlane {
@@ -122,9 +122,9 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
                 lab.wait_ready(std::time::Instant::now() + Duration::from_secs(60))?;
             }
         }
-        LabCommand::LogShim { log } => {
-            sarasa_lab::container_log::run_shim_on_stdio(&log)
-                .with_context(|| format!("copying container output into {}", log.display()))?;
+        LabCommand::LogShim => {
+            sarasa_lab::container_log::run_shim_on_stdio()
+                .context("copying container output into its log")?;
         }
         LabCommand::RunControlPlane { cni_path } => {
             let lab = Lab::open(lab)?;

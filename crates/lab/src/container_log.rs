@@ -122,13 +122,12 @@ pub fn encode(time: &str, stream: &str, line: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The shim: copies `stdout` and `stderr` into the CRI log at `path` until both end.
+/// The shim: copies `stdout` and `stderr` into the CRI log `file` until both end.
 pub fn run_shim(
-    path: &Path,
+    file: File,
     stdout: impl Read + Send + 'static,
     stderr: impl Read + Send + 'static,
 ) -> io::Result<()> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
     let file = Arc::new(Mutex::new(file));
     let copy = |from: Box<dyn Read + Send>, stream: &'static str| {
         let file = Arc::clone(&file);
@@ -161,22 +160,28 @@ pub fn run_shim(
 /// The descriptor the shim reads the container's stderr from (its stdin carries stdout).
 pub const SHIM_STDERR_FD: i32 = 3;
 
-/// Starts the log shim for the log at `log` (`sarasa lab log-shim LOG`, detached in its own
-/// session) and returns the write ends a container gets as stdout and stderr. The shim exits
-/// once every holder of those write ends has closed them.
+/// Starts the log shim for the log at `log` (`sarasa lab log-shim`, detached in its own
+/// session) and returns the write ends a container gets as stdout and stderr. The log file is
+/// opened here and handed over as the shim's stdout, so the shim writes to this very file even
+/// if a restart renames it before the shim gets going. The shim exits once every holder of the
+/// pipes' write ends has closed them.
 pub fn spawn_shim(sarasa: &Path, log: &Path) -> Result<(PipeWriter, PipeWriter), LabError> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
     }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| LabError::io(log, e))?;
     let pipe_err = |e| LabError::Process(format!("making the log pipes of {}: {e}", log.display()));
     let (out_r, out_w) = std::io::pipe().map_err(pipe_err)?;
     let (err_r, err_w) = std::io::pipe().map_err(pipe_err)?;
     let err_fd = err_r.as_raw_fd();
     let mut cmd = Command::new(sarasa);
     cmd.args(["lab", "log-shim"])
-        .arg(log)
         .stdin(Stdio::from(out_r))
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(file))
         .stderr(Stdio::null());
     // SAFETY: runs in the forked child before exec and only makes system calls (setsid, dup2,
     // fcntl) on a descriptor number taken before the fork; `err_r` stays open until spawn returns.
@@ -212,11 +217,13 @@ pub fn spawn_shim(sarasa: &Path, log: &Path) -> Result<(PipeWriter, PipeWriter),
     Ok((out_w, err_w))
 }
 
-/// The shim's main: the container's stdout on stdin, its stderr on [`SHIM_STDERR_FD`].
-pub fn run_shim_on_stdio(log: &Path) -> io::Result<()> {
-    // Opening the descriptor's /proc entry gives the same pipe without taking ownership of a
-    // raw descriptor.
+/// The shim's main: the container's stdout on stdin, its stderr on [`SHIM_STDERR_FD`], the
+/// log file on stdout.
+pub fn run_shim_on_stdio() -> io::Result<()> {
+    // Opening the descriptors' /proc entries gives the same pipe and the same file (renamed or
+    // not) without taking ownership of raw descriptors; the file again in append mode.
     let stderr = File::open(format!("/proc/self/fd/{SHIM_STDERR_FD}"))?;
+    let log = OpenOptions::new().append(true).open("/proc/self/fd/1")?;
     run_shim(log, io::stdin(), stderr)
 }
 
@@ -509,7 +516,12 @@ mod tests {
     async fn the_shim_stamps_both_streams() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.log");
-        run_shim(&p, &b"out 1\nout 2"[..], &b"err\n"[..]).unwrap();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .unwrap();
+        run_shim(file, &b"out 1\nout 2"[..], &b"err\n"[..]).unwrap();
         let text = std::fs::read(&p).unwrap();
         let recs: Vec<Record> = text.split(|b| *b == b'\n').filter_map(parse).collect();
         assert_eq!(recs.len(), 3);
