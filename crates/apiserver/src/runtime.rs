@@ -97,7 +97,12 @@ pub trait PodRuntime: Send + Sync + 'static {
         opts: &LogOptions,
     ) -> Result<LogStream, RuntimeError>;
 
-    /// Starts `opts.command` in `container` of `pod`: its namespaces, its environment.
+    /// Whether `container` of `pod` can take an exec now (it runs); asked before anything
+    /// else, so every attempt of a client (WebSocket, then a SPDY fallback) gets the answer.
+    fn check_exec(&self, pod: &PodRef, container: &str) -> Result<(), RuntimeError>;
+
+    /// Starts `opts.command` in `container` of `pod`: its namespaces, its environment. An
+    /// `Internal` error (the program could not start) reaches the client on the error channel.
     fn exec(
         &self,
         pod: &PodRef,

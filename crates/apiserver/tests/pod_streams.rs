@@ -63,6 +63,15 @@ impl PodRuntime for HostRuntime {
         Ok(head.chain(tail).boxed())
     }
 
+    fn check_exec(&self, pod: &PodRef, _container: &str) -> Result<(), RuntimeError> {
+        if pod.name == "stopped" {
+            return Err(RuntimeError::BadRequest(
+                "container \"app\" in pod \"stopped\" is not running".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn exec(
         &self,
         _pod: &PodRef,
@@ -131,6 +140,7 @@ async fn start() -> Harness {
         ("two", Some("n1"), vec!["a", "b"]),
         ("pending", None, vec!["app"]),
         ("elsewhere", Some("n9"), vec!["app"]),
+        ("stopped", Some("n1"), vec!["app"]),
     ] {
         let mut pod = json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -531,4 +541,58 @@ async fn logs_stream_and_fail_as_kubernetes_does() {
     let st = api.get_status("web").await.unwrap();
     assert_eq!(st.metadata.name.as_deref(), Some("web"));
     h.server.shutdown();
+}
+
+#[tokio::test]
+async fn runtime_refusals_reach_websocket_and_fallback_attempts_alike() {
+    let h = start().await;
+    let (code, st) = connect(
+        &h,
+        "stopped",
+        &q(&["true"], "stdout=true"),
+        "v5.channel.k8s.io",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, 400);
+    assert_eq!(
+        st["message"],
+        "container \"app\" in pod \"stopped\" is not running"
+    );
+    let (code, st) = reqwest_like(
+        &h,
+        "POST",
+        "/api/v1/namespaces/default/pods/stopped/exec?command=true&stdout=true",
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        st["message"],
+        "container \"app\" in pod \"stopped\" is not running"
+    );
+}
+
+#[tokio::test]
+async fn a_command_that_cannot_start_fails_on_the_error_channel() {
+    let h = start().await;
+    let (mut ws, _) = connect(
+        &h,
+        "web",
+        &q(&["/nonexistent/program"], "stdout=true"),
+        "v5.channel.k8s.io",
+    )
+    .await
+    .unwrap();
+    let (ch, close) = collect(&mut ws).await;
+    let status: Value = serde_json::from_slice(&ch[3]).unwrap();
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["reason"], "InternalError");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("error executing command in container"),
+        "{status}"
+    );
+    assert_eq!(close, Some(CloseCode::Normal));
 }

@@ -224,6 +224,15 @@ fn kubectl_logs_and_exec_against_the_lab() {
         "{err}"
     );
 
+    // Without -c kubectl picks the first container (and says so on stderr).
+    let out = k.run(&["logs", "logexec", "--tail=1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        ticks(&String::from_utf8_lossy(&out.stdout)).len(),
+        1,
+        "{out:?}"
+    );
+
     // Errors, in kubectl's words.
     let err = k.fails(&["logs", "nope"]);
     assert!(err.contains("(NotFound): pods \"nope\" not found"), "{err}");
@@ -317,6 +326,11 @@ fn kubectl_logs_and_exec_against_the_lab() {
     assert!(!log.to_lowercase().contains("fallback"), "{log}");
     assert!(!log.contains("POST"), "no SPDY request: {log}");
 
+    let err = k.fails(&["exec", "logexec", "-c", "app", "--", "/nonexistent/program"]);
+    assert!(
+        err.contains("error executing command in container"),
+        "{err}"
+    );
     let err = k.fails(&["exec", "nope", "--", "true"]);
     assert!(err.contains("pods \"nope\" not found"), "{err}");
     let err = k.fails(&["exec", "logexec", "-c", "nope", "--", "true"]);

@@ -87,19 +87,25 @@ impl PodRuntime for LabRuntime {
             .map_err(|e| RuntimeError::Internal(format!("reading the log {}: {e}", path.display())))
     }
 
-    fn exec(
-        &self,
-        pod: &PodRef,
-        container: &str,
-        opts: &ExecOptions,
-    ) -> Result<ExecProcess, RuntimeError> {
-        let (rec, c) = self.running(pod, container)?;
+    fn check_exec(&self, pod: &PodRef, container: &str) -> Result<(), RuntimeError> {
+        let (_, c) = self.running(pod, container)?;
         if !c.process.is_some_and(|p| p.alive()) {
             return Err(RuntimeError::BadRequest(format!(
                 "container {container:?} in pod {:?} is not running",
                 pod.name
             )));
         }
+        Ok(())
+    }
+
+    fn exec(
+        &self,
+        pod: &PodRef,
+        container: &str,
+        opts: &ExecOptions,
+    ) -> Result<ExecProcess, RuntimeError> {
+        self.check_exec(pod, container)?;
+        let (rec, _) = self.running(pod, container)?;
         let spec = container_spec(&pod.object, container)?;
         let (program, args) = opts
             .command

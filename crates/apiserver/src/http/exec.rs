@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use futures::stream::SplitStream;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -20,7 +20,7 @@ use super::pod_streams::{flag, resolve, runtime_error, Query};
 use super::App;
 use crate::error::ApiError;
 use crate::remotecommand::{self as rc, ClientFrame, Version};
-use crate::runtime::{ExecOptions, ExecProcess};
+use crate::runtime::{ExecOptions, ExecProcess, RuntimeError};
 
 /// How long output may keep coming after the process exited (a background child holding the
 /// pipes open must not hold the session forever).
@@ -58,6 +58,10 @@ pub(crate) fn exec(
     }
     let container = super::pod_streams::param(query, "container");
     let (pod, container, runtime) = resolve(app, namespace, name, container)?;
+    // Before the upgrade check, so a client falling back to SPDY hears the same answer.
+    runtime
+        .check_exec(&pod, &container)
+        .map_err(runtime_error)?;
     let upgrade = upgrade.map_err(|e| {
         ApiError::bad_request(format!(
             "Upgrade request required: pods/exec is served over WebSocket ({}) only: {e}",
@@ -76,13 +80,49 @@ pub(crate) fn exec(
                 rc::PROTOCOLS.join(", ")
             ))
         })?;
-    let process = runtime
-        .exec(&pod, &container, &opts)
-        .map_err(runtime_error)?;
-    let command = opts.command;
-    Ok(upgrade
-        .protocols(rc::PROTOCOLS)
-        .on_upgrade(move |ws| session(ws, version, process, command)))
+    let upgrade = upgrade.protocols(rc::PROTOCOLS);
+    let command = opts.command.clone();
+    match runtime.exec(&pod, &container, &opts) {
+        Ok(process) => Ok(upgrade.on_upgrade(move |ws| session(ws, version, process, command))),
+        Err(e @ RuntimeError::BadRequest(_)) => Err(runtime_error(e)),
+        // The command could not start (no such program, ...): as the kubelet does, that is
+        // told on the error channel of an upgraded stream.
+        Err(RuntimeError::Internal(why)) => Ok(upgrade.on_upgrade(move |ws| failed(ws, why))),
+    }
+}
+
+/// A session whose command never started: the failure on the error channel, then the close.
+async fn failed(ws: WebSocket, why: String) {
+    let (mut tx, rx) = ws.split();
+    let status = rc::failure_status(&format!(
+        "Internal error occurred: error executing command in container: {why}"
+    ));
+    let client = tokio::spawn(read_client(rx, None, Version::V4));
+    close_with(&mut tx, &status, client).await;
+}
+
+/// Sends the final status on the error channel and closes normally, waiting (bounded) for the
+/// client to answer the close before the connection drops, so it reads a clean end.
+async fn close_with(
+    tx: &mut SplitSink<WebSocket, Message>,
+    status: &serde_json::Value,
+    client: tokio::task::JoinHandle<()>,
+) {
+    let body = serde_json::to_vec(status).unwrap_or_default();
+    if tx
+        .send(Message::Binary(rc::frame(rc::ERROR, &body).into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tx
+        .send(Message::Close(Some(CloseFrame {
+            code: axum::extract::ws::close_code::NORMAL,
+            reason: "".into(),
+        })))
+        .await;
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, client).await;
 }
 
 /// Runs one exec session to its end.
@@ -146,22 +186,7 @@ async fn session(ws: WebSocket, version: Version, process: ExecProcess, command:
         Some(Err(e)) => rc::failure_status(&format!("waiting for {command:?}: {e}")),
         None => rc::failure_status("the command's output ended before it exited"),
     };
-    let body = serde_json::to_vec(&status).unwrap_or_default();
-    if tx
-        .send(Message::Binary(rc::frame(rc::ERROR, &body).into()))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let _ = tx
-        .send(Message::Close(Some(CloseFrame {
-            code: axum::extract::ws::close_code::NORMAL,
-            reason: "".into(),
-        })))
-        .await;
-    // Let the client answer the close before the connection drops, so it reads a clean end.
-    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, client).await;
+    close_with(&mut tx, &status, client).await;
 }
 
 /// Copies one of the process's outputs into channel messages.
