@@ -10,7 +10,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, PipeWriter, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -320,10 +320,14 @@ fn tail_records(text: &[u8], tail: Option<u64>) -> Vec<Record<'_>> {
     records[start..].to_vec()
 }
 
-/// Reads the log at `path` as kubectl asked for it; the stream ends at the end of the file, or
-/// with `follow` when the container is gone or restarted (its log rotated away).
+/// How much of a log one step of the reader takes (records are at most 16 KiB and a header).
+const BLOCK: usize = 256 * 1024;
+
+/// Reads the log at `path` as kubectl asked for it, a block at a time; the stream ends at what
+/// the file held when opened, or with `follow` when the container is gone or restarted (its
+/// log rotated away). `--tail` starts from the end of the file, not from its beginning.
 pub fn read(path: &Path, opts: ReadOptions) -> io::Result<BoxStream<'static, io::Result<Vec<u8>>>> {
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(f) => Some(f),
         Err(e) if e.kind() == io::ErrorKind::NotFound && opts.follow.is_some() => None,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -331,126 +335,179 @@ pub fn read(path: &Path, opts: ReadOptions) -> io::Result<BoxStream<'static, io:
         }
         Err(e) => return Err(e),
     };
-    let mut text = Vec::new();
-    if let Some(f) = file.as_mut() {
-        f.read_to_end(&mut text)?;
-    }
-    // Only whole lines now; a torn last line is read again when following.
-    let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let mut renderer = Renderer {
         since: opts.since,
         timestamps: opts.timestamps,
         at_line_start: true,
         skipping: false,
     };
-    let mut first = Vec::new();
-    for rec in tail_records(&text[..whole], opts.tail_lines) {
-        renderer.push(&rec, &mut first);
+    let (mut offset, mut end, mut inode, mut first) = (0, 0, None, Vec::new());
+    if let Some(f) = &file {
+        let meta = f.metadata()?;
+        end = meta.len();
+        inode = Some(meta.ino());
+        if let Some(n) = opts.tail_lines {
+            let (start, region) = tail_region(f, end, n)?;
+            let whole = region
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            for rec in tail_records(&region[..whole], Some(n)) {
+                renderer.push(&rec, &mut first);
+            }
+            offset = start + whole as u64;
+        }
     }
-    let head = futures::stream::iter((!first.is_empty()).then_some(Ok(first)));
-    let Some(process) = opts.follow else {
-        return Ok(head.boxed());
-    };
-    let follower = Follower {
+    let reader = Reader {
         path: path.to_path_buf(),
-        inode: file
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map(|m| m.ino()),
-        offset: whole as u64,
-        process,
+        file: file.map(tokio::fs::File::from_std),
+        inode,
+        offset,
+        end: if opts.follow.is_some() {
+            None
+        } else {
+            Some(end)
+        },
         renderer,
+        first: Some(first),
+        follow: opts.follow,
+        ending: false,
         done: false,
     };
-    let tail = futures::stream::unfold(follower, |mut f| async move {
-        let chunk = f.next_chunk().await;
-        chunk.map(|c| (c, f))
-    });
-    Ok(head.chain(tail).boxed())
+    Ok(futures::stream::unfold(reader, |mut r| async move {
+        let chunk = r.next_chunk().await;
+        chunk.map(|c| (c, r))
+    })
+    .boxed())
 }
 
-struct Follower {
+/// Where the last `lines` lines of the log begin, and the bytes from there to `len`: scans
+/// back for twice as many records each round until the region holds more lines than asked
+/// (so its first line is whole) or starts at the beginning.
+fn tail_region(file: &File, len: u64, lines: u64) -> io::Result<(u64, Vec<u8>)> {
+    let mut records = lines.saturating_add(1);
+    loop {
+        let start = records_start(file, len, records)?;
+        let mut region = vec![0u8; (len - start) as usize];
+        file.read_exact_at(&mut region, start)?;
+        let recs: Vec<Record<'_>> = region.split(|b| *b == b'\n').filter_map(parse).collect();
+        let found = recs.iter().filter(|r| !r.partial).count() as u64
+            + u64::from(recs.last().is_some_and(|r| r.partial));
+        if found > lines || start == 0 {
+            return Ok((start, region));
+        }
+        records = records.saturating_mul(2);
+    }
+}
+
+/// The offset where the last `records` newline-terminated records before `len` begin.
+fn records_start(file: &File, len: u64, records: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut seen, mut pos) = (0u64, len);
+    while pos > 0 {
+        let n = (buf.len() as u64).min(pos) as usize;
+        pos -= n as u64;
+        file.read_exact_at(&mut buf[..n], pos)?;
+        for i in (0..n).rev() {
+            if buf[i] == b'\n' {
+                seen += 1;
+                if seen > records {
+                    return Ok(pos + i as u64 + 1);
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// The state of one log stream.
+struct Reader {
     path: PathBuf,
-    /// The file being followed; None until it exists.
+    /// The instance's log file; it stays readable when a restart renames it.
+    file: Option<tokio::fs::File>,
     inode: Option<u64>,
     offset: u64,
-    process: ProcessRecord,
+    /// Where a reader that does not follow stops (the size when opened).
+    end: Option<u64>,
     renderer: Renderer,
+    /// The `--tail` lines, sent first.
+    first: Option<Vec<u8>>,
+    follow: Option<ProcessRecord>,
+    /// The container ended: read what is left, then stop.
+    ending: bool,
     done: bool,
 }
 
-impl Follower {
-    /// The next non-empty chunk of rendered lines, or None when following ends.
+impl Reader {
+    /// The next non-empty chunk of rendered lines, or None at the end.
     async fn next_chunk(&mut self) -> Option<io::Result<Vec<u8>>> {
+        if let Some(first) = self.first.take().filter(|f| !f.is_empty()) {
+            return Some(Ok(first));
+        }
         loop {
             if self.done {
                 return None;
             }
-            // Checked before reading, so the last lines of an instance that just ended are
-            // still read below before the stream ends.
-            let alive = self.process.alive();
-            let rotated = match (tokio::fs::metadata(&self.path).await, self.inode) {
-                (Ok(m), Some(ino)) => m.ino() != ino,
-                (Ok(m), None) => {
-                    self.inode = Some(m.ino());
-                    false
-                }
-                (Err(_), Some(_)) => true,
-                (Err(_), None) => false,
-            };
-            let chunk = match self.read_new().await {
-                Ok(c) => c,
+            match self.read_block().await {
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));
                 }
-            };
-            if rotated || !alive {
+                Ok(Some(chunk)) if chunk.is_empty() => continue,
+                Ok(Some(chunk)) => return Some(Ok(chunk)),
+                Ok(None) => {}
+            }
+            let Some(process) = self.follow.filter(|_| !self.ending) else {
                 self.done = true;
-            }
-            if !chunk.is_empty() {
-                return Some(Ok(chunk));
-            }
-            if self.done {
                 return None;
-            }
+            };
+            let rotated = match (tokio::fs::metadata(&self.path).await, self.inode) {
+                (Ok(m), Some(ino)) => m.ino() != ino,
+                (Err(_), Some(_)) => true,
+                (_, None) => false,
+            };
+            // The shim may still be copying the last lines of an instance that just ended:
+            // one more poll, one more read, then the end.
+            self.ending = rotated || !process.alive();
             tokio::time::sleep(FOLLOW_POLL).await;
         }
     }
 
-    /// Whole lines appended since the last read, rendered. Reads the file that was opened
-    /// (the rotated one too), by its path while it is not rotated.
-    async fn read_new(&mut self) -> io::Result<Vec<u8>> {
-        let Some(inode) = self.inode else {
-            return Ok(Vec::new());
-        };
-        // After a rotation the rest of the instance's log is under the previous name.
-        let previous = self.path.with_extension("previous.log");
-        let mut file = None;
-        for p in [&self.path, &previous] {
-            match tokio::fs::File::open(p).await {
-                Ok(f) if f.metadata().await?.ino() == inode => {
-                    file = Some(f);
-                    break;
+    /// Renders the whole lines of the next block; None when there is nothing new.
+    async fn read_block(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.file.is_none() {
+            match tokio::fs::File::open(&self.path).await {
+                Ok(f) => {
+                    self.inode = Some(f.metadata().await?.ino());
+                    self.file = Some(f);
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
-        let Some(mut f) = file else {
-            return Ok(Vec::new());
+        let Some(f) = self.file.as_mut() else {
+            return Ok(None);
+        };
+        let want = match self.end {
+            Some(end) if end <= self.offset => return Ok(None),
+            Some(end) => ((end - self.offset) as usize).min(BLOCK),
+            None => BLOCK,
         };
         f.seek(io::SeekFrom::Start(self.offset)).await?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf).await?;
-        let whole = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let mut buf = Vec::with_capacity(want);
+        (&mut *f).take(want as u64).read_to_end(&mut buf).await?;
+        let whole = match buf.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            // A block without a newline is not a log this reader wrote: skip it.
+            None if buf.len() == BLOCK => BLOCK,
+            None => return Ok(None),
+        };
         self.offset += whole as u64;
         let mut out = Vec::new();
         for rec in buf[..whole].split(|b| *b == b'\n').filter_map(parse) {
             self.renderer.push(&rec, &mut out);
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 
@@ -541,6 +598,44 @@ mod tests {
             all(&dir.path().join("none.log"), ReadOptions::default()).await,
             ""
         );
+    }
+
+    #[tokio::test]
+    async fn big_logs_are_read_in_blocks_and_tailed_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        let mut text = Vec::new();
+        for i in 1..=50_000 {
+            text.extend(encode(
+                "2026-01-01T00:00:01Z",
+                "stdout",
+                format!("line {i}\n").as_bytes(),
+            ));
+        }
+        // The last line in three pieces.
+        text.extend(b"2026-01-01T00:00:02Z stdout P a\n2026-01-01T00:00:02Z stdout P b\n2026-01-01T00:00:02Z stdout F c\n");
+        assert!(text.len() > 4 * BLOCK);
+        std::fs::write(&p, &text).unwrap();
+        let chunks: Vec<Vec<u8>> = read(&p, ReadOptions::default())
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect()
+            .await;
+        assert!(chunks.len() > 1, "read a block at a time");
+        let text = String::from_utf8(chunks.concat()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 50_001);
+        assert_eq!(
+            (lines[0], lines[49_999], lines[50_000]),
+            ("line 1", "line 50000", "abc")
+        );
+        let tail = |n| ReadOptions {
+            tail_lines: Some(n),
+            ..ReadOptions::default()
+        };
+        assert_eq!(all(&p, tail(1)).await, "abc\n");
+        assert_eq!(all(&p, tail(3)).await, "line 49999\nline 50000\nabc\n");
+        assert_eq!(all(&p, tail(60_000)).await.lines().count(), 50_001);
     }
 
     #[tokio::test]
