@@ -5,6 +5,8 @@
 //! list/watch/CRUD/patch, validation with kube-apiserver's field paths, a global resourceVersion,
 //! crash-safe persistence, and the controllers the lab needs (podCIDRs, scheduling, Deployment
 //! replicas, ClusterIP/NodePort/LoadBalancer allocation, EndpointSlices, garbage collection).
+//! `pods/log` and `pods/exec` (WebSocket, `v5.channel.k8s.io`) are served through a
+//! [`PodRuntime`] given with [`ApiServer::with_runtime`] — the lab's pod runner.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), sarasa_apiserver::Error> {

@@ -338,4 +338,18 @@ fn kubectl_logs_and_exec_against_the_lab() {
         err.contains("container nope is not valid for pod logexec"),
         "{err}"
     );
+
+    // A pod made again with the same name is a new pod: its logs start empty, no previous.
+    k.ok(&["delete", "pod", "logexec", "--wait=true"]);
+    lab.apply(&manifest(&counter));
+    let fresh = lab
+        .eventually(Duration::from_secs(30), || {
+            let out = k.run(&["logs", "logexec", "-c", "crash"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (!text.is_empty()).then_some(text)
+        })
+        .expect("the new pod's crash container logs");
+    assert_eq!(fresh, "run 3\n");
+    let err = k.fails(&["logs", "logexec", "-c", "crash", "--previous"]);
+    assert!(err.contains("previous terminated container"), "{err}");
 }
