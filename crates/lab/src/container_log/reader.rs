@@ -1,20 +1,12 @@
-//! Container logs in the CRI format the kubelet reads (`<RFC3339Nano time> <stdout|stderr>
-//! <F|P> <content>`, one record per line, `P` for a piece of a longer or unterminated line), so
-//! `kubectl logs --timestamps` and `--since` have a time for every line and stderr stays told
-//! apart from stdout. A container's stdout and stderr are pipes into a small log shim process
-//! (`sarasa lab log-shim`, in the role of conmon or containerd's shim): it stamps each line and
-//! appends it, and lives in its own session so it outlives control-plane restarts and exits
-//! when the container's end of the pipes closes. This module holds the shim, the reader that
-//! applies `previous`/`tailLines`/`sinceTime`/`timestamps`/`follow`, and the log paths.
+//! Serving `kubectl logs` from a container's CRI log: `tailLines` counted from the end of the
+//! file, `sinceTime` and `timestamps` applied per line, and `follow` that polls for new lines
+//! until the container ends or restarts (its log renamed away), read a block at a time so a
+//! big log never sits in memory whole.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, PipeWriter, Read, Write};
-use std::os::fd::AsRawFd;
+use std::fs::File;
+use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -22,241 +14,11 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::{parse, Record};
 use crate::process::ProcessRecord;
-use crate::LabError;
 
-/// Longest piece of a line in one record (as the kubelet's 16 KiB), longer lines are split.
-pub const MAX_RECORD: usize = 16 * 1024;
 /// How often a following reader looks for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
-
-/// The current and the previous instance's log of one container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogPaths {
-    pub current: PathBuf,
-    pub previous: PathBuf,
-}
-
-impl LogPaths {
-    /// `<dir>/<namespace>_<pod>_<container>.log` and `....previous.log`.
-    pub fn new(dir: &Path, namespace: &str, pod: &str, container: &str) -> LogPaths {
-        let base = format!("{namespace}_{pod}_{container}");
-        LogPaths {
-            current: dir.join(format!("{base}.log")),
-            previous: dir.join(format!("{base}.previous.log")),
-        }
-    }
-
-    /// On a restart: the log of the instance that ended becomes the previous one.
-    pub fn rotate(&self) -> io::Result<()> {
-        match std::fs::rename(&self.current, &self.previous) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// A new pod with this name starts with no logs (a recreated pod is a new pod).
-    pub fn clear(&self) -> io::Result<()> {
-        for p in [&self.current, &self.previous] {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One record of a CRI log file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record<'a> {
-    pub time: &'a str,
-    pub stream: &'a str,
-    /// True for `P`: the line goes on in the next record.
-    pub partial: bool,
-    pub content: &'a [u8],
-}
-
-/// Parses one line of a CRI log file (without its newline).
-pub fn parse(line: &[u8]) -> Option<Record<'_>> {
-    let mut parts = line.splitn(4, |b| *b == b' ');
-    let time = std::str::from_utf8(parts.next()?).ok()?;
-    let stream = std::str::from_utf8(parts.next()?).ok()?;
-    let tag = parts.next()?;
-    let content = parts.next().unwrap_or(b"");
-    if stream != "stdout" && stream != "stderr" {
-        return None;
-    }
-    let partial = match tag {
-        b"P" => true,
-        b"F" => false,
-        _ => return None,
-    };
-    Some(Record {
-        time,
-        stream,
-        partial,
-        content,
-    })
-}
-
-/// Writes the records of one line of output (`line` with its newline, if it had one).
-pub fn encode(time: &str, stream: &str, line: &[u8]) -> Vec<u8> {
-    let (body, complete) = match line.strip_suffix(b"\n") {
-        Some(b) => (b, true),
-        None => (line, false),
-    };
-    let mut out = Vec::with_capacity(body.len() + 48);
-    let pieces: Vec<&[u8]> = if body.is_empty() {
-        vec![body]
-    } else {
-        body.chunks(MAX_RECORD).collect()
-    };
-    let last = pieces.len() - 1;
-    for (i, piece) in pieces.into_iter().enumerate() {
-        let tag = if i == last && complete { "F" } else { "P" };
-        for part in [time, " ", stream, " ", tag, " "] {
-            out.extend_from_slice(part.as_bytes());
-        }
-        out.extend_from_slice(piece);
-        out.push(b'\n');
-    }
-    out
-}
-
-/// The shim: copies `stdout` and `stderr` into the CRI log `file` until both end.
-pub fn run_shim(
-    file: File,
-    stdout: impl Read + Send + 'static,
-    stderr: impl Read + Send + 'static,
-) -> io::Result<()> {
-    let file = Arc::new(Mutex::new(file));
-    let copy = |from: Box<dyn Read + Send>, stream: &'static str| {
-        let file = Arc::clone(&file);
-        std::thread::spawn(move || copy_stream(from, stream, &file))
-    };
-    let out = copy(Box::new(stdout), "stdout");
-    let err = copy(Box::new(stderr), "stderr");
-    for t in [out, err] {
-        t.join()
-            .map_err(|_| io::Error::other("log copier panicked"))??;
-    }
-    Ok(())
-}
-
-/// Copies one stream into the log. Lines that arrive in one read share its time stamp and go
-/// out in one write (a write per line made the shim ten times slower); a line longer than one
-/// record goes out in `P` pieces as it comes, and unterminated output at the end as `P`.
-fn copy_stream(mut from: impl Read, stream: &str, file: &Mutex<File>) -> io::Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
-    // The start of a line whose newline has not come yet.
-    let mut pending: Vec<u8> = Vec::new();
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let time = Timestamp::now().to_string();
-        let mut out = Vec::new();
-        if n == 0 {
-            if !pending.is_empty() {
-                out = encode(&time, stream, &pending);
-            }
-        } else {
-            pending.extend_from_slice(&buf[..n]);
-            let mut start = 0;
-            while let Some(i) = pending[start..].iter().position(|b| *b == b'\n') {
-                out.extend(encode(&time, stream, &pending[start..start + i + 1]));
-                start += i + 1;
-            }
-            pending.drain(..start);
-            while pending.len() >= MAX_RECORD {
-                out.extend(encode(&time, stream, &pending[..MAX_RECORD]));
-                pending.drain(..MAX_RECORD);
-            }
-        }
-        if !out.is_empty() {
-            // Whole records under the lock: the two streams never interleave inside one.
-            file.lock()
-                .map_err(|_| io::Error::other("log file lock poisoned"))?
-                .write_all(&out)?;
-        }
-        if n == 0 {
-            return Ok(());
-        }
-    }
-}
-
-/// The descriptor the shim reads the container's stderr from (its stdin carries stdout).
-pub const SHIM_STDERR_FD: i32 = 3;
-
-/// Starts the log shim for the log at `log` (`sarasa lab log-shim`, detached in its own
-/// session) and returns the write ends a container gets as stdout and stderr. The log file is
-/// opened here and handed over as the shim's stdout, so the shim writes to this very file even
-/// if a restart renames it before the shim gets going. The shim exits once every holder of the
-/// pipes' write ends has closed them.
-pub fn spawn_shim(sarasa: &Path, log: &Path) -> Result<(PipeWriter, PipeWriter), LabError> {
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
-    }
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| LabError::io(log, e))?;
-    let pipe_err = |e| LabError::Process(format!("making the log pipes of {}: {e}", log.display()));
-    let (out_r, out_w) = std::io::pipe().map_err(pipe_err)?;
-    let (err_r, err_w) = std::io::pipe().map_err(pipe_err)?;
-    let err_fd = err_r.as_raw_fd();
-    let mut cmd = Command::new(sarasa);
-    cmd.args(["lab", "log-shim"])
-        .stdin(Stdio::from(out_r))
-        .stdout(Stdio::from(file))
-        .stderr(Stdio::null());
-    // SAFETY: runs in the forked child before exec and only makes system calls (setsid, dup2,
-    // fcntl) on a descriptor number taken before the fork; `err_r` stays open until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The pipe is close-on-exec; its copy at SHIM_STDERR_FD must not be.
-            let r = if err_fd == SHIM_STDERR_FD {
-                libc::fcntl(err_fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(err_fd, SHIM_STDERR_FD)
-            };
-            if r < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        LabError::Process(format!("starting the log shim of {}: {e}", log.display()))
-    })?;
-    drop(err_r);
-    // Reap the shim when it ends, so finished shims leave no zombies behind.
-    let reaper = std::thread::Builder::new()
-        .name("log-shim-reaper".into())
-        .stack_size(64 * 1024)
-        .spawn(move || child.wait());
-    if let Err(e) = reaper {
-        tracing::warn!("no reaper thread for a log shim: {e}");
-    }
-    Ok((out_w, err_w))
-}
-
-/// The shim's main: the container's stdout on stdin, its stderr on [`SHIM_STDERR_FD`], the
-/// log file on stdout.
-pub fn run_shim_on_stdio() -> io::Result<()> {
-    // Opening the descriptors' /proc entries gives the same pipe and the same file (renamed or
-    // not) without taking ownership of raw descriptors; the file again in append mode.
-    let stderr = File::open(format!("/proc/self/fd/{SHIM_STDERR_FD}"))?;
-    let log = OpenOptions::new().append(true).open("/proc/self/fd/1")?;
-    run_shim(log, io::stdin(), stderr)
-}
 
 /// What to read: the options of `kubectl logs` the reader applies.
 #[derive(Debug, Clone, Default)]
@@ -514,6 +276,9 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container_log::{encode, LogPaths};
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn log(lines: &[(&str, &str, &str)]) -> Vec<u8> {
         lines
@@ -529,35 +294,6 @@ mod tests {
             .collect()
             .await;
         String::from_utf8(chunks.concat()).unwrap()
-    }
-
-    #[test]
-    fn records_round_trip_and_split_long_lines() {
-        let out = encode("2026-01-01T00:00:00.5Z", "stderr", b"oops\n");
-        assert_eq!(out, b"2026-01-01T00:00:00.5Z stderr F oops\n");
-        let rec = parse(&out[..out.len() - 1]).unwrap();
-        assert_eq!(
-            rec,
-            Record {
-                time: "2026-01-01T00:00:00.5Z",
-                stream: "stderr",
-                partial: false,
-                content: b"oops"
-            }
-        );
-        // No newline at the end of output: a partial record, so nothing adds one.
-        assert_eq!(encode("t", "stdout", b"x"), b"t stdout P x\n");
-        assert_eq!(encode("t", "stdout", b"\n"), b"t stdout F \n");
-        let long = vec![b'a'; MAX_RECORD + 3];
-        let mut line = long.clone();
-        line.push(b'\n');
-        let out = encode("t", "stdout", &line);
-        let recs: Vec<Record> = out.split(|b| *b == b'\n').filter_map(parse).collect();
-        assert_eq!(recs.len(), 2);
-        assert!(recs[0].partial && !recs[1].partial);
-        assert_eq!([recs[0].content, recs[1].content].concat(), long);
-        assert!(parse(b"garbage").is_none());
-        assert!(parse(b"t stdin F x").is_none());
     }
 
     #[tokio::test]
@@ -636,72 +372,6 @@ mod tests {
         assert_eq!(all(&p, tail(1)).await, "abc\n");
         assert_eq!(all(&p, tail(3)).await, "line 49999\nline 50000\nabc\n");
         assert_eq!(all(&p, tail(60_000)).await.lines().count(), 50_001);
-    }
-
-    #[tokio::test]
-    async fn the_shim_stamps_both_streams() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.log");
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p)
-            .unwrap();
-        run_shim(file, &b"out 1\nout 2"[..], &b"err\n"[..]).unwrap();
-        let text = std::fs::read(&p).unwrap();
-        let recs: Vec<Record> = text.split(|b| *b == b'\n').filter_map(parse).collect();
-        assert_eq!(recs.len(), 3);
-        let out: Vec<_> = recs.iter().filter(|r| r.stream == "stdout").collect();
-        assert_eq!(out[0].content, b"out 1");
-        assert!(!out[0].partial);
-        assert_eq!(out[1].content, b"out 2");
-        assert!(out[1].partial, "unterminated output stays unterminated");
-        assert!(recs
-            .iter()
-            .any(|r| r.stream == "stderr" && r.content == b"err"));
-        assert!(recs.iter().all(|r| r.time.parse::<Timestamp>().is_ok()));
-        assert_eq!(
-            all(&p, ReadOptions::default()).await.len(),
-            "out 1\nout 2err\n".len()
-        );
-    }
-
-    /// Hands out its bytes a few at a time, as a pipe may.
-    struct Trickle(Vec<u8>, usize);
-    impl Read for Trickle {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.1.min(buf.len()).min(self.0.len());
-            buf[..n].copy_from_slice(&self.0[..n]);
-            self.0.drain(..n);
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn lines_split_across_reads_or_too_long_are_recorded_right() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.log");
-        let file = Mutex::new(File::create(&p).unwrap());
-        copy_stream(Trickle(b"abc\nde\n".to_vec(), 3), "stdout", &file).unwrap();
-        let mut long = vec![b'x'; MAX_RECORD + 5];
-        long.push(b'\n');
-        copy_stream(Trickle(long, 4096), "stderr", &file).unwrap();
-        let text = std::fs::read(&p).unwrap();
-        let recs: Vec<Record> = text.split(|b| *b == b'\n').filter_map(parse).collect();
-        let got: Vec<(&str, bool, usize)> = recs
-            .iter()
-            .map(|r| (r.stream, r.partial, r.content.len()))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("stdout", false, 3),
-                ("stdout", false, 2),
-                ("stderr", true, MAX_RECORD),
-                ("stderr", false, 5)
-            ]
-        );
-        assert_eq!(recs[0].content, b"abc");
     }
 
     #[tokio::test]

@@ -1,0 +1,147 @@
+//! Container logs in the CRI format the kubelet reads (`<RFC3339Nano time> <stdout|stderr>
+//! <F|P> <content>`, one record per line, `P` for a piece of a longer or unterminated line), so
+//! `kubectl logs --timestamps` and `--since` have a time for every line and stderr stays told
+//! apart from stdout. A container's stdout and stderr are pipes into a small log shim process
+//! ([`shim`], in the role of conmon or containerd's shim); [`reader`] serves `kubectl logs`
+//! from the files. This module owns the record format and where the logs of a container's
+//! current and previous instance live.
+
+pub mod reader;
+pub mod shim;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use reader::{read, ReadOptions};
+pub use shim::{run_shim_on_stdio, spawn_shim};
+
+/// Longest piece of a line in one record (as the kubelet's 16 KiB), longer lines are split.
+pub const MAX_RECORD: usize = 16 * 1024;
+
+/// The current and the previous instance's log of one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPaths {
+    pub current: PathBuf,
+    pub previous: PathBuf,
+}
+
+impl LogPaths {
+    /// `<dir>/<namespace>_<pod>_<container>.log` and `....previous.log`.
+    pub fn new(dir: &Path, namespace: &str, pod: &str, container: &str) -> LogPaths {
+        let base = format!("{namespace}_{pod}_{container}");
+        LogPaths {
+            current: dir.join(format!("{base}.log")),
+            previous: dir.join(format!("{base}.previous.log")),
+        }
+    }
+
+    /// On a restart: the log of the instance that ended becomes the previous one.
+    pub fn rotate(&self) -> io::Result<()> {
+        match std::fs::rename(&self.current, &self.previous) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// A new pod with this name starts with no logs (a recreated pod is a new pod).
+    pub fn clear(&self) -> io::Result<()> {
+        for p in [&self.current, &self.previous] {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One record of a CRI log file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub time: &'a str,
+    pub stream: &'a str,
+    /// True for `P`: the line goes on in the next record.
+    pub partial: bool,
+    pub content: &'a [u8],
+}
+
+/// Parses one line of a CRI log file (without its newline).
+pub fn parse(line: &[u8]) -> Option<Record<'_>> {
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let time = std::str::from_utf8(parts.next()?).ok()?;
+    let stream = std::str::from_utf8(parts.next()?).ok()?;
+    let tag = parts.next()?;
+    let content = parts.next().unwrap_or(b"");
+    if stream != "stdout" && stream != "stderr" {
+        return None;
+    }
+    let partial = match tag {
+        b"P" => true,
+        b"F" => false,
+        _ => return None,
+    };
+    Some(Record {
+        time,
+        stream,
+        partial,
+        content,
+    })
+}
+
+/// Writes the records of one line of output (`line` with its newline, if it had one).
+pub fn encode(time: &str, stream: &str, line: &[u8]) -> Vec<u8> {
+    let (body, complete) = match line.strip_suffix(b"\n") {
+        Some(b) => (b, true),
+        None => (line, false),
+    };
+    let mut out = Vec::with_capacity(body.len() + 48);
+    let pieces: Vec<&[u8]> = if body.is_empty() {
+        vec![body]
+    } else {
+        body.chunks(MAX_RECORD).collect()
+    };
+    let last = pieces.len() - 1;
+    for (i, piece) in pieces.into_iter().enumerate() {
+        let tag = if i == last && complete { "F" } else { "P" };
+        for part in [time, " ", stream, " ", tag, " "] {
+            out.extend_from_slice(part.as_bytes());
+        }
+        out.extend_from_slice(piece);
+        out.push(b'\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_split_long_lines() {
+        let out = encode("2026-01-01T00:00:00.5Z", "stderr", b"oops\n");
+        assert_eq!(out, b"2026-01-01T00:00:00.5Z stderr F oops\n");
+        let rec = parse(&out[..out.len() - 1]).unwrap();
+        assert_eq!(
+            rec,
+            Record {
+                time: "2026-01-01T00:00:00.5Z",
+                stream: "stderr",
+                partial: false,
+                content: b"oops"
+            }
+        );
+        // No newline at the end of output: a partial record, so nothing adds one.
+        assert_eq!(encode("t", "stdout", b"x"), b"t stdout P x\n");
+        assert_eq!(encode("t", "stdout", b"\n"), b"t stdout F \n");
+        let long = vec![b'a'; MAX_RECORD + 3];
+        let mut line = long.clone();
+        line.push(b'\n');
+        let out = encode("t", "stdout", &line);
+        let recs: Vec<Record> = out.split(|b| *b == b'\n').filter_map(parse).collect();
+        assert_eq!(recs.len(), 2);
+        assert!(recs[0].partial && !recs[1].partial);
+        assert_eq!([recs[0].content, recs[1].content].concat(), long);
+        assert!(parse(b"garbage").is_none());
+        assert!(parse(b"t stdin F x").is_none());
+    }
+}
