@@ -21,6 +21,7 @@ pub mod controllers;
 pub mod error;
 pub mod http;
 pub mod meta;
+pub mod proto;
 pub mod resources;
 pub mod selector;
 pub mod store;

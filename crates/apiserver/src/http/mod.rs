@@ -174,13 +174,16 @@ fn dry_run(params: &Params) -> Result<bool, ApiError> {
     }
 }
 
-/// Parses a request body as JSON (or YAML when the content type says so).
+/// Parses a request body as JSON (or YAML or Kubernetes protobuf when the content type says so).
 pub(crate) fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if ct.contains("yaml") {
+    if ct.starts_with(crate::proto::CONTENT_TYPE) {
+        crate::proto::decode_object(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf body: {e}")))
+    } else if ct.contains("yaml") {
         serde_yaml::from_slice::<Value>(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else {
