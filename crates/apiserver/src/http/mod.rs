@@ -3,7 +3,9 @@
 pub mod discovery;
 pub mod list;
 pub mod patch;
+pub mod printers;
 pub mod status;
+pub mod table;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -210,18 +212,27 @@ async fn dispatch(
         Some(other) => return Err(ApiError::path_not_found(&format!("{}/{}", r.plural, other))),
     };
     let is_scale = t.sub.as_deref() == Some("scale");
+    let want_table = if method == Method::GET {
+        table::negotiate(headers, params)?
+    } else {
+        None
+    };
     match (method, &t.name) {
         (&Method::GET, None) => {
             if params.get("watch").is_some_and(|w| w == "1" || w == "true") {
-                watch::watch(store.clone(), t.res, t.ns.clone(), params).await
+                watch::watch(store.clone(), t.res, t.ns.clone(), params, want_table).await
             } else {
-                list::list(store, t.res, t.ns.as_deref(), params)
+                list::list(store, t.res, t.ns.as_deref(), params, want_table)
             }
         }
         (&Method::GET, Some(name)) => {
             let obj = store.get(t.res, &ns, name)?;
             if is_scale {
                 return Ok(status::json(StatusCode::OK, &scale_of(&obj)));
+            }
+            if let Some(w) = want_table {
+                let t = table::table(r.kind, &[obj.as_ref()], w, None, None);
+                return Ok(table::response(&t, w));
             }
             Ok(status::json(StatusCode::OK, obj.as_ref()))
         }

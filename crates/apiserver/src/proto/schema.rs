@@ -101,7 +101,9 @@ mod tests {
         assert_eq!(meta[&11].ty, "string");
         let probe = s.message("k8s.io.api.core.v1.Probe").expect("Probe");
         assert_eq!(probe[&1].label, Label::Inline);
-        let dspec = s.message("k8s.io.api.apps.v1.DeploymentSpec").expect("spec");
+        let dspec = s
+            .message("k8s.io.api.apps.v1.DeploymentSpec")
+            .expect("spec");
         assert_eq!(dspec[&1].label, Label::Pointer);
         assert_eq!(dspec[&5].label, Label::Optional);
         for m in [
