@@ -1,7 +1,9 @@
 //! The REST front end: parses kube-apiserver's paths and dispatches verbs to the store.
 
 pub mod discovery;
+pub mod fieldvalidation;
 pub mod list;
+pub mod openapi;
 pub mod patch;
 pub mod printers;
 pub mod status;
@@ -125,6 +127,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let out = match segs.as_slice() {
         ["healthz"] | ["readyz"] | ["livez"] => return plain("ok"),
+        ["openapi", rest @ ..] => openapi::serve(rest, &headers),
         ["version"] => Ok(status::json(StatusCode::OK, &discovery::version())),
         ["api"] => Ok(status::json(StatusCode::OK, &discovery::api_versions())),
         ["apis"] => Ok(status::json(StatusCode::OK, &discovery::api_groups())),
@@ -239,12 +242,17 @@ async fn dispatch(
         (&Method::POST, None) => {
             if !r.namespaced || t.ns.is_some() {
                 let obj = parse_body(headers, &body)?;
+                let warnings =
+                    fieldvalidation::check(t.res, &obj, fieldvalidation::directive(params)?)?;
                 let opts = WriteOpts {
                     dry_run: dry_run(params)?,
                     internal: false,
                 };
                 let created = store.create(t.res, &ns, obj, opts)?;
-                Ok(status::json(StatusCode::CREATED, created.as_ref()))
+                Ok(fieldvalidation::warn(
+                    status::json(StatusCode::CREATED, created.as_ref()),
+                    &warnings,
+                ))
             } else {
                 Err(ApiError::method_not_allowed(
                     "create of namespaced resources needs a namespace in the path",
@@ -271,6 +279,8 @@ async fn dispatch(
                 })?;
                 return Ok(status::json(StatusCode::OK, &scale_of(&updated)));
             }
+            let warnings =
+                fieldvalidation::check(t.res, &obj, fieldvalidation::directive(params)?)?;
             let (obj, created) =
                 store.update(t.res, &ns, name, obj, sub.unwrap_or(Sub::Main), opts)?;
             let code = if created {
@@ -278,12 +288,20 @@ async fn dispatch(
             } else {
                 StatusCode::OK
             };
-            Ok(status::json(code, obj.as_ref()))
+            Ok(fieldvalidation::warn(
+                status::json(code, obj.as_ref()),
+                &warnings,
+            ))
         }
         (&Method::PATCH, Some(name)) => {
             let opts = WriteOpts {
                 dry_run: dry_run(params)?,
                 internal: false,
+            };
+            let directive = fieldvalidation::directive(params)?;
+            let warnings = match patch::document(headers, &body) {
+                Some(doc) if !is_scale => fieldvalidation::check(t.res, &doc, directive)?,
+                _ => Vec::new(),
             };
             patch::patch(
                 store,
@@ -296,6 +314,7 @@ async fn dispatch(
                 &body,
                 opts,
             )
+            .map(|r| fieldvalidation::warn(r, &warnings))
         }
         (&Method::DELETE, Some(name)) => {
             let opts = delete_opts(params, &body)?;
