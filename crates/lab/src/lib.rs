@@ -7,6 +7,7 @@ pub mod client;
 pub mod cni_runtime;
 pub mod control_plane;
 pub mod exec;
+pub mod kubeconfig;
 pub mod kubelet;
 pub mod lab;
 pub mod paths;
