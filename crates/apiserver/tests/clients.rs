@@ -229,11 +229,22 @@ async fn openapi_documents_and_field_validation() {
             ["kind"],
         "Service"
     );
+    // client-go asks for (and only decodes) the protobuf form.
     let pb = [(
         "Accept",
         "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
     )];
-    assert_eq!(http(&s, "GET", "/openapi/v2", &pb, b"").await.0, 406);
+    let (code, headers, body) = http(&s, "GET", "/openapi/v2", &pb, b"").await;
+    assert_eq!(code, 200);
+    assert!(
+        headers.iter().any(
+            |h| h == "content-type: application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+        ),
+        "{headers:?}"
+    );
+    assert!(body.contains("io.k8s.api.apps.v1.DeploymentSpec"));
+    let other = [("Accept", "application/vnd.kubernetes.protobuf")];
+    assert_eq!(http(&s, "GET", "/openapi/v2", &other, b"").await.0, 406);
 
     let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "image": "x", "imagePullPolicy": "Always", "colour": "red"}]}});

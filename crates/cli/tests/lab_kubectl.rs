@@ -199,8 +199,9 @@ fn kubectl_and_the_python_client_drive_the_lab() {
     let bad = k.run(&["apply", "-f", &write(dir.path(), "bad.yaml", BAD)]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success(), "an unknown field was accepted");
+    // kubectl's own client-side message (from the OpenAPI v2 schema), not the server's.
     assert!(
-        err.contains("strict decoding error: unknown field \"spec.replicaz\""),
+        err.contains("error validating data: ValidationError(Deployment.spec): unknown field \"replicaz\" in io.k8s.api.apps.v1.DeploymentSpec"),
         "{err}"
     );
     let strict = k.run(&[
@@ -210,7 +211,21 @@ fn kubectl_and_the_python_client_drive_the_lab() {
         &write(dir.path(), "bad.yaml", BAD),
     ]);
     assert!(!strict.status.success());
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("ValidationError(Deployment.spec)"));
     assert!(!k.run(&["get", "deployment", "bad"]).status.success());
+    // With validation off kubectl sends it, and the server's own check (kubectl asks for
+    // fieldValidation=Ignore then) lets it through without the unknown field.
+    let off = k.ok(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        &write(dir.path(), "bad.yaml", BAD),
+    ]);
+    assert!(off.contains("deployment.apps/bad created"), "{off}");
+    assert!(k.json(&["get", "deployment", "bad"])["spec"]
+        .get("replicaz")
+        .is_none());
+    k.ok(&["delete", "deployment", "bad"]);
 
     let rolled = k.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     assert!(rolled.contains("successfully rolled out"), "{rolled}");

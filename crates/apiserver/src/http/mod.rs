@@ -4,6 +4,7 @@ pub mod discovery;
 pub mod fieldvalidation;
 pub mod list;
 pub mod openapi;
+pub mod openapi_pb;
 pub mod patch;
 pub mod printers;
 pub mod status;

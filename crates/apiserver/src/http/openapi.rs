@@ -1,10 +1,11 @@
 //! OpenAPI documents for every kind the server stores, generated from k8s-openapi's types
 //! (their `schemars` schemas carry Kubernetes' own definition names and descriptions), with the
-//! `x-kubernetes-group-version-kind` extensions clients key on: `/openapi/v2` (JSON; a client
-//! that accepts only protobuf gets 406), `/openapi/v3` (the discovery index) and
-//! `/openapi/v3/<group-version>`. The v3 paths advertise the `fieldValidation` parameter, so
-//! kubectl leaves validation to the server (`fieldvalidation`), which checks bodies against the
-//! same schemas. `kubectl explain` reads the v3 documents.
+//! `x-kubernetes-group-version-kind` extensions clients key on: `/openapi/v2` (JSON, or the
+//! protobuf client-go asks for, see `openapi_pb`), `/openapi/v3` (the discovery index) and
+//! `/openapi/v3/<group-version>`. kubectl validates manifests client-side against the v2
+//! document when the v3 paths do not list the `fieldValidation` parameter, as here (its
+//! "ValidationError(Deployment.spec): unknown field ..." message); the server still honours
+//! `fieldValidation` on writes (`fieldvalidation`). `kubectl explain` reads the v3 documents.
 
 use std::sync::OnceLock;
 
@@ -14,7 +15,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
-use crate::http::status;
+use crate::http::{openapi_pb, status};
 use crate::resources::{group_versions, Resource, RESOURCES};
 
 /// Definitions by name (`io.k8s.api.core.v1.Pod`), `$ref`s relative to `prefix`.
@@ -28,9 +29,40 @@ fn definitions(settings: SchemaSettings) -> Map<String, Value> {
         let gvk = json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
         if let Some(Value::Object(d)) = defs.get_mut(&definition_name(r)) {
             d.insert("x-kubernetes-group-version-kind".into(), gvk);
+            // k8s-openapi requires the parts it holds without an Option (metadata, and spec for
+            // some kinds); the API does not, and neither does kube-apiserver's schema.
+            if let Some(Value::Array(req)) = d.get_mut("required") {
+                req.retain(|f| !matches!(f.as_str(), Some("metadata" | "spec" | "status")));
+                if req.is_empty() {
+                    d.remove("required");
+                }
+            }
         }
     }
     defs
+}
+
+/// Swagger 2.0 style references: `{"allOf": [{"$ref": X}], "description": ..}` (how schemars
+/// keeps a description beside a reference) becomes `{"$ref": X, "description": ..}`, as in
+/// kube-apiserver's v2 document; kubectl's v2 model reader treats `allOf` as an arbitrary value.
+fn inline_single_all_of(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let single_ref = match m.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+                Some([one]) if one.get("$ref").is_some() && !m.contains_key("$ref") => {
+                    one.get("$ref").cloned()
+                }
+                _ => None,
+            };
+            if let Some(r) = single_ref {
+                m.remove("allOf");
+                m.insert("$ref".into(), r);
+            }
+            m.values_mut().for_each(inline_single_all_of);
+        }
+        Value::Array(items) => items.iter_mut().for_each(inline_single_all_of),
+        _ => {}
+    }
 }
 
 /// The definition name of a resource's kind.
@@ -53,11 +85,13 @@ fn v2_document() -> &'static Value {
     D.get_or_init(|| {
         let mut s = SchemaSettings::draft07();
         s.meta_schema = None;
+        let mut defs = Value::Object(definitions(s));
+        inline_single_all_of(&mut defs);
         json!({
             "swagger": "2.0",
             "info": {"title": "Kubernetes", "version": crate::http::discovery::version()["gitVersion"]},
             "paths": {},
-            "definitions": definitions(s),
+            "definitions": defs,
         })
     })
 }
@@ -77,9 +111,14 @@ fn param(name: &str, description: &str) -> Value {
 
 fn write_params() -> Vec<Value> {
     vec![
-        param("dryRun", "When present, indicates that modifications should not be persisted. Valid value: All."),
-        param("fieldManager", "A name associated with the actor or entity that is making these changes."),
-        param("fieldValidation", "How the server treats unknown fields in the request body: Ignore, Warn (the default) or Strict."),
+        param(
+            "dryRun",
+            "When present, indicates that modifications should not be persisted. Valid value: All.",
+        ),
+        param(
+            "fieldManager",
+            "A name associated with the actor or entity that is making these changes.",
+        ),
     ]
 }
 
@@ -215,8 +254,29 @@ fn not_acceptable() -> ApiError {
     }
 }
 
+fn v2_protobuf() -> &'static [u8] {
+    static P: OnceLock<Vec<u8>> = OnceLock::new();
+    P.get_or_init(|| openapi_pb::encode(v2_document()))
+}
+
+fn accepts_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| openapi_pb::MEDIA_TYPES.contains(&v.split(';').next().unwrap_or("").trim()))
+}
+
 /// Serves `/openapi/v2`, `/openapi/v3` and `/openapi/v3/<gv>`.
 pub fn serve(segs: &[&str], headers: &HeaderMap) -> Result<Response, ApiError> {
+    if segs == ["v2"] && accepts_protobuf(headers) {
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, openapi_pb::CONTENT_TYPE)
+            .body(axum::body::Body::from(v2_protobuf()))
+            .unwrap_or_default());
+    }
     if !accepts_json(headers) {
         return Err(not_acceptable());
     }
@@ -270,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn the_index_lists_every_group_version_and_patch_advertises_field_validation() {
+    fn the_index_lists_every_group_version_and_patch_leaves_validation_to_the_client() {
         let idx = index();
         for p in [
             "api/v1",
@@ -288,22 +348,27 @@ mod tests {
             patch["x-kubernetes-group-version-kind"]["kind"],
             "Deployment"
         );
-        assert!(patch["parameters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
+        // Without `fieldValidation` among the PATCH parameters kubectl validates client-side.
+        let params = patch["parameters"].as_array().unwrap();
+        assert!(params.iter().any(|p| p["name"] == "fieldManager"));
+        assert!(!params.iter().any(|p| p["name"] == "fieldValidation"));
         assert!(v3_document("example.com", "v1").is_none());
     }
 
     #[test]
-    fn protobuf_only_clients_get_406() {
+    fn v2_in_protobuf_or_json_and_406_for_anything_else() {
         let mut h = HeaderMap::new();
         h.insert(
             header::ACCEPT,
             "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
                 .parse()
                 .unwrap(),
+        );
+        let r = serve(&["v2"], &h).unwrap();
+        assert_eq!(r.headers()[header::CONTENT_TYPE], openapi_pb::CONTENT_TYPE);
+        h.insert(
+            header::ACCEPT,
+            "application/vnd.kubernetes.protobuf".parse().unwrap(),
         );
         assert_eq!(serve(&["v2"], &h).unwrap_err().code, 406);
         h.insert(
