@@ -264,6 +264,9 @@ fn value(r: &mut Reader, wire: u8, ty: &str, path: &str) -> Result<Value, ProtoE
     })
 }
 
+/// The raw fields of a small message: (number, varint value, length-delimited bytes).
+type RawFields<'a> = Vec<(u32, u64, &'a [u8])>;
+
 /// Messages whose JSON form is not an object of their fields.
 fn special(buf: &[u8], msg: &str, path: &str) -> Result<Option<Value>, ProtoError> {
     const META: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.";
@@ -276,7 +279,7 @@ fn special(buf: &[u8], msg: &str, path: &str) -> Result<Option<Value>, ProtoErro
             _ => return Ok(None),
         },
     };
-    let nums = || -> Result<Vec<(u32, u64, &[u8])>, ProtoError> {
+    let nums = || -> Result<RawFields<'_>, ProtoError> {
         let mut r = Reader { buf, pos: 0 };
         let mut out = Vec::new();
         while !r.done() {
