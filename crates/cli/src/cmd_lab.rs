@@ -100,7 +100,11 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
                 started.elapsed().as_secs_f64()
             );
             print_status(&lab)?;
-            merge_kubeconfig(&lab)?;
+            // The lab works without the merged context (`lab kubeconfig` prints one): a
+            // kubeconfig that cannot be updated is reported, not fatal.
+            if let Err(e) = merge_kubeconfig(&lab) {
+                eprintln!("warning: {e:#}");
+            }
         }
         LabCommand::Down => {
             let lab = Lab::open(lab)?;
@@ -108,7 +112,9 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             let unmerged = kubeconfig::user_path()
                 .and_then(|p| kubeconfig::edit(&p, |d| kubeconfig::remove(d, &lab.spec.name)));
             lab.down()?;
-            unmerged.context("removing the lab's context from your kubeconfig")?;
+            if let Err(e) = unmerged {
+                eprintln!("warning: removing the lab's context from your kubeconfig: {e}");
+            }
             println!("lab {:?} is down", lab.spec.name);
         }
         LabCommand::Status => print_status(&Lab::open(lab)?)?,
