@@ -203,29 +203,40 @@ fn v3_document(group: &str, version: &str) -> Option<Value> {
 }
 
 /// A stable content hash for the index's `?hash=` (FNV-1a of the document).
-fn hash(doc: &Value) -> String {
-    let bytes = serde_json::to_vec(doc).unwrap_or_default();
+fn hash(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
-        h ^= u64::from(b);
+        h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("{h:016X}")
 }
 
+/// Every group-version's v3 document, serialized once (they only change with the binary):
+/// `api/v1` -> JSON bytes.
+fn v3_serialized() -> &'static std::collections::BTreeMap<String, Vec<u8>> {
+    static D: OnceLock<std::collections::BTreeMap<String, Vec<u8>>> = OnceLock::new();
+    D.get_or_init(|| {
+        group_versions()
+            .into_iter()
+            .filter_map(|(g, v)| {
+                let doc = v3_document(g, v)?;
+                Some((gv_path(g, v), serde_json::to_vec(&doc).ok()?))
+            })
+            .collect()
+    })
+}
+
 fn index() -> &'static Value {
     static I: OnceLock<Value> = OnceLock::new();
     I.get_or_init(|| {
-        let mut paths = Map::new();
-        for (g, v) in group_versions() {
-            if let Some(doc) = v3_document(g, v) {
-                let p = gv_path(g, v);
-                paths.insert(
-                    p.clone(),
-                    json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}),
-                );
-            }
-        }
+        let paths: Map<String, Value> = v3_serialized()
+            .iter()
+            .map(|(p, bytes)| {
+                let url = format!("/openapi/v3/{p}?hash={}", hash(bytes));
+                (p.clone(), json!({"serverRelativeURL": url}))
+            })
+            .collect();
         json!({"paths": paths})
     })
 }
@@ -283,12 +294,17 @@ pub fn serve(segs: &[&str], headers: &HeaderMap) -> Result<Response, ApiError> {
     match segs {
         ["v2"] => Ok(status::json(StatusCode::OK, v2_document())),
         ["v3"] => Ok(status::json(StatusCode::OK, index())),
-        ["v3", "api", v] => v3_document("", v)
-            .map(|d| status::json(StatusCode::OK, &d))
-            .ok_or_else(|| ApiError::path_not_found(&format!("/openapi/v3/api/{v}"))),
-        ["v3", "apis", g, v] => v3_document(g, v)
-            .map(|d| status::json(StatusCode::OK, &d))
-            .ok_or_else(|| ApiError::path_not_found(&format!("/openapi/v3/apis/{g}/{v}"))),
+        ["v3", rest @ ..] => match v3_serialized().get(&rest.join("/")) {
+            Some(bytes) => Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from(bytes.as_slice()))
+                .unwrap_or_default()),
+            None => Err(ApiError::path_not_found(&format!(
+                "/openapi/v3/{}",
+                rest.join("/")
+            ))),
+        },
         _ => Err(ApiError::path_not_found(&format!(
             "/openapi/{}",
             segs.join("/")
