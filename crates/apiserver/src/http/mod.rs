@@ -352,6 +352,10 @@ async fn dispatch(
 fn delete_opts(params: &Params, body: &Bytes) -> Result<DeleteOpts, ApiError> {
     let b: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
+    } else if body.starts_with(b"k8s\0") {
+        // Go typed clients send DeleteOptions as Kubernetes protobuf.
+        crate::proto::decode_object(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
     } else {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?

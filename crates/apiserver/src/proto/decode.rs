@@ -495,6 +495,17 @@ mod tests {
     }
 
     #[test]
+    fn delete_options_with_propagation_policy() {
+        let mut opts = Vec::new();
+        bytes_field(4, b"Foreground", &mut opts);
+        int_field(1, 0, &mut opts);
+        let obj = decode_object(&envelope("meta.k8s.io/v1", "DeleteOptions", &opts)).unwrap();
+        assert_eq!(obj["propagationPolicy"], "Foreground");
+        // gracePeriodSeconds is a pointer: an explicit 0 is kept.
+        assert_eq!(obj["gracePeriodSeconds"], 0);
+    }
+
+    #[test]
     fn bad_bodies_are_errors_not_panics() {
         assert!(matches!(decode_object(b"{}"), Err(ProtoError::Magic)));
         let mut bad = MAGIC.to_vec();
