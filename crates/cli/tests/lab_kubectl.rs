@@ -190,6 +190,19 @@ fn kubectl_and_the_python_client_drive_the_lab() {
         Some("CONTAINER-RUNTIME")
     );
     assert_eq!(nodes.rows.len(), 2);
+    for n in k.json(&["get", "nodes"])["items"]
+        .as_array()
+        .expect("nodes")
+    {
+        let name = n["metadata"]["name"].as_str().unwrap();
+        let internal = n["status"]["addresses"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
+            .and_then(|a| a["address"].as_str())
+            .unwrap_or("<none>");
+        assert_eq!(nodes.cell(name, "INTERNAL-IP"), internal);
+        assert_ne!(internal, "<none>", "{name} has no InternalIP");
+    }
 
     // apply with client validation on (kubectl's default): the good manifest goes in, the one
     // with an unknown field is refused and nothing of it is created.
