@@ -451,6 +451,12 @@ fn kubectl_and_the_python_client_drive_the_lab() {
     // The Python client lists and watches pods.
     python_client_lists_and_watches(&lab, &k.config, dir.path());
 
+    // The published port survives a control-plane restart: the same kubeconfig still works.
+    lab.ok(&["lab", "control-plane", "restart"]);
+    assert_eq!(lab.ok(&["lab", "kubeconfig"]), printed);
+    let ns = Table::parse(&k.ok(&["get", "namespace", "demo"]));
+    assert_eq!(ns.cell("demo", "STATUS"), "Active");
+
     // delete
     assert!(k
         .ok(&["delete", "deployment", "api", "-n", "demo"])

@@ -31,6 +31,14 @@ pub async fn run(
         .map_err(|e| LabError::Api(format!("listening on {addr}: {e}")))?;
     let published = match loopback {
         Some(l) => {
+            // It came in without close-on-exec (that is how it crossed exec); set it again so
+            // the containers the pod runner starts do not inherit it and keep the port bound
+            // after this process exits.
+            nix::fcntl::fcntl(
+                &l,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(|e| LabError::Api(format!("loopback listener: {e}")))?;
             l.set_nonblocking(true)
                 .map_err(|e| LabError::Api(format!("loopback listener: {e}")))?;
             Some(
