@@ -23,6 +23,7 @@ pub mod controllers;
 pub mod error;
 pub mod http;
 pub mod meta;
+pub mod proto;
 pub mod remotecommand;
 pub mod resources;
 pub mod runtime;

@@ -43,6 +43,9 @@ pub struct Resource {
     /// Decodes an object into its typed form and back: rejects wrong field types and drops
     /// unknown fields, as kube-apiserver does.
     pub normalize: fn(Value) -> Result<Value, String>,
+    /// Registers the kind's JSON schema (and those it references) with a generator; returns
+    /// the reference to it. The OpenAPI documents are built from these.
+    pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
 }
 
 impl Resource {
@@ -74,6 +77,10 @@ fn roundtrip<T: DeserializeOwned + Serialize>(v: Value) -> Result<Value, String>
     serde_json::to_value(typed).map_err(|e| e.to_string())
 }
 
+fn schema_of<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
+}
+
 macro_rules! res {
     ($group:expr, $version:expr, $kind:expr, $plural:expr, $singular:expr, $short:expr, $ns:expr,
      $status:expr, $scale:expr, $cou:expr, $ty:ty) => {
@@ -89,6 +96,7 @@ macro_rules! res {
             scale: $scale,
             create_on_update: $cou,
             normalize: roundtrip::<$ty>,
+            schema: schema_of::<$ty>,
         }
     };
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use sarasa_lab::lab::LabBinaries;
-use sarasa_lab::{Backend, CniMode, Lab};
+use sarasa_lab::{kubeconfig, Backend, CniMode, Lab};
 
 #[derive(Args)]
 pub struct LabArgs {
@@ -55,6 +55,16 @@ enum LabCommand {
     RunControlPlane {
         #[arg(long)]
         cni_path: PathBuf,
+        /// The inherited descriptor of the 127.0.0.1 listener `lab up` bound.
+        #[arg(long)]
+        loopback_fd: Option<i32>,
+    },
+    /// Print a kubeconfig for the lab's API (published on 127.0.0.1, as kind does); `lab up`
+    /// also merges its `sarasa-<lab>` context into your kubeconfig.
+    Kubeconfig {
+        /// The lab (default: the global --lab).
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -94,10 +104,21 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
                 started.elapsed().as_secs_f64()
             );
             print_status(&lab)?;
+            // The lab works without the merged context (`lab kubeconfig` prints one): a
+            // kubeconfig that cannot be updated is reported, not fatal.
+            if let Err(e) = merge_kubeconfig(&lab) {
+                eprintln!("warning: {e:#}");
+            }
         }
         LabCommand::Down => {
             let lab = Lab::open(lab)?;
+            // The kubeconfig entries go even when taking the lab down reports errors.
+            let unmerged = kubeconfig::user_path()
+                .and_then(|p| kubeconfig::edit(&p, |d| kubeconfig::remove(d, &lab.spec.name)));
             lab.down()?;
+            if let Err(e) = unmerged {
+                eprintln!("warning: removing the lab's context from your kubeconfig: {e}");
+            }
             println!("lab {:?} is down", lab.spec.name);
         }
         LabCommand::Status => print_status(&Lab::open(lab)?)?,
@@ -126,8 +147,21 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             sarasa_lab::container_log::run_shim_on_stdio()
                 .context("copying container output into its log")?;
         }
-        LabCommand::RunControlPlane { cni_path } => {
+        LabCommand::Kubeconfig { name } => {
+            let lab = Lab::open(name.as_deref().unwrap_or(lab))?;
+            let doc = kubeconfig::render(&lab.spec.name, &lab.loopback_url()?);
+            print!("{}", serde_yaml::to_string(&doc)?);
+        }
+        LabCommand::RunControlPlane {
+            cni_path,
+            loopback_fd,
+        } => {
             let lab = Lab::open(lab)?;
+            let loopback = loopback_fd.map(|fd| {
+                // SAFETY: `lab up` bound this listener, cleared its close-on-exec flag and
+                // passed its number for this process alone; nothing else here owns it.
+                unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+            });
             let bins = sarasa_lab::kubelet::Binaries {
                 cni_path,
                 sarasa: std::env::current_exe().context("locating the sarasa binary")?,
@@ -136,10 +170,26 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(sarasa_lab::control_plane::run(lab.spec, lab.paths, bins))?;
+            rt.block_on(sarasa_lab::control_plane::run(
+                lab.spec, lab.paths, bins, loopback,
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Merges the lab's `sarasa-<lab>` cluster, user and context into the user's kubeconfig.
+fn merge_kubeconfig(lab: &Lab) -> Result<()> {
+    let path = kubeconfig::user_path()?;
+    let url = lab.loopback_url()?;
+    kubeconfig::edit(&path, |d| kubeconfig::upsert(d, &lab.spec.name, &url))
+        .with_context(|| format!("merging the lab's context into {}", path.display()))?;
+    println!(
+        "API on {url}; kubectl context {:?} added to {} (kubectl --context {0} get nodes)",
+        kubeconfig::context_name(&lab.spec.name),
+        path.display()
+    );
+    Ok(())
 }
 
 fn print_status(lab: &Lab) -> Result<()> {

@@ -12,7 +12,14 @@ use crate::pod_runtime::LabRuntime;
 use crate::spec::LabSpec;
 use crate::LabError;
 
-pub async fn run(spec: LabSpec, paths: LabPaths, bins: Binaries) -> Result<(), LabError> {
+/// Runs the control plane; `loopback` is the listener `lab up` bound on 127.0.0.1 of the root
+/// namespace (the same API, published for kubectl and other clients on the machine).
+pub async fn run(
+    spec: LabSpec,
+    paths: LabPaths,
+    bins: Binaries,
+    loopback: Option<std::net::TcpListener>,
+) -> Result<(), LabError> {
     let mut config = sarasa_apiserver::Config::new(paths.store_dir());
     config.cluster_cidrs = vec![spec.cluster_cidr.into()];
     config.service_cidrs = vec![spec.service_cidr.into()];
@@ -28,7 +35,34 @@ pub async fn run(spec: LabSpec, paths: LabPaths, bins: Binaries) -> Result<(), L
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| LabError::Api(format!("listening on {addr}: {e}")))?;
-    let api = tokio::spawn(async move { server.serve(listener).await });
+    let published = match loopback {
+        Some(l) => {
+            // It came in without close-on-exec (that is how it crossed exec); set it again so
+            // the containers the pod runner starts do not inherit it and keep the port bound
+            // after this process exits.
+            nix::fcntl::fcntl(
+                &l,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(|e| LabError::Api(format!("loopback listener: {e}")))?;
+            l.set_nonblocking(true)
+                .map_err(|e| LabError::Api(format!("loopback listener: {e}")))?;
+            Some(
+                tokio::net::TcpListener::from_std(l)
+                    .map_err(|e| LabError::Api(format!("loopback listener: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    let api = tokio::spawn(async move {
+        match published {
+            Some(l) => {
+                let other = server.clone();
+                tokio::try_join!(server.serve(listener), other.serve(l)).map(|_| ())
+            }
+            None => server.serve(listener).await,
+        }
+    });
 
     let routes = tokio::spawn(crate::service_routes::run(spec.clone(), client));
     let pods = tokio::spawn(Arc::clone(&runner).run());

@@ -40,6 +40,12 @@ pub struct NodeStatus {
 }
 
 const CONTROL_PLANE: &str = "control-plane";
+
+/// The recorded loopback port of the API server.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct LoopbackRecord {
+    port: u16,
+}
 const EXTERNAL_SERVER: &str = "external-server";
 
 impl Lab {
@@ -123,8 +129,14 @@ impl Lab {
         Ok(rec)
     }
 
+    /// Starts the control plane in the fabric namespace. Its API is also published on
+    /// 127.0.0.1 of the caller's namespace, as kind publishes a cluster's API: the loopback
+    /// listener is bound here, before the child enters the fabric namespace, and handed over by
+    /// descriptor; its port is recorded so a restarted control plane keeps it.
     pub fn start_control_plane(&self, bins: &LabBinaries) -> Result<ProcessRecord, LabError> {
         let netns = netns_path(&self.spec.fabric_netns);
+        let loopback = self.bind_loopback()?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&loopback);
         let rec = Daemon {
             program: bins.sarasa.clone(),
             args: vec![
@@ -134,13 +146,16 @@ impl Lab {
                 "run-control-plane".into(),
                 "--cni-path".into(),
                 bins.cni_path.display().to_string(),
+                "--loopback-fd".into(),
+                fd.to_string(),
             ],
             env: log_env(),
             netns: Some(&netns),
             resolv_conf: None,
             log: self.paths.logs_dir().join("control-plane.log"),
         }
-        .spawn()?;
+        .spawn_passing(Some(std::os::fd::AsFd::as_fd(&loopback)))?;
+        drop(loopback);
         rec.save(&self.pid_file(CONTROL_PLANE))?;
         Ok(rec)
     }
@@ -184,6 +199,37 @@ impl Lab {
         }
         let _ = std::fs::remove_file(file);
         Ok(())
+    }
+
+    /// Binds 127.0.0.1 on the recorded port (a free one the first time, then recorded).
+    fn bind_loopback(&self) -> Result<std::net::TcpListener, LabError> {
+        let file = self.paths.api_loopback_file();
+        let recorded = read_json::<LoopbackRecord>(&file)?.map(|r| r.port);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], recorded.unwrap_or(0)));
+        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+            LabError::Api(format!(
+                "publishing the API on {addr}: {e} (the lab's recorded port is taken)"
+            ))
+        })?;
+        if recorded.is_none() {
+            let port = listener
+                .local_addr()
+                .map_err(|e| LabError::io(&file, e))?
+                .port();
+            write_json_atomic(&file, &LoopbackRecord { port })?;
+        }
+        Ok(listener)
+    }
+
+    /// `http://127.0.0.1:PORT`: where the API is published for clients on this machine.
+    pub fn loopback_url(&self) -> Result<String, LabError> {
+        match read_json::<LoopbackRecord>(&self.paths.api_loopback_file())? {
+            Some(r) => Ok(format!("http://127.0.0.1:{}", r.port)),
+            None => Err(LabError::NotUp(format!(
+                "lab {:?} has not published its API on 127.0.0.1 (its control plane never started)",
+                self.spec.name
+            ))),
+        }
     }
 
     /// Stops the control plane (objects stay in its store; pods keep running).

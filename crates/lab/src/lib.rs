@@ -8,6 +8,7 @@ pub mod cni_runtime;
 pub mod container_log;
 pub mod control_plane;
 pub mod exec;
+pub mod kubeconfig;
 pub mod kubelet;
 pub mod lab;
 pub mod paths;

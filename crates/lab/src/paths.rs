@@ -28,6 +28,10 @@ impl LabPaths {
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }
+    /// The loopback port of the API server (`{"port": N}`), kept across control-plane restarts.
+    pub fn api_loopback_file(&self) -> PathBuf {
+        self.root.join("api-loopback.json")
+    }
     /// The API server's object store.
     pub fn store_dir(&self) -> PathBuf {
         self.root.join("store")

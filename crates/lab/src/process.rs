@@ -216,6 +216,15 @@ impl Daemon<'_> {
     /// Starts the process detached (own session, stdin from /dev/null, output to the log file)
     /// and returns its record. The child is not waited for: it outlives the caller.
     pub fn spawn(&self) -> Result<ProcessRecord, LabError> {
+        self.spawn_passing(None)
+    }
+
+    /// As `spawn`, and the child inherits `fd` (same number; e.g. a listening socket bound in
+    /// the caller's network namespace before the child enters its own).
+    pub fn spawn_passing(
+        &self,
+        fd: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<ProcessRecord, LabError> {
         if let Some(dir) = self.log.parent() {
             fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
         }
@@ -225,12 +234,21 @@ impl Daemon<'_> {
             .open(&self.log)
             .map_err(|e| LabError::io(&self.log, e))?;
         let log_err = log.try_clone().map_err(|e| LabError::io(&self.log, e))?;
-        self.spawn_with(Stdio::from(log), Stdio::from(log_err))
+        self.spawn_inner(Stdio::from(log), Stdio::from(log_err), fd)
     }
 
     /// As [`Daemon::spawn`], with stdout and stderr going where the caller says (a container's
     /// go into its log shim's pipes); `log` is only named in errors.
     pub fn spawn_with(&self, stdout: Stdio, stderr: Stdio) -> Result<ProcessRecord, LabError> {
+        self.spawn_inner(stdout, stderr, None)
+    }
+
+    fn spawn_inner(
+        &self,
+        stdout: Stdio,
+        stderr: Stdio,
+        fd: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<ProcessRecord, LabError> {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -238,6 +256,18 @@ impl Daemon<'_> {
             .stdout(stdout)
             .stderr(stderr);
         let _netns_file = enter_before_exec(&mut cmd, self.netns, self.resolv_conf, true)?;
+        if let Some(fd) = fd.map(|f| std::os::fd::AsRawFd::as_raw_fd(&f)) {
+            // SAFETY: runs in the forked child before exec; only clears FD_CLOEXEC on a
+            // descriptor the parent keeps open until `spawn` returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .map_err(|e| LabError::Process(format!("starting {}: {e}", self.program.display())))?;

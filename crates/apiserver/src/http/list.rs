@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::http::table::{self, Want};
 use crate::http::{status, Params};
 use crate::meta;
 use crate::resources::{ResId, RESOURCES};
@@ -76,12 +77,20 @@ pub fn render(
     status::json(StatusCode::OK, &list)
 }
 
-/// GET on a collection.
+/// A page of a collection as a Table.
+fn render_table(res: ResId, items: &[Obj], rv: u64, cont: Option<String>, want: Want) -> Response {
+    let objs: Vec<&Value> = items.iter().map(|o| o.as_ref()).collect();
+    let t = table::table(RESOURCES[res].kind, &objs, want, Some(rv.to_string()), cont);
+    table::response(&t, want)
+}
+
+/// GET on a collection (a `<Kind>List`, or a Table when the client negotiated one).
 pub fn list(
     store: &Store,
     res: ResId,
     ns: Option<&str>,
     params: &Params,
+    want: Option<Want>,
 ) -> Result<Response, ApiError> {
     let limit: usize = match params.get("limit") {
         Some(l) => l
@@ -114,11 +123,16 @@ pub fn list(
         // Every page reports the resourceVersion of the first one.
         rv = *first_rv;
     }
-    match items.last() {
-        Some(last) if more => {
-            let token = format!("{rv}:{}:{}", meta::namespace(last), meta::name(last));
-            Ok(render(res, &items, rv, Some(token), None))
-        }
-        _ => Ok(render(res, &items, rv, None, None)),
-    }
+    let token = match items.last() {
+        Some(last) if more => Some(format!(
+            "{rv}:{}:{}",
+            meta::namespace(last),
+            meta::name(last)
+        )),
+        _ => None,
+    };
+    Ok(match want {
+        Some(w) => render_table(res, &items, rv, token, w),
+        None => render(res, &items, rv, token, None),
+    })
 }

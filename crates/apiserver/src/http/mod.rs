@@ -2,10 +2,15 @@
 
 pub mod discovery;
 mod exec;
+pub mod fieldvalidation;
 pub mod list;
+pub mod openapi;
+pub mod openapi_pb;
 pub mod patch;
 pub mod pod_streams;
+pub mod printers;
 pub mod status;
+pub mod table;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -130,6 +135,7 @@ pub(crate) async fn handle(State(app): State<Arc<App>>, req: Request) -> Respons
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let out = match segs.as_slice() {
         ["healthz"] | ["readyz"] | ["livez"] => return plain("ok"),
+        ["openapi", rest @ ..] => openapi::serve(rest, &headers),
         ["version"] => Ok(status::json(StatusCode::OK, &discovery::version())),
         ["api"] => Ok(status::json(StatusCode::OK, &discovery::api_versions())),
         ["apis"] => Ok(status::json(StatusCode::OK, &discovery::api_groups())),
@@ -181,13 +187,16 @@ fn dry_run(params: &Params) -> Result<bool, ApiError> {
     }
 }
 
-/// Parses a request body as JSON (or YAML when the content type says so).
+/// Parses a request body as JSON (or YAML or Kubernetes protobuf when the content type says so).
 pub(crate) fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if ct.contains("yaml") {
+    if ct.starts_with(crate::proto::CONTENT_TYPE) {
+        crate::proto::decode_object(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf body: {e}")))
+    } else if ct.contains("yaml") {
         serde_yaml::from_slice::<Value>(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else {
@@ -214,12 +223,17 @@ async fn dispatch(
         Some(other) => return Err(ApiError::path_not_found(&format!("{}/{}", r.plural, other))),
     };
     let is_scale = t.sub.as_deref() == Some("scale");
+    let want_table = if method == Method::GET {
+        table::negotiate(headers, params)?
+    } else {
+        None
+    };
     match (method, &t.name) {
         (&Method::GET, None) => {
             if params.get("watch").is_some_and(|w| w == "1" || w == "true") {
-                watch::watch(store.clone(), t.res, t.ns.clone(), params).await
+                watch::watch(store.clone(), t.res, t.ns.clone(), params, want_table).await
             } else {
-                list::list(store, t.res, t.ns.as_deref(), params)
+                list::list(store, t.res, t.ns.as_deref(), params, want_table)
             }
         }
         (&Method::GET, Some(name)) => {
@@ -227,17 +241,26 @@ async fn dispatch(
             if is_scale {
                 return Ok(status::json(StatusCode::OK, &scale_of(&obj)));
             }
+            if let Some(w) = want_table {
+                let t = table::table(r.kind, &[obj.as_ref()], w, None, None);
+                return Ok(table::response(&t, w));
+            }
             Ok(status::json(StatusCode::OK, obj.as_ref()))
         }
         (&Method::POST, None) => {
             if !r.namespaced || t.ns.is_some() {
                 let obj = parse_body(headers, &body)?;
+                let warnings =
+                    fieldvalidation::check(t.res, &obj, fieldvalidation::directive(params)?)?;
                 let opts = WriteOpts {
                     dry_run: dry_run(params)?,
                     internal: false,
                 };
                 let created = store.create(t.res, &ns, obj, opts)?;
-                Ok(status::json(StatusCode::CREATED, created.as_ref()))
+                Ok(fieldvalidation::warn(
+                    status::json(StatusCode::CREATED, created.as_ref()),
+                    &warnings,
+                ))
             } else {
                 Err(ApiError::method_not_allowed(
                     "create of namespaced resources needs a namespace in the path",
@@ -264,6 +287,8 @@ async fn dispatch(
                 })?;
                 return Ok(status::json(StatusCode::OK, &scale_of(&updated)));
             }
+            let warnings =
+                fieldvalidation::check(t.res, &obj, fieldvalidation::directive(params)?)?;
             let (obj, created) =
                 store.update(t.res, &ns, name, obj, sub.unwrap_or(Sub::Main), opts)?;
             let code = if created {
@@ -271,12 +296,20 @@ async fn dispatch(
             } else {
                 StatusCode::OK
             };
-            Ok(status::json(code, obj.as_ref()))
+            Ok(fieldvalidation::warn(
+                status::json(code, obj.as_ref()),
+                &warnings,
+            ))
         }
         (&Method::PATCH, Some(name)) => {
             let opts = WriteOpts {
                 dry_run: dry_run(params)?,
                 internal: false,
+            };
+            let directive = fieldvalidation::directive(params)?;
+            let warnings = match patch::document(headers, &body) {
+                Some(doc) if !is_scale => fieldvalidation::check(t.res, &doc, directive)?,
+                _ => Vec::new(),
             };
             patch::patch(
                 store,
@@ -289,6 +322,7 @@ async fn dispatch(
                 &body,
                 opts,
             )
+            .map(|r| fieldvalidation::warn(r, &warnings))
         }
         (&Method::DELETE, Some(name)) => {
             let opts = delete_opts(params, &body)?;
@@ -325,6 +359,10 @@ async fn dispatch(
 fn delete_opts(params: &Params, body: &Bytes) -> Result<DeleteOpts, ApiError> {
     let b: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
+    } else if body.starts_with(b"k8s\0") {
+        // Go typed clients send DeleteOptions as Kubernetes protobuf.
+        crate::proto::decode_object(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
     } else {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?

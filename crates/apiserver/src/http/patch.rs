@@ -34,6 +34,16 @@ fn kind(headers: &HeaderMap) -> Result<Kind, ApiError> {
     }
 }
 
+/// The object-shaped document of a merge, strategic merge or apply patch (what field
+/// validation checks); None for JSON patches and bodies that do not parse.
+pub fn document(headers: &HeaderMap, body: &Bytes) -> Option<Value> {
+    match kind(headers).ok()? {
+        Kind::Merge => serde_json::from_slice(body).ok(),
+        Kind::Apply => serde_yaml::from_slice(body).ok(),
+        Kind::Json => None,
+    }
+}
+
 /// Applies a patch document to a JSON value.
 fn apply_patch(doc: &Value, k: &Kind, patch: &Value) -> Result<Value, ApiError> {
     let mut out = doc.clone();

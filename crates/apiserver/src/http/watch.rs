@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::error::ApiError;
+use crate::http::table::{self, Want};
 use crate::http::{list, Params};
 use crate::meta;
 use crate::resources::{ResId, RESOURCES};
@@ -50,9 +51,22 @@ fn expired(since: u64, floor: u64) -> Bytes {
     line("ERROR", &e.to_status())
 }
 
+/// A watch line with the object, or its Table row when the client asked for Tables.
+fn encode(kind: &str, obj: &Value, want: Option<Want>) -> Bytes {
+    match want {
+        Some(w) => {
+            let kind_name = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+            line(kind, &table::table(kind_name, &[obj], w, None, None))
+        }
+        None => line(kind, obj),
+    }
+}
+
 type Filter = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
 
 struct State {
+    /// Events carry one-row Tables instead of objects (`kubectl get -w`).
+    table: Option<Want>,
     store: Arc<Store>,
     res: ResId,
     ns: Option<String>,
@@ -80,7 +94,7 @@ impl State {
                 EventKind::Deleted if now || before => "DELETED",
                 _ => continue,
             };
-            self.pending.push_back(line(kind, &e.obj));
+            self.pending.push_back(encode(kind, &e.obj, self.table));
         }
     }
 
@@ -142,6 +156,7 @@ pub async fn watch(
     res: ResId,
     ns: Option<String>,
     params: &Params,
+    want: Option<Want>,
 ) -> Result<Response, ApiError> {
     let filter: Filter = Arc::new(list::filter(res, params)?);
     let timeout = match params.get("timeoutSeconds") {
@@ -162,7 +177,7 @@ pub async fn watch(
         let f = filter.clone();
         let (items, rv) = store.list(res, ns.as_deref(), move |o| f(o));
         for o in &items {
-            pending.push_back(line("ADDED", o));
+            pending.push_back(encode("ADDED", o, want));
         }
         if send_initial && bookmarks {
             pending.push_back(bookmark(res, rv, true));
@@ -179,6 +194,7 @@ pub async fn watch(
         .bookmark_interval
         .max(Duration::from_millis(100));
     let mut state = State {
+        table: want,
         store,
         res,
         ns,

@@ -45,6 +45,12 @@ impl TestLab {
         lab
     }
 
+    /// The kubeconfig `lab up` merges this lab's context into (a private file per test lab,
+    /// never the user's own).
+    pub fn kubeconfig(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("sarasa-test-{}.kubeconfig", self.name))
+    }
+
     /// Runs `sarasa --lab NAME ARGS...`.
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new(sarasa_bin())
@@ -52,6 +58,7 @@ impl TestLab {
             .arg(&self.name)
             .args(args)
             .env("SARASA_CNI_PATH", cni_dir())
+            .env("KUBECONFIG", self.kubeconfig())
             .output()
             .expect("running sarasa")
     }
@@ -187,6 +194,9 @@ impl Drop for TestLab {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        let kc = self.kubeconfig();
+        let _ = std::fs::remove_file(kc.with_extension("lock"));
+        let _ = std::fs::remove_file(kc);
     }
 }
 
