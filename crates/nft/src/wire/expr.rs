@@ -12,7 +12,7 @@ use crate::nl::Attrs;
 
 use super::attrs::*;
 use super::elem::element_list;
-use super::set::type_info;
+use super::set::{key_type, type_info};
 use super::{Enc, Unsupported};
 
 /// An anonymous set or map a rule uses; sent with its elements just before the rule.
@@ -413,7 +413,11 @@ impl RuleEnc {
         if let (Expr::And(inner, mask), Expr::Value(v)) = (left, right) {
             let (len, kind) = self.load(inner, REG_1)?;
             let data = value_bytes(v, kind)?;
-            self.bitwise(REG_1, len, &mask.to_ne_bytes(), &0u32.to_ne_bytes());
+            let mask = mask_bytes(*mask, kind)?;
+            if mask.len() as u32 != len {
+                return Err(Unsupported("mask of another length"));
+            }
+            self.bitwise(REG_1, len, &mask, &vec![0; mask.len()]);
             self.cmp(REG_1, op, &data);
             return Ok(());
         }
@@ -469,6 +473,36 @@ impl RuleEnc {
         }
     }
 
+    /// `a . b [!=] { x . y, ... }` (NetworkPolicy's exact protocol . port pairs): a lookup
+    /// of the concatenation, from reg 1 on, in an anonymous set of concatenated keys.
+    fn anon_concat_match(
+        &mut self,
+        parts: &[Expr],
+        left: &Expr,
+        op: CmpOp,
+        keys: &[Vec<Value>],
+    ) -> Enc<()> {
+        let types = parts
+            .iter()
+            .map(part_type)
+            .collect::<Enc<Vec<DataType>>>()?;
+        let mut values = std::collections::BTreeSet::new();
+        for k in keys {
+            let fits = k.len() == types.len()
+                && k.iter().zip(&types).all(|(v, t)| t.accepts(v))
+                && !k.iter().any(|v| matches!(v, Value::Prefix(_)));
+            if !fits {
+                return Err(Unsupported("anonymous set element"));
+            }
+            values.insert(Key(k.clone()));
+        }
+        self.load(left, REG32_00)?;
+        let elems = element_list(values.iter().map(|k| (k, None)), false, false)?;
+        let (name, id) = self.anon_set(false, key_type(&types)?, false, elems);
+        self.lookup(name, Some(id), REG32_00, None, op == CmpOp::Ne);
+        Ok(())
+    }
+
     /// `left [!=] { a, b, ... }`: a lookup in an anonymous set (one element: a comparison,
     /// as nft writes it).
     fn anon_match(&mut self, left: &Expr, op: CmpOp, keys: &[Vec<Value>]) -> Enc<()> {
@@ -477,8 +511,8 @@ impl RuleEnc {
                 return self.matches(left, op, &Expr::Value(v.clone()));
             }
         }
-        if matches!(left, Expr::Concat(_)) {
-            return Err(Unsupported("anonymous set of concatenations"));
+        if let Expr::Concat(parts) = left {
+            return self.anon_concat_match(parts, left, op, keys);
         }
         let (len, kind) = self.load(left, REG_1)?;
         let t = match (kind, len) {
@@ -525,6 +559,18 @@ fn nfproto_of(f: &Field) -> Option<u8> {
     }
 }
 
+/// The datatype of one part of a concatenation, as a set key.
+fn part_type(e: &Expr) -> Enc<DataType> {
+    Ok(match e {
+        Expr::Payload(Field::IpSaddr | Field::IpDaddr) => DataType::Ipv4Addr,
+        Expr::Payload(Field::Ip6Saddr | Field::Ip6Daddr) => DataType::Ipv6Addr,
+        Expr::Payload(Field::ThSport | Field::ThDport) => DataType::InetService,
+        Expr::Meta(MetaKey::L4proto) => DataType::InetProto,
+        Expr::Meta(MetaKey::Mark) => DataType::Mark,
+        _ => return Err(Unsupported("concatenation part of this type")),
+    })
+}
+
 /// How a loaded value is laid out.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Kind {
@@ -535,6 +581,19 @@ pub(crate) enum Kind {
     Host32,
     Ct,
     Concat,
+}
+
+/// A mask for a loaded value, laid out like it: a port in network order (`th dport &
+/// 0xfffe`, NetworkPolicy's port ranges), a mark or ct field in host order.
+fn mask_bytes(mask: u32, kind: Kind) -> Enc<Vec<u8>> {
+    Ok(match kind {
+        Kind::Port => u16::try_from(mask)
+            .map_err(|_| Unsupported("port mask over 16 bits"))?
+            .to_be_bytes()
+            .to_vec(),
+        Kind::Host32 | Kind::Ct => mask.to_ne_bytes().to_vec(),
+        _ => return Err(Unsupported("mask on this type")),
+    })
 }
 
 pub(crate) fn value_bytes(v: &Value, kind: Kind) -> Enc<Vec<u8>> {

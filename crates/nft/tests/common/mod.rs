@@ -689,8 +689,10 @@ pub fn datapath_like(name: &str) -> Table {
     t
 }
 
-/// A table shaped like NetworkPolicy's: drops logged through nflog once per source .
-/// destination pair (a dynamic timeout set), and the other forms of `log` the model has.
+/// A table shaped like NetworkPolicy's: a port range as a masked port, exact ports as an
+/// anonymous set of protocol . port pairs, drops logged through
+/// nflog once per source . destination pair (a dynamic timeout set), and the other forms of
+/// `log` the model has.
 pub fn logged(name: &str) -> Table {
     let mut t = Table::new(Family::Inet, name);
     let pair = Expr::Concat(vec![
@@ -721,6 +723,34 @@ pub fn logged(name: &str) -> Table {
                     Expr::Value(Value::Addr(ip("10.244.1.5"))),
                 )
                 .verdict(Verdict::Jump("ing_default_web".into())),
+        )
+        .rule(
+            // A NetworkPolicy port range as a masked block (ports 82-83).
+            Rule::new()
+                .eq(
+                    Expr::Meta(MetaKey::L4proto),
+                    Expr::Value(Value::Proto(L4Proto::Tcp)),
+                )
+                .eq(
+                    Expr::And(Box::new(Expr::Payload(Field::ThDport)), 0xfffe),
+                    Expr::Value(Value::Port(82)),
+                )
+                .verdict(Verdict::Accept),
+        )
+        .rule(
+            // NetworkPolicy's exact ports: protocol . port pairs in an anonymous set.
+            Rule::new()
+                .eq(
+                    Expr::Concat(vec![
+                        Expr::Meta(MetaKey::L4proto),
+                        Expr::Payload(Field::ThDport),
+                    ]),
+                    Expr::AnonSet(vec![
+                        vec![Value::Proto(L4Proto::Tcp), Value::Port(80)],
+                        vec![Value::Proto(L4Proto::Udp), Value::Port(53)],
+                    ]),
+                )
+                .verdict(Verdict::Accept),
         )
         .rule(Rule::new().then(Stmt::Log {
             prefix: None,
