@@ -7,9 +7,10 @@
 //! [`FLUSH_OPS`], what is staged so far is committed as its own delta and staging goes on, so
 //! memory stays bounded by that many operations, as when each table was applied alone.
 //! Measured (`scripts/bench-services-control.sh 10000`, cold start): staging the whole
-//! ruleset in one delta raised the agent's peak from 80-85 MB to 204-211 MB. Only full syncs
-//! that write a lot get there: every incremental reconcile, and a restart over a programmed
-//! node (nothing to change), is one delta.
+//! ruleset in one delta raised the agent's peak from 80-87 MB to 204-211 MB; committing every
+//! 10k operations, to 93-100 MB; 3k is about one shard table at 10k Services, what the agent
+//! applied at a time before. Only full syncs that write a lot get there: every incremental
+//! reconcile, and a restart over a programmed node (nothing to change), is one delta.
 
 use sarasa_nft::Transaction;
 use sarasa_plan::{Applied, Applier, PlanDelta, TableChange, TableId};
@@ -17,7 +18,7 @@ use sarasa_plan::{Applied, Applier, PlanDelta, TableChange, TableId};
 use crate::error::{Error, Result};
 
 /// Staged nftables operations past which a full sync commits what it has staged so far.
-pub const FLUSH_OPS: usize = 10_000;
+pub const FLUSH_OPS: usize = 3_000;
 
 /// A delta being staged for one applier.
 pub struct Staging<'a, A: Applier> {
