@@ -1,5 +1,6 @@
 //! The agent process: startup (netns guard, uplink, Node registration, vtep, annotations),
-//! then watchers → debounced reconcile (compile → apply) → readiness (condition, Lease, healthz).
+//! then watchers → debounced reconcile (compile → one plan delta → one applier, see
+//! [`crate::reconcile`]) → readiness (condition, Lease, healthz).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -10,19 +11,22 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use tokio::task::JoinHandle;
 
+use crate::applier::NetlinkApplier;
 use crate::config::{AgentConfig, Backend};
 use crate::datapath::{NodeDatapath, Uplink};
 use crate::error::{Error, Result};
 use crate::health::{self, Metrics};
 use crate::netns::NetnsTarget;
-use crate::plan::{compile, LocalNode, NodePlan, PlanError};
+use crate::plan::{compile, LocalNode, PlanError};
 use crate::policy::PolicyEnforcer;
+use crate::reconcile::{Inputs, NodeProgram};
 use crate::services::ServiceProxy;
-use crate::{cni_config, lease, node};
+use crate::{lease, node};
 use sarasa_cluster::state::ANNOTATION_VTEP_MAC;
 use sarasa_cluster::watch::{self, Shared, Snapshot};
 use sarasa_cluster::{PolicyDelta, ServiceDelta};
 use sarasa_model::MacAddr;
+use sarasa_plan::Applier;
 
 /// Coalesces bursts of watch events into one reconcile. Short: it adds directly to every
 /// change-to-programmed latency, and events arriving while a reconcile runs are picked up by
@@ -156,7 +160,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
     };
     let services = ServiceProxy::new(target.clone(), crate::services::proxy_config(&config));
     let policy = if config.network_policy {
-        let p = PolicyEnforcer::new(target.clone(), &config.node_name, config.policy_log_group);
+        let p = PolicyEnforcer::new(&config.node_name, config.policy_log_group);
         match crate::droplog::spawn(
             target.clone(),
             config.policy_log_group,
@@ -174,11 +178,22 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
     } else {
         None
     };
-    let reconciler = Reconciler {
+    let applier = NetlinkApplier::new(
+        datapath,
+        &uplink,
+        vtep,
+        config.cni_conf_dir.clone(),
+        config.network_policy,
+    );
+    let program = NodeProgram::new(
         services,
         policy,
+        config.cni_mode,
+        config.ipam_data_dir.clone(),
+    );
+    let reconciler = Reconciler {
+        program: Some((program, applier)),
         config,
-        datapath,
         uplink,
         local,
         vtep,
@@ -186,7 +201,6 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         shared: shared.clone(),
         metrics: metrics.clone(),
         rv_tx,
-        last_plan: None,
         waiting_logged: false,
         synced_logged: false,
     };
@@ -223,11 +237,10 @@ async fn lease_loop(
     }
 }
 
-struct Reconciler {
-    services: ServiceProxy,
-    policy: Option<PolicyEnforcer>,
+struct Reconciler<A: Applier> {
+    /// The compilers and the applier; lent to the blocking pool for each reconcile.
+    program: Option<(NodeProgram, A)>,
     config: AgentConfig,
-    datapath: NodeDatapath,
     uplink: Uplink,
     local: LocalNode,
     vtep: Option<MacAddr>,
@@ -235,12 +248,11 @@ struct Reconciler {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     rv_tx: tokio::sync::watch::Sender<u64>,
-    last_plan: Option<NodePlan>,
     waiting_logged: bool,
     synced_logged: bool,
 }
 
-impl Reconciler {
+impl<A: Applier + Send + 'static> Reconciler<A> {
     async fn run(mut self) -> Result<()> {
         let mut backoff = Duration::from_millis(200);
         let mut retry_at: Option<tokio::time::Instant> = None;
@@ -276,7 +288,11 @@ impl Reconciler {
     }
 
     async fn reconcile_once(&mut self, forced: bool) -> Result<()> {
-        let mut snapshot = self.shared.snapshot(self.services.needs_full());
+        let needs_full = self
+            .program
+            .as_ref()
+            .is_none_or(|(p, _)| p.services.needs_full());
+        let mut snapshot = self.shared.snapshot(needs_full);
         let mut services = Some(std::mem::take(&mut snapshot.services));
         let mut policy = Some(std::mem::take(&mut snapshot.policy));
         let result = self
@@ -288,7 +304,11 @@ impl Reconciler {
         if let Some(d) = services {
             self.shared.requeue(&d);
         }
-        if let (Some(d), Some(_)) = (policy, &self.policy) {
+        let enforcing = self
+            .program
+            .as_ref()
+            .is_some_and(|(p, _)| p.policy.is_some());
+        if let (Some(d), true) = (policy, enforcing) {
             self.shared.requeue_policy(&d);
         }
         result
@@ -351,46 +371,55 @@ impl Reconciler {
             }
         };
 
-        if forced || self.last_plan.as_ref() != Some(&plan) {
-            let started = Instant::now();
-            let report = self
-                .datapath
-                .program(&plan, &self.uplink, self.vtep)
-                .await?;
-            let conflist = cni_config::render(
-                &plan.pod_cidrs,
-                self.config.cni_mode,
-                plan.mtu,
-                &self.config.ipam_data_dir,
-            );
-            cni_config::write_atomic(&self.config.cni_conf_dir, &conflist)?;
-            let m = &self.metrics;
+        let started = Instant::now();
+        let remote_nodes = plan.remote_nodes;
+        let mut inputs = Inputs {
+            plan,
+            forced,
+            node: crate::services::proxy_node(&name, self.uplink.address, &me),
+            services: services.take(),
+            policy: policy_delta.take(),
+        };
+        let (mut program, mut applier) = self
+            .program
+            .take()
+            .ok_or_else(|| Error::Config("the node's compilers were lost to a panic".into()))?;
+        let shared = self.shared.clone();
+        let (program, applier, inputs, result) = tokio::task::spawn_blocking(move || {
+            let r = program.program(&mut applier, &shared, &mut inputs);
+            (program, applier, inputs, r)
+        })
+        .await
+        .map_err(|e| Error::Config(format!("programming task failed: {e}")))?;
+        // Changes no compiler consumed go back to the journal (the caller requeues them).
+        *services = inputs.services;
+        *policy_delta = inputs.policy;
+        self.program = Some((program, applier));
+        let done = result?;
+
+        let m = &self.metrics;
+        if done.commits > 0 {
             m.reconciles.fetch_add(1, Ordering::Relaxed);
             m.last_reconcile_micros
                 .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            m.remote_nodes
-                .store(plan.remote_nodes as u64, Ordering::Relaxed);
-            m.fabric_ops
-                .fetch_add(report.fabric_ops.len() as u64, Ordering::Relaxed);
-            if !report.is_noop() {
-                tracing::info!(
-                    ops = report.fabric_ops.len(),
-                    remote_nodes = plan.remote_nodes,
-                    "programmed node"
-                );
-            }
-            self.last_plan = Some(plan);
         }
-        let node_info = crate::services::proxy_node(&name, self.uplink.address, &me);
+        m.remote_nodes.store(remote_nodes as u64, Ordering::Relaxed);
+        crate::health::record_applied(m, &done.applied);
+        if done.fabric_applied && done.applied.fabric_ops > 0 {
+            tracing::info!(
+                ops = done.applied.fabric_ops,
+                remote_nodes,
+                "programmed node"
+            );
+        }
         let endpoints = snapshot.endpoint_count;
-        let svc = self
-            .services
-            .sync(&self.shared, services.take().unwrap_or_default(), node_info)
-            .await?;
+        let Some((program, _)) = self.program.as_mut() else {
+            return Ok(());
+        };
+        let svc = program.services.finish(done.services).await;
         crate::services::record(&self.metrics, &svc, endpoints);
-        if let Some(policy) = self.policy.as_mut() {
-            let delta = policy_delta.take().unwrap_or_default();
-            let report = policy.sync(&self.shared, delta).await?;
+        if let (Some(policy), Some(staged)) = (program.policy.as_mut(), done.policy) {
+            let report = policy.finish(staged);
             crate::policy::record(&self.metrics, &report);
         }
 

@@ -325,6 +325,26 @@ fn apply_ops(
     Ok(())
 }
 
+/// Turns on IP forwarding in the calling thread's namespace (and IPv6 forwarding when `ipv6`).
+fn enable_forwarding(ipv6: bool) -> Result<()> {
+    let mut keys = vec!["net/ipv4/ip_forward"];
+    if ipv6 {
+        keys.push("net/ipv6/conf/all/forwarding");
+    }
+    for key in keys {
+        let path = format!("/proc/sys/{key}");
+        let sysctl = |source| Error::Sysctl {
+            key: key.replace('/', "."),
+            source,
+        };
+        let cur = std::fs::read_to_string(&path).map_err(sysctl)?;
+        if cur.trim() != "1" {
+            std::fs::write(&path, "1").map_err(sysctl)?;
+        }
+    }
+    Ok(())
+}
+
 /// The netlink part of [`NodeDatapath::program`]: device, addresses, fabric diff.
 fn program_links(
     nl: &mut Netlink,
@@ -498,27 +518,24 @@ impl NodeDatapath {
 
     /// Turns on IP forwarding in this namespace (and IPv6 forwarding when `ipv6`).
     pub async fn enable_forwarding(&self, ipv6: bool) -> Result<()> {
-        netns::run_in(&self.target, move || {
-            let mut keys = vec!["net/ipv4/ip_forward"];
-            if ipv6 {
-                keys.push("net/ipv6/conf/all/forwarding");
-            }
-            for key in keys {
-                let path = format!("/proc/sys/{key}");
-                let cur = std::fs::read_to_string(&path).map_err(|source| Error::Sysctl {
-                    key: key.replace('/', "."),
-                    source,
-                })?;
-                if cur.trim() != "1" {
-                    std::fs::write(&path, "1").map_err(|source| Error::Sysctl {
-                        key: key.replace('/', "."),
-                        source,
-                    })?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        netns::run_in(&self.target, move || enable_forwarding(ipv6)).await
+    }
+
+    /// The fabric part of a plan, for a caller that may block (the applier, on tokio's
+    /// blocking pool): forwarding, the VXLAN device and its addresses, the fabric diff. Not
+    /// the masquerade table: the applier commits it with the other tables.
+    pub fn program_fabric_blocking(
+        &self,
+        plan: &NodePlan,
+        uplink_index: u32,
+        vtep_mac: Option<MacAddr>,
+    ) -> Result<ProgramReport> {
+        let ipv6 = plan.ipv6;
+        netns::run_in_sync(&self.target, move || enable_forwarding(ipv6))?;
+        let mut nl = self.netlink.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut report = ProgramReport::default();
+        program_links(&mut nl, plan, uplink_index, vtep_mac, &mut report)?;
+        Ok(report)
     }
 
     /// Programs the whole plan: forwarding, the VXLAN device and its addresses, the fabric

@@ -25,6 +25,9 @@ pub enum Error {
     Sysctl { key: String, source: std::io::Error },
     #[error("nft: {0}")]
     Nft(String),
+    /// A plan delta the applier could not commit (nothing of its nftables part applied).
+    #[error("apply: {0}")]
+    Apply(String),
     #[error("CNI config {path}: {source}")]
     CniConfig {
         path: PathBuf,

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub remote_nodes: AtomicU64,
     pub observed_resource_version: AtomicU64,
     pub fabric_ops: AtomicU64,
+    /// nftables: operations committed, netlink batches, batches that went through `nft -f`.
+    pub nft_ops: AtomicU64,
+    pub nft_batches: AtomicU64,
+    pub nft_fallbacks: AtomicU64,
     /// Service proxy: Services and endpoints programmed, last sync duration.
     pub services: AtomicU64,
     pub endpoints: AtomicU64,
@@ -35,6 +39,15 @@ pub struct Metrics {
     pub last_policy_drop: std::sync::Mutex<Option<String>>,
     /// The newest policy drop events, served at `/drops`.
     pub drops: crate::droplog::DropRing,
+}
+
+/// Publishes what the applier did in one reconcile.
+pub fn record_applied(metrics: &Metrics, applied: &sarasa_plan::Applied) {
+    let add = |a: &AtomicU64, v: usize| a.fetch_add(v as u64, Ordering::Relaxed);
+    add(&metrics.fabric_ops, applied.fabric_ops);
+    add(&metrics.nft_ops, applied.nft_ops);
+    add(&metrics.nft_batches, applied.nft_batches);
+    add(&metrics.nft_fallbacks, applied.nft_fallbacks);
 }
 
 /// `GET /drops?since=SEQ`.
@@ -88,6 +101,24 @@ impl Metrics {
             "counter",
             "Route/FDB/neighbour operations applied.",
             g(&self.fabric_ops).to_string(),
+        );
+        metric(
+            "sarasa_agent_nft_operations_total",
+            "counter",
+            "nftables operations committed (every table of a reconcile in one batch).",
+            g(&self.nft_ops).to_string(),
+        );
+        metric(
+            "sarasa_agent_nft_batches_total",
+            "counter",
+            "nf_tables netlink batches committed.",
+            g(&self.nft_batches).to_string(),
+        );
+        metric(
+            "sarasa_agent_nft_fallbacks_total",
+            "counter",
+            "Batches that could not be encoded and went through nft -f.",
+            g(&self.nft_fallbacks).to_string(),
         );
         metric(
             "sarasa_agent_observed_resource_version",

@@ -3,10 +3,11 @@
 //! Flow: the cluster view's watchers ([`sarasa_cluster::watch`]) keep a
 //! [`sarasa_cluster::ClusterState`] of small projections and journal the objects the compilers
 //! consume; a debounced reconcile loop (`agent`) compiles it into a [`NodePlan`] (`plan`,
-//! pure) and applies it by diff (`datapath` over `sarasa-netns`'s netlink client, the one the
-//! CNI plugin uses; `masquerade` over `nft`), feeds the journaled changes to the service proxy
-//! (`services`) and the policy enforcer (`policy`), writes the CNI config (`cni_config`),
-//! and reports readiness (`node`: NetworkUnavailable=False, `lease`: observed resourceVersion,
+//! pure), feeds the journaled changes to the service proxy (`services`) and the policy
+//! enforcer (`policy`), stages every part of the reconcile in one plan delta (`reconcile`,
+//! `staging`) and commits it through one applier (`applier`: the fabric by diff over
+//! `sarasa-netns`'s netlink client, the one the CNI plugin uses, every nftables table in one
+//! netlink batch, the CNI config last), and reports readiness (`node`: NetworkUnavailable=False, `lease`: observed resourceVersion,
 //! `health`: /healthz and /metrics).
 //!
 //! Embedding (what `sarasa agent` does):
@@ -28,6 +29,7 @@
 //! namespace [`run`] refuses to start unless `--host-netns` is given (a real node).
 
 mod agent;
+pub mod applier;
 mod client;
 pub mod cni_config;
 pub mod config;
@@ -45,7 +47,9 @@ pub mod nftables;
 pub mod node;
 pub mod plan;
 pub mod policy;
+pub mod reconcile;
 pub mod services;
+pub mod staging;
 
 pub use agent::{run, start, AgentHandle};
 pub use config::{AgentConfig, Backend, CniMode};

@@ -70,23 +70,30 @@ where
     F: FnOnce() -> Result<R> + Send + 'static,
     R: Send + 'static,
 {
-    let path = match target {
-        NetnsTarget::Current => None,
-        NetnsTarget::Path(p) => Some(p.clone()),
-    };
-    tokio::task::spawn_blocking(move || match path {
-        None => f(),
-        Some(path) => std::thread::scope(|s| {
+    let target = target.clone();
+    tokio::task::spawn_blocking(move || run_in_sync(&target, f))
+        .await
+        .map_err(|e| Error::Config(format!("blocking task failed: {e}")))?
+}
+
+/// [`run_in`] for a caller that may block: `f` runs inline for `Current`, else on a scoped
+/// thread that entered the namespace (the caller's thread never moves).
+pub fn run_in_sync<F, R>(target: &NetnsTarget, f: F) -> Result<R>
+where
+    F: FnOnce() -> Result<R> + Send,
+    R: Send,
+{
+    match target {
+        NetnsTarget::Current => f(),
+        NetnsTarget::Path(path) => std::thread::scope(|s| {
             s.spawn(|| {
-                enter(&path)?;
+                enter(path)?;
                 f()
             })
             .join()
             .unwrap_or_else(|_| Err(Error::Config("netns worker thread panicked".into())))
         }),
-    })
-    .await
-    .map_err(|e| Error::Config(format!("blocking task failed: {e}")))?
+    }
 }
 
 /// Moves the calling thread into the namespace at `path` (the thread must not be reused).

@@ -1,13 +1,14 @@
 //! NetworkPolicy on the node: feeds Namespaces, Pods (of every node: selectors match pods
 //! anywhere), NetworkPolicies and node addresses to a long-lived
 //! [`sarasa_policy::PolicyCompiler`] that only enforces for this node's pods (ingress at the
-//! destination's node, egress at the source's), and applies its transactions to table
+//! destination's node, egress at the source's), and stages its transactions for table
 //! `inet sarasa-policy` (hooked at `forward`, after service DNAT, so service traffic is judged on
-//! pod addresses).
+//! pod addresses) in the reconcile's plan delta, committed with the other tables by the agent's
+//! one applier ([`crate::staging`]).
 //!
-//! As for services: the first sync (and any after a failure) diffs the whole table against the
-//! kernel, never flushing it; later syncs feed the changes journaled since the previous one
-//! ([`PolicyDelta`], through the cluster view's `Consumer` interface) to the compiler and send
+//! As for services: the first sync (and any after a failed commit) diffs the whole table against
+//! the kernel, never flushing it; later syncs feed the changes journaled since the previous one
+//! ([`PolicyDelta`], through the cluster view's `Consumer` interface) to the compiler and stage
 //! one transaction for all of them. An invalid NetworkPolicy is logged and left out; the others
 //! keep being enforced. Which pods are policed, and each node's addresses, follow the cluster
 //! view's rule ([`sarasa_cluster::policy_objects`]), the one `sarasa policy matrix` uses.
@@ -22,11 +23,13 @@ use std::time::{Duration, Instant};
 use sarasa_cluster::objects::{NETWORK_POLICY, POD};
 use sarasa_cluster::watch::Shared;
 use sarasa_cluster::{build_policy_state, Fed, PolicyDelta};
-use sarasa_nft::{Family, NetlinkBackend, Transaction};
+use sarasa_nft::Family;
+use sarasa_plan::{Applier, TableId};
 use sarasa_policy::{CompileOptions, PolicyCompiler, PolicyState, TABLE};
 
 use crate::error::{Error, Result};
 use crate::netns::NetnsTarget;
+use crate::staging::Staging;
 
 /// What one sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,19 +49,11 @@ pub type SharedPolicyState = Arc<Mutex<PolicyState>>;
 
 /// The node's NetworkPolicy enforcement.
 pub struct PolicyEnforcer {
-    target: NetnsTarget,
     opts: CompileOptions,
     compiler: Option<PolicyCompiler>,
-    netlink: Option<NetlinkBackend>,
     shared: SharedPolicyState,
-    /// The next sync must rebuild from every object and reconcile the table with the kernel.
-    dirty: bool,
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Config(format!("blocking task failed: {e}")))
+    /// The next sync must rebuild from every object and diff the table against the kernel.
+    full_pending: bool,
 }
 
 /// IPv6 is policed as soon as any pod has an IPv6 address (a family not compiled is not
@@ -83,18 +78,16 @@ fn log_rejected(fed: &Fed) -> usize {
 
 impl PolicyEnforcer {
     /// Enforcement for the pods of `node`, logging drops to nflog `log_group`.
-    pub fn new(target: NetnsTarget, node: &str, log_group: u16) -> Self {
+    pub fn new(node: &str, log_group: u16) -> Self {
         PolicyEnforcer {
-            target,
             opts: CompileOptions {
                 node: Some(node.to_string()),
                 log_group,
                 ..CompileOptions::default()
             },
             compiler: None,
-            netlink: None,
             shared: Arc::new(Mutex::new(PolicyState::new())),
-            dirty: true,
+            full_pending: true,
         }
     }
 
@@ -109,108 +102,103 @@ impl PolicyEnforcer {
 
     /// The next sync rebuilds from every object (first sync, after a failure).
     pub fn needs_full(&self) -> bool {
-        self.dirty || self.compiler.is_none()
+        self.full_pending || self.compiler.is_none()
     }
 
-    /// Programs `delta` (the policy inputs changed since the last sync) for this node's pods;
-    /// rebuilds from every object in `cluster` when a full sync is due.
-    pub async fn sync(&mut self, cluster: &Shared, delta: PolicyDelta) -> Result<PolicySyncReport> {
-        let started = Instant::now();
-        let mut report = PolicySyncReport::default();
-        let mut changed = false;
+    /// Feeds `delta` (the policy inputs changed since the last sync) to the compiler and
+    /// stages its transaction; when a full sync is due, rebuilds from every object in
+    /// `cluster` and stages the table against what the node holds. Blocks (the applier reads
+    /// the kernel): call it from the blocking pool. Until [`PolicyEnforcer::committed`] says
+    /// the delta went in, the next sync is a full one.
+    pub fn stage<A: Applier>(
+        &mut self,
+        cluster: &Shared,
+        delta: PolicyDelta,
+        staging: &mut Staging<'_, A>,
+    ) -> Result<StagedPolicy> {
+        let mut staged = StagedPolicy {
+            started: Some(Instant::now()),
+            ..StagedPolicy::default()
+        };
+        let report = &mut staged.report;
         let mut delta = Some(delta);
+        let id = TableId {
+            family: Family::Inet,
+            name: TABLE.to_string(),
+        };
 
-        if let (false, Some(pc)) = (self.dirty, self.compiler.as_mut()) {
+        if let (false, Some(pc)) = (self.full_pending, self.compiler.as_mut()) {
             let pods_changed = delta.as_ref().is_some_and(|d| !d.pods.is_empty());
             let fed = delta.take().unwrap_or_default().feed(pc);
             report.changed_objects = fed.changed();
             report.invalid = log_rejected(&fed);
             if pods_changed && any_ipv6(pc.state()) != self.opts.ipv6 {
                 // A family appeared or went: compile both anew (below).
-                self.dirty = true;
+                self.full_pending = true;
             } else {
                 let tx = pc.take_transaction();
                 report.ops = tx.commands.len();
-                if let Err(e) = self.apply(tx).await {
-                    self.dirty = true;
-                    return Err(e);
-                }
-                changed = report.changed_objects > 0;
+                staging.push(id.clone(), tx)?;
+                staged.changed = report.changed_objects > 0;
             }
         }
 
-        if self.needs_full() {
-            // Every object (the partial delta, fed or not, is subsumed by them); if this fails,
-            // `dirty` stays set.
+        if self.full_pending || self.compiler.is_none() {
+            // Every object (the partial delta, fed or not, is subsumed by them); until the
+            // commit succeeds, a full sync stays pending.
             let all = match delta.take() {
                 Some(d) if d.complete() => d,
                 _ => cluster.all_policy(),
             };
-            if self.compiler.is_none() {
-                ensure_bridge_netfilter(&self.target).await;
-            }
             self.compiler = None;
-            self.dirty = true;
+            self.full_pending = true;
             let (ps, fed) = build_policy_state(all);
             report.changed_objects = fed.changed();
             report.invalid = log_rejected(&fed);
             self.opts.ipv6 = any_ipv6(&ps);
             let compiler = PolicyCompiler::new(ps, self.opts.clone());
-            let desired = compiler.table().clone();
-            let target = self.target.clone();
-            let backend = self.netlink.take();
-            let (backend, result) = blocking(move || {
-                let mut backend = match backend.map_or_else(|| crate::nftables::open(&target), Ok) {
-                    Ok(b) => b,
-                    Err(e) => return (None, Err(e)),
-                };
-                let r = crate::nftables::reconcile(&mut backend, &desired);
-                (Some(backend), r)
-            })
-            .await?;
-            self.netlink = backend;
-            let tx = result.map_err(|e| {
-                Error::Nft(format!("reconcile policy table against the kernel: {e}"))
-            })?;
+            let tx = staging.diff_table(&id, Some(compiler.table()))?;
             report.full = true;
             report.ops = tx.commands.len();
+            staging.push(id, tx)?;
             self.compiler = Some(compiler);
-            self.dirty = false;
-            changed = true;
+            staged.changed = true;
         }
-
         if let Some(pc) = &self.compiler {
             report.policies = pc.state().policies().count();
-            if changed {
-                let copy = pc.state().clone();
-                match self.shared.lock() {
-                    Ok(mut g) => *g = copy,
-                    Err(p) => *p.into_inner() = copy,
-                }
-            }
         }
-        report.duration = started.elapsed();
-        Ok(report)
+        Ok(staged)
     }
 
-    async fn apply(&mut self, tx: Transaction) -> Result<()> {
-        if tx.is_empty() {
-            return Ok(());
-        }
-        let backend = self.netlink.take();
-        let target = self.target.clone();
-        let (backend, result) = blocking(move || {
-            let mut backend = match backend.map_or_else(|| crate::nftables::open(&target), Ok) {
-                Ok(b) => b,
-                Err(e) => return (None, Err(e)),
-            };
-            let r = backend.apply_to(Family::Inet, TABLE, &tx).map(|_| ());
-            (Some(backend), r)
-        })
-        .await?;
-        self.netlink = backend;
-        result.map_err(|e| Error::Nft(format!("apply policy update: {e}")))
+    /// Whether the delta holding the staged transaction was committed. When it was not, the
+    /// kernel holds none of it: the next sync rebuilds and diffs the whole table.
+    pub fn committed(&mut self, ok: bool) {
+        self.full_pending = !ok;
     }
+
+    /// After a successful commit: publishes the compiler's state to the drop-log reader when
+    /// it changed.
+    pub fn finish(&mut self, staged: StagedPolicy) -> PolicySyncReport {
+        if let (Some(pc), true) = (&self.compiler, staged.changed) {
+            let copy = pc.state().clone();
+            match self.shared.lock() {
+                Ok(mut g) => *g = copy,
+                Err(p) => *p.into_inner() = copy,
+            }
+        }
+        let mut report = staged.report;
+        report.duration = staged.started.map(|t| t.elapsed()).unwrap_or_default();
+        report
+    }
+}
+
+/// What a staged sync leaves for after the commit.
+#[derive(Debug, Default)]
+pub struct StagedPolicy {
+    pub report: PolicySyncReport,
+    started: Option<Instant>,
+    /// The policy state changed: publish it once committed.
+    changed: bool,
 }
 
 const BRIDGE_NF: [&str; 2] = [
@@ -222,8 +210,8 @@ const BRIDGE_NF: [&str; 2] = [
 /// `forward` hook only with bridge netfilter on in the node's namespace (the sysctl is per
 /// namespace, default on once `br_netfilter` is loaded). Turns it on there; without the module
 /// same-node traffic on a bridge is not policed, which is logged.
-async fn ensure_bridge_netfilter(target: &NetnsTarget) {
-    let r = crate::netns::run_in(target, || {
+pub fn ensure_bridge_netfilter(target: &NetnsTarget) {
+    let r = crate::netns::run_in_sync(target, || {
         let mut missing = false;
         for path in BRIDGE_NF {
             match std::fs::read_to_string(path) {
@@ -236,8 +224,7 @@ async fn ensure_bridge_netfilter(target: &NetnsTarget) {
             }
         }
         Ok(missing)
-    })
-    .await;
+    });
     match r {
         Ok(false) => {}
         Ok(true) => tracing::warn!(

@@ -1,18 +1,19 @@
 //! The service proxy on the node: feeds Service and EndpointSlice changes to
-//! [`sarasa_proxy::ProxyState`] and applies its transactions to the proxy's tables (`inet sarasa`
-//! and its shards `inet sarasa-svcNN`, see [`sarasa_proxy`]).
+//! [`sarasa_proxy::ProxyState`] and stages its transactions for the proxy's tables (`inet sarasa`
+//! and its shards `inet sarasa-svcNN`, see [`sarasa_proxy`]) in the reconcile's plan delta,
+//! which the agent's one applier commits with the other tables' ([`crate::staging`]).
 //!
-//! - First sync (and after any failure, or when the node's addresses or podCIDRs change): every
-//!   table is built in turn, read back from the kernel over netlink and diffed against it
-//!   ([`diff_kernel`]), one table at a time so that memory stays bounded at 100k Services. A
+//! - First sync (and after any failed commit, or when the node's addresses or podCIDRs
+//!   change): every table is built in turn, read back from the node through the applier and
+//!   diffed against it, one table at a time so that memory stays bounded at 100k Services. A
 //!   restarted agent changes nothing that is already right and never flushes a table
 //!   (established connections keep their conntrack entries and DNAT).
 //! - Afterwards each reconcile gets only the objects that changed ([`ServiceDelta`], from the
-//!   watch journal), fed to the proxy compiler through the cluster view's
-//!   [`Consumer`] interface, and sends the per-Service transactions of all of them, across tables, as one
-//!   atomic netlink batch.
-//! - Then stale UDP conntrack entries are deleted ([`crate::conntrack`]) and health-check node
-//!   ports updated ([`crate::healthcheck`]).
+//!   watch journal), fed to the proxy compiler through the cluster view's [`Consumer`]
+//!   interface; the per-Service transactions of all of them, across tables, are staged.
+//! - After the commit, stale UDP conntrack entries are deleted ([`crate::conntrack`]) and
+//!   health-check node ports updated ([`crate::healthcheck`]); a failed commit makes the next
+//!   sync a full one.
 //!
 //! Masquerading: the proxy marks what kube-proxy masquerades (node → ClusterIP, external →
 //! NodePort/LoadBalancer with Cluster policy, hairpin) and masquerades marked packets in its own
@@ -21,7 +22,6 @@
 //! never translated twice, and pod → ClusterIP (DNATed to a pod address inside the cluster CIDR)
 //! is translated by neither.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -30,12 +30,14 @@ use std::sync::Arc;
 use sarasa_cluster::journal::split_key;
 use sarasa_cluster::{objects, Consumer, Rejected};
 use sarasa_model::{EndpointSlice, NodeInfo, Service};
-use sarasa_nft::{diff_kernel, Family, NetlinkBackend, Table, Transaction};
+use sarasa_nft::{Family, Table};
+use sarasa_plan::{Applier, TableId};
 use sarasa_proxy::{ProxyConfig, ProxyState, StaleUdp, Update};
 
 use crate::error::{Error, Result};
 use crate::healthcheck::HealthChecks;
 use crate::netns::NetnsTarget;
+use crate::staging::Staging;
 use sarasa_cluster::watch::Shared;
 use sarasa_cluster::ServiceDelta;
 
@@ -63,14 +65,9 @@ pub struct ServiceProxy {
     target: NetnsTarget,
     config: ProxyConfig,
     proxy: Option<ProxyState>,
-    netlink: Option<NetlinkBackend>,
     health: HealthChecks,
     /// The next sync must rebuild from every object and reconcile each table with the kernel.
     dirty: bool,
-}
-
-fn nft_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Nft(format!("{what}: {e}"))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
@@ -136,15 +133,13 @@ fn load(proxy: &mut ProxyState, all: ServiceDelta) {
     proxy.load(services, slices);
 }
 
-/// Makes the kernel hold every table of `proxy`, one table at a time (each built, read back,
-/// diffed and applied, then dropped). Returns the operations applied.
-fn program_all(
-    backend: &mut NetlinkBackend,
-    proxy: &ProxyState,
-) -> std::result::Result<usize, sarasa_nft::NftError> {
+/// Stages every table of `proxy` against what the node holds, one table at a time (each
+/// built, read back, diffed, staged, then dropped; staging commits early past its bound), and
+/// the deletion of shards a larger earlier configuration left. Returns the operations staged.
+fn stage_all<A: Applier>(staging: &mut Staging<'_, A>, proxy: &ProxyState) -> Result<usize> {
     let config = proxy.config();
     let mut ops = 0;
-    let mut times = [Duration::ZERO; 4]; // build, read back, diff, apply
+    let mut times = [Duration::ZERO; 2]; // build, read back + diff
     for (i, name) in config.table_names().iter().enumerate() {
         let t = Instant::now();
         let desired: Table = if i == 0 {
@@ -153,41 +148,45 @@ fn program_all(
             proxy.shard_table(i - 1)
         };
         times[0] += t.elapsed();
-        // Looked up by the model's names: a full chain dump covers every chain of every inet
-        // table, so one per shard would cost time quadratic in the whole ruleset.
         let t = Instant::now();
-        let current = backend.list_table_like(&desired)?;
-        times[1] += t.elapsed();
-        let t = Instant::now();
-        let tx = diff_kernel(current.as_ref(), &desired);
-        drop(current);
+        let tx = staging.diff_table(&TableId::of(&desired), Some(&desired))?;
         drop(desired);
-        times[2] += t.elapsed();
+        times[1] += t.elapsed();
         ops += tx.commands.len();
-        let t = Instant::now();
-        backend.apply_batch(&[(Family::Inet, name.as_str(), &tx)])?;
-        times[3] += t.elapsed();
+        staging.push(inet(name), tx)?;
+    }
+    // Shards a larger earlier configuration left behind (a lookup of a missing table is one
+    // request).
+    for i in config.shards..MAX_SHARDS {
+        let id = inet(&config.shard_table(i));
+        let gone = staging.diff_table(&id, None)?;
+        ops += gone.commands.len();
+        staging.push(id, gone)?;
     }
     tracing::info!(
         tables = config.table_names().len(),
         ops,
         build_ms = times[0].as_millis() as u64,
-        read_back_ms = times[1].as_millis() as u64,
-        diff_ms = times[2].as_millis() as u64,
-        apply_ms = times[3].as_millis() as u64,
-        "service tables programmed"
+        read_back_diff_ms = times[1].as_millis() as u64,
+        "service tables staged against the kernel"
     );
-    // Shards a larger earlier configuration left behind (a lookup of a missing table is one
-    // request).
-    for i in config.shards..MAX_SHARDS {
-        let name = config.shard_table(i);
-        if backend.list_table(Family::Inet, &name)?.is_some() {
-            let gone = Transaction::delete_table(Family::Inet, &name);
-            backend.apply_batch(&[(Family::Inet, name.as_str(), &gone)])?;
-            ops += 1;
-        }
-    }
     Ok(ops)
+}
+
+fn inet(name: &str) -> TableId {
+    TableId {
+        family: Family::Inet,
+        name: name.to_string(),
+    }
+}
+
+/// What a staged sync leaves for after the commit.
+#[derive(Debug, Default)]
+pub struct StagedServices {
+    pub report: SyncReport,
+    started: Option<Instant>,
+    stale_udp: Vec<StaleUdp>,
+    refresh_health: bool,
 }
 
 impl ServiceProxy {
@@ -197,7 +196,6 @@ impl ServiceProxy {
             target,
             config,
             proxy: None,
-            netlink: None,
             dirty: true,
         }
     }
@@ -223,24 +221,31 @@ impl ServiceProxy {
         self.health.ports()
     }
 
-    /// Programs `delta` (the Services and EndpointSlices changed since the last sync) for
-    /// `node`; rebuilds from every object in `shared` when a full sync is due.
-    pub async fn sync(
+    /// Feeds `delta` (the Services and EndpointSlices changed since the last sync) for `node`
+    /// to the compiler and stages its transactions; when a full sync is due, rebuilds from
+    /// every object in `shared` and stages each table against what the node holds. Blocks
+    /// (the applier reads the kernel): call it from the blocking pool. Until
+    /// [`ServiceProxy::committed`] says the delta went in, the next sync is a full one.
+    pub fn stage<A: Applier>(
         &mut self,
         shared: &Shared,
         delta: ServiceDelta,
         node: NodeInfo,
-    ) -> Result<SyncReport> {
-        let started = Instant::now();
-        let mut report = SyncReport::default();
+        staging: &mut Staging<'_, A>,
+    ) -> Result<StagedServices> {
+        let mut staged = StagedServices {
+            started: Some(Instant::now()),
+            // Health-check node ports are refreshed after a full sync or a change to one of
+            // them (listing them is cheap, but not needed per change).
+            refresh_health: true,
+            ..StagedServices::default()
+        };
+        let report = &mut staged.report;
         let node_changed = self.proxy.as_ref().is_none_or(|p| *p.node() != node);
-        // Health-check node ports are refreshed after a full sync or a change to one of them
-        // (listing them is cheap, but not needed per change).
-        let mut refresh_health = true;
 
         if self.dirty || node_changed {
-            // Every object (a partial delta is subsumed by them); if this fails, `dirty` stays
-            // set.
+            // Every object (a partial delta is subsumed by them); until the commit succeeds,
+            // `dirty` stays set.
             let all = if delta.complete() {
                 delta
             } else {
@@ -259,82 +264,59 @@ impl ServiceProxy {
                 ms = t.elapsed().as_millis() as u64,
                 "service proxy state built"
             );
-            let backend = self.netlink.take();
-            let target = self.target.clone();
-            let (backend, proxy, result) = blocking(move || {
-                let mut backend = match backend.map_or_else(|| crate::nftables::open(&target), Ok) {
-                    Ok(b) => b,
-                    Err(e) => return (None, proxy, Err(e)),
-                };
-                let r = program_all(&mut backend, &proxy);
-                (Some(backend), proxy, r)
-            })
-            .await?;
-            self.netlink = backend;
-            let ops = result.map_err(|e| nft_err("program service tables", e))?;
+            report.ops = stage_all(staging, &proxy)?;
             report.full = true;
-            report.ops = ops;
-            if ops > 0 {
-                tracing::info!(ops, "service tables reconciled against the kernel");
-            }
             self.proxy = Some(proxy);
-            self.dirty = false;
         } else if let Some(proxy) = self.proxy.as_mut() {
             report.changed_objects = delta.len();
-            let mut update = feed(proxy, delta);
-            refresh_health = update.health_checks_changed || self.health.incomplete();
+            let update = feed(proxy, delta);
+            // From here the compiler is ahead of the kernel until the commit succeeds.
+            self.dirty = true;
+            staged.refresh_health = update.health_checks_changed || self.health.incomplete();
             report.ops = update.ops();
             report.chains_written = update.chains_written();
-            if let Err(e) = self.apply(std::mem::take(&mut update.transactions)).await {
-                // The kernel holds none of it (one batch): start over from a full diff.
-                self.dirty = true;
-                return Err(e);
-            }
             report.stale_udp = update.stale_udp.len();
-            self.cleanup_conntrack(update.stale_udp).await?;
-        }
-
-        if let Some(proxy) = &self.proxy {
-            if refresh_health {
-                self.health.update(&proxy.health_checks()).await;
+            staged.stale_udp = update.stale_udp;
+            for (table, tx) in update.transactions {
+                staging.push(inet(&table), tx)?;
             }
+        }
+        if let Some(proxy) = &self.proxy {
             report.services = proxy.service_count();
         }
-        report.duration = started.elapsed();
-        Ok(report)
+        Ok(staged)
     }
 
-    /// Sends every table's part of an update as one netlink batch (one atomic commit); the
-    /// socket is opened on first use in the node's namespace.
-    async fn apply(&mut self, parts: BTreeMap<String, Transaction>) -> Result<()> {
-        if parts.values().all(Transaction::is_empty) {
-            return Ok(());
+    /// Whether the delta holding the staged transactions was committed. When it was not, the
+    /// kernel holds none of it (one batch): the next sync starts over from a full diff.
+    pub fn committed(&mut self, ok: bool) {
+        self.dirty = !ok;
+    }
+
+    /// After a successful commit: deletes stale UDP conntrack entries (their endpoint is no
+    /// longer in the rules) and updates the health-check node ports.
+    pub async fn finish(&mut self, staged: StagedServices) -> SyncReport {
+        let mut report = staged.report;
+        self.cleanup_conntrack(staged.stale_udp).await;
+        if let (Some(proxy), true) = (&self.proxy, staged.refresh_health) {
+            self.health.update(&proxy.health_checks()).await;
         }
-        let backend = self.netlink.take();
-        let target = self.target.clone();
-        let (backend, result) = blocking(move || {
-            let mut backend = match backend.map_or_else(|| crate::nftables::open(&target), Ok) {
-                Ok(b) => b,
-                Err(e) => return (None, Err(e)),
-            };
-            let batch: Vec<(Family, &str, &Transaction)> = parts
-                .iter()
-                .map(|(t, tx)| (Family::Inet, t.as_str(), tx))
-                .collect();
-            let r = backend.apply_batch(&batch).map(|_| ());
-            (Some(backend), r)
-        })
-        .await?;
-        self.netlink = backend;
-        result.map_err(|e| nft_err("apply service update", e))
+        report.duration = staged.started.map(|t| t.elapsed()).unwrap_or_default();
+        report
     }
 
-    async fn cleanup_conntrack(&self, stale: Vec<StaleUdp>) -> Result<()> {
+    async fn cleanup_conntrack(&self, stale: Vec<StaleUdp>) {
         if stale.is_empty() {
-            return Ok(());
+            return;
         }
         let target = self.target.clone();
-        let report = blocking(move || crate::conntrack::delete_stale(&target, &stale)).await?;
+        let report = match blocking(move || crate::conntrack::delete_stale(&target, &stale)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "stale UDP conntrack cleanup failed");
+                return;
+            }
+        };
         for e in &report.errors {
             tracing::warn!(error = %e, "stale UDP conntrack cleanup failed");
         }
@@ -343,7 +325,6 @@ impl ServiceProxy {
             deleted = report.deleted,
             "stale UDP conntrack entries deleted"
         );
-        Ok(())
     }
 
     /// The desired tables, main first (for tests and diagnostics).
@@ -519,6 +500,47 @@ mod tests {
         assert!(feed(&mut p, ServiceDelta::default()).is_empty());
     }
 
+    /// The nftables half of the agent's applier, over a socket in a test namespace.
+    struct NftOnly(sarasa_nft::NetlinkBackend);
+
+    impl Applier for NftOnly {
+        type Error = sarasa_nft::NftError;
+        fn diff_table(
+            &mut self,
+            id: &TableId,
+            desired: Option<&Table>,
+        ) -> std::result::Result<sarasa_nft::Transaction, Self::Error> {
+            Ok(match desired {
+                Some(t) => sarasa_nft::diff_kernel(self.0.list_table_like(t)?.as_ref(), t),
+                None if self.0.list_table(id.family, &id.name)?.is_some() => {
+                    sarasa_nft::Transaction::delete_table(id.family, &id.name)
+                }
+                None => sarasa_nft::Transaction::default(),
+            })
+        }
+        fn apply(
+            &mut self,
+            delta: &sarasa_plan::PlanDelta,
+        ) -> std::result::Result<sarasa_plan::Applied, Self::Error> {
+            let parts: Vec<_> = delta
+                .tables
+                .iter()
+                .map(|t| (t.table.family, t.table.name.as_str(), &t.transaction))
+                .collect();
+            self.0.apply_batch(&parts)?;
+            Ok(sarasa_plan::Applied::default())
+        }
+    }
+
+    /// Stages every table of `proxy` against the namespace's and commits them as one delta;
+    /// returns the operations and the deltas committed.
+    fn program_all(nl: &mut NftOnly, proxy: &ProxyState) -> (usize, usize) {
+        let mut staging = Staging::new(nl);
+        let ops = stage_all(&mut staging, proxy).unwrap();
+        staging.commit().unwrap();
+        (ops, staging.commits)
+    }
+
     #[test]
     fn full_program_makes_every_table_right_and_removes_stale_shards() {
         let ns = Netns::new();
@@ -526,8 +548,14 @@ mod tests {
         // longer has, and a stray chain in the main table.
         ns.nft("add table inet sarasa-svc05\nadd chain inet sarasa-svc05 old\nadd table inet sarasa\nadd chain inet sarasa stray\n");
         let proxy = proxy(2);
-        let mut backend = crate::nftables::open(&NetnsTarget::Path(ns.path().into())).unwrap();
-        assert!(program_all(&mut backend, &proxy).unwrap() > 0);
+        let backend = crate::nftables::open(&NetnsTarget::Path(ns.path().into())).unwrap();
+        let mut nl = NftOnly(backend);
+        let (ops, commits) = program_all(&mut nl, &proxy);
+        assert!(ops > 0);
+        assert_eq!(commits, 1, "every table in one delta");
+        assert_eq!(nl.0.native_count, 1, "one netlink batch");
+        assert_eq!(nl.0.fallback_count, 0);
+        let backend = &mut nl.0;
         assert_eq!(
             backend.list_table(Family::Inet, "sarasa-svc05").unwrap(),
             None,
@@ -542,11 +570,11 @@ mod tests {
             let kernel = backend.list_table(Family::Inet, name).unwrap();
             assert!(kernel.is_some(), "{name} missing");
             assert!(
-                diff_kernel(kernel.as_ref(), &desired).is_empty(),
+                sarasa_nft::diff_kernel(kernel.as_ref(), &desired).is_empty(),
                 "{name} differs from the model"
             );
         }
-        // A second program (an agent restart) changes nothing.
-        assert_eq!(program_all(&mut backend, &proxy).unwrap(), 0);
+        // A second program (an agent restart) changes nothing and commits nothing.
+        assert_eq!(program_all(&mut nl, &proxy), (0, 0));
     }
 }

@@ -204,6 +204,11 @@ async fn agents_register_publish_program_and_report() {
         "restart applied no fabric change"
     );
     assert_eq!(
+        a1.metrics.nft_ops.load(Ordering::Relaxed),
+        0,
+        "restart wrote no nftables operation"
+    );
+    assert_eq!(
         ip_out(&["-n", &nodes[0].ns, "-o", "link", "show", "sarasa.1"]),
         vx_before
     );

@@ -49,6 +49,20 @@ fn serve_counting(l: TcpListener) -> Arc<AtomicUsize> {
     n
 }
 
+/// `GET /metrics` of an agent's health listener, over a plain TCP connection.
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: agent\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap()
+}
+
 async fn start_agent(name: &str, ns: &str, api: &str, dir: &std::path::Path) -> AgentHandle {
     let mut c = AgentConfig::new(name);
     c.apiserver = Some(api.to_string());
@@ -358,6 +372,20 @@ async fn services_and_policies_across_nodes() {
     })
     .await;
     assert!(a2.metrics.policy_drops.load(Ordering::Relaxed) > 0);
+    // Every table, the policy table with its `log` statements included, went over netlink:
+    // one batch per reconcile, none through `nft -f` (node-1's agent was restarted over a
+    // programmed node: it may have had nothing to write).
+    for a in [&a2, &a3] {
+        assert!(a.metrics.nft_batches.load(Ordering::Relaxed) > 0);
+    }
+    for a in [&a1, &a2, &a3] {
+        assert_eq!(a.metrics.nft_fallbacks.load(Ordering::Relaxed), 0);
+    }
+    let metrics = metrics_text(a2.health_addr).await;
+    assert!(
+        metrics.contains("sarasa_agent_nft_fallbacks_total 0"),
+        "{metrics}"
+    );
 
     drop(a1);
     drop(a2);

@@ -1,7 +1,9 @@
 //! The fallback policy of the netlink backend: a batch goes to the kernel natively when every
 //! operation of every table in it encodes; otherwise the WHOLE batch goes to one `nft -f` run of
 //! the tables' scripts, so it still applies atomically (half native, half `nft` would be two
-//! commits). Kept apart from the encoder (which only says what it cannot encode) and from the
+//! commits). Every table sarasa programs (masquerade, service proxy and shards, policy with its
+//! `log` statements) encodes; what is left for `nft` is what no sarasa table uses (interface
+//! names, `tcp dport`, interval sets of concatenations, attributes over 64 KiB). Kept apart from the encoder (which only says what it cannot encode) and from the
 //! socket (which only sends what it is given), so the decision is tested without either.
 
 use crate::diff::Transaction;
@@ -43,8 +45,8 @@ pub(crate) fn route(parts: &[(Family, &str, &Transaction)], first_seq: u32) -> R
 mod tests {
     use super::*;
     use crate::diff::{diff, diff_kernel};
-    use crate::expr::{Rule, Stmt, Verdict};
-    use crate::model::{Chain, ChainType, Hook, Policy, Table};
+    use crate::expr::{Expr, MetaKey, Rule, Stmt, Verdict};
+    use crate::model::{Chain, ChainType, Hook, Policy, Table, Value};
 
     fn table(name: &str, rule: Rule) -> Table {
         let mut t = Table::new(Family::Inet, name);
@@ -74,19 +76,37 @@ mod tests {
     #[test]
     fn one_unencodable_part_sends_every_part_to_nft() {
         let a = diff_kernel(None, &table("a", Rule::new().verdict(Verdict::Accept)));
-        let logged = Rule::new().then(Stmt::Log {
-            prefix: Some("x".into()),
-            group: None,
-        });
-        let b = diff_kernel(None, &table("b", logged));
+        // No sarasa table matches interface names; the encoder does not cover them.
+        let by_name = Rule::new()
+            .eq(
+                Expr::Meta(MetaKey::Iifname),
+                Expr::Value(Value::Ifname("eth0".into())),
+            )
+            .verdict(Verdict::Accept);
+        let b = diff_kernel(None, &table("b", by_name));
         match route(&[(Family::Inet, "a", &a), (Family::Inet, "b", &b)], 1) {
             Route::Nft { why, script } => {
-                assert_eq!(why, "log");
+                assert_eq!(why, "ifname");
                 assert!(script.contains("table inet a"), "{script}");
                 assert!(script.contains("table inet b"), "{script}");
             }
             _ => panic!("expected the nft route"),
         }
+    }
+
+    #[test]
+    fn logging_goes_native() {
+        let logged = Rule::new()
+            .then(Stmt::Log {
+                prefix: Some("sarasa-pol x".into()),
+                group: Some(100),
+            })
+            .verdict(Verdict::Drop);
+        let t = diff_kernel(None, &table("p", logged));
+        assert!(matches!(
+            route(&[(Family::Inet, "p", &t)], 1),
+            Route::Native(_)
+        ));
     }
 
     #[test]

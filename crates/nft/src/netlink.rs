@@ -15,10 +15,11 @@
 //! Scope: what the service proxy and per-object updates use: tables, chains, sets and maps
 //! (plain, concatenated, interval, timeout, dynamic; verdict and data maps) with their
 //! elements, rules with payload, meta, ct, fib, numgen, lookup (named and anonymous sets),
-//! vmaps (named and anonymous), dynset, nat, masquerade, reject, counter, mark and verdicts.
-//! Anything else (interval sets of concatenations, `tcp dport`, interface-name matches,
-//! logging, attributes over 64 KiB) makes [`NetlinkBackend::apply_batch`] hand the whole batch
-//! to one `nft -f` run instead, so every batch still applies atomically.
+//! vmaps (named and anonymous), dynset, nat, masquerade, reject, counter, mark, log and
+//! verdicts: every table sarasa programs, NetworkPolicy's included. Anything else (interval
+//! sets of concatenations, `tcp dport`, interface-name matches, attributes over 64 KiB) makes
+//! [`NetlinkBackend::apply_batch`] hand the whole batch to one `nft -f` run instead, so every
+//! batch still applies atomically.
 //!
 //! This module is the I/O only: the socket, sending a batch, reading its ACK or errors and
 //! naming the operation at fault. The bytes come from [`crate::wire`] (sans-IO, tested from

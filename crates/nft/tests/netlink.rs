@@ -44,6 +44,72 @@ fn same_listing(ns: &Netns, family: Family, name: &str) -> Option<KernelTable> {
     native
 }
 
+/// `nft -j list table` without rule and object handles (they count per namespace) and without
+/// set elements' expiry (it ticks).
+fn kernel_json(ns: &Netns, family: Family, name: &str) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                m.remove("expires");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_str(&ns.nft(&["-j", "list", "table", family.as_str(), name])).unwrap();
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn logging_tables_go_native_and_leave_what_nft_f_leaves() {
+    // The policy-shaped table with its nflog and syslog `log` statements: natively in one
+    // namespace, through `nft -f` in another; the kernel must hold the same thing.
+    let native_ns = Netns::new("sx-nft-t");
+    let nft_ns = Netns::new("sx-nft-t");
+    let want = logged("sarasa-policy");
+    let tx = diff_kernel(None, &want);
+    let mut nl = native_ns.native();
+    assert!(nl.apply_to(Family::Inet, "sarasa-policy", &tx).unwrap());
+    assert_eq!(nl.fallback_count, 0, "went to nft: {:?}", nl.last_fallback);
+    assert_eq!(nl.native_count, 1);
+    nft_ns.script(&tx.script());
+    let native = kernel_json(&native_ns, Family::Inet, "sarasa-policy");
+    assert_eq!(native, kernel_json(&nft_ns, Family::Inet, "sarasa-policy"));
+    let text = serde_json::to_string(&native).unwrap();
+    for needle in [
+        r#""prefix":"sarasa-pol I 1a2b3c4d""#,
+        r#""group":100"#,
+        r#""group":7"#,
+    ] {
+        assert!(text.contains(needle), "{needle} not in {text}");
+    }
+    // Read back: nothing to change; a changed prefix is one chain rewrite, still native.
+    let k = same_listing(&native_ns, Family::Inet, "sarasa-policy").unwrap();
+    assert!(diff_kernel(Some(&k), &want).is_empty());
+    let mut changed = want.clone();
+    for r in &mut changed.chains.get_mut("ing_default_web").unwrap().rules {
+        for st in &mut r.stmts {
+            if let Stmt::Log {
+                prefix: Some(p), ..
+            } = st
+            {
+                p.push_str(" v2");
+            }
+        }
+    }
+    let tx = diff_kernel(Some(&k), &changed);
+    assert!(!tx.is_empty());
+    assert!(nl.apply_to(Family::Inet, "sarasa-policy", &tx).unwrap());
+    assert_eq!(nl.fallback_count, 0);
+    assert!(kernel_json(&native_ns, Family::Inet, "sarasa-policy")
+        .to_string()
+        .contains("1a2b3c4d v2"));
+}
+
 #[test]
 fn missing_table_lists_as_none() {
     let ns = Netns::new("sx-nft-t");
@@ -252,11 +318,17 @@ fn multi_table_batch_is_one_commit() {
         "a rejected batch changed the kernel"
     );
 
-    // The same through the nft fallback (a statement the encoder leaves to nft).
-    main2.add_chain(Chain::new("log").rule(Rule::new().then(Stmt::Log {
-        prefix: Some("x".into()),
-        group: None,
-    })));
+    // The same through the nft fallback (a match the encoder leaves to nft).
+    main2.add_chain(
+        Chain::new("by-name").rule(
+            Rule::new()
+                .eq(
+                    Expr::Meta(MetaKey::Iifname),
+                    Expr::Value(Value::Ifname("eth0".into())),
+                )
+                .verdict(Verdict::Accept),
+        ),
+    );
     let good = diff(&main, &main2);
     assert!(nl
         .apply_batch(&[

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use sarasa_nft::wire::{decode_table, encode_batch};
+use sarasa_nft::wire::{decode_logs, decode_table, encode_batch};
 use sarasa_nft::*;
 
 struct Fixture {
@@ -27,6 +27,7 @@ fn fixtures() -> Vec<Fixture> {
         (Family::Inet, "varied", varied(Family::Inet, "varied")),
         (Family::Ip6, "varied", varied(Family::Ip6, "varied")),
         (Family::Inet, "datapath", datapath_like("datapath")),
+        (Family::Inet, "logged", logged("logged")),
     ]
     .into_iter()
     .map(|(family, name, model)| {
@@ -112,6 +113,38 @@ fn encoded_batches_decode_back_to_the_model() {
     }
 }
 
+/// `log` statements by chain, rule order kept within each chain.
+fn by_chain(mut logs: Vec<(String, Stmt)>) -> Vec<(String, Stmt)> {
+    logs.sort_by(|a, b| a.0.cmp(&b.0));
+    logs
+}
+
+#[test]
+fn log_statements_survive_the_kernel_and_the_encoder() {
+    let mut seen = 0;
+    for f in fixtures() {
+        let want = log_statements(&f.model);
+        seen += want.len();
+        // What the kernel listed back (its own serialisation of the expressions) ...
+        let listed = decode_logs(f.family, f.name, &f.dump).unwrap();
+        assert_eq!(by_chain(listed), want, "{} (kernel dump)", f.name);
+        // ... and what the encoder sent.
+        let sent = decode_logs(f.family, f.name, &f.batch).unwrap();
+        assert_eq!(by_chain(sent), want, "{} (captured batch)", f.name);
+    }
+    assert_eq!(seen, 4, "the logged fixture's four log statements");
+    // nft shows them as the model renders them.
+    let logged = fixtures().into_iter().find(|f| f.name == "logged").unwrap();
+    for needle in [
+        r#""prefix": "sarasa-pol I 1a2b3c4d""#,
+        r#""group": 100"#,
+        r#""prefix": "plain syslog""#,
+        r#""group": 7"#,
+    ] {
+        assert!(logged.json.contains(needle), "{needle} not in nft -j");
+    }
+}
+
 #[test]
 fn every_prefix_decodes_or_fails_cleanly() {
     for f in fixtures() {
@@ -135,6 +168,7 @@ fn garbled_bytes_never_panic() {
             for x in [0xff, 0x01] {
                 buf[i] ^= x;
                 let _ = decode_table(f.family, f.name, &buf);
+                let _ = decode_logs(f.family, f.name, &buf);
                 buf[i] ^= x;
             }
         }

@@ -22,6 +22,7 @@ fn capture_fixtures() {
         (Family::Inet, "varied", varied(Family::Inet, "varied")),
         (Family::Ip6, "varied", varied(Family::Ip6, "varied")),
         (Family::Inet, "datapath", datapath_like("datapath")),
+        (Family::Inet, "logged", logged("logged")),
     ] {
         let ns = Netns::new("sarasa-t");
         let mut nl = NetlinkBackend::in_netns(ns.path()).unwrap();

@@ -6,7 +6,9 @@
 //! changed. [`Applier`] is the seam: the agent's netlink implementation in production,
 //! [`Recording`] in tests.
 
-use sarasa_nft::{diff, diff_kernel, Transaction};
+use std::collections::BTreeMap;
+
+use sarasa_nft::{diff, diff_kernel, KernelTable, Table, Transaction};
 
 use crate::{CniPlan, FabricPlan, NodePlan, TableId};
 
@@ -68,22 +70,78 @@ impl PlanDelta {
     }
 }
 
-/// Applies plan deltas to a node.
-pub trait Applier {
-    type Error: std::error::Error;
-    fn apply(&mut self, delta: &PlanDelta) -> Result<(), Self::Error>;
+/// What one [`Applier::apply`] did, for the agent's metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Route, FDB and neighbour operations the fabric needed.
+    pub fabric_ops: usize,
+    /// nftables operations committed (every table together).
+    pub nft_ops: usize,
+    /// nf_tables batches sent (0 or 1 per delta).
+    pub nft_batches: usize,
+    /// Batches that could not be encoded and went through `nft -f` instead (none of sarasa's
+    /// tables needs it; kept for what the encoder does not cover).
+    pub nft_fallbacks: usize,
+    /// The conflist was (re)written.
+    pub cni_written: bool,
 }
 
-/// An applier that keeps every delta (tests).
+/// Applies plan deltas to a node: the fabric, then every table's transaction as ONE atomic
+/// nftables commit, then the conflist (last: a pod is only set up on a programmed node).
+pub trait Applier {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The transaction that makes table `id` on the node what `desired` says (`None`: the
+    /// table must not exist), read back from the node: for full syncs (start, recovery),
+    /// where the compilers cannot know what the node holds. Nothing is applied.
+    fn diff_table(
+        &mut self,
+        id: &TableId,
+        desired: Option<&Table>,
+    ) -> Result<Transaction, Self::Error>;
+
+    /// Commits `delta`.
+    fn apply(&mut self, delta: &PlanDelta) -> Result<Applied, Self::Error>;
+}
+
+/// An applier that keeps every delta (tests). Its node holds the tables of
+/// [`Recording::kernel`] (empty unless a test puts some there): what
+/// [`Applier::diff_table`] reads back.
 #[derive(Debug, Default)]
 pub struct Recording {
     pub applied: Vec<PlanDelta>,
+    pub kernel: BTreeMap<TableId, KernelTable>,
 }
 
 impl Applier for Recording {
     type Error = std::convert::Infallible;
-    fn apply(&mut self, delta: &PlanDelta) -> Result<(), Self::Error> {
+
+    fn diff_table(
+        &mut self,
+        id: &TableId,
+        desired: Option<&Table>,
+    ) -> Result<Transaction, Self::Error> {
+        let current = self.kernel.get(id);
+        Ok(match desired {
+            Some(t) => diff_kernel(current, t),
+            None if current.is_some() => Transaction::delete_table(id.family, &id.name),
+            None => Transaction::default(),
+        })
+    }
+
+    fn apply(&mut self, delta: &PlanDelta) -> Result<Applied, Self::Error> {
         self.applied.push(delta.clone());
-        Ok(())
+        let nft_ops: usize = delta
+            .tables
+            .iter()
+            .map(|t| t.transaction.commands.len())
+            .sum();
+        Ok(Applied {
+            fabric_ops: usize::from(delta.fabric.is_some()),
+            nft_ops,
+            nft_batches: usize::from(nft_ops > 0),
+            nft_fallbacks: 0,
+            cni_written: delta.cni.is_some(),
+        })
     }
 }

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use sarasa_model::CniMode;
 use sarasa_nft::{Family, Table};
 
-pub use apply::{Applier, PlanDelta, Recording, TableChange};
+pub use apply::{Applied, Applier, PlanDelta, Recording, TableChange};
 pub use build::{build, NodeInputs, PolicyInputs};
 pub use fabric::{
     Fabric, FabricPlan, FdbEntry, LocalNode, Masquerade, Neighbour, PeerNode, Route, RouteDev,

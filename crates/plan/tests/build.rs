@@ -183,7 +183,24 @@ fn deltas_touch_only_what_changed_and_the_recording_applier_keeps_them() {
     );
 
     let mut rec = Recording::default();
-    rec.apply(&initial).unwrap();
+    let applied = rec.apply(&initial).unwrap();
+    assert_eq!(applied.nft_batches, 1, "every table in one batch");
+    assert_eq!(
+        applied.nft_ops,
+        initial
+            .tables
+            .iter()
+            .map(|t| t.transaction.commands.len())
+            .sum::<usize>()
+    );
     rec.apply(&change).unwrap();
     assert_eq!(rec.applied, vec![initial, change]);
+    // Its node holds nothing unless a test says so: a full diff creates the table, and a
+    // table that must not exist needs nothing.
+    let (id, table) = first.tables.iter().next().unwrap();
+    assert_eq!(
+        rec.diff_table(id, Some(table)).unwrap(),
+        sarasa_nft::diff_kernel(None, table)
+    );
+    assert!(rec.diff_table(id, None).unwrap().is_empty());
 }

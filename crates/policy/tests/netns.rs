@@ -1,6 +1,7 @@
 //! Privileged test with real packets: a node-like network namespace with a bridge and three pod
-//! namespaces, the compiled table applied with the `nft` tool inside the node namespace, and
-//! TCP connections that must pass or be dropped. Needs root, `ip` and `nft`; it fails (never
+//! namespaces, the compiled table applied over netlink inside the node namespace as the agent
+//! does (its `log` statements included: no `nft -f`), and TCP connections that must pass or
+//! be dropped. Needs root, `ip` and `nft`; it fails (never
 //! skips) without them. Everything lives in namespaces named `sarasa-t<pid>-...`, removed by
 //! Drop guards also when the test fails.
 
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::{labels, pods_peer, port, rule, sel, PolicyNode, P};
 use sarasa_nft::interp::{run_hook, HookVerdict, Packet};
-use sarasa_nft::{diff_kernel, Backend, Family, Hook, L4Proto, NftCli, Table};
+use sarasa_nft::{
+    diff_kernel, Backend, Family, Hook, L4Proto, NetlinkBackend, NetlinkTableBackend, Table,
+};
 use sarasa_policy::*;
 
 /// A network namespace, removed on drop.
@@ -193,7 +196,11 @@ fn compiled_policy_filters_real_packets_and_logs_drops() {
     // The agent's path: a long-lived compiler, reconciled against the kernel at start.
     let mut compiler = PolicyCompiler::new(state.clone(), opts.clone());
     assert_eq!(compiler.table(), &compile(&state, &opts));
-    let mut nft = NftCli::in_netns(node.path());
+    let mut nft = NetlinkTableBackend {
+        inner: NetlinkBackend::in_netns(node.path()).expect("netlink socket in the node"),
+        family: Family::Inet,
+        table: TABLE.to_string(),
+    };
     nft.reconcile(compiler.table())
         .expect("apply compiled table");
     let kernel = nft.list_table(Family::Inet, TABLE).unwrap().unwrap();
@@ -321,6 +328,12 @@ fn compiled_policy_filters_real_packets_and_logs_drops() {
         vec!["ing_x_a"]
     );
     nft.apply(&tx).expect("apply update");
+    assert_eq!(
+        (nft.inner.fallback_count, nft.inner.native_count),
+        (0, 2),
+        "the policy table went to nft: {:?}",
+        nft.inner.last_fallback
+    );
     let t = compiler.table();
     assert_eq!(
         fate(t, &pods[2], &c, &a, 80, fwd),

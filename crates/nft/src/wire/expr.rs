@@ -1,7 +1,8 @@
 //! A rule's statements as nf_tables expressions: loads into registers, comparisons, lookups,
-//! verdicts, nat, marks, and the anonymous sets and maps a rule carries. Encoding only — the
-//! listing never decodes rules (it reads each chain's content hash from its last rule's
-//! comment); what this encoder does not cover is an [`Unsupported`] and the batch goes to `nft`.
+//! verdicts, nat, marks, logging (`super::log`), and the anonymous sets and maps a rule
+//! carries. Encoding only — the listing never decodes rules (it reads each chain's content
+//! hash from its last rule's comment); what this encoder does not cover is an [`Unsupported`]
+//! and the batch goes to `nft`.
 
 use std::net::IpAddr;
 
@@ -11,7 +12,7 @@ use crate::nl::Attrs;
 
 use super::attrs::*;
 use super::elem::element_list;
-use super::set::type_info;
+use super::set::{key_type, type_info};
 use super::{Enc, Unsupported};
 
 /// An anonymous set or map a rule uses; sent with its elements just before the rule.
@@ -166,18 +167,16 @@ impl RuleEnc {
 
     /// Loads `e` into `reg`; returns its length in bytes and what its values look like.
     fn load(&mut self, e: &Expr, reg: u32) -> Enc<(u32, Kind)> {
+        self.load_with(e, reg, true)
+    }
+
+    /// [`Self::load`]; `dep`: emit the `meta nfproto` dependency of an address field (a
+    /// concatenation emits its parts' dependency once, before loading any of them).
+    fn load_with(&mut self, e: &Expr, reg: u32, dep: bool) -> Enc<(u32, Kind)> {
         Ok(match e {
             Expr::Payload(f) => {
-                let (dep, base, off, len, kind) = match f {
-                    Field::IpSaddr => (Some(2), 1, 12, 4, Kind::Addr),
-                    Field::IpDaddr => (Some(2), 1, 16, 4, Kind::Addr),
-                    Field::Ip6Saddr => (Some(10), 1, 8, 16, Kind::Addr),
-                    Field::Ip6Daddr => (Some(10), 1, 24, 16, Kind::Addr),
-                    Field::ThSport => (None, 2, 0, 2, Kind::Port),
-                    Field::ThDport => (None, 2, 2, 2, Kind::Port),
-                    Field::TcpDport | Field::UdpDport => return Err(Unsupported("tcp/udp dport")),
-                };
-                if let Some(d) = dep {
+                let (base, off, len, kind) = field_layout(f)?;
+                if let (true, Some(d)) = (dep, nfproto_of(f)) {
                     // The dependency uses reg 1: load it before anything else lands there.
                     self.nfproto(d);
                 }
@@ -226,17 +225,26 @@ impl RuleEnc {
                 if reg != REG32_00 {
                     return Err(Unsupported("concatenation outside a key"));
                 }
-                // An address part brings a `meta nfproto` check into reg 1, which overlaps
-                // the first parts of the concatenation: only the first part may have one.
+                // An address part brings a `meta nfproto` check, made in reg 1, which is
+                // where the concatenation starts: made once, before any part is loaded (as
+                // nft does). Parts of two families would match nothing.
+                let mut deps = parts.iter().filter_map(|p| match p {
+                    Expr::Payload(f) => nfproto_of(f),
+                    _ => None,
+                });
+                if let Some(d) = deps.next() {
+                    if deps.any(|o| o != d) {
+                        return Err(Unsupported("concatenation of IPv4 and IPv6 fields"));
+                    }
+                    self.nfproto(d);
+                }
                 let mut total = 0;
                 let mut r = REG32_00;
-                for (i, p) in parts.iter().enumerate() {
-                    if i > 0
-                        && matches!(p, Expr::Payload(f) if !matches!(f, Field::ThSport | Field::ThDport))
-                    {
-                        return Err(Unsupported("address inside a concatenation"));
+                for p in parts {
+                    if matches!(p, Expr::Concat(_)) {
+                        return Err(Unsupported("nested concatenation"));
                     }
-                    let (len, _) = self.load(p, r)?;
+                    let (len, _) = self.load_with(p, r, false)?;
                     r += len.div_ceil(4);
                     total += len.div_ceil(4) * 4;
                 }
@@ -302,9 +310,14 @@ impl RuleEnc {
                 Ok(())
             }
             Stmt::UpdateSet { set, key, timeout } => {
-                self.load(key, REG_1)?;
+                let reg = if matches!(key, Expr::Concat(_)) {
+                    REG32_00
+                } else {
+                    REG_1
+                };
+                self.load(key, reg)?;
                 let mut a = Attrs::default();
-                a.str(1, set).u32(3, 1).u32(4, REG_1); // SET_NAME, OP update, SREG_KEY
+                a.str(1, set).u32(3, 1).u32(4, reg); // SET_NAME, OP update, SREG_KEY
                 if let Some(t) = timeout {
                     a.u64(6, u64::from(*t) * 1000);
                 }
@@ -335,7 +348,11 @@ impl RuleEnc {
                 self.lookup(name, Some(id), REG_1, Some(REG_VERDICT), false);
                 Ok(())
             }
-            Stmt::Log { .. } => Err(Unsupported("log")),
+            Stmt::Log { prefix, group } => {
+                let data = super::log::encode(prefix.as_deref(), *group)?;
+                self.expr("log", data);
+                Ok(())
+            }
         }
     }
 
@@ -396,7 +413,11 @@ impl RuleEnc {
         if let (Expr::And(inner, mask), Expr::Value(v)) = (left, right) {
             let (len, kind) = self.load(inner, REG_1)?;
             let data = value_bytes(v, kind)?;
-            self.bitwise(REG_1, len, &mask.to_ne_bytes(), &0u32.to_ne_bytes());
+            let mask = mask_bytes(*mask, kind)?;
+            if mask.len() as u32 != len {
+                return Err(Unsupported("mask of another length"));
+            }
+            self.bitwise(REG_1, len, &mask, &vec![0; mask.len()]);
             self.cmp(REG_1, op, &data);
             return Ok(());
         }
@@ -452,6 +473,36 @@ impl RuleEnc {
         }
     }
 
+    /// `a . b [!=] { x . y, ... }` (NetworkPolicy's exact protocol . port pairs): a lookup
+    /// of the concatenation, from reg 1 on, in an anonymous set of concatenated keys.
+    fn anon_concat_match(
+        &mut self,
+        parts: &[Expr],
+        left: &Expr,
+        op: CmpOp,
+        keys: &[Vec<Value>],
+    ) -> Enc<()> {
+        let types = parts
+            .iter()
+            .map(part_type)
+            .collect::<Enc<Vec<DataType>>>()?;
+        let mut values = std::collections::BTreeSet::new();
+        for k in keys {
+            let fits = k.len() == types.len()
+                && k.iter().zip(&types).all(|(v, t)| t.accepts(v))
+                && !k.iter().any(|v| matches!(v, Value::Prefix(_)));
+            if !fits {
+                return Err(Unsupported("anonymous set element"));
+            }
+            values.insert(Key(k.clone()));
+        }
+        self.load(left, REG32_00)?;
+        let elems = element_list(values.iter().map(|k| (k, None)), false, false)?;
+        let (name, id) = self.anon_set(false, key_type(&types)?, false, elems);
+        self.lookup(name, Some(id), REG32_00, None, op == CmpOp::Ne);
+        Ok(())
+    }
+
     /// `left [!=] { a, b, ... }`: a lookup in an anonymous set (one element: a comparison,
     /// as nft writes it).
     fn anon_match(&mut self, left: &Expr, op: CmpOp, keys: &[Vec<Value>]) -> Enc<()> {
@@ -460,8 +511,8 @@ impl RuleEnc {
                 return self.matches(left, op, &Expr::Value(v.clone()));
             }
         }
-        if matches!(left, Expr::Concat(_)) {
-            return Err(Unsupported("anonymous set of concatenations"));
+        if let Expr::Concat(parts) = left {
+            return self.anon_concat_match(parts, left, op, keys);
         }
         let (len, kind) = self.load(left, REG_1)?;
         let t = match (kind, len) {
@@ -486,6 +537,40 @@ impl RuleEnc {
     }
 }
 
+/// Where a payload field lies: header base, offset, length, and what its values look like.
+fn field_layout(f: &Field) -> Enc<(u32, u32, u32, Kind)> {
+    Ok(match f {
+        Field::IpSaddr => (1, 12, 4, Kind::Addr),
+        Field::IpDaddr => (1, 16, 4, Kind::Addr),
+        Field::Ip6Saddr => (1, 8, 16, Kind::Addr),
+        Field::Ip6Daddr => (1, 24, 16, Kind::Addr),
+        Field::ThSport => (2, 0, 2, Kind::Port),
+        Field::ThDport => (2, 2, 2, Kind::Port),
+        Field::TcpDport | Field::UdpDport => return Err(Unsupported("tcp/udp dport")),
+    })
+}
+
+/// The `meta nfproto` value an address field depends on in an inet table.
+fn nfproto_of(f: &Field) -> Option<u8> {
+    match f {
+        Field::IpSaddr | Field::IpDaddr => Some(2),
+        Field::Ip6Saddr | Field::Ip6Daddr => Some(10),
+        _ => None,
+    }
+}
+
+/// The datatype of one part of a concatenation, as a set key.
+fn part_type(e: &Expr) -> Enc<DataType> {
+    Ok(match e {
+        Expr::Payload(Field::IpSaddr | Field::IpDaddr) => DataType::Ipv4Addr,
+        Expr::Payload(Field::Ip6Saddr | Field::Ip6Daddr) => DataType::Ipv6Addr,
+        Expr::Payload(Field::ThSport | Field::ThDport) => DataType::InetService,
+        Expr::Meta(MetaKey::L4proto) => DataType::InetProto,
+        Expr::Meta(MetaKey::Mark) => DataType::Mark,
+        _ => return Err(Unsupported("concatenation part of this type")),
+    })
+}
+
 /// How a loaded value is laid out.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Kind {
@@ -496,6 +581,19 @@ pub(crate) enum Kind {
     Host32,
     Ct,
     Concat,
+}
+
+/// A mask for a loaded value, laid out like it: a port in network order (`th dport &
+/// 0xfffe`, NetworkPolicy's port ranges), a mark or ct field in host order.
+fn mask_bytes(mask: u32, kind: Kind) -> Enc<Vec<u8>> {
+    Ok(match kind {
+        Kind::Port => u16::try_from(mask)
+            .map_err(|_| Unsupported("port mask over 16 bits"))?
+            .to_be_bytes()
+            .to_vec(),
+        Kind::Host32 | Kind::Ct => mask.to_ne_bytes().to_vec(),
+        _ => return Err(Unsupported("mask on this type")),
+    })
 }
 
 pub(crate) fn value_bytes(v: &Value, kind: Kind) -> Enc<Vec<u8>> {
@@ -516,12 +614,21 @@ mod tests {
     #[test]
     fn unsupported_statements_fall_back() {
         let mut enc = RuleEnc::new(Family::Inet, 0);
+        // Logging is native now; an interface name match is not.
         assert!(enc
             .stmt(&Stmt::Log {
                 prefix: None,
                 group: Some(1)
             })
-            .is_err());
+            .is_ok());
+        assert_eq!(
+            enc.stmt(&Stmt::Match {
+                left: Expr::Meta(MetaKey::Iifname),
+                op: CmpOp::Eq,
+                right: Expr::Value(Value::Num(1)),
+            }),
+            Err(Unsupported("ifname"))
+        );
         // Anonymous maps are native now.
         assert!(enc
             .stmt(&Stmt::NumgenVmap {

@@ -6,6 +6,7 @@
 //!
 //! - `attrs`: protocol numbers and shared values (verdicts, user data);
 //! - `expr`: a rule's statements as expressions (encode only: listings read rule comments);
+//! - `log`: the `log` statement, both directions ([`decode_logs`] reads it back);
 //! - `set`, `elem`, `chain`, `rule`: each object kind, both directions;
 //! - `table`: a listing assembled from messages ([`decode_table`]);
 //! - `batch`: a transaction as one batch ([`encode_batch`]).
@@ -21,6 +22,7 @@ pub(crate) mod batch;
 pub(crate) mod chain;
 pub(crate) mod elem;
 pub(crate) mod expr;
+pub(crate) mod log;
 pub(crate) mod rule;
 pub(crate) mod set;
 pub(crate) mod table;
@@ -28,7 +30,7 @@ pub(crate) mod table;
 use crate::diff::Transaction;
 use crate::model::Family;
 
-pub use table::decode_table;
+pub use table::{decode_logs, decode_table};
 
 /// Something the native encoder does not cover (the batch then goes to `nft`), and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

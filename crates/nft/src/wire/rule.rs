@@ -39,3 +39,16 @@ pub(crate) fn verdict_targets(exprs: &[u8], out: &mut BTreeSet<String>) -> Resul
     }
     Ok(())
 }
+
+/// The `log` statements among a rule's expressions, in order.
+pub(crate) fn log_statements(exprs: &[u8]) -> Result<Vec<crate::expr::Stmt>, NftError> {
+    let mut out = Vec::new();
+    for e in AttrIter(exprs) {
+        let e = attr_table::<3>(e?.1)?;
+        if e[1].map(cstr).transpose()? != Some("log") {
+            continue;
+        }
+        out.push(super::log::decode(e[2].unwrap_or(&[]))?);
+    }
+    Ok(out)
+}

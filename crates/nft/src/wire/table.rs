@@ -225,3 +225,32 @@ pub fn decode_table(
     }
     l.finish()
 }
+
+/// The `log` statements of the rules of table `family name` in `buf` (a dump or an encoded
+/// batch), as `(chain, statement)` in message order. The listing itself reads no rule
+/// statements; this is how the wire tests check that logging survives a round trip through
+/// the kernel.
+pub fn decode_logs(
+    family: Family,
+    name: &str,
+    buf: &[u8],
+) -> Result<Vec<(String, crate::expr::Stmt)>, NftError> {
+    let fam = family_code(family);
+    let mut out = Vec::new();
+    for m in Msgs(buf) {
+        let m = m?;
+        if m.ty >> 8 != NFNL_SUBSYS_NFTABLES || m.ty & 0xff != NFT_MSG_NEWRULE {
+            continue;
+        }
+        let (f, attrs) = m.nft()?;
+        let t = attr_table::<8>(attrs)?;
+        if !ours(fam, name, f, t[1])? {
+            continue;
+        }
+        let chain = cstr(t[2].ok_or_else(|| listing("rule without a chain"))?)?;
+        for s in super::rule::log_statements(t[4].unwrap_or(&[]))? {
+            out.push((chain.to_string(), s));
+        }
+    }
+    Ok(out)
+}

@@ -688,3 +688,127 @@ pub fn datapath_like(name: &str) -> Table {
     t.validate().unwrap();
     t
 }
+
+/// A table shaped like NetworkPolicy's: a port range as a masked port, exact ports as an
+/// anonymous set of protocol . port pairs, drops logged through
+/// nflog once per source . destination pair (a dynamic timeout set), and the other forms of
+/// `log` the model has.
+pub fn logged(name: &str) -> Table {
+    let mut t = Table::new(Family::Inet, name);
+    let pair = Expr::Concat(vec![
+        Expr::Payload(Field::IpSaddr),
+        Expr::Payload(Field::IpDaddr),
+    ]);
+    let mut seen = Set::new("logged-v4", vec![DataType::Ipv4Addr, DataType::Ipv4Addr]);
+    seen.flags = SetFlags {
+        interval: false,
+        timeout: true,
+        dynamic: true,
+    };
+    seen.timeout = Some(5);
+    seen.comment = Some("source . destination pairs logged recently".into());
+    t.add_set(seen);
+    t.add_chain(
+        Chain::base(
+            "forward",
+            ChainType::Filter,
+            Hook::Forward,
+            0,
+            Policy::Accept,
+        )
+        .rule(
+            Rule::new()
+                .eq(
+                    Expr::Payload(Field::IpDaddr),
+                    Expr::Value(Value::Addr(ip("10.244.1.5"))),
+                )
+                .verdict(Verdict::Jump("ing_default_web".into())),
+        )
+        .rule(
+            // A NetworkPolicy port range as a masked block (ports 82-83).
+            Rule::new()
+                .eq(
+                    Expr::Meta(MetaKey::L4proto),
+                    Expr::Value(Value::Proto(L4Proto::Tcp)),
+                )
+                .eq(
+                    Expr::And(Box::new(Expr::Payload(Field::ThDport)), 0xfffe),
+                    Expr::Value(Value::Port(82)),
+                )
+                .verdict(Verdict::Accept),
+        )
+        .rule(
+            // NetworkPolicy's exact ports: protocol . port pairs in an anonymous set.
+            Rule::new()
+                .eq(
+                    Expr::Concat(vec![
+                        Expr::Meta(MetaKey::L4proto),
+                        Expr::Payload(Field::ThDport),
+                    ]),
+                    Expr::AnonSet(vec![
+                        vec![Value::Proto(L4Proto::Tcp), Value::Port(80)],
+                        vec![Value::Proto(L4Proto::Udp), Value::Port(53)],
+                    ]),
+                )
+                .verdict(Verdict::Accept),
+        )
+        .rule(Rule::new().then(Stmt::Log {
+            prefix: None,
+            group: None,
+        })),
+    );
+    t.add_chain(
+        Chain::new("ing_default_web")
+            .rule(
+                Rule::new()
+                    .eq(pair.clone(), Expr::Set("logged-v4".into()))
+                    .counter()
+                    .verdict(Verdict::Drop),
+            )
+            .rule(
+                Rule::new()
+                    .then(Stmt::UpdateSet {
+                        set: "logged-v4".into(),
+                        key: pair,
+                        timeout: None,
+                    })
+                    .then(Stmt::Log {
+                        prefix: Some("sarasa-pol I 1a2b3c4d".into()),
+                        group: Some(100),
+                    })
+                    .counter()
+                    .verdict(Verdict::Drop),
+            )
+            .rule(
+                Rule::new()
+                    .then(Stmt::Log {
+                        prefix: Some("plain syslog".into()),
+                        group: None,
+                    })
+                    .then(Stmt::Log {
+                        prefix: None,
+                        group: Some(7),
+                    })
+                    .counter()
+                    .verdict(Verdict::Drop)
+                    .comment("selected by default/deny"),
+            ),
+    );
+    t.validate().unwrap();
+    t
+}
+
+/// The `log` statements of `t`, as `(chain, statement)` in chain and rule order.
+pub fn log_statements(t: &Table) -> Vec<(String, Stmt)> {
+    let mut out = Vec::new();
+    for c in t.chains.values() {
+        for r in &c.rules {
+            for s in &r.stmts {
+                if matches!(s, Stmt::Log { .. }) {
+                    out.push((c.name.clone(), s.clone()));
+                }
+            }
+        }
+    }
+    out
+}

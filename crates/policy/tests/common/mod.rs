@@ -273,6 +273,15 @@ pub fn node_tables(state: &PolicyState) -> BTreeMap<String, sarasa_nft::Table> {
             };
             let t = compile(state, &opts);
             t.validate().unwrap();
+            // Every compiled table programs over netlink in one batch: the agent never
+            // needs `nft -f` for policy.
+            let tx = sarasa_nft::diff_kernel(None, &t);
+            if let Err(e) = sarasa_nft::wire::encode_batch(&[(t.family, t.name.as_str(), &tx)], 1) {
+                panic!(
+                    "node {n}: policy table not encodable ({e}):\n{}",
+                    tx.script()
+                );
+            }
             (n.to_string(), t)
         })
         .collect()
