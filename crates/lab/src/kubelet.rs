@@ -27,9 +27,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::cni_runtime::{load_conflist, result_ips, Attachment, CniRuntime};
+use crate::container_env::{expand, kubernetes_service_env};
 use crate::paths::LabPaths;
 use crate::process::{Daemon, ProcessRecord};
 use crate::readiness::{readiness_probe, run_probe, ProbeState, ProbeTarget, ReadinessProbe};
+use crate::resolv::{pod_resolv_conf, ClusterDns, ResolvConf};
 use crate::spec::LabSpec;
 use crate::state::{read_json, write_json_atomic};
 use crate::LabError;
@@ -418,7 +420,7 @@ impl PodRunner {
             containers: Vec::new(),
             started_at: now_rfc3339(),
         };
-        if let Err(e) = self.write_resolv_conf(&rec) {
+        if let Err(e) = self.write_resolv_conf(&rec, pod) {
             self.undo(&rec);
             return Err(e);
         }
@@ -458,21 +460,30 @@ impl PodRunner {
         self.paths.pods_dir().join(uid)
     }
 
-    fn write_resolv_conf(&self, rec: &PodRecord) -> Result<(), LabError> {
+    /// The pod's resolv.conf as the kubelet composes it from its dnsPolicy and dnsConfig
+    /// ([`crate::resolv`]), bind-mounted over /etc/resolv.conf in each container.
+    fn write_resolv_conf(&self, rec: &PodRecord, pod: &Pod) -> Result<(), LabError> {
         let dir = self.pod_dir(&rec.uid);
         std::fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
-        let dns = crate::dns_ip(&self.spec);
-        let body = format!(
-            "search {ns}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {dns}\noptions ndots:5\n",
-            ns = rec.namespace
-        );
+        let node_path = self.paths.node_resolv_conf();
+        let node = match std::fs::read_to_string(&node_path) {
+            Ok(text) => ResolvConf::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ResolvConf::default(),
+            Err(e) => return Err(LabError::io(&node_path, e)),
+        };
+        let cluster = ClusterDns {
+            nameservers: vec![crate::dns_ip(&self.spec).into()],
+            domain: crate::CLUSTER_DOMAIN.to_string(),
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let body = pod_resolv_conf(&spec, &rec.namespace, &cluster, &node)?.render();
         let path = dir.join("resolv.conf");
         std::fs::write(&path, body).map_err(|e| LabError::io(&path, e))
     }
 
     fn spawn_container(&self, rec: &PodRecord, c: &Container) -> Result<ProcessRecord, LabError> {
-        let (program, args) = container_argv(c, &self.bins.sarasa)?;
-        let mut env = vec![
+        let mut env = kubernetes_service_env(&self.spec);
+        env.extend([
             (
                 "PATH".to_string(),
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
@@ -486,12 +497,15 @@ impl PodRunner {
             ("POD_IPS".to_string(), rec.ips.join(",")),
             ("NODE_NAME".to_string(), rec.node.clone()),
             ("HOSTNAME".to_string(), rec.name.clone()),
-        ];
+        ]);
         for e in c.env.iter().flatten() {
             if let Some(v) = &e.value {
-                env.push((e.name.clone(), v.clone()));
+                let v = expand(v, &env);
+                env.push((e.name.clone(), v));
             }
         }
+        let (program, args) = container_argv(c, &self.bins.sarasa)?;
+        let args = args.iter().map(|a| expand(a, &env)).collect();
         let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
         let resolv = self.pod_dir(&rec.uid).join("resolv.conf");
         Daemon {
@@ -767,14 +781,20 @@ fn status_matches(pod: &Pod, rec: &PodRecord, ready: bool) -> bool {
         && reported == ready
 }
 
-/// The process a container runs: its command + args, or — without a command — the built-in
+/// The process a container runs: its command + args (`sarasa` meaning the lab's binary), or — without a command — the built-in
 /// server on each declared containerPort.
 pub fn container_argv(c: &Container, sarasa: &Path) -> Result<(PathBuf, Vec<String>), LabError> {
     match c.command.as_deref() {
         Some([program, rest @ ..]) => {
             let mut args: Vec<String> = rest.to_vec();
             args.extend(c.args.iter().flatten().cloned());
-            Ok((PathBuf::from(program), args))
+            // `sarasa` is the lab's image entrypoint: the lab's own binary, wherever it is.
+            let program = if program == "sarasa" {
+                sarasa.to_path_buf()
+            } else {
+                PathBuf::from(program)
+            };
+            Ok((program, args))
         }
         _ => {
             let mut args = vec!["serve".to_string()];
@@ -826,5 +846,14 @@ mod tests {
         let (prog, args) = container_argv(&c, Path::new("/bin/sarasa")).unwrap();
         assert_eq!(prog, Path::new("/bin/sh"));
         assert_eq!(args, ["-c", "sleep 1"]);
+        let c = Container {
+            name: "dns".into(),
+            command: Some(vec!["sarasa".into(), "dns".into()]),
+            args: Some(vec!["--ttl=5".into()]),
+            ..Default::default()
+        };
+        let (prog, args) = container_argv(&c, Path::new("/opt/lab/sarasa")).unwrap();
+        assert_eq!(prog, Path::new("/opt/lab/sarasa"));
+        assert_eq!(args, ["dns", "--ttl=5"]);
     }
 }
