@@ -12,4 +12,9 @@
 
 pub mod answer;
 pub mod config;
+pub mod feed;
+pub mod handler;
+pub mod metrics;
+pub mod server;
 pub mod snapshot;
+pub mod upstream;
