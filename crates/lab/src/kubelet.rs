@@ -577,9 +577,34 @@ impl PodRunner {
             .deletion_grace_period_seconds
             .unwrap_or(30)
             .max(0) as u64;
+        let grace = Duration::from_secs(grace);
+        // preStop hooks first, while the containers still run; what they take comes out of
+        // the grace period, as on a kubelet.
+        let running = rec_snapshot(&self.records, &uid).filter(|r| {
+            r.containers
+                .iter()
+                .any(|c| c.process.is_some_and(|p| p.alive()))
+        });
+        let grace = match running {
+            Some(rec) => {
+                let containers = pod
+                    .spec
+                    .as_ref()
+                    .map(|s| s.containers.clone())
+                    .unwrap_or_default();
+                let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
+                let took = tokio::task::spawn_blocking(move || {
+                    crate::prestop::run_pre_stop(&containers, &netns, grace)
+                })
+                .await
+                .map_err(|e| LabError::Process(format!("preStop task: {e}")))?;
+                grace.saturating_sub(took)
+            }
+            None => grace,
+        };
         let me = Arc::clone(self);
         let uid2 = uid.clone();
-        tokio::task::spawn_blocking(move || me.teardown(&uid2, Duration::from_secs(grace)))
+        tokio::task::spawn_blocking(move || me.teardown(&uid2, grace))
             .await
             .map_err(|e| LabError::Process(format!("pod stop task: {e}")))??;
         let api: Api<Pod> = Api::namespaced(

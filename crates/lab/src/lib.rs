@@ -12,6 +12,7 @@ pub mod kubelet;
 pub mod lab;
 pub mod nsd;
 pub mod paths;
+pub mod prestop;
 pub mod process;
 pub mod readiness;
 pub mod resolv;
