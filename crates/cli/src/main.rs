@@ -2,6 +2,7 @@
 //! (`apply/get/delete/exec`), the node agent (`agent`), and the built-in workload
 //! (`serve`, `probe`).
 
+mod cluster_dns;
 mod cmd_dns;
 mod cmd_drops;
 mod cmd_graph;
