@@ -722,20 +722,33 @@ fn service_changes_resolve_within_a_second(lab: &TestLab) {
 fn restarting_a_dns_pod_loses_no_query(lab: &TestLab) {
     let before = lab.pods("kube-system", "k8s-app", "kube-dns");
     assert_eq!(before.len(), 2);
-    // One query at a time from a client pod, each with one try and a 2 s timeout, for ~12 s.
-    let script = "n=0; ok=0; end=$(( $(date +%s) + 12 )); \
-        while [ $(date +%s) -lt $end ]; do n=$((n+1)); \
-        if [ -n \"$(dig +short +tries=1 +time=2 web.default.svc.cluster.local A)\" ]; then ok=$((ok+1)); fi; \
-        done; echo \"$n $ok\"";
+    // dnsperf in a client pod: 20 sockets (so both replicas get flows through the Service's
+    // conntrack entries), 400 queries/s, 5000 queries (~12 s), each waited for up to 2 s; it
+    // counts every query without an answer as lost.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("queries.txt");
+    std::fs::write(&file, "web.default.svc.cluster.local A\n".repeat(QUERIES)).expect("write");
     let mut cmd = Command::new(sarasa_bin());
     cmd.args([
-        "--lab", &lab.name, "exec", "client", "--", "sh", "-c", script,
+        "--lab", &lab.name, "exec", "client", "--", "dnsperf", "-s", DNS_IP,
+    ])
+    .args([
+        "-d",
+        file.to_str().expect("utf8"),
+        "-n",
+        "1",
+        "-c",
+        "20",
+        "-Q",
+        "400",
+        "-t",
+        "2",
     ])
     .env("SARASA_CNI_PATH", common::cni_dir())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("query loop");
-    std::thread::sleep(Duration::from_secs(2)); // let the loop run before the restart
+    let child = cmd.spawn().expect("dnsperf in the client pod");
+    std::thread::sleep(Duration::from_secs(3)); // queries flow to both replicas first
     let victim = &before[0].0;
     lab.ok(&["delete", "pod", victim, "-n", "kube-system"]);
     lab.eventually(Duration::from_secs(60), || {
@@ -747,28 +760,37 @@ fn restarting_a_dns_pod_loses_no_query(lab: &TestLab) {
         (now.len() == 2 && !now.iter().any(|p| &p.0 == victim) && ready == 2).then_some(())
     })
     .expect("the Deployment replaced the deleted DNS pod");
-    let out = child.wait_with_output().expect("query loop ends");
+    let out = child.wait_with_output().expect("dnsperf ends");
     let text = String::from_utf8_lossy(&out.stdout);
-    let nums: Vec<u64> = text
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    assert_eq!(
-        nums.len(),
-        2,
-        "loop output: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
+    let count = |label: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(label))?
+            .split_whitespace()
+            .nth(2)?
+            .parse()
+            .ok()
+    };
+    let (sent, completed, lost) = (
+        count("Queries sent:"),
+        count("Queries completed:"),
+        count("Queries lost:"),
     );
-    eprintln!(
-        "during the DNS pod restart: {} queries, {} answered",
-        nums[0], nums[1]
-    );
-    assert!(nums[0] >= 50, "the loop ran: {text}");
+    eprintln!("during the DNS pod restart: sent {sent:?}, completed {completed:?}, lost {lost:?}");
+    assert_eq!(sent, Some(QUERIES as u64), "dnsperf output:\n{text}");
     assert_eq!(
-        nums[1], nums[0],
-        "every query answered while one DNS pod restarted"
+        lost,
+        Some(0),
+        "every query answered while one DNS pod restarted:\n{text}"
+    );
+    assert_eq!(completed, sent, "{text}");
+    assert!(
+        text.contains(&format!("NOERROR {QUERIES} (100.00%)")),
+        "every answer NOERROR:\n{text}"
     );
 }
+
+/// Queries of the restart test.
+const QUERIES: usize = 5000;
 
 fn metrics_count_queries_by_type_and_rcode(lab: &TestLab) {
     let pods = lab.pods("kube-system", "k8s-app", "kube-dns");
