@@ -25,7 +25,7 @@ pub fn query_mix(services: &[BenchService], count: usize) -> String {
         let c = clusterip[(r * stride) % clusterip.len()];
         let h = headless[(r * stride) % headless.len()];
         let line = match i % 10 {
-            0 | 1 | 2 => format!("{} A", name(c)),
+            0..=2 => format!("{} A", name(c)),
             3 => format!("{} A", name(h)),
             4 => format!("_http._tcp.{} SRV", name(c)),
             5 => format!("_dns._udp.{} SRV", name(h)),
