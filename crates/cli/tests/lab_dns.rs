@@ -457,7 +457,7 @@ fn headless_service_records(lab: &TestLab) {
         assert_eq!(a, ips, "one A per ready endpoint over {t}");
         assert_eq!(
             short(lab, t, "db-0.db.default.svc.cluster.local", "A"),
-            [db0.clone()],
+            [db0.as_str()],
             "hostname record over {t}"
         );
         let srv = short(lab, t, "_pg._tcp.db.default.svc.cluster.local", "SRV");
@@ -584,13 +584,13 @@ fn pod_records(lab: &TestLab) {
     for t in TRANSPORTS {
         assert_eq!(
             short(lab, t, &format!("{dashed}.default.pod.cluster.local"), "A"),
-            [ip.clone()],
+            [ip.as_str()],
             "pod A record over {t}"
         );
         // hostname.subdomain.ns.svc.zone for a pod whose subdomain names a headless Service.
         assert_eq!(
             short(lab, t, "db-1.db.default.svc.cluster.local", "A"),
-            [ip.clone()]
+            [ip.as_str()]
         );
     }
 }
@@ -639,8 +639,8 @@ fn truncation_over_udp_and_the_full_answer_over_tcp(lab: &TestLab) {
 fn short_names_through_the_search_path(lab: &TestLab) {
     let ip = cluster_ip(lab, "web");
     // dig applies resolv.conf's search list with +search.
-    assert_eq!(short(lab, "+search", "web", "A"), [ip.clone()]);
-    assert_eq!(short(lab, "+search", "web.default", "A"), [ip.clone()]);
+    assert_eq!(short(lab, "+search", "web", "A"), [ip.as_str()]);
+    assert_eq!(short(lab, "+search", "web.default", "A"), [ip.as_str()]);
     let shop = dig_in(
         lab,
         "shop",
@@ -677,7 +677,7 @@ fn short_names_through_the_search_path(lab: &TestLab) {
         "web.default from namespace shop: {out:?}"
     );
     // A name on the internet through the search list and ndots:5.
-    let ext = lab.probe("client", &format!("http://www.example.com/"));
+    let ext = lab.probe("client", "http://www.example.com/");
     assert!(
         ext.is_some(),
         "http://www.example.com/ through cluster DNS and NSD"
