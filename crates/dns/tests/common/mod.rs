@@ -328,7 +328,9 @@ pub fn dig(ns: &TestNs, args: &[&str]) -> Dig {
     ];
     all.extend_from_slice(args);
     let out = ns.exec("dig", &all);
-    parse_dig(&String::from_utf8_lossy(&out.stdout))
+    let mut d = parse_dig(&String::from_utf8_lossy(&out.stdout));
+    d.raw.push_str(&String::from_utf8_lossy(&out.stderr));
+    d
 }
 
 pub fn parse_dig(text: &str) -> Dig {
