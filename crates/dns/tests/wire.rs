@@ -196,3 +196,40 @@ fn service_changes_are_answered_within_a_second() {
          each includes dig process runs"
     );
 }
+
+#[test]
+fn readyz_is_503_until_the_first_sync_and_healthz_200_while_serving() {
+    // An API server that is not there: the server runs, answers, but is never ready.
+    let ns = common::TestNs::new("unready");
+    let rt = ns.enter(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.spawn(async {
+            let client = sarasa_dns::server::client(Some("http://127.0.0.1:1")).await.unwrap();
+            sarasa_dns::server::run(common::settings(vec![]), client).await
+        });
+        rt
+    });
+    let get = |path: &'static str| {
+        let h = rt.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let Ok(mut s) = tokio::net::TcpStream::connect("127.0.0.1:9153").await else {
+                return String::new();
+            };
+            s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        });
+        rt.block_on(h).unwrap()
+    };
+    poll(Duration::from_secs(10), "healthz", || get("/healthz").starts_with("HTTP/1.0 200"));
+    assert!(get("/readyz").starts_with("HTTP/1.0 503"), "{}", get("/readyz"));
+    // It serves the zone's fixed names meanwhile.
+    let d = dig(&ns, &["dns-version.cluster.local", "TXT"]);
+    assert_eq!(d.data("TXT"), ["\"1.1.0\""], "{}", d.raw);
+    rt.shutdown_timeout(Duration::from_secs(2));
+}
