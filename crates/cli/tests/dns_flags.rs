@@ -9,14 +9,20 @@ fn dns(args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .expect("run sarasa dns");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn bad_flags_exit_non_zero_naming_the_flag() {
     for (args, flag) in [
         (&["--cluster-domain", "a..b"][..], "--cluster-domain"),
-        (&["--cluster-domain", "bad_label.local"][..], "--cluster-domain"),
+        (
+            &["--cluster-domain", "bad_label.local"][..],
+            "--cluster-domain",
+        ),
         (&["--listen", "nowhere"][..], "--listen"),
         (&["--metrics-listen", "1.2.3.4"][..], "--metrics-listen"),
         (&["--upstream", "not-an-ip"][..], "--upstream"),

@@ -62,7 +62,10 @@ fn slice(i: usize, endpoints: usize, rv: usize) -> EndpointSlice {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let services = args.first().copied().unwrap_or(10_000);
     let endpoints = args.get(1).copied().unwrap_or(50_000);
     let per_slice = endpoints.div_ceil(services).max(1);
@@ -103,10 +106,16 @@ fn main() {
         }
         let t = Instant::now();
         w.apply_service_event(Event::Apply(svc));
-        current.store(std::sync::Arc::new(feed::snapshot_of(&w, &config, 2 + round as u64)));
+        current.store(std::sync::Arc::new(feed::snapshot_of(
+            &w,
+            &config,
+            2 + round as u64,
+        )));
         let zone = current.load();
         let ok = match answer(&zone, &name, RecordType::A) {
-            Outcome::Authoritative(a) => a.answers.records().iter().any(|r| r.data.to_string() == ip),
+            Outcome::Authoritative(a) => {
+                a.answers.records().iter().any(|r| r.data.to_string() == ip)
+            }
             Outcome::NotOurs => false,
         };
         changes.push(t.elapsed());
@@ -114,7 +123,10 @@ fn main() {
     }
     changes.sort();
 
-    println!("services={services} endpoints={} (slices of {per_slice})", services * per_slice);
+    println!(
+        "services={services} endpoints={} (slices of {per_slice})",
+        services * per_slice
+    );
     println!("feed (watch events → projections): {fed:?}");
     println!("snapshot build: {build:?}; {names} names, {records} records");
     println!(

@@ -329,7 +329,12 @@ fn exact_size(
 ) -> usize {
     let mut m = Message::new(metadata.id, metadata.message_type, metadata.op_code);
     m.metadata = *metadata;
-    m.queries = request.queries.queries().iter().map(|q| q.original().clone()).collect();
+    m.queries = request
+        .queries
+        .queries()
+        .iter()
+        .map(|q| q.original().clone())
+        .collect();
     m.answers = reply.answers.to_vec();
     m.authorities = reply.authorities.to_vec();
     m.additionals = reply.additionals.to_vec();

@@ -112,13 +112,13 @@ mod tests {
 
     use hickory_proto::op::{Message, Query};
     use hickory_proto::rr::Name;
+    use hickory_proto::rr::Record;
     use hickory_proto::serialize::binary::BinEncoder;
     use hickory_server::net::runtime::TokioTime;
     use hickory_server::net::xfer::Protocol;
     use hickory_server::net::NetError;
     use hickory_server::server::{RequestHandler, ResponseHandler, ResponseInfo};
     use hickory_server::zone_handler::{Catalog, MessageResponse};
-    use hickory_proto::rr::Record;
     use sarasa_model::Service;
 
     use crate::config::ZoneConfig;
@@ -155,7 +155,9 @@ mod tests {
         let src: SocketAddr = "127.0.0.1:5300".parse().unwrap();
         let request = Request::from_bytes(q.to_vec().unwrap(), src, Protocol::Udp).unwrap();
         let out = Captured::default();
-        catalog.handle_request::<_, TokioTime>(&request, out.clone()).await;
+        catalog
+            .handle_request::<_, TokioTime>(&request, out.clone())
+            .await;
         let bytes = out.0.lock().unwrap().clone();
         Message::from_vec(&bytes).unwrap()
     }
@@ -168,7 +170,10 @@ mod tests {
         let mut catalog = Catalog::new();
         for origin in ["cluster.local.", "in-addr.arpa."] {
             let origin = LowerName::from(Name::from_ascii(origin).unwrap());
-            catalog.upsert(origin.clone(), vec![Arc::new(ClusterZone::new(origin, zone.clone()))]);
+            catalog.upsert(
+                origin.clone(),
+                vec![Arc::new(ClusterZone::new(origin, zone.clone()))],
+            );
         }
         let m = ask(&catalog, "web.default.svc.cluster.local.", RecordType::A).await;
         assert_eq!(m.metadata.response_code, ResponseCode::NoError);
@@ -187,7 +192,10 @@ mod tests {
         assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
 
         let m = ask(&catalog, "10.0.96.10.in-addr.arpa.", RecordType::PTR).await;
-        assert_eq!(m.answers[0].data.to_string(), "web.default.svc.cluster.local.");
+        assert_eq!(
+            m.answers[0].data.to_string(),
+            "web.default.svc.cluster.local."
+        );
 
         // A swap is seen by the next query.
         let other = Service::cluster_ip("default", "web", vec!["10.96.0.11".parse().unwrap()]);

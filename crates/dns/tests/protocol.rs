@@ -13,7 +13,14 @@ use serde_json::json;
 
 /// A query packet: id, flags, the question count as written, one question
 /// (`name`/`qtype`/`qclass`) repeated `questions` times.
-fn packet(id: u16, opcode: u8, questions: u16, labels: &[&[u8]], qtype: u16, qclass: u16) -> Vec<u8> {
+fn packet(
+    id: u16,
+    opcode: u8,
+    questions: u16,
+    labels: &[&[u8]],
+    qtype: u16,
+    qclass: u16,
+) -> Vec<u8> {
     let mut p = Vec::new();
     p.extend_from_slice(&id.to_be_bytes());
     p.push((opcode << 3) | 0x01); // RD
@@ -40,9 +47,19 @@ fn exchange(fx: &Fixture, p: Vec<u8>) -> Option<(u16, u8, u8, Vec<u8>)> {
         let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         s.send_to(&p, "127.0.0.1:53").await.unwrap();
         let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(2), s.recv(&mut buf)).await.ok()?.ok()?;
+        let n = tokio::time::timeout(Duration::from_secs(2), s.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         buf.truncate(n);
-        (n >= 12).then(|| (u16::from_be_bytes([buf[0], buf[1]]), buf[2], buf[3] & 0x0f, buf.clone()))
+        (n >= 12).then(|| {
+            (
+                u16::from_be_bytes([buf[0], buf[1]]),
+                buf[2],
+                buf[3] & 0x0f,
+                buf.clone(),
+            )
+        })
     })
 }
 
@@ -57,21 +74,48 @@ fn error_classes_get_their_rcodes_and_the_server_keeps_serving() {
     // A valid query first (the `kubernetes` Service the API server makes).
     let (id, flags, rcode, _) = exchange(&fx, packet(7, 0, 1, WEB, 1, 1)).expect("answer");
     assert_eq!((id, rcode), (7, NOERROR));
-    assert!(flags & 0x80 != 0 && flags & 0x04 != 0, "QR and AA set: {flags:#x}");
+    assert!(
+        flags & 0x80 != 0 && flags & 0x04 != 0,
+        "QR and AA set: {flags:#x}"
+    );
 
     let cases: Vec<(&str, Vec<u8>, u8)> = vec![
         ("two questions", packet(1, 0, 2, WEB, 1, 1), FORMERR),
-        ("no question", packet(2, 0, 0, &[], 1, 1)[..12].to_vec(), FORMERR),
+        (
+            "no question",
+            packet(2, 0, 0, &[], 1, 1)[..12].to_vec(),
+            FORMERR,
+        ),
         ("opcode STATUS", packet(3, 2, 1, WEB, 1, 1), NOTIMP),
         ("opcode NOTIFY", packet(4, 4, 1, WEB, 6, 1), NOTIMP),
         ("opcode UPDATE", packet(5, 5, 1, WEB, 6, 1), NOTIMP),
         ("class CH", packet(6, 0, 1, WEB, 1, 3), NOTIMP),
         ("class 999", packet(8, 0, 1, WEB, 1, 999), NOTIMP),
-        ("AXFR", packet(9, 0, 1, &[b"cluster", b"local"], 252, 1), REFUSED),
-        ("IXFR", packet(10, 0, 1, &[b"cluster", b"local"], 251, 1), REFUSED),
-        ("label of 64 bytes", packet(11, 0, 1, &[&[b'a'; 64]], 1, 1), FORMERR),
-        ("name over 255 bytes", packet(12, 0, 1, &[&[b'a'; 63][..]; 5], 1, 1), FORMERR),
-        ("question cut short", packet(13, 0, 1, WEB, 1, 1)[..20].to_vec(), FORMERR),
+        (
+            "AXFR",
+            packet(9, 0, 1, &[b"cluster", b"local"], 252, 1),
+            REFUSED,
+        ),
+        (
+            "IXFR",
+            packet(10, 0, 1, &[b"cluster", b"local"], 251, 1),
+            REFUSED,
+        ),
+        (
+            "label of 64 bytes",
+            packet(11, 0, 1, &[&[b'a'; 64]], 1, 1),
+            FORMERR,
+        ),
+        (
+            "name over 255 bytes",
+            packet(12, 0, 1, &[&[b'a'; 63][..]; 5], 1, 1),
+            FORMERR,
+        ),
+        (
+            "question cut short",
+            packet(13, 0, 1, WEB, 1, 1)[..20].to_vec(),
+            FORMERR,
+        ),
         ("unknown type", packet(14, 0, 1, WEB, 65280, 1), NOERROR),
     ];
     for (what, p, want) in cases {
@@ -90,13 +134,30 @@ fn error_classes_get_their_rcodes_and_the_server_keeps_serving() {
     // dig's view of the same classes.
     let d = dig(&fx.ns, &["-c", "CH", "version.bind", "TXT"]);
     assert_eq!(d.status, "NOTIMP", "{}", d.raw);
-    let out = fx.ns.exec("dig", &["@127.0.0.1", "+tries=1", "+time=3", "cluster.local", "AXFR"]);
+    let out = fx.ns.exec(
+        "dig",
+        &["@127.0.0.1", "+tries=1", "+time=3", "cluster.local", "AXFR"],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Transfer failed") || text.contains("REFUSED"), "{text}");
-    let d = dig(&fx.ns, &["+opcode=status", "kubernetes.default.svc.cluster.local"]);
+    assert!(
+        text.contains("Transfer failed") || text.contains("REFUSED"),
+        "{text}"
+    );
+    let d = dig(
+        &fx.ns,
+        &["+opcode=status", "kubernetes.default.svc.cluster.local"],
+    );
     assert_eq!(d.status, "NOTIMP", "{}", d.raw);
-    let d = dig(&fx.ns, &["kubernetes.default.svc.cluster.local", "TYPE65280"]);
-    assert_eq!((d.status.as_str(), d.answer.len()), ("NOERROR", 0), "{}", d.raw);
+    let d = dig(
+        &fx.ns,
+        &["kubernetes.default.svc.cluster.local", "TYPE65280"],
+    );
+    assert_eq!(
+        (d.status.as_str(), d.answer.len()),
+        ("NOERROR", 0),
+        "{}",
+        d.raw
+    );
 }
 
 #[test]
@@ -105,14 +166,23 @@ fn edns_is_answered_in_kind_and_badvers_for_newer_versions() {
     let name = "kubernetes.default.svc.cluster.local";
     let d = dig(&fx.ns, &[name, "+edns=0", "+bufsize=1400"]);
     assert_eq!(d.status, "NOERROR");
-    let opt = d.opt.unwrap_or_else(|| panic!("no OPT in reply: {}", d.raw));
-    assert!(opt.contains("version: 0") && opt.contains("udp: 1400"), "{opt}");
+    let opt = d
+        .opt
+        .unwrap_or_else(|| panic!("no OPT in reply: {}", d.raw));
+    assert!(
+        opt.contains("version: 0") && opt.contains("udp: 1400"),
+        "{opt}"
+    );
     let d = dig(&fx.ns, &[name, "+noedns"]);
     assert!(d.opt.is_none(), "OPT without EDNS in the query: {}", d.raw);
     assert_eq!(d.status, "NOERROR");
     let d = dig(&fx.ns, &[name, "+edns=1", "+noednsneg"]);
     assert_eq!(d.status, "BADVERS", "{}", d.raw);
-    assert!(d.opt.as_deref().is_some_and(|o| o.contains("version: 0")), "{}", d.raw);
+    assert!(
+        d.opt.as_deref().is_some_and(|o| o.contains("version: 0")),
+        "{}",
+        d.raw
+    );
     assert!(d.answer.is_empty());
 }
 
@@ -158,8 +228,30 @@ fn fuzz_random_and_mutated_packets_do_not_stop_the_server() {
     let fx = Fixture::start("fuzz", common::settings(vec![]));
     let seeds: Vec<Vec<u8>> = vec![
         packet(1, 0, 1, WEB, 1, 1),
-        packet(2, 0, 1, &[b"_https", b"_tcp", b"kubernetes", b"default", b"svc", b"cluster", b"local"], 33, 1),
-        packet(3, 0, 1, &[b"1", b"0", b"96", b"10", b"in-addr", b"arpa"], 12, 1),
+        packet(
+            2,
+            0,
+            1,
+            &[
+                b"_https",
+                b"_tcp",
+                b"kubernetes",
+                b"default",
+                b"svc",
+                b"cluster",
+                b"local",
+            ],
+            33,
+            1,
+        ),
+        packet(
+            3,
+            0,
+            1,
+            &[b"1", b"0", b"96", b"10", b"in-addr", b"arpa"],
+            12,
+            1,
+        ),
         packet(4, 0, 1, &[b"nope", b"cluster", b"local"], 28, 1),
         // With an OPT record (EDNS0, payload 1232).
         {
@@ -216,10 +308,18 @@ fn fuzz_random_and_mutated_packets_do_not_stop_the_server() {
     assert_eq!(sent.0, PACKETS);
     assert!(sent.1 > 0, "the server answered none of the fuzz packets");
     assert!(!fx.dns.is_finished(), "the server stopped");
-    poll(Duration::from_secs(10), "answers after the fuzz run", || {
-        exchange(&fx, packet(99, 0, 1, WEB, 1, 1)).is_some_and(|(id, _, rcode, _)| id == 99 && rcode == NOERROR)
-    });
-    let d = dig(&fx.ns, &["kubernetes.default.svc.cluster.local", "A", "+tcp"]);
+    poll(
+        Duration::from_secs(10),
+        "answers after the fuzz run",
+        || {
+            exchange(&fx, packet(99, 0, 1, WEB, 1, 1))
+                .is_some_and(|(id, _, rcode, _)| id == 99 && rcode == NOERROR)
+        },
+    );
+    let d = dig(
+        &fx.ns,
+        &["kubernetes.default.svc.cluster.local", "A", "+tcp"],
+    );
     assert_eq!(d.status, "NOERROR", "{}", d.raw);
     eprintln!("fuzz: {} packets sent, {} replies read", sent.0, sent.1);
 }

@@ -71,7 +71,17 @@ fn start_nsd(ns: &TestNs) -> Nsd {
         .expect("start nsd");
     let nsd = Nsd { child, _dir: dir };
     poll(Duration::from_secs(10), "NSD answers", || {
-        let out = ns.exec("dig", &["@127.0.0.2", "+short", "+tries=1", "+time=1", "www.example.test", "A"]);
+        let out = ns.exec(
+            "dig",
+            &[
+                "@127.0.0.2",
+                "+short",
+                "+tries=1",
+                "+time=1",
+                "www.example.test",
+                "A",
+            ],
+        );
         String::from_utf8_lossy(&out.stdout).trim() == "192.0.2.10"
     });
     nsd
@@ -88,17 +98,37 @@ fn forwarding_relays_answers_negative_answers_and_large_answers() {
     let (fx, _nsd) = upstream_fixture("fwd");
     for t in ["+notcp", "+tcp"] {
         let d = dig(&fx.ns, &["www.example.test", "A", t]);
-        assert_eq!((d.status.as_str(), d.data("A")), ("NOERROR", vec!["192.0.2.10".to_string()]), "{t} {}", d.raw);
+        assert_eq!(
+            (d.status.as_str(), d.data("A")),
+            ("NOERROR", vec!["192.0.2.10".to_string()]),
+            "{t} {}",
+            d.raw
+        );
         // A recursive forwarder's flags: RA set, not authoritative, RD echoed.
-        assert!(d.has_flag("ra") && d.has_flag("rd") && !d.has_flag("aa"), "{t} {:?}", d.flags);
+        assert!(
+            d.has_flag("ra") && d.has_flag("rd") && !d.has_flag("aa"),
+            "{t} {:?}",
+            d.flags
+        );
         let d = dig(&fx.ns, &["www.example.test", "AAAA", t]);
         assert_eq!(d.data("AAAA"), ["2001:db8::10"], "{t}");
         let d = dig(&fx.ns, &["nope.example.test", "A", t]);
         assert_eq!(d.status, "NXDOMAIN", "{t} {}", d.raw);
-        assert!(d.authority.iter().any(|r| r.rtype == "SOA" && r.name == "example.test."), "{t} {}", d.raw);
+        assert!(
+            d.authority
+                .iter()
+                .any(|r| r.rtype == "SOA" && r.name == "example.test."),
+            "{t} {}",
+            d.raw
+        );
         // NODATA from upstream: NOERROR, empty answer, SOA.
         let d = dig(&fx.ns, &["www.example.test", "MX", t]);
-        assert_eq!((d.status.as_str(), d.answer.len()), ("NOERROR", 0), "{t} {}", d.raw);
+        assert_eq!(
+            (d.status.as_str(), d.answer.len()),
+            ("NOERROR", 0),
+            "{t} {}",
+            d.raw
+        );
     }
     // 10 × 250-byte TXT records do not fit the forwarder's 1232-byte EDNS payload: NSD
     // truncates, the forwarder asks again over TCP, the client gets all of them.
@@ -120,7 +150,9 @@ fn external_name_is_chased_through_the_upstream() {
         json!({"metadata": {"name": "ext"}, "spec": {"type": "ExternalName", "externalName": "www.example.test"}}),
     );
     poll(Duration::from_secs(5), "ExternalName CNAME", || {
-        !dig(&fx.ns, &["ext.default.svc.cluster.local", "A"]).data("CNAME").is_empty()
+        !dig(&fx.ns, &["ext.default.svc.cluster.local", "A"])
+            .data("CNAME")
+            .is_empty()
     });
     let d = dig(&fx.ns, &["ext.default.svc.cluster.local", "A"]);
     assert_eq!(d.data("CNAME"), ["www.example.test."], "{}", d.raw);
@@ -135,7 +167,7 @@ fn cache_answers_without_the_upstream_and_servfail_is_bounded() {
     assert_eq!(first.data("A"), ["192.0.2.10"]);
     assert_eq!(dig(&fx.ns, &["nope.example.test", "A"]).status, "NXDOMAIN");
     drop(nsd); // the upstream is gone
-    // Positive and negative answers come from the cache, TTLs not above what was served.
+               // Positive and negative answers come from the cache, TTLs not above what was served.
     let d = dig(&fx.ns, &["www.example.test", "A"]);
     assert_eq!(d.data("A"), ["192.0.2.10"], "{}", d.raw);
     assert!(d.answer[0].ttl <= first.answer[0].ttl);

@@ -36,14 +36,39 @@ fn cluster() -> (Fixture, String) {
         json!({"metadata": {"name": "ext"}, "spec": {"type": "ExternalName", "externalName": "www.example.com"}}),
     );
     let sub = json!({"hostname": "pet-0", "subdomain": "pets", "containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 8080}]}]});
-    fx.pod("db", "pet-0", "10.244.1.5", json!({"app": "pets"}), sub, true);
-    let plain = json!({"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 8080}]}]});
-    fx.pod("db", "pet-1", "10.244.2.6", json!({"app": "pets"}), plain.clone(), true);
-    fx.pod("db", "sick", "10.244.3.7", json!({"app": "pets"}), plain, false);
+    fx.pod(
+        "db",
+        "pet-0",
+        "10.244.1.5",
+        json!({"app": "pets"}),
+        sub,
+        true,
+    );
+    let plain =
+        json!({"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 8080}]}]});
+    fx.pod(
+        "db",
+        "pet-1",
+        "10.244.2.6",
+        json!({"app": "pets"}),
+        plain.clone(),
+        true,
+    );
+    fx.pod(
+        "db",
+        "sick",
+        "10.244.3.7",
+        json!({"app": "pets"}),
+        plain,
+        false,
+    );
     let ip = fx.cluster_ip("default", "web");
     // The EndpointSlice controller and the feed are asynchronous: wait for the last object.
     poll(Duration::from_secs(10), "pets endpoints", || {
-        dig(&fx.ns, &["pets.db.svc.cluster.local", "A"]).answer.len() == 2
+        dig(&fx.ns, &["pets.db.svc.cluster.local", "A"])
+            .answer
+            .len()
+            == 2
     });
     (fx, ip)
 }
@@ -71,26 +96,63 @@ fn specification_records_over_udp_and_tcp() {
         // ClusterIP Service: A, authoritative, the configured TTL; case-insensitive, the
         // question echoed in the client's case.
         let d = q(&["web.default.svc.cluster.local", "A"]);
-        assert_eq!((d.status.as_str(), d.data("A")), ("NOERROR", vec![web_ip.clone()]), "{t} {}", d.raw);
+        assert_eq!(
+            (d.status.as_str(), d.data("A")),
+            ("NOERROR", vec![web_ip.clone()]),
+            "{t} {}",
+            d.raw
+        );
         assert!(d.has_flag("aa") && d.has_flag("qr"), "{t} {:?}", d.flags);
         assert_eq!(d.answer[0].ttl, 30);
         let d = q(&["WeB.DeFault.SVC.Cluster.Local", "A"]);
-        assert_eq!(d.data("A"), [web_ip.clone()], "{t}");
-        assert!(d.question[0].starts_with("WeB.DeFault.SVC.Cluster.Local."), "{t} {:?}", d.question);
+        assert_eq!(d.data("A"), std::slice::from_ref(&web_ip), "{t}");
+        assert!(
+            d.question[0].starts_with("WeB.DeFault.SVC.Cluster.Local."),
+            "{t} {:?}",
+            d.question
+        );
 
         // SRV for named ports (protocol in the name), the Service's A in Additional.
         let d = q(&["_http._tcp.web.default.svc.cluster.local", "SRV"]);
-        assert_eq!(d.data("SRV"), ["0 100 80 web.default.svc.cluster.local."], "{t} {}", d.raw);
-        assert!(d.additional.iter().any(|r| r.rtype == "A" && r.data == web_ip), "{t} {}", d.raw);
+        assert_eq!(
+            d.data("SRV"),
+            ["0 100 80 web.default.svc.cluster.local."],
+            "{t} {}",
+            d.raw
+        );
+        assert!(
+            d.additional
+                .iter()
+                .any(|r| r.rtype == "A" && r.data == web_ip),
+            "{t} {}",
+            d.raw
+        );
         let d = q(&["_dns._udp.web.default.svc.cluster.local", "SRV"]);
-        assert_eq!(d.data("SRV"), ["0 100 53 web.default.svc.cluster.local."], "{t}");
-        assert_eq!(q(&["_dns._tcp.web.default.svc.cluster.local", "SRV"]).status, "NXDOMAIN");
+        assert_eq!(
+            d.data("SRV"),
+            ["0 100 53 web.default.svc.cluster.local."],
+            "{t}"
+        );
+        assert_eq!(
+            q(&["_dns._tcp.web.default.svc.cluster.local", "SRV"]).status,
+            "NXDOMAIN"
+        );
 
         // PTR of the ClusterIP and of a headless endpoint.
         let d = q(&[&reverse(&web_ip), "PTR"]);
-        assert_eq!(d.data("PTR"), ["web.default.svc.cluster.local."], "{t} {}", d.raw);
+        assert_eq!(
+            d.data("PTR"),
+            ["web.default.svc.cluster.local."],
+            "{t} {}",
+            d.raw
+        );
         let d = q(&["-x", "10.244.1.5"]);
-        assert_eq!(d.data("PTR"), ["pet-0.pets.db.svc.cluster.local."], "{t} {}", d.raw);
+        assert_eq!(
+            d.data("PTR"),
+            ["pet-0.pets.db.svc.cluster.local."],
+            "{t} {}",
+            d.raw
+        );
 
         // Headless: ready endpoints only; hostname records; SRV per endpoint and port.
         let d = q(&["pets.db.svc.cluster.local", "A"]);
@@ -107,7 +169,11 @@ fn specification_records_over_udp_and_tcp() {
             "{t} {}",
             d.raw
         );
-        let mut extra: Vec<String> = d.additional.iter().map(|r| format!("{} {}", r.name, r.data)).collect();
+        let mut extra: Vec<String> = d
+            .additional
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.data))
+            .collect();
         extra.sort();
         assert_eq!(
             extra,
@@ -117,7 +183,11 @@ fn specification_records_over_udp_and_tcp() {
             ],
             "{t}"
         );
-        assert_eq!(q(&["sick.pets.db.svc.cluster.local", "A"]).status, "NXDOMAIN", "{t}");
+        assert_eq!(
+            q(&["sick.pets.db.svc.cluster.local", "A"]).status,
+            "NXDOMAIN",
+            "{t}"
+        );
 
         // NODATA vs NXDOMAIN, with the SOA (minimum = negative TTL) in Authority.
         for (name, qtype, status) in [
@@ -132,7 +202,11 @@ fn specification_records_over_udp_and_tcp() {
             let d = q(&[name, qtype]);
             assert_eq!(d.status, status, "{t} {name} {qtype} {}", d.raw);
             assert!(d.answer.is_empty(), "{t} {name} {}", d.raw);
-            let soa = d.authority.iter().find(|r| r.rtype == "SOA").unwrap_or_else(|| panic!("{t} {name}: no SOA {}", d.raw));
+            let soa = d
+                .authority
+                .iter()
+                .find(|r| r.rtype == "SOA")
+                .unwrap_or_else(|| panic!("{t} {name}: no SOA {}", d.raw));
             assert_eq!(soa.name, "cluster.local.");
             assert!(soa.data.ends_with(" 30"), "SOA minimum {}", soa.data);
             assert!(d.has_flag("aa"), "{t} {name}");
@@ -145,7 +219,11 @@ fn specification_records_over_udp_and_tcp() {
         // Pod records (verified: the pod exists in that namespace).
         let d = q(&["10-244-1-5.db.pod.cluster.local", "A"]);
         assert_eq!(d.data("A"), ["10.244.1.5"], "{t} {}", d.raw);
-        assert_eq!(q(&["10-244-1-5.default.pod.cluster.local", "A"]).status, "NXDOMAIN", "{t}");
+        assert_eq!(
+            q(&["10-244-1-5.default.pod.cluster.local", "A"]).status,
+            "NXDOMAIN",
+            "{t}"
+        );
 
         // No upstreams: names outside the zone are refused, recursion not offered.
         let d = q(&["example.com", "A"]);
@@ -186,9 +264,11 @@ fn service_changes_are_answered_within_a_second() {
     let appeared = t.elapsed();
     let t = std::time::Instant::now();
     fx.delete_service("default", "late");
-    poll(Duration::from_secs(1), "deleted Service stops resolving", || {
-        dig(&fx.ns, &[name, "A"]).status == "NXDOMAIN"
-    });
+    poll(
+        Duration::from_secs(1),
+        "deleted Service stops resolving",
+        || dig(&fx.ns, &[name, "A"]).status == "NXDOMAIN",
+    );
     let gone = t.elapsed();
     assert!(appeared < Duration::from_secs(1) && gone < Duration::from_secs(1));
     eprintln!(
@@ -208,7 +288,9 @@ fn readyz_is_503_until_the_first_sync_and_healthz_200_while_serving() {
             .build()
             .unwrap();
         rt.spawn(async {
-            let client = sarasa_dns::server::client(Some("http://127.0.0.1:1")).await.unwrap();
+            let client = sarasa_dns::server::client(Some("http://127.0.0.1:1"))
+                .await
+                .unwrap();
             sarasa_dns::server::run(common::settings(vec![]), client).await
         });
         rt
@@ -219,15 +301,23 @@ fn readyz_is_503_until_the_first_sync_and_healthz_200_while_serving() {
             let Ok(mut s) = tokio::net::TcpStream::connect("127.0.0.1:9153").await else {
                 return String::new();
             };
-            s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).await.unwrap();
             out
         });
         rt.block_on(h).unwrap()
     };
-    poll(Duration::from_secs(10), "healthz", || get("/healthz").starts_with("HTTP/1.0 200"));
-    assert!(get("/readyz").starts_with("HTTP/1.0 503"), "{}", get("/readyz"));
+    poll(Duration::from_secs(10), "healthz", || {
+        get("/healthz").starts_with("HTTP/1.0 200")
+    });
+    assert!(
+        get("/readyz").starts_with("HTTP/1.0 503"),
+        "{}",
+        get("/readyz")
+    );
     // It serves the zone's fixed names meanwhile.
     let d = dig(&ns, &["dns-version.cluster.local", "TXT"]);
     assert_eq!(d.data("TXT"), ["\"1.1.0\""], "{}", d.raw);

@@ -66,7 +66,9 @@ impl TestNs {
 
 impl Drop for TestNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -120,9 +122,12 @@ impl Fixture {
                 .build()
                 .unwrap();
             let (client, dns) = rt.block_on(async move {
-                let server = sarasa_apiserver::ApiServer::open(sarasa_apiserver::Config::new(api_dir))
-                    .expect("open API server");
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:6443").await.unwrap();
+                let server =
+                    sarasa_apiserver::ApiServer::open(sarasa_apiserver::Config::new(api_dir))
+                        .expect("open API server");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:6443")
+                    .await
+                    .unwrap();
                 tokio::spawn(async move { server.serve(listener).await });
                 let client = server::client(Some(API)).await.unwrap();
                 let c = client.clone();
@@ -173,7 +178,10 @@ impl Fixture {
                 .nth(1)
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);
-            let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+            let body = out
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
             (code, body)
         })
     }
@@ -185,7 +193,10 @@ impl Fixture {
                 return;
             }
             assert!(!self.dns.is_finished(), "the DNS server stopped");
-            assert!(Instant::now() < deadline, "DNS server not ready within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "DNS server not ready within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -199,20 +210,28 @@ impl Fixture {
             match kind.as_str() {
                 "Service" => {
                     let api: Api<Service> = Api::namespaced(client, &ns);
-                    api.create(&pp, &serde_json::from_value(obj).unwrap()).await.map(|_| ())
+                    api.create(&pp, &serde_json::from_value(obj).unwrap())
+                        .await
+                        .map(|_| ())
                 }
                 "Pod" => {
                     let api: Api<Pod> = Api::namespaced(client, &ns);
-                    api.create(&pp, &serde_json::from_value(obj).unwrap()).await.map(|_| ())
+                    api.create(&pp, &serde_json::from_value(obj).unwrap())
+                        .await
+                        .map(|_| ())
                 }
                 "Namespace" => {
                     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
-                    api.create(&pp, &serde_json::from_value(obj).unwrap()).await.map(|_| ())
+                    api.create(&pp, &serde_json::from_value(obj).unwrap())
+                        .await
+                        .map(|_| ())
                 }
                 "EndpointSlice" => {
                     let api: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
                         Api::namespaced(client, &ns);
-                    api.create(&pp, &serde_json::from_value(obj).unwrap()).await.map(|_| ())
+                    api.create(&pp, &serde_json::from_value(obj).unwrap())
+                        .await
+                        .map(|_| ())
                 }
                 other => panic!("kind {other}"),
             }
@@ -225,7 +244,9 @@ impl Fixture {
         let (ns, name) = (ns.to_string(), name.to_string());
         self.run(async move {
             let api: Api<Service> = Api::namespaced(client, &ns);
-            api.delete(&name, &DeleteParams::default()).await.map(|_| ())
+            api.delete(&name, &DeleteParams::default())
+                .await
+                .map(|_| ())
         })
         .expect("delete service");
     }
@@ -236,12 +257,26 @@ impl Fixture {
         let (ns, name) = (ns.to_string(), name.to_string());
         self.run(async move {
             let api: Api<Service> = Api::namespaced(client, &ns);
-            api.get(&name).await.unwrap().spec.unwrap().cluster_ip.unwrap()
+            api.get(&name)
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+                .cluster_ip
+                .unwrap()
         })
     }
 
     /// A pod with an address, Running; `ready` sets its Ready condition.
-    pub fn pod(&self, ns: &str, name: &str, ip: &str, labels: Value, extra_spec: Value, ready: bool) {
+    pub fn pod(
+        &self,
+        ns: &str,
+        name: &str,
+        ip: &str,
+        labels: Value,
+        extra_spec: Value,
+        ready: bool,
+    ) {
         let mut spec = json!({"containers": [{"name": "c", "image": "x"}], "nodeName": "node-1"});
         if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
             for (k, v) in e {
