@@ -103,7 +103,10 @@ fn init_logging(command: &Command) {
     // client's own connection errors are not logged by commands that poll the API while it
     // comes up: they return their errors instead.
     let default = match command {
-        Command::Agent(_) | Command::Dns(_) => "info",
+        Command::Agent(_) => "info",
+        // hickory's server logs every request at info: a line per query would cost more than
+        // the query.
+        Command::Dns(_) => "info,hickory_server=warn",
         Command::Lab(_) => "info,kube_client=off",
         _ => "warn,kube_client=off",
     };

@@ -157,7 +157,12 @@ fn ask<'s>(z: &'s ZoneSnapshot, name: &str, t: RecordType) -> Answer<'s> {
 
 /// The answer's rdata as text, sorted.
 fn data(a: &Answer) -> Vec<String> {
-    let mut v: Vec<String> = a.answers.records().iter().map(|r| r.data.to_string()).collect();
+    let mut v: Vec<String> = a
+        .answers
+        .records()
+        .iter()
+        .map(|r| r.data.to_string())
+        .collect();
     v.sort();
     v
 }
@@ -185,31 +190,65 @@ fn dns_version_txt() {
 #[test]
 fn cluster_ip_service_answers_a_and_aaaa_case_insensitively() {
     let z = zone();
-    assert_eq!(data(&ask(&z, "web.default.svc.cluster.local.", RecordType::A)), ["10.96.0.10"]);
-    assert_eq!(data(&ask(&z, "WEB.Default.SVC.cluster.LOCAL.", RecordType::AAAA)), ["fd00:96::a"]);
+    assert_eq!(
+        data(&ask(&z, "web.default.svc.cluster.local.", RecordType::A)),
+        ["10.96.0.10"]
+    );
+    assert_eq!(
+        data(&ask(&z, "WEB.Default.SVC.cluster.LOCAL.", RecordType::AAAA)),
+        ["fd00:96::a"]
+    );
     let any = ask(&z, "web.default.svc.cluster.local.", RecordType::ANY);
     assert_eq!(any.answers.records().len(), 2);
     // A name with records of other types: NODATA, not NXDOMAIN.
-    assert_nodata(&ask(&z, "web.default.svc.cluster.local.", RecordType::MX), "MX");
-    assert_nodata(&ask(&z, "web.default.svc.cluster.local.", RecordType::Unknown(65280)), "unknown type");
+    assert_nodata(
+        &ask(&z, "web.default.svc.cluster.local.", RecordType::MX),
+        "MX",
+    );
+    assert_nodata(
+        &ask(
+            &z,
+            "web.default.svc.cluster.local.",
+            RecordType::Unknown(65280),
+        ),
+        "unknown type",
+    );
 }
 
 #[test]
 fn srv_for_named_ports_with_the_service_address_as_additional() {
     let z = zone();
-    let a = ask(&z, "_http._tcp.web.default.svc.cluster.local.", RecordType::SRV);
+    let a = ask(
+        &z,
+        "_http._tcp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    );
     assert_eq!(data(&a), ["0 100 80 web.default.svc.cluster.local."]);
     let mut extra: Vec<String> = a.additional.iter().map(|r| r.data.to_string()).collect();
     extra.sort();
     assert_eq!(extra, ["10.96.0.10", "fd00:96::a"]);
     assert_eq!(
-        data(&ask(&z, "_dns._udp.web.default.svc.cluster.local.", RecordType::SRV)),
+        data(&ask(
+            &z,
+            "_dns._udp.web.default.svc.cluster.local.",
+            RecordType::SRV
+        )),
         ["0 100 53 web.default.svc.cluster.local."]
     );
     // The protocol is part of the name; unnamed ports have no SRV.
-    assert_nxdomain(&ask(&z, "_dns._tcp.web.default.svc.cluster.local.", RecordType::SRV), "wrong proto");
+    assert_nxdomain(
+        &ask(
+            &z,
+            "_dns._tcp.web.default.svc.cluster.local.",
+            RecordType::SRV,
+        ),
+        "wrong proto",
+    );
     // `_tcp.web...` exists (an empty non-terminal).
-    assert_nodata(&ask(&z, "_tcp.web.default.svc.cluster.local.", RecordType::SRV), "ENT");
+    assert_nodata(
+        &ask(&z, "_tcp.web.default.svc.cluster.local.", RecordType::SRV),
+        "ENT",
+    );
 }
 
 #[test]
@@ -233,10 +272,18 @@ fn ptr_for_cluster_ips_and_endpoints_v4_and_v6() {
         ["10-244-2-6.pets.db.svc.cluster.local."]
     );
     // An address the cluster does not hold is not ours.
-    let other = answer(&z, &Name::from_ascii("9.9.9.9.in-addr.arpa.").unwrap(), RecordType::PTR);
+    let other = answer(
+        &z,
+        &Name::from_ascii("9.9.9.9.in-addr.arpa.").unwrap(),
+        RecordType::PTR,
+    );
     assert_eq!(other, Outcome::NotOurs);
     // A not-ready endpoint has no PTR.
-    let sick = answer(&z, &Name::from_ascii("7.3.244.10.in-addr.arpa.").unwrap(), RecordType::PTR);
+    let sick = answer(
+        &z,
+        &Name::from_ascii("7.3.244.10.in-addr.arpa.").unwrap(),
+        RecordType::PTR,
+    );
     assert_eq!(sick, Outcome::NotOurs);
 }
 
@@ -245,14 +292,43 @@ fn headless_service_answers_ready_endpoints_only() {
     let z = zone();
     let a = ask(&z, "pets.db.svc.cluster.local.", RecordType::A);
     assert_eq!(data(&a), ["10.244.1.5", "10.244.2.6"]);
-    assert_eq!(data(&ask(&z, "pets.db.svc.cluster.local.", RecordType::AAAA)), ["fd00:244::5"]);
-    assert_eq!(data(&ask(&z, "pet-0.pets.db.svc.cluster.local.", RecordType::A)), ["10.244.1.5"]);
-    assert_eq!(data(&ask(&z, "pet-0.pets.db.svc.cluster.local.", RecordType::AAAA)), ["fd00:244::5"]);
-    assert_eq!(data(&ask(&z, "10-244-2-6.pets.db.svc.cluster.local.", RecordType::A)), ["10.244.2.6"]);
-    assert_nxdomain(&ask(&z, "sick.pets.db.svc.cluster.local.", RecordType::A), "not ready");
+    assert_eq!(
+        data(&ask(&z, "pets.db.svc.cluster.local.", RecordType::AAAA)),
+        ["fd00:244::5"]
+    );
+    assert_eq!(
+        data(&ask(&z, "pet-0.pets.db.svc.cluster.local.", RecordType::A)),
+        ["10.244.1.5"]
+    );
+    assert_eq!(
+        data(&ask(
+            &z,
+            "pet-0.pets.db.svc.cluster.local.",
+            RecordType::AAAA
+        )),
+        ["fd00:244::5"]
+    );
+    assert_eq!(
+        data(&ask(
+            &z,
+            "10-244-2-6.pets.db.svc.cluster.local.",
+            RecordType::A
+        )),
+        ["10.244.2.6"]
+    );
+    assert_nxdomain(
+        &ask(&z, "sick.pets.db.svc.cluster.local.", RecordType::A),
+        "not ready",
+    );
     // Exists without ready endpoints: NODATA. Does not exist: NXDOMAIN.
-    assert_nodata(&ask(&z, "empty.db.svc.cluster.local.", RecordType::A), "no ready endpoints");
-    assert_nxdomain(&ask(&z, "nope.db.svc.cluster.local.", RecordType::A), "no such service");
+    assert_nodata(
+        &ask(&z, "empty.db.svc.cluster.local.", RecordType::A),
+        "no ready endpoints",
+    );
+    assert_nxdomain(
+        &ask(&z, "nope.db.svc.cluster.local.", RecordType::A),
+        "no such service",
+    );
 }
 
 #[test]
@@ -266,7 +342,11 @@ fn headless_srv_per_endpoint_and_port_with_endpoint_addresses() {
             "0 100 8080 pet-0.pets.db.svc.cluster.local.",
         ]
     );
-    let mut extra: Vec<String> = a.additional.iter().map(|r| format!("{} {}", r.name, r.data)).collect();
+    let mut extra: Vec<String> = a
+        .additional
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.data))
+        .collect();
     extra.sort();
     assert_eq!(
         extra,
@@ -281,13 +361,21 @@ fn headless_srv_per_endpoint_and_port_with_endpoint_addresses() {
 #[test]
 fn publish_not_ready_addresses_publishes_unready_endpoints() {
     let z = zone();
-    assert_eq!(data(&ask(&z, "late.default.svc.cluster.local.", RecordType::A)), ["10.244.4.4"]);
+    assert_eq!(
+        data(&ask(&z, "late.default.svc.cluster.local.", RecordType::A)),
+        ["10.244.4.4"]
+    );
 }
 
 #[test]
 fn external_name_is_a_cname_for_every_type() {
     let z = zone();
-    for t in [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::TXT] {
+    for t in [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::CNAME,
+        RecordType::TXT,
+    ] {
         let a = ask(&z, "ext.default.svc.cluster.local.", t);
         assert_eq!(data(&a), ["www.example.com."], "{t}");
         assert_eq!(a.cname_target().unwrap().to_ascii(), "www.example.com.");
@@ -298,33 +386,78 @@ fn external_name_is_a_cname_for_every_type() {
 fn pod_hostname_under_its_headless_subdomain() {
     let z = zone();
     // The endpoint's hostname and the pod's hostname.subdomain are the same name.
-    assert_eq!(data(&ask(&z, "pet-0.pets.db.svc.cluster.local.", RecordType::A)), ["10.244.1.5"]);
+    assert_eq!(
+        data(&ask(&z, "pet-0.pets.db.svc.cluster.local.", RecordType::A)),
+        ["10.244.1.5"]
+    );
     // A pod the Service does not publish (not ready) has none.
-    assert_nxdomain(&ask(&z, "sick.pets.db.svc.cluster.local.", RecordType::A), "unready pod");
+    assert_nxdomain(
+        &ask(&z, "sick.pets.db.svc.cluster.local.", RecordType::A),
+        "unready pod",
+    );
 }
 
 #[test]
 fn pod_records_by_mode() {
     let z = zone();
-    assert_eq!(data(&ask(&z, "10-244-1-5.db.pod.cluster.local.", RecordType::A)), ["10.244.1.5"]);
-    assert_eq!(data(&ask(&z, "fd00-244--5.db.pod.cluster.local.", RecordType::AAAA)), ["fd00:244::5"]);
-    assert_nodata(&ask(&z, "10-244-1-5.db.pod.cluster.local.", RecordType::AAAA), "v4 pod AAAA");
+    assert_eq!(
+        data(&ask(&z, "10-244-1-5.db.pod.cluster.local.", RecordType::A)),
+        ["10.244.1.5"]
+    );
+    assert_eq!(
+        data(&ask(
+            &z,
+            "fd00-244--5.db.pod.cluster.local.",
+            RecordType::AAAA
+        )),
+        ["fd00:244::5"]
+    );
+    assert_nodata(
+        &ask(&z, "10-244-1-5.db.pod.cluster.local.", RecordType::AAAA),
+        "v4 pod AAAA",
+    );
     // verified: the pod must exist in that namespace.
-    assert_nxdomain(&ask(&z, "10-244-1-5.default.pod.cluster.local.", RecordType::A), "other ns");
-    assert_nxdomain(&ask(&z, "1-2-3-4.db.pod.cluster.local.", RecordType::A), "no such pod");
-    assert_nodata(&ask(&z, "db.pod.cluster.local.", RecordType::A), "pod namespace ENT");
+    assert_nxdomain(
+        &ask(&z, "10-244-1-5.default.pod.cluster.local.", RecordType::A),
+        "other ns",
+    );
+    assert_nxdomain(
+        &ask(&z, "1-2-3-4.db.pod.cluster.local.", RecordType::A),
+        "no such pod",
+    );
+    assert_nodata(
+        &ask(&z, "db.pod.cluster.local.", RecordType::A),
+        "pod namespace ENT",
+    );
     let z = zone_with(PodsMode::Insecure);
-    assert_eq!(data(&ask(&z, "1-2-3-4.any.pod.cluster.local.", RecordType::A)), ["1.2.3.4"]);
-    assert_nxdomain(&ask(&z, "1-2-3.any.pod.cluster.local.", RecordType::A), "not an address");
+    assert_eq!(
+        data(&ask(&z, "1-2-3-4.any.pod.cluster.local.", RecordType::A)),
+        ["1.2.3.4"]
+    );
+    assert_nxdomain(
+        &ask(&z, "1-2-3.any.pod.cluster.local.", RecordType::A),
+        "not an address",
+    );
     let z = zone_with(PodsMode::Disabled);
-    assert_nxdomain(&ask(&z, "10-244-1-5.db.pod.cluster.local.", RecordType::A), "disabled");
-    assert_nxdomain(&ask(&z, "pod.cluster.local.", RecordType::A), "disabled pod zone");
+    assert_nxdomain(
+        &ask(&z, "10-244-1-5.db.pod.cluster.local.", RecordType::A),
+        "disabled",
+    );
+    assert_nxdomain(
+        &ask(&z, "pod.cluster.local.", RecordType::A),
+        "disabled pod zone",
+    );
 }
 
 #[test]
 fn empty_non_terminals_and_apex_are_nodata() {
     let z = zone();
-    for name in ["db.svc.cluster.local.", "svc.cluster.local.", "pod.cluster.local.", "cluster.local."] {
+    for name in [
+        "db.svc.cluster.local.",
+        "svc.cluster.local.",
+        "pod.cluster.local.",
+        "cluster.local.",
+    ] {
         assert_nodata(&ask(&z, name, RecordType::A), name);
     }
     let soa = ask(&z, "cluster.local.", RecordType::SOA);
@@ -336,7 +469,10 @@ fn empty_non_terminals_and_apex_are_nodata() {
         }
         other => panic!("{other:?}"),
     }
-    assert_nxdomain(&ask(&z, "nsx.svc.cluster.local.", RecordType::A), "no such namespace");
+    assert_nxdomain(
+        &ask(&z, "nsx.svc.cluster.local.", RecordType::A),
+        "no such namespace",
+    );
     assert_nxdomain(&ask(&z, "x.cluster.local.", RecordType::A), "no such name");
 }
 
@@ -344,6 +480,10 @@ fn empty_non_terminals_and_apex_are_nodata() {
 fn names_outside_the_zone_are_not_ours() {
     let z = zone();
     for n in ["example.com.", "local.", "cluster.local.example.", "."] {
-        assert_eq!(answer(&z, &Name::from_ascii(n).unwrap(), RecordType::A), Outcome::NotOurs, "{n}");
+        assert_eq!(
+            answer(&z, &Name::from_ascii(n).unwrap(), RecordType::A),
+            Outcome::NotOurs,
+            "{n}"
+        );
     }
 }

@@ -84,7 +84,10 @@ pub fn parse_domain(s: &str) -> Result<Name, ConfigError> {
     let flag = "--cluster-domain";
     let trimmed = s.trim_end_matches('.');
     if trimmed.is_empty() {
-        return Err(err(flag, "the cluster domain must not be empty or the root"));
+        return Err(err(
+            flag,
+            "the cluster domain must not be empty or the root",
+        ));
     }
     for label in trimmed.split('.') {
         let ok = !label.is_empty()
@@ -101,8 +104,8 @@ pub fn parse_domain(s: &str) -> Result<Name, ConfigError> {
             ));
         }
     }
-    let name = Name::from_ascii(format!("{trimmed}."))
-        .map_err(|e| err(flag, format!("{s:?}: {e}")))?;
+    let name =
+        Name::from_ascii(format!("{trimmed}.")).map_err(|e| err(flag, format!("{s:?}: {e}")))?;
     Ok(name.to_lowercase())
 }
 
@@ -113,7 +116,12 @@ pub fn parse_upstream(s: &str) -> Result<SocketAddr, ConfigError> {
     }
     IpAddr::from_str(s)
         .map(|ip| SocketAddr::new(ip, 53))
-        .map_err(|_| err("--upstream", format!("{s:?} is not IP, IP:PORT or [IPv6]:PORT")))
+        .map_err(|_| {
+            err(
+                "--upstream",
+                format!("{s:?} is not IP, IP:PORT or [IPv6]:PORT"),
+            )
+        })
 }
 
 /// Parses `--listen ADDR:PORT`.
@@ -158,8 +166,14 @@ mod tests {
 
     #[test]
     fn domains_are_validated_and_lowercased() {
-        assert_eq!(parse_domain("Cluster.Local").unwrap().to_ascii(), "cluster.local.");
-        assert_eq!(parse_domain("cluster.local.").unwrap().to_ascii(), "cluster.local.");
+        assert_eq!(
+            parse_domain("Cluster.Local").unwrap().to_ascii(),
+            "cluster.local."
+        );
+        assert_eq!(
+            parse_domain("cluster.local.").unwrap().to_ascii(),
+            "cluster.local."
+        );
         for bad in ["", ".", "a..b", "-a.b", "a_b.c", &"x".repeat(64)] {
             let e = parse_domain(bad).unwrap_err();
             assert_eq!(e.flag, "--cluster-domain", "{bad}");
@@ -168,16 +182,34 @@ mod tests {
 
     #[test]
     fn upstreams_listen_and_resolv_conf() {
-        assert_eq!(parse_upstream("10.0.0.1").unwrap(), "10.0.0.1:53".parse().unwrap());
-        assert_eq!(parse_upstream("10.0.0.1:5353").unwrap(), "10.0.0.1:5353".parse().unwrap());
-        assert_eq!(parse_upstream("fd00::1").unwrap(), "[fd00::1]:53".parse().unwrap());
-        assert_eq!(parse_upstream("[fd00::1]:54").unwrap(), "[fd00::1]:54".parse().unwrap());
+        assert_eq!(
+            parse_upstream("10.0.0.1").unwrap(),
+            "10.0.0.1:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("10.0.0.1:5353").unwrap(),
+            "10.0.0.1:5353".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("fd00::1").unwrap(),
+            "[fd00::1]:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("[fd00::1]:54").unwrap(),
+            "[fd00::1]:54".parse().unwrap()
+        );
         assert_eq!(parse_upstream("x").unwrap_err().flag, "--upstream");
-        assert_eq!(parse_listen("--listen", "1.2.3.4").unwrap_err().flag, "--listen");
+        assert_eq!(
+            parse_listen("--listen", "1.2.3.4").unwrap_err().flag,
+            "--listen"
+        );
         let rc = "# c\nsearch a\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nnameserver bad\n";
         assert_eq!(
             resolv_conf_nameservers(rc),
-            vec!["10.0.0.2:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]
+            vec![
+                "10.0.0.2:53".parse().unwrap(),
+                "[fe80::1]:53".parse().unwrap()
+            ]
         );
         assert_eq!("insecure".parse::<PodsMode>().unwrap(), PodsMode::Insecure);
         assert_eq!("x".parse::<PodsMode>().unwrap_err().flag, "--pods");

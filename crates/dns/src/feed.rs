@@ -33,8 +33,14 @@ pub fn snapshot_of(w: &Watched, config: &ZoneConfig, generation: u64) -> ZoneSna
     build(
         config,
         generation,
-        w.services.services().values().filter_map(|s| s.as_deref().ok()),
-        w.services.slices().values().filter_map(|s| s.as_deref().ok()),
+        w.services
+            .services()
+            .values()
+            .filter_map(|s| s.as_deref().ok()),
+        w.services
+            .slices()
+            .values()
+            .filter_map(|s| s.as_deref().ok()),
         w.cluster.pods.items().values(),
     )
 }

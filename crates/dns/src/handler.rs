@@ -196,28 +196,28 @@ impl DnsHandler {
     }
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for DnsHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
+/// The sections of a response, borrowed (from the snapshot on the fast path).
+struct Sections<'r> {
+    rcode: ResponseCode,
+    authoritative: bool,
+    answers: &'r [Record],
+    authorities: &'r [Record],
+    additionals: &'r [Record],
+}
+
+impl DnsHandler {
+    /// Encodes and sends a response, truncating (TC, empty sections) when it does not fit the
+    /// client's UDP limit.
+    async fn send<R: ResponseHandler>(
         &self,
         request: &Request,
         mut response_handle: R,
+        sections: Sections<'_>,
     ) -> ResponseInfo {
-        let question = request.queries.queries().first();
-        let qtype = question.map_or(RecordType::Unknown(0), |q| q.query_type());
-        let reply = match Self::check(request) {
-            Err(code) => Reply::error(code),
-            Ok(()) => match question {
-                Some(q) => self.resolve(q.name(), qtype, q.query_class()).await,
-                None => Reply::error(ResponseCode::FormErr),
-            },
-        };
-        self.metrics.count_query(qtype, reply.rcode, reply.source);
-
         let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.authoritative = reply.authoritative;
+        metadata.authoritative = sections.authoritative;
         metadata.recursion_available = self.forwarder.is_some();
-        metadata.response_code = reply.rcode;
+        metadata.response_code = sections.rcode;
         // EDNS in the response only when the request had it (RFC 6891 §7); BADVERS answers
         // with version 0, the version this server speaks.
         let limit = udp_limit(request.edns.as_ref());
@@ -227,18 +227,20 @@ impl RequestHandler for DnsHandler {
             e.set_version(0);
             e
         });
+        let records = || {
+            sections
+                .answers
+                .iter()
+                .chain(sections.authorities)
+                .chain(sections.additionals)
+        };
         let too_big = request.protocol() == Protocol::Udp && {
             let bound: usize = 12
                 + request.queries.as_bytes().len()
-                + reply
-                    .answers
-                    .iter()
-                    .chain(&reply.authorities)
-                    .chain(&reply.additionals)
-                    .map(record_bound)
-                    .sum::<usize>()
+                + records().map(record_bound).sum::<usize>()
                 + if edns.is_some() { 11 } else { 0 };
-            bound > usize::from(limit) && exact_size(&metadata, request, &reply, edns.as_ref()) > usize::from(limit)
+            bound > usize::from(limit)
+                && exact_size(&metadata, request, &sections, edns.as_ref()) > usize::from(limit)
         };
         let mut builder = MessageResponseBuilder::from_message_request(request);
         if let Some(e) = &edns {
@@ -250,10 +252,10 @@ impl RequestHandler for DnsHandler {
         } else {
             builder.build(
                 metadata,
-                &reply.answers,
-                &reply.authorities,
+                sections.answers,
+                sections.authorities,
                 &[],
-                &reply.additionals,
+                sections.additionals,
             )
         };
         match response_handle.send_response(response).await {
@@ -271,14 +273,71 @@ impl RequestHandler for DnsHandler {
     }
 }
 
+#[async_trait::async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let question = request.queries.queries().first();
+        let qtype = question.map_or(RecordType::Unknown(0), |q| q.query_type());
+        let checked = Self::check(request);
+
+        // Fast path: a cluster answer needing nothing else is sent straight from the
+        // snapshot's records (no copies).
+        if let (Ok(()), Some(q)) = (&checked, question) {
+            let zone = self.zone.load_full();
+            if let Outcome::Authoritative(a) = answer(&zone, q.name(), qtype) {
+                if a.cname_target().is_none() {
+                    self.metrics.count_query(qtype, a.rcode, "cluster");
+                    let sections = Sections {
+                        rcode: a.rcode,
+                        authoritative: true,
+                        answers: a.answers.records(),
+                        authorities: a.authority.map(std::slice::from_ref).unwrap_or(&[]),
+                        additionals: a.additional,
+                    };
+                    return self.send(request, response_handle, sections).await;
+                }
+            }
+        }
+
+        let reply = match (checked, question) {
+            (Err(code), _) => Reply::error(code),
+            (Ok(()), Some(q)) => self.resolve(q.name(), qtype, q.query_class()).await,
+            (Ok(()), None) => Reply::error(ResponseCode::FormErr),
+        };
+        self.metrics.count_query(qtype, reply.rcode, reply.source);
+        let sections = Sections {
+            rcode: reply.rcode,
+            authoritative: reply.authoritative,
+            answers: &reply.answers,
+            authorities: &reply.authorities,
+            additionals: &reply.additionals,
+        };
+        self.send(request, response_handle, sections).await
+    }
+}
+
 /// The exact encoded size of a reply (only computed when the bound says it may not fit).
-fn exact_size(metadata: &Metadata, request: &Request, reply: &Reply, edns: Option<&Edns>) -> usize {
+fn exact_size(
+    metadata: &Metadata,
+    request: &Request,
+    reply: &Sections<'_>,
+    edns: Option<&Edns>,
+) -> usize {
     let mut m = Message::new(metadata.id, metadata.message_type, metadata.op_code);
     m.metadata = *metadata;
-    m.queries = request.queries.queries().iter().map(|q| q.original().clone()).collect();
-    m.answers = reply.answers.clone();
-    m.authorities = reply.authorities.clone();
-    m.additionals = reply.additionals.clone();
+    m.queries = request
+        .queries
+        .queries()
+        .iter()
+        .map(|q| q.original().clone())
+        .collect();
+    m.answers = reply.answers.to_vec();
+    m.authorities = reply.authorities.to_vec();
+    m.additionals = reply.additionals.to_vec();
     m.edns = edns.cloned();
     m.to_vec().map_or(usize::MAX, |v| v.len())
 }

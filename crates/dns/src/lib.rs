@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
+pub mod zone;

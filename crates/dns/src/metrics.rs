@@ -40,15 +40,14 @@ impl Default for Metrics {
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             upstream_failures: Counter::default(),
-            upstream_seconds: Histogram::new(
-                [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
-                    .into_iter(),
-            ),
+            upstream_seconds: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
             snapshot_generation: Gauge::default(),
             snapshot_records: Gauge::default(),
-            snapshot_build_seconds: Histogram::new(
-                [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0].into_iter(),
-            ),
+            snapshot_build_seconds: Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
             ready: Gauge::default(),
         }
     }
@@ -102,15 +101,51 @@ impl Metrics {
     /// A registry holding every metric (for the text exposition).
     pub fn registry(self: &std::sync::Arc<Self>) -> Registry {
         let mut r = Registry::with_prefix("sarasa_dns");
-        r.register("queries", "DNS queries answered, by query type, response code and source", self.queries.clone());
-        r.register("cache_hits", "Upstream answers served from the cache", self.cache_hits.clone());
-        r.register("cache_misses", "Upstream questions not in the cache", self.cache_misses.clone());
-        r.register("upstream_failures", "Questions no upstream answered (SERVFAIL)", self.upstream_failures.clone());
-        r.register("upstream_duration_seconds", "Time to an upstream's answer", self.upstream_seconds.clone());
-        r.register("snapshot_generation", "Generation of the served cluster zone", self.snapshot_generation.clone());
-        r.register("snapshot_records", "Records in the served cluster zone", self.snapshot_records.clone());
-        r.register("snapshot_build_duration_seconds", "Time to build a cluster zone snapshot", self.snapshot_build_seconds.clone());
-        r.register("ready", "1 once the first full sync is served", self.ready.clone());
+        r.register(
+            "queries",
+            "DNS queries answered, by query type, response code and source",
+            self.queries.clone(),
+        );
+        r.register(
+            "cache_hits",
+            "Upstream answers served from the cache",
+            self.cache_hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Upstream questions not in the cache",
+            self.cache_misses.clone(),
+        );
+        r.register(
+            "upstream_failures",
+            "Questions no upstream answered (SERVFAIL)",
+            self.upstream_failures.clone(),
+        );
+        r.register(
+            "upstream_duration_seconds",
+            "Time to an upstream's answer",
+            self.upstream_seconds.clone(),
+        );
+        r.register(
+            "snapshot_generation",
+            "Generation of the served cluster zone",
+            self.snapshot_generation.clone(),
+        );
+        r.register(
+            "snapshot_records",
+            "Records in the served cluster zone",
+            self.snapshot_records.clone(),
+        );
+        r.register(
+            "snapshot_build_duration_seconds",
+            "Time to build a cluster zone snapshot",
+            self.snapshot_build_seconds.clone(),
+        );
+        r.register(
+            "ready",
+            "1 once the first full sync is served",
+            self.ready.clone(),
+        );
         r
     }
 }

@@ -82,7 +82,11 @@ pub struct Settings {
 }
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProtocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM,
+        Some(SockProtocol::UDP),
+    )?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -95,7 +99,11 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProtocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -121,17 +129,21 @@ pub fn bind(listen: &[SocketAddr]) -> Result<Sockets, ServerError> {
     };
     for addr in listen {
         for _ in 0..per_address {
-            sockets.udp.push(bind_udp(*addr).map_err(|source| ServerError::Bind {
-                proto: "UDP",
+            sockets
+                .udp
+                .push(bind_udp(*addr).map_err(|source| ServerError::Bind {
+                    proto: "UDP",
+                    addr: *addr,
+                    source,
+                })?);
+        }
+        sockets
+            .tcp
+            .push(bind_tcp(*addr).map_err(|source| ServerError::Bind {
+                proto: "TCP",
                 addr: *addr,
                 source,
             })?);
-        }
-        sockets.tcp.push(bind_tcp(*addr).map_err(|source| ServerError::Bind {
-            proto: "TCP",
-            addr: *addr,
-            source,
-        })?);
     }
     Ok(sockets)
 }
@@ -149,8 +161,12 @@ impl Running {
     pub fn new(settings: &Settings) -> Self {
         let metrics = Arc::new(Metrics::default());
         let zone = Arc::new(ArcSwap::from_pointee(ZoneSnapshot::empty(&settings.zone)));
-        let forwarder = (!settings.upstreams.is_empty())
-            .then(|| Arc::new(Forwarder::new(settings.upstreams.clone(), settings.cache_size)));
+        let forwarder = (!settings.upstreams.is_empty()).then(|| {
+            Arc::new(Forwarder::new(
+                settings.upstreams.clone(),
+                settings.cache_size,
+            ))
+        });
         Running {
             handler: DnsHandler {
                 zone: zone.clone(),
@@ -205,11 +221,13 @@ pub async fn run(settings: Settings, client: kube::Client) -> Result<(), ServerE
 pub async fn serve(sockets: Sockets, handler: DnsHandler) -> Result<(), ServerError> {
     let mut server = Server::new(handler);
     for s in sockets.udp {
-        let s = tokio::net::UdpSocket::from_std(s).map_err(|e| ServerError::Serve(e.to_string()))?;
+        let s =
+            tokio::net::UdpSocket::from_std(s).map_err(|e| ServerError::Serve(e.to_string()))?;
         server.register_socket(s);
     }
     for l in sockets.tcp {
-        let l = tokio::net::TcpListener::from_std(l).map_err(|e| ServerError::Serve(e.to_string()))?;
+        let l =
+            tokio::net::TcpListener::from_std(l).map_err(|e| ServerError::Serve(e.to_string()))?;
         server.register_listener(l, TCP_IDLE_TIMEOUT, 64);
     }
     server
@@ -253,6 +271,9 @@ async fn readyz(State(running): State<Running>) -> (StatusCode, &'static str) {
     if running.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first full sync\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first full sync\n",
+        )
     }
 }

@@ -195,7 +195,11 @@ impl<'c> Builder<'c> {
 
     fn add_ptr(&mut self, ip: IpAddr, target: &Name) {
         let owner = Name::from(ip);
-        let record = Record::from_rdata(owner.clone(), self.config.ttl, RData::PTR(PTR(target.clone())));
+        let record = Record::from_rdata(
+            owner.clone(),
+            self.config.ttl,
+            RData::PTR(PTR(target.clone())),
+        );
         let entry = self.names.entry(owner).or_default();
         if !entry.ptr.contains(&record) {
             entry.ptr.push(record);

@@ -266,7 +266,10 @@ async fn exchange(
     check_reply(&reply, name, qtype)?;
     if matches!(
         reply.metadata.response_code,
-        ResponseCode::ServFail | ResponseCode::Refused | ResponseCode::NotImp | ResponseCode::FormErr
+        ResponseCode::ServFail
+            | ResponseCode::Refused
+            | ResponseCode::NotImp
+            | ResponseCode::FormErr
     ) {
         return Err(format!("answered {}", reply.metadata.response_code));
     }
@@ -280,7 +283,9 @@ async fn exchange(
 }
 
 fn check_reply(reply: &Message, name: &Name, qtype: RecordType) -> Result<(), String> {
-    if reply.metadata.message_type != MessageType::Response || reply.metadata.op_code != OpCode::Query {
+    if reply.metadata.message_type != MessageType::Response
+        || reply.metadata.op_code != OpCode::Query
+    {
         return Err("not a query response".into());
     }
     match reply.queries.as_slice() {
@@ -311,16 +316,24 @@ async fn udp_exchange(upstream: SocketAddr, query: &[u8], id: u16) -> Result<Mes
 }
 
 async fn tcp_exchange(upstream: SocketAddr, query: &[u8], id: u16) -> Result<Message, String> {
-    let mut stream = TcpStream::connect(upstream).await.map_err(|e| e.to_string())?;
+    let mut stream = TcpStream::connect(upstream)
+        .await
+        .map_err(|e| e.to_string())?;
     let len = u16::try_from(query.len()).map_err(|_| "query too long".to_string())?;
     let mut framed = Vec::with_capacity(query.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(query);
     stream.write_all(&framed).await.map_err(|e| e.to_string())?;
     let mut len = [0u8; 2];
-    stream.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+    stream
+        .read_exact(&mut len)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+    stream
+        .read_exact(&mut buf)
+        .await
+        .map_err(|e| e.to_string())?;
     let m = Message::from_vec(&buf).map_err(|e| e.to_string())?;
     if m.metadata.id != id {
         return Err("TCP reply with another id".into());
@@ -345,7 +358,15 @@ mod tests {
         Record::from_rdata(
             name("example."),
             ttl,
-            RData::SOA(SOA::new(name("ns.example."), name("h.example."), 1, 1, 1, 1, minimum)),
+            RData::SOA(SOA::new(
+                name("ns.example."),
+                name("h.example."),
+                1,
+                1,
+                1,
+                1,
+                minimum,
+            )),
         )
     }
 
@@ -361,18 +382,40 @@ mod tests {
 
     #[test]
     fn ttls_positive_negative_and_uncacheable() {
-        assert_eq!(cache_ttl(&answer(ResponseCode::NoError, vec![a(60), a(20)], vec![])), Some(20));
-        assert_eq!(cache_ttl(&answer(ResponseCode::NoError, vec![a(90_000)], vec![])), Some(MAX_TTL));
-        // Negative: min(SOA TTL, SOA minimum), capped.
-        assert_eq!(cache_ttl(&answer(ResponseCode::NXDomain, vec![], vec![soa(100, 40)])), Some(40));
-        assert_eq!(cache_ttl(&answer(ResponseCode::NoError, vec![], vec![soa(10, 40)])), Some(10));
         assert_eq!(
-            cache_ttl(&answer(ResponseCode::NXDomain, vec![], vec![soa(9000, 9000)])),
+            cache_ttl(&answer(ResponseCode::NoError, vec![a(60), a(20)], vec![])),
+            Some(20)
+        );
+        assert_eq!(
+            cache_ttl(&answer(ResponseCode::NoError, vec![a(90_000)], vec![])),
+            Some(MAX_TTL)
+        );
+        // Negative: min(SOA TTL, SOA minimum), capped.
+        assert_eq!(
+            cache_ttl(&answer(ResponseCode::NXDomain, vec![], vec![soa(100, 40)])),
+            Some(40)
+        );
+        assert_eq!(
+            cache_ttl(&answer(ResponseCode::NoError, vec![], vec![soa(10, 40)])),
+            Some(10)
+        );
+        assert_eq!(
+            cache_ttl(&answer(
+                ResponseCode::NXDomain,
+                vec![],
+                vec![soa(9000, 9000)]
+            )),
             Some(MAX_NEGATIVE_TTL)
         );
         // Negative without SOA, and SERVFAIL: not cached.
-        assert_eq!(cache_ttl(&answer(ResponseCode::NXDomain, vec![], vec![])), None);
-        assert_eq!(cache_ttl(&answer(ResponseCode::ServFail, vec![a(60)], vec![])), None);
+        assert_eq!(
+            cache_ttl(&answer(ResponseCode::NXDomain, vec![], vec![])),
+            None
+        );
+        assert_eq!(
+            cache_ttl(&answer(ResponseCode::ServFail, vec![a(60)], vec![])),
+            None
+        );
     }
 
     #[test]
@@ -380,14 +423,29 @@ mod tests {
         let mut c = Cache::new(2);
         let t0 = Instant::now();
         let key = |n: &str| (name(n), RecordType::A, DNSClass::IN);
-        assert!(c.put(key("a."), &answer(ResponseCode::NoError, vec![a(10)], vec![]), t0));
+        assert!(c.put(
+            key("a."),
+            &answer(ResponseCode::NoError, vec![a(10)], vec![]),
+            t0
+        ));
         let hit = c.get(&key("A."), t0 + Duration::from_secs(4)).unwrap();
         assert!(hit.cached);
         assert_eq!(hit.answers[0].ttl, 6, "TTL decremented by the age");
-        assert!(c.get(&key("a."), t0 + Duration::from_secs(10)).is_none(), "expired");
-        assert!(!c.put(key("s."), &answer(ResponseCode::ServFail, vec![], vec![]), t0));
+        assert!(
+            c.get(&key("a."), t0 + Duration::from_secs(10)).is_none(),
+            "expired"
+        );
+        assert!(!c.put(
+            key("s."),
+            &answer(ResponseCode::ServFail, vec![], vec![]),
+            t0
+        ));
         for n in ["b.", "c.", "d."] {
-            c.put(key(n), &answer(ResponseCode::NoError, vec![a(10)], vec![]), t0);
+            c.put(
+                key(n),
+                &answer(ResponseCode::NoError, vec![a(10)], vec![]),
+                t0,
+            );
         }
         assert_eq!(c.len(), 2, "bounded");
         assert!(c.get(&key("b."), t0).is_none(), "oldest evicted");
@@ -397,14 +455,21 @@ mod tests {
     #[tokio::test]
     async fn every_upstream_failing_is_an_error_within_the_bound() {
         // A port nothing listens on (bound, then closed): refused at once.
-        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let f = Forwarder::new(vec![closed], 10);
         let t = Instant::now();
-        let r = f.resolve(&name("example."), RecordType::A, DNSClass::IN).await;
+        let r = f
+            .resolve(&name("example."), RecordType::A, DNSClass::IN)
+            .await;
         assert!(matches!(r, Err(UpstreamError::AllFailed(_))), "{r:?}");
         assert!(t.elapsed() < ATTEMPT_TIMEOUT * 2);
         let none = Forwarder::new(vec![], 10);
-        let r = none.resolve(&name("example."), RecordType::A, DNSClass::IN).await;
+        let r = none
+            .resolve(&name("example."), RecordType::A, DNSClass::IN)
+            .await;
         assert!(matches!(r, Err(UpstreamError::NoUpstreams)));
     }
 }
