@@ -5,6 +5,7 @@
 #
 #   scripts/bench-dns.sh                    # 10k Services, 5 endpoints each (50k endpoints)
 #   SERVICES=2000 ROUNDS=5 scripts/bench-dns.sh
+#   PROFILE=debug SERVICES=500 ROUNDS=1 PASSES=1 scripts/bench-dns.sh   # checks the script only
 #
 # Data: `dns-bench serve` (crates/dnsbench) runs the lab's API server library in-process on
 # 127.0.0.1:6443 inside the namespace and fills it with SERVICES Services (every tenth headless)
@@ -34,12 +35,13 @@ SERVER_CPUS=${SERVER_CPUS:-1}
 CLIENT_CPUS=${CLIENT_CPUS:-0}
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "needs root (a network namespace)" >&2; exit 1; }
-BIN=target/release/sarasa
-BENCH=target/release/dns-bench
+PROFILE=${PROFILE:-release}   # PROFILE=debug: a quick check of the script, not figures
+BIN=target/$PROFILE/sarasa
+BENCH=target/$PROFILE/dns-bench
 for b in "$BIN" "$BENCH"; do
     [ -x "$b" ] || { echo "build first: cargo build --release -p sarasa-cli -p sarasa-dnsbench" >&2; exit 1; }
 done
-for t in nsd dnsperf dig taskset curl; do
+for t in nsd dnsperf dig taskset curl nsenter bc; do
     command -v $t >/dev/null || { echo "$t is missing (scripts/install-deps.sh)" >&2; exit 1; }
 done
 
@@ -55,14 +57,18 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-IN() { ip netns exec "$NS" "$@"; }
+# nsenter execs the command itself (ip netns exec forks and waits), so $! is the process.
+IN() { nsenter --net="/run/netns/$NS" "$@"; }
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
 echo "date: $(date -u '+%F %T') UTC; $(nsd -v 2>&1 | head -1); $(dnsperf -h 2>&1 | grep -m1 Version)"
 echo "data: $SERVICES Services ($((SERVICES / 10)) headless), $((SERVICES * EPS)) endpoints; servers on CPU $SERVER_CPUS, dnsperf on CPU $CLIENT_CPUS; $ROUNDS rounds"
 
 ip netns add "$NS" && ip -n "$NS" link set lo up || exit 1
-IN "$BENCH" serve --state "$WORK/state" --out "$WORK/out" --listen 127.0.0.1:6443 \
+NET=--net=/run/netns/$NS
+# Long-running processes are started as plain commands (not through the IN function, whose
+# subshell would be what $! names).
+nsenter "$NET" "$BENCH" serve --state "$WORK/state" --out "$WORK/out" --listen 127.0.0.1:6443 \
     --services "$SERVICES" --endpoints-per-service "$EPS" --queries "$QUERIES" \
     --nsd-address 127.0.0.1 --nsd-port 5354 >"$WORK/serve.log" 2>&1 &
 PIDS+=($!)
@@ -70,9 +76,9 @@ for _ in $(seq 3000); do grep -q '^ready' "$WORK/serve.log" && break; sleep 0.1;
 grep -q '^ready' "$WORK/serve.log" || { echo "dns-bench serve failed:"; cat "$WORK/serve.log"; exit 1; }
 grep -v '^ready' "$WORK/serve.log"
 
-IN taskset -c "$SERVER_CPUS" nsd -d -c "$WORK/out/nsd.conf" >"$WORK/nsd.log" 2>&1 &
+nsenter "$NET" taskset -c "$SERVER_CPUS" nsd -d -c "$WORK/out/nsd.conf" >"$WORK/nsd.log" 2>&1 &
 PIDS+=($!)
-IN taskset -c "$SERVER_CPUS" "$BIN" dns --apiserver http://127.0.0.1:6443 \
+nsenter "$NET" taskset -c "$SERVER_CPUS" "$BIN" dns --apiserver http://127.0.0.1:6443 \
     --listen 127.0.0.1:5353 --metrics-listen 127.0.0.1:9153 --upstream 127.0.0.1:5354 \
     >"$WORK/sarasa-dns.log" 2>&1 &
 DNS_PID=$!
