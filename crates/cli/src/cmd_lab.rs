@@ -25,7 +25,7 @@ enum LabCommand {
         backend: Backend,
         #[arg(long, value_enum, default_value_t = ModeArg::Bridge)]
         mode: ModeArg,
-        /// How long to wait for the agents.
+        /// How long to wait for the agents, and then for the cluster DNS (at least 60 s).
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
@@ -81,6 +81,9 @@ enum ModeArg {
     Routed,
 }
 
+/// How long `lab up` waits at least for the DNS replicas (they start after the nodes are ready).
+const DNS_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
     match args.command {
         LabCommand::Up {
@@ -95,6 +98,12 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             };
             let started = std::time::Instant::now();
             let lab = Lab::up(lab, nodes, backend, mode, &binaries()?, timeout)?;
+            // The cluster DNS add-on, as a cluster's bootstrap installs CoreDNS; a lab whose
+            // DNS never gets ready is taken down like any other failed `up`.
+            if let Err(e) = crate::cluster_dns::install(&lab, timeout.max(DNS_READY_TIMEOUT)) {
+                let _ = lab.down();
+                return Err(e);
+            }
             println!(
                 "lab {:?} is up: {} nodes, backend {}, CNI mode {} ({:.1}s)",
                 lab.spec.name,

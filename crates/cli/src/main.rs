@@ -2,6 +2,8 @@
 //! (`apply/get/delete/exec`), the node agent (`agent`), and the built-in workload
 //! (`serve`, `probe`).
 
+mod cluster_dns;
+mod cmd_dns;
 mod cmd_drops;
 mod cmd_graph;
 mod cmd_lab;
@@ -51,6 +53,8 @@ enum Command {
     Exec(cmd_objects::ExecArgs),
     /// The node agent: watch the cluster and program this node's datapath.
     Agent(sarasa_agent::AgentConfig),
+    /// The cluster DNS server (Kubernetes DNS-Based Service Discovery 1.1.0 + forwarding).
+    Dns(cmd_dns::DnsArgs),
     /// The built-in server lab pods run on their containerPorts.
     Serve(sarasa_workload::ServeArgs),
     /// Connect to tcp://, udp:// or http:// targets; exit 0 when connected.
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Drops(args) => cmd_drops::run(&cli.lab, args),
         Command::Trace(args) => cmd_trace::run(&cli.lab, args),
         Command::Agent(config) => run_agent(config),
+        Command::Dns(args) => cmd_dns::run(args),
         Command::Serve(args) => sarasa_workload::run_serve(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
@@ -99,6 +104,9 @@ fn init_logging(command: &Command) {
     // comes up: they return their errors instead.
     let default = match command {
         Command::Agent(_) => "info",
+        // hickory's server logs every request at info: a line per query would cost more than
+        // the query.
+        Command::Dns(_) => "info,hickory_server=warn",
         Command::Lab(_) => "info,kube_client=off",
         _ => "warn,kube_client=off",
     };

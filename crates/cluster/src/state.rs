@@ -127,6 +127,10 @@ pub struct PodInfo {
     /// `metadata.deletionTimestamp` is set: the pod is shutting down (it still runs, and is
     /// still policed, until it is gone).
     pub terminating: bool,
+    /// `spec.hostname` (cluster DNS: `hostname.subdomain.ns.svc.zone`).
+    pub hostname: Option<String>,
+    /// `spec.subdomain`: the headless Service the pod's hostname record lives under.
+    pub subdomain: Option<String>,
 }
 
 impl PodInfo {
@@ -157,6 +161,8 @@ impl PodInfo {
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             phase: status.and_then(|s| s.phase.clone()),
             terminating: pod.metadata.deletion_timestamp.is_some(),
+            hostname: spec.and_then(|s| s.hostname.clone()),
+            subdomain: spec.and_then(|s| s.subdomain.clone()),
         }
     }
 

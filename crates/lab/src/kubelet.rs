@@ -27,10 +27,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::cni_runtime::{load_conflist, result_ips, Attachment, CniRuntime};
+use crate::container_env::{expand, kubernetes_service_env};
 use crate::container_log::LogPaths;
 use crate::paths::LabPaths;
 use crate::process::{Daemon, ProcessRecord};
 use crate::readiness::{readiness_probe, run_probe, ProbeState, ProbeTarget, ReadinessProbe};
+use crate::resolv::{pod_resolv_conf, ClusterDns, ResolvConf};
 use crate::spec::LabSpec;
 use crate::state::{read_json, write_json_atomic};
 use crate::LabError;
@@ -419,7 +421,7 @@ impl PodRunner {
             containers: Vec::new(),
             started_at: now_rfc3339(),
         };
-        if let Err(e) = self.write_resolv_conf(&rec) {
+        if let Err(e) = self.write_resolv_conf(&rec, pod) {
             self.undo(&rec);
             return Err(e);
         }
@@ -467,14 +469,23 @@ impl PodRunner {
         self.paths.pods_dir().join(uid)
     }
 
-    fn write_resolv_conf(&self, rec: &PodRecord) -> Result<(), LabError> {
+    /// The pod's resolv.conf as the kubelet composes it from its dnsPolicy and dnsConfig
+    /// ([`crate::resolv`]), bind-mounted over /etc/resolv.conf in each container.
+    fn write_resolv_conf(&self, rec: &PodRecord, pod: &Pod) -> Result<(), LabError> {
         let dir = self.pod_dir(&rec.uid);
         std::fs::create_dir_all(&dir).map_err(|e| LabError::io(&dir, e))?;
-        let dns = crate::dns_ip(&self.spec);
-        let body = format!(
-            "search {ns}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {dns}\noptions ndots:5\n",
-            ns = rec.namespace
-        );
+        let node_path = self.paths.node_resolv_conf();
+        let node = match std::fs::read_to_string(&node_path) {
+            Ok(text) => ResolvConf::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ResolvConf::default(),
+            Err(e) => return Err(LabError::io(&node_path, e)),
+        };
+        let cluster = ClusterDns {
+            nameservers: vec![crate::dns_ip(&self.spec).into()],
+            domain: crate::CLUSTER_DOMAIN.to_string(),
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let body = pod_resolv_conf(&spec, &rec.namespace, &cluster, &node)?.render();
         let path = dir.join("resolv.conf");
         std::fs::write(&path, body).map_err(|e| LabError::io(&path, e))
     }
@@ -499,13 +510,20 @@ impl PodRunner {
         self.pod_dir(uid).join("resolv.conf")
     }
 
+    /// The environment `c` of the pod `rec` runs with ([`container_env`]).
+    pub fn container_env(&self, rec: &PodRecord, c: &Container) -> Vec<(String, String)> {
+        container_env(&self.spec, rec, c)
+    }
+
     /// True when `node` is a node of this lab.
     pub fn runs_node(&self, node: &str) -> bool {
         self.spec.node(node).is_some()
     }
 
     fn spawn_container(&self, rec: &PodRecord, c: &Container) -> Result<ProcessRecord, LabError> {
+        let env = container_env(&self.spec, rec, c);
         let (program, args) = container_argv(c, &self.bins.sarasa)?;
+        let args = args.iter().map(|a| expand(a, &env)).collect();
         let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
         let resolv = self.resolv_conf(&rec.uid);
         let log = self.log_paths(&rec.namespace, &rec.name, &c.name).current;
@@ -513,7 +531,7 @@ impl PodRunner {
         Daemon {
             program,
             args,
-            env: container_env(rec, c),
+            env,
             netns: Some(&netns),
             resolv_conf: Some(&resolv),
             log,
@@ -579,9 +597,34 @@ impl PodRunner {
             .deletion_grace_period_seconds
             .unwrap_or(30)
             .max(0) as u64;
+        let grace = Duration::from_secs(grace);
+        // preStop hooks first, while the containers still run; what they take comes out of
+        // the grace period, as on a kubelet.
+        let running = rec_snapshot(&self.records, &uid).filter(|r| {
+            r.containers
+                .iter()
+                .any(|c| c.process.is_some_and(|p| p.alive()))
+        });
+        let grace = match running {
+            Some(rec) => {
+                let containers = pod
+                    .spec
+                    .as_ref()
+                    .map(|s| s.containers.clone())
+                    .unwrap_or_default();
+                let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
+                let took = tokio::task::spawn_blocking(move || {
+                    crate::prestop::run_pre_stop(&containers, &netns, grace)
+                })
+                .await
+                .map_err(|e| LabError::Process(format!("preStop task: {e}")))?;
+                grace.saturating_sub(took)
+            }
+            None => grace,
+        };
         let me = Arc::clone(self);
         let uid2 = uid.clone();
-        tokio::task::spawn_blocking(move || me.teardown(&uid2, Duration::from_secs(grace)))
+        tokio::task::spawn_blocking(move || me.teardown(&uid2, grace))
             .await
             .map_err(|e| LabError::Process(format!("pod stop task: {e}")))??;
         let api: Api<Pod> = Api::namespaced(
@@ -783,10 +826,12 @@ fn status_matches(pod: &Pod, rec: &PodRecord, ready: bool) -> bool {
         && reported == ready
 }
 
-/// The environment a container's processes (and commands exec'd in it) get: the pod's identity
-/// as the lab's downward API gives it, then the container's own `env` values.
-pub fn container_env(rec: &PodRecord, c: &Container) -> Vec<(String, String)> {
-    let mut env = vec![
+/// The environment a container's processes (and commands exec'd in it) get: the `kubernetes`
+/// Service's address as kubelet injects it, the pod's identity as the lab's downward API gives
+/// it, then the container's own `env` values (`$(VAR)` expanded).
+pub fn container_env(spec: &LabSpec, rec: &PodRecord, c: &Container) -> Vec<(String, String)> {
+    let mut env = kubernetes_service_env(spec);
+    env.extend([
         (
             "PATH".to_string(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
@@ -800,23 +845,30 @@ pub fn container_env(rec: &PodRecord, c: &Container) -> Vec<(String, String)> {
         ("POD_IPS".to_string(), rec.ips.join(",")),
         ("NODE_NAME".to_string(), rec.node.clone()),
         ("HOSTNAME".to_string(), rec.name.clone()),
-    ];
+    ]);
     for e in c.env.iter().flatten() {
         if let Some(v) = &e.value {
-            env.push((e.name.clone(), v.clone()));
+            let v = expand(v, &env);
+            env.push((e.name.clone(), v));
         }
     }
     env
 }
 
-/// The process a container runs: its command + args, or — without a command — the built-in
-/// server on each declared containerPort.
+/// The process a container runs: its command + args (`sarasa` meaning the lab's binary), or —
+/// without a command — the built-in server on each declared containerPort.
 pub fn container_argv(c: &Container, sarasa: &Path) -> Result<(PathBuf, Vec<String>), LabError> {
     match c.command.as_deref() {
         Some([program, rest @ ..]) => {
             let mut args: Vec<String> = rest.to_vec();
             args.extend(c.args.iter().flatten().cloned());
-            Ok((PathBuf::from(program), args))
+            // `sarasa` is the lab's image entrypoint: the lab's own binary, wherever it is.
+            let program = if program == "sarasa" {
+                sarasa.to_path_buf()
+            } else {
+                PathBuf::from(program)
+            };
+            Ok((program, args))
         }
         _ => {
             let mut args = vec!["serve".to_string()];
@@ -868,5 +920,14 @@ mod tests {
         let (prog, args) = container_argv(&c, Path::new("/bin/sarasa")).unwrap();
         assert_eq!(prog, Path::new("/bin/sh"));
         assert_eq!(args, ["-c", "sleep 1"]);
+        let c = Container {
+            name: "dns".into(),
+            command: Some(vec!["sarasa".into(), "dns".into()]),
+            args: Some(vec!["--ttl=5".into()]),
+            ..Default::default()
+        };
+        let (prog, args) = container_argv(&c, Path::new("/opt/lab/sarasa")).unwrap();
+        assert_eq!(prog, Path::new("/opt/lab/sarasa"));
+        assert_eq!(args, ["dns", "--ttl=5"]);
     }
 }

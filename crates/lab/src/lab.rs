@@ -47,6 +47,7 @@ struct LoopbackRecord {
     port: u16,
 }
 const EXTERNAL_SERVER: &str = "external-server";
+const EXTERNAL_DNS: &str = "external-dns";
 
 impl Lab {
     /// Opens the lab named `name`, or says clearly that it is not up.
@@ -94,6 +95,8 @@ impl Lab {
         write_json_atomic(&self.paths.spec_file(), &self.spec)?;
         topology::create(&self.spec)?;
         self.start_external_server(bins)?;
+        self.start_external_dns()?;
+        self.write_node_resolv_conf()?;
         self.start_control_plane(bins)?;
         for node in &self.spec.nodes {
             self.start_agent(&node.name, bins)?;
@@ -127,6 +130,40 @@ impl Lab {
         .spawn()?;
         rec.save(&self.pid_file(EXTERNAL_SERVER))?;
         Ok(rec)
+    }
+
+    /// The internet's name server: NSD on the external host ([`crate::nsd`]), answering
+    /// before `up` goes on.
+    fn start_external_dns(&self) -> Result<ProcessRecord, LabError> {
+        let netns = netns_path(&self.spec.external_netns);
+        let (program, args) = crate::nsd::prepare(&self.paths.nsd_dir(), self.spec.external_ip)?;
+        let rec = Daemon {
+            program,
+            args,
+            env: Vec::new(),
+            netns: Some(&netns),
+            resolv_conf: None,
+            log: self.paths.logs_dir().join("external-dns.log"),
+        }
+        .spawn()?;
+        rec.save(&self.pid_file(EXTERNAL_DNS))?;
+        crate::nsd::wait_answering(
+            &self.spec.external_netns,
+            self.spec.external_ip,
+            Duration::from_secs(10),
+        )?;
+        Ok(rec)
+    }
+
+    /// The nodes' resolv.conf: they resolve through the external host's name server, as a
+    /// node resolves through its provider's. `dnsPolicy: Default` pods get this file.
+    fn write_node_resolv_conf(&self) -> Result<(), LabError> {
+        let conf = crate::resolv::ResolvConf {
+            nameservers: vec![self.spec.external_ip.to_string()],
+            ..Default::default()
+        };
+        let path = self.paths.node_resolv_conf();
+        std::fs::write(&path, conf.render()).map_err(|e| LabError::io(&path, e))
     }
 
     /// Starts the control plane in the fabric namespace. Its API is also published on
@@ -278,9 +315,11 @@ impl Lab {
         if let Err(e) = self.stop_control_plane() {
             errors.push(e.to_string());
         }
-        if let Some(rec) = ProcessRecord::load(&self.pid_file(EXTERNAL_SERVER)) {
-            if let Err(e) = rec.stop(Duration::from_secs(2)) {
-                errors.push(e.to_string());
+        for key in [EXTERNAL_SERVER, EXTERNAL_DNS] {
+            if let Some(rec) = ProcessRecord::load(&self.pid_file(key)) {
+                if let Err(e) = rec.stop(Duration::from_secs(2)) {
+                    errors.push(e.to_string());
+                }
             }
         }
         // Containers the pod runner started.

@@ -5,16 +5,20 @@
 
 pub mod client;
 pub mod cni_runtime;
+pub mod container_env;
 pub mod container_log;
 pub mod control_plane;
 pub mod exec;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod lab;
+pub mod nsd;
 pub mod paths;
 pub mod pod_runtime;
+pub mod prestop;
 pub mod process;
 pub mod readiness;
+pub mod resolv;
 pub mod service_routes;
 pub mod spec;
 pub mod state;
@@ -67,6 +71,9 @@ impl LabError {
 pub fn dns_ip(spec: &LabSpec) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(spec.service_cidr.network()) + 10)
 }
+
+/// The lab's cluster domain (the kubelet's `--cluster-domain`, the DNS server's zone).
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// The command line that starts a node's agent inside its namespace.
 pub fn agent_args(spec: &LabSpec, paths: &LabPaths, node: &str) -> Vec<String> {

@@ -40,6 +40,15 @@ impl LabPaths {
     pub fn pods_dir(&self) -> PathBuf {
         self.root.join("pods")
     }
+    /// The nodes' own resolv.conf (what `dnsPolicy: Default` pods get): the lab's nodes
+    /// resolve through the external host's name server.
+    pub fn node_resolv_conf(&self) -> PathBuf {
+        self.root.join("resolv.conf")
+    }
+    /// The external host's name server (NSD): config, zone, pid file, database.
+    pub fn nsd_dir(&self) -> PathBuf {
+        self.root.join("nsd")
+    }
     pub fn node_dir(&self, node: &str) -> PathBuf {
         self.root.join("nodes").join(node)
     }

@@ -15,7 +15,7 @@ use sarasa_apiserver::runtime::{
 use serde_json::Value;
 
 use crate::container_log::{self, ReadOptions};
-use crate::kubelet::{container_env, ContainerRecord, PodRecord, PodRunner};
+use crate::kubelet::{ContainerRecord, PodRecord, PodRunner};
 use crate::process::enter_before_exec;
 
 /// Serves logs and exec for the pods of one lab's pod runner.
@@ -114,7 +114,9 @@ impl PodRuntime for LabRuntime {
         let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
         let resolv = self.runner.resolv_conf(&rec.uid);
         let mut cmd = std::process::Command::new(program);
-        cmd.args(args).env_clear().envs(container_env(&rec, &spec));
+        cmd.args(args)
+            .env_clear()
+            .envs(self.runner.container_env(&rec, &spec));
         let _netns = enter_before_exec(
             &mut cmd,
             Some(&netns),

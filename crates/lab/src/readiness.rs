@@ -174,7 +174,7 @@ pub fn run_probe(probe: &ReadinessProbe, target: &ProbeTarget<'_>) -> bool {
     }
 }
 
-fn run_exec(cmd: &[String], netns: &Path, timeout: Duration) -> bool {
+pub(crate) fn run_exec(cmd: &[String], netns: &Path, timeout: Duration) -> bool {
     let Some((program, args)) = cmd.split_first() else {
         return false;
     };

@@ -39,6 +39,8 @@ pub struct Endpoint {
     pub addresses: Vec<IpAddr>,
     pub conditions: EndpointConditions,
     pub node_name: Option<String>,
+    /// `hostname`: the endpoint's DNS label under its headless Service (cluster DNS).
+    pub hostname: Option<String>,
 }
 
 impl Endpoint {
@@ -48,6 +50,7 @@ impl Endpoint {
             addresses: vec![addr],
             conditions: EndpointConditions::default(),
             node_name: node_name.map(str::to_string),
+            hostname: None,
         }
     }
 }

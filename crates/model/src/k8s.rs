@@ -218,6 +218,7 @@ impl TryFrom<&core::Service> for Service {
             health_check_node_port,
             ip_families,
             external_name: spec.external_name.clone(),
+            publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
         })
     }
 }
@@ -279,6 +280,7 @@ impl TryFrom<&discovery::EndpointSlice> for EndpointSlice {
                         terminating: c.terminating.unwrap_or(false),
                     },
                     node_name: e.node_name.clone(),
+                    hostname: e.hostname.clone(),
                 });
             }
         }

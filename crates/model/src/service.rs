@@ -153,6 +153,8 @@ pub struct Service {
     pub health_check_node_port: Option<u16>,
     pub ip_families: Vec<IpFamily>,
     pub external_name: Option<String>,
+    /// `spec.publishNotReadyAddresses`: cluster DNS publishes every endpoint, ready or not.
+    pub publish_not_ready_addresses: bool,
 }
 
 impl Service {

@@ -5,5 +5,6 @@ pub mod endpointslice;
 pub mod meta;
 pub mod node;
 pub mod pod;
+pub mod pod_dns;
 pub mod policy;
 pub mod service;

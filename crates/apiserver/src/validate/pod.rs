@@ -131,6 +131,7 @@ pub fn spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
             push_all(errs, &format!("{path}.nodeName"), n, dns1123_subdomain(n));
         }
     }
+    crate::validate::pod_dns::dns(spec, path, errs);
     if let Some(g) = int(spec.get("terminationGracePeriodSeconds")) {
         if g < 0 {
             errs.push(FieldError::invalid(

@@ -1,0 +1,85 @@
+//! `sarasa dns`: the flags, checked into `sarasa_dns::server::Settings`; the server is the
+//! library's.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Args;
+use sarasa_dns::config::{self, PodsMode, ZoneConfig};
+use sarasa_dns::server::{self, Settings};
+
+#[derive(Args, Debug)]
+pub struct DnsArgs {
+    /// API server URL (e.g. http://192.168.33.1:6443); default: in-cluster config / KUBECONFIG.
+    #[arg(long)]
+    apiserver: Option<String>,
+    /// Serve DNS over UDP and TCP on this address (repeatable).
+    #[arg(long, default_values_t = ["0.0.0.0:53".to_string(), "[::]:53".to_string()])]
+    listen: Vec<String>,
+    /// HTTP address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9153")]
+    metrics_listen: String,
+    /// The cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Upstream resolver for names outside the cluster domain, IP[:PORT] (repeatable);
+    /// default: the nameservers of /etc/resolv.conf. With none, such names are REFUSED.
+    #[arg(long)]
+    upstream: Vec<String>,
+    /// TTL of cluster answers, seconds.
+    #[arg(long, default_value_t = config::DEFAULT_TTL)]
+    ttl: u32,
+    /// TTL of negative cluster answers (the SOA minimum), seconds.
+    #[arg(long, default_value_t = config::DEFAULT_NEGATIVE_TTL)]
+    negative_ttl: u32,
+    /// Pod records a-b-c-d.NS.pod.ZONE: verified, insecure or disabled.
+    #[arg(long, default_value = "verified")]
+    pods: String,
+    /// Upstream cache entries (positive and negative).
+    #[arg(long, default_value_t = config::DEFAULT_CACHE_SIZE)]
+    cache_size: usize,
+}
+
+fn settings(args: &DnsArgs) -> anyhow::Result<Settings> {
+    let listen = args
+        .listen
+        .iter()
+        .map(|l| config::parse_listen("--listen", l))
+        .collect::<Result<Vec<SocketAddr>, _>>()?;
+    let metrics_listen = config::parse_listen("--metrics-listen", &args.metrics_listen)?;
+    let mut zone = ZoneConfig::new(&args.cluster_domain)?;
+    zone.ttl = config::check_ttl("--ttl", args.ttl)?;
+    zone.negative_ttl = config::check_ttl("--negative-ttl", args.negative_ttl)?;
+    zone.pods = args.pods.parse::<PodsMode>()?;
+    let upstreams = if args.upstream.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        config::resolv_conf_nameservers(&text)
+    } else {
+        args.upstream
+            .iter()
+            .map(|u| config::parse_upstream(u))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if upstreams.is_empty() {
+        tracing::warn!("no upstream resolvers: names outside the cluster domain get REFUSED");
+    }
+    Ok(Settings {
+        listen,
+        metrics_listen: Some(metrics_listen),
+        zone,
+        upstreams,
+        cache_size: config::check_cache_size(args.cache_size)?,
+    })
+}
+
+pub fn run(args: DnsArgs) -> anyhow::Result<ExitCode> {
+    let settings = settings(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = server::client(args.apiserver.as_deref()).await?;
+        server::run(settings, client).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,173 @@
+//! The specification's rules for one question: which rcode, which records in the Answer,
+//! Authority and Additional sections, and whether the answer is authoritative — or that the
+//! name is not ours (it then goes upstream). Pure: a snapshot and a question in, an [`Outcome`]
+//! out, borrowing the snapshot's records so the common answer copies nothing.
+//!
+//! - A name that exists (records or an empty non-terminal such as `ns.svc.zone`) but has none
+//!   of the asked type is NODATA: NOERROR, empty Answer, the zone's SOA in Authority.
+//! - A name in the zone that does not exist is NXDOMAIN with the SOA (RFC 2308).
+//! - Types the zone never holds are not an error: NODATA.
+//! - An ExternalName Service answers its CNAME for every type; the server resolves the target.
+//! - Pod names (`a-b-c-d.ns.pod.zone`) are synthesised per `--pods`.
+
+use std::net::IpAddr;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::config::PodsMode;
+use crate::snapshot::{undashed, ZoneSnapshot};
+
+/// Records of one section: the snapshot's own, or made for this query.
+#[derive(Debug, PartialEq)]
+pub enum Section<'s> {
+    Borrowed(&'s [Record]),
+    Owned(Vec<Record>),
+}
+
+impl Section<'_> {
+    pub fn records(&self) -> &[Record] {
+        match self {
+            Section::Borrowed(r) => r,
+            Section::Owned(r) => r,
+        }
+    }
+}
+
+/// An authoritative answer from the cluster zone.
+#[derive(Debug, PartialEq)]
+pub struct Answer<'s> {
+    pub rcode: ResponseCode,
+    pub answers: Section<'s>,
+    /// The SOA of a negative answer.
+    pub authority: Option<&'s Record>,
+    pub additional: &'s [Record],
+}
+
+impl<'s> Answer<'s> {
+    fn positive(answers: Section<'s>, additional: &'s [Record]) -> Self {
+        Answer {
+            rcode: ResponseCode::NoError,
+            answers,
+            authority: None,
+            additional,
+        }
+    }
+
+    fn negative(rcode: ResponseCode, soa: Option<&'s Record>) -> Self {
+        Answer {
+            rcode,
+            answers: Section::Borrowed(&[]),
+            authority: soa,
+            additional: &[],
+        }
+    }
+
+    /// NOERROR with an empty Answer section.
+    pub fn is_nodata(&self) -> bool {
+        self.rcode == ResponseCode::NoError && self.answers.records().is_empty()
+    }
+
+    /// The CNAME target when the answer is an ExternalName alias (for chasing upstream).
+    pub fn cname_target(&self) -> Option<&Name> {
+        match self.answers.records() {
+            [r] => match &r.data {
+                RData::CNAME(c) => Some(&c.0),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// What the cluster zone says about a question.
+#[derive(Debug, PartialEq)]
+pub enum Outcome<'s> {
+    Authoritative(Answer<'s>),
+    /// Outside the cluster zone and not a cluster address's reverse name.
+    NotOurs,
+}
+
+/// Answers `name`/`qtype` (class IN) from the snapshot.
+pub fn answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Outcome<'s> {
+    let in_zone = zone.config.domain.zone_of(name);
+    // Reverse names are ours only for the addresses we hold, so their negative answers carry
+    // no SOA of ours (we are not the arpa zone's authority).
+    let soa = in_zone.then_some(&zone.soa);
+    if let Some(entry) = zone.names.get(name) {
+        if !entry.cname.is_empty() && !matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+            return Outcome::Authoritative(Answer::positive(Section::Borrowed(&entry.cname), &[]));
+        }
+        if qtype == RecordType::ANY {
+            let all: Vec<Record> = entry.all().cloned().collect();
+            if all.is_empty() {
+                return Outcome::Authoritative(Answer::negative(ResponseCode::NoError, soa));
+            }
+            return Outcome::Authoritative(Answer::positive(Section::Owned(all), &[]));
+        }
+        let records = entry.of_type(qtype);
+        if records.is_empty() {
+            return Outcome::Authoritative(Answer::negative(ResponseCode::NoError, soa));
+        }
+        let additional = if qtype == RecordType::SRV {
+            &entry.srv_additional[..]
+        } else {
+            &[]
+        };
+        return Outcome::Authoritative(Answer::positive(Section::Borrowed(records), additional));
+    }
+    if !in_zone {
+        return Outcome::NotOurs;
+    }
+    if let Some(answer) = pod_answer(zone, name, qtype) {
+        return Outcome::Authoritative(answer);
+    }
+    Outcome::Authoritative(Answer::negative(ResponseCode::NXDomain, soa))
+}
+
+/// `<dashed-ip>.<ns>.pod.<zone>` and `<ns>.pod.<zone>`; `None` when the name is not one.
+fn pod_answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Option<Answer<'s>> {
+    let mode = zone.config.pods;
+    if mode == PodsMode::Disabled || !zone.pod_zone.zone_of(name) {
+        return None;
+    }
+    let depth = name.num_labels().checked_sub(zone.pod_zone.num_labels())?;
+    let labels: Vec<String> = name
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+        .collect();
+    let namespace = labels.get(depth as usize - 1)?;
+    let ns_exists = mode == PodsMode::Insecure || zone.pod_namespaces.contains(namespace);
+    let soa = Some(&zone.soa);
+    match depth {
+        1 if ns_exists => Some(Answer::negative(ResponseCode::NoError, soa)),
+        2 => {
+            let ip = undashed(&labels[0])?;
+            let known = match mode {
+                PodsMode::Insecure => true,
+                _ => zone.pod_addresses.contains(&(namespace.clone(), ip)),
+            };
+            if !known {
+                return None;
+            }
+            let owner = name.to_lowercase();
+            let ttl = zone.config.ttl;
+            let record = match (ip, qtype) {
+                (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => {
+                    Record::from_rdata(owner, ttl, RData::A(A(v4)))
+                }
+                (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => {
+                    Record::from_rdata(owner, ttl, RData::AAAA(AAAA(v6)))
+                }
+                _ => return Some(Answer::negative(ResponseCode::NoError, soa)),
+            };
+            Some(Answer::positive(Section::Owned(vec![record]), &[]))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[path = "answer_tests.rs"]
+mod tests;
