@@ -44,6 +44,11 @@ for i in 1 2 3 4; do
 done
 echo "New connections to the ClusterIP $cip spread over the endpoints (kube-proxy semantics, in nftables)."
 echo
+echo "== by name: cluster DNS (sarasa dns x2 behind kube-dns 10.96.0.10), the pod's search path"
+sarasa exec "$a_name" -- sarasa probe "http://my-nginx/"
+sarasa exec "$a_name" -- sarasa probe "http://www.example.com/"
+echo "my-nginx resolved through the cluster domain; www.example.com through the upstream (NSD on the external host)."
+echo
 echo "== sarasa trace --from $a_name --to svc/my-nginx   (every decision, from the node plans the agents program)"
 sarasa trace --from "$a_name" --to svc/my-nginx
 echo "Explore: sarasa trace ... --live | sarasa lab graph -o svg | sarasa drops | sarasa exec external -- sarasa probe ... | sarasa lab down"
