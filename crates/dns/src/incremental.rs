@@ -300,15 +300,18 @@ impl ZoneState {
                 };
                 let r = self.refs.entry(key.clone()).or_default();
                 r.refs += 1;
-                if let (true, Some(entry)) = (key == name, entry.take()) {
+                if let (true, Some(mut entry)) = (key == name, entry.take()) {
+                    entry.shrink();
                     let at = r.holders.partition_point(|(o, _)| *o < owner);
                     r.holders.insert(at, (owner.clone(), Arc::new(entry)));
+                    r.holders.shrink_to_fit();
                 }
                 touched.push(key);
             }
             owned.push(name);
         }
         if !owned.is_empty() {
+            owned.shrink_to_fit();
             self.owned.insert(owner, owned);
         }
         touched.sort_unstable();
@@ -347,6 +350,7 @@ fn merged(holders: &[(Owner, Arc<NameEntry>)]) -> Arc<NameEntry> {
             for (_, e) in rest {
                 entry.absorb(e);
             }
+            entry.shrink();
             Arc::new(entry)
         }
     }

@@ -75,6 +75,22 @@ impl NameEntry {
         self.all().count()
     }
 
+    /// Drops spare capacity (a set of one record would otherwise hold room for four).
+    pub(crate) fn shrink(&mut self) {
+        for set in [
+            &mut self.a,
+            &mut self.aaaa,
+            &mut self.srv,
+            &mut self.srv_additional,
+            &mut self.ptr,
+            &mut self.txt,
+            &mut self.soa,
+            &mut self.cname,
+        ] {
+            set.shrink_to_fit();
+        }
+    }
+
     /// Adds `other`'s records that this entry lacks, type by type.
     pub(crate) fn absorb(&mut self, other: &NameEntry) {
         fn add(into: &mut Vec<Record>, from: &[Record]) {
