@@ -96,8 +96,8 @@ pub fn answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Out
     // no SOA of ours (we are not the arpa zone's authority).
     let soa = in_zone.then_some(&zone.soa);
     if let Some(entry) = zone.names.get(name) {
-        if !entry.cname.is_empty() && !matches!(qtype, RecordType::CNAME | RecordType::ANY) {
-            return Outcome::Authoritative(Answer::positive(Section::Borrowed(&entry.cname), &[]));
+        if !entry.cname().is_empty() && !matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+            return Outcome::Authoritative(Answer::positive(Section::Borrowed(entry.cname()), &[]));
         }
         if qtype == RecordType::ANY {
             let all: Vec<Record> = entry.all().cloned().collect();
@@ -111,7 +111,7 @@ pub fn answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Out
             return Outcome::Authoritative(Answer::negative(ResponseCode::NoError, soa));
         }
         let additional = if qtype == RecordType::SRV {
-            &entry.srv_additional[..]
+            entry.srv_additional()
         } else {
             &[]
         };

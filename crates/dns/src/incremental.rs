@@ -18,7 +18,7 @@ use sarasa_model::{EndpointSlice, Service};
 use crate::config::ZoneConfig;
 use crate::names::Names;
 use crate::records::{self, OwnerSets, ZoneNames};
-use crate::snapshot::{soa_record, NameEntry, ZoneSnapshot};
+use crate::snapshot::{soa_record, EntrySets, NameEntry, ZoneSnapshot};
 
 /// Who contributes records: merged in this order (fixed names, Services by `ns/name`, Pods
 /// by `ns/name`), so a name's records come out the same however the changes arrived.
@@ -300,10 +300,10 @@ impl ZoneState {
                 };
                 let r = self.refs.entry(key.clone()).or_default();
                 r.refs += 1;
-                if let (true, Some(mut entry)) = (key == name, entry.take()) {
-                    entry.shrink();
+                if let (true, Some(entry)) = (key == name, entry.take()) {
                     let at = r.holders.partition_point(|(o, _)| *o < owner);
-                    r.holders.insert(at, (owner.clone(), Arc::new(entry)));
+                    r.holders
+                        .insert(at, (owner.clone(), Arc::new(entry.freeze())));
                     r.holders.shrink_to_fit();
                 }
                 touched.push(key);
@@ -345,13 +345,12 @@ fn merged(holders: &[(Owner, Arc<NameEntry>)]) -> Arc<NameEntry> {
     match holders {
         [] => Arc::default(),
         [(_, only)] => only.clone(),
-        [(_, first), rest @ ..] => {
-            let mut entry = NameEntry::clone(first);
-            for (_, e) in rest {
-                entry.absorb(e);
+        many => {
+            let mut sets = EntrySets::default();
+            for (_, e) in many {
+                sets.absorb(e);
             }
-            entry.shrink();
-            Arc::new(entry)
+            Arc::new(sets.freeze())
         }
     }
 }

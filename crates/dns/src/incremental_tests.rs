@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use hickory_proto::rr::RecordType;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sarasa_cluster::PodInfo;
@@ -114,14 +115,14 @@ fn canonical(s: &ZoneSnapshot) -> String {
         .iter()
         .map(|(name, e)| {
             let sections = [
-                &e.a,
-                &e.aaaa,
-                &e.srv,
-                &e.srv_additional,
-                &e.ptr,
-                &e.txt,
-                &e.soa,
-                &e.cname,
+                e.of_type(RecordType::A),
+                e.of_type(RecordType::AAAA),
+                e.of_type(RecordType::SRV),
+                e.srv_additional(),
+                e.of_type(RecordType::PTR),
+                e.of_type(RecordType::TXT),
+                e.of_type(RecordType::SOA),
+                e.of_type(RecordType::CNAME),
             ];
             let records = sections
                 .iter()

@@ -13,10 +13,10 @@ use sarasa_cluster::PodInfo;
 use sarasa_model::{AddressType, Endpoint, EndpointSlice, Service, ServiceType};
 
 use crate::config::{PodsMode, ZoneConfig};
-use crate::snapshot::{dashed, soa_record, NameEntry, SCHEMA_VERSION, SRV_PRIORITY, SRV_WEIGHT};
+use crate::snapshot::{dashed, soa_record, EntrySets, SCHEMA_VERSION, SRV_PRIORITY, SRV_WEIGHT};
 
 /// The names one owner puts records at (an entry may be empty: the name exists, no records).
-pub(crate) type OwnerSets = HashMap<Name, NameEntry>;
+pub(crate) type OwnerSets = HashMap<Name, EntrySets>;
 
 /// The zone's fixed parts, computed once per configuration.
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ struct Sets<'z> {
 }
 
 impl Sets<'_> {
-    fn entry(&mut self, name: &Name) -> &mut NameEntry {
+    fn entry(&mut self, name: &Name) -> &mut EntrySets {
         self.sets.entry(name.clone()).or_default()
     }
 

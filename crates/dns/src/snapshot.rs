@@ -30,13 +30,77 @@ pub const SCHEMA_VERSION: &str = "1.1.0";
 pub const SRV_PRIORITY: u16 = 0;
 pub const SRV_WEIGHT: u16 = 100;
 
-/// The records of one owner name, by type. An entry with no records is an empty non-terminal.
-#[derive(Debug, Default, Clone)]
+/// The records of one owner name, by type, in one allocation: the sets lie back to back in the
+/// order of [`NameEntry::all`], the SRV targets' addresses last. An entry with no records is
+/// an empty non-terminal.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct NameEntry {
+    records: Box<[Record]>,
+    /// Where each set ends in `records`, in [`KINDS`] order.
+    ends: [u32; KINDS],
+}
+
+/// The sets of an entry, in storage order.
+const KINDS: usize = 8;
+const CNAME_AT: usize = 0;
+const SOA_AT: usize = 1;
+const A_AT: usize = 2;
+const AAAA_AT: usize = 3;
+const SRV_AT: usize = 4;
+const PTR_AT: usize = 5;
+const TXT_AT: usize = 6;
+const SRV_ADDITIONAL_AT: usize = 7;
+
+impl NameEntry {
+    fn set(&self, kind: usize) -> &[Record] {
+        let start = if kind == 0 {
+            0
+        } else {
+            self.ends[kind - 1] as usize
+        };
+        &self.records[start..self.ends[kind] as usize]
+    }
+
+    /// The records of `rtype` (ANY: none here, see [`NameEntry::all`]).
+    pub fn of_type(&self, rtype: RecordType) -> &[Record] {
+        match rtype {
+            RecordType::A => self.set(A_AT),
+            RecordType::AAAA => self.set(AAAA_AT),
+            RecordType::SRV => self.set(SRV_AT),
+            RecordType::PTR => self.set(PTR_AT),
+            RecordType::TXT => self.set(TXT_AT),
+            RecordType::SOA => self.set(SOA_AT),
+            RecordType::CNAME => self.set(CNAME_AT),
+            _ => &[],
+        }
+    }
+
+    /// The CNAME of an ExternalName Service (empty otherwise).
+    pub fn cname(&self) -> &[Record] {
+        self.set(CNAME_AT)
+    }
+
+    /// The A/AAAA records of the SRV targets (the Additional section of an SRV answer).
+    pub fn srv_additional(&self) -> &[Record] {
+        self.set(SRV_ADDITIONAL_AT)
+    }
+
+    /// Every record of the name (a query of type ANY).
+    pub fn all(&self) -> impl Iterator<Item = &Record> {
+        self.records[..self.ends[TXT_AT] as usize].iter()
+    }
+
+    pub(crate) fn record_count(&self) -> usize {
+        self.ends[TXT_AT] as usize
+    }
+}
+
+/// The records of one owner name while they are collected (one growable set per type).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct EntrySets {
     pub a: Vec<Record>,
     pub aaaa: Vec<Record>,
     pub srv: Vec<Record>,
-    /// The A/AAAA records of the SRV targets (the Additional section of an SRV answer).
     pub srv_additional: Vec<Record>,
     pub ptr: Vec<Record>,
     pub txt: Vec<Record>,
@@ -44,54 +108,36 @@ pub struct NameEntry {
     pub cname: Vec<Record>,
 }
 
-impl NameEntry {
-    /// The records of `rtype` (ANY: none here, see [`NameEntry::all`]).
-    pub fn of_type(&self, rtype: RecordType) -> &[Record] {
-        match rtype {
-            RecordType::A => &self.a,
-            RecordType::AAAA => &self.aaaa,
-            RecordType::SRV => &self.srv,
-            RecordType::PTR => &self.ptr,
-            RecordType::TXT => &self.txt,
-            RecordType::SOA => &self.soa,
-            RecordType::CNAME => &self.cname,
-            _ => &[],
+impl EntrySets {
+    fn in_order(&self) -> [&Vec<Record>; KINDS] {
+        [
+            &self.cname,
+            &self.soa,
+            &self.a,
+            &self.aaaa,
+            &self.srv,
+            &self.ptr,
+            &self.txt,
+            &self.srv_additional,
+        ]
+    }
+
+    /// The compact, immutable form.
+    pub(crate) fn freeze(self) -> NameEntry {
+        let sets = self.in_order();
+        let mut records = Vec::with_capacity(sets.iter().map(|s| s.len()).sum());
+        let mut ends = [0u32; KINDS];
+        for (kind, set) in sets.into_iter().enumerate() {
+            records.extend(set.iter().cloned());
+            ends[kind] = records.len() as u32;
+        }
+        NameEntry {
+            records: records.into_boxed_slice(),
+            ends,
         }
     }
 
-    /// Every record of the name (a query of type ANY).
-    pub fn all(&self) -> impl Iterator<Item = &Record> {
-        self.cname
-            .iter()
-            .chain(&self.soa)
-            .chain(&self.a)
-            .chain(&self.aaaa)
-            .chain(&self.srv)
-            .chain(&self.ptr)
-            .chain(&self.txt)
-    }
-
-    pub(crate) fn record_count(&self) -> usize {
-        self.all().count()
-    }
-
-    /// Drops spare capacity (a set of one record would otherwise hold room for four).
-    pub(crate) fn shrink(&mut self) {
-        for set in [
-            &mut self.a,
-            &mut self.aaaa,
-            &mut self.srv,
-            &mut self.srv_additional,
-            &mut self.ptr,
-            &mut self.txt,
-            &mut self.soa,
-            &mut self.cname,
-        ] {
-            set.shrink_to_fit();
-        }
-    }
-
-    /// Adds `other`'s records that this entry lacks, type by type.
+    /// Adds `other`'s records that these sets lack, type by type.
     pub(crate) fn absorb(&mut self, other: &NameEntry) {
         fn add(into: &mut Vec<Record>, from: &[Record]) {
             for r in from {
@@ -100,14 +146,14 @@ impl NameEntry {
                 }
             }
         }
-        add(&mut self.a, &other.a);
-        add(&mut self.aaaa, &other.aaaa);
-        add(&mut self.srv, &other.srv);
-        add(&mut self.srv_additional, &other.srv_additional);
-        add(&mut self.ptr, &other.ptr);
-        add(&mut self.txt, &other.txt);
-        add(&mut self.soa, &other.soa);
-        add(&mut self.cname, &other.cname);
+        add(&mut self.cname, other.set(CNAME_AT));
+        add(&mut self.soa, other.set(SOA_AT));
+        add(&mut self.a, other.set(A_AT));
+        add(&mut self.aaaa, other.set(AAAA_AT));
+        add(&mut self.srv, other.set(SRV_AT));
+        add(&mut self.ptr, other.set(PTR_AT));
+        add(&mut self.txt, other.set(TXT_AT));
+        add(&mut self.srv_additional, other.set(SRV_ADDITIONAL_AT));
     }
 }
 
