@@ -42,11 +42,12 @@ pub struct Answer<'s> {
     pub answers: Section<'s>,
     /// The SOA of a negative answer.
     pub authority: Option<&'s Record>,
-    pub additional: &'s [Record],
+    /// The addresses of SRV targets.
+    pub additional: Section<'s>,
 }
 
 impl<'s> Answer<'s> {
-    fn positive(answers: Section<'s>, additional: &'s [Record]) -> Self {
+    fn positive(answers: Section<'s>, additional: Section<'s>) -> Self {
         Answer {
             rcode: ResponseCode::NoError,
             answers,
@@ -60,7 +61,7 @@ impl<'s> Answer<'s> {
             rcode,
             answers: Section::Borrowed(&[]),
             authority: soa,
-            additional: &[],
+            additional: Section::Borrowed(&[]),
         }
     }
 
@@ -97,23 +98,29 @@ pub fn answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Out
     let soa = in_zone.then_some(&zone.soa);
     if let Some(entry) = zone.names.get(name) {
         if !entry.cname().is_empty() && !matches!(qtype, RecordType::CNAME | RecordType::ANY) {
-            return Outcome::Authoritative(Answer::positive(Section::Borrowed(entry.cname()), &[]));
+            return Outcome::Authoritative(Answer::positive(
+                Section::Borrowed(entry.cname()),
+                Section::Borrowed(&[]),
+            ));
         }
         if qtype == RecordType::ANY {
             let all: Vec<Record> = entry.all().cloned().collect();
             if all.is_empty() {
                 return Outcome::Authoritative(Answer::negative(ResponseCode::NoError, soa));
             }
-            return Outcome::Authoritative(Answer::positive(Section::Owned(all), &[]));
+            return Outcome::Authoritative(Answer::positive(
+                Section::Owned(all),
+                Section::Borrowed(&[]),
+            ));
         }
         let records = entry.of_type(qtype);
         if records.is_empty() {
             return Outcome::Authoritative(Answer::negative(ResponseCode::NoError, soa));
         }
         let additional = if qtype == RecordType::SRV {
-            entry.srv_additional()
+            Section::Owned(srv_target_addresses(zone, records))
         } else {
-            &[]
+            Section::Borrowed(&[])
         };
         return Outcome::Authoritative(Answer::positive(Section::Borrowed(records), additional));
     }
@@ -124,6 +131,24 @@ pub fn answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Out
         return Outcome::Authoritative(answer);
     }
     Outcome::Authoritative(Answer::negative(ResponseCode::NXDomain, soa))
+}
+
+/// The A/AAAA records of the targets of `srv` (each once), for the Additional section.
+fn srv_target_addresses(zone: &ZoneSnapshot, srv: &[Record]) -> Vec<Record> {
+    let mut out: Vec<Record> = Vec::new();
+    for r in srv {
+        let RData::SRV(s) = &r.data else { continue };
+        let Some(entry) = zone.names.get(&s.target) else {
+            continue;
+        };
+        let addresses = entry.of_type(RecordType::A).iter();
+        for a in addresses.chain(entry.of_type(RecordType::AAAA)) {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+    }
+    out
 }
 
 /// `<dashed-ip>.<ns>.pod.<zone>` and `<ns>.pod.<zone>`; `None` when the name is not one.
@@ -162,7 +187,10 @@ fn pod_answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Opt
                 }
                 _ => return Some(Answer::negative(ResponseCode::NoError, soa)),
             };
-            Some(Answer::positive(Section::Owned(vec![record]), &[]))
+            Some(Answer::positive(
+                Section::Owned(vec![record]),
+                Section::Borrowed(&[]),
+            ))
         }
         _ => None,
     }

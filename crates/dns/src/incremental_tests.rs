@@ -118,7 +118,6 @@ fn canonical(s: &ZoneSnapshot) -> String {
                 e.of_type(RecordType::A),
                 e.of_type(RecordType::AAAA),
                 e.of_type(RecordType::SRV),
-                e.srv_additional(),
                 e.of_type(RecordType::PTR),
                 e.of_type(RecordType::TXT),
                 e.of_type(RecordType::SOA),

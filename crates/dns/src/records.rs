@@ -119,18 +119,14 @@ impl Sets<'_> {
         push_new(&mut self.entry(&owner).ptr, record);
     }
 
-    fn add_srv(&mut self, owner: &Name, port: u16, target: &Name, target_ips: &[IpAddr]) {
+    fn add_srv(&mut self, owner: &Name, port: u16, target: &Name) {
         let ttl = self.zone.config.ttl;
         let srv = Record::from_rdata(
             owner.clone(),
             ttl,
             RData::SRV(SRV::new(SRV_PRIORITY, SRV_WEIGHT, port, target.clone())),
         );
-        let entry = self.entry(owner);
-        push_new(&mut entry.srv, srv);
-        for ip in target_ips {
-            push_new(&mut entry.srv_additional, address_record(target, ttl, *ip));
-        }
+        push_new(&mut self.entry(owner).srv, srv);
     }
 }
 
@@ -222,7 +218,7 @@ pub(crate) fn service_sets(
             }
             for port in &slice.ports {
                 if let Some(owner) = zone.srv_owner(&port.name, port.protocol.lowercase(), &base) {
-                    s.add_srv(&owner, port.port, &host, &ep.addresses);
+                    s.add_srv(&owner, port.port, &host);
                 }
             }
         }
@@ -233,7 +229,7 @@ pub(crate) fn service_sets(
         }
         for port in &svc.ports {
             if let Some(owner) = zone.srv_owner(&port.name, port.protocol.lowercase(), &base) {
-                s.add_srv(&owner, port.port, &base, &svc.cluster_ips);
+                s.add_srv(&owner, port.port, &base);
             }
         }
     }

@@ -31,8 +31,8 @@ pub const SRV_PRIORITY: u16 = 0;
 pub const SRV_WEIGHT: u16 = 100;
 
 /// The records of one owner name, by type, in one allocation: the sets lie back to back in the
-/// order of [`NameEntry::all`], the SRV targets' addresses last. An entry with no records is
-/// an empty non-terminal.
+/// order of [`NameEntry::all`]. An entry with no records is an empty non-terminal. (An SRV
+/// answer's Additional section is read from its targets' own entries, not stored twice.)
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct NameEntry {
     records: Box<[Record]>,
@@ -41,7 +41,7 @@ pub struct NameEntry {
 }
 
 /// The sets of an entry, in storage order.
-const KINDS: usize = 8;
+const KINDS: usize = 7;
 const CNAME_AT: usize = 0;
 const SOA_AT: usize = 1;
 const A_AT: usize = 2;
@@ -49,7 +49,6 @@ const AAAA_AT: usize = 3;
 const SRV_AT: usize = 4;
 const PTR_AT: usize = 5;
 const TXT_AT: usize = 6;
-const SRV_ADDITIONAL_AT: usize = 7;
 
 impl NameEntry {
     fn set(&self, kind: usize) -> &[Record] {
@@ -80,11 +79,6 @@ impl NameEntry {
         self.set(CNAME_AT)
     }
 
-    /// The A/AAAA records of the SRV targets (the Additional section of an SRV answer).
-    pub fn srv_additional(&self) -> &[Record] {
-        self.set(SRV_ADDITIONAL_AT)
-    }
-
     /// Every record of the name (a query of type ANY).
     pub fn all(&self) -> impl Iterator<Item = &Record> {
         self.records[..self.ends[TXT_AT] as usize].iter()
@@ -101,7 +95,6 @@ pub(crate) struct EntrySets {
     pub a: Vec<Record>,
     pub aaaa: Vec<Record>,
     pub srv: Vec<Record>,
-    pub srv_additional: Vec<Record>,
     pub ptr: Vec<Record>,
     pub txt: Vec<Record>,
     pub soa: Vec<Record>,
@@ -118,7 +111,6 @@ impl EntrySets {
             &self.srv,
             &self.ptr,
             &self.txt,
-            &self.srv_additional,
         ]
     }
 
@@ -153,7 +145,6 @@ impl EntrySets {
         add(&mut self.srv, other.set(SRV_AT));
         add(&mut self.ptr, other.set(PTR_AT));
         add(&mut self.txt, other.set(TXT_AT));
-        add(&mut self.srv_additional, other.set(SRV_ADDITIONAL_AT));
     }
 }
 
