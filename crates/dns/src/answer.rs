@@ -1,7 +1,8 @@
 //! The specification's rules for one question: which rcode, which records in the Answer,
 //! Authority and Additional sections, and whether the answer is authoritative — or that the
 //! name is not ours (it then goes upstream). Pure: a snapshot and a question in, an [`Outcome`]
-//! out, borrowing the snapshot's records so the common answer copies nothing.
+//! out, borrowing the snapshot's records so the common answer copies nothing (an SRV answer
+//! copies its targets' addresses into Additional: the snapshot stores them once, at the target).
 //!
 //! - A name that exists (records or an empty non-terminal such as `ns.svc.zone`) but has none
 //!   of the asked type is NODATA: NOERROR, empty Answer, the zone's SOA in Authority.
