@@ -1,7 +1,8 @@
 //! The specification's rules for one question: which rcode, which records in the Answer,
 //! Authority and Additional sections, and whether the answer is authoritative — or that the
 //! name is not ours (it then goes upstream). Pure: a snapshot and a question in, an [`Outcome`]
-//! out, borrowing the snapshot's records so the common answer copies nothing.
+//! out, borrowing the snapshot's records so the common answer copies nothing (an SRV answer
+//! copies its targets' addresses into Additional: the snapshot stores them once, at the target).
 //!
 //! - A name that exists (records or an empty non-terminal such as `ns.svc.zone`) but has none
 //!   of the asked type is NODATA: NOERROR, empty Answer, the zone's SOA in Authority.
@@ -42,11 +43,12 @@ pub struct Answer<'s> {
     pub answers: Section<'s>,
     /// The SOA of a negative answer.
     pub authority: Option<&'s Record>,
-    pub additional: &'s [Record],
+    /// The addresses of SRV targets.
+    pub additional: Section<'s>,
 }
 
 impl<'s> Answer<'s> {
-    fn positive(answers: Section<'s>, additional: &'s [Record]) -> Self {
+    fn positive(answers: Section<'s>, additional: Section<'s>) -> Self {
         Answer {
             rcode: ResponseCode::NoError,
             answers,
@@ -60,7 +62,7 @@ impl<'s> Answer<'s> {
             rcode,
             answers: Section::Borrowed(&[]),
             authority: soa,
-            additional: &[],
+            additional: Section::Borrowed(&[]),
         }
     }
 
@@ -96,24 +98,30 @@ pub fn answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Out
     // no SOA of ours (we are not the arpa zone's authority).
     let soa = in_zone.then_some(&zone.soa);
     if let Some(entry) = zone.names.get(name) {
-        if !entry.cname.is_empty() && !matches!(qtype, RecordType::CNAME | RecordType::ANY) {
-            return Outcome::Authoritative(Answer::positive(Section::Borrowed(&entry.cname), &[]));
+        if !entry.cname().is_empty() && !matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+            return Outcome::Authoritative(Answer::positive(
+                Section::Borrowed(entry.cname()),
+                Section::Borrowed(&[]),
+            ));
         }
         if qtype == RecordType::ANY {
             let all: Vec<Record> = entry.all().cloned().collect();
             if all.is_empty() {
                 return Outcome::Authoritative(Answer::negative(ResponseCode::NoError, soa));
             }
-            return Outcome::Authoritative(Answer::positive(Section::Owned(all), &[]));
+            return Outcome::Authoritative(Answer::positive(
+                Section::Owned(all),
+                Section::Borrowed(&[]),
+            ));
         }
         let records = entry.of_type(qtype);
         if records.is_empty() {
             return Outcome::Authoritative(Answer::negative(ResponseCode::NoError, soa));
         }
         let additional = if qtype == RecordType::SRV {
-            &entry.srv_additional[..]
+            Section::Owned(srv_target_addresses(zone, records))
         } else {
-            &[]
+            Section::Borrowed(&[])
         };
         return Outcome::Authoritative(Answer::positive(Section::Borrowed(records), additional));
     }
@@ -124,6 +132,24 @@ pub fn answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Out
         return Outcome::Authoritative(answer);
     }
     Outcome::Authoritative(Answer::negative(ResponseCode::NXDomain, soa))
+}
+
+/// The A/AAAA records of the targets of `srv` (each once), for the Additional section.
+fn srv_target_addresses(zone: &ZoneSnapshot, srv: &[Record]) -> Vec<Record> {
+    let mut out: Vec<Record> = Vec::new();
+    for r in srv {
+        let RData::SRV(s) = &r.data else { continue };
+        let Some(entry) = zone.names.get(&s.target) else {
+            continue;
+        };
+        let addresses = entry.of_type(RecordType::A).iter();
+        for a in addresses.chain(entry.of_type(RecordType::AAAA)) {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+    }
+    out
 }
 
 /// `<dashed-ip>.<ns>.pod.<zone>` and `<ns>.pod.<zone>`; `None` when the name is not one.
@@ -162,7 +188,10 @@ fn pod_answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Opt
                 }
                 _ => return Some(Answer::negative(ResponseCode::NoError, soa)),
             };
-            Some(Answer::positive(Section::Owned(vec![record]), &[]))
+            Some(Answer::positive(
+                Section::Owned(vec![record]),
+                Section::Borrowed(&[]),
+            ))
         }
         _ => None,
     }

@@ -224,7 +224,12 @@ fn srv_for_named_ports_with_the_service_address_as_additional() {
         RecordType::SRV,
     );
     assert_eq!(data(&a), ["0 100 80 web.default.svc.cluster.local."]);
-    let mut extra: Vec<String> = a.additional.iter().map(|r| r.data.to_string()).collect();
+    let mut extra: Vec<String> = a
+        .additional
+        .records()
+        .iter()
+        .map(|r| r.data.to_string())
+        .collect();
     extra.sort();
     assert_eq!(extra, ["10.96.0.10", "fd00:96::a"]);
     assert_eq!(
@@ -344,6 +349,7 @@ fn headless_srv_per_endpoint_and_port_with_endpoint_addresses() {
     );
     let mut extra: Vec<String> = a
         .additional
+        .records()
         .iter()
         .map(|r| format!("{} {}", r.name, r.data))
         .collect();

@@ -1,12 +1,11 @@
 //! The cluster view → the served snapshot. Watchers (the shared `sarasa-cluster` plumbing)
 //! fold Services, EndpointSlices and Pods into their projections; after every wake-up the feed
-//! builds a new [`ZoneSnapshot`] from them and swaps it in atomically. Queries never wait on
-//! this: they keep reading the previous generation until the swap.
-//!
-//! A full rebuild per change is the measured choice: at 10k Services and 50k endpoints it
-//! stays within the 100 ms change-to-answer budget (see `examples/scale.rs`), and wake-ups
-//! coalesce, so a burst of events costs one build.
+//! finds which objects changed (by key: the projections are `Arc`s, so an unchanged object is
+//! the same pointer; pods compare by value), hands only those to the [`ZoneState`], and swaps
+//! in the snapshot it yields. Queries never wait on this: they keep reading the previous
+//! generation until the swap. Wake-ups coalesce, so a burst costs one update.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,10 +15,12 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use kube::Api;
+use sarasa_cluster::journal::Converted;
 use sarasa_cluster::watch::{spawn_watcher, Shared, Watched};
 use tokio::task::JoinHandle;
 
 use crate::config::ZoneConfig;
+use crate::incremental::ZoneState;
 use crate::metrics::Metrics;
 use crate::snapshot::{build, ZoneSnapshot};
 
@@ -28,7 +29,7 @@ pub fn synced(w: &Watched) -> bool {
     w.services.synced() && w.cluster.pods.synced
 }
 
-/// Builds the zone from what the watchers hold now.
+/// Builds the zone from what the watchers hold now, from scratch.
 pub fn snapshot_of(w: &Watched, config: &ZoneConfig, generation: u64) -> ZoneSnapshot {
     build(
         config,
@@ -43,6 +44,59 @@ pub fn snapshot_of(w: &Watched, config: &ZoneConfig, generation: u64) -> ZoneSna
             .filter_map(|s| s.as_deref().ok()),
         w.cluster.pods.items().values(),
     )
+}
+
+/// Hands `state` the objects that differ between it and the watchers' view (changed, added
+/// or gone; an object that failed to convert counts as gone) and returns the next snapshot.
+pub fn update(state: &mut ZoneState, w: &Watched, generation: u64) -> ZoneSnapshot {
+    let services: Vec<_> = diff_arcs(state.services(), w.services.services());
+    for (key, svc) in services {
+        state.set_service(&key, svc);
+    }
+    let slices: Vec<_> = diff_arcs(state.slices(), w.services.slices());
+    for (key, slice) in slices {
+        state.set_slice(&key, slice);
+    }
+    let held = state.pods();
+    let current = w.cluster.pods.items();
+    let mut pods: Vec<(String, Option<Arc<sarasa_cluster::PodInfo>>)> = current
+        .iter()
+        .filter(|(k, p)| held.get(*k).is_none_or(|h| **h != **p))
+        .map(|(k, p)| (k.clone(), Some(Arc::new(p.clone()))))
+        .collect();
+    pods.extend(
+        held.keys()
+            .filter(|k| !current.contains_key(*k))
+            .map(|k| (k.clone(), None)),
+    );
+    for (key, pod) in pods {
+        state.set_pod(&key, pod);
+    }
+    state.snapshot(generation)
+}
+
+/// The keys whose object differs between `held` and `current`, with the current object.
+fn diff_arcs<T>(
+    held: &BTreeMap<String, Arc<T>>,
+    current: &BTreeMap<String, Converted<T>>,
+) -> Vec<(String, Option<Arc<T>>)> {
+    let mut changed: Vec<(String, Option<Arc<T>>)> = current
+        .iter()
+        .filter_map(|(k, c)| {
+            let now = c.as_ref().ok();
+            match (held.get(k), now) {
+                (Some(h), Some(n)) if Arc::ptr_eq(h, n) => None,
+                (None, None) => None,
+                _ => Some((k.clone(), now.cloned())),
+            }
+        })
+        .collect();
+    changed.extend(
+        held.keys()
+            .filter(|k| !current.contains_key(*k))
+            .map(|k| (k.clone(), None)),
+    );
+    changed
 }
 
 // Pods only feed the pod projection (not the policy one the agent also keeps).
@@ -67,7 +121,7 @@ pub fn spawn_watchers(client: &kube::Client, shared: &Arc<Shared>) -> Vec<JoinHa
     ]
 }
 
-/// Rebuilds and swaps the snapshot after every change, forever. `ready` turns true once the
+/// Updates and swaps the snapshot after every change, forever. `ready` turns true once the
 /// first complete view is served.
 pub async fn run(
     shared: Arc<Shared>,
@@ -77,6 +131,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) {
     let mut generation = 0u64;
+    let mut state = ZoneState::new(&config);
     loop {
         shared.changed.notified().await;
         let started = Instant::now();
@@ -89,7 +144,7 @@ pub async fn run(
                 continue;
             }
             generation += 1;
-            snapshot_of(&w, &config, generation)
+            update(&mut state, &w, generation)
         };
         metrics.snapshot_generation.set(generation as i64);
         metrics.snapshot_records.set(snapshot.record_count as i64);

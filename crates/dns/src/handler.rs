@@ -99,7 +99,7 @@ impl DnsHandler {
                     authoritative: true,
                     answers: a.answers.records().to_vec(),
                     authorities: a.authority.into_iter().cloned().collect(),
-                    additionals: a.additional.to_vec(),
+                    additionals: a.additional.records().to_vec(),
                     source: "cluster",
                 };
                 if let Some(target) = a.cname_target().cloned() {
@@ -296,7 +296,7 @@ impl RequestHandler for DnsHandler {
                         authoritative: true,
                         answers: a.answers.records(),
                         authorities: a.authority.map(std::slice::from_ref).unwrap_or(&[]),
-                        additionals: a.additional,
+                        additionals: a.additional.records(),
                     };
                     return self.send(request, response_handle, sections).await;
                 }

@@ -114,6 +114,9 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// EAFNOSUPPORT on Linux: the address family is not supported.
+const EAFNOSUPPORT: i32 = 97;
+
 /// The bound DNS sockets (UDP sockets per address and core, one TCP listener per address).
 pub struct Sockets {
     udp: Vec<std::net::UdpSocket>,
@@ -128,6 +131,15 @@ pub fn bind(listen: &[SocketAddr]) -> Result<Sockets, ServerError> {
         tcp: Vec::new(),
     };
     for addr in listen {
+        // A host without IPv6 (EAFNOSUPPORT) cannot serve `[::]`: skip it, keep IPv4.
+        if addr.is_ipv6() {
+            if let Err(e) = Socket::new(Domain::IPV6, Type::DGRAM, None) {
+                if e.raw_os_error() == Some(EAFNOSUPPORT) {
+                    tracing::warn!(%addr, "IPv6 is not available here; not listening on it");
+                    continue;
+                }
+            }
+        }
         for _ in 0..per_address {
             sockets
                 .udp

@@ -45,8 +45,8 @@ impl ClusterZone {
                 LookupControlFlow::Continue(Err(LookupError::for_name_exists()))
             }
             Outcome::Authoritative(a) => {
-                let additionals = (!a.additional.is_empty())
-                    .then(|| LookupRecords::Section(a.additional.to_vec()));
+                let additionals = (!a.additional.records().is_empty())
+                    .then(|| LookupRecords::Section(a.additional.records().to_vec()));
                 LookupControlFlow::Continue(Ok(AuthLookup::answers(
                     LookupRecords::Section(a.answers.records().to_vec()),
                     additionals,

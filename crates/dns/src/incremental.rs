@@ -1,0 +1,360 @@
+//! The zone kept up to date change by change. [`ZoneState`] holds the cluster objects DNS
+//! reads, the record sets of every owner (fixed names, each Service, each Pod) and, per name,
+//! which owners hold records there and how many owned names sit at or below it. A change
+//! recomputes the sets of the owners it touches (a Service with its slices and the pods named
+//! under it; a Pod), re-merges only the names those sets cover (and their ancestors' existence),
+//! and writes them into the persistent [`Names`] map, so the next snapshot shares every other
+//! entry and shard with the previous one. [`crate::snapshot::build`] is this same path applied
+//! to every object at once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::rr::Name;
+use sarasa_cluster::PodInfo;
+use sarasa_model::{EndpointSlice, Service};
+
+use crate::config::ZoneConfig;
+use crate::names::Names;
+use crate::records::{self, OwnerSets, ZoneNames};
+use crate::snapshot::{soa_record, EntrySets, NameEntry, ZoneSnapshot};
+
+/// Who contributes records: merged in this order (fixed names, Services by `ns/name`, Pods
+/// by `ns/name`), so a name's records come out the same however the changes arrived.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Owner {
+    Fixed,
+    Service(Arc<str>),
+    Pod(Arc<str>),
+}
+
+/// What the zone knows of one name.
+#[derive(Debug, Default)]
+struct NameRefs {
+    /// Owned names at or below this one (the name exists while this is non-zero).
+    refs: u32,
+    /// The owners with records here, sorted, with their records.
+    holders: Vec<(Owner, Arc<NameEntry>)>,
+}
+
+/// The zone's inputs, owner sets and served names, updated in place per change.
+#[derive(Debug)]
+pub struct ZoneState {
+    zone: ZoneNames,
+    services: BTreeMap<String, Arc<Service>>,
+    slices: BTreeMap<String, Arc<EndpointSlice>>,
+    /// Service key → the keys of its EndpointSlices.
+    slices_of: HashMap<String, BTreeSet<String>>,
+    pods: BTreeMap<String, Arc<PodInfo>>,
+    /// `ns/subdomain` → pods with that subdomain (their records follow that Service).
+    pods_under: HashMap<String, BTreeSet<String>>,
+    /// Owner → the names it holds records at.
+    owned: HashMap<Owner, Vec<Arc<Name>>>,
+    refs: HashMap<Arc<Name>, NameRefs>,
+    names: Names,
+    record_count: usize,
+    /// `(namespace, address)` of live pods, counted (two pods may share an address).
+    pod_addresses: HashMap<(String, IpAddr), u32>,
+    pod_addresses_view: Arc<HashSet<(String, IpAddr)>>,
+    pod_namespaces_view: Arc<HashSet<String>>,
+    pods_changed: bool,
+    dirty_services: BTreeSet<String>,
+    dirty_pods: BTreeSet<String>,
+}
+
+fn service_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+fn pod_subdomain_key(pod: &PodInfo) -> Option<String> {
+    pod.subdomain
+        .as_deref()
+        .map(|sub| service_key(&pod.namespace, sub))
+}
+
+impl ZoneState {
+    pub fn new(config: &ZoneConfig) -> Self {
+        ZoneState {
+            zone: ZoneNames::new(config),
+            services: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            slices_of: HashMap::new(),
+            pods: BTreeMap::new(),
+            pods_under: HashMap::new(),
+            owned: HashMap::new(),
+            refs: HashMap::new(),
+            names: Names::default(),
+            record_count: 0,
+            pod_addresses: HashMap::new(),
+            pod_addresses_view: Arc::default(),
+            pod_namespaces_view: Arc::default(),
+            pods_changed: false,
+            dirty_services: BTreeSet::new(),
+            dirty_pods: BTreeSet::new(),
+        }
+    }
+
+    /// The Services held, by `namespace/name`.
+    pub fn services(&self) -> &BTreeMap<String, Arc<Service>> {
+        &self.services
+    }
+
+    /// The EndpointSlices held, by `namespace/name`.
+    pub fn slices(&self) -> &BTreeMap<String, Arc<EndpointSlice>> {
+        &self.slices
+    }
+
+    /// The pods held, by `namespace/name`.
+    pub fn pods(&self) -> &BTreeMap<String, Arc<PodInfo>> {
+        &self.pods
+    }
+
+    /// Sets (or with `None` removes) the Service at `key`, which must be `namespace/name` (the
+    /// key its EndpointSlices and pods refer to it by).
+    pub fn set_service(&mut self, key: &str, svc: Option<Arc<Service>>) {
+        self.services.remove(key);
+        if let Some(svc) = svc {
+            self.services.insert(key.to_string(), svc);
+        }
+        self.dirty_services.insert(key.to_string());
+    }
+
+    /// Sets (or removes) the EndpointSlice at `key` (`namespace/name`).
+    pub fn set_slice(&mut self, key: &str, slice: Option<Arc<EndpointSlice>>) {
+        if let Some(old) = self.slices.remove(key) {
+            let owner = service_key(&old.namespace, &old.service_name);
+            if let Some(set) = self.slices_of.get_mut(&owner) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.slices_of.remove(&owner);
+                }
+            }
+            self.dirty_services.insert(owner);
+        }
+        if let Some(slice) = slice {
+            let owner = service_key(&slice.namespace, &slice.service_name);
+            self.slices_of
+                .entry(owner.clone())
+                .or_default()
+                .insert(key.to_string());
+            self.slices.insert(key.to_string(), slice);
+            self.dirty_services.insert(owner);
+        }
+    }
+
+    /// Sets (or removes) the pod at `key` (`namespace/name`).
+    pub fn set_pod(&mut self, key: &str, pod: Option<Arc<PodInfo>>) {
+        if let Some(old) = self.pods.remove(key) {
+            self.count_pod_addresses(&old, false);
+            if let Some(sub) = pod_subdomain_key(&old) {
+                if let Some(set) = self.pods_under.get_mut(&sub) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.pods_under.remove(&sub);
+                    }
+                }
+            }
+        }
+        if let Some(pod) = pod {
+            self.count_pod_addresses(&pod, true);
+            if let Some(sub) = pod_subdomain_key(&pod) {
+                self.pods_under
+                    .entry(sub)
+                    .or_default()
+                    .insert(key.to_string());
+            }
+            self.pods.insert(key.to_string(), pod);
+        }
+        self.dirty_pods.insert(key.to_string());
+    }
+
+    fn count_pod_addresses(&mut self, pod: &PodInfo, add: bool) {
+        if !records::is_live(pod) {
+            return;
+        }
+        for ip in &pod.pod_ips {
+            let key = (pod.namespace.to_ascii_lowercase(), *ip);
+            if add {
+                *self.pod_addresses.entry(key).or_default() += 1;
+                self.pods_changed = true;
+            } else if let Some(n) = self.pod_addresses.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.pod_addresses.remove(&key);
+                }
+                self.pods_changed = true;
+            }
+        }
+    }
+
+    /// The slices of the Service at `svc_key`, in key order.
+    fn slices_for(&self, svc_key: &str) -> Vec<&EndpointSlice> {
+        self.slices_of
+            .get(svc_key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.slices.get(k).map(|s| &**s))
+            .collect()
+    }
+
+    /// Recomputes every owner the changes since the last snapshot touched, and the fixed
+    /// names with this generation's SOA; returns the new snapshot (sharing what is unchanged).
+    pub fn snapshot(&mut self, generation: u64) -> ZoneSnapshot {
+        let fixed = records::fixed_sets(&self.zone, generation);
+        self.replace(Owner::Fixed, fixed);
+
+        let services = std::mem::take(&mut self.dirty_services);
+        let mut pods = std::mem::take(&mut self.dirty_pods);
+        for key in &services {
+            let sets = match self.services.get(key) {
+                Some(svc) => records::service_sets(&self.zone, svc, &self.slices_for(key)),
+                None => OwnerSets::new(),
+            };
+            self.replace(Owner::Service(Arc::from(key.as_str())), sets);
+            pods.extend(self.pods_under.get(key).into_iter().flatten().cloned());
+        }
+        for key in &pods {
+            let sets = match self.pods.get(key) {
+                Some(pod) => {
+                    let sub = pod_subdomain_key(pod);
+                    let svc = sub.as_deref().and_then(|k| self.services.get(k));
+                    let slices = sub
+                        .as_deref()
+                        .map(|k| self.slices_for(k))
+                        .unwrap_or_default();
+                    records::pod_sets(&self.zone, pod, svc.map(|s| (&**s, &slices[..])))
+                }
+                None => OwnerSets::new(),
+            };
+            self.replace(Owner::Pod(Arc::from(key.as_str())), sets);
+        }
+
+        if std::mem::take(&mut self.pods_changed) {
+            self.pod_addresses_view = Arc::new(self.pod_addresses.keys().cloned().collect());
+            self.pod_namespaces_view = Arc::new(
+                self.pod_addresses
+                    .keys()
+                    .map(|(ns, _)| ns.clone())
+                    .collect(),
+            );
+        }
+        let config = &self.zone.config;
+        ZoneSnapshot {
+            config: config.clone(),
+            generation,
+            names: self.names.clone(),
+            pod_addresses: self.pod_addresses_view.clone(),
+            pod_namespaces: self.pod_namespaces_view.clone(),
+            soa: soa_record(config, generation),
+            pod_zone: self.zone.pod_zone.clone(),
+            record_count: self.record_count,
+        }
+    }
+
+    /// The names at and above `name` that exist because of it: itself, and its ancestors up
+    /// to the apex when it is inside the zone (empty non-terminals).
+    fn with_ancestors(&self, name: &Name) -> Vec<Name> {
+        let domain = &self.zone.config.domain;
+        let mut out = vec![name.clone()];
+        if domain.zone_of(name) {
+            let mut parent = name.base_name();
+            while domain.zone_of(&parent) {
+                let next = parent.base_name();
+                out.push(parent);
+                parent = next;
+            }
+        }
+        out
+    }
+
+    /// Swaps `owner`'s record sets for `sets` and re-merges the names either covers.
+    fn replace(&mut self, owner: Owner, sets: OwnerSets) {
+        let mut touched: Vec<Arc<Name>> = Vec::new();
+        for name in self.owned.remove(&owner).unwrap_or_default() {
+            for n in self.with_ancestors(&name) {
+                let Some(key) = self.refs.get_key_value(&n).map(|(k, _)| k.clone()) else {
+                    continue;
+                };
+                if let Some(r) = self.refs.get_mut(&n) {
+                    r.refs = r.refs.saturating_sub(1);
+                    if n == *name {
+                        r.holders.retain(|(o, _)| *o != owner);
+                    }
+                }
+                touched.push(key);
+            }
+        }
+        let mut owned = Vec::with_capacity(sets.len());
+        for (name, entry) in sets {
+            let mut entry = Some(entry);
+            let name = match self.refs.get_key_value(&name) {
+                Some((k, _)) => k.clone(),
+                None => Arc::new(name),
+            };
+            for n in self.with_ancestors(&name) {
+                let key = match self.refs.get_key_value(&n) {
+                    Some((k, _)) => k.clone(),
+                    None if n == *name => name.clone(),
+                    None => Arc::new(n),
+                };
+                let r = self.refs.entry(key.clone()).or_default();
+                r.refs += 1;
+                if let (true, Some(entry)) = (key == name, entry.take()) {
+                    let at = r.holders.partition_point(|(o, _)| *o < owner);
+                    r.holders
+                        .insert(at, (owner.clone(), Arc::new(entry.freeze())));
+                    r.holders.shrink_to_fit();
+                }
+                touched.push(key);
+            }
+            owned.push(name);
+        }
+        if !owned.is_empty() {
+            owned.shrink_to_fit();
+            self.owned.insert(owner, owned);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for name in touched {
+            self.merge(name);
+        }
+    }
+
+    /// Writes the merged entry of `name` (or its removal) into the served names.
+    fn merge(&mut self, name: Arc<Name>) {
+        let old = match self.refs.get(&name) {
+            Some(r) if r.refs > 0 => {
+                let entry = merged(&r.holders);
+                self.record_count += entry.record_count();
+                self.names.insert(name, entry)
+            }
+            _ => {
+                self.refs.remove(&name);
+                self.names.remove(&name)
+            }
+        };
+        if let Some(old) = old {
+            self.record_count -= old.record_count();
+        }
+    }
+}
+
+/// The records of a name from all its holders, in owner order, each record once.
+fn merged(holders: &[(Owner, Arc<NameEntry>)]) -> Arc<NameEntry> {
+    match holders {
+        [] => Arc::default(),
+        [(_, only)] => only.clone(),
+        many => {
+            let mut sets = EntrySets::default();
+            for (_, e) in many {
+                sets.absorb(e);
+            }
+            Arc::new(sets.freeze())
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "incremental_tests.rs"]
+mod tests;

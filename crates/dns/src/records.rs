@@ -1,0 +1,274 @@
+//! The record sets of one owner: a Service (its ClusterIP names, SRV, PTRs, headless endpoint
+//! names), a Pod (its `hostname.subdomain` name), or the zone's fixed names (apex SOA, `svc`,
+//! `pod`, `dns-version`). Pure functions of that owner's objects, so a change recomputes only
+//! the owners it touches; [`crate::incremental`] merges the sets of all owners into the zone.
+//! Existence of ancestors (empty non-terminals) is not recorded here: the merge derives it.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record};
+use sarasa_cluster::PodInfo;
+use sarasa_model::{AddressType, Endpoint, EndpointSlice, Service, ServiceType};
+
+use crate::config::{PodsMode, ZoneConfig};
+use crate::snapshot::{dashed, soa_record, EntrySets, SCHEMA_VERSION, SRV_PRIORITY, SRV_WEIGHT};
+
+/// The names one owner puts records at (an entry may be empty: the name exists, no records).
+pub(crate) type OwnerSets = HashMap<Name, EntrySets>;
+
+/// The zone's fixed parts, computed once per configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct ZoneNames {
+    pub config: ZoneConfig,
+    /// `svc.<zone>`: the names of Services sit below it.
+    pub svc_zone: Name,
+    /// `pod.<zone>`.
+    pub pod_zone: Name,
+}
+
+impl ZoneNames {
+    pub fn new(config: &ZoneConfig) -> Self {
+        let zone = &config.domain;
+        let child = |label: &str| {
+            Name::from_ascii(label)
+                .and_then(|n| n.append_domain(zone))
+                .unwrap_or_else(|_| zone.clone())
+        };
+        ZoneNames {
+            config: config.clone(),
+            svc_zone: child("svc"),
+            pod_zone: child("pod"),
+        }
+    }
+
+    /// `label.label...<parent>` as a lowercase fully qualified name, or `None` when a label is
+    /// not a valid DNS label (the object is then left out of DNS, not the whole zone).
+    fn name(&self, labels: &[&str], parent: &Name) -> Option<Name> {
+        let mut text = String::with_capacity(64);
+        for l in labels {
+            if l.is_empty() || l.len() > 63 || l.contains('.') {
+                return None;
+            }
+            text.push_str(l);
+            text.push('.');
+        }
+        let name = Name::from_ascii(&text).ok()?.append_domain(parent).ok()?;
+        Some(name.to_lowercase())
+    }
+
+    /// `_<port>._<proto>.<service>.<ns>.svc.<zone>` (unnamed ports have none).
+    fn srv_owner(&self, port_name: &str, protocol: &str, base: &Name) -> Option<Name> {
+        if port_name.is_empty() {
+            return None;
+        }
+        self.name(&[&format!("_{port_name}"), &format!("_{protocol}")], base)
+    }
+
+    /// `<service>.<ns>.svc.<zone>`.
+    fn service_name(&self, namespace: &str, name: &str) -> Option<Name> {
+        self.name(&[name, namespace], &self.svc_zone)
+    }
+}
+
+fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
+    match ip {
+        IpAddr::V4(v4) => Record::from_rdata(name.clone(), ttl, RData::A(A(v4))),
+        IpAddr::V6(v6) => Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(v6))),
+    }
+}
+
+fn push_new(set: &mut Vec<Record>, record: Record) {
+    if !set.contains(&record) {
+        set.push(record);
+    }
+}
+
+/// Collects one owner's records.
+struct Sets<'z> {
+    zone: &'z ZoneNames,
+    sets: OwnerSets,
+}
+
+impl Sets<'_> {
+    fn entry(&mut self, name: &Name) -> &mut EntrySets {
+        self.sets.entry(name.clone()).or_default()
+    }
+
+    fn add_address(&mut self, name: &Name, ip: IpAddr) {
+        let record = address_record(name, self.zone.config.ttl, ip);
+        let entry = self.entry(name);
+        push_new(
+            if ip.is_ipv4() {
+                &mut entry.a
+            } else {
+                &mut entry.aaaa
+            },
+            record,
+        );
+    }
+
+    fn add_ptr(&mut self, ip: IpAddr, target: &Name) {
+        let owner = Name::from(ip);
+        let record = Record::from_rdata(
+            owner.clone(),
+            self.zone.config.ttl,
+            RData::PTR(PTR(target.clone())),
+        );
+        push_new(&mut self.entry(&owner).ptr, record);
+    }
+
+    fn add_srv(&mut self, owner: &Name, port: u16, target: &Name) {
+        let ttl = self.zone.config.ttl;
+        let srv = Record::from_rdata(
+            owner.clone(),
+            ttl,
+            RData::SRV(SRV::new(SRV_PRIORITY, SRV_WEIGHT, port, target.clone())),
+        );
+        push_new(&mut self.entry(owner).srv, srv);
+    }
+}
+
+/// The Service's endpoints DNS publishes: ready ones, or all with `publishNotReadyAddresses`.
+pub(crate) fn published_endpoints<'s>(
+    svc: &'s Service,
+    slices: &'s [&'s EndpointSlice],
+) -> impl Iterator<Item = (&'s EndpointSlice, &'s Endpoint)> + 's {
+    slices
+        .iter()
+        .filter(|s| s.address_type != AddressType::Fqdn)
+        .flat_map(|s| s.endpoints.iter().map(move |e| (*s, e)))
+        .filter(move |(_, e)| e.conditions.ready || svc.publish_not_ready_addresses)
+}
+
+/// A Service whose endpoints DNS names one by one (`clusterIP: None`), the kind a pod's
+/// `subdomain` refers to.
+pub(crate) fn is_headless(svc: &Service) -> bool {
+    svc.type_ != ServiceType::ExternalName && (svc.headless || svc.cluster_ips.is_empty())
+}
+
+/// The zone's fixed names: the apex with this generation's SOA, `svc`, `pod` (unless pod
+/// records are disabled) and the `dns-version` TXT record.
+pub(crate) fn fixed_sets(zone: &ZoneNames, generation: u64) -> OwnerSets {
+    let config = &zone.config;
+    let mut s = Sets {
+        zone,
+        sets: OwnerSets::new(),
+    };
+    s.entry(&config.domain)
+        .soa
+        .push(soa_record(config, generation));
+    s.entry(&zone.svc_zone);
+    if config.pods != PodsMode::Disabled {
+        s.entry(&zone.pod_zone);
+    }
+    if let Some(version) = zone.name(&["dns-version"], &config.domain) {
+        let txt = Record::from_rdata(
+            version.clone(),
+            config.ttl,
+            RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])),
+        );
+        s.entry(&version).txt.push(txt);
+    }
+    s.sets
+}
+
+/// The records of one Service given its EndpointSlices.
+pub(crate) fn service_sets(
+    zone: &ZoneNames,
+    svc: &Service,
+    slices: &[&EndpointSlice],
+) -> OwnerSets {
+    let mut s = Sets {
+        zone,
+        sets: OwnerSets::new(),
+    };
+    let Some(base) = zone.service_name(&svc.namespace, &svc.name) else {
+        return s.sets;
+    };
+    let ttl = zone.config.ttl;
+    if svc.type_ == ServiceType::ExternalName {
+        let target = svc
+            .external_name
+            .as_deref()
+            .and_then(|n| Name::from_ascii(n.trim_end_matches('.')).ok())
+            .map(|mut n| {
+                n.set_fqdn(true);
+                n
+            });
+        if let Some(target) = target {
+            let record = Record::from_rdata(base.clone(), ttl, RData::CNAME(CNAME(target)));
+            s.entry(&base).cname.push(record);
+        }
+    } else if is_headless(svc) {
+        s.entry(&base);
+        for (slice, ep) in published_endpoints(svc, slices) {
+            let Some(first) = ep.addresses.first() else {
+                continue;
+            };
+            let label = ep.hostname.clone().unwrap_or_else(|| dashed(first));
+            let Some(host) = zone.name(&[&label], &base) else {
+                continue;
+            };
+            for ip in &ep.addresses {
+                s.add_address(&base, *ip);
+                s.add_address(&host, *ip);
+                s.add_ptr(*ip, &host);
+            }
+            for port in &slice.ports {
+                if let Some(owner) = zone.srv_owner(&port.name, port.protocol.lowercase(), &base) {
+                    s.add_srv(&owner, port.port, &host);
+                }
+            }
+        }
+    } else {
+        for ip in &svc.cluster_ips {
+            s.add_address(&base, *ip);
+            s.add_ptr(*ip, &base);
+        }
+        for port in &svc.ports {
+            if let Some(owner) = zone.srv_owner(&port.name, port.protocol.lowercase(), &base) {
+                s.add_srv(&owner, port.port, &base);
+            }
+        }
+    }
+    s.sets
+}
+
+/// A pod that still runs (finished pods have no records and no pod name).
+pub(crate) fn is_live(pod: &PodInfo) -> bool {
+    !matches!(pod.phase.as_deref(), Some("Succeeded" | "Failed"))
+}
+
+/// `hostname.subdomain.ns.svc.zone` for a pod whose subdomain names a headless Service in its
+/// namespace (`headless`, with its slices), with the pod's addresses that the Service publishes
+/// (one of its published endpoints has the address).
+pub(crate) fn pod_sets(
+    zone: &ZoneNames,
+    pod: &PodInfo,
+    headless: Option<(&Service, &[&EndpointSlice])>,
+) -> OwnerSets {
+    let mut s = Sets {
+        zone,
+        sets: OwnerSets::new(),
+    };
+    let (Some(host), Some(sub), Some((svc, slices))) =
+        (pod.hostname.as_deref(), pod.subdomain.as_deref(), headless)
+    else {
+        return s.sets;
+    };
+    if !is_live(pod) || !is_headless(svc) {
+        return s.sets;
+    }
+    let published: HashSet<IpAddr> = published_endpoints(svc, slices)
+        .flat_map(|(_, e)| e.addresses.iter().copied())
+        .collect();
+    let Some(name) = zone.name(&[host, sub, &pod.namespace], &zone.svc_zone) else {
+        return s.sets;
+    };
+    for ip in pod.pod_ips.iter().filter(|ip| published.contains(ip)) {
+        s.add_address(&name, *ip);
+    }
+    s.sets
+}
