@@ -1,6 +1,7 @@
 //! kubectl's AGE column: `HumanDuration` from apimachinery (`45s`, `3m20s`, `5h`, `12d`, `2y3d`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+pub use sarasa_model::human_duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The age of an object created at `created`, as of `now`.
@@ -13,89 +14,4 @@ pub fn age(created: Option<&Time>, now: SystemTime) -> String {
         Err(e) => -(e.duration().as_secs() as i64),
     };
     human_duration(now - created.0.as_second())
-}
-
-/// `HumanDuration` for a number of seconds.
-pub fn human_duration(seconds: i64) -> String {
-    if seconds < -1 {
-        return "<invalid>".to_string();
-    }
-    if seconds < 0 {
-        return "0s".to_string();
-    }
-    if seconds < 60 * 2 {
-        return format!("{seconds}s");
-    }
-    let minutes = seconds / 60;
-    if minutes < 10 {
-        let s = seconds % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
-    }
-    if minutes < 60 * 3 {
-        return format!("{minutes}m");
-    }
-    let hours = minutes / 60;
-    if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    if hours < 24 * 8 {
-        let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
-        };
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
-    }
-    if hours < 24 * 365 * 8 {
-        let days = (hours / 24) % 365;
-        return if days == 0 {
-            format!("{}y", hours / 24 / 365)
-        } else {
-            format!("{}y{days}d", hours / 24 / 365)
-        };
-    }
-    format!("{}y", hours / 24 / 365)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn matches_kubectl_human_duration() {
-        for (secs, shown) in [
-            (-5, "<invalid>"),
-            (-1, "0s"),
-            (0, "0s"),
-            (119, "119s"),
-            (120, "2m"),
-            (200, "3m20s"),
-            (600, "10m"),
-            (179 * 60, "179m"),
-            (3 * 3600 + 5 * 60, "3h5m"),
-            (8 * 3600, "8h"),
-            (47 * 3600, "47h"),
-            (50 * 3600, "2d2h"),
-            (30 * 24 * 3600, "30d"),
-            ((2 * 365 + 3) * 24 * 3600, "2y3d"),
-            (9 * 365 * 24 * 3600, "9y"),
-        ] {
-            assert_eq!(human_duration(secs), shown, "{secs}s");
-        }
-    }
 }

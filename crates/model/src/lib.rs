@@ -9,6 +9,7 @@
 //! types ([`policy`]), the stable hash behind kernel object names ([`hash`]) and the name and
 //! label syntax of the API ([`names`]).
 
+mod age;
 mod backend;
 mod endpoints;
 pub mod hash;
@@ -22,6 +23,7 @@ mod service;
 #[cfg(feature = "k8s")]
 pub mod k8s;
 
+pub use age::human_duration;
 pub use backend::{Backend, CniMode, ParseBackendError, ParseCniModeError};
 pub use endpoints::{AddressType, Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 pub use mac::{MacAddr, ParseMacError};

@@ -121,62 +121,7 @@ pub fn response(body: &Value, want: Want) -> Response {
     r
 }
 
-/// `HumanDuration` of kubectl's AGE columns (`45s`, `3m20s`, `5h`, `2d3h`, `1y30d`).
-pub fn human_duration(secs: i64) -> String {
-    if secs < -1 {
-        return "<invalid>".into();
-    }
-    if secs < 0 {
-        return "0s".into();
-    }
-    if secs < 120 {
-        return format!("{secs}s");
-    }
-    let minutes = secs / 60;
-    if minutes < 10 {
-        let s = secs % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
-    }
-    if minutes < 180 {
-        return format!("{minutes}m");
-    }
-    let hours = secs / 3600;
-    if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    if hours < 24 * 8 {
-        let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
-        };
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
-    }
-    if hours < 24 * 365 * 8 {
-        let d = (hours / 24) % 365;
-        return if d == 0 {
-            format!("{}y", hours / 24 / 365)
-        } else {
-            format!("{}y{d}d", hours / 24 / 365)
-        };
-    }
-    format!("{}y", hours / 24 / 365)
-}
+pub use sarasa_model::human_duration;
 
 /// The age of an RFC 3339 timestamp, or `<unknown>` without one.
 pub fn age(ts: Option<&str>, now: i64) -> String {
@@ -189,27 +134,6 @@ pub fn age(ts: Option<&str>, now: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ages_read_as_kubectl_prints_them() {
-        for (secs, want) in [
-            (0, "0s"),
-            (119, "119s"),
-            (120, "2m"),
-            (200, "3m20s"),
-            (3 * 3600 - 1, "179m"),
-            (3 * 3600, "3h"),
-            (5 * 3600 + 60 * 7, "5h7m"),
-            (30 * 3600, "30h"),
-            (2 * 86400 + 3 * 3600, "2d3h"),
-            (10 * 86400, "10d"),
-            (3 * 365 * 86400 + 86400, "3y1d"),
-            (9 * 365 * 86400, "9y"),
-            (-5, "<invalid>"),
-        ] {
-            assert_eq!(human_duration(secs), want, "{secs}s");
-        }
-    }
 
     #[test]
     fn accept_header_negotiates_the_table_version_and_include_object() {
