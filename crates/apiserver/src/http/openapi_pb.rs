@@ -16,7 +16,8 @@ pub const MEDIA_TYPES: &[&str] = &[
 /// client-go runs on responses, rejects the `@` spelling).
 pub const CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
+/// Protobuf varint encoding (also the proto decoder's tests' encoder).
+pub(crate) fn varint(mut v: u64, out: &mut Vec<u8>) {
     loop {
         let b = (v & 0x7f) as u8;
         v >>= 7;
@@ -28,7 +29,8 @@ fn varint(mut v: u64, out: &mut Vec<u8>) {
     }
 }
 
-fn bytes(num: u32, data: &[u8], out: &mut Vec<u8>) {
+/// A length-delimited field `num`.
+pub(crate) fn bytes(num: u32, data: &[u8], out: &mut Vec<u8>) {
     varint(u64::from(num) << 3 | 2, out);
     varint(data.len() as u64, out);
     out.extend_from_slice(data);

@@ -369,22 +369,8 @@ fn go_duration(nanos: i64) -> String {
 mod tests {
     use super::*;
 
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    fn bytes_field(num: u32, data: &[u8], out: &mut Vec<u8>) {
-        varint(u64::from(num) << 3 | 2, out);
-        varint(data.len() as u64, out);
-        out.extend_from_slice(data);
-    }
+    use crate::http::openapi_pb::{bytes as bytes_field, varint};
+
     fn int_field(num: u32, v: u64, out: &mut Vec<u8>) {
         varint(u64::from(num) << 3, out);
         varint(v, out);
