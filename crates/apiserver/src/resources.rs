@@ -1,7 +1,7 @@
 //! The kind registry: every resource the server stores, with its REST names and JSON schema
 //! (the k8s-openapi type its objects must decode into).
 
-use k8s_openapi::api::{apps, coordination, core, discovery, events, networking};
+use k8s_openapi::api::{apps, coordination, core, discovery, events, networking, rbac};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -19,9 +19,17 @@ pub const DEPLOYMENTS: ResId = 6;
 pub const ENDPOINTSLICES: ResId = 7;
 pub const NETWORKPOLICIES: ResId = 8;
 pub const EVENTS_V1: ResId = 9;
+pub const CONFIGMAPS: ResId = 10;
+pub const SECRETS: ResId = 11;
+pub const SERVICEACCOUNTS: ResId = 12;
+pub const DAEMONSETS: ResId = 13;
+pub const ROLES: ResId = 14;
+pub const CLUSTERROLES: ResId = 15;
+pub const ROLEBINDINGS: ResId = 16;
+pub const CLUSTERROLEBINDINGS: ResId = 17;
 
 /// Every resource, for controllers that watch them all.
-pub const ALL: &[ResId] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+pub const ALL: &[ResId] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
 
 /// One served resource.
 #[derive(Debug)]
@@ -232,6 +240,110 @@ pub static RESOURCES: &[Resource] = &[
         false,
         true,
         events::v1::Event
+    ),
+    res!(
+        "",
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        &["cm"],
+        true,
+        false,
+        false,
+        false,
+        core::v1::ConfigMap
+    ),
+    res!(
+        "",
+        "v1",
+        "Secret",
+        "secrets",
+        "secret",
+        &[],
+        true,
+        false,
+        false,
+        false,
+        core::v1::Secret
+    ),
+    res!(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        &["sa"],
+        true,
+        false,
+        false,
+        false,
+        core::v1::ServiceAccount
+    ),
+    res!(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        &["ds"],
+        true,
+        true,
+        false,
+        false,
+        apps::v1::DaemonSet
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        "role",
+        &[],
+        true,
+        false,
+        false,
+        true,
+        rbac::v1::Role
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        &[],
+        false,
+        false,
+        false,
+        true,
+        rbac::v1::ClusterRole
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        &[],
+        true,
+        false,
+        false,
+        true,
+        rbac::v1::RoleBinding
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        &[],
+        false,
+        false,
+        false,
+        true,
+        rbac::v1::ClusterRoleBinding
     ),
 ];
 

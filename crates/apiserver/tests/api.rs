@@ -725,3 +725,108 @@ async fn events_expire_after_the_ttl() {
     })
     .await;
 }
+
+/// The kinds an install needs (deploy/): ConfigMap, Secret, ServiceAccount, DaemonSet and RBAC
+/// are stored, listed and served at their group's path, namespaced or cluster-scoped as in
+/// Kubernetes.
+#[tokio::test]
+async fn install_kinds_are_served() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let ts = TestServer::start().await;
+    let c = ts.client();
+    let pp = PostParams::default();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"backend": "vxlan"}}))
+            .unwrap();
+    let got = Api::<ConfigMap>::namespaced(c.clone(), "default")
+        .create(&pp, &cm)
+        .await
+        .unwrap();
+    assert_eq!(got.data.unwrap()["backend"], "vxlan");
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"k": "dmFsdWU="}}),
+    )
+    .unwrap();
+    let got = Api::<Secret>::namespaced(c.clone(), "default")
+        .create(&pp, &secret)
+        .await
+        .unwrap();
+    assert_eq!(got.data.unwrap()["k"].0, b"value");
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "agent"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(c.clone(), "kube-system")
+        .create(&pp, &sa)
+        .await
+        .unwrap();
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "sarasa-agent"},
+        "spec": {"selector": {"matchLabels": {"app": "a"}},
+                 "template": {"metadata": {"labels": {"app": "a"}},
+                              "spec": {"hostNetwork": true,
+                                       "containers": [{"name": "agent", "image": "sarasa"}]}}}}))
+    .unwrap();
+    Api::<DaemonSet>::namespaced(c.clone(), "kube-system")
+        .create(&pp, &ds)
+        .await
+        .unwrap();
+    let rule = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]);
+    let cr: ClusterRole =
+        serde_json::from_value(json!({"metadata": {"name": "reader"}, "rules": rule})).unwrap();
+    Api::<ClusterRole>::all(c.clone())
+        .create(&pp, &cr)
+        .await
+        .unwrap();
+    let role: Role =
+        serde_json::from_value(json!({"metadata": {"name": "reader"}, "rules": rule})).unwrap();
+    Api::<Role>::namespaced(c.clone(), "default")
+        .create(&pp, &role)
+        .await
+        .unwrap();
+    let subjects = json!([{"kind": "ServiceAccount", "name": "agent", "namespace": "kube-system"}]);
+    let crb: ClusterRoleBinding = serde_json::from_value(json!({"metadata": {"name": "reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+        "subjects": subjects}))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(c.clone())
+        .create(&pp, &crb)
+        .await
+        .unwrap();
+    let rb: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+        "subjects": subjects}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(c.clone(), "default")
+        .create(&pp, &rb)
+        .await
+        .unwrap();
+    let lp = ListParams::default();
+    assert_eq!(
+        Api::<DaemonSet>::all(c.clone())
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        Api::<ClusterRole>::all(c.clone())
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        Api::<RoleBinding>::all(c.clone())
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
