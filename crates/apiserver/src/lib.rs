@@ -29,6 +29,7 @@ pub mod resources;
 pub mod runtime;
 pub mod selector;
 pub mod store;
+pub mod user;
 pub mod validate;
 
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,7 @@ pub use config::Config;
 pub use error::{ApiError, Error};
 pub use runtime::PodRuntime;
 use store::{Store, WriteOpts};
+pub use user::UserInfo;
 
 /// Namespaces that always exist.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "sarasa-system"];

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
 use crate::lab::Lab;
-use crate::process::enter_before_exec;
+use crate::process::{enter_before_exec, BindMount};
 use crate::LabError;
 
 /// Where a command runs.
@@ -50,10 +50,10 @@ pub fn exec(lab: &Lab, target: &ExecTarget, argv: &[String]) -> Result<i32, LabE
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| LabError::Invalid("exec needs a command after --".into()))?;
-    let (netns, resolv) = resolve(lab, target)?;
+    let (netns, mounts) = resolve(lab, target)?;
     let mut cmd = Command::new(program);
     cmd.args(args);
-    let _keep = enter_before_exec(&mut cmd, Some(&netns), resolv.as_deref(), false)?;
+    let _keep = enter_before_exec(&mut cmd, Some(&netns), &mounts, false)?;
     let status = cmd
         .status()
         .map_err(|e| LabError::Process(format!("running {program}: {e}")))?;
@@ -62,10 +62,10 @@ pub fn exec(lab: &Lab, target: &ExecTarget, argv: &[String]) -> Result<i32, LabE
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
-fn resolve(lab: &Lab, target: &ExecTarget) -> Result<(PathBuf, Option<PathBuf>), LabError> {
+fn resolve(lab: &Lab, target: &ExecTarget) -> Result<(PathBuf, Vec<BindMount>), LabError> {
     let run = PathBuf::from(sarasa_netns::NETNS_RUN_DIR);
     match target {
-        ExecTarget::External => Ok((run.join(&lab.spec.external_netns), None)),
+        ExecTarget::External => Ok((run.join(&lab.spec.external_netns), Vec::new())),
         ExecTarget::Node(n) => {
             let node = lab.spec.node(n).ok_or_else(|| {
                 LabError::Invalid(format!(
@@ -79,7 +79,7 @@ fn resolve(lab: &Lab, target: &ExecTarget) -> Result<(PathBuf, Option<PathBuf>),
                         .join(", ")
                 ))
             })?;
-            Ok((run.join(&node.netns), None))
+            Ok((run.join(&node.netns), Vec::new()))
         }
         ExecTarget::Pod { namespace, name } => {
             let (ns2, name2) = (namespace.clone(), name.clone());
@@ -97,8 +97,7 @@ fn resolve(lab: &Lab, target: &ExecTarget) -> Result<(PathBuf, Option<PathBuf>),
                     "pod {namespace}/{name} is not running (it has no network namespace yet)"
                 )));
             }
-            let resolv = lab.paths.pods_dir().join(&uid).join("resolv.conf");
-            Ok((netns, resolv.exists().then_some(resolv)))
+            Ok((netns, crate::kubelet::pod_mounts(&lab.paths, &uid)))
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::cni_runtime::{load_conflist, result_ips, Attachment, CniRuntime};
 use crate::container_env::{expand, kubernetes_service_env};
 use crate::container_log::LogPaths;
 use crate::paths::LabPaths;
-use crate::process::{Daemon, ProcessRecord};
+use crate::process::{BindMount, Daemon, ProcessRecord};
 use crate::readiness::{readiness_probe, run_probe, ProbeState, ProbeTarget, ReadinessProbe};
 use crate::resolv::{pod_resolv_conf, ClusterDns, ResolvConf};
 use crate::spec::LabSpec;
@@ -510,6 +510,11 @@ impl PodRunner {
         self.pod_dir(uid).join("resolv.conf")
     }
 
+    /// What the pod's containers (and `exec` into them) have mounted: see [`pod_mounts`].
+    pub fn pod_mounts(&self, uid: &str) -> Vec<BindMount> {
+        pod_mounts(&self.paths, uid)
+    }
+
     /// The environment `c` of the pod `rec` runs with ([`container_env`]).
     pub fn container_env(&self, rec: &PodRecord, c: &Container) -> Vec<(String, String)> {
         container_env(&self.spec, rec, c)
@@ -525,7 +530,7 @@ impl PodRunner {
         let (program, args) = container_argv(c, &self.bins.sarasa)?;
         let args = args.iter().map(|a| expand(a, &env)).collect();
         let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
-        let resolv = self.resolv_conf(&rec.uid);
+        let mounts = self.pod_mounts(&rec.uid);
         let log = self.log_paths(&rec.namespace, &rec.name, &c.name).current;
         let (stdout, stderr) = crate::container_log::spawn_shim(&self.bins.sarasa, &log)?;
         Daemon {
@@ -533,7 +538,7 @@ impl PodRunner {
             args,
             env,
             netns: Some(&netns),
-            resolv_conf: Some(&resolv),
+            mounts: &mounts,
             log,
         }
         .spawn_with(stdout.into(), stderr.into())
@@ -880,6 +885,16 @@ pub fn container_argv(c: &Container, sarasa: &Path) -> Result<(PathBuf, Vec<Stri
             Ok((sarasa.to_path_buf(), args))
         }
     }
+}
+
+/// The bind mounts of a pod's containers: its resolv.conf over /etc/resolv.conf once written.
+pub fn pod_mounts(paths: &LabPaths, uid: &str) -> Vec<BindMount> {
+    let resolv = paths.pods_dir().join(uid).join("resolv.conf");
+    let mut mounts = Vec::new();
+    if resolv.exists() {
+        mounts.push(BindMount::new(resolv, "/etc/resolv.conf"));
+    }
+    mounts
 }
 
 pub fn now_rfc3339() -> String {

@@ -124,7 +124,7 @@ impl Lab {
             ],
             env,
             netns: Some(&netns),
-            resolv_conf: None,
+            mounts: &[],
             log: self.paths.logs_dir().join("external-server.log"),
         }
         .spawn()?;
@@ -142,7 +142,7 @@ impl Lab {
             args,
             env: Vec::new(),
             netns: Some(&netns),
-            resolv_conf: None,
+            mounts: &[],
             log: self.paths.logs_dir().join("external-dns.log"),
         }
         .spawn()?;
@@ -188,7 +188,7 @@ impl Lab {
             ],
             env: log_env(),
             netns: Some(&netns),
-            resolv_conf: None,
+            mounts: &[],
             log: self.paths.logs_dir().join("control-plane.log"),
         }
         .spawn_passing(Some(std::os::fd::AsFd::as_fd(&loopback)))?;
@@ -214,7 +214,7 @@ impl Lab {
             args: crate::agent_args(&self.spec, &self.paths, node),
             env: log_env(),
             netns: Some(&netns),
-            resolv_conf: None,
+            mounts: &[],
             log: self.paths.logs_dir().join(format!("agent-{node}.log")),
         }
         .spawn()?;

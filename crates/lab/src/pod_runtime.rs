@@ -112,18 +112,13 @@ impl PodRuntime for LabRuntime {
             .split_first()
             .ok_or_else(|| RuntimeError::BadRequest("the command is empty".into()))?;
         let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
-        let resolv = self.runner.resolv_conf(&rec.uid);
+        let mounts = self.runner.pod_mounts(&rec.uid);
         let mut cmd = std::process::Command::new(program);
         cmd.args(args)
             .env_clear()
             .envs(self.runner.container_env(&rec, &spec));
-        let _netns = enter_before_exec(
-            &mut cmd,
-            Some(&netns),
-            resolv.exists().then_some(&*resolv),
-            false,
-        )
-        .map_err(|e| RuntimeError::Internal(format!("entering pod {}: {e}", pod.name)))?;
+        let _netns = enter_before_exec(&mut cmd, Some(&netns), &mounts, false)
+            .map_err(|e| RuntimeError::Internal(format!("entering pod {}: {e}", pod.name)))?;
         let mut cmd = tokio::process::Command::from(cmd);
         let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
         cmd.stdin(piped(opts.stdin)).kill_on_drop(true);

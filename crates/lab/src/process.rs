@@ -103,13 +103,59 @@ fn wait_gone(rec: &ProcessRecord, deadline: Duration) -> bool {
     }
 }
 
-/// Makes `cmd`'s child enter the network namespace at `netns` (and, with `resolv_conf`, a
-/// private mount namespace where that file is bind-mounted over /etc/resolv.conf; with `setsid`,
-/// a new session) right before exec. The returned file must stay open until `spawn` returns.
+/// A file or directory bind-mounted into a process's private mount namespace (a pod's
+/// /etc/resolv.conf, its volumes). The lab's containers share the host's filesystem otherwise,
+/// so a target that does not exist is created (empty) on the host before the process starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl BindMount {
+    pub fn new(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> BindMount {
+        BindMount {
+            source: source.into(),
+            target: target.into(),
+            read_only: false,
+        }
+    }
+
+    pub fn read_only(mut self) -> BindMount {
+        self.read_only = true;
+        self
+    }
+
+    /// Creates the mount point if missing: a directory for a directory source, else an empty
+    /// file (with its parent directories).
+    fn ensure_target(&self) -> Result<(), LabError> {
+        if self.target.exists() {
+            return Ok(());
+        }
+        if self.source.is_dir() {
+            return fs::create_dir_all(&self.target).map_err(|e| LabError::io(&self.target, e));
+        }
+        if let Some(dir) = self.target.parent() {
+            fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.target)
+            .map(drop)
+            .map_err(|e| LabError::io(&self.target, e))
+    }
+}
+
+/// Makes `cmd`'s child enter the network namespace at `netns` (and, with `mounts`, a private
+/// mount namespace where each is bind-mounted, in order; with `setsid`, a new session) right
+/// before exec. The returned file must stay open until `spawn` returns.
 pub fn enter_before_exec(
     cmd: &mut Command,
     netns: Option<&Path>,
-    resolv_conf: Option<&Path>,
+    mounts: &[BindMount],
     setsid: bool,
 ) -> Result<Option<File>, LabError> {
     let netns_file = match netns {
@@ -117,14 +163,16 @@ pub fn enter_before_exec(
         None => None,
     };
     let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    let resolv = match resolv_conf {
-        Some(p) => Some((
-            cstring(p.as_os_str().as_encoded_bytes())?,
-            cstring(b"/etc/resolv.conf")?,
-            cstring(b"/")?,
-        )),
-        None => None,
-    };
+    let mut binds = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        m.ensure_target()?;
+        binds.push((
+            cstring(m.source.as_os_str().as_encoded_bytes())?,
+            cstring(m.target.as_os_str().as_encoded_bytes())?,
+            m.read_only,
+        ));
+    }
+    let root = cstring(b"/")?;
     // SAFETY: the closure runs in the forked child before exec and only makes system calls
     // (setsid, setns, unshare, mount) on data prepared before the fork.
     unsafe {
@@ -137,25 +185,29 @@ pub fn enter_before_exec(
                     return Err(io::Error::last_os_error());
                 }
             }
-            if let Some((src, dst, root)) = &resolv {
-                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            if binds.is_empty() {
+                return Ok(());
+            }
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Keep our bind mounts from propagating back to the host's mount namespace.
+            let null = std::ptr::null();
+            let flags = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(null, root.as_ptr(), null, flags, std::ptr::null()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for (src, dst, read_only) in &binds {
+                let flags = libc::MS_BIND | libc::MS_REC;
+                if libc::mount(src.as_ptr(), dst.as_ptr(), null, flags, std::ptr::null()) != 0 {
                     return Err(io::Error::last_os_error());
                 }
-                // Keep our bind mount from propagating back to the host's mount namespace.
-                let flags = libc::MS_REC | libc::MS_PRIVATE;
-                let null = std::ptr::null();
-                if libc::mount(null, root.as_ptr(), null, flags, std::ptr::null()) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::mount(
-                    src.as_ptr(),
-                    dst.as_ptr(),
-                    null,
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
+                if *read_only {
+                    // A bind mount takes MS_RDONLY only on a remount.
+                    let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                    if libc::mount(null, dst.as_ptr(), null, ro, std::ptr::null()) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
             }
             Ok(())
@@ -206,9 +258,9 @@ pub struct Daemon<'a> {
     pub env: Vec<(String, String)>,
     /// Network namespace to run in (`/run/netns/NAME`); None = the caller's.
     pub netns: Option<&'a Path>,
-    /// Give the process its own mount namespace with this file bind-mounted over
-    /// /etc/resolv.conf (a pod's DNS view).
-    pub resolv_conf: Option<&'a Path>,
+    /// Give the process its own mount namespace with these bind mounts (a pod's
+    /// /etc/resolv.conf, its volumes).
+    pub mounts: &'a [BindMount],
     pub log: PathBuf,
 }
 
@@ -255,7 +307,7 @@ impl Daemon<'_> {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
-        let _netns_file = enter_before_exec(&mut cmd, self.netns, self.resolv_conf, true)?;
+        let _netns_file = enter_before_exec(&mut cmd, self.netns, self.mounts, true)?;
         if let Some(fd) = fd.map(|f| std::os::fd::AsRawFd::as_raw_fd(&f)) {
             // SAFETY: runs in the forked child before exec; only clears FD_CLOEXEC on a
             // descriptor the parent keeps open until `spawn` returns.
@@ -290,6 +342,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bind_mounts_are_private_created_and_read_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        fs::create_dir(&vol).unwrap();
+        fs::write(vol.join("token"), "secret").unwrap();
+        let file = dir.path().join("resolv");
+        fs::write(&file, "nameserver 10.96.0.10\n").unwrap();
+        // Neither mount point exists yet: both are created, a directory and a file.
+        let ro_dir = dir.path().join("run/secrets/sa");
+        let rw_file = dir.path().join("etc/resolv.conf");
+        let mounts = [
+            BindMount::new(&vol, &ro_dir).read_only(),
+            BindMount::new(&file, &rw_file),
+        ];
+        let script = format!(
+            "cat {d}/token {f}; touch {d}/new 2>/dev/null && echo writable || echo read-only",
+            d = ro_dir.display(),
+            f = rw_file.display()
+        );
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script]);
+        let _keep = enter_before_exec(&mut cmd, None, &mounts, false).unwrap();
+        let out = cmd.output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "secretnameserver 10.96.0.10\nread-only\n"
+        );
+        // The mounts stayed in the child's namespace: here the mount points are still empty.
+        assert!(ro_dir.is_dir() && fs::read_dir(&ro_dir).unwrap().next().is_none());
+        assert_eq!(fs::read_to_string(&rw_file).unwrap(), "");
+    }
+
+    #[test]
     fn spawned_daemon_is_recorded_alive_and_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let rec = Daemon {
@@ -297,7 +382,7 @@ mod tests {
             args: vec!["30".into()],
             env: vec![],
             netns: None,
-            resolv_conf: None,
+            mounts: &[],
             log: dir.path().join("sleep.log"),
         }
         .spawn()
@@ -329,7 +414,7 @@ mod tests {
             ],
             env: vec![],
             netns: None,
-            resolv_conf: None,
+            mounts: &[],
             log: dir.path().join("py.log"),
         }
         .spawn()
@@ -371,7 +456,7 @@ mod tests {
             ],
             env: vec![],
             netns: None,
-            resolv_conf: None,
+            mounts: &[],
             log: dir.path().join("sh.log"),
         }
         .spawn()

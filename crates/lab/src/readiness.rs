@@ -184,8 +184,7 @@ pub(crate) fn run_exec(cmd: &[String], netns: &Path, timeout: Duration) -> bool 
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let Ok(_keep) = crate::process::enter_before_exec(&mut command, Some(netns), None, false)
-    else {
+    let Ok(_keep) = crate::process::enter_before_exec(&mut command, Some(netns), &[], false) else {
         return false;
     };
     let Ok(mut child) = command.spawn() else {

@@ -71,7 +71,7 @@ fn nsd_serves_the_lab_zone_over_udp_and_tcp() {
             args,
             env: Vec::new(),
             netns: Some(&netns_path),
-            resolv_conf: None,
+            mounts: &[],
             log: dir.path().join("nsd.log"),
         }
         .spawn()
