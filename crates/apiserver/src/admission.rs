@@ -9,7 +9,9 @@ use crate::meta;
 use crate::resources::*;
 use crate::store::{Inner, Sub};
 use crate::validate::meta::{object_meta, NameRule};
-use crate::validate::{deployment, endpointslice, node, pod, policy, service};
+use crate::validate::{
+    configdata, daemonset, deployment, endpointslice, node, pod, policy, service,
+};
 
 /// The label every Namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -108,6 +110,27 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
             policy::defaults(obj);
             policy::validate(obj, errs);
         }
+        DAEMONSETS => {
+            daemonset::defaults(obj);
+            daemonset::template_generation(obj, old);
+            daemonset::validate(obj, errs);
+            if let Some(old) = old {
+                deployment::validate_update(obj, old, errs);
+            }
+        }
+        CONFIGMAPS => {
+            configdata::validate_configmap(obj, errs);
+            if let Some(old) = old {
+                configdata::validate_update(obj, old, &["data", "binaryData"], errs);
+            }
+        }
+        SECRETS => {
+            configdata::secret_defaults(obj);
+            configdata::validate_secret(obj, errs);
+            if let Some(old) = old {
+                configdata::validate_update(obj, old, &["data"], errs);
+            }
+        }
         _ => {}
     }
 }
@@ -131,7 +154,7 @@ pub fn on_create(ctx: &Ctx, res: ResId, obj: &mut Value) -> Result<(), ApiError>
             SERVICES => {
                 o.insert("status".into(), json!({"loadBalancer": {}}));
             }
-            DEPLOYMENTS => {
+            DEPLOYMENTS | DAEMONSETS => {
                 o.remove("status");
             }
             _ => {}

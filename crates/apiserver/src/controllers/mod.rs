@@ -2,11 +2,13 @@
 //! reconciling level-triggered (a full pass at start, after a history gap and when it asks for a
 //! requeue; otherwise only what the changes touched).
 
+pub mod daemonsets;
 pub mod deployments;
 pub mod endpointslices;
 pub mod events;
 pub mod gc;
 pub mod namespaces;
+pub mod nodefit;
 pub mod nodes;
 pub mod scheduler;
 pub mod services;
@@ -36,6 +38,7 @@ pub fn spawn_all(store: Arc<Store>) -> Vec<JoinHandle<()>> {
         spawn(store.clone(), nodes::NodeIpam),
         spawn(store.clone(), scheduler::Scheduler),
         spawn(store.clone(), deployments::Deployments),
+        spawn(store.clone(), daemonsets::DaemonSets),
         spawn(store.clone(), services::LoadBalancers),
         spawn(store.clone(), endpointslices::EndpointSlices::default()),
         spawn(store.clone(), events::EventExpiry),

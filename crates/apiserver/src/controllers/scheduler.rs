@@ -1,12 +1,15 @@
-//! Scheduler: binds every Pod without `spec.nodeName` to a Node. Candidates are the Ready,
-//! schedulable Nodes matching the pod's nodeSelector (all schedulable matching Nodes when none is
-//! Ready); the pick spreads pods of one owner first, then takes the Node with the fewest pods.
+//! Scheduler: binds every Pod without `spec.nodeName` to a Node. Candidates are the Nodes whose
+//! labels and name satisfy the pod's nodeSelector and required node affinity and whose taints
+//! (a cordoned Node's `unschedulable`, a NotReady Node's `not-ready`) the pod tolerates; while no
+//! Node is Ready at all, NotReady ones stay candidates. The pick spreads pods of one owner first,
+//! then takes the Node with the fewest pods.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::controllers::nodefit;
 use crate::controllers::Controller;
 use crate::meta;
 use crate::resources::{ResId, NODES, PODS};
@@ -38,11 +41,24 @@ fn unscheduled(p: &Value) -> bool {
         && !terminal(p)
 }
 
-fn selector_fits(pod: &Value, node: &Value) -> bool {
-    let Some(sel) = meta::path(pod, "spec.nodeSelector").and_then(Value::as_object) else {
-        return true;
+/// Whether `pod` may go to `node`; `conditions`: NotReady/unreachable taints count.
+fn fits(pod: &Value, node: &Value, conditions: bool) -> bool {
+    let spec = pod.get("spec").unwrap_or(&Value::Null);
+    if !nodefit::affinity_matches(spec, node) {
+        return false;
+    }
+    let taints = if conditions {
+        nodefit::effective_taints(node)
+    } else {
+        let mut t = nodefit::spec_taints(node);
+        t.extend(
+            nodefit::effective_taints(node)
+                .into_iter()
+                .filter(|t| t.key == nodefit::TAINT_UNSCHEDULABLE),
+        );
+        t
     };
-    sel.iter().all(|(k, v)| meta::label(node, k) == v.as_str())
+    nodefit::untolerated(spec, &taints, &["NoSchedule", "NoExecute"]).is_none()
 }
 
 fn owner_key(p: &Value) -> String {
@@ -69,15 +85,11 @@ impl Controller for Scheduler {
         if pending.is_empty() {
             return None;
         }
-        let (nodes, _) = store.list(NODES, None, |n| {
-            !meta::is_deleting(n)
-                && meta::path(n, "spec.unschedulable").and_then(Value::as_bool) != Some(true)
-        });
-        if nodes.is_empty() {
+        let (candidates, _) = store.list(NODES, None, |n| !meta::is_deleting(n));
+        if candidates.is_empty() {
             return None;
         }
-        let ready: Vec<Obj> = nodes.iter().filter(|n| node_ready(n)).cloned().collect();
-        let candidates = if ready.is_empty() { nodes } else { ready };
+        let any_ready = candidates.iter().any(|n| node_ready(n));
         let (pods, _) = store.list(PODS, None, |p| !terminal(p) && !meta::is_deleting(p));
         let mut total: HashMap<String, usize> = HashMap::new();
         let mut by_owner: HashMap<(String, String), usize> = HashMap::new();
@@ -111,7 +123,7 @@ impl Controller for Scheduler {
             let owner = owner_key(&pod);
             let best = candidates
                 .iter()
-                .filter(|n| selector_fits(&pod, n))
+                .filter(|n| fits(&pod, n, any_ready))
                 .min_by_key(|n| {
                     let name = meta::name(n).to_string();
                     let same = if owner.is_empty() {

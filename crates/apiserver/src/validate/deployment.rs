@@ -42,7 +42,23 @@ pub fn validate(d: &Value, errs: &mut Vec<FieldError>) {
             ));
         }
     }
-    let template_labels = crate::meta::path(&spec, "template.metadata.labels");
+    selector_and_template(&spec, "deployment", errs);
+    if let Some(t) = crate::meta::path_str(&spec, "strategy.type") {
+        if t != "RollingUpdate" && t != "Recreate" {
+            errs.push(FieldError::not_supported(
+                "spec.strategy.type",
+                crate::error::quote(t),
+                &["Recreate", "RollingUpdate"],
+            ));
+        }
+    }
+}
+
+/// The rules a workload's `spec.selector` and `spec.template` share (Deployment, DaemonSet):
+/// a non-empty selector matching the template's labels, a valid pod template, restartPolicy
+/// Always. `kind` words the empty-selector message.
+pub fn selector_and_template(spec: &Value, kind: &str, errs: &mut Vec<FieldError>) {
+    let template_labels = crate::meta::path(spec, "template.metadata.labels");
     labels(template_labels, "spec.template.metadata.labels", errs);
     match spec.get("selector").filter(|s| !s.is_null()) {
         None => errs.push(FieldError::required("spec.selector", "")),
@@ -54,7 +70,7 @@ pub fn validate(d: &Value, errs: &mut Vec<FieldError>) {
                     Ok(s) if s.is_empty() => errs.push(FieldError::invalid(
                         "spec.selector",
                         sel.to_string(),
-                        "empty selector is invalid for deployment",
+                        format!("empty selector is invalid for {kind}"),
                     )),
                     Ok(s) => {
                         if !s.matches_json(template_labels.and_then(Value::as_object)) {
@@ -70,7 +86,7 @@ pub fn validate(d: &Value, errs: &mut Vec<FieldError>) {
             }
         }
     }
-    match crate::meta::path(&spec, "template.spec") {
+    match crate::meta::path(spec, "template.spec") {
         Some(ps) => {
             pod::spec(ps, "spec.template.spec", errs);
             let rp = ps
@@ -86,15 +102,6 @@ pub fn validate(d: &Value, errs: &mut Vec<FieldError>) {
             }
         }
         None => errs.push(FieldError::required("spec.template.spec.containers", "")),
-    }
-    if let Some(t) = crate::meta::path_str(&spec, "strategy.type") {
-        if t != "RollingUpdate" && t != "Recreate" {
-            errs.push(FieldError::not_supported(
-                "spec.strategy.type",
-                crate::error::quote(t),
-                &["Recreate", "RollingUpdate"],
-            ));
-        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! Validation rules per kind; each returns field errors with kube-apiserver's paths and wording.
 
+pub mod configdata;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
 pub mod meta;

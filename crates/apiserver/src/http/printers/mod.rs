@@ -134,6 +134,18 @@ fn defs(kind: &str) -> Vec<Col> {
             ("Secrets", "string", 0, "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."),
             AGE,
         ],
+        "Role" | "ClusterRole" => vec![
+            NAME,
+            ("Created At", "date", 0, AGE.3),
+        ],
+        "RoleBinding" | "ClusterRoleBinding" => vec![
+            NAME,
+            ("Role", "string", 0, "Role of this binding."),
+            AGE,
+            ("Users", "string", 1, "Users in the roleBinding."),
+            ("Groups", "string", 1, "Groups in the roleBinding."),
+            ("ServiceAccounts", "string", 1, "ServiceAccounts in the roleBinding."),
+        ],
         _ => vec![NAME, AGE],
     }
 }
@@ -284,6 +296,8 @@ pub fn cells(obj: &Value, now: i64) -> Vec<Value> {
             vec![json!(name), json!(s(obj, "type")), json!(n), json!(age_)]
         }
         "ServiceAccount" => vec![json!(name), json!(arr(obj, "secrets").len()), json!(age_)],
+        "Role" | "ClusterRole" => vec![json!(name), json!(created(obj).unwrap_or(""))],
+        "RoleBinding" | "ClusterRoleBinding" => role_binding(obj, name, age_),
         _ => vec![json!(name), json!(age_)],
     }
 }
@@ -344,4 +358,4 @@ mod rows;
 #[cfg(test)]
 mod tests;
 
-use rows::{event, node, pod, service};
+use rows::{event, node, pod, role_binding, service};

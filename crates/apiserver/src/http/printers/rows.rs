@@ -1,6 +1,6 @@
 //! The cells of the kinds whose status takes rules to summarise: a Pod's READY/STATUS/RESTARTS
 //! (printPod's walk over init and app container states), a Service's EXTERNAL-IP and PORT(S), a
-//! Node's STATUS and ROLES, and an Event of either API group.
+//! Node's STATUS and ROLES, an Event of either API group, and a RoleBinding's subjects.
 
 use serde_json::{json, Value};
 
@@ -296,5 +296,36 @@ pub(super) fn event(obj: &Value, name: String, now: i64) -> Vec<Value> {
         )),
         json!(count.to_string()),
         json!(name),
+    ]
+}
+
+/// ROLE `Kind/name`; USERS, GROUPS and SERVICEACCOUNTS (`namespace/name`) from the subjects.
+pub(super) fn role_binding(obj: &Value, name: String, age_: String) -> Vec<Value> {
+    let subjects = arr(obj, "subjects");
+    let of_kind = |kind: &str| {
+        subjects
+            .iter()
+            .filter(|s_| s(s_, "kind") == kind)
+            .map(|s_| {
+                if kind == "ServiceAccount" {
+                    format!("{}/{}", s(s_, "namespace"), s(s_, "name"))
+                } else {
+                    s(s_, "name").to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        json!(name),
+        json!(format!(
+            "{}/{}",
+            s(obj, "roleRef.kind"),
+            s(obj, "roleRef.name")
+        )),
+        json!(age_),
+        json!(of_kind("User")),
+        json!(of_kind("Group")),
+        json!(of_kind("ServiceAccount")),
     ]
 }

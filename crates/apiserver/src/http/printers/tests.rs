@@ -218,3 +218,104 @@ fn deployment_node_slice_policy_and_event_cells() {
     assert_eq!(c[5], "default-scheduler");
     assert_eq!(c.len(), columns("Event").len());
 }
+
+#[test]
+fn config_secret_account_daemonset_and_rbac_columns() {
+    assert_eq!(names("ConfigMap", true), ["NAME", "DATA", "AGE"]);
+    assert_eq!(names("Secret", true), ["NAME", "TYPE", "DATA", "AGE"]);
+    assert_eq!(names("ServiceAccount", true), ["NAME", "SECRETS", "AGE"]);
+    assert_eq!(
+        names("DaemonSet", false),
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE SELECTOR",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        names("DaemonSet", true)[8..],
+        ["CONTAINERS", "IMAGES", "SELECTOR"]
+    );
+    for k in ["Role", "ClusterRole"] {
+        assert_eq!(names(k, true), ["NAME", "CREATED AT"]);
+    }
+    for k in ["RoleBinding", "ClusterRoleBinding"] {
+        assert_eq!(names(k, false), ["NAME", "ROLE", "AGE"]);
+        assert_eq!(
+            names(k, true),
+            ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
+        );
+    }
+}
+
+#[test]
+fn config_secret_daemonset_and_rbac_cells() {
+    let now = meta::parse_ts("2026-01-01T01:00:00Z").unwrap();
+    let ts = "2026-01-01T00:00:00Z";
+    let cm = json!({"kind": "ConfigMap", "metadata": {"name": "c", "creationTimestamp": ts},
+        "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}});
+    assert_eq!(cells(&cm, now), [json!("c"), json!(3), json!("60m")]);
+    let s = json!({"kind": "Secret", "metadata": {"name": "s", "creationTimestamp": ts},
+        "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}});
+    assert_eq!(
+        cells(&s, now),
+        [
+            json!("s"),
+            json!("kubernetes.io/tls"),
+            json!(2),
+            json!("60m")
+        ]
+    );
+    let sa =
+        json!({"kind": "ServiceAccount", "metadata": {"name": "sa"}, "secrets": [{"name": "x"}]});
+    assert_eq!(cells(&sa, now)[1], 1);
+    let ds = json!({"kind": "DaemonSet", "metadata": {"name": "agent", "creationTimestamp": ts},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"spec": {
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "containers": [{"name": "a", "image": "sarasa:1"}, {"name": "b", "image": "busybox"}]}}},
+        "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 2,
+                   "updatedNumberScheduled": 1, "numberAvailable": 2}});
+    assert_eq!(
+        cells(&ds, now),
+        [
+            json!("agent"),
+            json!(3),
+            json!(3),
+            json!(2),
+            json!(1),
+            json!(2),
+            json!("kubernetes.io/os=linux"),
+            json!("60m"),
+            json!("a,b"),
+            json!("sarasa:1,busybox"),
+            json!("app=agent")
+        ]
+    );
+    let no_sel =
+        json!({"kind": "DaemonSet", "metadata": {"name": "x"}, "spec": {"template": {"spec": {}}}});
+    assert_eq!(cells(&no_sel, now)[6], "<none>");
+    let role =
+        json!({"kind": "ClusterRole", "metadata": {"name": "view", "creationTimestamp": ts}});
+    assert_eq!(cells(&role, now), [json!("view"), json!(ts)]);
+    let rb = json!({"kind": "RoleBinding", "metadata": {"name": "rb", "creationTimestamp": ts},
+        "roleRef": {"kind": "ClusterRole", "name": "view", "apiGroup": "rbac.authorization.k8s.io"},
+        "subjects": [{"kind": "User", "name": "alice"}, {"kind": "User", "name": "bob"},
+                     {"kind": "Group", "name": "devs"},
+                     {"kind": "ServiceAccount", "name": "agent", "namespace": "kube-system"}]});
+    assert_eq!(
+        cells(&rb, now),
+        [
+            json!("rb"),
+            json!("ClusterRole/view"),
+            json!("60m"),
+            json!("alice, bob"),
+            json!("devs"),
+            json!("kube-system/agent")
+        ]
+    );
+}
