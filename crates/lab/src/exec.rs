@@ -90,8 +90,16 @@ fn resolve(lab: &Lab, target: &ExecTarget) -> Result<(PathBuf, Vec<BindMount>), 
                     .map_err(|e| LabError::Api(format!("getting pod {ns2}/{name2}: {e}")))
             })?
             .ok_or_else(|| LabError::Invalid(format!("pod {namespace}/{name} does not exist")))?;
-            let uid = pod.metadata.uid.unwrap_or_default();
-            let netns = run.join(lab.spec.pod_netns(&uid));
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let spec = pod.spec.unwrap_or_default();
+            // A hostNetwork pod lives in its node's namespace.
+            let netns = match (
+                spec.host_network,
+                spec.node_name.as_deref().and_then(|n| lab.spec.node(n)),
+            ) {
+                (Some(true), Some(node)) => run.join(&node.netns),
+                _ => run.join(lab.spec.pod_netns(&uid)),
+            };
             if !netns.exists() {
                 return Err(LabError::Invalid(format!(
                     "pod {namespace}/{name} is not running (it has no network namespace yet)"

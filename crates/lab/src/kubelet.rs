@@ -9,6 +9,10 @@
 //! terminating pod keeps being probed until its containers are gone, so its EndpointSlice
 //! endpoints read serving/terminating during the grace period.
 //!
+//! hostNetwork pods run in their node's namespace: no pod namespace, no CNI, the node's address
+//! as podIP; their teardown stops processes and touches nothing of the node. Container
+//! environments take their `valueFrom`/`envFrom` values from the API at start ([`crate::pod_env`]).
+//!
 //! Records of what it started live on disk (`pods/<uid>.json`), so a restarted control plane
 //! adopts running pods instead of starting them again.
 
@@ -19,23 +23,27 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Container, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use sarasa_netns::NetNs;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::cni_runtime::{load_conflist, result_ips, Attachment, CniRuntime};
 use crate::container_env::{expand, kubernetes_service_env};
 use crate::container_log::LogPaths;
 use crate::paths::LabPaths;
+use crate::pod_env::{EnvSources, PodFacts};
 use crate::process::{BindMount, Daemon, ProcessRecord};
 use crate::readiness::{readiness_probe, run_probe, ProbeState, ProbeTarget, ReadinessProbe};
 use crate::resolv::{pod_resolv_conf, ClusterDns, ResolvConf};
 use crate::spec::LabSpec;
 use crate::state::{read_json, write_json_atomic};
 use crate::LabError;
+
+mod status;
+use status::status_matches;
 
 /// The interface name every pod gets.
 pub const POD_IFNAME: &str = "eth0";
@@ -53,6 +61,12 @@ pub struct PodRecord {
     pub cni_result: Value,
     pub containers: Vec<ContainerRecord>,
     pub started_at: String,
+    /// Runs in the node's namespace (`netns` is the node's): no CNI attachment to undo.
+    #[serde(default)]
+    pub host_network: bool,
+    /// Each container's envFrom + env as resolved at start (container name → variables).
+    #[serde(default)]
+    pub env: BTreeMap<String, Vec<(String, String)>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -214,9 +228,17 @@ impl PodRunner {
     }
 
     async fn start(self: &Arc<Self>, pod: Pod) -> Result<(), LabError> {
+        let sources = crate::pod_env::fetch(&self.client, &pod).await?;
+        if let Err((container, e)) = check_env(&pod, &sources) {
+            self.report_config_error(&pod, &container, &e.0).await?;
+            return Err(LabError::Invalid(format!(
+                "pod {}: container {container}: {e}",
+                pod.name_any()
+            )));
+        }
         let me = Arc::clone(self);
         let pod2 = pod.clone();
-        let rec = tokio::task::spawn_blocking(move || me.start_blocking(&pod2))
+        let rec = tokio::task::spawn_blocking(move || me.start_blocking(&pod2, &sources))
             .await
             .map_err(|e| LabError::Process(format!("pod start task: {e}")))??;
         self.start_probing(&pod);
@@ -361,8 +383,9 @@ impl PodRunner {
             .all(|c| self.container_ready(&rec.uid, c))
     }
 
-    /// Network first (netns + CNI ADD), then containers; any failure undoes what was done.
-    fn start_blocking(&self, pod: &Pod) -> Result<PodRecord, LabError> {
+    /// Network first (netns + CNI ADD; the node's own for hostNetwork), then containers; any
+    /// failure undoes what was done.
+    fn start_blocking(&self, pod: &Pod, sources: &EnvSources) -> Result<PodRecord, LabError> {
         let uid = pod.uid().unwrap_or_default();
         let namespace = pod.namespace().unwrap_or_else(|| "default".into());
         let name = pod.name_any();
@@ -374,13 +397,97 @@ impl PodRunner {
         let node = self.spec.node(&node_name).ok_or_else(|| {
             LabError::Invalid(format!("pod {namespace}/{name}: unknown node {node_name}"))
         })?;
-        let conf = load_conflist(&self.paths.cni_conf_dir(&node_name))?.ok_or_else(|| {
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        let mut rec = PodRecord {
+            uid: uid.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            node: node_name.clone(),
+            netns: node.netns.clone(),
+            ips: vec![node.ip.to_string()],
+            cni_conflist: PathBuf::new(),
+            cni_result: Value::Null,
+            containers: Vec::new(),
+            started_at: now_rfc3339(),
+            host_network,
+            env: BTreeMap::new(),
+        };
+        if !host_network {
+            self.attach_pod_network(&mut rec)?;
+        }
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        let facts = PodFacts {
+            pod,
+            node: &rec.node,
+            pod_ips: &rec.ips,
+            host_ip: &node.ip.to_string(),
+        };
+        let base = kubernetes_service_env(&self.spec);
+        let mut env = BTreeMap::new();
+        for c in &containers {
+            match crate::pod_env::resolve(c, &facts, sources, &base) {
+                Ok(vars) => {
+                    env.insert(c.name.clone(), vars);
+                }
+                Err(e) => {
+                    self.undo(&rec);
+                    return Err(LabError::Invalid(format!("container {}: {e}", c.name)));
+                }
+            }
+        }
+        rec.env = env;
+        if let Err(e) = self.write_resolv_conf(&rec, pod) {
+            self.undo(&rec);
+            return Err(e);
+        }
+        for c in &containers {
+            // A new pod (maybe with the name of a deleted one) starts with no logs.
+            if let Err(e) = self.log_paths(&rec.namespace, &rec.name, &c.name).clear() {
+                self.undo(&rec);
+                return Err(LabError::Process(format!(
+                    "clearing old logs of container {}: {e}",
+                    c.name
+                )));
+            }
+            match self.spawn_container(&rec, c) {
+                Ok(p) => rec.containers.push(ContainerRecord {
+                    name: c.name.clone(),
+                    process: Some(p),
+                    restarts: 0,
+                }),
+                Err(e) => {
+                    self.undo(&rec);
+                    return Err(e);
+                }
+            }
+        }
+        self.save(&rec)?;
+        Ok(rec)
+    }
+
+    /// The pod's own namespace and its CNI ADD; fills `netns`, `ips` and the CNI result.
+    fn attach_pod_network(&self, rec: &mut PodRecord) -> Result<(), LabError> {
+        let (uid, namespace, name) = (&rec.uid, &rec.namespace, &rec.name);
+        let node = self
+            .spec
+            .node(&rec.node)
+            .ok_or_else(|| LabError::Invalid(format!("unknown node {}", rec.node)))?;
+        let conf = load_conflist(&self.paths.cni_conf_dir(&rec.node))?.ok_or_else(|| {
             LabError::Cni(format!(
-                "node {node_name} has no CNI config yet (its agent writes it once the node has a podCIDR)"
+                "node {} has no CNI config yet (its agent writes it once the node has a podCIDR)",
+                rec.node
             ))
         })?;
         let node_ns = NetNs::open(&node.netns).map_err(LabError::netns)?;
-        let netns_name = self.spec.pod_netns(&uid);
+        let netns_name = self.spec.pod_netns(uid);
         // A leftover namespace of an earlier failed attempt is removed first.
         let _ = NetNs::delete(&netns_name);
         let pod_ns = NetNs::create(&netns_name).map_err(LabError::netns)?;
@@ -408,51 +515,11 @@ impl PodRunner {
                 return Err(e);
             }
         };
-        let ips = result_ips(&result);
-        let mut rec = PodRecord {
-            uid: uid.clone(),
-            namespace,
-            name,
-            node: node_name,
-            netns: netns_name,
-            ips,
-            cni_conflist: conf.path.clone(),
-            cni_result: result,
-            containers: Vec::new(),
-            started_at: now_rfc3339(),
-        };
-        if let Err(e) = self.write_resolv_conf(&rec, pod) {
-            self.undo(&rec);
-            return Err(e);
-        }
-        let containers = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.clone())
-            .unwrap_or_default();
-        for c in &containers {
-            // A new pod (maybe with the name of a deleted one) starts with no logs.
-            if let Err(e) = self.log_paths(&rec.namespace, &rec.name, &c.name).clear() {
-                self.undo(&rec);
-                return Err(LabError::Process(format!(
-                    "clearing old logs of container {}: {e}",
-                    c.name
-                )));
-            }
-            match self.spawn_container(&rec, c) {
-                Ok(p) => rec.containers.push(ContainerRecord {
-                    name: c.name.clone(),
-                    process: Some(p),
-                    restarts: 0,
-                }),
-                Err(e) => {
-                    self.undo(&rec);
-                    return Err(e);
-                }
-            }
-        }
-        self.save(&rec)?;
-        Ok(rec)
+        rec.ips = result_ips(&result);
+        rec.netns = netns_name;
+        rec.cni_conflist = conf.path.clone();
+        rec.cni_result = result;
+        Ok(())
     }
 
     fn undo(&self, rec: &PodRecord) {
@@ -461,8 +528,10 @@ impl PodRunner {
                 let _ = p.stop(Duration::from_secs(2));
             }
         }
-        let _ = self.cni_del(rec);
-        let _ = NetNs::delete(&rec.netns);
+        if !rec.host_network {
+            let _ = self.cni_del(rec);
+            let _ = NetNs::delete(&rec.netns);
+        }
     }
 
     fn pod_dir(&self, uid: &str) -> PathBuf {
@@ -680,11 +749,14 @@ impl PodRunner {
                 })
                 .collect()
         });
-        if let Err(e) = self.cni_del(&rec) {
-            errors.push(e.to_string());
-        }
-        if let Err(e) = NetNs::delete(&rec.netns) {
-            errors.push(format!("deleting netns {}: {e}", rec.netns));
+        // A hostNetwork pod's namespace is the node's: nothing of it is removed.
+        if !rec.host_network {
+            if let Err(e) = self.cni_del(&rec) {
+                errors.push(e.to_string());
+            }
+            if let Err(e) = NetNs::delete(&rec.netns) {
+                errors.push(format!("deleting netns {}: {e}", rec.netns));
+            }
         }
         let _ = std::fs::remove_dir_all(self.pod_dir(uid));
         if errors.is_empty() {
@@ -740,7 +812,7 @@ impl PodRunner {
             };
             let valid: Vec<(String, String)> = records
                 .values()
-                .filter(|r| r.node == node.name)
+                .filter(|r| r.node == node.name && !r.host_network)
                 .map(|r| (r.uid.clone(), POD_IFNAME.to_string()))
                 .collect();
             let rt = CniRuntime {
@@ -751,59 +823,6 @@ impl PodRunner {
                 tracing::warn!(node = %node.name, "CNI GC: {e}");
             }
         }
-    }
-
-    async fn report_status(&self, pod: &Pod, rec: &PodRecord) -> Result<(), LabError> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &rec.namespace);
-        let node_ip = self
-            .spec
-            .node(&rec.node)
-            .map(|n| n.ip.to_string())
-            .unwrap_or_default();
-        let ready = if self.pod_ready(rec) { "True" } else { "False" };
-        let now = now_rfc3339();
-        let cond = |t: &str, s: &str| json!({"type": t, "status": s, "lastTransitionTime": now, "lastProbeTime": null});
-        let statuses: Vec<Value> = rec
-            .containers
-            .iter()
-            .map(|c| {
-                let image = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.containers.iter().find(|x| x.name == c.name))
-                    .and_then(|x| x.image.clone())
-                    .unwrap_or_default();
-                let running = c.process.is_some_and(|p| p.alive());
-                json!({
-                    "name": c.name, "ready": self.container_ready(&rec.uid, c), "started": running,
-                    "restartCount": c.restarts, "image": image, "imageID": "",
-                    "state": if running { json!({"running": {"startedAt": rec.started_at}}) }
-                             else { json!({"waiting": {"reason": "CrashLoopBackOff"}}) },
-                })
-            })
-            .collect();
-        let status = json!({"status": {
-            "phase": "Running",
-            "hostIP": node_ip,
-            "hostIPs": [{"ip": node_ip}],
-            "podIP": rec.ips.first(),
-            "podIPs": rec.ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
-            "startTime": rec.started_at,
-            "conditions": [
-                cond("PodScheduled", "True"), cond("Initialized", "True"),
-                cond("ContainersReady", ready), cond("Ready", ready),
-            ],
-            "containerStatuses": statuses,
-        }});
-        api.patch_status(&rec.name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                LabError::Api(format!(
-                    "updating status of pod {}/{}: {e}",
-                    rec.namespace, rec.name
-                ))
-            })
     }
 }
 
@@ -816,19 +835,6 @@ enum Job {
 
 fn rec_snapshot(records: &Mutex<BTreeMap<String, PodRecord>>, uid: &str) -> Option<PodRecord> {
     records.lock().expect("lock").get(uid).cloned()
-}
-
-/// True when the pod's status already says what the record says (no write needed).
-fn status_matches(pod: &Pod, rec: &PodRecord, ready: bool) -> bool {
-    let Some(st) = &pod.status else { return false };
-    let reported = st
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    st.pod_ip.as_deref() == rec.ips.first().map(String::as_str)
-        && st.phase.as_deref() == Some("Running")
-        && reported == ready
 }
 
 /// The environment a container's processes (and commands exec'd in it) get: the `kubernetes`
@@ -851,13 +857,40 @@ pub fn container_env(spec: &LabSpec, rec: &PodRecord, c: &Container) -> Vec<(Str
         ("NODE_NAME".to_string(), rec.node.clone()),
         ("HOSTNAME".to_string(), rec.name.clone()),
     ]);
-    for e in c.env.iter().flatten() {
-        if let Some(v) = &e.value {
-            let v = expand(v, &env);
-            env.push((e.name.clone(), v));
+    match rec.env.get(&c.name) {
+        Some(vars) => env.extend(vars.iter().cloned()),
+        // A record written before env was resolved at start: plain values only.
+        None => {
+            for e in c.env.iter().flatten() {
+                if let Some(v) = &e.value {
+                    let v = expand(v, &env);
+                    env.push((e.name.clone(), v));
+                }
+            }
         }
     }
     env
+}
+
+/// Whether every container's env can be built from `sources` (the IPs do not matter here):
+/// the first container that cannot, with why.
+fn check_env(pod: &Pod, sources: &EnvSources) -> Result<(), (String, crate::pod_env::ConfigError)> {
+    let facts = PodFacts {
+        pod,
+        node: "",
+        pod_ips: &[],
+        host_ip: "",
+    };
+    let spec = pod.spec.clone().unwrap_or_default();
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+    {
+        crate::pod_env::resolve(c, &facts, sources, &[]).map_err(|e| (c.name.clone(), e))?;
+    }
+    Ok(())
 }
 
 /// The process a container runs: its command + args (`sarasa` meaning the lab's binary), or —

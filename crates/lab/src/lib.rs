@@ -14,6 +14,7 @@ pub mod kubelet;
 pub mod lab;
 pub mod nsd;
 pub mod paths;
+pub mod pod_env;
 pub mod pod_runtime;
 pub mod prestop;
 pub mod process;

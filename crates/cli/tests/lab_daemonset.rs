@@ -1,0 +1,281 @@
+//! Lab end to end: a DaemonSet of hostNetwork pods applied with the machine's real `kubectl`
+//! lands one pod per node, each serving on its node's address; the downward API and ConfigMap
+//! values are in the container's environment (seen through `kubectl exec`); `kubectl rollout
+//! status` completes; a missing required key holds a container in CreateContainerConfigError
+//! until the key exists; deleting the DaemonSet removes the pods and leaves the nodes intact.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::TestLab;
+use serde_json::Value;
+
+/// kubectl pointed at one lab, run in its fabric namespace (where the API server listens).
+struct Kubectl {
+    netns: String,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(lab: &TestLab) -> Kubectl {
+        let spec = sarasa_lab::Lab::open(&lab.name).expect("lab spec").spec;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("config");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster: {{server: \"{}\"}}\n\
+                 contexts:\n- name: lab\n  context: {{cluster: lab, user: lab, namespace: default}}\n\
+                 current-context: lab\nusers:\n- name: lab\n  user: {{}}\n",
+                spec.api_url()
+            ),
+        )
+        .expect("write kubeconfig");
+        Kubectl {
+            netns: spec.fabric_netns,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args);
+        match stdin {
+            None => c.output().expect("running kubectl"),
+            Some(text) => {
+                use std::io::Write;
+                let mut child = c
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("running kubectl");
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(text.as_bytes())
+                    .expect("write stdin");
+                child.wait_with_output().expect("kubectl output")
+            }
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_in(args, None)
+    }
+
+    fn ok_in(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("json")
+    }
+}
+
+const PORT: u16 = 18080;
+
+fn manifests() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: agent-config}}
+data: {{mode: fast, level: "3"}}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: hostd}}
+spec:
+  selector: {{matchLabels: {{app: hostd}}}}
+  template:
+    metadata: {{labels: {{app: hostd}}}}
+    spec:
+      hostNetwork: true
+      tolerations: [{{operator: Exists}}]
+      containers:
+      - name: serve
+        image: sarasa
+        ports: [{{containerPort: {PORT}}}]
+        env:
+        - {{name: NODE_NAME, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+        - {{name: MY_POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+        - {{name: MY_APP, valueFrom: {{fieldRef: {{fieldPath: "metadata.labels['app']"}}}}}}
+        - {{name: MODE, valueFrom: {{configMapKeyRef: {{name: agent-config, key: mode}}}}}}
+        - {{name: GREETING, value: "hi $(NODE_NAME)"}}
+        envFrom:
+        - {{configMapRef: {{name: agent-config}}, prefix: CFG_}}
+"#
+    )
+}
+
+/// `KEY=value` lines of `env` output.
+fn env_map(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn live_pods(k: &Kubectl, selector: &str) -> Vec<Value> {
+    k.json(&["get", "pods", "-l", selector])["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn host_network_daemonset_with_env_lands_on_every_node() {
+    let lab = TestLab::up(&["--nodes", "2"]);
+    let k = Kubectl::new(&lab);
+    k.ok_in(&["apply", "-f", "-"], Some(&manifests()));
+    k.ok(&["rollout", "status", "ds/hostd", "--timeout=120s"]);
+    let ds = k.json(&["get", "ds", "hostd"]);
+    assert_eq!(ds["status"]["desiredNumberScheduled"], 2, "{ds}");
+    assert_eq!(ds["status"]["numberReady"], 2, "{ds}");
+    let table = k.ok(&["get", "ds", "hostd"]);
+    assert!(
+        table.starts_with(
+            "NAME    DESIRED   CURRENT   READY   UP-TO-DATE   AVAILABLE   NODE SELECTOR   AGE"
+        ),
+        "{table}"
+    );
+
+    let node_addrs: BTreeMap<String, String> = k.json(&["get", "nodes"])["items"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            let ip = n["status"]["addresses"]
+                .as_array()
+                .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
+                .and_then(|a| a["address"].as_str())
+                .expect("InternalIP")
+                .to_string();
+            (
+                n["metadata"]["name"].as_str().expect("name").to_string(),
+                ip,
+            )
+        })
+        .collect();
+    let pods = live_pods(&k, "app=hostd");
+    assert_eq!(pods.len(), 2);
+    let mut nodes_seen = Vec::new();
+    for p in &pods {
+        let name = p["metadata"]["name"].as_str().expect("name");
+        let node = p["spec"]["nodeName"].as_str().expect("nodeName");
+        nodes_seen.push(node.to_string());
+        let addr = &node_addrs[node];
+        // The pod's address is its node's.
+        assert_eq!(p["status"]["podIP"], addr.as_str(), "{p}");
+        assert_eq!(p["status"]["hostIP"], addr.as_str(), "{p}");
+        assert_eq!(p["status"]["podIPs"][0]["ip"], addr.as_str());
+        // It serves on the node's address, reachable from outside the cluster.
+        let reply = lab
+            .eventually(Duration::from_secs(20), || {
+                lab.probe("external", &format!("http://{addr}:{PORT}/"))
+            })
+            .unwrap_or_else(|| panic!("{name} does not answer on {addr}:{PORT}"));
+        assert!(reply.is_object(), "{reply}");
+        // The environment, as `kubectl exec` sees it.
+        let env = env_map(&k.ok(&["exec", name, "--", "env"]));
+        assert_eq!(env.get("NODE_NAME").map(String::as_str), Some(node));
+        assert_eq!(env.get("MY_POD_IP"), Some(addr));
+        assert_eq!(env.get("MY_APP").map(String::as_str), Some("hostd"));
+        assert_eq!(env.get("MODE").map(String::as_str), Some("fast"));
+        assert_eq!(env.get("CFG_level").map(String::as_str), Some("3"));
+        assert_eq!(env.get("GREETING"), Some(&format!("hi {node}")));
+        // exec runs in the node's network namespace: the node's address is local.
+        let addrs = k.ok(&["exec", name, "--", "ip", "-o", "addr"]);
+        assert!(addrs.contains(&format!("inet {addr}/")), "{addrs}");
+    }
+    nodes_seen.sort();
+    assert_eq!(nodes_seen, node_addrs.keys().cloned().collect::<Vec<_>>());
+
+    // A required key that is missing keeps the container from starting, until it exists.
+    let broken = r#"apiVersion: v1
+kind: Pod
+metadata: {name: needs-key, labels: {app: needs-key}}
+spec:
+  nodeName: node-1
+  containers:
+  - name: c
+    image: x
+    command: ["/bin/sh", "-c", "exec sleep 3600"]
+    env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: creds, key: token}}}]
+"#;
+    k.ok_in(&["apply", "-f", "-"], Some(broken));
+    let waiting = lab
+        .eventually(Duration::from_secs(20), || {
+            let p = k.json(&["get", "pod", "needs-key"]);
+            let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+            (w["reason"] == "CreateContainerConfigError").then_some(w)
+        })
+        .expect("CreateContainerConfigError");
+    assert_eq!(waiting["message"], "secret \"creds\" not found");
+    let row = k.ok(&["get", "pod", "needs-key", "--no-headers"]);
+    assert!(row.contains("CreateContainerConfigError"), "{row}");
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=token=s3cret",
+    ]);
+    lab.eventually(Duration::from_secs(30), || {
+        let p = k.json(&["get", "pod", "needs-key"]);
+        (p["status"]["phase"] == "Running").then_some(())
+    })
+    .expect("needs-key runs once the secret exists");
+    let env = env_map(&k.ok(&["exec", "needs-key", "--", "env"]));
+    assert_eq!(env.get("TOKEN").map(String::as_str), Some("s3cret"));
+
+    // Deleting the DaemonSet removes its pods; the nodes keep their network.
+    k.ok(&["delete", "ds", "hostd"]);
+    lab.eventually(Duration::from_secs(60), || {
+        live_pods(&k, "app=hostd").is_empty().then_some(())
+    })
+    .expect("DaemonSet pods deleted");
+    lab.eventually(Duration::from_secs(60), || {
+        k.json(&["get", "pods", "-l", "app=hostd"])["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
+    })
+    .expect("DaemonSet pods gone");
+    for (node, addr) in &node_addrs {
+        let out = lab.ok(&["exec", &format!("node/{node}"), "--", "ip", "-o", "addr"]);
+        assert!(
+            out.contains(&format!("inet {addr}/")),
+            "{node} lost {addr}: {out}"
+        );
+        assert!(
+            lab.probe("external", &format!("http://{addr}:{PORT}/"))
+                .is_none(),
+            "{node} still serves {PORT} after the pod was deleted"
+        );
+    }
+}
