@@ -2,7 +2,9 @@
 //! lands one pod per node, each serving on its node's address; the downward API and ConfigMap
 //! values are in the container's environment (seen through `kubectl exec`); `kubectl rollout
 //! status` completes; a missing required key holds a container in CreateContainerConfigError
-//! until the key exists; deleting the DaemonSet removes the pods and leaves the nodes intact.
+//! until the key exists; init containers run first, in order, and a failing one is retried
+//! with back-off (`Init:Error` first); deleting the DaemonSet removes the pods and leaves the
+//! nodes intact.
 
 mod common;
 
@@ -96,7 +98,7 @@ impl Kubectl {
 
 const PORT: u16 = 18080;
 
-fn manifests() -> String {
+fn manifests(dir: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: ConfigMap
@@ -113,6 +115,11 @@ spec:
     spec:
       hostNetwork: true
       tolerations: [{{operator: Exists}}]
+      initContainers:
+      - name: prepare
+        image: busybox
+        command: ["/bin/sh", "-c", "echo prepared on $NODE_NAME > {dir}/init-$NODE_NAME"]
+        env: [{{name: NODE_NAME, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}]
       containers:
       - name: serve
         image: sarasa
@@ -151,7 +158,9 @@ fn live_pods(k: &Kubectl, selector: &str) -> Vec<Value> {
 fn host_network_daemonset_with_env_lands_on_every_node() {
     let lab = TestLab::up(&["--nodes", "2"]);
     let k = Kubectl::new(&lab);
-    k.ok_in(&["apply", "-f", "-"], Some(&manifests()));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_str().expect("utf8").to_string();
+    k.ok_in(&["apply", "-f", "-"], Some(&manifests(&dir)));
     k.ok(&["rollout", "status", "ds/hostd", "--timeout=120s"]);
     let ds = k.json(&["get", "ds", "hostd"]);
     assert_eq!(ds["status"]["desiredNumberScheduled"], 2, "{ds}");
@@ -193,6 +202,11 @@ fn host_network_daemonset_with_env_lands_on_every_node() {
         assert_eq!(p["status"]["podIP"], addr.as_str(), "{p}");
         assert_eq!(p["status"]["hostIP"], addr.as_str(), "{p}");
         assert_eq!(p["status"]["podIPs"][0]["ip"], addr.as_str());
+        // Its init container ran first, with its own env.
+        let written = std::fs::read_to_string(format!("{dir}/init-{node}")).expect("init output");
+        assert_eq!(written.trim(), format!("prepared on {node}"));
+        let init = &p["status"]["initContainerStatuses"][0];
+        assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{p}");
         // It serves on the node's address, reachable from outside the cluster.
         let reply = lab
             .eventually(Duration::from_secs(20), || {
@@ -252,6 +266,46 @@ spec:
     .expect("needs-key runs once the secret exists");
     let env = env_map(&k.ok(&["exec", "needs-key", "--", "env"]));
     assert_eq!(env.get("TOKEN").map(String::as_str), Some("s3cret"));
+
+    // Init containers in order before the app; the second fails once: Init:Error, then after
+    // the back-off it runs again and the pod starts.
+    let order = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: inits}}
+spec:
+  nodeName: node-2
+  initContainers:
+  - {{name: first, image: x, command: ["/bin/sh", "-c", "sleep 1; echo first >> {dir}/order"]}}
+  - name: second
+    image: x
+    command: ["/bin/sh", "-c", "echo second >> {dir}/order; n=$(cat {dir}/count 2>/dev/null || echo 0); echo $((n+1)) > {dir}/count; [ $n -ge 1 ]"]
+  containers:
+  - {{name: app, image: x, command: ["/bin/sh", "-c", "echo app >> {dir}/order; exec sleep 3600"]}}
+"#
+    );
+    k.ok_in(&["apply", "-f", "-"], Some(&order));
+    let mut seen = Vec::new();
+    let phases = lab.eventually(Duration::from_secs(60), || {
+        let row = k.ok(&["get", "pod", "inits", "--no-headers"]);
+        let status = row
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string();
+        if seen.last() != Some(&status) {
+            seen.push(status.clone());
+        }
+        (status == "Running").then(|| seen.clone())
+    });
+    let phases = phases.unwrap_or_else(|| panic!("inits never ran; statuses seen: {seen:?}"));
+    assert!(phases.iter().any(|s| s == "Init:0/2"), "{phases:?}");
+    assert!(phases.iter().any(|s| s == "Init:Error"), "{phases:?}");
+    let order_text = std::fs::read_to_string(format!("{dir}/order")).expect("order file");
+    assert_eq!(
+        order_text.lines().collect::<Vec<_>>(),
+        ["first", "second", "first", "second", "app"]
+    );
 
     // Deleting the DaemonSet removes its pods; the nodes keep their network.
     k.ok(&["delete", "ds", "hostd"]);

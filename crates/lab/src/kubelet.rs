@@ -42,6 +42,7 @@ use crate::spec::LabSpec;
 use crate::state::{read_json, write_json_atomic};
 use crate::LabError;
 
+mod init;
 mod status;
 use status::status_matches;
 
@@ -67,6 +68,9 @@ pub struct PodRecord {
     /// Each container's envFrom + env as resolved at start (container name → variables).
     #[serde(default)]
     pub env: BTreeMap<String, Vec<(String, String)>>,
+    /// Init containers that ran to completion, in order.
+    #[serde(default)]
+    pub init: Vec<init::InitRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +101,10 @@ pub struct PodRunner {
     readiness: Mutex<BTreeMap<String, BTreeMap<String, bool>>>,
     /// Pods whose probe task runs.
     probing: Mutex<HashSet<String>>,
+    /// Pods being deleted: a running init container stops waiting.
+    cancel: Mutex<HashSet<String>>,
+    /// Last init container failure per pod (status and crash back-off).
+    init_failures: Mutex<BTreeMap<String, init::InitFailure>>,
 }
 
 impl PodRunner {
@@ -122,6 +130,8 @@ impl PodRunner {
             failures: Mutex::new(BTreeMap::new()),
             readiness: Mutex::new(BTreeMap::new()),
             probing: Mutex::new(HashSet::new()),
+            cancel: Mutex::new(HashSet::new()),
+            init_failures: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -172,9 +182,10 @@ impl PodRunner {
             let has_record = self.records.lock().expect("lock").contains_key(&uid);
             let terminating = pod.metadata.deletion_timestamp.is_some();
             if terminating {
+                self.cancel.lock().expect("lock").insert(uid.clone());
                 self.spawn_job(uid, Job::Terminate((**pod).clone()));
             } else if !has_record {
-                if self.backing_off(&uid) {
+                if self.backing_off(&uid) || self.init_backing_off(pod) {
                     continue;
                 }
                 self.spawn_job(uid, Job::Start((**pod).clone()));
@@ -240,7 +251,28 @@ impl PodRunner {
         let pod2 = pod.clone();
         let rec = tokio::task::spawn_blocking(move || me.start_blocking(&pod2, &sources))
             .await
-            .map_err(|e| LabError::Process(format!("pod start task: {e}")))??;
+            .map_err(|e| LabError::Process(format!("pod start task: {e}")))?;
+        let rec = match rec {
+            Ok(rec) => rec,
+            Err(e) => {
+                let failure = pod
+                    .uid()
+                    .and_then(|uid| self.init_failures.lock().expect("lock").get(&uid).cloned());
+                if let Some(f) = failure.filter(|f| f.at.elapsed() < Duration::from_secs(5)) {
+                    let partial = PodRecord {
+                        init: f.done.clone(),
+                        ..self.placeholder_record(&pod)
+                    };
+                    if let Err(e) = self
+                        .report_init_status(&pod, &partial, f.index, Some(&f))
+                        .await
+                    {
+                        tracing::warn!(pod = %pod.name_any(), "{e}");
+                    }
+                }
+                return Err(e);
+            }
+        };
         self.start_probing(&pod);
         self.report_status(&pod, &rec).await
     }
@@ -415,6 +447,7 @@ impl PodRunner {
             started_at: now_rfc3339(),
             host_network,
             env: BTreeMap::new(),
+            init: Vec::new(),
         };
         if !host_network {
             self.attach_pod_network(&mut rec)?;
@@ -424,6 +457,11 @@ impl PodRunner {
             .as_ref()
             .map(|s| s.containers.clone())
             .unwrap_or_default();
+        let inits = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.clone())
+            .unwrap_or_default();
         let facts = PodFacts {
             pod,
             node: &rec.node,
@@ -432,7 +470,7 @@ impl PodRunner {
         };
         let base = kubernetes_service_env(&self.spec);
         let mut env = BTreeMap::new();
-        for c in &containers {
+        for c in inits.iter().chain(&containers) {
             match crate::pod_env::resolve(c, &facts, sources, &base) {
                 Ok(vars) => {
                     env.insert(c.name.clone(), vars);
@@ -445,6 +483,10 @@ impl PodRunner {
         }
         rec.env = env;
         if let Err(e) = self.write_resolv_conf(&rec, pod) {
+            self.undo(&rec);
+            return Err(e);
+        }
+        if let Err(e) = self.run_init_containers(pod, &mut rec, &inits) {
             self.undo(&rec);
             return Err(e);
         }
@@ -520,6 +562,30 @@ impl PodRunner {
         rec.cni_conflist = conf.path.clone();
         rec.cni_result = result;
         Ok(())
+    }
+
+    /// A record of a pod with nothing started (for status while it is not running).
+    fn placeholder_record(&self, pod: &Pod) -> PodRecord {
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        PodRecord {
+            uid: pod.uid().unwrap_or_default(),
+            namespace: pod.namespace().unwrap_or_else(|| "default".into()),
+            name: pod.name_any(),
+            node,
+            netns: String::new(),
+            ips: Vec::new(),
+            cni_conflist: PathBuf::new(),
+            cni_result: Value::Null,
+            containers: Vec::new(),
+            started_at: now_rfc3339(),
+            host_network: false,
+            env: BTreeMap::new(),
+            init: Vec::new(),
+        }
     }
 
     fn undo(&self, rec: &PodRecord) {
@@ -713,6 +779,11 @@ impl PodRunner {
             }),
             ..DeleteParams::default()
         };
+        self.cancel.lock().expect("lock").remove(&uid2_of(&pod));
+        self.init_failures
+            .lock()
+            .expect("lock")
+            .remove(&uid2_of(&pod));
         match api.delete(&pod.name_any(), &dp).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
@@ -831,6 +902,10 @@ enum Job {
     Check(Pod),
     Terminate(Pod),
     Orphan(String),
+}
+
+fn uid2_of(pod: &Pod) -> String {
+    pod.uid().unwrap_or_default()
 }
 
 fn rec_snapshot(records: &Mutex<BTreeMap<String, PodRecord>>, uid: &str) -> Option<PodRecord> {

@@ -48,6 +48,22 @@ impl ProcessRecord {
         }
     }
 
+    /// How the process ended, once it has and if this process is its parent (it reaps it):
+    /// the exit code, or 128 + the signal that killed it, as shells report it. None while it
+    /// runs, or when it is not ours to wait for.
+    pub fn exit_code(&self) -> Option<i32> {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        // Only the process we started (a zombie keeps its stat line until reaped).
+        if start_time(self.pid) != Some(self.start_time) {
+            return None;
+        }
+        match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+            _ => None,
+        }
+    }
+
     /// SIGTERM, wait up to `grace`, then SIGKILL and wait a little more. Ok if already gone.
     /// As a container runtime does, SIGTERM goes to the main process only, and whatever is
     /// left of its process group (daemons lead their own session) is killed at the end, so a

@@ -47,6 +47,7 @@ impl PodRunner {
                 cond("ContainersReady", ready), cond("Ready", ready),
             ],
             "containerStatuses": statuses,
+            "initContainerStatuses": super::init::completed_statuses(pod, rec),
         }});
         self.patch_status(&rec.namespace, &rec.name, &status).await
     }
@@ -106,7 +107,7 @@ impl PodRunner {
             .unwrap_or_default()
     }
 
-    async fn patch_status(
+    pub(super) async fn patch_status(
         &self,
         namespace: &str,
         name: &str,
