@@ -3,8 +3,10 @@
 //! values are in the container's environment (seen through `kubectl exec`); `kubectl rollout
 //! status` completes; a missing required key holds a container in CreateContainerConfigError
 //! until the key exists; init containers run first, in order, and a failing one is retried
-//! with back-off (`Init:Error` first); deleting the DaemonSet removes the pods and leaves the
-//! nodes intact.
+//! with back-off (`Init:Error` first); containers restart per restartPolicy with the crash
+//! back-off (CrashLoopBackOff, lastState) and when their livenessProbe fails (`kubectl logs
+//! --previous` shows the killed instance); deleting the DaemonSet removes the pods and leaves
+//! the nodes intact.
 
 mod common;
 
@@ -305,6 +307,96 @@ spec:
     assert_eq!(
         order_text.lines().collect::<Vec<_>>(),
         ["first", "second", "first", "second", "app"]
+    );
+
+    // restartPolicy and liveness.
+    let restarts = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: live}}
+spec:
+  nodeName: node-1
+  containers:
+  - name: app
+    image: x
+    command: ["/bin/sh", "-c", "echo started; touch {dir}/healthy; exec sleep 3600"]
+    livenessProbe:
+      exec: {{command: ["test", "-f", "{dir}/healthy"]}}
+      periodSeconds: 1
+      failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: crashy}}
+spec:
+  nodeName: node-2
+  containers: [{{name: c, image: x, command: ["/bin/sh", "-c", "echo crash; exit 3"]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: once}}
+spec:
+  nodeName: node-1
+  restartPolicy: OnFailure
+  containers: [{{name: c, image: x, command: ["/bin/sh", "-c", "echo done"]}}]
+"#
+    );
+    k.ok_in(&["apply", "-f", "-"], Some(&restarts));
+    lab.eventually(Duration::from_secs(30), || {
+        let p = k.json(&["get", "pod", "live"]);
+        (p["status"]["containerStatuses"][0]["ready"] == true).then_some(())
+    })
+    .expect("live runs");
+    std::fs::remove_file(format!("{dir}/healthy")).expect("make live unhealthy");
+    let restarted = lab
+        .eventually(Duration::from_secs(30), || {
+            let p = k.json(&["get", "pod", "live"]);
+            let c = p["status"]["containerStatuses"][0].clone();
+            (c["restartCount"] == 1 && c["state"]["running"].is_object()).then_some(c)
+        })
+        .expect("liveness failure restarts the container");
+    // The shell exec'd sleep, which dies of the SIGTERM: 128 + 15.
+    assert_eq!(
+        restarted["lastState"]["terminated"]["exitCode"], 143,
+        "{restarted}"
+    );
+    assert_eq!(restarted["lastState"]["terminated"]["reason"], "Error");
+    assert_eq!(k.ok(&["logs", "live", "--previous"]).trim(), "started");
+    // The new instance made itself healthy again: it stays.
+    std::thread::sleep(Duration::from_secs(3));
+    let p = k.json(&["get", "pod", "live"]);
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 1,
+        "{p}"
+    );
+
+    let crashy = lab
+        .eventually(Duration::from_secs(30), || {
+            let p = k.json(&["get", "pod", "crashy"]);
+            let c = p["status"]["containerStatuses"][0].clone();
+            (c["state"]["waiting"]["reason"] == "CrashLoopBackOff" && c["restartCount"] == 1)
+                .then_some(c)
+        })
+        .expect("crashy backs off after its first restart");
+    assert_eq!(crashy["lastState"]["terminated"]["exitCode"], 3, "{crashy}");
+    assert!(
+        crashy["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("back-off 10s restarting failed container=c")),
+        "{crashy}"
+    );
+    let row = k.ok(&["get", "pod", "crashy", "--no-headers"]);
+    assert!(row.contains("CrashLoopBackOff"), "{row}");
+    lab.eventually(Duration::from_secs(20), || {
+        let p = k.json(&["get", "pod", "once"]);
+        (p["status"]["phase"] == "Succeeded").then_some(())
+    })
+    .expect("OnFailure pod that exits 0 succeeds");
+    let once = k.json(&["get", "pod", "once"]);
+    assert_eq!(once["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(
+        once["status"]["containerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
     );
 
     // Deleting the DaemonSet removes its pods; the nodes keep their network.

@@ -43,6 +43,8 @@ use crate::state::{read_json, write_json_atomic};
 use crate::LabError;
 
 mod init;
+mod liveness;
+mod restarts;
 mod status;
 use status::status_matches;
 
@@ -73,11 +75,24 @@ pub struct PodRecord {
     pub init: Vec<init::InitRecord>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub name: String,
+    /// The running instance; None once it ended (restarting after a back-off, or done).
     pub process: Option<ProcessRecord>,
     pub restarts: u32,
+    /// When the current instance started.
+    #[serde(default)]
+    pub started_at: String,
+    /// How the previous instance ended (`lastState.terminated`).
+    #[serde(default)]
+    pub last_state: Option<restarts::Terminated>,
+    /// Ended for good (restartPolicy Never, or OnFailure after success).
+    #[serde(default)]
+    pub terminated: Option<restarts::Terminated>,
+    /// When the back-off after a crash lets it start again.
+    #[serde(skip)]
+    pub restart_at: Option<std::time::Instant>,
 }
 
 /// Binaries the runner executes.
@@ -101,6 +116,8 @@ pub struct PodRunner {
     readiness: Mutex<BTreeMap<String, BTreeMap<String, bool>>>,
     /// Pods whose probe task runs.
     probing: Mutex<HashSet<String>>,
+    /// Pods whose liveness task runs.
+    liveness: Mutex<HashSet<String>>,
     /// Pods being deleted: a running init container stops waiting.
     cancel: Mutex<HashSet<String>>,
     /// Last init container failure per pod (status and crash back-off).
@@ -130,6 +147,7 @@ impl PodRunner {
             failures: Mutex::new(BTreeMap::new()),
             readiness: Mutex::new(BTreeMap::new()),
             probing: Mutex::new(HashSet::new()),
+            liveness: Mutex::new(HashSet::new()),
             cancel: Mutex::new(HashSet::new()),
             init_failures: Mutex::new(BTreeMap::new()),
         })
@@ -274,6 +292,7 @@ impl PodRunner {
             }
         };
         self.start_probing(&pod);
+        self.start_liveness(&pod);
         self.report_status(&pod, &rec).await
     }
 
@@ -503,7 +522,8 @@ impl PodRunner {
                 Ok(p) => rec.containers.push(ContainerRecord {
                     name: c.name.clone(),
                     process: Some(p),
-                    restarts: 0,
+                    started_at: now_rfc3339(),
+                    ..ContainerRecord::default()
                 }),
                 Err(e) => {
                     self.undo(&rec);
@@ -703,22 +723,33 @@ impl PodRunner {
             .as_ref()
             .map(|s| s.containers.clone())
             .unwrap_or_default();
+        let policy = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
         for cr in rec.containers.iter_mut() {
-            if cr.process.is_some_and(|p| p.alive()) {
+            let Some(c) = containers.iter().find(|c| c.name == cr.name) else {
                 continue;
-            }
-            if let Some(c) = containers.iter().find(|c| c.name == cr.name) {
-                // The instance that ended keeps its log for `kubectl logs --previous`.
-                if let Err(e) = self.log_paths(&rec.namespace, &rec.name, &cr.name).rotate() {
-                    tracing::warn!(pod = %uid, container = %cr.name, "rotating the log: {e}");
+            };
+            match restarts::next_step(cr, &policy, std::time::Instant::now()) {
+                restarts::Step::Nothing => {}
+                restarts::Step::Changed => changed = true,
+                restarts::Step::Restart => {
+                    // The instance that ended keeps its log for `kubectl logs --previous`.
+                    if let Err(e) = self.log_paths(&rec.namespace, &rec.name, &cr.name).rotate() {
+                        tracing::warn!(pod = %uid, container = %cr.name, "rotating the log: {e}");
+                    }
+                    let rec_now = rec_snapshot(&self.records, &uid);
+                    cr.process = rec_now.and_then(|r| self.spawn_container(&r, c).ok());
+                    cr.restarts += 1;
+                    cr.started_at = now_rfc3339();
+                    changed = true;
                 }
-                let rec_now = rec_snapshot(&self.records, &uid);
-                cr.process = rec_now.and_then(|r| self.spawn_container(&r, c).ok());
-                cr.restarts += 1;
-                changed = true;
             }
         }
         self.start_probing(&pod);
+        self.start_liveness(&pod);
         let status_stale = !status_matches(&pod, &rec, self.pod_ready(&rec));
         if changed {
             self.save(&rec)?;

@@ -40,22 +40,36 @@ pub struct ReadinessProbe {
 /// The readinessProbe of `c`, or None without one. Named ports resolve against the container's
 /// `ports`; a probe that names no action or an unknown port is an error naming the field.
 pub fn readiness_probe(c: &Container) -> Result<Option<ReadinessProbe>, LabError> {
-    let Some(p) = &c.readiness_probe else {
+    match &c.readiness_probe {
+        Some(p) => parse_probe(c, p, "readinessProbe").map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The livenessProbe of `c` (same defaults; its successThreshold is always 1).
+pub fn liveness_probe(c: &Container) -> Result<Option<ReadinessProbe>, LabError> {
+    let Some(p) = &c.liveness_probe else {
         return Ok(None);
     };
-    let field = |f: &str| format!("container {:?} readinessProbe.{f}", c.name);
+    let mut probe = parse_probe(c, p, "livenessProbe")?;
+    probe.success_threshold = 1;
+    Ok(Some(probe))
+}
+
+fn parse_probe(c: &Container, p: &Probe, kind: &str) -> Result<ReadinessProbe, LabError> {
+    let field = |f: &str| format!("container {:?} {kind}.{f}", c.name);
     let action = probe_action(c, p, &field)?;
     let secs = |v: Option<i32>, default: i32, min: i32| -> Duration {
         Duration::from_secs(v.unwrap_or(default).max(min) as u64)
     };
-    Ok(Some(ReadinessProbe {
+    Ok(ReadinessProbe {
         action,
         initial_delay: secs(p.initial_delay_seconds, 0, 0),
         period: secs(p.period_seconds, 10, 1),
         timeout: secs(p.timeout_seconds, 1, 1),
         success_threshold: p.success_threshold.unwrap_or(1).max(1) as u32,
         failure_threshold: p.failure_threshold.unwrap_or(3).max(1) as u32,
-    }))
+    })
 }
 
 fn probe_action(
@@ -124,6 +138,14 @@ pub struct ProbeState {
 }
 
 impl ProbeState {
+    /// A liveness verdict starts passing: only failures past the threshold flip it.
+    pub fn passing() -> ProbeState {
+        ProbeState {
+            ready: true,
+            ..ProbeState::default()
+        }
+    }
+
     /// Records one result; returns true when readiness changed.
     pub fn record(&mut self, ok: bool, probe: &ReadinessProbe) -> bool {
         let before = self.ready;

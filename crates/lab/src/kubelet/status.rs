@@ -30,13 +30,13 @@ impl PodRunner {
                 json!({
                     "name": c.name, "ready": self.container_ready(&rec.uid, c), "started": running,
                     "restartCount": c.restarts, "image": image, "imageID": "",
-                    "state": if running { json!({"running": {"startedAt": rec.started_at}}) }
-                             else { json!({"waiting": {"reason": "CrashLoopBackOff"}}) },
+                    "state": super::restarts::state(c, &rec.name, &rec.started_at),
+                    "lastState": c.last_state.as_ref().map_or(json!({}), |t| json!({"terminated": t.to_json()})),
                 })
             })
             .collect();
         let status = json!({"status": {
-            "phase": "Running",
+            "phase": super::restarts::phase(&rec.containers),
             "hostIP": node_ip,
             "hostIPs": [{"ip": node_ip}],
             "podIP": rec.ips.first(),
@@ -130,6 +130,6 @@ pub(super) fn status_matches(pod: &Pod, rec: &PodRecord, ready: bool) -> bool {
         .flatten()
         .any(|c| c.type_ == "Ready" && c.status == "True");
     st.pod_ip.as_deref() == rec.ips.first().map(String::as_str)
-        && st.phase.as_deref() == Some("Running")
+        && st.phase.as_deref() == Some(super::restarts::phase(&rec.containers))
         && reported == ready
 }
