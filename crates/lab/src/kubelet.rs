@@ -17,13 +17,12 @@
 //! adopts running pods instead of starting them again.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Container, Pod};
-use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use sarasa_netns::NetNs;
@@ -36,17 +35,22 @@ use crate::container_log::LogPaths;
 use crate::paths::LabPaths;
 use crate::pod_env::{EnvSources, PodFacts};
 use crate::process::{BindMount, Daemon, ProcessRecord};
-use crate::readiness::{readiness_probe, run_probe, ProbeState, ProbeTarget, ReadinessProbe};
 use crate::resolv::{pod_resolv_conf, ClusterDns, ResolvConf};
 use crate::spec::LabSpec;
 use crate::state::{read_json, write_json_atomic};
 use crate::LabError;
 
+mod containers;
 mod init;
 mod liveness;
+mod ready;
 mod restarts;
 mod status;
+mod teardown;
 use status::status_matches;
+
+use containers::check_env;
+pub use containers::{container_argv, container_env, pod_mounts};
 
 /// The interface name every pod gets.
 pub const POD_IFNAME: &str = "eth0";
@@ -294,144 +298,6 @@ impl PodRunner {
         self.start_probing(&pod);
         self.start_liveness(&pod);
         self.report_status(&pod, &rec).await
-    }
-
-    /// Starts the pod's probe task unless it runs already or no container has a probe. Probed
-    /// containers start not ready, as on a kubelet.
-    fn start_probing(self: &Arc<Self>, pod: &Pod) {
-        let Some(uid) = pod.uid() else { return };
-        if self.probing.lock().expect("lock").contains(&uid) {
-            return;
-        }
-        let containers = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.clone())
-            .unwrap_or_default();
-        let mut probes = Vec::new();
-        for c in &containers {
-            match readiness_probe(c) {
-                Ok(Some(p)) => probes.push((c.name.clone(), Some(p))),
-                Ok(None) => {}
-                Err(e) => {
-                    // Never ready: the probe cannot run.
-                    tracing::warn!(pod = %pod.name_any(), "{e}");
-                    probes.push((c.name.clone(), None));
-                }
-            }
-        }
-        if probes.is_empty() || !self.probing.lock().expect("lock").insert(uid.clone()) {
-            return;
-        }
-        self.readiness.lock().expect("lock").insert(
-            uid,
-            probes
-                .iter()
-                .map(|(name, _)| (name.clone(), false))
-                .collect(),
-        );
-        let probes: Vec<(String, ReadinessProbe)> = probes
-            .into_iter()
-            .filter_map(|(name, p)| Some((name, p?)))
-            .collect();
-        tokio::spawn(Arc::clone(self).probe_loop(pod.clone(), probes));
-    }
-
-    /// Probes each container every period (after its initial delay) while the pod has a
-    /// record, including while it terminates; reports status when readiness changes.
-    async fn probe_loop(self: Arc<Self>, pod: Pod, probes: Vec<(String, ReadinessProbe)>) {
-        let uid = pod.uid().unwrap_or_default();
-        let start = tokio::time::Instant::now();
-        let mut next: Vec<tokio::time::Instant> = probes
-            .iter()
-            .map(|(_, p)| start + p.initial_delay)
-            .collect();
-        let mut states = vec![ProbeState::default(); probes.len()];
-        loop {
-            let due = next.iter().min().copied().unwrap_or(start);
-            tokio::time::sleep_until(due).await;
-            let Some(rec) = rec_snapshot(&self.records, &uid) else {
-                break;
-            };
-            let node_netns = self.spec.node(&rec.node).map(|n| n.netns.clone());
-            let pod_ip = rec
-                .ips
-                .first()
-                .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
-            let now = tokio::time::Instant::now();
-            let mut changed = false;
-            for (i, (name, probe)) in probes.iter().enumerate() {
-                if next[i] > now {
-                    continue;
-                }
-                next[i] = now + probe.period;
-                let alive = rec
-                    .containers
-                    .iter()
-                    .any(|c| &c.name == name && c.process.is_some_and(|p| p.alive()));
-                let ok = match (alive, &node_netns, pod_ip) {
-                    (true, Some(node_netns), Some(pod_ip)) => {
-                        let probe = probe.clone();
-                        let node_netns = node_netns.clone();
-                        let pod_netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
-                        tokio::task::spawn_blocking(move || {
-                            let Ok(node) = NetNs::open(&node_netns) else {
-                                return false;
-                            };
-                            run_probe(
-                                &probe,
-                                &ProbeTarget {
-                                    pod_netns: &pod_netns,
-                                    node: &node,
-                                    pod_ip,
-                                },
-                            )
-                        })
-                        .await
-                        .unwrap_or(false)
-                    }
-                    _ => false,
-                };
-                let before = states[i].ready;
-                if alive {
-                    states[i].record(ok, probe);
-                } else {
-                    // A container that is not running is not ready, whatever the thresholds.
-                    states[i] = ProbeState::default();
-                }
-                if states[i].ready != before {
-                    changed = true;
-                    if let Some(m) = self.readiness.lock().expect("lock").get_mut(&uid) {
-                        m.insert(name.clone(), states[i].ready);
-                    }
-                }
-            }
-            if changed {
-                if let Err(e) = self.report_status(&pod, &rec).await {
-                    tracing::warn!(pod = %rec.name, "{e}");
-                }
-            }
-        }
-        self.readiness.lock().expect("lock").remove(&uid);
-        self.probing.lock().expect("lock").remove(&uid);
-    }
-
-    /// Whether a container counts as ready: running and, when probed, its probe says so.
-    fn container_ready(&self, uid: &str, c: &ContainerRecord) -> bool {
-        c.process.is_some_and(|p| p.alive())
-            && self
-                .readiness
-                .lock()
-                .expect("lock")
-                .get(uid)
-                .and_then(|m| m.get(&c.name).copied())
-                .unwrap_or(true)
-    }
-
-    fn pod_ready(&self, rec: &PodRecord) -> bool {
-        rec.containers
-            .iter()
-            .all(|c| self.container_ready(&rec.uid, c))
     }
 
     /// Network first (netns + CNI ADD; the node's own for hostNetwork), then containers; any
@@ -759,173 +625,6 @@ impl PodRunner {
         }
         Ok(())
     }
-
-    async fn terminate(self: &Arc<Self>, pod: Pod) -> Result<(), LabError> {
-        let uid = pod.uid().unwrap_or_default();
-        // The API's grace period, honoured whole: SIGTERM now, SIGKILL when it runs out.
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .unwrap_or(30)
-            .max(0) as u64;
-        let grace = Duration::from_secs(grace);
-        // preStop hooks first, while the containers still run; what they take comes out of
-        // the grace period, as on a kubelet.
-        let running = rec_snapshot(&self.records, &uid).filter(|r| {
-            r.containers
-                .iter()
-                .any(|c| c.process.is_some_and(|p| p.alive()))
-        });
-        let grace = match running {
-            Some(rec) => {
-                let containers = pod
-                    .spec
-                    .as_ref()
-                    .map(|s| s.containers.clone())
-                    .unwrap_or_default();
-                let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
-                let took = tokio::task::spawn_blocking(move || {
-                    crate::prestop::run_pre_stop(&containers, &netns, grace)
-                })
-                .await
-                .map_err(|e| LabError::Process(format!("preStop task: {e}")))?;
-                grace.saturating_sub(took)
-            }
-            None => grace,
-        };
-        let me = Arc::clone(self);
-        let uid2 = uid.clone();
-        tokio::task::spawn_blocking(move || me.teardown(&uid2, grace))
-            .await
-            .map_err(|e| LabError::Process(format!("pod stop task: {e}")))??;
-        let api: Api<Pod> = Api::namespaced(
-            self.client.clone(),
-            &pod.namespace().unwrap_or_else(|| "default".into()),
-        );
-        let dp = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        self.cancel.lock().expect("lock").remove(&uid2_of(&pod));
-        self.init_failures
-            .lock()
-            .expect("lock")
-            .remove(&uid2_of(&pod));
-        match api.delete(&pod.name_any(), &dp).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-            Err(e) => Err(LabError::Api(format!("finalising pod deletion: {e}"))),
-        }
-    }
-
-    async fn teardown_blocking(self: Arc<Self>, uid: String) -> Result<(), LabError> {
-        tokio::task::spawn_blocking(move || self.teardown(&uid, Duration::from_secs(2)))
-            .await
-            .map_err(|e| LabError::Process(format!("pod teardown task: {e}")))?
-    }
-
-    /// Stops containers, CNI DEL, removes the namespace and the record. Keeps going after an
-    /// error and reports them all at the end.
-    fn teardown(&self, uid: &str, grace: Duration) -> Result<(), LabError> {
-        let Some(rec) = self.records.lock().expect("lock").get(uid).cloned() else {
-            return Ok(());
-        };
-        // Every container gets SIGTERM at once and the same deadline, then SIGKILL.
-        let mut errors: Vec<String> = std::thread::scope(|s| {
-            let stops: Vec<_> = rec
-                .containers
-                .iter()
-                .filter_map(|c| c.process)
-                .map(|p| s.spawn(move || p.stop(grace)))
-                .collect();
-            stops
-                .into_iter()
-                .filter_map(|h| match h.join() {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some("container stop thread panicked".into()),
-                })
-                .collect()
-        });
-        // A hostNetwork pod's namespace is the node's: nothing of it is removed.
-        if !rec.host_network {
-            if let Err(e) = self.cni_del(&rec) {
-                errors.push(e.to_string());
-            }
-            if let Err(e) = NetNs::delete(&rec.netns) {
-                errors.push(format!("deleting netns {}: {e}", rec.netns));
-            }
-        }
-        let _ = std::fs::remove_dir_all(self.pod_dir(uid));
-        if errors.is_empty() {
-            let _ = std::fs::remove_file(self.paths.pods_dir().join(format!("{uid}.json")));
-            self.records.lock().expect("lock").remove(uid);
-            Ok(())
-        } else {
-            Err(LabError::Process(format!(
-                "tearing down pod {}/{}: {}",
-                rec.namespace,
-                rec.name,
-                errors.join("; ")
-            )))
-        }
-    }
-
-    fn cni_del(&self, rec: &PodRecord) -> Result<(), LabError> {
-        let node = self
-            .spec
-            .node(&rec.node)
-            .ok_or_else(|| LabError::Invalid(format!("unknown node {}", rec.node)))?;
-        let node_ns = NetNs::open(&node.netns).map_err(LabError::netns)?;
-        let conf = match load_conflist(&self.paths.cni_conf_dir(&rec.node))? {
-            Some(c) => c,
-            None => return Ok(()),
-        };
-        let att = Attachment {
-            container_id: rec.uid.clone(),
-            netns: PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns),
-            ifname: POD_IFNAME.into(),
-            args: format!(
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
-                rec.namespace, rec.name
-            ),
-        };
-        CniRuntime {
-            cni_path: &self.bins.cni_path,
-            node: &node_ns,
-        }
-        .del(&conf, &att, Some(&rec.cni_result))
-    }
-
-    /// CNI GC on every node with the attachments the runner still holds: releases addresses
-    /// of pods that vanished while the control plane was down.
-    fn gc_nodes(&self) {
-        let records = self.records.lock().expect("lock").clone();
-        for node in &self.spec.nodes {
-            let Ok(Some(conf)) = load_conflist(&self.paths.cni_conf_dir(&node.name)) else {
-                continue;
-            };
-            let Ok(node_ns) = NetNs::open(&node.netns) else {
-                continue;
-            };
-            let valid: Vec<(String, String)> = records
-                .values()
-                .filter(|r| r.node == node.name && !r.host_network)
-                .map(|r| (r.uid.clone(), POD_IFNAME.to_string()))
-                .collect();
-            let rt = CniRuntime {
-                cni_path: &self.bins.cni_path,
-                node: &node_ns,
-            };
-            if let Err(e) = rt.gc(&conf, &valid) {
-                tracing::warn!(node = %node.name, "CNI GC: {e}");
-            }
-        }
-    }
 }
 
 enum Job {
@@ -943,145 +642,6 @@ fn rec_snapshot(records: &Mutex<BTreeMap<String, PodRecord>>, uid: &str) -> Opti
     records.lock().expect("lock").get(uid).cloned()
 }
 
-/// The environment a container's processes (and commands exec'd in it) get: the `kubernetes`
-/// Service's address as kubelet injects it, the pod's identity as the lab's downward API gives
-/// it, then the container's own `env` values (`$(VAR)` expanded).
-pub fn container_env(spec: &LabSpec, rec: &PodRecord, c: &Container) -> Vec<(String, String)> {
-    let mut env = kubernetes_service_env(spec);
-    env.extend([
-        (
-            "PATH".to_string(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        ),
-        ("POD_NAME".to_string(), rec.name.clone()),
-        ("POD_NAMESPACE".to_string(), rec.namespace.clone()),
-        (
-            "POD_IP".to_string(),
-            rec.ips.first().cloned().unwrap_or_default(),
-        ),
-        ("POD_IPS".to_string(), rec.ips.join(",")),
-        ("NODE_NAME".to_string(), rec.node.clone()),
-        ("HOSTNAME".to_string(), rec.name.clone()),
-    ]);
-    match rec.env.get(&c.name) {
-        Some(vars) => env.extend(vars.iter().cloned()),
-        // A record written before env was resolved at start: plain values only.
-        None => {
-            for e in c.env.iter().flatten() {
-                if let Some(v) = &e.value {
-                    let v = expand(v, &env);
-                    env.push((e.name.clone(), v));
-                }
-            }
-        }
-    }
-    env
-}
-
-/// Whether every container's env can be built from `sources` (the IPs do not matter here):
-/// the first container that cannot, with why.
-fn check_env(pod: &Pod, sources: &EnvSources) -> Result<(), (String, crate::pod_env::ConfigError)> {
-    let facts = PodFacts {
-        pod,
-        node: "",
-        pod_ips: &[],
-        host_ip: "",
-    };
-    let spec = pod.spec.clone().unwrap_or_default();
-    for c in spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter())
-    {
-        crate::pod_env::resolve(c, &facts, sources, &[]).map_err(|e| (c.name.clone(), e))?;
-    }
-    Ok(())
-}
-
-/// The process a container runs: its command + args (`sarasa` meaning the lab's binary), or —
-/// without a command — the built-in server on each declared containerPort.
-pub fn container_argv(c: &Container, sarasa: &Path) -> Result<(PathBuf, Vec<String>), LabError> {
-    match c.command.as_deref() {
-        Some([program, rest @ ..]) => {
-            let mut args: Vec<String> = rest.to_vec();
-            args.extend(c.args.iter().flatten().cloned());
-            // `sarasa` is the lab's image entrypoint: the lab's own binary, wherever it is.
-            let program = if program == "sarasa" {
-                sarasa.to_path_buf()
-            } else {
-                PathBuf::from(program)
-            };
-            Ok((program, args))
-        }
-        _ => {
-            let mut args = vec!["serve".to_string()];
-            for p in c.ports.iter().flatten() {
-                let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
-                args.push("--port".into());
-                args.push(format!("{}/{proto}", p.container_port));
-            }
-            Ok((sarasa.to_path_buf(), args))
-        }
-    }
-}
-
-/// The bind mounts of a pod's containers: its resolv.conf over /etc/resolv.conf once written.
-pub fn pod_mounts(paths: &LabPaths, uid: &str) -> Vec<BindMount> {
-    let resolv = paths.pods_dir().join(uid).join("resolv.conf");
-    let mut mounts = Vec::new();
-    if resolv.exists() {
-        mounts.push(BindMount::new(resolv, "/etc/resolv.conf"));
-    }
-    mounts
-}
-
 pub fn now_rfc3339() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::ContainerPort;
-
-    #[test]
-    fn container_without_command_serves_its_ports() {
-        let c = Container {
-            name: "web".into(),
-            ports: Some(vec![
-                ContainerPort {
-                    container_port: 80,
-                    ..Default::default()
-                },
-                ContainerPort {
-                    container_port: 53,
-                    protocol: Some("UDP".into()),
-                    ..Default::default()
-                },
-            ]),
-            ..Default::default()
-        };
-        let (prog, args) = container_argv(&c, Path::new("/bin/sarasa")).unwrap();
-        assert_eq!(prog, Path::new("/bin/sarasa"));
-        assert_eq!(args, ["serve", "--port", "80/tcp", "--port", "53/udp"]);
-        let c = Container {
-            name: "sh".into(),
-            command: Some(vec!["/bin/sh".into(), "-c".into()]),
-            args: Some(vec!["sleep 1".into()]),
-            ..Default::default()
-        };
-        let (prog, args) = container_argv(&c, Path::new("/bin/sarasa")).unwrap();
-        assert_eq!(prog, Path::new("/bin/sh"));
-        assert_eq!(args, ["-c", "sleep 1"]);
-        let c = Container {
-            name: "dns".into(),
-            command: Some(vec!["sarasa".into(), "dns".into()]),
-            args: Some(vec!["--ttl=5".into()]),
-            ..Default::default()
-        };
-        let (prog, args) = container_argv(&c, Path::new("/opt/lab/sarasa")).unwrap();
-        assert_eq!(prog, Path::new("/opt/lab/sarasa"));
-        assert_eq!(args, ["dns", "--ttl=5"]);
-    }
 }
