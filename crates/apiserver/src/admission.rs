@@ -26,6 +26,7 @@ fn name_rule(res: ResId) -> NameRule {
     match res {
         NAMESPACES => NameRule::Dns1123Label,
         SERVICES => NameRule::Dns1035Label,
+        ROLES | CLUSTERROLES | ROLEBINDINGS | CLUSTERROLEBINDINGS => NameRule::PathSegment,
         _ => NameRule::Dns1123Subdomain,
     }
 }
@@ -108,6 +109,8 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
             policy::defaults(obj);
             policy::validate(obj, errs);
         }
+        ROLES | CLUSTERROLES => crate::authz::validate::role(res, obj, errs),
+        ROLEBINDINGS | CLUSTERROLEBINDINGS => crate::authz::validate::binding(res, obj, old, errs),
         _ => {}
     }
 }
