@@ -17,6 +17,7 @@ pub mod paths;
 pub mod pod_runtime;
 pub mod prestop;
 pub mod process;
+pub mod rbac;
 pub mod readiness;
 pub mod resolv;
 pub mod service_routes;
