@@ -45,17 +45,15 @@ pub async fn serve(authz: &Authorizer, a: &Attributes, req: Request) -> Response
     if req.method() != Method::POST {
         return status::error(&ApiError::method_not_allowed("reviews are only created"));
     }
+    let headers = req.headers().clone();
     let body = match axum::body::to_bytes(req.into_body(), 1 << 20).await {
         Ok(b) => b,
         Err(e) => return status::error(&ApiError::bad_request(format!("reading the body: {e}"))),
     };
-    let review: Value = match serde_json::from_slice(&body) {
+    // JSON, YAML or Kubernetes protobuf (kubectl's typed client sends protobuf).
+    let review = match crate::http::parse_body(&headers, &body) {
         Ok(v) => v,
-        Err(e) => {
-            return status::error(&ApiError::bad_request(format!(
-                "error decoding JSON body: {e}"
-            )))
-        }
+        Err(e) => return status::error(&e),
     };
     let out = if a.resource == SSAR {
         access_review(authz, a, review)

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderName, HeaderValue, Method};
@@ -26,8 +26,13 @@ pub struct Server {
     handle: JoinHandle<()>,
 }
 
-/// The test-only stand-in for authentication.
-async fn test_user(mut req: Request, next: Next) -> Response {
+/// The test-only stand-in for authentication; `default` is the user of requests without the
+/// headers (for clients that cannot send them, such as kubectl).
+async fn test_user(
+    State(default): State<Option<UserInfo>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let header = |req: &Request, k: &str| {
         req.headers()
             .get(k)
@@ -49,12 +54,19 @@ async fn test_user(mut req: Request, next: Next) -> Response {
             groups,
             ..UserInfo::default()
         });
+    } else if let Some(u) = default {
+        req.extensions_mut().insert(u);
     }
     next.run(req).await
 }
 
 impl Server {
     pub async fn start() -> Server {
+        Self::start_as(None).await
+    }
+
+    /// A server whose requests without test headers are `default`'s.
+    pub async fn start_as(default: Option<UserInfo>) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::new(dir.path().join("state"));
         config.authorization = AuthorizationMode::Rbac;
@@ -64,7 +76,9 @@ impl Server {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = server.router().layer(axum::middleware::from_fn(test_user));
+        let app = server
+            .router()
+            .layer(axum::middleware::from_fn_with_state(default, test_user));
         let handle = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
