@@ -18,6 +18,7 @@ pub mod review;
 pub mod rules;
 pub mod validate;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -59,6 +60,9 @@ pub struct Authorizer {
     pub mode: AuthorizationMode,
     store: Arc<Store>,
     index: RwLock<Arc<Index>>,
+    /// The store's resourceVersion up to which no RBAC change is missing from the index (so a
+    /// burst of refusals looks at each change of the history once, not once per refusal).
+    checked: AtomicU64,
 }
 
 impl Authorizer {
@@ -68,6 +72,7 @@ impl Authorizer {
         Arc::new(Authorizer {
             mode,
             store,
+            checked: AtomicU64::new(index.rv),
             index: RwLock::new(Arc::new(index)),
         })
     }
@@ -89,12 +94,17 @@ impl Authorizer {
     /// Rebuilds the index if an RBAC object changed since it was built (or the change history
     /// no longer reaches back that far). Returns whether it did.
     pub fn refresh(&self) -> bool {
-        let since = self.index().rv;
+        let since = self.index().rv.max(self.checked.load(Ordering::Relaxed));
         let stale = match self
             .store
             .changes_since(since, |e| RBAC_RESOURCES.contains(&e.res))
         {
-            Ok((events, _)) => !events.is_empty(),
+            Ok((events, up_to)) => {
+                if events.is_empty() {
+                    self.checked.fetch_max(up_to, Ordering::Relaxed);
+                }
+                !events.is_empty()
+            }
             Err(_) => true,
         };
         if stale {
