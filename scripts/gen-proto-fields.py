@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 API_PKGS = ["core/v1", "apps/v1", "discovery/v1", "networking/v1", "coordination/v1",
-            "events/v1", "autoscaling/v1", "rbac/v1", "policy/v1"]
+            "events/v1", "autoscaling/v1", "rbac/v1", "policy/v1", "authorization/v1"]
 MACH_PKGS = ["pkg/apis/meta/v1", "pkg/runtime", "pkg/util/intstr", "pkg/api/resource"]
 SCALARS = {"string", "bool", "int32", "int64", "bytes", "double", "float", "uint32", "uint64",
            "fixed32", "fixed64", "sint32", "sint64"}

@@ -28,6 +28,7 @@ fn name_rule(res: ResId) -> NameRule {
     match res {
         NAMESPACES => NameRule::Dns1123Label,
         SERVICES => NameRule::Dns1035Label,
+        ROLES | CLUSTERROLES | ROLEBINDINGS | CLUSTERROLEBINDINGS => NameRule::PathSegment,
         _ => NameRule::Dns1123Subdomain,
     }
 }
@@ -131,6 +132,8 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
                 configdata::validate_update(obj, old, &["data"], errs);
             }
         }
+        ROLES | CLUSTERROLES => crate::authz::validate::role(res, obj, errs),
+        ROLEBINDINGS | CLUSTERROLEBINDINGS => crate::authz::validate::binding(res, obj, old, errs),
         _ => {}
     }
 }

@@ -37,6 +37,8 @@ pub struct Config {
     pub event_ttl: Duration,
     /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// How requests are authorized (off by default; the lab turns RBAC on).
+    pub authorization: crate::authz::AuthorizationMode,
 }
 
 impl Config {
@@ -57,6 +59,7 @@ impl Config {
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(30),
             event_ttl: Duration::from_secs(3600),
+            authorization: crate::authz::AuthorizationMode::AlwaysAllow,
         }
     }
 

@@ -18,6 +18,7 @@
 
 pub mod admission;
 pub mod alloc;
+pub mod authz;
 pub mod config;
 pub mod controllers;
 pub mod error;
@@ -54,6 +55,7 @@ pub struct ApiServer {
     controllers: Arc<Mutex<Option<Vec<JoinHandle<()>>>>>,
     stop: watch::Sender<bool>,
     runtime: Option<Arc<dyn PodRuntime>>,
+    authz: Arc<authz::Authorizer>,
 }
 
 impl ApiServer {
@@ -63,12 +65,18 @@ impl ApiServer {
         validate_config(&config)?;
         let store = Store::open(Arc::new(config))?;
         bootstrap(&store);
+        let mode = store.config.authorization;
+        if mode == authz::AuthorizationMode::Rbac {
+            authz::bootstrap::ensure(&store);
+        }
+        let authz = authz::Authorizer::new(store.clone(), mode);
         let (stop, _) = watch::channel(false);
         Ok(ApiServer {
             store,
             controllers: Arc::new(Mutex::new(None)),
             stop,
             runtime: None,
+            authz,
         })
     }
 
@@ -87,13 +95,20 @@ impl ApiServer {
     pub fn start_controllers(&self) {
         let mut c = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
         if c.is_none() && !self.store.is_closed() {
-            *c = Some(controllers::spawn_all(self.store.clone()));
+            let mut handles = controllers::spawn_all(self.store.clone());
+            handles.push(controllers::spawn(self.store.clone(), self.authz.updater()));
+            *c = Some(handles);
         }
     }
 
     /// The HTTP router (for embedding into another server).
     pub fn router(&self) -> axum::Router {
-        http::router(self.store.clone(), self.runtime.clone())
+        http::router(self.store.clone(), self.runtime.clone(), self.authz.clone())
+    }
+
+    /// The authorizer (for in-process checks and tests).
+    pub fn authorizer(&self) -> &Arc<authz::Authorizer> {
+        &self.authz
     }
 
     /// Serves the API on a TCP listener until [`ApiServer::shutdown`].

@@ -98,6 +98,9 @@ impl Lab {
         self.start_external_dns()?;
         self.write_node_resolv_conf()?;
         self.start_control_plane(bins)?;
+        // The components' identities and roles, as an install on a cluster applies them
+        // (harmless while the API allows everything).
+        crate::rbac::apply(&self.spec, deadline)?;
         for node in &self.spec.nodes {
             self.start_agent(&node.name, bins)?;
         }

@@ -18,6 +18,7 @@ pub mod pod_env;
 pub mod pod_runtime;
 pub mod prestop;
 pub mod process;
+pub mod rbac;
 pub mod readiness;
 pub mod resolv;
 pub mod service_routes;

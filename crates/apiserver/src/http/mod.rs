@@ -37,12 +37,20 @@ pub struct App {
     pub runtime: Option<Arc<dyn PodRuntime>>,
 }
 
-/// The router serving the whole API.
-pub fn router(store: Arc<Store>, runtime: Option<Arc<dyn PodRuntime>>) -> Router {
+/// The router serving the whole API; every request passes `authz` first.
+pub fn router(
+    store: Arc<Store>,
+    runtime: Option<Arc<dyn PodRuntime>>,
+    authz: Arc<crate::authz::Authorizer>,
+) -> Router {
     Router::new()
         .route(pod_streams::MOUNT, any(pod_streams::serve))
         .fallback(handle)
         .with_state(Arc::new(App { store, runtime }))
+        .layer(axum::middleware::from_fn_with_state(
+            authz,
+            crate::authz::middleware,
+        ))
 }
 
 /// Query parameters (last value wins).

@@ -38,6 +38,7 @@ pub fn message_of(api_version: &str, kind: &str) -> Option<String> {
         "events.k8s.io" => "k8s.io.api.events",
         "autoscaling" => "k8s.io.api.autoscaling",
         "rbac.authorization.k8s.io" => "k8s.io.api.rbac",
+        "authorization.k8s.io" => "k8s.io.api.authorization",
         "policy" => "k8s.io.api.policy",
         "meta.k8s.io" => "k8s.io.apimachinery.pkg.apis.meta",
         _ => return None,

@@ -73,6 +73,8 @@ pub enum NameRule {
     Dns1123Label,
     Dns1123Subdomain,
     Dns1035Label,
+    /// Any name usable as one path segment (RBAC objects: `system:masters`).
+    PathSegment,
 }
 
 /// Validates `metadata`: name, labels, annotations.
@@ -88,6 +90,9 @@ pub fn object_meta(obj: &Value, rule: NameRule, errs: &mut Vec<FieldError>) {
             NameRule::Dns1123Label => dns1123_label(name),
             NameRule::Dns1123Subdomain => dns1123_subdomain(name),
             NameRule::Dns1035Label => dns1035_label(name),
+            NameRule::PathSegment => crate::authz::validate::path_segment_error(name)
+                .into_iter()
+                .collect(),
         };
         push_all(errs, "metadata.name", name, msgs);
     }

@@ -1,0 +1,158 @@
+//! The agent's own API code (node registration, annotations, conditions, the Lease, the
+//! listing and watching of every kind it programs) run as the `sarasa-agent` ServiceAccount
+//! against a server with RBAC on and deploy/rbac.yaml loaded: every request is allowed, and a
+//! write the role does not grant is refused with 403. The user is set by a TEST-ONLY layer
+//! standing in for authentication (its tokens are tested by its own tests).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::PostParams;
+use kube::runtime::watcher;
+use kube::Api;
+use sarasa_apiserver::authz::AuthorizationMode;
+use sarasa_apiserver::store::WriteOpts;
+use sarasa_apiserver::{resources, ApiServer, Config, UserInfo};
+use serde_json::Value;
+
+const MANIFEST: &str = include_str!("../../../deploy/rbac.yaml");
+const AGENT: &str = "system:serviceaccount:sarasa-system:sarasa-agent";
+
+/// TEST-ONLY: every request is the agent's ServiceAccount.
+async fn as_agent(mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(UserInfo {
+        name: AGENT.into(),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            "system:serviceaccounts:sarasa-system".into(),
+            "system:authenticated".into(),
+        ],
+        ..UserInfo::default()
+    });
+    next.run(req).await
+}
+
+fn load_manifest(server: &ApiServer) {
+    for doc in serde_yaml::Deserializer::from_str(MANIFEST) {
+        let v: Value = serde::Deserialize::deserialize(doc).expect("yaml");
+        let res = resources::by_kind(
+            v["apiVersion"].as_str().unwrap_or(""),
+            v["kind"].as_str().unwrap_or(""),
+        )
+        .expect("a stored kind");
+        let ns = v["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        server
+            .store()
+            .create(res, &ns, v, WriteOpts::internal())
+            .expect("create");
+    }
+}
+
+async fn synced<K>(client: &kube::Client)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default());
+    let mut stream = Box::pin(stream);
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::InitDone) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err("stream ended".to_string())
+    })
+    .await
+    .expect("watch in time");
+    assert_eq!(got, Ok(()), "{}", K::kind(&()));
+}
+
+#[tokio::test]
+async fn the_agents_requests_are_allowed_by_deploy_rbac_yaml() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::new(dir.path().join("state"));
+    config.authorization = AuthorizationMode::Rbac;
+    let server = ApiServer::open(config).expect("open");
+    load_manifest(&server);
+    server.start_controllers();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = server.router().layer(axum::middleware::from_fn(as_agent));
+    let serving = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let client = kube::Client::try_from(kube::Config::new(
+        format!("http://{addr}").parse().expect("url"),
+    ))
+    .expect("client");
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node =
+        sarasa_agent::node::ensure_registered(&nodes, "n1", "192.168.33.11".parse().expect("ip"))
+            .await
+            .expect("register");
+    let desired = BTreeMap::from([(
+        sarasa_cluster::state::ANNOTATION_VTEP_MAC,
+        Some("02:00:00:00:00:01".to_string()),
+    )]);
+    assert!(
+        sarasa_agent::node::publish_annotations(&nodes, &node, &desired)
+            .await
+            .expect("annotate")
+    );
+    sarasa_agent::node::set_network_ready(&nodes, "n1")
+        .await
+        .expect("conditions");
+    sarasa_agent::lease::ensure_namespace(&client)
+        .await
+        .expect("namespace");
+    let started = k8s_openapi::jiff::Timestamp::now();
+    sarasa_agent::lease::renew(&client, "n1", 1, started)
+        .await
+        .expect("create lease");
+    sarasa_agent::lease::renew(&client, "n1", 2, started)
+        .await
+        .expect("renew lease");
+    let objects = sarasa_cluster::list_objects(&client).await.expect("list");
+    assert_eq!(objects.nodes.len(), 1);
+    synced::<Node>(&client).await;
+    synced::<Pod>(&client).await;
+    synced::<Namespace>(&client).await;
+    synced::<Service>(&client).await;
+    synced::<EndpointSlice>(&client).await;
+    synced::<NetworkPolicy>(&client).await;
+
+    // Not granted: creating a pod.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+    .expect("pod");
+    match pods.create(&PostParams::default(), &pod).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert_eq!(s.message, format!("pods is forbidden: User \"{AGENT}\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\""));
+        }
+        other => panic!("creating a pod as the agent: {other:?}"),
+    }
+    server.shutdown();
+    serving.abort();
+}
