@@ -18,6 +18,7 @@
 
 pub mod admission;
 pub mod alloc;
+pub mod authn;
 pub mod config;
 pub mod controllers;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod resources;
 pub mod runtime;
 pub mod selector;
 pub mod store;
+pub mod tls;
 pub mod user;
 pub mod validate;
 
@@ -54,6 +56,8 @@ pub struct ApiServer {
     controllers: Arc<Mutex<Option<Vec<JoinHandle<()>>>>>,
     stop: watch::Sender<bool>,
     runtime: Option<Arc<dyn PodRuntime>>,
+    authn: Option<Arc<authn::Authenticator>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ApiServer {
@@ -61,6 +65,17 @@ impl ApiServer {
     /// namespaces and the `kubernetes` Service exist. Spawns nothing.
     pub fn open(config: Config) -> Result<ApiServer, Error> {
         validate_config(&config)?;
+        let authn = match &config.authentication {
+            Some(a) => {
+                if let Some(p) = &a.root_ca_file {
+                    std::fs::read_to_string(p)
+                        .map_err(|e| Error::Config(format!("root CA file {}: {e}", p.display())))?;
+                }
+                Some(Arc::new(authn::Authenticator::new(a)?))
+            }
+            None => None,
+        };
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
         let store = Store::open(Arc::new(config))?;
         bootstrap(&store);
         let (stop, _) = watch::channel(false);
@@ -69,6 +84,8 @@ impl ApiServer {
             controllers: Arc::new(Mutex::new(None)),
             stop,
             runtime: None,
+            authn,
+            tls,
         })
     }
 
@@ -93,13 +110,23 @@ impl ApiServer {
 
     /// The HTTP router (for embedding into another server).
     pub fn router(&self) -> axum::Router {
-        http::router(self.store.clone(), self.runtime.clone())
+        http::router(self.store.clone(), self.runtime.clone(), self.authn.clone())
     }
 
-    /// Serves the API on a TCP listener until [`ApiServer::shutdown`].
+    /// Serves the API on a TCP listener (HTTPS when [`Config::tls`] is set) until
+    /// [`ApiServer::shutdown`].
     pub async fn serve(&self, listener: tokio::net::TcpListener) -> Result<(), Error> {
         self.start_controllers();
         let mut stop = self.stop.subscribe();
+        if let Some(tls) = &self.tls {
+            let listener = tls::TlsListener::new(listener, tls.clone())?;
+            return axum::serve(listener, self.router())
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+                .map_err(Error::Serve);
+        }
         axum::serve(listener, self.router())
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
