@@ -23,6 +23,7 @@ pub mod service_routes;
 pub mod spec;
 pub mod state;
 pub mod topology;
+pub mod volumes;
 pub mod wait;
 
 use std::net::Ipv4Addr;
