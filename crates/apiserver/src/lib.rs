@@ -95,6 +95,12 @@ impl ApiServer {
         self
     }
 
+    /// The token authenticator (when [`Config::authentication`] is set): issues tokens for
+    /// in-process callers such as the lab's control plane.
+    pub fn authenticator(&self) -> Option<&Arc<authn::Authenticator>> {
+        self.authn.as_ref()
+    }
+
     /// The store (for in-process inspection and tests).
     pub fn store(&self) -> &Arc<Store> {
         &self.store
