@@ -288,6 +288,18 @@ async fn token_request_issues_tokens_that_authenticate_until_the_account_goes() 
         json!([sarasa_apiserver::config::DEFAULT_ISSUER])
     );
     let token = out["status"]["token"].as_str().unwrap().to_string();
+    // Discovery names the subresource as kube-apiserver does.
+    let (_, v1) = raw(&s, "/api/v1", Some(ADMIN_TOKEN)).await;
+    let sub = v1["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "serviceaccounts/token")
+        .cloned()
+        .expect("serviceaccounts/token in discovery");
+    assert_eq!(sub["kind"], "TokenRequest");
+    assert_eq!(sub["group"], "authentication.k8s.io");
+    assert_eq!(sub["verbs"], json!(["create"]));
     // The claims kube-apiserver puts in.
     use base64::Engine;
     let claims: Value = serde_json::from_slice(
