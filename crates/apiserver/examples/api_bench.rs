@@ -284,7 +284,13 @@ async fn main() -> Result<()> {
     );
     // Before: the same store and handlers, authorization off.
     let off = Authorizer::new(store.clone(), AuthorizationMode::AlwaysAllow);
-    let before = serve(sarasa_apiserver::http::router(store.clone(), None, off)).await?;
+    let before = serve(sarasa_apiserver::http::router(
+        store.clone(),
+        None,
+        off,
+        None,
+    ))
+    .await?;
     // After: RBAC on, a ServiceAccount with `edit` in the namespace.
     let after = serve(
         server

@@ -140,6 +140,10 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
 
 /// Runs on create, after system metadata is set.
 pub fn on_create(ctx: &Ctx, res: ResId, obj: &mut Value) -> Result<(), ApiError> {
+    if res == PODS && ctx.config.authentication.is_some() {
+        let ns = meta::namespace(obj).to_string();
+        crate::authn::admission::admit_pod(ctx.inner, &ns, obj)?;
+    }
     let mut errs = Vec::new();
     common(ctx, res, obj, None, &mut errs);
     if let Some(o) = obj.as_object_mut() {

@@ -39,7 +39,51 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// How requests are authorized (off by default; the lab turns RBAC on).
     pub authorization: crate::authz::AuthorizationMode,
+    /// Serve HTTPS with this certificate (kube-apiserver's `--tls-cert-file`/`--tls-private-key-file`);
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Bearer-token authentication, ServiceAccount tokens and their admission; `None`: every
+    /// request is served without identity (the library's default).
+    pub authentication: Option<Authentication>,
 }
+
+/// PEM files of the serving certificate.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, SEC1 or PKCS#1).
+    pub key_file: PathBuf,
+}
+
+/// How requests are authenticated (kube-apiserver's `--token-auth-file`,
+/// `--service-account-*` and `--api-audiences` flags, and the ServiceAccount admission plugin and
+/// controllers that come with them).
+#[derive(Debug, Clone)]
+pub struct Authentication {
+    /// Static bearer tokens and the users they stand for (the lab's admin token).
+    pub static_tokens: Vec<StaticToken>,
+    /// ECDSA P-256 private key (PKCS#8 PEM) that signs and verifies ServiceAccount tokens
+    /// (ES256), as `--service-account-signing-key-file`.
+    pub service_account_key_file: PathBuf,
+    /// `iss` of issued tokens and the only issuer accepted.
+    pub issuer: String,
+    /// Audiences the API accepts; the first is the default of a TokenRequest.
+    pub api_audiences: Vec<String>,
+    /// PEM CA bundle published in every namespace as ConfigMap `kube-root-ca.crt` (`ca.crt`),
+    /// as kube-controller-manager's `--root-ca-file`; `None`: nothing is published.
+    pub root_ca_file: Option<PathBuf>,
+}
+
+/// One `--token-auth-file` line.
+#[derive(Debug, Clone)]
+pub struct StaticToken {
+    pub token: String,
+    pub user: crate::UserInfo,
+}
+
+/// The issuer and audience kube-apiserver uses by default (`https://kubernetes.default.svc.<domain>`).
+pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 impl Config {
     /// Defaults of the lab (kubeadm's): pods 10.244.0.0/16 as /24 per node, services 10.96.0.0/12,
@@ -60,6 +104,8 @@ impl Config {
             bookmark_interval: Duration::from_secs(30),
             event_ttl: Duration::from_secs(3600),
             authorization: crate::authz::AuthorizationMode::AlwaysAllow,
+            tls: None,
+            authentication: None,
         }
     }
 

@@ -258,6 +258,16 @@ impl ApiError {
         }
     }
 
+    /// 401: no valid credentials (kube-apiserver says no more than this).
+    pub fn unauthorized() -> Self {
+        ApiError {
+            code: 401,
+            reason: "Unauthorized",
+            message: "Unauthorized".into(),
+            details: None,
+        }
+    }
+
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         ApiError {
             code: 405,

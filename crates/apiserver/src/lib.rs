@@ -18,6 +18,7 @@
 
 pub mod admission;
 pub mod alloc;
+pub mod authn;
 pub mod authz;
 pub mod config;
 pub mod controllers;
@@ -30,6 +31,7 @@ pub mod resources;
 pub mod runtime;
 pub mod selector;
 pub mod store;
+pub mod tls;
 pub mod user;
 pub mod validate;
 
@@ -56,6 +58,8 @@ pub struct ApiServer {
     stop: watch::Sender<bool>,
     runtime: Option<Arc<dyn PodRuntime>>,
     authz: Arc<authz::Authorizer>,
+    authn: Option<Arc<authn::Authenticator>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ApiServer {
@@ -63,6 +67,17 @@ impl ApiServer {
     /// namespaces and the `kubernetes` Service exist. Spawns nothing.
     pub fn open(config: Config) -> Result<ApiServer, Error> {
         validate_config(&config)?;
+        let authn = match &config.authentication {
+            Some(a) => {
+                if let Some(p) = &a.root_ca_file {
+                    std::fs::read_to_string(p)
+                        .map_err(|e| Error::Config(format!("root CA file {}: {e}", p.display())))?;
+                }
+                Some(Arc::new(authn::Authenticator::new(a)?))
+            }
+            None => None,
+        };
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
         let store = Store::open(Arc::new(config))?;
         bootstrap(&store);
         let mode = store.config.authorization;
@@ -77,6 +92,8 @@ impl ApiServer {
             stop,
             runtime: None,
             authz,
+            authn,
+            tls,
         })
     }
 
@@ -84,6 +101,12 @@ impl ApiServer {
     pub fn with_runtime(mut self, runtime: Arc<dyn PodRuntime>) -> ApiServer {
         self.runtime = Some(runtime);
         self
+    }
+
+    /// The token authenticator (when [`Config::authentication`] is set): issues tokens for
+    /// in-process callers such as the lab's control plane.
+    pub fn authenticator(&self) -> Option<&Arc<authn::Authenticator>> {
+        self.authn.as_ref()
     }
 
     /// The store (for in-process inspection and tests).
@@ -103,7 +126,12 @@ impl ApiServer {
 
     /// The HTTP router (for embedding into another server).
     pub fn router(&self) -> axum::Router {
-        http::router(self.store.clone(), self.runtime.clone(), self.authz.clone())
+        http::router(
+            self.store.clone(),
+            self.runtime.clone(),
+            self.authz.clone(),
+            self.authn.clone(),
+        )
     }
 
     /// The authorizer (for in-process checks and tests).
@@ -111,10 +139,20 @@ impl ApiServer {
         &self.authz
     }
 
-    /// Serves the API on a TCP listener until [`ApiServer::shutdown`].
+    /// Serves the API on a TCP listener (HTTPS when [`Config::tls`] is set) until
+    /// [`ApiServer::shutdown`].
     pub async fn serve(&self, listener: tokio::net::TcpListener) -> Result<(), Error> {
         self.start_controllers();
         let mut stop = self.stop.subscribe();
+        if let Some(tls) = &self.tls {
+            let listener = tls::TlsListener::new(listener, tls.clone())?;
+            return axum::serve(listener, self.router())
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+                .map_err(Error::Serve);
+        }
         axum::serve(listener, self.router())
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;

@@ -72,13 +72,26 @@ fn settings(args: &DnsArgs) -> anyhow::Result<Settings> {
     })
 }
 
+/// The in-cluster configuration when running in a pod (the `kubernetes` Service variables and
+/// the mounted ServiceAccount token are there).
+fn in_cluster() -> Option<kube::Config> {
+    std::env::var_os("KUBERNETES_SERVICE_HOST")?;
+    kube::Config::incluster().ok()
+}
+
 pub fn run(args: DnsArgs) -> anyhow::Result<ExitCode> {
     let settings = settings(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let client = server::client(args.apiserver.as_deref()).await?;
+        let client = match (&args.apiserver, in_cluster()) {
+            // In a pod, the in-cluster config (as CoreDNS's): the lab's containers share the
+            // machine's filesystem, where a user's ~/.kube/config must not win.
+            (None, Some(config)) => kube::Client::try_from(config)
+                .map_err(|e| server::ServerError::Client(e.to_string()))?,
+            _ => server::client(args.apiserver.as_deref()).await?,
+        };
         server::run(settings, client).await
     })?;
     Ok(ExitCode::SUCCESS)

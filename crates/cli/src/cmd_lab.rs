@@ -158,7 +158,7 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
         }
         LabCommand::Kubeconfig { name } => {
             let lab = Lab::open(name.as_deref().unwrap_or(lab))?;
-            let doc = kubeconfig::render(&lab.spec.name, &lab.loopback_url()?);
+            let doc = lab.kubeconfig()?;
             print!("{}", serde_yaml::to_string(&doc)?);
         }
         LabCommand::RunControlPlane {
@@ -191,7 +191,9 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
 fn merge_kubeconfig(lab: &Lab) -> Result<()> {
     let path = kubeconfig::user_path()?;
     let url = lab.loopback_url()?;
-    kubeconfig::edit(&path, |d| kubeconfig::upsert(d, &lab.spec.name, &url))
+    let mut merged = Ok(());
+    kubeconfig::edit(&path, |d| merged = lab.merge_into(d))
+        .and(merged)
         .with_context(|| format!("merging the lab's context into {}", path.display()))?;
     println!(
         "API on {url}; kubectl context {:?} added to {} (kubectl --context {0} get nodes)",

@@ -165,7 +165,12 @@ fn kubectl_and_the_python_client_drive_the_lab() {
         printed.contains(&format!("current-context: {ctx}")),
         "{printed}"
     );
-    assert!(printed.contains("server: http://127.0.0.1:"), "{printed}");
+    assert!(printed.contains("server: https://127.0.0.1:"), "{printed}");
+    assert!(
+        printed.contains("certificate-authority-data: "),
+        "{printed}"
+    );
+    assert!(printed.contains("token: "), "{printed}");
     let k = Kubectl {
         config: PathBuf::from(write(dir.path(), "kubeconfig", &printed)),
     };

@@ -1,11 +1,14 @@
 //! Talking to a lab's API server from outside it. The server listens on the underlay inside
 //! the fabric namespace (where agents reach it, as on a real cluster); a caller in another
 //! namespace runs its API work on a thread that has entered the fabric namespace, with its own
-//! single-threaded runtime, so the caller's threads never change namespace.
+//! single-threaded runtime, so the caller's threads never change namespace. Every client speaks
+//! TLS trusting only the lab's CA and authenticates with the lab's admin token ([`crate::pki`]).
 
 use std::future::Future;
 
 use kube::{Client, Config};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use sarasa_netns::NetNs;
 
 use crate::spec::LabSpec;
@@ -17,10 +20,27 @@ pub fn connect(spec: &LabSpec) -> Result<Client, LabError> {
         .api_url()
         .parse()
         .map_err(|e| LabError::Invalid(format!("API URL: {e}")))?;
+    let pki = crate::pki::Pki::new(crate::paths::LabPaths::new(&spec.name).pki_dir());
     let mut config = Config::new(url);
+    config.root_cert = Some(ca_ders(&pki.ca_pem()?)?);
+    config.auth_info.token = Some(secrecy::SecretString::from(pki.admin_token()?));
     config.default_namespace = "default".into();
     config.read_timeout = None;
     Client::try_from(config).map_err(|e| LabError::Api(format!("building client: {e}")))
+}
+
+/// The DER certificates of a PEM bundle.
+pub fn ca_ders(pem: &str) -> Result<Vec<Vec<u8>>, LabError> {
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| LabError::Invalid(format!("the lab CA: {e}")))?;
+    if certs.is_empty() {
+        return Err(LabError::Invalid(
+            "the lab CA file holds no certificate".into(),
+        ));
+    }
+    Ok(certs)
 }
 
 /// Runs `f(client)` to completion on a thread inside the lab's fabric namespace.

@@ -105,7 +105,9 @@ fn resolve(lab: &Lab, target: &ExecTarget) -> Result<(PathBuf, Vec<BindMount>), 
                     "pod {namespace}/{name} is not running (it has no network namespace yet)"
                 )));
             }
-            Ok((netns, crate::kubelet::pod_mounts(&lab.paths, &uid)))
+            let mut mounts = crate::kubelet::pod_mounts(&lab.paths, &uid);
+            mounts.extend(crate::volumes::container_mounts(&lab.paths, &uid, None));
+            Ok((netns, mounts))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The lab's kubeconfig, and its entries in the user's kubeconfig, as kind manages them: a
 //! cluster, user and context all named `sarasa-<lab>` pointing at the API server's loopback
-//! address. `lab up` merges them into the file kubectl would write to (the `--kubeconfig`
+//! address over TLS (`certificate-authority-data`: the lab CA) with the admin bearer token.
+//! `lab up` merges them into the file kubectl would write to (the `--kubeconfig`
 //! rules: with `$KUBECONFIG`, its first existing file, else its last one; without, `~/.kube/config`),
 //! replacing entries of the same name and keeping everything else and the file's mode; it sets
 //! `current-context` only when none is set. `lab down` removes exactly those three entries (and
@@ -21,10 +22,21 @@ pub fn context_name(lab: &str) -> String {
     format!("sarasa-{lab}")
 }
 
-/// A complete kubeconfig for the lab whose API is at `server` (`http://127.0.0.1:PORT`).
-pub fn render(lab: &str, server: &str) -> Value {
+/// Where and how to reach a lab's API.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
+    /// `https://127.0.0.1:PORT`.
+    pub server: &'a str,
+    /// The CA bundle (PEM) the server's certificate chains to.
+    pub ca_pem: &'a str,
+    /// The bearer token of the user.
+    pub token: &'a str,
+}
+
+/// A complete kubeconfig for the lab whose API is at `ep`.
+pub fn render(lab: &str, ep: &Endpoint) -> Value {
     let mut doc = empty();
-    upsert(&mut doc, lab, server);
+    upsert(&mut doc, lab, ep);
     set(&mut doc, "current-context", Value::from(context_name(lab)));
     doc
 }
@@ -81,10 +93,17 @@ fn drop_named(doc: &mut Value, list: &str, name: &str) {
 }
 
 /// Adds or refreshes the lab's cluster, user and context in `doc`.
-pub fn upsert(doc: &mut Value, lab: &str, server: &str) {
+pub fn upsert(doc: &mut Value, lab: &str, ep: &Endpoint) {
+    use base64::Engine;
     let name = context_name(lab);
     let mut cluster = Mapping::new();
-    cluster.insert("server".into(), server.into());
+    cluster.insert("server".into(), ep.server.into());
+    cluster.insert(
+        "certificate-authority-data".into(),
+        base64::engine::general_purpose::STANDARD
+            .encode(ep.ca_pem)
+            .into(),
+    );
     put(
         doc,
         "clusters",
@@ -104,7 +123,11 @@ pub fn upsert(doc: &mut Value, lab: &str, server: &str) {
         doc,
         "users",
         &name,
-        named(&name, "user", Value::Mapping(Mapping::new())),
+        named(&name, "user", {
+            let mut user = Mapping::new();
+            user.insert("token".into(), ep.token.into());
+            Value::Mapping(user)
+        }),
     );
     let current = doc
         .get("current-context")
@@ -221,6 +244,14 @@ users:
 current-context: prod
 ";
 
+    fn ep(server: &str) -> Endpoint<'_> {
+        Endpoint {
+            server,
+            ca_pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+            token: "tok",
+        }
+    }
+
     fn names(doc: &Value, list: &str) -> Vec<String> {
         doc[list]
             .as_sequence()
@@ -232,7 +263,7 @@ current-context: prod
 
     #[test]
     fn rendered_config_points_at_the_loopback_server() {
-        let doc = render("demo", "http://127.0.0.1:40000");
+        let doc = render("demo", &ep("http://127.0.0.1:40000"));
         assert_eq!(doc["current-context"], "sarasa-demo");
         assert_eq!(
             doc["clusters"][0]["cluster"]["server"],
@@ -241,6 +272,18 @@ current-context: prod
         assert_eq!(doc["contexts"][0]["context"]["cluster"], "sarasa-demo");
         assert_eq!(doc["contexts"][0]["context"]["user"], "sarasa-demo");
         assert_eq!(names(&doc, "users"), ["sarasa-demo"]);
+        assert_eq!(doc["users"][0]["user"]["token"], "tok");
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD
+            .decode(
+                doc["clusters"][0]["cluster"]["certificate-authority-data"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert!(String::from_utf8(ca)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"));
     }
 
     #[test]
@@ -249,9 +292,9 @@ current-context: prod
         let path = dir.path().join("config");
         fs::write(&path, OTHER).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        edit(&path, |d| upsert(d, "a", "http://127.0.0.1:1")).unwrap();
+        edit(&path, |d| upsert(d, "a", &ep("http://127.0.0.1:1"))).unwrap();
         // Refreshing replaces, never duplicates.
-        edit(&path, |d| upsert(d, "a", "http://127.0.0.1:2")).unwrap();
+        edit(&path, |d| upsert(d, "a", &ep("http://127.0.0.1:2"))).unwrap();
         let doc: Value = serde_yaml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(names(&doc, "clusters"), ["prod", "sarasa-a"]);
         assert_eq!(names(&doc, "users"), ["admin", "sarasa-a"]);
@@ -278,7 +321,7 @@ current-context: prod
     fn a_missing_file_is_created_private_and_the_context_made_current() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("config");
-        edit(&path, |d| upsert(d, "b", "http://127.0.0.1:3")).unwrap();
+        edit(&path, |d| upsert(d, "b", &ep("http://127.0.0.1:3"))).unwrap();
         let doc: Value = serde_yaml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(doc["current-context"], "sarasa-b");
         assert_eq!(
@@ -296,7 +339,7 @@ current-context: prod
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config");
         fs::write(&path, "- just\n- a list\n").unwrap();
-        let err = edit(&path, |d| upsert(d, "c", "http://127.0.0.1:4")).unwrap_err();
+        let err = edit(&path, |d| upsert(d, "c", &ep("http://127.0.0.1:4"))).unwrap_err();
         assert!(err.to_string().contains("not a kubeconfig"), "{err}");
         assert_eq!(fs::read_to_string(&path).unwrap(), "- just\n- a list\n");
     }

@@ -269,6 +269,15 @@ impl PodRunner {
                 pod.name_any()
             )));
         }
+        // Volumes before anything runs: a missing ConfigMap or token keeps the pod pending.
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let node_root = self.paths.node_dir(&node).join("root");
+        let vols = crate::volumes::resolve(&self.client, &pod, &node_root).await?;
+        crate::volumes::materialize(&self.pod_dir(&pod.uid().unwrap_or_default()), &pod, &vols)?;
         let me = Arc::clone(self);
         let pod2 = pod.clone();
         let rec = tokio::task::spawn_blocking(move || me.start_blocking(&pod2, &sources))
@@ -536,6 +545,18 @@ impl PodRunner {
         pod_mounts(&self.paths, uid)
     }
 
+    /// What one container (and `exec` into it) has mounted: the pod's mounts, then its
+    /// `volumeMounts` ([`crate::volumes`]).
+    pub fn container_mounts(&self, uid: &str, container: &str) -> Vec<BindMount> {
+        let mut m = pod_mounts(&self.paths, uid);
+        m.extend(crate::volumes::container_mounts(
+            &self.paths,
+            uid,
+            Some(container),
+        ));
+        m
+    }
+
     /// The environment `c` of the pod `rec` runs with ([`container_env`]).
     pub fn container_env(&self, rec: &PodRecord, c: &Container) -> Vec<(String, String)> {
         container_env(&self.spec, rec, c)
@@ -551,7 +572,7 @@ impl PodRunner {
         let (program, args) = container_argv(c, &self.bins.sarasa)?;
         let args = args.iter().map(|a| expand(a, &env)).collect();
         let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
-        let mounts = self.pod_mounts(&rec.uid);
+        let mounts = self.container_mounts(&rec.uid, &c.name);
         let log = self.log_paths(&rec.namespace, &rec.name, &c.name).current;
         let (stdout, stderr) = crate::container_log::spawn_shim(&self.bins.sarasa, &log)?;
         Daemon {
@@ -616,6 +637,11 @@ impl PodRunner {
         }
         self.start_probing(&pod);
         self.start_liveness(&pod);
+        if let Err(e) =
+            crate::volumes::refresh_tokens(&self.client, &self.pod_dir(&uid), &pod).await
+        {
+            tracing::warn!(pod = %uid, "refreshing projected tokens: {e}");
+        }
         let status_stale = !status_matches(&pod, &rec, self.pod_ready(&rec));
         if changed {
             self.save(&rec)?;

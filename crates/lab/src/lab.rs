@@ -97,6 +97,7 @@ impl Lab {
         self.start_external_server(bins)?;
         self.start_external_dns()?;
         self.write_node_resolv_conf()?;
+        crate::pki::Pki::new(self.paths.pki_dir()).generate(&self.spec)?;
         self.start_control_plane(bins)?;
         // The components' identities and roles, as an install on a cluster applies them
         // (harmless while the API allows everything).
@@ -212,6 +213,7 @@ impl Lab {
             }
         }
         let netns = netns_path(&spec.netns);
+        self.wait_agent_kubeconfig(Duration::from_secs(30))?;
         let rec = Daemon {
             program: bins.sarasa.clone(),
             args: crate::agent_args(&self.spec, &self.paths, node),
@@ -223,6 +225,49 @@ impl Lab {
         .spawn()?;
         rec.save(&self.pid_file(&agent_key(node)))?;
         Ok(rec)
+    }
+
+    /// The agents' kubeconfig is written by the control plane once it has issued their token;
+    /// waits (bounded) for it.
+    fn wait_agent_kubeconfig(&self, timeout: Duration) -> Result<(), LabError> {
+        let file = crate::pki::Pki::new(self.paths.pki_dir()).agent_kubeconfig();
+        let deadline = Instant::now() + timeout;
+        while !file.exists() {
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout(format!(
+                    "the control plane did not write {} (see {})",
+                    file.display(),
+                    self.paths.logs_dir().join("control-plane.log").display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// A kubeconfig for the lab's published API: TLS with the lab CA, the admin token.
+    pub fn kubeconfig(&self) -> Result<serde_yaml::Value, LabError> {
+        let pki = crate::pki::Pki::new(self.paths.pki_dir());
+        let (ca, token, server) = (pki.ca_pem()?, pki.admin_token()?, self.loopback_url()?);
+        let ep = crate::kubeconfig::Endpoint {
+            server: &server,
+            ca_pem: &ca,
+            token: &token,
+        };
+        Ok(crate::kubeconfig::render(&self.spec.name, &ep))
+    }
+
+    /// Adds the lab's cluster, user and context to the kubeconfig `doc`.
+    pub fn merge_into(&self, doc: &mut serde_yaml::Value) -> Result<(), LabError> {
+        let pki = crate::pki::Pki::new(self.paths.pki_dir());
+        let (ca, token, server) = (pki.ca_pem()?, pki.admin_token()?, self.loopback_url()?);
+        let ep = crate::kubeconfig::Endpoint {
+            server: &server,
+            ca_pem: &ca,
+            token: &token,
+        };
+        crate::kubeconfig::upsert(doc, &self.spec.name, &ep);
+        Ok(())
     }
 
     /// Stops one node's agent (the datapath it programmed stays in place).
@@ -261,10 +306,10 @@ impl Lab {
         Ok(listener)
     }
 
-    /// `http://127.0.0.1:PORT`: where the API is published for clients on this machine.
+    /// `https://127.0.0.1:PORT`: where the API is published for clients on this machine.
     pub fn loopback_url(&self) -> Result<String, LabError> {
         match read_json::<LoopbackRecord>(&self.paths.api_loopback_file())? {
-            Some(r) => Ok(format!("http://127.0.0.1:{}", r.port)),
+            Some(r) => Ok(format!("https://127.0.0.1:{}", r.port)),
             None => Err(LabError::NotUp(format!(
                 "lab {:?} has not published its API on 127.0.0.1 (its control plane never started)",
                 self.spec.name

@@ -14,6 +14,7 @@ pub mod kubelet;
 pub mod lab;
 pub mod nsd;
 pub mod paths;
+pub mod pki;
 pub mod pod_env;
 pub mod pod_runtime;
 pub mod prestop;
@@ -25,6 +26,7 @@ pub mod service_routes;
 pub mod spec;
 pub mod state;
 pub mod topology;
+pub mod volumes;
 pub mod wait;
 
 use std::net::Ipv4Addr;
@@ -83,8 +85,11 @@ pub fn agent_args(spec: &LabSpec, paths: &LabPaths, node: &str) -> Vec<String> {
         "agent".into(),
         "--node-name".into(),
         node.into(),
-        "--apiserver".into(),
-        spec.api_url(),
+        "--kubeconfig".into(),
+        crate::pki::Pki::new(paths.pki_dir())
+            .agent_kubeconfig()
+            .display()
+            .to_string(),
         "--backend".into(),
         spec.backend.as_str().into(),
         "--cni-mode".into(),

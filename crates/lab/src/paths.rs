@@ -49,6 +49,10 @@ impl LabPaths {
     pub fn nsd_dir(&self) -> PathBuf {
         self.root.join("nsd")
     }
+    /// The lab's CA, serving certificate, token signing key and tokens ([`crate::pki`]).
+    pub fn pki_dir(&self) -> PathBuf {
+        self.root.join("pki")
+    }
     pub fn node_dir(&self, node: &str) -> PathBuf {
         self.root.join("nodes").join(node)
     }

@@ -112,7 +112,7 @@ impl PodRuntime for LabRuntime {
             .split_first()
             .ok_or_else(|| RuntimeError::BadRequest("the command is empty".into()))?;
         let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
-        let mounts = self.runner.pod_mounts(&rec.uid);
+        let mounts = self.runner.container_mounts(&rec.uid, container);
         let mut cmd = std::process::Command::new(program);
         cmd.args(args)
             .env_clear()

@@ -100,7 +100,7 @@ impl LabSpec {
 
     /// The URL agents use to reach the API server over the underlay.
     pub fn api_url(&self) -> String {
-        format!("http://{}:{}", self.fabric_ip, self.api_port)
+        format!("https://{}:{}", self.fabric_ip, self.api_port)
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeSpec> {
@@ -148,7 +148,7 @@ mod tests {
         let ips: Vec<_> = spec.nodes.iter().map(|n| n.ip.to_string()).collect();
         assert_eq!(ips, ["192.168.33.11", "192.168.33.12", "192.168.33.13"]);
         assert_eq!(spec.nodes[1].netns, "sarasa-default-node-2");
-        assert_eq!(spec.api_url(), "http://192.168.33.1:6443");
+        assert_eq!(spec.api_url(), "https://192.168.33.1:6443");
         assert!(spec
             .pod_netns("0b1c-22")
             .starts_with("sarasa-default-p-0b1c22"));

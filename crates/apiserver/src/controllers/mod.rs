@@ -11,6 +11,7 @@ pub mod namespaces;
 pub mod nodefit;
 pub mod nodes;
 pub mod scheduler;
+pub mod serviceaccounts;
 pub mod services;
 
 use std::sync::Arc;
@@ -33,7 +34,7 @@ pub trait Controller: Send + 'static {
 
 /// Spawns every controller.
 pub fn spawn_all(store: Arc<Store>) -> Vec<JoinHandle<()>> {
-    vec![
+    let mut all = vec![
         spawn(store.clone(), namespaces::Namespaces),
         spawn(store.clone(), nodes::NodeIpam),
         spawn(store.clone(), scheduler::Scheduler),
@@ -42,8 +43,26 @@ pub fn spawn_all(store: Arc<Store>) -> Vec<JoinHandle<()>> {
         spawn(store.clone(), services::LoadBalancers),
         spawn(store.clone(), endpointslices::EndpointSlices::default()),
         spawn(store.clone(), events::EventExpiry),
-        spawn(store, gc::GarbageCollector),
-    ]
+        spawn(store.clone(), gc::GarbageCollector),
+    ];
+    // ServiceAccounts and the root CA come with token authentication.
+    if let Some(a) = &store.config.authentication {
+        let root_ca = a
+            .root_ca_file
+            .as_ref()
+            .and_then(|p| match std::fs::read_to_string(p) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(
+                        "root CA file {}: {e}; kube-root-ca.crt is not published",
+                        p.display()
+                    );
+                    None
+                }
+            });
+        all.push(spawn(store, serviceaccounts::ServiceAccounts { root_ca }));
+    }
+    all
 }
 
 pub fn spawn(store: Arc<Store>, c: impl Controller) -> JoinHandle<()> {

@@ -24,9 +24,10 @@ use axum::routing::any;
 use axum::Router;
 use serde_json::{json, Value};
 
+use crate::authn::{Authenticator, AuthnState};
 use crate::error::ApiError;
 use crate::meta;
-use crate::resources::{self, ResId, NAMESPACES, PODS, RESOURCES};
+use crate::resources::{self, ResId, NAMESPACES, PODS, RESOURCES, SERVICEACCOUNTS};
 use crate::runtime::PodRuntime;
 use crate::store::{DeleteOpts, Deleted, Store, Sub, WriteOpts};
 
@@ -35,22 +36,39 @@ pub struct App {
     pub store: Arc<Store>,
     /// Serves `pods/log` and `pods/exec`; without one those answer 400.
     pub runtime: Option<Arc<dyn PodRuntime>>,
+    /// Authenticates requests and issues ServiceAccount tokens; without one every request is
+    /// served and TokenRequests are refused.
+    pub authn: Option<Arc<Authenticator>>,
 }
 
-/// The router serving the whole API; every request passes `authz` first.
+/// The router serving the whole API: authentication (when `authn` is given) sets each
+/// request's user, then `authz` decides.
 pub fn router(
     store: Arc<Store>,
     runtime: Option<Arc<dyn PodRuntime>>,
     authz: Arc<crate::authz::Authorizer>,
+    authn: Option<Arc<Authenticator>>,
 ) -> Router {
-    Router::new()
+    let r = Router::new()
         .route(pod_streams::MOUNT, any(pod_streams::serve))
         .fallback(handle)
-        .with_state(Arc::new(App { store, runtime }))
+        .with_state(Arc::new(App {
+            store: store.clone(),
+            runtime,
+            authn: authn.clone(),
+        }))
         .layer(axum::middleware::from_fn_with_state(
             authz,
             crate::authz::middleware,
-        ))
+        ));
+    // Added last, so it runs first.
+    match authn {
+        Some(authn) => r.layer(axum::middleware::from_fn_with_state(
+            AuthnState { store, authn },
+            crate::authn::middleware,
+        )),
+        None => r,
+    }
 }
 
 /// Query parameters (last value wins).
@@ -226,11 +244,22 @@ async fn dispatch(
     let ns = t.ns.clone().unwrap_or_default();
     let sub = match t.sub.as_deref() {
         None => None,
+        Some("token") if t.res == SERVICEACCOUNTS => None,
         Some("status") if r.status => Some(Sub::Status),
         Some("scale") if r.scale => None,
         Some(other) => return Err(ApiError::path_not_found(&format!("{}/{}", r.plural, other))),
     };
     let is_scale = t.sub.as_deref() == Some("scale");
+    if t.res == SERVICEACCOUNTS && t.sub.as_deref() == Some("token") {
+        return token_request(
+            app,
+            method,
+            headers,
+            &body,
+            &ns,
+            t.name.as_deref().unwrap_or(""),
+        );
+    }
     let want_table = if method == Method::GET {
         table::negotiate(headers, params)?
     } else {
@@ -361,6 +390,30 @@ async fn dispatch(
             "the server does not allow this method on the requested resource ({method})"
         ))),
     }
+}
+
+/// `POST serviceaccounts/{name}/token`.
+fn token_request(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &Bytes,
+    ns: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    if method != Method::POST {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        )));
+    }
+    let Some(authn) = &app.authn else {
+        return Err(ApiError::bad_request(
+            "this server does not issue service account tokens (authentication is off)",
+        ));
+    };
+    let req = parse_body(headers, body)?;
+    let out = crate::authn::tokenrequest::create(&app.store, authn, ns, name, &req)?;
+    Ok(status::json(StatusCode::CREATED, &out))
 }
 
 /// DeleteOptions from the body and the query.

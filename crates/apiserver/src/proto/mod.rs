@@ -40,6 +40,7 @@ pub fn message_of(api_version: &str, kind: &str) -> Option<String> {
         "rbac.authorization.k8s.io" => "k8s.io.api.rbac",
         "authorization.k8s.io" => "k8s.io.api.authorization",
         "policy" => "k8s.io.api.policy",
+        "authentication.k8s.io" => "k8s.io.api.authentication",
         "meta.k8s.io" => "k8s.io.apimachinery.pkg.apis.meta",
         _ => return None,
     };
