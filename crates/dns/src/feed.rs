@@ -19,6 +19,7 @@ use sarasa_cluster::journal::Converted;
 use sarasa_cluster::watch::{spawn_watcher, Shared, Watched};
 use tokio::task::JoinHandle;
 
+use crate::answer_cache::AnswerCache;
 use crate::config::ZoneConfig;
 use crate::incremental::ZoneState;
 use crate::metrics::Metrics;
@@ -129,6 +130,7 @@ pub async fn run(
     zone: Arc<ArcSwap<ZoneSnapshot>>,
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    cache: Option<Arc<AnswerCache>>,
 ) {
     let mut generation = 0u64;
     let mut state = ZoneState::new(&config);
@@ -149,6 +151,10 @@ pub async fn run(
         metrics.snapshot_generation.set(generation as i64);
         metrics.snapshot_records.set(snapshot.record_count as i64);
         zone.store(Arc::new(snapshot));
+        if let Some(cache) = &cache {
+            // After the swap (see answer_cache's races): only the names this change wrote.
+            cache.invalidate(state.changed_names().iter().map(|n| &**n));
+        }
         metrics
             .snapshot_build_seconds
             .observe(started.elapsed().as_secs_f64());
