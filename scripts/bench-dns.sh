@@ -18,6 +18,9 @@
 #   qps, lost   dnsperf -n PASSES over the query file (it waits for every reply; a query
 #               without a reply within 5 s is lost), -c CLIENTS -q OUTSTANDING
 #   p99         from dnsperf -v (one line per query with its latency), same load, sorted
+#   p99 @rate   the same at a fixed rate (dnsperf -Q) of RATE_FRACTION (0.8) x NSD's median
+#               qps, for both servers: latency below saturation, where queueing does not
+#               dominate; with the lost count of that run
 #   change      `dns-bench change`: Service created over the API -> `sarasa dns` answers its A
 #               with the ClusterIP (UDP polled every ~1 ms); deleted -> NXDOMAIN; p50/p99
 #   memory      VmRSS / VmHWM of the `sarasa dns` process after its first full sync
@@ -108,11 +111,17 @@ perf() { # perf PORT -> "qps lost"
         -n "$PASSES" -c "$CLIENTS" -q "$OUTSTANDING" 2>/dev/null |
         awk '/Queries per second/ {q=$4} /Queries lost/ {l=$3} END {printf "%.0f %s\n", q, l}'
 }
-p99() { # p99 PORT -> milliseconds
-    IN taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/out/queries.txt" \
-        -n 1 -c "$CLIENTS" -q "$OUTSTANDING" -v 2>/dev/null |
+p99() { # p99 PORT [dnsperf args] -> milliseconds
+    local port=$1; shift
+    IN taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/out/queries.txt" \
+        -n 1 -c "$CLIENTS" -q "$OUTSTANDING" -v "$@" 2>/dev/null |
         awk '/^> / && $2 != "T" {print $NF}' | sort -g |
         awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f\n", a[i]*1000}'
+}
+lost_at() { # lost_at PORT RATE -> queries lost in one pass at RATE qps
+    IN taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/out/queries.txt" \
+        -n 1 -c "$CLIENTS" -q "$OUTSTANDING" -Q "$2" 2>/dev/null |
+        awk '/Queries lost/ {print $3}'
 }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} print a[int((NR+1)/2)]}'; }
 
@@ -138,6 +147,23 @@ done
 q_nsd=$(echo ${QPS[nsd]} | tr ' ' '\n' | median)
 q_sar=$(echo ${QPS[sarasa]} | tr ' ' '\n' | median)
 echo "sarasa/nsd qps ratio: $(echo "scale=2; $q_sar / $q_nsd" | bc)   (lost: worst round)"
+echo
+RATE=$(echo "$q_nsd * ${RATE_FRACTION:-0.8} / 1" | bc)
+echo "at a fixed rate of $RATE qps (${RATE_FRACTION:-0.8} x NSD's median), $ROUNDS rounds, medians:"
+declare -A RP99 RLOST
+for r in $(seq "$ROUNDS"); do
+    for s in nsd sarasa; do
+        port=5353; [ "$s" = nsd ] && port=5354
+        RP99[$s]+="$(p99 $port -Q "$RATE") "
+        RLOST[$s]+="$(lost_at $port "$RATE") "
+    done
+done
+printf '%-12s %10s %8s\n' server "p99 ms" lost
+for s in nsd sarasa; do
+    printf '%-12s %10s %8s\n' "$s" \
+        "$(echo ${RP99[$s]} | tr ' ' '\n' | median)" \
+        "$(echo ${RLOST[$s]} | tr ' ' '\n' | sort -g | tail -1)"
+done
 echo
 echo "change -> answer with $SERVICES Services present ($CHANGES changes):"
 IN "$BENCH" change --apiserver http://127.0.0.1:6443 --dns 127.0.0.1:5353 --count "$CHANGES"
