@@ -9,6 +9,8 @@
 //! the pod addresses), ExternalName aliases (chased per query), ANY, and names outside the
 //! zone (upstream) are not: they go to the hickory path. A negative answer's SOA serial follows
 //! the generation; it is written per response ([`crate::fastpath::Encoded::serial_at`]).
+//! Memory: one map entry per (name, type) — the key (wire name and type) and one shared
+//! allocation holding the message — and at most [`MAX_ENTRIES`] of them.
 //!
 //! Races: an entry built from generation `g` is inserted only if `g` is still served, checked
 //! under the shard's lock that invalidation also takes, and the feed swaps the snapshot before
@@ -31,21 +33,24 @@ use crate::snapshot::ZoneSnapshot;
 
 /// Shards of the cache (each behind its own lock).
 const SHARDS: usize = 64;
-/// Names cached at most (a flood of random names must not grow memory without bound).
-pub const MAX_NAMES: usize = 100_000;
+/// Answers cached at most (a flood of random names must not grow memory without bound;
+/// past it answers are still built per query, just not kept).
+pub const MAX_ENTRIES: usize = 100_000;
+/// The query types a name can have cached answers for (see [`crate::fastpath`]).
+const TYPES: [u16; 9] = [1, 2, 5, 6, 12, 15, 16, 28, 33];
 
-/// The answers of one name, by query type.
-type NameAnswers = Vec<(u16, Arc<Encoded>)>;
+type Shard = HashMap<Box<[u8]>, Encoded>;
 
 /// The cache of encoded answers.
 pub struct AnswerCache {
     zone: Arc<ArcSwap<ZoneSnapshot>>,
     recursion_available: bool,
     hasher: RandomState,
-    shards: Vec<RwLock<HashMap<Box<[u8]>, NameAnswers>>>,
-    /// SRV target (wire name) → SRV owners whose cached answers copy its addresses.
+    /// (wire name, type) → answer, sharded by the name (a name's answers share a shard).
+    shards: Vec<RwLock<Shard>>,
+    /// SRV target (wire name) → the SRV keys whose cached answers copy its addresses.
     srv_targets: Mutex<HashMap<Box<[u8]>, Vec<Box<[u8]>>>>,
-    names: AtomicUsize,
+    entries: AtomicUsize,
 }
 
 /// A name in lower-cased wire form (the cache's key form).
@@ -69,17 +74,19 @@ impl AnswerCache {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             srv_targets: Mutex::default(),
-            names: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &RwLock<HashMap<Box<[u8]>, NameAnswers>> {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    /// The shard of a key (wire name, then the 2-byte type): chosen by the name alone.
+    fn shard(&self, key: &[u8]) -> &RwLock<Shard> {
+        let name = &key[..key.len().saturating_sub(2)];
+        &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS]
     }
 
-    /// Names cached now.
+    /// Answers cached now.
     pub fn len(&self) -> usize {
-        self.names.load(Ordering::Relaxed)
+        self.entries.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,19 +95,17 @@ impl AnswerCache {
 
     /// The encoded answer to `q`, from the cache or built now; `None` when the answer is not
     /// one the cache holds (the hickory path answers), with the snapshot's SOA serial.
-    pub fn get(&self, q: &Question<'_>) -> Option<(Arc<Encoded>, u32)> {
+    pub fn get(&self, q: &Question<'_>) -> Option<(Encoded, u32)> {
         let zone = self.zone.load();
         let serial = zone.generation as u32;
         {
             let shard = self.shard(&q.key).read().unwrap_or_else(|p| p.into_inner());
-            if let Some(found) = shard
-                .get(&q.key[..])
-                .and_then(|a| a.iter().find(|(t, _)| *t == q.qtype))
-            {
-                return Some((found.1.clone(), serial));
+            if let Some(found) = shard.get(&q.key[..]) {
+                return Some((found.clone(), serial));
             }
         }
-        let built = Arc::new(self.build(&zone, &q.key, q.qtype)?);
+        let name = &q.key[..q.key.len() - 2];
+        let built = self.build(&zone, name, q.qtype)?;
         self.insert(&q.key, q.qtype, built.clone(), zone.generation, &zone);
         Some((built, serial))
     }
@@ -140,28 +145,25 @@ impl AnswerCache {
             ([], _) => None,
             _ => return None,
         };
-        Some(Encoded {
-            bytes: bytes.into_boxed_slice(),
-            serial_at,
-            rcode: u16::from(a.rcode) as u8,
-        })
+        Some(Encoded::new(&bytes, serial_at, u16::from(a.rcode) as u8))
     }
 
     fn insert(
         &self,
         key: &[u8],
         qtype: u16,
-        encoded: Arc<Encoded>,
+        encoded: Encoded,
         generation: u64,
         zone: &ZoneSnapshot,
     ) {
-        if self.len() >= MAX_NAMES {
+        if self.len() >= MAX_ENTRIES {
             return;
         }
+        let name = &key[..key.len() - 2];
         // Register the SRV targets first: an invalidation that misses this registration
         // happened after it, so after the swap, and the generation check below refuses.
         if qtype == u16::from(RecordType::SRV) {
-            if let Some(entry) = Name::read(&mut BinDecoder::new(key))
+            if let Some(entry) = Name::read(&mut BinDecoder::new(name))
                 .ok()
                 .and_then(|n| zone.names.get(&n))
             {
@@ -180,32 +182,39 @@ impl AnswerCache {
         if self.zone.load().generation != generation {
             return;
         }
-        let answers = shard.entry(key.into()).or_insert_with(|| {
-            self.names.fetch_add(1, Ordering::Relaxed);
-            Vec::new()
-        });
-        answers.retain(|(t, _)| *t != qtype);
-        answers.push((qtype, encoded));
+        if shard.insert(key.into(), encoded).is_none() {
+            self.entries.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Drops the cached answers of `names` (the names a change wrote) and of the SRV names
     /// whose targets they are. Call after the new snapshot is stored.
     pub fn invalidate<'n>(&self, names: impl IntoIterator<Item = &'n Name>) {
-        let mut keys: Vec<Box<[u8]>> = Vec::new();
-        {
-            let mut targets = self.srv_targets.lock().unwrap_or_else(|p| p.into_inner());
-            for name in names {
-                let key = wire_key(name);
+        let mut srv_keys: Vec<Box<[u8]>> = Vec::new();
+        let mut key = Vec::with_capacity(256);
+        for name in names {
+            key.clear();
+            key.extend_from_slice(&wire_key(name));
+            {
+                let mut targets = self.srv_targets.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(owners) = targets.remove(&key[..]) {
-                    keys.extend(owners);
+                    srv_keys.extend(owners);
                 }
-                keys.push(key.into());
+            }
+            key.extend_from_slice(&[0, 0]);
+            let mut shard = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
+            for t in TYPES {
+                let n = key.len();
+                key[n - 2..].copy_from_slice(&t.to_be_bytes());
+                if shard.remove(&key[..]).is_some() {
+                    self.entries.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
-        for key in keys {
+        for key in srv_keys {
             let mut shard = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
             if shard.remove(&key).is_some() {
-                self.names.fetch_sub(1, Ordering::Relaxed);
+                self.entries.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }

@@ -9,6 +9,8 @@
 //! records, trailing bytes, meta types) is not an error here: the caller hands the packet to
 //! the hickory path, which owns every error response. Pure: no I/O.
 
+use std::sync::Arc;
+
 use crate::handler::{CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD};
 
 /// The DNS header's size.
@@ -30,7 +32,7 @@ pub struct Question<'q> {
     pub cd: bool,
     /// The question name in wire form, as asked (its case is echoed).
     pub qname: &'q [u8],
-    /// The question name in wire form, ASCII lower-cased: the cache key.
+    /// The cache key: the question name in wire form, ASCII lower-cased, then the type.
     pub key: Vec<u8>,
     pub qtype: u16,
     /// The client's UDP size limit: `None` without EDNS (512 then).
@@ -109,6 +111,7 @@ pub fn parse(packet: &[u8]) -> Option<Question<'_>> {
     if qclass != 1 || !CACHED_TYPES.contains(&qtype) {
         return None;
     }
+    key.extend_from_slice(&qtype.to_be_bytes());
     let mut edns_payload = None;
     if ar == 1 {
         // The OPT record: root owner, type 41, class = payload, TTL = ext-rcode, version,
@@ -151,22 +154,42 @@ pub fn parse(packet: &[u8]) -> Option<Question<'_>> {
 }
 
 /// A pre-encoded answer for one (name, type): a complete response to a query with ID 0, RD
-/// and CD clear, the lower-cased name and no EDNS.
+/// and CD clear, the lower-cased name and no EDNS. One shared allocation: the SOA serial's
+/// offset (2 bytes, 0 for none), the rcode (1 byte), then the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Encoded {
-    pub bytes: Box<[u8]>,
-    /// Where the SOA serial of a negative answer sits (it follows the zone generation, so it
-    /// is written per response rather than invalidating every negative answer per change).
-    pub serial_at: Option<u16>,
+pub struct Encoded(Arc<[u8]>);
+
+impl Encoded {
+    /// `serial_at`: where the SOA serial of a negative answer sits (it follows the zone
+    /// generation, so it is written per response rather than invalidating every negative
+    /// answer per change).
+    pub fn new(message: &[u8], serial_at: Option<u16>, rcode: u8) -> Self {
+        let mut v = Vec::with_capacity(3 + message.len());
+        v.extend_from_slice(&serial_at.unwrap_or(0).to_be_bytes());
+        v.push(rcode);
+        v.extend_from_slice(message);
+        Encoded(v.into())
+    }
+
+    pub fn message(&self) -> &[u8] {
+        &self.0[3..]
+    }
+
+    pub fn serial_at(&self) -> Option<u16> {
+        Some(u16::from_be_bytes([self.0[0], self.0[1]])).filter(|at| *at != 0)
+    }
+
     /// The response code (for the per-type, per-rcode query counters).
-    pub rcode: u8,
+    pub fn rcode(&self) -> u8 {
+        self.0[2]
+    }
 }
 
 /// Writes into `out` the response to `q` from `answer`, with `serial` as the SOA serial of a
 /// negative answer.
 pub fn respond(q: &Question<'_>, answer: &Encoded, serial: u32, out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(&answer.bytes);
+    out.extend_from_slice(answer.message());
     out[0..2].copy_from_slice(&q.id);
     if q.rd {
         out[2] |= 0x01;
@@ -175,7 +198,7 @@ pub fn respond(q: &Question<'_>, answer: &Encoded, serial: u32, out: &mut Vec<u8
         out[3] |= 0x10;
     }
     out[HEADER..HEADER + q.qname.len()].copy_from_slice(q.qname);
-    if let Some(at) = answer.serial_at {
+    if let Some(at) = answer.serial_at() {
         let at = usize::from(at);
         out[at..at + 4].copy_from_slice(&serial.to_be_bytes());
     }
@@ -225,7 +248,7 @@ mod tests {
         let q = parse(&p).expect("fast");
         assert_eq!(q.id, [0xAB, 0xCD]);
         assert!(q.rd && !q.cd);
-        assert_eq!(q.key, b"\x03web\x07default\x00");
+        assert_eq!(q.key, b"\x03web\x07default\x00\x00\x01");
         assert_eq!(q.qname, b"\x03Web\x07default\x00");
         assert_eq!(
             (q.qtype, q.edns_payload, q.udp_limit()),
@@ -287,11 +310,8 @@ mod tests {
         let mut canon = vec![0, 0, 0x84, 0, 0, 1, 0, 1, 0, 0, 0, 0];
         canon.extend_from_slice(b"\x03web\x00\x00\x01\x00\x01");
         canon.extend(std::iter::repeat_n(7u8, 500));
-        let e = Encoded {
-            bytes: canon.clone().into(),
-            serial_at: Some(30),
-            rcode: 0,
-        };
+        let e = Encoded::new(&canon, Some(30), 0);
+        assert_eq!((e.serial_at(), e.rcode()), (Some(30), 0));
         let mut out = Vec::new();
         respond(&q, &e, 0x01020304, &mut out);
         assert_eq!(&out[0..4], &[0xAB, 0xCD, 0x85, 0]);

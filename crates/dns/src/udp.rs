@@ -252,7 +252,7 @@ impl Worker {
             return false;
         };
         fastpath::respond(&q, &answer, serial, out);
-        self.counters.count(q.qtype, answer.rcode);
+        self.counters.count(q.qtype, answer.rcode());
         true
     }
 
