@@ -40,6 +40,8 @@ pub const MAX_ENTRIES: usize = 100_000;
 const TYPES: [u16; 9] = [1, 2, 5, 6, 12, 15, 16, 28, 33];
 
 type Shard = HashMap<Box<[u8]>, Encoded>;
+/// SRV target (wire name) → the SRV keys whose cached answers copy its addresses.
+type SrvTargets = HashMap<Box<[u8]>, Vec<Box<[u8]>>>;
 
 /// The cache of encoded answers.
 pub struct AnswerCache {
@@ -48,14 +50,13 @@ pub struct AnswerCache {
     hasher: RandomState,
     /// (wire name, type) → answer, sharded by the name (a name's answers share a shard).
     shards: Vec<RwLock<Shard>>,
-    /// SRV target (wire name) → the SRV keys whose cached answers copy its addresses.
-    srv_targets: Mutex<HashMap<Box<[u8]>, Vec<Box<[u8]>>>>,
+    srv_targets: Mutex<SrvTargets>,
     entries: AtomicUsize,
 }
 
 /// A name in lower-cased wire form (the cache's key form).
 pub fn wire_key(name: &Name) -> Vec<u8> {
-    let mut out = Vec::with_capacity(usize::from(name.len()) + 2);
+    let mut out = Vec::with_capacity(name.len() + 2);
     for label in name.iter() {
         out.push(label.len() as u8);
         out.extend(label.iter().map(u8::to_ascii_lowercase));

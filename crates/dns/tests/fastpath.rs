@@ -200,7 +200,7 @@ fn query(name: &Name, qtype: RecordType, variant: usize) -> Vec<u8> {
         0,
         0,
     ];
-    if variant % 3 != 0 {
+    if !variant.is_multiple_of(3) {
         p[2] |= 0x01; // RD
     }
     if variant % 4 == 3 {
