@@ -77,7 +77,7 @@ fn settings(args: &DnsArgs) -> anyhow::Result<Settings> {
         zone,
         upstreams,
         cache_size: config::check_cache_size(args.cache_size)?,
-        udp_workers: args.udp_workers,
+        udp_workers: config::check_udp_workers(args.udp_workers)?,
         fast_path: !args.no_fast_path,
     })
 }
