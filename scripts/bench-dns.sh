@@ -23,7 +23,8 @@
 #               dominate; with the lost count of that run
 #   change      `dns-bench change`: Service created over the API -> `sarasa dns` answers its A
 #               with the ClusterIP (UDP polled every ~1 ms); deleted -> NXDOMAIN; p50/p99
-#   memory      VmRSS / VmHWM of the `sarasa dns` process after its first full sync
+#   memory      VmRSS / VmHWM of the `sarasa dns` process after its first full sync and at the
+#               end (after every query of the run: the fast path's answer cache included)
 set -uo pipefail
 
 SERVICES=${SERVICES:-10000}
@@ -94,6 +95,7 @@ for _ in $(seq 1200); do
 done
 [ -n "$ready" ] || { echo "sarasa dns never got ready:"; tail -20 "$WORK/sarasa-dns.log"; exit 1; }
 echo "sarasa dns: first full sync served after $(echo "$(date +%s.%N) - $started" | bc | cut -c1-5) s"
+awk '/VmRSS|VmHWM/ {printf "sarasa dns after the first sync: %s %.0f MB\n", $1, $2/1024}' /proc/$DNS_PID/status
 for _ in $(seq 100); do IN dig +short +time=1 +tries=1 @127.0.0.1 -p 5354 dns-version.cluster.local TXT | grep -q 1.1.0 && break; sleep 0.1; done
 
 # Both servers must give the same answers for a sample of the mix (answer sections compared).
@@ -168,4 +170,5 @@ echo
 echo "change -> answer with $SERVICES Services present ($CHANGES changes):"
 IN "$BENCH" change --apiserver http://127.0.0.1:6443 --dns 127.0.0.1:5353 --count "$CHANGES"
 echo
-awk '/VmRSS|VmHWM/ {printf "sarasa dns %s %.0f MB\n", $1, $2/1024}' /proc/$DNS_PID/status
+awk '/VmRSS|VmHWM/ {printf "sarasa dns at the end: %s %.0f MB\n", $1, $2/1024}' /proc/$DNS_PID/status
+IN curl -sf http://127.0.0.1:9153/metrics | grep -E '^sarasa_dns_queries_total' | sort -t' ' -k2 -gr | head -6
