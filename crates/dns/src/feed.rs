@@ -250,19 +250,7 @@ pub async fn run(
         if !ready.swap(true, Ordering::SeqCst) {
             metrics.ready.set(1);
             tracing::info!(generation, "first full sync served");
-            release_free_memory();
         }
-    }
-}
-
-/// Hands the heap's free pages back to the kernel. The first sync decodes every object of
-/// the initial lists and frees most of it again; glibc keeps such memory mapped (in several
-/// arenas), which the process's resident size would otherwise carry for good.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers and is safe to call at any time from any thread.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
