@@ -18,9 +18,13 @@
 #   qps, lost   dnsperf -n PASSES over the query file (it waits for every reply; a query
 #               without a reply within 5 s is lost), -c CLIENTS -q OUTSTANDING
 #   p99         from dnsperf -v (one line per query with its latency), same load, sorted
+#   p99 @rate   the same at a fixed rate (dnsperf -Q) of RATE_FRACTION (0.8) x NSD's median
+#               qps, for both servers: latency below saturation, where queueing does not
+#               dominate; with the lost count of that run
 #   change      `dns-bench change`: Service created over the API -> `sarasa dns` answers its A
 #               with the ClusterIP (UDP polled every ~1 ms); deleted -> NXDOMAIN; p50/p99
-#   memory      VmRSS / VmHWM of the `sarasa dns` process after its first full sync
+#   memory      VmRSS / VmHWM of the `sarasa dns` process after its first full sync and at the
+#               end (after every query of the run: the fast path's answer cache included)
 set -uo pipefail
 
 SERVICES=${SERVICES:-10000}
@@ -91,6 +95,7 @@ for _ in $(seq 1200); do
 done
 [ -n "$ready" ] || { echo "sarasa dns never got ready:"; tail -20 "$WORK/sarasa-dns.log"; exit 1; }
 echo "sarasa dns: first full sync served after $(echo "$(date +%s.%N) - $started" | bc | cut -c1-5) s"
+awk '/VmRSS|VmHWM/ {printf "sarasa dns after the first sync: %s %.0f MB\n", $1, $2/1024}' /proc/$DNS_PID/status
 for _ in $(seq 100); do IN dig +short +time=1 +tries=1 @127.0.0.1 -p 5354 dns-version.cluster.local TXT | grep -q 1.1.0 && break; sleep 0.1; done
 
 # Both servers must give the same answers for a sample of the mix (answer sections compared).
@@ -108,11 +113,17 @@ perf() { # perf PORT -> "qps lost"
         -n "$PASSES" -c "$CLIENTS" -q "$OUTSTANDING" 2>/dev/null |
         awk '/Queries per second/ {q=$4} /Queries lost/ {l=$3} END {printf "%.0f %s\n", q, l}'
 }
-p99() { # p99 PORT -> milliseconds
-    IN taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/out/queries.txt" \
-        -n 1 -c "$CLIENTS" -q "$OUTSTANDING" -v 2>/dev/null |
+p99() { # p99 PORT [dnsperf args] -> milliseconds
+    local port=$1; shift
+    IN taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/out/queries.txt" \
+        -n 1 -c "$CLIENTS" -q "$OUTSTANDING" -v "$@" 2>/dev/null |
         awk '/^> / && $2 != "T" {print $NF}' | sort -g |
         awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f\n", a[i]*1000}'
+}
+lost_at() { # lost_at PORT RATE -> queries lost in one pass at RATE qps
+    IN taskset -c "$CLIENT_CPUS" dnsperf -s 127.0.0.1 -p "$1" -d "$WORK/out/queries.txt" \
+        -n 1 -c "$CLIENTS" -q "$OUTSTANDING" -Q "$2" 2>/dev/null |
+        awk '/Queries lost/ {print $3}'
 }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} print a[int((NR+1)/2)]}'; }
 
@@ -139,7 +150,25 @@ q_nsd=$(echo ${QPS[nsd]} | tr ' ' '\n' | median)
 q_sar=$(echo ${QPS[sarasa]} | tr ' ' '\n' | median)
 echo "sarasa/nsd qps ratio: $(echo "scale=2; $q_sar / $q_nsd" | bc)   (lost: worst round)"
 echo
+RATE=$(echo "$q_nsd * ${RATE_FRACTION:-0.8} / 1" | bc)
+echo "at a fixed rate of $RATE qps (${RATE_FRACTION:-0.8} x NSD's median), $ROUNDS rounds, medians:"
+declare -A RP99 RLOST
+for r in $(seq "$ROUNDS"); do
+    for s in nsd sarasa; do
+        port=5353; [ "$s" = nsd ] && port=5354
+        RP99[$s]+="$(p99 $port -Q "$RATE") "
+        RLOST[$s]+="$(lost_at $port "$RATE") "
+    done
+done
+printf '%-12s %10s %8s\n' server "p99 ms" lost
+for s in nsd sarasa; do
+    printf '%-12s %10s %8s\n' "$s" \
+        "$(echo ${RP99[$s]} | tr ' ' '\n' | median)" \
+        "$(echo ${RLOST[$s]} | tr ' ' '\n' | sort -g | tail -1)"
+done
+echo
 echo "change -> answer with $SERVICES Services present ($CHANGES changes):"
 IN "$BENCH" change --apiserver http://127.0.0.1:6443 --dns 127.0.0.1:5353 --count "$CHANGES"
 echo
-awk '/VmRSS|VmHWM/ {printf "sarasa dns %s %.0f MB\n", $1, $2/1024}' /proc/$DNS_PID/status
+awk '/VmRSS|VmHWM/ {printf "sarasa dns at the end: %s %.0f MB\n", $1, $2/1024}' /proc/$DNS_PID/status
+IN curl -sf http://127.0.0.1:9153/metrics | grep -E '^sarasa_dns_queries_total' | sort -t' ' -k2 -gr | head -6

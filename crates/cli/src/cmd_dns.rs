@@ -38,6 +38,14 @@ pub struct DnsArgs {
     /// Upstream cache entries (positive and negative).
     #[arg(long, default_value_t = config::DEFAULT_CACHE_SIZE)]
     cache_size: usize,
+    /// UDP worker threads, each with its own SO_REUSEPORT socket per --listen address;
+    /// 0: one per available core.
+    #[arg(long, default_value_t = 0)]
+    udp_workers: usize,
+    /// Answer every UDP query through the general (hickory) path instead of the fast path's
+    /// pre-encoded cluster answers (for comparison and debugging).
+    #[arg(long)]
+    no_fast_path: bool,
 }
 
 fn settings(args: &DnsArgs) -> anyhow::Result<Settings> {
@@ -69,6 +77,8 @@ fn settings(args: &DnsArgs) -> anyhow::Result<Settings> {
         zone,
         upstreams,
         cache_size: config::check_cache_size(args.cache_size)?,
+        udp_workers: config::check_udp_workers(args.udp_workers)?,
+        fast_path: !args.no_fast_path,
     })
 }
 

@@ -47,6 +47,12 @@ impl<T> ProjectedStore<T> {
         }
     }
 
+    /// Starts journaling changed keys on a store made without a journal (a consumer that
+    /// wants deltas of a kind other consumers read whole); a no-op when it already journals.
+    pub fn keep_journal(&mut self) {
+        self.journal.get_or_insert_with(BTreeSet::new);
+    }
+
     /// The keys changed (added, modified or removed) since the last call; empty for a store
     /// without a journal. The journal starts after the first complete list: read every item
     /// first.
@@ -291,5 +297,18 @@ mod tests {
         apply(&mut s, watcher::Event::Apply(("a", 1)));
         assert!(s.take_delta(ok).is_empty());
         assert_eq!(s.items().len(), 1);
+
+        // A journal kept from now on sees the changes after this point only.
+        s.keep_journal();
+        apply(&mut s, watcher::Event::Apply(("b", 2)));
+        apply(&mut s, watcher::Event::Delete(("a", 1)));
+        assert_eq!(keys(&s.take_delta(ok)), ["-a", "+b=2"]);
+        apply(&mut s, watcher::Event::Apply(("c", 3)));
+        s.keep_journal();
+        assert_eq!(
+            keys(&s.take_delta(ok)),
+            ["+c=3"],
+            "keeping it again drops nothing"
+        );
     }
 }

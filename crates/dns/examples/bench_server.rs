@@ -84,6 +84,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         zone: ZoneConfig::new("cluster.local")?,
         upstreams: vec![],
         cache_size: 10_000,
+        udp_workers: 0,
+        fast_path: true,
     };
     let dns = tokio::spawn(server::run(settings, client));
     // Ready once the headless Service's 10 endpoints are served.

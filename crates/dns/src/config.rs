@@ -152,6 +152,20 @@ pub fn check_ttl(flag: &'static str, ttl: u32) -> Result<u32, ConfigError> {
     Ok(ttl)
 }
 
+/// The most UDP worker threads `--udp-workers` takes (one socket each per listen address).
+pub const MAX_UDP_WORKERS: usize = 256;
+
+/// Checks `--udp-workers`: 0 (one per available core) up to [`MAX_UDP_WORKERS`].
+pub fn check_udp_workers(n: usize) -> Result<usize, ConfigError> {
+    if n > MAX_UDP_WORKERS {
+        return Err(err(
+            "--udp-workers",
+            format!("{n} is more than {MAX_UDP_WORKERS} (0: one per core)"),
+        ));
+    }
+    Ok(n)
+}
+
 /// Checks `--cache-size`: at least one entry.
 pub fn check_cache_size(n: usize) -> Result<usize, ConfigError> {
     if n == 0 {
@@ -215,5 +229,11 @@ mod tests {
         assert_eq!("x".parse::<PodsMode>().unwrap_err().flag, "--pods");
         assert_eq!(check_cache_size(0).unwrap_err().flag, "--cache-size");
         assert_eq!(check_ttl("--ttl", 700_000).unwrap_err().flag, "--ttl");
+        assert_eq!(check_udp_workers(0).unwrap(), 0);
+        assert_eq!(check_udp_workers(4).unwrap(), 4);
+        assert_eq!(
+            check_udp_workers(100_000).unwrap_err().flag,
+            "--udp-workers"
+        );
     }
 }

@@ -61,6 +61,8 @@ pub struct ZoneState {
     pods_changed: bool,
     dirty_services: BTreeSet<String>,
     dirty_pods: BTreeSet<String>,
+    /// The names the last [`ZoneState::snapshot`] wrote (changed, added or removed).
+    changed: Vec<Arc<Name>>,
 }
 
 fn service_key(namespace: &str, name: &str) -> String {
@@ -92,6 +94,7 @@ impl ZoneState {
             pods_changed: false,
             dirty_services: BTreeSet::new(),
             dirty_pods: BTreeSet::new(),
+            changed: Vec::new(),
         }
     }
 
@@ -201,6 +204,7 @@ impl ZoneState {
     /// Recomputes every owner the changes since the last snapshot touched, and the fixed
     /// names with this generation's SOA; returns the new snapshot (sharing what is unchanged).
     pub fn snapshot(&mut self, generation: u64) -> ZoneSnapshot {
+        self.changed.clear();
         let fixed = records::fixed_sets(&self.zone, generation);
         self.replace(Owner::Fixed, fixed);
 
@@ -321,8 +325,15 @@ impl ZoneState {
         }
     }
 
+    /// The names the last [`ZoneState::snapshot`] call wrote: what a cache of answers must
+    /// drop (every other name's entry is the previous generation's).
+    pub fn changed_names(&self) -> &[Arc<Name>] {
+        &self.changed
+    }
+
     /// Writes the merged entry of `name` (or its removal) into the served names.
     fn merge(&mut self, name: Arc<Name>) {
+        self.changed.push(name.clone());
         let old = match self.refs.get(&name) {
             Some(r) if r.refs > 0 => {
                 let entry = merged(&r.holders);

@@ -4,7 +4,9 @@
 //! ```text
 //! cluster view (sarasa-cluster watchers) ─► feed ─► incremental::ZoneState ─► ArcSwap<ZoneSnapshot>
 //!                                                                          │ (one load per query)
-//! UDP/TCP (hickory Server) ─► server::DnsHandler ─► protocol checks ─► answer ─► cluster answer
+//! UDP (udp: recvmmsg per worker) ─► fastpath ─► answer_cache (pre-encoded, per name) ─► sendmmsg
+//!        └ anything else ─┐
+//! TCP (hickory Server) ───┴► handler::DnsHandler ─► protocol checks ─► answer ─► cluster answer
 //!                                                                   └► upstream (cache, forward)
 //! ```
 //! `records` (per-owner record sets), `incremental` (their merge, change by change, into the
@@ -12,7 +14,9 @@
 //! exposes the same snapshot as a hickory `ZoneHandler`.
 
 pub mod answer;
+pub mod answer_cache;
 pub mod config;
+pub mod fastpath;
 pub mod feed;
 pub mod handler;
 pub mod incremental;
@@ -21,5 +25,6 @@ pub mod names;
 pub(crate) mod records;
 pub mod server;
 pub mod snapshot;
+pub mod udp;
 pub mod upstream;
 pub mod zone;

@@ -31,6 +31,44 @@ pub struct Metrics {
     pub snapshot_records: Gauge,
     pub snapshot_build_seconds: Histogram,
     pub ready: Gauge,
+    /// The fast UDP path's counters, one set per worker thread, folded into `queries` on
+    /// every scrape ([`Metrics::fold_fast_counters`]).
+    fast: std::sync::Mutex<Vec<std::sync::Arc<FastCounters>>>,
+}
+
+/// Query types the fast path counts apart (the rest of [`type_label`]'s are never cached).
+const FAST_TYPES: [RecordType; 9] = [
+    RecordType::A,
+    RecordType::NS,
+    RecordType::CNAME,
+    RecordType::SOA,
+    RecordType::PTR,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::AAAA,
+    RecordType::SRV,
+];
+/// Response codes of cached answers: NOERROR, NXDOMAIN.
+const FAST_RCODES: [ResponseCode; 2] = [ResponseCode::NoError, ResponseCode::NXDomain];
+
+/// One fast-path worker's query counts by type and rcode: plain relaxed atomics only its own
+/// thread writes, so counting costs no shared cache line.
+#[derive(Debug, Default)]
+pub struct FastCounters {
+    counts: [[std::sync::atomic::AtomicU64; 2]; 9],
+}
+
+impl FastCounters {
+    /// Counts one answered query (types and rcodes the fast path never serves are ignored).
+    pub fn count(&self, qtype: u16, rcode: u8) {
+        let t = FAST_TYPES.iter().position(|t| u16::from(*t) == qtype);
+        let r = FAST_RCODES
+            .iter()
+            .position(|r| u16::from(*r) == u16::from(rcode));
+        if let (Some(t), Some(r)) = (t, r) {
+            self.counts[t][r].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -49,6 +87,7 @@ impl Default for Metrics {
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
             ready: Gauge::default(),
+            fast: std::sync::Mutex::default(),
         }
     }
 }
@@ -96,6 +135,38 @@ impl Metrics {
                 source,
             })
             .inc();
+    }
+
+    /// A new set of fast-path counters (one per worker thread), summed on scrape.
+    pub fn fast_counters(&self) -> std::sync::Arc<FastCounters> {
+        let c = std::sync::Arc::new(FastCounters::default());
+        self.fast
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(c.clone());
+        c
+    }
+
+    /// Moves the fast-path workers' counts into `queries` (source `cluster`); the scrape calls
+    /// it, so `queries` is current whenever it is read.
+    pub fn fold_fast_counters(&self) {
+        let fast = self.fast.lock().unwrap_or_else(|p| p.into_inner());
+        for c in fast.iter() {
+            for (t, row) in c.counts.iter().enumerate() {
+                for (r, n) in row.iter().enumerate() {
+                    let n = n.swap(0, std::sync::atomic::Ordering::Relaxed);
+                    if n > 0 {
+                        self.queries
+                            .get_or_create(&QueryKey {
+                                r#type: type_label(FAST_TYPES[t]),
+                                rcode: rcode_label(FAST_RCODES[r]),
+                                source: "cluster",
+                            })
+                            .inc_by(n);
+                    }
+                }
+            }
+        }
     }
 
     /// A registry holding every metric (for the text exposition).

@@ -2,8 +2,10 @@
 //! `Server` with [`DnsHandler`]), the feed, and the HTTP endpoint (`/metrics`, `/healthz`,
 //! `/readyz`). Sockets are bound in the calling thread's network namespace.
 //!
-//! UDP: one socket per core per address with SO_REUSEPORT, so the kernel spreads queries over
-//! the runtime's workers; IPv6 sockets are v6-only so `0.0.0.0:53` and `[::]:53` coexist.
+//! UDP: one socket per worker thread per address with SO_REUSEPORT, so the kernel spreads
+//! queries over the workers ([`crate::udp`]: `recvmmsg` batches, the fast path from
+//! pre-encoded answers, the rest handed to the hickory path on the runtime); IPv6 sockets are
+//! v6-only so `0.0.0.0:53` and `[::]:53` coexist. TCP: hickory's `Server`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +20,7 @@ use hickory_server::Server;
 use sarasa_cluster::watch::Shared;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
+use crate::answer_cache::AnswerCache;
 use crate::config::ZoneConfig;
 use crate::feed;
 use crate::handler::DnsHandler;
@@ -79,6 +82,21 @@ pub struct Settings {
     pub zone: ZoneConfig,
     pub upstreams: Vec<SocketAddr>,
     pub cache_size: usize,
+    /// UDP worker threads (one SO_REUSEPORT socket each per address); 0: one per available
+    /// core.
+    pub udp_workers: usize,
+    /// Answer cluster queries over UDP from pre-encoded answers ([`crate::answer_cache`]);
+    /// off, every query takes the hickory path.
+    pub fast_path: bool,
+}
+
+/// The UDP worker count `n` stands for (0: the available cores).
+pub fn udp_worker_count(n: usize) -> usize {
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
 }
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -123,9 +141,15 @@ pub struct Sockets {
     tcp: Vec<std::net::TcpListener>,
 }
 
-/// Binds every listen address, in the calling thread's network namespace.
+/// Binds every listen address, in the calling thread's network namespace, with one UDP
+/// socket per available core.
 pub fn bind(listen: &[SocketAddr]) -> Result<Sockets, ServerError> {
-    let per_address = std::thread::available_parallelism().map_or(1, |n| n.get());
+    bind_workers(listen, 0)
+}
+
+/// Binds every listen address with `workers` UDP sockets each (0: one per available core).
+pub fn bind_workers(listen: &[SocketAddr], workers: usize) -> Result<Sockets, ServerError> {
+    let per_address = udp_worker_count(workers);
     let mut sockets = Sockets {
         udp: Vec::new(),
         tcp: Vec::new(),
@@ -167,6 +191,8 @@ pub struct Running {
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     pub handler: DnsHandler,
+    /// The fast path's answers (`None` when it is off).
+    pub cache: Option<Arc<AnswerCache>>,
 }
 
 impl Running {
@@ -179,7 +205,11 @@ impl Running {
                 settings.cache_size,
             ))
         });
+        let cache = settings
+            .fast_path
+            .then(|| Arc::new(AnswerCache::new(zone.clone(), forwarder.is_some())));
         Running {
+            cache,
             handler: DnsHandler {
                 zone: zone.clone(),
                 forwarder,
@@ -195,7 +225,7 @@ impl Running {
 /// Runs the server until a listener fails: binds, starts the watchers on `client`, the feed,
 /// the HTTP endpoint, and serves DNS.
 pub async fn run(settings: Settings, client: kube::Client) -> Result<(), ServerError> {
-    let sockets = bind(&settings.listen)?;
+    let sockets = bind_workers(&settings.listen, settings.udp_workers)?;
     let metrics_listener = match settings.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -217,6 +247,7 @@ pub async fn run(settings: Settings, client: kube::Client) -> Result<(), ServerE
         running.zone.clone(),
         running.ready.clone(),
         running.metrics.clone(),
+        running.cache.clone(),
     ));
     if let Some(listener) = metrics_listener {
         let running = running.clone();
@@ -226,17 +257,30 @@ pub async fn run(settings: Settings, client: kube::Client) -> Result<(), ServerE
             }
         });
     }
-    serve(sockets, running.handler.clone()).await
+    serve_with(sockets, running.handler.clone(), running.cache.clone()).await
 }
 
-/// Serves DNS on bound sockets with `handler` until a listener fails.
+/// Serves DNS on bound sockets with `handler` (the hickory path only) until a listener fails.
 pub async fn serve(sockets: Sockets, handler: DnsHandler) -> Result<(), ServerError> {
+    serve_with(sockets, handler, None).await
+}
+
+/// Serves DNS on bound sockets until a listener fails: UDP on worker threads answering from
+/// `cache` where it can (the fast path), TCP and the rest of UDP through `handler`. Dropping
+/// the future stops the UDP workers.
+pub async fn serve_with(
+    sockets: Sockets,
+    handler: DnsHandler,
+    cache: Option<Arc<AnswerCache>>,
+) -> Result<(), ServerError> {
+    let _workers = crate::udp::spawn(
+        sockets.udp,
+        handler.clone(),
+        cache,
+        tokio::runtime::Handle::current(),
+    )
+    .map_err(|e| ServerError::Serve(format!("starting the UDP workers: {e}")))?;
     let mut server = Server::new(handler);
-    for s in sockets.udp {
-        let s =
-            tokio::net::UdpSocket::from_std(s).map_err(|e| ServerError::Serve(e.to_string()))?;
-        server.register_socket(s);
-    }
     for l in sockets.tcp {
         let l =
             tokio::net::TcpListener::from_std(l).map_err(|e| ServerError::Serve(e.to_string()))?;
@@ -252,12 +296,15 @@ pub async fn serve(sockets: Sockets, handler: DnsHandler) -> Result<(), ServerEr
 /// full sync is served, 503 before).
 pub fn http_router(running: Running) -> axum::Router {
     let registry = Arc::new(running.metrics.registry());
+    let metrics = running.metrics.clone();
     axum::Router::new()
         .route(
             "/metrics",
             get(move || {
                 let registry = registry.clone();
+                let metrics = metrics.clone();
                 async move {
+                    metrics.fold_fast_counters();
                     let mut text = String::new();
                     match prometheus_client::encoding::text::encode(&mut text, &registry) {
                         Ok(()) => (

@@ -243,6 +243,25 @@ fn specification_records_over_udp_and_tcp() {
         assert!(metrics.contains(want), "{want} missing:\n{metrics}");
     }
     assert_eq!(fx.http_get("/healthz").0, 200);
+
+    // The fast path counts what it answers: five UDP queries, five more on the counter.
+    let counter = |fx: &Fixture| -> u64 {
+        let key = "sarasa_dns_queries_total{type=\"SRV\",rcode=\"NOERROR\",source=\"cluster\"} ";
+        let (_, text) = fx.http_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{key} missing:\n{text}"))
+    };
+    let before = counter(&fx);
+    for _ in 0..5 {
+        let d = common::dig(
+            &fx.ns,
+            &["_http._tcp.web.default.svc.cluster.local", "SRV", "+notcp"],
+        );
+        assert_eq!(d.status, "NOERROR", "{}", d.raw);
+    }
+    assert_eq!(counter(&fx), before + 5);
 }
 
 #[test]

@@ -107,6 +107,8 @@ pub fn settings(upstreams: Vec<SocketAddr>) -> Settings {
         zone: ZoneConfig::new("cluster.local").unwrap(),
         upstreams,
         cache_size: 1000,
+        udp_workers: 0,
+        fast_path: true,
     }
 }
 
