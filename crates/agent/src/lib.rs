@@ -33,6 +33,7 @@ pub mod applier;
 mod client;
 pub mod cni_config;
 pub mod config;
+pub mod config_file;
 pub mod conntrack;
 pub mod datapath;
 pub mod diff;
@@ -50,6 +51,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod services;
 pub mod staging;
+pub mod uninstall;
 
 pub use agent::{run, start, AgentHandle};
 pub use config::{AgentConfig, Backend, CniMode};
