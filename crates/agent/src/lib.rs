@@ -41,6 +41,7 @@ pub mod droplog;
 mod error;
 pub mod health;
 pub mod healthcheck;
+pub mod install_cni;
 pub mod lease;
 pub mod masquerade;
 pub mod netns;

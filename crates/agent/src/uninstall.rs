@@ -39,6 +39,11 @@ pub struct UninstallConfig {
     /// Allow acting on the machine's root network namespace (a real node).
     #[arg(long = "host-netns")]
     pub host_netns: bool,
+
+    /// Once done, stay up until SIGTERM (the uninstall DaemonSet's pods stay Running instead
+    /// of restarting). Read by the CLI.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 impl UninstallConfig {
@@ -49,6 +54,7 @@ impl UninstallConfig {
             cni_bin_dir: PathBuf::from("/opt/cni/bin"),
             state_dir: PathBuf::from("/var/lib/sarasa"),
             host_netns: false,
+            wait: false,
         }
     }
 }

@@ -199,6 +199,7 @@ async fn uninstall_removes_everything_sarasa_added_and_nothing_else() {
         cni_bin_dir: bin_dir.clone(),
         state_dir: node_dir.join("state"),
         host_netns: false,
+        wait: false,
     };
     let target = NetnsTarget::Path(netns_path(ns));
     let report = uninstall(&cfg, &target).expect("uninstall");

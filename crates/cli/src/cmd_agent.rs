@@ -1,4 +1,5 @@
-//! `sarasa agent [FLAGS]` runs the node agent; `sarasa agent uninstall` removes sarasa from the
+//! `sarasa agent [FLAGS]` runs the node agent; `agent install-cni` is the DaemonSet init
+//! container's step; `sarasa agent uninstall` removes sarasa from the
 //! node. Argument parsing is by hand around the derived parts for two reasons: the agent's
 //! required `--node-name` must not be demanded of `uninstall`, and `--config` needs to know
 //! which flags the command line gave (they win over the file), which only the raw matches tell.
@@ -10,6 +11,7 @@ use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Command, FromArgMatches};
 use sarasa_agent::config_file::ConfigFile;
+use sarasa_agent::install_cni::InstallCniConfig;
 use sarasa_agent::uninstall::UninstallConfig;
 use sarasa_agent::AgentConfig;
 
@@ -20,6 +22,7 @@ pub enum AgentArgs {
         explicit: BTreeSet<String>,
     },
     Uninstall(UninstallConfig),
+    InstallCni(InstallCniConfig),
 }
 
 impl FromArgMatches for AgentArgs {
@@ -31,6 +34,9 @@ impl FromArgMatches for AgentArgs {
         if let Some((name, sub)) = m.remove_subcommand() {
             return match name.as_str() {
                 "uninstall" => Ok(AgentArgs::Uninstall(UninstallConfig::from_arg_matches(
+                    &sub,
+                )?)),
+                "install-cni" => Ok(AgentArgs::InstallCni(InstallCniConfig::from_arg_matches(
                     &sub,
                 )?)),
                 other => Err(clap::Error::raw(
@@ -65,6 +71,7 @@ impl Args for AgentArgs {
     fn augment_args(cmd: Command) -> Command {
         AgentConfig::augment_args(cmd)
             .subcommand(UninstallConfig::augment_args(Command::new("uninstall")))
+            .subcommand(InstallCniConfig::augment_args(Command::new("install-cni")))
             .args_conflicts_with_subcommands(true)
             .subcommand_negates_reqs(true)
     }
@@ -90,6 +97,19 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             config.validate()?;
             run_agent(*config)
         }
+        AgentArgs::InstallCni(config) => {
+            let r = sarasa_agent::install_cni::install(&config)?;
+            let verb = if r.replaced {
+                "installed"
+            } else {
+                "unchanged:"
+            };
+            println!("{verb} {}", r.installed.display());
+            for s in r.sysctls {
+                println!("set {s}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AgentArgs::Uninstall(config) => {
             let target = sarasa_agent::netns::NetnsTarget::Current;
             let report = sarasa_agent::uninstall::uninstall(&config, &target)?;
@@ -108,6 +128,20 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 for f in &report.files {
                     println!("removed {}", f.display());
                 }
+            }
+            if config.wait {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                    anyhow::Ok(())
+                })?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -75,3 +75,71 @@ fn a_missing_file_is_named() {
         "{stderr}"
     );
 }
+
+/// Deletes the test's namespace, also when the test fails.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// `agent install-cni --sysctls`, as the DaemonSet's init container runs it, inside a fresh
+/// network namespace (forwarding starts off there): the plugin lands in the bin directory and
+/// forwarding is on in that namespace only. Requires root.
+#[test]
+fn install_cni_installs_the_plugin_and_turns_forwarding_on() {
+    let ns = Netns(format!("sarasa-t{}-instcni", std::process::id()));
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "ip netns add (root needed)");
+    let forward = || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "cat",
+                "/proc/sys/net/ipv4/ip_forward",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(forward(), "0");
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("sarasa-cni");
+    std::fs::write(&plugin, b"#!/bin/sh\n").unwrap();
+    let bin = dir.path().join("opt-cni-bin");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            env!("CARGO_BIN_EXE_sarasa"),
+            "agent",
+            "install-cni",
+        ])
+        .arg("--plugin")
+        .arg(&plugin)
+        .arg("--cni-bin-dir")
+        .arg(&bin)
+        .arg("--sysctls")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("net.ipv4.ip_forward=1"), "{stdout}");
+    assert_eq!(
+        std::fs::read(bin.join("sarasa-cni")).unwrap(),
+        b"#!/bin/sh\n"
+    );
+    assert_eq!(forward(), "1");
+}
