@@ -132,11 +132,7 @@ async fn bad_config_stops_the_agent_and_leaves_the_node_programmed() {
 
     // An unknown key in the settings file.
     let file = sarasa_agent::config_file::ConfigFile::parse("backend: vxlan\nmtuu: 1400\n");
-    assert!(file
-        .err()
-        .expect("must fail")
-        .to_string()
-        .contains("`mtuu`"));
+    assert!(file.expect_err("must fail").to_string().contains("`mtuu`"));
 
     assert_eq!(datapath(ns, &conf_dir), before, "the datapath changed");
 
