@@ -99,9 +99,14 @@ where
 pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHandle> {
     config.validate()?;
     let datapath = NodeDatapath::connect(target.clone(), config.host_netns).await?;
-    let uplink = datapath
+    let mut uplink = datapath
         .discover_uplink(config.uplink.as_deref(), &config.cluster_cidr)
         .await?;
+    // Checked before anything is programmed: a bad MTU leaves the node as it was.
+    let pod_mtu = crate::config_file::check_mtu(config.mtu, config.backend, &uplink)?;
+    // The plan derives the pod (and vtep) MTU from the uplink's: a smaller configured MTU is
+    // an uplink that carries less.
+    uplink.mtu = pod_mtu + crate::plan::encap_overhead(config.backend, uplink.address);
     tracing::info!(node = %config.node_name, uplink = %uplink.name, address = %uplink.address, mtu = uplink.mtu, "starting");
 
     let client = crate::client::client(&config).await?;

@@ -12,6 +12,11 @@ pub use sarasa_model::{Backend, CniMode};
 /// Configuration of one node agent.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentConfig {
+    /// Settings file (the `sarasa-config` ConfigMap's `config.yaml`); flags given on the
+    /// command line win over it. See [`crate::config_file`].
+    #[arg(long = "config", env = "SARASA_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Name of this node's Node object (created if missing).
     #[arg(long = "node-name", env = "NODE_NAME")]
     pub node_name: String,
@@ -63,6 +68,14 @@ pub struct AgentConfig {
     )]
     pub service_cidr: Vec<IpNet>,
 
+    /// Pod interface MTU (default: the uplink's minus the backend's encapsulation overhead).
+    #[arg(long)]
+    pub mtu: Option<u32>,
+
+    /// Program Services (the kube-proxy replacement).
+    #[arg(long = "service-proxy", default_value_t = true, action = clap::ArgAction::Set)]
+    pub service_proxy: bool,
+
     /// Enforce NetworkPolicies on this node's pods (table `inet sarasa-policy`).
     #[arg(long = "network-policy", default_value_t = true, action = clap::ArgAction::Set)]
     pub network_policy: bool,
@@ -85,6 +98,9 @@ impl AgentConfig {
     /// A configuration with the documented defaults, for library callers and tests.
     pub fn new(node_name: impl Into<String>) -> Self {
         AgentConfig {
+            config: None,
+            mtu: None,
+            service_proxy: true,
             node_name: node_name.into(),
             apiserver: None,
             kubeconfig: None,
@@ -106,8 +122,26 @@ impl AgentConfig {
         }
     }
 
-    /// Checks what clap cannot: a usable node name and CIDRs.
+    /// Checks what clap cannot: a usable node name and CIDRs (no pod CIDR may overlap a
+    /// Service CIDR: a ClusterIP would shadow a pod, or the reverse).
     pub fn validate(&self) -> Result<(), crate::Error> {
+        for pod in &self.cluster_cidr {
+            for svc in &self.service_cidr {
+                if pod.contains(&svc.network()) || svc.contains(&pod.network()) {
+                    return Err(crate::Error::Config(format!(
+                        "clusterCIDRs (--cluster-cidr) {pod} overlaps serviceCIDRs \
+                         (--service-cidr) {svc}"
+                    )));
+                }
+            }
+        }
+        if !self.service_proxy {
+            return Err(crate::Error::Config(
+                "serviceProxy (--service-proxy) false: running beside kube-proxy is not \
+                 supported yet; sarasa replaces kube-proxy"
+                    .into(),
+            ));
+        }
         if self.node_name.is_empty() {
             return Err(crate::Error::Config("--node-name must not be empty".into()));
         }

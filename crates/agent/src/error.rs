@@ -47,6 +47,9 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// Some of sarasa's pieces could not be removed from the node (every failure listed).
+    #[error("uninstall incomplete: {0}")]
+    Uninstall(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

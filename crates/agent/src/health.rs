@@ -1,4 +1,6 @@
-//! `/healthz` (200 once the node is programmed), `/metrics` (Prometheus text) and `/drops`
+//! `/healthz` and `/readyz` (200 once the node is programmed: the DaemonSet's readiness probe),
+//! `/livez` (200 while the agent serves: the liveness probe, which must not restart an agent
+//! that is only waiting for its podCIDR), `/metrics` (Prometheus text) and `/drops`
 //! (the newest NetworkPolicy drop events as JSON, `?since=SEQ` for only the newer ones; see
 //! [`crate::droplog`]).
 
@@ -166,18 +168,19 @@ impl Metrics {
     }
 }
 
+async fn ready(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
+    if m.programmed.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not programmed yet\n")
+    }
+}
+
 pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
-        .route(
-            "/healthz",
-            get(|State(m): State<Arc<Metrics>>| async move {
-                if m.programmed.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ok\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not programmed yet\n")
-                }
-            }),
-        )
+        .route("/healthz", get(ready))
+        .route("/readyz", get(ready))
+        .route("/livez", get(|| async { "ok\n" }))
         .route(
             "/metrics",
             get(|State(m): State<Arc<Metrics>>| async move {
@@ -290,7 +293,10 @@ mod tests {
             out
         };
         assert!(status(addr).await.starts_with("HTTP/1.1 503"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        assert!(get(addr, "/livez").await.starts_with("HTTP/1.1 200"));
         metrics.programmed.store(true, Ordering::Relaxed);
         assert!(status(addr).await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
     }
 }

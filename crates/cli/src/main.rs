@@ -3,6 +3,7 @@
 //! (`serve`, `probe`).
 
 mod cluster_dns;
+mod cmd_agent;
 mod cmd_dns;
 mod cmd_drops;
 mod cmd_graph;
@@ -51,8 +52,9 @@ enum Command {
     Get(cmd_objects::GetArgs),
     /// Run a command inside a pod's, a node's (node/NAME) or the external host's namespace.
     Exec(cmd_objects::ExecArgs),
-    /// The node agent: watch the cluster and program this node's datapath.
-    Agent(sarasa_agent::AgentConfig),
+    /// The node agent: watch the cluster and program this node's datapath (`agent uninstall`:
+    /// remove sarasa from this node).
+    Agent(cmd_agent::AgentArgs),
     /// The cluster DNS server (Kubernetes DNS-Based Service Discovery 1.1.0 + forwarding).
     Dns(cmd_dns::DnsArgs),
     /// The built-in server lab pods run on their containerPorts.
@@ -80,7 +82,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => cmd_policy::run(&cli.lab, args),
         Command::Drops(args) => cmd_drops::run(&cli.lab, args),
         Command::Trace(args) => cmd_trace::run(&cli.lab, args),
-        Command::Agent(config) => run_agent(config),
+        Command::Agent(args) => cmd_agent::run(args),
         Command::Dns(args) => cmd_dns::run(args),
         Command::Serve(args) => sarasa_workload::run_serve(&args)
             .map(|()| ExitCode::SUCCESS)
@@ -116,13 +118,4 @@ fn init_logging(command: &Command) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-fn run_agent(config: sarasa_agent::AgentConfig) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(sarasa_agent::run(config))?;
-    Ok(ExitCode::SUCCESS)
 }

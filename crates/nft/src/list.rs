@@ -28,8 +28,8 @@ use crate::expr::Verdict;
 use crate::kernel::KernelTable;
 use crate::model::{Family, MapValue, Table};
 use crate::nl::{
-    attr_table, be32, listing, put_msg, Attrs, Msgs, NlSocket, NFNL_SUBSYS_NFTABLES, NLMSG_DONE,
-    NLMSG_ERROR, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    attr_table, be32, cstr, listing, put_msg, Attrs, Msgs, NlSocket, NFNL_SUBSYS_NFTABLES,
+    NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use crate::wire::attrs::{
     NFT_MSG_GETCHAIN, NFT_MSG_GETGEN, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM,
@@ -90,6 +90,43 @@ pub(crate) fn list_table(
     }
     Err(listing(format!(
         "table {} {name}: the ruleset kept changing while being read ({ATTEMPTS} attempts)",
+        family.as_str()
+    )))
+}
+
+/// The names of every table of `family` (one table dump; read again if the ruleset moved).
+pub(crate) fn table_names(
+    sock: &mut NlSocket,
+    seq: &mut u32,
+    family: Family,
+) -> Result<Vec<String>, NftError> {
+    let fam = family_code(family);
+    for _ in 0..ATTEMPTS {
+        let mut names = Vec::new();
+        let read = dump(
+            sock,
+            seq,
+            NFT_MSG_GETTABLE,
+            fam,
+            &Attrs::default(),
+            "dump tables",
+            |_, f, a| {
+                if f == fam {
+                    if let Some(name) = attr_table::<2>(a)?[1] {
+                        names.push(cstr(name)?.to_string()); // NFTA_TABLE_NAME
+                    }
+                }
+                Ok(())
+            },
+        );
+        match read {
+            Ok(()) => return Ok(names),
+            Err(Miss::Changed) => continue,
+            Err(Miss::Fatal(e)) => return Err(e),
+        }
+    }
+    Err(listing(format!(
+        "tables of family {}: the ruleset kept changing while being read",
         family.as_str()
     )))
 }

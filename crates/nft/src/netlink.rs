@@ -118,6 +118,12 @@ impl NetlinkBackend {
         )
     }
 
+    /// The names of every table of `family` in the namespace (e.g. to find a sharded
+    /// ruleset's tables, or everything a product owns by prefix).
+    pub fn table_names(&mut self, family: Family) -> Result<Vec<String>, NftError> {
+        list::table_names(&mut self.sock, &mut self.seq, family)
+    }
+
     /// [`NetlinkBackend::list_table`] of `desired.family desired.name`, the same value, found
     /// faster for big tables: chains are looked up by the names `desired` has (and those the
     /// kernel's map elements and rules jump to) instead of dumping every chain of the family,

@@ -99,6 +99,19 @@ impl FakeApi {
         }
     }
 
+    /// Serves on a listener made elsewhere (e.g. inside a test namespace, where agents in
+    /// containers reach it).
+    pub async fn serve_on(&self, listener: std::net::TcpListener) -> std::net::SocketAddr {
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
     pub async fn serve(&self) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
