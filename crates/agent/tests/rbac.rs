@@ -40,7 +40,7 @@ async fn as_agent(mut req: Request, next: Next) -> Response {
 }
 
 fn load_manifest(server: &ApiServer) {
-    for doc in serde_yaml::Deserializer::from_str(MANIFEST) {
+    for doc in serde_norway::Deserializer::from_str(MANIFEST) {
         let v: Value = serde::Deserialize::deserialize(doc).expect("yaml");
         let res = resources::by_kind(
             v["apiVersion"].as_str().unwrap_or(""),

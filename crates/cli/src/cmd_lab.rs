@@ -159,7 +159,7 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
         LabCommand::Kubeconfig { name } => {
             let lab = Lab::open(name.as_deref().unwrap_or(lab))?;
             let doc = lab.kubeconfig()?;
-            print!("{}", serde_yaml::to_string(&doc)?);
+            print!("{}", serde_norway::to_string(&doc)?);
         }
         LabCommand::RunControlPlane {
             cni_path,

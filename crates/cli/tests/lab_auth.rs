@@ -165,10 +165,10 @@ fn tokens_tls_and_volumes_in_a_lab() {
         200
     );
     // kubectl without credentials is refused too.
-    let mut anon: serde_yaml::Value = serde_yaml::from_str(&printed).expect("yaml");
+    let mut anon: serde_norway::Value = serde_norway::from_str(&printed).expect("yaml");
     // (kubectl would prompt for a password without any credentials; a wrong token it sends.)
     anon["users"][0]["user"]["token"] = "wrong".into();
-    let anon = serde_yaml::to_string(&anon).expect("yaml");
+    let anon = serde_norway::to_string(&anon).expect("yaml");
     let anon_cfg = dir.path().join("anon");
     std::fs::write(&anon_cfg, anon).expect("write");
     let out = Command::new(KUBECTL)

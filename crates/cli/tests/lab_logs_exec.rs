@@ -30,7 +30,7 @@ impl Kubectl {
         // The lab's own kubeconfig (its CA, the admin token), pointed at the underlay address.
         let mut doc = handle.kubeconfig().expect("lab kubeconfig");
         doc["clusters"][0]["cluster"]["server"] = spec.api_url().into();
-        std::fs::write(&kubeconfig, serde_yaml::to_string(&doc).expect("yaml"))
+        std::fs::write(&kubeconfig, serde_norway::to_string(&doc).expect("yaml"))
             .expect("write kubeconfig");
         Kubectl {
             netns: spec.fabric_netns,

@@ -176,7 +176,7 @@ pub fn render(
                 }))
             };
             if output == OutputFormat::Yaml {
-                serde_yaml::to_string(&document)
+                serde_norway::to_string(&document)
                     .map_err(|e| KubectlError::Failed(format!("cannot render YAML: {e}")))
             } else {
                 // kubectl indents JSON by four spaces.

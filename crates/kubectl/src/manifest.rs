@@ -43,13 +43,15 @@ pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<Manifest>, Manifest
             column,
             message,
         };
-        let value: serde_yaml::Value = serde_yaml::from_str(&chunk.text).map_err(|e| {
+        let value: serde_norway::Value = serde_norway::from_str(&chunk.text).map_err(|e| {
             let (l, c) = position(&e).unwrap_or((line, None));
             err(l, c, yaml_message(&e))
         })?;
         let (api_version, kind) = match &value {
-            serde_yaml::Value::Null => continue,
-            serde_yaml::Value::Mapping(_) => type_fields(&value).map_err(|m| err(line, None, m))?,
+            serde_norway::Value::Null => continue,
+            serde_norway::Value::Mapping(_) => {
+                type_fields(&value).map_err(|m| err(line, None, m))?
+            }
             _ => {
                 return Err(err(
                     line,
@@ -60,8 +62,8 @@ pub fn parse_manifests(file: &str, text: &str) -> Result<Vec<Manifest>, Manifest
         };
         if kind == "List" {
             let items = match value.get("items") {
-                Some(serde_yaml::Value::Sequence(items)) => items.clone(),
-                None | Some(serde_yaml::Value::Null) => Vec::new(),
+                Some(serde_norway::Value::Sequence(items)) => items.clone(),
+                None | Some(serde_norway::Value::Null) => Vec::new(),
                 Some(_) => return Err(err(line, None, "items: expected a list of objects".into())),
             };
             for (i, item) in items.into_iter().enumerate() {
@@ -176,12 +178,12 @@ fn split_documents(text: &str) -> Vec<Chunk> {
     chunks
 }
 
-fn position(e: &serde_yaml::Error) -> Option<(usize, Option<usize>)> {
+fn position(e: &serde_norway::Error) -> Option<(usize, Option<usize>)> {
     e.location().map(|l| (l.line(), Some(l.column())))
 }
 
-/// serde_yaml's message without its own " at line L column C" (we say where, once).
-fn yaml_message(e: &serde_yaml::Error) -> String {
+/// serde_norway's message without its own " at line L column C" (we say where, once).
+fn yaml_message(e: &serde_norway::Error) -> String {
     let message = e.to_string();
     match message.rfind(" at line ") {
         Some(i) if e.location().is_some() => message[..i].to_string(),
@@ -189,9 +191,9 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
     }
 }
 
-fn type_fields(value: &serde_yaml::Value) -> Result<(String, String), String> {
+fn type_fields(value: &serde_norway::Value) -> Result<(String, String), String> {
     let field = |name: &str| match value.get(name) {
-        Some(serde_yaml::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(serde_norway::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         Some(_) => Err(format!("{name}: expected a string")),
         None => Err(format!("missing {name}")),
     };
@@ -218,7 +220,7 @@ fn resolve(api_version: &str, kind: &str) -> Result<ResourceKind, String> {
     ))
 }
 
-fn list_item(item: serde_yaml::Value) -> Result<Object, String> {
+fn list_item(item: serde_norway::Value) -> Result<Object, String> {
     if !item.is_mapping() {
         return Err("expected a Kubernetes object".into());
     }
@@ -232,7 +234,7 @@ fn list_item(item: serde_yaml::Value) -> Result<Object, String> {
 
 /// Like the API server's strict field validation: a field the kind does not have (a typo such
 /// as `replica:`) is an error rather than silently dropped.
-fn check_unknown_fields(input: &serde_yaml::Value, object: &Object) -> Result<(), String> {
+fn check_unknown_fields(input: &serde_norway::Value, object: &Object) -> Result<(), String> {
     // Non-string keys cannot be compared; the typed parse already accepted the document.
     let Ok(input) = serde_json::to_value(input) else {
         return Ok(());

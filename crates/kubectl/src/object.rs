@@ -94,25 +94,25 @@ impl Object {
     }
 
     /// An object of `kind` from one YAML document (errors carry the field path and position).
-    pub(crate) fn from_yaml(kind: ResourceKind, text: &str) -> Result<Object, serde_yaml::Error> {
+    pub(crate) fn from_yaml(kind: ResourceKind, text: &str) -> Result<Object, serde_norway::Error> {
         Ok(match kind {
-            ResourceKind::Namespace => Object::Namespace(serde_yaml::from_str(text)?),
-            ResourceKind::Node => Object::Node(serde_yaml::from_str(text)?),
-            ResourceKind::Pod => Object::Pod(serde_yaml::from_str(text)?),
-            ResourceKind::Deployment => Object::Deployment(serde_yaml::from_str(text)?),
-            ResourceKind::Service => Object::Service(serde_yaml::from_str(text)?),
-            ResourceKind::EndpointSlice => Object::EndpointSlice(serde_yaml::from_str(text)?),
-            ResourceKind::NetworkPolicy => Object::NetworkPolicy(serde_yaml::from_str(text)?),
+            ResourceKind::Namespace => Object::Namespace(serde_norway::from_str(text)?),
+            ResourceKind::Node => Object::Node(serde_norway::from_str(text)?),
+            ResourceKind::Pod => Object::Pod(serde_norway::from_str(text)?),
+            ResourceKind::Deployment => Object::Deployment(serde_norway::from_str(text)?),
+            ResourceKind::Service => Object::Service(serde_norway::from_str(text)?),
+            ResourceKind::EndpointSlice => Object::EndpointSlice(serde_norway::from_str(text)?),
+            ResourceKind::NetworkPolicy => Object::NetworkPolicy(serde_norway::from_str(text)?),
         })
     }
 
     /// An object of `kind` from an already parsed YAML value (a `List` item).
     pub(crate) fn from_yaml_value(
         kind: ResourceKind,
-        value: serde_yaml::Value,
-    ) -> Result<Object, serde_yaml::Error> {
-        fn typed<T: DeserializeOwned>(v: serde_yaml::Value) -> Result<T, serde_yaml::Error> {
-            serde_yaml::from_value(v)
+        value: serde_norway::Value,
+    ) -> Result<Object, serde_norway::Error> {
+        fn typed<T: DeserializeOwned>(v: serde_norway::Value) -> Result<T, serde_norway::Error> {
+            serde_norway::from_value(v)
         }
         Ok(match kind {
             ResourceKind::Namespace => Object::Namespace(typed(value)?),

@@ -48,6 +48,9 @@ pub async fn run(
         api_audiences: vec![sarasa_apiserver::config::DEFAULT_ISSUER.into()],
         root_ca_file: Some(pki.ca_cert()),
     });
+    // Every request is authorized with RBAC, as `--authorization-mode=RBAC` does: the agents
+    // and the DNS server hold only what deploy/rbac.yaml grants them.
+    config.authorization = sarasa_apiserver::authz::AuthorizationMode::Rbac;
     let client = crate::client::connect(&spec)?;
     let runner = PodRunner::new(spec.clone(), paths, bins, client.clone());
     // `kubectl logs` and `kubectl exec` are answered from the runner's containers.
@@ -144,7 +147,7 @@ fn write_agent_kubeconfig(
         token,
     };
     let doc = crate::kubeconfig::render(&spec.name, &ep);
-    let text = serde_yaml::to_string(&doc)
+    let text = serde_norway::to_string(&doc)
         .map_err(|e| LabError::Invalid(format!("encoding the agents' kubeconfig: {e}")))?;
     crate::pki::write_private(&pki.agent_kubeconfig(), text.as_bytes(), 0o600)
 }

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use crate::LabError;
 
@@ -192,7 +192,7 @@ pub fn edit(path: &Path, f: impl FnOnce(&mut Value)) -> Result<(), LabError> {
             let doc = if bytes.iter().all(u8::is_ascii_whitespace) {
                 empty()
             } else {
-                serde_yaml::from_slice(&bytes).map_err(|e| {
+                serde_norway::from_slice(&bytes).map_err(|e| {
                     LabError::Invalid(format!("{} is not a kubeconfig: {e}", path.display()))
                 })?
             };
@@ -208,7 +208,7 @@ pub fn edit(path: &Path, f: impl FnOnce(&mut Value)) -> Result<(), LabError> {
         )));
     }
     f(&mut doc);
-    let text = serde_yaml::to_string(&doc)
+    let text = serde_norway::to_string(&doc)
         .map_err(|e| LabError::Invalid(format!("encoding {}: {e}", path.display())))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut out = OpenOptions::new()
@@ -295,7 +295,7 @@ current-context: prod
         edit(&path, |d| upsert(d, "a", &ep("http://127.0.0.1:1"))).unwrap();
         // Refreshing replaces, never duplicates.
         edit(&path, |d| upsert(d, "a", &ep("http://127.0.0.1:2"))).unwrap();
-        let doc: Value = serde_yaml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let doc: Value = serde_norway::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(names(&doc, "clusters"), ["prod", "sarasa-a"]);
         assert_eq!(names(&doc, "users"), ["admin", "sarasa-a"]);
         assert_eq!(
@@ -309,8 +309,8 @@ current-context: prod
             0o640
         );
         edit(&path, |d| remove(d, "a")).unwrap();
-        let doc: Value = serde_yaml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-        let orig: Value = serde_yaml::from_str(OTHER).unwrap();
+        let doc: Value = serde_norway::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let orig: Value = serde_norway::from_str(OTHER).unwrap();
         for list in ["clusters", "contexts", "users"] {
             assert_eq!(doc[list], orig[list], "{list}");
         }
@@ -322,14 +322,14 @@ current-context: prod
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("config");
         edit(&path, |d| upsert(d, "b", &ep("http://127.0.0.1:3"))).unwrap();
-        let doc: Value = serde_yaml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let doc: Value = serde_norway::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(doc["current-context"], "sarasa-b");
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
         edit(&path, |d| remove(d, "b")).unwrap();
-        let doc: Value = serde_yaml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let doc: Value = serde_norway::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(doc["current-context"], "");
         assert!(names(&doc, "contexts").is_empty());
     }

@@ -246,7 +246,7 @@ impl Lab {
     }
 
     /// A kubeconfig for the lab's published API: TLS with the lab CA, the admin token.
-    pub fn kubeconfig(&self) -> Result<serde_yaml::Value, LabError> {
+    pub fn kubeconfig(&self) -> Result<serde_norway::Value, LabError> {
         let pki = crate::pki::Pki::new(self.paths.pki_dir());
         let (ca, token, server) = (pki.ca_pem()?, pki.admin_token()?, self.loopback_url()?);
         let ep = crate::kubeconfig::Endpoint {
@@ -258,7 +258,7 @@ impl Lab {
     }
 
     /// Adds the lab's cluster, user and context to the kubeconfig `doc`.
-    pub fn merge_into(&self, doc: &mut serde_yaml::Value) -> Result<(), LabError> {
+    pub fn merge_into(&self, doc: &mut serde_norway::Value) -> Result<(), LabError> {
         let pki = crate::pki::Pki::new(self.paths.pki_dir());
         let (ca, token, server) = (pki.ca_pem()?, pki.admin_token()?, self.loopback_url()?);
         let ep = crate::kubeconfig::Endpoint {

@@ -16,7 +16,7 @@ pub const MANIFEST: &str = include_str!("../../../deploy/rbac.yaml");
 /// The objects of the manifest, each with the collection path it is created at.
 pub fn objects() -> Result<Vec<(String, Value)>, LabError> {
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(MANIFEST) {
+    for doc in serde_norway::Deserializer::from_str(MANIFEST) {
         let v: Value = serde::Deserialize::deserialize(doc)
             .map_err(|e| LabError::Invalid(format!("deploy/rbac.yaml: {e}")))?;
         if v.is_null() {

@@ -223,7 +223,7 @@ pub(crate) fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, Api
         crate::proto::decode_object(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding protobuf body: {e}")))
     } else if ct.contains("yaml") {
-        serde_yaml::from_slice::<Value>(body)
+        serde_norway::from_slice::<Value>(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else {
         serde_json::from_slice::<Value>(body)

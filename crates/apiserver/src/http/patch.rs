@@ -39,7 +39,7 @@ fn kind(headers: &HeaderMap) -> Result<Kind, ApiError> {
 pub fn document(headers: &HeaderMap, body: &Bytes) -> Option<Value> {
     match kind(headers).ok()? {
         Kind::Merge => serde_json::from_slice(body).ok(),
-        Kind::Apply => serde_yaml::from_slice(body).ok(),
+        Kind::Apply => serde_norway::from_slice(body).ok(),
         Kind::Json => None,
     }
 }
@@ -82,7 +82,7 @@ pub fn patch(
 ) -> Result<Response, ApiError> {
     let k = kind(headers)?;
     let patch_doc: Value = match k {
-        Kind::Apply => serde_yaml::from_slice(body)
+        Kind::Apply => serde_norway::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
         _ => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,

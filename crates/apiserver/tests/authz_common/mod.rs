@@ -142,7 +142,7 @@ impl Server {
     /// their own namespace).
     pub async fn apply_yaml(&self, yaml: &str) {
         let admin = Some(("admin", &["system:masters"][..]));
-        for doc in serde_yaml::Deserializer::from_str(yaml) {
+        for doc in serde_norway::Deserializer::from_str(yaml) {
             let v: Value = serde::Deserialize::deserialize(doc).expect("yaml");
             if v.is_null() {
                 continue;
