@@ -180,17 +180,26 @@ fn tokens_tls_and_volumes_in_a_lab() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("You must be logged in to the server"), "{err}");
-    // `kubectl create token` (a protobuf TokenRequest) gets a token that works.
+    // `kubectl create token` (a protobuf TokenRequest) gets a token that authenticates: RBAC
+    // refuses the `default` ServiceAccount until a binding grants it `view` in its namespace.
     let made = k.ok(&["create", "token", "default", "--duration=10m"]);
+    let pods_url = format!("{server}/api/v1/namespaces/default/pods");
+    let (code, body) = curl(&ca, &pods_url, Some(made.trim()));
+    assert_eq!(code, 403, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("a Status");
     assert_eq!(
-        curl(
-            &ca,
-            &format!("{server}/api/v1/namespaces/default/pods"),
-            Some(made.trim())
-        )
-        .0,
-        200
+        status["message"],
+        "pods is forbidden: User \"system:serviceaccount:default:default\" cannot list \
+         resource \"pods\" in API group \"\" in the namespace \"default\""
     );
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:default",
+    ]);
+    assert_eq!(curl(&ca, &pods_url, Some(made.trim())).0, 200);
 
     // Every namespace gets its default ServiceAccount and the CA.
     let cm = k.ok(&[
