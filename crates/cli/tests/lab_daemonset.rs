@@ -27,19 +27,15 @@ struct Kubectl {
 
 impl Kubectl {
     fn new(lab: &TestLab) -> Kubectl {
-        let spec = sarasa_lab::Lab::open(&lab.name).expect("lab spec").spec;
+        let handle = sarasa_lab::Lab::open(&lab.name).expect("lab spec");
+        let spec = handle.spec.clone();
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("config");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster: {{server: \"{}\"}}\n\
-                 contexts:\n- name: lab\n  context: {{cluster: lab, user: lab, namespace: default}}\n\
-                 current-context: lab\nusers:\n- name: lab\n  user: {{}}\n",
-                spec.api_url()
-            ),
-        )
-        .expect("write kubeconfig");
+        // The lab's own kubeconfig (its CA, the admin token), pointed at the underlay address.
+        let mut doc = handle.kubeconfig().expect("lab kubeconfig");
+        doc["clusters"][0]["cluster"]["server"] = spec.api_url().into();
+        std::fs::write(&kubeconfig, serde_norway::to_string(&doc).expect("yaml"))
+            .expect("write kubeconfig");
         Kubectl {
             netns: spec.fabric_netns,
             kubeconfig,
