@@ -423,11 +423,59 @@ fn merge_for_replace(desired: &Object, live: &Object) -> Object {
                 if ds.node_name.is_none() {
                     ds.node_name = ls.node_name.clone();
                 }
+                keep_service_account_admission(ds, ls);
             }
         }
         _ => {}
     }
     merged
+}
+
+/// What the ServiceAccount admission added when the pod was created — `serviceAccountName` and
+/// the `kube-api-access-*` projected volume with its mount in every container — stays: a pod's
+/// spec is immutable, and kubectl's patch keeps these fields because its manifest never set them.
+fn keep_service_account_admission(
+    desired: &mut k8s_openapi::api::core::v1::PodSpec,
+    live: &k8s_openapi::api::core::v1::PodSpec,
+) {
+    const PREFIX: &str = "kube-api-access-";
+    if desired.service_account_name.is_none() {
+        desired.service_account_name = live.service_account_name.clone();
+    }
+    if desired.service_account.is_none() {
+        desired.service_account = live.service_account.clone();
+    }
+    for v in live.volumes.iter().flatten() {
+        let present = desired.volumes.iter().flatten().any(|d| d.name == v.name);
+        if v.name.starts_with(PREFIX) && !present {
+            desired.volumes.get_or_insert_with(Vec::new).push(v.clone());
+        }
+    }
+    let live_containers = live
+        .containers
+        .iter()
+        .chain(live.init_containers.iter().flatten());
+    let live_mounts: Vec<(&str, &k8s_openapi::api::core::v1::VolumeMount)> = live_containers
+        .flat_map(|c| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .filter(|m| m.name.starts_with(PREFIX))
+                .map(move |m| (c.name.as_str(), m))
+        })
+        .collect();
+    let desired_containers = desired
+        .containers
+        .iter_mut()
+        .chain(desired.init_containers.iter_mut().flatten());
+    for c in desired_containers {
+        for (_, m) in live_mounts.iter().filter(|(name, _)| *name == c.name) {
+            let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
+            if !mounts.iter().any(|d| d.name == m.name) {
+                mounts.push((*m).clone());
+            }
+        }
+    }
 }
 
 /// Live entries, minus those our previous apply set and this one drops, plus the desired ones.
@@ -516,5 +564,34 @@ mod tests {
         let spec = merged.spec.unwrap();
         assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.10"));
         assert_eq!(spec.ports.unwrap()[0].node_port, Some(30080));
+    }
+
+    #[test]
+    fn replace_keeps_what_serviceaccount_admission_added_to_a_pod() {
+        let desired = desired_object(
+            &one("apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: b}}\nspec:\n  containers: [{name: c, image: x}]\n"),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+        let live = Object::from_json(
+            ResourceKind::Pod,
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "default", "resourceVersion": "7"},
+                "spec": {"nodeName": "node-1", "serviceAccountName": "default",
+                         "containers": [{"name": "c", "image": "x", "volumeMounts": [
+                             {"name": "kube-api-access-abcde", "readOnly": true,
+                              "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+                         "volumes": [{"name": "kube-api-access-abcde", "projected": {"sources": []}}]}}),
+        )
+        .unwrap();
+        let Object::Pod(merged) = merge_for_replace(&desired, &live) else {
+            panic!("not a pod")
+        };
+        let spec = merged.spec.unwrap();
+        assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+        assert_eq!(spec.volumes.unwrap()[0].name, "kube-api-access-abcde");
+        let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+        assert_eq!(mounts[0].name, "kube-api-access-abcde");
+        assert_eq!(mounts.len(), 1);
     }
 }
