@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # API server benchmark (issue 11, Performance): list, watch-event and write rates with 10k Pods
-# and 100k Services, authorization off and RBAC on side by side in one run. Prints figures and
-# the machine; asserts nothing. Needs no root: the example serves on 127.0.0.1 (ephemeral
-# ports) in-process.
+# and 100k Services, before and after TLS, authentication and RBAC, side by side in one run.
+# Prints figures and the machine; asserts nothing. Needs no root: the example serves on
+# 127.0.0.1 (ephemeral ports) in-process.
 #
 #   scripts/bench-api.sh                              # 10k pods, 100k services, 5 rounds
 #   PODS=2000 SERVICES=10000 ROUNDS=3 scripts/bench-api.sh
 #   PROFILE=debug PODS=500 SERVICES=2000 ROUNDS=1 scripts/bench-api.sh   # checks the script only
-#   TLS=1 scripts/bench-api.sh                        # refused until the server speaks TLS
 #
 # What it measures (crates/apiserver/examples/api_bench.rs): one store, seeded in-process, is
-# served twice — "authz off" (the handlers with authorization off, as before RBAC) and "RBAC"
-# (RBAC on; every request by system:serviceaccount:bench:bencher, which holds the default `edit`
-# ClusterRole through a RoleBinding in namespace `bench`; not system:masters). Each round runs
-# both sides (order alternating), ROUNDS rounds, medians:
+# served twice — "before" (plain HTTP, no authentication, authorization off) and "TLS+RBAC" (the
+# lab's configuration: HTTPS verified against the bench CA, every request carrying a
+# ServiceAccount token of bench/bencher issued by TokenRequest, RBAC on; the SA holds the
+# default `edit` ClusterRole through a RoleBinding in namespace `bench`, not system:masters).
+# Each round runs both sides (order alternating), ROUNDS rounds, medians:
 #   list      paging through all pods / all services of `bench` with limit=500
 #   watch     MODIFIED events a pod watch delivers while the store takes 5000 label updates
 #   writes    2000 pod merge patches over HTTP from 8 concurrent clients
@@ -23,7 +23,6 @@ PODS=${PODS:-10000}
 SERVICES=${SERVICES:-100000}
 ROUNDS=${ROUNDS:-5}
 PROFILE=${PROFILE:-release}
-TLS=${TLS:-}
 
 cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL=0
@@ -35,8 +34,5 @@ else
     bin=target/debug/examples/api_bench
 fi
 args=(--pods "$PODS" --services "$SERVICES" --rounds "$ROUNDS")
-if [ -n "$TLS" ]; then
-    args+=(--tls)
-fi
 echo "bench-api: $(date -u +%FT%TZ), profile $PROFILE, $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 exec "$bin" "${args[@]}"

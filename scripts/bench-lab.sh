@@ -2,6 +2,10 @@
 # Benchmark of the lab and the node datapath: prints figures, asserts nothing (issue 3,
 # "Performance"). Sections, all by default:
 #   up        `lab up --nodes 3` / `lab down`, UP_RUNS times: median, min, max
+#   up-security  `lab up --nodes 3` before and after the API's TLS, tokens and RBAC (issue 11):
+#             this tree's binaries against BEFORE_REV's (default 016d636, the last commit before
+#             that security landed; built once into target/bench-before), UP_RUNS runs each,
+#             alternating; not in the default set (the old build takes minutes)
 #   apply     `apply -f <REPLICAS-replica Deployment> --wait` until it returns, APPLY_RUNS times
 #             (delete and wait for the pods to be gone in between), then the agents' resident
 #             memory (VmRSS, VmHWM) at idle with 3 nodes and REPLICAS pods
@@ -10,7 +14,7 @@
 #             without sarasa (bench/handbuilt.sh), runs interleaved so machine noise hits both
 #   handbuilt the hand-built half of `datapath` alone (needs no sarasa lab)
 #
-#   scripts/bench-lab.sh [--no-build] [up] [apply] [datapath] [handbuilt]
+#   scripts/bench-lab.sh [--no-build] [up] [up-security] [apply] [datapath] [handbuilt]
 #
 # Knobs (environment): UP_RUNS=5 APPLY_RUNS=3 REPLICAS=100 REPS=5 IPERF_SECS=5 RR_SECS=5
 # RR_TOOL=auto|sockperf|rr.py (auto: sockperf from Debian, installed if missing; else bench/rr.py).
@@ -46,7 +50,7 @@ sections=()
 for a in "$@"; do
   case $a in
     --no-build) build=0 ;;
-    up | apply | datapath | handbuilt) sections+=("$a") ;;
+    up | up-security | apply | datapath | handbuilt) sections+=("$a") ;;
     -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-lab: unknown argument '$a' (see --help)" >&2; exit 2 ;;
   esac
@@ -159,6 +163,46 @@ bench_up() {
   echo "RESULT lab up (3 nodes):   median $m s (min $lo, max $hi) over $UP_RUNS runs   [target < 3 s]"
   read -r m lo hi <<<"$(stats "${downs[@]}")"
   echo "RESULT lab down:           median $m s (min $lo, max $hi)"
+  echo
+}
+
+# ---------------------------------------------------------------- 1b. bring-up before/after security
+# The binaries of BEFORE_REV, built from `git archive` into target/bench-before (no worktree is
+# registered); rebuilt only when the revision changes.
+build_before() {
+  local rev=$1 dir=$ROOT/target/bench-before
+  if [ -x "$dir/release/sarasa" ] && [ "$(cat "$dir/rev" 2>/dev/null)" = "$rev" ]; then return; fi
+  echo "building $rev into $dir (once)" >&2
+  rm -rf "$dir/src"
+  mkdir -p "$dir/src"
+  git -C "$ROOT" archive "$rev" | tar -x -C "$dir/src"
+  (cd "$dir/src" && CARGO_INCREMENTAL=0 cargo build --release --bins -q --target-dir "$dir") >&2
+  echo "$rev" >"$dir/rev"
+}
+
+bench_up_security() {
+  local rev=${BEFORE_REV:-016d636} i side t0 t1 before=() after=()
+  build_before "$rev"
+  local old=$ROOT/target/bench-before/release/sarasa
+  echo "== lab up --nodes 3 before ($rev: plain HTTP, no tokens, no RBAC) and after (this tree), $UP_RUNS runs each"
+  for i in $(seq 1 "$UP_RUNS"); do
+    # Alternate which goes first so drift on a shared machine hits both alike.
+    for side in $( ((i % 2)) && echo "before after" || echo "after before"); do
+      local bin=$SARASA
+      [ "$side" = before ] && bin=$old
+      t0=$(now)
+      timeout 120 "$bin" --lab "$LAB" lab up --nodes 3 --timeout 60s >"$WORK/up.log" 2>&1 \
+        || { cat "$WORK/up.log" >&2; timeout 120 "$bin" --lab "$LAB" lab down >/dev/null 2>&1; return 1; }
+      t1=$(now)
+      timeout 120 "$bin" --lab "$LAB" lab down >/dev/null
+      if [ "$side" = before ]; then before+=("$(elapsed "$t0" "$t1")"); else after+=("$(elapsed "$t0" "$t1")"); fi
+      echo "run $i $side: up $(elapsed "$t0" "$t1") s"
+    done
+  done
+  local mb ma
+  mb=$(median "${before[@]}")
+  ma=$(median "${after[@]}")
+  echo "RESULT lab up before security: median $mb s; after (TLS, tokens, RBAC): median $ma s; after/before $(ratio "$ma" "$mb")   [target <= 1.20]"
   echo
 }
 
@@ -426,6 +470,7 @@ fi
 start=$(date +%s)
 # (`if`, not `&&`: bash ignores `set -e` inside a function called from an && list)
 if want up; then bench_up; fi
+if want up-security; then bench_up_security; fi
 if want apply; then bench_apply; fi
 if want datapath; then
   bench_datapath 1

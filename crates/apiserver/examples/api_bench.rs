@@ -1,12 +1,13 @@
 //! The API server's list, watch-event and write rates with many objects (10k Pods and 100k
-//! Services by default), before and after authorization, side by side in one run: the same
-//! store is served twice on 127.0.0.1 — once with authorization off (as before RBAC), once with
-//! RBAC on and every request made by a ServiceAccount holding `edit` through a RoleBinding in
-//! the benchmark namespace (not system:masters). Rounds alternate between the two; medians are
-//! printed with the machine.
+//! Services by default), before and after TLS, authentication and authorization, side by side in
+//! one run: the same store is served twice on 127.0.0.1 —
+//! - "before": plain HTTP, no authentication, authorization off (the server before security);
+//! - "after": the server as the lab runs it: HTTPS with a CA-signed certificate the client
+//!   verifies, bearer-token authentication, RBAC; every request carries a ServiceAccount token
+//!   issued through TokenRequest for `bench/bencher`, which holds the default `edit` ClusterRole
+//!   through a RoleBinding in the benchmark namespace (not system:masters).
 //!
-//! The user is set by a BENCHMARK-ONLY layer standing in for authentication (bearer tokens and
-//! TLS come with the authentication work; `--tls` is refused until then).
+//! Rounds alternate between the two; medians are printed with the machine.
 //!
 //! `cargo run --release -p sarasa-apiserver --example api_bench -- [--pods N] [--services N] [--rounds N]`
 
@@ -14,19 +15,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use futures::{AsyncBufReadExt, StreamExt};
 use kube::client::Body;
 use sarasa_apiserver::authz::{AuthorizationMode, Authorizer};
-use sarasa_apiserver::resources::{NAMESPACES, PODS, ROLEBINDINGS, SERVICES};
+use sarasa_apiserver::config::{Authentication, StaticToken, TlsFiles};
+use sarasa_apiserver::resources::{NAMESPACES, PODS, ROLEBINDINGS, SERVICEACCOUNTS, SERVICES};
 use sarasa_apiserver::store::{Store, WriteOpts};
 use sarasa_apiserver::{ApiServer, Config, UserInfo};
 use serde_json::json;
 
 const NS: &str = "bench";
-const USER: &str = "system:serviceaccount:bench:bencher";
+const SA: &str = "bencher";
+/// The admin's static token: used once, to ask for the ServiceAccount's token.
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
 const PAGE: usize = 500;
 const WRITES: usize = 2000;
 const WRITERS: usize = 8;
@@ -55,25 +56,10 @@ fn args() -> Result<Args> {
             "--pods" => a.pods = num("--pods")?,
             "--services" => a.services = num("--services")?,
             "--rounds" => a.rounds = num("--rounds")?.max(1),
-            "--tls" => bail!("--tls: this tree serves plain HTTP; TLS arrives with authentication"),
             other => bail!("unknown argument {other:?} (--pods N, --services N, --rounds N)"),
         }
     }
     Ok(a)
-}
-
-/// BENCHMARK-ONLY: every request is the ServiceAccount's.
-async fn as_service_account(mut req: Request, next: Next) -> Response {
-    req.extensions_mut().insert(UserInfo {
-        name: USER.into(),
-        groups: vec![
-            "system:serviceaccounts".into(),
-            "system:serviceaccounts:bench".into(),
-            "system:authenticated".into(),
-        ],
-        ..UserInfo::default()
-    });
-    next.run(req).await
 }
 
 fn seed(store: &Store, pods: usize, services: usize) -> Result<()> {
@@ -97,10 +83,13 @@ fn seed(store: &Store, pods: usize, services: usize) -> Result<()> {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
         "subjects": [{"kind": "ServiceAccount", "name": "bencher", "namespace": NS}]});
     store.create(ROLEBINDINGS, NS, rb, o)?;
+    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SA}});
+    store.create(SERVICEACCOUNTS, NS, sa, o)?;
     Ok(())
 }
 
-async fn serve(app: axum::Router) -> Result<kube::Client> {
+/// "Before": the store's handlers over plain HTTP, no authentication, authorization off.
+async fn serve_plain(app: axum::Router) -> Result<kube::Client> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -109,6 +98,98 @@ async fn serve(app: axum::Router) -> Result<kube::Client> {
     let mut cfg = kube::Config::new(format!("http://{addr}").parse()?);
     cfg.read_timeout = Some(Duration::from_secs(120));
     Ok(kube::Client::try_from(cfg)?)
+}
+
+/// A CA, a serving certificate for 127.0.0.1 signed by it, and a P-256 ServiceAccount key, as
+/// `lab up` makes them; returns the CA's PEM.
+fn write_pki(dir: &std::path::Path) -> Result<String> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "bench-ca");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key)?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kube-apiserver");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    std::fs::write(dir.join("tls.crt"), cert.pem())?;
+    std::fs::write(dir.join("tls.key"), key.serialize_pem())?;
+    let sa = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    std::fs::write(dir.join("sa.key"), sa.serialize_pem())?;
+    Ok(ca.pem())
+}
+
+/// "After": the configuration `lab up` gives the server (TLS, tokens, RBAC).
+fn secure_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::new(dir.join("state"));
+    config.authorization = AuthorizationMode::Rbac;
+    config.tls = Some(TlsFiles {
+        cert_file: dir.join("tls.crt"),
+        key_file: dir.join("tls.key"),
+    });
+    config.authentication = Some(Authentication {
+        static_tokens: vec![StaticToken {
+            token: ADMIN_TOKEN.into(),
+            user: UserInfo {
+                name: "bench-admin".into(),
+                groups: vec!["system:masters".into(), "system:authenticated".into()],
+                ..UserInfo::default()
+            },
+        }],
+        service_account_key_file: dir.join("sa.key"),
+        issuer: sarasa_apiserver::config::DEFAULT_ISSUER.into(),
+        api_audiences: vec![sarasa_apiserver::config::DEFAULT_ISSUER.into()],
+        root_ca_file: None,
+    });
+    config
+}
+
+/// A kube client over HTTPS trusting only the CA, with a bearer token, as a kubeconfig gives.
+async fn tls_client(addr: std::net::SocketAddr, ca_pem: &str, token: &str) -> Result<kube::Client> {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let kc = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": format!("https://{addr}"), "certificate-authority-data": ca}}],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": NS}}],
+        "current-context": "x"
+    });
+    let kc: kube::config::Kubeconfig = serde_json::from_value(kc)?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    cfg.read_timeout = Some(Duration::from_secs(120));
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+/// Serves `server` over HTTPS and returns a client holding a fresh token of `bench/bencher`
+/// from TokenRequest (asked for with the admin token).
+async fn serve_secure(server: &ApiServer, ca_pem: &str) -> Result<kube::Client> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let s2 = server.clone();
+    tokio::spawn(async move { s2.serve(listener).await });
+    let admin = tls_client(addr, ca_pem, ADMIN_TOKEN).await?;
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600}});
+    let req = http::Request::post(format!(
+        "/api/v1/namespaces/{NS}/serviceaccounts/{SA}/token"
+    ))
+    .header("content-type", "application/json")
+    .body(serde_json::to_vec(&body)?)?;
+    let tr: serde_json::Value = admin.request(req).await.context("TokenRequest")?;
+    let token = tr["status"]["token"]
+        .as_str()
+        .context("TokenRequest returned no token")?;
+    tls_client(addr, ca_pem, token).await
 }
 
 async fn get(client: &kube::Client, path: &str) -> Result<serde_json::Value> {
@@ -269,9 +350,8 @@ async fn main() -> Result<()> {
     let a = args()?;
     println!("machine: {}", machine());
     let dir = tempfile::tempdir()?;
-    let mut config = Config::new(dir.path().join("state"));
-    config.authorization = AuthorizationMode::Rbac;
-    let server = ApiServer::open(config)?;
+    let ca_pem = write_pki(dir.path())?;
+    let server = ApiServer::open(secure_config(dir.path()))?;
     let store = server.store().clone();
     let t = Instant::now();
     seed(&store, a.pods, a.services)?;
@@ -282,22 +362,17 @@ async fn main() -> Result<()> {
         t.elapsed().as_secs_f64(),
         a.rounds
     );
-    // Before: the same store and handlers, authorization off.
+    // Before: the same store and handlers over plain HTTP, no authentication, authorization off.
     let off = Authorizer::new(store.clone(), AuthorizationMode::AlwaysAllow);
-    let before = serve(sarasa_apiserver::http::router(
+    let before = serve_plain(sarasa_apiserver::http::router(
         store.clone(),
         None,
         off,
         None,
     ))
     .await?;
-    // After: RBAC on, a ServiceAccount with `edit` in the namespace.
-    let after = serve(
-        server
-            .router()
-            .layer(axum::middleware::from_fn(as_service_account)),
-    )
-    .await?;
+    // After: TLS, a ServiceAccount token, RBAC (`edit` in the namespace).
+    let after = serve_secure(&server, &ca_pem).await?;
     get(&after, &format!("/api/v1/namespaces/{NS}/pods?limit=1"))
         .await
         .context("the ServiceAccount may list pods")?;
@@ -330,7 +405,7 @@ async fn main() -> Result<()> {
     }
     println!(
         "{:<42} {:>12} {:>12} {:>8}",
-        "", "authz off", "RBAC", "change"
+        "", "before", "TLS+RBAC", "change"
     );
     for (name, [off, on]) in rows {
         let (b, r) = (median(off), median(on));
