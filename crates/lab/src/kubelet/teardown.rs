@@ -150,16 +150,17 @@ impl PodRunner {
                 rec.namespace, rec.name
             ),
         };
-        CniRuntime {
-            cni_path: &self.bins.cni_path,
-            node: &node_ns,
-        }
-        .del(&conf, &att, Some(&rec.cni_result))
+        CniRuntime::new(&self.bins.cni_path, &node_ns).del(&conf, &att, Some(&rec.cni_result))
     }
 
     /// CNI GC on every node with the attachments the runner still holds: releases addresses
     /// of pods that vanished while the control plane was down.
+    /// Runs at start and every [`super::CNI_GC_INTERVAL`]. Attachments of pods with a job in
+    /// flight count as valid, and no ADD runs meanwhile (`cni_gate`).
     pub(super) fn gc_nodes(&self) {
+        let _gate = self.cni_gate.write().unwrap_or_else(|p| p.into_inner());
+        // Busy first: a job that ends after this has written its record, read next.
+        let busy = self.busy.lock().expect("lock").clone();
         let records = self.records.lock().expect("lock").clone();
         for node in &self.spec.nodes {
             let Ok(Some(conf)) = load_conflist(&self.paths.cni_conf_dir(&node.name)) else {
@@ -168,15 +169,17 @@ impl PodRunner {
             let Ok(node_ns) = NetNs::open(&node.netns) else {
                 continue;
             };
-            let valid: Vec<(String, String)> = records
+            let mut valid: Vec<(String, String)> = records
                 .values()
                 .filter(|r| r.node == node.name && !r.host_network)
                 .map(|r| (r.uid.clone(), POD_IFNAME.to_string()))
                 .collect();
-            let rt = CniRuntime {
-                cni_path: &self.bins.cni_path,
-                node: &node_ns,
-            };
+            valid.extend(
+                busy.iter()
+                    .filter(|uid| !records.contains_key(*uid))
+                    .map(|uid| (uid.clone(), POD_IFNAME.to_string())),
+            );
+            let rt = CniRuntime::new(&self.bins.cni_path, &node_ns);
             if let Err(e) = rt.gc(&conf, &valid) {
                 tracing::warn!(node = %node.name, "CNI GC: {e}");
             }
