@@ -191,6 +191,7 @@ impl PodRunner {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut gc_tick = tokio::time::interval(CNI_GC_INTERVAL);
         gc_tick.reset();
+        let mut log_tick = tokio::time::interval(crate::daemon_log::CHECK_INTERVAL);
         loop {
             tokio::select! {
                 _ = rx.recv() => {},
@@ -198,6 +199,17 @@ impl PodRunner {
                 _ = gc_tick.tick() => {
                     let me = self.clone();
                     let _ = tokio::task::spawn_blocking(move || me.gc_nodes()).await;
+                },
+                _ = log_tick.tick() => {
+                    // The lab's process logs (agents, control plane) rotate by size.
+                    let dir = self.paths.logs_dir();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        use crate::daemon_log::{rotate_dir, KEEP, MAX_BYTES};
+                        if let Err(e) = rotate_dir(&dir, MAX_BYTES, KEEP) {
+                            tracing::warn!("rotating the logs in {}: {e}", dir.display());
+                        }
+                    })
+                    .await;
                 },
             }
             self.reconcile(&store.state());
