@@ -76,7 +76,7 @@ mod tests {
             w.write_all(format!("round {round} {}\n", "y".repeat(200)).as_bytes())
                 .unwrap();
             let rotated = rotate_dir(dir.path(), 100, 2).unwrap();
-            assert_eq!(rotated, [agent.clone()], "round {round}");
+            assert_eq!(rotated, std::slice::from_ref(&agent), "round {round}");
             assert_eq!(std::fs::metadata(&agent).unwrap().len(), 0);
         }
         // Appends after a truncation start at the new end, not at the old offset.
