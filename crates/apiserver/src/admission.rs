@@ -98,7 +98,7 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
         }
         DEPLOYMENTS => {
             deployment::defaults(obj);
-            deployment::validate(obj, errs);
+            deployment::validate(obj, ctx.config.limits.max_replicas, errs);
             if let Some(old) = old {
                 deployment::validate_update(obj, old, errs);
             }
@@ -140,6 +140,13 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
 
 /// Runs on create, after system metadata is set.
 pub fn on_create(ctx: &Ctx, res: ResId, obj: &mut Value) -> Result<(), ApiError> {
+    crate::quota::check(
+        ctx.inner,
+        &ctx.config.limits,
+        res,
+        meta::namespace(obj),
+        meta::name(obj),
+    )?;
     if res == PODS && ctx.config.authentication.is_some() {
         let ns = meta::namespace(obj).to_string();
         crate::authn::admission::admit_pod(ctx.inner, &ns, obj)?;

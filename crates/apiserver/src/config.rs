@@ -45,6 +45,57 @@ pub struct Config {
     /// Bearer-token authentication, ServiceAccount tokens and their admission; `None`: every
     /// request is served without identity (the library's default).
     pub authentication: Option<Authentication>,
+    /// Backoff before a controller that panicked restarts: the first delay and the cap it
+    /// doubles up to (reset after a run longer than the cap).
+    pub controller_restart_backoff: (Duration, Duration),
+    /// Limits protecting the server from oversized, slow and too many requests and objects.
+    pub limits: Limits,
+}
+
+/// Limits protecting the server and the cluster from oversized, slow, too many and too big
+/// requests (kube-apiserver's `--max-requests-inflight`, `--max-mutating-requests-inflight`,
+/// `--request-timeout`, its 3 MiB object limit and 32 s header timeout) and from objects that
+/// ask for unbounded work (ResourceQuota's object counts, a bound on `replicas`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body (413 above it). kube-apiserver: 3 MiB.
+    pub max_body_bytes: usize,
+    /// A connection that has not sent a request's whole header within this is closed.
+    /// kube-apiserver: 32 s.
+    pub header_read_timeout: Duration,
+    /// A request whose body has not fully arrived within this gets 408 and its connection is
+    /// closed. kube-apiserver's `--request-timeout`: 60 s.
+    pub body_read_timeout: Duration,
+    /// Non-mutating requests (GET, not watches or streams) served at once; more get 429 with
+    /// Retry-After. kube-apiserver: 400.
+    pub max_requests_inflight: usize,
+    /// Mutating requests (POST, PUT, PATCH, DELETE) served at once. kube-apiserver: 200.
+    pub max_mutating_requests_inflight: usize,
+    /// The longest watch: a larger `timeoutSeconds` is capped to it, and a watch without one
+    /// ends after a random time between half of it and it (kube: `--min-request-timeout` 1800 s,
+    /// times 1 to 2).
+    pub max_watch_timeout: Duration,
+    /// Upper bound of `spec.replicas` of a workload (Deployment, the scale subresource).
+    pub max_replicas: i64,
+    /// Objects of a kind (by plural resource name, e.g. "pods") one namespace may hold; a
+    /// create over it gets 403 "exceeded quota" as a ResourceQuota's `count/<resource>` would
+    /// answer. Kinds not listed are unbounded.
+    pub object_quotas: std::collections::BTreeMap<String, usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 3 << 20,
+            header_read_timeout: Duration::from_secs(32),
+            body_read_timeout: Duration::from_secs(60),
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
+            max_watch_timeout: Duration::from_secs(3600),
+            max_replicas: 1000,
+            object_quotas: Default::default(),
+        }
+    }
 }
 
 /// PEM files of the serving certificate.
@@ -106,6 +157,8 @@ impl Config {
             authorization: crate::authz::AuthorizationMode::AlwaysAllow,
             tls: None,
             authentication: None,
+            controller_restart_backoff: (Duration::from_millis(500), Duration::from_secs(60)),
+            limits: Limits::default(),
         }
     }
 

@@ -313,6 +313,36 @@ impl ApiError {
         }
     }
 
+    /// 413: a request body over the server's limit (kube-apiserver's wording).
+    pub fn too_large(limit: usize) -> Self {
+        ApiError {
+            code: 413,
+            reason: "RequestEntityTooLarge",
+            message: format!("Request entity too large: limit is {limit}"),
+            details: None,
+        }
+    }
+
+    /// 429: over the in-flight budget (kube-apiserver's max-in-flight filter's wording).
+    pub fn too_many_requests() -> Self {
+        ApiError {
+            code: 429,
+            reason: "TooManyRequests",
+            message: "Too many requests, please try again later.".into(),
+            details: Some(json!({"retryAfterSeconds": 1})),
+        }
+    }
+
+    /// 408: the request did not arrive in time.
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        ApiError {
+            code: 408,
+            reason: "Timeout",
+            message: message.into(),
+            details: None,
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError {
             code: 500,

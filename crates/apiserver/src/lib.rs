@@ -25,7 +25,9 @@ pub mod controllers;
 pub mod error;
 pub mod http;
 pub mod meta;
+pub mod metrics;
 pub mod proto;
+pub mod quota;
 pub mod remotecommand;
 pub mod resources;
 pub mod runtime;
@@ -60,6 +62,7 @@ pub struct ApiServer {
     authz: Arc<authz::Authorizer>,
     authn: Option<Arc<authn::Authenticator>>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl ApiServer {
@@ -94,6 +97,7 @@ impl ApiServer {
             authz,
             authn,
             tls,
+            metrics: Arc::default(),
         })
     }
 
@@ -118,20 +122,31 @@ impl ApiServer {
     pub fn start_controllers(&self) {
         let mut c = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
         if c.is_none() && !self.store.is_closed() {
-            let mut handles = controllers::spawn_all(self.store.clone());
-            handles.push(controllers::spawn(self.store.clone(), self.authz.updater()));
+            let mut handles = controllers::spawn_all(self.store.clone(), self.metrics.clone());
+            let authz = self.authz.clone();
+            handles.push(controllers::spawn(
+                self.store.clone(),
+                self.metrics.clone(),
+                move || authz.updater(),
+            ));
             *c = Some(handles);
         }
     }
 
     /// The HTTP router (for embedding into another server).
     pub fn router(&self) -> axum::Router {
-        http::router(
+        http::router_with_metrics(
             self.store.clone(),
             self.runtime.clone(),
             self.authz.clone(),
             self.authn.clone(),
+            self.metrics.clone(),
         )
+    }
+
+    /// The server's counters (controller restarts, refused requests), also at `/metrics`.
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.metrics
     }
 
     /// The authorizer (for in-process checks and tests).
@@ -140,37 +155,28 @@ impl ApiServer {
     }
 
     /// Serves the API on a TCP listener (HTTPS when [`Config::tls`] is set) until
-    /// [`ApiServer::shutdown`].
+    /// [`ApiServer::shutdown`], within [`config::Limits`].
     pub async fn serve(&self, listener: tokio::net::TcpListener) -> Result<(), Error> {
         self.start_controllers();
-        let mut stop = self.stop.subscribe();
-        if let Some(tls) = &self.tls {
-            let listener = tls::TlsListener::new(listener, tls.clone())?;
-            return axum::serve(listener, self.router())
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-                .map_err(Error::Serve);
+        let stop = self.stop.subscribe();
+        let header_timeout = self.store.config.limits.header_read_timeout;
+        match &self.tls {
+            Some(tls) => {
+                let listener = tls::TlsListener::new(listener, tls.clone())?;
+                http::serve::serve(listener, self.router(), header_timeout, stop).await
+            }
+            None => http::serve::serve(listener, self.router(), header_timeout, stop).await,
         }
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(Error::Serve)
+        Ok(())
     }
 
     /// Serves the API on a Unix socket until [`ApiServer::shutdown`].
     pub async fn serve_unix(&self, listener: tokio::net::UnixListener) -> Result<(), Error> {
         self.start_controllers();
-        let mut stop = self.stop.subscribe();
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(Error::Serve)
+        let stop = self.stop.subscribe();
+        let header_timeout = self.store.config.limits.header_read_timeout;
+        http::serve::serve(listener, self.router(), header_timeout, stop).await;
+        Ok(())
     }
 
     /// Binds every configured address (`Config::listen`, `Config::unix_socket`) and serves on all

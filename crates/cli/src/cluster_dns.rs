@@ -37,7 +37,7 @@ pub fn install(lab: &Lab, timeout: Duration) -> Result<()> {
                 )
             })
             .collect(),
-        resource_version: report.max_resource_version().unwrap_or(0),
+        resource_version: report.agent_resource_version().unwrap_or(0),
     };
     sarasa_lab::wait::wait(lab, what, timeout)
         .context("waiting for the cluster DNS (Deployment kube-system/sarasa-dns) to be ready")?;

@@ -49,7 +49,17 @@ enum LabCommand {
     /// Internal: a container's log shim (started by the pod runner): stamps the lines of the
     /// container's stdout (stdin) and stderr (descriptor 3) into its CRI log (stdout).
     #[command(hide = true)]
-    LogShim,
+    LogShim {
+        /// The log file (the shim's stdout), so it can be rotated by size.
+        #[arg(long)]
+        path: Option<std::path::PathBuf>,
+        /// Rotate past this many bytes.
+        #[arg(long, default_value_t = sarasa_lab::container_log::LOG_MAX_BYTES)]
+        max_bytes: u64,
+        /// Rotated files to keep.
+        #[arg(long, default_value_t = sarasa_lab::container_log::LOG_KEEP_ROTATED)]
+        keep: usize,
+    },
     /// Internal: the control-plane process itself (started by `lab up`).
     #[command(hide = true)]
     RunControlPlane {
@@ -152,8 +162,17 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
                 lab.wait_ready(std::time::Instant::now() + Duration::from_secs(60))?;
             }
         }
-        LabCommand::LogShim => {
-            sarasa_lab::container_log::run_shim_on_stdio()
+        LabCommand::LogShim {
+            path,
+            max_bytes,
+            keep,
+        } => {
+            let rotation = path.map(|path| sarasa_lab::container_log::Rotation {
+                path,
+                max_bytes,
+                keep,
+            });
+            sarasa_lab::container_log::run_shim_on_stdio(rotation)
                 .context("copying container output into its log")?;
         }
         LabCommand::Kubeconfig { name } => {

@@ -102,7 +102,7 @@ pub fn apply(lab: &str, args: ApplyArgs) -> Result<ExitCode> {
         let what = sarasa_lab::wait::WaitFor {
             pods: report.pods().map(|p| ns_of(&p.metadata)).collect(),
             deployments: report.deployments().map(|d| ns_of(&d.metadata)).collect(),
-            resource_version: report.max_resource_version().unwrap_or(0),
+            resource_version: report.agent_resource_version().unwrap_or(0),
         };
         sarasa_lab::wait::wait(&lab, what, args.timeout)?;
     }

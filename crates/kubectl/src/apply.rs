@@ -88,6 +88,20 @@ impl ApplyReport {
             .max()
     }
 
+    /// What `--wait` waits for every node's agent to have seen: the highest resourceVersion
+    /// among the objects this apply changed that agents program. Unchanged objects ask nothing
+    /// of them, and agents do not watch Deployments (their pods, waited for on their own,
+    /// are what the agents program), so an apply of only those waits for no agent at all
+    /// (`None`), however long ago the agents last saw a change.
+    pub fn agent_resource_version(&self) -> Option<u64> {
+        self.applied
+            .iter()
+            .filter(|a| a.action != ApplyAction::Unchanged)
+            .filter(|a| a.object.kind() != ResourceKind::Deployment)
+            .filter_map(|a| a.object.resource_version()?.parse::<u64>().ok())
+            .max()
+    }
+
     pub fn pods(&self) -> impl Iterator<Item = &Pod> {
         self.applied.iter().filter_map(|a| match &a.object {
             Object::Pod(p) => Some(p),
@@ -593,5 +607,43 @@ mod tests {
         let mounts = spec.containers[0].volume_mounts.clone().unwrap();
         assert_eq!(mounts[0].name, "kube-api-access-abcde");
         assert_eq!(mounts.len(), 1);
+    }
+
+    #[test]
+    fn wait_asks_agents_only_for_changed_objects_they_program() {
+        let applied = |text: &str, rv: &str, action: ApplyAction| {
+            let mut m = one(text);
+            m.object.metadata_mut().resource_version = Some(rv.into());
+            Applied {
+                object: m.object,
+                action,
+                origin: "t.yaml".into(),
+            }
+        };
+        let svc =
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n";
+        let dep = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: 0, selector: {matchLabels: {a: b}}, template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: i}]}}}\n";
+        // Re-applying an unchanged Service (newest in the cluster) waits for no agent.
+        let report = ApplyReport {
+            applied: vec![applied(svc, "90", ApplyAction::Unchanged)],
+        };
+        assert_eq!(report.agent_resource_version(), None);
+        assert_eq!(report.max_resource_version(), Some(90));
+        // A Deployment at 0 replicas, created or changed: nothing for the agents either.
+        let report = ApplyReport {
+            applied: vec![
+                applied(dep, "95", ApplyAction::Configured),
+                applied(svc, "90", ApplyAction::Unchanged),
+            ],
+        };
+        assert_eq!(report.agent_resource_version(), None);
+        // A changed Service is waited for, whatever else came along.
+        let report = ApplyReport {
+            applied: vec![
+                applied(svc, "91", ApplyAction::Configured),
+                applied(dep, "95", ApplyAction::Created),
+            ],
+        };
+        assert_eq!(report.agent_resource_version(), Some(91));
     }
 }

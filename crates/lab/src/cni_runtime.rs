@@ -3,9 +3,11 @@
 //! and GC with the list of attachments that are still valid. Plugins run inside the node's
 //! network namespace, as they would on a real node.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use sarasa_netns::{CommandExt as _, NetNs};
 use serde_json::{json, Value};
@@ -69,13 +71,29 @@ pub fn load_conflist(dir: &Path) -> Result<Option<ConfList>, LabError> {
     }))
 }
 
-/// Runs plugins for one node: `cni_path` holds the plugin binaries; `node` is where they run.
+/// How long one plugin invocation may take before it is killed (a kubelet's runtime request
+/// timeout is 2 min; a plugin of the lab answers in milliseconds).
+pub const CNI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs plugins for one node: `cni_path` holds the plugin binaries; `node` is where they run;
+/// a plugin still running after `timeout` is killed (with anything it started) and the call
+/// fails, so a hung plugin never stalls the pod's worker.
 pub struct CniRuntime<'a> {
     pub cni_path: &'a Path,
     pub node: &'a NetNs,
+    pub timeout: Duration,
 }
 
-impl CniRuntime<'_> {
+impl<'a> CniRuntime<'a> {
+    /// A runtime with the default [`CNI_TIMEOUT`].
+    pub fn new(cni_path: &'a Path, node: &'a NetNs) -> Self {
+        CniRuntime {
+            cni_path,
+            node,
+            timeout: CNI_TIMEOUT,
+        }
+    }
+
     /// ADD through the whole list; returns the final result. On failure, runs DEL for the list
     /// so that nothing stays half-configured, and returns the ADD error.
     pub fn add(&self, conf: &ConfList, att: &Attachment) -> Result<Value, LabError> {
@@ -161,18 +179,63 @@ impl CniRuntime<'_> {
                 .env("CNI_IFNAME", &att.ifname)
                 .env("CNI_ARGS", &att.args);
         }
+        // Its own process group, so a timeout kills whatever the plugin started too.
+        cmd.process_group(0);
         let mut child = cmd
             .spawn()
             .map_err(|e| LabError::Cni(format!("running {}: {e}", bin.display())))?;
         let input = serde_json::to_vec(cfg).map_err(|e| LabError::Cni(e.to_string()))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(&input)
-                .map_err(|e| LabError::Cni(format!("writing to {kind}: {e}")))?;
+            if let Err(e) = stdin.write_all(&input) {
+                kill_group(&mut child);
+                return Err(LabError::Cni(format!("writing to {kind}: {e}")));
+            }
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| LabError::Cni(format!("waiting for {kind}: {e}")))?;
+        let drain = |r: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut v);
+                }
+                v
+            })
+        };
+        let stdout = drain(
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        );
+        let stderr = drain(
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        );
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() >= deadline => {
+                    kill_group(&mut child);
+                    let _ = (stdout.join(), stderr.join());
+                    return Err(LabError::Cni(format!(
+                        "{kind} {command} timed out after {} s; the plugin was killed",
+                        self.timeout.as_secs_f64()
+                    )));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                Err(e) => {
+                    kill_group(&mut child);
+                    return Err(LabError::Cni(format!("waiting for {kind}: {e}")));
+                }
+            }
+        };
+        let out = std::process::Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        };
         if out.status.success() {
             if out.stdout.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Value::Null);
@@ -198,6 +261,18 @@ impl CniRuntime<'_> {
         };
         Err(LabError::Cni(msg))
     }
+}
+
+/// Kills a plugin and its process group, and reaps it.
+fn kill_group(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A plugin's config as the spec builds it from a list: the plugin object plus the list's
@@ -266,5 +341,70 @@ mod tests {
         std::fs::remove_file(dir.path().join("10-a.conflist")).unwrap();
         let conf = load_conflist(dir.path()).unwrap().unwrap();
         assert_eq!(conf.name, "b");
+    }
+
+    /// Deletes the test's namespace even when an assertion fails.
+    struct NsGuard(String);
+    impl Drop for NsGuard {
+        fn drop(&mut self) {
+            let _ = NetNs::delete(&self.0);
+        }
+    }
+
+    fn gone(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+            Err(_) => true,
+            // A zombie waiting for its reaper is dead too.
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        }
+    }
+
+    #[test]
+    fn a_hung_plugin_is_killed_with_what_it_started_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let script = |name: &str, body: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        };
+        script(
+            "hang",
+            format!("#!/bin/sh\necho $$ > {d}/pid\nsleep 30 &\necho $! > {d}/child\nwait\n"),
+        );
+        script("quick", "#!/bin/sh\ncat >/dev/null\necho '{}'\n".into());
+        let name = format!("sarasa-limits-cni-{}", std::process::id());
+        let _ = NetNs::delete(&name);
+        let ns = NetNs::create(&name).unwrap();
+        let _guard = NsGuard(name);
+        let rt = CniRuntime {
+            cni_path: dir.path(),
+            node: &ns,
+            timeout: Duration::from_millis(300),
+        };
+        let conf = |ty: &str| ConfList {
+            path: dir.path().join("x.conflist"),
+            name: "n".into(),
+            cni_version: "1.1.0".into(),
+            plugins: vec![json!({"type": ty})],
+        };
+        let t = Instant::now();
+        let err = rt.gc(&conf("hang"), &[]).unwrap_err().to_string();
+        let took = t.elapsed();
+        assert!(err.contains("hang GC timed out after 0.3 s"), "{err}");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for f in ["pid", "child"] {
+            let pid = std::fs::read_to_string(dir.path().join(f)).unwrap();
+            while !gone(&pid) {
+                assert!(Instant::now() < deadline, "{f} {pid} still runs");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // A plugin that answers in time is unaffected.
+        rt.gc(&conf("quick"), &[]).unwrap();
     }
 }

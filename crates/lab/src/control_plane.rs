@@ -51,6 +51,9 @@ pub async fn run(
     // Every request is authorized with RBAC, as `--authorization-mode=RBAC` does: the agents
     // and the DNS server hold only what deploy/rbac.yaml grants them.
     config.authorization = sarasa_apiserver::authz::AuthorizationMode::Rbac;
+    // Bounded objects per namespace and replicas per Deployment (lab defaults, overridable
+    // in <lab>/api-limits.json).
+    crate::api_limits::apply(&mut config.limits, &paths.root.join("api-limits.json"))?;
     let client = crate::client::connect(&spec)?;
     let runner = PodRunner::new(spec.clone(), paths, bins, client.clone());
     // `kubectl logs` and `kubectl exec` are answered from the runner's containers.

@@ -126,7 +126,14 @@ pub struct PodRunner {
     cancel: Mutex<HashSet<String>>,
     /// Last init container failure per pod (status and crash back-off).
     init_failures: Mutex<BTreeMap<String, init::InitFailure>>,
+    /// CNI ADDs hold it shared, CNI GC exclusively: GC's list of valid attachments is taken
+    /// with no ADD in flight, so it never releases an address an ADD just handed out.
+    cni_gate: std::sync::RwLock<()>,
 }
+
+/// How often the runner runs CNI GC on every node (as container runtimes do), releasing what
+/// pods whose DEL failed or never ran left allocated.
+pub const CNI_GC_INTERVAL: Duration = Duration::from_secs(60);
 
 impl PodRunner {
     pub fn new(spec: LabSpec, paths: LabPaths, bins: Binaries, client: Client) -> Arc<PodRunner> {
@@ -154,6 +161,7 @@ impl PodRunner {
             liveness: Mutex::new(HashSet::new()),
             cancel: Mutex::new(HashSet::new()),
             init_failures: Mutex::new(BTreeMap::new()),
+            cni_gate: std::sync::RwLock::new(()),
         })
     }
 
@@ -181,10 +189,28 @@ impl PodRunner {
             .map_err(|e| LabError::Api(format!("pod watch never became ready: {e}")))?;
         self.gc_nodes();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut gc_tick = tokio::time::interval(CNI_GC_INTERVAL);
+        gc_tick.reset();
+        let mut log_tick = tokio::time::interval(crate::daemon_log::CHECK_INTERVAL);
         loop {
             tokio::select! {
                 _ = rx.recv() => {},
                 _ = tick.tick() => {},
+                _ = gc_tick.tick() => {
+                    let me = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || me.gc_nodes()).await;
+                },
+                _ = log_tick.tick() => {
+                    // The lab's process logs (agents, control plane) rotate by size.
+                    let dir = self.paths.logs_dir();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        use crate::daemon_log::{rotate_dir, KEEP, MAX_BYTES};
+                        if let Err(e) = rotate_dir(&dir, MAX_BYTES, KEEP) {
+                            tracing::warn!("rotating the logs in {}: {e}", dir.display());
+                        }
+                    })
+                    .await;
+                },
             }
             self.reconcile(&store.state());
         }
@@ -436,15 +462,13 @@ impl PodRunner {
                 "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={uid};K8S_POD_UID={uid}"
             ),
         };
-        let cni = CniRuntime {
-            cni_path: &self.bins.cni_path,
-            node: &node_ns,
-        };
+        let cni = CniRuntime::new(&self.bins.cni_path, &node_ns);
         // Loopback up, as runtimes do before calling the plugin.
         if let Err(e) = crate::topology::ns_lo_up(&pod_ns) {
             let _ = NetNs::delete(&netns_name);
             return Err(e);
         }
+        let gate = self.cni_gate.read().unwrap_or_else(|p| p.into_inner());
         let result = match cni.add(&conf, &att) {
             Ok(r) => r,
             Err(e) => {
@@ -452,6 +476,7 @@ impl PodRunner {
                 return Err(e);
             }
         };
+        drop(gate);
         rec.ips = result_ips(&result);
         rec.netns = netns_name;
         rec.cni_conflist = conf.path.clone();

@@ -3,11 +3,13 @@
 //! `external` namespace stands outside the cluster, and the control plane (the API server of
 //! `sarasa-apiserver` plus the pod runner of this crate) lives in the fabric namespace.
 
+pub mod api_limits;
 pub mod client;
 pub mod cni_runtime;
 pub mod container_env;
 pub mod container_log;
 pub mod control_plane;
+pub mod daemon_log;
 pub mod exec;
 pub mod kubeconfig;
 pub mod kubelet;

@@ -13,6 +13,7 @@ use crate::meta;
 use crate::resources::{ResId, DEPLOYMENTS, PODS};
 use crate::selector::{JsonSelector, LabelSelector};
 use crate::store::{DeleteOpts, Event, Obj, Store, Sub, WriteOpts};
+use crate::validate::numeric::IntOrPercent;
 
 pub struct Deployments;
 
@@ -46,19 +47,12 @@ fn active(p: &Value) -> bool {
         )
 }
 
-/// `25%` or `1` of `replicas`, rounded down (maxUnavailable).
+/// `25%` or `1` of `replicas`, rounded down (maxUnavailable); saturating, so a value stored
+/// before validation bounded it cannot overflow.
 fn scaled(v: Option<&Value>, replicas: i64, default_pct: i64) -> i64 {
-    match v {
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
-        Some(Value::String(s)) if s.ends_with('%') => {
-            s.trim_end_matches('%')
-                .parse::<i64>()
-                .unwrap_or(default_pct)
-                * replicas
-                / 100
-        }
-        _ => default_pct * replicas / 100,
-    }
+    IntOrPercent::parse(v)
+        .unwrap_or(IntOrPercent::Percent(default_pct))
+        .scaled(replicas, false)
 }
 
 fn new_pod(d: &Value, hash: &str) -> Value {
@@ -132,10 +126,12 @@ fn reconcile_one(store: &Store, d: &Value) {
     if meta::is_deleting(d) {
         return;
     }
+    // Clamped to the server's bound too: an object stored before the bound never makes this
+    // loop create pods without end.
     let replicas = meta::path(d, "spec.replicas")
         .and_then(Value::as_i64)
         .unwrap_or(1)
-        .max(0);
+        .clamp(0, store.config.limits.max_replicas);
     let hash = template_hash(d);
     let selector = meta::path(d, "spec.selector")
         .and_then(|s| LabelSelector::from_object(s).ok())
@@ -197,7 +193,10 @@ fn reconcile_one(store: &Store, d: &Value) {
                 25,
             );
             let new_ready = current.iter().filter(|p| pod_ready(p)).count() as i64;
-            let keep = (replicas - max_unavailable - new_ready).max(0) as usize;
+            let keep = replicas
+                .saturating_sub(max_unavailable)
+                .saturating_sub(new_ready)
+                .max(0) as usize;
             if old.len() > keep {
                 deletion_order(&mut old);
                 let n = old.len() - keep;
@@ -219,7 +218,7 @@ fn reconcile_one(store: &Store, d: &Value) {
     let _ = names;
     let r = store.modify(DEPLOYMENTS, ns, name, Sub::Status, WriteOpts::internal(), |cur| {
         let old_conds = meta::path(cur, "status.conditions");
-        let available = ready >= replicas - scaled(meta::path(cur, "spec.strategy.rollingUpdate.maxUnavailable"), replicas, 25);
+        let available = ready >= replicas.saturating_sub(scaled(meta::path(cur, "spec.strategy.rollingUpdate.maxUnavailable"), replicas, 25));
         let mut status = json!({
             "observedGeneration": generation,
             "replicas": total,

@@ -3,12 +3,14 @@
 pub mod discovery;
 mod exec;
 pub mod fieldvalidation;
+pub mod limits;
 pub mod list;
 pub mod openapi;
 pub mod openapi_pb;
 pub mod patch;
 pub mod pod_streams;
 pub mod printers;
+pub mod serve;
 pub mod status;
 pub mod table;
 pub mod watch;
@@ -39,16 +41,31 @@ pub struct App {
     /// Authenticates requests and issues ServiceAccount tokens; without one every request is
     /// served and TokenRequests are refused.
     pub authn: Option<Arc<Authenticator>>,
+    /// Counters of refused requests.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The router serving the whole API: authentication (when `authn` is given) sets each
-/// request's user, then `authz` decides.
+/// request's user, then `authz` decides. Counters go to a private [`crate::metrics::Metrics`].
 pub fn router(
     store: Arc<Store>,
     runtime: Option<Arc<dyn PodRuntime>>,
     authz: Arc<crate::authz::Authorizer>,
     authn: Option<Arc<Authenticator>>,
 ) -> Router {
+    router_with_metrics(store, runtime, authz, authn, Arc::default())
+}
+
+/// [`router`] counting refusals in `metrics` (served at `/metrics`). The request limits
+/// ([`limits`]) run first, before authentication.
+pub fn router_with_metrics(
+    store: Arc<Store>,
+    runtime: Option<Arc<dyn PodRuntime>>,
+    authz: Arc<crate::authz::Authorizer>,
+    authn: Option<Arc<Authenticator>>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Router {
+    let inflight = limits::Inflight::new(&store.config.limits, metrics.clone());
     let r = Router::new()
         .route(pod_streams::MOUNT, any(pod_streams::serve))
         .fallback(handle)
@@ -56,19 +73,24 @@ pub fn router(
             store: store.clone(),
             runtime,
             authn: authn.clone(),
+            metrics,
         }))
         .layer(axum::middleware::from_fn_with_state(
             authz,
             crate::authz::middleware,
         ));
     // Added last, so it runs first.
-    match authn {
+    let r = match authn {
         Some(authn) => r.layer(axum::middleware::from_fn_with_state(
             AuthnState { store, authn },
             crate::authn::middleware,
         )),
         None => r,
-    }
+    };
+    r.layer(axum::middleware::from_fn_with_state(
+        inflight,
+        limits::middleware,
+    ))
 }
 
 /// Query parameters (last value wins).
@@ -149,18 +171,23 @@ pub(crate) async fn handle(State(app): State<Arc<App>>, req: Request) -> Respons
     let params: Params = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
         .map(|q| q.0.into_iter().collect())
         .unwrap_or_default();
-    let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
+    let l = &app.store.config.limits;
+    let body = match limits::read_body(
+        req.into_body(),
+        l.max_body_bytes,
+        l.body_read_timeout,
+        &app.metrics,
+    )
+    .await
+    {
         Ok(b) => b,
-        Err(e) => {
-            return status::error(&ApiError::bad_request(format!(
-                "reading the request body: {e}"
-            )))
-        }
+        Err(refused) => return refused,
     };
     let path = uri.path().trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let out = match segs.as_slice() {
         ["healthz"] | ["readyz"] | ["livez"] => return plain("ok"),
+        ["metrics"] => return text(app.metrics.render()),
         ["openapi", rest @ ..] => openapi::serve(rest, &headers),
         ["version"] => Ok(status::json(StatusCode::OK, &discovery::version())),
         ["api"] => Ok(status::json(StatusCode::OK, &discovery::api_versions())),
@@ -199,6 +226,15 @@ fn plain(s: &'static str) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(s))
+        .unwrap_or_default()
+}
+
+/// The Prometheus text exposition.
+fn text(s: String) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .body(Body::from(s))
         .unwrap_or_default()
 }
@@ -313,9 +349,7 @@ async fn dispatch(
             if is_scale {
                 let scale = obj;
                 let want_rv = meta::resource_version(&scale).to_string();
-                let replicas = meta::path(&scale, "spec.replicas")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
+                let replicas = scale_replicas(&scale, store.config.limits.max_replicas)?;
                 let updated = store.modify(t.res, &ns, name, Sub::Main, opts, |cur| {
                     let mut new = cur.clone();
                     new["spec"]["replicas"] = json!(replicas);
@@ -452,6 +486,15 @@ fn delete_opts(params: &Params, body: &Bytes) -> Result<DeleteOpts, ApiError> {
                 .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
         );
     }
+    if let Some(g) = o.grace_period_seconds {
+        // Added to the current time to make the deletion deadline: bounded so it cannot overflow.
+        if !(0..=crate::validate::numeric::INT32_MAX).contains(&g) {
+            return Err(ApiError::bad_request(format!(
+                "gracePeriodSeconds: Invalid value: {g}: must be between 0 and {}, inclusive",
+                crate::validate::numeric::INT32_MAX
+            )));
+        }
+    }
     if let Some(p) = params.get("propagationPolicy") {
         o.propagation_policy = Some(p.clone());
     }
@@ -466,6 +509,21 @@ fn delete_opts(params: &Params, body: &Bytes) -> Result<DeleteOpts, ApiError> {
         o.dry_run = true;
     }
     Ok(o)
+}
+
+/// `spec.replicas` of a Scale: an integer 0..=`max` (absent: 0), else 422 naming the field.
+fn scale_replicas(scale: &Value, max: i64) -> Result<i64, ApiError> {
+    let spec = scale.get("spec").cloned().unwrap_or(json!({}));
+    let mut errs = Vec::new();
+    crate::validate::numeric::replicas(&spec, max, &mut errs);
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(
+            crate::resources::DEPLOYMENTS,
+            meta::name(scale),
+            errs,
+        ));
+    }
+    Ok(spec.get("replicas").and_then(Value::as_i64).unwrap_or(0))
 }
 
 /// The autoscaling/v1 Scale of a Deployment.

@@ -151,6 +151,21 @@ impl State {
     }
 }
 
+/// The watch's lifetime: `timeoutSeconds` capped at `max` (as kube-apiserver bounds a watch by
+/// its request timeout), or without one a random time between half of `max` and `max`, so
+/// watches started together do not all end together.
+pub fn watch_timeout(params: &Params, max: Duration) -> Result<u64, ApiError> {
+    let max = max.as_secs().max(1);
+    match params.get("timeoutSeconds") {
+        Some(t) => t.parse::<u64>().map(|t| t.min(max)).map_err(|_| {
+            ApiError::bad_request(format!(
+                "timeoutSeconds: Invalid value: {t:?}: must be a non-negative integer"
+            ))
+        }),
+        None => Ok(max / 2 + rand::random::<u64>() % (max - max / 2 + 1)),
+    }
+}
+
 pub async fn watch(
     store: Arc<Store>,
     res: ResId,
@@ -159,12 +174,7 @@ pub async fn watch(
     want: Option<Want>,
 ) -> Result<Response, ApiError> {
     let filter: Filter = Arc::new(list::filter(res, params)?);
-    let timeout = match params.get("timeoutSeconds") {
-        Some(t) => t
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
-        None => 1800,
-    };
+    let timeout = watch_timeout(params, store.config.limits.max_watch_timeout)?;
     let bookmarks = params
         .get("allowWatchBookmarks")
         .is_some_and(|b| b == "true" || b == "1");

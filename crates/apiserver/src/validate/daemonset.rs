@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use crate::controllers::daemonsets::TEMPLATE_GENERATION_ANNOTATION;
 use crate::error::{quote, FieldError};
+use crate::validate::numeric::{int_in, int_or_percent, IntOrPercent, INT32_MAX};
 use crate::validate::{deployment, pod};
 
 /// Fills updateStrategy (RollingUpdate, maxUnavailable 1, maxSurge 0), revisionHistoryLimit and
@@ -58,57 +59,23 @@ pub fn template_generation(ds: &mut Value, old: Option<&Value>) {
     annotations[TEMPLATE_GENERATION_ANNOTATION] = json!(generation.to_string());
 }
 
-/// An int-or-percent: a non-negative int or `N%` with 0 <= N <= 100.
-fn int_or_percent(v: Option<&Value>, field: &str, errs: &mut Vec<FieldError>) -> Option<bool> {
-    let v = v?;
-    let zero = match v {
-        Value::Number(n) => match n.as_i64() {
-            Some(i) if i >= 0 => i == 0,
-            _ => {
-                errs.push(FieldError::invalid(
-                    field,
-                    n.to_string(),
-                    "must be greater than or equal to 0",
-                ));
-                return None;
-            }
-        },
-        Value::String(s) => match s.strip_suffix('%').map(str::parse::<i64>) {
-            Some(Ok(p)) if (0..=100).contains(&p) => p == 0,
-            Some(Ok(_)) => {
-                errs.push(FieldError::invalid(
-                    field,
-                    s.clone(),
-                    "must not be greater than 100%",
-                ));
-                return None;
-            }
-            _ => {
-                errs.push(FieldError::invalid(
-                    field,
-                    s.clone(),
-                    "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
-                ));
-                return None;
-            }
-        },
-        _ => return None,
-    };
-    Some(zero)
-}
-
 pub fn validate(ds: &Value, errs: &mut Vec<FieldError>) {
     let spec = ds.get("spec").cloned().unwrap_or(json!({}));
     deployment::selector_and_template(&spec, "daemonset", errs);
-    if let Some(m) = spec.get("minReadySeconds").and_then(Value::as_i64) {
-        if m < 0 {
-            errs.push(FieldError::invalid(
-                "spec.minReadySeconds",
-                m.to_string(),
-                "must be greater than or equal to 0",
-            ));
-        }
-    }
+    int_in(
+        spec.get("minReadySeconds"),
+        "spec.minReadySeconds",
+        0,
+        INT32_MAX,
+        errs,
+    );
+    int_in(
+        spec.get("revisionHistoryLimit"),
+        "spec.revisionHistoryLimit",
+        0,
+        INT32_MAX,
+        errs,
+    );
     match crate::meta::path_str(&spec, "updateStrategy.type") {
         Some("RollingUpdate") => {
             let ru = crate::meta::path(&spec, "updateStrategy.rollingUpdate");
@@ -122,6 +89,8 @@ pub fn validate(ds: &Value, errs: &mut Vec<FieldError>) {
                 "spec.updateStrategy.rollingUpdate.maxSurge",
                 errs,
             );
+            let unavailable_zero = unavailable_zero.map(IntOrPercent::is_zero);
+            let surge_zero = surge_zero.map(IntOrPercent::is_zero);
             if unavailable_zero == Some(true) && surge_zero != Some(false) {
                 errs.push(FieldError::invalid(
                     "spec.updateStrategy.rollingUpdate.maxUnavailable",

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use crate::error::FieldError;
 use crate::selector::{JsonSelector, LabelSelector};
 use crate::validate::meta::{label_selector, labels};
+use crate::validate::numeric::{self, IntOrPercent, INT32_MAX};
 use crate::validate::pod;
 
 /// Fills replicas, strategy and the template's pod defaults.
@@ -31,14 +32,57 @@ pub fn defaults(d: &mut Value) {
     }
 }
 
-pub fn validate(d: &Value, errs: &mut Vec<FieldError>) {
+/// Validates a Deployment; `max_replicas` is the server's bound of `spec.replicas`.
+pub fn validate(d: &Value, max_replicas: i64, errs: &mut Vec<FieldError>) {
     let spec = d.get("spec").cloned().unwrap_or(json!({}));
-    if let Some(r) = spec.get("replicas").and_then(Value::as_i64) {
-        if r < 0 {
+    numeric::replicas(&spec, max_replicas, errs);
+    let min_ready = numeric::int_in(
+        spec.get("minReadySeconds"),
+        "spec.minReadySeconds",
+        0,
+        INT32_MAX,
+        errs,
+    );
+    numeric::int_in(
+        spec.get("revisionHistoryLimit"),
+        "spec.revisionHistoryLimit",
+        0,
+        INT32_MAX,
+        errs,
+    );
+    if let Some(p) = numeric::int_in(
+        spec.get("progressDeadlineSeconds"),
+        "spec.progressDeadlineSeconds",
+        1,
+        INT32_MAX,
+        errs,
+    ) {
+        if min_ready.is_some_and(|m| p <= m) {
             errs.push(FieldError::invalid(
-                "spec.replicas",
-                r.to_string(),
-                "must be greater than or equal to 0",
+                "spec.progressDeadlineSeconds",
+                p.to_string(),
+                "must be greater than minReadySeconds",
+            ));
+        }
+    }
+    if let Some(ru) = crate::meta::path(&spec, "strategy.rollingUpdate") {
+        let unavailable = numeric::int_or_percent(
+            ru.get("maxUnavailable"),
+            "spec.strategy.rollingUpdate.maxUnavailable",
+            errs,
+        );
+        let surge = numeric::int_or_percent(
+            ru.get("maxSurge"),
+            "spec.strategy.rollingUpdate.maxSurge",
+            errs,
+        );
+        if unavailable.is_some_and(IntOrPercent::is_zero)
+            && surge.is_some_and(IntOrPercent::is_zero)
+        {
+            errs.push(FieldError::invalid(
+                "spec.strategy.rollingUpdate.maxUnavailable",
+                "0",
+                "may not be 0 when `maxSurge` is 0",
             ));
         }
     }
@@ -128,8 +172,56 @@ mod tests {
             "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
         defaults(&mut d);
         let mut errs = Vec::new();
-        validate(&d, &mut errs);
+        validate(&d, 1000, &mut errs);
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].field, "spec.template.metadata.labels");
+    }
+
+    #[test]
+    fn numeric_fields_are_bounded() {
+        let cases = [
+            (json!({"replicas": 2147483647}), "spec.replicas"),
+            (json!({"replicas": i64::MAX}), "spec.replicas"),
+            (json!({"replicas": -1}), "spec.replicas"),
+            (
+                json!({"strategy": {"rollingUpdate": {"maxUnavailable": "9223372036854775807%"}}}),
+                "spec.strategy.rollingUpdate.maxUnavailable",
+            ),
+            (
+                json!({"strategy": {"rollingUpdate": {"maxSurge": i64::MAX}}}),
+                "spec.strategy.rollingUpdate.maxSurge",
+            ),
+            (
+                json!({"strategy": {"rollingUpdate": {"maxSurge": -1}}}),
+                "spec.strategy.rollingUpdate.maxSurge",
+            ),
+            (
+                json!({"strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": "0%"}}}),
+                "spec.strategy.rollingUpdate.maxUnavailable",
+            ),
+            (json!({"minReadySeconds": -1}), "spec.minReadySeconds"),
+            (
+                json!({"progressDeadlineSeconds": i64::MAX}),
+                "spec.progressDeadlineSeconds",
+            ),
+            (
+                json!({"revisionHistoryLimit": -3}),
+                "spec.revisionHistoryLimit",
+            ),
+            (
+                json!({"template": {"spec": {"terminationGracePeriodSeconds": i64::MAX}}}),
+                "spec.template.spec.terminationGracePeriodSeconds",
+            ),
+        ];
+        for (patch, field) in cases {
+            let mut d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
+                "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+            json_patch::merge(&mut d["spec"], &patch);
+            defaults(&mut d);
+            let mut errs = Vec::new();
+            validate(&d, 1000, &mut errs);
+            let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+            assert_eq!(fields, [field], "{patch}");
+        }
     }
 }

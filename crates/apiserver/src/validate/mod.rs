@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod endpointslice;
 pub mod meta;
 pub mod node;
+pub mod numeric;
 pub mod pod;
 pub mod pod_dns;
 pub mod policy;

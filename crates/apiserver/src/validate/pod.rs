@@ -132,15 +132,7 @@ pub fn spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
         }
     }
     crate::validate::pod_dns::dns(spec, path, errs);
-    if let Some(g) = int(spec.get("terminationGracePeriodSeconds")) {
-        if g < 0 {
-            errs.push(FieldError::invalid(
-                format!("{path}.terminationGracePeriodSeconds"),
-                g.to_string(),
-                "must be greater than or equal to 0",
-            ));
-        }
-    }
+    crate::validate::numeric::pod_spec(spec, path, errs);
 }
 
 /// Pod spec fields an update may change (kube-apiserver allows images, activeDeadlineSeconds,

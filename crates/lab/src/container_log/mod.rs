@@ -13,7 +13,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use reader::{read, ReadOptions};
-pub use shim::{run_shim_on_stdio, spawn_shim};
+pub use shim::{run_shim_on_stdio, spawn_shim, Rotation};
+
+/// A container's log is rotated once it passes this size (the kubelet's
+/// `containerLogMaxSize`, 10 MiB).
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+/// Rotated files kept per container besides the one written (`containerLogMaxFiles` 5 in all).
+pub const LOG_KEEP_ROTATED: usize = 4;
 
 /// Longest piece of a line in one record (as the kubelet's 16 KiB), longer lines are split.
 pub const MAX_RECORD: usize = 16 * 1024;
@@ -35,8 +41,15 @@ impl LogPaths {
         }
     }
 
-    /// On a restart: the log of the instance that ended becomes the previous one.
+    /// The `n`th size-rotated file of the current instance (`<current>.<n>`, 1 the newest).
+    pub fn rotated(&self, n: usize) -> PathBuf {
+        rotated_path(&self.current, n)
+    }
+
+    /// On a restart: the log of the instance that ended becomes the previous one (its
+    /// size-rotated files go: `--previous` shows the last file, as the kubelet does).
     pub fn rotate(&self) -> io::Result<()> {
+        self.remove_rotated()?;
         match std::fs::rename(&self.current, &self.previous) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -46,12 +59,30 @@ impl LogPaths {
     /// A new pod with this name starts with no logs (a recreated pod is a new pod).
     pub fn clear(&self) -> io::Result<()> {
         for p in [&self.current, &self.previous] {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            remove(p)?;
+        }
+        self.remove_rotated()
+    }
+
+    fn remove_rotated(&self) -> io::Result<()> {
+        for n in 1..=LOG_KEEP_ROTATED + 1 {
+            remove(&self.rotated(n))?;
         }
         Ok(())
+    }
+}
+
+/// `<log>.<n>`.
+pub fn rotated_path(log: &Path, n: usize) -> PathBuf {
+    let mut s = log.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+fn remove(p: &Path) -> io::Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 

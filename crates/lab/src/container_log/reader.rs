@@ -228,6 +228,29 @@ impl Reader {
                 (Err(_), Some(_)) => true,
                 (_, None) => false,
             };
+            // Rotated by size (the shim renamed it to `<log>.1`), not by a restart: finish the
+            // old file (the shim wrote all of it before renaming it), then go on with the new.
+            let by_size = rotated
+                && tokio::fs::metadata(super::rotated_path(&self.path, 1))
+                    .await
+                    .is_ok_and(|m| Some(m.ino()) == self.inode);
+            if by_size && self.file.is_some() {
+                loop {
+                    match self.read_block().await {
+                        Ok(Some(chunk)) if !chunk.is_empty() => return Some(Ok(chunk)),
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.done = true;
+                            return Some(Err(e));
+                        }
+                    }
+                }
+                self.file = None;
+                self.inode = None;
+                self.offset = 0;
+                continue;
+            }
             // The shim may still be copying the last lines of an instance that just ended:
             // one more poll, one more read, then the end.
             self.ending = rotated || !process.alive();
@@ -416,5 +439,57 @@ mod tests {
         assert!(paths.previous.exists() && !paths.current.exists());
         paths.clear().unwrap();
         assert!(!paths.previous.exists());
+    }
+
+    #[tokio::test]
+    async fn following_goes_on_across_a_rotation_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = LogPaths::new(dir.path(), "ns", "pod", "c");
+        std::fs::write(
+            &paths.current,
+            log(&[("2026-01-01T00:00:01Z", "stdout", "one\n")]),
+        )
+        .unwrap();
+        let me = ProcessRecord::of(std::process::id() as i32).unwrap();
+        let opts = ReadOptions {
+            follow: Some(me),
+            ..ReadOptions::default()
+        };
+        let mut s = read(&paths.current, opts).unwrap();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut step = 0;
+        while !got.ends_with(b"three\n") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "got {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            if let Ok(Some(c)) = tokio::time::timeout(Duration::from_millis(300), s.next()).await {
+                got.extend(c.unwrap());
+            }
+            if got == b"one\n" && step == 0 {
+                // The shim's last write before rotating, the rotation, the first write after.
+                let mut f = OpenOptions::new()
+                    .append(true)
+                    .open(&paths.current)
+                    .unwrap();
+                f.write_all(&log(&[("2026-01-01T00:00:02Z", "stdout", "two\n")]))
+                    .unwrap();
+                std::fs::rename(&paths.current, paths.rotated(1)).unwrap();
+                std::fs::write(
+                    &paths.current,
+                    log(&[("2026-01-01T00:00:03Z", "stdout", "three\n")]),
+                )
+                .unwrap();
+                step = 1;
+            }
+        }
+        assert_eq!(got, b"one\ntwo\nthree\n");
+        // `kubectl logs` without --follow serves the current file, as the kubelet does.
+        let mut plain = read(&paths.current, ReadOptions::default()).unwrap();
+        assert_eq!(plain.next().await.unwrap().unwrap(), b"three\n");
+        paths.clear().unwrap();
+        assert!(!paths.rotated(1).exists());
     }
 }

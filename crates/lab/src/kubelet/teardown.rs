@@ -2,6 +2,7 @@
 //! API's grace period), CNI DEL and namespace removal (nothing of the node for hostNetwork
 //! pods), finalising the API object, and CNI GC of attachments that outlived their pods.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,16 +151,17 @@ impl PodRunner {
                 rec.namespace, rec.name
             ),
         };
-        CniRuntime {
-            cni_path: &self.bins.cni_path,
-            node: &node_ns,
-        }
-        .del(&conf, &att, Some(&rec.cni_result))
+        CniRuntime::new(&self.bins.cni_path, &node_ns).del(&conf, &att, Some(&rec.cni_result))
     }
 
     /// CNI GC on every node with the attachments the runner still holds: releases addresses
     /// of pods that vanished while the control plane was down.
+    /// Runs at start and every [`super::CNI_GC_INTERVAL`]. Attachments of pods with a job in
+    /// flight count as valid, and no ADD runs meanwhile (`cni_gate`).
     pub(super) fn gc_nodes(&self) {
+        let _gate = self.cni_gate.write().unwrap_or_else(|p| p.into_inner());
+        // Busy first: a job that ends after this has written its record, read next.
+        let busy = self.busy.lock().expect("lock").clone();
         let records = self.records.lock().expect("lock").clone();
         for node in &self.spec.nodes {
             let Ok(Some(conf)) = load_conflist(&self.paths.cni_conf_dir(&node.name)) else {
@@ -168,18 +170,67 @@ impl PodRunner {
             let Ok(node_ns) = NetNs::open(&node.netns) else {
                 continue;
             };
-            let valid: Vec<(String, String)> = records
-                .values()
-                .filter(|r| r.node == node.name && !r.host_network)
-                .map(|r| (r.uid.clone(), POD_IFNAME.to_string()))
-                .collect();
-            let rt = CniRuntime {
-                cni_path: &self.bins.cni_path,
-                node: &node_ns,
-            };
+            let valid = valid_attachments(&records, &busy, &node.name);
+            let rt = CniRuntime::new(&self.bins.cni_path, &node_ns);
             if let Err(e) = rt.gc(&conf, &valid) {
                 tracing::warn!(node = %node.name, "CNI GC: {e}");
             }
         }
+    }
+}
+
+/// The attachments CNI GC on `node` must keep: every pod attached there, and every pod with a
+/// job in flight (its ADD may be under way, its record not written yet).
+fn valid_attachments(
+    records: &BTreeMap<String, PodRecord>,
+    busy: &HashSet<String>,
+    node: &str,
+) -> Vec<(String, String)> {
+    let mut valid: Vec<(String, String)> = records
+        .values()
+        .filter(|r| r.node == node && !r.host_network)
+        .map(|r| (r.uid.clone(), POD_IFNAME.to_string()))
+        .collect();
+    valid.extend(
+        busy.iter()
+            .filter(|uid| !records.contains_key(*uid))
+            .map(|uid| (uid.clone(), POD_IFNAME.to_string())),
+    );
+    valid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(uid: &str, node: &str, host_network: bool) -> PodRecord {
+        serde_json::from_value(serde_json::json!({
+            "uid": uid, "namespace": "ns", "name": uid, "node": node, "netns": "x",
+            "ips": [], "cni_conflist": "/x", "cni_result": null, "containers": [],
+            "started_at": "", "host_network": host_network
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn gc_keeps_attached_pods_of_the_node_and_pods_being_started() {
+        let records: BTreeMap<String, PodRecord> = [
+            record("a", "n1", false),
+            record("b", "n2", false),
+            record("h", "n1", true),
+        ]
+        .into_iter()
+        .map(|r| (r.uid.clone(), r))
+        .collect();
+        let busy: HashSet<String> = ["a".to_string(), "starting".to_string()].into();
+        let mut valid = valid_attachments(&records, &busy, "n1");
+        valid.sort();
+        assert_eq!(
+            valid,
+            [
+                ("a".to_string(), "eth0".to_string()),
+                ("starting".to_string(), "eth0".to_string())
+            ]
+        );
     }
 }
