@@ -451,7 +451,7 @@ async fn kill_9_mid_write_loses_nothing() {
     let count = |o: Op| l.acked.iter().filter(|a| a.0 == o).count();
     println!(
         "fault-apiserver: seed {seed}, {:.1}s: kills {kills}, writes acknowledged {} (creates {}, updates {}, deletes {}), \
-         writes checked {checked}, lost 0, rv monotonic {}, watch events {}, missed by the watcher {}, watch errors {}",
+         writes checked {checked} (each acknowledged write again after every later restart), lost 0, rv monotonic {}, watch events {}, missed by the watcher {}, watch errors {}",
         started.elapsed().as_secs_f64(),
         l.acked.len(),
         count(Op::Create),
