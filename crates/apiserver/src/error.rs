@@ -352,6 +352,17 @@ impl ApiError {
         }
     }
 
+    /// The state directory is full: HTTP 507 Insufficient Storage (reason InternalError, as
+    /// kube-apiserver reports storage failures); reads and watches go on.
+    pub fn insufficient_storage(message: impl Into<String>) -> Self {
+        ApiError {
+            code: 507,
+            reason: "InternalError",
+            message: message.into(),
+            details: None,
+        }
+    }
+
     /// The `Status` object.
     pub fn to_status(&self) -> Value {
         let mut s = json!({

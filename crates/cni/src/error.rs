@@ -115,6 +115,7 @@ impl From<sarasa_ipam::Error> for CniError {
             }
             E::Io { .. } => (IO_FAILURE, "ipam store i/o failure"),
             E::Corrupt { .. } => (DECODING_FAILURE, "ipam store corrupt"),
+            E::NeedsRebuild { .. } => (TRY_AGAIN_LATER, "ipam store being rebuilt"),
         };
         CniError::new(code, msg, e.to_string())
     }

@@ -45,6 +45,13 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The store was unreadable and has been set aside; nothing is allocated until the
+    /// allocations are rebuilt from the attachments on the node.
+    #[error("ipam store was unreadable and is set aside as {kept}; its allocations must be rebuilt from the node's attachments before addresses are handed out")]
+    NeedsRebuild {
+        /// The kept copy, with the reason it was unreadable.
+        kept: String,
+    },
     /// The on-disk store could not be parsed.
     #[error("ipam store {path} is corrupt: {reason}")]
     Corrupt {

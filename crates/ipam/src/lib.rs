@@ -82,6 +82,9 @@ impl Ipam {
         }
 
         self.store.transaction(|state| {
+            if let Some(kept) = &state.rebuild_pending {
+                return Err(Error::NeedsRebuild { kept: kept.clone() });
+            }
             if let Some(a) = state.find(container_id, ifname) {
                 return Err(Error::AlreadyAllocated {
                     container_id: container_id.into(),
@@ -173,10 +176,44 @@ impl Ipam {
         })
     }
 
-    /// Readiness for STATUS: the store is writable and every set has a free address.
+    /// Whether the store waits for a rebuild (it was unreadable and set aside); sets an
+    /// unreadable store aside first.
+    pub fn needs_rebuild(&self) -> Result<Option<String>> {
+        Ok(self.store.read()?.rebuild_pending)
+    }
+
+    /// Rebuilds the allocations from the attachments that really exist (`found`: their
+    /// addresses as the node shows them), after the store was set aside. Allocations recorded
+    /// since are kept; found ones are added (an address held twice keeps its first holder).
+    pub fn rebuild(&self, found: &[Allocation]) -> Result<()> {
+        self.store.transaction(|state| {
+            let mut taken: HashSet<IpAddr> = state
+                .allocations
+                .iter()
+                .flat_map(|a| a.leases.iter().map(|l| l.address.addr()))
+                .collect();
+            for a in found {
+                if state.find(&a.container_id, &a.ifname).is_some()
+                    || a.leases.iter().any(|l| taken.contains(&l.address.addr()))
+                {
+                    continue;
+                }
+                taken.extend(a.leases.iter().map(|l| l.address.addr()));
+                state.allocations.push(a.clone());
+            }
+            state.rebuild_pending = None;
+            Ok(())
+        })
+    }
+
+    /// Readiness for STATUS: the store is writable, not waiting for a rebuild, and every set
+    /// has a free address.
     pub fn status(&self) -> Result<()> {
         self.store.check_writable()?;
         let state = self.store.read()?;
+        if let Some(kept) = state.rebuild_pending {
+            return Err(Error::NeedsRebuild { kept });
+        }
         let taken: HashSet<IpAddr> = state
             .allocations
             .iter()
@@ -334,13 +371,71 @@ mod tests {
         assert_eq!(ipam.allocations().unwrap().len(), 1);
     }
 
+    /// Empty, garbage and truncated stores: set aside (kept), nothing allocated until a
+    /// rebuild, which restores the addresses in use so none is handed out twice; DEL stays
+    /// idempotent meanwhile.
     #[test]
-    fn corrupt_store_is_reported() {
+    fn unreadable_store_is_quarantined_and_rebuilt() {
+        let r = ranges("10.9.0.0/24", None);
+        let good = {
+            let dir = tempfile::tempdir().unwrap();
+            let ipam = Ipam::new(dir.path(), &r).unwrap();
+            ipam.allocate("c1", "eth0", &[]).unwrap();
+            ipam.allocate("c2", "eth0", &[]).unwrap();
+            std::fs::read(dir.path().join("allocations.json")).unwrap()
+        };
+        let damaged: [(&str, Vec<u8>); 3] = [
+            ("empty", Vec::new()),
+            ("garbage", b"\x00\x7f{not json".to_vec()),
+            ("truncated", good[..good.len() / 2].to_vec()),
+        ];
+        for (what, bytes) in damaged {
+            let dir = tempfile::tempdir().unwrap();
+            let ipam = Ipam::new(dir.path(), &r).unwrap();
+            let in_use = ipam.allocate("c1", "eth0", &[]).unwrap();
+            std::fs::write(dir.path().join("allocations.json"), &bytes).unwrap();
+            let err = ipam.allocate("c3", "eth0", &[]).unwrap_err();
+            assert!(matches!(err, Error::NeedsRebuild { .. }), "{what}: {err}");
+            assert!(
+                err.to_string().contains("allocations.json.corrupt-"),
+                "{err}"
+            );
+            // The damaged file is kept for inspection.
+            let kept: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with("allocations.json.corrupt-"))
+                .collect();
+            assert_eq!(kept.len(), 1, "{what}");
+            assert_eq!(std::fs::read(dir.path().join(&kept[0])).unwrap(), bytes);
+            // Still refused, STATUS not ready, DEL fine.
+            assert!(matches!(
+                ipam.allocate("c3", "eth0", &[]).unwrap_err(),
+                Error::NeedsRebuild { .. }
+            ));
+            assert!(ipam.status().is_err());
+            assert!(ipam.release("c9", "eth0").unwrap().is_empty());
+            // Rebuilt from what the node shows: c1 holds its address.
+            ipam.rebuild(&[Allocation {
+                container_id: "c1".into(),
+                ifname: "eth0".into(),
+                leases: in_use.clone(),
+            }])
+            .unwrap();
+            ipam.status().unwrap();
+            let l = ipam.allocate("c3", "eth0", &[]).unwrap();
+            assert_ne!(l[0].address.addr(), in_use[0].address.addr(), "{what}");
+            assert_eq!(ipam.release("c1", "eth0").unwrap(), in_use);
+        }
+    }
+
+    #[test]
+    fn read_only_calls_quarantine_too() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("allocations.json"), b"{not json").unwrap();
         let ipam = Ipam::new(dir.path(), &ranges("10.9.0.0/24", None)).unwrap();
-        let err = ipam.allocate("c1", "eth0", &[]).unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        std::fs::write(dir.path().join("allocations.json"), b"").unwrap();
+        assert!(ipam.needs_rebuild().unwrap().is_some());
+        assert!(ipam.lookup("c1", "eth0").unwrap().is_none());
     }
 
     #[test]

@@ -5,7 +5,14 @@
 //! `rename` it over the old file. A crash therefore leaves either
 //! the old or the new state, never a torn one, and concurrent plugin processes serialise on
 //! the lock. One file (rather than one per address) makes an attachment's v4 and v6 addresses
-//! appear and disappear together.
+//! appear and disappear together. The directory is fsynced after the rename, so an
+//! acknowledged ADD or DEL survives a power loss.
+//!
+//! A store that cannot be read (empty, garbage, truncated) is never taken for "no
+//! allocations": the file is renamed aside (`allocations.json.corrupt-<time>`, kept for
+//! inspection), a fresh store marked `rebuildPending` takes its place, and allocation is
+//! refused ([`Error::NeedsRebuild`]) until the caller rebuilds it from the attachments that
+//! really exist ([`crate::Ipam::rebuild`]).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -57,6 +64,10 @@ pub struct State {
     /// Per range set (keyed by its first subnet): the last address handed out.
     #[serde(default)]
     pub last_reserved: BTreeMap<String, IpAddr>,
+    /// The previous store was unreadable and set aside (this names the kept copy): nothing
+    /// is allocated until the allocations are rebuilt from the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_pending: Option<String>,
 }
 
 impl State {
@@ -90,7 +101,10 @@ impl Store {
         let _lock = self.lock(libc::LOCK_EX)?;
         // Under the lock no write is in progress: a temp file is a crashed writer's leftover.
         let _ = std::fs::remove_file(self.dir.join(format!("{STATE_FILE}{TMP_SUFFIX}")));
-        let mut state = self.read_unlocked()?;
+        let mut state = match self.read_unlocked() {
+            Err(Error::Corrupt { path, reason }) => self.quarantine(&path, &reason)?,
+            other => other?,
+        };
         let before = state.clone();
         let out = f(&mut state)?;
         if state != before {
@@ -99,13 +113,45 @@ impl Store {
         Ok(out)
     }
 
-    /// A consistent snapshot of the state (shared lock).
+    /// A consistent snapshot of the state (shared lock; an unreadable store is set aside
+    /// under the exclusive lock, as in a transaction).
     pub fn read(&self) -> Result<State> {
         if !self.dir.exists() {
             return Ok(State::default());
         }
-        let _lock = self.lock(libc::LOCK_SH)?;
-        self.read_unlocked()
+        let lock = self.lock(libc::LOCK_SH)?;
+        match self.read_unlocked() {
+            Err(Error::Corrupt { .. }) => {
+                drop(lock);
+                self.transaction(|s| Ok(s.clone()))
+            }
+            other => other,
+        }
+    }
+
+    /// Sets an unreadable store aside (kept, renamed) and starts a fresh one that waits for a
+    /// rebuild; returns the fresh state. Runs under the exclusive lock.
+    fn quarantine(&self, path: &str, reason: &str) -> Result<State> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let kept = self.dir.join(format!(
+            "{STATE_FILE}.corrupt-{stamp}-{}",
+            std::process::id()
+        ));
+        std::fs::rename(path, &kept)
+            .map_err(|e| Error::io(format!("set aside {path} as {}", kept.display()), e))?;
+        let state = State {
+            version: 1,
+            rebuild_pending: Some(format!("{} ({reason})", kept.display())),
+            ..State::default()
+        };
+        self.write_unlocked(&state)?;
+        eprintln!(
+            "ipam: {path} was unreadable ({reason}); kept as {}, allocations must be rebuilt",
+            kept.display()
+        );
+        Ok(state)
     }
 
     /// Checks that the store can be written: the directory exists or can be made, the lock
@@ -148,7 +194,11 @@ impl Store {
     fn read_unlocked(&self) -> Result<State> {
         let path = self.dir.join(STATE_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) if bytes.is_empty() => Ok(State::default()),
+            // A written store is never empty: an empty file lost its allocations.
+            Ok(bytes) if bytes.is_empty() => Err(Error::Corrupt {
+                path: path.display().to_string(),
+                reason: "empty file".into(),
+            }),
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
                 path: path.display().to_string(),
                 reason: e.to_string(),
@@ -167,14 +217,14 @@ impl Store {
         })?;
         body.push(b'\n');
         // fsync before rename: after a crash (even a power loss) the file is the old state
-        // or the new one, never empty or torn. The directory is not synced: losing the
-        // rename itself on power loss only rolls back to the previous consistent state, and
-        // syncing it costs milliseconds on every ADD and DEL.
+        // or the new one, never empty or torn. The directory is synced after the rename: an
+        // acknowledged ADD whose rename a power loss undid would hand its address out again.
         let write = || -> io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(&body)?;
             f.sync_data()?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&tmp);

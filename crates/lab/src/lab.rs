@@ -205,7 +205,8 @@ impl Lab {
         let spec = self.spec.node(node).ok_or_else(|| {
             LabError::Invalid(format!("no node {node:?} in lab {}", self.spec.name))
         })?;
-        if let Some(rec) = ProcessRecord::load(&self.pid_file(&agent_key(node))) {
+        let log = self.paths.logs_dir().join(format!("agent-{node}.log"));
+        if let Some(rec) = ProcessRecord::recorded(&self.pid_file(&agent_key(node)), &log)? {
             if rec.alive() {
                 return Err(LabError::Invalid(format!(
                     "the agent of {node} is already running"
@@ -279,7 +280,8 @@ impl Lab {
             )));
         }
         let file = self.pid_file(&agent_key(node));
-        if let Some(rec) = ProcessRecord::load(&file) {
+        let log = self.paths.logs_dir().join(format!("agent-{node}.log"));
+        if let Some(rec) = ProcessRecord::recorded(&file, &log)? {
             rec.stop(Duration::from_secs(5))?;
         }
         let _ = std::fs::remove_file(file);
@@ -320,7 +322,8 @@ impl Lab {
     /// Stops the control plane (objects stay in its store; pods keep running).
     pub fn stop_control_plane(&self) -> Result<(), LabError> {
         let file = self.pid_file(CONTROL_PLANE);
-        if let Some(rec) = ProcessRecord::load(&file) {
+        let log = self.paths.logs_dir().join("control-plane.log");
+        if let Some(rec) = ProcessRecord::recorded(&file, &log)? {
             rec.stop(Duration::from_secs(5))?;
         }
         let _ = std::fs::remove_file(file);

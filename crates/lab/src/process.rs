@@ -95,10 +95,77 @@ impl ProcessRecord {
         crate::state::write_json_atomic(path, self)
     }
 
-    pub fn load(path: &Path) -> Option<ProcessRecord> {
-        let text = fs::read_to_string(path).ok()?;
-        serde_json::from_str(&text).ok()
+    /// The record at `path`: None when there is none; an error naming the file when it is
+    /// empty, unreadable or names no process.
+    pub fn read(path: &Path) -> Result<Option<ProcessRecord>, LabError> {
+        let Some(rec) = crate::state::read_json::<ProcessRecord>(path)? else {
+            return Ok(None);
+        };
+        if rec.pid <= 0 || rec.start_time == 0 {
+            return Err(LabError::Invalid(format!(
+                "{} is corrupt: pid {} start time {} names no process",
+                path.display(),
+                rec.pid,
+                rec.start_time
+            )));
+        }
+        Ok(Some(rec))
     }
+
+    /// As [`ProcessRecord::read`], a bad record reported on stderr and taken as none (for
+    /// status displays; stopping and starting use [`ProcessRecord::recorded`]).
+    pub fn load(path: &Path) -> Option<ProcessRecord> {
+        Self::read(path).unwrap_or_else(|e| {
+            eprintln!("warning: {e}");
+            None
+        })
+    }
+
+    /// The daemon recorded at `path`, which logs to `log`. When the record is lost or bad, the
+    /// daemon is found by the tag [`Daemon::spawn`] put in its environment (its log file), so
+    /// it is never orphaned; a bad record with no such process is an error naming the file.
+    pub fn recorded(path: &Path, log: &Path) -> Result<Option<ProcessRecord>, LabError> {
+        match Self::read(path) {
+            Ok(Some(rec)) => Ok(Some(rec)),
+            Ok(None) => Ok(find_daemon(log)),
+            Err(e) => match find_daemon(log) {
+                Some(rec) => {
+                    eprintln!(
+                        "warning: {e}; found its process by its tag instead (pid {})",
+                        rec.pid
+                    );
+                    Ok(Some(rec))
+                }
+                None => Err(LabError::Invalid(format!(
+                    "{e}; no running process carries its tag ({DAEMON_TAG}={}), so nothing was \
+                     stopped or started: check for a leftover process, then remove the file",
+                    log.display()
+                ))),
+            },
+        }
+    }
+}
+
+/// The environment variable naming a daemon's log file: its identity when its record is lost.
+pub const DAEMON_TAG: &str = "SARASA_LAB_DAEMON";
+
+/// A live process started by [`Daemon::spawn`] with `log` as its log file.
+pub fn find_daemon(log: &Path) -> Option<ProcessRecord> {
+    let want = format!("{DAEMON_TAG}={}", log.display());
+    let mut found: Vec<ProcessRecord> = fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()))
+        })
+        .filter_map(ProcessRecord::of)
+        .filter(ProcessRecord::alive)
+        .collect();
+    // The daemon itself started first (anything it forked inherits the tag).
+    found.sort_by_key(|r| r.start_time);
+    found.into_iter().next()
 }
 
 fn wait_gone(rec: &ProcessRecord, deadline: Duration) -> bool {
@@ -302,13 +369,13 @@ impl Daemon<'_> {
             .open(&self.log)
             .map_err(|e| LabError::io(&self.log, e))?;
         let log_err = log.try_clone().map_err(|e| LabError::io(&self.log, e))?;
-        self.spawn_inner(Stdio::from(log), Stdio::from(log_err), fd)
+        self.spawn_inner(Stdio::from(log), Stdio::from(log_err), fd, true)
     }
 
     /// As [`Daemon::spawn`], with stdout and stderr going where the caller says (a container's
     /// go into its log shim's pipes); `log` is only named in errors.
     pub fn spawn_with(&self, stdout: Stdio, stderr: Stdio) -> Result<ProcessRecord, LabError> {
-        self.spawn_inner(stdout, stderr, None)
+        self.spawn_inner(stdout, stderr, None, false)
     }
 
     fn spawn_inner(
@@ -316,8 +383,16 @@ impl Daemon<'_> {
         stdout: Stdio,
         stderr: Stdio,
         fd: Option<std::os::fd::BorrowedFd<'_>>,
+        tag: bool,
     ) -> Result<ProcessRecord, LabError> {
         let mut cmd = Command::new(&self.program);
+        if tag {
+            // Its identity should its record be lost.
+            cmd.env(DAEMON_TAG, &self.log);
+        } else {
+            // A container the control plane starts is not the control plane.
+            cmd.env_remove(DAEMON_TAG);
+        }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -498,5 +573,52 @@ mod tests {
         }
         // A group whose members all started before `not_before` is left alone.
         assert!(group_members(rec.pid, u64::MAX).is_empty());
+    }
+
+    /// An emptied, garbage or lost record: the daemon is found by its tag and stopped, never
+    /// orphaned; without a tagged process the error names the file.
+    #[test]
+    fn bad_or_lost_record_finds_the_daemon_by_its_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("agent-x.log");
+        let file = dir.path().join("agent-x.json");
+        for damage in ["empty", "garbage", "lost"] {
+            let rec = Daemon {
+                program: "/bin/sleep".into(),
+                args: vec!["30".into()],
+                env: vec![],
+                netns: None,
+                mounts: &[],
+                log: log.clone(),
+            }
+            .spawn()
+            .unwrap();
+            rec.save(&file).unwrap();
+            assert_eq!(ProcessRecord::read(&file).unwrap(), Some(rec));
+            match damage {
+                "empty" => fs::write(&file, b"").unwrap(),
+                "garbage" => fs::write(&file, b"{\"pid\": 0, \"start_time\": 0}").unwrap(),
+                _ => fs::remove_file(&file).unwrap(),
+            }
+            if damage != "lost" {
+                let e = ProcessRecord::read(&file).unwrap_err().to_string();
+                assert!(e.contains("agent-x.json"), "{e}");
+            }
+            let found = ProcessRecord::recorded(&file, &log).unwrap();
+            assert_eq!(found, Some(rec), "{damage}");
+            rec.stop(Duration::from_secs(5)).unwrap();
+            assert!(!rec.alive());
+        }
+        // Nothing carries the tag: a bad record is refused, naming the file; none is none.
+        fs::write(&file, b"").unwrap();
+        let e = ProcessRecord::recorded(&file, &log)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agent-x.json") && e.contains("nothing was stopped"),
+            "{e}"
+        );
+        fs::remove_file(&file).unwrap();
+        assert_eq!(ProcessRecord::recorded(&file, &log).unwrap(), None);
     }
 }

@@ -65,6 +65,8 @@ pub struct Link {
     pub link_netnsid: Option<i32>,
     /// The VXLAN parameters when `kind` is `vxlan`.
     pub vxlan: Option<VxlanInfo>,
+    /// `IFLA_IFALIAS` (`ip link set X alias ...`).
+    pub alias: Option<String>,
 }
 
 /// A veth pair to create. The peer can be put straight into another namespace.
@@ -522,6 +524,14 @@ impl Netlink {
         self.set_link(msg, || format!("set link #{index} netns"))
     }
 
+    /// Sets the link's alias (`ip link set X alias A`; at most 255 bytes).
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set_link(msg, || format!("set link #{index} alias"))
+    }
+
     /// Renames the link (it must be down).
     pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
         let mut msg = link_msg(index);
@@ -901,6 +911,7 @@ fn parse_link(l: &LinkMessage) -> Link {
         peer_index: None,
         link_netnsid: None,
         vxlan: None,
+        alias: None,
     };
     for a in &l.attributes {
         match a {
@@ -910,6 +921,7 @@ fn parse_link(l: &LinkMessage) -> Link {
             LinkAttribute::Controller(m) => link.master = Some(*m),
             LinkAttribute::Link(p) => link.peer_index = Some(*p),
             LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(*id),
+            LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {

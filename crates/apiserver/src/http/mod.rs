@@ -219,6 +219,16 @@ pub(crate) async fn handle(State(app): State<Arc<App>>, req: Request) -> Respons
         },
         _ => Err(ApiError::path_not_found(path)),
     };
+    // A write is acknowledged only once it is durable (the fsync thread commits every write
+    // made meanwhile with one fdatasync).
+    let out = if method != Method::GET && method != Method::HEAD {
+        match app.store.durable().await {
+            Ok(()) => out,
+            Err(e) => Err(e),
+        }
+    } else {
+        out
+    };
     out.unwrap_or_else(|e| status::error(&e))
 }
 

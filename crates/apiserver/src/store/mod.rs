@@ -108,13 +108,17 @@ pub struct Inner {
     floor: u64,
     history_cap: usize,
     log: Option<persist::Log>,
+    /// Log size at which the next compaction is tried (pushed back after a failed one).
+    compact_at: usize,
     pub services: ServiceIndex,
 }
 
 /// The shared store.
 pub struct Store {
     inner: Mutex<Inner>,
-    rv_tx: watch::Sender<u64>,
+    /// The durable resourceVersion: watchers see, and requests are answered, only up to it.
+    rv_tx: Arc<watch::Sender<u64>>,
+    durability: Arc<persist::Durability>,
     closed: AtomicBool,
     pub config: Arc<Config>,
 }
@@ -154,8 +158,12 @@ impl Inner {
 
     fn persist(&mut self, rec: persist::Record) -> Result<(), ApiError> {
         if let Some(log) = &mut self.log {
-            log.append(&rec)
-                .map_err(|e| ApiError::internal(format!("persisting the change failed: {e}")))?;
+            log.append(&rec).map_err(|e| match e {
+                persist::PersistError::Full { .. } => ApiError::insufficient_storage(format!(
+                    "the change was not stored: {e}; reads and watches go on, writes resume once space is freed"
+                )),
+                _ => ApiError::internal(format!("the change was not stored: {e}")),
+            })?;
         }
         Ok(())
     }
@@ -238,10 +246,16 @@ impl Inner {
 
     fn maybe_compact(&mut self) {
         let total: usize = self.tables.iter().map(BTreeMap::len).sum();
-        let Some(log) = &mut self.log else { return };
-        if log.records < 10_000 + 2 * total {
+        let Some(log) = &self.log else { return };
+        if log.records < self.compact_at.max(10_000 + 2 * total) {
             return;
         }
+        self.force_compact();
+    }
+
+    /// Writes a snapshot of everything and starts an empty log.
+    fn force_compact(&mut self) {
+        let Some(log) = &mut self.log else { return };
         let rv = self.rv;
         let names: Vec<String> = RESOURCES.iter().map(|r| r.qualified()).collect();
         let objects = self
@@ -250,8 +264,15 @@ impl Inner {
             .enumerate()
             .flat_map(|(i, t)| t.values().map(move |o| (i, o)))
             .map(|(i, o)| (names[i].as_str(), o.as_ref()));
-        if let Err(e) = log.compact(rv, objects) {
-            tracing::warn!("compacting the API server state failed (the log keeps growing): {e}");
+        match log.compact(rv, objects) {
+            Ok(()) => self.compact_at = 0,
+            Err(e) => {
+                // Not on every write of a full disk: try again after as many records again.
+                self.compact_at = log.records * 2;
+                tracing::warn!(
+                    "compacting the API server state failed (the log keeps growing): {e}"
+                );
+            }
         }
     }
 }
@@ -259,57 +280,92 @@ impl Inner {
 impl Store {
     /// Loads the persisted state of `config.state_dir` (or starts empty).
     pub fn open(config: Arc<Config>) -> Result<Arc<Store>, Error> {
-        let loaded = persist::load(&config.state_dir)?;
+        let mut loaded = persist::load(&config.state_dir)?;
         let mut tables: Vec<BTreeMap<Key, Obj>> =
             RESOURCES.iter().map(|_| BTreeMap::new()).collect();
-        for rec in loaded.records {
+        // The log's changes also refill the watch history, so a watcher resumes across a
+        // restart from any resourceVersion since the snapshot.
+        let history_cap = config.watch_history.max(1);
+        let mut history = VecDeque::new();
+        let mut floor = loaded.snap_rv;
+        for rec in std::mem::take(&mut loaded.records) {
             match rec {
-                persist::Record::Put { res, obj, .. } => {
+                persist::Record::Put { rv, res, obj } => {
                     let Some(r) = res_by_qualified(&res) else {
                         tracing::warn!("dropping stored object of unknown resource {res}");
                         continue;
                     };
                     let k = key(meta::namespace(&obj), meta::name(&obj));
-                    tables[r].insert(k, Arc::new(obj));
+                    let obj = Arc::new(obj);
+                    let prev = tables[r].insert(k, obj.clone());
+                    if rv > loaded.snap_rv {
+                        let kind = if prev.is_some() {
+                            EventKind::Modified
+                        } else {
+                            EventKind::Added
+                        };
+                        history.push_back(Event {
+                            rv,
+                            res: r,
+                            kind,
+                            obj,
+                            prev,
+                        });
+                    }
                 }
-                persist::Record::Delete { res, ns, name, .. } => {
-                    if let Some(r) = res_by_qualified(&res) {
-                        tables[r].remove(&key(&ns, &name));
+                persist::Record::Delete {
+                    rv, res, ns, name, ..
+                } => {
+                    let Some(r) = res_by_qualified(&res) else {
+                        continue;
+                    };
+                    if let Some(prev) = tables[r].remove(&key(&ns, &name)) {
+                        let mut last = (*prev).clone();
+                        meta::metadata_mut(&mut last)
+                            .insert("resourceVersion".into(), json!(rv.to_string()));
+                        history.push_back(Event {
+                            rv,
+                            res: r,
+                            kind: EventKind::Deleted,
+                            obj: Arc::new(last),
+                            prev: Some(prev),
+                        });
                     }
                 }
             }
+            while history.len() > history_cap {
+                if let Some(old) = history.pop_front() {
+                    floor = old.rv;
+                }
+            }
         }
-        let names: Vec<String> = RESOURCES.iter().map(|r| r.qualified()).collect();
-        persist::write_snapshot(
-            &config.state_dir,
-            loaded.rv,
-            tables.iter().enumerate().flat_map(|(i, t)| {
-                let n = names[i].as_str();
-                t.values().map(move |o| (n, o.as_ref()))
-            }),
-        )
-        .map_err(|e| Error::StateDir {
-            path: config.state_dir.display().to_string(),
-            source: e,
-        })?;
-        let log = persist::Log::create(&config.state_dir)?;
+        let (rv_tx, _) = watch::channel(loaded.rv);
+        let rv_tx = Arc::new(rv_tx);
+        // Writes nothing for an existing store, so it opens on a full disk.
+        let log = persist::Log::open(&config.state_dir, &loaded, rv_tx.clone())?;
+        let durability = log.durability().clone();
         let mut services = ServiceIndex::default();
         for s in tables[SERVICES].values() {
             services.add(s);
         }
-        let inner = Inner {
+        let mut inner = Inner {
             rv: loaded.rv,
             tables,
-            history: VecDeque::new(),
-            floor: loaded.rv,
-            history_cap: config.watch_history.max(1),
+            history,
+            floor,
+            history_cap,
             log: Some(log),
+            compact_at: 0,
             services,
         };
-        let (rv_tx, _) = watch::channel(loaded.rv);
+        if !loaded.fresh && !loaded.current {
+            // An older format: rewrite it (snapshot and log with headers) when there is space.
+            inner.force_compact();
+        }
         Ok(Arc::new(Store {
             inner: Mutex::new(inner),
             rv_tx,
+            durability,
             closed: AtomicBool::new(false),
             config,
         }))
@@ -343,9 +399,7 @@ impl Store {
         let mut inner = self.lock();
         self.writable(&inner)?;
         let out = inner.remove(res, ns, name);
-        let rv = inner.rv;
         drop(inner);
-        self.notify(rv);
         out
     }
 
@@ -354,19 +408,37 @@ impl Store {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wakes watchers after a write.
-    fn notify(&self, rv: u64) {
-        self.rv_tx.send_if_modified(|cur| {
-            if *cur != rv {
-                *cur = rv;
-                true
-            } else {
-                false
+    /// Waits until every write made so far is durable (a request is answered only then).
+    /// Fails when the log could not be synced (writes stop until the server restarts).
+    pub async fn durable(&self) -> Result<(), ApiError> {
+        let target = self.durability.written();
+        let mut rx = self.rv_tx.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= target {
+                return Ok(());
             }
-        });
+            if let Some(f) = self.durability.failed() {
+                return Err(ApiError::internal(format!(
+                    "the change may not be durable: {f}; the API server refuses writes until restarted"
+                )));
+            }
+            if rx.changed().await.is_err() {
+                return Err(ApiError::unavailable("the API server is shutting down"));
+            }
+        }
     }
 
-    /// A receiver that changes whenever the resourceVersion moves.
+    /// Blocks until every write made so far is durable (tests and tools).
+    pub fn sync(&self) -> Result<(), String> {
+        self.durability.wait(self.durability.written())
+    }
+
+    /// The highest durable resourceVersion.
+    pub fn durable_rv(&self) -> u64 {
+        *self.rv_tx.borrow()
+    }
+
+    /// A receiver that changes whenever the durable resourceVersion moves.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.rv_tx.subscribe()
     }
@@ -444,14 +516,17 @@ impl Store {
         if since < inner.floor {
             return Err(inner.floor);
         }
+        // Only durable changes: a watcher never sees one a crash could take back.
+        let durable = self.durable_rv().min(inner.rv);
         let start = inner.history.partition_point(|e| e.rv <= since);
         let events = inner
             .history
             .range(start..)
+            .take_while(|e| e.rv <= durable)
             .filter(|e| keep(e))
             .cloned()
             .collect();
-        Ok((events, inner.rv.max(since)))
+        Ok((events, durable.max(since)))
     }
 
     /// Creates an object in `ns` ("" for cluster-scoped resources).
@@ -465,9 +540,7 @@ impl Store {
         let mut inner = self.lock();
         self.writable(&inner)?;
         let out = self.create_locked(&mut inner, res, ns, obj, opts);
-        let rv = inner.rv;
         drop(inner);
-        self.notify(rv);
         out
     }
 
@@ -587,9 +660,7 @@ impl Store {
             self.update_locked(&mut inner, res, ns, name, obj, sub, opts)
                 .map(|o| (o, false))
         };
-        let rv = inner.rv;
         drop(inner);
-        self.notify(rv);
         out
     }
 
@@ -612,9 +683,7 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(res, name))?;
         let out =
             f(&cur).and_then(|new| self.update_locked(&mut inner, res, ns, name, new, sub, opts));
-        let rv = inner.rv;
         drop(inner);
-        self.notify(rv);
         out
     }
 
@@ -756,9 +825,7 @@ impl Store {
         let mut inner = self.lock();
         self.writable(&inner)?;
         let out = self.delete_locked(&mut inner, res, ns, name, opts);
-        let rv = inner.rv;
         drop(inner);
-        self.notify(rv);
         out
     }
 

@@ -35,6 +35,7 @@ pub fn run(env: &Env, p: &Plugin) -> Result<String, CniError> {
         ));
     }
     let mut node = Netlink::current()?;
+    super::rebuild::ensure(p, &ipam)?;
     let leases = ipam.allocate(&env.container_id, &env.ifname, &p.requested_ips)?;
     let host = naming::host_veth(&p.name, &env.container_id, &env.ifname);
     let mut created_veth = false;
@@ -102,6 +103,11 @@ fn setup(
 
     let host_link = veth::create(node, host, &env.ifname, pod_ns, p.mtu)?;
     *created_veth = true;
+    // The node's own record of the attachment (rebuilds an unreadable IPAM store).
+    node.set_alias(
+        host_link.index,
+        &super::rebuild::alias(&env.container_id, &env.ifname, leases),
+    )?;
     let plan = plumbing::plan(p, leases);
     match bridge_index {
         Some(br) => bridge::attach(node, &host_link, br)?,

@@ -43,6 +43,11 @@ pub fn run(env: &Env, p: &Plugin) -> Result<(), CniError> {
     }
     match p.ipam() {
         Ok(ipam) => {
+            // An unreadable store is rebuilt from the node (this attachment's veth is gone
+            // already), so DEL leaves a usable store behind.
+            if let Err(e) = super::rebuild::ensure(p, &ipam) {
+                log::error(&format!("DEL: rebuilding the ipam store: {}", e.details));
+            }
             if let Err(e) = ipam.release(&env.container_id, &env.ifname) {
                 errors.push(e.into());
             }

@@ -20,6 +20,7 @@ pub fn run(p: &Plugin) -> Result<(), CniError> {
     }
     let valid = p.valid_attachments();
     let ipam = p.ipam()?;
+    super::rebuild::ensure(p, &ipam)?;
     let released = ipam.gc(&valid)?;
     for a in &released {
         log::info(&format!(

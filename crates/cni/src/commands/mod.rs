@@ -4,6 +4,7 @@ pub mod add;
 pub mod check;
 pub mod del;
 pub mod gc;
+pub mod rebuild;
 pub mod status;
 
 use sarasa_netns::{Error as NsError, NetNs};

@@ -11,6 +11,7 @@ use crate::error::{CniError, LIMITED_CONNECTIVITY, NOT_AVAILABLE};
 pub fn run(p: &Plugin) -> Result<(), CniError> {
     let unavailable = |e: CniError| CniError::new(NOT_AVAILABLE, "plugin not available", e.details);
     let ipam = p.ipam().map_err(unavailable)?;
+    super::rebuild::ensure(p, &ipam).map_err(unavailable)?;
     ipam.status().map_err(|e| unavailable(e.into()))?;
     if p.mode == Mode::Bridge {
         let allocations = ipam.allocations().map_err(|e| unavailable(e.into()))?;
