@@ -70,6 +70,13 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
             if let Some(old) = old {
                 node::validate_update(obj, old, errs);
             }
+            node::validate_cluster(
+                obj,
+                old,
+                ctx.inner.iter(NODES, None).map(|o| &**o),
+                &ctx.config.cluster_cidrs,
+                errs,
+            );
         }
         PODS => {
             if let Some(spec) = obj.get_mut("spec") {
