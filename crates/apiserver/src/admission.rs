@@ -100,7 +100,7 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
             }
             let n = errs.len();
             service::validate(obj, errs);
-            if errs.len() == n {
+            if errs.len() == n && addresses::claims_addresses(obj) {
                 let protected = Protected::of(ctx.inner, ctx.config);
                 addresses::service_spec(obj, old, &protected, ctx.config, errs);
             }

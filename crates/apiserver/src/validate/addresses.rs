@@ -99,6 +99,13 @@ fn had(old: Option<&Value>, path: &str, ip: &str) -> bool {
     old.is_some_and(|o| strings(o, path).iter().any(|(_, s)| *s == ip))
 }
 
+/// Whether a Service names addresses of its own (`spec.externalIPs`, `spec.loadBalancerIP`):
+/// only then is [`Protected`] worth gathering.
+pub fn claims_addresses(svc: &Value) -> bool {
+    !strings(svc, "spec.externalIPs").is_empty()
+        || meta::path_str(svc, "spec.loadBalancerIP").is_some_and(|s| !s.is_empty())
+}
+
 /// `spec.externalIPs` and `spec.loadBalancerIP`: no special or cluster address; externalIPs
 /// inside the allow-list when one is configured.
 pub fn service_spec(
