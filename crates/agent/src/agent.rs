@@ -17,7 +17,7 @@ use crate::datapath::{NodeDatapath, Uplink};
 use crate::error::{Error, Result};
 use crate::health::{self, Metrics};
 use crate::netns::NetnsTarget;
-use crate::plan::{compile, LocalNode, PlanError};
+use crate::plan::{LocalNode, NodeTrust, PlanError};
 use crate::policy::PolicyEnforcer;
 use crate::reconcile::{Inputs, NodeProgram};
 use crate::services::ServiceProxy;
@@ -207,6 +207,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         metrics: metrics.clone(),
         rv_tx,
         waiting_logged: false,
+        trust: NodeTrust::default(),
         synced_logged: false,
     };
     let reconcile = tokio::spawn(reconciler.run());
@@ -255,6 +256,8 @@ struct Reconciler<A: Applier> {
     rv_tx: tokio::sync::watch::Sender<u64>,
     waiting_logged: bool,
     synced_logged: bool,
+    /// Remote Nodes accepted so far, conflicts reported so far.
+    trust: NodeTrust,
 }
 
 impl<A: Applier + Send + 'static> Reconciler<A> {
@@ -359,8 +362,15 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
             node::publish_annotations(&self.nodes, &current, &desired).await?;
         }
 
-        let plan = match compile(state, &self.local) {
-            Ok(p) => p,
+        let plan = match self.trust.compile(state, &self.local) {
+            Ok(p) => {
+                let refused = self.trust.unreported(&p);
+                if !refused.is_empty() {
+                    let client = self.nodes.clone().into_client();
+                    crate::conflicts::report(client, &name, &refused).await;
+                }
+                p
+            }
             Err(PlanError::NoPodCidr(_)) => {
                 if !self.waiting_logged {
                     tracing::info!(node = %name, "waiting for spec.podCIDR");

@@ -312,8 +312,11 @@ fn apply_ops(
                 let Some(vx) = vxlan_index else { continue };
                 ignore_missing(nl.neigh_del(vx, n.ip))
             }
-            FabricOp::AddRoute(r) => nl.route_add(&kernel_route(r, vxlan_index, uplink_index)?),
-            FabricOp::ReplaceRoute(r) => {
+            // Written with NLM_F_REPLACE: a route to the same destination that is not ours
+            // (another protocol, left behind) is taken over instead of failing every reconcile
+            // with EEXIST. Which destinations are ours to take is decided by the plan, which
+            // refuses podCIDRs that overlap the underlay or another node's.
+            FabricOp::AddRoute(r) | FabricOp::ReplaceRoute(r) => {
                 nl.route_replace(&kernel_route(r, vxlan_index, uplink_index)?)
             }
             FabricOp::DelRoute(r) => {

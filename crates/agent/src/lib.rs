@@ -34,6 +34,7 @@ mod client;
 pub mod cni_config;
 pub mod config;
 pub mod config_file;
+pub mod conflicts;
 pub mod conntrack;
 pub mod datapath;
 pub mod diff;

@@ -3,18 +3,22 @@
 
 pub use sarasa_plan::fabric::encap_overhead;
 pub use sarasa_plan::{
-    Fabric, FabricPlan as NodePlan, FdbEntry, LocalNode, Masquerade, Neighbour, PeerNode,
-    PlanError, Route, RouteDev, VxlanDevice, NODE_BRIDGE, VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI,
+    ConflictReason, Fabric, FabricPlan as NodePlan, FdbEntry, LocalNode, Masquerade, Neighbour,
+    NodeConflict, PeerNode, PlanError, Route, RouteDev, VxlanDevice, NODE_BRIDGE, VXLAN_DEVICE,
+    VXLAN_PORT, VXLAN_VNI,
 };
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use sarasa_cluster::ClusterState;
 
-/// Every node of `state` as the fabric sees it.
+/// Every node of `state` as the fabric sees it, oldest first (by creationTimestamp, then
+/// name): of two Nodes claiming the same podCIDR, address or MAC, the older is programmed.
 pub fn peers(state: &ClusterState) -> Vec<PeerNode> {
-    state
-        .nodes
-        .items()
-        .values()
+    let mut nodes: Vec<&sarasa_cluster::NodeInfo> = state.nodes.items().values().collect();
+    nodes.sort_by_key(|n| (n.created.unwrap_or(i64::MAX), n.name.clone()));
+    nodes
+        .into_iter()
         .map(|n| PeerNode {
             name: n.name.clone(),
             pod_cidrs: n.pod_cidrs.clone(),
@@ -24,9 +28,40 @@ pub fn peers(state: &ClusterState) -> Vec<PeerNode> {
         .collect()
 }
 
-/// compile: the fabric plan for `local` given the cluster state.
+/// compile: the fabric plan for `local` given the cluster state, trusting no Node (see
+/// [`sarasa_plan::fabric::compile_trusted`]) but with no memory of earlier plans.
 pub fn compile(state: &ClusterState, local: &LocalNode) -> Result<NodePlan, PlanError> {
     sarasa_plan::fabric::compile(&peers(state), local)
+}
+
+/// The agent's memory between plans: the remote Nodes it programmed (a Node that turns
+/// conflicting keeps those entries) and the conflicts already reported (each is logged and
+/// posted as an Event once, again only after it cleared and came back).
+#[derive(Debug, Default)]
+pub struct NodeTrust {
+    last_good: BTreeMap<String, PeerNode>,
+    reported: BTreeSet<NodeConflict>,
+}
+
+impl NodeTrust {
+    /// The fabric plan for `local`, refusing conflicting Nodes; remembers what it accepted.
+    pub fn compile(
+        &mut self,
+        state: &ClusterState,
+        local: &LocalNode,
+    ) -> Result<NodePlan, PlanError> {
+        let plan = sarasa_plan::fabric::compile_trusted(&peers(state), local, &self.last_good)?;
+        self.last_good = plan.accepted.clone();
+        Ok(plan)
+    }
+
+    /// The conflicts of `plan` not reported yet.
+    pub fn unreported(&mut self, plan: &NodePlan) -> Vec<NodeConflict> {
+        let now: BTreeSet<NodeConflict> = plan.refused.iter().cloned().collect();
+        let new = now.difference(&self.reported).cloned().collect();
+        self.reported = now;
+        new
+    }
 }
 
 #[cfg(test)]
@@ -44,9 +79,14 @@ pub(crate) mod tests {
         nodes: &[(&str, Option<&str>, &str, Option<MacAddr>)],
     ) -> ClusterState {
         let mut state = ClusterState::default();
-        for (name, cidr, ip, vtep) in nodes {
+        for (i, (name, cidr, ip, vtep)) in nodes.iter().enumerate() {
             let mut n = k8s_openapi::api::core::v1::Node::default();
             n.metadata.name = Some(name.to_string());
+            // Created in the order listed.
+            n.metadata.creation_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + i as i64).unwrap(),
+                ));
             let mut ann = std::collections::BTreeMap::new();
             ann.insert(
                 sarasa_cluster::state::ANNOTATION_PUBLIC_IP.to_string(),
@@ -167,5 +207,63 @@ pub(crate) mod tests {
             Err(PlanError::MtuTooSmall { .. })
         ));
         let _ = NodeInfo::default();
+    }
+
+    #[test]
+    fn forged_node_cannot_take_another_nodes_pod_cidr() {
+        let good = compile(&three_nodes(), &local(Backend::Vxlan)).unwrap();
+        // Younger than n2 and sorting before it by name, present from this agent's very first
+        // plan (an agent restarting into a cluster that has it): refused.
+        let forged = state_with(&[
+            ("n1", Some("10.244.1.0/24"), "192.168.33.11", Some(mac(1))),
+            ("n2", Some("10.244.2.0/24"), "192.168.33.12", Some(mac(2))),
+            ("n3", Some("10.244.3.0/24"), "192.168.33.13", Some(mac(3))),
+            (
+                "a-forged",
+                Some("10.244.2.0/24"),
+                "192.168.33.66",
+                Some(mac(66)),
+            ),
+        ]);
+        let mut trust = NodeTrust::default();
+        let plan = trust.compile(&forged, &local(Backend::Vxlan)).unwrap();
+        assert_eq!(plan.fabric, good.fabric);
+        let conflicts = trust.unreported(&plan);
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].node, "a-forged");
+        assert_eq!(conflicts[0].reason.as_str(), "PodCIDRConflict");
+        // Reported once, not at every reconcile.
+        let plan = trust.compile(&forged, &local(Backend::Vxlan)).unwrap();
+        assert!(trust.unreported(&plan).is_empty());
+        // Duplicates no longer collapse silently: exactly one route per podCIDR, n2's.
+        let r: Vec<_> = plan
+            .fabric
+            .routes
+            .iter()
+            .filter(|r| r.dst.to_string() == "10.244.2.0/24")
+            .collect();
+        assert_eq!(r.len(), 1);
+        assert!(plan.fabric.fdb.iter().all(|f| f.mac != mac(66)));
+    }
+
+    #[test]
+    fn all_zero_vtep_mac_is_refused() {
+        let state = state_with(&[
+            ("n1", Some("10.244.1.0/24"), "192.168.33.11", Some(mac(1))),
+            (
+                "n2",
+                Some("10.244.2.0/24"),
+                "192.168.33.12",
+                Some(MacAddr([0; 6])),
+            ),
+        ]);
+        let mut trust = NodeTrust::default();
+        let plan = trust.compile(&state, &local(Backend::Vxlan)).unwrap();
+        assert_eq!(plan.fabric, Fabric::default());
+        let c = trust.unreported(&plan);
+        assert_eq!(
+            (c[0].node.as_str(), c[0].reason.as_str()),
+            ("n2", "VTEPConflict")
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The agent's own API code (node registration, annotations, conditions, the Lease, the
-//! listing and watching of every kind it programs) run as the `sarasa-agent` ServiceAccount
+//! listing and watching of every kind it programs, the Events on refused Nodes) run as the `sarasa-agent` ServiceAccount
 //! against a server with RBAC on and deploy/rbac.yaml loaded: every request is allowed, and a
 //! write the role does not grant is refused with 403. The user is set by a TEST-ONLY layer
 //! standing in for authentication (its tokens are tested by its own tests).
@@ -132,6 +132,26 @@ async fn the_agents_requests_are_allowed_by_deploy_rbac_yaml() {
     sarasa_agent::lease::renew(&client, "n1", 2, started)
         .await
         .expect("renew lease");
+    // A refused Node is reported as a Warning Event on it.
+    let conflict = sarasa_agent::plan::NodeConflict {
+        node: "forged".into(),
+        reason: sarasa_agent::plan::ConflictReason::PodCidr,
+        message: "podCIDR 10.244.1.0/24 overlaps podCIDR 10.244.1.0/24 of node n1".into(),
+        kept_last_good: false,
+    };
+    sarasa_agent::conflicts::report(client.clone(), "n1", std::slice::from_ref(&conflict)).await;
+    let events = server
+        .store()
+        .lock()
+        .iter(resources::EVENTS, Some("default"))
+        .cloned()
+        .collect::<Vec<_>>();
+    let ev = events
+        .iter()
+        .find(|e| e["involvedObject"]["name"] == "forged")
+        .expect("the agent posted the Event");
+    assert_eq!(ev["reason"], "PodCIDRConflict");
+    assert_eq!(ev["type"], "Warning");
     let objects = sarasa_cluster::list_objects(&client).await.expect("list");
     assert_eq!(objects.nodes.len(), 1);
     synced::<Node>(&client).await;

@@ -8,6 +8,7 @@ use crate::error::{ApiError, FieldError};
 use crate::meta;
 use crate::resources::*;
 use crate::store::{Inner, Sub};
+use crate::validate::addresses::{self, Protected};
 use crate::validate::meta::{object_meta, NameRule};
 use crate::validate::{
     configdata, daemonset, deployment, endpointslice, node, pod, policy, service,
@@ -70,6 +71,13 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
             if let Some(old) = old {
                 node::validate_update(obj, old, errs);
             }
+            node::validate_cluster(
+                obj,
+                old,
+                ctx.inner.iter(NODES, None).map(|o| &**o),
+                &ctx.config.cluster_cidrs,
+                errs,
+            );
         }
         PODS => {
             if let Some(spec) = obj.get_mut("spec") {
@@ -92,6 +100,10 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
             }
             let n = errs.len();
             service::validate(obj, errs);
+            if errs.len() == n && addresses::claims_addresses(obj) {
+                let protected = Protected::of(ctx.inner, ctx.config);
+                addresses::service_spec(obj, old, &protected, ctx.config, errs);
+            }
             if errs.len() == n {
                 service::allocate(obj, old, &ctx.inner.services, ctx.config, errs);
             }
@@ -106,6 +118,10 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
         ENDPOINTSLICES => {
             endpointslice::defaults(obj);
             endpointslice::validate(obj, errs);
+            if !ctx.internal {
+                let protected = Protected::of(ctx.inner, ctx.config);
+                addresses::endpoint_slice(obj, old, &protected, errs);
+            }
         }
         NETWORKPOLICIES => {
             policy::defaults(obj);
@@ -190,7 +206,13 @@ pub fn on_update(
     match sub {
         Sub::Status => match res {
             PODS => pod::status(new.get("status"), &mut errs),
-            SERVICES => service::validate_status(new, &mut errs),
+            SERVICES => {
+                service::validate_status(new, &mut errs);
+                if errs.is_empty() {
+                    let protected = Protected::of(ctx.inner, ctx.config);
+                    addresses::load_balancer_status(new, old, ctx.internal, &protected, &mut errs);
+                }
+            }
             _ => {}
         },
         Sub::Main => common(ctx, res, new, Some(old), &mut errs),

@@ -23,6 +23,11 @@ pub struct Config {
     pub node_port_range: (u16, u16),
     /// Pools LoadBalancer Services take their `status.loadBalancer.ingress` addresses from.
     pub load_balancer_pools: Vec<IpNet>,
+    /// CIDRs `spec.externalIPs` must lie in (as the DenyServiceExternalIPs admission plugin
+    /// and the externalip-webhook restrict them); `Some(vec![])` refuses every externalIP,
+    /// `None` allows any address that is not special or the cluster's own (see
+    /// [`crate::validate::addresses`]).
+    pub external_ip_cidrs: Option<Vec<IpNet>>,
     /// Address (and port) where the API is reachable from pods and nodes; when set, the `kubernetes`
     /// Service in `default` gets an EndpointSlice pointing there.
     pub advertise_address: Option<SocketAddr>,
@@ -148,6 +153,7 @@ impl Config {
             service_cidrs: vec![parse_net("10.96.0.0/12")],
             node_port_range: (30000, 32767),
             load_balancer_pools: vec![parse_net("198.51.100.0/24")],
+            external_ip_cidrs: None,
             advertise_address: None,
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 6443))],
             unix_socket: None,

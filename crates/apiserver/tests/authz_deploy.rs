@@ -114,6 +114,21 @@ async fn the_agent_may_do_what_it_does_and_nothing_else() {
         .0,
         200
     );
+    // A Warning Event on a Node it refuses to program.
+    let event = json!({"metadata": {"name": "n1.1", "namespace": "default"},
+        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": "n1"},
+        "reason": "PodCIDRConflict", "message": "m", "type": "Warning"});
+    assert_eq!(
+        s.call(
+            AGENT,
+            Method::POST,
+            "/api/v1/namespaces/default/events",
+            Some(event)
+        )
+        .await
+        .0,
+        201
+    );
     // Refused: writes the role does not grant.
     let refused = [
         (Method::POST, "/api/v1/namespaces/default/pods", Some(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})),

@@ -44,6 +44,9 @@ pub struct NodeInfo {
     pub backend: Option<String>,
     /// NetworkUnavailable=False set by a sarasa agent.
     pub network_ready: bool,
+    /// `metadata.creationTimestamp` (Unix seconds): of two Nodes claiming the same podCIDR,
+    /// address or VTEP MAC, the agent programs the older.
+    pub created: Option<i64>,
 }
 
 impl NodeInfo {
@@ -88,6 +91,11 @@ impl NodeInfo {
                 .and_then(|v| MacAddr::from_str(v).ok()),
             backend: annotations.get(ANNOTATION_BACKEND).cloned(),
             network_ready,
+            created: node
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
         }
     }
 

@@ -26,6 +26,11 @@ pub async fn run(
     config.cluster_cidrs = vec![spec.cluster_cidr.into()];
     config.service_cidrs = vec![spec.service_cidr.into()];
     config.load_balancer_pools = vec![spec.lb_pool.into()];
+    // externalIPs only from the lab's external range (the fabric routes them to a node);
+    // none of the cluster's own or special addresses.
+    config.external_ip_cidrs = Some(vec![EXTERNAL_IPS
+        .parse()
+        .map_err(|e| LabError::Invalid(format!("{EXTERNAL_IPS}: {e}")))?]);
     let addr = SocketAddr::from((spec.fabric_ip, spec.api_port));
     config.advertise_address = Some(addr);
     let pki = crate::pki::Pki::new(paths.pki_dir());
@@ -113,6 +118,10 @@ pub async fn run(
         },
     }
 }
+
+/// The CIDR Services may take `spec.externalIPs` from in the lab (TEST-NET-1): the API
+/// server refuses any other externalIP.
+pub const EXTERNAL_IPS: &str = "192.0.2.0/24";
 
 /// How long the agents' token lives (a year; renewed at every control-plane start).
 pub const AGENT_TOKEN_SECONDS: i64 = 365 * 24 * 3600;

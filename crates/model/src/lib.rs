@@ -9,6 +9,7 @@
 //! types ([`policy`]), the stable hash behind kernel object names ([`hash`]) and the name and
 //! label syntax of the API ([`names`]).
 
+mod address;
 mod age;
 mod backend;
 mod endpoints;
@@ -23,6 +24,7 @@ mod service;
 #[cfg(feature = "k8s")]
 pub mod k8s;
 
+pub use address::special_address;
 pub use age::human_duration;
 pub use backend::{Backend, CniMode, ParseBackendError, ParseCniModeError};
 pub use endpoints::{AddressType, Endpoint, EndpointConditions, EndpointPort, EndpointSlice};

@@ -11,6 +11,12 @@ impl MacAddr {
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         <[u8; 6]>::try_from(bytes).ok().map(MacAddr)
     }
+
+    /// A unicast station address: not all-zero (VXLAN's default FDB entry, which floods to
+    /// every remote) and without the group bit (multicast, broadcast).
+    pub fn is_unicast(&self) -> bool {
+        self.0 != [0; 6] && self.0[0] & 1 == 0
+    }
 }
 
 impl fmt::Display for MacAddr {
@@ -50,6 +56,15 @@ impl FromStr for MacAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unicast_excludes_zero_multicast_and_broadcast() {
+        let m = |s: &str| s.parse::<MacAddr>().unwrap();
+        assert!(m("02:00:00:00:00:01").is_unicast());
+        assert!(!m("00:00:00:00:00:00").is_unicast());
+        assert!(!m("01:00:5e:00:00:01").is_unicast());
+        assert!(!m("ff:ff:ff:ff:ff:ff").is_unicast());
+    }
 
     #[test]
     fn round_trip_and_rejects() {

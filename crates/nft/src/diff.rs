@@ -19,6 +19,7 @@ use crate::expr::Rule;
 use crate::kernel::KernelTable;
 use crate::model::{Chain, Element, Family, Key, Set, Table};
 use crate::render;
+use crate::text::ident;
 
 /// Elements per `add element` / `delete element` command.
 const ELEMENTS_PER_COMMAND: usize = 1000;
@@ -106,7 +107,7 @@ impl Transaction {
     /// Deletes table `family name` with everything in it (it must exist).
     pub fn delete_table(family: Family, name: &str) -> Transaction {
         Transaction {
-            commands: vec![format!("delete table {} {name}", family.as_str())],
+            commands: vec![format!("delete table {} {}", family.as_str(), ident(name))],
             ops: Some(vec![Op::DeleteTable]),
             ..Transaction::default()
         }
@@ -233,7 +234,7 @@ impl Old for Absent {
 
 fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
     let fam = new.family.as_str();
-    let tbl = &new.name;
+    let tbl = &*crate::text::ident(&new.name);
     let mut tx = Transaction::default();
     let cmds = &mut tx.commands;
     let mut ops: Vec<Op> = Vec::new();
@@ -312,11 +313,11 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
         .copied()
         .chain(removed_chains.iter().copied())
     {
-        cmds.push(format!("flush chain {fam} {tbl} {name}"));
+        cmds.push(format!("flush chain {fam} {tbl} {}", ident(name)));
         ops.push(Op::FlushChain(name.to_string()));
     }
     for chain in &redefined_chains {
-        cmds.push(format!("flush chain {fam} {tbl} {}", chain.name));
+        cmds.push(format!("flush chain {fam} {tbl} {}", ident(&chain.name)));
         ops.push(Op::FlushChain(chain.name.clone()));
     }
     // 3. element deletions in kept sets; collect additions for later.
@@ -331,7 +332,7 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
         if !dels.is_empty() {
             tx.elements_deleted.insert(set.name.clone(), dels.len());
             for chunk in dels.chunks(ELEMENTS_PER_COMMAND) {
-                let mut c = format!("delete element {fam} {tbl} {} {{ ", set.name);
+                let mut c = format!("delete element {fam} {tbl} {} {{ ", ident(&set.name));
                 for (i, k) in chunk.iter().enumerate() {
                     if i > 0 {
                         c.push_str(", ");
@@ -360,7 +361,7 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
         .chain(redeclared_sets.iter().map(|s| s.name.as_str()))
     {
         // `delete set` removes maps too.
-        cmds.push(format!("delete set {fam} {tbl} {name}"));
+        cmds.push(format!("delete set {fam} {tbl} {}", ident(name)));
         ops.push(Op::DeleteSet(name.to_string()));
         tx.sets_deleted.insert(name.to_string());
     }
@@ -369,7 +370,7 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
         .copied()
         .chain(redefined_chains.iter().map(|c| c.name.as_str()))
     {
-        cmds.push(format!("delete chain {fam} {tbl} {name}"));
+        cmds.push(format!("delete chain {fam} {tbl} {}", ident(name)));
         ops.push(Op::DeleteChain(name.to_string()));
         tx.chains_deleted.insert(name.to_string());
     }
@@ -383,7 +384,7 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
         cmds.push(format!(
             "add {} {fam} {tbl} {} {{ {}; }}",
             render::set_keyword(set),
-            set.name,
+            ident(&set.name),
             decl.join("; ")
         ));
         tx.sets_written.insert(set.name.clone());
@@ -406,7 +407,7 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
     for (set, adds) in element_adds {
         *tx.elements_added.entry(set.name.clone()).or_default() += adds.len();
         for chunk in adds.chunks(ELEMENTS_PER_COMMAND) {
-            let mut c = format!("add element {fam} {tbl} {} {{ ", set.name);
+            let mut c = format!("add element {fam} {tbl} {} {{ ", ident(&set.name));
             for (i, (k, e)) in chunk.iter().enumerate() {
                 if i > 0 {
                     c.push_str(", ");
@@ -438,7 +439,7 @@ fn diff_with(old: &dyn Old, new: &Table) -> Transaction {
         let (lines, hash) = render::chain_rules(chain);
         for line in lines {
             let mut c = String::with_capacity(line.len() + 40);
-            let _ = write!(c, "add rule {fam} {tbl} {} {line}", chain.name);
+            let _ = write!(c, "add rule {fam} {tbl} {} {line}", ident(&chain.name));
             cmds.push(c);
         }
         if typed && !chain.rules.is_empty() {
@@ -466,8 +467,8 @@ fn empty_chain(c: &Chain) -> Chain {
 
 fn add_chain(fam: &str, tbl: &str, chain: &Chain) -> String {
     match render::base_line(chain) {
-        Some(b) => format!("add chain {fam} {tbl} {} {{ {b} }}", chain.name),
-        None => format!("add chain {fam} {tbl} {}", chain.name),
+        Some(b) => format!("add chain {fam} {tbl} {} {{ {b} }}", ident(&chain.name)),
+        None => format!("add chain {fam} {tbl} {}", ident(&chain.name)),
     }
 }
 
@@ -501,7 +502,12 @@ fn element_diff<'o, 'n>(
                     n.next();
                 }
                 std::cmp::Ordering::Equal => {
-                    if oe.value != ne.value || oe.comment != ne.comment {
+                    // The kernel holds the comment as rendered (sanitized).
+                    fn comment(c: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+                        c.as_deref()
+                            .map(|c| crate::text::sanitize(c, crate::text::MAX_COMMENT))
+                    }
+                    if oe.value != ne.value || comment(&oe.comment) != comment(&ne.comment) {
                         dels.push(*ok);
                         adds.push((*nk, *ne));
                     }

@@ -35,6 +35,7 @@ mod netlink;
 pub mod nftrace;
 mod nl;
 mod render;
+pub mod text;
 pub mod wire;
 
 pub use backend::{Backend, NftCli, Recording};

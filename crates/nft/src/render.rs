@@ -6,6 +6,7 @@ use sarasa_model::hash::fnv1a64_parts;
 
 use crate::expr::{CmpOp, Expr, RejectKind, Rule, Stmt, Verdict};
 use crate::model::{Chain, Element, Key, MapType, MapValue, Set, Table, Value};
+use crate::text::{ident, quoted, MAX_COMMENT, MAX_IFNAME, MAX_LOG_PREFIX};
 
 /// Marker before the content hash in a comment.
 pub(crate) const HASH_MARK: &str = "sarasa:";
@@ -19,7 +20,7 @@ pub(crate) fn value(out: &mut String, v: &Value) {
         Value::Port(p) => write!(out, "{p}"),
         Value::Mark(m) => write!(out, "0x{m:08x}"),
         Value::Num(n) => write!(out, "{n}"),
-        Value::Ifname(n) => write!(out, "\"{n}\""),
+        Value::Ifname(n) => write!(out, "{}", quoted(n, MAX_IFNAME)),
     };
 }
 
@@ -40,11 +41,11 @@ pub(crate) fn verdict(out: &mut String, v: &Verdict) {
         Verdict::Return => out.push_str("return"),
         Verdict::Jump(c) => {
             out.push_str("jump ");
-            out.push_str(c)
+            out.push_str(&ident(c))
         }
         Verdict::Goto(c) => {
             out.push_str("goto ");
-            out.push_str(c)
+            out.push_str(&ident(c))
         }
     }
 }
@@ -82,7 +83,7 @@ fn expr(out: &mut String, e: &Expr) {
         }
         Expr::Set(s) => {
             out.push('@');
-            out.push_str(s);
+            out.push_str(&ident(s));
         }
         Expr::AnonSet(keys) => {
             out.push_str("{ ");
@@ -119,7 +120,7 @@ fn stmt(out: &mut String, s: &Stmt) {
         Stmt::Vmap { key, map } => {
             expr(out, key);
             out.push_str(" vmap @");
-            out.push_str(map);
+            out.push_str(&ident(map));
         }
         Stmt::NumgenVmap { targets } => {
             let _ = write!(out, "numgen random mod {} vmap {{ ", targets.len());
@@ -173,14 +174,14 @@ fn stmt(out: &mut String, s: &Stmt) {
         Stmt::Log { prefix, group } => {
             out.push_str("log");
             if let Some(p) = prefix {
-                let _ = write!(out, " prefix \"{p}\"");
+                let _ = write!(out, " prefix {}", quoted(p, MAX_LOG_PREFIX));
             }
             if let Some(g) = group {
                 let _ = write!(out, " group {g}");
             }
         }
         Stmt::UpdateSet { set, key, timeout } => {
-            let _ = write!(out, "update @{set} {{ ");
+            let _ = write!(out, "update @{} {{ ", ident(set));
             expr(out, key);
             if let Some(t) = timeout {
                 let _ = write!(out, " timeout {t}s");
@@ -210,7 +211,7 @@ pub(crate) fn chain_rules(chain: &Chain) -> (Vec<String>, u64) {
             let mut s = String::new();
             rule_body(&mut s, r);
             if let Some(c) = &r.comment {
-                let _ = write!(s, " comment \"{c}\"");
+                let _ = write!(s, " comment {}", quoted(c, MAX_COMMENT));
             }
             s
         })
@@ -230,6 +231,7 @@ pub(crate) fn chain_rules(chain: &Chain) -> (Vec<String>, u64) {
 
 /// The last rule's comment as stored: the user comment (if any) and the chain's hash.
 pub(crate) fn final_comment(user: Option<&str>, hash: u64) -> String {
+    let user = user.map(|c| crate::text::sanitize(c, MAX_COMMENT));
     match user {
         Some(c) => format!("{c} {HASH_MARK}{hash:016x}"),
         None => format!("{HASH_MARK}{hash:016x}"),
@@ -301,7 +303,10 @@ pub(crate) fn set_decl(set: &Set) -> (Vec<String>, u64) {
             .chain(set.comment.iter().map(|c| c.as_bytes())),
     );
     let comment = match &set.comment {
-        Some(c) => format!("comment \"{c} {HASH_MARK}{h:016x}\""),
+        Some(c) => format!(
+            "comment \"{} {HASH_MARK}{h:016x}\"",
+            crate::text::sanitize(c, MAX_COMMENT)
+        ),
         None => format!("comment \"{HASH_MARK}{h:016x}\""),
     };
     lines.push(comment);
@@ -323,7 +328,7 @@ pub(crate) fn element(out: &mut String, k: &Key, e: &Element) {
         let _ = write!(out, " timeout {t}s");
     }
     if let Some(c) = &e.comment {
-        let _ = write!(out, " comment \"{c}\"");
+        let _ = write!(out, " comment {}", quoted(c, MAX_COMMENT));
     }
     match &e.value {
         None => {}
@@ -345,9 +350,14 @@ impl Table {
     /// [`crate::diff_kernel`] instead, which never flushes.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "table {} {} {{", self.family.as_str(), self.name);
+        let _ = writeln!(
+            out,
+            "table {} {} {{",
+            self.family.as_str(),
+            ident(&self.name)
+        );
         for set in self.sets.values() {
-            let _ = writeln!(out, "\t{} {} {{", set_keyword(set), set.name);
+            let _ = writeln!(out, "\t{} {} {{", set_keyword(set), ident(&set.name));
             for l in set_decl(set).0 {
                 let _ = writeln!(out, "\t\t{l}");
             }
@@ -362,7 +372,7 @@ impl Table {
             out.push_str("\t}\n");
         }
         for chain in self.chains.values() {
-            let _ = writeln!(out, "\tchain {} {{", chain.name);
+            let _ = writeln!(out, "\tchain {} {{", ident(&chain.name));
             if let Some(b) = base_line(chain) {
                 let _ = writeln!(out, "\t\t{b}");
             }

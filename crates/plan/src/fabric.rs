@@ -1,12 +1,19 @@
 //! The fabric part of the node plan: how this node reaches the other nodes' podCIDRs (VXLAN
 //! device, FDB, neighbours, routes), the pod MTU, and egress masquerade's inputs. Pure: the
 //! same peers and local facts always give the same plan; the agent diffs it against netlink.
+//!
+//! Nodes are not trusted blindly: a remote Node whose podCIDR overlaps this node's, another
+//! accepted node's, or an underlay address, or lies outside the cluster CIDRs, or whose
+//! underlay address or VTEP MAC is special or already another node's, is left out of the plan
+//! and reported ([`NodeConflict`]); if it was accepted before (`last_good`), its last good
+//! entries stay programmed. Nodes that keep what they had are checked first, so a newcomer can
+//! never take over an incumbent's podCIDR, address or MAC.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use sarasa_model::{Backend, MacAddr};
+use sarasa_model::{special_address, Backend, MacAddr};
 
 use crate::PlanError;
 
@@ -111,6 +118,36 @@ pub struct Masquerade {
     pub cluster_cidrs: Vec<IpNet>,
 }
 
+/// Why a Node is left out of the fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConflictReason {
+    /// Its podCIDR overlaps another node's or an underlay address, or is outside the cluster.
+    PodCidr,
+    /// Its underlay (VTEP) address or VTEP MAC is special or another node's.
+    Vtep,
+}
+
+impl ConflictReason {
+    /// The Event reason (`PodCIDRConflict`, `VTEPConflict`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictReason::PodCidr => "PodCIDRConflict",
+            ConflictReason::Vtep => "VTEPConflict",
+        }
+    }
+}
+
+/// A remote Node refused by [`compile_trusted`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeConflict {
+    pub node: String,
+    pub reason: ConflictReason,
+    /// What conflicts with what, for the Event and the log line.
+    pub message: String,
+    /// The node's previously accepted entries stay programmed.
+    pub kept_last_good: bool,
+}
+
 /// The fabric part of a node's plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FabricPlan {
@@ -123,10 +160,147 @@ pub struct FabricPlan {
     pub masquerade: Masquerade,
     /// Remote nodes that are programmed (have a podCIDR and what the backend needs).
     pub remote_nodes: usize,
+    /// Remote nodes refused for a conflict, by name.
+    pub refused: Vec<NodeConflict>,
+    /// The remote nodes as programmed (a refused node's last good state): the `last_good` of
+    /// the next [`compile_trusted`].
+    pub accepted: BTreeMap<String, PeerNode>,
 }
 
-/// The fabric plan of `local` among `nodes` (which may include `local` itself).
+/// What accepted nodes (and this one) hold: nobody else may take it. Ordered maps, so each
+/// check is a few lookups and one range scan, not a pass over every node (a plan of 5,000
+/// nodes stays in milliseconds; see ARCHITECTURE.md).
+#[derive(Default)]
+struct Claims {
+    /// podCIDRs (truncated) by network address then prefix.
+    cidrs: BTreeMap<IpNet, String>,
+    underlays: BTreeMap<IpAddr, String>,
+    macs: BTreeMap<MacAddr, String>,
+}
+
+/// Every prefix of `addr` from /0 to `/len` (the claimed CIDRs that could contain it).
+fn supernets(addr: IpAddr, len: u8) -> impl Iterator<Item = IpNet> {
+    (0..=len).filter_map(move |l| IpNet::new(addr, l).ok().map(|n| n.trunc()))
+}
+
+/// The smallest and largest key of a network's span in an ordered map of networks.
+fn span(c: &IpNet) -> (IpNet, IpNet) {
+    let max = if c.addr().is_ipv4() { 32 } else { 128 };
+    // Prefix lengths 0 and the family's maximum are always valid.
+    let lo = IpNet::new(c.network(), 0).unwrap_or(*c);
+    let hi = IpNet::new(c.broadcast(), max).unwrap_or(*c);
+    (lo, hi)
+}
+
+impl Claims {
+    fn add(&mut self, node: &PeerNode, underlay: IpAddr, mac: Option<MacAddr>) {
+        for c in &node.pod_cidrs {
+            self.cidrs.insert(c.trunc(), node.name.clone());
+        }
+        self.underlays.insert(underlay, node.name.clone());
+        if let Some(m) = mac {
+            self.macs.insert(m, node.name.clone());
+        }
+    }
+
+    /// A claimed podCIDR that overlaps `c`.
+    fn overlapping(&self, c: &IpNet) -> Option<(&IpNet, &String)> {
+        let max = if c.addr().is_ipv4() { 32 } else { 128 };
+        let (lo, hi) = span(c);
+        // One inside `c` (its network address is in c's span) ...
+        self.cidrs
+            .range(lo..=hi)
+            .find(|(o, _)| c.contains(&o.network()) && o.addr().is_ipv4() == c.addr().is_ipv4())
+            // ... or one containing c.
+            .or_else(|| {
+                supernets(c.network(), c.prefix_len().min(max))
+                    .find_map(|s| self.cidrs.get_key_value(&s))
+            })
+    }
+
+    /// Why `node` (reaching it at `underlay`, with `mac` on vxlan) may not be programmed.
+    fn check(
+        &self,
+        node: &PeerNode,
+        underlay: IpAddr,
+        mac: Option<MacAddr>,
+        cluster_cidrs: &[IpNet],
+    ) -> Result<(), (ConflictReason, String)> {
+        use ConflictReason::{PodCidr, Vtep};
+        for c in &node.pod_cidrs {
+            let c = c.trunc();
+            let family: Vec<&IpNet> = cluster_cidrs
+                .iter()
+                .filter(|k| k.addr().is_ipv4() == c.addr().is_ipv4())
+                .collect();
+            if !family.is_empty() && !family.iter().any(|k| k.trunc().contains(&c)) {
+                return Err((PodCidr, format!("podCIDR {c} is outside the cluster CIDRs")));
+            }
+            if let Some((o, owner)) = self.overlapping(&c) {
+                return Err((
+                    PodCidr,
+                    format!("podCIDR {c} overlaps podCIDR {o} of node {owner}"),
+                ));
+            }
+            let covered = if c.contains(&underlay) {
+                Some((&underlay, &node.name))
+            } else {
+                self.underlays
+                    .range(c.network()..=c.broadcast())
+                    .find(|(u, _)| c.contains(*u))
+            };
+            if let Some((u, owner)) = covered {
+                return Err((
+                    PodCidr,
+                    format!("podCIDR {c} covers the underlay address {u} of node {owner}"),
+                ));
+            }
+        }
+        if let Some(kind) = special_address(underlay) {
+            return Err((Vtep, format!("underlay address {underlay} is {kind}")));
+        }
+        if let Some(owner) = self.underlays.get(&underlay) {
+            return Err((
+                Vtep,
+                format!("underlay address {underlay} is node {owner}'s"),
+            ));
+        }
+        let host = if underlay.is_ipv4() { 32 } else { 128 };
+        if let Some((c, owner)) =
+            supernets(underlay, host).find_map(|s| self.cidrs.get_key_value(&s))
+        {
+            return Err((
+                Vtep,
+                format!("underlay address {underlay} is inside podCIDR {c} of node {owner}"),
+            ));
+        }
+        if let Some(m) = mac {
+            if !m.is_unicast() {
+                return Err((Vtep, format!("VTEP MAC {m} is not a unicast address")));
+            }
+            if let Some(owner) = self.macs.get(&m) {
+                return Err((Vtep, format!("VTEP MAC {m} is node {owner}'s")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The fabric plan of `local` among `nodes` (which may include `local` itself), with no
+/// history: see [`compile_trusted`].
 pub fn compile(nodes: &[PeerNode], local: &LocalNode) -> Result<FabricPlan, PlanError> {
+    compile_trusted(nodes, local, &BTreeMap::new())
+}
+
+/// The fabric plan of `local` among `nodes`; `last_good` is the previous plan's
+/// [`FabricPlan::accepted`]: nodes unchanged since are checked first, then the others in the
+/// order of `nodes` (of two nodes claiming the same thing, the earlier wins), and a node
+/// refused now keeps its entries from there.
+pub fn compile_trusted(
+    nodes: &[PeerNode],
+    local: &LocalNode,
+    last_good: &BTreeMap<String, PeerNode>,
+) -> Result<FabricPlan, PlanError> {
     let me = nodes
         .iter()
         .find(|n| n.name == local.name)
@@ -146,23 +320,71 @@ pub fn compile(nodes: &[PeerNode], local: &LocalNode) -> Result<FabricPlan, Plan
         })?;
     let ipv6 = pod_cidrs.iter().any(|c| c.addr().is_ipv6());
 
+    let mut claims = Claims::default();
+    let local_mac = match local.backend {
+        Backend::Vxlan => local.vtep_mac,
+        Backend::HostGw => None,
+    };
+    claims.add(me, local.underlay_ip, local_mac);
+    // What each remote node needs to be programmed at all; a node without it is incomplete
+    // (not yet published), not a conflict.
+    let usable = |node: &PeerNode| -> Option<(IpAddr, Option<MacAddr>)> {
+        if node.name == local.name || node.pod_cidrs.is_empty() {
+            return None;
+        }
+        let underlay = node.underlay_ip?;
+        match local.backend {
+            Backend::Vxlan => {
+                let mac = node.vtep_mac?;
+                (underlay.is_ipv4() == local.underlay_ip.is_ipv4()).then_some((underlay, Some(mac)))
+            }
+            Backend::HostGw => Some((underlay, None)),
+        }
+    };
+    // Incumbents (unchanged since the last plan) first, then the others in the order given
+    // (the agent gives the oldest Node first: first come, first served).
+    let mut order: Vec<&PeerNode> = nodes.iter().collect();
+    order.sort_by_key(|n| last_good.get(&n.name) != Some(*n));
+    let mut accepted: BTreeMap<String, PeerNode> = BTreeMap::new();
+    let mut refused = Vec::new();
+    for node in order {
+        let Some((underlay, mac)) = usable(node) else {
+            continue;
+        };
+        let Err((reason, message)) = claims.check(node, underlay, mac, &local.cluster_cidrs) else {
+            claims.add(node, underlay, mac);
+            accepted.insert(node.name.clone(), node.clone());
+            continue;
+        };
+        let prev = last_good
+            .get(&node.name)
+            .filter(|p| *p != node)
+            .and_then(|p| usable(p).map(|(u, m)| (p, u, m)))
+            .filter(|(p, u, m)| claims.check(p, *u, *m, &local.cluster_cidrs).is_ok());
+        if let Some((p, u, m)) = prev {
+            claims.add(p, u, m);
+            accepted.insert(p.name.clone(), p.clone());
+        }
+        refused.push(NodeConflict {
+            node: node.name.clone(),
+            reason,
+            message,
+            kept_last_good: prev.is_some(),
+        });
+    }
+    refused.sort();
+
     let mut fabric = Fabric::default();
     let mut remote_nodes = 0;
-    for node in nodes {
-        if node.name == local.name || node.pod_cidrs.is_empty() {
-            continue;
-        }
-        let Some(underlay) = node.underlay_ip else {
+    for node in accepted.values() {
+        let Some((underlay, mac)) = usable(node) else {
             continue;
         };
         match local.backend {
             Backend::Vxlan => {
-                let Some(mac) = node.vtep_mac else {
+                let Some(mac) = mac else {
                     continue;
                 };
-                if underlay.is_ipv4() != local.underlay_ip.is_ipv4() {
-                    continue;
-                }
                 fabric.fdb.insert(FdbEntry { mac, dst: underlay });
                 for cidr in &node.pod_cidrs {
                     let cidr = cidr.trunc();
@@ -223,6 +445,8 @@ pub fn compile(nodes: &[PeerNode], local: &LocalNode) -> Result<FabricPlan, Plan
         vxlan,
         fabric,
         remote_nodes,
+        refused,
+        accepted,
     })
 }
 
@@ -308,5 +532,119 @@ mod tests {
             compile(&[], &local(Backend::HostGw)),
             Err(PlanError::NoNode("n1".into()))
         );
+    }
+
+    fn routes(plan: &FabricPlan) -> Vec<(String, String)> {
+        plan.fabric
+            .routes
+            .iter()
+            .map(|r| (r.dst.to_string(), r.gateway.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn forged_node_cannot_take_another_nodes_pod_cidr() {
+        let mut nodes = three();
+        // Listed after n2 (younger), and refused either way once n2 is an incumbent.
+        nodes.insert(
+            0,
+            peer(
+                "a-forged",
+                Some("10.244.2.0/24"),
+                "192.168.33.66",
+                Some(mac(66)),
+            ),
+        );
+        let first = compile(&three(), &local(Backend::Vxlan)).unwrap();
+        let plan = compile_trusted(&nodes, &local(Backend::Vxlan), &first.accepted).unwrap();
+        assert_eq!(plan.fabric, first.fabric, "n2 keeps its podCIDR");
+        assert_eq!(plan.refused.len(), 1);
+        let c = &plan.refused[0];
+        assert_eq!(
+            (c.node.as_str(), c.reason.as_str()),
+            ("a-forged", "PodCIDRConflict")
+        );
+        assert!(c.message.contains("node n2"), "{}", c.message);
+        // Nor this node's own podCIDR, nor a supernet of it, without any history.
+        for cidr in ["10.244.1.0/24", "10.244.0.0/16", "10.244.1.0/25"] {
+            let mut nodes = three();
+            nodes.push(peer("x", Some(cidr), "192.168.33.66", Some(mac(66))));
+            let plan = compile(&nodes, &local(Backend::Vxlan)).unwrap();
+            assert_eq!(plan.fabric, first.fabric, "{cidr}");
+            assert_eq!(plan.refused[0].reason, ConflictReason::PodCidr, "{cidr}");
+        }
+    }
+
+    #[test]
+    fn pod_cidr_over_the_underlay_or_outside_the_cluster_is_refused() {
+        let local = LocalNode {
+            cluster_cidrs: vec![
+                "10.244.0.0/16".parse().unwrap(),
+                "192.168.0.0/16".parse().unwrap(),
+            ],
+            ..local(Backend::HostGw)
+        };
+        for cidr in ["192.168.33.0/24", "172.16.0.0/24", "0.0.0.0/0"] {
+            let mut nodes = three();
+            nodes.push(peer("x", Some(cidr), "192.168.33.66", None));
+            let plan = compile(&nodes, &local).unwrap();
+            assert_eq!(plan.remote_nodes, 2, "{cidr}");
+            assert_eq!(plan.refused[0].reason, ConflictReason::PodCidr, "{cidr}");
+        }
+    }
+
+    #[test]
+    fn zero_duplicate_or_multicast_vtep_and_special_underlay_are_refused() {
+        let cases = [
+            ("10.244.4.0/24", "192.168.33.14", MacAddr([0; 6])),
+            ("10.244.4.0/24", "192.168.33.14", MacAddr([0xff; 6])),
+            ("10.244.4.0/24", "192.168.33.14", mac(2)),
+            ("10.244.4.0/24", "192.168.33.14", mac(1)),
+            ("10.244.4.0/24", "192.168.33.12", mac(4)),
+            ("10.244.4.0/24", "192.168.33.11", mac(4)),
+            ("10.244.4.0/24", "127.0.0.1", mac(4)),
+            ("10.244.4.0/24", "10.244.2.7", mac(4)),
+        ];
+        let good = compile(&three(), &local(Backend::Vxlan)).unwrap();
+        for (cidr, ip, m) in cases {
+            let mut nodes = three();
+            nodes.push(peer("n4", Some(cidr), ip, Some(m)));
+            let plan = compile(&nodes, &local(Backend::Vxlan)).unwrap();
+            assert_eq!(plan.fabric, good.fabric, "{ip} {m}");
+            assert_eq!(plan.refused.len(), 1, "{ip} {m}");
+            assert_eq!(plan.refused[0].reason, ConflictReason::Vtep, "{ip} {m}");
+        }
+        // A fine n4 is programmed.
+        let mut nodes = three();
+        nodes.push(peer(
+            "n4",
+            Some("10.244.4.0/24"),
+            "192.168.33.14",
+            Some(mac(4)),
+        ));
+        let plan = compile(&nodes, &local(Backend::Vxlan)).unwrap();
+        assert!(plan.refused.is_empty());
+        assert_eq!(plan.remote_nodes, 3);
+    }
+
+    #[test]
+    fn a_node_turning_bad_keeps_its_last_good_entries() {
+        let first = compile(&three(), &local(Backend::Vxlan)).unwrap();
+        let mut nodes = three();
+        nodes[2].vtep_mac = Some(mac(2)); // n3 now claims n2's MAC
+        let plan = compile_trusted(&nodes, &local(Backend::Vxlan), &first.accepted).unwrap();
+        assert_eq!(plan.fabric, first.fabric);
+        assert!(plan.refused[0].kept_last_good);
+        assert_eq!(
+            plan.accepted, first.accepted,
+            "the last good state carries on"
+        );
+        // Without history it is simply left out.
+        let plan = compile(&nodes, &local(Backend::Vxlan)).unwrap();
+        assert_eq!(
+            routes(&plan),
+            [("10.244.2.0/24".into(), "10.244.2.0".into())]
+        );
+        assert!(!plan.refused[0].kept_last_good);
     }
 }

@@ -94,12 +94,18 @@ pub fn chain_name(dir: Direction, pod: &PodKey) -> String {
         Direction::Egress => "egr",
     };
     let name = format!("{tag}_{}_{}", pod.namespace, pod.name);
-    if name.len() <= 200 {
+    let name = if name.len() <= 200 {
         name
     } else {
         let h = fnv1a64(name.as_bytes());
-        format!("{}_{h:016x}", &name[..160])
-    }
+        let mut cut = 160;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}_{h:016x}", &name[..cut])
+    };
+    // A name nft would not take unquoted becomes one it does (unchanged when valid).
+    sarasa_nft::text::ident(&name).into_owned()
 }
 
 /// The log prefix of drops in the chain of `pod` in `dir`: `np in <ns>/<pod> ` (or `np out`),
@@ -527,6 +533,28 @@ mod tests {
         assert!(c.len() <= 100 && c.ends_with(" egress[11]"), "{c}");
         check_comment_fits(&c);
         assert_eq!(parse_allow_comment("selected by x/a"), None);
+    }
+
+    #[test]
+    fn hostile_pod_names_give_valid_chain_names_and_quoted_prefixes() {
+        let pod = PodKey::new("ns\"; flush ruleset", "p}\n{");
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let c = chain_name(dir, &pod);
+            assert_eq!(sarasa_nft::text::ident(&c), c);
+            let mut t = Table::new(sarasa_nft::Family::Inet, TABLE);
+            t.add_chain(sarasa_nft::Chain::new(c).rule(Rule::new().then(Stmt::Log {
+                prefix: Some(log_prefix(dir, &pod)),
+                group: Some(1),
+            })));
+            let text = t.render();
+            let log = text.lines().find(|l| l.contains("log prefix")).unwrap();
+            assert!(log.contains("\"np "), "{log}");
+            assert!(
+                log.contains("log prefix \"np ") && log.contains(" group 1 comment \"sarasa:"),
+                "{log}"
+            );
+            assert_eq!(log.matches('"').count(), 4, "{log}");
+        }
     }
 
     fn check_comment_fits(c: &str) {

@@ -80,9 +80,17 @@ fn port_label(p: &ServicePort) -> String {
 const MAX_READABLE: usize = 180;
 
 fn finish(mut readable: String, key: &str) -> String {
-    readable.truncate(MAX_READABLE);
+    // Truncate on a character boundary (names are ASCII once the API validated them, but
+    // nothing here relies on it).
+    let mut cut = MAX_READABLE.min(readable.len());
+    while !readable.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    readable.truncate(cut);
     let _ = write!(readable, "-{:08x}", short_hash(key));
-    readable
+    // A name nft would not take unquoted becomes one it does (unchanged when valid), so the
+    // kernel holds the very name the model has and the diff stays empty.
+    sarasa_nft::text::ident(&readable).into_owned()
 }
 
 /// Names of one Service port's objects in one family.
@@ -192,5 +200,27 @@ mod tests {
             PortNames::new(&svc, &udp, IpFamily::V4).cluster(),
             v4.cluster()
         );
+    }
+
+    #[test]
+    fn hostile_names_still_give_valid_nft_names() {
+        let svc = ServiceRef::new("ns\"; flush ruleset; \"", "wé b}");
+        let port = ServicePort {
+            name: "p\nq".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port: None,
+            target_port: None,
+        };
+        let n = PortNames::new(&svc, &port, IpFamily::V4);
+        let ep: IpAddr = "10.0.0.1".parse().unwrap();
+        for name in [
+            n.cluster(),
+            n.external(),
+            n.endpoint(&ep, 80),
+            n.affinity(&ep, 80),
+        ] {
+            assert_eq!(sarasa_nft::text::ident(&name), name, "{name}");
+        }
     }
 }

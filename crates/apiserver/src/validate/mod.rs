@@ -1,5 +1,6 @@
 //! Validation rules per kind; each returns field errors with kube-apiserver's paths and wording.
 
+pub mod addresses;
 pub mod configdata;
 pub mod daemonset;
 pub mod deployment;

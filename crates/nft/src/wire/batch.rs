@@ -140,7 +140,9 @@ impl Batch {
         let mut a = p.table_attr();
         a.str(2, chain).nest(4, enc.exprs);
         if let Some(c) = &rule.comment {
-            a.put(7, &udata_str(UDATA_RULE_COMMENT, c)?);
+            // The last rule's comment already carries the hash after a sanitized user part.
+            let c = crate::text::sanitize(c, crate::text::MAX_COMMENT + 24);
+            a.put(7, &udata_str(UDATA_RULE_COMMENT, &c)?);
         }
         self.nft(p, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &a)
     }

@@ -145,7 +145,8 @@ fn element_attrs(key: &[u8], e: Option<&Element>, end: bool) -> Enc<Attrs> {
             a.u64(4, u64::from(t) * 1000);
         }
         if let Some(c) = &e.comment {
-            a.put(6, &udata_str(UDATA_SET_ELEM_COMMENT, c)?);
+            let c = crate::text::sanitize(c, crate::text::MAX_COMMENT);
+            a.put(6, &udata_str(UDATA_SET_ELEM_COMMENT, &c)?);
         }
     }
     Ok(a)

@@ -349,6 +349,9 @@ impl RuleEnc {
                 Ok(())
             }
             Stmt::Log { prefix, group } => {
+                let prefix = prefix
+                    .as_deref()
+                    .map(|p| crate::text::sanitize(p, crate::text::MAX_LOG_PREFIX));
                 let data = super::log::encode(prefix.as_deref(), *group)?;
                 self.expr("log", data);
                 Ok(())
