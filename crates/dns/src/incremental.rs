@@ -35,7 +35,7 @@ struct NameRefs {
     /// Owned names at or below this one (the name exists while this is non-zero).
     refs: u32,
     /// The owners with records here, sorted, with their records.
-    holders: Vec<(Owner, Arc<NameEntry>)>,
+    holders: Vec<(Owner, NameEntry)>,
 }
 
 /// The zone's inputs, owner sets and served names, updated in place per change.
@@ -45,10 +45,10 @@ pub struct ZoneState {
     services: BTreeMap<String, Arc<Service>>,
     slices: BTreeMap<String, Arc<EndpointSlice>>,
     /// Service key → the keys of its EndpointSlices.
-    slices_of: HashMap<String, BTreeSet<String>>,
+    slices_of: HashMap<String, Keys>,
     pods: BTreeMap<String, Arc<PodInfo>>,
     /// `ns/subdomain` → pods with that subdomain (their records follow that Service).
-    pods_under: HashMap<String, BTreeSet<String>>,
+    pods_under: HashMap<String, Keys>,
     /// Owner → the names it holds records at.
     owned: HashMap<Owner, Vec<Arc<Name>>>,
     refs: HashMap<Arc<Name>, NameRefs>,
@@ -63,6 +63,39 @@ pub struct ZoneState {
     dirty_pods: BTreeSet<String>,
     /// The names the last [`ZoneState::snapshot`] wrote (changed, added or removed).
     changed: Vec<Arc<Name>>,
+}
+
+/// A small sorted set of object keys: a Service has one EndpointSlice or a few, so a vector
+/// (one allocation of a few pointers) rather than a B-tree node of eleven slots per Service.
+#[derive(Debug, Default)]
+struct Keys(Vec<String>);
+
+impl Keys {
+    fn insert(&mut self, key: &str) {
+        if let Err(at) = self.0.binary_search_by(|k| k.as_str().cmp(key)) {
+            self.0.insert(at, key.to_string());
+            self.0.shrink_to_fit();
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Ok(at) = self.0.binary_search_by(|k| k.as_str().cmp(key)) {
+            self.0.remove(at);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'k> IntoIterator for &'k Keys {
+    type Item = &'k String;
+    type IntoIter = std::slice::Iter<'k, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 fn service_key(namespace: &str, name: &str) -> String {
@@ -137,10 +170,7 @@ impl ZoneState {
         }
         if let Some(slice) = slice {
             let owner = service_key(&slice.namespace, &slice.service_name);
-            self.slices_of
-                .entry(owner.clone())
-                .or_default()
-                .insert(key.to_string());
+            self.slices_of.entry(owner.clone()).or_default().insert(key);
             self.slices.insert(key.to_string(), slice);
             self.dirty_services.insert(owner);
         }
@@ -162,10 +192,7 @@ impl ZoneState {
         if let Some(pod) = pod {
             self.count_pod_addresses(&pod, true);
             if let Some(sub) = pod_subdomain_key(&pod) {
-                self.pods_under
-                    .entry(sub)
-                    .or_default()
-                    .insert(key.to_string());
+                self.pods_under.entry(sub).or_default().insert(key);
             }
             self.pods.insert(key.to_string(), pod);
         }
@@ -290,11 +317,12 @@ impl ZoneState {
             }
         }
         let mut owned = Vec::with_capacity(sets.len());
+        let mut entries = Vec::with_capacity(sets.len());
         for (name, entry) in sets {
-            let mut entry = Some(entry);
-            let name = match self.refs.get_key_value(&name) {
+            // One Arc per name across the zone: an existing key is reused.
+            let name = match self.refs.get_key_value(&*name) {
                 Some((k, _)) => k.clone(),
-                None => Arc::new(name),
+                None => name,
             };
             for n in self.with_ancestors(&name) {
                 let key = match self.refs.get_key_value(&n) {
@@ -302,17 +330,27 @@ impl ZoneState {
                     None if n == *name => name.clone(),
                     None => Arc::new(n),
                 };
-                let r = self.refs.entry(key.clone()).or_default();
-                r.refs += 1;
-                if let (true, Some(entry)) = (key == name, entry.take()) {
-                    let at = r.holders.partition_point(|(o, _)| *o < owner);
-                    r.holders
-                        .insert(at, (owner.clone(), Arc::new(entry.freeze())));
-                    r.holders.shrink_to_fit();
-                }
+                self.refs.entry(key.clone()).or_default().refs += 1;
                 touched.push(key);
             }
+            entries.push((name.clone(), entry));
             owned.push(name);
+        }
+        // Every name of the owner is a key now: its records point at the keys (SRV and PTR
+        // targets are names of the same owner), so a name is held once however many records
+        // name it.
+        for (name, entry) in entries {
+            let refs = &self.refs;
+            let intern = |t: Arc<Name>| match refs.get_key_value(&*t) {
+                Some((k, _)) => k.clone(),
+                None => t,
+            };
+            let frozen = entry.freeze_with(&intern);
+            if let Some(r) = self.refs.get_mut(&*name) {
+                let at = r.holders.partition_point(|(o, _)| *o < owner);
+                r.holders.insert(at, (owner.clone(), frozen));
+                r.holders.shrink_to_fit();
+            }
         }
         if !owned.is_empty() {
             owned.shrink_to_fit();
@@ -329,6 +367,12 @@ impl ZoneState {
     /// drop (every other name's entry is the previous generation's).
     pub fn changed_names(&self) -> &[Arc<Name>] {
         &self.changed
+    }
+
+    /// Lets go of the list [`ZoneState::changed_names`] reads, once the cache dropped them
+    /// (after the first sync it names every name of the zone).
+    pub fn forget_changed_names(&mut self) {
+        self.changed = Vec::new();
     }
 
     /// Writes the merged entry of `name` (or its removal) into the served names.
@@ -352,16 +396,16 @@ impl ZoneState {
 }
 
 /// The records of a name from all its holders, in owner order, each record once.
-fn merged(holders: &[(Owner, Arc<NameEntry>)]) -> Arc<NameEntry> {
+fn merged(holders: &[(Owner, NameEntry)]) -> NameEntry {
     match holders {
-        [] => Arc::default(),
+        [] => NameEntry::default(),
         [(_, only)] => only.clone(),
         many => {
             let mut sets = EntrySets::default();
             for (_, e) in many {
                 sets.absorb(e);
             }
-            Arc::new(sets.freeze())
+            sets.freeze()
         }
     }
 }
