@@ -22,7 +22,9 @@
 #               qps, for both servers: latency below saturation, where queueing does not
 #               dominate; with the lost count of that run
 #   change      `dns-bench change`: Service created over the API -> `sarasa dns` answers its A
-#               with the ClusterIP (UDP polled every ~1 ms); deleted -> NXDOMAIN; p50/p99
+#               with the ClusterIP (UDP polled every ~1 ms); deleted -> NXDOMAIN; p50/p99;
+#               and API write -> the event reaching the bench's own watcher (the API server's
+#               share: its garbage collector scans the namespace on every deletion)
 #   memory      VmRSS / VmHWM of the `sarasa dns` process after its first full sync and at the
 #               end (after every query of the run: the fast path's answer cache included)
 set -uo pipefail

@@ -90,6 +90,10 @@ fn in_cluster() -> Option<kube::Config> {
 }
 
 pub fn run(args: DnsArgs) -> anyhow::Result<ExitCode> {
+    // Before the runtime and the zone allocate: pages touched before it stay huge.
+    if let Err(e) = server::disable_transparent_huge_pages() {
+        tracing::warn!(error = %e, "transparent huge pages stay on (more memory)");
+    }
     let settings = settings(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,8 +1,10 @@
 //! The specification's rules for one question: which rcode, which records in the Answer,
 //! Authority and Additional sections, and whether the answer is authoritative — or that the
 //! name is not ours (it then goes upstream). Pure: a snapshot and a question in, an [`Outcome`]
-//! out, borrowing the snapshot's records so the common answer copies nothing (an SRV answer
-//! copies its targets' addresses into Additional: the snapshot stores them once, at the target).
+//! out. The snapshot keeps compact record data ([`crate::snapshot::Rdata`]); the answer makes
+//! the hickory records of its sections (the fast path encodes them once per name and caches
+//! the bytes; an SRV answer copies its targets' addresses into Additional: the snapshot stores
+//! them once, at the target).
 //!
 //! - A name that exists (records or an empty non-terminal such as `ns.svc.zone`) but has none
 //!   of the asked type is NODATA: NOERROR, empty Answer, the zone's SOA in Authority.
@@ -18,7 +20,7 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::config::PodsMode;
-use crate::snapshot::{undashed, ZoneSnapshot};
+use crate::snapshot::{to_records, undashed, Rdata, ZoneSnapshot};
 
 /// Records of one section: the snapshot's own, or made for this query.
 #[derive(Debug, PartialEq)]
@@ -97,15 +99,16 @@ pub fn answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Out
     // Reverse names are ours only for the addresses we hold, so their negative answers carry
     // no SOA of ours (we are not the arpa zone's authority).
     let soa = in_zone.then_some(&zone.soa);
-    if let Some(entry) = zone.names.get(name) {
+    let ttl = zone.config.ttl;
+    if let Some((owner, entry)) = zone.names.get_key_value(name) {
         if !entry.cname().is_empty() && !matches!(qtype, RecordType::CNAME | RecordType::ANY) {
             return Outcome::Authoritative(Answer::positive(
-                Section::Borrowed(entry.cname()),
+                Section::Owned(to_records(entry.cname(), owner, ttl)),
                 Section::Borrowed(&[]),
             ));
         }
         if qtype == RecordType::ANY {
-            let all: Vec<Record> = entry.all().cloned().collect();
+            let all = to_records(entry.all(), owner, ttl);
             if all.is_empty() {
                 return Outcome::Authoritative(Answer::negative(ResponseCode::NoError, soa));
             }
@@ -123,7 +126,10 @@ pub fn answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Out
         } else {
             Section::Borrowed(&[])
         };
-        return Outcome::Authoritative(Answer::positive(Section::Borrowed(records), additional));
+        return Outcome::Authoritative(Answer::positive(
+            Section::Owned(to_records(records, owner, ttl)),
+            additional,
+        ));
     }
     if !in_zone {
         return Outcome::NotOurs;
@@ -135,17 +141,17 @@ pub fn answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Out
 }
 
 /// The A/AAAA records of the targets of `srv` (each once), for the Additional section.
-fn srv_target_addresses(zone: &ZoneSnapshot, srv: &[Record]) -> Vec<Record> {
+fn srv_target_addresses(zone: &ZoneSnapshot, srv: &[Rdata]) -> Vec<Record> {
     let mut out: Vec<Record> = Vec::new();
-    for r in srv {
-        let RData::SRV(s) = &r.data else { continue };
-        let Some(entry) = zone.names.get(&s.target) else {
+    for target in srv.iter().filter_map(Rdata::srv_target) {
+        let Some((owner, entry)) = zone.names.get_key_value(target) else {
             continue;
         };
         let addresses = entry.of_type(RecordType::A).iter();
         for a in addresses.chain(entry.of_type(RecordType::AAAA)) {
-            if !out.contains(a) {
-                out.push(a.clone());
+            let a = a.to_record(owner, zone.config.ttl);
+            if !out.contains(&a) {
+                out.push(a);
             }
         }
     }

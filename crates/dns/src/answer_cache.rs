@@ -9,15 +9,17 @@
 //! the pod addresses), ExternalName aliases (chased per query), ANY, and names outside the
 //! zone (upstream) are not: they go to the hickory path. A negative answer's SOA serial follows
 //! the generation; it is written per response ([`crate::fastpath::Encoded::serial_at`]).
-//! Memory: one map entry per (name, type) — the key (wire name and type) and one shared
-//! allocation holding the message — and at most [`MAX_ENTRIES`] of them.
+//! Memory: one allocation per (name, type) holding its key and the message without its
+//! question (which repeats the key), in a set keyed by it, and at most [`MAX_BYTES`] of them
+//! (measured by `examples/memory.rs`: the benchmark's 50k distinct answers take ~6 MiB; kept
+//! as a map of boxed key → `Arc`'d whole message they took 12.6 MiB).
 //!
 //! Races: an entry built from generation `g` is inserted only if `g` is still served, checked
 //! under the shard's lock that invalidation also takes, and the feed swaps the snapshot before
 //! it invalidates; so an entry never outlives the change that made it stale by more than the
 //! moment between the swap and the invalidation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -33,13 +35,15 @@ use crate::snapshot::ZoneSnapshot;
 
 /// Shards of the cache (each behind its own lock).
 const SHARDS: usize = 64;
-/// Answers cached at most (a flood of random names must not grow memory without bound;
-/// past it answers are still built per query, just not kept).
-pub const MAX_ENTRIES: usize = 100_000;
+/// Bytes of cached answers at most, counting each answer's allocation and its slot in the
+/// set (a flood of random names must not grow memory without bound; past it answers are
+/// still built per query, just not kept).
+pub const MAX_BYTES: usize = 16 << 20;
 /// The query types a name can have cached answers for (see [`crate::fastpath`]).
 const TYPES: [u16; 9] = [1, 2, 5, 6, 12, 15, 16, 28, 33];
 
-type Shard = HashMap<Box<[u8]>, Encoded>;
+/// Answers by their key (an [`Encoded`] hashes and compares as its key).
+type Shard = HashSet<Encoded>;
 /// SRV target (wire name) → the SRV keys whose cached answers copy its addresses.
 type SrvTargets = HashMap<Box<[u8]>, Vec<Box<[u8]>>>;
 
@@ -52,6 +56,13 @@ pub struct AnswerCache {
     shards: Vec<RwLock<Shard>>,
     srv_targets: Mutex<SrvTargets>,
     entries: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// What one cached answer costs: its allocation and its slot (a fat pointer and the table's
+/// control byte, at the table's usual load).
+fn cost(answer: &Encoded) -> usize {
+    answer.heap_bytes() + 2 * std::mem::size_of::<Encoded>()
 }
 
 /// A name in lower-cased wire form (the cache's key form).
@@ -76,6 +87,7 @@ impl AnswerCache {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             srv_targets: Mutex::default(),
             entries: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
         }
     }
 
@@ -94,6 +106,11 @@ impl AnswerCache {
         self.len() == 0
     }
 
+    /// Bytes the cached answers hold (what [`MAX_BYTES`] bounds).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     /// The encoded answer to `q`, from the cache or built now; `None` when the answer is not
     /// one the cache holds (the hickory path answers), with the snapshot's SOA serial.
     pub fn get(&self, q: &Question<'_>) -> Option<(Encoded, u32)> {
@@ -105,15 +122,14 @@ impl AnswerCache {
                 return Some((found.clone(), serial));
             }
         }
-        let name = &q.key[..q.key.len() - 2];
-        let built = self.build(&zone, name, q.qtype)?;
+        let built = self.build(&zone, &q.key, q.qtype)?;
         self.insert(&q.key, q.qtype, built.clone(), zone.generation, &zone);
         Some((built, serial))
     }
 
-    /// Encodes the answer to (`key`, `qtype`) from `zone`, if it is cacheable.
+    /// Encodes the answer to `key` (wire name, then `qtype`) from `zone`, if it is cacheable.
     fn build(&self, zone: &ZoneSnapshot, key: &[u8], qtype: u16) -> Option<Encoded> {
-        let name = Name::read(&mut BinDecoder::new(key)).ok()?;
+        let name = Name::read(&mut BinDecoder::new(&key[..key.len() - 2])).ok()?;
         if zone.pod_zone.zone_of(&name) {
             return None;
         }
@@ -146,7 +162,7 @@ impl AnswerCache {
             ([], _) => None,
             _ => return None,
         };
-        Some(Encoded::new(&bytes, serial_at, u16::from(a.rcode) as u8))
+        Encoded::new(key, &bytes, serial_at, u16::from(a.rcode) as u8)
     }
 
     fn insert(
@@ -157,7 +173,7 @@ impl AnswerCache {
         generation: u64,
         zone: &ZoneSnapshot,
     ) {
-        if self.len() >= MAX_ENTRIES {
+        if self.bytes() + cost(&encoded) > MAX_BYTES {
             return;
         }
         let name = &key[..key.len() - 2];
@@ -169,12 +185,14 @@ impl AnswerCache {
                 .and_then(|n| zone.names.get(&n))
             {
                 let mut targets = self.srv_targets.lock().unwrap_or_else(|p| p.into_inner());
-                for r in entry.of_type(RecordType::SRV) {
-                    if let RData::SRV(s) = &r.data {
-                        let owners = targets.entry(wire_key(&s.target).into()).or_default();
-                        if !owners.iter().any(|o| **o == *key) {
-                            owners.push(key.into());
-                        }
+                for target in entry
+                    .of_type(RecordType::SRV)
+                    .iter()
+                    .filter_map(|r| r.srv_target())
+                {
+                    let owners = targets.entry(wire_key(target).into()).or_default();
+                    if !owners.iter().any(|o| **o == *key) {
+                        owners.push(key.into());
                     }
                 }
             }
@@ -183,8 +201,16 @@ impl AnswerCache {
         if self.zone.load().generation != generation {
             return;
         }
-        if shard.insert(key.into(), encoded).is_none() {
-            self.entries.fetch_add(1, Ordering::Relaxed);
+        let added = cost(&encoded);
+        match shard.replace(encoded) {
+            None => {
+                self.entries.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(added, Ordering::Relaxed);
+            }
+            Some(old) => {
+                self.bytes.fetch_add(added, Ordering::Relaxed);
+                self.bytes.fetch_sub(cost(&old), Ordering::Relaxed);
+            }
         }
     }
 
@@ -207,16 +233,22 @@ impl AnswerCache {
             for t in TYPES {
                 let n = key.len();
                 key[n - 2..].copy_from_slice(&t.to_be_bytes());
-                if shard.remove(&key[..]).is_some() {
-                    self.entries.fetch_sub(1, Ordering::Relaxed);
+                if let Some(old) = shard.take(&key[..]) {
+                    self.forget(&old);
                 }
             }
         }
         for key in srv_keys {
             let mut shard = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
-            if shard.remove(&key).is_some() {
-                self.entries.fetch_sub(1, Ordering::Relaxed);
+            if let Some(old) = shard.take(&key[..]) {
+                self.forget(&old);
             }
         }
+    }
+
+    /// Counts out an answer taken from a shard.
+    fn forget(&self, old: &Encoded) {
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(cost(old), Ordering::Relaxed);
     }
 }

@@ -154,42 +154,100 @@ pub fn parse(packet: &[u8]) -> Option<Question<'_>> {
 }
 
 /// A pre-encoded answer for one (name, type): a complete response to a query with ID 0, RD
-/// and CD clear, the lower-cased name and no EDNS. One shared allocation: the SOA serial's
-/// offset (2 bytes, 0 for none), the rcode (1 byte), then the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// and CD clear, the lower-cased name and no EDNS, kept with its cache key in one shared
+/// allocation — the key's length (1 byte), the key (the question's name and type, which the
+/// message's question repeats, so the message is kept without it), the SOA serial's offset (2
+/// bytes, 0 for none), the rcode (1 byte), the header (12 bytes), then everything after the
+/// question. Hashes and compares as its key, so a cache shard is a set of these.
+#[derive(Debug, Clone)]
 pub struct Encoded(Arc<[u8]>);
 
 impl Encoded {
-    /// `serial_at`: where the SOA serial of a negative answer sits (it follows the zone
-    /// generation, so it is written per response rather than invalidating every negative
-    /// answer per change).
-    pub fn new(message: &[u8], serial_at: Option<u16>, rcode: u8) -> Self {
-        let mut v = Vec::with_capacity(3 + message.len());
+    /// `key`: the question's lower-cased wire name and type, as [`Question::key`]; `message`
+    /// must ask exactly that (`None` otherwise). `serial_at`: where the SOA serial of a
+    /// negative answer sits (it follows the zone generation, so it is written per response
+    /// rather than invalidating every negative answer per change).
+    pub fn new(key: &[u8], message: &[u8], serial_at: Option<u16>, rcode: u8) -> Option<Self> {
+        let key_len = u8::try_from(key.len()).ok()?;
+        let question_end = HEADER + key.len() + 2;
+        // The question: the key's name and type, class IN.
+        if message.get(HEADER..question_end - 2)? != key
+            || message[question_end - 2..question_end] != [0, 1]
+        {
+            return None;
+        }
+        let mut v = Vec::with_capacity(1 + key.len() + 3 + message.len() - key.len() - 2);
+        v.push(key_len);
+        v.extend_from_slice(key);
         v.extend_from_slice(&serial_at.unwrap_or(0).to_be_bytes());
         v.push(rcode);
-        v.extend_from_slice(message);
-        Encoded(v.into())
+        v.extend_from_slice(&message[..HEADER]);
+        v.extend_from_slice(&message[question_end..]);
+        Some(Encoded(v.into()))
     }
 
-    pub fn message(&self) -> &[u8] {
-        &self.0[3..]
+    /// The cache key (lower-cased wire name, then the type).
+    pub fn key(&self) -> &[u8] {
+        &self.0[1..1 + usize::from(self.0[0])]
+    }
+
+    fn meta(&self) -> usize {
+        1 + usize::from(self.0[0])
     }
 
     pub fn serial_at(&self) -> Option<u16> {
-        Some(u16::from_be_bytes([self.0[0], self.0[1]])).filter(|at| *at != 0)
+        let at = self.meta();
+        Some(u16::from_be_bytes([self.0[at], self.0[at + 1]])).filter(|at| *at != 0)
     }
 
     /// The response code (for the per-type, per-rcode query counters).
     pub fn rcode(&self) -> u8 {
-        self.0[2]
+        self.0[self.meta() + 2]
+    }
+
+    /// The header, then the sections after the question.
+    fn parts(&self) -> (&[u8], &[u8]) {
+        let at = self.meta() + 3;
+        (&self.0[at..at + HEADER], &self.0[at + HEADER..])
+    }
+
+    /// Bytes this answer holds (its allocation, with the reference counts).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.len() + 2 * std::mem::size_of::<usize>()
     }
 }
 
-/// Writes into `out` the response to `q` from `answer`, with `serial` as the SOA serial of a
-/// negative answer.
+impl PartialEq for Encoded {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Encoded {}
+
+impl std::hash::Hash for Encoded {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Encoded {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
+
+/// Writes into `out` the response to `q` from `answer` (the answer to `q`'s key), with
+/// `serial` as the SOA serial of a negative answer.
 pub fn respond(q: &Question<'_>, answer: &Encoded, serial: u32, out: &mut Vec<u8>) {
+    let (header, rest) = answer.parts();
     out.clear();
-    out.extend_from_slice(answer.message());
+    out.extend_from_slice(header);
+    // The question as asked (its case echoed), then its type and class IN.
+    out.extend_from_slice(q.qname);
+    out.extend_from_slice(&q.qtype.to_be_bytes());
+    out.extend_from_slice(&[0, 1]);
+    out.extend_from_slice(rest);
     out[0..2].copy_from_slice(&q.id);
     if q.rd {
         out[2] |= 0x01;
@@ -197,7 +255,6 @@ pub fn respond(q: &Question<'_>, answer: &Encoded, serial: u32, out: &mut Vec<u8
     if q.cd {
         out[3] |= 0x10;
     }
-    out[HEADER..HEADER + q.qname.len()].copy_from_slice(q.qname);
     if let Some(at) = answer.serial_at() {
         let at = usize::from(at);
         out[at..at + 4].copy_from_slice(&serial.to_be_bytes());
@@ -310,8 +367,13 @@ mod tests {
         let mut canon = vec![0, 0, 0x84, 0, 0, 1, 0, 1, 0, 0, 0, 0];
         canon.extend_from_slice(b"\x03web\x00\x00\x01\x00\x01");
         canon.extend(std::iter::repeat_n(7u8, 500));
-        let e = Encoded::new(&canon, Some(30), 0);
+        let e = Encoded::new(b"\x03web\x00\x00\x01", &canon, Some(30), 0).unwrap();
         assert_eq!((e.serial_at(), e.rcode()), (Some(30), 0));
+        assert_eq!(e.key(), b"\x03web\x00\x00\x01");
+        assert!(
+            Encoded::new(b"\x03www\x00\x00\x01", &canon, None, 0).is_none(),
+            "a message for another question"
+        );
         let mut out = Vec::new();
         respond(&q, &e, 0x01020304, &mut out);
         assert_eq!(&out[0..4], &[0xAB, 0xCD, 0x85, 0]);

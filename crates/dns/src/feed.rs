@@ -244,6 +244,7 @@ pub async fn run(
             // After the swap (see answer_cache's races): only the names this change wrote.
             cache.invalidate(state.changed_names().iter().map(|n| &**n));
         }
+        state.forget_changed_names();
         metrics
             .snapshot_build_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -22,11 +22,75 @@ use crate::snapshot::{soa_record, EntrySets, NameEntry, ZoneSnapshot};
 
 /// Who contributes records: merged in this order (fixed names, Services by `ns/name`, Pods
 /// by `ns/name`), so a name's records come out the same however the changes arrived.
+/// One pointer (`Arc`, compared by value), held by every name the owner has records at.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Owner {
+enum OwnerKey {
     Fixed,
-    Service(Arc<str>),
-    Pod(Arc<str>),
+    Service(Box<str>),
+    Pod(Box<str>),
+}
+
+type Owner = Arc<OwnerKey>;
+
+/// The owners with records at a name, sorted, with their records: almost always one, kept
+/// inline (a vector per name cost 48 bytes more per name at 10k Services).
+#[derive(Debug, Default)]
+enum Holders {
+    #[default]
+    None,
+    One(Owner, NameEntry),
+    Many(Vec<(Owner, NameEntry)>),
+}
+
+impl Holders {
+    fn remove(&mut self, owner: &Owner) {
+        match self {
+            Holders::One(o, _) if o == owner => *self = Holders::None,
+            Holders::Many(v) => {
+                v.retain(|(o, _)| o != owner);
+                if v.len() <= 1 {
+                    *self = match v.pop() {
+                        Some((o, e)) => Holders::One(o, e),
+                        None => Holders::None,
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds `owner`'s records, in owner order.
+    fn insert(&mut self, owner: Owner, entry: NameEntry) {
+        *self = match std::mem::take(self) {
+            Holders::None => Holders::One(owner, entry),
+            Holders::One(o, e) => {
+                let mut v = vec![(o, e)];
+                let at = v.partition_point(|(o, _)| *o < owner);
+                v.insert(at, (owner, entry));
+                Holders::Many(v)
+            }
+            Holders::Many(mut v) => {
+                let at = v.partition_point(|(o, _)| *o < owner);
+                v.insert(at, (owner, entry));
+                Holders::Many(v)
+            }
+        };
+    }
+
+    /// The records of the name from all its holders, in owner order, each record once.
+    fn merged(&self) -> NameEntry {
+        match self {
+            Holders::None => NameEntry::default(),
+            Holders::One(_, only) => only.clone(),
+            Holders::Many(many) => {
+                let mut sets = EntrySets::default();
+                for (_, e) in many {
+                    sets.absorb(e);
+                }
+                sets.freeze()
+            }
+        }
+    }
 }
 
 /// What the zone knows of one name.
@@ -34,8 +98,8 @@ enum Owner {
 struct NameRefs {
     /// Owned names at or below this one (the name exists while this is non-zero).
     refs: u32,
-    /// The owners with records here, sorted, with their records.
-    holders: Vec<(Owner, Arc<NameEntry>)>,
+    /// The owners with records here.
+    holders: Holders,
 }
 
 /// The zone's inputs, owner sets and served names, updated in place per change.
@@ -45,10 +109,10 @@ pub struct ZoneState {
     services: BTreeMap<String, Arc<Service>>,
     slices: BTreeMap<String, Arc<EndpointSlice>>,
     /// Service key → the keys of its EndpointSlices.
-    slices_of: HashMap<String, BTreeSet<String>>,
+    slices_of: HashMap<String, Keys>,
     pods: BTreeMap<String, Arc<PodInfo>>,
     /// `ns/subdomain` → pods with that subdomain (their records follow that Service).
-    pods_under: HashMap<String, BTreeSet<String>>,
+    pods_under: HashMap<String, Keys>,
     /// Owner → the names it holds records at.
     owned: HashMap<Owner, Vec<Arc<Name>>>,
     refs: HashMap<Arc<Name>, NameRefs>,
@@ -63,6 +127,39 @@ pub struct ZoneState {
     dirty_pods: BTreeSet<String>,
     /// The names the last [`ZoneState::snapshot`] wrote (changed, added or removed).
     changed: Vec<Arc<Name>>,
+}
+
+/// A small sorted set of object keys: a Service has one EndpointSlice or a few, so a vector
+/// (one allocation of a few pointers) rather than a B-tree node of eleven slots per Service.
+#[derive(Debug, Default)]
+struct Keys(Vec<String>);
+
+impl Keys {
+    fn insert(&mut self, key: &str) {
+        if let Err(at) = self.0.binary_search_by(|k| k.as_str().cmp(key)) {
+            self.0.insert(at, key.to_string());
+            self.0.shrink_to_fit();
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Ok(at) = self.0.binary_search_by(|k| k.as_str().cmp(key)) {
+            self.0.remove(at);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'k> IntoIterator for &'k Keys {
+    type Item = &'k String;
+    type IntoIter = std::slice::Iter<'k, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 fn service_key(namespace: &str, name: &str) -> String {
@@ -137,10 +234,7 @@ impl ZoneState {
         }
         if let Some(slice) = slice {
             let owner = service_key(&slice.namespace, &slice.service_name);
-            self.slices_of
-                .entry(owner.clone())
-                .or_default()
-                .insert(key.to_string());
+            self.slices_of.entry(owner.clone()).or_default().insert(key);
             self.slices.insert(key.to_string(), slice);
             self.dirty_services.insert(owner);
         }
@@ -162,10 +256,7 @@ impl ZoneState {
         if let Some(pod) = pod {
             self.count_pod_addresses(&pod, true);
             if let Some(sub) = pod_subdomain_key(&pod) {
-                self.pods_under
-                    .entry(sub)
-                    .or_default()
-                    .insert(key.to_string());
+                self.pods_under.entry(sub).or_default().insert(key);
             }
             self.pods.insert(key.to_string(), pod);
         }
@@ -206,7 +297,7 @@ impl ZoneState {
     pub fn snapshot(&mut self, generation: u64) -> ZoneSnapshot {
         self.changed.clear();
         let fixed = records::fixed_sets(&self.zone, generation);
-        self.replace(Owner::Fixed, fixed);
+        self.replace(Arc::new(OwnerKey::Fixed), fixed);
 
         let services = std::mem::take(&mut self.dirty_services);
         let mut pods = std::mem::take(&mut self.dirty_pods);
@@ -215,7 +306,7 @@ impl ZoneState {
                 Some(svc) => records::service_sets(&self.zone, svc, &self.slices_for(key)),
                 None => OwnerSets::new(),
             };
-            self.replace(Owner::Service(Arc::from(key.as_str())), sets);
+            self.replace(Arc::new(OwnerKey::Service(key.as_str().into())), sets);
             pods.extend(self.pods_under.get(key).into_iter().flatten().cloned());
         }
         for key in &pods {
@@ -231,7 +322,7 @@ impl ZoneState {
                 }
                 None => OwnerSets::new(),
             };
-            self.replace(Owner::Pod(Arc::from(key.as_str())), sets);
+            self.replace(Arc::new(OwnerKey::Pod(key.as_str().into())), sets);
         }
 
         if std::mem::take(&mut self.pods_changed) {
@@ -283,18 +374,19 @@ impl ZoneState {
                 if let Some(r) = self.refs.get_mut(&n) {
                     r.refs = r.refs.saturating_sub(1);
                     if n == *name {
-                        r.holders.retain(|(o, _)| *o != owner);
+                        r.holders.remove(&owner);
                     }
                 }
                 touched.push(key);
             }
         }
         let mut owned = Vec::with_capacity(sets.len());
+        let mut entries = Vec::with_capacity(sets.len());
         for (name, entry) in sets {
-            let mut entry = Some(entry);
-            let name = match self.refs.get_key_value(&name) {
+            // One Arc per name across the zone: an existing key is reused.
+            let name = match self.refs.get_key_value(&*name) {
                 Some((k, _)) => k.clone(),
-                None => Arc::new(name),
+                None => name,
             };
             for n in self.with_ancestors(&name) {
                 let key = match self.refs.get_key_value(&n) {
@@ -302,17 +394,25 @@ impl ZoneState {
                     None if n == *name => name.clone(),
                     None => Arc::new(n),
                 };
-                let r = self.refs.entry(key.clone()).or_default();
-                r.refs += 1;
-                if let (true, Some(entry)) = (key == name, entry.take()) {
-                    let at = r.holders.partition_point(|(o, _)| *o < owner);
-                    r.holders
-                        .insert(at, (owner.clone(), Arc::new(entry.freeze())));
-                    r.holders.shrink_to_fit();
-                }
+                self.refs.entry(key.clone()).or_default().refs += 1;
                 touched.push(key);
             }
+            entries.push((name.clone(), entry));
             owned.push(name);
+        }
+        // Every name of the owner is a key now: its records point at the keys (SRV and PTR
+        // targets are names of the same owner), so a name is held once however many records
+        // name it.
+        for (name, entry) in entries {
+            let refs = &self.refs;
+            let intern = |t: Arc<Name>| match refs.get_key_value(&*t) {
+                Some((k, _)) => k.clone(),
+                None => t,
+            };
+            let frozen = entry.freeze_with(&intern);
+            if let Some(r) = self.refs.get_mut(&*name) {
+                r.holders.insert(owner.clone(), frozen);
+            }
         }
         if !owned.is_empty() {
             owned.shrink_to_fit();
@@ -331,12 +431,18 @@ impl ZoneState {
         &self.changed
     }
 
+    /// Lets go of the list [`ZoneState::changed_names`] reads, once the cache dropped them
+    /// (after the first sync it names every name of the zone).
+    pub fn forget_changed_names(&mut self) {
+        self.changed = Vec::new();
+    }
+
     /// Writes the merged entry of `name` (or its removal) into the served names.
     fn merge(&mut self, name: Arc<Name>) {
         self.changed.push(name.clone());
         let old = match self.refs.get(&name) {
             Some(r) if r.refs > 0 => {
-                let entry = merged(&r.holders);
+                let entry = r.holders.merged();
                 self.record_count += entry.record_count();
                 self.names.insert(name, entry)
             }
@@ -347,21 +453,6 @@ impl ZoneState {
         };
         if let Some(old) = old {
             self.record_count -= old.record_count();
-        }
-    }
-}
-
-/// The records of a name from all its holders, in owner order, each record once.
-fn merged(holders: &[(Owner, Arc<NameEntry>)]) -> Arc<NameEntry> {
-    match holders {
-        [] => Arc::default(),
-        [(_, only)] => only.clone(),
-        many => {
-            let mut sets = EntrySets::default();
-            for (_, e) in many {
-                sets.absorb(e);
-            }
-            Arc::new(sets.freeze())
         }
     }
 }

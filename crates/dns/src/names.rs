@@ -15,7 +15,7 @@ use crate::snapshot::NameEntry;
 /// Shards: with ~100k names a shard holds ~100, so a write copies ~100 pointer pairs.
 const SHARDS: usize = 1024;
 
-type Shard = HashMap<Arc<Name>, Arc<NameEntry>>;
+type Shard = HashMap<Arc<Name>, NameEntry>;
 
 /// Owner name → records (an empty entry is an empty non-terminal). Cloning is O(shards).
 #[derive(Debug, Clone)]
@@ -43,7 +43,14 @@ impl Names {
 
     /// The entry of `name` (matched case-insensitively).
     pub fn get(&self, name: &Name) -> Option<&NameEntry> {
-        self.shards[self.shard(name)].get(name).map(|e| &**e)
+        self.shards[self.shard(name)].get(name)
+    }
+
+    /// The entry of `name` with the name as the zone holds it (lower-case).
+    pub fn get_key_value(&self, name: &Name) -> Option<(&Name, &NameEntry)> {
+        self.shards[self.shard(name)]
+            .get_key_value(name)
+            .map(|(n, e)| (&**n, e))
     }
 
     pub fn contains(&self, name: &Name) -> bool {
@@ -62,15 +69,11 @@ impl Names {
     pub fn iter(&self) -> impl Iterator<Item = (&Name, &NameEntry)> {
         self.shards
             .iter()
-            .flat_map(|s| s.iter().map(|(n, e)| (&**n, &**e)))
+            .flat_map(|s| s.iter().map(|(n, e)| (&**n, e)))
     }
 
     /// Sets the entry of `name`; returns the one it replaces.
-    pub(crate) fn insert(
-        &mut self,
-        name: Arc<Name>,
-        entry: Arc<NameEntry>,
-    ) -> Option<Arc<NameEntry>> {
+    pub(crate) fn insert(&mut self, name: Arc<Name>, entry: NameEntry) -> Option<NameEntry> {
         let i = self.shard(&name);
         let old = Arc::make_mut(&mut self.shards[i]).insert(name, entry);
         if old.is_none() {
@@ -80,7 +83,7 @@ impl Names {
     }
 
     /// Removes `name`; returns its entry.
-    pub(crate) fn remove(&mut self, name: &Name) -> Option<Arc<NameEntry>> {
+    pub(crate) fn remove(&mut self, name: &Name) -> Option<NameEntry> {
         let i = self.shard(name);
         if !self.shards[i].contains_key(name) {
             return None;

@@ -6,17 +6,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SRV, TXT};
+use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{Name, RData, Record};
 use sarasa_cluster::PodInfo;
 use sarasa_model::{AddressType, Endpoint, EndpointSlice, Service, ServiceType};
 
 use crate::config::{PodsMode, ZoneConfig};
-use crate::snapshot::{dashed, soa_record, EntrySets, SCHEMA_VERSION, SRV_PRIORITY, SRV_WEIGHT};
+use crate::snapshot::{dashed, soa_record, EntrySets, Rdata, SCHEMA_VERSION};
 
 /// The names one owner puts records at (an entry may be empty: the name exists, no records).
-pub(crate) type OwnerSets = HashMap<Name, EntrySets>;
+/// A name is made once per owner and shared (`Arc`) by its key and the records pointing at it.
+pub(crate) type OwnerSets = HashMap<Arc<Name>, EntrySets>;
 
 /// The zone's fixed parts, computed once per configuration.
 #[derive(Debug, Clone)]
@@ -45,7 +47,7 @@ impl ZoneNames {
 
     /// `label.label...<parent>` as a lowercase fully qualified name, or `None` when a label is
     /// not a valid DNS label (the object is then left out of DNS, not the whole zone).
-    fn name(&self, labels: &[&str], parent: &Name) -> Option<Name> {
+    fn name(&self, labels: &[&str], parent: &Name) -> Option<Arc<Name>> {
         let mut text = String::with_capacity(64);
         for l in labels {
             if l.is_empty() || l.len() > 63 || l.contains('.') {
@@ -55,11 +57,11 @@ impl ZoneNames {
             text.push('.');
         }
         let name = Name::from_ascii(&text).ok()?.append_domain(parent).ok()?;
-        Some(name.to_lowercase())
+        Some(Arc::new(name.to_lowercase()))
     }
 
     /// `_<port>._<proto>.<service>.<ns>.svc.<zone>` (unnamed ports have none).
-    fn srv_owner(&self, port_name: &str, protocol: &str, base: &Name) -> Option<Name> {
+    fn srv_owner(&self, port_name: &str, protocol: &str, base: &Name) -> Option<Arc<Name>> {
         if port_name.is_empty() {
             return None;
         }
@@ -67,37 +69,29 @@ impl ZoneNames {
     }
 
     /// `<service>.<ns>.svc.<zone>`.
-    fn service_name(&self, namespace: &str, name: &str) -> Option<Name> {
+    fn service_name(&self, namespace: &str, name: &str) -> Option<Arc<Name>> {
         self.name(&[name, namespace], &self.svc_zone)
     }
 }
 
-fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
-    match ip {
-        IpAddr::V4(v4) => Record::from_rdata(name.clone(), ttl, RData::A(A(v4))),
-        IpAddr::V6(v6) => Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(v6))),
-    }
-}
-
-fn push_new(set: &mut Vec<Record>, record: Record) {
+fn push_new(set: &mut Vec<Rdata>, record: Rdata) {
     if !set.contains(&record) {
         set.push(record);
     }
 }
 
 /// Collects one owner's records.
-struct Sets<'z> {
-    zone: &'z ZoneNames,
+struct Sets {
     sets: OwnerSets,
 }
 
-impl Sets<'_> {
-    fn entry(&mut self, name: &Name) -> &mut EntrySets {
+impl Sets {
+    fn entry(&mut self, name: &Arc<Name>) -> &mut EntrySets {
         self.sets.entry(name.clone()).or_default()
     }
 
-    fn add_address(&mut self, name: &Name, ip: IpAddr) {
-        let record = address_record(name, self.zone.config.ttl, ip);
+    fn add_address(&mut self, name: &Arc<Name>, ip: IpAddr) {
+        let record = Rdata::address(ip);
         let entry = self.entry(name);
         push_new(
             if ip.is_ipv4() {
@@ -109,23 +103,16 @@ impl Sets<'_> {
         );
     }
 
-    fn add_ptr(&mut self, ip: IpAddr, target: &Name) {
-        let owner = Name::from(ip);
-        let record = Record::from_rdata(
-            owner.clone(),
-            self.zone.config.ttl,
-            RData::PTR(PTR(target.clone())),
-        );
-        push_new(&mut self.entry(&owner).ptr, record);
+    fn add_ptr(&mut self, ip: IpAddr, target: &Arc<Name>) {
+        let owner = Arc::new(Name::from(ip));
+        push_new(&mut self.entry(&owner).ptr, Rdata::Ptr(target.clone()));
     }
 
-    fn add_srv(&mut self, owner: &Name, port: u16, target: &Name) {
-        let ttl = self.zone.config.ttl;
-        let srv = Record::from_rdata(
-            owner.clone(),
-            ttl,
-            RData::SRV(SRV::new(SRV_PRIORITY, SRV_WEIGHT, port, target.clone())),
-        );
+    fn add_srv(&mut self, owner: &Arc<Name>, port: u16, target: &Arc<Name>) {
+        let srv = Rdata::Srv {
+            port,
+            target: target.clone(),
+        };
         push_new(&mut self.entry(owner).srv, srv);
     }
 }
@@ -153,23 +140,22 @@ pub(crate) fn is_headless(svc: &Service) -> bool {
 pub(crate) fn fixed_sets(zone: &ZoneNames, generation: u64) -> OwnerSets {
     let config = &zone.config;
     let mut s = Sets {
-        zone,
         sets: OwnerSets::new(),
     };
-    s.entry(&config.domain)
+    s.entry(&Arc::new(config.domain.clone()))
         .soa
-        .push(soa_record(config, generation));
-    s.entry(&zone.svc_zone);
+        .push(Rdata::Other(Box::new(soa_record(config, generation))));
+    s.entry(&Arc::new(zone.svc_zone.clone()));
     if config.pods != PodsMode::Disabled {
-        s.entry(&zone.pod_zone);
+        s.entry(&Arc::new(zone.pod_zone.clone()));
     }
     if let Some(version) = zone.name(&["dns-version"], &config.domain) {
         let txt = Record::from_rdata(
-            version.clone(),
+            Name::clone(&version),
             config.ttl,
             RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])),
         );
-        s.entry(&version).txt.push(txt);
+        s.entry(&version).txt.push(Rdata::Other(Box::new(txt)));
     }
     s.sets
 }
@@ -181,13 +167,11 @@ pub(crate) fn service_sets(
     slices: &[&EndpointSlice],
 ) -> OwnerSets {
     let mut s = Sets {
-        zone,
         sets: OwnerSets::new(),
     };
     let Some(base) = zone.service_name(&svc.namespace, &svc.name) else {
         return s.sets;
     };
-    let ttl = zone.config.ttl;
     if svc.type_ == ServiceType::ExternalName {
         let target = svc
             .external_name
@@ -198,8 +182,7 @@ pub(crate) fn service_sets(
                 n
             });
         if let Some(target) = target {
-            let record = Record::from_rdata(base.clone(), ttl, RData::CNAME(CNAME(target)));
-            s.entry(&base).cname.push(record);
+            s.entry(&base).cname.push(Rdata::Cname(Arc::new(target)));
         }
     } else if is_headless(svc) {
         s.entry(&base);
@@ -250,7 +233,6 @@ pub(crate) fn pod_sets(
     headless: Option<(&Service, &[&EndpointSlice])>,
 ) -> OwnerSets {
     let mut s = Sets {
-        zone,
         sets: OwnerSets::new(),
     };
     let (Some(host), Some(sub), Some((svc, slices))) =

@@ -12,10 +12,10 @@
 //! names are not ours and go upstream.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use sarasa_cluster::PodInfo;
 use sarasa_model::{EndpointSlice, Service};
@@ -30,14 +30,86 @@ pub const SCHEMA_VERSION: &str = "1.1.0";
 pub const SRV_PRIORITY: u16 = 0;
 pub const SRV_WEIGHT: u16 = 100;
 
-/// The records of one owner name, by type, in one allocation: the sets lie back to back in the
-/// order of [`NameEntry::all`]. An entry with no records is an empty non-terminal. (An SRV
-/// answer's Additional section is read from its targets' own entries, not stored twice.)
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct NameEntry {
-    records: Box<[Record]>,
-    /// Where each set ends in `records`, in [`KINDS`] order.
-    ends: [u32; KINDS],
+/// The data of one record of the zone, without what its records share: the owner (the name
+/// of the [`NameEntry`] holding it), the class (IN) and the TTL (the zone's `ttl`). The names
+/// it points at are `Arc`s shared with the zone's own keys (an SRV or PTR target is the name
+/// of the Service or endpoint that holds it). Hickory's [`Record`] (272 bytes, with its own
+/// owner and target names) is made per answer instead: 24 bytes here.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rdata {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    /// Priority and weight are [`SRV_PRIORITY`] and [`SRV_WEIGHT`].
+    Srv {
+        port: u16,
+        target: Arc<Name>,
+    },
+    Ptr(Arc<Name>),
+    Cname(Arc<Name>),
+    /// The zone's few other records (the apex SOA, the `dns-version` TXT), whole.
+    Other(Box<Record>),
+}
+
+impl Rdata {
+    /// An A or AAAA record's data.
+    pub fn address(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Rdata::A(v4),
+            IpAddr::V6(v6) => Rdata::Aaaa(v6),
+        }
+    }
+
+    /// The record at `owner` with `ttl` (an [`Rdata::Other`] keeps its own owner and TTL).
+    pub fn to_record(&self, owner: &Name, ttl: u32) -> Record {
+        let data = match self {
+            Rdata::A(v4) => RData::A(A(*v4)),
+            Rdata::Aaaa(v6) => RData::AAAA(AAAA(*v6)),
+            Rdata::Srv { port, target } => RData::SRV(SRV::new(
+                SRV_PRIORITY,
+                SRV_WEIGHT,
+                *port,
+                Name::clone(target),
+            )),
+            Rdata::Ptr(target) => RData::PTR(PTR(Name::clone(target))),
+            Rdata::Cname(target) => RData::CNAME(CNAME(Name::clone(target))),
+            Rdata::Other(record) => return Record::clone(record),
+        };
+        Record::from_rdata(owner.clone(), ttl, data)
+    }
+
+    /// The SRV target, if this is an SRV record.
+    pub fn srv_target(&self) -> Option<&Name> {
+        match self {
+            Rdata::Srv { target, .. } => Some(target),
+            _ => None,
+        }
+    }
+
+    /// The same data with its target names replaced by `intern`'s (the zone's shared keys).
+    fn interned(self, intern: &impl Fn(Arc<Name>) -> Arc<Name>) -> Self {
+        match self {
+            Rdata::Srv { port, target } => Rdata::Srv {
+                port,
+                target: intern(target),
+            },
+            Rdata::Ptr(target) => Rdata::Ptr(intern(target)),
+            other => other,
+        }
+    }
+}
+
+/// The records of one owner name, by type, in one shared allocation (cloning an entry is a
+/// reference count): the sets lie back to back in the order of [`Rdata::kind`], so a set is
+/// found by two binary searches over the (few) records. An entry with no records is an empty
+/// non-terminal. (An SRV answer's Additional section is read from its targets' own entries,
+/// not stored twice.)
+#[derive(Debug, Clone, PartialEq)]
+pub struct NameEntry(Arc<[Rdata]>);
+
+impl Default for NameEntry {
+    fn default() -> Self {
+        NameEntry(Arc::new([]))
+    }
 }
 
 /// The sets of an entry, in storage order.
@@ -50,18 +122,30 @@ const SRV_AT: usize = 4;
 const PTR_AT: usize = 5;
 const TXT_AT: usize = 6;
 
+impl Rdata {
+    /// The set this record belongs to, in an entry's storage order.
+    fn kind(&self) -> usize {
+        match self {
+            Rdata::Cname(_) => CNAME_AT,
+            Rdata::Other(r) if r.record_type() == RecordType::SOA => SOA_AT,
+            Rdata::A(_) => A_AT,
+            Rdata::Aaaa(_) => AAAA_AT,
+            Rdata::Srv { .. } => SRV_AT,
+            Rdata::Ptr(_) => PTR_AT,
+            Rdata::Other(_) => TXT_AT,
+        }
+    }
+}
+
 impl NameEntry {
-    fn set(&self, kind: usize) -> &[Record] {
-        let start = if kind == 0 {
-            0
-        } else {
-            self.ends[kind - 1] as usize
-        };
-        &self.records[start..self.ends[kind] as usize]
+    fn set(&self, kind: usize) -> &[Rdata] {
+        let start = self.0.partition_point(|r| r.kind() < kind);
+        let end = start + self.0[start..].partition_point(|r| r.kind() == kind);
+        &self.0[start..end]
     }
 
     /// The records of `rtype` (ANY: none here, see [`NameEntry::all`]).
-    pub fn of_type(&self, rtype: RecordType) -> &[Record] {
+    pub fn of_type(&self, rtype: RecordType) -> &[Rdata] {
         match rtype {
             RecordType::A => self.set(A_AT),
             RecordType::AAAA => self.set(AAAA_AT),
@@ -74,64 +158,88 @@ impl NameEntry {
         }
     }
 
+    /// The records of `rtype` as hickory records at `owner` (this entry's name) with `ttl`.
+    pub fn records(&self, owner: &Name, ttl: u32, rtype: RecordType) -> Vec<Record> {
+        to_records(self.of_type(rtype), owner, ttl)
+    }
+
     /// The CNAME of an ExternalName Service (empty otherwise).
-    pub fn cname(&self) -> &[Record] {
+    pub fn cname(&self) -> &[Rdata] {
         self.set(CNAME_AT)
     }
 
     /// Every record of the name (a query of type ANY).
-    pub fn all(&self) -> impl Iterator<Item = &Record> {
-        self.records[..self.ends[TXT_AT] as usize].iter()
+    pub fn all(&self) -> &[Rdata] {
+        &self.0
     }
 
     pub(crate) fn record_count(&self) -> usize {
-        self.ends[TXT_AT] as usize
+        self.0.len()
     }
+
+    /// Whether `other` is this very entry (shared, not only equal).
+    pub fn shares(&self, other: &NameEntry) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Heap bytes of this entry's own allocation (target names are the zone's shared keys,
+    /// counted with the names), for the memory accounting of [`crate::incremental`].
+    pub fn heap_bytes(&self) -> usize {
+        2 * std::mem::size_of::<usize>()
+            + std::mem::size_of_val::<[Rdata]>(&self.0)
+            + self
+                .0
+                .iter()
+                .map(|r| match r {
+                    Rdata::Other(_) => std::mem::size_of::<Record>(),
+                    _ => 0,
+                })
+                .sum::<usize>()
+    }
+}
+
+/// `data` as hickory records at `owner` with `ttl`.
+pub fn to_records(data: &[Rdata], owner: &Name, ttl: u32) -> Vec<Record> {
+    data.iter().map(|d| d.to_record(owner, ttl)).collect()
 }
 
 /// The records of one owner name while they are collected (one growable set per type).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct EntrySets {
-    pub a: Vec<Record>,
-    pub aaaa: Vec<Record>,
-    pub srv: Vec<Record>,
-    pub ptr: Vec<Record>,
-    pub txt: Vec<Record>,
-    pub soa: Vec<Record>,
-    pub cname: Vec<Record>,
+    pub a: Vec<Rdata>,
+    pub aaaa: Vec<Rdata>,
+    pub srv: Vec<Rdata>,
+    pub ptr: Vec<Rdata>,
+    pub txt: Vec<Rdata>,
+    pub soa: Vec<Rdata>,
+    pub cname: Vec<Rdata>,
 }
 
 impl EntrySets {
-    fn in_order(&self) -> [&Vec<Record>; KINDS] {
+    fn in_order(self) -> [Vec<Rdata>; KINDS] {
         [
-            &self.cname,
-            &self.soa,
-            &self.a,
-            &self.aaaa,
-            &self.srv,
-            &self.ptr,
-            &self.txt,
+            self.cname, self.soa, self.a, self.aaaa, self.srv, self.ptr, self.txt,
         ]
+    }
+
+    /// The compact, immutable form, with target names replaced by `intern`'s.
+    pub(crate) fn freeze_with(self, intern: &impl Fn(Arc<Name>) -> Arc<Name>) -> NameEntry {
+        let sets = self.in_order();
+        let mut records = Vec::with_capacity(sets.iter().map(Vec::len).sum());
+        for set in sets {
+            records.extend(set.into_iter().map(|r| r.interned(intern)));
+        }
+        NameEntry(records.into())
     }
 
     /// The compact, immutable form.
     pub(crate) fn freeze(self) -> NameEntry {
-        let sets = self.in_order();
-        let mut records = Vec::with_capacity(sets.iter().map(|s| s.len()).sum());
-        let mut ends = [0u32; KINDS];
-        for (kind, set) in sets.into_iter().enumerate() {
-            records.extend(set.iter().cloned());
-            ends[kind] = records.len() as u32;
-        }
-        NameEntry {
-            records: records.into_boxed_slice(),
-            ends,
-        }
+        self.freeze_with(&|n| n)
     }
 
     /// Adds `other`'s records that these sets lack, type by type.
     pub(crate) fn absorb(&mut self, other: &NameEntry) {
-        fn add(into: &mut Vec<Record>, from: &[Record]) {
+        fn add(into: &mut Vec<Rdata>, from: &[Rdata]) {
             for r in from {
                 if !into.contains(r) {
                     into.push(r.clone());

@@ -4,15 +4,21 @@
 //!   benchmark cluster; writes the NSD zone files, nsd.conf and the dnsperf query file from the
 //!   objects as stored, prints `ready`, and serves the API until killed.
 //! - `change`: creates Services one at a time and times API write → the DNS server answering
-//!   the new name with its ClusterIP, then delete → NXDOMAIN; prints percentiles.
+//!   the new name with its ClusterIP, then delete → NXDOMAIN; prints percentiles, and the same
+//!   for API write → the event reaching a watcher of its own (what the API server's delivery
+//!   alone costs, so a slow answer is told apart from a slow event).
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use futures::StreamExt;
 use kube::api::{DeleteParams, PostParams};
+use kube::runtime::watcher;
 use kube::Api;
 use sarasa_apiserver::resources::{ENDPOINTSLICES, NAMESPACES, SERVICES};
 use sarasa_apiserver::store::WriteOpts;
@@ -200,22 +206,67 @@ fn poll_dns(
     bail!("{name}: the expected answer never came within 10 s")
 }
 
+/// When the Services this run changes were seen by a watcher: (name, deleted) → instant.
+type Seen = Arc<Mutex<HashMap<(String, bool), Instant>>>;
+
+/// Watches the benchmark's Services, noting when each `prefix*` Service's event arrives;
+/// returns once the watcher has listed (later writes arrive as events, not in the list).
+async fn watch_changes(
+    api: Api<k8s_openapi::api::core::v1::Service>,
+    prefix: String,
+    seen: Seen,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut listed = Some(listed_tx);
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        while let Some(event) = stream.next().await {
+            let now = Instant::now();
+            let (svc, deleted) = match event {
+                Ok(watcher::Event::Apply(s)) => (s, false),
+                Ok(watcher::Event::Delete(s)) => (s, true),
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(tx) = listed.take() {
+                        let _ = tx.send(());
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let name = svc.metadata.name.unwrap_or_default();
+            if name.starts_with(&prefix) {
+                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                seen.entry((name, deleted)).or_insert(now);
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), listed_rx)
+        .await
+        .context("the Service watcher did not list within 30 s")?
+        .context("the Service watcher stopped")?;
+    Ok(task)
+}
+
 async fn change(apiserver: &str, dns: SocketAddr, count: usize) -> Result<()> {
     let client = kube::Client::try_from(kube::Config::new(apiserver.parse()?))?;
     let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client, NAMESPACE);
+    let prefix = format!("change-{}-", std::process::id());
+    let seen = Seen::default();
+    let watch = watch_changes(api.clone(), prefix.clone(), seen.clone()).await?;
     let sock = UdpSocket::bind("0.0.0.0:0")?;
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
     let mut created = Vec::new();
     let mut deleted = Vec::new();
+    let mut written = Vec::new();
     for i in 0..count {
-        let name = format!("change-{}-{i}", std::process::id());
+        let name = format!("{prefix}{i}");
         let fqdn = format!("{name}.{NAMESPACE}.svc.{ZONE}");
         let svc = serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {"ports": [{"name": "http", "port": 80}]}
         }))?;
         let stored = api.create(&PostParams::default(), &svc).await?;
-        let written = Instant::now();
+        let create_written = Instant::now();
         let ip: std::net::Ipv4Addr = stored
             .spec
             .and_then(|s| s.cluster_ip)
@@ -224,13 +275,38 @@ async fn change(apiserver: &str, dns: SocketAddr, count: usize) -> Result<()> {
         let answered = tokio::task::block_in_place(|| {
             poll_dns(&sock, dns, &fqdn, |r| r.rcode == 0 && r.addresses == [ip])
         })?;
-        created.push(answered - written);
+        created.push(answered - create_written);
         api.delete(&name, &DeleteParams::default()).await?;
-        let written = Instant::now();
+        let delete_written = Instant::now();
         let gone = tokio::task::block_in_place(|| poll_dns(&sock, dns, &fqdn, |r| r.rcode == 3))?;
-        deleted.push(gone - written);
+        deleted.push(gone - delete_written);
+        written.push((name, create_written, delete_written));
+    }
+    // An event can come after the DNS server answered (each watch connection is served in
+    // turn): wait for the last ones a little, then report what came.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline
+        && seen.lock().unwrap_or_else(|p| p.into_inner()).len() < 2 * written.len()
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    watch.abort();
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut create_events = Vec::new();
+    let mut delete_events = Vec::new();
+    for (name, c, d) in &written {
+        if let Some(t) = seen.get(&(name.clone(), false)) {
+            create_events.push(t.saturating_duration_since(*c));
+        }
+        if let Some(t) = seen.get(&(name.clone(), true)) {
+            delete_events.push(t.saturating_duration_since(*d));
+        }
     }
     let report = |what: &str, v: &mut Vec<Duration>| {
+        if v.is_empty() {
+            println!("{what}: n=0");
+            return;
+        }
         v.sort();
         let p = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
         println!(
@@ -243,5 +319,7 @@ async fn change(apiserver: &str, dns: SocketAddr, count: usize) -> Result<()> {
     };
     report("service created -> answered", &mut created);
     report("service deleted -> NXDOMAIN", &mut deleted);
+    report("service created -> watch event", &mut create_events);
+    report("service deleted -> watch event", &mut delete_events);
     Ok(())
 }
