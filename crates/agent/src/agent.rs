@@ -116,6 +116,22 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
     })
     .await;
 
+    // podCIDRs: the spec's (the cluster allocates them), else sarasa's own allocation.
+    let masks = crate::podcidr::NodeMasks {
+        v4: config.node_cidr_mask_v4,
+        v6: config.node_cidr_mask_v6,
+    };
+    retry("podCIDRs", || {
+        crate::podcidr::ensure(
+            &client,
+            &config.node_name,
+            &config.cluster_cidr,
+            masks,
+            crate::podcidr::SPEC_GRACE,
+        )
+    })
+    .await;
+
     let vtep = match config.backend {
         Backend::Vxlan => {
             let hint = me
