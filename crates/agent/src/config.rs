@@ -81,11 +81,13 @@ pub struct AgentConfig {
     #[arg(long)]
     pub mtu: Option<u32>,
 
-    /// Program Services (the kube-proxy replacement).
+    /// Program Services (the kube-proxy replacement); false: run beside kube-proxy, programming
+    /// no Service table and removing sarasa's if present.
     #[arg(long = "service-proxy", default_value_t = true, action = clap::ArgAction::Set)]
     pub service_proxy: bool,
 
-    /// Enforce NetworkPolicies on this node's pods (table `inet sarasa-policy`).
+    /// Enforce NetworkPolicies on this node's pods (table `inet sarasa-policy`); false removes
+    /// that table if present.
     #[arg(long = "network-policy", default_value_t = true, action = clap::ArgAction::Set)]
     pub network_policy: bool,
 
@@ -145,13 +147,6 @@ impl AgentConfig {
                     )));
                 }
             }
-        }
-        if !self.service_proxy {
-            return Err(crate::Error::Config(
-                "serviceProxy (--service-proxy) false: running beside kube-proxy is not \
-                 supported yet; sarasa replaces kube-proxy"
-                    .into(),
-            ));
         }
         for cidr in &self.cluster_cidr {
             let (mask, key, flag) = match cidr {
@@ -254,5 +249,9 @@ mod tests {
             e.contains("nodeCIDRMaskSizeIPv4") && e.contains("10.244.0.0/16"),
             "{e}"
         );
+        // Beside kube-proxy is a valid configuration.
+        let mut c = AgentConfig::new("n");
+        c.service_proxy = false;
+        assert!(c.validate().is_ok());
     }
 }

@@ -234,7 +234,7 @@ mod tests {
     fn every_key_reaches_the_config() {
         let c = applied(
             "backend: host-gw\ncniMode: routed\nclusterCIDRs: [10.200.0.0/16, fd00:10:200::/56]\n\
-             serviceCIDRs: [10.100.0.0/16]\nmtu: 1400\nserviceProxy: true\nnetworkPolicy: false\n\
+             serviceCIDRs: [10.100.0.0/16]\nmtu: 1400\nserviceProxy: false\nnetworkPolicy: false\n\
              clusterDomain: cluster.local\nnodeCIDRMaskSizeIPv4: 25\nnodeCIDRMaskSizeIPv6: 80\n",
         )
         .expect("valid");
@@ -245,7 +245,7 @@ mod tests {
         assert_eq!(c.service_cidr[0].to_string(), "10.100.0.0/16");
         assert_eq!(c.mtu, Some(1400));
         assert!(!c.network_policy);
-        assert!(c.service_proxy);
+        assert!(!c.service_proxy);
         assert_eq!((c.node_cidr_mask_v4, c.node_cidr_mask_v6), (25, 80));
         // An empty file (an empty ConfigMap key) keeps the defaults.
         assert_eq!(applied("").expect("empty").backend, Backend::Vxlan);

@@ -134,6 +134,14 @@ async fn the_agents_requests_are_allowed_by_deploy_rbac_yaml() {
     sarasa_agent::lease::renew(&client, "n1", 2, started)
         .await
         .expect("renew lease");
+    // Reporting a failing part on the Node.
+    sarasa_agent::node::set_degraded(
+        &nodes,
+        "n1",
+        &[(sarasa_agent::reconcile::Part::Services, "test".to_string())],
+    )
+    .await
+    .expect("degraded condition");
     // sarasa's own podCIDR allocation: the ConfigMap created, then replaced.
     sarasa_agent::node::ensure_registered(&nodes, "n2", "192.168.33.12".parse().expect("ip"))
         .await
