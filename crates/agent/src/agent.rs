@@ -116,22 +116,6 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
     })
     .await;
 
-    // podCIDRs: the spec's (the cluster allocates them), else sarasa's own allocation.
-    let masks = crate::podcidr::NodeMasks {
-        v4: config.node_cidr_mask_v4,
-        v6: config.node_cidr_mask_v6,
-    };
-    retry("podCIDRs", || {
-        crate::podcidr::ensure(
-            &client,
-            &config.node_name,
-            &config.cluster_cidr,
-            masks,
-            crate::podcidr::SPEC_GRACE,
-        )
-    })
-    .await;
-
     let vtep = match config.backend {
         Backend::Vxlan => {
             let hint = me
@@ -158,6 +142,26 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
     let listener = health::bind(config.health_listen).await?;
     let health_addr = listener.local_addr()?;
     let mut tasks = vec![tokio::spawn(health::serve(listener, metrics.clone()))];
+
+    // podCIDRs: the spec's (the cluster allocates them), else, after a grace for the
+    // cluster's allocator, sarasa's own, mirrored on the Node where the watch brings it to
+    // the reconcile (which waits for a podCIDR either way). In the background: start-up
+    // does not wait on it.
+    let masks = crate::podcidr::NodeMasks {
+        v4: config.node_cidr_mask_v4,
+        v6: config.node_cidr_mask_v6,
+    };
+    let (c, node, cidrs) = (
+        client.clone(),
+        config.node_name.clone(),
+        config.cluster_cidr.clone(),
+    );
+    tasks.push(tokio::spawn(async move {
+        retry("podCIDRs", || {
+            crate::podcidr::ensure(&c, &node, &cidrs, masks, crate::podcidr::SPEC_GRACE)
+        })
+        .await;
+    }));
 
     let shared = Arc::new(Shared::default());
     tasks.extend(watch::spawn_all(&client, &shared));
