@@ -19,7 +19,7 @@ use crate::health::{self, Metrics};
 use crate::netns::NetnsTarget;
 use crate::plan::{LocalNode, NodeTrust, PlanError};
 use crate::policy::PolicyEnforcer;
-use crate::reconcile::{Inputs, NodeProgram};
+use crate::reconcile::{Inputs, NodeProgram, Part};
 use crate::services::ServiceProxy;
 use crate::{lease, node};
 use sarasa_cluster::state::ANNOTATION_VTEP_MAC;
@@ -34,7 +34,7 @@ use sarasa_plan::Applier;
 const DEBOUNCE: Duration = Duration::from_millis(5);
 /// Full re-apply against the kernel even without changes (repairs drift).
 const RESYNC: Duration = Duration::from_secs(60);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+use crate::reconcile::MAX_BACKOFF;
 
 /// A running agent.
 pub struct AgentHandle {
@@ -143,6 +143,26 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
     let health_addr = listener.local_addr()?;
     let mut tasks = vec![tokio::spawn(health::serve(listener, metrics.clone()))];
 
+    // podCIDRs: the spec's (the cluster allocates them), else, after a grace for the
+    // cluster's allocator, sarasa's own, mirrored on the Node where the watch brings it to
+    // the reconcile (which waits for a podCIDR either way). In the background: start-up
+    // does not wait on it.
+    let masks = crate::podcidr::NodeMasks {
+        v4: config.node_cidr_mask_v4,
+        v6: config.node_cidr_mask_v6,
+    };
+    let (c, node, cidrs) = (
+        client.clone(),
+        config.node_name.clone(),
+        config.cluster_cidr.clone(),
+    );
+    tasks.push(tokio::spawn(async move {
+        retry("podCIDRs", || {
+            crate::podcidr::ensure(&c, &node, &cidrs, masks, crate::podcidr::SPEC_GRACE)
+        })
+        .await;
+    }));
+
     let shared = Arc::new(Shared::default());
     tasks.extend(watch::spawn_all(&client, &shared));
 
@@ -163,7 +183,11 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         vtep_mac: vtep,
         cluster_cidrs: config.cluster_cidr.clone(),
     };
-    let services = ServiceProxy::new(target.clone(), crate::services::proxy_config(&config));
+    // Beside kube-proxy (`serviceProxy: false`) no Service table is programmed, and the
+    // program removes sarasa's own if a previous configuration left them.
+    let services = config
+        .service_proxy
+        .then(|| ServiceProxy::new(target.clone(), crate::services::proxy_config(&config)));
     let policy = if config.network_policy {
         let p = PolicyEnforcer::new(&config.node_name, config.policy_log_group);
         match crate::droplog::spawn(
@@ -206,6 +230,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         shared: shared.clone(),
         metrics: metrics.clone(),
         rv_tx,
+        reported_failing: Vec::new(),
         waiting_logged: false,
         trust: NodeTrust::default(),
         synced_logged: false,
@@ -254,6 +279,8 @@ struct Reconciler<A: Applier> {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     rv_tx: tokio::sync::watch::Sender<u64>,
+    /// The failing parts last reported on the Node (condition [`node::DEGRADED`]).
+    reported_failing: Vec<Part>,
     waiting_logged: bool,
     synced_logged: bool,
     /// Remote Nodes accepted so far, conflicts reported so far.
@@ -279,8 +306,9 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
             };
             tokio::time::sleep(DEBOUNCE).await;
             match self.reconcile_once(forced || retry_at.is_some()).await {
-                Ok(()) => {
-                    retry_at = None;
+                Ok(part_retry) => {
+                    // A failing part is retried at its own backoff; the others go on.
+                    retry_at = part_retry.map(tokio::time::Instant::from_std);
                     backoff = Duration::from_millis(200);
                 }
                 Err(e) => {
@@ -295,11 +323,12 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
         }
     }
 
-    async fn reconcile_once(&mut self, forced: bool) -> Result<()> {
+    /// One reconcile; Ok(Some(t)) when a part failed and is due again at `t`.
+    async fn reconcile_once(&mut self, forced: bool) -> Result<Option<Instant>> {
         let needs_full = self
             .program
             .as_ref()
-            .is_none_or(|(p, _)| p.services.needs_full());
+            .is_none_or(|(p, _)| p.services.is_none() || p.services_need_full());
         let mut snapshot = self.shared.snapshot(needs_full);
         let mut services = Some(std::mem::take(&mut snapshot.services));
         let mut policy = Some(std::mem::take(&mut snapshot.policy));
@@ -307,15 +336,14 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
             .reconcile_snapshot(forced, &snapshot, &mut services, &mut policy)
             .await;
         // Changes not handed to their compiler (an early return or an error before it) are
-        // journaled again, not lost. Without policy enforcement nothing consumes the policy
-        // changes.
-        if let Some(d) = services {
+        // journaled again, not lost. Without the service proxy or policy enforcement
+        // nothing consumes those changes.
+        let (proxying, enforcing) = self.program.as_ref().map_or((true, true), |(p, _)| {
+            (p.services.is_some(), p.policy.is_some())
+        });
+        if let (Some(d), true) = (services, proxying) {
             self.shared.requeue(&d);
         }
-        let enforcing = self
-            .program
-            .as_ref()
-            .is_some_and(|(p, _)| p.policy.is_some());
         if let (Some(d), true) = (policy, enforcing) {
             self.shared.requeue_policy(&d);
         }
@@ -328,9 +356,9 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
         snapshot: &Snapshot,
         services: &mut Option<ServiceDelta>,
         policy_delta: &mut Option<PolicyDelta>,
-    ) -> Result<()> {
+    ) -> Result<Option<Instant>> {
         if !snapshot.synced() {
-            return Ok(());
+            return Ok(None);
         }
         if !self.synced_logged {
             self.synced_logged = true;
@@ -346,7 +374,7 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
         let Some(me) = state.node(&name).cloned() else {
             // Our Node was deleted: register again (the watch brings it back).
             node::ensure_registered(&self.nodes, &name, self.uplink.address).await?;
-            return Ok(());
+            return Ok(None);
         };
         let desired =
             node::desired_annotations(self.config.backend, self.uplink.address, self.vtep);
@@ -362,6 +390,8 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
             node::publish_annotations(&self.nodes, &current, &desired).await?;
         }
 
+        // A plan that cannot be compiled (a bad Node) fails the fabric part only: services
+        // and policy go on. Remote Nodes that conflict are left out and reported.
         let plan = match self.trust.compile(state, &self.local) {
             Ok(p) => {
                 let refused = self.trust.unreported(&p);
@@ -369,38 +399,34 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
                     let client = self.nodes.clone().into_client();
                     crate::conflicts::report(client, &name, &refused).await;
                 }
-                p
+                Ok(p)
             }
             Err(PlanError::NoPodCidr(_)) => {
                 if !self.waiting_logged {
                     tracing::info!(node = %name, "waiting for spec.podCIDR");
                     self.waiting_logged = true;
                 }
-                return Ok(());
+                return Ok(None);
             }
-            Err(e) => {
-                return Err(Error::Node {
-                    node: name,
-                    reason: e.to_string(),
-                })
-            }
+            p => p.map_err(|e| e.to_string()),
         };
 
         let started = Instant::now();
-        let remote_nodes = plan.remote_nodes;
+        let remote_nodes = plan.as_ref().map_or(0, |p| p.remote_nodes);
         let mut inputs = Inputs {
             plan,
             forced,
             node: crate::services::proxy_node(&name, self.uplink.address, &me),
             services: services.take(),
             policy: policy_delta.take(),
+            now: Instant::now(),
         };
         let (mut program, mut applier) = self
             .program
             .take()
             .ok_or_else(|| Error::Config("the node's compilers were lost to a panic".into()))?;
         let shared = self.shared.clone();
-        let (program, applier, inputs, result) = tokio::task::spawn_blocking(move || {
+        let (program, applier, inputs, done) = tokio::task::spawn_blocking(move || {
             let r = program.program(&mut applier, &shared, &mut inputs);
             (program, applier, inputs, r)
         })
@@ -409,8 +435,14 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
         // Changes no compiler consumed go back to the journal (the caller requeues them).
         *services = inputs.services;
         *policy_delta = inputs.policy;
+        let failing: Vec<Part> = program.failing().keys().copied().collect();
+        let next_retry = program.next_retry();
+        let failing_errors: Vec<(Part, String)> = program
+            .failing()
+            .iter()
+            .map(|(p, f)| (*p, f.error.clone()))
+            .collect();
         self.program = Some((program, applier));
-        let done = result?;
 
         let m = &self.metrics;
         if done.commits > 0 {
@@ -429,18 +461,33 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
         }
         let endpoints = snapshot.endpoint_count;
         let Some((program, _)) = self.program.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
-        let svc = program.services.finish(done.services).await;
-        crate::services::record(&self.metrics, &svc, endpoints);
+        let mut services_count = 0;
+        if let (Some(proxy), Some(staged)) = (program.services.as_mut(), done.services) {
+            let svc = proxy.finish(staged).await;
+            services_count = svc.services;
+            crate::services::record(&self.metrics, &svc, endpoints);
+        }
         if let (Some(policy), Some(staged)) = (program.policy.as_mut(), done.policy) {
             let report = policy.finish(staged);
             crate::policy::record(&self.metrics, &report);
         }
+        crate::health::record_parts(&self.metrics, &done.failed, &failing);
+        if failing != self.reported_failing {
+            // Reported on the Node as a condition; a failed write is tried again with the
+            // next reconcile.
+            node::set_degraded(&self.nodes, &name, &failing_errors).await?;
+            self.reported_failing = failing.clone();
+        }
+        if !failing.is_empty() {
+            // Not programmed as a whole: readiness and the observed resourceVersion wait.
+            return Ok(next_retry);
+        }
 
         let first = !self.metrics.programmed.swap(true, Ordering::Relaxed);
         if first {
-            tracing::info!(node = %name, services = svc.services, ms = svc.duration.as_millis() as u64, "node network ready");
+            tracing::info!(node = %name, services = services_count, ms = started.elapsed().as_millis() as u64, "node network ready");
         }
         if !me.network_ready {
             node::set_network_ready(&self.nodes, &name).await?;
@@ -456,6 +503,6 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
                 false
             }
         });
-        Ok(())
+        Ok(None)
     }
 }

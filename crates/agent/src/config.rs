@@ -68,15 +68,26 @@ pub struct AgentConfig {
     )]
     pub service_cidr: Vec<IpNet>,
 
+    /// Prefix length of the IPv4 podCIDR sarasa allocates a node when its Node has no
+    /// `spec.podCIDRs` (kube-controller-manager's flag of the same name).
+    #[arg(long = "node-cidr-mask-size-ipv4", default_value_t = 24)]
+    pub node_cidr_mask_v4: u8,
+
+    /// Prefix length of the IPv6 podCIDR sarasa allocates a node (see the IPv4 one).
+    #[arg(long = "node-cidr-mask-size-ipv6", default_value_t = 64)]
+    pub node_cidr_mask_v6: u8,
+
     /// Pod interface MTU (default: the uplink's minus the backend's encapsulation overhead).
     #[arg(long)]
     pub mtu: Option<u32>,
 
-    /// Program Services (the kube-proxy replacement).
+    /// Program Services (the kube-proxy replacement); false: run beside kube-proxy, programming
+    /// no Service table and removing sarasa's if present.
     #[arg(long = "service-proxy", default_value_t = true, action = clap::ArgAction::Set)]
     pub service_proxy: bool,
 
-    /// Enforce NetworkPolicies on this node's pods (table `inet sarasa-policy`).
+    /// Enforce NetworkPolicies on this node's pods (table `inet sarasa-policy`); false removes
+    /// that table if present.
     #[arg(long = "network-policy", default_value_t = true, action = clap::ArgAction::Set)]
     pub network_policy: bool,
 
@@ -116,6 +127,8 @@ impl AgentConfig {
                 ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 96, 0, 0), 12).unwrap_or_default(),
             )],
             network_policy: true,
+            node_cidr_mask_v4: 24,
+            node_cidr_mask_v6: 64,
             policy_log_group: 100,
             health_listen: SocketAddr::from(([127, 0, 0, 1], 9099)),
             host_netns: false,
@@ -135,12 +148,19 @@ impl AgentConfig {
                 }
             }
         }
-        if !self.service_proxy {
-            return Err(crate::Error::Config(
-                "serviceProxy (--service-proxy) false: running beside kube-proxy is not \
-                 supported yet; sarasa replaces kube-proxy"
-                    .into(),
-            ));
+        for cidr in &self.cluster_cidr {
+            let (mask, key, flag) = match cidr {
+                IpNet::V4(_) => (self.node_cidr_mask_v4, "nodeCIDRMaskSizeIPv4", "ipv4"),
+                IpNet::V6(_) => (self.node_cidr_mask_v6, "nodeCIDRMaskSizeIPv6", "ipv6"),
+            };
+            if mask < cidr.prefix_len() || mask > cidr.max_prefix_len() {
+                return Err(crate::Error::Config(format!(
+                    "{key} (--node-cidr-mask-size-{flag}) /{mask} does not fit clusterCIDRs \
+                     {cidr} (needs /{}../{})",
+                    cidr.prefix_len(),
+                    cidr.max_prefix_len()
+                )));
+            }
         }
         if self.node_name.is_empty() {
             return Err(crate::Error::Config("--node-name must not be empty".into()));
@@ -222,5 +242,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--apiserver"));
+        let mut c = AgentConfig::new("n");
+        c.node_cidr_mask_v4 = 8;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("nodeCIDRMaskSizeIPv4") && e.contains("10.244.0.0/16"),
+            "{e}"
+        );
+        // Beside kube-proxy is a valid configuration.
+        let mut c = AgentConfig::new("n");
+        c.service_proxy = false;
+        assert!(c.validate().is_ok());
     }
 }

@@ -36,6 +36,12 @@ pub struct ConfigFile {
     pub service_proxy: Option<bool>,
     /// Enforce NetworkPolicy.
     pub network_policy: Option<bool>,
+    /// Prefix length of the IPv4 podCIDR sarasa allocates a Node without `spec.podCIDRs`.
+    #[serde(rename = "nodeCIDRMaskSizeIPv4")]
+    pub node_cidr_mask_size_ipv4: Option<u8>,
+    /// Prefix length of the IPv6 podCIDR sarasa allocates.
+    #[serde(rename = "nodeCIDRMaskSizeIPv6")]
+    pub node_cidr_mask_size_ipv6: Option<u8>,
     /// The cluster DNS domain (read by `sarasa dns`; checked here so one file serves both).
     pub cluster_domain: Option<String>,
 }
@@ -92,6 +98,12 @@ impl ConfigFile {
         }
         if let (Some(v), true) = (self.network_policy, take("network_policy")) {
             config.network_policy = v;
+        }
+        if let (Some(v), true) = (self.node_cidr_mask_size_ipv4, take("node_cidr_mask_v4")) {
+            config.node_cidr_mask_v4 = v;
+        }
+        if let (Some(v), true) = (self.node_cidr_mask_size_ipv6, take("node_cidr_mask_v6")) {
+            config.node_cidr_mask_v6 = v;
         }
         if let Some(d) = &self.cluster_domain {
             check_domain(d)?;
@@ -222,8 +234,8 @@ mod tests {
     fn every_key_reaches_the_config() {
         let c = applied(
             "backend: host-gw\ncniMode: routed\nclusterCIDRs: [10.200.0.0/16, fd00:10:200::/56]\n\
-             serviceCIDRs: [10.100.0.0/16]\nmtu: 1400\nserviceProxy: true\nnetworkPolicy: false\n\
-             clusterDomain: cluster.local\n",
+             serviceCIDRs: [10.100.0.0/16]\nmtu: 1400\nserviceProxy: false\nnetworkPolicy: false\n\
+             clusterDomain: cluster.local\nnodeCIDRMaskSizeIPv4: 25\nnodeCIDRMaskSizeIPv6: 80\n",
         )
         .expect("valid");
         assert_eq!(c.backend, Backend::HostGw);
@@ -233,7 +245,8 @@ mod tests {
         assert_eq!(c.service_cidr[0].to_string(), "10.100.0.0/16");
         assert_eq!(c.mtu, Some(1400));
         assert!(!c.network_policy);
-        assert!(c.service_proxy);
+        assert!(!c.service_proxy);
+        assert_eq!((c.node_cidr_mask_v4, c.node_cidr_mask_v6), (25, 80));
         // An empty file (an empty ConfigMap key) keeps the defaults.
         assert_eq!(applied("").expect("empty").backend, Backend::Vxlan);
     }

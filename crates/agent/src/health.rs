@@ -41,6 +41,23 @@ pub struct Metrics {
     pub last_policy_drop: std::sync::Mutex<Option<String>>,
     /// The newest policy drop events, served at `/drops`.
     pub drops: crate::droplog::DropRing,
+    /// Per part ([`crate::reconcile::Part::ALL`] order): failures, and whether it fails now.
+    pub part_failures: [AtomicU64; 3],
+    pub part_failing: [AtomicBool; 3],
+}
+
+/// Publishes which parts failed in one reconcile and which are failing now.
+pub fn record_parts(
+    metrics: &Metrics,
+    failed: &[(crate::reconcile::Part, String)],
+    failing: &[crate::reconcile::Part],
+) {
+    use crate::reconcile::Part;
+    for (i, part) in Part::ALL.iter().enumerate() {
+        let n = failed.iter().filter(|(p, _)| p == part).count() as u64;
+        metrics.part_failures[i].fetch_add(n, Ordering::Relaxed);
+        metrics.part_failing[i].store(failing.contains(part), Ordering::Relaxed);
+    }
 }
 
 /// Publishes what the applier did in one reconcile.
@@ -164,6 +181,27 @@ impl Metrics {
             "Duration of the last NetworkPolicy sync.",
             format!("{:.6}", g(&self.last_policy_sync_micros) as f64 / 1e6),
         );
+        s.push_str(
+            "# HELP sarasa_agent_part_failures_total Failed attempts to program a part \
+             (fabric, services, policy); the other parts go on.\n\
+             # TYPE sarasa_agent_part_failures_total counter\n",
+        );
+        for (i, part) in crate::reconcile::Part::ALL.iter().enumerate() {
+            s.push_str(&format!(
+                "sarasa_agent_part_failures_total{{part=\"{part}\"}} {}\n",
+                g(&self.part_failures[i])
+            ));
+        }
+        s.push_str(
+            "# HELP sarasa_agent_part_failing 1 while a part fails and is retried with backoff.\n\
+             # TYPE sarasa_agent_part_failing gauge\n",
+        );
+        for (i, part) in crate::reconcile::Part::ALL.iter().enumerate() {
+            s.push_str(&format!(
+                "sarasa_agent_part_failing{{part=\"{part}\"}} {}\n",
+                u8::from(self.part_failing[i].load(Ordering::Relaxed))
+            ));
+        }
         s
     }
 }

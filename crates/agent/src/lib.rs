@@ -49,6 +49,7 @@ pub mod netns;
 pub mod nftables;
 pub mod node;
 pub mod plan;
+pub mod podcidr;
 pub mod policy;
 pub mod reconcile;
 pub mod services;

@@ -150,6 +150,98 @@ pub fn ready_conditions(current: &[NodeCondition], now: Time) -> Option<Vec<Node
     Some(out)
 }
 
+/// The Node condition reporting parts of the node's programming that keep failing:
+/// `True` (reason `FabricFailing`, `ServicesFailing`, `PolicyFailing`, joined by `And` when
+/// several; message: each part's error) while any does, `False` (reason `AllPartsProgrammed`)
+/// once they work again. Written only when the set of failing parts changes.
+pub const DEGRADED: &str = "SarasaDegraded";
+
+/// The condition list with [`DEGRADED`] describing `failing` (others kept).
+pub fn degraded_conditions(
+    current: &[NodeCondition],
+    failing: &[(crate::reconcile::Part, String)],
+    now: Time,
+) -> Vec<NodeCondition> {
+    let (status, reason, message) = if failing.is_empty() {
+        (
+            "False",
+            "AllPartsProgrammed".to_string(),
+            "fabric, services and policy are programmed".to_string(),
+        )
+    } else {
+        let reason = failing
+            .iter()
+            .map(|(p, _)| {
+                let s = p.as_str();
+                format!("{}{}Failing", s[..1].to_uppercase(), &s[1..])
+            })
+            .collect::<Vec<_>>()
+            .join("And");
+        let message = failing
+            .iter()
+            .map(|(p, e)| format!("{p}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        ("True", reason, message)
+    };
+    let previous = current.iter().find(|c| c.type_ == DEGRADED);
+    let transition = match previous {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Some(now.clone()),
+    };
+    let mut out: Vec<NodeCondition> = current
+        .iter()
+        .filter(|c| c.type_ != DEGRADED)
+        .cloned()
+        .collect();
+    out.push(NodeCondition {
+        type_: DEGRADED.into(),
+        status: status.into(),
+        reason: Some(reason),
+        message: Some(message),
+        last_transition_time: transition,
+        last_heartbeat_time: Some(now),
+    });
+    out
+}
+
+/// Writes the [`DEGRADED`] condition (optimistic concurrency, retried on conflict).
+pub async fn set_degraded(
+    api: &Api<Node>,
+    name: &str,
+    failing: &[(crate::reconcile::Part, String)],
+) -> Result<()> {
+    for _ in 0..5 {
+        let node = api
+            .get(name)
+            .await
+            .map_err(|e| Error::kube(format!("get node {name}"), e))?;
+        let current = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let conditions = degraded_conditions(&current, failing, now);
+        let patch = json!({
+            "metadata": {"resourceVersion": node.resource_version()},
+            "status": {"conditions": conditions},
+        });
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if is_status(&e, 409) => continue,
+            Err(e) => return Err(Error::kube(format!("set {DEGRADED} on {name}"), e)),
+        }
+    }
+    Err(Error::Node {
+        node: name.into(),
+        reason: format!("setting {DEGRADED} kept conflicting"),
+    })
+}
+
 /// Sets NetworkUnavailable=False, preserving the other conditions (optimistic concurrency on
 /// the resourceVersion; retried on conflict).
 pub async fn set_network_ready(api: &Api<Node>, name: &str) -> Result<()> {
@@ -214,6 +306,42 @@ mod tests {
         let p = annotation_patch(&cur, &gw).unwrap();
         assert!(p["metadata"]["annotations"]["sarasa.io/vtep-mac"].is_null());
         assert_eq!(p["metadata"]["annotations"]["sarasa.io/backend"], "host-gw");
+    }
+
+    #[test]
+    fn degraded_condition_names_each_failing_part() {
+        use crate::reconcile::Part;
+        let t0 = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let ready = NodeCondition {
+            type_: "NetworkUnavailable".into(),
+            status: "False".into(),
+            ..Default::default()
+        };
+        let failing = [
+            (Part::Services, "nftables batch rejected".to_string()),
+            (Part::Policy, "read back".to_string()),
+        ];
+        let out = degraded_conditions(std::slice::from_ref(&ready), &failing, t0.clone());
+        assert_eq!(out[0], ready);
+        let c = &out[1];
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str()),
+            ("SarasaDegraded", "True")
+        );
+        assert_eq!(c.reason.as_deref(), Some("ServicesFailingAndPolicyFailing"));
+        assert_eq!(
+            c.message.as_deref(),
+            Some("services: nftables batch rejected; policy: read back")
+        );
+        let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(60).unwrap());
+        let out = degraded_conditions(&out, &failing[..1], t1.clone());
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].reason.as_deref(), Some("ServicesFailing"));
+        assert_eq!(out[1].last_transition_time, Some(t0), "still True");
+        let out = degraded_conditions(&out, &[], t1.clone());
+        assert_eq!(out[1].status, "False");
+        assert_eq!(out[1].reason.as_deref(), Some("AllPartsProgrammed"));
+        assert_eq!(out[1].last_transition_time, Some(t1));
     }
 
     #[test]

@@ -173,6 +173,14 @@ fn stage_all<A: Applier>(staging: &mut Staging<'_, A>, proxy: &ProxyState) -> Re
     Ok(ops)
 }
 
+/// Every table the proxy may own under `config`'s names: the main table and every shard up
+/// to the most a configuration may have had (what `serviceProxy: false` removes).
+pub fn all_table_ids(config: &ProxyConfig) -> Vec<TableId> {
+    std::iter::once(inet(&config.table))
+        .chain((0..MAX_SHARDS).map(|i| inet(&config.shard_table(i))))
+        .collect()
+}
+
 fn inet(name: &str) -> TableId {
     TableId {
         family: Family::Inet,

@@ -89,6 +89,8 @@ async fn the_agents_requests_are_allowed_by_deploy_rbac_yaml() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::new(dir.path().join("state"));
     config.authorization = AuthorizationMode::Rbac;
+    // No node IPAM: the agents allocate podCIDRs themselves (the ConfigMap path).
+    config.allocate_node_cidrs = false;
     let server = ApiServer::open(config).expect("open");
     load_manifest(&server);
     server.start_controllers();
@@ -152,8 +154,28 @@ async fn the_agents_requests_are_allowed_by_deploy_rbac_yaml() {
         .expect("the agent posted the Event");
     assert_eq!(ev["reason"], "PodCIDRConflict");
     assert_eq!(ev["type"], "Warning");
+    // Reporting a failing part on the Node.
+    sarasa_agent::node::set_degraded(
+        &nodes,
+        "n1",
+        &[(sarasa_agent::reconcile::Part::Services, "test".to_string())],
+    )
+    .await
+    .expect("degraded condition");
+    // sarasa's own podCIDR allocation: the ConfigMap created, then replaced.
+    sarasa_agent::node::ensure_registered(&nodes, "n2", "192.168.33.12".parse().expect("ip"))
+        .await
+        .expect("register n2");
+    let cidrs = ["10.244.0.0/16".parse().expect("cidr")];
+    for n in ["n1", "n2"] {
+        let a =
+            sarasa_agent::podcidr::ensure(&client, n, &cidrs, Default::default(), Duration::ZERO)
+                .await
+                .expect("allocate podCIDRs");
+        assert!(a.own);
+    }
     let objects = sarasa_cluster::list_objects(&client).await.expect("list");
-    assert_eq!(objects.nodes.len(), 1);
+    assert_eq!(objects.nodes.len(), 2);
     synced::<Node>(&client).await;
     synced::<Pod>(&client).await;
     synced::<Namespace>(&client).await;

@@ -13,6 +13,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Cluster (pod) CIDRs: the first is the primary family; at most one per family.
     pub cluster_cidrs: Vec<IpNet>,
+    /// Give every Node a podCIDR (kube-controller-manager's `--allocate-node-cidrs`, on by
+    /// default); off, the network plugin allocates (sarasa's agent does, see its `podcidr`).
+    pub allocate_node_cidrs: bool,
     /// Prefix length of the podCIDR given to each node, IPv4.
     pub node_cidr_mask_v4: u8,
     /// Prefix length of the podCIDR given to each node, IPv6.
@@ -148,6 +151,7 @@ impl Config {
         Config {
             state_dir: state_dir.into(),
             cluster_cidrs: vec![parse_net("10.244.0.0/16")],
+            allocate_node_cidrs: true,
             node_cidr_mask_v4: 24,
             node_cidr_mask_v6: 64,
             service_cidrs: vec![parse_net("10.96.0.0/12")],

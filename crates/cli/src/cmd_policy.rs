@@ -517,10 +517,16 @@ mod tests {
             vec!["kube-system".to_string()]
         );
         let m = matrix(&state, &["x"], 80, Protocol::Tcp).unwrap();
-        assert_eq!(m.render(), "-\tx/a\tx/b\nx/a\t.\tX\nx/b\t.\t.\n");
+        // The broken policy (every pod of x) fails closed: it isolates x/a and x/b as the
+        // agents enforce it, rather than being left out.
+        assert_eq!(m.render(), "-\tx/a\tx/b\nx/a\t.\tX\nx/b\tX\t.\n");
         assert_eq!(
             m.cells[0][1].ingress_isolated_by,
-            vec![PodKey::new("x", "deny-b")]
+            vec![PodKey::new("x", "broken"), PodKey::new("x", "deny-b")]
+        );
+        assert_eq!(
+            m.cells[1][0].ingress_isolated_by,
+            vec![PodKey::new("x", "broken")]
         );
     }
 
@@ -528,7 +534,7 @@ mod tests {
     fn differences_list_disagreeing_cells() {
         let state = build_state(&cluster(), &mut Vec::new());
         let m = matrix(&state, &["x"], 80, Protocol::Tcp).unwrap();
-        let measured = vec![vec![true, true], vec![true, true]];
+        let measured = vec![vec![true, true], vec![false, true]];
         let d = differences(&m, Some(&measured));
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].from, d[0].to, d[0].model), (0, 1, false));

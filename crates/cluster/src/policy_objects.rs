@@ -33,6 +33,10 @@ pub struct PolicyDelta {
     /// Policy pods only ([`crate::objects::is_policy_pod`]).
     pub pods: Delta<PolicyPod>,
     pub policies: Delta<NetworkPolicy>,
+    /// The isolating stand-ins ([`NetworkPolicy::fail_closed`]) of NetworkPolicies that did
+    /// not convert, by key: fed after such a policy is reported rejected, so its pods are
+    /// isolated rather than left open (fail closed).
+    pub stand_ins: BTreeMap<String, Arc<NetworkPolicy>>,
 }
 
 impl PolicyDelta {
@@ -65,7 +69,16 @@ impl PolicyDelta {
         self.namespaces.feed(NAMESPACE, consumer, &mut fed);
         self.nodes.feed(NODE, consumer, &mut fed);
         self.pods.feed(POD, consumer, &mut fed);
+        let before = fed.rejected.len();
         self.policies.feed(NETWORK_POLICY, consumer, &mut fed);
+        // Fail closed: a policy that did not convert still isolates what it selects.
+        for r in &fed.rejected[before..] {
+            if let Some(np) = self.stand_ins.get(&r.key) {
+                if let Err(e) = Consumer::<NetworkPolicy>::apply(consumer, np.clone()) {
+                    tracing::warn!(networkpolicy = %r.key, error = %e, "isolating stand-in refused");
+                }
+            }
+        }
         fed
     }
 }
@@ -85,6 +98,9 @@ pub struct PolicyObjects {
     namespaces: ProjectedStore<Converted<PolicyNamespace>>,
     pods: ProjectedStore<Converted<PolicyPod>>,
     policies: ProjectedStore<Converted<NetworkPolicy>>,
+    /// Isolating stand-ins of the NetworkPolicies that do not convert (see
+    /// [`PolicyDelta::stand_ins`]).
+    stand_ins: BTreeMap<String, Arc<NetworkPolicy>>,
 }
 
 impl Default for PolicyObjects {
@@ -93,6 +109,7 @@ impl Default for PolicyObjects {
             namespaces: ProjectedStore::journaled(),
             pods: ProjectedStore::journaled(),
             policies: ProjectedStore::journaled(),
+            stand_ins: BTreeMap::new(),
         }
     }
 }
@@ -115,6 +132,21 @@ impl PolicyObjects {
         &mut self,
         event: watcher::Event<K8sNetworkPolicy>,
     ) -> Applied {
+        match &event {
+            watcher::Event::Apply(np) | watcher::Event::InitApply(np) => {
+                let key = objects::key_of(np);
+                match objects::network_policy(np) {
+                    Ok(_) => self.stand_ins.remove(&key),
+                    Err(_) => self
+                        .stand_ins
+                        .insert(key, Arc::new(NetworkPolicy::fail_closed(np))),
+                };
+            }
+            watcher::Event::Delete(np) => {
+                self.stand_ins.remove(&objects::key_of(np));
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
         apply_converted(&mut self.policies, event, objects::network_policy)
     }
 
@@ -135,6 +167,11 @@ impl PolicyObjects {
         self.policies.items()
     }
 
+    /// The isolating stand-ins of the NetworkPolicies that do not convert, by key.
+    pub fn stand_ins(&self) -> &BTreeMap<String, Arc<NetworkPolicy>> {
+        &self.stand_ins
+    }
+
     /// The changes since the last take (node changes from `nodes`' journal).
     pub fn take_changed(&mut self, nodes: &mut ProjectedStore<NodeInfo>) -> PolicyDelta {
         PolicyDelta {
@@ -142,6 +179,7 @@ impl PolicyObjects {
             nodes: nodes.take_delta(node_converted),
             pods: self.pods.take_delta(Clone::clone),
             policies: self.policies.take_delta(Clone::clone),
+            stand_ins: self.stand_ins.clone(),
         }
     }
 
@@ -152,6 +190,7 @@ impl PolicyObjects {
             nodes: nodes.take_all(node_converted),
             pods: self.pods.take_all(Clone::clone),
             policies: self.policies.take_all(Clone::clone),
+            stand_ins: self.stand_ins.clone(),
         }
     }
 
@@ -205,9 +244,13 @@ macro_rules! policy_consumer {
         }
 
         impl Consumer<NetworkPolicy> for $t {
+            /// A policy refused is replaced by its isolating form (same pods, same
+            /// directions, nothing allowed): fail closed, its pods are not left open.
             fn apply(&mut self, np: Arc<NetworkPolicy>) -> Result<(), String> {
                 self.apply_policy(NetworkPolicy::clone(&np)).map_err(|e| {
-                    self.delete_policy(&np.key());
+                    if self.apply_policy(np.isolating()).is_err() {
+                        self.delete_policy(&np.key());
+                    }
                     e.to_string()
                 })
             }
@@ -351,7 +394,17 @@ mod tests {
             .map(|p| p.key().to_string())
             .collect();
         assert_eq!(pods, ["x/b"], "a finished pod leaves the policy pods");
-        assert_eq!(compiler.state().policies().count(), 0);
+        // Fail closed: the broken policy is enforced as its isolating stand-in (the pods it
+        // selects, in its directions, nothing allowed), not dropped.
+        let enforced: Vec<&NetworkPolicy> = compiler.state().policies().collect();
+        assert_eq!(enforced.len(), 1);
+        assert_eq!(enforced[0].name, "broken");
+        assert!(enforced[0].ingress.is_empty() && enforced[0].egress.is_empty());
+        assert_eq!(
+            enforced[0].policy_types,
+            [sarasa_policy::Direction::Ingress],
+            "its implicit policyTypes"
+        );
         assert_eq!(compiler.state().node_addresses("n2").len(), 1);
         assert!(!compiler.take_transaction().is_empty());
 
@@ -380,6 +433,9 @@ mod tests {
             ..Default::default()
         });
         assert!(Consumer::<NetworkPolicy>::apply(&mut state, Arc::new(bad)).is_err());
-        assert_eq!(state.policies().count(), 0);
+        // Its previous rules are gone; what is left isolates the same pods, allowing nothing.
+        let left: Vec<&NetworkPolicy> = state.policies().collect();
+        assert_eq!(left.len(), 1);
+        assert_eq!(*left[0], good.isolating());
     }
 }

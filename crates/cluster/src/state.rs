@@ -22,6 +22,9 @@ pub const ANNOTATION_VTEP_MAC: &str = "sarasa.io/vtep-mac";
 pub const ANNOTATION_PUBLIC_IP: &str = "sarasa.io/public-ip";
 /// `vxlan` or `host-gw`: how the node's agent reaches the others.
 pub const ANNOTATION_BACKEND: &str = "sarasa.io/backend";
+/// The node's podCIDRs as sarasa allocated them (comma separated), when the cluster does not
+/// fill in `spec.podCIDRs`; the spec wins when both are present.
+pub const ANNOTATION_POD_CIDRS: &str = "sarasa.io/pod-cidrs";
 /// The highest resourceVersion the node's agent has programmed (on its Lease).
 pub const ANNOTATION_OBSERVED_RV: &str = "sarasa.io/observed-resource-version";
 /// The reason of the NetworkUnavailable=False condition a sarasa agent sets.
@@ -32,7 +35,8 @@ pub const READY_REASON: &str = "SarasaAgentReady";
 pub struct NodeInfo {
     /// `metadata.name`.
     pub name: String,
-    /// `spec.podCIDRs` (else `spec.podCIDR`); unparsable entries are left out.
+    /// `spec.podCIDRs` (else `spec.podCIDR`, else sarasa's own allocation,
+    /// `sarasa.io/pod-cidrs`); unparsable entries are left out.
     pub pod_cidrs: Vec<IpNet>,
     /// The `InternalIP` of `status.addresses`.
     pub internal_ip: Option<IpAddr>,
@@ -62,6 +66,11 @@ impl NodeInfo {
         if pod_cidrs.is_empty() {
             if let Some(c) = spec.and_then(|s| s.pod_cidr.as_deref()) {
                 pod_cidrs.extend(IpNet::from_str(c).ok());
+            }
+        }
+        if pod_cidrs.is_empty() {
+            if let Some(v) = annotations.get(ANNOTATION_POD_CIDRS) {
+                pod_cidrs.extend(v.split(',').filter_map(|c| IpNet::from_str(c.trim()).ok()));
             }
         }
         let status = node.status.as_ref();
@@ -297,6 +306,27 @@ mod tests {
         assert_eq!(
             info.policy_addresses(),
             vec!["192.168.33.11".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn sarasa_pod_cidrs_apply_only_without_spec_pod_cidrs() {
+        let mut n = node("n1", 7, None, "192.168.33.11");
+        n.metadata.annotations.as_mut().unwrap().insert(
+            ANNOTATION_POD_CIDRS.into(),
+            "10.244.9.0/24, fd00:10:244:9::/64".into(),
+        );
+        let cidrs: Vec<String> = NodeInfo::from_object(&n)
+            .pod_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(cidrs, ["10.244.9.0/24", "fd00:10:244:9::/64"]);
+        n.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.244.1.0/24".into()]);
+        assert_eq!(
+            NodeInfo::from_object(&n).pod_cidrs,
+            vec!["10.244.1.0/24".parse::<IpNet>().unwrap()],
+            "the spec wins"
         );
     }
 

@@ -61,6 +61,9 @@ pub struct ClusterView {
     pub endpoint_slices: BTreeMap<String, Arc<sarasa_model::EndpointSlice>>,
     /// NetworkPolicies, converted and validated.
     pub network_policies: BTreeMap<String, Arc<sarasa_policy::NetworkPolicy>>,
+    /// The isolating stand-ins of the NetworkPolicies that did not convert (in `rejected`):
+    /// the agents enforce these in their place (fail closed), and so does the policy state.
+    pub isolated_policies: BTreeMap<String, Arc<sarasa_policy::NetworkPolicy>>,
     /// Namespaces with their labels (for namespaceSelectors).
     pub namespaces: BTreeMap<String, Arc<sarasa_policy::PolicyNamespace>>,
     /// Objects that did not convert, with the reason (the agents leave them out too).
@@ -137,6 +140,7 @@ impl ClusterView {
             services: split(SERVICE, w.services.services(), &mut rejected),
             endpoint_slices: split(ENDPOINT_SLICE, w.services.slices(), &mut rejected),
             network_policies: split(NETWORK_POLICY, w.policy.policies(), &mut rejected),
+            isolated_policies: w.policy.stand_ins().clone(),
             namespaces: split(NAMESPACE, w.policy.namespaces(), &mut rejected),
             rejected,
             resource_version: w.cluster.max_resource_version,
@@ -144,7 +148,8 @@ impl ClusterView {
     }
 
     /// The NetworkPolicy state of the cluster, built by the rule the agents' enforcers use
-    /// ([`build_policy_state`]: policy pods only, node addresses, invalid policies left out).
+    /// ([`build_policy_state`]: policy pods only, node addresses, invalid policies replaced
+    /// by their isolating stand-ins).
     pub fn policy_state(&self) -> sarasa_policy::PolicyState {
         self.build_policy_state().0
     }
@@ -160,12 +165,20 @@ impl ClusterView {
                 .collect(),
             complete: true,
         };
-        build_policy_state(PolicyDelta {
+        let (mut state, fed) = build_policy_state(PolicyDelta {
             namespaces: complete(&self.namespaces),
             nodes,
             pods: complete(&self.policy_pods),
             policies: complete(&self.network_policies),
-        })
+            stand_ins: Default::default(),
+        });
+        // What the enforcers do with a policy that did not convert (fail closed).
+        for np in self.isolated_policies.values() {
+            if let Err(e) = state.apply_policy(sarasa_policy::NetworkPolicy::clone(np)) {
+                tracing::warn!(networkpolicy = %np.key(), error = %e, "isolating stand-in refused");
+            }
+        }
+        (state, fed)
     }
 
     /// The EndpointSlices of the Service `namespace/name`.

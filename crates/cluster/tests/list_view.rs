@@ -195,7 +195,13 @@ async fn list_view_folds_every_kind_through_the_watch_projections() {
         state.node_addresses("node-2"),
         ["192.168.33.12".parse::<IpAddr>().unwrap()]
     );
-    assert_eq!(state.policies().count(), 1);
+    // The valid policy, and the broken one's isolating stand-in (fail closed).
+    assert_eq!(state.policies().count(), 2);
+    let broken = state
+        .policies()
+        .find(|p| p.name == "broken")
+        .expect("stand-in");
+    assert!(broken.ingress.is_empty() && broken.egress.is_empty());
 
     // It is the state an agent's enforcer builds from its watchers on a full rebuild.
     let objects = sarasa_cluster::list_objects(&client).await.unwrap();

@@ -69,8 +69,11 @@ impl Controller for NodeIpam {
                 let _ = store.remove_now(PODS, meta::namespace(&p), meta::name(&p));
             }
         }
-        let mut used: HashSet<IpNet> = nodes.iter().flat_map(|n| pod_cidrs(n)).collect();
         let cfg = store.config.clone();
+        if !cfg.allocate_node_cidrs {
+            return None;
+        }
+        let mut used: HashSet<IpNet> = nodes.iter().flat_map(|n| pod_cidrs(n)).collect();
         for n in nodes
             .iter()
             .filter(|n| pod_cidrs(n).is_empty() && !meta::is_deleting(n))

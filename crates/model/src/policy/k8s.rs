@@ -63,6 +63,48 @@ impl TryFrom<&net::NetworkPolicy> for NetworkPolicy {
     }
 }
 
+impl NetworkPolicy {
+    /// The isolating stand-in ([`NetworkPolicy::isolating`]) of a NetworkPolicy that does not
+    /// convert: the pods its `podSelector` selects (every pod of the namespace when the
+    /// selector itself is invalid), in the directions of its `policyTypes` (both when they
+    /// are invalid), with no rule allowing anything.
+    pub fn fail_closed(np: &net::NetworkPolicy) -> NetworkPolicy {
+        let spec = np.spec.clone().unwrap_or_default();
+        let pod_selector = spec
+            .pod_selector
+            .as_ref()
+            .and_then(|s| selector(s, "spec.podSelector").ok())
+            .unwrap_or_else(LabelSelector::everything);
+        let egress_rules = spec.egress.as_ref().map_or(0, Vec::len);
+        let policy_types = match &spec.policy_types {
+            None => NetworkPolicy::implicit_policy_types(egress_rules),
+            Some(types) => {
+                let mut dirs = Vec::new();
+                for (t, d) in [
+                    ("Ingress", Direction::Ingress),
+                    ("Egress", Direction::Egress),
+                ] {
+                    if types.iter().any(|x| x == t) {
+                        dirs.push(d);
+                    }
+                }
+                if types.iter().any(|t| t != "Ingress" && t != "Egress") || dirs.is_empty() {
+                    dirs = vec![Direction::Ingress, Direction::Egress];
+                }
+                dirs
+            }
+        };
+        NetworkPolicy {
+            namespace: np.metadata.namespace.clone().unwrap_or_default(),
+            name: np.metadata.name.clone().unwrap_or_default(),
+            pod_selector,
+            policy_types,
+            ingress: Vec::new(),
+            egress: Vec::new(),
+        }
+    }
+}
+
 fn rule(
     peers: Option<&[net::NetworkPolicyPeer]>,
     ports: Option<&[net::NetworkPolicyPort]>,
@@ -255,6 +297,42 @@ mod tests {
         }));
         let p = NetworkPolicy::try_from(&np).unwrap();
         assert_eq!(p.policy_types, vec![Direction::Ingress]);
+    }
+
+    #[test]
+    fn a_policy_that_does_not_convert_fails_closed() {
+        // A bad rule: the stand-in keeps the selector and the implicit types, no rules.
+        let np = parse(json!({
+            "metadata": {"namespace": "x", "name": "p"},
+            "spec": {"podSelector": {"matchLabels": {"app": "db"}},
+                     "egress": [{"ports": [{"port": 90, "endPort": 80}]}]}
+        }));
+        assert!(NetworkPolicy::try_from(&np).is_err());
+        let p = NetworkPolicy::fail_closed(&np);
+        assert_eq!((p.namespace.as_str(), p.name.as_str()), ("x", "p"));
+        assert_eq!(p.pod_selector, LabelSelector::labels([("app", "db")]));
+        assert_eq!(p.policy_types, [Direction::Ingress, Direction::Egress]);
+        assert!(p.ingress.is_empty() && p.egress.is_empty());
+        // A bad selector and bad types: every pod of the namespace, both directions.
+        let np = parse(json!({
+            "metadata": {"namespace": "x", "name": "q"},
+            "spec": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]},
+                     "policyTypes": ["Sideways"]}
+        }));
+        assert!(NetworkPolicy::try_from(&np).is_err());
+        let q = NetworkPolicy::fail_closed(&np);
+        assert_eq!(q.pod_selector, LabelSelector::everything());
+        assert_eq!(q.policy_types, [Direction::Ingress, Direction::Egress]);
+        // Valid types are kept.
+        let np = parse(json!({
+            "metadata": {"namespace": "x", "name": "r"},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                     "egress": [{"to": [{"ipBlock": {"cidr": "bogus"}}]}]}
+        }));
+        assert_eq!(
+            NetworkPolicy::fail_closed(&np).policy_types,
+            [Direction::Egress]
+        );
     }
 
     #[test]

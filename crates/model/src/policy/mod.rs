@@ -242,6 +242,20 @@ impl NetworkPolicy {
         }
     }
 
+    /// This policy without its rules: it isolates the same pods in the same directions and
+    /// allows nothing. What a policy that cannot be enforced as written is replaced with
+    /// (fail closed: its pods are isolated, never left open).
+    pub fn isolating(&self) -> NetworkPolicy {
+        NetworkPolicy {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            pod_selector: self.pod_selector.clone(),
+            policy_types: self.policy_types.clone(),
+            ingress: Vec::new(),
+            egress: Vec::new(),
+        }
+    }
+
     /// Does this policy isolate its pods in `dir`?
     pub fn isolates(&self, dir: Direction) -> bool {
         self.policy_types.contains(&dir)
