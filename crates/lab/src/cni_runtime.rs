@@ -7,9 +7,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use sarasa_netns::{CommandExt as _, NetNs};
+use sarasa_netns::NetNs;
 use serde_json::{json, Value};
 
+use crate::paths::{LabPaths, NODE_STATE_DIR};
+use crate::process::BindMount;
 use crate::LabError;
 
 /// A loaded network configuration list.
@@ -69,13 +71,24 @@ pub fn load_conflist(dir: &Path) -> Result<Option<ConfList>, LabError> {
     }))
 }
 
-/// Runs plugins for one node: `cni_path` holds the plugin binaries; `node` is where they run.
+/// Runs plugins for one node: `cni_path` holds the plugin binaries; `node` is where they run;
+/// `mounts` make the node's own directories the plugins' view of the filesystem.
 pub struct CniRuntime<'a> {
-    pub cni_path: &'a Path,
+    pub cni_path: PathBuf,
     pub node: &'a NetNs,
+    pub mounts: Vec<BindMount>,
 }
 
-impl CniRuntime<'_> {
+impl<'a> CniRuntime<'a> {
+    /// The runtime of lab node `node` (namespace `ns`): its /opt/cni/bin, its /var/lib/sarasa.
+    pub fn for_node(paths: &LabPaths, node: &str, ns: &'a NetNs) -> CniRuntime<'a> {
+        CniRuntime {
+            cni_path: paths.cni_bin_dir(node),
+            node: ns,
+            mounts: vec![BindMount::new(paths.node_state_dir(node), NODE_STATE_DIR)],
+        }
+    }
+
     /// ADD through the whole list; returns the final result. On failure, runs DEL for the list
     /// so that nothing stays half-configured, and returns the ADD error.
     pub fn add(&self, conf: &ConfList, att: &Attachment) -> Result<Value, LabError> {
@@ -146,12 +159,21 @@ impl CniRuntime<'_> {
             )));
         }
         let bin = self.cni_path.join(kind);
-        let mut cmd = Command::new(&bin);
+        for m in &self.mounts {
+            std::fs::create_dir_all(&m.source).map_err(|e| LabError::io(&m.source, e))?;
+        }
+        // The plugin runs with the node's /var/lib/sarasa over the machine's, which may hide
+        // the lab's own files (the node's /opt/cni/bin among them): it is opened here and run
+        // from its descriptor, as fexecve does.
+        let exe = std::fs::File::open(&bin)
+            .map_err(|e| LabError::Cni(format!("plugin {}: {e}", bin.display())))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&exe);
+        let mut cmd = Command::new(format!("/proc/self/fd/{fd}"));
+        std::os::unix::process::CommandExt::arg0(&mut cmd, kind);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", command)
-            .env("CNI_PATH", self.cni_path)
-            .netns(self.node)
+            .env("CNI_PATH", &self.cni_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -161,9 +183,16 @@ impl CniRuntime<'_> {
                 .env("CNI_IFNAME", &att.ifname)
                 .env("CNI_ARGS", &att.args);
         }
+        let held = crate::process::enter_before_exec(
+            &mut cmd,
+            Some(self.node.path()),
+            &self.mounts,
+            false,
+        )?;
         let mut child = cmd
             .spawn()
             .map_err(|e| LabError::Cni(format!("running {}: {e}", bin.display())))?;
+        drop((held, exe));
         let input = serde_json::to_vec(cfg).map_err(|e| LabError::Cni(e.to_string()))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin

@@ -150,11 +150,11 @@ impl PodRunner {
                 rec.namespace, rec.name
             ),
         };
-        CniRuntime {
-            cni_path: &self.bins.cni_path,
-            node: &node_ns,
-        }
-        .del(&conf, &att, Some(&rec.cni_result))
+        CniRuntime::for_node(&self.paths, &rec.node, &node_ns).del(
+            &conf,
+            &att,
+            Some(&rec.cni_result),
+        )
     }
 
     /// CNI GC on every node with the attachments the runner still holds: releases addresses
@@ -173,10 +173,7 @@ impl PodRunner {
                 .filter(|r| r.node == node.name && !r.host_network)
                 .map(|r| (r.uid.clone(), POD_IFNAME.to_string()))
                 .collect();
-            let rt = CniRuntime {
-                cni_path: &self.bins.cni_path,
-                node: &node_ns,
-            };
+            let rt = CniRuntime::for_node(&self.paths, &node.name, &node_ns);
             if let Err(e) = rt.gc(&conf, &valid) {
                 tracing::warn!(node = %node.name, "CNI GC: {e}");
             }
