@@ -43,7 +43,7 @@ pub const AGENT_STOPPED: &str = "stopped";
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The objects `lab up` applies: the manifest's, with the ConfigMap's settings set from
-/// `spec`, then the `kubernetes-services-endpoint` ConfigMap.
+/// `spec`, and the `kubernetes-services-endpoint` ConfigMap ahead of the DaemonSet.
 pub fn objects(spec: &LabSpec) -> Result<Vec<Value>, LabError> {
     let mut objects = crate::manifest::parse(MANIFEST_NAME, MANIFEST)?;
     let cm = objects
@@ -52,15 +52,24 @@ pub fn objects(spec: &LabSpec) -> Result<Vec<Value>, LabError> {
         .ok_or_else(|| LabError::Invalid(format!("{MANIFEST_NAME}: no ConfigMap {CONFIG_MAP}")))?;
     let text = cm["data"]["config.yaml"].as_str().unwrap_or_default();
     cm["data"]["config.yaml"] = Value::String(overlay_config(text, spec)?);
-    objects.push(json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": ENDPOINT_CONFIG_MAP, "namespace": NAMESPACE},
-        "data": {
-            "KUBERNETES_SERVICE_HOST": spec.fabric_ip.to_string(),
-            "KUBERNETES_SERVICE_PORT": spec.api_port.to_string(),
-        },
-    }));
+    // Before the DaemonSet: an optional ConfigMap that appears after a pod started is not in
+    // that pod's environment (as on a cluster).
+    let at = objects
+        .iter()
+        .position(|o| o["kind"] == "DaemonSet")
+        .unwrap_or(objects.len());
+    objects.insert(
+        at,
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": ENDPOINT_CONFIG_MAP, "namespace": NAMESPACE},
+            "data": {
+                "KUBERNETES_SERVICE_HOST": spec.fabric_ip.to_string(),
+                "KUBERNETES_SERVICE_PORT": spec.api_port.to_string(),
+            },
+        }),
+    );
     Ok(objects)
 }
 
@@ -310,6 +319,13 @@ mod tests {
         assert_eq!(ep["data"]["KUBERNETES_SERVICE_HOST"], "192.168.33.1");
         assert_eq!(ep["data"]["KUBERNETES_SERVICE_PORT"], "6443");
         assert_eq!(objects.len(), shipped.len() + 1);
+        let pos = |kind: &str, name: &str| {
+            objects
+                .iter()
+                .position(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+                .expect("object")
+        };
+        assert!(pos("ConfigMap", ENDPOINT_CONFIG_MAP) < pos("DaemonSet", "sarasa-agent"));
     }
 
     #[test]
