@@ -138,18 +138,34 @@ fn agents_are_daemonset_pods_on_the_host_network_ready_and_authenticated_as_the_
     ]);
     assert!(config.contains("backend: host-gw"), "{config}");
     assert!(config.contains("cniMode: routed"), "{config}");
-    // In-cluster config: the API's real address from kubernetes-services-endpoint.
-    let host = lab.ok(&[
-        "exec",
-        "-n",
-        "sarasa-system",
-        &target,
-        "--",
-        "sh",
-        "-c",
-        "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
-    ]);
-    assert_eq!(host.trim(), "192.168.33.1:6443");
+    // In-cluster config: the agent process runs with the API's real address from
+    // kubernetes-services-endpoint (read from the kubelet's record of the pod).
+    let uid = p1["metadata"]["uid"].as_str().expect("uid");
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("/var/lib/sarasa/{}/pods/{uid}.json", lab.name))
+            .expect("the kubelet's record of the agent pod"),
+    )
+    .expect("record JSON");
+    let pid = record["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "agent")
+        .and_then(|c| c["process"]["pid"].as_i64())
+        .expect("agent pid");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let env: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    for want in [
+        "KUBERNETES_SERVICE_HOST=192.168.33.1",
+        "KUBERNETES_SERVICE_PORT=6443",
+        "NODE_NAME=node-1",
+    ] {
+        assert!(env.iter().any(|v| v == want), "{want} not in {env:?}");
+    }
+    assert!(!env.iter().any(|v| v.starts_with("KUBECONFIG=")), "{env:?}");
     // The token the agent uses is its ServiceAccount's: the API says who it is.
     let token = lab.ok(&[
         "exec",
@@ -160,32 +176,41 @@ fn agents_are_daemonset_pods_on_the_host_network_ready_and_authenticated_as_the_
         "cat",
         "/var/run/secrets/kubernetes.io/serviceaccount/token",
     ]);
-    let review = lab.ok(&[
-        "exec",
-        "node/node-1",
-        "--",
-        "curl",
-        "-s",
-        "--cacert",
-        &format!(
-            "/var/lib/sarasa/{}/pki/ca.crt",
-            lab.name // the lab CA, as the pod's ca.crt holds it
-        ),
-        "-X",
+    let ca = format!("/var/lib/sarasa/{}/pki/ca.crt", lab.name);
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    let api = |method: &str, path: &str, body: &str| -> Value {
+        let out = lab.ok(&[
+            "exec",
+            "node/node-1",
+            "--",
+            "curl",
+            "-s",
+            "--cacert",
+            &ca,
+            "-X",
+            method,
+            "-H",
+            &bearer,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            &format!("https://192.168.33.1:6443{path}"),
+        ]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    // What the shipped ClusterRole grants works with it...
+    let list = api("GET", "/api/v1/nodes", "");
+    assert_eq!(list["kind"], "NodeList", "{list}");
+    // ...and what it does not is refused, naming the ServiceAccount the token stands for.
+    let refused = api(
         "POST",
-        "-H",
-        &format!("Authorization: Bearer {}", token.trim()),
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
-        "https://192.168.33.1:6443/apis/authentication.k8s.io/v1/selfsubjectreviews",
-    ]);
-    let review: Value = serde_json::from_str(&review).expect("SelfSubjectReview JSON");
-    assert_eq!(
-        review["status"]["userInfo"]["username"], AGENT_SA,
-        "{review}"
+        "/api/v1/namespaces",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"agent-made"}}"#,
     );
+    assert_eq!(refused["code"], 403, "{refused}");
+    let msg = refused["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(&format!("User \"{AGENT_SA}\"")), "{msg}");
     // The nodes' CNI config and plugin are where the DaemonSet put them: the node's own
     // /etc/cni/net.d and /opt/cni/bin (hostPaths under the node's root).
     let root = format!("/var/lib/sarasa/{}/nodes/node-1/root", lab.name);
