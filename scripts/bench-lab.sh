@@ -246,10 +246,8 @@ agent_memory() {
   local f pid start node rss hwm real_start
   printf '%-8s %-8s %12s %12s\n' NODE PID VmRSS VmHWM
   local rows=0
-  for f in /var/lib/sarasa/"$LAB"/pids/agent-*.json; do
-    [ -e "$f" ] || continue
-    node=$(basename "$f" .json); node=${node#agent-}
-    read -r pid start < <("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["pid"], d.get("start_time", ""))' "$f")
+  # The agents are the sarasa-agent DaemonSet's pods: the kubelet's records under pods/.
+  while read -r node pid start; do
     # The record's start_time guards against a recycled pid (field 22 of /proc/PID/stat).
     real_start=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f20 || true)
     if [ -z "$real_start" ] || { [ -n "$start" ] && [ "$start" != "$real_start" ]; }; then
@@ -265,8 +263,18 @@ agent_memory() {
     printf '%-8s %-8s %9.1f MB %9.1f MB\n' "$node" "$pid" "$(kib_to_mb "$rss")" "$(kib_to_mb "$hwm")"
     echo "$rss" >>"$WORK/rss"
     rows=$((rows + 1))
-  done
-  [ "$rows" -gt 0 ] || { echo "bench: found no agent pid files under /var/lib/sarasa/$LAB/pids" >&2; return 1; }
+  done < <("$PY" - /var/lib/sarasa/"$LAB"/pods <<'PYEOF'
+import glob, json, os, sys
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
+    r = json.load(open(f))
+    if r.get("namespace") != "sarasa-system" or not r.get("name", "").startswith("sarasa-agent-"):
+        continue
+    for c in r.get("containers", []):
+        if c.get("name") == "agent" and c.get("process"):
+            print(r["node"], c["process"]["pid"], c["process"].get("start_time", ""))
+PYEOF
+)
+  [ "$rows" -gt 0 ] || { echo "bench: found no running agent pod under /var/lib/sarasa/$LAB/pods" >&2; return 1; }
 }
 
 bench_apply() {

@@ -46,7 +46,15 @@ trap 'exit 130' INT TERM
 machine() {
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
 }
-agent_pid() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' /var/lib/sarasa/$LAB/pids/agent-node-1.json; }
+# node-1's agent: the agent container of its sarasa-agent DaemonSet pod (the kubelet's record).
+agent_pid() { python3 -c '
+import glob, json, sys
+for f in glob.glob(sys.argv[1] + "/*.json"):
+    r = json.load(open(f))
+    if r.get("namespace") == "sarasa-system" and r.get("node") == "node-1":
+        for c in r.get("containers", []):
+            if c.get("name") == "agent" and c.get("process"):
+                print(c["process"]["pid"])' /var/lib/sarasa/$LAB/pods; }
 mem() {
     local p; p=$(agent_pid)
     awk '/VmRSS|VmHWM/ {printf "%s %.0f MB  ", $1, $2/1024}' /proc/"$p"/status

@@ -35,7 +35,10 @@ enum LabCommand {
     Status,
     /// The topology: fabric, nodes, tunnels, bridges, pods, Services and their endpoints.
     Graph(crate::cmd_graph::GraphArgs),
-    /// Stop or start one node's agent (the datapath it programmed stays in place).
+    /// Stop, start or restart one node's agent, a pod of the sarasa-agent DaemonSet (the
+    /// datapath it programmed stays in place): stop labels the Node sarasa.io/agent=stopped,
+    /// which the DaemonSet excludes; start removes the label; restart deletes the pod and the
+    /// DaemonSet makes a new one.
     Agent {
         #[arg(value_enum)]
         action: Action,
@@ -63,8 +66,6 @@ enum LabCommand {
     /// Internal: the control-plane process itself (started by `lab up`).
     #[command(hide = true)]
     RunControlPlane {
-        #[arg(long)]
-        cni_path: PathBuf,
         /// The inherited descriptor of the 127.0.0.1 listener `lab up` bound.
         #[arg(long)]
         loopback_fd: Option<i32>,
@@ -144,12 +145,11 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
         LabCommand::Graph(args) => return crate::cmd_graph::run(lab, args),
         LabCommand::Agent { action, node } => {
             let lab = Lab::open(lab)?;
-            if matches!(action, Action::Stop | Action::Restart) {
-                lab.stop_agent(&node)?;
-            }
-            if matches!(action, Action::Start | Action::Restart) {
-                lab.start_agent(&node, &binaries()?)?;
-                lab.wait_ready(std::time::Instant::now() + Duration::from_secs(60))?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            match action {
+                Action::Stop => lab.stop_agent(&node)?,
+                Action::Start => lab.start_agent(&node, deadline)?,
+                Action::Restart => lab.restart_agent(&node, deadline)?,
             }
         }
         LabCommand::ControlPlane { action } => {
@@ -180,10 +180,7 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             let doc = lab.kubeconfig()?;
             print!("{}", serde_norway::to_string(&doc)?);
         }
-        LabCommand::RunControlPlane {
-            cni_path,
-            loopback_fd,
-        } => {
+        LabCommand::RunControlPlane { loopback_fd } => {
             let lab = Lab::open(lab)?;
             let loopback = loopback_fd.map(|fd| {
                 // SAFETY: `lab up` bound this listener, cleared its close-on-exec flag and
@@ -191,7 +188,6 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
                 unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) }
             });
             let bins = sarasa_lab::kubelet::Binaries {
-                cni_path,
                 sarasa: std::env::current_exe().context("locating the sarasa binary")?,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -234,22 +230,19 @@ fn print_status(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-/// The `sarasa` binary and the CNI plugin directory: `sarasa-cni` is built next to `sarasa`
-/// (override with SARASA_CNI_PATH).
+/// The `sarasa` binary, which is the lab's `sarasa` image: `sarasa-cni` must be built next
+/// to it (the agent DaemonSet's init container installs it on every node from there).
 pub fn binaries() -> Result<LabBinaries> {
     let sarasa = std::env::current_exe().context("locating the sarasa binary")?;
-    let cni_path = match std::env::var_os("SARASA_CNI_PATH") {
-        Some(p) => PathBuf::from(p),
-        None => sarasa
-            .parent()
-            .map(PathBuf::from)
-            .context("the sarasa binary has no directory")?,
-    };
-    if !cni_path.join("sarasa-cni").exists() {
+    let dir = sarasa
+        .parent()
+        .map(PathBuf::from)
+        .context("the sarasa binary has no directory")?;
+    if !dir.join("sarasa-cni").exists() {
         anyhow::bail!(
-            "no sarasa-cni plugin in {} (build it with `cargo build --bins`, or set SARASA_CNI_PATH)",
-            cni_path.display()
+            "no sarasa-cni plugin next to {} (build it with `cargo build --bins`)",
+            sarasa.display()
         );
     }
-    Ok(LabBinaries { sarasa, cni_path })
+    Ok(LabBinaries { sarasa })
 }

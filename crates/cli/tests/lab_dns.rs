@@ -744,7 +744,6 @@ fn restarting_a_dns_pod_loses_no_query(lab: &TestLab) {
         "-t",
         "2",
     ])
-    .env("SARASA_CNI_PATH", common::cni_dir())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let child = cmd.spawn().expect("dnsperf in the client pod");

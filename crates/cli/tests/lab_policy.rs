@@ -723,9 +723,8 @@ fn updates_take_effect() {
 /// The policy drop events in a node agent's log: lines `policy-drop {JSON}` (see the agent's
 /// `droplog` module).
 fn drop_events(s: &Suite, node: &str) -> Vec<Value> {
-    let path = format!("/var/lib/sarasa/{}/logs/agent-{node}.log", s.lab.name);
-    std::fs::read_to_string(&path)
-        .unwrap_or_default()
+    s.lab
+        .agent_log(node)
         .lines()
         .filter_map(|l| serde_json::from_str(l.split_once("policy-drop ")?.1).ok())
         .collect()

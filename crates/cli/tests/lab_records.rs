@@ -9,35 +9,37 @@ use common::TestLab;
 use sarasa_lab::process::ProcessRecord;
 use sarasa_lab::LabPaths;
 
-/// `lab agent restart` with an emptied agent record: the old agent is found by its tag and
-/// stopped (not orphaned), and the new one runs and is recorded.
+/// `lab control-plane restart` with an emptied record: the old control plane is found by its
+/// tag and stopped (not orphaned), and the new one runs and is recorded. (The agents are
+/// DaemonSet pods, recorded by the kubelet, not lab daemons.)
 #[test]
-fn agent_restart_with_an_emptied_record_replaces_the_old_agent() {
+fn control_plane_restart_with_an_emptied_record_replaces_the_old_one() {
     let lab = TestLab::up(&["--nodes", "1"]);
     let paths = LabPaths::new(&lab.name);
-    let file = paths.pids_dir().join("agent-node-1.json");
+    let file = paths.pids_dir().join("control-plane.json");
     let old = ProcessRecord::read(&file)
-        .expect("agent record")
-        .expect("agent recorded");
+        .expect("control-plane record")
+        .expect("control plane recorded");
     assert!(old.alive());
     std::fs::write(&file, b"").unwrap();
     // Reading the damaged record names the file.
     let e = ProcessRecord::read(&file).unwrap_err().to_string();
     assert!(
-        e.contains("agent-node-1.json") && e.contains("empty"),
+        e.contains("control-plane.json") && e.contains("empty"),
         "{e}"
     );
 
-    lab.ok(&["lab", "agent", "restart", "node-1"]);
-    assert!(!old.alive(), "the old agent was orphaned");
+    lab.ok(&["lab", "control-plane", "restart"]);
+    assert!(!old.alive(), "the old control plane was orphaned");
     let new = ProcessRecord::read(&file)
-        .expect("agent record")
-        .expect("new agent recorded");
+        .expect("control-plane record")
+        .expect("new control plane recorded");
     assert_ne!(new, old);
-    // The new agent stays up (it would die on "Address already in use" next to the old one).
+    // The new control plane stays up (it would die on "Address already in use" next to the
+    // old one).
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
-        assert!(new.alive(), "the new agent exited:\n{}", lab.logs());
+        assert!(new.alive(), "the new control plane exited:\n{}", lab.logs());
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -817,7 +817,6 @@ fn scaling_deleting_and_selector_changes_keep_established_connections() {
         .args(["--lab", &lab.name, "exec", "client", "--"])
         .arg(&bin)
         .args(["probe", "--hold", "40s", "--timeout", "3s", &url])
-        .env("SARASA_CNI_PATH", common::cni_dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

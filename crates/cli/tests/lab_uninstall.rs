@@ -158,14 +158,17 @@ fn uninstall_on_a_lab_node_removes_everything_sarasa_added() {
     lab.ok(&["lab", "agent", "stop", node]);
 
     let ns = format!("sarasa-{}-{node}", lab.name);
-    let root = std::env::var_os("SARASA_STATE_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/sarasa"));
-    let node_dir = root.join(&lab.name).join("nodes").join(node);
-    let cni_conf = node_dir.join("net.d");
-    let ipam = node_dir.join("ipam");
-    let bin_dir = tempfile::tempdir().unwrap();
-    std::fs::write(bin_dir.path().join("sarasa-cni"), b"plugin").unwrap();
+    // The node's filesystem (the DaemonSet's hostPaths live under it).
+    let paths = sarasa_lab::LabPaths::new(&lab.name);
+    let node_dir = paths.node_root(node);
+    let cni_conf = paths.cni_conf_dir(node);
+    let cni_bin = paths.cni_bin_dir(node);
+    let state = paths.node_state_dir(node);
+    let ipam = paths.ipam_dir(node);
+    assert!(
+        cni_bin.join("sarasa-cni").exists(),
+        "the install-cni init container put the plugin on the node"
+    );
 
     let before = dump(&ns, &node_dir);
     // sarasa's pieces are there to remove.
@@ -211,9 +214,9 @@ fn uninstall_on_a_lab_node_removes_everything_sarasa_added() {
         .args(["agent", "uninstall", "--cni-conf-dir"])
         .arg(&cni_conf)
         .arg("--cni-bin-dir")
-        .arg(bin_dir.path())
+        .arg(&cni_bin)
         .arg("--state-dir")
-        .arg(&ipam)
+        .arg(&state)
         .output()
         .expect("run uninstall");
     let report =
@@ -243,7 +246,8 @@ fn uninstall_on_a_lab_node_removes_everything_sarasa_added() {
     );
     assert!(!cni_conf.join("10-sarasa.conflist").exists());
     assert!(!ipam.exists(), "IPAM state left: {:?}", after.files);
-    assert!(!bin_dir.path().join("sarasa-cni").exists());
+    assert!(!state.exists(), "state left: {:?}", after.files);
+    assert!(!cni_bin.join("sarasa-cni").exists());
     // ...and everything else is as it was: each line gone from a dump was sarasa's.
     for l in &before.links {
         assert!(
@@ -264,7 +268,9 @@ fn uninstall_on_a_lab_node_removes_everything_sarasa_added() {
         assert!(sarasas || after.routes.contains(r), "route {r} lost");
     }
     for f in &before.files {
-        let sarasas = f.starts_with(&ipam) || f.ends_with("10-sarasa.conflist");
+        let sarasas = f.starts_with(&state)
+            || f.ends_with("10-sarasa.conflist")
+            || *f == cni_bin.join("sarasa-cni");
         assert!(
             sarasas || after.files.contains(f),
             "file {} lost",
@@ -301,9 +307,9 @@ fn uninstall_on_a_lab_node_removes_everything_sarasa_added() {
         .args(["agent", "uninstall", "--cni-conf-dir"])
         .arg(&cni_conf)
         .arg("--cni-bin-dir")
-        .arg(bin_dir.path())
+        .arg(&cni_bin)
         .arg("--state-dir")
-        .arg(&ipam)
+        .arg(&state)
         .output()
         .expect("run uninstall again");
     assert!(again.status.success());

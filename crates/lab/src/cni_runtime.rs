@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sarasa_netns::{CommandExt as _, NetNs};
+use sarasa_netns::NetNs;
 use serde_json::{json, Value};
 
+use crate::paths::{LabPaths, NODE_STATE_DIR};
+use crate::process::BindMount;
 use crate::LabError;
 
 /// A loaded network configuration list.
@@ -76,20 +78,24 @@ pub fn load_conflist(dir: &Path) -> Result<Option<ConfList>, LabError> {
 pub const CNI_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs plugins for one node: `cni_path` holds the plugin binaries; `node` is where they run;
-/// a plugin still running after `timeout` is killed (with anything it started) and the call
-/// fails, so a hung plugin never stalls the pod's worker.
+/// `mounts` make the node's own directories the plugins' view of the filesystem; a plugin still
+/// running after `timeout` is killed (with anything it started) and the call fails, so a hung
+/// plugin never stalls the pod's worker.
 pub struct CniRuntime<'a> {
-    pub cni_path: &'a Path,
+    pub cni_path: PathBuf,
     pub node: &'a NetNs,
+    pub mounts: Vec<BindMount>,
     pub timeout: Duration,
 }
 
 impl<'a> CniRuntime<'a> {
-    /// A runtime with the default [`CNI_TIMEOUT`].
-    pub fn new(cni_path: &'a Path, node: &'a NetNs) -> Self {
+    /// The runtime of lab node `node` (namespace `ns`): its /opt/cni/bin, its /var/lib/sarasa,
+    /// the default [`CNI_TIMEOUT`].
+    pub fn for_node(paths: &LabPaths, node: &str, ns: &'a NetNs) -> CniRuntime<'a> {
         CniRuntime {
-            cni_path,
-            node,
+            cni_path: paths.cni_bin_dir(node),
+            node: ns,
+            mounts: vec![BindMount::new(paths.node_state_dir(node), NODE_STATE_DIR)],
             timeout: CNI_TIMEOUT,
         }
     }
@@ -164,12 +170,21 @@ impl<'a> CniRuntime<'a> {
             )));
         }
         let bin = self.cni_path.join(kind);
-        let mut cmd = Command::new(&bin);
+        for m in &self.mounts {
+            std::fs::create_dir_all(&m.source).map_err(|e| LabError::io(&m.source, e))?;
+        }
+        // The plugin runs with the node's /var/lib/sarasa over the machine's, which may hide
+        // the lab's own files (the node's /opt/cni/bin among them): it is opened here and run
+        // from its descriptor, as fexecve does.
+        let exe = std::fs::File::open(&bin)
+            .map_err(|e| LabError::Cni(format!("plugin {}: {e}", bin.display())))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&exe);
+        let mut cmd = Command::new(format!("/proc/self/fd/{fd}"));
+        std::os::unix::process::CommandExt::arg0(&mut cmd, kind);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", command)
-            .env("CNI_PATH", self.cni_path)
-            .netns(self.node)
+            .env("CNI_PATH", &self.cni_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -181,9 +196,16 @@ impl<'a> CniRuntime<'a> {
         }
         // Its own process group, so a timeout kills whatever the plugin started too.
         cmd.process_group(0);
+        let held = crate::process::enter_before_exec(
+            &mut cmd,
+            Some(self.node.path()),
+            &self.mounts,
+            false,
+        )?;
         let mut child = cmd
             .spawn()
             .map_err(|e| LabError::Cni(format!("running {}: {e}", bin.display())))?;
+        drop((held, exe));
         let input = serde_json::to_vec(cfg).map_err(|e| LabError::Cni(e.to_string()))?;
         if let Some(mut stdin) = child.stdin.take() {
             if let Err(e) = stdin.write_all(&input) {
@@ -381,8 +403,9 @@ mod tests {
         let ns = NetNs::create(&name).unwrap();
         let _guard = NsGuard(name);
         let rt = CniRuntime {
-            cni_path: dir.path(),
+            cni_path: dir.path().to_path_buf(),
             node: &ns,
+            mounts: Vec::new(),
             timeout: Duration::from_millis(300),
         };
         let conf = |ty: &str| ConfList {

@@ -2,8 +2,8 @@
 //! the fabric namespace): the API server on the underlay address (with the pod runner as its
 //! container runtime for `pods/log` and `pods/exec`), the pod runner, and the fabric's routes
 //! for LoadBalancer and external Service addresses. The API is served over TLS only, with the
-//! lab's certificate, and authenticates bearer tokens (the admin token, ServiceAccount tokens);
-//! at start it issues the agents' ServiceAccount token and writes their kubeconfig.
+//! lab's certificate, and authenticates bearer tokens (the admin token, ServiceAccount tokens:
+//! the agents' pods use the one their kubelet projects, as on a cluster).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,7 +65,6 @@ pub async fn run(
     let server = sarasa_apiserver::ApiServer::open(config)
         .map_err(|e| LabError::Api(format!("opening the store: {e}")))?
         .with_runtime(Arc::new(LabRuntime::new(Arc::clone(&runner))));
-    write_agent_kubeconfig(&server, &spec, &pki)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| LabError::Api(format!("listening on {addr}: {e}")))?;
@@ -122,44 +121,3 @@ pub async fn run(
 /// The CIDR Services may take `spec.externalIPs` from in the lab (TEST-NET-1): the API
 /// server refuses any other externalIP.
 pub const EXTERNAL_IPS: &str = "192.0.2.0/24";
-
-/// How long the agents' token lives (a year; renewed at every control-plane start).
-pub const AGENT_TOKEN_SECONDS: i64 = 365 * 24 * 3600;
-
-/// Makes sure the agents' ServiceAccount exists, issues it a token and writes the kubeconfig
-/// the agents start with (the underlay URL, the lab CA, the token).
-fn write_agent_kubeconfig(
-    server: &sarasa_apiserver::ApiServer,
-    spec: &LabSpec,
-    pki: &crate::pki::Pki,
-) -> Result<(), LabError> {
-    use sarasa_apiserver::resources::SERVICEACCOUNTS;
-    use sarasa_apiserver::store::WriteOpts;
-    let (ns, name) = crate::pki::AGENT_SERVICE_ACCOUNT;
-    let store = server.store();
-    if store.get(SERVICEACCOUNTS, ns, name).is_err() {
-        let sa = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": name, "namespace": ns}});
-        store
-            .create(SERVICEACCOUNTS, ns, sa, WriteOpts::internal())
-            .map_err(|e| LabError::Api(format!("creating serviceaccount {ns}/{name}: {e}")))?;
-    }
-    let authn = server
-        .authenticator()
-        .ok_or_else(|| LabError::Api("the API server has no authenticator".into()))?;
-    let req = serde_json::json!({"spec": {"expirationSeconds": AGENT_TOKEN_SECONDS}});
-    let out = sarasa_apiserver::authn::tokenrequest::create(store, authn, ns, name, &req)
-        .map_err(|e| LabError::Api(format!("issuing the agents' token: {e}")))?;
-    let token = out["status"]["token"].as_str().unwrap_or_default();
-    let ca = pki.ca_pem()?;
-    let url = spec.api_url();
-    let ep = crate::kubeconfig::Endpoint {
-        server: &url,
-        ca_pem: &ca,
-        token,
-    };
-    let doc = crate::kubeconfig::render(&spec.name, &ep);
-    let text = serde_norway::to_string(&doc)
-        .map_err(|e| LabError::Invalid(format!("encoding the agents' kubeconfig: {e}")))?;
-    crate::pki::write_private(&pki.agent_kubeconfig(), text.as_bytes(), 0o600)
-}

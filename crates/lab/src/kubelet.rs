@@ -13,6 +13,8 @@
 //! as podIP; their teardown stops processes and touches nothing of the node. Container
 //! environments take their `valueFrom`/`envFrom` values from the API at start ([`crate::pod_env`]).
 //!
+//! It registers the lab's Nodes when it starts, as their kubelets would.
+//!
 //! Records of what it started live on disk (`pods/<uid>.json`), so a restarted control plane
 //! adopts running pods instead of starting them again.
 
@@ -44,6 +46,7 @@ mod containers;
 mod init;
 mod liveness;
 mod ready;
+mod register;
 mod restarts;
 mod status;
 mod teardown;
@@ -102,9 +105,9 @@ pub struct ContainerRecord {
 /// Binaries the runner executes.
 #[derive(Debug, Clone)]
 pub struct Binaries {
-    /// Directory holding CNI plugins (`sarasa-cni`), passed as CNI_PATH.
-    pub cni_path: PathBuf,
-    /// The `sarasa` binary (containers without a command run `sarasa serve`).
+    /// The `sarasa` binary: the lab's `sarasa` image (containers without a command run
+    /// `sarasa serve`); `sarasa-cni` beside it is what the agent DaemonSet's init container
+    /// installs into each node's /opt/cni/bin.
     pub sarasa: PathBuf,
 }
 
@@ -168,6 +171,8 @@ impl PodRunner {
     /// Watches pods and reconciles forever (level-triggered: every event and every tick
     /// re-examines all pods, so nothing depends on seeing one particular event).
     pub async fn run(self: Arc<Self>) -> Result<(), LabError> {
+        // As each node's kubelet registers its Node before it runs pods.
+        register::register_nodes(&self.client, &self.spec).await?;
         let api: Api<Pod> = Api::all(self.client.clone());
         let (store, writer) = reflector::store();
         let stream = reflector(writer, watcher(api, watcher::Config::default()))
@@ -301,7 +306,7 @@ impl PodRunner {
             .as_ref()
             .and_then(|s| s.node_name.clone())
             .unwrap_or_default();
-        let node_root = self.paths.node_dir(&node).join("root");
+        let node_root = self.paths.node_root(&node);
         let vols = crate::volumes::resolve(&self.client, &pod, &node_root).await?;
         crate::volumes::materialize(&self.pod_dir(&pod.uid().unwrap_or_default()), &pod, &vols)?;
         let me = Arc::clone(self);
@@ -462,7 +467,7 @@ impl PodRunner {
                 "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={uid};K8S_POD_UID={uid}"
             ),
         };
-        let cni = CniRuntime::new(&self.bins.cni_path, &node_ns);
+        let cni = CniRuntime::for_node(&self.paths, &rec.node, &node_ns);
         // Loopback up, as runtimes do before calling the plugin.
         if let Err(e) = crate::topology::ns_lo_up(&pod_ns) {
             let _ = NetNs::delete(&netns_name);

@@ -1,13 +1,14 @@
-//! Lab lifecycle: `up` builds the topology and starts the control plane and one agent per
-//! node, then waits until every agent is ready; `down` stops everything the lab started and
-//! removes its namespaces and state; `status` reports nodes, agents and pods.
+//! Lab lifecycle: `up` builds the topology, starts the control plane (API server and the
+//! nodes' kubelet) and installs the agents from deploy/ as a cluster does ([`crate::agents`]),
+//! then waits until every node's agent pod is ready; `down` stops everything the lab started
+//! and removes its namespaces and state; `status` reports nodes, agents and pods.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::ListParams;
-use kube::{Api, Client};
+use kube::Api;
 
 use crate::paths::LabPaths;
 use crate::process::{Daemon, ProcessRecord};
@@ -15,11 +16,11 @@ use crate::spec::{Backend, CniMode, LabSpec};
 use crate::state::{read_json, write_json_atomic};
 use crate::{client, topology, LabError};
 
-/// Binaries a lab runs: the `sarasa` binary itself and the directory of CNI plugins.
+/// Binaries a lab runs: the `sarasa` binary itself (the lab's `sarasa` image; the agent
+/// DaemonSet installs the `sarasa-cni` beside it on every node).
 #[derive(Debug, Clone)]
 pub struct LabBinaries {
     pub sarasa: PathBuf,
-    pub cni_path: PathBuf,
 }
 
 /// An existing lab (its spec was written by `up`).
@@ -99,12 +100,10 @@ impl Lab {
         self.write_node_resolv_conf()?;
         crate::pki::Pki::new(self.paths.pki_dir()).generate(&self.spec)?;
         self.start_control_plane(bins)?;
-        // The components' identities and roles, as an install on a cluster applies them
-        // (harmless while the API allows everything).
+        // The components' identities and roles, then the agents' Namespace, ConfigMap and
+        // DaemonSet, as an install on a cluster applies them.
         crate::rbac::apply(&self.spec, deadline)?;
-        for node in &self.spec.nodes {
-            self.start_agent(&node.name, bins)?;
-        }
+        crate::agents::install(&self.spec, deadline)?;
         self.wait_ready(deadline)
     }
 
@@ -185,8 +184,6 @@ impl Lab {
                 self.spec.name.clone(),
                 "lab".into(),
                 "run-control-plane".into(),
-                "--cni-path".into(),
-                bins.cni_path.display().to_string(),
                 "--loopback-fd".into(),
                 fd.to_string(),
             ],
@@ -201,49 +198,33 @@ impl Lab {
         Ok(rec)
     }
 
-    pub fn start_agent(&self, node: &str, bins: &LabBinaries) -> Result<ProcessRecord, LabError> {
-        let spec = self.spec.node(node).ok_or_else(|| {
-            LabError::Invalid(format!("no node {node:?} in lab {}", self.spec.name))
-        })?;
-        let log = self.paths.logs_dir().join(format!("agent-{node}.log"));
-        if let Some(rec) = ProcessRecord::recorded(&self.pid_file(&agent_key(node)), &log)? {
-            if rec.alive() {
-                return Err(LabError::Invalid(format!(
-                    "the agent of {node} is already running"
-                )));
-            }
-        }
-        let netns = netns_path(&spec.netns);
-        self.wait_agent_kubeconfig(Duration::from_secs(30))?;
-        let rec = Daemon {
-            program: bins.sarasa.clone(),
-            args: crate::agent_args(&self.spec, &self.paths, node),
-            env: log_env(),
-            netns: Some(&netns),
-            mounts: &[],
-            log: self.paths.logs_dir().join(format!("agent-{node}.log")),
-        }
-        .spawn()?;
-        rec.save(&self.pid_file(&agent_key(node)))?;
-        Ok(rec)
+    /// Puts the agent back on `node` (see [`crate::agents::start`]) and waits until every
+    /// node's agent is ready.
+    pub fn start_agent(&self, node: &str, deadline: Instant) -> Result<(), LabError> {
+        self.check_node(node)?;
+        let spec = self.spec.clone();
+        client::with_client(&self.spec, |c| async move {
+            crate::agents::start(&c, &spec, node, deadline).await
+        })
     }
 
-    /// The agents' kubeconfig is written by the control plane once it has issued their token;
-    /// waits (bounded) for it.
-    fn wait_agent_kubeconfig(&self, timeout: Duration) -> Result<(), LabError> {
-        let file = crate::pki::Pki::new(self.paths.pki_dir()).agent_kubeconfig();
-        let deadline = Instant::now() + timeout;
-        while !file.exists() {
-            if Instant::now() >= deadline {
-                return Err(LabError::Timeout(format!(
-                    "the control plane did not write {} (see {})",
-                    file.display(),
-                    self.paths.logs_dir().join("control-plane.log").display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    /// Replaces the agent pod of `node` (see [`crate::agents::restart`]).
+    pub fn restart_agent(&self, node: &str, deadline: Instant) -> Result<(), LabError> {
+        self.check_node(node)?;
+        let spec = self.spec.clone();
+        client::with_client(&self.spec, |c| async move {
+            crate::agents::restart(&c, &spec, node, deadline).await
+        })
+    }
+
+    fn check_node(&self, node: &str) -> Result<(), LabError> {
+        match self.spec.node(node) {
+            Some(_) => Ok(()),
+            None => Err(LabError::Invalid(format!(
+                "no node {node:?} in lab {}",
+                self.spec.name
+            ))),
         }
-        Ok(())
     }
 
     /// A kubeconfig for the lab's published API: TLS with the lab CA, the admin token.
@@ -271,21 +252,13 @@ impl Lab {
         Ok(())
     }
 
-    /// Stops one node's agent (the datapath it programmed stays in place).
+    /// Takes the agent off one node (the datapath it programmed stays in place); see
+    /// [`crate::agents::stop`].
     pub fn stop_agent(&self, node: &str) -> Result<(), LabError> {
-        if self.spec.node(node).is_none() {
-            return Err(LabError::Invalid(format!(
-                "no node {node:?} in lab {}",
-                self.spec.name
-            )));
-        }
-        let file = self.pid_file(&agent_key(node));
-        let log = self.paths.logs_dir().join(format!("agent-{node}.log"));
-        if let Some(rec) = ProcessRecord::recorded(&file, &log)? {
-            rec.stop(Duration::from_secs(5))?;
-        }
-        let _ = std::fs::remove_file(file);
-        Ok(())
+        self.check_node(node)?;
+        client::with_client(&self.spec, |c| async move {
+            crate::agents::stop(&c, node).await
+        })
     }
 
     /// Binds 127.0.0.1 on the recorded port (a free one the first time, then recorded).
@@ -334,23 +307,11 @@ impl Lab {
         self.paths.pids_dir().join(format!("{key}.json"))
     }
 
-    /// Waits until the API answers and every node's agent reports ready.
+    /// Waits until the API answers, every node's network is up and its agent pod is Ready.
     pub fn wait_ready(&self, deadline: Instant) -> Result<(), LabError> {
-        let names: Vec<String> = self.spec.nodes.iter().map(|n| n.name.clone()).collect();
+        let spec = self.spec.clone();
         client::with_client(&self.spec, |c| async move {
-            loop {
-                let last = match ready_nodes(&c).await {
-                    Ok(ready) if names.iter().all(|n| ready.contains(n)) => return Ok(()),
-                    Ok(ready) => format!("ready so far: {ready:?}"),
-                    Err(e) => e.to_string(),
-                };
-                if Instant::now() >= deadline {
-                    return Err(LabError::Timeout(format!(
-                        "waiting for every node's agent to be ready ({last})"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            crate::agents::wait_all_ready(&c, &spec, deadline).await
         })
     }
 
@@ -358,11 +319,6 @@ impl Lab {
     /// errors and reports them all.
     pub fn down(&self) -> Result<(), LabError> {
         let mut errors = Vec::new();
-        for node in &self.spec.nodes {
-            if let Err(e) = self.stop_agent(&node.name) {
-                errors.push(e.to_string());
-            }
-        }
         if let Err(e) = self.stop_control_plane() {
             errors.push(e.to_string());
         }
@@ -373,7 +329,7 @@ impl Lab {
                 }
             }
         }
-        // Containers the pod runner started.
+        // Containers the pod runner started (the agents among them).
         if let Ok(dir) = std::fs::read_dir(self.paths.pods_dir()) {
             for entry in dir.flatten() {
                 if let Ok(Some(rec)) = read_json::<crate::kubelet::PodRecord>(&entry.path()) {
@@ -408,21 +364,13 @@ impl Lab {
 
     pub fn status(&self) -> Result<Vec<NodeStatus>, LabError> {
         let spec = self.spec.clone();
-        let agents: Vec<(String, bool)> = spec
-            .nodes
-            .iter()
-            .map(|n| {
-                let alive = ProcessRecord::load(&self.pid_file(&agent_key(&n.name)))
-                    .is_some_and(|r| r.alive());
-                (n.name.clone(), alive)
-            })
-            .collect();
         client::with_client(&self.spec, |c| async move {
             let nodes: Vec<Node> = Api::<Node>::all(c.clone())
                 .list(&ListParams::default())
                 .await
                 .map_err(|e| LabError::Api(format!("listing nodes: {e}")))?
                 .items;
+            let agents = crate::agents::pods(&c).await?;
             let pods: Vec<Pod> = Api::<Pod>::all(c)
                 .list(&ListParams::default())
                 .await
@@ -435,12 +383,6 @@ impl Lab {
                     let obj = nodes
                         .iter()
                         .find(|o| o.metadata.name.as_deref() == Some(&n.name));
-                    let alive = agents.iter().any(|(name, a)| name == &n.name && *a);
-                    let agent = match (alive, obj.is_some_and(node_ready)) {
-                        (true, true) => "Ready",
-                        (true, false) => "Starting",
-                        (false, _) => "Stopped",
-                    };
                     NodeStatus {
                         name: n.name.clone(),
                         address: n.ip.to_string(),
@@ -448,7 +390,7 @@ impl Lab {
                             .and_then(|o| o.spec.as_ref())
                             .and_then(|s| s.pod_cidr.clone())
                             .unwrap_or_else(|| "<none>".into()),
-                        agent: agent.into(),
+                        agent: crate::agents::agent_state(&agents, obj, &n.name).into(),
                         pods: pods
                             .iter()
                             .filter(|p| {
@@ -461,10 +403,6 @@ impl Lab {
                 .collect())
         })
     }
-}
-
-fn agent_key(node: &str) -> String {
-    format!("agent-{node}")
 }
 
 fn netns_path(name: &str) -> PathBuf {
@@ -485,17 +423,4 @@ pub fn node_ready(node: &Node) -> bool {
             cs.iter()
                 .any(|c| c.type_ == "NetworkUnavailable" && c.status == "False")
         })
-}
-
-async fn ready_nodes(c: &Client) -> Result<Vec<String>, LabError> {
-    let nodes = Api::<Node>::all(c.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| LabError::Api(e.to_string()))?;
-    Ok(nodes
-        .items
-        .iter()
-        .filter(|n| node_ready(n))
-        .filter_map(|n| n.metadata.name.clone())
-        .collect())
 }

@@ -3,6 +3,7 @@
 //! `external` namespace stands outside the cluster, and the control plane (the API server of
 //! `sarasa-apiserver` plus the pod runner of this crate) lives in the fabric namespace.
 
+pub mod agents;
 pub mod api_limits;
 pub mod client;
 pub mod cni_runtime;
@@ -14,6 +15,7 @@ pub mod exec;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod lab;
+pub mod manifest;
 pub mod nsd;
 pub mod paths;
 pub mod pki;
@@ -80,27 +82,3 @@ pub fn dns_ip(spec: &LabSpec) -> Ipv4Addr {
 
 /// The lab's cluster domain (the kubelet's `--cluster-domain`, the DNS server's zone).
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
-
-/// The command line that starts a node's agent inside its namespace.
-pub fn agent_args(spec: &LabSpec, paths: &LabPaths, node: &str) -> Vec<String> {
-    vec![
-        "agent".into(),
-        "--node-name".into(),
-        node.into(),
-        "--kubeconfig".into(),
-        crate::pki::Pki::new(paths.pki_dir())
-            .agent_kubeconfig()
-            .display()
-            .to_string(),
-        "--backend".into(),
-        spec.backend.as_str().into(),
-        "--cni-mode".into(),
-        spec.mode.as_str().into(),
-        "--cni-conf-dir".into(),
-        paths.cni_conf_dir(node).display().to_string(),
-        "--ipam-data-dir".into(),
-        paths.ipam_dir(node).display().to_string(),
-        "--cluster-cidr".into(),
-        spec.cluster_cidr.to_string(),
-    ]
-}

@@ -56,12 +56,30 @@ impl LabPaths {
     pub fn node_dir(&self, node: &str) -> PathBuf {
         self.root.join("nodes").join(node)
     }
-    /// The node's CNI config dir (the agent writes the conflist here).
-    pub fn cni_conf_dir(&self, node: &str) -> PathBuf {
-        self.node_dir(node).join("net.d")
+    /// The node's own filesystem root: hostPath volumes of pods on the node live under it
+    /// (`<root>/etc/cni/net.d` is the node's /etc/cni/net.d), as each lab node shares the
+    /// machine's filesystem otherwise.
+    pub fn node_root(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("root")
     }
-    /// The node's IPAM store.
+    /// The node's /etc/cni/net.d: the agent's DaemonSet pod writes the conflist there (hostPath).
+    pub fn cni_conf_dir(&self, node: &str) -> PathBuf {
+        self.node_root(node).join("etc/cni/net.d")
+    }
+    /// The node's /opt/cni/bin: the DaemonSet's init container installs sarasa-cni there.
+    pub fn cni_bin_dir(&self, node: &str) -> PathBuf {
+        self.node_root(node).join("opt/cni/bin")
+    }
+    /// The node's /var/lib/sarasa (hostPath of the agent's `state` volume).
+    pub fn node_state_dir(&self, node: &str) -> PathBuf {
+        self.node_root(node)
+            .join(NODE_STATE_DIR.trim_start_matches('/'))
+    }
+    /// The node's IPAM store (the agent's default `--ipam-data-dir`, under its state dir).
     pub fn ipam_dir(&self, node: &str) -> PathBuf {
-        self.node_dir(node).join("ipam")
+        self.node_state_dir(node).join("ipam")
     }
 }
+
+/// Where sarasa keeps its state on a node (the DaemonSet's `state` hostPath volume).
+pub const NODE_STATE_DIR: &str = "/var/lib/sarasa";

@@ -46,11 +46,6 @@ impl Pki {
     pub fn admin_token_file(&self) -> PathBuf {
         self.dir.join("admin.token")
     }
-    /// The kubeconfig the agents run with (written by the control plane once it has issued
-    /// their token).
-    pub fn agent_kubeconfig(&self) -> PathBuf {
-        self.dir.join("agent.kubeconfig")
-    }
 
     /// The CA certificate (PEM).
     pub fn ca_pem(&self) -> Result<String, LabError> {
@@ -71,13 +66,6 @@ impl Pki {
         fs::create_dir_all(&self.dir).map_err(|e| LabError::io(&self.dir, e))?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| LabError::io(&self.dir, e))?;
-        // The agents' kubeconfig holds a token of the previous signing key.
-        match fs::remove_file(self.agent_kubeconfig()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(LabError::io(&self.agent_kubeconfig(), e))
-            }
-            _ => {}
-        }
         let err =
             |what: &str, e: rcgen::Error| LabError::Invalid(format!("making the {what}: {e}"));
         let ca_key = rcgen::KeyPair::generate().map_err(|e| err("CA key", e))?;

@@ -233,8 +233,8 @@ impl BindMount {
 }
 
 /// Makes `cmd`'s child enter the network namespace at `netns` (and, with `mounts`, a private
-/// mount namespace where each is bind-mounted, in order; with `setsid`, a new session) right
-/// before exec. The returned file must stay open until `spawn` returns.
+/// mount namespace where each is bind-mounted, in [`mount_order`]; with `setsid`, a new
+/// session) right before exec. The returned file must stay open until `spawn` returns.
 pub fn enter_before_exec(
     cmd: &mut Command,
     netns: Option<&Path>,
@@ -247,7 +247,7 @@ pub fn enter_before_exec(
     };
     let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     let mut binds = Vec::with_capacity(mounts.len());
-    for m in mounts {
+    for m in mount_order(mounts) {
         m.ensure_target()?;
         binds.push((
             cstring(m.source.as_os_str().as_encoded_bytes())?,
@@ -297,6 +297,30 @@ pub fn enter_before_exec(
         });
     }
     Ok(netns_file)
+}
+
+/// The order bind mounts are made in: as given, except that a mount goes after every mount
+/// inside its target (parents first, so a child is not hidden) and before any mount whose
+/// target would cover its source (the agent pod's /var/lib/sarasa, the node's, goes after
+/// its token volume, whose source is under the lab's own /var/lib/sarasa/<lab>/pods/).
+/// Should the two rules contradict each other, the rest keeps the given order.
+pub fn mount_order(mounts: &[BindMount]) -> Vec<&BindMount> {
+    // `n` must be mounted before `m`.
+    let before = |n: &BindMount, m: &BindMount| {
+        (m.target.starts_with(&n.target) && m.target != n.target) || n.source.starts_with(&m.target)
+    };
+    let mut left: Vec<&BindMount> = mounts.iter().collect();
+    let mut out = Vec::with_capacity(mounts.len());
+    while !left.is_empty() {
+        let free = (0..left.len()).find(|&i| {
+            !left
+                .iter()
+                .enumerate()
+                .any(|(j, n)| j != i && before(n, left[i]))
+        });
+        out.push(left.remove(free.unwrap_or(0)));
+    }
+    out
 }
 
 fn cstring(bytes: &[u8]) -> Result<std::ffi::CString, LabError> {
@@ -369,13 +393,15 @@ impl Daemon<'_> {
             .open(&self.log)
             .map_err(|e| LabError::io(&self.log, e))?;
         let log_err = log.try_clone().map_err(|e| LabError::io(&self.log, e))?;
-        self.spawn_inner(Stdio::from(log), Stdio::from(log_err), fd, true)
+        self.spawn_inner(Stdio::from(log), Stdio::from(log_err), fd, false)
     }
 
-    /// As [`Daemon::spawn`], with stdout and stderr going where the caller says (a container's
-    /// go into its log shim's pipes); `log` is only named in errors.
+    /// A container's process: as [`Daemon::spawn`], with only `env` in its environment (a
+    /// container inherits nothing from its runtime: the control plane's own KUBECONFIG must
+    /// not steer an in-cluster client) and stdout and stderr going where the caller says (into
+    /// its log shim's pipes); `log` is only named in errors.
     pub fn spawn_with(&self, stdout: Stdio, stderr: Stdio) -> Result<ProcessRecord, LabError> {
-        self.spawn_inner(stdout, stderr, None, false)
+        self.spawn_inner(stdout, stderr, None, true)
     }
 
     fn spawn_inner(
@@ -383,15 +409,16 @@ impl Daemon<'_> {
         stdout: Stdio,
         stderr: Stdio,
         fd: Option<std::os::fd::BorrowedFd<'_>>,
-        tag: bool,
+        container: bool,
     ) -> Result<ProcessRecord, LabError> {
         let mut cmd = Command::new(&self.program);
-        if tag {
+        if container {
+            // A container inherits nothing from its runtime (nor the daemon tag: it is not the
+            // control plane).
+            cmd.env_clear();
+        } else {
             // Its identity should its record be lost.
             cmd.env(DAEMON_TAG, &self.log);
-        } else {
-            // A container the control plane starts is not the control plane.
-            cmd.env_remove(DAEMON_TAG);
         }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -463,6 +490,63 @@ mod tests {
         // The mounts stayed in the child's namespace: here the mount points are still empty.
         assert!(ro_dir.is_dir() && fs::read_dir(&ro_dir).unwrap().next().is_none());
         assert_eq!(fs::read_to_string(&rw_file).unwrap(), "");
+    }
+
+    #[test]
+    fn mounts_go_parents_first_and_before_what_would_cover_their_source() {
+        let m = |s: &str, t: &str| BindMount::new(s, t);
+        let mounts = [
+            m("/v/pods/u/volumes/sub", "/data/sub"),
+            m("/v/pods/u/volumes/cfg", "/etc/sarasa"),
+            m("/v/pods/u/volumes/data", "/data"),
+        ];
+        let order: Vec<&str> = mount_order(&mounts)
+            .iter()
+            .map(|b| b.target.to_str().unwrap())
+            .collect();
+        assert_eq!(order, ["/etc/sarasa", "/data", "/data/sub"]);
+        let lab = [
+            m(
+                "/var/lib/sarasa/lab/nodes/n/root/var/lib/sarasa",
+                "/var/lib/sarasa",
+            ),
+            m("/var/lib/sarasa/lab/pods/u/tok", "/var/run/secrets/sa"),
+        ];
+        let order: Vec<&str> = mount_order(&lab)
+            .iter()
+            .map(|b| b.target.to_str().unwrap())
+            .collect();
+        assert_eq!(order, ["/var/run/secrets/sa", "/var/lib/sarasa"]);
+    }
+
+    #[test]
+    fn a_mount_over_the_directory_of_a_later_source_does_not_hide_it() {
+        // The agent pod's /var/lib/sarasa (the node's) is mounted before its token volume,
+        // whose source lives under the lab's own /var/lib/sarasa: a source is the directory
+        // it named when the mounts were planned, whatever is mounted first.
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let node_state = dir.path().join("node-state");
+        let token = state.join("pods/u1/token");
+        fs::create_dir_all(&token).unwrap();
+        fs::write(token.join("token"), "jwt").unwrap();
+        fs::create_dir_all(&node_state).unwrap();
+        fs::write(node_state.join("ipam"), "leases").unwrap();
+        let sa = dir.path().join("sa");
+        let mounts = [
+            BindMount::new(&node_state, &state),
+            BindMount::new(&token, &sa).read_only(),
+        ];
+        let script = format!(
+            "cat {s}/ipam {a}/token",
+            s = state.display(),
+            a = sa.display()
+        );
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script]);
+        let _keep = enter_before_exec(&mut cmd, None, &mounts, false).unwrap();
+        let out = cmd.output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "leasesjwt");
     }
 
     #[test]

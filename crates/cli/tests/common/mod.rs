@@ -57,7 +57,6 @@ impl TestLab {
             .arg("--lab")
             .arg(&self.name)
             .args(args)
-            .env("SARASA_CNI_PATH", cni_dir())
             .env("KUBECONFIG", self.kubeconfig())
             .output()
             .expect("running sarasa")
@@ -159,21 +158,27 @@ impl TestLab {
         }
     }
 
+    /// The tail of every log of the lab: its own processes', and the containers' of the
+    /// agent DaemonSet and the cluster DNS.
     pub fn logs(&self) -> String {
         let dir = PathBuf::from("/var/lib/sarasa")
             .join(&self.name)
             .join("logs");
         let mut s = String::new();
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if e.path().is_file() {
-                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                    s.push_str(&format!("--- {}\n", e.path().display()));
-                    for l in tail.into_iter().rev() {
-                        s.push_str(l);
-                        s.push('\n');
-                    }
+        let files = std::fs::read_dir(&dir)
+            .into_iter()
+            .chain(std::fs::read_dir(dir.join("pods")))
+            .flat_map(|d| d.flatten());
+        for e in files {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let system_pod = name.starts_with("sarasa-system_") || name.starts_with("kube-system_");
+            if e.path().is_file() && (e.path().parent() == Some(dir.as_path()) || system_pod) {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                s.push_str(&format!("--- {}\n", e.path().display()));
+                for l in tail.into_iter().rev() {
+                    s.push_str(l);
+                    s.push('\n');
                 }
             }
         }
@@ -306,6 +311,22 @@ impl TestLab {
             }
         }
         out
+    }
+
+    /// The agent log of `node` (its DaemonSet pod's `agent` container, current instance), in
+    /// the CRI format the kubelet writes.
+    pub fn agent_log(&self, node: &str) -> String {
+        let pods = self.get_json(&["pods", "-n", "sarasa-system"]);
+        let Some(pod) = pods["items"].as_array().into_iter().flatten().find(|p| {
+            p["spec"]["nodeName"] == node && p["metadata"]["deletionTimestamp"].is_null()
+        }) else {
+            return String::new();
+        };
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let path = PathBuf::from("/var/lib/sarasa")
+            .join(&self.name)
+            .join(format!("logs/pods/sarasa-system_{name}_agent.log"));
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 
     /// The lab's fabric namespace (the underlay router).

@@ -32,6 +32,8 @@ pub fn container_env(spec: &LabSpec, rec: &PodRecord, c: &Container) -> Vec<(Str
         ("POD_IPS".to_string(), rec.ips.join(",")),
         ("NODE_NAME".to_string(), rec.node.clone()),
         ("HOSTNAME".to_string(), rec.name.clone()),
+        // As container runtimes set it for a root user without one.
+        ("HOME".to_string(), "/root".to_string()),
     ]);
     match rec.env.get(&c.name) {
         Some(vars) => env.extend(vars.iter().cloned()),

@@ -151,7 +151,11 @@ impl PodRunner {
                 rec.namespace, rec.name
             ),
         };
-        CniRuntime::new(&self.bins.cni_path, &node_ns).del(&conf, &att, Some(&rec.cni_result))
+        CniRuntime::for_node(&self.paths, &rec.node, &node_ns).del(
+            &conf,
+            &att,
+            Some(&rec.cni_result),
+        )
     }
 
     /// CNI GC on every node with the attachments the runner still holds: releases addresses
@@ -171,7 +175,7 @@ impl PodRunner {
                 continue;
             };
             let valid = valid_attachments(&records, &busy, &node.name);
-            let rt = CniRuntime::new(&self.bins.cni_path, &node_ns);
+            let rt = CniRuntime::for_node(&self.paths, &node.name, &node_ns);
             if let Err(e) = rt.gc(&conf, &valid) {
                 tracing::warn!(node = %node.name, "CNI GC: {e}");
             }
