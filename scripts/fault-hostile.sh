@@ -26,7 +26,6 @@ ROUNDS=${ROUNDS:-5}
 PROBES_PER_ROUND=${PROBES_PER_ROUND:-2}
 LAB=${FAULT_LAB:-hostile}
 SARASA=${SARASA:-$PWD/target/debug/sarasa}
-export SARASA_CNI_PATH=${SARASA_CNI_PATH:-$(dirname "$SARASA")}
 case $ROUNDS in '' | *[!0-9]*) echo "fault-hostile: ROUNDS must be a number" >&2; exit 2 ;; esac
 [ -x "$SARASA" ] || { echo "fault-hostile: $SARASA not built (cargo build --workspace --bins)" >&2; exit 2; }
 

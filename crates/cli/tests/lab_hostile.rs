@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{cni_dir, sarasa_bin, unique_lab, TestLab};
+use common::{sarasa_bin, unique_lab, TestLab};
 
 #[test]
 fn fault_hostile_short_form_refuses_everything_and_the_service_keeps_answering() {
@@ -18,7 +18,6 @@ fn fault_hostile_short_form_refuses_everything_and_the_service_keeps_answering()
         .env("ROUNDS", "1")
         .env("FAULT_LAB", &lab)
         .env("SARASA", sarasa_bin())
-        .env("SARASA_CNI_PATH", cni_dir())
         .env("WATCHDOG_SECS", "300")
         .output()
         .expect("running scripts/fault-hostile.sh");
