@@ -173,13 +173,26 @@ impl<'a> CniRuntime<'a> {
         for m in &self.mounts {
             std::fs::create_dir_all(&m.source).map_err(|e| LabError::io(&m.source, e))?;
         }
-        // The plugin runs with the node's /var/lib/sarasa over the machine's, which may hide
-        // the lab's own files (the node's /opt/cni/bin among them): it is opened here and run
-        // from its descriptor, as fexecve does.
-        let exe = std::fs::File::open(&bin)
-            .map_err(|e| LabError::Cni(format!("plugin {}: {e}", bin.display())))?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&exe);
-        let mut cmd = Command::new(format!("/proc/self/fd/{fd}"));
+        // With mounts, the plugin runs with the node's /var/lib/sarasa over the machine's,
+        // which may hide the lab's own files (the node's /opt/cni/bin among them): it is opened
+        // here and run from its descriptor, as fexecve does (an ELF binary, as plugins are: a
+        // script's interpreter could not reopen the close-on-exec descriptor). Without mounts
+        // it runs from its path.
+        let exe = if self.mounts.is_empty() {
+            None
+        } else {
+            Some(
+                std::fs::File::open(&bin)
+                    .map_err(|e| LabError::Cni(format!("plugin {}: {e}", bin.display())))?,
+            )
+        };
+        let mut cmd = match &exe {
+            Some(f) => Command::new(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(f)
+            )),
+            None => Command::new(&bin),
+        };
         std::os::unix::process::CommandExt::arg0(&mut cmd, kind);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
