@@ -205,12 +205,15 @@ pub fn degraded_conditions(
     out
 }
 
-/// Writes the [`DEGRADED`] condition (optimistic concurrency, retried on conflict).
-pub async fn set_degraded(
+/// Replaces the Node's conditions with what `update` makes of the current ones (`None`: nothing
+/// to write), conditional on the resourceVersion read and retried on conflict. `what` names
+/// the change in errors. Returns whether it wrote.
+async fn patch_conditions(
     api: &Api<Node>,
     name: &str,
-    failing: &[(crate::reconcile::Part, String)],
-) -> Result<()> {
+    what: &str,
+    update: impl Fn(&[NodeCondition], Time) -> Option<Vec<NodeCondition>>,
+) -> Result<bool> {
     for _ in 0..5 {
         let node = api
             .get(name)
@@ -222,42 +225,8 @@ pub async fn set_degraded(
             .and_then(|s| s.conditions.clone())
             .unwrap_or_default();
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let conditions = degraded_conditions(&current, failing, now);
-        let patch = json!({
-            "metadata": {"resourceVersion": node.resource_version()},
-            "status": {"conditions": conditions},
-        });
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if is_status(&e, 409) => continue,
-            Err(e) => return Err(Error::kube(format!("set {DEGRADED} on {name}"), e)),
-        }
-    }
-    Err(Error::Node {
-        node: name.into(),
-        reason: format!("setting {DEGRADED} kept conflicting"),
-    })
-}
-
-/// Sets NetworkUnavailable=False, preserving the other conditions (optimistic concurrency on
-/// the resourceVersion; retried on conflict).
-pub async fn set_network_ready(api: &Api<Node>, name: &str) -> Result<()> {
-    for _ in 0..5 {
-        let node = api
-            .get(name)
-            .await
-            .map_err(|e| Error::kube(format!("get node {name}"), e))?;
-        let current = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default();
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let Some(conditions) = ready_conditions(&current, now) else {
-            return Ok(());
+        let Some(conditions) = update(&current, now) else {
+            return Ok(false);
         };
         let patch = json!({
             "metadata": {"resourceVersion": node.resource_version()},
@@ -267,18 +236,36 @@ pub async fn set_network_ready(api: &Api<Node>, name: &str) -> Result<()> {
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => {
-                tracing::info!(node = name, "NetworkUnavailable=False");
-                return Ok(());
-            }
+            Ok(_) => return Ok(true),
             Err(e) if is_status(&e, 409) => continue,
-            Err(e) => return Err(Error::kube(format!("set NetworkUnavailable on {name}"), e)),
+            Err(e) => return Err(Error::kube(format!("set {what} on {name}"), e)),
         }
     }
     Err(Error::Node {
         node: name.into(),
-        reason: "setting NetworkUnavailable=False kept conflicting".into(),
+        reason: format!("setting {what} kept conflicting"),
     })
+}
+
+/// Writes the [`DEGRADED`] condition.
+pub async fn set_degraded(
+    api: &Api<Node>,
+    name: &str,
+    failing: &[(crate::reconcile::Part, String)],
+) -> Result<()> {
+    patch_conditions(api, name, DEGRADED, |current, now| {
+        Some(degraded_conditions(current, failing, now))
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Sets NetworkUnavailable=False, preserving the other conditions.
+pub async fn set_network_ready(api: &Api<Node>, name: &str) -> Result<()> {
+    if patch_conditions(api, name, "NetworkUnavailable=False", ready_conditions).await? {
+        tracing::info!(node = name, "NetworkUnavailable=False");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
