@@ -99,6 +99,8 @@ pub struct RuntimeConfig {
     pub dns: Option<RuntimeDns>,
     /// `ipRanges`: range sets replacing `ipam.ranges`.
     pub ip_ranges: Option<Vec<Vec<RangeConfig>>>,
+    /// `portMappings`: node ports to forward to the pod (`hostPort`).
+    pub port_mappings: Option<Vec<Value>>,
 }
 
 /// `runtimeConfig.dns`.
@@ -160,6 +162,8 @@ pub struct Plugin {
     pub mac: Option<sarasa_model::MacAddr>,
     /// Extra routes: destination and optional gateway.
     pub routes: Vec<(IpNet, Option<IpAddr>)>,
+    /// Node ports to map to the pod (`runtimeConfig.portMappings`).
+    pub host_ports: Vec<sarasa_ipam::HostPort>,
     /// The raw config (for `prevResult` and GC keys).
     pub raw: NetConf,
 }
@@ -377,6 +381,12 @@ impl NetConf {
             requested_ips,
             mac,
             routes,
+            host_ports: crate::port_mappings::parse(
+                self.runtime_config
+                    .port_mappings
+                    .as_deref()
+                    .unwrap_or_default(),
+            )?,
             raw: self,
         })
     }

@@ -34,6 +34,8 @@ pub const ADDRESS_UNAVAILABLE: u32 = 102;
 pub const INTERFACE_EXISTS: u32 = 103;
 /// Plugin-specific: CHECK found the attachment not as `prevResult` describes it.
 pub const CHECK_FAILED: u32 = 104;
+/// Plugin-specific: a requested `hostPort` is already mapped on this node.
+pub const HOST_PORT_IN_USE: u32 = 105;
 
 /// A CNI error as printed on stdout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -113,6 +115,7 @@ impl From<sarasa_ipam::Error> for CniError {
             E::AlreadyAllocated { .. } | E::Unavailable { .. } => {
                 (ADDRESS_UNAVAILABLE, "address unavailable")
             }
+            E::HostPortInUse { .. } => (HOST_PORT_IN_USE, "hostPort in use"),
             E::Io { .. } => (IO_FAILURE, "ipam store i/o failure"),
             E::Corrupt { .. } => (DECODING_FAILURE, "ipam store corrupt"),
             E::NeedsRebuild { .. } => (TRY_AGAIN_LATER, "ipam store being rebuilt"),

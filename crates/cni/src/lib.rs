@@ -35,6 +35,7 @@ pub mod error;
 pub mod log;
 pub mod naming;
 pub mod plumbing;
+pub mod port_mappings;
 pub mod result;
 pub mod version;
 

@@ -52,6 +52,14 @@ pub enum Error {
         /// The kept copy, with the reason it was unreadable.
         kept: String,
     },
+    /// A host port is already mapped on this node.
+    #[error("hostPort {port} is already in use on this node by {holder}")]
+    HostPortInUse {
+        /// The requested mapping.
+        port: String,
+        /// Who holds it.
+        holder: String,
+    },
     /// The on-disk store could not be parsed.
     #[error("ipam store {path} is corrupt: {reason}")]
     Corrupt {

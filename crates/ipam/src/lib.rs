@@ -11,6 +11,7 @@
 //! ```
 
 mod error;
+mod hostport;
 mod range;
 mod store;
 
@@ -19,6 +20,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
+pub use hostport::HostPort;
 pub use range::{Range, RangeConfig, RangeSet};
 pub use store::{Allocation, Lease, State, Store};
 
@@ -129,6 +131,7 @@ impl Ipam {
                 container_id: container_id.into(),
                 ifname: ifname.into(),
                 leases: leases.clone(),
+                host_ports: Vec::new(),
             });
             Ok(leases)
         })
@@ -174,6 +177,49 @@ impl Ipam {
             state.allocations = kept;
             Ok(gone)
         })
+    }
+
+    /// The first of `ports` another attachment already holds on this node, with its holder
+    /// (a check before anything is set up; [`Ipam::set_host_ports`] checks again).
+    pub fn host_port_in_use(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        ports: &[HostPort],
+    ) -> Result<Option<Error>> {
+        Ok(conflict(&self.store.read()?, container_id, ifname, ports))
+    }
+
+    /// Records `ports` as the node ports of (container id, ifname), which must hold
+    /// addresses; fails with [`Error::HostPortInUse`] (nothing changed) when another
+    /// attachment holds one of them.
+    pub fn set_host_ports(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        ports: &[HostPort],
+    ) -> Result<()> {
+        self.store.transaction(|state| {
+            if let Some(e) = conflict(state, container_id, ifname, ports) {
+                return Err(e);
+            }
+            let a = state
+                .allocations
+                .iter_mut()
+                .find(|a| a.container_id == container_id && a.ifname == ifname)
+                .ok_or_else(|| Error::Unavailable {
+                    ip: format!("{container_id}/{ifname}"),
+                    reason: "the attachment holds no addresses to map host ports to".into(),
+                })?;
+            a.host_ports = ports.to_vec();
+            Ok(())
+        })
+    }
+
+    /// Runs `f` on every allocation under the store's exclusive lock, so what `f` derives
+    /// (the node's host-port rules) is never older than what another process derived.
+    pub fn with_allocations<T>(&self, f: impl FnOnce(&[Allocation]) -> T) -> Result<T> {
+        self.store.transaction(|state| Ok(f(&state.allocations)))
     }
 
     /// Whether the store waits for a rebuild (it was unreadable and set aside); sets an
@@ -238,6 +284,31 @@ fn lease_list(leases: &[Lease]) -> String {
         .join(", ")
 }
 
+/// The first of `ports` that an attachment other than (container id, ifname) holds, or that
+/// appears twice in `ports`.
+fn conflict(state: &State, container_id: &str, ifname: &str, ports: &[HostPort]) -> Option<Error> {
+    for (i, p) in ports.iter().enumerate() {
+        if let Some(q) = ports[..i].iter().find(|q| q.overlaps(p)) {
+            return Some(Error::HostPortInUse {
+                port: p.to_string(),
+                holder: format!("the same request ({q})"),
+            });
+        }
+        for a in &state.allocations {
+            if a.container_id == container_id && a.ifname == ifname {
+                continue;
+            }
+            if let Some(q) = a.host_ports.iter().find(|q| q.overlaps(p)) {
+                return Some(Error::HostPortInUse {
+                    port: p.to_string(),
+                    holder: format!("container {} interface {} ({q})", a.container_id, a.ifname),
+                });
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +325,57 @@ mod tests {
             }]);
         }
         r
+    }
+
+    #[test]
+    fn host_ports_are_held_once_per_node_and_go_with_the_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::new(dir.path(), &ranges("10.244.1.0/24", None)).unwrap();
+        let web = HostPort {
+            host_port: 8080,
+            container_port: 80,
+            protocol: "tcp".into(),
+            host_ip: None,
+        };
+        ipam.allocate("c1", "eth0", &[]).unwrap();
+        ipam.allocate("c2", "eth0", &[]).unwrap();
+        // Ports need addresses to map to.
+        assert!(ipam.set_host_ports("c3", "eth0", std::slice::from_ref(&web)).is_err());
+        ipam.set_host_ports("c1", "eth0", std::slice::from_ref(&web)).unwrap();
+        assert!(ipam
+            .host_port_in_use("c1", "eth0", std::slice::from_ref(&web))
+            .unwrap()
+            .is_none());
+        let err = ipam
+            .set_host_ports("c2", "eth0", std::slice::from_ref(&web))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("8080/tcp") && err.to_string().contains("c1"),
+            "{err}"
+        );
+        assert!(ipam
+            .host_port_in_use("c2", "eth0", std::slice::from_ref(&web))
+            .unwrap()
+            .is_some());
+        // Twice in one request.
+        let err = ipam.set_host_ports("c2", "eth0", &[web.clone(), web.clone()]);
+        assert!(matches!(err, Err(Error::HostPortInUse { .. })));
+        // UDP on the same port is another port.
+        let dns = HostPort {
+            protocol: "udp".into(),
+            ..web.clone()
+        };
+        ipam.set_host_ports("c2", "eth0", &[dns]).unwrap();
+        // Released with the addresses (DEL), and by GC.
+        ipam.release("c1", "eth0").unwrap();
+        ipam.allocate("c4", "eth0", &[]).unwrap();
+        ipam.set_host_ports("c4", "eth0", std::slice::from_ref(&web)).unwrap();
+        let gone = ipam.gc(&[("c2".into(), "eth0".into())]).unwrap();
+        assert!(gone
+            .iter()
+            .any(|a| a.container_id == "c4" && a.host_ports == vec![web.clone()]));
+        let held = ipam.with_allocations(|a| a.iter().map(|a| a.host_ports.len()).sum::<usize>());
+        assert_eq!(held.unwrap(), 1);
     }
 
     #[test]
@@ -420,6 +542,7 @@ mod tests {
                 container_id: "c1".into(),
                 ifname: "eth0".into(),
                 leases: in_use.clone(),
+                host_ports: Vec::new(),
             }])
             .unwrap();
             ipam.status().unwrap();

@@ -49,6 +49,9 @@ pub struct Allocation {
     pub ifname: String,
     /// One lease per range set.
     pub leases: Vec<Lease>,
+    /// The node ports mapped to these addresses (`hostPort`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_ports: Vec<crate::HostPort>,
 }
 
 /// The whole store content.

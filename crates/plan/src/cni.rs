@@ -34,6 +34,7 @@ pub fn render(pod_cidrs: &[IpNet], mode: CniMode, mtu: u32, ipam_data_dir: &Path
             "mode": mode.as_str(),
             "bridge": NODE_BRIDGE,
             "mtu": mtu,
+            "capabilities": { "portMappings": true },
             "ipam": {
                 "ranges": ranges,
                 "dataDir": ipam_data_dir.to_string_lossy(),
@@ -63,7 +64,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"cniVersion":"1.1.0","name":"sarasa","plugins":[{"type":"sarasa-cni",
-                "mode":"bridge","bridge":"sarasa0","mtu":1450,
+                "mode":"bridge","bridge":"sarasa0","mtu":1450,"capabilities":{"portMappings":true},
                 "ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"dataDir":"/var/lib/sarasa/ipam"}}]})
         );
     }

@@ -7,7 +7,7 @@ use sarasa_netns::{sysctl, Netlink};
 use crate::config::{Mode, Plugin};
 use crate::env::Env;
 use crate::error::{CniError, INTERFACE_EXISTS};
-use crate::plumbing::{self, bridge, routed, veth};
+use crate::plumbing::{self, bridge, hostport, routed, veth};
 use crate::result::{CniResult, Interface, IpConfig};
 use crate::{log, naming};
 
@@ -36,6 +36,10 @@ pub fn run(env: &Env, p: &Plugin) -> Result<String, CniError> {
     }
     let mut node = Netlink::current()?;
     super::rebuild::ensure(p, &ipam)?;
+    // A hostPort another pod holds refuses the ADD before anything is set up.
+    if let Some(e) = ipam.host_port_in_use(&env.container_id, &env.ifname, &p.host_ports)? {
+        return Err(e.into());
+    }
     let leases = ipam.allocate(&env.container_id, &env.ifname, &p.requested_ips)?;
     let host = naming::host_veth(&p.name, &env.container_id, &env.ifname);
     let mut created_veth = false;
@@ -49,6 +53,13 @@ pub fn run(env: &Env, p: &Plugin) -> Result<String, CniError> {
         &mut pod,
         &mut created_veth,
     );
+    let outcome = outcome.and_then(|ours| {
+        if !p.host_ports.is_empty() {
+            ipam.set_host_ports(&env.container_id, &env.ifname, &p.host_ports)?;
+            hostport::sync(&ipam)?;
+        }
+        Ok(ours)
+    });
     match outcome {
         Ok(ours) => {
             let full = match prev {
@@ -59,6 +70,12 @@ pub fn run(env: &Env, p: &Plugin) -> Result<String, CniError> {
         }
         Err(e) => {
             rollback(&ipam, env, &host, created_veth, &mut node, &mut pod);
+            if !p.host_ports.is_empty() {
+                // The mappings went with the allocation; the kernel follows the store.
+                if let Err(e) = hostport::sync(&ipam) {
+                    log::error(&format!("ADD rollback: host ports: {}", e.details));
+                }
+            }
             Err(e)
         }
     }

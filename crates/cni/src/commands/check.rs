@@ -170,5 +170,30 @@ pub fn run(env: &Env, p: &Plugin) -> Result<(), CniError> {
             )));
         }
     }
+    // Host ports: recorded as asked, and the node's table as the records say.
+    if alloc.host_ports != p.host_ports {
+        return Err(failed(format!(
+            "host ports recorded for this attachment ({}) differ from runtimeConfig.portMappings ({})",
+            list(&alloc.host_ports),
+            list(&p.host_ports)
+        )));
+    }
+    if !alloc.host_ports.is_empty() && !crate::plumbing::hostport::in_place(&ipam)? {
+        return Err(failed(format!(
+            "nftables table inet {} does not hold this node's host ports",
+            crate::plumbing::hostport::TABLE
+        )));
+    }
     Ok(())
+}
+
+fn list(ports: &[sarasa_ipam::HostPort]) -> String {
+    if ports.is_empty() {
+        return "none".into();
+    }
+    ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

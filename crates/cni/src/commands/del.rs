@@ -6,6 +6,7 @@ use sarasa_netns::Netlink;
 use crate::config::Plugin;
 use crate::env::Env;
 use crate::error::CniError;
+use crate::plumbing::hostport;
 use crate::{log, naming};
 
 /// Runs DEL.
@@ -48,8 +49,16 @@ pub fn run(env: &Env, p: &Plugin) -> Result<(), CniError> {
             if let Err(e) = super::rebuild::ensure(p, &ipam) {
                 log::error(&format!("DEL: rebuilding the ipam store: {}", e.details));
             }
+            let mapped = ipam
+                .lookup(&env.container_id, &env.ifname)
+                .map(|a| a.is_some_and(|a| !a.host_ports.is_empty()))
+                .unwrap_or(false);
             if let Err(e) = ipam.release(&env.container_id, &env.ifname) {
                 errors.push(e.into());
+            } else if mapped {
+                if let Err(e) = hostport::sync(&ipam) {
+                    errors.push(e);
+                }
             }
         }
         Err(e) => errors.push(e),

@@ -7,6 +7,7 @@ use sarasa_netns::Netlink;
 
 use crate::config::Plugin;
 use crate::error::CniError;
+use crate::plumbing::hostport;
 use crate::{log, naming};
 
 /// Runs GC.
@@ -22,6 +23,9 @@ pub fn run(p: &Plugin) -> Result<(), CniError> {
     let ipam = p.ipam()?;
     super::rebuild::ensure(p, &ipam)?;
     let released = ipam.gc(&valid)?;
+    // The host ports of what is released go with it; a crash between the store and the
+    // kernel is repaired here too.
+    hostport::sync(&ipam)?;
     for a in &released {
         log::info(&format!(
             "GC released {} of {}/{}",

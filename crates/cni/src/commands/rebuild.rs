@@ -66,6 +66,7 @@ pub fn from_node(p: &Plugin, ipam: &Ipam, node: &mut Netlink) -> Result<Vec<Allo
             container_id,
             ifname,
             leases,
+            host_ports: Vec::new(),
         });
     }
     Ok(out)

@@ -4,6 +4,7 @@
 //! the pod namespace.
 
 pub mod bridge;
+pub mod hostport;
 pub mod routed;
 pub mod veth;
 
