@@ -2,7 +2,9 @@
 # A real container runtime drives sarasa-cni: Podman with its CNI backend starts a busybox
 # container on a sarasa conflist inside a throw-away "node" network namespace. The container
 # must get the address sarasa allocated and reach its gateway; stopping it must release the
-# address and remove the host veth.
+# address and remove the host veth. Then `podman run -p 18081:8080` (the portMappings
+# capability): a client namespace wired to the node reaches the container's web server at the
+# node's address, and stopping the container takes the mapping away.
 #
 # Everything is private and removed on exit, also on failure: the node namespace, Podman's
 # storage root, run root and tmp dir, the CNI config and plugin dirs, the IPAM data dir, and
@@ -45,6 +47,7 @@ fi
 
 TAG="sarasa-pm$$"
 NODE="$TAG-node"
+CLIENT="$TAG-client"
 NET="$TAG-net"
 WORK=$(mktemp -d "/tmp/$TAG.XXXXXX")
 CTR="$TAG-ctr"
@@ -79,6 +82,7 @@ cleanup() {
         rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null
     fi
     ip netns del "$NODE" 2>/dev/null
+    ip netns del "$CLIENT" 2>/dev/null
     if [ $rc -eq 0 ]; then log "PASS"; else log "FAIL (exit $rc)"; fi
     exit $rc
 }
@@ -116,7 +120,8 @@ cat >"$WORK/net.d/$NET.conflist" <<EOF
         "ranges": [[{"subnet": "$SUBNET_PREFIX.0/24"}]],
         "dataDir": "$WORK/ipam"
       },
-      "dns": {"nameservers": ["10.96.0.10"]}
+      "dns": {"nameservers": ["10.96.0.10"]},
+      "capabilities": {"portMappings": true}
     }
   ]
 }
@@ -157,4 +162,45 @@ tr -d ' \n' <"$WORK/ipam/allocations.json" | grep -q '"allocations":\[\]' \
 HOSTVETHS=$(ip -n "$NODE" -o link show type veth | wc -l)
 [ "$HOSTVETHS" = 0 ] || die "host veth left after stop"
 log "stop released $ADDR and removed the host veth"
+in_node "${PODMAN[@]}" rm "$CTR" >/dev/null
+
+# hostPort through Podman's -p: a client outside the node reaches the container.
+# The body of GET / from inside netns $1 to $2:$3 (bash's /dev/tcp: no client to install).
+http_get() {
+    nsenter --net="/run/netns/$1" timeout 3 bash -c \
+        "exec 3<>/dev/tcp/$2/$3 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3" 2>/dev/null |
+        tr -d '\r' | awk 'body {print} /^$/ {body=1}' || true
+}
+ip netns add "$CLIENT"
+ip -n "$NODE" link add hp0 type veth peer name hp1 netns "$CLIENT"
+ip -n "$NODE" addr add 192.168.202.1/24 dev hp0
+ip -n "$NODE" link set hp0 up
+ip -n "$CLIENT" addr add 192.168.202.2/24 dev hp1
+ip -n "$CLIENT" link set hp1 up
+ip -n "$CLIENT" link set lo up
+log "starting a web server container with -p 18081:8080"
+in_node "${PODMAN[@]}" run -d --name "$CTR" --pull never \
+    --ulimit nproc=1024:1024 --ulimit nofile=1024:1024 \
+    --network "$NET" -p 18081:8080 "$IMAGE" /bin/sh -c \
+    '/bin/busybox mkdir -p /www && echo hostport-ok > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www' >/dev/null
+tr -d ' \n' <"$WORK/ipam/allocations.json" | grep -q '"hostPort":18081' \
+    || die "the mapping is not recorded: $(cat "$WORK/ipam/allocations.json")"
+GOT=""
+for _ in $(seq 1 50); do
+    GOT=$(http_get "$CLIENT" 192.168.202.1 18081)
+    [ "$GOT" = hostport-ok ] && break
+    sleep 0.2
+done
+[ "$GOT" = hostport-ok ] || {
+    in_node nft list table inet sarasa-hostport >&2 || true
+    in_node "${PODMAN[@]}" logs "$CTR" >&2 || true
+    in_node "${PODMAN[@]}" ps -a >&2 || true
+    die "hostPort 18081 on the node did not answer from the client (got: $GOT)"
+}
+log "the client reached the container through hostPort 18081"
+in_node "${PODMAN[@]}" stop -t 0 "$CTR" >/dev/null 2>&1
+if in_node nft list table inet sarasa-hostport >/dev/null 2>&1; then
+    die "table inet sarasa-hostport left after stop: $(in_node nft list table inet sarasa-hostport)"
+fi
+log "stop removed the host port"
 in_node "${PODMAN[@]}" rm "$CTR" >/dev/null

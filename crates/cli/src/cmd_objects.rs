@@ -36,7 +36,7 @@ pub struct DeleteArgs {
 
 #[derive(Args)]
 pub struct GetArgs {
-    /// nodes, namespaces, pods, deployments, services, endpointslices, networkpolicies (or kubectl's short names).
+    /// nodes, namespaces, pods, deployments, services, endpointslices, networkpolicies, events (or kubectl's short names).
     kind: String,
     name: Option<String>,
     #[arg(short = 'n', long)]

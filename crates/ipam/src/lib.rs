@@ -340,8 +340,11 @@ mod tests {
         ipam.allocate("c1", "eth0", &[]).unwrap();
         ipam.allocate("c2", "eth0", &[]).unwrap();
         // Ports need addresses to map to.
-        assert!(ipam.set_host_ports("c3", "eth0", std::slice::from_ref(&web)).is_err());
-        ipam.set_host_ports("c1", "eth0", std::slice::from_ref(&web)).unwrap();
+        assert!(ipam
+            .set_host_ports("c3", "eth0", std::slice::from_ref(&web))
+            .is_err());
+        ipam.set_host_ports("c1", "eth0", std::slice::from_ref(&web))
+            .unwrap();
         assert!(ipam
             .host_port_in_use("c1", "eth0", std::slice::from_ref(&web))
             .unwrap()
@@ -369,7 +372,8 @@ mod tests {
         // Released with the addresses (DEL), and by GC.
         ipam.release("c1", "eth0").unwrap();
         ipam.allocate("c4", "eth0", &[]).unwrap();
-        ipam.set_host_ports("c4", "eth0", std::slice::from_ref(&web)).unwrap();
+        ipam.set_host_ports("c4", "eth0", std::slice::from_ref(&web))
+            .unwrap();
         let gone = ipam.gc(&[("c2".into(), "eth0".into())]).unwrap();
         assert!(gone
             .iter()

@@ -13,10 +13,11 @@ pub enum ResourceKind {
     Service,
     EndpointSlice,
     NetworkPolicy,
+    Event,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 7] = [
+    pub const ALL: [ResourceKind; 8] = [
         ResourceKind::Namespace,
         ResourceKind::Node,
         ResourceKind::Pod,
@@ -24,6 +25,7 @@ impl ResourceKind {
         ResourceKind::Service,
         ResourceKind::EndpointSlice,
         ResourceKind::NetworkPolicy,
+        ResourceKind::Event,
     ];
 
     /// The `kind` field: `Pod`, `Deployment`, ...
@@ -36,6 +38,7 @@ impl ResourceKind {
             ResourceKind::Service => "Service",
             ResourceKind::EndpointSlice => "EndpointSlice",
             ResourceKind::NetworkPolicy => "NetworkPolicy",
+            ResourceKind::Event => "Event",
         }
     }
 
@@ -69,6 +72,7 @@ impl ResourceKind {
             ResourceKind::Service => "services",
             ResourceKind::EndpointSlice => "endpointslices",
             ResourceKind::NetworkPolicy => "networkpolicies",
+            ResourceKind::Event => "events",
         }
     }
 
@@ -129,6 +133,7 @@ impl ResourceKind {
             ResourceKind::Service => &["svc"],
             ResourceKind::EndpointSlice => &[],
             ResourceKind::NetworkPolicy => &["netpol"],
+            ResourceKind::Event => &["ev"],
         }
     }
 
@@ -148,7 +153,7 @@ impl ResourceKind {
 
     /// Names accepted on the command line, for error messages.
     pub fn supported_cli_names() -> &'static str {
-        "nodes (no), namespaces (ns), pods (po), deployments (deploy), services (svc), endpointslices, networkpolicies (netpol)"
+        "nodes (no), namespaces (ns), pods (po), deployments (deploy), services (svc), endpointslices, networkpolicies (netpol), events (ev)"
     }
 }
 
@@ -184,6 +189,8 @@ mod tests {
             ("netpol", NetworkPolicy),
             ("networkpolicies", NetworkPolicy),
             ("networkpolicy.networking.k8s.io", NetworkPolicy),
+            ("ev", Event),
+            ("events", Event),
         ] {
             assert_eq!(ResourceKind::from_cli_name(name), Some(kind), "{name}");
         }

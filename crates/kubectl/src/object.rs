@@ -2,7 +2,7 @@
 
 use crate::kind::ResourceKind;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -17,6 +17,7 @@ pub enum Object {
     Service(Service),
     EndpointSlice(EndpointSlice),
     NetworkPolicy(NetworkPolicy),
+    Event(Box<Event>),
 }
 
 macro_rules! each {
@@ -29,6 +30,7 @@ macro_rules! each {
             Object::Service($o) => $body,
             Object::EndpointSlice($o) => $body,
             Object::NetworkPolicy($o) => $body,
+            Object::Event($o) => $body,
         }
     };
 }
@@ -43,6 +45,7 @@ impl Object {
             Object::Service(_) => ResourceKind::Service,
             Object::EndpointSlice(_) => ResourceKind::EndpointSlice,
             Object::NetworkPolicy(_) => ResourceKind::NetworkPolicy,
+            Object::Event(_) => ResourceKind::Event,
         }
     }
 
@@ -90,6 +93,7 @@ impl Object {
             ResourceKind::Service => Object::Service(typed(value)?),
             ResourceKind::EndpointSlice => Object::EndpointSlice(typed(value)?),
             ResourceKind::NetworkPolicy => Object::NetworkPolicy(typed(value)?),
+            ResourceKind::Event => Object::Event(Box::new(typed(value)?)),
         })
     }
 
@@ -103,6 +107,7 @@ impl Object {
             ResourceKind::Service => Object::Service(serde_norway::from_str(text)?),
             ResourceKind::EndpointSlice => Object::EndpointSlice(serde_norway::from_str(text)?),
             ResourceKind::NetworkPolicy => Object::NetworkPolicy(serde_norway::from_str(text)?),
+            ResourceKind::Event => Object::Event(Box::new(serde_norway::from_str(text)?)),
         })
     }
 
@@ -122,6 +127,7 @@ impl Object {
             ResourceKind::Service => Object::Service(typed(value)?),
             ResourceKind::EndpointSlice => Object::EndpointSlice(typed(value)?),
             ResourceKind::NetworkPolicy => Object::NetworkPolicy(typed(value)?),
+            ResourceKind::Event => Object::Event(Box::new(typed(value)?)),
         })
     }
 }

@@ -5,7 +5,7 @@ use crate::age::age;
 use crate::kind::ResourceKind;
 use crate::object::Object;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -79,6 +79,11 @@ fn columns(kind: ResourceKind, wide: bool) -> Vec<&'static str> {
         ),
         ResourceKind::EndpointSlice => (&["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], &[]),
         ResourceKind::NetworkPolicy => (&["NAME", "POD-SELECTOR", "AGE"], &[]),
+        // kubectl's event columns: no NAME, the age of the last occurrence first.
+        ResourceKind::Event => (
+            &["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+            &["SOURCE", "FIRST SEEN", "COUNT", "NAME"],
+        ),
     };
     let mut cols = base.to_vec();
     if wide {
@@ -88,6 +93,9 @@ fn columns(kind: ResourceKind, wide: bool) -> Vec<&'static str> {
 }
 
 fn cells(object: &Object, opts: &TableOptions) -> Vec<String> {
+    if let Object::Event(e) = object {
+        return event_cells(e, opts);
+    }
     let created = object.metadata().creation_timestamp.as_ref();
     let age = age(created, opts.now);
     let name = object.name().to_string();
@@ -99,6 +107,7 @@ fn cells(object: &Object, opts: &TableOptions) -> Vec<String> {
         Object::Service(svc) => service_cells(svc, opts.wide),
         Object::EndpointSlice(slice) => endpoint_slice_cells(slice),
         Object::NetworkPolicy(np) => network_policy_cells(np),
+        Object::Event(e) => event_cells(e, opts),
     };
     // Every kind shows NAME first; AGE sits where `columns` puts it.
     let age_at = columns(object.kind(), false)
@@ -365,6 +374,36 @@ fn network_policy_cells(np: &NetworkPolicy) -> Vec<String> {
     vec![format_label_selector(selector)]
 }
 
+fn event_cells(e: &Event, opts: &TableOptions) -> Vec<String> {
+    let created = e.metadata.creation_timestamp.as_ref();
+    let first = e.first_timestamp.as_ref().or(created);
+    let last = e.last_timestamp.as_ref().or(first);
+    let object = &e.involved_object;
+    let mut row = vec![
+        age(last, opts.now),
+        e.type_.clone().unwrap_or_default(),
+        e.reason.clone().unwrap_or_default(),
+        format!(
+            "{}/{}",
+            object.kind.as_deref().unwrap_or("").to_ascii_lowercase(),
+            object.name.as_deref().unwrap_or("")
+        ),
+        e.message.clone().unwrap_or_default(),
+    ];
+    if opts.wide {
+        let source = e.source.as_ref();
+        let component = source.and_then(|s| s.component.clone()).unwrap_or_default();
+        row.push(match source.and_then(|s| s.host.as_deref()) {
+            Some(host) => format!("{component}, {host}"),
+            None => component,
+        });
+        row.push(age(first, opts.now));
+        row.push(e.count.unwrap_or(1).to_string());
+        row.push(e.metadata.name.clone().unwrap_or_default());
+    }
+    row
+}
+
 /// The first three, then ` + N more...`; `<unset>` when empty.
 fn list_with_more(items: &[String]) -> String {
     const MAX: usize = 3;
@@ -575,6 +614,39 @@ kubernetes   ClusterIP      10.96.0.1     <none>        443/TCP               31
 my-nginx     NodePort       10.96.12.34   <none>        80:30080/TCP,53/UDP   30s   app=web,run=my-nginx
 lb           LoadBalancer   None          <pending>     <none>                30s   <none>
 "
+        );
+    }
+
+    #[test]
+    fn events_table_as_kubectl() {
+        let ev = obj(
+            ResourceKind::Event,
+            json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "hp-b.1a2b", "namespace": "default",
+                         "creationTimestamp": "2025-12-31T23:59:00Z"},
+            "involvedObject": {"kind": "Pod", "name": "hp-b", "namespace": "default"},
+            "reason": "FailedCreatePodSandBox", "type": "Warning",
+            "message": "hostPort 18080/tcp is already in use",
+            "source": {"component": "kubelet", "host": "node-1"},
+            "firstTimestamp": "2025-12-31T23:59:00Z", "lastTimestamp": "2025-12-31T23:59:50Z",
+            "count": 3}),
+        );
+        assert_eq!(
+            render_table(
+                ResourceKind::Event,
+                std::slice::from_ref(&ev),
+                &opts(false, false)
+            ),
+            "\
+LAST SEEN   TYPE      REASON                   OBJECT     MESSAGE
+10s         Warning   FailedCreatePodSandBox   pod/hp-b   hostPort 18080/tcp is already in use
+"
+        );
+        let wide = render_table(ResourceKind::Event, &[ev], &opts(true, true));
+        assert!(wide.starts_with("NAMESPACE   LAST SEEN"), "{wide}");
+        assert!(
+            wide.contains("kubelet, node-1   60s          3       hp-b.1a2b"),
+            "{wide}"
         );
     }
 

@@ -33,6 +33,9 @@ pub struct Attachment {
     pub ifname: String,
     /// `K8S_POD_NAMESPACE=..;K8S_POD_NAME=..;...`
     pub args: String,
+    /// The `portMappings` capability's entries (`hostPort`s), passed as
+    /// `runtimeConfig.portMappings` to plugins that declare the capability.
+    pub port_mappings: Vec<Value>,
 }
 
 /// The first `*.conflist` of a directory (sorted by name), as runtimes pick it.
@@ -158,7 +161,12 @@ impl<'a> CniRuntime<'a> {
         att: &Attachment,
         prev: Option<&Value>,
     ) -> Result<Value, LabError> {
-        let cfg = plugin_config(conf, plugin, prev);
+        let mut cfg = plugin_config(conf, plugin, prev);
+        // As libcni: runtimeConfig carries only the capabilities the plugin declares.
+        let wants = plugin.pointer("/capabilities/portMappings") == Some(&Value::Bool(true));
+        if wants && !att.port_mappings.is_empty() {
+            cfg["runtimeConfig"] = json!({ "portMappings": att.port_mappings });
+        }
         self.run(command, &cfg, Some(att))
     }
 

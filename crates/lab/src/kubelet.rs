@@ -43,6 +43,7 @@ use crate::state::{read_json, write_json_atomic};
 use crate::LabError;
 
 mod containers;
+mod events;
 mod init;
 mod liveness;
 mod ready;
@@ -317,6 +318,18 @@ impl PodRunner {
         let rec = match rec {
             Ok(rec) => rec,
             Err(e) => {
+                if let LabError::Cni(msg) = &e {
+                    let ev = events::warning(
+                        &pod,
+                        &node,
+                        "FailedCreatePodSandBox",
+                        &format!("Failed to create pod sandbox: failed to set up the pod's network: {msg}"),
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                            k8s_openapi::jiff::Timestamp::now(),
+                        ),
+                    );
+                    events::post(self.client.clone(), ev).await;
+                }
                 let failure = pod
                     .uid()
                     .and_then(|uid| self.init_failures.lock().expect("lock").get(&uid).cloned());
@@ -375,7 +388,7 @@ impl PodRunner {
             init: Vec::new(),
         };
         if !host_network {
-            self.attach_pod_network(&mut rec)?;
+            self.attach_pod_network(&mut rec, port_mappings(pod))?;
         }
         let containers = pod
             .spec
@@ -442,7 +455,11 @@ impl PodRunner {
     }
 
     /// The pod's own namespace and its CNI ADD; fills `netns`, `ips` and the CNI result.
-    fn attach_pod_network(&self, rec: &mut PodRecord) -> Result<(), LabError> {
+    fn attach_pod_network(
+        &self,
+        rec: &mut PodRecord,
+        port_mappings: Vec<Value>,
+    ) -> Result<(), LabError> {
         let (uid, namespace, name) = (&rec.uid, &rec.namespace, &rec.name);
         let node = self
             .spec
@@ -466,6 +483,7 @@ impl PodRunner {
             args: format!(
                 "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={uid};K8S_POD_UID={uid}"
             ),
+            port_mappings,
         };
         let cni = CniRuntime::for_node(&self.paths, &rec.node, &node_ns);
         // Loopback up, as runtimes do before calling the plugin.
@@ -688,6 +706,32 @@ enum Job {
     Check(Pod),
     Terminate(Pod),
     Orphan(String),
+}
+
+/// The `portMappings` capability's argument, as kubelet's CRI runtimes build it: every
+/// container port with a `hostPort` (protocol in lower case, `hostIP` when set).
+fn port_mappings(pod: &Pod) -> Vec<Value> {
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let host_port = p.host_port.filter(|h| *h > 0)?;
+            let mut m = serde_json::json!({
+                "hostPort": host_port,
+                "containerPort": p.container_port,
+                "protocol": p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+            });
+            if let Some(ip) = p.host_ip.as_deref().filter(|ip| !ip.is_empty()) {
+                m["hostIP"] = Value::String(ip.to_string());
+            }
+            Some(m)
+        })
+        .collect()
 }
 
 fn uid2_of(pod: &Pod) -> String {

@@ -150,6 +150,7 @@ impl PodRunner {
                 "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
                 rec.namespace, rec.name
             ),
+            port_mappings: Vec::new(),
         };
         CniRuntime::for_node(&self.paths, &rec.node, &node_ns).del(
             &conf,
