@@ -97,9 +97,15 @@ pub async fn run(
         }
     });
 
+    let cloud_lb = tokio::spawn(crate::cloud_lb::run(spec.clone(), client.clone()));
     let routes = tokio::spawn(crate::service_routes::run(spec.clone(), client));
     let pods = tokio::spawn(Arc::clone(&runner).run());
     tokio::select! {
+        r = cloud_lb => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(LabError::Process(format!("cloud load balancer task: {e}"))),
+        },
         r = routes => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e),

@@ -281,7 +281,7 @@ pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
     }
 }
 
-fn spawn_watch<K, S>(stream: S, tx: tokio::sync::mpsc::Sender<()>, what: &'static str)
+pub(crate) fn spawn_watch<K, S>(stream: S, tx: tokio::sync::mpsc::Sender<()>, what: &'static str)
 where
     S: futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     K: Send + 'static,

@@ -1,5 +1,6 @@
 //! Realises a [`LabSpec`] in the kernel: the fabric namespace (underlay bridge, router, API
-//! server's home), the node namespaces on the underlay, and the external host. Everything is
+//! server's home), the node namespaces on the underlay, the cloud's edge with its load
+//! balancer ([`crate::cloud_lb`]) and the external host behind it. Everything is
 //! made inside namespaces this module creates; the root namespace is never touched.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -49,23 +50,28 @@ fn build(spec: &LabSpec) -> Result<(), LabError> {
         host_side(&ns, node.ip, spec.underlay, spec.fabric_ip)?;
     }
 
+    // The external host sits behind the cloud's edge, which holds its load balancer.
+    let edge = crate::cloud_lb::create_edge(spec, &mut fab)?;
+    let mut edge_nl = Netlink::open_in(&edge).map_err(LabError::netns)?;
     let ext = new_ns(&spec.external_netns)?;
-    fab.add_veth(&Veth {
-        name: "ext".into(),
-        peer_name: UPLINK.into(),
-        peer_netns: Some(ext.fd()),
-        mtu: None,
-        mac: None,
-        peer_mac: None,
-    })
-    .map_err(LabError::netns)?;
-    let ext_port = fab.link("ext").map_err(LabError::netns)?;
-    fab.addr_add(
-        ext_port.index,
-        net(spec.external_gateway, spec.external_net.prefix_len()),
-    )
-    .map_err(LabError::netns)?;
-    fab.set_up(ext_port.index).map_err(LabError::netns)?;
+    edge_nl
+        .add_veth(&Veth {
+            name: "ext".into(),
+            peer_name: UPLINK.into(),
+            peer_netns: Some(ext.fd()),
+            mtu: None,
+            mac: None,
+            peer_mac: None,
+        })
+        .map_err(LabError::netns)?;
+    let ext_port = edge_nl.link("ext").map_err(LabError::netns)?;
+    edge_nl
+        .addr_add(
+            ext_port.index,
+            net(spec.external_gateway, spec.external_net.prefix_len()),
+        )
+        .map_err(LabError::netns)?;
+    edge_nl.set_up(ext_port.index).map_err(LabError::netns)?;
     host_side(
         &ext,
         spec.external_ip,

@@ -1,0 +1,235 @@
+//! The controller: watches Services, EndpointSlices and Nodes from the control plane (in the
+//! fabric namespace), keeps the balancer's table in the edge namespace and the fabric's
+//! podCIDR routes (for `ip` targets) current, and reports invalid annotations.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net};
+use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::PostParams;
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use sarasa_netns::{Family as RouteFamily, NetNs, Netlink, Route};
+use sarasa_nft::{Backend, Family, NetlinkBackend, NetlinkTableBackend, Table};
+
+use super::health::Health;
+use super::targets::{listeners, InvalidAnnotation, Target, TARGET_ANNOTATION};
+use super::{edge, table};
+use crate::service_routes::{node_hops, spawn_watch};
+use crate::spec::LabSpec;
+use crate::LabError;
+
+/// Metric marking the fabric's podCIDR routes this controller owns.
+pub const POD_ROUTE_METRIC: u32 = 1034;
+
+/// Runs until the control plane stops. A lab made before the edge existed has no balancer.
+pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
+    let edge_path = sarasa_netns::NETNS_RUN_DIR.to_string() + "/" + &edge::netns(&spec);
+    let Ok(edge_ns) = NetNs::open(edge::netns(&spec)) else {
+        tracing::warn!("no edge namespace: the cloud load balancer is off in this lab");
+        return std::future::pending().await;
+    };
+    let health = Health::start(edge_ns);
+    let (svc_store, svc_w) = reflector::store::<Service>();
+    let (eps_store, eps_w) = reflector::store::<EndpointSlice>();
+    let (node_store, node_w) = reflector::store::<Node>();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let cfg = watcher::Config::default;
+    spawn_watch(
+        reflector(svc_w, watcher(Api::<Service>::all(client.clone()), cfg()))
+            .default_backoff()
+            .touched_objects(),
+        tx.clone(),
+        "services",
+    );
+    spawn_watch(
+        reflector(
+            eps_w,
+            watcher(Api::<EndpointSlice>::all(client.clone()), cfg()),
+        )
+        .default_backoff()
+        .touched_objects(),
+        tx.clone(),
+        "endpointslices",
+    );
+    spawn_watch(
+        reflector(node_w, watcher(Api::<Node>::all(client.clone()), cfg()))
+            .default_backoff()
+            .touched_objects(),
+        tx,
+        "nodes",
+    );
+    for (what, r) in [
+        ("services", svc_store.wait_until_ready().await),
+        ("endpointslices", eps_store.wait_until_ready().await),
+        ("nodes", node_store.wait_until_ready().await),
+    ] {
+        r.map_err(|e| LabError::Api(format!("{what} watch never became ready: {e}")))?;
+    }
+    // Health changes are picked up by the tick.
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut applied: Option<(Table, BTreeMap<Ipv4Net, Ipv4Addr>)> = None;
+    let mut reported: HashSet<(String, String, String)> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = rx.recv() => {},
+            _ = tick.tick() => {},
+        }
+        let services: Vec<Service> = svc_store.state().iter().map(|s| (**s).clone()).collect();
+        let slices: Vec<EndpointSlice> = eps_store.state().iter().map(|s| (**s).clone()).collect();
+        let nodes: Vec<Node> = node_store.state().iter().map(|s| (**s).clone()).collect();
+        let hops = node_hops(&spec, &nodes);
+        let (wanted, invalid) = listeners(&services, &slices, &hops);
+        for bad in invalid {
+            let key = (bad.namespace.clone(), bad.name.clone(), bad.value.clone());
+            if reported.insert(key) {
+                report_invalid(&client, &bad).await;
+            }
+        }
+        health.set_targets(
+            wanted
+                .iter()
+                .flat_map(|l| l.targets.iter().cloned())
+                .collect::<BTreeSet<Target>>(),
+        );
+        let desired = table::table(&wanted, |t| health.healthy(t), spec.cluster_cidr);
+        let routes = pod_routes(&spec, &nodes);
+        if applied.as_ref() == Some(&(desired.clone(), routes.clone())) {
+            continue;
+        }
+        let (want_table, want_routes) = (desired.clone(), routes.clone());
+        let path = edge_path.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), LabError> {
+            let mut nft = NetlinkTableBackend {
+                inner: NetlinkBackend::in_netns(&path)
+                    .map_err(|e| LabError::Process(format!("cloud load balancer: {e}")))?,
+                family: Family::Inet,
+                table: table::TABLE.into(),
+            };
+            nft.reconcile(&want_table)
+                .map_err(|e| LabError::Process(format!("cloud load balancer table: {e}")))?;
+            let mut nl = Netlink::current().map_err(LabError::netns)?;
+            apply_pod_routes(&mut nl, &want_routes)
+        })
+        .await
+        .map_err(|e| LabError::Process(format!("cloud load balancer task: {e}")))?;
+        match result {
+            Ok(()) => {
+                tracing::debug!(
+                    listeners = wanted.len(),
+                    generation = health.generation(),
+                    "cloud load balancer programmed"
+                );
+                applied = Some((desired, routes));
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                applied = None;
+            }
+        }
+    }
+}
+
+/// Each node's IPv4 podCIDR via its underlay address.
+fn pod_routes(spec: &LabSpec, nodes: &[Node]) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+    let mut out = BTreeMap::new();
+    for n in nodes {
+        let Some(hop) = spec.node(&n.name_any()).map(|s| s.ip) else {
+            continue;
+        };
+        for cidr in n
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidrs.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(IpNet::V4(net)) = cidr.parse::<IpNet>() {
+                out.insert(net.trunc(), hop);
+            }
+        }
+    }
+    out
+}
+
+/// Makes the calling namespace's routes marked [`POD_ROUTE_METRIC`] exactly `desired`.
+fn apply_pod_routes(
+    nl: &mut Netlink,
+    desired: &BTreeMap<Ipv4Net, Ipv4Addr>,
+) -> Result<(), LabError> {
+    let current: BTreeMap<Ipv4Net, Option<IpAddr>> = nl
+        .routes(Some(RouteFamily::V4))
+        .map_err(LabError::netns)?
+        .into_iter()
+        .filter(|r| r.metric == Some(POD_ROUTE_METRIC))
+        .filter_map(|r| match r.dst {
+            IpNet::V4(n) => Some((n, r.gateway)),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let route = |net: Ipv4Net, gw: Option<IpAddr>| {
+        let mut r = Route::new(IpNet::V4(net)).metric(POD_ROUTE_METRIC);
+        r.gateway = gw;
+        r
+    };
+    for (net, gw) in &current {
+        if !desired.contains_key(net) {
+            nl.route_del(&route(*net, *gw)).map_err(LabError::netns)?;
+        }
+    }
+    for (net, hop) in desired {
+        if current.get(net) != Some(&Some(IpAddr::V4(*hop))) {
+            nl.route_replace(&route(*net, Some(IpAddr::V4(*hop))))
+                .map_err(LabError::netns)?;
+        }
+    }
+    Ok(())
+}
+
+/// A Warning Event on the Service: the value is not a mode, the default (`instance`) is kept.
+async fn report_invalid(client: &Client, bad: &InvalidAnnotation) {
+    tracing::warn!(service = %format!("{}/{}", bad.namespace, bad.name), value = %bad.value, "invalid {TARGET_ANNOTATION}");
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let ev = Event {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}",
+                bad.name,
+                sarasa_model::hash::fnv1a64(format!("lb-target/{}", bad.value).as_bytes()) & 0xffff_ffff
+            )),
+            namespace: Some(bad.namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            name: Some(bad.name.clone()),
+            namespace: Some(bad.namespace.clone()),
+            ..Default::default()
+        },
+        reason: Some("InvalidLoadBalancerTarget".into()),
+        message: Some(format!(
+            "annotation {TARGET_ANNOTATION}: {:?} is not \"instance\" or \"ip\"; the load balancer keeps the default, instance (NodePort targets)",
+            bad.value
+        )),
+        type_: Some("Warning".into()),
+        source: Some(EventSource {
+            component: Some("sarasa-cloud-lb".into()),
+            host: None,
+        }),
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &bad.namespace);
+    match api.create(&PostParams::default(), &ev).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => tracing::warn!("posting the InvalidLoadBalancerTarget event: {e}"),
+    }
+}
