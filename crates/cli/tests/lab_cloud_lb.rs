@@ -224,3 +224,177 @@ endpoints:
         out.reply
     );
 }
+
+fn roll_objects(version: &str, replicas: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: roll
+spec:
+  replicas: {replicas}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}
+  selector:
+    matchLabels: {{app: roll}}
+  template:
+    metadata:
+      labels: {{app: roll}}
+      annotations: {{version: "{version}"}}
+    spec:
+      readinessGates:
+      - conditionType: sarasa.io/load-balancer-ready
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: web
+        image: sarasa/serve
+        ports:
+        - {{name: http, containerPort: 8080}}
+        lifecycle:
+          preStop:
+            sleep: {{seconds: 2}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: roll
+  annotations: {{sarasa.io/load-balancer-target: ip}}
+spec:
+  type: LoadBalancer
+  selector: {{app: roll}}
+  ports:
+  - {{name: http, port: 80, targetPort: 8080}}
+"#
+    )
+}
+
+/// Pods of `roll` that are Ready, not terminating, with this version.
+fn ready_pods(lab: &TestLab, version: &str) -> Vec<serde_json::Value> {
+    let list = lab.get_json(&["pods", "-n", "default"]);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["labels"]["app"] == "roll")
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| p["metadata"]["annotations"]["version"] == version)
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .cloned()
+        .collect()
+}
+
+fn roll_pods(lab: &TestLab) -> usize {
+    let list = lab.get_json(&["pods", "-n", "default"]);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["labels"]["app"] == "roll")
+        .count()
+}
+
+#[test]
+fn ip_mode_readiness_gate_scaling_and_rolling_update_drop_no_request() {
+    let lab = TestLab::up(&["--nodes", "2"]);
+    // `apply --wait` returns once the pods are Ready: only after the balancer opened their gate.
+    lab.apply(&roll_objects("1", 2));
+    let pods = ready_pods(&lab, "1");
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    for p in &pods {
+        let gate = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "sarasa.io/load-balancer-ready")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            gate["status"], "True",
+            "gate of {}: {p}",
+            p["metadata"]["name"]
+        );
+    }
+    let vip = ingress(&lab, "roll");
+    let url = format!("tcp://{vip}:80");
+    lab.eventually(WAIT, || lab.probe("external", &url))
+        .expect("the listener answers");
+
+    // A steady client through every change.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (stop, name, url) = (stop.clone(), lab.name.clone(), url.clone());
+        std::thread::spawn(move || {
+            let lab = TestLab { name };
+            let (mut ok, mut failed, mut seen) = (0u32, Vec::new(), BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = lab.probe_outcome("external", &url, "3s");
+                match out.reply {
+                    Ok(r) => {
+                        ok += 1;
+                        seen.insert(r["pod"].as_str().unwrap_or_default().to_string());
+                    }
+                    Err(e) => failed.push(e),
+                }
+            }
+            std::mem::forget(lab); // the test's own TestLab tears the lab down
+            (ok, failed, seen)
+        })
+    };
+    let converge = |version: &str, n: usize| {
+        lab.eventually(Duration::from_secs(90), || {
+            (ready_pods(&lab, version).len() == n && roll_pods(&lab) == n).then_some(())
+        })
+        .unwrap_or_else(|| panic!("roll never settled at {n} pods of version {version}"));
+    };
+    lab.apply_nowait(&roll_objects("1", 4));
+    converge("1", 4);
+    lab.apply_nowait(&roll_objects("1", 2));
+    converge("1", 2);
+    lab.apply_nowait(&roll_objects("2", 2));
+    converge("2", 2);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed, seen) = client.join().expect("client thread");
+    eprintln!(
+        "steady client: {ok} requests answered, {} failed, by {} pods",
+        failed.len(),
+        seen.len()
+    );
+    assert!(ok >= 10, "too few requests to judge: {ok}");
+    // The loop ran through the whole change: old and new pods both answered it.
+    let first: BTreeSet<String> = pods
+        .iter()
+        .map(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let last: BTreeSet<String> = ready_pods(&lab, "2")
+        .iter()
+        .map(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        !seen.is_disjoint(&first) && !seen.is_disjoint(&last),
+        "seen {seen:?}, first {first:?}, last {last:?}"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok as usize + failed.len()
+    );
+}

@@ -7,17 +7,19 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
-use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use sarasa_netns::{Family as RouteFamily, NetNs, Netlink, Route};
 use sarasa_nft::{Backend, Family, NetlinkBackend, NetlinkTableBackend, Table};
 
 use super::health::Health;
-use super::targets::{listeners, InvalidAnnotation, Target, TARGET_ANNOTATION};
+use super::targets::{
+    listeners, InvalidAnnotation, Mode, Target, READINESS_GATE, TARGET_ANNOTATION,
+};
 use super::{edge, table};
 use crate::service_routes::{node_hops, spawn_watch};
 use crate::spec::LabSpec;
@@ -37,6 +39,7 @@ pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
     let (svc_store, svc_w) = reflector::store::<Service>();
     let (eps_store, eps_w) = reflector::store::<EndpointSlice>();
     let (node_store, node_w) = reflector::store::<Node>();
+    let (pod_store, pod_w) = reflector::store::<Pod>();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let cfg = watcher::Config::default;
     spawn_watch(
@@ -60,13 +63,21 @@ pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
         reflector(node_w, watcher(Api::<Node>::all(client.clone()), cfg()))
             .default_backoff()
             .touched_objects(),
-        tx,
+        tx.clone(),
         "nodes",
+    );
+    spawn_watch(
+        reflector(pod_w, watcher(Api::<Pod>::all(client.clone()), cfg()))
+            .default_backoff()
+            .touched_objects(),
+        tx,
+        "pods",
     );
     for (what, r) in [
         ("services", svc_store.wait_until_ready().await),
         ("endpointslices", eps_store.wait_until_ready().await),
         ("nodes", node_store.wait_until_ready().await),
+        ("pods", pod_store.wait_until_ready().await),
     ] {
         r.map_err(|e| LabError::Api(format!("{what} watch never became ready: {e}")))?;
     }
@@ -83,7 +94,13 @@ pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
         let slices: Vec<EndpointSlice> = eps_store.state().iter().map(|s| (**s).clone()).collect();
         let nodes: Vec<Node> = node_store.state().iter().map(|s| (**s).clone()).collect();
         let hops = node_hops(&spec, &nodes);
-        let (wanted, invalid) = listeners(&services, &slices, &hops);
+        let pods: Vec<std::sync::Arc<Pod>> = pod_store.state();
+        let gated = |ns: &str, name: &str| {
+            pods.iter().any(|p| {
+                p.namespace().as_deref() == Some(ns) && p.name_any() == name && waits_for_gate(p)
+            })
+        };
+        let (wanted, invalid) = listeners(&services, &slices, &hops, &gated);
         for bad in invalid {
             let key = (bad.namespace.clone(), bad.name.clone(), bad.value.clone());
             if reported.insert(key) {
@@ -99,6 +116,7 @@ pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
         let desired = table::table(&wanted, |t| health.healthy(t), spec.cluster_cidr);
         let routes = pod_routes(&spec, &nodes);
         if applied.as_ref() == Some(&(desired.clone(), routes.clone())) {
+            open_gates(&client, &wanted, &health, &pods).await;
             continue;
         }
         let (want_table, want_routes) = (desired.clone(), routes.clone());
@@ -129,6 +147,77 @@ pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
             Err(e) => {
                 tracing::warn!("{e}");
                 applied = None;
+            }
+        }
+    }
+}
+
+/// A pod that declares the balancer's readiness gate, whose containers are ready and whose gate
+/// is not open yet.
+fn waits_for_gate(p: &Pod) -> bool {
+    let declares = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_ref())
+        .is_some_and(|g| g.iter().any(|g| g.condition_type == READINESS_GATE));
+    let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let is = |t: &str| {
+        conditions
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == t && c.status == "True")
+    };
+    declares
+        && p.metadata.deletion_timestamp.is_none()
+        && is("ContainersReady")
+        && !is(READINESS_GATE)
+}
+
+/// Opens the gate of every pod whose `ip` target is programmed and passed its health check
+/// (the table was just built from the same health state). The pod's other conditions are
+/// kept; the pod runner keeps the gate's condition when it writes.
+async fn open_gates(
+    client: &Client,
+    wanted: &[super::targets::Listener],
+    health: &Health,
+    pods: &[std::sync::Arc<Pod>],
+) {
+    for l in wanted.iter().filter(|l| l.mode == Mode::Ip) {
+        for t in l.targets.iter().filter(|t| health.healthy(t)) {
+            let Some((ns, name)) = &t.pod else { continue };
+            let Some(pod) = pods
+                .iter()
+                .find(|p| p.namespace().as_deref() == Some(ns.as_str()) && &p.name_any() == name)
+            else {
+                continue;
+            };
+            if !waits_for_gate(pod) {
+                continue;
+            }
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let mut conditions: Vec<serde_json::Value> = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|c| c.type_ != READINESS_GATE)
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect();
+            conditions.push(serde_json::json!({"type": READINESS_GATE, "status": "True",
+                "lastTransitionTime": now, "lastProbeTime": null,
+                "reason": "LoadBalancerNegReady",
+                "message": format!("registered with the cloud load balancer as {}:{} and healthy", t.addr, t.port)}));
+            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            let patch = serde_json::json!({"status": {"conditions": conditions}});
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => tracing::info!(pod = %format!("{ns}/{name}"), "{READINESS_GATE} opened"),
+                Err(e) => {
+                    tracing::warn!(pod = %format!("{ns}/{name}"), "opening {READINESS_GATE}: {e}")
+                }
             }
         }
     }

@@ -147,6 +147,7 @@ mod tests {
                     addr: a.parse().unwrap(),
                     port: *p,
                     check: Check::Tcp,
+                    pod: None,
                 })
                 .collect(),
         }

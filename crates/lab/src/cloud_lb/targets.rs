@@ -13,6 +13,9 @@ use crate::service_routes::NodeHop;
 
 /// The Service annotation choosing the targets.
 pub const TARGET_ANNOTATION: &str = "sarasa.io/load-balancer-target";
+/// The pod readiness gate the balancer sets once an `ip` target of the pod passes its health
+/// check (GKE's network endpoint group gate).
+pub const READINESS_GATE: &str = "sarasa.io/load-balancer-ready";
 
 /// Where a listener sends connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -50,6 +53,8 @@ pub struct Target {
     pub addr: Ipv4Addr,
     pub port: u16,
     pub check: Check,
+    /// The pod behind an `ip` target (namespace, name), from the endpoint's targetRef.
+    pub pod: Option<(String, String)>,
 }
 
 /// One address:port the balancer answers on.
@@ -77,10 +82,14 @@ pub struct InvalidAnnotation {
 }
 
 /// The listeners of every LoadBalancer Service with an IPv4 ingress address.
+///
+/// `gated(namespace, name)` says a pod is ready but for the balancer's readiness gate: its
+/// endpoint (not ready because of the gate) is registered anyway, so the gate can open.
 pub fn listeners(
     services: &[Service],
     slices: &[EndpointSlice],
     nodes: &[NodeHop],
+    gated: &dyn Fn(&str, &str) -> bool,
 ) -> (Vec<Listener>, Vec<InvalidAnnotation>) {
     let mut out = Vec::new();
     let mut invalid = Vec::new();
@@ -131,7 +140,7 @@ pub fn listeners(
             .filter_map(|r| r.trim().parse::<ipnet::Ipv4Net>().ok())
             .map(|n| n.trunc())
             .collect();
-        let endpoints = ready_endpoints(&ns, &name, slices);
+        let endpoints = ready_endpoints(&ns, &name, slices, gated);
         for port in spec.ports.iter().flatten() {
             let protocol = port
                 .protocol
@@ -161,6 +170,7 @@ pub fn listeners(
                                 Some(hc) => Check::Http(hc),
                                 None => check(Check::Tcp),
                             },
+                            pod: None,
                         })
                         .collect()
                 }
@@ -170,10 +180,11 @@ pub fn listeners(
                         .get(&key)
                         .into_iter()
                         .flatten()
-                        .map(|(addr, p)| Target {
+                        .map(|(addr, p, pod)| Target {
                             addr: *addr,
                             port: *p,
                             check: check(Check::Tcp),
+                            pod: pod.clone(),
                         })
                         .collect()
                 }
@@ -194,13 +205,17 @@ pub fn listeners(
     (out, invalid)
 }
 
-/// Ready (serving, not terminating) IPv4 endpoints of a Service by (port name, protocol).
+type Endpoints = BTreeMap<(String, String), Vec<(Ipv4Addr, u16, Option<(String, String)>)>>;
+
+/// Ready (serving, not terminating) IPv4 endpoints of a Service by (port name, protocol), with
+/// the endpoints held back only by the balancer's readiness gate.
 fn ready_endpoints(
     ns: &str,
     name: &str,
     slices: &[EndpointSlice],
-) -> BTreeMap<(String, String), Vec<(Ipv4Addr, u16)>> {
-    let mut out: BTreeMap<(String, String), Vec<(Ipv4Addr, u16)>> = BTreeMap::new();
+    gated: &dyn Fn(&str, &str) -> bool,
+) -> Endpoints {
+    let mut out: Endpoints = BTreeMap::new();
     for slice in slices {
         if slice.namespace().as_deref().unwrap_or("default") != ns
             || slice
@@ -224,13 +239,30 @@ fn ready_endpoints(
                     .to_ascii_lowercase(),
             );
             for ep in slice.endpoints.iter().flatten() {
-                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                if !ready {
+                let conditions = ep.conditions.as_ref();
+                let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+                let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+                let pod = ep
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref() == Some("Pod"))
+                    .and_then(|r| {
+                        Some((
+                            r.namespace.clone().unwrap_or_else(|| ns.to_string()),
+                            r.name.clone()?,
+                        ))
+                    });
+                let waits_for_gate = !ready
+                    && !terminating
+                    && pod.as_ref().is_some_and(|(pns, pname)| gated(pns, pname));
+                if !ready && !waits_for_gate {
                     continue;
                 }
                 for a in &ep.addresses {
                     if let Ok(ip) = a.parse::<Ipv4Addr>() {
-                        out.entry(key.clone()).or_default().push((ip, p));
+                        out.entry(key.clone())
+                            .or_default()
+                            .push((ip, p, pod.clone()));
                     }
                 }
             }
@@ -289,7 +321,12 @@ mod tests {
 
     #[test]
     fn instance_mode_targets_every_ready_nodes_nodeport() {
-        let (l, bad) = listeners(&[svc(json!({}), json!({}))], &[slice()], &nodes());
+        let (l, bad) = listeners(
+            &[svc(json!({}), json!({}))],
+            &[slice()],
+            &nodes(),
+            &|_, _| false,
+        );
         assert!(bad.is_empty());
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].mode, Mode::Instance);
@@ -309,14 +346,14 @@ mod tests {
             json!({}),
             json!({"externalTrafficPolicy": "Local", "healthCheckNodePort": 32000}),
         );
-        let (l, _) = listeners(&[s], &[], &nodes());
+        let (l, _) = listeners(&[s], &[], &nodes(), &|_, _| false);
         assert!(l[0].targets.iter().all(|t| t.check == Check::Http(32000)));
     }
 
     #[test]
     fn ip_mode_targets_ready_endpoints_and_drains_terminating_ones() {
         let s = svc(json!({TARGET_ANNOTATION: "ip"}), json!({}));
-        let (l, _) = listeners(&[s], &[slice()], &nodes());
+        let (l, _) = listeners(&[s], &[slice()], &nodes(), &|_, _| false);
         assert_eq!(l[0].mode, Mode::Ip);
         let t: Vec<String> = l[0]
             .targets
@@ -332,15 +369,48 @@ mod tests {
             json!({}),
             json!({"loadBalancerSourceRanges": ["203.0.113.0/24", " 10.1.2.3/8"]}),
         );
-        let (l, _) = listeners(&[s], &[], &nodes());
+        let (l, _) = listeners(&[s], &[], &nodes(), &|_, _| false);
         let r: Vec<String> = l[0].source_ranges.iter().map(|n| n.to_string()).collect();
         assert_eq!(r, ["203.0.113.0/24", "10.0.0.0/8"]);
     }
 
     #[test]
+    fn endpoints_held_back_by_the_gate_are_registered() {
+        let s = svc(json!({TARGET_ANNOTATION: "ip"}), json!({}));
+        let mut sl = slice();
+        let eps = sl.endpoints.as_mut().unwrap();
+        eps.push(
+            serde_json::from_value(
+                json!({"addresses": ["10.244.3.8"], "conditions": {"ready": false},
+            "targetRef": {"kind": "Pod", "name": "new", "namespace": "default"}}),
+            )
+            .unwrap(),
+        );
+        let (l, _) = listeners(
+            std::slice::from_ref(&s),
+            std::slice::from_ref(&sl),
+            &nodes(),
+            &|_, name| name == "new",
+        );
+        let t = l[0]
+            .targets
+            .iter()
+            .find(|t| t.addr == Ipv4Addr::new(10, 244, 3, 8))
+            .expect("gated pod registered");
+        assert_eq!(t.pod, Some(("default".into(), "new".into())));
+        let (l, _) = listeners(&[s], &[sl], &nodes(), &|_, _| false);
+        assert!(
+            l[0].targets
+                .iter()
+                .all(|t| t.addr != Ipv4Addr::new(10, 244, 3, 8)),
+            "not ready, no gate: out"
+        );
+    }
+
+    #[test]
     fn an_invalid_annotation_keeps_instance_mode_and_is_reported() {
         let s = svc(json!({TARGET_ANNOTATION: "pods"}), json!({}));
-        let (l, bad) = listeners(&[s], &[slice()], &nodes());
+        let (l, bad) = listeners(&[s], &[slice()], &nodes(), &|_, _| false);
         assert_eq!(l[0].mode, Mode::Instance);
         assert_eq!(
             bad,
@@ -356,11 +426,13 @@ mod tests {
     fn services_without_an_ingress_address_have_no_listener() {
         let mut s = svc(json!({}), json!({}));
         s.status = None;
-        assert!(listeners(&[s], &[], &nodes()).0.is_empty());
+        assert!(listeners(&[s], &[], &nodes(), &|_, _| false).0.is_empty());
         let plain: Service = serde_json::from_value(
             json!({"metadata": {"name": "c"}, "spec": {"type": "ClusterIP"}}),
         )
         .unwrap();
-        assert!(listeners(&[plain], &[], &nodes()).0.is_empty());
+        assert!(listeners(&[plain], &[], &nodes(), &|_, _| false)
+            .0
+            .is_empty());
     }
 }

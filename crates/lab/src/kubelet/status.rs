@@ -13,7 +13,13 @@ use crate::LabError;
 impl PodRunner {
     pub(super) async fn report_status(&self, pod: &Pod, rec: &PodRecord) -> Result<(), LabError> {
         let node_ip = self.node_ip(&rec.node);
-        let ready = if self.pod_ready(rec) { "True" } else { "False" };
+        let containers_ready = self.pod_ready(rec);
+        let ready = if containers_ready && gates_pass(pod) {
+            "True"
+        } else {
+            "False"
+        };
+        let containers_ready = if containers_ready { "True" } else { "False" };
         let now = now_rfc3339();
         let cond = |t: &str, s: &str| json!({"type": t, "status": s, "lastTransitionTime": now, "lastProbeTime": null});
         let statuses: Vec<Value> = rec
@@ -35,6 +41,15 @@ impl PodRunner {
                 })
             })
             .collect();
+        let conditions: Vec<Value> = [
+            cond("PodScheduled", "True"),
+            cond("Initialized", "True"),
+            cond("ContainersReady", containers_ready),
+            cond("Ready", ready),
+        ]
+        .into_iter()
+        .chain(gate_conditions(pod))
+        .collect();
         let status = json!({"status": {
             "phase": super::restarts::phase(&rec.containers),
             "hostIP": node_ip,
@@ -42,10 +57,7 @@ impl PodRunner {
             "podIP": rec.ips.first(),
             "podIPs": rec.ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
             "startTime": rec.started_at,
-            "conditions": [
-                cond("PodScheduled", "True"), cond("Initialized", "True"),
-                cond("ContainersReady", ready), cond("Ready", ready),
-            ],
+            "conditions": conditions,
             "containerStatuses": statuses,
             "initContainerStatuses": super::init::completed_statuses(pod, rec),
         }});
@@ -121,8 +133,46 @@ impl PodRunner {
     }
 }
 
+/// The pod's `spec.readinessGates` condition types.
+fn gate_types(pod: &Pod) -> Vec<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|g| g.condition_type.as_str())
+        .collect()
+}
+
+/// Whether every readiness gate's condition is True (as kubelet: a pod is Ready only when its
+/// containers are and all its gates are).
+pub(super) fn gates_pass(pod: &Pod) -> bool {
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    gate_types(pod).iter().all(|t| {
+        conditions
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == *t && c.status == "True")
+    })
+}
+
+/// The gates' conditions as others set them, kept when the pod runner writes the status (the
+/// runner owns the other conditions; a merge patch replaces the whole list).
+fn gate_conditions(pod: &Pod) -> Vec<Value> {
+    let types = gate_types(pod);
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| types.contains(&c.type_.as_str()))
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect()
+}
+
 /// True when the pod's status already says what the record says (no write needed).
 pub(super) fn status_matches(pod: &Pod, rec: &PodRecord, ready: bool) -> bool {
+    let ready = ready && gates_pass(pod);
     let Some(st) = &pod.status else { return false };
     let reported = st
         .conditions
