@@ -119,6 +119,17 @@ fn hostport_in_both_modes(mode: &str, tag: &str) {
     );
     // From the node itself.
     seen_through(&node.ns.ns, node_addr, &p1.ns, pod_listen).unwrap();
+    // From another pod of this node (hairpin through the node's address): masqueraded, so the
+    // answer comes back through the node.
+    let p9 = node.pod(9);
+    let r9 = node.add(&base, "c9", &p9, "eth0").ok();
+    let seen = seen_through(&p9.ns, node_addr, &p1.ns, pod_listen)
+        .unwrap_or_else(|e| panic!("{mode}: hairpin: {e}"));
+    assert!(
+        !result_ips(&r9).contains(&seen),
+        "{mode}: hairpin masqueraded to the node: {seen}"
+    );
+    node.del(&base, "c9", Some(&p9.path()), "eth0").ok();
     let rules = table(&node);
     assert!(rules.contains("tcp dport 18080 dnat ip to"), "{rules}");
     assert!(

@@ -4,8 +4,13 @@
 //!
 //! ```text
 //! prerouting (nat, -101) / output (nat, -101): fib daddr type local → jump hostports
-//! hostports: [ip daddr HOSTIP | meta nfproto ipv4] meta l4proto P th dport H → dnat to POD:C
+//! hostports: ip saddr POD-SUBNET → meta mark |= 0x2000     (a pod of this node: hairpin)
+//!            [ip daddr HOSTIP | meta nfproto ipv4] meta l4proto P th dport H → dnat to POD:C
+//! postrouting (nat, 100): meta mark & 0x2000 → clear it, masquerade
 //! ```
+//! A pod reaching a hostPort of its own node is masqueraded (as portmap's `snat`): otherwise
+//! the answer of a pod on the same bridge would go straight back, never un-DNATed. The mark is
+//! set only on packets addressed to the node itself, so only DNATed ones reach postrouting.
 //! Priority -101 puts a hostPort before the service proxy's NodePort dispatch (-100/-99), as
 //! the portmap plugin's chain comes first. DNAT only: the pod sees the client's own address
 //! (the reply leaves through this node, where conntrack reverses the DNAT).
@@ -25,6 +30,8 @@ pub const TABLE: &str = "sarasa-hostport";
 const CHAIN: &str = "hostports";
 /// One before the service proxy's dstnat chains.
 const PRIORITY: i32 = -101;
+/// Marks a hostPort connection from a pod of this node for masquerade.
+pub const HAIRPIN_MARK: u32 = 0x2000;
 
 /// The table for `allocations`: one DNAT rule per mapping and address family of the pod.
 pub fn table(allocations: &[Allocation]) -> Table {
@@ -39,6 +46,44 @@ pub fn table(allocations: &[Allocation]) -> Table {
         );
     }
     let mut chain = Chain::new(CHAIN);
+    // The node's pod subnets, from the leases' prefixes.
+    let subnets: std::collections::BTreeSet<ipnet::IpNet> = allocations
+        .iter()
+        .flat_map(|a| a.leases.iter().map(|l| l.address.trunc()))
+        .collect();
+    for net in &subnets {
+        let saddr = if net.addr().is_ipv4() {
+            Field::IpSaddr
+        } else {
+            Field::Ip6Saddr
+        };
+        chain = chain.rule(
+            Rule::new()
+                .eq(Expr::Payload(saddr), Expr::value(*net))
+                .then(Stmt::MarkOr(HAIRPIN_MARK)),
+        );
+    }
+    t.add_chain(
+        Chain::base(
+            "postrouting",
+            ChainType::Nat,
+            Hook::Postrouting,
+            100,
+            Policy::Accept,
+        )
+        .rule(
+            Rule::new()
+                .eq(
+                    Expr::And(Box::new(Expr::Meta(MetaKey::Mark)), HAIRPIN_MARK),
+                    Expr::Value(Value::Mark(0)),
+                )
+                .verdict(Verdict::Return),
+        )
+        .rule(Rule::new().then(Stmt::MarkAnd(!HAIRPIN_MARK)))
+        .rule(Rule::new().then(Stmt::Masquerade {
+            fully_random: false,
+        })),
+    );
     for a in allocations {
         for hp in &a.host_ports {
             let proto = match hp.protocol.as_str() {
