@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Container-native load balancing benchmark (issue 13, "Performance"): the lab's cloud load
-# balancer in `instance` mode (targets: every node's NodePort, then the node's proxy) against
-# `ip` mode (targets: the pods), side by side in one run, with the pods placed unevenly
-# (4 on node-1, 1 on node-2, 1 on node-3 — the seed's double-load-balancer imbalance).
+# balancer in `instance` mode (targets: every node's NodePort, then the node's proxy; with the
+# Cluster and with the Local traffic policy) against `ip` mode (targets: the pods), side by side
+# in one run, with the pods placed unevenly (4 on node-1, 1 on node-2, 1 on node-3 — the seed's
+# double-load-balancer imbalance, which shows with Local: the balancer spreads over nodes, each
+# node over its own pods).
 # Prints, per mode: request latency p50/p99 (new TCP connection + one request/reply, from the
 # external host), mean hops (1 = balancer straight to the pod's node; 2 = balancer → node proxy
 # on the pod's node; 3 = node proxy forwards to another node, seen from the masqueraded client
@@ -51,6 +53,15 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: web-local}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
 metadata:
   name: web-ip
   annotations: {sarasa.io/load-balancer-target: ip}
@@ -70,11 +81,11 @@ vip() {
   done
   echo "no ingress address for $1" >&2; exit 1
 }
-declare -A VIP=([instance]=$(vip web-instance) [ip]=$(vip web-ip))
+declare -A VIP=([instance]=$(vip web-instance) [instance-local]=$(vip web-local) [ip]=$(vip web-ip))
 # Pod name -> node, node addresses.
 podnode=$(s get pods -o json | python3 -c 'import json,sys; print(json.dumps({p["metadata"]["name"]: p["spec"]["nodeName"] for p in json.load(sys.stdin)["items"]}))')
 # Every target healthy before measuring (one warm-up pass each).
-for mode in instance ip; do
+for mode in instance instance-local ip; do
   for _ in $(seq 1 100); do
     s exec external -- python3 bench/lb_requests.py "${VIP[$mode]}" 80 20 | grep -q '"errors": 0' && break
     sleep 0.3
@@ -83,14 +94,14 @@ done
 
 declare -A OUT
 for round in $(seq 1 "$ROUNDS"); do
-  for mode in instance ip; do
+  for mode in instance instance-local ip; do
     OUT[$mode]+="$(s exec external -- python3 bench/lb_requests.py "${VIP[$mode]}" 80 "$REQUESTS")"$'\n'
   done
 done
 
 echo "bench-lb: $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cpus, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "pods: 4 on node-1, 1 on node-2, 1 on node-3; $ROUNDS rounds x $REQUESTS requests per mode, modes alternating"
-for mode in instance ip; do
+for mode in instance instance-local ip; do
   printf '%s' "${OUT[$mode]}" | PODNODE="$podnode" MODE=$mode python3 -c '
 import json, os, sys
 podnode = json.loads(os.environ["PODNODE"])
@@ -113,9 +124,9 @@ for line in sys.stdin:
 lat.sort()
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
 counts = [per_pod.get(p, 0) for p in sorted(podnode) if p.startswith("web-")]
-print("%-8s p50 %.2f ms  p99 %.2f ms  mean hops %.2f  per pod max/min %d/%d (%.2f)  requests %d  errors %d" % (
+print("%-14s p50 %.2f ms  p99 %.2f ms  mean hops %.2f  per pod max/min %d/%d (%.2f)  requests %d  errors %d" % (
     os.environ["MODE"], q(0.5), q(0.99), sum(hops) / max(1, len(hops)), max(counts), min(counts),
     max(counts) / max(1, min(counts)), len(lat), errors))
-print("         per pod: " + " ".join("%s@%s=%d" % (p, podnode[p], per_pod.get(p, 0)) for p in sorted(podnode) if p.startswith("web-")))
+print("               per pod: " + " ".join("%s@%s=%d" % (p, podnode[p], per_pod.get(p, 0)) for p in sorted(podnode) if p.startswith("web-")))
 '
 done
