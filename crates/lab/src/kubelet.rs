@@ -43,7 +43,6 @@ use crate::state::{read_json, write_json_atomic};
 use crate::LabError;
 
 mod containers;
-mod events;
 mod init;
 mod liveness;
 mod ready;
@@ -319,16 +318,26 @@ impl PodRunner {
             Ok(rec) => rec,
             Err(e) => {
                 if let LabError::Cni(msg) = &e {
-                    let ev = events::warning(
-                        &pod,
-                        &node,
-                        "FailedCreatePodSandBox",
-                        &format!("Failed to create pod sandbox: failed to set up the pod's network: {msg}"),
-                        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                            k8s_openapi::jiff::Timestamp::now(),
-                        ),
+                    let object = k8s_openapi::api::core::v1::ObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: Some(pod.name_any()),
+                        namespace: pod.namespace(),
+                        uid: pod.uid(),
+                        ..Default::default()
+                    };
+                    let message = format!(
+                        "Failed to create pod sandbox: failed to set up the pod's network: {msg}"
                     );
-                    events::post(self.client.clone(), ev).await;
+                    let ev = crate::events::warning(
+                        object,
+                        "FailedCreatePodSandBox",
+                        &message,
+                        "kubelet",
+                        Some(&node),
+                        crate::events::now(),
+                    );
+                    crate::events::post(self.client.clone(), ev).await;
                 }
                 let failure = pod
                     .uid()

@@ -12,6 +12,7 @@ pub mod container_env;
 pub mod container_log;
 pub mod control_plane;
 pub mod daemon_log;
+pub mod events;
 pub mod exec;
 pub mod kubeconfig;
 pub mod kubelet;

@@ -197,53 +197,10 @@ fn owned_route(ip: Ipv4Addr, gw: Option<IpAddr>) -> Route {
 /// Watches Services, EndpointSlices and Nodes and keeps the fabric routes current. Runs in the
 /// control-plane process, which lives in the fabric namespace.
 pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
-    let (svc_store, svc_w) = reflector::store::<Service>();
-    let (eps_store, eps_w) = reflector::store::<EndpointSlice>();
-    let (node_store, node_w) = reflector::store::<Node>();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    spawn_watch(
-        reflector(
-            svc_w,
-            watcher(
-                Api::<Service>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .touched_objects(),
-        tx.clone(),
-        "services",
-    );
-    spawn_watch(
-        reflector(
-            eps_w,
-            watcher(
-                Api::<EndpointSlice>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .touched_objects(),
-        tx.clone(),
-        "endpointslices",
-    );
-    spawn_watch(
-        reflector(
-            node_w,
-            watcher(Api::<Node>::all(client), watcher::Config::default()),
-        )
-        .default_backoff()
-        .touched_objects(),
-        tx,
-        "nodes",
-    );
-    for (what, r) in [
-        ("services", svc_store.wait_until_ready().await),
-        ("endpointslices", eps_store.wait_until_ready().await),
-        ("nodes", node_store.wait_until_ready().await),
-    ] {
-        r.map_err(|e| LabError::Api(format!("{what} watch never became ready: {e}")))?;
-    }
+    let svc_store = watch_all::<Service>(&client, &tx, "services").await?;
+    let eps_store = watch_all::<EndpointSlice>(&client, &tx, "endpointslices").await?;
+    let node_store = watch_all::<Node>(&client, &tx, "nodes").await?;
     // A periodic pass repairs routes removed behind the controller's back.
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut applied: Option<BTreeMap<Ipv4Addr, Ipv4Addr>> = None;
@@ -281,7 +238,41 @@ pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
     }
 }
 
-pub(crate) fn spawn_watch<K, S>(stream: S, tx: tokio::sync::mpsc::Sender<()>, what: &'static str)
+/// A store of every `K` kept current by a watch, ready (first list done) when returned; each
+/// change is signalled on `tx`.
+pub(crate) async fn watch_all<K>(
+    client: &Client,
+    tx: &tokio::sync::mpsc::Sender<()>,
+    what: &'static str,
+) -> Result<reflector::Store<K>, LabError>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    spawn_watch(
+        reflector(
+            writer,
+            watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .touched_objects(),
+        tx.clone(),
+        what,
+    );
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|e| LabError::Api(format!("{what} watch never became ready: {e}")))?;
+    Ok(store)
+}
+
+fn spawn_watch<K, S>(stream: S, tx: tokio::sync::mpsc::Sender<()>, what: &'static str)
 where
     S: futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     K: Send + 'static,

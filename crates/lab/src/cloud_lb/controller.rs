@@ -7,11 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
-use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use sarasa_netns::{Family as RouteFamily, NetNs, Netlink, Route};
 use sarasa_nft::{Backend, Family, NetlinkBackend, NetlinkTableBackend, Table};
@@ -21,7 +19,7 @@ use super::targets::{
     listeners, InvalidAnnotation, Mode, Target, READINESS_GATE, TARGET_ANNOTATION,
 };
 use super::{edge, table};
-use crate::service_routes::{node_hops, spawn_watch};
+use crate::service_routes::{node_hops, watch_all};
 use crate::spec::LabSpec;
 use crate::LabError;
 
@@ -36,51 +34,11 @@ pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
         return std::future::pending().await;
     };
     let health = Health::start(edge_ns);
-    let (svc_store, svc_w) = reflector::store::<Service>();
-    let (eps_store, eps_w) = reflector::store::<EndpointSlice>();
-    let (node_store, node_w) = reflector::store::<Node>();
-    let (pod_store, pod_w) = reflector::store::<Pod>();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let cfg = watcher::Config::default;
-    spawn_watch(
-        reflector(svc_w, watcher(Api::<Service>::all(client.clone()), cfg()))
-            .default_backoff()
-            .touched_objects(),
-        tx.clone(),
-        "services",
-    );
-    spawn_watch(
-        reflector(
-            eps_w,
-            watcher(Api::<EndpointSlice>::all(client.clone()), cfg()),
-        )
-        .default_backoff()
-        .touched_objects(),
-        tx.clone(),
-        "endpointslices",
-    );
-    spawn_watch(
-        reflector(node_w, watcher(Api::<Node>::all(client.clone()), cfg()))
-            .default_backoff()
-            .touched_objects(),
-        tx.clone(),
-        "nodes",
-    );
-    spawn_watch(
-        reflector(pod_w, watcher(Api::<Pod>::all(client.clone()), cfg()))
-            .default_backoff()
-            .touched_objects(),
-        tx,
-        "pods",
-    );
-    for (what, r) in [
-        ("services", svc_store.wait_until_ready().await),
-        ("endpointslices", eps_store.wait_until_ready().await),
-        ("nodes", node_store.wait_until_ready().await),
-        ("pods", pod_store.wait_until_ready().await),
-    ] {
-        r.map_err(|e| LabError::Api(format!("{what} watch never became ready: {e}")))?;
-    }
+    let svc_store = watch_all::<Service>(&client, &tx, "services").await?;
+    let eps_store = watch_all::<EndpointSlice>(&client, &tx, "endpointslices").await?;
+    let node_store = watch_all::<Node>(&client, &tx, "nodes").await?;
+    let pod_store = watch_all::<Pod>(&client, &tx, "pods").await?;
     // Health changes are picked up by the tick.
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut applied: Option<(Table, BTreeMap<Ipv4Net, Ipv4Addr>)> = None;
@@ -282,43 +240,24 @@ fn apply_pod_routes(
 /// A Warning Event on the Service: the value is not a mode, the default (`instance`) is kept.
 async fn report_invalid(client: &Client, bad: &InvalidAnnotation) {
     tracing::warn!(service = %format!("{}/{}", bad.namespace, bad.name), value = %bad.value, "invalid {TARGET_ANNOTATION}");
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let ev = Event {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:x}",
-                bad.name,
-                sarasa_model::hash::fnv1a64(format!("lb-target/{}", bad.value).as_bytes()) & 0xffff_ffff
-            )),
-            namespace: Some(bad.namespace.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Service".into()),
-            name: Some(bad.name.clone()),
-            namespace: Some(bad.namespace.clone()),
-            ..Default::default()
-        },
-        reason: Some("InvalidLoadBalancerTarget".into()),
-        message: Some(format!(
-            "annotation {TARGET_ANNOTATION}: {:?} is not \"instance\" or \"ip\"; the load balancer keeps the default, instance (NodePort targets)",
-            bad.value
-        )),
-        type_: Some("Warning".into()),
-        source: Some(EventSource {
-            component: Some("sarasa-cloud-lb".into()),
-            host: None,
-        }),
-        count: Some(1),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
+    let object = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        name: Some(bad.name.clone()),
+        namespace: Some(bad.namespace.clone()),
         ..Default::default()
     };
-    let api: Api<Event> = Api::namespaced(client.clone(), &bad.namespace);
-    match api.create(&PostParams::default(), &ev).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => tracing::warn!("posting the InvalidLoadBalancerTarget event: {e}"),
-    }
+    let message = format!(
+        "annotation {TARGET_ANNOTATION}: {:?} is not \"instance\" or \"ip\"; the load balancer keeps the default, instance (NodePort targets)",
+        bad.value
+    );
+    let ev = crate::events::warning(
+        object,
+        "InvalidLoadBalancerTarget",
+        &message,
+        "sarasa-cloud-lb",
+        None,
+        crate::events::now(),
+    );
+    crate::events::post(client.clone(), ev).await;
 }
