@@ -40,6 +40,7 @@ pub mod datapath;
 pub mod diff;
 pub mod droplog;
 mod error;
+pub mod failsafe;
 pub mod health;
 pub mod healthcheck;
 pub mod install_cni;

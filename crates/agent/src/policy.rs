@@ -54,6 +54,9 @@ pub struct PolicyEnforcer {
     shared: SharedPolicyState,
     /// The next sync must rebuild from every object and diff the table against the kernel.
     full_pending: bool,
+    /// The failsafe isolation table ([`crate::failsafe`]) may be on the node (at start: left
+    /// by an earlier run): the next sync removes it in the policy table's delta.
+    failsafe: bool,
 }
 
 /// IPv6 is policed as soon as any pod has an IPv6 address (a family not compiled is not
@@ -88,6 +91,7 @@ impl PolicyEnforcer {
             compiler: None,
             shared: Arc::new(Mutex::new(PolicyState::new())),
             full_pending: true,
+            failsafe: true,
         }
     }
 
@@ -164,6 +168,11 @@ impl PolicyEnforcer {
             self.compiler = Some(compiler);
             staged.changed = true;
         }
+        if self.failsafe {
+            let failsafe = crate::failsafe::id();
+            let tx = staging.diff_table(&failsafe, None)?;
+            staging.push(failsafe, tx)?;
+        }
         if let Some(pc) = &self.compiler {
             report.policies = pc.state().policies().count();
         }
@@ -174,6 +183,38 @@ impl PolicyEnforcer {
     /// kernel holds none of it: the next sync rebuilds and diffs the whole table.
     pub fn committed(&mut self, ok: bool) {
         self.full_pending = !ok;
+        if ok {
+            self.failsafe = false;
+        }
+    }
+
+    /// After the policy part failed: stages, for a delta of its own, the failsafe table
+    /// isolating this node's pods that some policy selects ([`crate::failsafe`]), from the
+    /// state the compiler last built (every object when it has none). Returns how many pod
+    /// addresses it isolates; commit `staging`, then call [`PolicyEnforcer::isolated`].
+    pub fn isolate<A: Applier>(
+        &mut self,
+        cluster: &Shared,
+        staging: &mut Staging<'_, A>,
+    ) -> Result<usize> {
+        let node = self.opts.node.as_deref();
+        let isolated = match &self.compiler {
+            Some(pc) => crate::failsafe::Isolated::of(pc.state(), node),
+            None => {
+                let (ps, _) = build_policy_state(cluster.all_policy());
+                crate::failsafe::Isolated::of(&ps, node)
+            }
+        };
+        let id = crate::failsafe::id();
+        let tx = staging.diff_table(&id, Some(&crate::failsafe::table(&isolated)))?;
+        staging.push(id, tx)?;
+        Ok(isolated.ingress.len() + isolated.egress.len())
+    }
+
+    /// Whether the failsafe table staged by [`PolicyEnforcer::isolate`] went in (or may have):
+    /// the next policy commit removes it.
+    pub fn isolated(&mut self) {
+        self.failsafe = true;
     }
 
     /// After a successful commit: publishes the compiler's state to the drop-log reader when

@@ -114,6 +114,9 @@ pub struct Programmed {
     pub policy: Option<StagedPolicy>,
     /// Parts that failed in this reconcile, with the error.
     pub failed: Vec<(Part, String)>,
+    /// The policy part failed and the failsafe table ([`crate::failsafe`]) went in, isolating
+    /// this many pod addresses.
+    pub failsafe: Option<usize>,
 }
 
 /// The node's compilers and what they last committed.
@@ -169,6 +172,7 @@ impl NodeProgram {
                 family: Family::Inet,
                 name: sarasa_policy::TABLE.to_string(),
             });
+            removed.push(crate::failsafe::id());
         }
         NodeProgram {
             services,
@@ -424,8 +428,33 @@ impl NodeProgram {
             .and_then(|s| staging.commit().map(|()| s));
         enforcer.committed(r.is_ok());
         add_applied(out, &mut staging);
-        out.policy = Some(r?);
-        Ok(())
+        drop(staging);
+        match r {
+            Ok(s) => {
+                out.policy = Some(s);
+                Ok(())
+            }
+            Err(e) => {
+                // Fail closed: the pods the policies select are isolated until the policy
+                // table goes in.
+                let mut staging = Staging::new(applier);
+                let isolated = enforcer
+                    .isolate(shared, &mut staging)
+                    .and_then(|n| staging.commit().map(|()| n));
+                enforcer.isolated();
+                add_applied(out, &mut staging);
+                match isolated {
+                    Ok(n) => {
+                        out.failsafe = Some(n);
+                        tracing::warn!(addresses = n, "policy table refused: the pods policies select are isolated by table {}", crate::failsafe::TABLE);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "policy table refused and the failsafe isolation table too")
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -904,6 +933,78 @@ mod tests {
                 .unwrap()
                 .remote_nodes,
             2
+        );
+    }
+
+    fn pod_on_n1(name: &str, app: &str, ip: &str) -> Pod {
+        obj(json!({
+            "metadata": {"namespace": "default", "name": name, "labels": {"app": app}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
+            "status": {"podIP": ip, "podIPs": [{"ip": ip}], "phase": "Running"},
+        }))
+    }
+
+    #[test]
+    fn a_policy_table_the_kernel_rejects_isolates_the_selected_pods() {
+        let shared = cluster();
+        let mut p = program();
+        let mut k = Picky::default();
+        assert!(reconcile(&mut p, &mut k, &shared).0.failed.is_empty());
+
+        // The kernel now refuses the policy table; a new pod the policy selects and one it
+        // does not arrive.
+        k.bad_table = Some("sarasa-policy");
+        shared.update(|w| {
+            w.apply_pod_event(Event::Apply(pod_on_n1("web-2", "web", "10.244.1.6")));
+            w.apply_pod_event(Event::Apply(pod_on_n1("other", "other", "10.244.1.7")));
+        });
+        let (r, _) = reconcile(&mut p, &mut k, &shared);
+        assert_eq!(parts(&r.failed), [Part::Policy]);
+        assert_eq!(r.failsafe, Some(2), "web and web-2 isolated");
+        let last = k.rec.applied.last().unwrap();
+        assert_eq!(tables(last), [crate::failsafe::TABLE], "a delta of its own");
+        let text = script(last, crate::failsafe::TABLE);
+        assert!(
+            text.contains("ip daddr { 10.244.1.5, 10.244.1.6 }") && text.contains("drop"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("10.244.1.7"),
+            "unselected pods stay open: {text}"
+        );
+        // The node now holds it (the recording applier does not track tables itself).
+        let held = sarasa_nft::KernelTable {
+            family: Family::Inet,
+            name: crate::failsafe::TABLE.into(),
+            chains: Default::default(),
+            sets: Default::default(),
+        };
+        k.rec.kernel.insert(crate::failsafe::id(), held);
+
+        // Retried while still refused: the failsafe follows the pods (a third one).
+        shared.update(|w| {
+            w.apply_pod_event(Event::Apply(pod_on_n1("web-3", "web", "10.244.1.8")));
+        });
+        let due = p.next_retry().unwrap();
+        let (r, _) = reconcile_at(&mut p, &mut k, &shared, due, None);
+        assert_eq!(parts(&r.failed), [Part::Policy]);
+        assert_eq!(r.failsafe, Some(3));
+
+        // The kernel takes the policy table again: it goes in with the failsafe's removal, in
+        // one delta, so the pods are never open in between.
+        k.bad_table = None;
+        let (r, _) = reconcile_at(&mut p, &mut k, &shared, later(), None);
+        assert!(
+            r.failed.is_empty() && r.failsafe.is_none(),
+            "{:?}",
+            r.failed
+        );
+        let last = k.rec.applied.last().unwrap();
+        assert!(script(last, "sarasa-policy").contains("ing_default_web"));
+        assert!(
+            script(last, crate::failsafe::TABLE).contains("delete table inet sarasa-failsafe"),
+            "{:?}",
+            tables(last)
         );
     }
 

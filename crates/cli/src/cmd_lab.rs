@@ -158,8 +158,11 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
                 lab.stop_control_plane()?;
             }
             if matches!(action, Action::Start | Action::Restart) {
-                lab.start_control_plane(&binaries()?)?;
-                lab.wait_ready(std::time::Instant::now() + Duration::from_secs(60))?;
+                let rec = lab.start_control_plane(&binaries()?)?;
+                lab.wait_control_plane_ready(
+                    &rec,
+                    std::time::Instant::now() + Duration::from_secs(60),
+                )?;
             }
         }
         LabCommand::LogShim {

@@ -1,4 +1,4 @@
-//! An unreadable IPAM store (emptied, garbage, truncated) on a node with running pods: it is
+//! An unreadable or deleted IPAM store (emptied, garbage, truncated, deleted) on a node with running pods: it is
 //! set aside (kept), rebuilt from the attachments the node's host veths record, and no address
 //! in use is handed out again; DEL stays idempotent and GC works on the rebuilt store.
 
@@ -17,6 +17,10 @@ fn damage(node: &Node, how: &str) {
         "empty" => Vec::new(),
         "garbage" => b"\x00\x00garbage{".to_vec(),
         "truncated" => good[..good.len() / 2].to_vec(),
+        "deleted" => {
+            std::fs::remove_file(&p).unwrap();
+            return;
+        }
         _ => unreachable!(),
     };
     std::fs::write(&p, bytes).unwrap();
@@ -53,6 +57,7 @@ fn add_after_damage_never_reuses_an_address() {
         ("bridge", "empty"),
         ("routed", "garbage"),
         ("bridge", "truncated"),
+        ("routed", "deleted"),
     ] {
         let node = Node::new(&format!("sr{}", &how[..2]));
         let conf = node.conf("1.1.0", mode, true);
@@ -69,7 +74,9 @@ fn add_after_damage_never_reuses_an_address() {
         for ip in result_ips(&r) {
             assert!(!in_use.contains(&ip), "{mode}/{how}: {ip} handed out twice");
         }
-        assert_eq!(kept_copies(&node), 1, "{mode}/{how}: damaged store kept");
+        // A deleted store has nothing to keep; it is rebuilt all the same.
+        let kept = usize::from(how != "deleted");
+        assert_eq!(kept_copies(&node), kept, "{mode}/{how}: damaged store kept");
         assert_eq!(ids(&node), ["a", "b", "c"], "{mode}/{how}");
         node.del(&conf, "b", Some(&pb.path()), "eth0").ok();
         node.del(&conf, "b", Some(&pb.path()), "eth0").ok();

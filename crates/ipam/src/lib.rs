@@ -228,6 +228,11 @@ impl Ipam {
         Ok(self.store.read()?.rebuild_pending)
     }
 
+    /// Whether the store's file exists (a store never written, or one deleted, has none).
+    pub fn store_file_exists(&self) -> bool {
+        self.store.file_exists()
+    }
+
     /// Rebuilds the allocations from the attachments that really exist (`found`: their
     /// addresses as the node shows them), after the store was set aside. Allocations recorded
     /// since are kept; found ones are added (an address held twice keeps its first holder).

@@ -99,6 +99,11 @@ impl Store {
         &self.dir
     }
 
+    /// Whether `allocations.json` exists.
+    pub fn file_exists(&self) -> bool {
+        self.dir.join(STATE_FILE).exists()
+    }
+
     /// Runs `f` on the state under the exclusive lock and persists the result if it changed.
     pub fn transaction<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         let _lock = self.lock(libc::LOCK_EX)?;

@@ -194,7 +194,8 @@ impl PodRunner {
             .map_err(|e| LabError::Api(format!("pod watch never became ready: {e}")))?;
         self.gc_nodes();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let mut gc_tick = tokio::time::interval(CNI_GC_INTERVAL);
+        let gc_every = Duration::from_secs(self.spec.cni_gc_interval_secs.max(1));
+        let mut gc_tick = tokio::time::interval(gc_every);
         gc_tick.reset();
         let mut log_tick = tokio::time::interval(crate::daemon_log::CHECK_INTERVAL);
         loop {

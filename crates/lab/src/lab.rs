@@ -57,6 +57,14 @@ impl Lab {
         let paths = LabPaths::new(name);
         match read_json::<LabSpec>(&paths.spec_file())? {
             Some(spec) => Ok(Lab { spec, paths }),
+            // Its other state is there: the spec was lost, not the lab.
+            None if paths.pids_dir().exists() || paths.store_dir().exists() => {
+                Err(LabError::NotUp(format!(
+                    "lab {name:?} has state in {} but its spec {} is missing: the lab's                      namespaces and processes cannot be found without it; restore the file",
+                    paths.root.display(),
+                    paths.spec_file().display()
+                )))
+            }
             None => Err(LabError::NotUp(format!(
                 "no lab named {name:?} is up; start one with `sarasa lab up`"
             ))),
@@ -305,6 +313,37 @@ impl Lab {
 
     fn pid_file(&self, key: &str) -> PathBuf {
         self.paths.pids_dir().join(format!("{key}.json"))
+    }
+
+    /// [`Lab::wait_ready`] behind a control plane just started as `rec`, failing as soon as
+    /// that process exits, with the end of its log (a control plane that refuses its state
+    /// says why, naming the file, instead of a minute's timeout).
+    pub fn wait_control_plane_ready(
+        &self,
+        rec: &ProcessRecord,
+        deadline: Instant,
+    ) -> Result<(), LabError> {
+        loop {
+            let slice = (Instant::now() + Duration::from_secs(2)).min(deadline);
+            match self.wait_ready(slice) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) if !rec.alive() => {
+                    let log = self.paths.logs_dir().join("control-plane.log");
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let last = text
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains("error") || l.contains("ERROR"))
+                        .unwrap_or("(no error in the log)");
+                    return Err(LabError::Process(format!(
+                        "the control plane exited at start ({}): {last}",
+                        log.display()
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// Waits until the API answers, every node's network is up and its agent pod is Ready.

@@ -202,6 +202,7 @@ pub(crate) fn run_exec(cmd: &[String], netns: &Path, timeout: Duration) -> bool 
     };
     let mut command = Command::new(program);
     command
+        .env_remove(crate::process::DAEMON_TAG)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

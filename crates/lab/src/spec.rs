@@ -46,6 +46,14 @@ pub struct LabSpec {
     pub lb_pool: Ipv4Net,
     pub api_port: u16,
     pub nodes: Vec<NodeSpec>,
+    /// How often the runtime runs CNI GC on every node, in seconds (a spec written before
+    /// this setting gets the default).
+    #[serde(default = "default_cni_gc_interval")]
+    pub cni_gc_interval_secs: u64,
+}
+
+fn default_cni_gc_interval() -> u64 {
+    crate::kubelet::CNI_GC_INTERVAL.as_secs()
 }
 
 /// Longest lab name: keeps `sarasa-<lab>-node-NN` and pod netns names readable.
@@ -95,6 +103,7 @@ impl LabSpec {
             lb_pool: "198.51.100.0/24".parse().expect("static CIDR"),
             api_port: 6443,
             nodes,
+            cni_gc_interval_secs: default_cni_gc_interval(),
         })
     }
 

@@ -219,6 +219,14 @@ fn read_log(path: &Path, bytes: &[u8], snap_rv: u64, out: &mut Loaded) -> Result
     }
     let mut good_len = start as u64;
     let mut torn = start < bytes.len();
+    // A torn write follows the header: without one complete line the file is not a log whose
+    // last write was cut (all of it would go) but a damaged one.
+    if lines.is_empty() && torn {
+        return Err(corrupt(
+            path,
+            format!("line 1 (the header) is cut short or unreadable; {REMEDY}"),
+        ));
+    }
     let parsed: Vec<Option<Value>> = lines
         .iter()
         .map(|(l, _)| serde_json::from_slice::<Value>(l).ok())
@@ -756,6 +764,26 @@ mod tests {
         drop(f);
         let loaded = load(dir.path()).unwrap();
         assert_eq!(names(&loaded), ["a"]);
+    }
+
+    #[test]
+    fn a_log_without_one_complete_line_is_refused_not_cut_to_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, mut log) = open(dir.path());
+        log.append(&put(1, "a")).unwrap();
+        drop(log);
+        let path = dir.path().join(LOG);
+        let len = fs::metadata(&path).unwrap().len() as usize;
+        // Garbage over the whole file, no newline: not a torn last write (the header and
+        // every record would go with it).
+        fs::write(&path, vec![0xffu8; len]).unwrap();
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(LOG) && e.contains("header"), "{e}");
+        assert_eq!(
+            fs::metadata(&path).unwrap().len() as usize,
+            len,
+            "nothing cut"
+        );
     }
 
     #[test]

@@ -72,10 +72,14 @@ pub fn from_node(p: &Plugin, ipam: &Ipam, node: &mut Netlink) -> Result<Vec<Allo
     Ok(out)
 }
 
-/// Rebuilds the store of `ipam` from the node if it waits for that (it was unreadable).
+/// Rebuilds the store of `ipam` from the node if it waits for that (it was unreadable) or
+/// has no file at all: a deleted store must not read as "nothing allocated" while pods hold
+/// addresses (on a fresh node the rebuild finds nothing and writes an empty store).
 pub fn ensure(p: &Plugin, ipam: &Ipam) -> Result<(), CniError> {
-    let Some(kept) = ipam.needs_rebuild()? else {
-        return Ok(());
+    let kept = match ipam.needs_rebuild()? {
+        Some(kept) => kept,
+        None if !ipam.store_file_exists() => "no store file: new or deleted".to_string(),
+        None => return Ok(()),
     };
     let mut node = Netlink::current()?;
     let found = from_node(p, ipam, &mut node)?;

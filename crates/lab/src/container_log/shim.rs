@@ -162,6 +162,9 @@ pub fn spawn_shim(sarasa: &Path, log: &Path) -> Result<(PipeWriter, PipeWriter),
     let (err_r, err_w) = std::io::pipe().map_err(pipe_err)?;
     let err_fd = err_r.as_raw_fd();
     let mut cmd = Command::new(sarasa);
+    // Not the control plane: a shim outlives it, and an older process carrying its tag would
+    // be taken for it when its record is lost.
+    cmd.env_remove(crate::process::DAEMON_TAG);
     cmd.args(["lab", "log-shim", "--path"])
         .arg(log)
         .arg("--max-bytes")
