@@ -11,7 +11,7 @@
 //! the generation; it is written per response ([`crate::fastpath::Encoded::serial_at`]).
 //! Memory: one allocation per (name, type) holding its key and the message without its
 //! question (which repeats the key), in a set keyed by it, and at most [`MAX_BYTES`] of them
-//! (measured by `examples/memory.rs`: the benchmark's 50k distinct answers take ~6 MiB; kept
+//! (measured by `examples/zone_memory.rs`: the benchmark's 50k distinct answers take ~6 MiB; kept
 //! as a map of boxed key → `Arc`'d whole message they took 12.6 MiB).
 //!
 //! Races: an entry built from generation `g` is inserted only if `g` is still served, checked

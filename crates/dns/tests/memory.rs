@@ -5,7 +5,7 @@
 //! The counts are exact and the same on every run, so a structure that grows (hickory
 //! `Record`s back in the zone: 764 B/record; answers cached as key + whole message: 265
 //! B/answer) fails here rather than as a larger RSS in a benchmark nobody reruns.
-//! `examples/memory.rs` prints the same figures for the benchmark's full size.
+//! `examples/zone_memory.rs` prints the same figures for the benchmark's full size.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

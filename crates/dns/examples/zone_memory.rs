@@ -6,7 +6,7 @@
 //! are counted by a counting allocator (bytes asked for, live), not read from RSS, so the
 //! figures are exact and repeatable; the allocator's own overhead comes on top.
 //!
-//! `cargo run --release -p sarasa-dns --example memory [SERVICES] [EPS]`
+//! `cargo run --release -p sarasa-dns --example zone_memory [SERVICES] [EPS]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
