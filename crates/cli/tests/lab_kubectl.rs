@@ -209,6 +209,34 @@ fn kubectl_and_the_python_client_drive_the_lab() {
         assert_ne!(internal, "<none>", "{name} has no InternalIP");
     }
 
+    // Each node's kubelet reports Ready and what the machine is, as `kubectl get nodes -o wide`
+    // shows for a real cluster.
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let nodes = loop {
+        let t = Table::parse(&k.ok(&["get", "nodes", "-o", "wide"]));
+        let names: Vec<String> = t.rows.iter().map(|r| r[0].clone()).collect();
+        if names.iter().all(|n| t.cell(n, "STATUS") == "Ready")
+            || std::time::Instant::now() > deadline
+        {
+            break t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    for row in &nodes.rows {
+        let name = row[0].as_str();
+        assert_eq!(nodes.cell(name, "STATUS"), "Ready", "{name}");
+        assert_eq!(nodes.cell(name, "VERSION"), "v1.34.0-sarasa", "{name}");
+        assert_eq!(nodes.cell(name, "KERNEL-VERSION"), kernel.trim(), "{name}");
+        assert_ne!(nodes.cell(name, "OS-IMAGE"), "<unknown>", "{name}");
+        assert!(
+            nodes
+                .cell(name, "CONTAINER-RUNTIME")
+                .starts_with("sarasa-lab://"),
+            "{name}"
+        );
+    }
+
     // apply with client validation on (kubectl's default): the good manifest goes in, the one
     // with an unknown field is refused and nothing of it is created.
     let out = k.ok(&["apply", "-f", &write(dir.path(), "web.yaml", WEB)]);

@@ -45,6 +45,7 @@ use crate::LabError;
 mod containers;
 mod init;
 mod liveness;
+mod node_status;
 mod ready;
 mod register;
 mod restarts;
@@ -173,6 +174,7 @@ impl PodRunner {
     pub async fn run(self: Arc<Self>) -> Result<(), LabError> {
         // As each node's kubelet registers its Node before it runs pods.
         register::register_nodes(&self.client, &self.spec).await?;
+        tokio::spawn(node_status::run(self.client.clone(), self.spec.clone()));
         let api: Api<Pod> = Api::all(self.client.clone());
         let (store, writer) = reflector::store();
         let stream = reflector(writer, watcher(api, watcher::Config::default()))
