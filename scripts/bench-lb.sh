@@ -6,9 +6,9 @@
 # double-load-balancer imbalance, which shows with Local: the balancer spreads over nodes, each
 # node over its own pods).
 # Prints, per mode: request latency p50/p99 (new TCP connection + one request/reply, from the
-# external host), mean hops (1 = balancer straight to the pod's node; 2 = balancer → node proxy
-# on the pod's node; 3 = node proxy forwards to another node, seen from the masqueraded client
-# address), requests per pod max/min, and the machine. Asserts nothing.
+# external host), mean hops (1 = balancer straight to the pod; 2 = balancer → node proxy on the
+# pod's node; 3 = the node proxy forwards to another node, seen from the masqueraded client
+# address the pod reports), requests per pod max/min, and the machine. Asserts nothing.
 #
 #   scripts/bench-lb.sh                 REQUESTS=400 ROUNDS=3 (modes alternate each round)
 #
@@ -115,9 +115,10 @@ for line in sys.stdin:
     for pod, client in zip(r["pods"], r["clients"]):
         per_pod[pod] = per_pod.get(pod, 0) + 1
         node = podnode.get(pod, "")
-        if client == "203.0.113.10":
+        mode = os.environ["MODE"]
+        if mode == "ip":
             hops.append(1)            # balancer -> the pod (its node only delivers)
-        elif client == node_ip.get(node) or client.endswith(".1"):
+        elif client == "203.0.113.10" or client == node_ip.get(node) or client.endswith(".1"):
             hops.append(2)            # balancer -> node proxy on the pod'"'"'s node
         else:
             hops.append(3)            # balancer -> node proxy -> another node
