@@ -70,6 +70,13 @@ enum LabCommand {
         #[arg(long)]
         loopback_fd: Option<i32>,
     },
+    /// Compare every node's nftables tables with the plan compiled from the API's objects (as
+    /// `sarasa trace` compiles it); exit 1 when any differs
+    Check {
+        /// Only this node
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Print a kubeconfig for the lab's API (published on 127.0.0.1, as kind does); `lab up`
     /// also merges its `sarasa-<lab>` context into your kubeconfig.
     Kubeconfig {
@@ -177,6 +184,13 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             });
             sarasa_lab::container_log::run_shim_on_stdio(rotation)
                 .context("copying container output into its log")?;
+        }
+        LabCommand::Check { node } => {
+            let lab = Lab::open(lab)?;
+            let (diffs, warnings) = crate::lab_check::check(&lab, node.as_deref())?;
+            if !crate::lab_check::print(&diffs, &warnings) {
+                return Ok(ExitCode::from(1));
+            }
         }
         LabCommand::Kubeconfig { name } => {
             let lab = Lab::open(name.as_deref().unwrap_or(lab))?;

@@ -12,6 +12,7 @@ mod cmd_objects;
 mod cmd_policy;
 mod cmd_trace;
 mod drops;
+mod lab_check;
 mod topology;
 mod trace_fetch;
 mod trace_handles;
