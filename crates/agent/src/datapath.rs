@@ -215,7 +215,11 @@ fn sync_addresses(
 
 /// Reads what the agent owns in the kernel: routes with [`ROUTE_PROTOCOL`] in the main table,
 /// and permanent FDB/neighbour entries on the VXLAN device.
-fn read_fabric(nl: &mut Netlink, vxlan_index: Option<u32>, uplink_index: u32) -> Result<Fabric> {
+pub fn read_fabric(
+    nl: &mut Netlink,
+    vxlan_index: Option<u32>,
+    uplink_index: u32,
+) -> Result<Fabric> {
     let mut fabric = Fabric::default();
     for family in [Family::V4, Family::V6] {
         let routes = nl

@@ -1,7 +1,8 @@
 //! `sarasa lab check`: does every node's kernel hold what its plan says? The plan is compiled
 //! from the API's objects exactly as `sarasa trace` compiles it (the agents' own compilers);
 //! each planned nftables table is read back over netlink inside the node's namespace and
-//! diffed. An agent killed at any point and restarted must leave this empty (issue 14's
+//! diffed, and so is the fabric the agent owns (routes with its protocol, the VXLAN device's
+//! FDB and neighbour entries), with the agent's own reader and diff. An agent killed at any point and restarted must leave this empty (issue 14's
 //! fault run calls it after every restart).
 
 use anyhow::{Context, Result};
@@ -44,10 +45,15 @@ pub fn check(lab: &Lab, only: Option<&str>) -> Result<(Vec<NodeDiff>, Vec<String
             let tx = diff_kernel(current.as_ref(), table);
             if !tx.is_empty() {
                 tables.push((
-                    format!("{} {}", table.family.as_str(), table.name),
+                    format!("table {} {}", table.family.as_str(), table.name),
                     tx.commands,
                 ));
             }
+        }
+        let fabric = fabric_diff(&node.netns, &view.plan.fabric)
+            .with_context(|| format!("reading the fabric of {}", view.name))?;
+        if !fabric.is_empty() {
+            tables.push(("fabric (routes, FDB, neighbours)".into(), fabric));
         }
         out.push(NodeDiff {
             node: view.name.clone(),
@@ -55,6 +61,26 @@ pub fn check(lab: &Lab, only: Option<&str>) -> Result<(Vec<NodeDiff>, Vec<String
         });
     }
     Ok((out, warnings))
+}
+
+/// The fabric operations that would make the node's kernel hold `plan`'s fabric.
+fn fabric_diff(netns: &str, plan: &sarasa_plan::fabric::FabricPlan) -> Result<Vec<String>> {
+    let ns = sarasa_netns::NetNs::open(netns)?;
+    let mut nl = sarasa_netns::Netlink::open_in(&ns)?;
+    let uplink = match &plan.vxlan {
+        Some(v) => v.uplink.clone(),
+        None => sarasa_lab::spec::UPLINK.to_string(),
+    };
+    let uplink_index = nl.link(&uplink)?.index;
+    let vxlan_index = match &plan.vxlan {
+        Some(v) => nl.link_by_name(&v.name)?.map(|l| l.index),
+        None => None,
+    };
+    let current = sarasa_agent::datapath::read_fabric(&mut nl, vxlan_index, uplink_index)?;
+    Ok(sarasa_agent::diff::diff(&plan.fabric, &current)
+        .into_iter()
+        .map(|op| format!("{op:?}"))
+        .collect())
 }
 
 /// Prints the result; true when every node equals its plan.
@@ -65,13 +91,13 @@ pub fn print(diffs: &[NodeDiff], warnings: &[String]) -> bool {
     let mut equal = true;
     for d in diffs {
         if d.tables.is_empty() {
-            println!("{}: every table equals the plan", d.node);
+            println!("{}: every table and the fabric equal the plan", d.node);
             continue;
         }
         equal = false;
         for (table, commands) in &d.tables {
             println!(
-                "{}: table {table} differs from the plan ({} commands to fix):",
+                "{}: {table} differs from the plan ({} changes to fix):",
                 d.node,
                 commands.len()
             );
