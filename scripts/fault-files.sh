@@ -6,7 +6,7 @@
 # outcome counted: recovered (objects intact, addresses rebuilt), a clear error naming the file,
 # or a silent failure (target 0); addresses held twice are counted on the pods' real
 # interfaces (target 0); orphans are container instances left running beside a restarted pod
-# (a known gap of damaged pod records: kill them by pid afterwards). Needs root (namespaces).
+# (target 0). Needs root (namespaces).
 #
 #   scripts/fault-files.sh              # every file x kind once (28 faults)
 #   ROUNDS=3 scripts/fault-files.sh

@@ -679,8 +679,8 @@ fn damaged_state_files_recover_or_name_the_file() {
         total.orphans,
         started.elapsed().as_secs_f64()
     );
-    // Known gap, counted and not yet asserted: a damaged pod record makes the runtime start
-    // the pod again and leaves the earlier container instance (and its shim) running.
+    // A damaged pod record makes the runtime start the pod again; the earlier container
+    // instance (and its shim) must not run on beside it. (Leftovers are killed regardless.)
     leftovers.0 = pod_processes(&lab.name, &run.paths)
         .into_iter()
         .filter_map(|p| Some((p, start_time(p)?)))
@@ -690,4 +690,8 @@ fn damaged_state_files_recover_or_name_the_file() {
     assert_eq!(files.len(), FILES.len(), "every file damaged");
     assert_eq!(dup_total, 0, "an address held twice");
     assert!(silent.is_empty(), "silent failures: {silent:?}");
+    assert_eq!(
+        total.orphans, 0,
+        "container instances left running beside restarted pods"
+    );
 }

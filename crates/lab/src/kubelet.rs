@@ -485,7 +485,13 @@ impl PodRunner {
         })?;
         let node_ns = NetNs::open(&node.netns).map_err(LabError::netns)?;
         let netns_name = self.spec.pod_netns(uid);
-        // A leftover namespace of an earlier failed attempt is removed first.
+        // A leftover namespace of an earlier attempt is removed first, with whatever still
+        // runs in it: containers of an instance whose record was lost (their log shims end
+        // with them), which would otherwise run on beside the new one, outside the lab.
+        let killed = end_processes_in(&netns_name, Duration::from_secs(5));
+        if killed > 0 {
+            tracing::warn!(pod = %name, killed, "ended processes left in the pod's namespace by an earlier instance");
+        }
         let _ = NetNs::delete(&netns_name);
         let pod_ns = NetNs::create(&netns_name).map_err(LabError::netns)?;
         let att = Attachment {
@@ -718,6 +724,42 @@ enum Job {
     Check(Pod),
     Terminate(Pod),
     Orphan(String),
+}
+
+/// Ends (SIGKILL) every process whose network namespace is the named one and waits up to
+/// `wait` for them to be gone; returns how many there were. A namespace that does not exist
+/// has none.
+fn end_processes_in(netns: &str, wait: Duration) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) =
+        std::fs::metadata(std::path::Path::new(sarasa_netns::NETNS_RUN_DIR).join(netns))
+    else {
+        return 0;
+    };
+    let inside = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                    .is_ok_and(|m| m.ino() == target.ino() && m.dev() == target.dev())
+            })
+            .collect()
+    };
+    let pids = inside();
+    for pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let deadline = std::time::Instant::now() + wait;
+    while !inside().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pids.len()
 }
 
 /// The `portMappings` capability's argument, as kubelet's CRI runtimes build it: every
