@@ -317,16 +317,50 @@ impl Run<'_> {
             .is_some()
     }
 
+    /// Writes a Namespace's label and returns its resourceVersion once the write is acknowledged.
+    fn write_mark(&self) -> u64 {
+        let name = "rv-mark";
+        // A new value each time, so the apply is a write.
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        self.lab.apply_nowait(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{at: \"{at}\"}}}}\n"
+        ));
+        let list = self.lab.get_json(&["namespaces"]);
+        let ns = list["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|o| o["metadata"]["name"] == name))
+            .expect("the mark Namespace was written");
+        ns["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|rv| rv.parse().ok())
+            .expect("a numeric resourceVersion")
+    }
+
     /// The store files: the control plane stopped, damaged, started.
     fn store_file(&self, path: &Path, kind: Kind) -> Outcome {
         let before = inventory(self.lab).expect("pods listed");
+        // The last acknowledged write before the fault: whatever the damage took, a write
+        // after the restart must get a higher resourceVersion.
+        let mark = self.write_mark();
         self.lab.ok(&["lab", "control-plane", "stop"]);
         let backup = std::fs::read(path).expect("read store file");
         damage(path, kind);
         let out = self.lab.run(&["lab", "control-plane", "start"]);
         if out.status.success() {
             if self.intact(&before, Duration::from_secs(20)) {
-                return Outcome::Recovered;
+                let after = self.write_mark();
+                if after > mark {
+                    return Outcome::Recovered;
+                }
+                eprintln!(
+                    "{} {}: resourceVersion moved back: {after} after {mark}",
+                    file_name(path),
+                    kind.as_str()
+                );
+                return Outcome::Silent;
             }
             eprintln!(
                 "{} {}: started without the objects: {:?}",

@@ -106,6 +106,9 @@ pub struct Inner {
     history: VecDeque<Event>,
     /// A watch may resume from any resourceVersion >= floor.
     floor: u64,
+    /// resourceVersions skipped after a restart (exclusive bounds, see `persist`): a watch
+    /// resuming from inside one relists.
+    holes: Vec<(u64, u64)>,
     history_cap: usize,
     log: Option<persist::Log>,
     /// Log size at which the next compaction is tried (pushed back after a failed one).
@@ -339,7 +342,19 @@ impl Store {
                 }
             }
         }
-        let (rv_tx, _) = watch::channel(loaded.rv);
+        // Continue above every resourceVersion handed out before, even if the log's tail that
+        // held them is gone; a watcher that saw one of those must relist.
+        let start_rv = loaded.start_rv();
+        let mut holes = std::mem::take(&mut loaded.holes);
+        if start_rv > loaded.rv {
+            tracing::info!(
+                "the log ends at resourceVersion {} and at most {} were handed out: continuing from {start_rv}",
+                loaded.rv,
+                loaded.reserved
+            );
+            holes.push((loaded.rv, start_rv));
+        }
+        let (rv_tx, _) = watch::channel(start_rv);
         let rv_tx = Arc::new(rv_tx);
         // Writes nothing for an existing store, so it opens on a full disk.
         let log = persist::Log::open(&config.state_dir, &loaded, rv_tx.clone())?;
@@ -349,10 +364,11 @@ impl Store {
             services.add(s);
         }
         let mut inner = Inner {
-            rv: loaded.rv,
+            rv: start_rv,
             tables,
             history,
             floor,
+            holes,
             history_cap,
             log: Some(log),
             compact_at: 0,
@@ -515,6 +531,13 @@ impl Store {
         let inner = self.lock();
         if since < inner.floor {
             return Err(inner.floor);
+        }
+        if let Some(&(_, hi)) = inner
+            .holes
+            .iter()
+            .find(|(lo, hi)| *lo < since && since < *hi)
+        {
+            return Err(hi);
         }
         // Only durable changes: a watcher never sees one a crash could take back.
         let durable = self.durable_rv().min(inner.rv);

@@ -11,6 +11,15 @@
 //! holds the changes after resourceVersion R, one per resourceVersion, without gaps). A torn or
 //! unreadable last line (a write cut short) is cut off at start with a log line; damage anywhere
 //! else refuses to start with an error naming the file and the line.
+//!
+//! resourceVersions never move backwards, even when the log's tail is lost (a crash before an
+//! fsync, after a GET already showed the change; or a log cut short from outside): before a
+//! record takes a resourceVersion above the reservation in `rv-reserved.json`, the reservation
+//! is raised by a block and made durable (one atomic file write per `RESERVE_BLOCK` writes, as
+//! a database caches sequence values). At start the store continues above the reservation and
+//! remembers the skipped range as a hole: a watch resuming from inside it gets 410 Gone and
+//! relists, since what it saw there may be gone. The first record after a hole says so
+//! (`"skip": true`), so the log's resourceVersions stay checkably consecutive otherwise.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -24,6 +33,9 @@ use crate::error::Error;
 
 pub const SNAPSHOT: &str = "snapshot.jsonl";
 pub const LOG: &str = "log.jsonl";
+pub const RESERVED: &str = "rv-reserved.json";
+/// How far each durable reservation of resourceVersions reaches ahead.
+pub const RESERVE_BLOCK: u64 = 1000;
 /// The on-disk format with header lines (format 1 had no log header).
 const FORMAT: u64 = 2;
 
@@ -67,6 +79,22 @@ pub struct Loaded {
     pub log_records: usize,
     /// Length of the log's intact part (a torn tail is cut off).
     pub log_len: u64,
+    /// Every resourceVersion ever handed out is at most this (0: no reservation on record).
+    pub reserved: u64,
+    /// Ranges of resourceVersions skipped in the log (exclusive bounds): a watch resuming from
+    /// inside one must relist.
+    pub holes: Vec<(u64, u64)>,
+}
+
+impl Loaded {
+    /// The resourceVersion the store continues from: above every one ever handed out.
+    pub fn start_rv(&self) -> u64 {
+        if self.reserved > self.rv {
+            self.reserved + 1
+        } else {
+            self.rv
+        }
+    }
 }
 
 fn io_err(path: &Path, source: io::Error) -> Error {
@@ -93,7 +121,10 @@ pub fn load(dir: &Path) -> Result<Loaded, Error> {
     let log = dir.join(LOG);
     let snap_bytes = read_if_exists(&snap)?;
     let log_bytes = read_if_exists(&log)?;
-    let mut out = Loaded::default();
+    let mut out = Loaded {
+        reserved: read_reserved(dir)?,
+        ..Loaded::default()
+    };
     let (snap_bytes, log_bytes) = match (snap_bytes, log_bytes) {
         (None, None) => {
             out.fresh = true;
@@ -141,6 +172,32 @@ pub fn load(dir: &Path) -> Result<Loaded, Error> {
     let log_format = read_log(&log, &log_bytes, snap_rv, &mut out)?;
     out.current = snap_format >= FORMAT && log_format >= FORMAT;
     Ok(out)
+}
+
+/// The reservation on record: 0 when there is none (a store from before reservations); an
+/// unreadable one is refused, since starting below it could reuse resourceVersions.
+fn read_reserved(dir: &Path) -> Result<u64, Error> {
+    let path = dir.join(RESERVED);
+    let Some(bytes) = read_if_exists(&path)? else {
+        return Ok(0);
+    };
+    serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("reserved").and_then(Value::as_u64))
+        .ok_or_else(|| {
+            corrupt(
+                &path,
+                "not a reservation ({\"reserved\":N}); remove it to start without the guarantee \
+                 that resourceVersions never move backwards, or restore it from a backup",
+            )
+        })
+}
+
+/// Records durably that resourceVersions up to `upto` may be handed out.
+fn write_reserved(dir: &Path, upto: u64) -> io::Result<()> {
+    let mut line = serde_json::to_vec(&json!({ "reserved": upto }))?;
+    line.push(b'\n');
+    write_atomic(dir, RESERVED, |w| w.write_all(&line))
 }
 
 fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, Error> {
@@ -277,7 +334,10 @@ fn read_log(path: &Path, bytes: &[u8], snap_rv: u64, out: &mut Loaded) -> Result
             .ok_or_else(|| corrupt(path, format!("line {n}: not a change record")))?;
         let rv = rec.rv();
         if let Some(want) = expect {
-            if rv != want {
+            let skip = v.get("skip").and_then(Value::as_bool) == Some(true);
+            if skip && rv > want {
+                out.holes.push((want - 1, rv));
+            } else if rv != want {
                 return Err(corrupt(
                     path,
                     format!(
@@ -404,6 +464,20 @@ pub enum PersistError {
     Broken { path: String, detail: String },
 }
 
+impl PersistError {
+    /// A failed write: a full disk or quota is told apart (writes may resume).
+    fn classify(path: String, source: io::Error) -> PersistError {
+        if matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        ) {
+            PersistError::Full { path, source }
+        } else {
+            PersistError::Io { path, source }
+        }
+    }
+}
+
 struct SyncState {
     file: Arc<dyn LogFile>,
     /// Highest resourceVersion written to the log.
@@ -475,6 +549,10 @@ pub struct Log {
     pub records: usize,
     /// A failed write could not be cut off again: the log's end is unknown.
     broken: Option<String>,
+    /// The resourceVersion of the log's last record (or its base).
+    last_rv: u64,
+    /// The durable reservation: records up to it need no new one.
+    reserved: u64,
     durability: Arc<Durability>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -496,8 +574,11 @@ impl Log {
             loaded.log_len
         };
         let file = open_append(&path).map_err(|e| io_err(&path, e))?;
-        Self::with_file(dir, file, len, loaded.log_records, loaded.rv, tx)
-            .map_err(|e| io_err(&path, e))
+        let mut log = Self::with_file(dir, file, len, loaded.log_records, loaded.start_rv(), tx)
+            .map_err(|e| io_err(&path, e))?;
+        log.last_rv = loaded.rv;
+        log.reserved = loaded.reserved;
+        Ok(log)
     }
 
     /// A log appending to `file` (of length `len`, holding `records`, durable up to `rv`).
@@ -532,6 +613,8 @@ impl Log {
             len,
             records,
             broken: None,
+            last_rv: rv,
+            reserved: 0,
             durability,
             thread: Some(thread),
         })
@@ -548,12 +631,23 @@ impl Log {
         if let Some(detail) = self.broken.clone().or_else(|| self.durability.failed()) {
             return Err(PersistError::Broken { path, detail });
         }
-        let v = match rec {
+        let rv = rec.rv();
+        if rv > self.reserved {
+            let upto = rv + RESERVE_BLOCK - 1;
+            write_reserved(&self.dir, upto).map_err(|source| {
+                PersistError::classify(self.dir.join(RESERVED).display().to_string(), source)
+            })?;
+            self.reserved = upto;
+        }
+        let mut v = match rec {
             Record::Put { rv, res, obj } => json!({"rv": rv, "op": "put", "res": res, "obj": obj}),
             Record::Delete { rv, res, ns, name } => {
                 json!({"rv": rv, "op": "del", "res": res, "ns": ns, "name": name})
             }
         };
+        if rv != self.last_rv + 1 {
+            v["skip"] = json!(true);
+        }
         let mut line = serde_json::to_vec(&v).map_err(|e| PersistError::Io {
             path: path.clone(),
             source: e.into(),
@@ -568,18 +662,11 @@ impl Log {
                 tracing::error!("{path}: {detail}");
                 self.broken = Some(detail);
             }
-            let full = matches!(
-                source.kind(),
-                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-            );
-            return Err(if full {
-                PersistError::Full { path, source }
-            } else {
-                PersistError::Io { path, source }
-            });
+            return Err(PersistError::classify(path, source));
         }
         self.len += line.len() as u64;
         self.records += 1;
+        self.last_rv = rv;
         let mut s = self.durability.lock();
         s.written = s.written.max(rec.rv());
         self.durability.cv.notify_all();
@@ -601,6 +688,7 @@ impl Log {
         self.len = len;
         self.records = 0;
         self.broken = None;
+        self.last_rv = rv;
         {
             let mut s = self.durability.lock();
             s.file = file;
