@@ -1,6 +1,6 @@
 //! Fault injection on the lab's state files (issue 14): each file the lab keeps — the API
 //! store's snapshot and log, a node's IPAM allocations.json, the control plane's process
-//! record, a pod's runtime record, the lab spec, the API loopback record — garbage-filled,
+//! record, a pod's runtime record (of a pod and of a hostNetwork pod), the lab spec, the API loopback record — garbage-filled,
 //! truncated, emptied and deleted in turn, with the lab stopped or running as fits; then what
 //! reads it is restarted and the outcome classified:
 //! - recovered: it runs again with the objects intact (the same pods with the same addresses)
@@ -9,8 +9,10 @@
 //! - a silent failure: anything else (target 0).
 //!
 //! Duplicates are counted on the pods' real interfaces (eth0 in each pod's namespace);
-//! orphans as container instances (their log shims) left running beside a new one.
-//! The CI form damages every file in every way once (28 faults, about 40 s with the lab's
+//! orphans as container instances (their log shims, the damaged record's container processes)
+//! left running beside a new one — for the hostNetwork pod too, whose containers share the
+//! node's namespace.
+//! The CI form damages every file in every way once (32 faults, about 45 s with the lab's
 //! start); `scripts/fault-files.sh` repeats that `ROUNDS` times.
 
 mod common;
@@ -53,16 +55,18 @@ enum File {
     Ipam,
     ControlPlaneRecord,
     PodRecord,
+    HostPodRecord,
     LabSpec,
     ApiLoopback,
 }
 
-const FILES: [File; 7] = [
+const FILES: [File; 8] = [
     File::StoreSnapshot,
     File::StoreLog,
     File::Ipam,
     File::ControlPlaneRecord,
     File::PodRecord,
+    File::HostPodRecord,
     File::LabSpec,
     File::ApiLoopback,
 ];
@@ -81,7 +85,8 @@ struct Tally {
     clear: usize,
     silent: usize,
     duplicates: usize,
-    /// Extra log shims of one container (its earlier instance left running).
+    /// Processes of earlier container instances left running: extra log shims of one
+    /// container, and the recorded container processes of a damaged pod record.
     orphans: usize,
 }
 
@@ -244,11 +249,16 @@ fn pod_processes(lab: &str, paths: &LabPaths) -> Vec<i32> {
     out
 }
 
-/// A process's start time (clock ticks since boot): with the pid, its identity.
+/// A process's start time (clock ticks since boot): with the pid, its identity. None once
+/// it ended (a zombie included).
 fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Kills, once the lab is down, what of these processes is still running (the orphans the
@@ -283,6 +293,26 @@ struct Run<'a> {
     /// Container processes of pod records about to be damaged (pid, start time): the runtime
     /// may lose track of them (an orphan to kill at the end).
     recorded: std::cell::RefCell<Vec<(i32, u64)>>,
+    /// Recorded container processes still running after their pod was started again.
+    earlier_running: std::cell::Cell<usize>,
+}
+
+/// The running container processes a pod record names (pid, start time); none when the
+/// record is missing or unreadable.
+fn recorded_processes(path: &Path) -> Vec<(i32, u64)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let rec: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    rec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let pid = c["process"]["pid"].as_i64()? as i32;
+            Some((pid, start_time(pid)?))
+        })
+        .collect()
 }
 
 impl Run<'_> {
@@ -472,23 +502,21 @@ impl Run<'_> {
         }
     }
 
-    /// A pod's runtime record, damaged with the control plane stopped; after the start the
-    /// pod runs with an address (its own, or a new one after a restart) that no other pod
-    /// holds, or the runtime names the record.
-    fn pod_record(&self, kind: Kind) -> Outcome {
-        let (uid, name) = self.ff_record().expect("a pod record of app=ff on node-1");
+    /// A pod's runtime record (of the `app: ff` pod, or with `host` of the hostNetwork pod
+    /// `ffh`), damaged with the control plane stopped; after the start the pod runs — with an
+    /// address (its own, or a new one after a restart) that no other pod holds, or on its
+    /// node's — or the runtime names the record. The recorded container processes still
+    /// running after that (the earlier instance) are counted in `orphans`.
+    fn pod_record(&self, kind: Kind, host: bool) -> Outcome {
+        let (uid, name) = if host {
+            self.record_of("ffh")
+                .expect("a pod record of the hostNetwork pod ffh")
+        } else {
+            self.ff_record().expect("a pod record of app=ff on node-1")
+        };
         let path = self.paths.pods_dir().join(format!("{uid}.json"));
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            let rec: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            for c in rec["containers"].as_array().into_iter().flatten() {
-                if let Some(pid) = c["process"]["pid"].as_i64() {
-                    let pid = pid as i32;
-                    if let Some(t) = start_time(pid) {
-                        self.recorded.borrow_mut().push((pid, t));
-                    }
-                }
-            }
-        }
+        let before = recorded_processes(&path);
+        self.recorded.borrow_mut().extend(before.iter().copied());
         self.lab.ok(&["lab", "control-plane", "stop"]);
         damage(&path, kind);
         self.start();
@@ -499,9 +527,33 @@ impl Run<'_> {
                 .iter()
                 .any(|c| c["type"] == "Ready" && c["status"] == "True");
             let ip = p["status"]["podIP"].as_str()?.to_string();
-            let on_if = interface_addresses(&self.paths).contains_key(&ip);
-            (ready && on_if).then_some(())
+            // The status and the pod's interface may still be the earlier instance's: a new
+            // record with its own running containers says the runtime started it again.
+            let now = recorded_processes(&path);
+            let restarted = !now.is_empty() && now.iter().all(|p| !before.contains(p));
+            let placed = host || interface_addresses(&self.paths).contains_key(&ip);
+            (ready && restarted && placed).then_some(())
         });
+        // Killed processes may take a moment to be gone.
+        let still = || -> Vec<(i32, u64)> {
+            before
+                .iter()
+                .copied()
+                .filter(|(pid, t)| start_time(*pid) == Some(*t))
+                .collect()
+        };
+        let _ = self
+            .lab
+            .eventually(Duration::from_secs(2), || still().is_empty().then_some(()));
+        let left = still();
+        if !left.is_empty() {
+            eprintln!(
+                "{uid}.json {}: processes of the earlier instance still run: {left:?}",
+                kind.as_str()
+            );
+            self.earlier_running
+                .set(self.earlier_running.get() + left.len());
+        }
         if running.is_some() {
             Outcome::Recovered
         } else if self.control_plane_log().contains(&format!("{uid}.json")) {
@@ -514,6 +566,21 @@ impl Run<'_> {
             );
             Outcome::Silent
         }
+    }
+
+    /// The record of the pod `name` in `default`: (uid, name).
+    fn record_of(&self, name: &str) -> Option<(String, String)> {
+        let dir = std::fs::read_dir(self.paths.pods_dir()).ok()?;
+        dir.flatten().find_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            (v["name"] == name && v["namespace"] == "default").then(|| {
+                (
+                    v["uid"].as_str().unwrap_or_default().to_string(),
+                    name.to_string(),
+                )
+            })
+        })
     }
 
     /// A record of one of the test pods (`app: ff`).
@@ -587,7 +654,8 @@ impl Run<'_> {
             File::StoreLog => self.store_file(&self.paths.store_dir().join("log.jsonl"), kind),
             File::Ipam => self.ipam(kind),
             File::ControlPlaneRecord => self.control_plane_record(kind),
-            File::PodRecord => self.pod_record(kind),
+            File::PodRecord => self.pod_record(kind, false),
+            File::HostPodRecord => self.pod_record(kind, true),
             File::LabSpec => self.lab_spec(kind),
             File::ApiLoopback => self.api_loopback(kind),
         }
@@ -601,6 +669,7 @@ fn label(file: File) -> &'static str {
         File::Ipam => "ipam allocations.json",
         File::ControlPlaneRecord => "pids/control-plane.json",
         File::PodRecord => "pods/<uid>.json",
+        File::HostPodRecord => "pods/<uid>.json hostNet",
         File::LabSpec => "lab.json",
         File::ApiLoopback => "api-loopback.json",
     }
@@ -634,20 +703,34 @@ fn damaged_state_files_recover_or_name_the_file() {
         paths: LabPaths::new(&lab.name),
         next_pod: 0,
         recorded: Default::default(),
+        earlier_running: Default::default(),
     };
     // A pod of ours to damage the record of, and the IPAM store to exist.
     run.ipam(Kind::Garbage);
     assert!(run.ff_record().is_some(), "the first test pod runs");
+    // A hostNetwork pod, whose containers share node-1's namespace.
+    lab.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: ffh}\n\
+         spec:\n  nodeName: node-1\n  hostNetwork: true\n  \
+         containers: [{name: c, image: x, command: [/bin/sh, -c, 'echo up; exec sleep 3600']}]\n",
+    );
+    assert!(
+        run.record_of("ffh").is_some(),
+        "the hostNetwork test pod runs"
+    );
 
     let mut tallies: BTreeMap<(File, Kind), Tally> = BTreeMap::new();
     let mut silent = Vec::new();
     let mut dup_total = 0;
-    let mut orphans_total = 0;
+    let mut shims_total = 0;
     for (file, kind) in plan(rounds) {
         let t0 = Instant::now();
         let outcome = run.fault(file, kind);
         let dups = duplicates(&run.paths);
-        let orphans = orphaned_shims(&run.paths).saturating_sub(orphans_total);
+        // Extra shims stay running: only those new since the last fault count for this one.
+        let shims = orphaned_shims(&run.paths);
+        let orphans = shims.saturating_sub(shims_total) + run.earlier_running.replace(0);
+        shims_total = shims_total.max(shims);
         let t = tallies.entry((file, kind)).or_default();
         t.faults += 1;
         match outcome {
@@ -659,7 +742,6 @@ fn damaged_state_files_recover_or_name_the_file() {
             }
         }
         t.orphans += orphans;
-        orphans_total += orphans;
         if !dups.is_empty() {
             eprintln!(
                 "duplicate addresses after {} {}: {dups:?}",

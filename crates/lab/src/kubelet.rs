@@ -46,6 +46,7 @@ mod containers;
 mod init;
 mod liveness;
 mod node_status;
+mod orphans;
 mod ready;
 mod register;
 mod restarts;
@@ -399,6 +400,12 @@ impl PodRunner {
             env: BTreeMap::new(),
             init: Vec::new(),
         };
+        // A pod started with no record of it may have run before (its record lost or
+        // damaged): what is left of that instance — its log shims and the processes writing
+        // into them — ends first, so it does not run on beside the new one, outside the lab.
+        // This is what finds a hostNetwork pod's containers, which share the node's namespace;
+        // a pod's own namespace is also emptied below.
+        self.end_earlier_instance(&namespace, &name);
         if !host_network {
             self.attach_pod_network(&mut rec, port_mappings(pod))?;
         }
@@ -464,6 +471,19 @@ impl PodRunner {
         }
         self.save(&rec)?;
         Ok(rec)
+    }
+
+    /// Ends the processes of an earlier instance of pod `namespace/name` ([`orphans`]).
+    fn end_earlier_instance(&self, namespace: &str, name: &str) {
+        let dir = self.paths.logs_dir().join("pods");
+        let procs = orphans::pod_processes(&dir, namespace, name);
+        if procs.is_empty() {
+            return;
+        }
+        let killed = orphans::end(&procs, Duration::from_secs(5));
+        if killed > 0 {
+            tracing::warn!(pod = %name, killed, "ended the log shims and container processes left by an earlier instance");
+        }
     }
 
     /// The pod's own namespace and its CNI ADD; fills `netns`, `ips` and the CNI result.
