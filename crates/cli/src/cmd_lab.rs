@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use sarasa_lab::lab::LabBinaries;
-use sarasa_lab::{kubeconfig, Backend, CniMode, Lab};
+use sarasa_lab::spec::parse_size;
+use sarasa_lab::{kubeconfig, Backend, CniMode, Lab, LabSpec};
 
 #[derive(Args)]
 pub struct LabArgs {
@@ -28,6 +29,14 @@ enum LabCommand {
         /// How long to wait for the agents, and then for the cluster DNS (at least 60 s).
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Rotate a container's log once it passes this size (the kubelet's
+        /// containerLogMaxSize): bytes, or with Ki, Mi, Gi (K, M, G decimal); at least 4Ki.
+        #[arg(long, default_value = "10Mi")]
+        container_log_max_size: String,
+        /// Log files kept per container, the one written included (the kubelet's
+        /// containerLogMaxFiles); 2 to 100.
+        #[arg(long, default_value_t = sarasa_lab::container_log::LOG_KEEP_ROTATED + 1)]
+        container_log_max_files: usize,
     },
     /// Remove everything the lab made: processes, namespaces, links, state.
     Down,
@@ -109,13 +118,18 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             backend,
             mode,
             timeout,
+            container_log_max_size,
+            container_log_max_files,
         } => {
             let mode = match mode {
                 ModeArg::Bridge => CniMode::Bridge,
                 ModeArg::Routed => CniMode::Routed,
             };
+            let max_bytes = parse_size(&container_log_max_size, "--container-log-max-size")?;
+            let spec = LabSpec::new(lab, nodes, backend, mode)?
+                .with_container_logs(max_bytes, container_log_max_files)?;
             let started = std::time::Instant::now();
-            let lab = Lab::up(lab, nodes, backend, mode, &binaries()?, timeout)?;
+            let lab = Lab::up(spec, &binaries()?, timeout)?;
             // The cluster DNS add-on, as a cluster's bootstrap installs CoreDNS; a lab whose
             // DNS never gets ready is taken down like any other failed `up`.
             if let Err(e) = crate::cluster_dns::install(&lab, timeout.max(DNS_READY_TIMEOUT)) {

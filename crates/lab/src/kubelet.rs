@@ -660,7 +660,12 @@ impl PodRunner {
         let netns = PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(&rec.netns);
         let mounts = self.container_mounts(&rec.uid, &c.name);
         let log = self.log_paths(&rec.namespace, &rec.name, &c.name).current;
-        let (stdout, stderr) = crate::container_log::spawn_shim(&self.bins.sarasa, &log)?;
+        let (stdout, stderr) = crate::container_log::spawn_shim(
+            &self.bins.sarasa,
+            &log,
+            self.spec.container_log_max_bytes,
+            self.spec.container_log_keep_rotated(),
+        )?;
         Daemon {
             program,
             args,

@@ -12,7 +12,7 @@ use kube::Api;
 
 use crate::paths::LabPaths;
 use crate::process::{Daemon, ProcessRecord};
-use crate::spec::{Backend, CniMode, LabSpec};
+use crate::spec::LabSpec;
 use crate::state::{read_json, write_json_atomic};
 use crate::{client, topology, LabError};
 
@@ -73,15 +73,8 @@ impl Lab {
 
     /// Builds and starts a lab; returns when every node's agent is ready. On failure, removes
     /// everything it made.
-    pub fn up(
-        name: &str,
-        nodes: usize,
-        backend: Backend,
-        mode: CniMode,
-        bins: &LabBinaries,
-        timeout: Duration,
-    ) -> Result<Lab, LabError> {
-        let spec = LabSpec::new(name, nodes, backend, mode)?;
+    pub fn up(spec: LabSpec, bins: &LabBinaries, timeout: Duration) -> Result<Lab, LabError> {
+        let name = spec.name.as_str();
         let paths = LabPaths::new(name);
         if paths.spec_file().exists() {
             return Err(LabError::Invalid(format!(

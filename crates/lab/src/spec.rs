@@ -50,10 +50,59 @@ pub struct LabSpec {
     /// this setting gets the default).
     #[serde(default = "default_cni_gc_interval")]
     pub cni_gc_interval_secs: u64,
+    /// A container's log is rotated once it passes this many bytes (the kubelet's
+    /// `containerLogMaxSize`; `lab up --container-log-max-size`).
+    #[serde(default = "default_container_log_max_bytes")]
+    pub container_log_max_bytes: u64,
+    /// Log files kept per container, the one written included (the kubelet's
+    /// `containerLogMaxFiles`; `lab up --container-log-max-files`).
+    #[serde(default = "default_container_log_max_files")]
+    pub container_log_max_files: usize,
 }
 
 fn default_cni_gc_interval() -> u64 {
     crate::kubelet::CNI_GC_INTERVAL.as_secs()
+}
+
+fn default_container_log_max_bytes() -> u64 {
+    crate::container_log::LOG_MAX_BYTES
+}
+
+fn default_container_log_max_files() -> usize {
+    crate::container_log::LOG_KEEP_ROTATED + 1
+}
+
+/// Smallest container log size `lab up` takes (a few CRI records).
+pub const MIN_CONTAINER_LOG_BYTES: u64 = 4 * 1024;
+/// Most log files per container `lab up` takes.
+pub const MAX_CONTAINER_LOG_FILES: usize = 100;
+
+/// A size as the kubelet's `containerLogMaxSize` takes it: bytes, or a number with a binary
+/// (`Ki`, `Mi`, `Gi`) or decimal (`K`/`k`, `M`, `G`) suffix. `flag` names the setting in errors.
+pub fn parse_size(text: &str, flag: &str) -> Result<u64, LabError> {
+    let bad = |why: &str| {
+        LabError::Invalid(format!(
+            "{flag} {text:?}: {why} (a size in bytes, or with Ki, Mi, Gi, K, M or G: 64Ki, 10Mi)"
+        ))
+    };
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(bad("no number"));
+    }
+    let n: u64 = digits.parse().map_err(|_| bad("too large"))?;
+    let unit: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return Err(bad("unknown unit")),
+    };
+    n.checked_mul(unit).ok_or_else(|| bad("too large"))
 }
 
 /// Longest lab name: keeps `sarasa-<lab>-node-NN` and pod netns names readable.
@@ -104,7 +153,39 @@ impl LabSpec {
             api_port: 6443,
             nodes,
             cni_gc_interval_secs: default_cni_gc_interval(),
+            container_log_max_bytes: default_container_log_max_bytes(),
+            container_log_max_files: default_container_log_max_files(),
         })
+    }
+
+    /// The same spec with container logs rotated past `max_bytes`, `max_files` kept per
+    /// container (the one written included); out-of-range values are refused naming the
+    /// `lab up` flag.
+    pub fn with_container_logs(
+        mut self,
+        max_bytes: u64,
+        max_files: usize,
+    ) -> Result<LabSpec, LabError> {
+        if max_bytes < MIN_CONTAINER_LOG_BYTES {
+            return Err(LabError::Invalid(format!(
+                "--container-log-max-size must be at least {MIN_CONTAINER_LOG_BYTES} bytes \
+                 (4Ki), got {max_bytes}"
+            )));
+        }
+        if !(2..=MAX_CONTAINER_LOG_FILES).contains(&max_files) {
+            return Err(LabError::Invalid(format!(
+                "--container-log-max-files must be between 2 and {MAX_CONTAINER_LOG_FILES} \
+                 (the file written and at least one rotated), got {max_files}"
+            )));
+        }
+        self.container_log_max_bytes = max_bytes;
+        self.container_log_max_files = max_files;
+        Ok(self)
+    }
+
+    /// Rotated files kept per container besides the one written.
+    pub fn container_log_keep_rotated(&self) -> usize {
+        self.container_log_max_files.saturating_sub(1).max(1)
     }
 
     /// The URL agents use to reach the API server over the underlay.
@@ -171,6 +252,67 @@ mod tests {
         }
         let err = LabSpec::new("a", 0, Backend::Vxlan, CniMode::Bridge).unwrap_err();
         assert!(err.to_string().contains("--nodes"));
+    }
+
+    #[test]
+    fn container_log_limits_default_to_the_kubelets_and_are_validated() {
+        let spec = LabSpec::new("a", 1, Backend::Vxlan, CniMode::Bridge).unwrap();
+        assert_eq!(spec.container_log_max_bytes, 10 << 20);
+        assert_eq!(spec.container_log_max_files, 5);
+        assert_eq!(spec.container_log_keep_rotated(), 4);
+        let small = spec.clone().with_container_logs(64 << 10, 3).unwrap();
+        assert_eq!(
+            (
+                small.container_log_max_bytes,
+                small.container_log_keep_rotated()
+            ),
+            (64 << 10, 2)
+        );
+        let err = spec.clone().with_container_logs(100, 3).unwrap_err();
+        assert!(
+            err.to_string().contains("--container-log-max-size"),
+            "{err}"
+        );
+        for files in [0, 1, 101] {
+            let err = spec
+                .clone()
+                .with_container_logs(1 << 20, files)
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("--container-log-max-files"),
+                "{err}"
+            );
+        }
+        // A lab.json written before these settings reads with the defaults.
+        let mut json = serde_json::to_value(&spec).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        obj.remove("container_log_max_bytes");
+        obj.remove("container_log_max_files");
+        let back: LabSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn sizes_parse_as_the_kubelet_writes_them() {
+        let f = "--container-log-max-size";
+        assert_eq!(parse_size("65536", f).unwrap(), 65536);
+        assert_eq!(parse_size("64Ki", f).unwrap(), 64 << 10);
+        assert_eq!(parse_size("10Mi", f).unwrap(), 10 << 20);
+        assert_eq!(parse_size("1Gi", f).unwrap(), 1 << 30);
+        assert_eq!(parse_size("5M", f).unwrap(), 5_000_000);
+        assert_eq!(parse_size("2k", f).unwrap(), 2_000);
+        for bad in [
+            "",
+            "Mi",
+            "10MB",
+            "1.5Mi",
+            "-1",
+            "99999999999999999999",
+            "20000000000Gi",
+        ] {
+            let err = parse_size(bad, f).unwrap_err();
+            assert!(err.to_string().contains(f), "{bad}: {err}");
+        }
     }
 
     #[test]

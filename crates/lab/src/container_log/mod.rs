@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 pub use reader::{read, ReadOptions};
 pub use shim::{run_shim_on_stdio, spawn_shim, Rotation};
 
-/// A container's log is rotated once it passes this size (the kubelet's
-/// `containerLogMaxSize`, 10 MiB).
+/// By default a container's log is rotated once it passes this size (the kubelet's
+/// `containerLogMaxSize`, 10 MiB); the lab spec's `container_log_max_bytes` sets it.
 pub const LOG_MAX_BYTES: u64 = 10 << 20;
-/// Rotated files kept per container besides the one written (`containerLogMaxFiles` 5 in all).
+/// By default, rotated files kept per container besides the one written
+/// (`containerLogMaxFiles` 5 in all); the lab spec's `container_log_max_files` sets it.
 pub const LOG_KEEP_ROTATED: usize = 4;
 
 /// Longest piece of a line in one record (as the kubelet's 16 KiB), longer lines are split.
@@ -64,9 +65,27 @@ impl LogPaths {
         self.remove_rotated()
     }
 
+    /// Removes every `<current>.<n>` (however many the lab's setting keeps).
     fn remove_rotated(&self) -> io::Result<()> {
-        for n in 1..=LOG_KEEP_ROTATED + 1 {
-            remove(&self.rotated(n))?;
+        let (Some(dir), Some(name)) = (self.current.parent(), self.current.file_name()) else {
+            return Ok(());
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        for entry in entries {
+            let entry = entry?;
+            let file = entry.file_name();
+            let rotated = file
+                .to_str()
+                .and_then(|f| f.strip_prefix(&prefix))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if rotated {
+                remove(&entry.path())?;
+            }
         }
         Ok(())
     }
@@ -146,6 +165,22 @@ pub fn encode(time: &str, stream: &str, line: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clearing_removes_every_rotated_file_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = LogPaths::new(dir.path(), "ns", "web", "c");
+        let other = LogPaths::new(dir.path(), "ns", "web", "c2");
+        let mut files = vec![paths.current.clone(), paths.previous.clone()];
+        files.extend((1..=12).map(|n| paths.rotated(n)));
+        files.extend([other.current.clone(), other.rotated(1)]);
+        for f in &files {
+            std::fs::write(f, "x").unwrap();
+        }
+        paths.clear().unwrap();
+        let left: Vec<_> = files.iter().filter(|f| f.exists()).collect();
+        assert_eq!(left, [&other.current, &other.rotated(1)]);
+    }
 
     #[test]
     fn records_round_trip_and_split_long_lines() {

@@ -144,11 +144,16 @@ fn copy_stream(mut from: impl Read, stream: &str, file: &Mutex<Sink>) -> io::Res
 pub const SHIM_STDERR_FD: i32 = 3;
 
 /// Starts the log shim for the log at `log` (`sarasa lab log-shim`, detached in its own
-/// session) and returns the write ends a container gets as stdout and stderr. The log file is
+/// session), rotating it past `max_bytes` and keeping `keep` rotated files, and returns the write ends a container gets as stdout and stderr. The log file is
 /// opened here and handed over as the shim's stdout, so the shim writes to this very file even
 /// if a restart renames it before the shim gets going. The shim exits once every holder of the
 /// pipes' write ends has closed them.
-pub fn spawn_shim(sarasa: &Path, log: &Path) -> Result<(PipeWriter, PipeWriter), LabError> {
+pub fn spawn_shim(
+    sarasa: &Path,
+    log: &Path,
+    max_bytes: u64,
+    keep: usize,
+) -> Result<(PipeWriter, PipeWriter), LabError> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
     }
@@ -168,9 +173,9 @@ pub fn spawn_shim(sarasa: &Path, log: &Path) -> Result<(PipeWriter, PipeWriter),
     cmd.args(["lab", "log-shim", "--path"])
         .arg(log)
         .arg("--max-bytes")
-        .arg(super::LOG_MAX_BYTES.to_string())
+        .arg(max_bytes.to_string())
         .arg("--keep")
-        .arg(super::LOG_KEEP_ROTATED.to_string())
+        .arg(keep.to_string())
         .stdin(Stdio::from(out_r))
         .stdout(Stdio::from(file))
         .stderr(Stdio::null());
