@@ -126,7 +126,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
                 .and_then(|m| m.parse::<MacAddr>().ok());
             Some(datapath.ensure_vtep(&uplink, hint).await?)
         }
-        Backend::HostGw => None,
+        Backend::HostGw | Backend::Bgp => None,
     };
     let desired = node::desired_annotations(config.backend, uplink.address, vtep);
     retry("publish node annotations", || async {
@@ -173,6 +173,45 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         metrics.clone(),
         rv_rx,
     )));
+
+    // The BGP backend's speaker follows this node's podCIDRs as the reconcile finds them.
+    let (bgp_cidrs, bgp_rx) = tokio::sync::watch::channel(Vec::new());
+    if config.backend == Backend::Bgp {
+        let mut peers = config.bgp_peers.clone();
+        if peers.is_empty() {
+            let gw = datapath.default_gateway(uplink.address.is_ipv4()).await?;
+            peers.extend(gw);
+        }
+        if peers.is_empty() {
+            return Err(Error::Config(
+                "backend bgp: no bgpPeers given and the uplink has no default gateway to peer with"
+                    .into(),
+            ));
+        }
+        let router_id = match uplink.address {
+            std::net::IpAddr::V4(a) => a,
+            std::net::IpAddr::V6(_) => {
+                return Err(Error::Config(
+                    "backend bgp needs an IPv4 underlay address (the router id)".into(),
+                ))
+            }
+        };
+        let speaker = BgpLoop {
+            nodes: nodes.clone(),
+            node: config.node_name.clone(),
+            template: crate::bgp::BirdConfig {
+                router_id,
+                local: uplink.address,
+                asn: config.bgp_asn,
+                peers,
+                pod_cidrs: Vec::new(),
+                cluster_cidrs: config.cluster_cidr.clone(),
+                log: config.bgp_dir.join("bird.log"),
+            },
+            speaker: crate::bgp::Speaker::new(&config.bgp_dir),
+        };
+        tasks.push(tokio::spawn(speaker.run(bgp_rx)));
+    }
 
     let local = LocalNode {
         name: config.node_name.clone(),
@@ -234,6 +273,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         waiting_logged: false,
         trust: NodeTrust::default(),
         synced_logged: false,
+        bgp_cidrs,
     };
     let reconcile = tokio::spawn(reconciler.run());
     Ok(AgentHandle {
@@ -243,6 +283,60 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         tasks,
         reconcile,
     })
+}
+
+/// The BGP backend: keeps BIRD running this node's configuration and reports its sessions on
+/// the Node ([`crate::bgp::CONDITION`]).
+struct BgpLoop {
+    nodes: Api<Node>,
+    node: String,
+    template: crate::bgp::BirdConfig,
+    speaker: crate::bgp::Speaker,
+}
+
+impl BgpLoop {
+    async fn run(mut self, mut cidrs: tokio::sync::watch::Receiver<Vec<ipnet::IpNet>>) {
+        let mut reported: Option<(String, String)> = None;
+        loop {
+            let pod_cidrs = cidrs.borrow_and_update().clone();
+            if !pod_cidrs.is_empty() {
+                self.template.pod_cidrs = pod_cidrs;
+                let (status, reason, message) = match self.speaker.ensure(&self.template).await {
+                    Ok(()) => match self.speaker.sessions().await {
+                        Ok(s) => crate::bgp::condition(&s),
+                        Err(e) => ("False", "SpeakerNotAnswering", e.to_string()),
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "BGP speaker");
+                        ("False", "SpeakerFailed", e.to_string())
+                    }
+                };
+                let now = (status.to_string(), message.clone());
+                if reported.as_ref() != Some(&now) {
+                    match node::set_condition(
+                        &self.nodes,
+                        &self.node,
+                        crate::bgp::CONDITION,
+                        status,
+                        reason,
+                        &message,
+                    )
+                    .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(status, reason, %message, "BGP sessions");
+                            reported = Some(now);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reporting BGP sessions"),
+                    }
+                }
+            }
+            tokio::select! {
+                changed = cidrs.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
 }
 
 /// Renews the Lease every few seconds once programmed, and promptly when the observed
@@ -285,6 +379,8 @@ struct Reconciler<A: Applier> {
     synced_logged: bool,
     /// Remote Nodes accepted so far, conflicts reported so far.
     trust: NodeTrust,
+    /// This node's podCIDRs, for the BGP speaker (nobody listens with other backends).
+    bgp_cidrs: tokio::sync::watch::Sender<Vec<ipnet::IpNet>>,
 }
 
 impl<A: Applier + Send + 'static> Reconciler<A> {
@@ -394,6 +490,13 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
         // and policy go on. Remote Nodes that conflict are left out and reported.
         let plan = match self.trust.compile(state, &self.local) {
             Ok(p) => {
+                self.bgp_cidrs.send_if_modified(|c| {
+                    let changed = *c != p.pod_cidrs;
+                    if changed {
+                        c.clone_from(&p.pod_cidrs);
+                    }
+                    changed
+                });
                 let refused = self.trust.unreported(&p);
                 if !refused.is_empty() {
                     let client = self.nodes.clone().into_client();

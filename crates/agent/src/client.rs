@@ -1,5 +1,6 @@
 //! Building the Kubernetes client: an explicit API server URL (the lab: plain HTTP over the
-//! underlay), else a kubeconfig file, else the usual inference (in-cluster, $KUBECONFIG).
+//! underlay), else a kubeconfig file, else the pod's ServiceAccount when running as a pod, else
+//! $KUBECONFIG / ~/.kube/config (see `sarasa_cluster::client_config`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,9 +19,9 @@ pub async fn client(config: &AgentConfig) -> Result<kube::Client> {
             c
         }
         (None, Some(path)) => from_file(path).await?,
-        (None, None) => kube::Config::infer()
+        (None, None) => sarasa_cluster::client_config::infer()
             .await
-            .map_err(|e| Error::KubeConfig(e.to_string()))?,
+            .map_err(Error::KubeConfig)?,
     };
     kube::Client::try_from(kc).map_err(|e| Error::kube("build client", e))
 }

@@ -103,6 +103,20 @@ pub struct AgentConfig {
     /// refuses to program anything there.
     #[arg(long = "host-netns")]
     pub host_netns: bool,
+
+    /// `--backend bgp`: the AS number of the nodes and their peers (iBGP to route reflectors).
+    #[arg(long = "bgp-asn", default_value_t = 64512)]
+    pub bgp_asn: u32,
+
+    /// `--backend bgp`: the peers (top-of-rack routers / route reflectors); default: the
+    /// uplink's default gateway.
+    #[arg(long = "bgp-peer", value_delimiter = ',')]
+    pub bgp_peers: Vec<std::net::IpAddr>,
+
+    /// `--backend bgp`: where BIRD's configuration, control socket and log live (a hostPath,
+    /// so a restarted agent finds the running BIRD).
+    #[arg(long = "bgp-dir", default_value = "/var/lib/sarasa/bird")]
+    pub bgp_dir: PathBuf,
 }
 
 impl AgentConfig {
@@ -127,6 +141,9 @@ impl AgentConfig {
                 ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 96, 0, 0), 12).unwrap_or_default(),
             )],
             network_policy: true,
+            bgp_asn: 64512,
+            bgp_peers: Vec::new(),
+            bgp_dir: PathBuf::from("/var/lib/sarasa/bird"),
             node_cidr_mask_v4: 24,
             node_cidr_mask_v6: 64,
             policy_log_group: 100,

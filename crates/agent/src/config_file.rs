@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConfigFile {
-    /// `vxlan` or `host-gw`.
+    /// `vxlan`, `host-gw` or `bgp`.
     pub backend: Option<String>,
     /// `bridge` or `routed`.
     pub cni_mode: Option<String>,
@@ -44,6 +44,11 @@ pub struct ConfigFile {
     pub node_cidr_mask_size_ipv6: Option<u8>,
     /// The cluster DNS domain (read by `sarasa dns`; checked here so one file serves both).
     pub cluster_domain: Option<String>,
+    /// `backend: bgp`: the AS number of nodes and peers.
+    #[serde(rename = "bgpASN")]
+    pub bgp_asn: Option<u32>,
+    /// `backend: bgp`: the peers' addresses (default: the uplink's gateway).
+    pub bgp_peers: Option<Vec<String>>,
 }
 
 /// Which settings the command line gave explicitly (they win over the file). Keys are the
@@ -108,6 +113,25 @@ impl ConfigFile {
         if let Some(d) = &self.cluster_domain {
             check_domain(d)?;
         }
+        if let (Some(v), true) = (self.bgp_asn, take("bgp_asn")) {
+            if v == 0 || v == 23456 || v == u32::MAX {
+                return Err(Error::Config(format!(
+                    "bgpASN: {v} is reserved (0, 23456 and 4294967295 cannot be an AS number)"
+                )));
+            }
+            config.bgp_asn = v;
+        }
+        if let (Some(v), true) = (&self.bgp_peers, take("bgp_peers")) {
+            config.bgp_peers = v
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    p.parse().map_err(|_| {
+                        Error::Config(format!("bgpPeers[{i}]: {p:?} is not an IP address"))
+                    })
+                })
+                .collect::<Result<_>>()?;
+        }
         Ok(())
     }
 }
@@ -123,8 +147,9 @@ fn parse_backend(v: &str) -> Result<Backend> {
     match v {
         "vxlan" => Ok(Backend::Vxlan),
         "host-gw" => Ok(Backend::HostGw),
+        "bgp" => Ok(Backend::Bgp),
         _ => Err(Error::Config(format!(
-            "backend: unknown backend {v:?} (expected \"vxlan\" or \"host-gw\")"
+            "backend: unknown backend {v:?} (expected \"vxlan\", \"host-gw\" or \"bgp\")"
         ))),
     }
 }

@@ -25,6 +25,9 @@ use sarasa_model::MacAddr;
 
 /// `proto 83` marks routes installed by sarasa (see /etc/iproute2/rt_protos for the space).
 pub const ROUTE_PROTOCOL: u8 = 83;
+/// The protocol BIRD marks the routes it installs with (`RTPROT_BIRD`): with `--backend bgp`
+/// the routes to other nodes' podCIDRs are these.
+pub const BIRD_ROUTE_PROTOCOL: u8 = 12;
 
 /// The node's underlay interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,13 +223,23 @@ pub fn read_fabric(
     vxlan_index: Option<u32>,
     uplink_index: u32,
 ) -> Result<Fabric> {
+    read_fabric_of(nl, vxlan_index, uplink_index, ROUTE_PROTOCOL)
+}
+
+/// [`read_fabric`] with the routes of `route_protocol` (e.g. [`BIRD_ROUTE_PROTOCOL`]).
+pub fn read_fabric_of(
+    nl: &mut Netlink,
+    vxlan_index: Option<u32>,
+    uplink_index: u32,
+    route_protocol: u8,
+) -> Result<Fabric> {
     let mut fabric = Fabric::default();
     for family in [Family::V4, Family::V6] {
         let routes = nl
             .routes(Some(family))
             .map_err(|e| Error::netlink("dump routes", e))?;
         for r in routes {
-            if r.protocol != Some(ROUTE_PROTOCOL) || r.table != TABLE_MAIN {
+            if r.protocol != Some(route_protocol) || r.table != TABLE_MAIN {
                 continue;
             }
             let (Some(gateway), Some(oif)) = (r.gateway, r.oif) else {
@@ -378,7 +391,15 @@ fn program_links(
         }
     };
     let current = read_fabric(nl, vxlan_index, uplink_index)?;
-    let ops = diff(&plan.fabric, &current);
+    let ops = if plan.routes_by_bgp {
+        // BIRD owns the routes to other nodes' podCIDRs; the agent writes none (and removes
+        // its own left from another backend).
+        let mut own = plan.fabric.clone();
+        own.routes.clear();
+        diff(&own, &current)
+    } else {
+        diff(&plan.fabric, &current)
+    };
     apply_ops(nl, &ops, vxlan_index, uplink_index)?;
     report.fabric_ops = ops;
     Ok(())
@@ -506,6 +527,21 @@ impl NodeDatapath {
 
     /// Reads what the agent owns in the kernel: routes with [`ROUTE_PROTOCOL`] in the main
     /// table, and permanent FDB/neighbour entries on the VXLAN device.
+    /// The gateway of the main table's default route of `address`'s family.
+    pub async fn default_gateway(&self, ipv4: bool) -> Result<Option<IpAddr>> {
+        self.with_netlink(move |nl| {
+            let family = if ipv4 { Family::V4 } else { Family::V6 };
+            let routes = nl
+                .routes(Some(family))
+                .map_err(|e| Error::netlink("dump routes", e))?;
+            Ok(routes
+                .into_iter()
+                .filter(|r| r.table == TABLE_MAIN && r.dst.prefix_len() == 0)
+                .find_map(|r| r.gateway))
+        })
+        .await
+    }
+
     pub async fn read_fabric(&self, vxlan_index: Option<u32>, uplink_index: u32) -> Result<Fabric> {
         self.with_netlink(move |nl| read_fabric(nl, vxlan_index, uplink_index))
             .await

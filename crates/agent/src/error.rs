@@ -14,6 +14,8 @@ pub enum Error {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("BGP speaker: {0}")]
+    Bgp(String),
     #[error("uplink: {0}")]
     Uplink(String),
     #[error("netlink {op}: {source}")]

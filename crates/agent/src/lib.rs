@@ -30,6 +30,7 @@
 
 mod agent;
 pub mod applier;
+pub mod bgp;
 mod client;
 pub mod cni_config;
 pub mod config;

@@ -260,6 +260,47 @@ pub async fn set_degraded(
     .map(|_| ())
 }
 
+/// Sets the condition `type_` (others kept); writes only when status, reason or message
+/// change. Returns whether it wrote.
+pub async fn set_condition(
+    api: &Api<Node>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+) -> Result<bool> {
+    patch_conditions(api, name, type_, |current, now| {
+        let previous = current.iter().find(|c| c.type_ == type_);
+        if previous.is_some_and(|c| {
+            c.status == status
+                && c.reason.as_deref() == Some(reason)
+                && c.message.as_deref() == Some(message)
+        }) {
+            return None;
+        }
+        let transition = match previous {
+            Some(c) if c.status == status => c.last_transition_time.clone(),
+            _ => Some(now.clone()),
+        };
+        let mut out: Vec<NodeCondition> = current
+            .iter()
+            .filter(|c| c.type_ != type_)
+            .cloned()
+            .collect();
+        out.push(NodeCondition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_transition_time: transition,
+            last_heartbeat_time: Some(now),
+        });
+        Some(out)
+    })
+    .await
+}
+
 /// Sets NetworkUnavailable=False, preserving the other conditions.
 pub async fn set_network_ready(api: &Api<Node>, name: &str) -> Result<()> {
     if patch_conditions(api, name, "NetworkUnavailable=False", ready_conditions).await? {

@@ -203,6 +203,7 @@ async fn agents_without_cluster_ipam_program_their_own_blocks() {
         let tag = match backend {
             Backend::Vxlan => "pcvx",
             Backend::HostGw => "pcgw",
+            Backend::Bgp => unreachable!("not in this test (lab_bgp runs the BGP backend)"),
         };
         let (mut topo, ns) = Topology::new(tag, 2);
         let server = Server::start().await;

@@ -86,6 +86,14 @@ enum LabCommand {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Stop, start or restart the fabric's BGP router (`--backend bgp`; BIRD, the nodes'
+    /// top-of-rack router and route reflector). Stop is a graceful restart: the nodes keep
+    /// its routes (RFC 4724) and report the session down on their Node
+    /// (condition BGPPeersEstablished).
+    Router {
+        #[arg(value_enum)]
+        action: Action,
+    },
     /// Print a kubeconfig for the lab's API (published on 127.0.0.1, as kind does); `lab up`
     /// also merges its `sarasa-<lab>` context into your kubeconfig.
     Kubeconfig {
@@ -171,6 +179,15 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
                 Action::Stop => lab.stop_agent(&node)?,
                 Action::Start => lab.start_agent(&node, deadline)?,
                 Action::Restart => lab.restart_agent(&node, deadline)?,
+            }
+        }
+        LabCommand::Router { action } => {
+            let lab = Lab::open(lab)?;
+            if matches!(action, Action::Stop | Action::Restart) {
+                lab.stop_fabric_router()?;
+            }
+            if matches!(action, Action::Start | Action::Restart) {
+                lab.start_fabric_router()?;
             }
         }
         LabCommand::ControlPlane { action } => {

@@ -76,7 +76,15 @@ fn fabric_diff(netns: &str, plan: &sarasa_plan::fabric::FabricPlan) -> Result<Ve
         Some(v) => nl.link_by_name(&v.name)?.map(|l| l.index),
         None => None,
     };
-    let current = sarasa_agent::datapath::read_fabric(&mut nl, vxlan_index, uplink_index)?;
+    // With BGP the routes to other nodes are BIRD's: the check is that BGP delivered the
+    // plan's.
+    let protocol = if plan.routes_by_bgp {
+        sarasa_agent::datapath::BIRD_ROUTE_PROTOCOL
+    } else {
+        sarasa_agent::datapath::ROUTE_PROTOCOL
+    };
+    let current =
+        sarasa_agent::datapath::read_fabric_of(&mut nl, vxlan_index, uplink_index, protocol)?;
     Ok(sarasa_agent::diff::diff(&plan.fabric, &current)
         .into_iter()
         .map(|op| format!("{op:?}"))

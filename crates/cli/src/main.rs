@@ -51,7 +51,7 @@ enum Command {
     Delete(cmd_objects::DeleteArgs),
     /// List or show objects, like kubectl get.
     Get(cmd_objects::GetArgs),
-    /// Run a command inside a pod's, a node's (node/NAME) or the external host's namespace.
+    /// Run a command inside a pod's, a node's (node/NAME), the fabric's (fabric) or the external host's namespace.
     Exec(cmd_objects::ExecArgs),
     /// The node agent: watch the cluster and program this node's datapath (`agent uninstall`:
     /// remove sarasa from this node).

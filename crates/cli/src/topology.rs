@@ -115,6 +115,7 @@ pub fn topology(spec: &LabSpec, objects: &ClusterObjects) -> Topology {
     let kind = match spec.backend {
         Backend::Vxlan => format!("vxlan vni {VXLAN_VNI}"),
         Backend::HostGw => "host-gw route".to_string(),
+        Backend::Bgp => "bgp route".to_string(),
     };
     let mut tunnels = Vec::new();
     for (i, a) in nodes.iter().enumerate() {

@@ -9,6 +9,7 @@
 //! compiler), handing back what it could not program. A one-shot [`list_view`] folds a list of
 //! every kind through the same projections for the CLI ([`ClusterView`]).
 
+pub mod client_config;
 pub mod journal;
 pub mod objects;
 pub mod policy_objects;

@@ -67,9 +67,9 @@ pub async fn client(apiserver: Option<&str>) -> Result<kube::Client, ServerError
             c.connect_timeout = Some(Duration::from_secs(5));
             c
         }
-        None => kube::Config::infer()
+        None => sarasa_cluster::client_config::infer()
             .await
-            .map_err(|e| ServerError::Client(e.to_string()))?,
+            .map_err(ServerError::Client)?,
     };
     kube::Client::try_from(config).map_err(|e| ServerError::Client(e.to_string()))
 }

@@ -1,5 +1,7 @@
-//! `sarasa exec`: run a host command inside a pod's, a node's or the external host's network
-//! namespace. A pod's command also sees the pod's own /etc/resolv.conf.
+//! `sarasa exec`: run a host command inside a pod's, a node's, the fabric's or the external
+//! host's network namespace. A pod's command also sees the pod's own /etc/resolv.conf; with
+//! `--backend bgp`, a node's or the fabric's command sees that BIRD's directory at /run/bird,
+//! so a plain `birdc show route` talks to it.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -15,8 +17,14 @@ use crate::LabError;
 /// Where a command runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecTarget {
-    Pod { namespace: String, name: String },
+    Pod {
+        namespace: String,
+        name: String,
+    },
     Node(String),
+    /// The fabric namespace: the underlay's switch, the API server and, with `--backend bgp`,
+    /// the top-of-rack router.
+    Fabric,
     External,
 }
 
@@ -25,11 +33,12 @@ impl ExecTarget {
     pub fn parse(target: &str, namespace: &str) -> Result<ExecTarget, LabError> {
         let bad = || {
             LabError::Invalid(format!(
-                "exec target {target:?}: expected POD, pod/POD, node/NODE or external"
+                "exec target {target:?}: expected POD, pod/POD, node/NODE, fabric or external"
             ))
         };
         match target.split_once('/') {
             None if target == "external" => Ok(ExecTarget::External),
+            None if target == "fabric" => Ok(ExecTarget::Fabric),
             None if !target.is_empty() => Ok(ExecTarget::Pod {
                 namespace: namespace.into(),
                 name: target.into(),
@@ -62,10 +71,24 @@ pub fn exec(lab: &Lab, target: &ExecTarget, argv: &[String]) -> Result<i32, LabE
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
+/// A BIRD's directory bound onto its default one (`birdc` finds /run/bird/bird.ctl), when
+/// there is one.
+fn bird_mount(dir: PathBuf) -> Vec<BindMount> {
+    if dir.join("bird.ctl").exists() {
+        vec![BindMount::new(dir, "/run/bird")]
+    } else {
+        Vec::new()
+    }
+}
+
 fn resolve(lab: &Lab, target: &ExecTarget) -> Result<(PathBuf, Vec<BindMount>), LabError> {
     let run = PathBuf::from(sarasa_netns::NETNS_RUN_DIR);
     match target {
         ExecTarget::External => Ok((run.join(&lab.spec.external_netns), Vec::new())),
+        ExecTarget::Fabric => Ok((
+            run.join(&lab.spec.fabric_netns),
+            bird_mount(lab.paths.bird_dir()),
+        )),
         ExecTarget::Node(n) => {
             let node = lab.spec.node(n).ok_or_else(|| {
                 LabError::Invalid(format!(
@@ -79,7 +102,10 @@ fn resolve(lab: &Lab, target: &ExecTarget) -> Result<(PathBuf, Vec<BindMount>), 
                         .join(", ")
                 ))
             })?;
-            Ok((run.join(&node.netns), Vec::new()))
+            Ok((
+                run.join(&node.netns),
+                bird_mount(lab.paths.node_state_dir(n).join("bird")),
+            ))
         }
         ExecTarget::Pod { namespace, name } => {
             let (ns2, name2) = (namespace.clone(), name.clone());

@@ -754,7 +754,7 @@ enum Job {
 /// Ends (SIGKILL) every process whose network namespace is the named one and waits up to
 /// `wait` for them to be gone; returns how many there were. A namespace that does not exist
 /// has none.
-fn end_processes_in(netns: &str, wait: Duration) -> usize {
+pub(crate) fn end_processes_in(netns: &str, wait: Duration) -> usize {
     use std::os::unix::fs::MetadataExt;
     let Ok(target) =
         std::fs::metadata(std::path::Path::new(sarasa_netns::NETNS_RUN_DIR).join(netns))

@@ -49,6 +49,7 @@ struct LoopbackRecord {
 }
 const EXTERNAL_SERVER: &str = "external-server";
 const EXTERNAL_DNS: &str = "external-dns";
+const FABRIC_ROUTER: &str = "fabric-router";
 
 impl Lab {
     /// Opens the lab named `name`, or says clearly that it is not up.
@@ -98,6 +99,9 @@ impl Lab {
         topology::create(&self.spec)?;
         self.start_external_server(bins)?;
         self.start_external_dns()?;
+        if self.spec.backend == crate::spec::Backend::Bgp {
+            self.start_fabric_router()?;
+        }
         self.write_node_resolv_conf()?;
         crate::pki::Pki::new(self.paths.pki_dir()).generate(&self.spec)?;
         self.start_control_plane(bins)?;
@@ -156,6 +160,37 @@ impl Lab {
             self.spec.external_ip,
             Duration::from_secs(10),
         )?;
+        Ok(rec)
+    }
+
+    /// `--backend bgp`: the fabric's top-of-rack router and route reflector ([`crate::tor`]),
+    /// answering before the agents start.
+    pub fn start_fabric_router(&self) -> Result<ProcessRecord, LabError> {
+        if self.spec.backend != crate::spec::Backend::Bgp {
+            return Err(LabError::Invalid(format!(
+                "lab {:?} has no BGP router (its backend is {}; lab up --backend bgp)",
+                self.spec.name, self.spec.backend
+            )));
+        }
+        let netns = netns_path(&self.spec.fabric_netns);
+        let dir = self.paths.bird_dir();
+        let (program, args) = crate::tor::prepare(
+            &dir,
+            self.spec.fabric_ip,
+            self.spec.underlay,
+            ipnet::IpNet::V4(self.spec.cluster_cidr),
+        )?;
+        let rec = Daemon {
+            program,
+            args,
+            env: Vec::new(),
+            netns: Some(&netns),
+            mounts: &[],
+            log: self.paths.logs_dir().join("fabric-router.log"),
+        }
+        .spawn()?;
+        rec.save(&self.pid_file(FABRIC_ROUTER))?;
+        crate::tor::wait_answering(&dir, Duration::from_secs(10))?;
         Ok(rec)
     }
 
@@ -294,6 +329,20 @@ impl Lab {
     }
 
     /// Stops the control plane (objects stay in its store; pods keep running).
+    /// Stops the fabric's BGP router the way an operator takes a router down for maintenance:
+    /// BIRD's `graceful restart` (its peers keep its routes, RFC 4724), then the process.
+    pub fn stop_fabric_router(&self) -> Result<(), LabError> {
+        let file = self.pid_file(FABRIC_ROUTER);
+        let log = self.paths.logs_dir().join("fabric-router.log");
+        let Some(rec) = ProcessRecord::recorded(&file, &log)? else {
+            return Ok(());
+        };
+        crate::tor::graceful_shutdown(&self.paths.bird_dir());
+        rec.stop(Duration::from_secs(5))?;
+        let _ = std::fs::remove_file(file);
+        Ok(())
+    }
+
     pub fn stop_control_plane(&self) -> Result<(), LabError> {
         let file = self.pid_file(CONTROL_PLANE);
         let log = self.paths.logs_dir().join("control-plane.log");
@@ -354,7 +403,7 @@ impl Lab {
         if let Err(e) = self.stop_control_plane() {
             errors.push(e.to_string());
         }
-        for key in [EXTERNAL_SERVER, EXTERNAL_DNS] {
+        for key in [EXTERNAL_SERVER, EXTERNAL_DNS, FABRIC_ROUTER] {
             if let Some(rec) = ProcessRecord::load(&self.pid_file(key)) {
                 if let Err(e) = rec.stop(Duration::from_secs(2)) {
                     errors.push(e.to_string());
@@ -374,6 +423,11 @@ impl Lab {
                     }
                 }
             }
+        }
+        // What the agents left running in the nodes' namespaces, detached on purpose (the BGP
+        // backend's BIRD outlives an agent restart), ends with the lab.
+        for node in &self.spec.nodes {
+            crate::kubelet::end_processes_in(&node.netns, Duration::from_secs(2));
         }
         if let Err(e) = topology::destroy(&self.spec) {
             errors.push(e.to_string());

@@ -32,6 +32,7 @@ pub mod service_routes;
 pub mod spec;
 pub mod state;
 pub mod topology;
+pub mod tor;
 pub mod volumes;
 pub mod wait;
 

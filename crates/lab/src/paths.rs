@@ -46,6 +46,10 @@ impl LabPaths {
         self.root.join("resolv.conf")
     }
     /// The external host's name server (NSD): config, zone, pid file, database.
+    /// The fabric router's BIRD (`--backend bgp`): config, control socket, log.
+    pub fn bird_dir(&self) -> PathBuf {
+        self.root.join("bird")
+    }
     pub fn nsd_dir(&self) -> PathBuf {
         self.root.join("nsd")
     }

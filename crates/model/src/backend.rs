@@ -1,6 +1,6 @@
 //! How a node's pods are wired. The cross-node mode — how pods on different nodes reach each
 //! other — is one enum for the agent's `--backend`, the lab's `lab.json` and the
-//! `sarasa.io/backend` Node annotation, all spelled `vxlan` / `host-gw`; the CNI attachment mode
+//! `sarasa.io/backend` Node annotation, all spelled `vxlan` / `host-gw` / `bgp`; the CNI attachment mode
 //! (`bridge` / `routed`) is one enum for the agent's `--cni-mode`, `lab.json`, the node plan and
 //! trace (feature `clap` derives the command-line values, feature `serde` the JSON).
 
@@ -19,6 +19,10 @@ pub enum Backend {
     Vxlan,
     /// A route per remote podCIDR via the remote node's underlay address (nodes share an L2).
     HostGw,
+    /// Routes per remote podCIDR via the remote node's underlay address, as with host-gw, but
+    /// learned over BGP: each node's BIRD announces its podCIDR to the top-of-rack router (a
+    /// route reflector) and installs what the others announce (Calico's layout).
+    Bgp,
 }
 
 impl Backend {
@@ -27,6 +31,7 @@ impl Backend {
         match self {
             Backend::Vxlan => "vxlan",
             Backend::HostGw => "host-gw",
+            Backend::Bgp => "bgp",
         }
     }
 }
@@ -39,7 +44,7 @@ impl fmt::Display for Backend {
 
 /// A `sarasa.io/backend` value (or flag) that names no backend.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backend {0:?}: expected vxlan or host-gw")]
+#[error("unknown backend {0:?}: expected vxlan, host-gw or bgp")]
 pub struct ParseBackendError(String);
 
 impl FromStr for Backend {
@@ -48,6 +53,7 @@ impl FromStr for Backend {
         match s {
             "vxlan" => Ok(Backend::Vxlan),
             "host-gw" => Ok(Backend::HostGw),
+            "bgp" => Ok(Backend::Bgp),
             _ => Err(ParseBackendError(s.to_string())),
         }
     }

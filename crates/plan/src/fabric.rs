@@ -52,7 +52,7 @@ pub struct PeerNode {
 /// Encapsulation overhead of VXLAN: outer IP + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub fn encap_overhead(backend: Backend, underlay: IpAddr) -> u32 {
     match (backend, underlay) {
-        (Backend::HostGw, _) => 0,
+        (Backend::HostGw | Backend::Bgp, _) => 0,
         (Backend::Vxlan, IpAddr::V4(_)) => 20 + 8 + 8 + 14,
         (Backend::Vxlan, IpAddr::V6(_)) => 40 + 8 + 8 + 14,
     }
@@ -157,6 +157,9 @@ pub struct FabricPlan {
     pub ipv6: bool,
     pub vxlan: Option<VxlanDevice>,
     pub fabric: Fabric,
+    /// The remote podCIDRs' routes come from BGP (BIRD writes them, protocol bird), not from
+    /// the agent: `fabric.routes` is what BGP should deliver.
+    pub routes_by_bgp: bool,
     pub masquerade: Masquerade,
     /// Remote nodes that are programmed (have a podCIDR and what the backend needs).
     pub remote_nodes: usize,
@@ -323,7 +326,7 @@ pub fn compile_trusted(
     let mut claims = Claims::default();
     let local_mac = match local.backend {
         Backend::Vxlan => local.vtep_mac,
-        Backend::HostGw => None,
+        Backend::HostGw | Backend::Bgp => None,
     };
     claims.add(me, local.underlay_ip, local_mac);
     // What each remote node needs to be programmed at all; a node without it is incomplete
@@ -338,7 +341,7 @@ pub fn compile_trusted(
                 let mac = node.vtep_mac?;
                 (underlay.is_ipv4() == local.underlay_ip.is_ipv4()).then_some((underlay, Some(mac)))
             }
-            Backend::HostGw => Some((underlay, None)),
+            Backend::HostGw | Backend::Bgp => Some((underlay, None)),
         }
     };
     // Incumbents (unchanged since the last plan) first, then the others in the order given
@@ -398,7 +401,9 @@ pub fn compile_trusted(
                     });
                 }
             }
-            Backend::HostGw => {
+            // With bgp these are the routes BGP is to deliver: BIRD installs them (protocol
+            // bird); the agent only checks them (`lab check`) and trace explains them.
+            Backend::HostGw | Backend::Bgp => {
                 for cidr in &node.pod_cidrs {
                     let cidr = cidr.trunc();
                     if cidr.addr().is_ipv4() != underlay.is_ipv4() {
@@ -417,7 +422,7 @@ pub fn compile_trusted(
     }
 
     let vxlan = match local.backend {
-        Backend::HostGw => None,
+        Backend::HostGw | Backend::Bgp => None,
         Backend::Vxlan => {
             if local.vtep_mac.is_none() {
                 return Err(PlanError::NoVtepMac);
@@ -444,6 +449,7 @@ pub fn compile_trusted(
         ipv6,
         vxlan,
         fabric,
+        routes_by_bgp: local.backend == Backend::Bgp,
         remote_nodes,
         refused,
         accepted,

@@ -1,0 +1,211 @@
+//! Lab end-to-end, `--backend bgp`: every node's BIRD (configured by its agent) announces the
+//! node's podCIDR to the fabric's top-of-rack router (a real BIRD, the route reflector) and
+//! installs what the others announce; the test reads both with the real `birdc`:
+//! - the router holds one route per podCIDR via its node, and each node's kernel the others'
+//!   (protocol bird), no VXLAN device anywhere, and pods on different nodes reach each other
+//!   through those routes; `sarasa lab check` finds the routes BGP delivered equal the plan;
+//! - an agent restart withdraws nothing (the router's routes keep their age; the node's
+//!   routes stay) and the pods keep reaching each other;
+//! - the router going down (graceful restart) takes no route from the nodes, pods still reach
+//!   each other, and each Node reports it (condition BGPPeersEstablished=False naming the
+//!   session); the router back up is reported established again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestLab;
+
+fn pod(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: bgp}}}}\n\
+         spec:\n  nodeName: {node}\n  containers:\n  - name: web\n    image: sarasa/serve\n    ports: [{{containerPort: 8080}}]\n"
+    )
+}
+
+fn exec(lab: &TestLab, target: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["exec", target, "--"];
+    args.extend_from_slice(cmd);
+    lab.ok(&args)
+}
+
+/// The router's routes: (prefix, the line that holds it and its age, the next hop line).
+fn router_routes(lab: &TestLab) -> Vec<(String, String)> {
+    let text = exec(lab, "fabric", &["birdc", "show", "route"]);
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("10."))
+        .map(|(i, l)| {
+            let via = lines.get(i + 1).map(|v| v.trim()).unwrap_or_default();
+            (l.trim().to_string(), via.to_string())
+        })
+        .collect()
+}
+
+fn bird_routes(lab: &TestLab, node: &str) -> String {
+    exec(
+        lab,
+        &format!("node/{node}"),
+        &["ip", "-4", "route", "show", "proto", "bird"],
+    )
+}
+
+fn condition(lab: &TestLab, node: &str) -> (String, String, String) {
+    let n = lab.get_json(&["nodes"])["items"]
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .find(|n| n["metadata"]["name"] == node)
+                .cloned()
+        })
+        .expect("node listed");
+    let c = n["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c["type"] == "BGPPeersEstablished")
+                .cloned()
+        })
+        .unwrap_or_default();
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    (s("status"), s("reason"), s("message"))
+}
+
+fn pod_ip(lab: &TestLab, name: &str) -> String {
+    lab.eventually(Duration::from_secs(30), || {
+        let p = lab.object("pods", "default", name)?;
+        let ip = p["status"]["podIP"].as_str()?;
+        (!ip.is_empty()).then(|| ip.to_string())
+    })
+    .unwrap_or_else(|| panic!("{name} has no IP\n{}", lab.logs()))
+}
+
+#[test]
+fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
+    let lab = TestLab::up(&["--nodes", "3", "--backend", "bgp"]);
+    let nodes = lab.get_json(&["nodes"]);
+    let cidrs: Vec<(String, String, String)> = nodes["items"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap().to_string(),
+                n["spec"]["podCIDR"].as_str().unwrap().to_string(),
+                n["status"]["addresses"][0]["address"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(cidrs.len(), 3);
+
+    // The router learns every podCIDR, via its node.
+    let routes = lab
+        .eventually(Duration::from_secs(30), || {
+            let r = router_routes(&lab);
+            cidrs
+                .iter()
+                .all(|(_, cidr, ip)| {
+                    r.iter()
+                        .any(|(l, via)| l.starts_with(cidr.as_str()) && via.contains(ip.as_str()))
+                })
+                .then_some(r)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the router never learned every podCIDR: {:?}\n{}",
+                router_routes(&lab),
+                lab.logs()
+            )
+        });
+    // Each node holds the others' routes from BGP, and no overlay.
+    for (node, own, _) in &cidrs {
+        let r = lab
+            .eventually(Duration::from_secs(20), || {
+                let r = bird_routes(&lab, node);
+                cidrs
+                    .iter()
+                    .filter(|(n, _, _)| n != node)
+                    .all(|(_, c, ip)| r.contains(&format!("{c} via {ip}")))
+                    .then_some(r)
+            })
+            .unwrap_or_else(|| panic!("{node}: {}", bird_routes(&lab, node)));
+        assert!(
+            !r.contains(own.as_str()),
+            "{node} routes its own podCIDR away: {r}"
+        );
+        let links = exec(&lab, &format!("node/{node}"), &["ip", "-d", "link"]);
+        assert!(
+            !links.contains("vxlan"),
+            "{node} has a VXLAN device: {links}"
+        );
+    }
+    let check = lab.run(&["lab", "check"]);
+    assert!(
+        check.status.success(),
+        "lab check: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    // Pods on node-1 and node-3 reach each other through the BGP routes.
+    lab.apply(&pod("bgp-a", "node-1"));
+    lab.apply(&pod("bgp-b", "node-3"));
+    let (a, b) = (pod_ip(&lab, "bgp-a"), pod_ip(&lab, "bgp-b"));
+    let reach = |from: &str, to: &str, who: &str| {
+        let url = format!("http://{to}:8080/");
+        let reply = lab
+            .eventually(Duration::from_secs(20), || lab.probe(from, &url))
+            .unwrap_or_else(|| panic!("{from} cannot reach {to}\n{}", lab.logs()));
+        assert_eq!(reply["pod"], who, "{reply}");
+    };
+    reach("bgp-a", &b, "bgp-b");
+    reach("bgp-b", &a, "bgp-a");
+
+    // An agent restart withdraws nothing: the router's routes keep their age.
+    let node1_before = bird_routes(&lab, "node-1");
+    lab.ok(&["lab", "agent", "restart", "node-1"]);
+    assert_eq!(router_routes(&lab), routes, "routes changed on the router");
+    assert_eq!(bird_routes(&lab, "node-1"), node1_before);
+    reach("bgp-a", &b, "bgp-b");
+    assert_eq!(
+        lab.eventually(Duration::from_secs(20), || {
+            let c = condition(&lab, "node-1");
+            (c.0 == "True").then_some(c.1)
+        })
+        .as_deref(),
+        Some("AllEstablished")
+    );
+
+    // The router down: routes kept on the nodes, traffic flows, the Nodes say so.
+    lab.ok(&["lab", "router", "stop"]);
+    let (status, reason, message) = lab
+        .eventually(Duration::from_secs(20), || {
+            let c = condition(&lab, "node-3");
+            (c.0 == "False").then_some(c)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "node-3 never reported the peer down: {:?}",
+                condition(&lab, "node-3")
+            )
+        });
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "PeerDown"));
+    assert!(message.contains("routes are kept"), "{message}");
+    assert_eq!(bird_routes(&lab, "node-1"), node1_before);
+    reach("bgp-b", &a, "bgp-a");
+
+    lab.ok(&["lab", "router", "start"]);
+    lab.eventually(Duration::from_secs(20), || {
+        (condition(&lab, "node-3").0 == "True").then_some(())
+    })
+    .unwrap_or_else(|| panic!("never established again: {:?}", condition(&lab, "node-3")));
+    assert!(lab
+        .eventually(Duration::from_secs(20), || (router_routes(&lab).len() == 3)
+            .then_some(()))
+        .is_some());
+}
