@@ -112,7 +112,7 @@ pub fn render(c: &BirdConfig) -> String {
                  \x20 neighbor {peer} as {asn};\n\
                  \x20 direct;\n\
                  \x20 hold time {HOLD_TIME}; keepalive time {KEEPALIVE_TIME};\n\
-                 \x20 connect delay time {CONNECT_RETRY_TIME}; connect retry time {CONNECT_RETRY_TIME};\n\
+                 \x20 connect delay time 0; connect retry time {CONNECT_RETRY_TIME};\n\
                  \x20 graceful restart on; graceful restart time {RESTART_TIME};\n\
                  \x20 long lived graceful restart on; long lived stale time {LONG_LIVED_STALE_TIME};\n\
                  \x20 {fam} {{\n\

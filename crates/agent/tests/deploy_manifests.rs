@@ -2,7 +2,8 @@
 //! file passes the agent's own validation, every container's command line parses with the
 //! agent's own flags, the probes hit endpoints the health server serves, and the DaemonSet has
 //! what a node agent needs (host network, every taint tolerated, node identity from the
-//! downward API, only CAP_NET_ADMIN, hostPath mounts where the agent writes).
+//! downward API, only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE (BIRD's port 179 with backend
+//! bgp), hostPath mounts where the agent writes).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -142,7 +143,7 @@ async fn the_install_manifest_is_what_the_agent_runs_with() {
         "spec.nodeName"
     );
     let caps = &agent["securityContext"]["capabilities"];
-    assert_eq!(strings(&caps["add"]), ["NET_ADMIN"]);
+    assert_eq!(strings(&caps["add"]), ["NET_ADMIN", "NET_BIND_SERVICE"]);
     assert_eq!(strings(&caps["drop"]), ["ALL"]);
     assert_eq!(agent["securityContext"]["privileged"], false);
     let agent_mounts = mounts(agent);

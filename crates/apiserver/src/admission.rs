@@ -205,7 +205,14 @@ pub fn on_update(
     let mut errs = Vec::new();
     match sub {
         Sub::Status => match res {
-            PODS => pod::status(new.get("status"), &mut errs),
+            PODS => {
+                pod::status(new.get("status"), &mut errs);
+                let claims = addresses::pod_status_claims(new, old);
+                if errs.is_empty() && !claims.is_empty() {
+                    let protected = Protected::of(ctx.inner, ctx.config);
+                    addresses::pod_status(&claims, &protected, &mut errs);
+                }
+            }
             SERVICES => {
                 service::validate_status(new, &mut errs);
                 if errs.is_empty() {

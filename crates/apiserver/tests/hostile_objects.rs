@@ -247,3 +247,52 @@ async fn external_ips_only_from_the_allow_list() {
         .await
         .expect("an unchanged externalIP is not re-checked");
 }
+
+/// A client allowed to write pods/status cannot give a pod a node's or the API server's
+/// address (which the EndpointSlice controller would hand every proxy); a pod address is
+/// fine, and a host-network pod reports its node's address as the kubelet does.
+#[tokio::test]
+async fn pod_status_cannot_claim_cluster_addresses() {
+    use k8s_openapi::api::core::v1::Pod;
+    let ts = TestServer::start_with(lab_like).await;
+    let nodes: Api<Node> = Api::all(ts.client());
+    let pp = PostParams::default();
+    nodes
+        .create(
+            &pp,
+            &node("n1", "10.244.1.0/24", "192.168.33.11", "02:00:00:00:00:01"),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(ts.client());
+    let pod = |name: &str, host: bool| -> Pod {
+        typed(json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": "n1", "hostNetwork": host, "containers": [{"name": "c", "image": "x"}]}
+        }))
+    };
+    pods.create(&pp, &pod("p", false)).await.unwrap();
+    for (ip, why) in [
+        ("192.168.33.1", "may not be the API server's address"),
+        ("192.168.33.11", "may not be node n1's address"),
+        ("127.0.0.1", "may not be a loopback address"),
+    ] {
+        let patch = json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}});
+        let (f, m) = invalid(
+            pods.patch_status("p", &PatchParams::default(), &Patch::Merge(&patch))
+                .await,
+        );
+        assert_eq!(f, ["status.podIP", "status.podIPs[0].ip"], "{ip}: {m}");
+        assert!(m.contains(why), "{ip}: {m}");
+    }
+    let ok = json!({"status": {"podIP": "10.244.1.7", "podIPs": [{"ip": "10.244.1.7"}]}});
+    pods.patch_status("p", &PatchParams::default(), &Patch::Merge(&ok))
+        .await
+        .expect("a pod address");
+    pods.create(&pp, &pod("h", true)).await.unwrap();
+    let node_ip =
+        json!({"status": {"podIP": "192.168.33.11", "podIPs": [{"ip": "192.168.33.11"}]}});
+    pods.patch_status("h", &PatchParams::default(), &Patch::Merge(&node_ip))
+        .await
+        .expect("a host-network pod has its node's address");
+}

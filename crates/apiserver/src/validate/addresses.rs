@@ -195,6 +195,48 @@ pub fn load_balancer_status(
     }
 }
 
+/// The addresses a Pod's status newly claims (`status.podIP`, `status.podIPs[*].ip`), with
+/// their field paths: none for a host-network pod (its addresses are its node's).
+pub fn pod_status_claims(pod: &Value, old: &Value) -> Vec<(String, String)> {
+    if meta::path(pod, "spec.hostNetwork").and_then(Value::as_bool) == Some(true) {
+        return Vec::new();
+    }
+    let ips = |p: &Value| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = meta::path_str(p, "status.podIP")
+            .filter(|s| !s.is_empty())
+            .map(|s| ("status.podIP".to_string(), s.to_string()))
+            .into_iter()
+            .collect();
+        if let Some(list) = meta::path(p, "status.podIPs").and_then(Value::as_array) {
+            for (i, e) in list.iter().enumerate() {
+                if let Some(s) = e.get("ip").and_then(Value::as_str) {
+                    out.push((format!("status.podIPs[{i}].ip"), s.to_string()));
+                }
+            }
+        }
+        out
+    };
+    let before: Vec<String> = ips(old).into_iter().map(|(_, ip)| ip).collect();
+    ips(pod)
+        .into_iter()
+        .filter(|(_, ip)| !before.contains(ip))
+        .collect()
+}
+
+/// A Pod's newly claimed addresses ([`pod_status_claims`]): no special or cluster address, so
+/// a client allowed to write pods/status cannot feed a node's or the API server's address to
+/// the EndpointSlice controller (and from there to every proxy).
+pub fn pod_status(claims: &[(String, String)], protected: &Protected, errs: &mut Vec<FieldError>) {
+    for (field, s) in claims {
+        let Ok(ip) = s.parse::<IpAddr>() else {
+            continue; // reported by the status validation
+        };
+        if let Some(why) = protected.refuse(ip) {
+            errs.push(FieldError::invalid(field.clone(), quote(s), why));
+        }
+    }
+}
+
 /// `endpoints[*].addresses` of an EndpointSlice written by a user or another controller (the
 /// server's own EndpointSlice controller derives them from pods): no special or cluster address.
 pub fn endpoint_slice(
