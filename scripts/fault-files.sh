@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Fault injection on the lab's state files (issue 14): the API store's snapshot and log, a
-# node's IPAM allocations.json, the control plane's process record, a pod's runtime record (a
-# pod's and a hostNetwork pod's), the lab spec and the API loopback record, each garbage-filled,
-# truncated, emptied and deleted in turn (lab stopped or running as fits), ROUNDS times; what
-# reads the file is restarted and the outcome counted: recovered (objects intact, addresses
-# rebuilt), a clear error naming the file, or a silent failure (target 0); addresses held twice
-# are counted on the pods' real interfaces (target 0); orphans are container instances left
-# running beside a restarted pod (target 0). Needs root (namespaces).
+# Fault injection on the lab's state files (issue 14): the API store's snapshot, log and
+# resourceVersion reservation, a node's IPAM allocations.json, the control plane's process
+# record, a pod's runtime record (a pod's and a hostNetwork pod's), the lab spec and the API
+# loopback record, each garbage-filled, truncated, emptied and deleted in turn (lab stopped or
+# running as fits), ROUNDS times; what reads the file is restarted and the outcome counted:
+# recovered (objects intact, addresses rebuilt), a clear error naming the file, or a silent
+# failure (target 0); addresses held twice are counted on the pods' real interfaces (target 0);
+# orphans are container instances left running beside a restarted pod (target 0). Needs root
+# (namespaces).
 #
-#   scripts/fault-files.sh              # every file x kind once (32 faults)
+#   scripts/fault-files.sh              # every file x kind once (36 faults)
 #   ROUNDS=3 scripts/fault-files.sh
 # The CI form (every file x kind once) is the plain test:
 #   cargo test -p sarasa-cli --test lab_fault_files

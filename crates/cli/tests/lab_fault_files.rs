@@ -1,8 +1,9 @@
 //! Fault injection on the lab's state files (issue 14): each file the lab keeps — the API
-//! store's snapshot and log, a node's IPAM allocations.json, the control plane's process
-//! record, a pod's runtime record (of a pod and of a hostNetwork pod), the lab spec, the API loopback record — garbage-filled,
-//! truncated, emptied and deleted in turn, with the lab stopped or running as fits; then what
-//! reads it is restarted and the outcome classified:
+//! store's snapshot, log and resourceVersion reservation, a node's IPAM allocations.json, the
+//! control plane's process record, a pod's runtime record (of a pod and of a hostNetwork pod),
+//! the lab spec, the API loopback record — garbage-filled, truncated, emptied and deleted in
+//! turn, with the lab stopped or running as fits; then what reads it is restarted and the
+//! outcome classified:
 //! - recovered: it runs again with the objects intact (the same pods with the same addresses)
 //!   and, where addresses are handed out, a new pod gets one no other pod holds;
 //! - a clear error: it refuses, naming the file (the file is then restored to go on);
@@ -12,7 +13,7 @@
 //! orphans as container instances (their log shims, the damaged record's container processes)
 //! left running beside a new one — for the hostNetwork pod too, whose containers share the
 //! node's namespace.
-//! The CI form damages every file in every way once (32 faults, about 45 s with the lab's
+//! The CI form damages every file in every way once (36 faults, about 50 s with the lab's
 //! start); `scripts/fault-files.sh` repeats that `ROUNDS` times.
 
 mod common;
@@ -52,6 +53,7 @@ impl Kind {
 enum File {
     StoreSnapshot,
     StoreLog,
+    StoreReserved,
     Ipam,
     ControlPlaneRecord,
     PodRecord,
@@ -60,9 +62,10 @@ enum File {
     ApiLoopback,
 }
 
-const FILES: [File; 8] = [
+const FILES: [File; 9] = [
     File::StoreSnapshot,
     File::StoreLog,
+    File::StoreReserved,
     File::Ipam,
     File::ControlPlaneRecord,
     File::PodRecord,
@@ -652,6 +655,9 @@ impl Run<'_> {
                 self.store_file(&self.paths.store_dir().join("snapshot.jsonl"), kind)
             }
             File::StoreLog => self.store_file(&self.paths.store_dir().join("log.jsonl"), kind),
+            File::StoreReserved => {
+                self.store_file(&self.paths.store_dir().join("rv-reserved.json"), kind)
+            }
             File::Ipam => self.ipam(kind),
             File::ControlPlaneRecord => self.control_plane_record(kind),
             File::PodRecord => self.pod_record(kind, false),
@@ -666,6 +672,7 @@ fn label(file: File) -> &'static str {
     match file {
         File::StoreSnapshot => "store snapshot.jsonl",
         File::StoreLog => "store log.jsonl",
+        File::StoreReserved => "store rv-reserved.json",
         File::Ipam => "ipam allocations.json",
         File::ControlPlaneRecord => "pids/control-plane.json",
         File::PodRecord => "pods/<uid>.json",
