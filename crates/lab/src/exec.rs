@@ -1,7 +1,7 @@
 //! `sarasa exec`: run a host command inside a pod's, a node's, the fabric's or the external
 //! host's network namespace. A pod's command also sees the pod's own /etc/resolv.conf; with
-//! `--backend bgp`, a node's or the fabric's command sees that BIRD's directory at /run/bird,
-//! so a plain `birdc show route` talks to it.
+//! `--backend bgp`, a plain `birdc ...` on a node or the fabric talks to that BIRD (its
+//! control socket is passed with `-s`).
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -61,6 +61,9 @@ pub fn exec(lab: &Lab, target: &ExecTarget, argv: &[String]) -> Result<i32, LabE
         .ok_or_else(|| LabError::Invalid("exec needs a command after --".into()))?;
     let (netns, mounts) = resolve(lab, target)?;
     let mut cmd = Command::new(program);
+    if let Some(sock) = bird_socket(lab, target, program, args) {
+        cmd.arg("-s").arg(sock);
+    }
     cmd.args(args);
     let _keep = enter_before_exec(&mut cmd, Some(&netns), &mounts, false)?;
     let status = cmd
@@ -71,24 +74,26 @@ pub fn exec(lab: &Lab, target: &ExecTarget, argv: &[String]) -> Result<i32, LabE
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
-/// A BIRD's directory bound onto its default one (`birdc` finds /run/bird/bird.ctl), when
-/// there is one.
-fn bird_mount(dir: PathBuf) -> Vec<BindMount> {
-    if dir.join("bird.ctl").exists() {
-        vec![BindMount::new(dir, "/run/bird")]
-    } else {
-        Vec::new()
+/// The control socket of the target's BIRD (`--backend bgp`) when `program` is BIRD's client
+/// and names no socket itself: its default, /run/bird/bird.ctl, is the machine's.
+fn bird_socket(lab: &Lab, target: &ExecTarget, program: &str, args: &[String]) -> Option<PathBuf> {
+    let name = std::path::Path::new(program).file_name()?.to_str()?;
+    if !matches!(name, "birdc" | "birdcl") || args.iter().any(|a| a.starts_with("-s")) {
+        return None;
     }
+    let dir = match target {
+        ExecTarget::Fabric => lab.paths.bird_dir(),
+        ExecTarget::Node(n) => lab.paths.node_state_dir(n).join("bird"),
+        _ => return None,
+    };
+    Some(dir.join("bird.ctl")).filter(|s| s.exists())
 }
 
 fn resolve(lab: &Lab, target: &ExecTarget) -> Result<(PathBuf, Vec<BindMount>), LabError> {
     let run = PathBuf::from(sarasa_netns::NETNS_RUN_DIR);
     match target {
         ExecTarget::External => Ok((run.join(&lab.spec.external_netns), Vec::new())),
-        ExecTarget::Fabric => Ok((
-            run.join(&lab.spec.fabric_netns),
-            bird_mount(lab.paths.bird_dir()),
-        )),
+        ExecTarget::Fabric => Ok((run.join(&lab.spec.fabric_netns), Vec::new())),
         ExecTarget::Node(n) => {
             let node = lab.spec.node(n).ok_or_else(|| {
                 LabError::Invalid(format!(
@@ -102,10 +107,7 @@ fn resolve(lab: &Lab, target: &ExecTarget) -> Result<(PathBuf, Vec<BindMount>), 
                         .join(", ")
                 ))
             })?;
-            Ok((
-                run.join(&node.netns),
-                bird_mount(lab.paths.node_state_dir(n).join("bird")),
-            ))
+            Ok((run.join(&node.netns), Vec::new()))
         }
         ExecTarget::Pod { namespace, name } => {
             let (ns2, name2) = (namespace.clone(), name.clone());

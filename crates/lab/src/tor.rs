@@ -5,8 +5,7 @@
 //! Graceful restart is on: a node whose speaker restarts keeps its routes here meanwhile.
 //!
 //! Config, control socket, pid file and log live in the lab's state dir (`bird/`); `sarasa
-//! exec fabric -- birdc ...` finds the socket at BIRD's default path (the directory is bound
-//! onto /run/bird for the command).
+//! exec fabric -- birdc ...` passes that socket to `birdc`.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
