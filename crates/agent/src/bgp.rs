@@ -250,10 +250,13 @@ impl Speaker {
     /// flushed). Does nothing when the configuration is what BIRD already runs.
     pub async fn ensure(&mut self, config: &BirdConfig) -> Result<()> {
         let text = render(config);
-        let running = self.birdc(&["show", "status"]).await.is_ok();
-        if running && self.rendered.as_deref() == Some(text.as_str()) {
+        // Unchanged since it was last applied: nothing to ask BIRD (the session poll that
+        // follows finds a BIRD that stopped answering, and [`Speaker::sessions`] then forgets
+        // the configuration so the next call starts it again).
+        if self.rendered.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
+        let running = self.birdc(&["show", "status"]).await.is_ok();
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| Error::Bgp(format!("creating {}: {e}", self.dir.display())))?;
         let tmp = self.dir.join("bird.conf.tmp");
@@ -313,8 +316,14 @@ impl Speaker {
     }
 
     /// The BGP sessions' states.
-    pub async fn sessions(&self) -> Result<Vec<Session>> {
-        Ok(parse_protocols(&self.birdc(&["show", "protocols"]).await?))
+    pub async fn sessions(&mut self) -> Result<Vec<Session>> {
+        match self.birdc(&["show", "protocols"]).await {
+            Ok(text) => Ok(parse_protocols(&text)),
+            Err(e) => {
+                self.rendered = None;
+                Err(e)
+            }
+        }
     }
 }
 

@@ -184,21 +184,34 @@ pub fn degraded_conditions(
             .join("; ");
         ("True", reason, message)
     };
-    let previous = current.iter().find(|c| c.type_ == DEGRADED);
+    with_condition(current, DEGRADED, status, &reason, &message, now)
+}
+
+/// `current` with the condition `type_` set (the others kept); its transition time moves only
+/// when its status does.
+fn with_condition(
+    current: &[NodeCondition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Time,
+) -> Vec<NodeCondition> {
+    let previous = current.iter().find(|c| c.type_ == type_);
     let transition = match previous {
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => Some(now.clone()),
     };
     let mut out: Vec<NodeCondition> = current
         .iter()
-        .filter(|c| c.type_ != DEGRADED)
+        .filter(|c| c.type_ != type_)
         .cloned()
         .collect();
     out.push(NodeCondition {
-        type_: DEGRADED.into(),
+        type_: type_.into(),
         status: status.into(),
-        reason: Some(reason),
-        message: Some(message),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
         last_transition_time: transition,
         last_heartbeat_time: Some(now),
     });
@@ -279,24 +292,7 @@ pub async fn set_condition(
         }) {
             return None;
         }
-        let transition = match previous {
-            Some(c) if c.status == status => c.last_transition_time.clone(),
-            _ => Some(now.clone()),
-        };
-        let mut out: Vec<NodeCondition> = current
-            .iter()
-            .filter(|c| c.type_ != type_)
-            .cloned()
-            .collect();
-        out.push(NodeCondition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: Some(reason.into()),
-            message: Some(message.into()),
-            last_transition_time: transition,
-            last_heartbeat_time: Some(now),
-        });
-        Some(out)
+        Some(with_condition(current, type_, status, reason, message, now))
     })
     .await
 }
