@@ -126,7 +126,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
                 .and_then(|m| m.parse::<MacAddr>().ok());
             Some(datapath.ensure_vtep(&uplink, hint).await?)
         }
-        Backend::HostGw | Backend::Bgp => None,
+        Backend::HostGw | Backend::Bgp | Backend::Vpc => None,
     };
     let desired = node::desired_annotations(config.backend, uplink.address, vtep);
     retry("publish node annotations", || async {
@@ -156,12 +156,25 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         config.node_name.clone(),
         config.cluster_cidr.clone(),
     );
-    tasks.push(tokio::spawn(async move {
-        retry("podCIDRs", || {
-            crate::podcidr::ensure(&c, &node, &cidrs, masks, crate::podcidr::SPEC_GRACE)
-        })
-        .await;
-    }));
+    if config.backend == Backend::Vpc {
+        // No podCIDR: the node's addresses come from the cloud, published on the Node the
+        // same way (the reconcile waits for the first).
+        let pool = crate::vpc::VpcPool {
+            nodes: nodes.clone(),
+            node: config.node_name.clone(),
+            cloud: crate::vpc::CloudClient::new(config.vpc_cloud_url.as_deref())?,
+            warm: config.vpc_warm_addresses,
+            ipam_data_dir: config.ipam_data_dir.clone(),
+        };
+        tasks.push(tokio::spawn(pool.run()));
+    } else {
+        tasks.push(tokio::spawn(async move {
+            retry("podCIDRs", || {
+                crate::podcidr::ensure(&c, &node, &cidrs, masks, crate::podcidr::SPEC_GRACE)
+            })
+            .await;
+        }));
+    }
 
     let shared = Arc::new(Shared::default());
     tasks.extend(watch::spawn_all(&client, &shared));

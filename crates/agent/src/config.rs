@@ -117,6 +117,15 @@ pub struct AgentConfig {
     /// so a restarted agent finds the running BIRD).
     #[arg(long = "bgp-dir", default_value = "/var/lib/sarasa/bird")]
     pub bgp_dir: PathBuf,
+
+    /// `--backend vpc`: the cloud's allocation API (`http://HOST:PORT`) the node takes its
+    /// pod addresses from.
+    #[arg(long = "vpc-cloud-url")]
+    pub vpc_cloud_url: Option<String>,
+
+    /// `--backend vpc`: free addresses kept ready for pods (the warm pool).
+    #[arg(long = "vpc-warm-addresses", default_value_t = 3)]
+    pub vpc_warm_addresses: u32,
 }
 
 impl AgentConfig {
@@ -144,6 +153,8 @@ impl AgentConfig {
             bgp_asn: 64512,
             bgp_peers: Vec::new(),
             bgp_dir: PathBuf::from("/var/lib/sarasa/bird"),
+            vpc_cloud_url: None,
+            vpc_warm_addresses: 3,
             node_cidr_mask_v4: 24,
             node_cidr_mask_v6: 64,
             policy_log_group: 100,
@@ -155,6 +166,20 @@ impl AgentConfig {
     /// Checks what clap cannot: a usable node name and CIDRs (no pod CIDR may overlap a
     /// Service CIDR: a ClusterIP would shadow a pod, or the reverse).
     pub fn validate(&self) -> Result<(), crate::Error> {
+        if self.backend == Backend::Vpc {
+            crate::vpc::CloudClient::new(self.vpc_cloud_url.as_deref())?;
+            if self.vpc_warm_addresses == 0 {
+                return Err(crate::Error::Config(
+                    "vpcWarmAddresses: must be at least 1".into(),
+                ));
+            }
+            if self.cni_mode != CniMode::Routed {
+                return Err(crate::Error::Config(format!(
+                    "backend vpc: pods attach routed, not cniMode {}",
+                    self.cni_mode
+                )));
+            }
+        }
         for pod in &self.cluster_cidr {
             for svc in &self.service_cidr {
                 if pod.contains(&svc.network()) || svc.contains(&pod.network()) {

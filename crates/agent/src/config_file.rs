@@ -49,6 +49,11 @@ pub struct ConfigFile {
     pub bgp_asn: Option<u32>,
     /// `backend: bgp`: the peers' addresses (default: the uplink's gateway).
     pub bgp_peers: Option<Vec<String>>,
+    /// `vpcCloudURL`: the cloud's allocation API (backend vpc).
+    #[serde(rename = "vpcCloudURL")]
+    pub vpc_cloud_url: Option<String>,
+    /// `vpcWarmAddresses`: free VPC addresses kept ready for pods.
+    pub vpc_warm_addresses: Option<u32>,
 }
 
 /// Which settings the command line gave explicitly (they win over the file). Keys are the
@@ -121,6 +126,12 @@ impl ConfigFile {
             }
             config.bgp_asn = v;
         }
+        if let (Some(v), true) = (&self.vpc_cloud_url, take("vpc_cloud_url")) {
+            config.vpc_cloud_url = Some(v.clone());
+        }
+        if let (Some(v), true) = (self.vpc_warm_addresses, take("vpc_warm_addresses")) {
+            config.vpc_warm_addresses = v;
+        }
         if let (Some(v), true) = (&self.bgp_peers, take("bgp_peers")) {
             config.bgp_peers = v
                 .iter()
@@ -148,8 +159,9 @@ fn parse_backend(v: &str) -> Result<Backend> {
         "vxlan" => Ok(Backend::Vxlan),
         "host-gw" => Ok(Backend::HostGw),
         "bgp" => Ok(Backend::Bgp),
+        "vpc" => Ok(Backend::Vpc),
         _ => Err(Error::Config(format!(
-            "backend: unknown backend {v:?} (expected \"vxlan\", \"host-gw\" or \"bgp\")"
+            "backend: unknown backend {v:?} (expected \"vxlan\", \"host-gw\", \"bgp\" or \"vpc\")"
         ))),
     }
 }

@@ -57,6 +57,7 @@ pub mod reconcile;
 pub mod services;
 pub mod staging;
 pub mod uninstall;
+pub mod vpc;
 
 pub use agent::{run, start, AgentHandle};
 pub use config::{AgentConfig, Backend, CniMode};

@@ -24,6 +24,7 @@ pub fn peers(state: &ClusterState) -> Vec<PeerNode> {
             pod_cidrs: n.pod_cidrs.clone(),
             underlay_ip: n.underlay_ip(),
             vtep_mac: n.vtep_mac,
+            vpc_address_limit: n.vpc_address_limit,
         })
         .collect()
 }

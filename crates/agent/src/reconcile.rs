@@ -355,12 +355,7 @@ impl NodeProgram {
         }
         staging.delta.cni = Some(CniPlan {
             mode: self.cni_mode,
-            conflist: crate::cni_config::render(
-                &plan.pod_cidrs,
-                self.cni_mode,
-                plan.mtu,
-                &self.ipam_data_dir,
-            ),
+            conflist: plan.conflist(self.cni_mode, &self.ipam_data_dir),
         });
         Ok(())
     }

@@ -33,7 +33,7 @@ async fn start_agent(node: &NodeNs, backend: Backend) -> Agent {
     assert_eq!(uplink.address.to_string(), node.underlay);
     let mac = match backend {
         Backend::Vxlan => Some(dp.ensure_vtep(&uplink, None).await.expect("vtep")),
-        Backend::HostGw | Backend::Bgp => None,
+        Backend::HostGw | Backend::Bgp | Backend::Vpc => None,
     };
     Agent { dp, uplink, mac }
 }

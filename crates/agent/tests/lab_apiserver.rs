@@ -29,7 +29,9 @@ async fn agents_on_the_lab_control_plane() {
         let tag = match backend {
             Backend::Vxlan => "apivx",
             Backend::HostGw => "apigw",
-            Backend::Bgp => unreachable!("not in this test (lab_bgp runs the BGP backend)"),
+            Backend::Bgp | Backend::Vpc => {
+                unreachable!("not in this test (lab_bgp and lab_vpc run those backends)")
+            }
         };
         let (mut topo, nodes) = Topology::new(tag, 2);
         let dir = tempfile::tempdir().unwrap();

@@ -203,7 +203,9 @@ async fn agents_without_cluster_ipam_program_their_own_blocks() {
         let tag = match backend {
             Backend::Vxlan => "pcvx",
             Backend::HostGw => "pcgw",
-            Backend::Bgp => unreachable!("not in this test (lab_bgp runs the BGP backend)"),
+            Backend::Bgp | Backend::Vpc => {
+                unreachable!("not in this test (lab_bgp and lab_vpc run those backends)")
+            }
         };
         let (mut topo, ns) = Topology::new(tag, 2);
         let server = Server::start().await;

@@ -22,10 +22,24 @@ enum LabCommand {
     Up {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        #[arg(long, value_enum, default_value_t = Backend::Vxlan)]
-        backend: Backend,
-        #[arg(long, value_enum, default_value_t = ModeArg::Bridge)]
-        mode: ModeArg,
+        /// How pods on different nodes reach each other [default: vxlan; vpc with --ipam vpc]
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+        /// How the CNI plugin attaches pods [default: bridge; routed with --ipam vpc]
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// Where pod addresses come from: each node's podCIDR (host-local), or the lab's
+        /// cloud VPC, which assigns each node addresses up to its limit and routes them (vpc)
+        #[arg(long, value_enum, default_value_t = IpamArg::HostLocal)]
+        ipam: IpamArg,
+        /// With --ipam vpc: the most VPC addresses one node may hold (its instance type's
+        /// limit); the node's max pods is this plus 2 host-network pods
+        #[arg(long, default_value_t = sarasa_lab::vpc::DEFAULT_ADDRESS_LIMIT)]
+        vpc_address_limit: u32,
+        /// With --ipam vpc: free addresses each node's agent keeps ready (its warm pool), so a
+        /// pod's ADD never waits on the cloud
+        #[arg(long, default_value_t = sarasa_lab::vpc::DEFAULT_WARM_ADDRESSES)]
+        vpc_warm_addresses: u32,
         /// How long to wait for the agents, and then for the cluster DNS (at least 60 s).
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: Duration,
@@ -110,6 +124,12 @@ enum Action {
     Restart,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IpamArg {
+    HostLocal,
+    Vpc,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
     Bridge,
@@ -125,17 +145,28 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             nodes,
             backend,
             mode,
+            ipam,
+            vpc_address_limit,
+            vpc_warm_addresses,
             timeout,
             container_log_max_size,
             container_log_max_files,
         } => {
+            let vpc = ipam == IpamArg::Vpc || backend == Some(Backend::Vpc);
             let mode = match mode {
-                ModeArg::Bridge => CniMode::Bridge,
-                ModeArg::Routed => CniMode::Routed,
+                Some(ModeArg::Bridge) => CniMode::Bridge,
+                Some(ModeArg::Routed) => CniMode::Routed,
+                None if vpc => CniMode::Routed,
+                None => CniMode::Bridge,
             };
+            let backend = backend.unwrap_or(if vpc { Backend::Vpc } else { Backend::Vxlan });
             let max_bytes = parse_size(&container_log_max_size, "--container-log-max-size")?;
-            let spec = LabSpec::new(lab, nodes, backend, mode)?
+            let mut spec = LabSpec::new(lab, nodes, backend, mode)?
                 .with_container_logs(max_bytes, container_log_max_files)?;
+            if vpc {
+                let v = sarasa_lab::vpc::VpcSpec::new(vpc_address_limit, vpc_warm_addresses)?;
+                spec = spec.with_vpc(v)?;
+            }
             let started = std::time::Instant::now();
             let lab = Lab::up(spec, &binaries()?, timeout)?;
             // The cluster DNS add-on, as a cluster's bootstrap installs CoreDNS; a lab whose

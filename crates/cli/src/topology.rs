@@ -116,6 +116,7 @@ pub fn topology(spec: &LabSpec, objects: &ClusterObjects) -> Topology {
         Backend::Vxlan => format!("vxlan vni {VXLAN_VNI}"),
         Backend::HostGw => "host-gw route".to_string(),
         Backend::Bgp => "bgp route".to_string(),
+        Backend::Vpc => "vpc route".to_string(),
     };
     let mut tunnels = Vec::new();
     for (i, a) in nodes.iter().enumerate() {

@@ -29,6 +29,7 @@ pub fn world(lab: &Lab, warnings: &mut Vec<String>) -> Result<World> {
                 underlay_ip: n.public_ip,
                 internal_ip: n.internal_ip,
                 vtep_mac: n.vtep_mac,
+                vpc_address_limit: n.vpc_address_limit,
             })
             .collect(),
         pods: view

@@ -31,6 +31,7 @@ pub struct NodeFacts {
     pub underlay_ip: Option<IpAddr>,
     pub internal_ip: Option<IpAddr>,
     pub vtep_mac: Option<MacAddr>,
+    pub vpc_address_limit: Option<u32>,
 }
 
 /// The cluster's objects trace needs.
@@ -59,6 +60,7 @@ pub fn world(
             pod_cidrs: n.pod_cidrs.clone(),
             underlay_ip: n.underlay_ip.or(n.internal_ip),
             vtep_mac: n.vtep_mac,
+            vpc_address_limit: n.vpc_address_limit,
         })
         .collect();
     let proxy = ProxyConfig {

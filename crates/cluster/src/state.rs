@@ -25,6 +25,11 @@ pub const ANNOTATION_BACKEND: &str = "sarasa.io/backend";
 /// The node's podCIDRs as sarasa allocated them (comma separated), when the cluster does not
 /// fill in `spec.podCIDRs`; the spec wins when both are present.
 pub const ANNOTATION_POD_CIDRS: &str = "sarasa.io/pod-cidrs";
+/// The addresses the cloud assigned the node (vpc backend; comma separated): its pods take
+/// theirs from these, and the VPC routes each to the node.
+pub const ANNOTATION_VPC_ADDRESSES: &str = "sarasa.io/vpc-addresses";
+/// How many addresses the cloud gives the node at most (vpc backend; its instance type's).
+pub const ANNOTATION_VPC_ADDRESS_LIMIT: &str = "sarasa.io/vpc-address-limit";
 /// The highest resourceVersion the node's agent has programmed (on its Lease).
 pub const ANNOTATION_OBSERVED_RV: &str = "sarasa.io/observed-resource-version";
 /// The reason of the NetworkUnavailable=False condition a sarasa agent sets.
@@ -36,8 +41,11 @@ pub struct NodeInfo {
     /// `metadata.name`.
     pub name: String,
     /// `spec.podCIDRs` (else `spec.podCIDR`, else sarasa's own allocation,
-    /// `sarasa.io/pod-cidrs`); unparsable entries are left out.
+    /// `sarasa.io/pod-cidrs`, else the vpc backend's addresses, `sarasa.io/vpc-addresses`,
+    /// as host prefixes); unparsable entries are left out.
     pub pod_cidrs: Vec<IpNet>,
+    /// `sarasa.io/vpc-address-limit` (vpc backend).
+    pub vpc_address_limit: Option<u32>,
     /// The `InternalIP` of `status.addresses`.
     pub internal_ip: Option<IpAddr>,
     /// `sarasa.io/public-ip`: the node's underlay address for tunnels and host-gw routes.
@@ -73,6 +81,15 @@ impl NodeInfo {
                 pod_cidrs.extend(v.split(',').filter_map(|c| IpNet::from_str(c.trim()).ok()));
             }
         }
+        if pod_cidrs.is_empty() {
+            if let Some(v) = annotations.get(ANNOTATION_VPC_ADDRESSES) {
+                pod_cidrs.extend(
+                    v.split(',')
+                        .filter_map(|a| IpAddr::from_str(a.trim()).ok())
+                        .map(IpNet::from),
+                );
+            }
+        }
         let status = node.status.as_ref();
         let internal_ip = status.and_then(|s| s.addresses.as_ref()).and_then(|a| {
             a.iter()
@@ -99,6 +116,9 @@ impl NodeInfo {
                 .get(ANNOTATION_VTEP_MAC)
                 .and_then(|v| MacAddr::from_str(v).ok()),
             backend: annotations.get(ANNOTATION_BACKEND).cloned(),
+            vpc_address_limit: annotations
+                .get(ANNOTATION_VPC_ADDRESS_LIMIT)
+                .and_then(|v| v.parse().ok()),
             network_ready,
             created: node
                 .metadata
@@ -328,6 +348,26 @@ mod tests {
             vec!["10.244.1.0/24".parse::<IpNet>().unwrap()],
             "the spec wins"
         );
+    }
+
+    #[test]
+    fn vpc_addresses_are_host_prefixes_with_the_limit() {
+        let mut n = node("n1", 7, None, "192.168.33.11");
+        let ann = n.metadata.annotations.as_mut().unwrap();
+        ann.insert(
+            ANNOTATION_VPC_ADDRESSES.into(),
+            "10.244.0.4,10.244.0.7, junk".into(),
+        );
+        ann.insert(ANNOTATION_VPC_ADDRESS_LIMIT.into(), "16".into());
+        let info = NodeInfo::from_object(&n);
+        assert_eq!(
+            info.pod_cidrs,
+            vec![
+                "10.244.0.4/32".parse::<IpNet>().unwrap(),
+                "10.244.0.7/32".parse().unwrap()
+            ]
+        );
+        assert_eq!(info.vpc_address_limit, Some(16));
     }
 
     #[test]

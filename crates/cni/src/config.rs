@@ -59,6 +59,17 @@ pub struct NetConf {
     pub args: Option<Value>,
     /// Optional log file (besides stderr).
     pub log_file: Option<String>,
+    /// `vpc`: the ranges are the addresses the cloud assigned this node (sarasa's vpc
+    /// backend), so running out is explained in the node's terms.
+    pub vpc: Option<VpcConf>,
+}
+
+/// `vpc`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpcConf {
+    /// `vpc.addressLimit`: the most addresses the cloud gives this node.
+    pub address_limit: Option<u32>,
 }
 
 /// `ipam`.

@@ -38,6 +38,7 @@ pub mod plumbing;
 pub mod port_mappings;
 pub mod result;
 pub mod version;
+pub mod vpc;
 
 use std::io::Read;
 

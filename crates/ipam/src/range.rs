@@ -132,9 +132,13 @@ impl Range {
         IpNet::new(ip, self.subnet.prefix_len()).expect("prefix of a valid subnet")
     }
 
+    /// Whether the allocatable spans meet, as host-local decides it: ranges of one subnet
+    /// with disjoint `rangeStart`-`rangeEnd` do not overlap.
     fn overlaps(&self, other: &Range) -> bool {
-        self.subnet.contains(&other.subnet.network())
-            || other.subnet.contains(&self.subnet.network())
+        if self.start.is_ipv4() != other.start.is_ipv4() {
+            return false;
+        }
+        to_u128(self.start) <= to_u128(other.end) && to_u128(other.start) <= to_u128(self.end)
     }
 }
 
@@ -174,8 +178,7 @@ impl RangeSet {
             }
             if let Some(o) = ranges.iter().find(|o| o.overlaps(&r)) {
                 return Err(Error::InvalidConfig(format!(
-                    "ipam.ranges[{index}][{j}] {} overlaps {}",
-                    r.subnet, o.subnet
+                    "ipam.ranges[{index}][{j}] {r} overlaps {o}"
                 )));
             }
             ranges.push(r);
@@ -197,8 +200,7 @@ impl RangeSet {
                 for a in &s.ranges {
                     if let Some(b) = other.ranges.iter().find(|b| a.overlaps(b)) {
                         return Err(Error::InvalidConfig(format!(
-                            "ipam.ranges[{i}] {} overlaps {} of another set",
-                            a.subnet, b.subnet
+                            "ipam.ranges[{i}] {a} overlaps {b} of another set"
                         )));
                     }
                 }
@@ -441,5 +443,15 @@ mod tests {
         assert!(err.to_string().contains("overlaps"), "{err}");
         assert!(RangeSet::parse_all(&[]).is_err());
         assert!(RangeSet::new(&[], 0).is_err());
+        // One subnet, disjoint spans (host-local accepts them): no overlap.
+        let one = |ip: &str| RangeConfig {
+            subnet: "10.244.0.0/16".into(),
+            range_start: Some(ip.into()),
+            range_end: Some(ip.into()),
+            ..Default::default()
+        };
+        assert!(RangeSet::new(&[one("10.244.0.4"), one("10.244.0.9")], 0).is_ok());
+        let err = RangeSet::new(&[one("10.244.0.4"), one("10.244.0.4")], 0).unwrap_err();
+        assert!(err.to_string().contains("overlaps"), "{err}");
     }
 }

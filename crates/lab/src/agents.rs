@@ -87,6 +87,19 @@ pub fn overlay_config(text: &str, spec: &LabSpec) -> Result<String, LabError> {
     let s = |v: &str| serde_norway::Value::String(v.into());
     set(map, "backend", s(spec.backend.as_str()));
     set(map, "cniMode", s(spec.mode.as_str()));
+    if let Some(vpc) = &spec.vpc {
+        let url = format!(
+            "http://{}:{}",
+            spec.fabric_ip,
+            sarasa_model::vpc::CLOUD_PORT
+        );
+        set(map, "vpcCloudURL", s(&url));
+        set(
+            map,
+            "vpcWarmAddresses",
+            serde_norway::Value::Number(vpc.warm_addresses.into()),
+        );
+    }
     set(
         map,
         "clusterCIDRs",

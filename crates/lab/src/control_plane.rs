@@ -26,6 +26,8 @@ pub async fn run(
     config.cluster_cidrs = vec![spec.cluster_cidr.into()];
     config.service_cidrs = vec![spec.service_cidr.into()];
     config.load_balancer_pools = vec![spec.lb_pool.into()];
+    // With the cloud VPC nodes hold addresses, not podCIDRs.
+    config.allocate_node_cidrs = spec.vpc.is_none();
     // externalIPs only from the lab's external range (the fabric routes them to a node);
     // none of the cluster's own or special addresses.
     config.external_ip_cidrs = Some(vec![EXTERNAL_IPS
@@ -60,7 +62,8 @@ pub async fn run(
     // in <lab>/api-limits.json).
     crate::api_limits::apply(&mut config.limits, &paths.root.join("api-limits.json"))?;
     let client = crate::client::connect(&spec)?;
-    let runner = PodRunner::new(spec.clone(), paths, bins, client.clone());
+    let vpc = spec.vpc.clone();
+    let runner = PodRunner::new(spec.clone(), paths.clone(), bins, client.clone());
     // `kubectl logs` and `kubectl exec` are answered from the runner's containers.
     let server = sarasa_apiserver::ApiServer::open(config)
         .map_err(|e| LabError::Api(format!("opening the store: {e}")))?
@@ -98,9 +101,22 @@ pub async fn run(
     });
 
     let cloud_lb = tokio::spawn(crate::cloud_lb::run(spec.clone(), client.clone()));
+    let vpc_file = paths.root.join("vpc.json");
     let routes = tokio::spawn(crate::service_routes::run(spec.clone(), client));
     let pods = tokio::spawn(Arc::clone(&runner).run());
+    let vpc_spec = spec.clone();
+    let vpc = tokio::spawn(async move {
+        match vpc {
+            Some(v) => crate::vpc::run(vpc_spec, v, vpc_file).await,
+            None => std::future::pending().await,
+        }
+    });
     tokio::select! {
+        r = vpc => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(LabError::Process(format!("cloud VPC task: {e}"))),
+        },
         r = cloud_lb => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e),

@@ -45,7 +45,7 @@ use crate::LabError;
 mod containers;
 mod init;
 mod liveness;
-mod node_status;
+pub mod node_status;
 mod orphans;
 mod ready;
 mod register;

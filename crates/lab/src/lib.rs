@@ -14,6 +14,7 @@ pub mod control_plane;
 pub mod daemon_log;
 pub mod events;
 pub mod exec;
+mod fabric_routes;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod lab;
@@ -34,6 +35,7 @@ pub mod state;
 pub mod topology;
 pub mod tor;
 pub mod volumes;
+pub mod vpc;
 pub mod wait;
 
 use std::net::Ipv4Addr;

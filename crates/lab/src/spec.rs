@@ -58,6 +58,9 @@ pub struct LabSpec {
     /// `containerLogMaxFiles`; `lab up --container-log-max-files`).
     #[serde(default = "default_container_log_max_files")]
     pub container_log_max_files: usize,
+    /// The cloud VPC (`lab up --ipam vpc`): pods take addresses the cloud assigns their node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<crate::vpc::VpcSpec>,
 }
 
 fn default_cni_gc_interval() -> u64 {
@@ -155,6 +158,7 @@ impl LabSpec {
             cni_gc_interval_secs: default_cni_gc_interval(),
             container_log_max_bytes: default_container_log_max_bytes(),
             container_log_max_files: default_container_log_max_files(),
+            vpc: None,
         })
     }
 
@@ -181,6 +185,33 @@ impl LabSpec {
         self.container_log_max_bytes = max_bytes;
         self.container_log_max_files = max_files;
         Ok(self)
+    }
+
+    /// Pods take VPC addresses from the lab's cloud (`--ipam vpc`): the backend is `vpc` and
+    /// pods attach routed; any other backend or mode asked for is refused naming the flag.
+    pub fn with_vpc(mut self, vpc: crate::vpc::VpcSpec) -> Result<LabSpec, LabError> {
+        if self.backend != Backend::Vpc {
+            return Err(LabError::Invalid(format!(
+                "--ipam vpc: the VPC routes pod addresses, so the backend is vpc, not --backend {}",
+                self.backend
+            )));
+        }
+        if self.mode != CniMode::Routed {
+            return Err(LabError::Invalid(format!(
+                "--ipam vpc: pods attach routed (/32 routes on the node), not --mode {}",
+                self.mode
+            )));
+        }
+        self.vpc = Some(vpc);
+        Ok(self)
+    }
+
+    /// Pods a node takes (its kubelet's `capacity.pods`).
+    pub fn max_pods(&self) -> u32 {
+        self.vpc.as_ref().map_or(
+            crate::kubelet::node_status::MAX_PODS,
+            crate::vpc::VpcSpec::max_pods,
+        )
     }
 
     /// Rotated files kept per container besides the one written.

@@ -1,6 +1,6 @@
 //! How a node's pods are wired. The cross-node mode — how pods on different nodes reach each
 //! other — is one enum for the agent's `--backend`, the lab's `lab.json` and the
-//! `sarasa.io/backend` Node annotation, all spelled `vxlan` / `host-gw` / `bgp`; the CNI attachment mode
+//! `sarasa.io/backend` Node annotation, all spelled `vxlan` / `host-gw` / `bgp` / `vpc`; the CNI attachment mode
 //! (`bridge` / `routed`) is one enum for the agent's `--cni-mode`, `lab.json`, the node plan and
 //! trace (feature `clap` derives the command-line values, feature `serde` the JSON).
 
@@ -23,6 +23,10 @@ pub enum Backend {
     /// learned over BGP: each node's BIRD announces its podCIDR to the top-of-rack router (a
     /// route reflector) and installs what the others announce (Calico's layout).
     Bgp,
+    /// No routes on the nodes at all: each pod address is one the cloud assigned to its node
+    /// (the agent keeps a warm pool through the cloud's allocation API) and the VPC routes it
+    /// there, as AWS's VPC CNI does. Pods attach routed.
+    Vpc,
 }
 
 impl Backend {
@@ -32,6 +36,7 @@ impl Backend {
             Backend::Vxlan => "vxlan",
             Backend::HostGw => "host-gw",
             Backend::Bgp => "bgp",
+            Backend::Vpc => "vpc",
         }
     }
 }
@@ -44,7 +49,7 @@ impl fmt::Display for Backend {
 
 /// A `sarasa.io/backend` value (or flag) that names no backend.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backend {0:?}: expected vxlan, host-gw or bgp")]
+#[error("unknown backend {0:?}: expected vxlan, host-gw, bgp or vpc")]
 pub struct ParseBackendError(String);
 
 impl FromStr for Backend {
@@ -54,6 +59,7 @@ impl FromStr for Backend {
             "vxlan" => Ok(Backend::Vxlan),
             "host-gw" => Ok(Backend::HostGw),
             "bgp" => Ok(Backend::Bgp),
+            "vpc" => Ok(Backend::Vpc),
             _ => Err(ParseBackendError(s.to_string())),
         }
     }

@@ -20,6 +20,8 @@ mod node;
 pub mod policy;
 pub mod selector;
 mod service;
+#[cfg(feature = "serde")]
+pub mod vpc;
 
 #[cfg(feature = "k8s")]
 pub mod k8s;

@@ -26,6 +26,7 @@ fn nodes(n: u32) -> Vec<PeerNode> {
                 (i >> 8) as u8,
                 i as u8 + 1,
             ])),
+            vpc_address_limit: None,
         })
         .collect()
 }

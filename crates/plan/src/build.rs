@@ -10,7 +10,7 @@ use sarasa_model::{CniMode, EndpointSlice, NodeInfo, Service};
 use sarasa_policy::{CompileOptions, PolicyCompiler, PolicyState};
 use sarasa_proxy::ProxyConfig;
 
-use crate::{cni, fabric, masquerade, CniPlan, LocalNode, NodePlan, PeerNode, PlanError, TableId};
+use crate::{fabric, masquerade, CniPlan, LocalNode, NodePlan, PeerNode, PlanError, TableId};
 
 /// NetworkPolicy's inputs (absent when the node does not enforce policy).
 #[derive(Debug, Clone, Copy)]
@@ -78,12 +78,7 @@ pub fn build(inputs: &NodeInputs<'_>) -> Result<NodePlan, PlanError> {
         };
         add(PolicyCompiler::new(policy.state.clone(), opts).into_table());
     }
-    let conflist = cni::render(
-        &fabric.pod_cidrs,
-        inputs.cni_mode,
-        fabric.mtu,
-        inputs.ipam_data_dir,
-    );
+    let conflist = fabric.conflist(inputs.cni_mode, inputs.ipam_data_dir);
     Ok(NodePlan {
         node: local.name.clone(),
         fabric,

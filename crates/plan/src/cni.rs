@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use sarasa_model::CniMode;
 use serde_json::json;
 
-use crate::fabric::NODE_BRIDGE;
+use crate::fabric::{VpcPool, NODE_BRIDGE};
 
 pub const CONFLIST_NAME: &str = "10-sarasa.conflist";
 pub const NETWORK_NAME: &str = "sarasa";
@@ -26,7 +26,40 @@ pub fn render(pod_cidrs: &[IpNet], mode: CniMode, mtu: u32, ipam_data_dir: &Path
             ranges.push(serde_json::Value::Array(set));
         }
     }
-    let doc = json!({
+    document(ranges, mode, mtu, ipam_data_dir, None)
+}
+
+/// The conflist of a vpc node: pods attach routed, and each address the cloud assigned the
+/// node is a one-address range of the VPC's pod range (host-local's shape, so the plugin's
+/// IPAM is the same); `vpc.addressLimit` lets the plugin say why it has none left.
+pub fn render_vpc(addresses: &[IpNet], vpc: &VpcPool, mtu: u32, ipam_data_dir: &Path) -> String {
+    let mut ranges = Vec::new();
+    for v4 in [true, false] {
+        let set: Vec<_> = addresses
+            .iter()
+            .filter(|a| a.addr().is_ipv4() == v4)
+            .filter_map(|a| {
+                let subnet = vpc.subnets.iter().find(|s| s.contains(&a.addr()))?;
+                let ip = a.addr().to_string();
+                Some(json!({"subnet": subnet.to_string(), "rangeStart": ip, "rangeEnd": ip}))
+            })
+            .collect();
+        if !set.is_empty() {
+            ranges.push(serde_json::Value::Array(set));
+        }
+    }
+    let extra = json!({ "addressLimit": vpc.address_limit });
+    document(ranges, CniMode::Routed, mtu, ipam_data_dir, Some(extra))
+}
+
+fn document(
+    ranges: Vec<serde_json::Value>,
+    mode: CniMode,
+    mtu: u32,
+    ipam_data_dir: &Path,
+    vpc: Option<serde_json::Value>,
+) -> String {
+    let mut doc = json!({
         "cniVersion": "1.1.0",
         "name": NETWORK_NAME,
         "plugins": [{
@@ -41,6 +74,9 @@ pub fn render(pod_cidrs: &[IpNet], mode: CniMode, mtu: u32, ipam_data_dir: &Path
             }
         }]
     });
+    if let Some(vpc) = vpc {
+        doc["plugins"][0]["vpc"] = vpc;
+    }
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
@@ -66,6 +102,31 @@ mod tests {
             json!({"cniVersion":"1.1.0","name":"sarasa","plugins":[{"type":"sarasa-cni",
                 "mode":"bridge","bridge":"sarasa0","mtu":1450,"capabilities":{"portMappings":true},
                 "ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"dataDir":"/var/lib/sarasa/ipam"}}]})
+        );
+    }
+
+    #[test]
+    fn vpc_addresses_are_one_address_ranges_of_the_vpc_range() {
+        let vpc = VpcPool {
+            subnets: vec!["10.244.0.0/16".parse().unwrap()],
+            address_limit: Some(8),
+        };
+        let s = render_vpc(
+            &[
+                "10.244.0.4/32".parse().unwrap(),
+                "10.244.0.9/32".parse().unwrap(),
+            ],
+            &vpc,
+            1500,
+            Path::new("/d"),
+        );
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["plugins"][0]["mode"], "routed");
+        assert_eq!(v["plugins"][0]["vpc"], json!({"addressLimit": 8}));
+        assert_eq!(
+            v["plugins"][0]["ipam"]["ranges"],
+            json!([[{"subnet":"10.244.0.0/16","rangeStart":"10.244.0.4","rangeEnd":"10.244.0.4"},
+                    {"subnet":"10.244.0.0/16","rangeStart":"10.244.0.9","rangeEnd":"10.244.0.9"}]])
         );
     }
 

@@ -47,12 +47,15 @@ pub struct PeerNode {
     pub underlay_ip: Option<IpAddr>,
     /// `sarasa.io/vtep-mac`.
     pub vtep_mac: Option<MacAddr>,
+    /// `sarasa.io/vpc-address-limit`: how many addresses the cloud gives this node at most
+    /// (vpc backend; `pod_cidrs` are then the addresses it holds, as host prefixes).
+    pub vpc_address_limit: Option<u32>,
 }
 
 /// Encapsulation overhead of VXLAN: outer IP + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub fn encap_overhead(backend: Backend, underlay: IpAddr) -> u32 {
     match (backend, underlay) {
-        (Backend::HostGw | Backend::Bgp, _) => 0,
+        (Backend::HostGw | Backend::Bgp | Backend::Vpc, _) => 0,
         (Backend::Vxlan, IpAddr::V4(_)) => 20 + 8 + 8 + 14,
         (Backend::Vxlan, IpAddr::V6(_)) => 40 + 8 + 8 + 14,
     }
@@ -118,6 +121,15 @@ pub struct Masquerade {
     pub cluster_cidrs: Vec<IpNet>,
 }
 
+/// The vpc backend's view of this node's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpcPool {
+    /// The VPC's range for pod addresses (the cluster CIDRs).
+    pub subnets: Vec<IpNet>,
+    /// The node's address limit, once its agent has published it.
+    pub address_limit: Option<u32>,
+}
+
 /// Why a Node is left out of the fabric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConflictReason {
@@ -165,6 +177,9 @@ pub struct FabricPlan {
     pub remote_nodes: usize,
     /// Remote nodes refused for a conflict, by name.
     pub refused: Vec<NodeConflict>,
+    /// With the vpc backend: the VPC's pod range and this node's limit (`pod_cidrs` are the
+    /// addresses the cloud assigned the node, as host prefixes).
+    pub vpc: Option<VpcPool>,
     /// The remote nodes as programmed (a refused node's last good state): the `last_good` of
     /// the next [`compile_trusted`].
     pub accepted: BTreeMap<String, PeerNode>,
@@ -326,7 +341,7 @@ pub fn compile_trusted(
     let mut claims = Claims::default();
     let local_mac = match local.backend {
         Backend::Vxlan => local.vtep_mac,
-        Backend::HostGw | Backend::Bgp => None,
+        Backend::HostGw | Backend::Bgp | Backend::Vpc => None,
     };
     claims.add(me, local.underlay_ip, local_mac);
     // What each remote node needs to be programmed at all; a node without it is incomplete
@@ -341,7 +356,7 @@ pub fn compile_trusted(
                 let mac = node.vtep_mac?;
                 (underlay.is_ipv4() == local.underlay_ip.is_ipv4()).then_some((underlay, Some(mac)))
             }
-            Backend::HostGw | Backend::Bgp => Some((underlay, None)),
+            Backend::HostGw | Backend::Bgp | Backend::Vpc => Some((underlay, None)),
         }
     };
     // Incumbents (unchanged since the last plan) first, then the others in the order given
@@ -417,12 +432,14 @@ pub fn compile_trusted(
                     });
                 }
             }
+            // The VPC routes every pod address to its node: nothing to write on this one.
+            Backend::Vpc => {}
         }
         remote_nodes += 1;
     }
 
     let vxlan = match local.backend {
-        Backend::HostGw | Backend::Bgp => None,
+        Backend::HostGw | Backend::Bgp | Backend::Vpc => None,
         Backend::Vxlan => {
             if local.vtep_mac.is_none() {
                 return Err(PlanError::NoVtepMac);
@@ -439,10 +456,17 @@ pub fn compile_trusted(
         }
     };
 
+    let cluster_cidrs: Vec<IpNet> = local.cluster_cidrs.iter().map(|c| c.trunc()).collect();
     Ok(FabricPlan {
         masquerade: Masquerade {
-            pod_cidrs: pod_cidrs.clone(),
-            cluster_cidrs: local.cluster_cidrs.iter().map(|c| c.trunc()).collect(),
+            // With vpc the node's addresses come and go with its warm pool; every pod address
+            // is inside the cluster CIDRs (the VPC's pod range), so the rule does not change.
+            pod_cidrs: if local.backend == Backend::Vpc {
+                cluster_cidrs.clone()
+            } else {
+                pod_cidrs.clone()
+            },
+            cluster_cidrs,
         },
         pod_cidrs,
         mtu,
@@ -453,7 +477,21 @@ pub fn compile_trusted(
         remote_nodes,
         refused,
         accepted,
+        vpc: (local.backend == Backend::Vpc).then(|| VpcPool {
+            subnets: local.cluster_cidrs.iter().map(|c| c.trunc()).collect(),
+            address_limit: me.vpc_address_limit,
+        }),
     })
+}
+
+impl FabricPlan {
+    /// The node's CNI conflist for this plan.
+    pub fn conflist(&self, mode: sarasa_model::CniMode, ipam_data_dir: &std::path::Path) -> String {
+        match &self.vpc {
+            Some(vpc) => crate::cni::render_vpc(&self.pod_cidrs, vpc, self.mtu, ipam_data_dir),
+            None => crate::cni::render(&self.pod_cidrs, mode, self.mtu, ipam_data_dir),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -470,6 +508,7 @@ mod tests {
             pod_cidrs: cidr.map(|c| c.parse().unwrap()).into_iter().collect(),
             underlay_ip: Some(ip.parse().unwrap()),
             vtep_mac: vtep,
+            vpc_address_limit: None,
         }
     }
 

@@ -37,6 +37,7 @@ fn peers() -> Vec<PeerNode> {
             pod_cidrs: vec![format!("10.244.{i}.0/24").parse().unwrap()],
             underlay_ip: Some(ip(&format!("192.168.33.1{i}"))),
             vtep_mac: Some(MacAddr([2, 0, 0, 0, 0, i])),
+            vpc_address_limit: None,
         })
         .collect()
 }

@@ -183,6 +183,7 @@ fn main() {
                 .expect("cidr")],
             underlay_ip: Some(ip(&format!("192.168.33.1{i}"))),
             vtep_mac: Some(MacAddr([2, 0, 0, 0, 0, i])),
+            vpc_address_limit: None,
         })
         .collect();
     let started = Instant::now();

@@ -68,6 +68,9 @@ enum Next {
     },
     /// A remote podCIDR via the underlay (host-gw).
     HostGw { route: String, peer: String },
+    /// Another node's VPC address: the default route to the fabric, which (as the VPC)
+    /// routes the address to that node.
+    Vpc { route: String, peer: String },
     /// A neighbour on the underlay.
     Underlay,
     /// The default route via the fabric.
@@ -82,6 +85,9 @@ impl Next {
             Next::Vxlan { peer, .. } => format!("{peer}'s podCIDR, over VXLAN"),
             Next::HostGw { peer, .. } => {
                 format!("{peer}'s podCIDR, routed via its underlay address")
+            }
+            Next::Vpc { peer, .. } => {
+                format!("{peer}'s VPC address, routed by the VPC to that node")
             }
             Next::Underlay => "on the underlay, directly".into(),
             Next::Default => "not in the cluster: default route to the fabric".into(),
@@ -214,6 +220,22 @@ impl<'w> Walker<'w> {
                     )
                 }
             };
+        }
+        if plan.fabric.vpc.is_some() {
+            let peer = self.world.nodes.iter().find(|n| {
+                n.name != node.name && n.plan.fabric.pod_cidrs.iter().any(|c| c.contains(&daddr))
+            });
+            if let Some(peer) = peer {
+                let text = format!(
+                    "default via {} dev {}; the VPC routes {daddr}/32 to {}",
+                    self.world.fabric.address, node.uplink, peer.name
+                );
+                let next = Next::Vpc {
+                    route: text.clone(),
+                    peer: peer.name.clone(),
+                };
+                return (next, node.uplink.clone(), vec![text]);
+            }
         }
         if self.world.fabric.underlay.contains(&daddr) {
             let text = format!(
@@ -544,11 +566,16 @@ impl<'w> Walker<'w> {
                     .unwrap_or_else(|| sarasa_plan::VXLAN_DEVICE.into());
                 self.arrive_at_node(&peer_node.name.clone(), reset(pkt), &dev, leg)
             }
-            Next::HostGw { route, peer } => {
+            Next::HostGw { route, peer } | Next::Vpc { route, peer } => {
+                let how = if node.plan.fabric.vpc.is_some() {
+                    "vpc"
+                } else {
+                    "host-gw"
+                };
                 leg.hops.push(Hop::new(
                     at,
                     "route",
-                    format!("host-gw: {route} (no encapsulation)"),
+                    format!("{how}: {route} (no encapsulation)"),
                     vec![route.clone()],
                 ));
                 let Some(peer_node) = self.world.node(&peer) else {

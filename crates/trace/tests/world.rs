@@ -136,6 +136,7 @@ fn world() -> World {
             pod_cidrs: vec![format!("10.244.{i}.0/24").parse().unwrap()],
             underlay_ip: Some(ip(&format!("192.168.33.1{i}"))),
             vtep_mac: Some(MacAddr([2, 0, 0, 0, 0, i])),
+            vpc_address_limit: None,
         })
         .collect();
     let (svcs, slices) = services();

@@ -40,7 +40,9 @@ pub fn run(env: &Env, p: &Plugin) -> Result<String, CniError> {
     if let Some(e) = ipam.host_port_in_use(&env.container_id, &env.ifname, &p.host_ports)? {
         return Err(e.into());
     }
-    let leases = ipam.allocate(&env.container_id, &env.ifname, &p.requested_ips)?;
+    let leases = ipam
+        .allocate(&env.container_id, &env.ifname, &p.requested_ips)
+        .map_err(|e| crate::vpc::explain(p, e))?;
     let host = naming::host_veth(&p.name, &env.container_id, &env.ifname);
     let mut created_veth = false;
     let outcome = setup(

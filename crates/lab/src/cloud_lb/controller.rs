@@ -3,7 +3,7 @@
 //! podCIDR routes (for `ip` targets) current, and reports invalid annotations.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use sarasa_netns::{Family as RouteFamily, NetNs, Netlink, Route};
+use sarasa_netns::{NetNs, Netlink};
 use sarasa_nft::{Backend, Family, NetlinkBackend, NetlinkTableBackend, Table};
 
 use super::health::Health;
@@ -89,7 +89,7 @@ pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
             nft.reconcile(&want_table)
                 .map_err(|e| LabError::Process(format!("cloud load balancer table: {e}")))?;
             let mut nl = Netlink::current().map_err(LabError::netns)?;
-            apply_pod_routes(&mut nl, &want_routes)
+            crate::fabric_routes::apply(&mut nl, &want_routes, POD_ROUTE_METRIC)
         })
         .await
         .map_err(|e| LabError::Process(format!("cloud load balancer task: {e}")))?;
@@ -201,40 +201,6 @@ fn pod_routes(spec: &LabSpec, nodes: &[Node]) -> BTreeMap<Ipv4Net, Ipv4Addr> {
         }
     }
     out
-}
-
-/// Makes the calling namespace's routes marked [`POD_ROUTE_METRIC`] exactly `desired`.
-fn apply_pod_routes(
-    nl: &mut Netlink,
-    desired: &BTreeMap<Ipv4Net, Ipv4Addr>,
-) -> Result<(), LabError> {
-    let current: BTreeMap<Ipv4Net, Option<IpAddr>> = nl
-        .routes(Some(RouteFamily::V4))
-        .map_err(LabError::netns)?
-        .into_iter()
-        .filter(|r| r.metric == Some(POD_ROUTE_METRIC))
-        .filter_map(|r| match r.dst {
-            IpNet::V4(n) => Some((n, r.gateway)),
-            IpNet::V6(_) => None,
-        })
-        .collect();
-    let route = |net: Ipv4Net, gw: Option<IpAddr>| {
-        let mut r = Route::new(IpNet::V4(net)).metric(POD_ROUTE_METRIC);
-        r.gateway = gw;
-        r
-    };
-    for (net, gw) in &current {
-        if !desired.contains_key(net) {
-            nl.route_del(&route(*net, *gw)).map_err(LabError::netns)?;
-        }
-    }
-    for (net, hop) in desired {
-        if current.get(net) != Some(&Some(IpAddr::V4(*hop))) {
-            nl.route_replace(&route(*net, Some(IpAddr::V4(*hop))))
-                .map_err(LabError::netns)?;
-        }
-    }
-    Ok(())
 }
 
 /// A Warning Event on the Service: the value is not a mode, the default (`instance`) is kept.

@@ -17,8 +17,9 @@ use crate::spec::{LabSpec, NodeSpec};
 
 /// The kubelet version the lab reports (the API server's version).
 pub const KUBELET_VERSION: &str = "v1.34.0-sarasa";
-/// Pods a lab node accepts (kubelet's default `--max-pods`).
-pub const MAX_PODS: &str = "110";
+/// Pods a lab node accepts (kubelet's default `--max-pods`); with `--ipam vpc` its VPC
+/// address limit decides ([`LabSpec::max_pods`]).
+pub const MAX_PODS: u32 = 110;
 const PERIOD: Duration = Duration::from_secs(30);
 
 /// Reports every node's status now and then every 30 s, forever.
@@ -26,7 +27,7 @@ pub async fn run(client: Client, spec: LabSpec) {
     let api: Api<Node> = Api::all(client);
     loop {
         for node in &spec.nodes {
-            if let Err(e) = report(&api, node).await {
+            if let Err(e) = report(&api, node, spec.max_pods()).await {
                 tracing::warn!(node = %node.name, "reporting node status: {e}");
             }
         }
@@ -34,7 +35,7 @@ pub async fn run(client: Client, spec: LabSpec) {
     }
 }
 
-async fn report(api: &Api<Node>, node: &NodeSpec) -> Result<(), kube::Error> {
+async fn report(api: &Api<Node>, node: &NodeSpec, max_pods: u32) -> Result<(), kube::Error> {
     for _ in 0..5 {
         let Some(current) = api.get_opt(&node.name).await? else {
             return Ok(());
@@ -43,8 +44,10 @@ async fn report(api: &Api<Node>, node: &NodeSpec) -> Result<(), kube::Error> {
         let conditions = status.conditions.clone().unwrap_or_default();
         let info = system_info(node);
         let addresses = addresses(node);
-        let capacity =
-            std::collections::BTreeMap::from([("pods".to_string(), Quantity(MAX_PODS.into()))]);
+        let capacity = std::collections::BTreeMap::from([(
+            "pods".to_string(),
+            Quantity(max_pods.to_string()),
+        )]);
         let ready_now = conditions
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True");

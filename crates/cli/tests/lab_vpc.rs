@@ -1,0 +1,413 @@
+//! Lab end-to-end, `--ipam vpc`: the fabric plays the cloud VPC. Each node's agent takes VPC
+//! addresses from the cloud's allocation API (a warm pool, up to the node's limit), the pods
+//! get those addresses, and the VPC routes each address to its node (a /32 in the fabric):
+//! - the Nodes carry their addresses and limit, report max pods from the limit, have no
+//!   podCIDR and no overlay; the fabric routes each address to its node;
+//! - pods on different nodes reach each other with their own addresses and no encapsulation
+//!   (a counter in the fabric sees the pod-to-pod packet itself), trace names the VPC route,
+//!   and `lab check` finds every node equal to its plan;
+//! - an agent restart keeps the node's addresses;
+//! - a node at its limit refuses the next pod with a CNI error naming the limit (an Event on
+//!   the pod; the Node's VPCAddressesAvailable=False, AddressLimitReached), and addresses
+//!   beyond the warm pool go back to the cloud once the pods are gone (routes removed).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use common::TestLab;
+use serde_json::Value;
+
+const LIMIT: usize = 8;
+const WARM: usize = 2;
+
+const LB_SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: vpc-lb
+  annotations: {sarasa.io/load-balancer-target: ip}
+spec:
+  type: LoadBalancer
+  selector: {app: vpc}
+  ports:
+  - {port: 80, targetPort: 8080}
+"#;
+
+fn pod(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: vpc}}}}\n\
+         spec:\n  nodeName: {node}\n  containers:\n  - name: web\n    image: sarasa/serve\n    ports: [{{containerPort: 8080}}]\n"
+    )
+}
+
+fn exec(lab: &TestLab, target: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["exec", target, "--"];
+    args.extend_from_slice(cmd);
+    lab.ok(&args)
+}
+
+fn node(lab: &TestLab, name: &str) -> Value {
+    lab.get_json(&["nodes"])["items"]
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .find(|n| n["metadata"]["name"] == name)
+                .cloned()
+        })
+        .expect("node listed")
+}
+
+/// The node's VPC addresses as its agent published them.
+fn addresses(lab: &TestLab, name: &str) -> BTreeSet<String> {
+    node(lab, name)["metadata"]["annotations"]["sarasa.io/vpc-addresses"]
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn condition(lab: &TestLab, name: &str) -> (String, String, String) {
+    let n = node(lab, name);
+    let c = n["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c["type"] == "VPCAddressesAvailable")
+                .cloned()
+        })
+        .unwrap_or_default();
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    (s("status"), s("reason"), s("message"))
+}
+
+/// The fabric's /32 routes: address → next hop.
+fn vpc_routes(lab: &TestLab) -> Vec<(String, String)> {
+    exec(
+        lab,
+        "fabric",
+        &["ip", "-4", "route", "show", "metric", "1035"],
+    )
+    .lines()
+    .filter_map(|l| {
+        let mut w = l.split_whitespace();
+        let dst = w.next()?.to_string();
+        let via = w.skip_while(|x| *x != "via").nth(1)?.to_string();
+        Some((dst, via))
+    })
+    .collect()
+}
+
+fn pod_ip(lab: &TestLab, name: &str) -> String {
+    lab.eventually(Duration::from_secs(30), || {
+        let p = lab.object("pods", "default", name)?;
+        let ip = p["status"]["podIP"].as_str()?;
+        (!ip.is_empty()).then(|| ip.to_string())
+    })
+    .unwrap_or_else(|| panic!("{name} has no IP\n{}", lab.logs()))
+}
+
+/// Pods on `node` holding a VPC address (not host-network ones), in every namespace.
+fn pods_with_addresses(lab: &TestLab, name: &str) -> usize {
+    lab.get_json(&["pods", "-A"])["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|p| p["spec"]["nodeName"] == name)
+        .filter(|p| p["spec"]["hostNetwork"] != true)
+        .filter(|p| {
+            p["status"]["podIP"]
+                .as_str()
+                .is_some_and(|ip| !ip.is_empty())
+        })
+        .count()
+}
+
+#[test]
+fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
+    let limit = LIMIT.to_string();
+    let warm = WARM.to_string();
+    let lab = TestLab::up(&[
+        "--nodes",
+        "2",
+        "--ipam",
+        "vpc",
+        "--vpc-address-limit",
+        &limit,
+        "--vpc-warm-addresses",
+        &warm,
+    ]);
+    let ips = [("node-1", "192.168.33.11"), ("node-2", "192.168.33.12")];
+    for (name, ip) in ips {
+        let n = node(&lab, name);
+        assert!(n["spec"]["podCIDR"].is_null(), "{name} has a podCIDR: {n}");
+        assert_eq!(
+            n["status"]["capacity"]["pods"],
+            (LIMIT + 2).to_string(),
+            "{n}"
+        );
+        assert_eq!(
+            n["metadata"]["annotations"]["sarasa.io/vpc-address-limit"],
+            limit
+        );
+        assert_eq!(n["metadata"]["annotations"]["sarasa.io/backend"], "vpc");
+        let held = lab
+            .eventually(Duration::from_secs(20), || {
+                let a = addresses(&lab, name);
+                (a.len() >= WARM).then_some(a)
+            })
+            .unwrap_or_else(|| panic!("{name} holds no warm pool: {n}"));
+        assert!(held.iter().all(|a| a.starts_with("10.244.")), "{held:?}");
+        // The VPC routes each address to its node.
+        let routes = lab
+            .eventually(Duration::from_secs(10), || {
+                let r = vpc_routes(&lab);
+                held.iter()
+                    .all(|a| r.contains(&(a.clone(), ip.to_string())))
+                    .then_some(r)
+            })
+            .unwrap_or_else(|| panic!("fabric routes {:?} miss {held:?}", vpc_routes(&lab)));
+        assert!(!routes.is_empty());
+        let links = exec(&lab, &format!("node/{name}"), &["ip", "-d", "link"]);
+        assert!(
+            !links.contains("vxlan"),
+            "{name} has a VXLAN device: {links}"
+        );
+        let (status, reason, _) = lab
+            .eventually(Duration::from_secs(10), || {
+                let c = condition(&lab, name);
+                (c.0 == "True").then_some(c)
+            })
+            .unwrap_or_else(|| panic!("{name}: {:?}", condition(&lab, name)));
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "WarmPoolReady")
+        );
+    }
+
+    // Two pods on two nodes: VPC addresses of their nodes, reaching each other directly.
+    lab.apply(&pod("vpc-a", "node-1"));
+    lab.apply(&pod("vpc-b", "node-2"));
+    let (a, b) = (pod_ip(&lab, "vpc-a"), pod_ip(&lab, "vpc-b"));
+    assert!(
+        addresses(&lab, "node-1").contains(&a),
+        "{a} is no address of node-1"
+    );
+    assert!(
+        addresses(&lab, "node-2").contains(&b),
+        "{b} is no address of node-2"
+    );
+    // A counter in the VPC (the fabric) for the pod-to-pod packets themselves.
+    exec(&lab, "fabric", &["nft", "add", "table", "ip", "vpctest"]);
+    exec(
+        &lab,
+        "fabric",
+        &[
+            "nft",
+            "add chain ip vpctest counted { type filter hook forward priority 0; }",
+        ],
+    );
+    let rule = format!("add rule ip vpctest counted ip saddr {a} ip daddr {b} counter");
+    exec(&lab, "fabric", &["nft", &rule]);
+    let reach = |from: &str, to: &str, who: &str| {
+        let url = format!("http://{to}:8080/");
+        let reply = lab
+            .eventually(Duration::from_secs(20), || lab.probe(from, &url))
+            .unwrap_or_else(|| panic!("{from} cannot reach {to}\n{}", lab.logs()));
+        assert_eq!(reply["pod"], who, "{reply}");
+        reply
+    };
+    let reply = reach("vpc-a", &b, "vpc-b");
+    assert_eq!(common::client_ip(&reply), a, "no NAT between pods: {reply}");
+    reach("vpc-b", &a, "vpc-a");
+    let counted = exec(&lab, "fabric", &["nft", "list", "table", "ip", "vpctest"]);
+    let packets: u64 = counted
+        .split("packets ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(packets > 0, "the VPC never saw {a} → {b}: {counted}");
+    let route = exec(&lab, "node/node-1", &["ip", "route", "get", &b]);
+    assert!(
+        route.contains("via 192.168.33.1"),
+        "node-1 routes {b} not to the VPC: {route}"
+    );
+    let trace = lab.ok(&[
+        "trace", "--from", "vpc-a", "--to", "vpc-b", "--port", "8080",
+    ]);
+    assert!(
+        trace.contains(&format!("the VPC routes {b}/32 to node-2")),
+        "{trace}"
+    );
+    let check = lab.run(&["lab", "check"]);
+    assert!(
+        check.status.success(),
+        "lab check: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    // The cloud load balancer in ip mode sends to the pods' VPC addresses: they see the
+    // external client's own address.
+    lab.apply(LB_SERVICE);
+    let vip = lab
+        .eventually(Duration::from_secs(30), || {
+            lab.object("services", "default", "vpc-lb")?["status"]["loadBalancer"]["ingress"][0]
+                ["ip"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .expect("vpc-lb got no ingress address");
+    let url = format!("tcp://{vip}:80");
+    let reply = lab
+        .eventually(Duration::from_secs(30), || lab.probe("external", &url))
+        .unwrap_or_else(|| panic!("{url} never answered\n{}", lab.logs()));
+    assert!(
+        ["vpc-a", "vpc-b"].contains(&reply["pod"].as_str().unwrap_or_default()),
+        "{reply}"
+    );
+    assert_eq!(common::client_ip(&reply), "203.0.113.10", "{reply}");
+    lab.ok(&["delete", "service", "vpc-lb"]);
+
+    // An agent restart keeps the node's addresses (the cloud is the record).
+    let before = addresses(&lab, "node-1");
+    lab.ok(&["lab", "agent", "restart", "node-1"]);
+    reach("vpc-b", &a, "vpc-a");
+    assert!(addresses(&lab, "node-1").contains(&a));
+    assert!(
+        addresses(&lab, "node-1").is_superset(&before) || addresses(&lab, "node-1").len() >= WARM,
+        "{before:?} → {:?}",
+        addresses(&lab, "node-1")
+    );
+
+    // Fill node-1 to its limit; the next pod is refused with the limit named.
+    let used = pods_with_addresses(&lab, "node-1");
+    let fill: Vec<String> = (0..LIMIT - used).map(|i| format!("fill-{i}")).collect();
+    for f in &fill {
+        lab.apply_nowait(&pod(f, "node-1"));
+    }
+    for f in &fill {
+        pod_ip(&lab, f);
+    }
+    assert_eq!(addresses(&lab, "node-1").len(), LIMIT);
+    lab.apply_nowait(&pod("over", "node-1"));
+    let event = lab
+        .eventually(Duration::from_secs(30), || {
+            let events = lab.get_json(&["events", "-n", "default"]);
+            events["items"].as_array().and_then(|items| {
+                items
+                    .iter()
+                    .find(|e| {
+                        e["involvedObject"]["name"] == "over"
+                            && e["reason"] == "FailedCreatePodSandBox"
+                            && e["message"].as_str().unwrap_or_default().contains("limit")
+                    })
+                    .cloned()
+            })
+        })
+        .unwrap_or_else(|| panic!("no FailedCreatePodSandBox for over\n{}", lab.logs()));
+    let message = event["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("node at its VPC address limit")
+            && message.contains(&format!("{LIMIT} is the most the cloud gives it")),
+        "{event}"
+    );
+    let over = lab.object("pods", "default", "over").expect("pod over");
+    assert!(
+        over["status"]["podIP"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{over}"
+    );
+    let (status, reason, _) = lab
+        .eventually(Duration::from_secs(10), || {
+            let c = condition(&lab, "node-1");
+            (c.0 == "False").then_some(c)
+        })
+        .unwrap_or_else(|| panic!("{:?}", condition(&lab, "node-1")));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "AddressLimitReached")
+    );
+
+    // The pods gone, what exceeds the warm pool goes back to the cloud and out of its routes.
+    let full = addresses(&lab, "node-1");
+    lab.ok(&["delete", "pod", "over"]);
+    for f in &fill {
+        lab.ok(&["delete", "pod", f]);
+    }
+    let kept = lab
+        .eventually(Duration::from_secs(30), || {
+            let a = addresses(&lab, "node-1");
+            (a.len() <= pods_with_addresses(&lab, "node-1") + 2 * WARM && a.len() < LIMIT)
+                .then_some(a)
+        })
+        .unwrap_or_else(|| panic!("nothing given back: {:?}", addresses(&lab, "node-1")));
+    let returned: Vec<&String> = full.difference(&kept).collect();
+    assert!(!returned.is_empty());
+    lab.eventually(Duration::from_secs(10), || {
+        let r = vpc_routes(&lab);
+        returned
+            .iter()
+            .all(|a| !r.iter().any(|(d, _)| d == *a))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("routes of {returned:?} stay: {:?}", vpc_routes(&lab)));
+    assert!(kept.contains(&a), "vpc-a's address stays with node-1");
+    reach("vpc-b", &a, "vpc-a");
+    assert_eq!(
+        lab.eventually(Duration::from_secs(10), || {
+            let c = condition(&lab, "node-1");
+            (c.0 == "True").then_some(c.1)
+        })
+        .as_deref(),
+        Some("WarmPoolReady")
+    );
+}
+
+#[test]
+fn ipam_vpc_refuses_an_overlay_or_bridge_naming_the_flag() {
+    for (extra, flag) in [
+        (["--backend", "vxlan"], "--backend vxlan"),
+        (["--mode", "bridge"], "--mode bridge"),
+    ] {
+        let lab = common::unique_lab();
+        let out = Command::new(common::sarasa_bin())
+            .args(["--lab", &lab, "lab", "up", "--ipam", "vpc"])
+            .args(extra)
+            .output()
+            .expect("sarasa runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(flag), "{flag}: {err}");
+        assert!(
+            !std::path::Path::new(&format!("/run/netns/sarasa-{lab}-fabric")).exists(),
+            "a refused lab made namespaces"
+        );
+    }
+    let out = Command::new(common::sarasa_bin())
+        .args([
+            "--lab",
+            &common::unique_lab(),
+            "lab",
+            "up",
+            "--ipam",
+            "vpc",
+            "--vpc-warm-addresses",
+            "9",
+            "--vpc-address-limit",
+            "4",
+        ])
+        .output()
+        .expect("sarasa runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--vpc-warm-addresses"),
+        "{err}"
+    );
+}
