@@ -1,5 +1,6 @@
 //! `cni-bench`: CNI ADD and DEL latency, as a runtime sees it (process start to exit), for
-//! sarasa-cni and for the reference `bridge` + `host-local` plugins in the same run.
+//! sarasa-cni (bridge mode; and routed with a vpc warm pool, as `--ipam vpc` renders it) and for
+//! the reference `bridge` + `host-local` plugins in the same run.
 //!
 //! For each plugin, in its own throw-away node namespace: N sequential pods (ADD each, then
 //! DEL each) and C concurrent pods (all ADDs at once, then all DELs; R rounds). The plugins
@@ -269,6 +270,19 @@ fn main() {
         "ipam": {"ranges": [[{"subnet": "10.231.0.0/16"}]],
                  "dataDir": data.join("sarasa").display().to_string()}
     });
+    // The vpc backend's conflist: routed, each address the cloud assigned the node a
+    // one-address range (a warm pool as large as the pods the run holds at once).
+    let pool: Vec<serde_json::Value> = (0..(pods.max(concurrent) as u32))
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 233, 0, 4)) + i);
+            serde_json::json!({"subnet": "10.233.0.0/16", "rangeStart": ip.to_string(), "rangeEnd": ip.to_string()})
+        })
+        .collect();
+    let vpc_conf = serde_json::json!({
+        "cniVersion": "1.1.0", "name": "bench-vpc", "type": "sarasa-cni",
+        "mode": "routed", "mtu": 1500, "vpc": {"addressLimit": pool.len()},
+        "ipam": {"ranges": [pool], "dataDir": data.join("vpc").display().to_string()}
+    });
     let ref_conf = serde_json::json!({
         "cniVersion": "1.0.0", "name": "bench-reference", "type": "bridge",
         "bridge": "cni0", "isGateway": true, "ipMasq": false, "mtu": 1500,
@@ -286,6 +300,15 @@ fn main() {
             conf: sarasa_conf.to_string(),
         },
         Plugin {
+            label: "sarasa-cni (--ipam vpc: routed, warm pool)",
+            exe: sarasa.clone(),
+            cni_path: sarasa
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            conf: vpc_conf.to_string(),
+        },
+        Plugin {
             label: "reference bridge + host-local",
             exe: refdir.join("bridge"),
             cni_path: refdir.display().to_string(),
@@ -297,14 +320,14 @@ fn main() {
     println!("the plugin process and its children (sequential runs); milliseconds\n");
     let all = measure(&plugins, pods, concurrent, rounds);
     println!(
-        "{:<40} {:<22} {:>9} {:>9} {:>12}",
+        "{:<44} {:<22} {:>9} {:>9} {:>12}",
         "plugin", "operation", "p50 ms", "p99 ms", "cpu p50 ms"
     );
     for f in &all {
         for (op, p50, p99, cpu) in &f.rows {
             let cpu = cpu.map(|c| format!("{c:.2}")).unwrap_or_else(|| "-".into());
             println!(
-                "{:<40} {:<22} {:>9.2} {:>9.2} {:>12}",
+                "{:<44} {:<22} {:>9.2} {:>9.2} {:>12}",
                 f.label, op, p50, p99, cpu
             );
         }
