@@ -6,6 +6,7 @@
 //! - pods on different nodes reach each other with their own addresses and no encapsulation
 //!   (a counter in the fabric sees the pod-to-pod packet itself), trace names the VPC route,
 //!   and `lab check` finds every node equal to its plan;
+//! - the cloud answers nodes only: a pod (masqueraded to its node's address) gets no answer;
 //! - an agent restart keeps the node's addresses;
 //! - a node at its limit refuses the next pod with a CNI error naming the limit (an Event on
 //!   the pod; the Node's VPCAddressesAvailable=False, AddressLimitReached), and addresses
@@ -250,6 +251,20 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
         check.status.success(),
         "lab check: {}",
         String::from_utf8_lossy(&check.stdout)
+    );
+
+    // The cloud answers a node, but not a pod acting as its node (masqueraded to the node's
+    // address): its answers carry a hop limit of 1, as IMDSv2's do.
+    let cloud = "http://192.168.33.1:8775/v1/instance/addresses";
+    let own = lab
+        .probe("node/node-1", cloud)
+        .unwrap_or_else(|| panic!("node-1 cannot reach the cloud\n{}", lab.logs()));
+    assert_eq!(own["node"], "node-1", "{own}");
+    assert_eq!(own["limit"], LIMIT, "{own}");
+    let from_pod = lab.probe_outcome("vpc-a", cloud, "2s");
+    assert!(
+        from_pod.reply.is_err(),
+        "a pod reached the cloud: {from_pod:?}"
     );
 
     // The cloud load balancer in ip mode sends to the pods' VPC addresses: they see the

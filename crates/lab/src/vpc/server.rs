@@ -12,6 +12,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use ipnet::Ipv4Net;
 use sarasa_model::vpc::{
@@ -25,6 +26,9 @@ use super::pool::{CloudError, Pool};
 use super::VpcSpec;
 use crate::spec::LabSpec;
 use crate::LabError;
+
+/// The IP TTL of the cloud's answers: one hop, the node's own.
+pub const HOP_LIMIT: u32 = 1;
 
 /// Metric marking the fabric's routes the VPC owns (one /32 per assigned address).
 pub const VPC_ROUTE_METRIC: u32 = 1035;
@@ -57,6 +61,18 @@ pub async fn run(spec: LabSpec, vpc: VpcSpec, file: PathBuf) -> Result<(), LabEr
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| LabError::Api(format!("cloud API: listening on {addr}: {e}")))?;
+    // Answers leave with a hop limit of 1, as IMDSv2's PUT response does on EC2: they reach
+    // a node on the underlay, but not a pod behind it (the node would have to forward them,
+    // and drops them instead), so a pod cannot act as its node towards the cloud even
+    // though its connections leave masqueraded to the node's address.
+    listener
+        .set_ttl(HOP_LIMIT)
+        .map_err(|e| LabError::Api(format!("cloud API: hop limit: {e}")))?;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_ttl(HOP_LIMIT) {
+            tracing::warn!("cloud API: hop limit of a connection: {e}");
+        }
+    });
     tracing::info!(%addr, "cloud VPC allocation API");
     axum::serve(
         listener,
