@@ -32,6 +32,11 @@ pub const CONDITION: &str = "BGPPeersEstablished";
 const HOLD_TIME: u32 = 3;
 const KEEPALIVE_TIME: u32 = 1;
 const CONNECT_RETRY_TIME: u32 = 1;
+/// Seconds before a session that ended in an error is tried again, doubling up to
+/// [`ERROR_WAIT_MAX`] (BIRD's defaults, 60 and 300 s, would leave a fixed peer unused for a
+/// minute).
+const ERROR_WAIT_MIN: u32 = 1;
+const ERROR_WAIT_MAX: u32 = 10;
 /// How long peers keep a restarting speaker's routes (RFC 4724's restart time), and then as
 /// long-lived stale routes (RFC 9494), so a router down for maintenance takes nothing away.
 const RESTART_TIME: u32 = 120;
@@ -113,6 +118,7 @@ pub fn render(c: &BirdConfig) -> String {
                  \x20 direct;\n\
                  \x20 hold time {HOLD_TIME}; keepalive time {KEEPALIVE_TIME};\n\
                  \x20 connect delay time 0; connect retry time {CONNECT_RETRY_TIME};\n\
+                 \x20 error wait time {ERROR_WAIT_MIN}, {ERROR_WAIT_MAX};\n\
                  \x20 graceful restart on; graceful restart time {RESTART_TIME};\n\
                  \x20 long lived graceful restart on; long lived stale time {LONG_LIVED_STALE_TIME};\n\
                  \x20 {fam} {{\n\
@@ -170,11 +176,31 @@ pub fn parse_protocols(text: &str) -> Vec<Session> {
 
 /// The condition's (status, reason, message) for `sessions`.
 pub fn condition(sessions: &[Session]) -> (&'static str, &'static str, String) {
+    let line = |s: &Session| format!("{} {} ({})", s.name, s.state, s.info.trim());
     let down: Vec<String> = sessions
         .iter()
         .filter(|s| !s.established())
-        .map(|s| format!("{} {} ({})", s.name, s.state, s.info.trim()))
+        .map(line)
         .collect();
+    // The peer answered with a NOTIFICATION (a bad AS, a bad router id, ...): a
+    // misconfiguration, and BIRD 2 ends graceful restart on it (no RFC 8538), so what the
+    // peer announced is gone.
+    let refused: Vec<String> = sessions
+        .iter()
+        .filter(|s| !s.established() && s.info.contains("Received:"))
+        .map(line)
+        .collect();
+    if !refused.is_empty() {
+        return (
+            "False",
+            "PeerRefused",
+            format!(
+                "refused by the peer: {}; routes learned from it are withdrawn (an error ends \
+                 graceful restart); fix the peer's or this node's BGP configuration",
+                refused.join(", ")
+            ),
+        );
+    }
     if sessions.is_empty() {
         ("False", "NoPeers", "no BGP session is configured".into())
     } else if down.is_empty() {
@@ -406,5 +432,14 @@ mod tests {
         assert_eq!((status, reason), ("False", "PeerDown"));
         assert!(msg.contains("peer1_4 start"), "{msg}");
         assert_eq!(condition(&s[..1]).0, "True");
+        let bad = parse_protocols(
+            "peer0_4    BGP        ---        start  09:06:24.383  Idle          Received: Bad peer AS\n",
+        );
+        let (status, reason, msg) = condition(&bad);
+        assert_eq!((status, reason), ("False", "PeerRefused"));
+        assert!(
+            msg.contains("Bad peer AS") && msg.contains("withdrawn"),
+            "{msg}"
+        );
     }
 }
