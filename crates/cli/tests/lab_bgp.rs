@@ -17,6 +17,19 @@ use std::time::Duration;
 
 use common::TestLab;
 
+const LB_SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: bgp-lb
+  annotations: {sarasa.io/load-balancer-target: ip}
+spec:
+  type: LoadBalancer
+  selector: {app: bgp}
+  ports:
+  - {port: 80, targetPort: 8080}
+"#;
+
 fn pod(name: &str, node: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: bgp}}}}\n\
@@ -166,6 +179,32 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
     };
     reach("bgp-a", &b, "bgp-b");
     reach("bgp-b", &a, "bgp-a");
+
+    // The cloud load balancer's ip targets are reached through the routes BGP put in the
+    // fabric (the balancer adds none of its own with this backend): the pod sees the client.
+    lab.apply(LB_SERVICE);
+    let vip = lab
+        .eventually(Duration::from_secs(30), || {
+            lab.object("services", "default", "bgp-lb")?["status"]["loadBalancer"]["ingress"][0]
+                ["ip"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .expect("bgp-lb got no ingress address");
+    let url = format!("tcp://{vip}:80");
+    let reply = lab
+        .eventually(Duration::from_secs(30), || lab.probe("external", &url))
+        .unwrap_or_else(|| panic!("{url} never answered\n{}", lab.logs()));
+    assert!(
+        ["bgp-a", "bgp-b"].contains(&reply["pod"].as_str().unwrap_or_default()),
+        "{reply}"
+    );
+    assert_eq!(common::client_ip(&reply), "203.0.113.10", "{reply}");
+    let fabric_routes = exec(&lab, "fabric", &["ip", "-4", "route"]);
+    assert!(
+        !fabric_routes.contains("metric 1034"),
+        "the balancer routed podCIDRs itself: {fabric_routes}"
+    );
 
     // An agent restart withdraws nothing: the router's routes keep their age.
     let node1_before = bird_routes(&lab, "node-1");

@@ -181,9 +181,17 @@ async fn open_gates(
     }
 }
 
-/// Each node's IPv4 podCIDR via its underlay address.
+/// Each node's IPv4 podCIDR via its underlay address. None with the BGP backend (the fabric's
+/// router learns the podCIDRs from the nodes) or the VPC (nodes hold addresses, which the
+/// VPC routes), so ip targets are reached the way the backend routes pods.
 fn pod_routes(spec: &LabSpec, nodes: &[Node]) -> BTreeMap<Ipv4Net, Ipv4Addr> {
     let mut out = BTreeMap::new();
+    if matches!(
+        spec.backend,
+        crate::spec::Backend::Bgp | crate::spec::Backend::Vpc
+    ) {
+        return out;
+    }
     for n in nodes {
         let Some(hop) = spec.node(&n.name_any()).map(|s| s.ip) else {
             continue;

@@ -12,8 +12,10 @@
 //! address; the targets depend on `sarasa.io/load-balancer-target`:
 //! - `instance` (default): every Ready node's NodePort — the seed's double hop (the node's
 //!   proxy picks the pod, maybe on another node);
-//! - `ip`: the Service's ready endpoints themselves (pod addresses, the fabric routes each
-//!   node's podCIDR to it), as AWS's IP targets and GCP's network endpoint groups.
+//! - `ip`: the Service's ready endpoints themselves (pod addresses: the fabric routes each
+//!   node's podCIDR to it — this controller's routes with vxlan and host-gw, BGP's with bgp,
+//!   the VPC's per-address routes with vpc), as AWS's IP targets and GCP's network endpoint
+//!   groups.
 //!
 //! The balancer's own health checks (TCP connect; HTTP on `healthCheckNodePort` for
 //! `externalTrafficPolicy: Local` instance targets) take failing targets out; with none
