@@ -218,10 +218,12 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
                 asn: config.bgp_asn,
                 peers,
                 pod_cidrs: Vec::new(),
+                service_ips: Vec::new(),
                 cluster_cidrs: config.cluster_cidr.clone(),
                 log: config.bgp_dir.join("bird.log"),
             },
             speaker: crate::bgp::Speaker::new(&config.bgp_dir),
+            shared: shared.clone(),
         };
         tasks.push(tokio::spawn(speaker.run(bgp_rx)));
     }
@@ -305,15 +307,47 @@ struct BgpLoop {
     node: String,
     template: crate::bgp::BirdConfig,
     speaker: crate::bgp::Speaker,
+    /// The watched Services and EndpointSlices, for the addresses announced.
+    shared: Arc<Shared>,
 }
 
 impl BgpLoop {
+    /// The Service addresses this node announces now (nothing before the first full list).
+    fn service_ips(&self) -> Vec<ipnet::IpNet> {
+        let w = match self.shared.state.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !w.synced() {
+            return self.template.service_ips.clone();
+        }
+        let services = w
+            .services
+            .services()
+            .values()
+            .filter_map(|c| c.as_deref().ok());
+        let slices = w
+            .services
+            .slices()
+            .values()
+            .filter_map(|c| c.as_deref().ok());
+        crate::bgp_services::announcements(
+            services,
+            slices,
+            &self.node,
+            self.template.local.is_ipv4(),
+        )
+        .into_iter()
+        .collect()
+    }
+
     async fn run(mut self, mut cidrs: tokio::sync::watch::Receiver<Vec<ipnet::IpNet>>) {
         let mut reported: Option<(String, String)> = None;
         loop {
             let pod_cidrs = cidrs.borrow_and_update().clone();
             if !pod_cidrs.is_empty() {
                 self.template.pod_cidrs = pod_cidrs;
+                self.template.service_ips = self.service_ips();
                 let (status, reason, message) = match self.speaker.ensure(&self.template).await {
                     Ok(()) => match self.speaker.sessions().await {
                         Ok(s) => crate::bgp::condition(&s),

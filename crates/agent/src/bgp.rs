@@ -53,6 +53,9 @@ pub struct BirdConfig {
     pub peers: Vec<IpAddr>,
     /// This node's podCIDRs, announced.
     pub pod_cidrs: Vec<IpNet>,
+    /// Service addresses this node announces (MetalLB's BGP mode:
+    /// [`crate::bgp_services::announcements`]).
+    pub service_ips: Vec<IpNet>,
     /// The only prefixes accepted from peers (and only longer ones than these).
     pub cluster_cidrs: Vec<IpNet>,
     /// BIRD's log file.
@@ -109,6 +112,11 @@ pub fn render(c: &BirdConfig) -> String {
             out.push_str(&format!("  route {} blackhole;\n", p.trunc()));
         }
         out.push_str("}\n");
+        out.push_str(&format!("protocol static services{sfx} {{\n  {fam};\n"));
+        for p in c.service_ips.iter().filter(|p| p.addr().is_ipv4() == v4) {
+            out.push_str(&format!("  route {} blackhole;\n", p.trunc()));
+        }
+        out.push_str("}\n");
         for (i, peer) in c.peers.iter().filter(|p| p.is_ipv4() == v4).enumerate() {
             out.push_str(&format!(
                 "protocol bgp peer{i}_{sfx} {{\n\
@@ -123,7 +131,7 @@ pub fn render(c: &BirdConfig) -> String {
                  \x20 long lived graceful restart on; long lived stale time {LONG_LIVED_STALE_TIME};\n\
                  \x20 {fam} {{\n\
                  \x20   import where net ~ {accept};\n\
-                 \x20   export where proto = \"pods{sfx}\";\n\
+                 \x20   export where proto = \"pods{sfx}\" || proto = \"services{sfx}\";\n\
                  \x20   next hop self;\n\
                  \x20 }};\n\
                  }}\n",
@@ -364,6 +372,7 @@ mod tests {
             asn: 64512,
             peers: vec!["192.168.33.1".parse().unwrap()],
             pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
+            service_ips: vec!["198.51.100.1/32".parse().unwrap()],
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             log: "/var/lib/sarasa/bird/bird.log".into(),
         }
@@ -373,6 +382,11 @@ mod tests {
     fn announces_the_pod_cidr_and_accepts_only_the_cluster_cidrs() {
         let c = render(&config());
         assert!(c.contains("route 10.244.1.0/24 blackhole;"), "{c}");
+        assert!(c.contains("route 198.51.100.1/32 blackhole;"), "{c}");
+        assert!(
+            c.contains(r#"export where proto = "pods4" || proto = "services4";"#),
+            "{c}"
+        );
         assert!(
             c.contains("import where net ~ [ 10.244.0.0/16{16,32} ];"),
             "{c}"

@@ -31,6 +31,7 @@
 mod agent;
 pub mod applier;
 pub mod bgp;
+pub mod bgp_services;
 mod client;
 pub mod cni_config;
 pub mod config;

@@ -4,6 +4,9 @@
 //! - the router holds one route per podCIDR via its node, and each node's kernel the others'
 //!   (protocol bird), no VXLAN device anywhere, and pods on different nodes reach each other
 //!   through those routes; `sarasa lab check` finds the routes BGP delivered equal the plan;
+//! - the nodes announce a Service's external IP (MetalLB's BGP mode): with
+//!   externalTrafficPolicy Local only those with an endpoint, and the router spreads it over
+//!   them (ECMP); with Cluster every node; withdrawn with the Service;
 //! - an agent restart withdraws nothing (the router's routes keep their age; the node's
 //!   routes stay) and the pods keep reaching each other;
 //! - the router going down (graceful restart) takes no route from the nodes, pods still reach
@@ -16,6 +19,20 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TestLab;
+
+const EXTERNAL_SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: bgp-ext
+spec:
+  type: NodePort
+  selector: {app: bgp}
+  externalIPs: [192.0.2.10]
+  externalTrafficPolicy: Local
+  ports:
+  - {port: 80, targetPort: 8080}
+"#;
 
 const LB_SERVICE: &str = r#"
 apiVersion: v1
@@ -205,6 +222,43 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
         !fabric_routes.contains("metric 1034"),
         "the balancer routed podCIDRs itself: {fabric_routes}"
     );
+
+    // MetalLB's BGP mode: the nodes announce the Service's external IP, with
+    // externalTrafficPolicy Local only those holding an endpoint (node-1 and node-3), and the
+    // router spreads it over them (ECMP); the client keeps its address. With Cluster, every
+    // node announces it.
+    lab.apply(EXTERNAL_SERVICE);
+    let hops = |want: &[&str]| {
+        lab.eventually(Duration::from_secs(20), || {
+            let r = exec(&lab, "fabric", &["ip", "-4", "route", "show", "192.0.2.10"]);
+            let got: Vec<&str> = ["192.168.33.11", "192.168.33.12", "192.168.33.13"]
+                .into_iter()
+                .filter(|ip| r.contains(&format!("via {ip} ")))
+                .collect();
+            (got == want && r.contains("proto bird")).then_some(r)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "192.0.2.10 not via {want:?}: {}",
+                exec(&lab, "fabric", &["ip", "-4", "route"])
+            )
+        })
+    };
+    hops(&["192.168.33.11", "192.168.33.13"]);
+    let reply = lab
+        .eventually(Duration::from_secs(20), || {
+            lab.probe("external", "tcp://192.0.2.10:80")
+        })
+        .unwrap_or_else(|| panic!("192.0.2.10 never answered\n{}", lab.logs()));
+    assert_eq!(common::client_ip(&reply), "203.0.113.10", "{reply}");
+    lab.apply(&EXTERNAL_SERVICE.replace("Local", "Cluster"));
+    hops(&["192.168.33.11", "192.168.33.12", "192.168.33.13"]);
+    lab.ok(&["delete", "service", "bgp-ext"]);
+    lab.eventually(Duration::from_secs(20), || {
+        let r = exec(&lab, "fabric", &["ip", "-4", "route", "show", "192.0.2.10"]);
+        r.trim().is_empty().then_some(())
+    })
+    .expect("the external IP is withdrawn with its Service");
 
     // An agent restart withdraws nothing: the router's routes keep their age.
     let node1_before = bird_routes(&lab, "node-1");

@@ -179,6 +179,7 @@ impl Lab {
             self.spec.fabric_ip,
             self.spec.underlay,
             ipnet::IpNet::V4(self.spec.cluster_cidr),
+            &self.spec.announced_service_ranges(),
         )?;
         let rec = Daemon {
             program,

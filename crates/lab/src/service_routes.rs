@@ -8,6 +8,10 @@
 //! Ready node, whose proxy drops it — the behaviour a client of such a Service sees. Other
 //! Services spread their addresses over the Ready nodes by hashing the address.
 //!
+//! With `--backend bgp` it keeps no route: the nodes announce these addresses over BGP
+//! (`sarasa_agent::bgp_services`), and the fabric's router spreads each over the nodes that
+//! announce it (ECMP).
+//!
 //! Routes this controller owns carry [`SERVICE_ROUTE_METRIC`], so reconciling is a diff against
 //! exactly those routes (a restarted control plane adopts or removes what it left).
 
@@ -212,7 +216,13 @@ pub async fn run(spec: LabSpec, client: Client) -> Result<(), LabError> {
         let services: Vec<Service> = svc_store.state().iter().map(|s| (**s).clone()).collect();
         let slices: Vec<EndpointSlice> = eps_store.state().iter().map(|s| (**s).clone()).collect();
         let nodes: Vec<Node> = node_store.state().iter().map(|s| (**s).clone()).collect();
-        let desired = desired_routes(&services, &slices, &node_hops(&spec, &nodes));
+        // With the BGP backend the nodes announce these addresses to the fabric's router
+        // themselves (MetalLB's BGP mode): this controller keeps none.
+        let desired = if spec.backend == crate::spec::Backend::Bgp {
+            BTreeMap::new()
+        } else {
+            desired_routes(&services, &slices, &node_hops(&spec, &nodes))
+        };
         if !forced && applied.as_ref() == Some(&desired) {
             continue;
         }

@@ -206,6 +206,18 @@ impl LabSpec {
         Ok(self)
     }
 
+    /// Where Service addresses nodes may announce over BGP come from: the LoadBalancer pool
+    /// and the externalIPs range.
+    pub fn announced_service_ranges(&self) -> Vec<ipnet::IpNet> {
+        let mut out = vec![ipnet::IpNet::V4(self.lb_pool)];
+        out.extend(
+            crate::control_plane::EXTERNAL_IPS
+                .parse::<ipnet::IpNet>()
+                .ok(),
+        );
+        out
+    }
+
     /// Pods a node takes (its kubelet's `capacity.pods`).
     pub fn max_pods(&self) -> u32 {
         self.vpc.as_ref().map_or(

@@ -23,9 +23,20 @@ pub fn socket(dir: &Path) -> PathBuf {
     dir.join("bird.ctl")
 }
 
-/// `bird.conf` for the router at `ip` on `underlay`, accepting routes inside `cluster`.
-pub fn config(dir: &Path, ip: Ipv4Addr, underlay: Ipv4Net, cluster: IpNet) -> String {
+/// `bird.conf` for the router at `ip` on `underlay`, accepting routes inside `cluster` and
+/// host routes inside `services` (the Service addresses nodes announce, MetalLB-style).
+pub fn config(
+    dir: &Path,
+    ip: Ipv4Addr,
+    underlay: Ipv4Net,
+    cluster: IpNet,
+    services: &[IpNet],
+) -> String {
     let c = cluster.trunc();
+    let hosts: String = services
+        .iter()
+        .map(|s| format!(", {}{{{m},{m}}}", s.trunc(), m = s.max_prefix_len()))
+        .collect();
     format!(
         "log \"{log}\" all;\n\
          router id {ip};\n\
@@ -43,7 +54,7 @@ pub fn config(dir: &Path, ip: Ipv4Addr, underlay: Ipv4Net, cluster: IpNet) -> St
          \x20 hold time 3; keepalive time 1;\n\
          \x20 graceful restart on;\n\
          \x20 long lived graceful restart on; long lived stale time 3600;\n\
-         \x20 ipv4 {{ import where net ~ [ {c}{{{lo},{hi}}} ]; export all; }};\n\
+         \x20 ipv4 {{ import where net ~ [ {c}{{{lo},{hi}}}{hosts} ]; export all; }};\n\
          }}\n",
         log = dir.join("bird.log").display(),
         lo = c.prefix_len(),
@@ -58,10 +69,11 @@ pub fn prepare(
     ip: Ipv4Addr,
     underlay: Ipv4Net,
     cluster: IpNet,
+    services: &[IpNet],
 ) -> Result<(PathBuf, Vec<String>), LabError> {
     std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
     let conf = dir.join("bird.conf");
-    std::fs::write(&conf, config(dir, ip, underlay, cluster))
+    std::fs::write(&conf, config(dir, ip, underlay, cluster, services))
         .map_err(|e| LabError::io(&conf, e))?;
     let bird = ["/usr/sbin/bird", "/usr/local/sbin/bird"]
         .iter()
@@ -140,6 +152,7 @@ mod tests {
             "192.168.33.1".parse().unwrap(),
             "192.168.33.0/24".parse().unwrap(),
             "10.244.0.0/16".parse().unwrap(),
+            &["198.51.100.0/24".parse().unwrap()],
         );
         assert!(
             c.contains("neighbor range 192.168.33.0/24 as 64512;"),
@@ -147,7 +160,7 @@ mod tests {
         );
         assert!(c.contains("rr client;"), "{c}");
         assert!(
-            c.contains("import where net ~ [ 10.244.0.0/16{16,32} ];"),
+            c.contains("import where net ~ [ 10.244.0.0/16{16,32}, 198.51.100.0/24{32,32} ];"),
             "{c}"
         );
         assert!(c.contains("log \"/var/lib/sarasa/x/bird/bird.log\""), "{c}");
@@ -161,6 +174,7 @@ mod tests {
             "192.168.33.1".parse().unwrap(),
             "192.168.33.0/24".parse().unwrap(),
             "10.244.0.0/16".parse().unwrap(),
+            &["198.51.100.0/24".parse().unwrap()],
         );
         let path = dir.path().join("bird.conf");
         std::fs::write(&path, &c).unwrap();
