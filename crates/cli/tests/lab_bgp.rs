@@ -47,22 +47,9 @@ spec:
   - {port: 80, targetPort: 8080}
 "#;
 
-fn pod(name: &str, node: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: bgp}}}}\n\
-         spec:\n  nodeName: {node}\n  containers:\n  - name: web\n    image: sarasa/serve\n    ports: [{{containerPort: 8080}}]\n"
-    )
-}
-
-fn exec(lab: &TestLab, target: &str, cmd: &[&str]) -> String {
-    let mut args = vec!["exec", target, "--"];
-    args.extend_from_slice(cmd);
-    lab.ok(&args)
-}
-
 /// The router's routes: (prefix, the line that holds it and its age, the next hop line).
 fn router_routes(lab: &TestLab) -> Vec<(String, String)> {
-    let text = exec(lab, "fabric", &["birdc", "show", "route"]);
+    let text = lab.exec("fabric", &["birdc", "show", "route"]);
     let lines: Vec<&str> = text.lines().collect();
     lines
         .iter()
@@ -75,43 +62,17 @@ fn router_routes(lab: &TestLab) -> Vec<(String, String)> {
         .collect()
 }
 
+const CONDITION: &str = "BGPPeersEstablished";
+
+fn condition(lab: &TestLab, node: &str) -> (String, String, String) {
+    lab.node_condition(node, CONDITION)
+}
+
 fn bird_routes(lab: &TestLab, node: &str) -> String {
-    exec(
-        lab,
+    lab.exec(
         &format!("node/{node}"),
         &["ip", "-4", "route", "show", "proto", "bird"],
     )
-}
-
-fn condition(lab: &TestLab, node: &str) -> (String, String, String) {
-    let n = lab.get_json(&["nodes"])["items"]
-        .as_array()
-        .and_then(|items| {
-            items
-                .iter()
-                .find(|n| n["metadata"]["name"] == node)
-                .cloned()
-        })
-        .expect("node listed");
-    let c = n["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c["type"] == "BGPPeersEstablished")
-                .cloned()
-        })
-        .unwrap_or_default();
-    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-    (s("status"), s("reason"), s("message"))
-}
-
-fn pod_ip(lab: &TestLab, name: &str) -> String {
-    lab.eventually(Duration::from_secs(30), || {
-        let p = lab.object("pods", "default", name)?;
-        let ip = p["status"]["podIP"].as_str()?;
-        (!ip.is_empty()).then(|| ip.to_string())
-    })
-    .unwrap_or_else(|| panic!("{name} has no IP\n{}", lab.logs()))
 }
 
 #[test]
@@ -170,7 +131,7 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
             !r.contains(own.as_str()),
             "{node} routes its own podCIDR away: {r}"
         );
-        let links = exec(&lab, &format!("node/{node}"), &["ip", "-d", "link"]);
+        let links = lab.exec(&format!("node/{node}"), &["ip", "-d", "link"]);
         assert!(
             !links.contains("vxlan"),
             "{node} has a VXLAN device: {links}"
@@ -184,9 +145,9 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
     );
 
     // Pods on node-1 and node-3 reach each other through the BGP routes.
-    lab.apply(&pod("bgp-a", "node-1"));
-    lab.apply(&pod("bgp-b", "node-3"));
-    let (a, b) = (pod_ip(&lab, "bgp-a"), pod_ip(&lab, "bgp-b"));
+    lab.apply(&common::serve_pod("bgp-a", "node-1", "bgp"));
+    lab.apply(&common::serve_pod("bgp-b", "node-3", "bgp"));
+    let (a, b) = (lab.pod_ip("bgp-a"), lab.pod_ip("bgp-b"));
     let reach = |from: &str, to: &str, who: &str| {
         let url = format!("http://{to}:8080/");
         let reply = lab
@@ -200,14 +161,7 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
     // The cloud load balancer's ip targets are reached through the routes BGP put in the
     // fabric (the balancer adds none of its own with this backend): the pod sees the client.
     lab.apply(LB_SERVICE);
-    let vip = lab
-        .eventually(Duration::from_secs(30), || {
-            lab.object("services", "default", "bgp-lb")?["status"]["loadBalancer"]["ingress"][0]
-                ["ip"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .expect("bgp-lb got no ingress address");
+    let vip = lab.ingress_ip("bgp-lb");
     let url = format!("tcp://{vip}:80");
     let reply = lab
         .eventually(Duration::from_secs(30), || lab.probe("external", &url))
@@ -217,7 +171,7 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
         "{reply}"
     );
     assert_eq!(common::client_ip(&reply), "203.0.113.10", "{reply}");
-    let fabric_routes = exec(&lab, "fabric", &["ip", "-4", "route"]);
+    let fabric_routes = lab.exec("fabric", &["ip", "-4", "route"]);
     assert!(
         !fabric_routes.contains("metric 1034"),
         "the balancer routed podCIDRs itself: {fabric_routes}"
@@ -230,7 +184,7 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
     lab.apply(EXTERNAL_SERVICE);
     let hops = |want: &[&str]| {
         lab.eventually(Duration::from_secs(20), || {
-            let r = exec(&lab, "fabric", &["ip", "-4", "route", "show", "192.0.2.10"]);
+            let r = lab.exec("fabric", &["ip", "-4", "route", "show", "192.0.2.10"]);
             let got: Vec<&str> = ["192.168.33.11", "192.168.33.12", "192.168.33.13"]
                 .into_iter()
                 .filter(|ip| r.contains(&format!("via {ip} ")))
@@ -240,7 +194,7 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
         .unwrap_or_else(|| {
             panic!(
                 "192.0.2.10 not via {want:?}: {}",
-                exec(&lab, "fabric", &["ip", "-4", "route"])
+                lab.exec("fabric", &["ip", "-4", "route"])
             )
         })
     };
@@ -255,7 +209,7 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
     hops(&["192.168.33.11", "192.168.33.12", "192.168.33.13"]);
     lab.ok(&["delete", "service", "bgp-ext"]);
     lab.eventually(Duration::from_secs(20), || {
-        let r = exec(&lab, "fabric", &["ip", "-4", "route", "show", "192.0.2.10"]);
+        let r = lab.exec("fabric", &["ip", "-4", "route", "show", "192.0.2.10"]);
         r.trim().is_empty().then_some(())
     })
     .expect("the external IP is withdrawn with its Service");
@@ -267,27 +221,15 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
     assert_eq!(bird_routes(&lab, "node-1"), node1_before);
     reach("bgp-a", &b, "bgp-b");
     assert_eq!(
-        lab.eventually(Duration::from_secs(20), || {
-            let c = condition(&lab, "node-1");
-            (c.0 == "True").then_some(c.1)
-        })
-        .as_deref(),
-        Some("AllEstablished")
+        lab.wait_condition_status("node-1", CONDITION, "True", Duration::from_secs(20))
+            .1,
+        "AllEstablished"
     );
 
     // The router down: routes kept on the nodes, traffic flows, the Nodes say so.
     lab.ok(&["lab", "router", "stop"]);
-    let (status, reason, message) = lab
-        .eventually(Duration::from_secs(20), || {
-            let c = condition(&lab, "node-3");
-            (c.0 == "False").then_some(c)
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "node-3 never reported the peer down: {:?}",
-                condition(&lab, "node-3")
-            )
-        });
+    let (status, reason, message) =
+        lab.wait_condition_status("node-3", CONDITION, "False", Duration::from_secs(20));
     assert_eq!((status.as_str(), reason.as_str()), ("False", "PeerDown"));
     assert!(message.contains("routes are kept"), "{message}");
     assert_eq!(bird_routes(&lab, "node-1"), node1_before);
@@ -349,8 +291,7 @@ struct BadRouter {
 impl BadRouter {
     fn start(lab: &TestLab, dir: &str) -> BadRouter {
         let pid_file = format!("{dir}/bad.pid");
-        exec(
-            lab,
+        lab.exec(
             "fabric",
             &[
                 "bird",

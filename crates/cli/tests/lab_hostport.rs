@@ -56,20 +56,7 @@ fn hostport_from_the_external_host_and_a_conflict_on_the_node() {
 
     // The same hostPort on the same node: refused, reported, the first pod keeps the port.
     lab.apply_nowait(&pod("hp-b"));
-    let event = lab
-        .eventually(Duration::from_secs(30), || {
-            let events = lab.get_json(&["events", "-n", "default"]);
-            events["items"].as_array().and_then(|items| {
-                items
-                    .iter()
-                    .find(|e| {
-                        e["involvedObject"]["name"] == "hp-b"
-                            && e["reason"] == "FailedCreatePodSandBox"
-                    })
-                    .cloned()
-            })
-        })
-        .expect("a FailedCreatePodSandBox event for hp-b");
+    let event = lab.wait_event("default", "hp-b", "FailedCreatePodSandBox", "");
     let message = event["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("hostPort 18080/tcp") && message.contains("already in use"),

@@ -37,19 +37,6 @@ spec:
   - {port: 80, targetPort: 8080}
 "#;
 
-fn pod(name: &str, node: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: vpc}}}}\n\
-         spec:\n  nodeName: {node}\n  containers:\n  - name: web\n    image: sarasa/serve\n    ports: [{{containerPort: 8080}}]\n"
-    )
-}
-
-fn exec(lab: &TestLab, target: &str, cmd: &[&str]) -> String {
-    let mut args = vec!["exec", target, "--"];
-    args.extend_from_slice(cmd);
-    lab.ok(&args)
-}
-
 fn node(lab: &TestLab, name: &str) -> Value {
     lab.get_json(&["nodes"])["items"]
         .as_array()
@@ -73,44 +60,19 @@ fn addresses(lab: &TestLab, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn condition(lab: &TestLab, name: &str) -> (String, String, String) {
-    let n = node(lab, name);
-    let c = n["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c["type"] == "VPCAddressesAvailable")
-                .cloned()
-        })
-        .unwrap_or_default();
-    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-    (s("status"), s("reason"), s("message"))
-}
+const CONDITION: &str = "VPCAddressesAvailable";
 
 /// The fabric's /32 routes: address → next hop.
 fn vpc_routes(lab: &TestLab) -> Vec<(String, String)> {
-    exec(
-        lab,
-        "fabric",
-        &["ip", "-4", "route", "show", "metric", "1035"],
-    )
-    .lines()
-    .filter_map(|l| {
-        let mut w = l.split_whitespace();
-        let dst = w.next()?.to_string();
-        let via = w.skip_while(|x| *x != "via").nth(1)?.to_string();
-        Some((dst, via))
-    })
-    .collect()
-}
-
-fn pod_ip(lab: &TestLab, name: &str) -> String {
-    lab.eventually(Duration::from_secs(30), || {
-        let p = lab.object("pods", "default", name)?;
-        let ip = p["status"]["podIP"].as_str()?;
-        (!ip.is_empty()).then(|| ip.to_string())
-    })
-    .unwrap_or_else(|| panic!("{name} has no IP\n{}", lab.logs()))
+    lab.exec("fabric", &["ip", "-4", "route", "show", "metric", "1035"])
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let dst = w.next()?.to_string();
+            let via = w.skip_while(|x| *x != "via").nth(1)?.to_string();
+            Some((dst, via))
+        })
+        .collect()
 }
 
 /// Pods on `node` holding a VPC address (not host-network ones), in every namespace.
@@ -174,17 +136,13 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
             })
             .unwrap_or_else(|| panic!("fabric routes {:?} miss {held:?}", vpc_routes(&lab)));
         assert!(!routes.is_empty());
-        let links = exec(&lab, &format!("node/{name}"), &["ip", "-d", "link"]);
+        let links = lab.exec(&format!("node/{name}"), &["ip", "-d", "link"]);
         assert!(
             !links.contains("vxlan"),
             "{name} has a VXLAN device: {links}"
         );
-        let (status, reason, _) = lab
-            .eventually(Duration::from_secs(10), || {
-                let c = condition(&lab, name);
-                (c.0 == "True").then_some(c)
-            })
-            .unwrap_or_else(|| panic!("{name}: {:?}", condition(&lab, name)));
+        let (status, reason, _) =
+            lab.wait_condition_status(name, CONDITION, "True", Duration::from_secs(10));
         assert_eq!(
             (status.as_str(), reason.as_str()),
             ("True", "WarmPoolReady")
@@ -192,9 +150,9 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
     }
 
     // Two pods on two nodes: VPC addresses of their nodes, reaching each other directly.
-    lab.apply(&pod("vpc-a", "node-1"));
-    lab.apply(&pod("vpc-b", "node-2"));
-    let (a, b) = (pod_ip(&lab, "vpc-a"), pod_ip(&lab, "vpc-b"));
+    lab.apply(&common::serve_pod("vpc-a", "node-1", "vpc"));
+    lab.apply(&common::serve_pod("vpc-b", "node-2", "vpc"));
+    let (a, b) = (lab.pod_ip("vpc-a"), lab.pod_ip("vpc-b"));
     assert!(
         addresses(&lab, "node-1").contains(&a),
         "{a} is no address of node-1"
@@ -204,9 +162,8 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
         "{b} is no address of node-2"
     );
     // A counter in the VPC (the fabric) for the pod-to-pod packets themselves.
-    exec(&lab, "fabric", &["nft", "add", "table", "ip", "vpctest"]);
-    exec(
-        &lab,
+    lab.exec("fabric", &["nft", "add", "table", "ip", "vpctest"]);
+    lab.exec(
         "fabric",
         &[
             "nft",
@@ -214,7 +171,7 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
         ],
     );
     let rule = format!("add rule ip vpctest counted ip saddr {a} ip daddr {b} counter");
-    exec(&lab, "fabric", &["nft", &rule]);
+    lab.exec("fabric", &["nft", &rule]);
     let reach = |from: &str, to: &str, who: &str| {
         let url = format!("http://{to}:8080/");
         let reply = lab
@@ -226,7 +183,7 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
     let reply = reach("vpc-a", &b, "vpc-b");
     assert_eq!(common::client_ip(&reply), a, "no NAT between pods: {reply}");
     reach("vpc-b", &a, "vpc-a");
-    let counted = exec(&lab, "fabric", &["nft", "list", "table", "ip", "vpctest"]);
+    let counted = lab.exec("fabric", &["nft", "list", "table", "ip", "vpctest"]);
     let packets: u64 = counted
         .split("packets ")
         .nth(1)
@@ -234,7 +191,7 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(packets > 0, "the VPC never saw {a} → {b}: {counted}");
-    let route = exec(&lab, "node/node-1", &["ip", "route", "get", &b]);
+    let route = lab.exec("node/node-1", &["ip", "route", "get", &b]);
     assert!(
         route.contains("via 192.168.33.1"),
         "node-1 routes {b} not to the VPC: {route}"
@@ -270,14 +227,7 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
     // The cloud load balancer in ip mode sends to the pods' VPC addresses: they see the
     // external client's own address.
     lab.apply(LB_SERVICE);
-    let vip = lab
-        .eventually(Duration::from_secs(30), || {
-            lab.object("services", "default", "vpc-lb")?["status"]["loadBalancer"]["ingress"][0]
-                ["ip"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .expect("vpc-lb got no ingress address");
+    let vip = lab.ingress_ip("vpc-lb");
     let url = format!("tcp://{vip}:80");
     let reply = lab
         .eventually(Duration::from_secs(30), || lab.probe("external", &url))
@@ -304,28 +254,14 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
     let used = pods_with_addresses(&lab, "node-1");
     let fill: Vec<String> = (0..LIMIT - used).map(|i| format!("fill-{i}")).collect();
     for f in &fill {
-        lab.apply_nowait(&pod(f, "node-1"));
+        lab.apply_nowait(&common::serve_pod(f, "node-1", "vpc"));
     }
     for f in &fill {
-        pod_ip(&lab, f);
+        lab.pod_ip(f);
     }
     assert_eq!(addresses(&lab, "node-1").len(), LIMIT);
-    lab.apply_nowait(&pod("over", "node-1"));
-    let event = lab
-        .eventually(Duration::from_secs(30), || {
-            let events = lab.get_json(&["events", "-n", "default"]);
-            events["items"].as_array().and_then(|items| {
-                items
-                    .iter()
-                    .find(|e| {
-                        e["involvedObject"]["name"] == "over"
-                            && e["reason"] == "FailedCreatePodSandBox"
-                            && e["message"].as_str().unwrap_or_default().contains("limit")
-                    })
-                    .cloned()
-            })
-        })
-        .unwrap_or_else(|| panic!("no FailedCreatePodSandBox for over\n{}", lab.logs()));
+    lab.apply_nowait(&common::serve_pod("over", "node-1", "vpc"));
+    let event = lab.wait_event("default", "over", "FailedCreatePodSandBox", "limit");
     let message = event["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("node at its VPC address limit")
@@ -340,12 +276,8 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
             .is_empty(),
         "{over}"
     );
-    let (status, reason, _) = lab
-        .eventually(Duration::from_secs(10), || {
-            let c = condition(&lab, "node-1");
-            (c.0 == "False").then_some(c)
-        })
-        .unwrap_or_else(|| panic!("{:?}", condition(&lab, "node-1")));
+    let (status, reason, _) =
+        lab.wait_condition_status("node-1", CONDITION, "False", Duration::from_secs(10));
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("False", "AddressLimitReached")
@@ -377,12 +309,9 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
     assert!(kept.contains(&a), "vpc-a's address stays with node-1");
     reach("vpc-b", &a, "vpc-a");
     assert_eq!(
-        lab.eventually(Duration::from_secs(10), || {
-            let c = condition(&lab, "node-1");
-            (c.0 == "True").then_some(c.1)
-        })
-        .as_deref(),
-        Some("WarmPoolReady")
+        lab.wait_condition_status("node-1", CONDITION, "True", Duration::from_secs(10))
+            .1,
+        "WarmPoolReady"
     );
 }
 

@@ -205,6 +205,14 @@ impl Drop for TestLab {
     }
 }
 
+/// A bare `sarasa/serve` pod on `node` labelled `app: APP`, serving on 8080.
+pub fn serve_pod(name: &str, node: &str, app: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\n\
+         spec:\n  nodeName: {node}\n  containers:\n  - name: web\n    image: sarasa/serve\n    ports: [{{containerPort: 8080}}]\n"
+    )
+}
+
 /// Where `sarasa-cni` was built: next to `sarasa`.
 pub fn cni_dir() -> PathBuf {
     let dir = sarasa_bin().parent().expect("bin dir").to_path_buf();
@@ -282,6 +290,84 @@ impl TestLab {
             Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
         };
         ProbeOutcome { reply, elapsed }
+    }
+
+    /// `sarasa exec TARGET -- CMD...`: its stdout (panics when it fails).
+    pub fn exec(&self, target: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["exec", target, "--"];
+        args.extend_from_slice(cmd);
+        self.ok(&args)
+    }
+
+    /// The pod's IP in `default`, once it has one (30 s).
+    pub fn pod_ip(&self, name: &str) -> String {
+        self.eventually(Duration::from_secs(30), || {
+            let p = self.object("pods", "default", name)?;
+            let ip = p["status"]["podIP"].as_str()?;
+            (!ip.is_empty()).then(|| ip.to_string())
+        })
+        .unwrap_or_else(|| panic!("{name} has no IP\n{}", self.logs()))
+    }
+
+    /// A Node's condition of `type_`: (status, reason, message), empty when absent.
+    pub fn node_condition(&self, node: &str, type_: &str) -> (String, String, String) {
+        let n = self.object("nodes", "default", node).expect("node listed");
+        let c = n["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+            .unwrap_or_default();
+        let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+        (s("status"), s("reason"), s("message"))
+    }
+
+    /// The Node's condition of `type_` once its status is `status` (panics after `timeout`).
+    pub fn wait_condition_status(
+        &self,
+        node: &str,
+        type_: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> (String, String, String) {
+        self.eventually(timeout, || {
+            let c = self.node_condition(node, type_);
+            (c.0 == status).then_some(c)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{node}: {type_} never {status}: {:?}",
+                self.node_condition(node, type_)
+            )
+        })
+    }
+
+    /// The first ingress address of a LoadBalancer Service in `default` (30 s).
+    pub fn ingress_ip(&self, service: &str) -> String {
+        self.eventually(Duration::from_secs(30), || {
+            self.object("services", "default", service)?["status"]["loadBalancer"]["ingress"][0]
+                ["ip"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("{service} got no ingress address\n{}", self.logs()))
+    }
+
+    /// The first Event in `ns` about `object` with `reason` whose message contains
+    /// `contains` (30 s).
+    pub fn wait_event(&self, ns: &str, object: &str, reason: &str, contains: &str) -> Value {
+        self.eventually(Duration::from_secs(30), || {
+            let events = self.get_json(&["events", "-n", ns]);
+            events["items"].as_array().and_then(|items| {
+                items
+                    .iter()
+                    .find(|e| {
+                        e["involvedObject"]["name"] == object
+                            && e["reason"] == reason
+                            && e["message"].as_str().unwrap_or_default().contains(contains)
+                    })
+                    .cloned()
+            })
+        })
+        .unwrap_or_else(|| panic!("no {reason} Event for {object}\n{}", self.logs()))
     }
 
     /// One object of `get KIND -n NS -o json` by name.
