@@ -695,3 +695,66 @@ async fn dangling_owner_references_are_collected_at_start() {
     })
     .await;
 }
+
+/// A Node running as many pods as `status.allocatable.pods` takes no more (kube-scheduler's
+/// NodeResourcesFit); a pod none can take is marked Unschedulable with kube-scheduler's words.
+#[tokio::test]
+async fn scheduler_keeps_to_allocatable_pods() {
+    let ts = TestServer::start().await;
+    let nodes: Api<Node> = Api::all(ts.client());
+    for n in ["n1", "n2"] {
+        add_node(&nodes, n, true).await;
+        nodes
+            .patch_status(
+                n,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"status": {"allocatable": {"pods": "2"}, "capacity": {"pods": "2"}}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let deps: Api<Deployment> = Api::namespaced(ts.client(), "default");
+    deps.create(&PostParams::default(), &deployment("full", 5, "nginx"))
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(ts.client(), "default");
+    let unschedulable = eventually(15, "4 scheduled pods and 1 unschedulable", || {
+        let pods = pods.clone();
+        async move {
+            let ps = owned_pods(&pods, "full").await;
+            let placed = ps
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+                .count();
+            let waiting: Vec<_> = ps
+                .iter()
+                .filter_map(|p| {
+                    p.status
+                        .as_ref()?
+                        .conditions
+                        .as_ref()?
+                        .iter()
+                        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+                        .cloned()
+                })
+                .collect();
+            (ps.len() == 5 && placed == 4 && waiting.len() == 1).then(|| waiting[0].clone())
+        }
+    })
+    .await;
+    assert_eq!(unschedulable.reason.as_deref(), Some("Unschedulable"));
+    assert_eq!(
+        unschedulable.message.as_deref(),
+        Some("0/2 nodes are available: 2 Too many pods.")
+    );
+    for n in ["n1", "n2"] {
+        let on: usize = owned_pods(&pods, "full")
+            .await
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n))
+            .count();
+        assert_eq!(on, 2, "{n}");
+    }
+}

@@ -33,7 +33,7 @@ enum LabCommand {
         #[arg(long, value_enum, default_value_t = IpamArg::HostLocal)]
         ipam: IpamArg,
         /// With --ipam vpc: the most VPC addresses one node may hold (its instance type's
-        /// limit); the node's max pods is this plus 2 host-network pods
+        /// limit); the node's max pods is this plus 1 (the agent's host-network pod)
         #[arg(long, default_value_t = sarasa_lab::vpc::DEFAULT_ADDRESS_LIMIT)]
         vpc_address_limit: u32,
         /// With --ipam vpc: free addresses each node's agent keeps ready (its warm pool), so a

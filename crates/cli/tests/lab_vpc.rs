@@ -111,7 +111,7 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
         assert!(n["spec"]["podCIDR"].is_null(), "{name} has a podCIDR: {n}");
         assert_eq!(
             n["status"]["capacity"]["pods"],
-            (LIMIT + 2).to_string(),
+            (LIMIT + 1).to_string(),
             "{n}"
         );
         assert_eq!(
@@ -313,6 +313,64 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
             .1,
         "WarmPoolReady"
     );
+
+    // Max pods follows from the limit: a Deployment larger than the nodes' addresses fills
+    // them and the rest waits Unschedulable ("Too many pods"): the scheduler stops them, not
+    // the plugin's limit. (A burst larger than the warm pool may see the plugin's "try again"
+    // while the agent takes more addresses; the kubelet retries.)
+    let room: usize = ["node-1", "node-2"]
+        .iter()
+        .map(|n| LIMIT - pods_with_addresses(&lab, n))
+        .sum();
+    lab.apply_nowait(&deployment("many", room + 2));
+    let pending = lab
+        .eventually(Duration::from_secs(60), || {
+            let pods = lab.pods("default", "app", "many");
+            let running = pods.iter().filter(|p| !p.1.is_empty()).count();
+            let waiting: Vec<String> = pods
+                .iter()
+                .filter(|p| p.2.is_empty())
+                .filter_map(|p| {
+                    let o = lab.object("pods", "default", &p.0)?;
+                    let c = o["status"]["conditions"]
+                        .as_array()?
+                        .iter()
+                        .find(|c| c["type"] == "PodScheduled" && c["status"] == "False")?
+                        .clone();
+                    Some(c["message"].as_str()?.to_string())
+                })
+                .collect();
+            (running == room && waiting.len() == 2).then_some(waiting)
+        })
+        .unwrap_or_else(|| panic!("{:?}\n{}", lab.pods("default", "app", "many"), lab.logs()));
+    assert!(
+        pending.iter().all(|m| m.ends_with("Too many pods.")),
+        "{pending:?}"
+    );
+    let events = lab.get_json(&["events", "-n", "default"]);
+    let failed: Vec<&Value> = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| {
+            e["reason"] == "FailedCreatePodSandBox"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("node at its VPC address limit"))
+                && e["involvedObject"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("many-"))
+        })
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+fn deployment(name: &str, replicas: usize) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  \
+         selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    \
+         spec:\n      containers:\n      - {{name: web, image: sarasa/serve, ports: [{{containerPort: 8080}}]}}\n"
+    )
 }
 
 #[test]

@@ -1,8 +1,11 @@
 //! Scheduler: binds every Pod without `spec.nodeName` to a Node. Candidates are the Nodes whose
 //! labels and name satisfy the pod's nodeSelector and required node affinity and whose taints
 //! (a cordoned Node's `unschedulable`, a NotReady Node's `not-ready`) the pod tolerates; while no
-//! Node is Ready at all, NotReady ones stay candidates. The pick spreads pods of one owner first,
-//! then takes the Node with the fewest pods.
+//! Node is Ready at all, NotReady ones stay candidates. A Node already running as many pods as its
+//! `status.allocatable.pods` takes no more (kube-scheduler's NodeResourcesFit; the lab's
+//! `--ipam vpc` nodes report their address limit there); a pod no Node can take for that is
+//! marked `PodScheduled=False`, `Unschedulable`, "0/N nodes are available: M Too many pods.".
+//! The pick spreads pods of one owner first, then takes the Node with the fewest pods.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -59,6 +62,16 @@ fn fits(pod: &Value, node: &Value, conditions: bool) -> bool {
         t
     };
     nodefit::untolerated(spec, &taints, &["NoSchedule", "NoExecute"]).is_none()
+}
+
+/// `status.allocatable.pods` of a Node, when it says.
+fn allocatable_pods(node: &Value) -> Option<usize> {
+    let q = meta::path(node, "status.allocatable.pods")?;
+    match q {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64().map(|n| n as usize),
+        _ => None,
+    }
 }
 
 fn owner_key(p: &Value) -> String {
@@ -121,22 +134,37 @@ impl Controller for Scheduler {
         });
         for pod in pending {
             let owner = owner_key(&pod);
-            let best = candidates
+            let fitting: Vec<&Obj> = candidates
                 .iter()
                 .filter(|n| fits(&pod, n, any_ready))
-                .min_by_key(|n| {
-                    let name = meta::name(n).to_string();
-                    let same = if owner.is_empty() {
-                        0
-                    } else {
-                        by_owner
-                            .get(&(owner.clone(), name.clone()))
-                            .copied()
-                            .unwrap_or(0)
-                    };
-                    (same, total.get(&name).copied().unwrap_or(0), name)
-                });
-            let Some(node) = best else { continue };
+                .collect();
+            let has_room = |n: &&Obj| {
+                allocatable_pods(n)
+                    .is_none_or(|max| total.get(meta::name(n)).copied().unwrap_or(0) < max)
+            };
+            let full = fitting.iter().filter(|n| !has_room(n)).count();
+            let best = fitting.iter().filter(|n| has_room(n)).min_by_key(|n| {
+                let name = meta::name(n).to_string();
+                let same = if owner.is_empty() {
+                    0
+                } else {
+                    by_owner
+                        .get(&(owner.clone(), name.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                };
+                (same, total.get(&name).copied().unwrap_or(0), name)
+            });
+            let Some(node) = best else {
+                if full > 0 {
+                    let message = format!(
+                        "0/{} nodes are available: {full} Too many pods.",
+                        candidates.len()
+                    );
+                    unschedulable(store, &pod, &message);
+                }
+                continue;
+            };
             let node = meta::name(node).to_string();
             let r = store.modify(PODS, meta::namespace(&pod), meta::name(&pod), Sub::Main, WriteOpts::internal(), |cur| {
                 let mut new = cur.clone();
@@ -171,5 +199,51 @@ impl Controller for Scheduler {
             }
         }
         None
+    }
+}
+
+/// Marks `pod` `PodScheduled=False` (`Unschedulable`, `message`), once per message.
+fn unschedulable(store: &Store, pod: &Obj, message: &str) {
+    let r = store.modify(
+        PODS,
+        meta::namespace(pod),
+        meta::name(pod),
+        Sub::Main,
+        WriteOpts::internal(),
+        |cur| {
+            let mut new = cur.clone();
+            if !unscheduled(cur) {
+                return Ok(new);
+            }
+            if !new.get("status").is_some_and(Value::is_object) {
+                new["status"] = json!({});
+            }
+            let cond = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": message, "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()});
+            match new["status"].get_mut("conditions").and_then(Value::as_array_mut) {
+                Some(cs) => {
+                    let same = cs.iter().any(|c| {
+                        c.get("type").and_then(Value::as_str) == Some("PodScheduled")
+                            && c.get("message").and_then(Value::as_str) == Some(message)
+                    });
+                    if same {
+                        return Ok(new);
+                    }
+                    cs.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                    cs.push(cond);
+                }
+                None => new["status"]["conditions"] = json!([cond]),
+            }
+            Ok(new)
+        },
+    );
+    if let Err(e) = r {
+        if e.code != 404 {
+            tracing::warn!(
+                "marking pod {}/{} unschedulable: {e}",
+                meta::namespace(pod),
+                meta::name(pod)
+            );
+        }
     }
 }

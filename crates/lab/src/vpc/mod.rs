@@ -34,8 +34,10 @@ pub struct VpcSpec {
 pub const DEFAULT_ADDRESS_LIMIT: u32 = 15;
 /// The default warm pool (the VPC CNI's `WARM_IP_TARGET`-style setting).
 pub const DEFAULT_WARM_ADDRESSES: u32 = 3;
-/// Host-network pods a node takes besides its VPC addresses (AWS's `+ 2` in max pods).
-pub const HOST_NETWORK_PODS: u32 = 2;
+/// Host-network pods a node takes besides its VPC addresses: the sarasa-agent DaemonSet's
+/// (EKS's max-pods formula adds 2, for aws-node and kube-proxy; sarasa replaces both). With
+/// it, the scheduler stops at the addresses: a node is full before its pods run out of them.
+pub const HOST_NETWORK_PODS: u32 = 1;
 
 impl VpcSpec {
     /// Validates the flags' values.
