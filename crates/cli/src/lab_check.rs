@@ -2,7 +2,8 @@
 //! from the API's objects exactly as `sarasa trace` compiles it (the agents' own compilers);
 //! each planned nftables table is read back over netlink inside the node's namespace and
 //! diffed, and so is the fabric the agent owns (routes with its protocol, the VXLAN device's
-//! FDB and neighbour entries), with the agent's own reader and diff. An agent killed at any point and restarted must leave this empty (issue 14's
+//! FDB and neighbour entries), with the agent's own reader and diff. With `--ipam vpc` the
+//! VPC's routes in the fabric are compared with the addresses the Nodes published. An agent killed at any point and restarted must leave this empty (issue 14's
 //! fault run calls it after every restart).
 
 use anyhow::{Context, Result};
@@ -60,7 +61,61 @@ pub fn check(lab: &Lab, only: Option<&str>) -> Result<(Vec<NodeDiff>, Vec<String
             tables,
         });
     }
+    if lab.spec.vpc.is_some() && only.is_none() {
+        // The VPC's routes: every address a Node published, via that node, and nothing else.
+        let mut want = std::collections::BTreeMap::new();
+        for view in &world.nodes {
+            let Some(node) = lab.spec.node(&view.name) else {
+                continue;
+            };
+            for a in &view.plan.fabric.pod_cidrs {
+                if let ipnet::IpNet::V4(a) = a {
+                    want.insert(*a, node.ip);
+                }
+            }
+        }
+        let diff = vpc_route_diff(lab, &want).context("reading the VPC's routes")?;
+        out.push(NodeDiff {
+            node: "fabric (the VPC)".into(),
+            tables: if diff.is_empty() {
+                Vec::new()
+            } else {
+                vec![("routes of the Nodes' VPC addresses".into(), diff)]
+            },
+        });
+    }
     Ok((out, warnings))
+}
+
+/// The fabric's VPC routes (metric [`sarasa_lab::vpc::VPC_ROUTE_METRIC`]) against `want`.
+fn vpc_route_diff(
+    lab: &Lab,
+    want: &std::collections::BTreeMap<ipnet::Ipv4Net, std::net::Ipv4Addr>,
+) -> Result<Vec<String>> {
+    let ns = sarasa_netns::NetNs::open(&lab.spec.fabric_netns)?;
+    let mut nl = sarasa_netns::Netlink::open_in(&ns)?;
+    let have: std::collections::BTreeMap<ipnet::Ipv4Net, Option<std::net::IpAddr>> = nl
+        .routes(Some(sarasa_netns::Family::V4))?
+        .into_iter()
+        .filter(|r| r.metric == Some(sarasa_lab::vpc::VPC_ROUTE_METRIC))
+        .filter_map(|r| match r.dst {
+            ipnet::IpNet::V4(d) => Some((d, r.gateway)),
+            ipnet::IpNet::V6(_) => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (dst, hop) in want {
+        if have.get(dst) != Some(&Some(std::net::IpAddr::V4(*hop))) {
+            out.push(format!("missing route {dst} via {hop}"));
+        }
+    }
+    for (dst, hop) in &have {
+        if !want.contains_key(dst) {
+            let via = hop.map(|h| format!(" via {h}")).unwrap_or_default();
+            out.push(format!("route {dst}{via} routes an address no Node holds"));
+        }
+    }
+    Ok(out)
 }
 
 /// The fabric operations that would make the node's kernel hold `plan`'s fabric.

@@ -149,6 +149,15 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
         );
     }
 
+    let status = lab.ok(&["lab", "status"]);
+    assert!(
+        status
+            .lines()
+            .filter(|l| l.starts_with("node-"))
+            .all(|l| l.contains("vpc: ") && l.contains(&format!(" of {LIMIT}"))),
+        "{status}"
+    );
+
     // Two pods on two nodes: VPC addresses of their nodes, reaching each other directly.
     lab.apply(&common::serve_pod("vpc-a", "node-1", "vpc"));
     lab.apply(&common::serve_pod("vpc-b", "node-2", "vpc"));
@@ -209,6 +218,23 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
         "lab check: {}",
         String::from_utf8_lossy(&check.stdout)
     );
+    // `lab check` compares the VPC's routes with the Nodes' addresses too: a route deleted
+    // behind the cloud's back is named, and the cloud puts it back.
+    lab.exec(
+        "fabric",
+        &["ip", "route", "del", &format!("{b}/32"), "metric", "1035"],
+    );
+    let named = lab.run(&["lab", "check"]);
+    let text = String::from_utf8_lossy(&named.stdout);
+    assert!(
+        !named.status.success()
+            && text.contains(&format!("missing route {b}/32 via 192.168.33.12")),
+        "{text}"
+    );
+    lab.eventually(Duration::from_secs(10), || {
+        lab.run(&["lab", "check"]).status.success().then_some(())
+    })
+    .expect("the cloud never put the route back");
 
     // The cloud answers a node, but not a pod acting as its node (masqueraded to the node's
     // address): its answers carry a hop limit of 1, as IMDSv2's do.

@@ -476,6 +476,7 @@ impl Lab {
                         pod_cidr: obj
                             .and_then(|o| o.spec.as_ref())
                             .and_then(|s| s.pod_cidr.clone())
+                            .or_else(|| obj.and_then(vpc_addresses))
                             .unwrap_or_else(|| "<none>".into()),
                         agent: crate::agents::agent_state(&agents, obj, &n.name).into(),
                         pods: pods
@@ -510,4 +511,15 @@ pub fn node_ready(node: &Node) -> bool {
             cs.iter()
                 .any(|c| c.type_ == "NetworkUnavailable" && c.status == "False")
         })
+}
+
+/// A vpc node's addresses for `lab status`'s POD-CIDR column: "vpc: N of LIMIT".
+fn vpc_addresses(node: &k8s_openapi::api::core::v1::Node) -> Option<String> {
+    let ann = node.metadata.annotations.as_ref()?;
+    let held = ann.get("sarasa.io/vpc-addresses")?;
+    let n = held.split(',').filter(|a| !a.is_empty()).count();
+    let limit = ann
+        .get("sarasa.io/vpc-address-limit")
+        .map_or(String::new(), |l| format!(" of {l}"));
+    Some(format!("vpc: {n}{limit}"))
 }

@@ -14,7 +14,7 @@ pub mod pool;
 mod server;
 
 pub use pool::{CloudError, Pool};
-pub use server::{run, VPC_ROUTE_METRIC};
+pub use server::{desired_routes, run, VPC_ROUTE_METRIC};
 
 use serde::{Deserialize, Serialize};
 

@@ -27,6 +27,9 @@ use super::VpcSpec;
 use crate::spec::LabSpec;
 use crate::LabError;
 
+/// How often the VPC's routes are compared with what it assigned, and repaired.
+pub const REPAIR_PERIOD: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The IP TTL of the cloud's answers: one hop, the node's own.
 pub const HOP_LIMIT: u32 = 1;
 
@@ -53,6 +56,22 @@ pub async fn run(spec: LabSpec, vpc: VpcSpec, file: PathBuf) -> Result<(), LabEr
         vpc,
         file,
         pool: Mutex::new(pool),
+    });
+    // A periodic pass puts back a route removed behind the cloud's back.
+    let repair = Arc::clone(&cloud);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REPAIR_PERIOD).await;
+            let pool = repair.pool.lock().await;
+            let routes = desired_routes(&repair.spec, &pool);
+            let applied = tokio::task::spawn_blocking(move || apply_routes(&routes)).await;
+            drop(pool);
+            match applied {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("VPC routes: {e}"),
+                Err(e) => tracing::warn!("VPC routes: {e}"),
+            }
+        }
     });
     let app = Router::new()
         .route(ADDRESSES_PATH, get(describe).post(assign))
@@ -83,7 +102,7 @@ pub async fn run(spec: LabSpec, vpc: VpcSpec, file: PathBuf) -> Result<(), LabEr
 }
 
 /// One /32 per assigned address, via its node's underlay address.
-fn desired_routes(spec: &LabSpec, pool: &Pool) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+pub fn desired_routes(spec: &LabSpec, pool: &Pool) -> BTreeMap<Ipv4Net, Ipv4Addr> {
     pool.routes()
         .into_iter()
         .filter_map(|(a, node)| Some((Ipv4Net::from(a), spec.node(&node)?.ip)))
