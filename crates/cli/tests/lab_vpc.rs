@@ -263,6 +263,13 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
         "{reply}"
     );
     assert_eq!(common::client_ip(&reply), "203.0.113.10", "{reply}");
+    // Inside the cluster the same Service by name (cluster DNS on VPC addresses, then the
+    // ClusterIP) reaches the pod on the other node.
+    lab.eventually(Duration::from_secs(20), || {
+        let r = lab.probe("vpc-a", "http://vpc-lb.default.svc.cluster.local/")?;
+        (r["pod"] == "vpc-b").then_some(())
+    })
+    .unwrap_or_else(|| panic!("vpc-a never reached vpc-b through vpc-lb\n{}", lab.logs()));
     lab.ok(&["delete", "service", "vpc-lb"]);
 
     // An agent restart keeps the node's addresses (the cloud is the record).
