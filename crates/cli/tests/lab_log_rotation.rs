@@ -122,7 +122,8 @@ spec:
     );
     assert!(read(&current).trim_end().ends_with("stdout F last-line"));
 
-    // `kubectl logs` serves the newest lines (the current file).
+    // `kubectl logs --tail` serves the newest lines, from the rotated files too when the
+    // current one holds fewer (where the rotation falls depends on how output was read).
     let out = Command::new("kubectl")
         .env("KUBECONFIG", lab.kubeconfig())
         .args(["--context", &format!("sarasa-{}", lab.name)])

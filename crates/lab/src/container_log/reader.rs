@@ -1,5 +1,6 @@
 //! Serving `kubectl logs` from a container's CRI log: `tailLines` counted from the end of the
-//! file, `sinceTime` and `timestamps` applied per line, and `follow` that polls for new lines
+//! file (and reaching into the size-rotated files when the current one holds fewer), `sinceTime`
+//! and `timestamps` applied per line, and `follow` that polls for new lines
 //! until the container ends or restarts (its log renamed away), read a block at a time so a
 //! big log never sits in memory whole.
 
@@ -82,6 +83,44 @@ fn tail_records(text: &[u8], tail: Option<u64>) -> Vec<Record<'_>> {
     records[start..].to_vec()
 }
 
+/// The lines `records` make (closed ones, and a last one still open).
+fn line_count(records: &[Record<'_>]) -> u64 {
+    let closed = records.iter().filter(|r| !r.partial).count() as u64;
+    closed + u64::from(records.last().is_some_and(|r| r.partial))
+}
+
+/// The last `lines` lines before the current file, from the size-rotated files `<log>.1`,
+/// `<log>.2`, ...: each file's whole records near its end and how many lines to take from
+/// them, oldest file first.
+fn older_lines(path: &Path, mut lines: u64) -> io::Result<Vec<(Vec<u8>, u64)>> {
+    let mut parts = Vec::new();
+    let mut n = 1;
+    while lines > 0 {
+        let f = match File::open(super::rotated_path(path, n)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        let (_, region) = tail_region(&f, len, lines)?;
+        let whole = region
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let mut text = region;
+        text.truncate(whole);
+        let taken = line_count(&tail_records(&text, Some(lines)));
+        parts.push((text, lines));
+        if taken == 0 {
+            break;
+        }
+        lines = lines.saturating_sub(taken);
+        n += 1;
+    }
+    parts.reverse();
+    Ok(parts)
+}
+
 /// How much of a log one step of the reader takes (records are at most 16 KiB and a header).
 const BLOCK: usize = 256 * 1024;
 
@@ -114,7 +153,16 @@ pub fn read(path: &Path, opts: ReadOptions) -> io::Result<BoxStream<'static, io:
                 .iter()
                 .rposition(|b| *b == b'\n')
                 .map_or(0, |i| i + 1);
-            for rec in tail_records(&region[..whole], Some(n)) {
+            let records = tail_records(&region[..whole], Some(n));
+            // Fewer lines than asked since the last size rotation: the rest comes from the
+            // rotated files of this instance, newest first.
+            let older = older_lines(path, n.saturating_sub(line_count(&records)))?;
+            for (text, take) in &older {
+                for rec in tail_records(text, Some(*take)) {
+                    renderer.push(&rec, &mut first);
+                }
+            }
+            for rec in records {
                 renderer.push(&rec, &mut first);
             }
             offset = start + whole as u64;
@@ -317,6 +365,34 @@ mod tests {
             .collect()
             .await;
         String::from_utf8(chunks.concat()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn tail_reaches_into_the_size_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        let t = "2026-01-01T00:00:01Z";
+        std::fs::write(
+            crate::container_log::rotated_path(&p, 2),
+            log(&[(t, "stdout", "a\n"), (t, "stdout", "b\n")]),
+        )
+        .unwrap();
+        std::fs::write(
+            crate::container_log::rotated_path(&p, 1),
+            log(&[(t, "stdout", "c\n")]),
+        )
+        .unwrap();
+        std::fs::write(&p, log(&[(t, "stdout", "last\n")])).unwrap();
+        let tail = |n| ReadOptions {
+            tail_lines: Some(n),
+            ..ReadOptions::default()
+        };
+        assert_eq!(all(&p, tail(1)).await, "last\n");
+        assert_eq!(all(&p, tail(2)).await, "c\nlast\n");
+        assert_eq!(all(&p, tail(3)).await, "b\nc\nlast\n");
+        assert_eq!(all(&p, tail(9)).await, "a\nb\nc\nlast\n");
+        // Without --tail the current file alone, as before.
+        assert_eq!(all(&p, ReadOptions::default()).await, "last\n");
     }
 
     #[tokio::test]
