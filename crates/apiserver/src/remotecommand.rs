@@ -46,7 +46,7 @@ impl Version {
 pub enum ClientFrame<'a> {
     /// Data for the process's stdin.
     Stdin(&'a [u8]),
-    /// A terminal size (JSON `{"Width":..,"Height":..}`); the lab runs no terminals.
+    /// A terminal size (JSON `{"Width":..,"Height":..}`).
     Resize(&'a [u8]),
     /// v5: the client closed this channel (stdin: end of input).
     Close(u8),
@@ -62,6 +62,18 @@ pub fn parse_client(version: Version, msg: &[u8]) -> ClientFrame<'_> {
         [CLOSE, channel, ..] if version == Version::V5 => ClientFrame::Close(*channel),
         _ => ClientFrame::Ignored,
     }
+}
+
+/// A resize message's terminal size, `{"Width":80,"Height":24}`: (columns, rows).
+pub fn parse_size(data: &[u8]) -> Option<(u16, u16)> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Size {
+        width: u16,
+        height: u16,
+    }
+    let s: Size = serde_json::from_slice(data).ok()?;
+    Some((s.width, s.height))
 }
 
 /// One message for `channel` carrying `data`.
@@ -130,6 +142,13 @@ mod tests {
         );
         assert_eq!(parse_client(Version::V5, b""), ClientFrame::Ignored);
         assert_eq!(parse_client(Version::V5, b"\x07x"), ClientFrame::Ignored);
+    }
+
+    #[test]
+    fn resize_messages_carry_width_and_height() {
+        assert_eq!(parse_size(br#"{"Width":120,"Height":40}"#), Some((120, 40)));
+        assert_eq!(parse_size(b"{}"), None);
+        assert_eq!(parse_size(b"junk"), None);
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct ExecProcess {
     pub stderr: Option<Pin<Box<dyn AsyncRead + Send>>>,
     /// Resolves when the process exits.
     pub exit: BoxFuture<'static, std::io::Result<ExitStatus>>,
+    /// With a terminal: sets its size (columns, rows) when the client sends one.
+    pub resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
 }
 
 /// What an exec request asks for (`PodExecOptions`).
@@ -66,8 +68,8 @@ pub struct ExecOptions {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
-    /// A terminal was requested; a runtime without terminals runs the command with stderr
-    /// merged into stdout, as a terminal would show it.
+    /// A terminal was requested: the command runs on a pseudo-terminal (stdin, stdout and
+    /// stderr all on it, as kubelet's runtimes do), sized by the client's resize messages.
     pub tty: bool,
 }
 

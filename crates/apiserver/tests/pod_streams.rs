@@ -105,6 +105,7 @@ impl PodRuntime for HostRuntime {
             stdout,
             stderr,
             exit: Box::pin(exit),
+            resize: None,
         })
     }
 }

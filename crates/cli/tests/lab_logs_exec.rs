@@ -285,6 +285,40 @@ fn kubectl_logs_and_exec_against_the_lab() {
         "piped through\nstdin\n"
     );
 
+    // -t: the command runs on a terminal of its own, sized as kubectl's (kubectl only uses
+    // one when its own stdin is a terminal: `script` gives it one, 97 columns by 31 rows),
+    // and its exit status still comes back.
+    let inner = format!(
+        "stty cols 97 rows 31; nsenter --net=/run/netns/{} kubectl --kubeconfig {} exec -it logexec -c app -- \
+         sh -c 'tty; for i in $(seq 50); do s=$(stty size); [ \"$s\" != \"0 0\" ] && break; sleep 0.1; done; echo size $s; exit 4'",
+        k.netns,
+        k.kubeconfig.display()
+    );
+    // stdin stays open (a pipe nobody writes) until the session ends.
+    let tty = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script")
+        .wait_with_output()
+        .expect("kubectl exec -it");
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(text.contains("/dev/pts/"), "no terminal: {text:?} {tty:?}");
+    assert!(
+        text.contains("size 31 97"),
+        "not sized as kubectl's: {text:?}"
+    );
+    assert_eq!(tty.status.code(), Some(4), "{text:?} {tty:?}");
+    assert_eq!(
+        k.run(&["exec", "logexec", "-c", "app", "--", "tty"])
+            .status
+            .code(),
+        Some(1),
+        "without -t there is no terminal"
+    );
+
     // The command runs in the pod: its address, its DNS, its container's environment.
     let pod = lab.get_json(&["pods", "logexec"]);
     let ip = pod["status"]["podIP"].as_str().expect("podIP");

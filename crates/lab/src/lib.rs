@@ -26,6 +26,7 @@ pub mod pod_env;
 pub mod pod_runtime;
 pub mod prestop;
 pub mod process;
+mod pty;
 pub mod rbac;
 pub mod readiness;
 pub mod resolv;

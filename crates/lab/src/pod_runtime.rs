@@ -121,19 +121,15 @@ impl PodRuntime for LabRuntime {
             .map_err(|e| RuntimeError::Internal(format!("entering pod {}: {e}", pod.name)))?;
         let mut cmd = tokio::process::Command::from(cmd);
         let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
-        cmd.stdin(piped(opts.stdin)).kill_on_drop(true);
-        // Without a terminal to share, a tty request gets stderr merged into stdout, which is
-        // what a terminal would show.
-        let merged = if opts.tty && opts.stdout {
-            let (r, w) = std::io::pipe()
-                .map_err(|e| RuntimeError::Internal(format!("making the output pipe: {e}")))?;
-            let w2 = w
-                .try_clone()
-                .map_err(|e| RuntimeError::Internal(format!("making the output pipe: {e}")))?;
-            cmd.stdout(w).stderr(w2);
-            Some(r)
+        cmd.kill_on_drop(true);
+        let terminal = if opts.tty {
+            Some(crate::pty::attach(&mut cmd).map_err(|e| {
+                RuntimeError::Internal(format!("a terminal for pod {}: {e}", pod.name))
+            })?)
         } else {
-            cmd.stdout(piped(opts.stdout)).stderr(piped(opts.stderr));
+            cmd.stdin(piped(opts.stdin))
+                .stdout(piped(opts.stdout))
+                .stderr(piped(opts.stderr));
             None
         };
         let mut child = cmd.spawn().map_err(|e| {
@@ -142,20 +138,28 @@ impl PodRuntime for LabRuntime {
                 pod.name
             ))
         })?;
-        // The parent's copies of the merged pipe's write ends went with `cmd` into spawn; drop
+        // The parent's copies of the terminal's slave end went with `cmd` into spawn; drop
         // `cmd` so the reader sees the end when the process (and its children) close theirs.
         drop(cmd);
-        let stdout: Option<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>> = match merged {
-            Some(r) => {
-                let fd: std::os::fd::OwnedFd = r.into();
-                let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-                    .map_err(|e| RuntimeError::Internal(format!("reading the output pipe: {e}")))?;
-                Some(Box::pin(rx))
+        let (stdin, stdout, stderr, resize) = match terminal {
+            Some(t) => {
+                let (reader, writer, resize) = t.split().map_err(|e| {
+                    RuntimeError::Internal(format!("a terminal for pod {}: {e}", pod.name))
+                })?;
+                (
+                    opts.stdin.then(|| Box::pin(writer) as _),
+                    Some(Box::pin(reader) as _),
+                    None,
+                    Some(resize),
+                )
             }
-            None => child.stdout.take().map(|r| Box::pin(r) as _),
+            None => (
+                child.stdin.take().map(|w| Box::pin(w) as _),
+                child.stdout.take().map(|r| Box::pin(r) as _),
+                child.stderr.take().map(|r| Box::pin(r) as _),
+                None,
+            ),
         };
-        let stderr = child.stderr.take().map(|r| Box::pin(r) as _);
-        let stdin = child.stdin.take().map(|w| Box::pin(w) as _);
         let exit = async move {
             let status = child.wait().await?;
             use std::os::unix::process::ExitStatusExt;
@@ -170,6 +174,7 @@ impl PodRuntime for LabRuntime {
             stdout,
             stderr,
             exit: Box::pin(exit),
+            resize,
         })
     }
 }

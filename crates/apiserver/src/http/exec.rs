@@ -97,7 +97,7 @@ async fn failed(ws: WebSocket, why: String) {
     let status = rc::failure_status(&format!(
         "Internal error occurred: error executing command in container: {why}"
     ));
-    let client = tokio::spawn(read_client(rx, None, Version::V4));
+    let client = tokio::spawn(read_client(rx, None, None, Version::V4));
     close_with(&mut tx, &status, client).await;
 }
 
@@ -132,6 +132,7 @@ async fn session(ws: WebSocket, version: Version, process: ExecProcess, command:
         stdout,
         stderr,
         exit,
+        resize,
     } = process;
     let (mut tx, rx) = ws.split();
     let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(8);
@@ -142,7 +143,7 @@ async fn session(ws: WebSocket, version: Version, process: ExecProcess, command:
         tokio::spawn(pump(err, rc::STDERR, frames.clone()));
     }
     drop(frames);
-    let mut client = tokio::spawn(read_client(rx, stdin, version));
+    let mut client = tokio::spawn(read_client(rx, stdin, resize, version));
     let mut exit = exit;
     let mut status = None;
     let mut output_open = true;
@@ -209,10 +210,12 @@ async fn pump(
 }
 
 /// Reads the client's messages until it closes: stdin data into the process, the close of
-/// stdin, resizes ignored. Returns when the connection ends.
+/// stdin, terminal sizes to the terminal (without one they are ignored). Returns when the
+/// connection ends.
 async fn read_client(
     mut rx: SplitStream<WebSocket>,
     mut stdin: Option<std::pin::Pin<Box<dyn AsyncWrite + Send>>>,
+    resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
     version: Version,
 ) {
     while let Some(Ok(msg)) = rx.next().await {
@@ -236,7 +239,12 @@ async fn read_client(
                     let _ = w.shutdown().await;
                 }
             }
-            ClientFrame::Close(_) | ClientFrame::Resize(_) | ClientFrame::Ignored => {}
+            ClientFrame::Resize(size) => {
+                if let (Some(set), Some((w, h))) = (resize.as_ref(), rc::parse_size(size)) {
+                    set(w, h);
+                }
+            }
+            ClientFrame::Close(_) | ClientFrame::Ignored => {}
         }
     }
 }
