@@ -553,7 +553,11 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
             }
             Err(PlanError::NoPodCidr(_)) => {
                 if !self.waiting_logged {
-                    tracing::info!(node = %name, "waiting for spec.podCIDR");
+                    if self.local.backend == Backend::Vpc {
+                        tracing::info!(node = %name, "waiting for the node's first VPC addresses");
+                    } else {
+                        tracing::info!(node = %name, "waiting for spec.podCIDR");
+                    }
                     self.waiting_logged = true;
                 }
                 return Ok(None);
