@@ -35,6 +35,8 @@ pub const CONDITION: &str = "VPCAddressesAvailable";
 pub const DRAIN: Duration = Duration::from_secs(2);
 /// How often the pool is looked at (the IPAM store is a small local file).
 const TICK: Duration = Duration::from_millis(200);
+/// Every this many looks the Node's annotations and condition are compared again (~10 s).
+const RECHECK_TICKS: u32 = 50;
 /// How long one call to the cloud may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -271,7 +273,15 @@ impl VpcPool {
         let mut draining: Vec<(Ipv4Addr, Instant)> = Vec::new();
         let mut reported: Option<(String, String, String)> = None;
         let mut published: Option<(String, String)> = None;
+        let mut ticks: u32 = 0;
         loop {
+            // Now and then the Node itself is compared again (it may have been recreated or
+            // edited by someone else); in between, only a change is written.
+            ticks = ticks.wrapping_add(1);
+            if ticks.is_multiple_of(RECHECK_TICKS) {
+                published = None;
+                reported = None;
+            }
             let mut problem: Option<CloudCallError> = None;
             if known.is_none() {
                 match self.cloud.describe().await {
