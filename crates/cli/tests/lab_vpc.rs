@@ -351,6 +351,16 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
     // them and the rest waits Unschedulable ("Too many pods"): the scheduler stops them, not
     // the plugin's limit. (A burst larger than the warm pool may see the plugin's "try again"
     // while the agent takes more addresses; the kubelet retries.)
+    // The deleted pods gone first (a terminating pod still holds its address).
+    lab.eventually(Duration::from_secs(30), || {
+        let pods = lab.get_json(&["pods", "-A"]);
+        pods["items"]
+            .as_array()?
+            .iter()
+            .all(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .then_some(())
+    })
+    .expect("the deleted pods never went away");
     let room: usize = ["node-1", "node-2"]
         .iter()
         .map(|n| LIMIT - pods_with_addresses(&lab, n))
