@@ -190,12 +190,15 @@ pub fn condition(sessions: &[Session]) -> (&'static str, &'static str, String) {
         .filter(|s| !s.established())
         .map(line)
         .collect();
-    // The peer answered with a NOTIFICATION (a bad AS, a bad router id, ...): a
+    // A NOTIFICATION ended the session, sent by the peer ("Received: Bad peer AS") or by this
+    // speaker ("BGP Error: Bad peer AS"), whichever saw the other's OPEN first: a
     // misconfiguration, and BIRD 2 ends graceful restart on it (no RFC 8538), so what the
     // peer announced is gone.
     let refused: Vec<String> = sessions
         .iter()
-        .filter(|s| !s.established() && s.info.contains("Received:"))
+        .filter(|s| {
+            !s.established() && (s.info.contains("Received:") || s.info.contains("BGP Error:"))
+        })
         .map(line)
         .collect();
     if !refused.is_empty() {
@@ -203,9 +206,11 @@ pub fn condition(sessions: &[Session]) -> (&'static str, &'static str, String) {
             "False",
             "PeerRefused",
             format!(
-                "refused by the peer: {}; routes learned from it are withdrawn (an error ends \
-                 graceful restart); fix the peer's or this node's BGP configuration",
-                refused.join(", ")
+                "session refused with a BGP error: {}; the routes BGP learned are withdrawn (an error \
+                 ends graceful restart) and the node keeps routing with the agent's own routes \
+                 (metric {}); fix the peer's or this node's BGP configuration",
+                refused.join(", "),
+                crate::datapath::BGP_FALLBACK_METRIC
             ),
         );
     }
@@ -455,5 +460,11 @@ mod tests {
             msg.contains("Bad peer AS") && msg.contains("withdrawn"),
             "{msg}"
         );
+        assert!(msg.contains("keeps routing"), "{msg}");
+        // This speaker may be the one that saw the bad OPEN first.
+        let sent = parse_protocols(
+            "peer0_4    BGP        ---        start  09:06:24.383  Idle          BGP Error: Bad peer AS\n",
+        );
+        assert_eq!(condition(&sent).1, "PeerRefused");
     }
 }

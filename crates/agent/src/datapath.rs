@@ -280,11 +280,18 @@ pub fn read_fabric_of(
     Ok(fabric)
 }
 
-/// The kernel route for a plan route: main table, universe scope, [`ROUTE_PROTOCOL`].
+/// The metric of the agent's own routes with the BGP backend: BIRD's (metric 32) win while
+/// BGP delivers them; the agent's carry the traffic when BGP has taken its routes away (a
+/// peer that refused the session ends graceful restart), so routes are kept.
+pub const BGP_FALLBACK_METRIC: u32 = 1024;
+
+/// The kernel route for a plan route: main table, universe scope, [`ROUTE_PROTOCOL`], and
+/// `metric` when given.
 fn kernel_route(
     route: &Route,
     vxlan_index: Option<u32>,
     uplink_index: u32,
+    metric: Option<u32>,
 ) -> Result<sarasa_netns::Route> {
     let oif = match route.dev {
         RouteDev::Vxlan => vxlan_index
@@ -299,6 +306,7 @@ fn kernel_route(
         .table(TABLE_MAIN)
         .protocol(ROUTE_PROTOCOL);
     r.onlink = route.onlink;
+    r.metric = metric;
     Ok(r)
 }
 
@@ -308,6 +316,7 @@ fn apply_ops(
     ops: &[FabricOp],
     vxlan_index: Option<u32>,
     uplink_index: u32,
+    metric: Option<u32>,
 ) -> Result<()> {
     for op in ops {
         let res = match op {
@@ -334,10 +343,10 @@ fn apply_ops(
             // with EEXIST. Which destinations are ours to take is decided by the plan, which
             // refuses podCIDRs that overlap the underlay or another node's.
             FabricOp::AddRoute(r) | FabricOp::ReplaceRoute(r) => {
-                nl.route_replace(&kernel_route(r, vxlan_index, uplink_index)?)
+                nl.route_replace(&kernel_route(r, vxlan_index, uplink_index, metric)?)
             }
             FabricOp::DelRoute(r) => {
-                ignore_missing(nl.route_del(&kernel_route(r, vxlan_index, uplink_index)?))
+                ignore_missing(nl.route_del(&kernel_route(r, vxlan_index, uplink_index, metric)?))
             }
         };
         res.map_err(|e| Error::netlink(format!("{op:?}"), e))?;
@@ -391,16 +400,11 @@ fn program_links(
         }
     };
     let current = read_fabric(nl, vxlan_index, uplink_index)?;
-    let ops = if plan.routes_by_bgp {
-        // BIRD owns the routes to other nodes' podCIDRs; the agent writes none (and removes
-        // its own left from another backend).
-        let mut own = plan.fabric.clone();
-        own.routes.clear();
-        diff(&own, &current)
-    } else {
-        diff(&plan.fabric, &current)
-    };
-    apply_ops(nl, &ops, vxlan_index, uplink_index)?;
+    // With BGP, BIRD's routes carry the traffic; the agent's, the same routes with a worse
+    // metric, stand behind them.
+    let metric = plan.routes_by_bgp.then_some(BGP_FALLBACK_METRIC);
+    let ops = diff(&plan.fabric, &current);
+    apply_ops(nl, &ops, vxlan_index, uplink_index, metric)?;
     report.fabric_ops = ops;
     Ok(())
 }
@@ -555,7 +559,7 @@ impl NodeDatapath {
         uplink_index: u32,
     ) -> Result<()> {
         let ops = ops.to_vec();
-        self.with_netlink(move |nl| apply_ops(nl, &ops, vxlan_index, uplink_index))
+        self.with_netlink(move |nl| apply_ops(nl, &ops, vxlan_index, uplink_index, None))
             .await
     }
 

@@ -131,19 +131,31 @@ fn fabric_diff(netns: &str, plan: &sarasa_plan::fabric::FabricPlan) -> Result<Ve
         Some(v) => nl.link_by_name(&v.name)?.map(|l| l.index),
         None => None,
     };
-    // With BGP the routes to other nodes are BIRD's: the check is that BGP delivered the
-    // plan's.
-    let protocol = if plan.routes_by_bgp {
-        sarasa_agent::datapath::BIRD_ROUTE_PROTOCOL
-    } else {
-        sarasa_agent::datapath::ROUTE_PROTOCOL
-    };
-    let current =
-        sarasa_agent::datapath::read_fabric_of(&mut nl, vxlan_index, uplink_index, protocol)?;
-    Ok(sarasa_agent::diff::diff(&plan.fabric, &current)
-        .into_iter()
-        .map(|op| format!("{op:?}"))
-        .collect())
+    // The agent's own entries; with BGP also BIRD's routes: BGP must have delivered the
+    // plan's (the agent's stand behind them with a worse metric).
+    let mut protocols = vec![("", sarasa_agent::datapath::ROUTE_PROTOCOL)];
+    if plan.routes_by_bgp {
+        protocols.push(("BGP: ", sarasa_agent::datapath::BIRD_ROUTE_PROTOCOL));
+    }
+    let mut out = Vec::new();
+    for (label, protocol) in protocols {
+        let mut current =
+            sarasa_agent::datapath::read_fabric_of(&mut nl, vxlan_index, uplink_index, protocol)?;
+        let mut want = plan.fabric.clone();
+        if !label.is_empty() {
+            // BIRD holds routes only; FDB and neighbours are the agent's.
+            want.fdb.clear();
+            want.neighbours.clear();
+            current.fdb.clear();
+            current.neighbours.clear();
+        }
+        out.extend(
+            sarasa_agent::diff::diff(&want, &current)
+                .into_iter()
+                .map(|op| format!("{label}{op:?}")),
+        );
+    }
+    Ok(out)
 }
 
 /// Prints the result; true when every node equals its plan.
