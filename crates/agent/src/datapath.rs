@@ -310,6 +310,30 @@ fn kernel_route(
     Ok(r)
 }
 
+/// The metric the kernel gives an IPv6 route added without one (IP6_RT_PRIO_USER).
+const IP6_DEFAULT_METRIC: u32 = 1024;
+
+/// Deletes the agent's routes (main table, [`ROUTE_PROTOCOL`]) whose metric is not `metric`
+/// (none given: the kernel's default, 0 for IPv4 and 1024 for IPv6); returns how many.
+fn drop_other_metrics(nl: &mut Netlink, metric: Option<u32>) -> Result<usize> {
+    let mut dropped = 0;
+    for (family, default) in [(Family::V4, 0), (Family::V6, IP6_DEFAULT_METRIC)] {
+        let metric = metric.unwrap_or(default);
+        let routes = nl
+            .routes(Some(family))
+            .map_err(|e| Error::netlink("dump routes", e))?;
+        for r in routes {
+            let ours = r.protocol == Some(ROUTE_PROTOCOL) && r.table == TABLE_MAIN;
+            if !ours || r.metric.unwrap_or(0) == metric {
+                continue;
+            }
+            ignore_missing(nl.route_del(&r)).map_err(|e| Error::netlink("delete route", e))?;
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
+}
+
 /// Executes fabric operations in order.
 fn apply_ops(
     nl: &mut Netlink,
@@ -399,10 +423,13 @@ fn program_links(
             None
         }
     };
-    let current = read_fabric(nl, vxlan_index, uplink_index)?;
     // With BGP, BIRD's routes carry the traffic; the agent's, the same routes with a worse
     // metric, stand behind them.
     let metric = plan.routes_by_bgp.then_some(BGP_FALLBACK_METRIC);
+    // Routes of ours with another metric (a node switched between host-gw and bgp) would
+    // stand in front of BIRD's, or behind nothing: they go, and the diff writes them anew.
+    report.link_changes += drop_other_metrics(nl, metric)?;
+    let current = read_fabric(nl, vxlan_index, uplink_index)?;
     let ops = diff(&plan.fabric, &current);
     apply_ops(nl, &ops, vxlan_index, uplink_index, metric)?;
     report.fabric_ops = ops;

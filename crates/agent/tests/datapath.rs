@@ -230,6 +230,51 @@ async fn host_gw_cross_node_restart_and_masquerade() {
     cross_node(Backend::HostGw, "gw").await;
 }
 
+/// With the BGP backend the agent's routes stand behind BIRD's (metric 1024); switching
+/// between host-gw and bgp rewrites them with the other metric, leaving none in front.
+#[tokio::test(flavor = "current_thread")]
+async fn bgp_standby_routes_take_the_fallback_metric_and_back() {
+    let (_topo, nodes) = Topology::new("bgpm", 2);
+    let mut agents = Vec::new();
+    for n in &nodes {
+        agents.push(start_agent(n, Backend::HostGw).await);
+    }
+    let state = state_of(&nodes, &agents);
+    let (n, a) = (&nodes[0], &agents[0]);
+    let plan = compile(&state, &local_of(n, a, Backend::HostGw)).expect("compile");
+    a.dp.program(&plan, &a.uplink, a.mac)
+        .await
+        .expect("host-gw");
+    let hostgw = routes(&n.ns);
+    assert!(
+        hostgw.contains("10.244.2.0/24 via 192.168.33.12"),
+        "{hostgw}"
+    );
+    assert!(!hostgw.contains("metric"), "{hostgw}");
+    let mut bgp = plan.clone();
+    bgp.routes_by_bgp = true;
+    a.dp.program(&bgp, &a.uplink, a.mac).await.expect("bgp");
+    let standby = routes(&n.ns);
+    assert_eq!(standby.lines().count(), hostgw.lines().count(), "{standby}");
+    assert!(
+        standby.lines().all(|l| l.contains("metric 1024")),
+        "{standby}"
+    );
+    // Programmed again with nothing changed: nothing is rewritten.
+    let again =
+        a.dp.program(&bgp, &a.uplink, a.mac)
+            .await
+            .expect("bgp again");
+    assert!(
+        again.fabric_ops.is_empty() && again.link_changes == 0,
+        "{again:?}"
+    );
+    a.dp.program(&plan, &a.uplink, a.mac)
+        .await
+        .expect("host-gw again");
+    assert_eq!(routes(&n.ns), hostgw);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn refuses_root_namespace_without_host_netns() {
     let err = NodeDatapath::connect(NetnsTarget::Path("/proc/self/ns/net".into()), false).await;
