@@ -161,30 +161,20 @@ impl Controller for Scheduler {
                         "0/{} nodes are available: {full} Too many pods.",
                         candidates.len()
                     );
-                    unschedulable(store, &pod, &message);
+                    if let Err(e) = write_scheduling(store, &pod, None, Some(&message)) {
+                        if e.code != 404 {
+                            tracing::warn!(
+                                "marking pod {}/{} unschedulable: {e}",
+                                meta::namespace(&pod),
+                                meta::name(&pod)
+                            );
+                        }
+                    }
                 }
                 continue;
             };
             let node = meta::name(node).to_string();
-            let r = store.modify(PODS, meta::namespace(&pod), meta::name(&pod), Sub::Main, WriteOpts::internal(), |cur| {
-                let mut new = cur.clone();
-                if !unscheduled(cur) {
-                    return Ok(new);
-                }
-                new["spec"]["nodeName"] = json!(node);
-                let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()});
-                if !new.get("status").is_some_and(Value::is_object) {
-                    new["status"] = json!({});
-                }
-                match new["status"].get_mut("conditions").and_then(Value::as_array_mut) {
-                    Some(cs) => {
-                        cs.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-                        cs.push(cond);
-                    }
-                    None => new["status"]["conditions"] = json!([cond]),
-                }
-                Ok(new)
-            });
+            let r = write_scheduling(store, &pod, Some(&node), None);
             match r {
                 Ok(_) => {
                     *total.entry(node.clone()).or_default() += 1;
@@ -202,9 +192,16 @@ impl Controller for Scheduler {
     }
 }
 
-/// Marks `pod` `PodScheduled=False` (`Unschedulable`, `message`), once per message.
-fn unschedulable(store: &Store, pod: &Obj, message: &str) {
-    let r = store.modify(
+/// Writes the scheduler's decision on a pod still unscheduled: bound to `node` with
+/// `PodScheduled=True`, or (no node) `PodScheduled=False`, `Unschedulable`, `message` — the
+/// condition replaced only when it says something else (a no-op write moves nothing).
+fn write_scheduling(
+    store: &Store,
+    pod: &Obj,
+    node: Option<&str>,
+    message: Option<&str>,
+) -> Result<Obj, crate::error::ApiError> {
+    store.modify(
         PODS,
         meta::namespace(pod),
         meta::name(pod),
@@ -215,35 +212,40 @@ fn unschedulable(store: &Store, pod: &Obj, message: &str) {
             if !unscheduled(cur) {
                 return Ok(new);
             }
+            let mut cond = json!({"type": "PodScheduled", "lastProbeTime": null,
+                "lastTransitionTime": meta::now_rfc3339()});
+            match node {
+                Some(n) => {
+                    new["spec"]["nodeName"] = json!(n);
+                    cond["status"] = json!("True");
+                }
+                None => {
+                    cond["status"] = json!("False");
+                    cond["reason"] = json!("Unschedulable");
+                    cond["message"] = json!(message);
+                }
+            }
             if !new.get("status").is_some_and(Value::is_object) {
                 new["status"] = json!({});
             }
-            let cond = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                "message": message, "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()});
-            match new["status"].get_mut("conditions").and_then(Value::as_array_mut) {
+            match new["status"]
+                .get_mut("conditions")
+                .and_then(Value::as_array_mut)
+            {
                 Some(cs) => {
                     let same = cs.iter().any(|c| {
-                        c.get("type").and_then(Value::as_str) == Some("PodScheduled")
-                            && c.get("message").and_then(Value::as_str) == Some(message)
+                        c.get("type") == cond.get("type")
+                            && c.get("status") == cond.get("status")
+                            && c.get("message") == cond.get("message")
                     });
-                    if same {
-                        return Ok(new);
+                    if !same {
+                        cs.retain(|c| c.get("type") != cond.get("type"));
+                        cs.push(cond);
                     }
-                    cs.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-                    cs.push(cond);
                 }
                 None => new["status"]["conditions"] = json!([cond]),
             }
             Ok(new)
         },
-    );
-    if let Err(e) = r {
-        if e.code != 404 {
-            tracing::warn!(
-                "marking pod {}/{} unschedulable: {e}",
-                meta::namespace(pod),
-                meta::name(pod)
-            );
-        }
-    }
+    )
 }
