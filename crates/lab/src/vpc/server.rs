@@ -204,13 +204,11 @@ async fn assign(
 ) -> Result<Json<InstanceAddresses>, Refusal> {
     let node = cloud.caller(peer)?;
     let req: AssignRequest = parse(&body)?;
-    let mut pool = cloud.pool.lock().await;
-    let mut next = pool.clone();
-    let range = cloud.spec.cluster_cidr;
-    let given = next.assign(&node, req.count, cloud.vpc.address_limit, range)?;
-    cloud.commit(&mut pool, next).await?;
-    tracing::info!(%node, addresses = ?given, "VPC addresses assigned");
-    Ok(cloud.answer(&node, &pool))
+    let (limit, range) = (cloud.vpc.address_limit, cloud.spec.cluster_cidr);
+    change(&cloud, node, "assigned", |pool, node| {
+        pool.assign(node, req.count, limit, range)
+    })
+    .await
 }
 
 async fn unassign(
@@ -220,10 +218,25 @@ async fn unassign(
 ) -> Result<Json<InstanceAddresses>, Refusal> {
     let node = cloud.caller(peer)?;
     let req: UnassignRequest = parse(&body)?;
+    change(&cloud, node, "unassigned", |pool, node| {
+        pool.unassign(node, &req.addresses)
+            .map(|()| req.addresses.clone())
+    })
+    .await
+}
+
+/// One change of `node`'s addresses: `f` on a copy of the pool, committed (persisted,
+/// routed) only when it succeeds; answers what the node then holds.
+async fn change(
+    cloud: &Cloud,
+    node: String,
+    what: &str,
+    f: impl FnOnce(&mut Pool, &str) -> Result<Vec<Ipv4Addr>, CloudError>,
+) -> Result<Json<InstanceAddresses>, Refusal> {
     let mut pool = cloud.pool.lock().await;
     let mut next = pool.clone();
-    next.unassign(&node, &req.addresses)?;
+    let changed = f(&mut next, &node)?;
     cloud.commit(&mut pool, next).await?;
-    tracing::info!(%node, addresses = ?req.addresses, "VPC addresses unassigned");
+    tracing::info!(%node, addresses = ?changed, "VPC addresses {what}");
     Ok(cloud.answer(&node, &pool))
 }
