@@ -224,6 +224,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
             },
             speaker: crate::bgp::Speaker::new(&config.bgp_dir),
             shared: shared.clone(),
+            announced_at: 0,
         };
         tasks.push(tokio::spawn(speaker.run(bgp_rx)));
     }
@@ -309,18 +310,23 @@ struct BgpLoop {
     speaker: crate::bgp::Speaker,
     /// The watched Services and EndpointSlices, for the addresses announced.
     shared: Arc<Shared>,
+    /// The watched state's resourceVersion the announced addresses were computed at.
+    announced_at: u64,
 }
 
 impl BgpLoop {
-    /// The Service addresses this node announces now (nothing before the first full list).
-    fn service_ips(&self) -> Vec<ipnet::IpNet> {
+    /// The Service addresses this node announces now (nothing before the first full list);
+    /// computed again only when something was watched since (the loop looks every second).
+    fn service_ips(&mut self) -> Vec<ipnet::IpNet> {
         let w = match self.shared.state.lock() {
             Ok(w) => w,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if !w.synced() {
+        let rv = w.cluster.max_resource_version;
+        if !w.synced() || rv == self.announced_at {
             return self.template.service_ips.clone();
         }
+        self.announced_at = rv;
         let services = w
             .services
             .services()
