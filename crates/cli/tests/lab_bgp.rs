@@ -34,19 +34,6 @@ spec:
   - {port: 80, targetPort: 8080}
 "#;
 
-const LB_SERVICE: &str = r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: bgp-lb
-  annotations: {sarasa.io/load-balancer-target: ip}
-spec:
-  type: LoadBalancer
-  selector: {app: bgp}
-  ports:
-  - {port: 80, targetPort: 8080}
-"#;
-
 /// The router's routes: (prefix, the line that holds it and its age, the next hop line).
 fn router_routes(lab: &TestLab) -> Vec<(String, String)> {
     let text = lab.exec("fabric", &["birdc", "show", "route"]);
@@ -137,12 +124,7 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
             "{node} has a VXLAN device: {links}"
         );
     }
-    let check = lab.run(&["lab", "check"]);
-    assert!(
-        check.status.success(),
-        "lab check: {}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    lab.check_equal();
 
     // Pods on node-1 and node-3 reach each other through the BGP routes.
     lab.apply(&common::serve_pod("bgp-a", "node-1", "bgp"));
@@ -160,7 +142,7 @@ fn bgp_routes_from_the_fabric_router_carry_pod_traffic_and_survive_restarts() {
 
     // The cloud load balancer's ip targets are reached through the routes BGP put in the
     // fabric (the balancer adds none of its own with this backend): the pod sees the client.
-    lab.apply(LB_SERVICE);
+    lab.apply(&common::ip_target_service("bgp-lb", "bgp"));
     let vip = lab.ingress_ip("bgp-lb");
     let url = format!("tcp://{vip}:80");
     let reply = lab

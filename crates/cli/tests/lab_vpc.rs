@@ -24,19 +24,6 @@ use serde_json::Value;
 const LIMIT: usize = 8;
 const WARM: usize = 2;
 
-const LB_SERVICE: &str = r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: vpc-lb
-  annotations: {sarasa.io/load-balancer-target: ip}
-spec:
-  type: LoadBalancer
-  selector: {app: vpc}
-  ports:
-  - {port: 80, targetPort: 8080}
-"#;
-
 fn node(lab: &TestLab, name: &str) -> Value {
     lab.get_json(&["nodes"])["items"]
         .as_array()
@@ -212,12 +199,7 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
         trace.contains(&format!("the VPC routes {b}/32 to node-2")),
         "{trace}"
     );
-    let check = lab.run(&["lab", "check"]);
-    assert!(
-        check.status.success(),
-        "lab check: {}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    lab.check_equal();
     // `lab check` compares the VPC's routes with the Nodes' addresses too: a route deleted
     // behind the cloud's back is named, and the cloud puts it back.
     lab.exec(
@@ -244,6 +226,25 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
         .unwrap_or_else(|| panic!("node-1 cannot reach the cloud\n{}", lab.logs()));
     assert_eq!(own["node"], "node-1", "{own}");
     assert_eq!(own["limit"], LIMIT, "{own}");
+    // Bad requests name the field; a caller that is no node is refused; neither changes
+    // what node-1 holds.
+    let held = addresses(&lab, "node-1");
+    let bad = lab.exec(
+        "node/node-1",
+        &["curl", "-s", "-XPOST", "-d", r#"{"cnt":1}"#, cloud],
+    );
+    assert!(
+        bad.contains("InvalidParameterValue") && bad.contains("cnt"),
+        "{bad}"
+    );
+    let stranger = lab.exec("fabric", &["curl", "-s", cloud]);
+    assert!(stranger.contains("UnauthorizedOperation"), "{stranger}");
+    let too_many = lab.exec(
+        "node/node-1",
+        &["curl", "-s", "-XPOST", "-d", r#"{"count":99}"#, cloud],
+    );
+    assert!(too_many.contains("AddressLimitExceeded"), "{too_many}");
+    assert_eq!(addresses(&lab, "node-1"), held);
     let from_pod = lab.probe_outcome("vpc-a", cloud, "2s");
     assert!(
         from_pod.reply.is_err(),
@@ -252,7 +253,7 @@ fn pods_take_vpc_addresses_routed_by_the_vpc_up_to_the_node_limit() {
 
     // The cloud load balancer in ip mode sends to the pods' VPC addresses: they see the
     // external client's own address.
-    lab.apply(LB_SERVICE);
+    lab.apply(&common::ip_target_service("vpc-lb", "vpc"));
     let vip = lab.ingress_ip("vpc-lb");
     let url = format!("tcp://{vip}:80");
     let reply = lab

@@ -213,6 +213,15 @@ pub fn serve_pod(name: &str, node: &str, app: &str) -> String {
     )
 }
 
+/// A LoadBalancer Service `name` on port 80 → 8080 of the pods labelled `app: APP`, with the
+/// cloud balancer's `ip` targets.
+pub fn ip_target_service(name: &str, app: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  annotations: {{sarasa.io/load-balancer-target: ip}}\n\
+         spec:\n  type: LoadBalancer\n  selector: {{app: {app}}}\n  ports:\n  - {{port: 80, targetPort: 8080}}\n"
+    )
+}
+
 /// Where `sarasa-cni` was built: next to `sarasa`.
 pub fn cni_dir() -> PathBuf {
     let dir = sarasa_bin().parent().expect("bin dir").to_path_buf();
@@ -338,6 +347,16 @@ impl TestLab {
                 self.node_condition(node, type_)
             )
         })
+    }
+
+    /// `sarasa lab check` finds every node equal to its plan (panics with its report if not).
+    pub fn check_equal(&self) {
+        let check = self.run(&["lab", "check"]);
+        assert!(
+            check.status.success(),
+            "lab check: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
     }
 
     /// The first ingress address of a LoadBalancer Service in `default` (30 s).
