@@ -433,6 +433,9 @@ impl Lab {
         if let Err(e) = topology::destroy(&self.spec) {
             errors.push(e.to_string());
         }
+        if let Err(e) = self.remove_mount_points() {
+            errors.push(e.to_string());
+        }
         if errors.is_empty() {
             std::fs::remove_dir_all(&self.paths.root)
                 .or_else(|e| {
@@ -447,6 +450,26 @@ impl Lab {
         } else {
             Err(LabError::Process(errors.join("; ")))
         }
+    }
+
+    /// The mount points the lab's containers needed on the machine's filesystem go with the
+    /// last lab that is down (another lab's containers may be using them).
+    fn remove_mount_points(&self) -> Result<(), LabError> {
+        let root = crate::paths::state_root();
+        let others_up = std::fs::read_dir(&root)
+            .map(|dir| {
+                dir.flatten()
+                    .any(|e| e.path() != self.paths.root && e.path().join("lab.json").exists())
+            })
+            .unwrap_or(false);
+        if others_up {
+            return Ok(());
+        }
+        let kept = crate::mount_points::remove_recorded(&root, Duration::from_secs(5))?;
+        if !kept.is_empty() {
+            tracing::warn!(?kept, "mount points the lab created are not empty; kept");
+        }
+        Ok(())
     }
 
     pub fn status(&self) -> Result<Vec<NodeStatus>, LabError> {

@@ -19,6 +19,7 @@ pub mod kubeconfig;
 pub mod kubelet;
 pub mod lab;
 pub mod manifest;
+pub mod mount_points;
 pub mod nsd;
 pub mod paths;
 pub mod pki;

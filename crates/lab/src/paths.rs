@@ -8,13 +8,17 @@ pub struct LabPaths {
     pub root: PathBuf,
 }
 
+/// Where every lab's directory lives: `/var/lib/sarasa`, or `SARASA_STATE_ROOT`.
+pub fn state_root() -> PathBuf {
+    std::env::var_os("SARASA_STATE_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/sarasa"))
+}
+
 impl LabPaths {
     pub fn new(lab: &str) -> LabPaths {
-        let base = std::env::var_os("SARASA_STATE_ROOT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/var/lib/sarasa"));
         LabPaths {
-            root: base.join(lab),
+            root: state_root().join(lab),
         }
     }
     /// The lab's spec, written by `lab up`; its presence means "this lab exists".

@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::LabError;
+use crate::{mount_points, LabError};
 
 /// A process the lab started: pid plus kernel start time (clock ticks since boot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,44 +211,45 @@ impl BindMount {
         self
     }
 
-    /// Creates the mount point if missing: a directory for a directory source, else an empty
-    /// file (with its parent directories).
-    fn ensure_target(&self) -> Result<(), LabError> {
-        if self.target.exists() {
-            return Ok(());
-        }
-        if self.source.is_dir() {
-            return fs::create_dir_all(&self.target).map_err(|e| LabError::io(&self.target, e));
-        }
-        if let Some(dir) = self.target.parent() {
-            fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
-        }
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.target)
-            .map(drop)
-            .map_err(|e| LabError::io(&self.target, e))
+    /// Creates the mount point if missing (recorded, see [`crate::mount_points`]): a
+    /// directory for a directory source, else an empty file (with its parent directories).
+    fn ensure_target(&self, guard: &mount_points::Guard) -> Result<(), LabError> {
+        guard.create(&self.target, self.source.is_dir())
     }
+}
+
+/// What must stay alive until `spawn` returns: the network namespace file the child enters and
+/// the lock that keeps created mount points from being removed before the child mounted them.
+#[derive(Debug)]
+pub struct Prepared {
+    _netns: Option<File>,
+    _mount_points: Option<mount_points::Guard>,
 }
 
 /// Makes `cmd`'s child enter the network namespace at `netns` (and, with `mounts`, a private
 /// mount namespace where each is bind-mounted, in [`mount_order`]; with `setsid`, a new
-/// session) right before exec. The returned file must stay open until `spawn` returns.
+/// session) right before exec. What it returns must be kept until `spawn` returns.
 pub fn enter_before_exec(
     cmd: &mut Command,
     netns: Option<&Path>,
     mounts: &[BindMount],
     setsid: bool,
-) -> Result<Option<File>, LabError> {
+) -> Result<Prepared, LabError> {
     let netns_file = match netns {
         Some(p) => Some(File::open(p).map_err(|e| LabError::io(p, e))?),
         None => None,
     };
     let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     let mut binds = Vec::with_capacity(mounts.len());
+    let guard = if mounts.is_empty() {
+        None
+    } else {
+        Some(mount_points::Guard::shared(&crate::paths::state_root())?)
+    };
     for m in mount_order(mounts) {
-        m.ensure_target()?;
+        if let Some(g) = &guard {
+            m.ensure_target(g)?;
+        }
         binds.push((
             cstring(m.source.as_os_str().as_encoded_bytes())?,
             cstring(m.target.as_os_str().as_encoded_bytes())?,
@@ -296,7 +297,10 @@ pub fn enter_before_exec(
             Ok(())
         });
     }
-    Ok(netns_file)
+    Ok(Prepared {
+        _netns: netns_file,
+        _mount_points: guard,
+    })
 }
 
 /// The order bind mounts are made in: as given, except that a mount goes after every mount
