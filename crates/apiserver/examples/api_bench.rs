@@ -149,6 +149,7 @@ fn secure_config(dir: &std::path::Path) -> Config {
         issuer: sarasa_apiserver::config::DEFAULT_ISSUER.into(),
         api_audiences: vec![sarasa_apiserver::config::DEFAULT_ISSUER.into()],
         root_ca_file: None,
+        anonymous: false,
     });
     config
 }

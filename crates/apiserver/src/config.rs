@@ -132,6 +132,10 @@ pub struct Authentication {
     /// PEM CA bundle published in every namespace as ConfigMap `kube-root-ca.crt` (`ca.crt`),
     /// as kube-controller-manager's `--root-ca-file`; `None`: nothing is published.
     pub root_ca_file: Option<PathBuf>,
+    /// A request without credentials passes as `system:anonymous` (group
+    /// `system:unauthenticated`) and authorization decides, as `--anonymous-auth=true`;
+    /// `false`: it reaches only the public health and version paths and gets 401 elsewhere.
+    pub anonymous: bool,
 }
 
 /// One `--token-auth-file` line.

@@ -69,6 +69,10 @@ impl Drop for Server {
 }
 
 async fn start() -> Server {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tune: impl FnOnce(&mut Config)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let pki = write_pki(dir.path());
     let mut config = Config::new(dir.path().join("state"));
@@ -89,7 +93,9 @@ async fn start() -> Server {
         issuer: sarasa_apiserver::config::DEFAULT_ISSUER.into(),
         api_audiences: vec![sarasa_apiserver::config::DEFAULT_ISSUER.into()],
         root_ca_file: Some(dir.path().join("ca.crt")),
+        anonymous: false,
     });
+    tune(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = ApiServer::open(config).unwrap();
@@ -264,6 +270,39 @@ async fn requests_without_or_with_bad_credentials_get_401_status() {
     let anon = client(s.addr, &s.pki.ca_pem, None).await.unwrap();
     let st = common::status_of(Api::<Pod>::all(anon).list(&ListParams::default()).await);
     assert_eq!((st.code, st.reason.as_str()), (401, "Unauthorized"));
+}
+
+#[tokio::test]
+async fn anonymous_requests_pass_authentication_only_when_allowed_and_authorization_decides() {
+    let anonymous = |mode| {
+        move |c: &mut Config| {
+            c.authentication.as_mut().unwrap().anonymous = true;
+            c.authorization = mode;
+        }
+    };
+    // With RBAC, system:anonymous holds nothing but the public paths: 403, not 401.
+    let s = start_with(anonymous(sarasa_apiserver::authz::AuthorizationMode::Rbac)).await;
+    let (code, body) = raw(&s, "/api/v1/namespaces/default/pods", None).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("system:anonymous"),
+        "{body}"
+    );
+    // A bad token is still refused, anonymous or not.
+    let (code, _) = raw(&s, "/api/v1/namespaces/default/pods", Some("nope")).await;
+    assert_eq!(code, 401);
+    drop(s);
+    // AlwaysAllow (the lab's `--insecure-api` benchmark mode): anonymous reads and writes.
+    let s = start_with(anonymous(
+        sarasa_apiserver::authz::AuthorizationMode::AlwaysAllow,
+    ))
+    .await;
+    let (code, body) = raw(&s, "/api/v1/namespaces/default/pods", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["kind"], "PodList");
 }
 
 #[tokio::test]

@@ -40,6 +40,7 @@ pub struct Authenticator {
     signer: Signer,
     pub issuer: String,
     pub audiences: Vec<String>,
+    anonymous: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -105,6 +106,7 @@ impl Authenticator {
             signer,
             issuer: c.issuer.clone(),
             audiences: c.api_audiences.clone(),
+            anonymous: c.anonymous,
         })
     }
 
@@ -232,7 +234,7 @@ fn bearer(req: &Request) -> Option<Result<String, ()>> {
 /// The middleware: authenticates, puts the [`UserInfo`] into the extensions, or answers 401.
 pub async fn middleware(State(s): State<AuthnState>, mut req: Request, next: Next) -> Response {
     let user = match bearer(&req) {
-        None if is_public(req.uri().path()) => UserInfo::anonymous(),
+        None if s.authn.anonymous || is_public(req.uri().path()) => UserInfo::anonymous(),
         None => return unauthorized(),
         Some(Err(())) => return unauthorized(),
         Some(Ok(token)) => match s.authn.authenticate(&s.store, &token) {
