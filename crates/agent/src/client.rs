@@ -14,9 +14,7 @@ pub async fn client(config: &AgentConfig) -> Result<kube::Client> {
             let uri: http::Uri = url
                 .parse()
                 .map_err(|e| Error::Config(format!("--apiserver {url:?}: {e}")))?;
-            let mut c = kube::Config::new(uri);
-            c.connect_timeout = Some(Duration::from_secs(5));
-            c
+            sarasa_cluster::client_config::for_url(uri)
         }
         (None, Some(path)) => from_file(path).await?,
         (None, None) => sarasa_cluster::client_config::infer()

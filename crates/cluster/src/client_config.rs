@@ -22,6 +22,21 @@ pub async fn infer() -> Result<kube::Config, String> {
     kube::Config::infer().await.map_err(|e| e.to_string())
 }
 
+/// The configuration for an API server named on the command line (`--apiserver URL`).
+///
+/// For `http://` no trust store is built: kube otherwise loads the system's root
+/// certificates even for a plain-HTTP server and fails where there are none (the
+/// `FROM scratch` image has no /etc/ssl).
+pub fn for_url(uri: http::Uri) -> kube::Config {
+    let plain = uri.scheme_str() == Some("http");
+    let mut c = kube::Config::new(uri);
+    c.connect_timeout = Some(std::time::Duration::from_secs(5));
+    if plain {
+        c.root_cert = Some(Vec::new());
+    }
+    c
+}
+
 fn in_pod(service_host: bool, token: bool) -> bool {
     service_host && token
 }
@@ -35,5 +50,15 @@ mod tests {
         assert!(in_pod(true, true));
         assert!(!in_pod(true, false));
         assert!(!in_pod(false, true));
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_server_needs_no_system_trust_store() {
+        let c = for_url("http://192.168.33.1:6443".parse().unwrap());
+        assert_eq!(c.root_cert, Some(Vec::new()));
+        // What the client builds from it needs no certificate (none is loaded).
+        kube::Client::try_from(c).expect("a client without any root certificate");
+        let c = for_url("https://192.168.33.1:6443".parse().unwrap());
+        assert_eq!(c.root_cert, None, "https keeps the system's trust store");
     }
 }

@@ -63,9 +63,7 @@ pub async fn client(apiserver: Option<&str>) -> Result<kube::Client, ServerError
                 }
                 .into());
             }
-            let mut c = kube::Config::new(uri);
-            c.connect_timeout = Some(Duration::from_secs(5));
-            c
+            sarasa_cluster::client_config::for_url(uri)
         }
         None => sarasa_cluster::client_config::infer()
             .await
