@@ -3,7 +3,6 @@
 //! $KUBECONFIG / ~/.kube/config (see `sarasa_cluster::client_config`).
 
 use std::path::Path;
-use std::time::Duration;
 
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
