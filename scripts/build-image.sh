@@ -4,7 +4,8 @@
 #
 #   scripts/build-image.sh [TAG]        default TAG: localhost/sarasa:<workspace version>
 #
-# SARASA_IMAGE_REUSE=1 reuses release binaries already built (the test suite's short form).
+# SARASA_IMAGE_REUSE=1 reuses binaries already built. SARASA_IMAGE_PROFILE=image-test builds
+# them unoptimised (minutes, not ~17 min: the test suite's short form, same Containerfile).
 # Prints the image's size. deploy/*.yaml name the image `sarasa`: tag or push it to where
 # your nodes pull from (e.g. `podman tag localhost/sarasa:0.1.0 registry.example/sarasa:0.1.0`).
 set -euo pipefail
@@ -13,12 +14,13 @@ cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 tag=${1:-localhost/sarasa:${version}}
 target=x86_64-unknown-linux-gnu
-out=target/$target/release
+profile=${SARASA_IMAGE_PROFILE:-release}
+out=target/$target/$profile
 podman=(podman --runtime runc --cgroup-manager cgroupfs)
 
 if [[ "${SARASA_IMAGE_REUSE:-0}" != 1 || ! -x $out/sarasa || ! -x $out/sarasa-cni ]]; then
     CARGO_INCREMENTAL=0 RUSTFLAGS='-C target-feature=+crt-static' \
-        cargo build --release --target "$target" -p sarasa-cli --bin sarasa -p sarasa-cni --bin sarasa-cni
+        cargo build --profile "$profile" --target "$target" -p sarasa-cli --bin sarasa -p sarasa-cni --bin sarasa-cni
 fi
 
 ctx=$(mktemp -d)

@@ -1,6 +1,6 @@
-//! The container image as a node runs it: `scripts/build-image.sh` builds it (reusing release
-//! binaries when they are there), `podman run` shows `sarasa --version` and `agent --help`,
-//! then — inside a test node namespace, against an in-memory API server in the fabric
+//! The container image as a node runs it: `scripts/build-image.sh` builds it (static binaries
+//! of profile `image-test`, or of SARASA_IMAGE_PROFILE), `podman run` shows `sarasa --version`
+//! and `agent --help`, then — inside a test node namespace, against an in-memory API server in the fabric
 //! namespace — the image's `agent install-cni --sysctls` runs privileged (the DaemonSet's init
 //! container), the agent runs with only CAP_NET_ADMIN (as deploy/sarasa.yaml grants) and
 //! programs the node, and the image's `agent uninstall` takes it all off again. Requires root
@@ -65,9 +65,12 @@ impl Drop for Container {
 fn build_image() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let tag = format!("localhost/sarasa-test:{}", std::process::id());
+    // The suite's short form: unoptimised static binaries (SARASA_IMAGE_PROFILE=release runs
+    // the test on the shipped build).
+    let profile = std::env::var("SARASA_IMAGE_PROFILE").unwrap_or_else(|_| "image-test".into());
     let out = run(Command::new(root.join("scripts/build-image.sh"))
         .arg(&tag)
-        .env("SARASA_IMAGE_REUSE", "1"));
+        .env("SARASA_IMAGE_PROFILE", profile));
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     eprintln!("built {line}");
     tag
@@ -84,20 +87,48 @@ impl Drop for Image {
     }
 }
 
-async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+/// The container's log (for a failure message).
+fn logs(ns: &str, name: &str) -> String {
+    match podman_in(ns).args(["logs", name]).output() {
+        Ok(o) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => format!("(podman logs: {e})"),
+    }
+}
+
+/// The names of the links in namespace `ns` (a veth's `@peer` dropped).
+fn link_names(ns: &str) -> Vec<String> {
+    ip_out(&["-n", ns, "-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; the agent's log:\n{}",
+            context()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: the image builds and runs --version/--help/install-cni, but the agent container \
-            (podman, host network of a test netns) does not register its Node within 60 s yet"]
 async fn the_image_runs_the_agent_on_a_node_and_uninstalls_it() {
     let image = Image(build_image());
     let tag = image.0.clone();
@@ -192,6 +223,7 @@ async fn the_image_runs_the_agent_on_a_node_and_uninstalls_it() {
                 .as_str()
                 .map(|_| ())
         },
+        || logs(&ns, &name),
     )
     .await;
     api.patch(
@@ -199,23 +231,28 @@ async fn the_image_runs_the_agent_on_a_node_and_uninstalls_it() {
         "image-1",
         json!({"spec": {"podCIDR": "10.244.7.0/24", "podCIDRs": ["10.244.7.0/24"]}}),
     );
-    eventually("NetworkUnavailable=False", Duration::from_secs(60), || {
-        let n = api.get("nodes", "image-1")?;
-        n["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "NetworkUnavailable" && c["status"] == "False")
-            .then_some(())
-    })
+    eventually(
+        "NetworkUnavailable=False",
+        Duration::from_secs(60),
+        || {
+            let n = api.get("nodes", "image-1")?;
+            n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "NetworkUnavailable" && c["status"] == "False")
+                .then_some(())
+        },
+        || logs(&ns, &name),
+    )
     .await;
     let conflist = std::fs::read_to_string(dir.path().join("net.d/10-sarasa.conflist")).unwrap();
     assert!(conflist.contains("10.244.7.0/24"), "{conflist}");
-    assert!(ip_out(&["-n", &ns, "link", "show"]).contains("sarasa.1"));
+    assert!(link_names(&ns).contains(&"sarasa.1".to_string()));
     assert!(nft_out(&ns, &["list", "tables"]).contains("sarasa"));
 
     // SIGTERM: the agent stops, the datapath stays.
     run(podman_in(&ns).args(["stop", "-t", "10", &name]));
-    assert!(ip_out(&["-n", &ns, "link", "show"]).contains("sarasa.1"));
+    assert!(link_names(&ns).contains(&"sarasa.1".to_string()));
 
     // The uninstall DaemonSet's container.
     run(podman_in(&ns)
@@ -235,7 +272,11 @@ async fn the_image_runs_the_agent_on_a_node_and_uninstalls_it() {
             "--cni-bin-dir=/host/opt/cni/bin",
             "--state-dir=/host/var/lib/sarasa/ipam",
         ]));
-    assert!(!ip_out(&["-n", &ns, "link", "show"]).contains("sarasa"));
+    let left: Vec<String> = link_names(&ns)
+        .into_iter()
+        .filter(|n| n.starts_with("sarasa"))
+        .collect();
+    assert!(left.is_empty(), "links left: {left:?}");
     assert!(!nft_out(&ns, &["list", "tables"]).contains("sarasa"));
     assert!(!dir.path().join("net.d/10-sarasa.conflist").exists());
     assert!(!dir.path().join("bin/sarasa-cni").exists());
