@@ -3,9 +3,8 @@
 # "Performance"). Sections, all by default:
 #   up        `lab up --nodes 3` / `lab down`, UP_RUNS times: median, min, max
 #   up-security  `lab up --nodes 3` before and after the API's TLS, tokens and RBAC (issue 11):
-#             this tree's binaries against BEFORE_REV's (default 016d636, the last commit before
-#             that security landed; built once into target/bench-before), UP_RUNS runs each,
-#             alternating; not in the default set (the old build takes minutes)
+#             `--insecure-api` (the API as before: plain HTTP, no RBAC) against the default,
+#             same binary, UP_RUNS runs each, alternating
 #   apply     `apply -f <REPLICAS-replica Deployment> --wait` until it returns, APPLY_RUNS times
 #             (delete and wait for the pods to be gone in between), then the agents' resident
 #             memory (VmRSS, VmHWM) at idle with 3 nodes and REPLICAS pods
@@ -55,7 +54,7 @@ for a in "$@"; do
     *) echo "bench-lab: unknown argument '$a' (see --help)" >&2; exit 2 ;;
   esac
 done
-[ ${#sections[@]} -gt 0 ] || sections=(up apply datapath)
+[ ${#sections[@]} -gt 0 ] || sections=(up up-security apply datapath)
 want() { local s; for s in "${sections[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
 # ---------------------------------------------------------------- cleanup (always runs)
@@ -167,34 +166,22 @@ bench_up() {
 }
 
 # ---------------------------------------------------------------- 1b. bring-up before/after security
-# The binaries of BEFORE_REV, built from `git archive` into target/bench-before (no worktree is
-# registered); rebuilt only when the revision changes.
-build_before() {
-  local rev=$1 dir=$ROOT/target/bench-before
-  if [ -x "$dir/release/sarasa" ] && [ "$(cat "$dir/rev" 2>/dev/null)" = "$rev" ]; then return; fi
-  echo "building $rev into $dir (once)" >&2
-  rm -rf "$dir/src"
-  mkdir -p "$dir/src"
-  git -C "$ROOT" archive "$rev" | tar -x -C "$dir/src"
-  (cd "$dir/src" && CARGO_INCREMENTAL=0 cargo build --release --bins -q --target-dir "$dir") >&2
-  echo "$rev" >"$dir/rev"
-}
-
+# One binary, both sides: `lab up --insecure-api` serves the API as before issue 11 (plain HTTP,
+# requests without credentials accepted, authorization AlwaysAllow; agents and DNS told the
+# http:// URL), everything else — the DaemonSet install, the DNS add-on — identical.
 bench_up_security() {
-  local rev=${BEFORE_REV:-016d636} i side t0 t1 before=() after=()
-  build_before "$rev"
-  local old=$ROOT/target/bench-before/release/sarasa
-  echo "== lab up --nodes 3 before ($rev: plain HTTP, no tokens, no RBAC) and after (this tree), $UP_RUNS runs each"
+  local i side t0 t1 before=() after=() flags
+  echo "== lab up --nodes 3 before (--insecure-api: plain HTTP, no tokens checked, no RBAC) and after (TLS, tokens, RBAC), $UP_RUNS runs each"
   for i in $(seq 1 "$UP_RUNS"); do
     # Alternate which goes first so drift on a shared machine hits both alike.
     for side in $( ((i % 2)) && echo "before after" || echo "after before"); do
-      local bin=$SARASA
-      [ "$side" = before ] && bin=$old
+      flags=()
+      [ "$side" = before ] && flags=(--insecure-api)
       t0=$(now)
-      timeout 120 "$bin" --lab "$LAB" lab up --nodes 3 --timeout 60s >"$WORK/up.log" 2>&1 \
-        || { cat "$WORK/up.log" >&2; timeout 120 "$bin" --lab "$LAB" lab down >/dev/null 2>&1; return 1; }
+      T=120 S lab up --nodes 3 --timeout 60s "${flags[@]}" >"$WORK/up.log" 2>&1 \
+        || { cat "$WORK/up.log" >&2; return 1; }
       t1=$(now)
-      timeout 120 "$bin" --lab "$LAB" lab down >/dev/null
+      T=120 S lab down >/dev/null
       if [ "$side" = before ]; then before+=("$(elapsed "$t0" "$t1")"); else after+=("$(elapsed "$t0" "$t1")"); fi
       echo "run $i $side: up $(elapsed "$t0" "$t1") s"
     done

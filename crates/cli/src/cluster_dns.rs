@@ -14,8 +14,20 @@ const MANIFEST_NAME: &str = "deploy/dns.yaml";
 
 /// Applies the DNS manifest to `lab` and waits up to `timeout` for its replicas to be ready.
 pub fn install(lab: &Lab, timeout: Duration) -> Result<()> {
-    let manifests = sarasa_kubectl::parse_manifests(MANIFEST_NAME, MANIFEST)
+    let mut manifests = sarasa_kubectl::parse_manifests(MANIFEST_NAME, MANIFEST)
         .context("parsing the built-in deploy/dns.yaml")?;
+    if lab.spec.insecure_api {
+        // The API speaks plain HTTP (`lab up --insecure-api`): in-cluster config cannot reach it.
+        for m in &mut manifests {
+            if let sarasa_kubectl::Object::Deployment(d) = &mut m.object {
+                let pod = d.spec.template.spec.iter_mut();
+                for c in pod.flat_map(|p| p.containers.iter_mut()) {
+                    let args = c.args.get_or_insert_with(Vec::new);
+                    args.push(format!("--apiserver={}", lab.spec.api_url()));
+                }
+            }
+        }
+    }
     let opts = sarasa_kubectl::ApplyOptions::default();
     let report = sarasa_lab::client::with_client(&lab.spec, |c| async move {
         let mut sink = std::io::sink();

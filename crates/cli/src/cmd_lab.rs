@@ -51,6 +51,10 @@ enum LabCommand {
         /// containerLogMaxFiles); 2 to 100.
         #[arg(long, default_value_t = sarasa_lab::container_log::LOG_KEEP_ROTATED + 1)]
         container_log_max_files: usize,
+        /// Benchmark only: serve the API as before its security (plain HTTP, no tokens, every
+        /// request allowed), to measure what TLS and RBAC cost (scripts/bench-lab.sh up-security)
+        #[arg(long, hide = true)]
+        insecure_api: bool,
     },
     /// Remove everything the lab made: processes, namespaces, links, state.
     Down,
@@ -151,6 +155,7 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             timeout,
             container_log_max_size,
             container_log_max_files,
+            insecure_api,
         } => {
             let vpc = ipam == IpamArg::Vpc || backend == Some(Backend::Vpc);
             let mode = match mode {
@@ -167,6 +172,7 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
                 let v = sarasa_lab::vpc::VpcSpec::new(vpc_address_limit, vpc_warm_addresses)?;
                 spec = spec.with_vpc(v)?;
             }
+            spec.insecure_api = insecure_api;
             let started = std::time::Instant::now();
             let lab = Lab::up(spec, &binaries()?, timeout)?;
             // The cluster DNS add-on, as a cluster's bootstrap installs CoreDNS; a lab whose
@@ -186,7 +192,9 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             print_status(&lab)?;
             // The lab works without the merged context (`lab kubeconfig` prints one): a
             // kubeconfig that cannot be updated is reported, not fatal.
-            if let Err(e) = merge_kubeconfig(&lab) {
+            if lab.spec.insecure_api {
+                println!("API on {} without TLS or authorization (--insecure-api, for benchmarks only); no kubectl context added", lab.spec.api_url());
+            } else if let Err(e) = merge_kubeconfig(&lab) {
                 eprintln!("warning: {e:#}");
             }
         }

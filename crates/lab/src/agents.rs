@@ -52,6 +52,19 @@ pub fn objects(spec: &LabSpec) -> Result<Vec<Value>, LabError> {
         .ok_or_else(|| LabError::Invalid(format!("{MANIFEST_NAME}: no ConfigMap {CONFIG_MAP}")))?;
     let text = cm["data"]["config.yaml"].as_str().unwrap_or_default();
     cm["data"]["config.yaml"] = Value::String(overlay_config(text, spec)?);
+    if spec.insecure_api {
+        // The API speaks plain HTTP: in-cluster config (HTTPS) cannot reach it.
+        for ds in objects.iter_mut().filter(|o| o["kind"] == "DaemonSet") {
+            let containers = ds["spec"]["template"]["spec"]["containers"].as_array_mut();
+            for c in containers.into_iter().flatten() {
+                let arg = Value::String(format!("--apiserver={}", spec.api_url()));
+                match c["args"].as_array_mut() {
+                    Some(args) => args.push(arg),
+                    None => c["args"] = Value::Array(vec![arg]),
+                }
+            }
+        }
+    }
     // Before the DaemonSet: an optional ConfigMap that appears after a pod started is not in
     // that pod's environment (as on a cluster).
     let at = objects
@@ -339,6 +352,40 @@ mod tests {
                 .expect("object")
         };
         assert!(pos("ConfigMap", ENDPOINT_CONFIG_MAP) < pos("DaemonSet", "sarasa-agent"));
+    }
+
+    #[test]
+    fn an_insecure_api_lab_points_the_agent_container_at_plain_http() {
+        let args = |spec: &LabSpec| {
+            let objects = objects(spec).expect("objects");
+            let ds = objects
+                .iter()
+                .find(|o| o["kind"] == "DaemonSet")
+                .expect("daemonset")
+                .clone();
+            let pod = &ds["spec"]["template"]["spec"];
+            let of = |list: &str| -> Vec<Value> {
+                pod[list]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c["args"].clone())
+                    .collect()
+            };
+            (of("containers"), of("initContainers"))
+        };
+        let mut spec = LabSpec::new("t", 1, Backend::Vxlan, CniMode::Bridge).expect("spec");
+        let (secure, init) = args(&spec);
+        assert!(!format!("{secure:?}").contains("--apiserver"), "{secure:?}");
+        spec.insecure_api = true;
+        assert_eq!(spec.api_url(), "http://192.168.33.1:6443");
+        let (insecure, init_insecure) = args(&spec);
+        for (before, after) in secure.iter().zip(&insecure) {
+            let mut want = before.as_array().cloned().unwrap_or_default();
+            want.push(json!("--apiserver=http://192.168.33.1:6443"));
+            assert_eq!(after, &Value::Array(want));
+        }
+        assert_eq!(init, init_insecure, "the init container talks to no API");
     }
 
     #[test]

@@ -22,8 +22,10 @@ pub fn connect(spec: &LabSpec) -> Result<Client, LabError> {
         .map_err(|e| LabError::Invalid(format!("API URL: {e}")))?;
     let pki = crate::pki::Pki::new(crate::paths::LabPaths::new(&spec.name).pki_dir());
     let mut config = Config::new(url);
-    config.root_cert = Some(ca_ders(&pki.ca_pem()?)?);
-    config.auth_info.token = Some(secrecy::SecretString::from(pki.admin_token()?));
+    if !spec.insecure_api {
+        config.root_cert = Some(ca_ders(&pki.ca_pem()?)?);
+        config.auth_info.token = Some(secrecy::SecretString::from(pki.admin_token()?));
+    }
     config.default_namespace = "default".into();
     config.read_timeout = None;
     Client::try_from(config).map_err(|e| LabError::Api(format!("building client: {e}")))

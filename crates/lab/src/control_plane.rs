@@ -36,10 +36,12 @@ pub async fn run(
     let addr = SocketAddr::from((spec.fabric_ip, spec.api_port));
     config.advertise_address = Some(addr);
     let pki = crate::pki::Pki::new(paths.pki_dir());
-    config.tls = Some(sarasa_apiserver::config::TlsFiles {
-        cert_file: pki.server_cert(),
-        key_file: pki.server_key(),
-    });
+    if !spec.insecure_api {
+        config.tls = Some(sarasa_apiserver::config::TlsFiles {
+            cert_file: pki.server_cert(),
+            key_file: pki.server_key(),
+        });
+    }
     config.authentication = Some(sarasa_apiserver::config::Authentication {
         static_tokens: vec![sarasa_apiserver::config::StaticToken {
             token: pki.admin_token()?,
@@ -54,10 +56,15 @@ pub async fn run(
         issuer: sarasa_apiserver::config::DEFAULT_ISSUER.into(),
         api_audiences: vec![sarasa_apiserver::config::DEFAULT_ISSUER.into()],
         root_ca_file: Some(pki.ca_cert()),
+        anonymous: spec.insecure_api,
     });
     // Every request is authorized with RBAC, as `--authorization-mode=RBAC` does: the agents
     // and the DNS server hold only what deploy/rbac.yaml grants them.
-    config.authorization = sarasa_apiserver::authz::AuthorizationMode::Rbac;
+    config.authorization = if spec.insecure_api {
+        sarasa_apiserver::authz::AuthorizationMode::AlwaysAllow
+    } else {
+        sarasa_apiserver::authz::AuthorizationMode::Rbac
+    };
     // Bounded objects per namespace and replicas per Deployment (lab defaults, overridable
     // in <lab>/api-limits.json).
     crate::api_limits::apply(&mut config.limits, &paths.root.join("api-limits.json"))?;

@@ -266,6 +266,7 @@ impl Lab {
 
     /// A kubeconfig for the lab's published API: TLS with the lab CA, the admin token.
     pub fn kubeconfig(&self) -> Result<serde_norway::Value, LabError> {
+        self.secure_api()?;
         let pki = crate::pki::Pki::new(self.paths.pki_dir());
         let (ca, token, server) = (pki.ca_pem()?, pki.admin_token()?, self.loopback_url()?);
         let ep = crate::kubeconfig::Endpoint {
@@ -278,6 +279,7 @@ impl Lab {
 
     /// Adds the lab's cluster, user and context to the kubeconfig `doc`.
     pub fn merge_into(&self, doc: &mut serde_norway::Value) -> Result<(), LabError> {
+        self.secure_api()?;
         let pki = crate::pki::Pki::new(self.paths.pki_dir());
         let (ca, token, server) = (pki.ca_pem()?, pki.admin_token()?, self.loopback_url()?);
         let ep = crate::kubeconfig::Endpoint {
@@ -286,6 +288,18 @@ impl Lab {
             token: &token,
         };
         crate::kubeconfig::upsert(doc, &self.spec.name, &ep);
+        Ok(())
+    }
+
+    /// Refuses kubeconfigs for a lab up with `--insecure-api` (no CA, no token to put in one).
+    fn secure_api(&self) -> Result<(), LabError> {
+        if self.spec.insecure_api {
+            return Err(LabError::Invalid(format!(
+                "lab {:?} serves its API without TLS or tokens (lab up --insecure-api, a benchmark mode): no kubeconfig; use {}",
+                self.spec.name,
+                self.spec.api_url()
+            )));
+        }
         Ok(())
     }
 
@@ -321,7 +335,15 @@ impl Lab {
     /// `https://127.0.0.1:PORT`: where the API is published for clients on this machine.
     pub fn loopback_url(&self) -> Result<String, LabError> {
         match read_json::<LoopbackRecord>(&self.paths.api_loopback_file())? {
-            Some(r) => Ok(format!("https://127.0.0.1:{}", r.port)),
+            Some(r) => Ok(format!(
+                "{}://127.0.0.1:{}",
+                if self.spec.insecure_api {
+                    "http"
+                } else {
+                    "https"
+                },
+                r.port
+            )),
             None => Err(LabError::NotUp(format!(
                 "lab {:?} has not published its API on 127.0.0.1 (its control plane never started)",
                 self.spec.name

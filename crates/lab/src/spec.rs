@@ -61,6 +61,11 @@ pub struct LabSpec {
     /// The cloud VPC (`lab up --ipam vpc`): pods take addresses the cloud assigns their node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpc: Option<crate::vpc::VpcSpec>,
+    /// Benchmark only (`lab up --insecure-api`): the API as it was before issue 11's security —
+    /// plain HTTP, requests without credentials accepted, every request allowed — so `lab up`
+    /// can be measured with and without TLS, tokens and RBAC in one tree.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_api: bool,
 }
 
 fn default_cni_gc_interval() -> u64 {
@@ -159,6 +164,7 @@ impl LabSpec {
             container_log_max_bytes: default_container_log_max_bytes(),
             container_log_max_files: default_container_log_max_files(),
             vpc: None,
+            insecure_api: false,
         })
     }
 
@@ -233,7 +239,8 @@ impl LabSpec {
 
     /// The URL agents use to reach the API server over the underlay.
     pub fn api_url(&self) -> String {
-        format!("https://{}:{}", self.fabric_ip, self.api_port)
+        let scheme = if self.insecure_api { "http" } else { "https" };
+        format!("{scheme}://{}:{}", self.fabric_ip, self.api_port)
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeSpec> {
