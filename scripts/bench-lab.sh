@@ -15,7 +15,8 @@
 #
 #   scripts/bench-lab.sh [--no-build] [up] [up-security] [apply] [datapath] [handbuilt]
 #
-# Knobs (environment): UP_RUNS=5 APPLY_RUNS=3 REPLICAS=100 REPS=5 IPERF_SECS=5 RR_SECS=5
+# SARASA_BIN=path/to/sarasa runs another build (sarasa-cni next to it), e.g. the static one of
+# scripts/build-image.sh. Knobs (environment): UP_RUNS=5 APPLY_RUNS=3 REPLICAS=100 REPS=5 IPERF_SECS=5 RR_SECS=5
 # RR_TOOL=auto|sockperf|rr.py (auto: sockperf from Debian, installed if missing; else bench/rr.py).
 # Uses the lab named `bench` (BENCH_LAB) and namespaces sarasa-hb-*; removes everything it made
 # on exit, also on failure or Ctrl-C. The root network namespace is never touched.
@@ -38,7 +39,7 @@ RR_SECS=${RR_SECS:-5}
 RR_TOOL=${RR_TOOL:-auto}
 WATCHDOG_SECS=${WATCHDOG_SECS:-1200}
 PY=${PYTHON:-python3}
-SARASA=$ROOT/target/release/sarasa
+SARASA=${SARASA_BIN:-$ROOT/target/release/sarasa}
 HB=$ROOT/bench/handbuilt.sh
 RR=$ROOT/bench/rr.py
 IPERF_PORT=5201
