@@ -122,6 +122,32 @@ fn agents_are_daemonset_pods_on_the_host_network_ready_and_authenticated_as_the_
             &format!("http://{}:9099/readyz", node_ip(node)),
         ]);
         assert_eq!(readyz, "200");
+        // The image has no `nft` (lab/src/image_fs.rs covers the machine's): the agent
+        // programmed its node over netlink alone, and the node's tables are there.
+        let out = lab.run(&[
+            "exec",
+            "-n",
+            "sarasa-system",
+            &name(p),
+            "--",
+            "nft",
+            "list",
+            "tables",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("ermission denied"),
+            "nft ran in the agent's container: {err}"
+        );
+        let tables = lab.ok(&[
+            "exec",
+            &format!("node/{node}"),
+            "--",
+            "nft",
+            "list",
+            "tables",
+        ]);
+        assert!(tables.contains("table inet sarasa"), "{tables}");
     }
 
     // The agent's settings come from the ConfigMap the lab overlaid with its spec.

@@ -93,12 +93,14 @@ pub struct CniRuntime<'a> {
 
 impl<'a> CniRuntime<'a> {
     /// The runtime of lab node `node` (namespace `ns`): its /opt/cni/bin, its /var/lib/sarasa,
-    /// the default [`CNI_TIMEOUT`].
+    /// no `nft` ([`crate::image_fs`]), the default [`CNI_TIMEOUT`].
     pub fn for_node(paths: &LabPaths, node: &str, ns: &'a NetNs) -> CniRuntime<'a> {
+        let mut mounts = vec![BindMount::new(paths.node_state_dir(node), NODE_STATE_DIR)];
+        mounts.extend(crate::image_fs::hide_binaries(paths));
         CniRuntime {
             cni_path: paths.cni_bin_dir(node),
             node: ns,
-            mounts: vec![BindMount::new(paths.node_state_dir(node), NODE_STATE_DIR)],
+            mounts,
             timeout: CNI_TIMEOUT,
         }
     }
@@ -178,7 +180,8 @@ impl<'a> CniRuntime<'a> {
             )));
         }
         let bin = self.cni_path.join(kind);
-        for m in &self.mounts {
+        // The node's directories are made on first use; a file source (what hides `nft`) exists.
+        for m in self.mounts.iter().filter(|m| !m.source.exists()) {
             std::fs::create_dir_all(&m.source).map_err(|e| LabError::io(&m.source, e))?;
         }
         // With mounts, the plugin runs with the node's /var/lib/sarasa over the machine's,

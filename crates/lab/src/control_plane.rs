@@ -69,6 +69,8 @@ pub async fn run(
     // in <lab>/api-limits.json).
     crate::api_limits::apply(&mut config.limits, &paths.root.join("api-limits.json"))?;
     let client = crate::client::connect(&spec)?;
+    // What covers the binaries the sarasa image lacks, before any container starts.
+    crate::image_fs::ensure_blank(&paths)?;
     let vpc = spec.vpc.clone();
     let runner = PodRunner::new(spec.clone(), paths.clone(), bins, client.clone());
     // `kubectl logs` and `kubectl exec` are answered from the runner's containers.

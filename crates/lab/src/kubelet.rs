@@ -312,7 +312,12 @@ impl PodRunner {
             .unwrap_or_default();
         let node_root = self.paths.node_root(&node);
         let vols = crate::volumes::resolve(&self.client, &pod, &node_root).await?;
-        crate::volumes::materialize(&self.pod_dir(&pod.uid().unwrap_or_default()), &pod, &vols)?;
+        crate::volumes::materialize(
+            &self.pod_dir(&pod.uid().unwrap_or_default()),
+            &pod,
+            &vols,
+            &crate::image_fs::hide_binaries(&self.paths),
+        )?;
         let me = Arc::clone(self);
         let pod2 = pod.clone();
         let rec = tokio::task::spawn_blocking(move || me.start_blocking(&pod2, &sources))

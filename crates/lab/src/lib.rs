@@ -15,6 +15,7 @@ pub mod daemon_log;
 pub mod events;
 pub mod exec;
 mod fabric_routes;
+pub mod image_fs;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod lab;

@@ -618,8 +618,14 @@ pub fn plan_mounts(
     Ok(out)
 }
 
-/// Writes every volume and the mount plan of every container (and init container).
-pub fn materialize(pod_dir: &Path, pod: &Pod, vols: &PodVolumes) -> Result<(), LabError> {
+/// Writes every volume and the mount plan of every container (and init container); containers
+/// of the `sarasa` image also get `hidden` ([`crate::image_fs`]: what that image lacks).
+pub fn materialize(
+    pod_dir: &Path,
+    pod: &Pod,
+    vols: &PodVolumes,
+    hidden: &[BindMount],
+) -> Result<(), LabError> {
     let root = volumes_dir(pod_dir);
     fs::create_dir_all(&root).map_err(|e| LabError::io(&root, e))?;
     for (name, r) in &vols.volumes {
@@ -650,10 +656,11 @@ pub fn materialize(pod_dir: &Path, pod: &Pod, vols: &PodVolumes) -> Result<(), L
         .iter()
         .chain(spec.init_containers.iter().flatten())
     {
-        plan.push((
-            c.name.clone(),
-            plan_mounts(pod_dir, vols, c).map_err(|e| invalid(pod, e))?,
-        ));
+        let mut mounts = plan_mounts(pod_dir, vols, c).map_err(|e| invalid(pod, e))?;
+        if crate::image_fs::is_sarasa_image(c.image.as_deref().unwrap_or_default()) {
+            mounts.extend(hidden.iter().cloned());
+        }
+        plan.push((c.name.clone(), mounts));
     }
     crate::state::write_json_atomic(&root.join(MOUNTS_FILE), &plan)?;
     crate::state::write_json_atomic(&root.join(TOKENS_FILE), &vols.tokens)

@@ -151,7 +151,7 @@ fn materialize_writes_files_and_a_mount_plan_per_container() {
     };
     let pod_dir = paths.pods_dir().join("u-1");
     let (p, vols) = sample();
-    materialize(&pod_dir, &p, &vols).unwrap();
+    materialize(&pod_dir, &p, &vols, &[]).unwrap();
     let conf = volumes_dir(&pod_dir).join("conf");
     assert_eq!(fs::read(conf.join("main.conf")).unwrap(), b"x=1");
     assert_eq!(mode_of(&conf.join("main.conf")), 0o640);
