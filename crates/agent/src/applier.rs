@@ -120,19 +120,11 @@ impl Applier for NetlinkApplier {
             .collect();
         if !parts.is_empty() {
             let nft = self.nft()?;
-            let fallbacks = nft.fallback_count;
             nft.apply_batch(&parts).map_err(|e| {
                 Error::Apply(format!("nftables batch over {} table(s): {e}", parts.len()))
             })?;
             applied.nft_batches = 1;
-            applied.nft_fallbacks = nft.fallback_count - fallbacks;
             applied.nft_ops = parts.iter().map(|(_, _, tx)| tx.commands.len()).sum();
-            if applied.nft_fallbacks > 0 {
-                tracing::warn!(
-                    why = nft.last_fallback.unwrap_or("?"),
-                    "nftables batch went through nft -f"
-                );
-            }
         }
         if let Some(cni) = &delta.cni {
             applied.cni_written =

@@ -25,10 +25,9 @@ pub struct Metrics {
     pub remote_nodes: AtomicU64,
     pub observed_resource_version: AtomicU64,
     pub fabric_ops: AtomicU64,
-    /// nftables: operations committed, netlink batches, batches that went through `nft -f`.
+    /// nftables: operations committed, netlink batches.
     pub nft_ops: AtomicU64,
     pub nft_batches: AtomicU64,
-    pub nft_fallbacks: AtomicU64,
     /// Service proxy: Services and endpoints programmed, last sync duration.
     pub services: AtomicU64,
     pub endpoints: AtomicU64,
@@ -66,7 +65,6 @@ pub fn record_applied(metrics: &Metrics, applied: &sarasa_plan::Applied) {
     add(&metrics.fabric_ops, applied.fabric_ops);
     add(&metrics.nft_ops, applied.nft_ops);
     add(&metrics.nft_batches, applied.nft_batches);
-    add(&metrics.nft_fallbacks, applied.nft_fallbacks);
 }
 
 /// `GET /drops?since=SEQ`.
@@ -132,12 +130,6 @@ impl Metrics {
             "counter",
             "nf_tables netlink batches committed.",
             g(&self.nft_batches).to_string(),
-        );
-        metric(
-            "sarasa_agent_nft_fallbacks_total",
-            "counter",
-            "Batches that could not be encoded and went through nft -f.",
-            g(&self.nft_fallbacks).to_string(),
         );
         metric(
             "sarasa_agent_observed_resource_version",

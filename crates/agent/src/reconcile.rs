@@ -149,7 +149,6 @@ fn add_applied(out: &mut Programmed, staging: &mut Staging<'_, impl Applier>) {
     out.applied.fabric_ops += a.fabric_ops;
     out.applied.nft_ops += a.nft_ops;
     out.applied.nft_batches += a.nft_batches;
-    out.applied.nft_fallbacks += a.nft_fallbacks;
     out.applied.cni_written |= a.cni_written;
     out.commits += std::mem::take(&mut staging.commits);
 }

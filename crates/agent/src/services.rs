@@ -562,7 +562,6 @@ mod tests {
         assert!(ops > 0);
         assert_eq!(commits, 1, "every table in one delta");
         assert_eq!(nl.0.native_count, 1, "one netlink batch");
-        assert_eq!(nl.0.fallback_count, 0);
         let backend = &mut nl.0;
         assert_eq!(
             backend.list_table(Family::Inet, "sarasa-svc05").unwrap(),

@@ -86,7 +86,6 @@ impl<'a, A: Applier> Staging<'a, A> {
         self.applied.fabric_ops += a.fabric_ops;
         self.applied.nft_ops += a.nft_ops;
         self.applied.nft_batches += a.nft_batches;
-        self.applied.nft_fallbacks += a.nft_fallbacks;
         self.applied.cni_written |= a.cni_written;
         Ok(())
     }

@@ -26,7 +26,6 @@
 mod backend;
 mod diff;
 mod expr;
-mod fallback;
 pub mod interp;
 mod kernel;
 mod list;
@@ -35,6 +34,7 @@ mod netlink;
 pub mod nftrace;
 mod nl;
 mod render;
+mod route;
 pub mod text;
 pub mod wire;
 
@@ -82,6 +82,9 @@ pub enum NftError {
         #[source]
         source: std::io::Error,
     },
+    /// A transaction holds a construct the netlink encoder does not cover; nothing was sent.
+    #[error("nftables batch for {tables} not sent: {what} is not encodable over netlink (the nft tool is not used on a node)")]
+    Unencodable { what: &'static str, tables: String },
     /// A netlink listing could not be understood.
     #[error("cannot understand the kernel's netlink listing: {0}")]
     Listing(String),

@@ -18,12 +18,13 @@
 //! vmaps (named and anonymous), dynset, nat, masquerade, reject, counter, mark, log and
 //! verdicts: every table sarasa programs, NetworkPolicy's included. Anything else (interval
 //! sets of concatenations, `tcp dport`, interface-name matches, attributes over 64 KiB) makes
-//! [`NetlinkBackend::apply_batch`] hand the whole batch to one `nft -f` run instead, so every
-//! batch still applies atomically.
+//! [`NetlinkBackend::apply_batch`] refuse the whole batch with an error naming it: nothing
+//! runs the `nft` tool on a node (the lab hides it from the agent and the plugin; the tool
+//! backend, [`crate::NftCli`], is the tests' oracle and the operator's).
 //!
 //! This module is the I/O only: the socket, sending a batch, reading its ACK or errors and
 //! naming the operation at fault. The bytes come from [`crate::wire`] (sans-IO, tested from
-//! captured fixtures); whether a batch goes natively or to `nft` is `crate::fallback`'s call.
+//! captured fixtures); refusing what it cannot encode is `crate::route`'s call.
 //!
 //! One batch may carry several tables ([`NetlinkBackend::apply_batch`]): one `sendmsg`, one
 //! kernel commit. The socket's send buffer grows to the batch (as `nft` does), so a whole
@@ -31,30 +32,25 @@
 
 use std::path::PathBuf;
 
-use crate::backend::{Backend, NftCli};
+use crate::backend::Backend;
 use crate::diff::{diff_kernel, Transaction};
-use crate::fallback::{route, Route};
 use crate::kernel::KernelTable;
 use crate::list;
 use crate::model::{Family, Table};
 use crate::nl::{Msgs, NlSocket, NLMSG_ERROR};
+use crate::route::route;
 use crate::wire::batch::{locate, Batch};
 use crate::wire::WireCapture;
 use crate::NftError;
 
 const ENOBUFS: i32 = 105;
 
-/// nftables over netlink: batches and listings natively, the `nft` tool for what the encoder
-/// does not cover.
+/// nftables over netlink only: batches and listings.
 pub struct NetlinkBackend {
     sock: NlSocket,
     seq: u32,
-    cli: NftCli,
-    /// Batches sent natively / handed to `nft` (applied or rejected; for metrics and tests).
+    /// Batches sent (applied or rejected by the kernel; for tests).
     pub native_count: usize,
-    pub fallback_count: usize,
-    /// Why the last fallback happened.
-    pub last_fallback: Option<&'static str>,
     /// Listings that dumped every chain of the family (what
     /// [`NetlinkBackend::list_table_like`] avoids for big tables).
     pub chain_dumps: usize,
@@ -65,7 +61,6 @@ impl std::fmt::Debug for NetlinkBackend {
         f.debug_struct("NetlinkBackend")
             .field("seq", &self.seq)
             .field("native_count", &self.native_count)
-            .field("fallback_count", &self.fallback_count)
             .finish()
     }
 }
@@ -76,10 +71,7 @@ impl NetlinkBackend {
         Ok(NetlinkBackend {
             sock: NlSocket::open(None)?,
             seq: 1,
-            cli: NftCli::new(),
             native_count: 0,
-            fallback_count: 0,
-            last_fallback: None,
             chain_dumps: 0,
         })
     }
@@ -91,10 +83,7 @@ impl NetlinkBackend {
         Ok(NetlinkBackend {
             sock: NlSocket::open(Some(&path))?,
             seq: 1,
-            cli: NftCli::in_netns(path),
             native_count: 0,
-            fallback_count: 0,
-            last_fallback: None,
             chain_dumps: 0,
         })
     }
@@ -154,33 +143,21 @@ impl NetlinkBackend {
     }
 
     /// Applies several tables' transactions, in order, as ONE netlink batch (one kernel
-    /// commit: all or nothing). When any part cannot be encoded, all of them go through one
-    /// `nft -f` run of their scripts (atomic too). Returns true when it went over netlink.
-    pub fn apply_batch(
-        &mut self,
-        parts: &[(Family, &str, &Transaction)],
-    ) -> Result<bool, NftError> {
-        match route(parts, self.seq) {
-            Route::Nothing => Ok(true),
-            Route::Native(batch) => {
-                self.seq = batch.seq.wrapping_add(1);
-                self.native_count += 1;
-                // Errors are located among the parts the batch was built from.
-                let sent: Vec<(Family, &str, &Transaction)> = parts
-                    .iter()
-                    .copied()
-                    .filter(|(_, _, tx)| !tx.is_empty())
-                    .collect();
-                self.send_batch(&batch, &sent)?;
-                Ok(true)
-            }
-            Route::Nft { why, script } => {
-                self.fallback_count += 1;
-                self.last_fallback = Some(why);
-                self.cli.run_script(&script)?;
-                Ok(false)
-            }
-        }
+    /// commit: all or nothing). When any part cannot be encoded, nothing is sent and the
+    /// error names the construct ([`NftError::Unencodable`]).
+    pub fn apply_batch(&mut self, parts: &[(Family, &str, &Transaction)]) -> Result<(), NftError> {
+        let Some(batch) = route(parts, self.seq)? else {
+            return Ok(());
+        };
+        self.seq = batch.seq.wrapping_add(1);
+        self.native_count += 1;
+        // Errors are located among the parts the batch was built from.
+        let sent: Vec<(Family, &str, &Transaction)> = parts
+            .iter()
+            .copied()
+            .filter(|(_, _, tx)| !tx.is_empty())
+            .collect();
+        self.send_batch(&batch, &sent)
     }
 
     /// Applies `tx` for table `family table`: [`NetlinkBackend::apply_batch`] of one part.
@@ -189,7 +166,7 @@ impl NetlinkBackend {
         family: Family,
         table: &str,
         tx: &Transaction,
-    ) -> Result<bool, NftError> {
+    ) -> Result<(), NftError> {
         self.apply_batch(&[(family, table, tx)])
     }
 
@@ -272,7 +249,7 @@ pub struct NetlinkTableBackend {
 impl Backend for NetlinkTableBackend {
     fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
         let table = self.table.clone();
-        self.inner.apply_to(self.family, &table, tx).map(|_| ())
+        self.inner.apply_to(self.family, &table, tx)
     }
 
     fn list_table(&mut self, family: Family, name: &str) -> Result<Option<KernelTable>, NftError> {

@@ -1,44 +1,39 @@
-//! The fallback policy of the netlink backend: a batch goes to the kernel natively when every
-//! operation of every table in it encodes; otherwise the WHOLE batch goes to one `nft -f` run of
-//! the tables' scripts, so it still applies atomically (half native, half `nft` would be two
-//! commits). Every table sarasa programs (masquerade, service proxy and shards, policy with its
-//! `log` statements) encodes; what is left for `nft` is what no sarasa table uses (interface
-//! names, `tcp dport`, interval sets of concatenations, attributes over 64 KiB). Kept apart from the encoder (which only says what it cannot encode) and from the
-//! socket (which only sends what it is given), so the decision is tested without either.
+//! Which batch goes to the kernel: every operation of every table in it encoded as nf_tables
+//! netlink, or nothing at all. A construct the encoder does not cover (interface-name matches,
+//! `tcp dport`, interval sets of concatenations, attributes over 64 KiB: none of them in a
+//! table sarasa programs) is refused with an error naming it, before anything is sent — the
+//! `nft` tool is never run on a node, so there is no second path to fall back to. Kept apart
+//! from the encoder (which only says what it cannot encode) and from the socket (which only
+//! sends what it is given), so the decision is tested without either.
 
 use crate::diff::Transaction;
 use crate::model::Family;
 use crate::wire::batch::{encode, Batch};
 use crate::wire::Unsupported;
+use crate::NftError;
 
-/// How a batch of table transactions is applied.
-pub(crate) enum Route {
-    /// Nothing to send: every transaction is empty.
-    Nothing,
-    /// One nf_tables netlink batch.
-    Native(Batch),
-    /// One `nft -f` script holding every part, and why the encoder declined.
-    Nft { why: &'static str, script: String },
-}
-
-/// The route for `parts` (empty transactions left out), the batch numbered from `first_seq`.
-pub(crate) fn route(parts: &[(Family, &str, &Transaction)], first_seq: u32) -> Route {
+/// The batch for `parts` (empty transactions left out), numbered from `first_seq`; `None`
+/// when there is nothing to send.
+pub(crate) fn route(
+    parts: &[(Family, &str, &Transaction)],
+    first_seq: u32,
+) -> Result<Option<Batch>, NftError> {
     let parts: Vec<(Family, &str, &Transaction)> = parts
         .iter()
         .copied()
         .filter(|(_, _, tx)| !tx.is_empty())
         .collect();
     if parts.is_empty() {
-        return Route::Nothing;
+        return Ok(None);
     }
-    match encode(&parts, first_seq) {
-        Ok(None) => Route::Nothing,
-        Ok(Some(batch)) => Route::Native(batch),
-        Err(Unsupported(why)) => Route::Nft {
-            why,
-            script: parts.iter().map(|(_, _, tx)| tx.script()).collect(),
-        },
-    }
+    encode(&parts, first_seq).map_err(|Unsupported(why)| NftError::Unencodable {
+        what: why,
+        tables: parts
+            .iter()
+            .map(|(f, name, _)| format!("{} {name}", f.as_str()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }
 
 #[cfg(test)]
@@ -63,18 +58,16 @@ mod tests {
             &table("a", Rule::new().counter().verdict(Verdict::Accept)),
         );
         let b = diff_kernel(None, &table("b", Rule::new().verdict(Verdict::Drop)));
-        match route(&[(Family::Inet, "a", &a), (Family::Inet, "b", &b)], 7) {
-            Route::Native(batch) => {
-                assert_eq!(batch.first, 7);
-                // begin, 2 x (table, chain, rule), end
-                assert_eq!(batch.seq - batch.first, 8);
-            }
-            _ => panic!("expected a native batch"),
-        }
+        let batch = route(&[(Family::Inet, "a", &a), (Family::Inet, "b", &b)], 7)
+            .unwrap()
+            .expect("a batch");
+        assert_eq!(batch.first, 7);
+        // begin, 2 x (table, chain, rule), end
+        assert_eq!(batch.seq - batch.first, 8);
     }
 
     #[test]
-    fn one_unencodable_part_sends_every_part_to_nft() {
+    fn one_unencodable_part_refuses_the_whole_batch_naming_it() {
         let a = diff_kernel(None, &table("a", Rule::new().verdict(Verdict::Accept)));
         // No sarasa table matches interface names; the encoder does not cover them.
         let by_name = Rule::new()
@@ -85,12 +78,13 @@ mod tests {
             .verdict(Verdict::Accept);
         let b = diff_kernel(None, &table("b", by_name));
         match route(&[(Family::Inet, "a", &a), (Family::Inet, "b", &b)], 1) {
-            Route::Nft { why, script } => {
-                assert_eq!(why, "ifname");
-                assert!(script.contains("table inet a"), "{script}");
-                assert!(script.contains("table inet b"), "{script}");
+            Err(e @ NftError::Unencodable { what, .. }) => {
+                assert_eq!(what, "ifname");
+                let msg = e.to_string();
+                assert!(msg.contains("ifname"), "{msg}");
+                assert!(msg.contains("inet a, inet b"), "{msg}");
             }
-            _ => panic!("expected the nft route"),
+            other => panic!("expected an error, got {:?}", other.map(|b| b.is_some())),
         }
     }
 
@@ -103,20 +97,14 @@ mod tests {
             })
             .verdict(Verdict::Drop);
         let t = diff_kernel(None, &table("p", logged));
-        assert!(matches!(
-            route(&[(Family::Inet, "p", &t)], 1),
-            Route::Native(_)
-        ));
+        assert!(matches!(route(&[(Family::Inet, "p", &t)], 1), Ok(Some(_))));
     }
 
     #[test]
     fn empty_transactions_send_nothing() {
         let t = table("a", Rule::new().verdict(Verdict::Accept));
         let none = diff(&t, &t);
-        assert!(matches!(
-            route(&[(Family::Inet, "a", &none)], 1),
-            Route::Nothing
-        ));
-        assert!(matches!(route(&[], 1), Route::Nothing));
+        assert!(matches!(route(&[(Family::Inet, "a", &none)], 1), Ok(None)));
+        assert!(matches!(route(&[], 1), Ok(None)));
     }
 }

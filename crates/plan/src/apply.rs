@@ -79,9 +79,6 @@ pub struct Applied {
     pub nft_ops: usize,
     /// nf_tables batches sent (0 or 1 per delta).
     pub nft_batches: usize,
-    /// Batches that could not be encoded and went through `nft -f` instead (none of sarasa's
-    /// tables needs it; kept for what the encoder does not cover).
-    pub nft_fallbacks: usize,
     /// The conflist was (re)written.
     pub cni_written: bool,
 }
@@ -140,7 +137,6 @@ impl Applier for Recording {
             fabric_ops: usize::from(delta.fabric.is_some()),
             nft_ops,
             nft_batches: usize::from(nft_ops > 0),
-            nft_fallbacks: 0,
             cni_written: delta.cni.is_some(),
         })
     }

@@ -303,11 +303,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             println!(
-                "netlink: change-to-programmed  p50 {}  p99 {}  (no endpoints and back: main + shard; {} native, {} via nft)",
+                "netlink: change-to-programmed  p50 {}  p99 {}  (no endpoints and back: main + shard; {} batches)",
                 ms(percentile(&mut applied, 0.5)),
                 ms(percentile(&mut applied, 0.99)),
-                native.native_count,
-                native.fallback_count
+                native.native_count
             );
             // Leave the namespace clean for the next size.
             let drop_all: String = st
@@ -342,5 +341,5 @@ fn apply_netlink(
         .iter()
         .map(|(table, tx)| (sarasa_nft::Family::Inet, table.as_str(), tx))
         .collect();
-    native.apply_batch(&parts).map(|_| ())
+    native.apply_batch(&parts)
 }

@@ -391,26 +391,30 @@ impl RuleEnc {
     }
 
     fn matches(&mut self, left: &Expr, op: CmpOp, right: &Expr) -> Enc<()> {
-        // ct state established,related: a bit test.
-        if let (Expr::Ct(CtKey::State), Expr::Keywords(ks)) = (left, right) {
+        // ct state established,related and ct status dnat: bit tests, as nft writes them.
+        if let (Expr::Ct(key @ (CtKey::State | CtKey::Status)), Expr::Keywords(ks)) = (left, right)
+        {
             let mut bits = 0u32;
             for k in ks {
-                bits |= match k {
-                    Keyword::Invalid => 1,
-                    Keyword::Established => 2,
-                    Keyword::Related => 4,
-                    Keyword::New => 8,
-                    _ => return Err(Unsupported("ct state keyword")),
+                bits |= match (key, k) {
+                    (CtKey::State, Keyword::Invalid) => 1,
+                    (CtKey::State, Keyword::Established) => 2,
+                    (CtKey::State, Keyword::Related) => 4,
+                    (CtKey::State, Keyword::New) => 8,
+                    // IPS_DST_NAT (linux/netfilter/nf_conntrack_common.h).
+                    (CtKey::Status, Keyword::Dnat) => 1 << 5,
+                    _ => return Err(Unsupported("ct keyword")),
                 };
             }
             self.load(left, REG_1)?;
-            self.bitwise(REG_1, 4, &bits.to_ne_bytes(), &0u32.to_ne_bytes());
-            let neg = if op == CmpOp::Eq {
-                CmpOp::Ne
+            if op == CmpOp::Eq {
+                // Any of the bits set.
+                self.bitwise(REG_1, 4, &bits.to_ne_bytes(), &0u32.to_ne_bytes());
+                self.cmp(REG_1, CmpOp::Ne, &0u32.to_ne_bytes());
             } else {
-                CmpOp::Eq
-            };
-            self.cmp(REG_1, neg, &0u32.to_ne_bytes());
+                // nft's `!=` on a flag type compares the whole value, without a bit test.
+                self.cmp(REG_1, CmpOp::Ne, &bits.to_ne_bytes());
+            }
             return Ok(());
         }
         if let (Expr::And(inner, mask), Expr::Value(v)) = (left, right) {

@@ -12,7 +12,7 @@
 //! - `batch`: a transaction as one batch ([`encode_batch`]).
 //!
 //! The socket is `crate::netlink` / `crate::list`; what to do with a batch this encoder does
-//! not cover is `crate::fallback`'s decision.
+//! not cover is `crate::route`'s refusal.
 //!
 //! Byte order: netlink headers and attribute headers are in host order, so captured bytes
 //! (the fixtures) are those of a little-endian machine.
