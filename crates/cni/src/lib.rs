@@ -36,6 +36,7 @@ pub mod log;
 pub mod naming;
 pub mod plumbing;
 pub mod port_mappings;
+pub mod reap;
 pub mod result;
 pub mod version;
 pub mod vpc;

@@ -166,3 +166,96 @@ fn status_codes() {
     nl.delete_link(br.index).unwrap();
     node.status(&conf).err(51);
 }
+
+#[test]
+fn del_detaches_the_pair_at_once_and_a_reaper_unregisters_it() {
+    for mode in ["bridge", "routed"] {
+        let node = Node::new("reap");
+        let conf = node.conf("1.1.0", mode, true);
+        let pod = node.pod(1);
+        let r = node.add(&conf, "c1", &pod, "eth0").ok();
+        let host = r["interfaces"][0]["name"].as_str().unwrap().to_string();
+        let index = node.ns.netlink().link(&host).unwrap().index;
+        node.del(&conf, "c1", Some(&pod.path()), "eth0").ok();
+        // When DEL returns: CNI_IFNAME is free in the pod, the addresses are released, and
+        // a host end still unregistering is down, with no route left through it.
+        assert!(
+            pod.netlink().link_by_name("eth0").unwrap().is_none(),
+            "{mode}"
+        );
+        assert_eq!(node.allocations(), json!([]), "{mode}");
+        let routes = node.routes();
+        let through = format!("Some({index})");
+        assert!(
+            !routes.iter().any(|r| r.ends_with(&through)),
+            "{mode}: a route through the detached host end: {routes:?}"
+        );
+        for l in node.host_links() {
+            assert!(!l.up, "{mode}: {} still up after DEL", l.name);
+        }
+        // Then the reaper unregisters the pair: nothing of it on either side, and the node's
+        // routes are what they were when DEL returned.
+        assert!(node.host_veths().is_empty(), "{mode}");
+        assert_eq!(node.routes(), routes, "{mode}");
+        assert!(
+            node.ns.netlink().link_by_index(index).unwrap().is_none(),
+            "{mode}"
+        );
+        let left: Vec<String> = pod
+            .netlink()
+            .links()
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.name != "lo")
+            .map(|l| l.name)
+            .collect();
+        assert!(left.is_empty(), "{mode}: {left:?} left in the pod");
+        // The same attachment again right after DEL, even with its host end still there.
+        node.add(&conf, "c1", &pod, "eth0").ok();
+        node.del(&conf, "c1", Some(&pod.path()), "eth0").ok();
+        node.add(&conf, "c1", &pod, "eth0").ok();
+        node.del(&conf, "c1", Some(&pod.path()), "eth0").ok();
+        assert!(node.host_veths().is_empty(), "{mode}");
+        assert_eq!(node.allocations(), json!([]), "{mode}");
+    }
+}
+
+#[test]
+fn the_reaper_deletes_only_the_veth_it_was_given() {
+    let node = Node::new("reap2");
+    let conf = node.conf("1.1.0", "bridge", false);
+    let pod = node.pod(1);
+    let r = node.add(&conf, "c1", &pod, "eth0").ok();
+    let host = r["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let index = node.ns.netlink().link(&host).unwrap().index;
+    let reap = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(args);
+        sarasa_netns::CommandExt::netns(&mut cmd, &node.ns.ns);
+        cmd.output().unwrap()
+    };
+    // Another name at that index (a later ADD reused the name elsewhere): left alone.
+    let out = reap(&["reap-veth", &index.to_string(), "sa-someone-else"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(node.ns.netlink().link_by_index(index).unwrap().is_some());
+    // Bad arguments: a usage error, nothing deleted.
+    for bad in [
+        vec!["reap-veth"],
+        vec!["reap-veth", "x", &host],
+        vec!["reap-veth", "1", "2", "3"],
+    ] {
+        let out = reap(&bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("reap-veth"));
+    }
+    assert!(node.ns.netlink().link_by_index(index).unwrap().is_some());
+    // Its own veth: deleted, the pod's end with it; again: nothing to do.
+    for _ in 0..2 {
+        let out = reap(&["reap-veth", &index.to_string(), &host]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert!(node.ns.netlink().link_by_index(index).unwrap().is_none());
+    assert!(pod.netlink().link_by_name("eth0").unwrap().is_none());
+    node.del(&conf, "c1", Some(&pod.path()), "eth0").ok();
+    assert_eq!(node.allocations(), json!([]));
+}

@@ -26,6 +26,8 @@ fn sequential(mode: &str, tag: &str) {
     // Warm up once so shared node state (the bridge in bridge mode) exists in the baseline.
     node.add(&conf, "warm", &pod, "eth0").ok();
     node.del(&conf, "warm", Some(&pod.path()), "eth0").ok();
+    // (DEL's reaper unregisters the warm-up pair off its path: wait for it.)
+    assert!(node.host_veths().is_empty());
     let routes = node.routes();
     let links: Vec<String> = node
         .ns

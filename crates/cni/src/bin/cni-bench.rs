@@ -8,7 +8,10 @@
 //! machine. Needs root; every namespace is `sarasa-bench<pid>-...` and is deleted at the end.
 //!
 //! Usage: cni-bench [--sarasa PATH] [--reference-dir DIR] [--pods N] [--concurrent C]
-//!                  [--rounds R]
+//!                  [--rounds R] [--sarasa-before PATH]
+//!
+//! `--sarasa-before` adds another sarasa-cni build (e.g. the previous commit's) in bridge mode,
+//! interleaved with the others, for a before/after ratio from one run.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -245,6 +248,7 @@ fn main() {
     let mut pods = 200usize;
     let mut concurrent = 20usize;
     let mut rounds = 3usize;
+    let mut before: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -254,6 +258,7 @@ fn main() {
             "--pods" => pods = val().parse().expect("--pods N"),
             "--concurrent" => concurrent = val().parse().expect("--concurrent N"),
             "--rounds" => rounds = val().parse().expect("--rounds N"),
+            "--sarasa-before" => before = Some(PathBuf::from(val())),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -289,7 +294,7 @@ fn main() {
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.232.0.0/16"}]],
                  "dataDir": data.join("host-local").display().to_string()}
     });
-    let plugins = [
+    let mut plugins = vec![
         Plugin {
             label: "sarasa-cni (bridge mode, built-in IPAM)",
             exe: sarasa.clone(),
@@ -315,6 +320,26 @@ fn main() {
             conf: ref_conf.to_string(),
         },
     ];
+    if let Some(exe) = before {
+        let conf = serde_json::json!({
+            "cniVersion": "1.1.0", "name": "bench-before", "type": "sarasa-cni",
+            "mode": "bridge", "bridge": "sarasa0", "mtu": 1500,
+            "ipam": {"ranges": [[{"subnet": "10.234.0.0/16"}]],
+                     "dataDir": data.join("before").display().to_string()}
+        });
+        plugins.insert(
+            1,
+            Plugin {
+                label: "sarasa-cni BEFORE (bridge mode)",
+                cni_path: exe
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                exe,
+                conf: conf.to_string(),
+            },
+        );
+    }
     println!("machine: {}", machine());
     println!("latency = process start to exit, as a runtime sees it; cpu = user+system time of");
     println!("the plugin process and its children (sequential runs); milliseconds\n");

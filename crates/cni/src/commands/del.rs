@@ -1,45 +1,63 @@
-//! DEL: remove the veth pair and release the addresses. Idempotent: a missing netns,
-//! interface or allocation is not an error; every step runs and all errors are reported.
+//! DEL: detach the veth pair, release the addresses, and leave unregistering the pair to a
+//! detached reaper ([`crate::reap`]: the kernel takes ~20 ms to answer that deletion). Idempotent:
+//! a missing netns, interface or allocation is not an error; every step runs and all errors are
+//! reported.
 
-use sarasa_netns::Netlink;
+use sarasa_netns::{Link, Netlink};
 
 use crate::config::Plugin;
 use crate::env::Env;
 use crate::error::CniError;
 use crate::plumbing::hostport;
-use crate::{log, naming};
+use crate::{log, naming, reap};
 
 /// Runs DEL.
 pub fn run(env: &Env, p: &Plugin) -> Result<(), CniError> {
     let mut errors: Vec<CniError> = Vec::new();
     let host = naming::host_veth(&p.name, &env.container_id, &env.ifname);
-    let mut host_deleted = false;
+    let mut host_link: Option<Link> = None;
     match Netlink::current() {
-        Ok(mut node) => match node.delete_link_by_name(&host) {
-            Ok(deleted) => host_deleted = deleted,
+        Ok(mut node) => match node.link_by_name(&host) {
+            Ok(Some(l)) => {
+                // Down first: the pod's routes, neighbours and bridge forwarding go at once.
+                match node.set_down(l.index) {
+                    Ok(()) => host_link = Some(l),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => errors.push(e.into()),
+                }
+            }
+            Ok(None) => {}
             Err(e) => errors.push(e.into()),
         },
         Err(e) => errors.push(e.into()),
     }
-    if let (false, Some(path)) = (host_deleted, env.netns.as_deref()) {
-        // Deleting the host end removes the pair; only when there was none may a container
-        // end remain (e.g. the host end was removed by hand).
+    if let Some(path) = env.netns.as_deref() {
         match super::open_pod_netns(path) {
             Ok(ns) => match Netlink::open_in(&ns) {
-                Ok(mut pod) => match pod.link_by_name(&env.ifname) {
-                    Ok(Some(l)) if l.kind.as_deref() == Some("veth") => {
-                        if let Err(e) = pod.delete_link(l.index) {
-                            if !e.is_not_found() {
-                                errors.push(e.into());
-                            }
+                Ok(mut pod) => {
+                    if let Err(e) = release_pod_end(&mut pod, &env.ifname, host_link.is_some()) {
+                        if !e.is_not_found() {
+                            errors.push(e.into());
                         }
                     }
-                    Ok(_) => {}
-                    Err(e) => errors.push(e.into()),
-                },
+                }
                 Err(e) => errors.push(e.into()),
             },
             Err(e) => log::info(&format!("DEL: netns {path} not usable ({e}); continuing")),
+        }
+    }
+    if let Some(l) = &host_link {
+        // The pair goes with its host end; unregistering it is left to the reaper, or done
+        // here when the reaper cannot be started.
+        if let Err(e) = reap::spawn(l.index, &l.name) {
+            log::info(&format!(
+                "DEL: reaper for {host} not started ({e}); deleting here"
+            ));
+            match Netlink::current().and_then(|mut node| node.delete_link(l.index)) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => errors.push(e.into()),
+            }
         }
     }
     match p.ipam() {
@@ -72,4 +90,21 @@ pub fn run(env: &Env, p: &Plugin) -> Result<(), CniError> {
             Err(CniError::new(first.code, first.msg, all.join("; ")))
         }
     }
+}
+
+/// Frees `ifname` in the pod's namespace. With the host end still there (`paired`), the pod
+/// end is brought down and renamed `sxdel<INDEX>` until the reaper unregisters the pair; a pod
+/// end without one (the host end was removed by hand) is deleted here.
+fn release_pod_end(pod: &mut Netlink, ifname: &str, paired: bool) -> sarasa_netns::Result<()> {
+    let Some(l) = pod.link_by_name(ifname)? else {
+        return Ok(());
+    };
+    if l.kind.as_deref() != Some("veth") {
+        return Ok(());
+    }
+    if !paired {
+        return pod.delete_link(l.index);
+    }
+    pod.set_down(l.index)?;
+    pod.set_name(l.index, &format!("sxdel{}", l.index))
 }

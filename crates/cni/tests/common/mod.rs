@@ -177,15 +177,27 @@ impl Node {
         )
     }
 
-    /// Host veths of this network (name prefix `sa`, kind veth).
+    /// Host veths of this network (name prefix `sa`, kind veth), once DEL's reapers are done:
+    /// a host end DEL detached (down) is waited for, up to 10 s, and listed if still there.
     pub fn host_veths(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let links = self.host_links();
+            if links.iter().all(|l| l.up) || std::time::Instant::now() >= deadline {
+                return links.into_iter().map(|l| l.name).collect();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Host veths of this network as they are now, detached ones included.
+    pub fn host_links(&self) -> Vec<sarasa_netns::Link> {
         self.ns
             .netlink()
             .links()
             .unwrap()
             .into_iter()
             .filter(|l| l.kind.as_deref() == Some("veth") && l.name.starts_with("sa"))
-            .map(|l| l.name)
             .collect()
     }
 
