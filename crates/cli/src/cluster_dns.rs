@@ -12,22 +12,39 @@ use sarasa_lab::Lab;
 pub const MANIFEST: &str = include_str!("../../../deploy/dns.yaml");
 const MANIFEST_NAME: &str = "deploy/dns.yaml";
 
-/// Applies the DNS manifest to `lab` and waits up to `timeout` for its replicas to be ready.
-pub fn install(lab: &Lab, timeout: Duration) -> Result<()> {
+/// The manifest as this lab applies it: `kube-dns` at the tenth address of the lab's Service
+/// range (the address its kubelets give pods; 10.96.0.10 as shipped) and, with
+/// `--insecure-api`, the replicas told the API's plain-HTTP URL.
+pub fn manifests(spec: &sarasa_lab::LabSpec) -> Result<Vec<sarasa_kubectl::Manifest>> {
     let mut manifests = sarasa_kubectl::parse_manifests(MANIFEST_NAME, MANIFEST)
         .context("parsing the built-in deploy/dns.yaml")?;
-    if lab.spec.insecure_api {
+    let dns_ip = sarasa_lab::dns_ip(spec).to_string();
+    for m in &mut manifests {
+        if let sarasa_kubectl::Object::Service(svc) = &mut m.object {
+            if let Some(s) = svc.spec.as_mut() {
+                s.cluster_ip = Some(dns_ip.clone());
+                s.cluster_ips = Some(vec![dns_ip.clone()]);
+            }
+        }
+    }
+    if spec.insecure_api {
         // The API speaks plain HTTP (`lab up --insecure-api`): in-cluster config cannot reach it.
         for m in &mut manifests {
             if let sarasa_kubectl::Object::Deployment(d) = &mut m.object {
                 let pod = d.spec.template.spec.iter_mut();
                 for c in pod.flat_map(|p| p.containers.iter_mut()) {
                     let args = c.args.get_or_insert_with(Vec::new);
-                    args.push(format!("--apiserver={}", lab.spec.api_url()));
+                    args.push(format!("--apiserver={}", spec.api_url()));
                 }
             }
         }
     }
+    Ok(manifests)
+}
+
+/// Applies the DNS manifest to `lab` and waits up to `timeout` for its replicas to be ready.
+pub fn install(lab: &Lab, timeout: Duration) -> Result<()> {
+    let manifests = manifests(&lab.spec)?;
     let opts = sarasa_kubectl::ApplyOptions::default();
     let report = sarasa_lab::client::with_client(&lab.spec, |c| async move {
         let mut sink = std::io::sink();
@@ -112,6 +129,31 @@ mod tests {
                 ("metrics".to_string(), 9153, "TCP".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn kube_dns_takes_the_tenth_address_of_the_labs_service_range() {
+        let spec = sarasa_lab::LabSpec::new(
+            "dnstest",
+            1,
+            sarasa_lab::Backend::Vxlan,
+            sarasa_lab::CniMode::Bridge,
+        )
+        .expect("spec")
+        .with_networks(None, Some("10.112.0.0/16"), None)
+        .expect("ranges");
+        let svc = manifests(&spec)
+            .expect("manifests")
+            .into_iter()
+            .find_map(|m| match m.object {
+                Object::Service(s) => Some(s),
+                _ => None,
+            })
+            .expect("a Service")
+            .spec
+            .expect("spec");
+        assert_eq!(svc.cluster_ip.as_deref(), Some("10.112.0.10"));
+        assert_eq!(svc.cluster_ips, Some(vec!["10.112.0.10".to_string()]));
     }
 
     #[test]

@@ -51,6 +51,18 @@ enum LabCommand {
         /// containerLogMaxFiles); 2 to 100.
         #[arg(long, default_value_t = sarasa_lab::container_log::LOG_KEEP_ROTATED + 1)]
         container_log_max_files: usize,
+        /// The pods' IPv4 range (the cluster CIDR); each node takes a /24 of it as its podCIDR
+        /// [default: 10.244.0.0/16]
+        #[arg(long)]
+        pod_cidr: Option<String>,
+        /// The Services' IPv4 range, /12 to /28: the `kubernetes` Service takes its first
+        /// address, the cluster DNS its tenth [default: 10.96.0.0/12]
+        #[arg(long)]
+        service_cidr: Option<String>,
+        /// The lab's id in a cluster set (MCS's cluster.clusterset.k8s.io): a DNS label
+        /// [default: the lab's name]
+        #[arg(long)]
+        cluster_id: Option<String>,
         /// Benchmark only: serve the API as before its security (plain HTTP, no tokens, every
         /// request allowed), to measure what TLS and RBAC cost (scripts/bench-lab.sh up-security)
         #[arg(long, hide = true)]
@@ -155,6 +167,9 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             timeout,
             container_log_max_size,
             container_log_max_files,
+            pod_cidr,
+            service_cidr,
+            cluster_id,
             insecure_api,
         } => {
             let vpc = ipam == IpamArg::Vpc || backend == Some(Backend::Vpc);
@@ -167,7 +182,12 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             let backend = backend.unwrap_or(if vpc { Backend::Vpc } else { Backend::Vxlan });
             let max_bytes = parse_size(&container_log_max_size, "--container-log-max-size")?;
             let mut spec = LabSpec::new(lab, nodes, backend, mode)?
-                .with_container_logs(max_bytes, container_log_max_files)?;
+                .with_container_logs(max_bytes, container_log_max_files)?
+                .with_networks(
+                    pod_cidr.as_deref(),
+                    service_cidr.as_deref(),
+                    cluster_id.as_deref(),
+                )?;
             if vpc {
                 let v = sarasa_lab::vpc::VpcSpec::new(vpc_address_limit, vpc_warm_addresses)?;
                 spec = spec.with_vpc(v)?;
@@ -314,6 +334,13 @@ fn print_status(lab: &Lab) -> Result<()> {
             r.name, r.address, r.pod_cidr, r.agent, r.pods
         );
     }
+    println!(
+        "cluster id {}: pods {}, Services {} (DNS {})",
+        lab.spec.cluster_id(),
+        lab.spec.cluster_cidr,
+        lab.spec.service_cidr,
+        sarasa_lab::dns_ip(&lab.spec)
+    );
     Ok(())
 }
 

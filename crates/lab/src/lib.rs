@@ -34,6 +34,7 @@ pub mod readiness;
 pub mod resolv;
 pub mod service_routes;
 pub mod spec;
+pub mod spec_networks;
 pub mod state;
 pub mod topology;
 pub mod tor;

@@ -66,6 +66,10 @@ pub struct LabSpec {
     /// can be measured with and without TLS, tokens and RBAC in one tree.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_api: bool,
+    /// The cluster's id in a cluster set (`lab up --cluster-id`; MCS's
+    /// `cluster.clusterset.k8s.io`): a DNS label, the lab's name unless given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_id: String,
 }
 
 fn default_cni_gc_interval() -> u64 {
@@ -165,7 +169,48 @@ impl LabSpec {
             container_log_max_files: default_container_log_max_files(),
             vpc: None,
             insecure_api: false,
+            cluster_id: String::new(),
         })
+    }
+
+    /// The same spec with the pod and Service ranges and the cluster id `lab up` was given
+    /// (`--pod-cidr`, `--service-cidr`, `--cluster-id`; `None` keeps the default). Refused,
+    /// naming the flag: a range that is not IPv4 or not a network address, a pod range too
+    /// small for a /24 per node, a Service range outside /12../28 (kube-apiserver takes none
+    /// larger than /12; the DNS Service is its tenth address), ranges that overlap each other
+    /// or the lab's own (underlay, external net, load-balancer pool, externalIPs), special
+    /// ranges, and an id that is not a DNS label.
+    pub fn with_networks(
+        mut self,
+        pod_cidr: Option<&str>,
+        service_cidr: Option<&str>,
+        cluster_id: Option<&str>,
+    ) -> Result<LabSpec, LabError> {
+        if let Some(text) = pod_cidr {
+            let net = crate::spec_networks::parse_v4_network("--pod-cidr", text)?;
+            crate::spec_networks::check_pod_range(net, self.nodes.len())?;
+            self.cluster_cidr = net;
+        }
+        if let Some(text) = service_cidr {
+            let net = crate::spec_networks::parse_v4_network("--service-cidr", text)?;
+            crate::spec_networks::check_service_range(net)?;
+            self.service_cidr = net;
+        }
+        crate::spec_networks::check_disjoint(&self)?;
+        if let Some(id) = cluster_id {
+            crate::spec_networks::check_cluster_id(id)?;
+            self.cluster_id = id.to_string();
+        }
+        Ok(self)
+    }
+
+    /// The cluster's id in a cluster set: `--cluster-id`, else the lab's name.
+    pub fn cluster_id(&self) -> &str {
+        if self.cluster_id.is_empty() {
+            &self.name
+        } else {
+            &self.cluster_id
+        }
     }
 
     /// The same spec with container logs rotated past `max_bytes`, `max_files` kept per

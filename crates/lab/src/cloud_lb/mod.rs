@@ -27,7 +27,7 @@
 //! Service.
 
 mod controller;
-mod edge;
+pub(crate) mod edge;
 mod health;
 pub mod table;
 pub mod targets;
