@@ -11,7 +11,7 @@ use crate::store::{Inner, Sub};
 use crate::validate::addresses::{self, Protected};
 use crate::validate::meta::{object_meta, NameRule};
 use crate::validate::{
-    configdata, daemonset, deployment, endpointslice, node, pod, policy, service,
+    configdata, daemonset, deployment, endpointslice, mcs, node, pod, policy, service,
 };
 
 /// The label every Namespace carries with its own name.
@@ -28,7 +28,8 @@ pub struct Ctx<'a> {
 fn name_rule(res: ResId) -> NameRule {
     match res {
         NAMESPACES => NameRule::Dns1123Label,
-        SERVICES => NameRule::Dns1035Label,
+        // A ServiceExport is named after the Service it exports.
+        SERVICES | SERVICEEXPORTS => NameRule::Dns1035Label,
         ROLES | CLUSTERROLES | ROLEBINDINGS | CLUSTERROLEBINDINGS => NameRule::PathSegment,
         _ => NameRule::Dns1123Subdomain,
     }
@@ -147,6 +148,10 @@ fn common(ctx: &Ctx, res: ResId, obj: &mut Value, old: Option<&Value>, errs: &mu
             if let Some(old) = old {
                 configdata::validate_update(obj, old, &["data"], errs);
             }
+        }
+        SERVICEIMPORTS => {
+            mcs::import_defaults(obj);
+            mcs::validate_import(obj, errs);
         }
         ROLES | CLUSTERROLES => crate::authz::validate::role(res, obj, errs),
         ROLEBINDINGS | CLUSTERROLEBINDINGS => crate::authz::validate::binding(res, obj, old, errs),

@@ -31,6 +31,7 @@ pub enum FieldErrorType {
     NotSupported,
     Forbidden,
     TooLong,
+    TooMany,
 }
 
 /// One validation failure at a field path.
@@ -81,6 +82,15 @@ impl FieldError {
             format!("may not be more than {max} bytes"),
         )
     }
+    /// A list longer than allowed (`Too many: 3: must have at most 2 items`).
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        Self::new(
+            FieldErrorType::TooMany,
+            field,
+            actual.to_string(),
+            format!("must have at most {max} items"),
+        )
+    }
     fn new(
         kind: FieldErrorType,
         field: impl Into<String>,
@@ -103,6 +113,7 @@ impl FieldError {
             FieldErrorType::NotSupported => "FieldValueNotSupported",
             FieldErrorType::Forbidden => "FieldValueForbidden",
             FieldErrorType::TooLong => "FieldValueTooLong",
+            FieldErrorType::TooMany => "FieldValueTooMany",
         }
     }
 
@@ -115,6 +126,7 @@ impl FieldError {
             FieldErrorType::NotSupported => "Unsupported value",
             FieldErrorType::Forbidden => "Forbidden",
             FieldErrorType::TooLong => "Too long",
+            FieldErrorType::TooMany => "Too many",
         };
         let mut s = head.to_string();
         if !self.value.is_empty() {

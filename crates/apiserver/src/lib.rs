@@ -24,6 +24,7 @@ pub mod config;
 pub mod controllers;
 pub mod error;
 pub mod http;
+pub mod mcs;
 pub mod meta;
 pub mod metrics;
 pub mod proto;

@@ -27,9 +27,13 @@ pub const ROLES: ResId = 14;
 pub const CLUSTERROLES: ResId = 15;
 pub const ROLEBINDINGS: ResId = 16;
 pub const CLUSTERROLEBINDINGS: ResId = 17;
+pub const SERVICEEXPORTS: ResId = 18;
+pub const SERVICEIMPORTS: ResId = 19;
 
 /// Every resource, for controllers that watch them all.
-pub const ALL: &[ResId] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
+pub const ALL: &[ResId] = &[
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+];
 
 /// One served resource.
 #[derive(Debug)]
@@ -344,6 +348,32 @@ pub static RESOURCES: &[Resource] = &[
         false,
         true,
         rbac::v1::ClusterRoleBinding
+    ),
+    res!(
+        crate::mcs::GROUP,
+        crate::mcs::VERSION,
+        "ServiceExport",
+        "serviceexports",
+        "serviceexport",
+        &["svcex", "svcexport"],
+        true,
+        true,
+        false,
+        false,
+        crate::mcs::ServiceExport
+    ),
+    res!(
+        crate::mcs::GROUP,
+        crate::mcs::VERSION,
+        "ServiceImport",
+        "serviceimports",
+        "serviceimport",
+        &["svcim", "svcimport"],
+        true,
+        true,
+        false,
+        false,
+        crate::mcs::ServiceImport
     ),
 ];
 

@@ -65,8 +65,14 @@ fn inline_single_all_of(v: &mut Value) {
     }
 }
 
-/// The definition name of a resource's kind.
+/// The definition name of a resource's kind: `io.k8s.api.<pkg>.<version>.<Kind>` for
+/// Kubernetes' own groups, the reversed group for others (`io.x-k8s.multicluster.v1alpha1.
+/// ServiceImport`, as kube-apiserver names a CRD's).
 pub fn definition_name(r: &Resource) -> String {
+    if !r.group.is_empty() && !r.group.ends_with(".k8s.io") && r.group.contains('.') {
+        let reversed: Vec<&str> = r.group.split('.').rev().collect();
+        return format!("{}.{}.{}", reversed.join("."), r.version, r.kind);
+    }
     let pkg = match r.group {
         "" => "core",
         g => g.split('.').next().unwrap_or(g),

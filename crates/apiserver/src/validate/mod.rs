@@ -5,6 +5,7 @@ pub mod configdata;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
+pub mod mcs;
 pub mod meta;
 pub mod node;
 pub mod numeric;

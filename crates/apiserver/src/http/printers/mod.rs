@@ -138,6 +138,13 @@ fn defs(kind: &str) -> Vec<Col> {
             NAME,
             ("Created At", "date", 0, AGE.3),
         ],
+        // The mcs-api CRDs' additionalPrinterColumns.
+        "ServiceImport" => vec![
+            NAME,
+            ("Type", "string", 0, "The type of this ServiceImport"),
+            ("IP", "string", 0, "The VIP for this ServiceImport"),
+            AGE,
+        ],
         "RoleBinding" | "ClusterRoleBinding" => vec![
             NAME,
             ("Role", "string", 0, "Role of this binding."),
@@ -298,6 +305,19 @@ pub fn cells(obj: &Value, now: i64) -> Vec<Value> {
         "ServiceAccount" => vec![json!(name), json!(arr(obj, "secrets").len()), json!(age_)],
         "Role" | "ClusterRole" => vec![json!(name), json!(created(obj).unwrap_or(""))],
         "RoleBinding" | "ClusterRoleBinding" => role_binding(obj, name, age_),
+        "ServiceImport" => {
+            // A CRD column of `.spec.ips`: the array as JSON, nothing when unset.
+            let ips = meta::path(obj, "spec.ips")
+                .filter(|v| !v.is_null())
+                .map(Value::to_string)
+                .unwrap_or_default();
+            vec![
+                json!(name),
+                json!(s(obj, "spec.type")),
+                json!(ips),
+                json!(age_),
+            ]
+        }
         _ => vec![json!(name), json!(age_)],
     }
 }
