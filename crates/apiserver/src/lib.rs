@@ -24,7 +24,8 @@ pub mod config;
 pub mod controllers;
 pub mod error;
 pub mod http;
-pub mod mcs;
+/// The Multi-Cluster Services kinds the server stores.
+pub use sarasa_model::mcs;
 pub mod meta;
 pub mod metrics;
 pub mod proto;

@@ -122,7 +122,10 @@ async fn kubectl_serves_serviceexports_and_serviceimports() {
                 .any(|r| r[..3] == ["web", "ClusterSetIP", "[\"242.1.255.253\"]"]),
             "{out}"
         );
-        assert!(rows.iter().any(|r| r[..2] == ["db", "Headless"]), "{out}");
+        assert!(
+            rows.iter().any(|r| r[..3] == ["db", "Headless", "<none>"]),
+            "{out}"
+        );
         let (ok, out) = kubectl(s, &["get", "serviceexports", "-o", "name"], None);
         assert!(ok, "{out}");
         assert_eq!(out.trim(), "serviceexport.multicluster.x-k8s.io/web");

@@ -14,10 +14,12 @@ pub enum ResourceKind {
     EndpointSlice,
     NetworkPolicy,
     Event,
+    ServiceExport,
+    ServiceImport,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 8] = [
+    pub const ALL: [ResourceKind; 10] = [
         ResourceKind::Namespace,
         ResourceKind::Node,
         ResourceKind::Pod,
@@ -26,6 +28,8 @@ impl ResourceKind {
         ResourceKind::EndpointSlice,
         ResourceKind::NetworkPolicy,
         ResourceKind::Event,
+        ResourceKind::ServiceExport,
+        ResourceKind::ServiceImport,
     ];
 
     /// The `kind` field: `Pod`, `Deployment`, ...
@@ -39,6 +43,8 @@ impl ResourceKind {
             ResourceKind::EndpointSlice => "EndpointSlice",
             ResourceKind::NetworkPolicy => "NetworkPolicy",
             ResourceKind::Event => "Event",
+            ResourceKind::ServiceExport => "ServiceExport",
+            ResourceKind::ServiceImport => "ServiceImport",
         }
     }
 
@@ -48,6 +54,7 @@ impl ResourceKind {
             ResourceKind::Deployment => "apps",
             ResourceKind::EndpointSlice => "discovery.k8s.io",
             ResourceKind::NetworkPolicy => "networking.k8s.io",
+            ResourceKind::ServiceExport | ResourceKind::ServiceImport => "multicluster.x-k8s.io",
             _ => "",
         }
     }
@@ -58,6 +65,9 @@ impl ResourceKind {
             ResourceKind::Deployment => "apps/v1",
             ResourceKind::EndpointSlice => "discovery.k8s.io/v1",
             ResourceKind::NetworkPolicy => "networking.k8s.io/v1",
+            ResourceKind::ServiceExport | ResourceKind::ServiceImport => {
+                "multicluster.x-k8s.io/v1alpha1"
+            }
             _ => "v1",
         }
     }
@@ -73,6 +83,8 @@ impl ResourceKind {
             ResourceKind::EndpointSlice => "endpointslices",
             ResourceKind::NetworkPolicy => "networkpolicies",
             ResourceKind::Event => "events",
+            ResourceKind::ServiceExport => "serviceexports",
+            ResourceKind::ServiceImport => "serviceimports",
         }
     }
 
@@ -134,6 +146,8 @@ impl ResourceKind {
             ResourceKind::EndpointSlice => &[],
             ResourceKind::NetworkPolicy => &["netpol"],
             ResourceKind::Event => &["ev"],
+            ResourceKind::ServiceExport => &["svcex", "svcexport"],
+            ResourceKind::ServiceImport => &["svcim", "svcimport"],
         }
     }
 
@@ -153,7 +167,7 @@ impl ResourceKind {
 
     /// Names accepted on the command line, for error messages.
     pub fn supported_cli_names() -> &'static str {
-        "nodes (no), namespaces (ns), pods (po), deployments (deploy), services (svc), endpointslices, networkpolicies (netpol), events (ev)"
+        "nodes (no), namespaces (ns), pods (po), deployments (deploy), services (svc), endpointslices, networkpolicies (netpol), events (ev), serviceexports (svcex), serviceimports (svcim)"
     }
 }
 
@@ -191,6 +205,10 @@ mod tests {
             ("networkpolicy.networking.k8s.io", NetworkPolicy),
             ("ev", Event),
             ("events", Event),
+            ("svcex", ServiceExport),
+            ("serviceexports.multicluster.x-k8s.io", ServiceExport),
+            ("svcim", ServiceImport),
+            ("ServiceImport", ServiceImport),
         ] {
             assert_eq!(ResourceKind::from_cli_name(name), Some(kind), "{name}");
         }

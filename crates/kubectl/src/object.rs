@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sarasa_model::mcs::{ServiceExport, ServiceImport};
 use serde::de::DeserializeOwned;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +19,8 @@ pub enum Object {
     EndpointSlice(EndpointSlice),
     NetworkPolicy(NetworkPolicy),
     Event(Box<Event>),
+    ServiceExport(Box<ServiceExport>),
+    ServiceImport(Box<ServiceImport>),
 }
 
 macro_rules! each {
@@ -31,6 +34,8 @@ macro_rules! each {
             Object::EndpointSlice($o) => $body,
             Object::NetworkPolicy($o) => $body,
             Object::Event($o) => $body,
+            Object::ServiceExport($o) => $body,
+            Object::ServiceImport($o) => $body,
         }
     };
 }
@@ -46,6 +51,8 @@ impl Object {
             Object::EndpointSlice(_) => ResourceKind::EndpointSlice,
             Object::NetworkPolicy(_) => ResourceKind::NetworkPolicy,
             Object::Event(_) => ResourceKind::Event,
+            Object::ServiceExport(_) => ResourceKind::ServiceExport,
+            Object::ServiceImport(_) => ResourceKind::ServiceImport,
         }
     }
 
@@ -94,6 +101,8 @@ impl Object {
             ResourceKind::EndpointSlice => Object::EndpointSlice(typed(value)?),
             ResourceKind::NetworkPolicy => Object::NetworkPolicy(typed(value)?),
             ResourceKind::Event => Object::Event(Box::new(typed(value)?)),
+            ResourceKind::ServiceExport => Object::ServiceExport(Box::new(typed(value)?)),
+            ResourceKind::ServiceImport => Object::ServiceImport(Box::new(typed(value)?)),
         })
     }
 
@@ -108,6 +117,12 @@ impl Object {
             ResourceKind::EndpointSlice => Object::EndpointSlice(serde_norway::from_str(text)?),
             ResourceKind::NetworkPolicy => Object::NetworkPolicy(serde_norway::from_str(text)?),
             ResourceKind::Event => Object::Event(Box::new(serde_norway::from_str(text)?)),
+            ResourceKind::ServiceExport => {
+                Object::ServiceExport(Box::new(serde_norway::from_str(text)?))
+            }
+            ResourceKind::ServiceImport => {
+                Object::ServiceImport(Box::new(serde_norway::from_str(text)?))
+            }
         })
     }
 
@@ -128,6 +143,8 @@ impl Object {
             ResourceKind::EndpointSlice => Object::EndpointSlice(typed(value)?),
             ResourceKind::NetworkPolicy => Object::NetworkPolicy(typed(value)?),
             ResourceKind::Event => Object::Event(Box::new(typed(value)?)),
+            ResourceKind::ServiceExport => Object::ServiceExport(Box::new(typed(value)?)),
+            ResourceKind::ServiceImport => Object::ServiceImport(Box::new(typed(value)?)),
         })
     }
 }

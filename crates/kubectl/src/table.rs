@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use sarasa_model::mcs::ServiceImport;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -79,6 +80,9 @@ fn columns(kind: ResourceKind, wide: bool) -> Vec<&'static str> {
         ),
         ResourceKind::EndpointSlice => (&["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], &[]),
         ResourceKind::NetworkPolicy => (&["NAME", "POD-SELECTOR", "AGE"], &[]),
+        // The mcs-api CRDs' printer columns.
+        ResourceKind::ServiceExport => (&["NAME", "AGE"], &[]),
+        ResourceKind::ServiceImport => (&["NAME", "TYPE", "IP", "AGE"], &[]),
         // kubectl's event columns: no NAME, the age of the last occurrence first.
         ResourceKind::Event => (
             &["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
@@ -108,6 +112,8 @@ fn cells(object: &Object, opts: &TableOptions) -> Vec<String> {
         Object::EndpointSlice(slice) => endpoint_slice_cells(slice),
         Object::NetworkPolicy(np) => network_policy_cells(np),
         Object::Event(e) => event_cells(e, opts),
+        Object::ServiceExport(_) => Vec::new(),
+        Object::ServiceImport(si) => service_import_cells(si),
     };
     // Every kind shows NAME first; AGE sits where `columns` puts it.
     let age_at = columns(object.kind(), false)
@@ -372,6 +378,16 @@ fn endpoint_slice_cells(slice: &EndpointSlice) -> Vec<String> {
 fn network_policy_cells(np: &NetworkPolicy) -> Vec<String> {
     let selector = np.spec.as_ref().and_then(|s| s.pod_selector.as_ref());
     vec![format_label_selector(selector)]
+}
+
+/// TYPE, and IP as a CRD's printer column of `.spec.ips` shows it (the array as JSON).
+fn service_import_cells(si: &ServiceImport) -> Vec<String> {
+    let spec = si.spec.as_ref();
+    let ips = spec
+        .and_then(|s| s.ips.as_ref())
+        .map(|ips| serde_json::to_string(ips).unwrap_or_default())
+        .unwrap_or_else(|| NONE.to_string());
+    vec![spec.map(|s| s.type_.clone()).unwrap_or_default(), ips]
 }
 
 fn event_cells(e: &Event, opts: &TableOptions) -> Vec<String> {

@@ -324,3 +324,89 @@ async fn an_unreachable_server_is_a_clear_error() {
     assert!(e.starts_with("cannot list pods: "), "{e}");
     assert!(e.to_lowercase().contains("connection refused"), "{e}");
 }
+
+const MCS: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  ports: [{port: 80}]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {name: web, namespace: default}
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceImport
+metadata: {name: web, namespace: default}
+spec:
+  type: ClusterSetIP
+  ips: [242.1.255.253]
+  ports: [{name: http, port: 80}]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceImport
+metadata: {name: db, namespace: default}
+spec:
+  type: Headless
+  ports: [{port: 5432}]
+";
+
+#[tokio::test]
+async fn serviceexports_and_serviceimports_apply_get_and_delete() {
+    let (client, _lab) = start().await;
+    let manifests = parse_manifests("mcs.yaml", MCS).unwrap();
+    let mut o = out();
+    apply(&client, &manifests, &ApplyOptions::default(), &mut o)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(o).unwrap(),
+        "service/web created\nserviceexport.multicluster.x-k8s.io/web created\n\
+         serviceimport.multicluster.x-k8s.io/web created\nserviceimport.multicluster.x-k8s.io/db created\n"
+    );
+    let default = Scope::Namespace("default".into());
+    let table = get(&client, "svcim", None, &default, OutputFormat::Table)
+        .await
+        .unwrap();
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "TYPE", "IP", "AGE"], "{table}");
+    assert_eq!(rows[1][..3], ["db", "Headless", "<none>"], "{table}");
+    assert_eq!(
+        rows[2][..3],
+        ["web", "ClusterSetIP", "[\"242.1.255.253\"]"],
+        "{table}"
+    );
+    let names = get(
+        &client,
+        "serviceexports",
+        None,
+        &default,
+        OutputFormat::Name,
+    )
+    .await
+    .unwrap();
+    assert_eq!(names, "serviceexport.multicluster.x-k8s.io/web\n");
+    // Applying again changes nothing (the server's defaults are not a difference).
+    let report = apply(&client, &manifests, &ApplyOptions::default(), &mut out())
+        .await
+        .unwrap();
+    assert!(
+        report
+            .applied
+            .iter()
+            .all(|a| a.action == ApplyAction::Unchanged),
+        "{:?}",
+        report.applied.iter().map(|a| a.line()).collect::<Vec<_>>()
+    );
+    delete(&client, "svcex", "web", Some("default"), &mut out())
+        .await
+        .unwrap();
+    let table = get(&client, "svcex", None, &default, OutputFormat::Table)
+        .await
+        .unwrap();
+    assert_eq!(table, "No resources found in default namespace.\n");
+}

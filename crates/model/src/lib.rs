@@ -15,6 +15,8 @@ mod backend;
 mod endpoints;
 pub mod hash;
 mod mac;
+#[cfg(feature = "mcs")]
+pub mod mcs;
 pub mod names;
 mod node;
 pub mod policy;

@@ -306,11 +306,10 @@ pub fn cells(obj: &Value, now: i64) -> Vec<Value> {
         "Role" | "ClusterRole" => vec![json!(name), json!(created(obj).unwrap_or(""))],
         "RoleBinding" | "ClusterRoleBinding" => role_binding(obj, name, age_),
         "ServiceImport" => {
-            // A CRD column of `.spec.ips`: the array as JSON, nothing when unset.
+            // A CRD column of `.spec.ips`: the array as JSON, `<none>` when unset.
             let ips = meta::path(obj, "spec.ips")
                 .filter(|v| !v.is_null())
-                .map(Value::to_string)
-                .unwrap_or_default();
+                .map_or_else(|| NONE.to_string(), Value::to_string);
             vec![
                 json!(name),
                 json!(s(obj, "spec.type")),

@@ -1,12 +1,11 @@
 //! The Multi-Cluster Services API's kinds (`multicluster.x-k8s.io/v1alpha1`, KEP-1645):
 //! ServiceExport and ServiceImport, as the CRDs of kubernetes-sigs/mcs-api define them. k8s-openapi
-//! has no types for them, so their shapes are written here, for the server's schema, decoding
-//! and OpenAPI documents; the names and JSON field names are the CRDs', the definition names
+//! has no types for them, so their shapes are written here (feature `mcs`), for the API server's
+//! schema, decoding and OpenAPI documents (feature `schema`) and for `sarasa get`/`apply`; the names and JSON field names are the CRDs', the definition names
 //! those a kube-apiserver serving the CRDs publishes (`io.x-k8s.multicluster.v1alpha1.*`).
 
 use k8s_openapi::api::core::v1::SessionAffinityConfig;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "multicluster.x-k8s.io";
@@ -14,9 +13,13 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Declares that the Service of the same namespace and name is to be consumed from the other
 /// clusters of the cluster set.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceExport")]
+#[cfg_attr(
+    feature = "schema",
+    schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceExport")
+)]
 pub struct ServiceExport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
@@ -30,9 +33,13 @@ pub struct ServiceExport {
     pub status: Option<ServiceExportStatus>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceExportSpec")]
+#[cfg_attr(
+    feature = "schema",
+    schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceExportSpec")
+)]
 pub struct ServiceExportSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exported_labels: Option<std::collections::BTreeMap<String, String>>,
@@ -42,18 +49,26 @@ pub struct ServiceExportSpec {
 
 /// Conditions `Valid` (the Service can be exported: it exists and is not ExternalName) and
 /// `Conflict` (the clusters' exports disagree on a property).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceExportStatus")]
+#[cfg_attr(
+    feature = "schema",
+    schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceExportStatus")
+)]
 pub struct ServiceExportStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<Condition>>,
 }
 
 /// A Service imported from the clusters of the cluster set that export it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceImport")]
+#[cfg_attr(
+    feature = "schema",
+    schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceImport")
+)]
 pub struct ServiceImport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
@@ -67,9 +82,13 @@ pub struct ServiceImport {
     pub status: Option<ServiceImportStatus>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceImportSpec")]
+#[cfg_attr(
+    feature = "schema",
+    schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceImportSpec")
+)]
 pub struct ServiceImportSpec {
     /// The union of the exporting clusters' ports.
     #[serde(default)]
@@ -88,9 +107,13 @@ pub struct ServiceImportSpec {
     pub ip_families: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceImportPort")]
+#[cfg_attr(
+    feature = "schema",
+    schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceImportPort")
+)]
 pub struct ServiceImportPort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -102,9 +125,13 @@ pub struct ServiceImportPort {
     pub port: i32,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceImportStatus")]
+#[cfg_attr(
+    feature = "schema",
+    schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceImportStatus")
+)]
 pub struct ServiceImportStatus {
     /// The exporting clusters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,9 +140,13 @@ pub struct ServiceImportStatus {
     pub conditions: Option<Vec<Condition>>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.x-k8s.multicluster.v1alpha1.ClusterStatus")]
+#[cfg_attr(
+    feature = "schema",
+    schemars(rename = "io.x-k8s.multicluster.v1alpha1.ClusterStatus")
+)]
 pub struct ClusterStatus {
     /// The exporting cluster's id (a DNS label).
     pub cluster: String,
