@@ -34,6 +34,18 @@ impl Run<'_> {
         op: CmpOp,
         right: &Expr,
     ) -> Result<bool, NftError> {
+        // `!=` against symbols is a compare of the whole value in the kernel (see the encoder's
+        // `ct` bit tests), which "none of these" models only for one symbol of a one-valued
+        // field: not for a list, nor for ct status, whose other bits are not modelled.
+        if let (CmpOp::Ne, Expr::Keywords(ks)) = (op, right) {
+            if ks.len() != 1 || matches!(left, Expr::Ct(CtKey::Status)) {
+                return Err(NftError::Invalid(format!(
+                    "table {} chain {}: {left:?} != {ks:?} compares the whole value in the \
+                     kernel, which is not modelled",
+                    here.table.name, here.chain
+                )));
+            }
+        }
         let hit = match (left, right) {
             // `numgen random mod k == v`: two ways, matched or not (one when only one can be).
             (Expr::NumgenRandom(k), Expr::Value(v)) => {

@@ -127,6 +127,30 @@ fn ct_state_status_and_mark() {
 }
 
 #[test]
+fn not_equal_to_symbols_is_modelled_only_where_the_kernel_agrees() {
+    let mut p = tcp("10.0.0.1", "10.0.0.9", 80);
+    p.ct = CtState::Established;
+    // One symbol of a one-valued field: "not that one", as the kernel's whole-value compare.
+    let not_new = Rule::new().ne(Expr::Ct(CtKey::State), Expr::keyword(Keyword::New));
+    assert!(matched(not_new, None, &p));
+    // A list, or ct status (whose other bits the model does not hold): refused, not guessed.
+    for rule in [
+        Rule::new().ne(
+            Expr::Ct(CtKey::State),
+            Expr::Keywords(vec![Keyword::Established, Keyword::Related]),
+        ),
+        Rule::new().ne(Expr::Ct(CtKey::Status), Expr::keyword(Keyword::Dnat)),
+    ] {
+        let mut t = table("t", vec![]);
+        t.add_chain(
+            filter("fwd", Hook::Forward, 0, Policy::Drop).rule(rule.verdict(Verdict::Accept)),
+        );
+        let e = run_hook(&[&t], Hook::Forward, &p, &env()).unwrap_err();
+        assert!(e.to_string().contains("not modelled"), "{e}");
+    }
+}
+
+#[test]
 fn fib_type_local_asks_the_node() {
     let d = || Rule::new().eq(Expr::FibDaddrType, Expr::keyword(Keyword::Local));
     let s = || Rule::new().eq(Expr::FibSaddrType, Expr::keyword(Keyword::Local));
