@@ -183,6 +183,11 @@ async fn kubectl_serves_serviceexports_and_serviceimports() {
         for field in ["spec.type", "spec.ips[0]", "spec.ports[0].port"] {
             assert!(out.contains(field), "{field} not named:\n{out}");
         }
+        // `ports` is required (it may be empty), as in the CRD.
+        let bad = "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceImport\n\
+                   metadata: {name: noports, namespace: default}\nspec:\n  type: Headless\n";
+        let (ok, out) = kubectl(s, &["apply", "-f", "-"], Some(bad));
+        assert!(!ok && out.contains("spec.ports: Required value"), "{out}");
         let bad = "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\n\
                    metadata: {name: 1web, namespace: default}\n";
         let (ok, out) = kubectl(s, &["apply", "-f", "-"], Some(bad));

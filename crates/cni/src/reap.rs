@@ -2,7 +2,7 @@
 //!
 //! Deleting a veth is one RTM_DELLINK, but the kernel answers it only after the pair is
 //! unregistered, RCU grace periods included: ~21 ms of DEL's ~22 ms here, with 2.5 ms of CPU
-//! (ARCHITECTURE.md, "Where CNI DEL's time goes"). DEL therefore detaches the pair at once
+//! (ARCHITECTURE.md, "CNI DEL returns before the kernel unregisters the pair"). DEL therefore detaches the pair at once
 //! (host end down: its routes, neighbours and bridge forwarding go with it; the pod end down
 //! and renamed, so `CNI_IFNAME` is free) and leaves the RTM_DELLINK to a detached child: this
 //! same binary run as `sarasa-cni reap-veth INDEX NAME`, in the node's network namespace,

@@ -90,9 +90,10 @@ pub struct ServiceImport {
     schemars(rename = "io.x-k8s.multicluster.v1alpha1.ServiceImportSpec")
 )]
 pub struct ServiceImportSpec {
-    /// The union of the exporting clusters' ports.
-    #[serde(default)]
-    pub ports: Vec<ServiceImportPort>,
+    /// The union of the exporting clusters' ports (required, possibly empty: an absent list
+    /// stays absent so admission can name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<ServiceImportPort>>,
     /// The ClusterSetIP(s) when `type` is ClusterSetIP; at most one per family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ips: Option<Vec<String>>,
