@@ -238,7 +238,13 @@ fn validate_config(c: &Config) -> Result<(), Error> {
             "cluster and service CIDRs must not be empty".into(),
         ));
     }
-    for list in [&c.cluster_cidrs, &c.service_cidrs] {
+    if !is_dns_label(&c.cluster_id) {
+        return Err(Error::Config(format!(
+            "cluster id {:?}: must be a DNS label (1-63 lowercase letters, digits or '-', starting and ending with a letter or digit)",
+            c.cluster_id
+        )));
+    }
+    for list in [&c.cluster_cidrs, &c.service_cidrs, &c.clusterset_ip_cidrs] {
         if list.len() > 2
             || (list.len() == 2 && list[0].addr().is_ipv4() == list[1].addr().is_ipv4())
         {
@@ -250,6 +256,15 @@ fn validate_config(c: &Config) -> Result<(), Error> {
         return Err(Error::Config(format!("bad NodePort range {lo}-{hi}")));
     }
     Ok(())
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// System namespaces, the `kubernetes` Service and its EndpointSlice.

@@ -58,7 +58,7 @@ metadata: {name: web, namespace: default}
 ---
 apiVersion: multicluster.x-k8s.io/v1alpha1
 kind: ServiceImport
-metadata: {name: web, namespace: default}
+metadata: {name: manual, namespace: default}
 spec:
   type: ClusterSetIP
   ips: [242.1.255.253]
@@ -107,7 +107,7 @@ async fn kubectl_serves_serviceexports_and_serviceimports() {
         assert!(ok, "{out}");
         assert!(
             out.contains("serviceexport.multicluster.x-k8s.io/web created")
-                && out.contains("serviceimport.multicluster.x-k8s.io/web created"),
+                && out.contains("serviceimport.multicluster.x-k8s.io/manual created"),
             "{out}"
         );
         let (ok, out) = kubectl(s, &["get", "svcim"], None);
@@ -119,7 +119,7 @@ async fn kubectl_serves_serviceexports_and_serviceimports() {
         assert_eq!(rows[0], ["NAME", "TYPE", "IP", "AGE"], "{out}");
         assert!(
             rows.iter()
-                .any(|r| r[..3] == ["web", "ClusterSetIP", "[\"242.1.255.253\"]"]),
+                .any(|r| r[..3] == ["manual", "ClusterSetIP", "[\"242.1.255.253\"]"]),
             "{out}"
         );
         assert!(
@@ -151,7 +151,7 @@ async fn kubectl_serves_serviceexports_and_serviceimports() {
             &[
                 "patch",
                 "serviceimport",
-                "web",
+                "manual",
                 "--subresource=status",
                 "--type=merge",
                 "-p",
@@ -165,7 +165,7 @@ async fn kubectl_serves_serviceexports_and_serviceimports() {
             &[
                 "get",
                 "serviceimport",
-                "web",
+                "manual",
                 "-o",
                 "jsonpath={.status.clusters[0].cluster} {.spec.type}",
             ],

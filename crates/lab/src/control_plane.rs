@@ -26,6 +26,7 @@ pub async fn run(
     config.cluster_cidrs = vec![spec.cluster_cidr.into()];
     config.service_cidrs = vec![spec.service_cidr.into()];
     config.load_balancer_pools = vec![spec.lb_pool.into()];
+    config.cluster_id = spec.cluster_id().to_string();
     // With the cloud VPC nodes hold addresses, not podCIDRs.
     config.allocate_node_cidrs = spec.vpc.is_none();
     // externalIPs only from the lab's external range (the fabric routes them to a node);

@@ -7,6 +7,7 @@ pub mod deployments;
 pub mod endpointslices;
 pub mod events;
 pub mod gc;
+pub mod mcs;
 pub mod namespaces;
 pub mod nodefit;
 pub mod nodes;
@@ -48,6 +49,7 @@ pub fn spawn_all(store: Arc<Store>, metrics: Arc<Metrics>) -> Vec<JoinHandle<()>
             m.clone(),
             endpointslices::EndpointSlices::default,
         ),
+        spawn(store.clone(), m.clone(), mcs::ServiceExports::default),
         spawn(store.clone(), m.clone(), || events::EventExpiry),
         spawn(store.clone(), m.clone(), || gc::GarbageCollector),
     ];
