@@ -29,9 +29,7 @@ pub struct Config {
     /// This cluster's id in a cluster set (MCS `multicluster.kubernetes.io/source-cluster`;
     /// KEP-2149's `cluster.clusterset.k8s.io`): a DNS label.
     pub cluster_id: String,
-    /// Where ServiceImports of type ClusterSetIP take their addresses (at most one range per
-    /// family; Submariner's `--clusterset-ip-cidr`, whose 243.0.0.0/8 this default comes from).
-    pub clusterset_ip_cidrs: Vec<IpNet>,
+
     /// CIDRs `spec.externalIPs` must lie in (as the DenyServiceExternalIPs admission plugin
     /// and the externalip-webhook restrict them); `Some(vec![])` refuses every externalIP,
     /// `None` allows any address that is not special or the cluster's own (see
@@ -171,7 +169,7 @@ impl Config {
             node_port_range: (30000, 32767),
             load_balancer_pools: vec![parse_net("198.51.100.0/24")],
             cluster_id: DEFAULT_CLUSTER_ID.into(),
-            clusterset_ip_cidrs: vec![parse_net("243.0.0.0/20")],
+
             external_ip_cidrs: None,
             advertise_address: None,
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 6443))],

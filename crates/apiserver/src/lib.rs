@@ -244,7 +244,7 @@ fn validate_config(c: &Config) -> Result<(), Error> {
             c.cluster_id
         )));
     }
-    for list in [&c.cluster_cidrs, &c.service_cidrs, &c.clusterset_ip_cidrs] {
+    for list in [&c.cluster_cidrs, &c.service_cidrs] {
         if list.len() > 2
             || (list.len() == 2 && list[0].addr().is_ipv4() == list[1].addr().is_ipv4())
         {

@@ -112,6 +112,23 @@ async fn mcs_slices(client: &Client, name: &str) -> Vec<EndpointSlice> {
     .items
 }
 
+/// The derived Service of import `name` (selectorless, labelled with the import's name).
+async fn derived_service(client: &Client, name: &str) -> Service {
+    let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    eventually(10, &format!("derived Service of {name}"), || async {
+        api.list(
+            &ListParams::default()
+                .labels(&format!("multicluster.kubernetes.io/service-name={name}")),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+    })
+    .await
+}
+
 fn hello(name: &str, extra: Value) -> Value {
     let mut svc = json!({
         "metadata": {"name": name, "labels": {"svc-label": "x"}, "annotations": {"svc-annotation": "x"}},
@@ -163,8 +180,31 @@ async fn a_clusterip_export_is_imported_with_an_address_and_unexport_removes_it(
 
     let i = await_import(&client, "hello", |i| i["status"]["clusters"].is_array()).await;
     assert_eq!(i["spec"]["type"], "ClusterSetIP", "{i:#}");
+    // The ClusterSetIP is the ClusterIP of the derived Service, which the service proxy
+    // balances over the MCS slices (they name it).
+    let derived = derived_service(&client, "hello").await;
+    assert_eq!(
+        i["spec"]["ips"],
+        json!(derived.spec.as_ref().unwrap().cluster_ips)
+    );
     let ip: std::net::Ipv4Addr = i["spec"]["ips"][0].as_str().unwrap().parse().unwrap();
-    assert_eq!(ip.octets()[0], 243, "from the ClusterSetIP range: {i:#}");
+    assert!(
+        ip.octets()[0] == 10 && ip.octets()[1] & 0xf0 == 96,
+        "in 10.96.0.0/12: {i:#}"
+    );
+    let dspec = derived.spec.as_ref().unwrap();
+    assert_eq!(dspec.selector, None);
+    assert_eq!(dspec.session_affinity.as_deref(), Some("ClientIP"));
+    let dports: Vec<(Option<String>, i32)> = dspec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone(), p.port))
+        .collect();
+    assert_eq!(
+        dports,
+        [(Some("http".into()), 42), (Some("dns".into()), 53)]
+    );
     assert_eq!(
         i["spec"]["ports"],
         json!([{"name": "http", "port": 42, "protocol": "TCP"},
@@ -200,7 +240,11 @@ async fn a_clusterip_export_is_imported_with_an_address_and_unexport_removes_it(
         labels["endpointslice.kubernetes.io/managed-by"],
         "endpointslice-controller.k8s.io"
     );
-    assert!(!labels.contains_key("kubernetes.io/service-name"));
+    assert_eq!(
+        labels["kubernetes.io/service-name"],
+        derived.metadata.name.clone().unwrap(),
+        "names the derived Service, not the exported one"
+    );
     let ep = &eps.endpoints.as_ref().unwrap()[0];
     assert_eq!(ep.addresses, ["10.244.1.7"]);
     assert_eq!(ep.hostname.as_deref(), Some("h0"));
@@ -226,10 +270,32 @@ async fn a_clusterip_export_is_imported_with_an_address_and_unexport_removes_it(
     let o = await_import(&client, "other", |i| i["spec"]["ips"].is_array()).await;
     assert_ne!(o["spec"]["ips"][0], i["spec"]["ips"][0]);
 
+    // Deleting the derived Service brings it back, with the import's address changed to it.
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let dname = derived.metadata.name.clone().unwrap();
+    services
+        .delete(&dname, &DeleteParams::default())
+        .await
+        .unwrap();
+    let back = eventually(10, "derived Service again", || async {
+        services
+            .get_opt(&dname)
+            .await
+            .unwrap()
+            .filter(|s| s.metadata.uid != derived.metadata.uid)
+    })
+    .await;
+    await_import(&client, "hello", |i| {
+        i["spec"]["ips"] == json!(back.spec.as_ref().unwrap().cluster_ips)
+    })
+    .await;
+
     unexport(&client, "hello").await;
     await_no_import(&client, "hello").await;
-    eventually(10, "MCS slices gone", || async {
-        mcs_slices(&client, "hello").await.is_empty().then_some(())
+    eventually(10, "MCS slices and derived Service gone", || async {
+        (mcs_slices(&client, "hello").await.is_empty()
+            && services.get_opt(&dname).await.unwrap().is_none())
+        .then_some(())
     })
     .await;
 }
@@ -242,6 +308,11 @@ async fn a_headless_export_is_imported_without_an_address() {
     let i = await_import(&client, "db", |i| i["status"]["clusters"].is_array()).await;
     assert_eq!(i["spec"]["type"], "Headless");
     assert!(i["spec"].get("ips").is_none(), "{i:#}");
+    let derived = derived_service(&client, "db").await;
+    assert_eq!(
+        derived.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some("None")
+    );
     let eps = mcs_slices(&client, "db").await;
     assert_eq!(eps.len(), 1, "one empty slice carries the export");
     assert!(eps[0]
@@ -363,6 +434,8 @@ async fn a_headlessness_conflict_takes_the_oldest_type() {
         .unwrap();
     let c = await_condition(&client, "mixed", "Conflict", "True").await;
     assert_eq!(c["reason"], "TypeConflict");
-    let i = await_import(&client, "mixed", |i| i["spec"]["type"] == "ClusterSetIP").await;
-    assert!(i["spec"]["ips"][0].is_string(), "{i:#}");
+    let i = await_import(&client, "mixed", |i| i["spec"]["ips"][0].is_string()).await;
+    assert_eq!(i["spec"]["type"], "ClusterSetIP");
+    let derived = derived_service(&client, "mixed").await;
+    assert_eq!(i["spec"]["ips"], json!(derived.spec.unwrap().cluster_ips));
 }

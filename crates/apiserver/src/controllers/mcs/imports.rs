@@ -1,75 +1,16 @@
 //! The ServiceImport of a derived Service: created while at least one cluster exports it,
-//! kept equal to the derivation, deleted when no cluster does. A ClusterSetIP import holds one
-//! address per IP family from this cluster's ClusterSetIP range
-//! ([`crate::Config::clusterset_ip_cidrs`], as Submariner's `--clusterset-ip-cidr`), kept for as
-//! long as the import lives; a Headless import holds none. Only imports this controller made
-//! (label [`super::DERIVED_LABEL`]) are changed or deleted: a user's own stays as written.
+//! kept equal to the derivation, deleted when no cluster does. A ClusterSetIP import's
+//! addresses are its derived Service's ClusterIPs ([`super::derived_service`]); a Headless
+//! import holds none. Only imports this controller made (label [`super::DERIVED_LABEL`]) are
+//! changed or deleted: a user's own stays as written.
 
-use std::collections::HashSet;
-use std::net::IpAddr;
-
-use ipnet::IpNet;
 use serde_json::{json, Value};
 
-use super::derive::{Derived, CLUSTER_SET_IP};
-use super::DERIVED_LABEL;
+use super::derive::Derived;
+use super::{derived_service, DERIVED_LABEL};
 use crate::meta;
 use crate::resources::SERVICEIMPORTS;
 use crate::store::{DeleteOpts, Store, Sub, WriteOpts};
-
-fn ips_of(import: &Value) -> Vec<IpAddr> {
-    meta::path(import, "spec.ips")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
-        .unwrap_or_default()
-}
-
-/// The ClusterSetIPs the import should hold: what it holds where still in range, then the
-/// lowest free address of each other family the derived Service uses.
-fn cluster_set_ips(store: &Store, d: &Derived, have: Option<&Value>) -> Vec<String> {
-    if d.type_ != CLUSTER_SET_IP {
-        return Vec::new();
-    }
-    let ranges = &store.config.clusterset_ip_cidrs;
-    let families: Vec<bool> = if d.ip_families.is_empty() {
-        vec![false]
-    } else {
-        d.ip_families.iter().map(|f| f == "IPv6").collect()
-    };
-    let kept: Vec<IpAddr> = have
-        .map(ips_of)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|ip| ranges.iter().any(|r| r.contains(ip)) && families.contains(&ip.is_ipv6()))
-        .collect();
-    let mut used: Option<HashSet<IpAddr>> = None;
-    let mut out: Vec<IpAddr> = Vec::new();
-    for v6 in families {
-        if let Some(ip) = kept.iter().find(|ip| ip.is_ipv6() == v6) {
-            out.push(*ip);
-            continue;
-        }
-        let Some(range) = ranges.iter().find(|r| matches!(r, IpNet::V6(_)) == v6) else {
-            tracing::warn!(
-                "no ClusterSetIP range of family {} configured",
-                if v6 { "IPv6" } else { "IPv4" }
-            );
-            continue;
-        };
-        let used = used.get_or_insert_with(|| {
-            let (all, _) = store.list(SERVICEIMPORTS, None, |_| true);
-            all.iter().flat_map(|i| ips_of(i)).collect()
-        });
-        match range.hosts().take(1 << 20).find(|ip| !used.contains(ip)) {
-            Some(ip) => {
-                used.insert(ip);
-                out.push(ip);
-            }
-            None => tracing::warn!("ClusterSetIP range {range} is exhausted"),
-        }
-    }
-    out.iter().map(IpAddr::to_string).collect()
-}
 
 fn spec(d: &Derived, ips: Vec<String>) -> Value {
     let mut s = json!({
@@ -122,51 +63,59 @@ pub fn sync(store: &Store, ns: &str, name: &str, derived: Option<&Derived>) {
         }
         return;
     };
-    let ips = cluster_set_ips(store, d, have.as_deref());
-    let want_spec = spec(d, ips);
     let want_labels = labels(d);
     let want_annotations = json!(d.annotations);
-    let written = match &have {
-        Some(h)
-            if h.get("spec") == Some(&want_spec)
-                && meta::metadata(h).get("labels") == Some(&want_labels)
-                && meta::metadata(h).get("annotations").unwrap_or(&json!({}))
-                    == &want_annotations =>
-        {
-            Ok(h.clone())
-        }
-        Some(_) => store.modify(
-            SERVICEIMPORTS,
-            ns,
-            name,
-            Sub::Main,
-            WriteOpts::internal(),
-            |cur| {
-                let mut new = cur.clone();
-                new["spec"] = want_spec.clone();
-                let m = meta::metadata_mut(&mut new);
-                m.insert("labels".into(), want_labels.clone());
-                m.insert("annotations".into(), want_annotations.clone());
-                Ok(new)
-            },
-        ),
-        None => store.create(
+    let cur = match have {
+        Some(h) => h,
+        None => match store.create(
             SERVICEIMPORTS,
             ns,
             json!({
                 "apiVersion": "multicluster.x-k8s.io/v1alpha1",
                 "kind": "ServiceImport",
                 "metadata": {"name": name, "labels": want_labels, "annotations": want_annotations},
-                "spec": want_spec,
+                "spec": spec(d, Vec::new()),
             }),
             WriteOpts::internal(),
-        ),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("creating ServiceImport {ns}/{name}: {e}");
+                return;
+            }
+        },
     };
-    let cur = match written {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("writing ServiceImport {ns}/{name}: {e}");
-            return;
+    let ips = derived_service::sync(store, ns, name, meta::uid(&cur), d);
+    let want_spec = spec(d, ips);
+    let same = cur.get("spec") == Some(&want_spec)
+        && meta::metadata(&cur).get("labels") == Some(&want_labels)
+        && meta::metadata(&cur)
+            .get("annotations")
+            .unwrap_or(&json!({}))
+            == &want_annotations;
+    let cur = if same {
+        cur
+    } else {
+        match store.modify(
+            SERVICEIMPORTS,
+            ns,
+            name,
+            Sub::Main,
+            WriteOpts::internal(),
+            |c| {
+                let mut new = c.clone();
+                new["spec"] = want_spec.clone();
+                let m = meta::metadata_mut(&mut new);
+                m.insert("labels".into(), want_labels.clone());
+                m.insert("annotations".into(), want_annotations.clone());
+                Ok(new)
+            },
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("writing ServiceImport {ns}/{name}: {e}");
+                return;
+            }
         }
     };
     let want_status = status(d);

@@ -5,13 +5,16 @@
 //!   EndpointSlices in place ([`slices`]), which carry the export's record;
 //! - the MCS EndpointSlices of every cluster (this one's, and those a cluster-set sync copies in)
 //!   are merged by the conflict resolution policy ([`derive`]) into the ServiceImport
-//!   ([`imports`]), which exists while at least one cluster exports the Service;
+//!   ([`imports`]), which exists while at least one cluster exports the Service, with a derived
+//!   Service ([`derived_service`]) whose ClusterIP is the ClusterSetIP, so the service proxy
+//!   balances it over every exporting cluster's endpoints;
 //! - the export's `Conflict` condition names what the clusters disagree on, and `Ready` says
 //!   it is exported (`Exported`) or why not.
 //!
 //! One cluster alone is a cluster set of one: its exports are imported by itself.
 
 pub mod derive;
+pub mod derived_service;
 pub mod imports;
 pub mod slices;
 
@@ -310,16 +313,13 @@ impl Controller for ServiceExports {
                 }
                 for e in evs {
                     for o in std::iter::once(&e.obj).chain(e.prev.iter()) {
-                        match e.res {
-                            ENDPOINTSLICES => {
-                                for l in [SERVICE_NAME_LABEL, k8s_slices::SERVICE_NAME_LABEL] {
-                                    if let Some(n) = meta::label(o, l) {
-                                        dirty.insert(key(o, n));
-                                    }
-                                }
-                            }
-                            _ => {
-                                dirty.insert(key(o, meta::name(o)));
+                        if e.res != ENDPOINTSLICES {
+                            dirty.insert(key(o, meta::name(o)));
+                        }
+                        // A slice names its Service; a derived Service its import.
+                        for l in [SERVICE_NAME_LABEL, k8s_slices::SERVICE_NAME_LABEL] {
+                            if let Some(n) = meta::label(o, l) {
+                                dirty.insert(key(o, n));
                             }
                         }
                     }

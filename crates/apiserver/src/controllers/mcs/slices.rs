@@ -76,6 +76,8 @@ fn desired(
         SERVICE_NAME_LABEL: name,
         SOURCE_CLUSTER_LABEL: cluster,
         k8s_slices::MANAGED_BY_LABEL: MANAGED_BY,
+        // The derived Service's endpoints, for the service proxy.
+        k8s_slices::SERVICE_NAME_LABEL: super::derived_service::name(ns, name),
     });
     if record.type_ == super::derive::HEADLESS {
         labels[k8s_slices::HEADLESS_LABEL] = json!("");
