@@ -4,7 +4,8 @@
 //! `kubernetes` and `kube-dns` Services, the pods' resolv.conf, the API server's certificate
 //! as curl in a pod verifies it)
 //! comes from its own ranges, and a name resolves and connects in each. Bad ranges are refused
-//! naming the flag, with nothing built.
+//! naming the flag, with nothing built. Each lab is also a cluster set of one: an exported
+//! Service is imported at a ClusterSetIP that the service proxy takes to its pod.
 
 mod common;
 
@@ -122,6 +123,57 @@ fn check_lab(lab: &TestLab, pods: Ipv4Net, services: Ipv4Net, cluster_id: &str) 
             first(10)
         )),
         "{status}"
+    );
+
+    check_export(lab, services, cluster_id);
+}
+
+/// A cluster set of one: exporting `web` imports it in this cluster (MCS API), at a
+/// ClusterSetIP that is the ClusterIP of a derived Service in this lab's range; the MCS
+/// EndpointSlice names this lab's cluster id; the service proxy takes a connection to the
+/// ClusterSetIP to the web pod, with the client's address kept.
+fn check_export(lab: &TestLab, services: Ipv4Net, cluster_id: &str) {
+    lab.apply(
+        "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: web}\n",
+    );
+    let import = lab
+        .eventually(WAIT, || {
+            lab.object("serviceimports", "default", "web")
+                .filter(|i| i["spec"]["ips"][0].is_string())
+        })
+        .unwrap_or_else(|| panic!("{}: no ServiceImport web with an address", lab.name));
+    assert_eq!(import["spec"]["type"], "ClusterSetIP");
+    assert_eq!(
+        import["status"]["clusters"],
+        serde_json::json!([{"cluster": cluster_id}]),
+        "{}",
+        lab.name
+    );
+    let set_ip = ip(&import["spec"]["ips"][0]);
+    assert!(services.contains(&set_ip), "{}: {set_ip}", lab.name);
+    let slices = lab.get_json(&["endpointslices", "-n", "default"]);
+    let mcs: Vec<&serde_json::Value> = slices["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["metadata"]["labels"]["multicluster.kubernetes.io/service-name"] == "web")
+        .collect();
+    assert_eq!(mcs.len(), 1, "{}: {slices:#}", lab.name);
+    assert_eq!(
+        mcs[0]["metadata"]["labels"]["multicluster.kubernetes.io/source-cluster"], cluster_id,
+        "{}",
+        lab.name
+    );
+    let client = lab.pod_ip("client");
+    let reply = lab
+        .eventually(WAIT, || lab.probe("client", &format!("tcp://{set_ip}:80")))
+        .unwrap_or_else(|| panic!("{}: ClusterSetIP {set_ip}:80 not answered", lab.name));
+    assert_eq!(reply["pod"], "web", "{}", lab.name);
+    assert_eq!(
+        common::client_ip(&reply),
+        client,
+        "{}: source kept",
+        lab.name
     );
 }
 
