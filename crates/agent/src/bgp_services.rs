@@ -76,6 +76,7 @@ mod tests {
             name: format!("{service}-x"),
             service_name: service.into(),
             address_type: AddressType::Ipv4,
+            source_cluster: None,
             endpoints: vec![e],
             ports: Vec::new(),
         }

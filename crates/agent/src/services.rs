@@ -449,6 +449,7 @@ mod tests {
                 name: format!("s{i}-1"),
                 service_name: format!("s{i}"),
                 address_type: AddressType::Ipv4,
+                source_cluster: None,
                 endpoints: vec![Endpoint::ready(
                     format!("10.244.1.{}", i + 10).parse().unwrap(),
                     Some("node-1"),

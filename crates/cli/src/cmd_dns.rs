@@ -22,6 +22,9 @@ pub struct DnsArgs {
     /// The cluster domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The cluster set's domain, where ServiceImports are named (MCS DNS specification).
+    #[arg(long, default_value = config::DEFAULT_CLUSTERSET_DOMAIN)]
+    clusterset_domain: String,
     /// Upstream resolver for names outside the cluster domain, IP[:PORT] (repeatable);
     /// default: the nameservers of /etc/resolv.conf. With none, such names are REFUSED.
     #[arg(long)]
@@ -56,6 +59,16 @@ fn settings(args: &DnsArgs) -> anyhow::Result<Settings> {
         .collect::<Result<Vec<SocketAddr>, _>>()?;
     let metrics_listen = config::parse_listen("--metrics-listen", &args.metrics_listen)?;
     let mut zone = ZoneConfig::new(&args.cluster_domain)?;
+    zone.clusterset_domain =
+        config::parse_domain_flag("--clusterset-domain", &args.clusterset_domain)?;
+    if zone.clusterset_domain.zone_of(&zone.domain) || zone.domain.zone_of(&zone.clusterset_domain)
+    {
+        anyhow::bail!(
+            "--clusterset-domain {} and --cluster-domain {} must not contain one another",
+            args.clusterset_domain,
+            args.cluster_domain
+        );
+    }
     zone.ttl = config::check_ttl("--ttl", args.ttl)?;
     zone.negative_ttl = config::check_ttl("--negative-ttl", args.negative_ttl)?;
     zone.pods = args.pods.parse::<PodsMode>()?;

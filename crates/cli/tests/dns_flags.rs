@@ -30,6 +30,11 @@ fn bad_flags_exit_non_zero_naming_the_flag() {
         (&["--cache-size", "0"][..], "--cache-size"),
         (&["--ttl", "999999999"][..], "--ttl"),
         (&["--apiserver", "no-scheme"][..], "--apiserver"),
+        (&["--clusterset-domain", "a..b"][..], "--clusterset-domain"),
+        (
+            &["--clusterset-domain", "set.cluster.local"][..],
+            "--clusterset-domain",
+        ),
     ] {
         let (ok, stderr) = dns(args);
         assert!(!ok, "{args:?} accepted");

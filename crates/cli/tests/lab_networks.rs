@@ -5,7 +5,8 @@
 //! as curl in a pod verifies it)
 //! comes from its own ranges, and a name resolves and connects in each. Bad ranges are refused
 //! naming the flag, with nothing built. Each lab is also a cluster set of one: an exported
-//! Service is imported at a ClusterSetIP that the service proxy takes to its pod.
+//! Service is imported at a ClusterSetIP that `web.default.svc.clusterset.local` answers and
+//! the service proxy takes to its pod.
 
 mod common;
 
@@ -164,6 +165,24 @@ fn check_export(lab: &TestLab, services: Ipv4Net, cluster_id: &str) {
         "{}",
         lab.name
     );
+    // The MCS DNS names: the import's name under clusterset.local is the ClusterSetIP.
+    let answer = lab
+        .eventually(WAIT, || {
+            let out = lab.run(&[
+                "exec",
+                "client",
+                "--",
+                "dig",
+                "+short",
+                "+time=2",
+                "+tries=1",
+                "web.default.svc.clusterset.local",
+            ]);
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (text == set_ip.to_string()).then_some(text)
+        })
+        .unwrap_or_else(|| panic!("{}: web.default.svc.clusterset.local", lab.name));
+    assert_eq!(answer, set_ip.to_string());
     let client = lab.pod_ip("client");
     let reply = lab
         .eventually(WAIT, || lab.probe("client", &format!("tcp://{set_ip}:80")))

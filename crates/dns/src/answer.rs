@@ -95,10 +95,16 @@ pub enum Outcome<'s> {
 
 /// Answers `name`/`qtype` (class IN) from the snapshot.
 pub fn answer<'s>(zone: &'s ZoneSnapshot, name: &Name, qtype: RecordType) -> Outcome<'s> {
-    let in_zone = zone.config.domain.zone_of(name);
+    let in_cluster = zone.config.domain.zone_of(name);
+    let in_clusterset = zone.config.clusterset_domain.zone_of(name);
+    let in_zone = in_cluster || in_clusterset;
     // Reverse names are ours only for the addresses we hold, so their negative answers carry
     // no SOA of ours (we are not the arpa zone's authority).
-    let soa = in_zone.then_some(&zone.soa);
+    let soa = if in_cluster {
+        Some(&zone.soa)
+    } else {
+        in_clusterset.then_some(&zone.clusterset_soa)
+    };
     let ttl = zone.config.ttl;
     if let Some((owner, entry)) = zone.names.get_key_value(name) {
         if !entry.cname().is_empty() && !matches!(qtype, RecordType::CNAME | RecordType::ANY) {

@@ -47,6 +47,7 @@ fn slice(ns: &str, svc: &str, family: AddressType, eps: Vec<Endpoint>) -> Endpoi
         name: format!("{svc}-{family:?}"),
         service_name: svc.into(),
         address_type: family,
+        source_cluster: None,
         endpoints: eps,
         ports: vec![EndpointPort {
             name: "http".into(),
@@ -492,4 +493,141 @@ fn names_outside_the_zone_are_not_ours() {
             "{n}"
         );
     }
+}
+
+/// A cluster set: `web` exported by two clusters and imported here (derived Service with a
+/// ClusterSetIP), and the headless `db` exported by east and west.
+fn clusterset_zone() -> ZoneSnapshot {
+    let mut web = Service::cluster_ip("shop", "derived-1", vec![ip("10.96.0.50")]);
+    web.ports = vec![port("http", Protocol::Tcp, 80)];
+    web.mcs_import = Some("web".into());
+    let mut db = headless("shop", "derived-2");
+    db.mcs_import = Some("db".into());
+    let mut east = slice(
+        "shop",
+        "derived-2",
+        AddressType::Ipv4,
+        vec![
+            endpoint("10.245.1.5", Some("db-0"), true),
+            endpoint("10.245.1.6", None, true),
+            endpoint("10.245.1.7", Some("sick"), false),
+        ],
+    );
+    east.name = "db-east".into();
+    east.source_cluster = Some("east".into());
+    let mut west = slice(
+        "shop",
+        "derived-2",
+        AddressType::Ipv4,
+        vec![endpoint("10.244.1.5", Some("db-0"), true)],
+    );
+    west.name = "db-west".into();
+    west.source_cluster = Some("west".into());
+    let config = ZoneConfig::new("cluster.local").unwrap();
+    build(&config, 3, &[web, db], &[east, west], &[])
+}
+
+#[test]
+fn clusterset_ip_import_answers_under_clusterset_local() {
+    let z = clusterset_zone();
+    assert_eq!(
+        data(&ask(&z, "web.shop.svc.clusterset.local.", RecordType::A)),
+        ["10.96.0.50"]
+    );
+    assert_eq!(
+        data(&ask(
+            &z,
+            "_http._tcp.web.shop.svc.clusterset.local.",
+            RecordType::SRV
+        )),
+        ["0 100 80 web.shop.svc.clusterset.local."]
+    );
+    // The derived Service keeps its cluster name; the address's PTR stays that one.
+    assert_eq!(
+        data(&ask(&z, "derived-1.shop.svc.cluster.local.", RecordType::A)),
+        ["10.96.0.50"]
+    );
+    assert_eq!(
+        data(&ask(&z, "50.0.96.10.in-addr.arpa.", RecordType::PTR)),
+        ["derived-1.shop.svc.cluster.local."]
+    );
+    // The cluster set zone is ours: unknown names are NXDOMAIN with its SOA, the names above
+    // a service exist (NODATA).
+    let a = ask(&z, "nope.shop.svc.clusterset.local.", RecordType::A);
+    assert_nxdomain(&a, "unknown import");
+    assert_eq!(
+        a.authority.unwrap().name.to_ascii(),
+        "clusterset.local.",
+        "the cluster set's SOA"
+    );
+    assert_nodata(
+        &ask(&z, "shop.svc.clusterset.local.", RecordType::A),
+        "namespace",
+    );
+    assert_eq!(
+        data(&ask(&z, "clusterset.local.", RecordType::SOA)).len(),
+        1,
+        "the apex has an SOA"
+    );
+    assert!(
+        data(&ask(&z, "web.shop.svc.cluster.local.", RecordType::A)).is_empty(),
+        "an import is not a cluster.local Service"
+    );
+}
+
+#[test]
+fn headless_import_names_each_clusters_endpoints() {
+    let z = clusterset_zone();
+    assert_eq!(
+        data(&ask(&z, "db.shop.svc.clusterset.local.", RecordType::A)),
+        ["10.244.1.5", "10.245.1.5", "10.245.1.6"],
+        "ready endpoints of every cluster"
+    );
+    assert_eq!(
+        data(&ask(
+            &z,
+            "db-0.east.db.shop.svc.clusterset.local.",
+            RecordType::A
+        )),
+        ["10.245.1.5"]
+    );
+    assert_eq!(
+        data(&ask(
+            &z,
+            "db-0.west.db.shop.svc.clusterset.local.",
+            RecordType::A
+        )),
+        ["10.244.1.5"]
+    );
+    assert_eq!(
+        data(&ask(
+            &z,
+            "10-245-1-6.east.db.shop.svc.clusterset.local.",
+            RecordType::A
+        )),
+        ["10.245.1.6"],
+        "no hostname: the dashed address"
+    );
+    assert_nxdomain(
+        &ask(&z, "sick.east.db.shop.svc.clusterset.local.", RecordType::A),
+        "a not-ready endpoint",
+    );
+    assert_nodata(
+        &ask(&z, "east.db.shop.svc.clusterset.local.", RecordType::A),
+        "the cluster's name exists",
+    );
+    let mut srv = data(&ask(
+        &z,
+        "_http._tcp.db.shop.svc.clusterset.local.",
+        RecordType::SRV,
+    ));
+    srv.sort();
+    assert_eq!(
+        srv,
+        [
+            "0 100 8080 10-245-1-6.east.db.shop.svc.clusterset.local.",
+            "0 100 8080 db-0.east.db.shop.svc.clusterset.local.",
+            "0 100 8080 db-0.west.db.shop.svc.clusterset.local.",
+        ]
+    );
 }

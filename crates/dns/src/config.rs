@@ -59,6 +59,9 @@ pub struct ZoneConfig {
     /// SOA minimum (and SOA TTL) of negative cluster answers: how long NXDOMAIN/NODATA is cached.
     pub negative_ttl: u32,
     pub pods: PodsMode,
+    /// The cluster set's domain (`clusterset.local.`), where the MCS DNS specification puts
+    /// the names of ServiceImports.
+    pub clusterset_domain: Name,
 }
 
 /// Default TTLs. The specification does not fix them; 30 s bounds how long a deleted Service
@@ -75,19 +78,24 @@ impl ZoneConfig {
             ttl: DEFAULT_TTL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
             pods: PodsMode::default(),
+            clusterset_domain: parse_domain_flag("--clusterset-domain", DEFAULT_CLUSTERSET_DOMAIN)?,
         })
     }
 }
 
+/// The MCS DNS specification's cluster set domain.
+pub const DEFAULT_CLUSTERSET_DOMAIN: &str = "clusterset.local";
+
 /// Parses `--cluster-domain`: a valid DNS name of letters, digits and hyphens, not the root.
 pub fn parse_domain(s: &str) -> Result<Name, ConfigError> {
-    let flag = "--cluster-domain";
+    parse_domain_flag("--cluster-domain", s)
+}
+
+/// Parses a domain given with `flag` (`--cluster-domain`, `--clusterset-domain`).
+pub fn parse_domain_flag(flag: &'static str, s: &str) -> Result<Name, ConfigError> {
     let trimmed = s.trim_end_matches('.');
     if trimmed.is_empty() {
-        return Err(err(
-            flag,
-            "the cluster domain must not be empty or the root",
-        ));
+        return Err(err(flag, "the domain must not be empty or the root"));
     }
     for label in trimmed.split('.') {
         let ok = !label.is_empty()

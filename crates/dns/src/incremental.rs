@@ -18,7 +18,7 @@ use sarasa_model::{EndpointSlice, Service};
 use crate::config::ZoneConfig;
 use crate::names::Names;
 use crate::records::{self, OwnerSets, ZoneNames};
-use crate::snapshot::{soa_record, EntrySets, NameEntry, ZoneSnapshot};
+use crate::snapshot::{soa_record, soa_record_of, EntrySets, NameEntry, ZoneSnapshot};
 
 /// Who contributes records: merged in this order (fixed names, Services by `ns/name`, Pods
 /// by `ns/name`), so a name's records come out the same however the changes arrived.
@@ -342,17 +342,21 @@ impl ZoneState {
             pod_addresses: self.pod_addresses_view.clone(),
             pod_namespaces: self.pod_namespaces_view.clone(),
             soa: soa_record(config, generation),
+            clusterset_soa: soa_record_of(&config.clusterset_domain, config, generation),
             pod_zone: self.zone.pod_zone.clone(),
             record_count: self.record_count,
         }
     }
 
     /// The names at and above `name` that exist because of it: itself, and its ancestors up
-    /// to the apex when it is inside the zone (empty non-terminals).
+    /// to the apex when it is inside the zone or the cluster set's (empty non-terminals).
     fn with_ancestors(&self, name: &Name) -> Vec<Name> {
-        let domain = &self.zone.config.domain;
+        let config = &self.zone.config;
+        let domain = [&config.domain, &config.clusterset_domain]
+            .into_iter()
+            .find(|d| d.zone_of(name));
         let mut out = vec![name.clone()];
-        if domain.zone_of(name) {
+        if let Some(domain) = domain {
             let mut parent = name.base_name();
             while domain.zone_of(&parent) {
                 let next = parent.base_name();

@@ -85,6 +85,7 @@ fn random_slice(rng: &mut StdRng, ns: &str, name: &str) -> EndpointSlice {
         // A slice may move to another Service between updates.
         service_name: pick(rng, &SERVICES).to_string(),
         address_type: AddressType::Ipv4,
+        source_cluster: None,
         endpoints,
         ports: vec![EndpointPort {
             name: "http".into(),

@@ -14,7 +14,7 @@ use sarasa_cluster::PodInfo;
 use sarasa_model::{AddressType, Endpoint, EndpointSlice, Service, ServiceType};
 
 use crate::config::{PodsMode, ZoneConfig};
-use crate::snapshot::{dashed, soa_record, EntrySets, Rdata, SCHEMA_VERSION};
+use crate::snapshot::{dashed, soa_record, soa_record_of, EntrySets, Rdata, SCHEMA_VERSION};
 
 /// The names one owner puts records at (an entry may be empty: the name exists, no records).
 /// A name is made once per owner and shared (`Arc`) by its key and the records pointing at it.
@@ -28,20 +28,22 @@ pub(crate) struct ZoneNames {
     pub svc_zone: Name,
     /// `pod.<zone>`.
     pub pod_zone: Name,
+    /// `svc.<cluster set domain>`: the names of ServiceImports sit below it.
+    pub clusterset_svc_zone: Name,
 }
 
 impl ZoneNames {
     pub fn new(config: &ZoneConfig) -> Self {
-        let zone = &config.domain;
-        let child = |label: &str| {
+        let child = |label: &str, zone: &Name| {
             Name::from_ascii(label)
                 .and_then(|n| n.append_domain(zone))
                 .unwrap_or_else(|_| zone.clone())
         };
         ZoneNames {
             config: config.clone(),
-            svc_zone: child("svc"),
-            pod_zone: child("pod"),
+            svc_zone: child("svc", &config.domain),
+            pod_zone: child("pod", &config.domain),
+            clusterset_svc_zone: child("svc", &config.clusterset_domain),
         }
     }
 
@@ -146,6 +148,14 @@ pub(crate) fn fixed_sets(zone: &ZoneNames, generation: u64) -> OwnerSets {
         .soa
         .push(Rdata::Other(Box::new(soa_record(config, generation))));
     s.entry(&Arc::new(zone.svc_zone.clone()));
+    s.entry(&Arc::new(config.clusterset_domain.clone()))
+        .soa
+        .push(Rdata::Other(Box::new(soa_record_of(
+            &config.clusterset_domain,
+            config,
+            generation,
+        ))));
+    s.entry(&Arc::new(zone.clusterset_svc_zone.clone()));
     if config.pods != PodsMode::Disabled {
         s.entry(&Arc::new(zone.pod_zone.clone()));
     }
@@ -216,7 +226,59 @@ pub(crate) fn service_sets(
             }
         }
     }
+    if let Some(import) = &svc.mcs_import {
+        clusterset_sets(&mut s, zone, svc, import, slices);
+    }
     s.sets
+}
+
+/// The MCS DNS specification's names of a derived Service's import (no PTRs: an address's
+/// reverse name stays the cluster one):
+/// - ClusterSetIP: `<import>.<ns>.svc.<clusterset>` A/AAAA the ClusterSetIPs, and SRV
+///   `_<port>._<proto>.<import>...` to it;
+/// - Headless: `<import>.<ns>.svc.<clusterset>` the ready endpoints of every cluster, and
+///   `<hostname>.<clusterid>.<import>.<ns>.svc.<clusterset>` each (its address dashed when it
+///   has no hostname), with SRV records to those names.
+fn clusterset_sets(
+    s: &mut Sets,
+    zone: &ZoneNames,
+    svc: &Service,
+    import: &str,
+    slices: &[&EndpointSlice],
+) {
+    let Some(base) = zone.name(&[import, &svc.namespace], &zone.clusterset_svc_zone) else {
+        return;
+    };
+    s.entry(&base);
+    if !is_headless(svc) {
+        for ip in &svc.cluster_ips {
+            s.add_address(&base, *ip);
+        }
+        for port in &svc.ports {
+            if let Some(owner) = zone.srv_owner(&port.name, port.protocol.lowercase(), &base) {
+                s.add_srv(&owner, port.port, &base);
+            }
+        }
+        return;
+    }
+    for (slice, ep) in published_endpoints(svc, slices) {
+        let (Some(first), Some(cluster)) = (ep.addresses.first(), &slice.source_cluster) else {
+            continue;
+        };
+        let label = ep.hostname.clone().unwrap_or_else(|| dashed(first));
+        let Some(host) = zone.name(&[&label, cluster], &base) else {
+            continue;
+        };
+        for ip in &ep.addresses {
+            s.add_address(&base, *ip);
+            s.add_address(&host, *ip);
+        }
+        for port in &slice.ports {
+            if let Some(owner) = zone.srv_owner(&port.name, port.protocol.lowercase(), &base) {
+                s.add_srv(&owner, port.port, &host);
+            }
+        }
+    }
 }
 
 /// A pod that still runs (finished pods have no records and no pod name).

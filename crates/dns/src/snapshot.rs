@@ -270,6 +270,8 @@ pub struct ZoneSnapshot {
     pub pod_namespaces: Arc<HashSet<String>>,
     /// The zone's SOA (the Authority section of negative answers).
     pub soa: Record,
+    /// The cluster set zone's SOA (negative answers under `clusterset.local`).
+    pub clusterset_soa: Record,
     /// `pod.<zone>`.
     pub pod_zone: Name,
     pub record_count: usize,
@@ -298,7 +300,11 @@ pub fn undashed(label: &str) -> Option<IpAddr> {
 /// The SOA record of a zone generation; its minimum (and its TTL) is the negative TTL
 /// (RFC 2308: resolvers cache a negative answer for min(SOA TTL, SOA minimum)).
 pub fn soa_record(config: &ZoneConfig, generation: u64) -> Record {
-    let zone = &config.domain;
+    soa_record_of(&config.domain, config, generation)
+}
+
+/// The SOA record of `zone` (the cluster domain or the cluster set's) for a generation.
+pub fn soa_record_of(zone: &Name, config: &ZoneConfig, generation: u64) -> Record {
     let mname = Name::from_ascii("ns.dns")
         .and_then(|n| n.append_domain(zone))
         .unwrap_or_else(|_| zone.clone());

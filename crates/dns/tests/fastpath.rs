@@ -88,6 +88,7 @@ fn slice(ns: &str, svc: &str, family: AddressType, endpoints: Vec<Endpoint>) -> 
         name: format!("{svc}-{family:?}").to_lowercase(),
         service_name: svc.into(),
         address_type: family,
+        source_cluster: None,
         endpoints,
         ports: vec![
             EndpointPort {

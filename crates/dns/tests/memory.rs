@@ -109,6 +109,7 @@ fn slice(i: usize) -> EndpointSlice {
         name: format!("svc-{i}-1"),
         service_name: format!("svc-{i}"),
         address_type: AddressType::Ipv4,
+        source_cluster: None,
         endpoints: (0..EPS)
             .map(|k| Endpoint {
                 hostname: headless(i).then(|| format!("ep-{k}")),

@@ -74,6 +74,9 @@ pub struct EndpointSlice {
     pub address_type: AddressType,
     pub endpoints: Vec<Endpoint>,
     pub ports: Vec<EndpointPort>,
+    /// The `multicluster.kubernetes.io/source-cluster` label of an MCS slice: the cluster
+    /// whose endpoints these are.
+    pub source_cluster: Option<String>,
 }
 
 impl EndpointSlice {

@@ -15,6 +15,10 @@ use crate::{
 
 /// Label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// MCS (KEP-1645): the ServiceImport a derived Service or an MCS slice belongs to.
+pub const MCS_SERVICE_NAME_LABEL: &str = "multicluster.kubernetes.io/service-name";
+/// MCS: the cluster an MCS slice's endpoints are in.
+pub const MCS_SOURCE_CLUSTER_LABEL: &str = "multicluster.kubernetes.io/source-cluster";
 
 /// Default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
@@ -219,6 +223,12 @@ impl TryFrom<&core::Service> for Service {
             ip_families,
             external_name: spec.external_name.clone(),
             publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
+            mcs_import: svc
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MCS_SERVICE_NAME_LABEL))
+                .cloned(),
         })
     }
 }
@@ -298,6 +308,12 @@ impl TryFrom<&discovery::EndpointSlice> for EndpointSlice {
         endpoints.shrink_to_fit();
         ports.shrink_to_fit();
         Ok(EndpointSlice {
+            source_cluster: s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MCS_SOURCE_CLUSTER_LABEL))
+                .cloned(),
             namespace,
             name,
             service_name,

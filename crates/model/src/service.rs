@@ -155,6 +155,9 @@ pub struct Service {
     pub external_name: Option<String>,
     /// `spec.publishNotReadyAddresses`: cluster DNS publishes every endpoint, ready or not.
     pub publish_not_ready_addresses: bool,
+    /// The `multicluster.kubernetes.io/service-name` label of a derived Service: the
+    /// ServiceImport it stands for, which cluster DNS names under `clusterset.local`.
+    pub mcs_import: Option<String>,
 }
 
 impl Service {

@@ -58,6 +58,7 @@ fn web(cluster_ip: &str) -> (Service, EndpointSlice) {
         name: "web-1".into(),
         service_name: "web".into(),
         address_type: AddressType::Ipv4,
+        source_cluster: None,
         endpoints: vec![Endpoint::ready(ip("10.244.2.5"), Some("node-2"))],
         ports: vec![EndpointPort {
             name: "http".into(),

@@ -68,6 +68,7 @@ fn objects(n: usize) -> (Vec<Service>, Vec<EndpointSlice>) {
             name: format!("{name}-1"),
             service_name: name,
             address_type: AddressType::Ipv4,
+            source_cluster: None,
             endpoints: ENDPOINTS
                 .iter()
                 .map(|a| Endpoint::ready(a.parse().expect("constant IP"), Some("node-1")))

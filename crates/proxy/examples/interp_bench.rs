@@ -66,6 +66,7 @@ fn objects(n: usize) -> (Vec<Service>, Vec<EndpointSlice>) {
             name: format!("{name}-1"),
             service_name: name,
             address_type: AddressType::Ipv4,
+            source_cluster: None,
             endpoints: (0..3)
                 .map(|e| Endpoint::ready(ip(&format!("10.{}.{mid}.{lo}", 200 + e)), Some("node-1")))
                 .collect(),

@@ -51,6 +51,7 @@ fn objects(n: usize) -> (Vec<Service>, Vec<EndpointSlice>) {
             name: format!("{name}-1"),
             service_name: name,
             address_type: AddressType::Ipv4,
+            source_cluster: None,
             endpoints: vec![
                 Endpoint::ready(ip(200 + hi), Some("node-1")),
                 Endpoint::ready(ip(220 + hi), Some("node-2")),

@@ -129,6 +129,7 @@ fn objects(
             name: format!("{name}-1"),
             service_name: name,
             address_type: AddressType::Ipv4,
+            source_cluster: None,
             endpoints: eps
                 .iter()
                 .map(|&p| Endpoint::ready(pods[p].ips[0], pods[p].node.as_deref()))

@@ -116,6 +116,7 @@ fn services() -> (Vec<Service>, Vec<EndpointSlice>) {
         name: "web-1".into(),
         service_name: "web".into(),
         address_type: AddressType::Ipv4,
+        source_cluster: None,
         endpoints: vec![
             Endpoint::ready(ip("10.244.2.10"), Some("node-2")),
             Endpoint::ready(ip("10.244.3.10"), Some("node-3")),

@@ -65,6 +65,7 @@ pub fn slice(
         namespace: "default".into(),
         name: name.into(),
         service_name: service.into(),
+        source_cluster: None,
         address_type: if first.is_some_and(|i| i.is_ipv6()) {
             AddressType::Ipv6
         } else {
