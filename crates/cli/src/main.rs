@@ -4,6 +4,7 @@
 
 mod cluster_dns;
 mod cmd_agent;
+mod cmd_clusterset;
 mod cmd_dns;
 mod cmd_drops;
 mod cmd_graph;
@@ -69,9 +70,21 @@ enum Command {
     /// Explain what the network does with one packet: every node, hook, Service, policy and
     /// route it crosses, from the node plans the agents program.
     Trace(cmd_trace::TraceArgs),
+    /// Cluster sets of labs: join, status, leave, delete, broker stop|start (see
+    /// `sarasa clusterset --help`)
+    Clusterset {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
+    // `clusterset` repeats `--lab`, which is global everywhere else: it parses its own.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("clusterset") {
+        init_logging_with("warn,kube_client=off");
+        return finish(cmd_clusterset::run(argv[2..].to_vec()));
+    }
     let cli = Cli::parse();
     init_logging(&cli.command);
     let result = match cli.command {
@@ -91,7 +104,12 @@ fn main() -> ExitCode {
         Command::Probe(args) => sarasa_workload::run_probe(&args, &mut std::io::stdout())
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
+        Command::Clusterset { args } => cmd_clusterset::run(args),
     };
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -113,6 +131,10 @@ fn init_logging(command: &Command) {
         Command::Lab(_) => "info,kube_client=off",
         _ => "warn,kube_client=off",
     };
+    init_logging_with(default);
+}
+
+fn init_logging_with(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SARASA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

@@ -50,6 +50,8 @@ struct LoopbackRecord {
 const EXTERNAL_SERVER: &str = "external-server";
 const EXTERNAL_DNS: &str = "external-dns";
 const FABRIC_ROUTER: &str = "fabric-router";
+/// The lab's sync with its cluster set's broker ([`crate::clusterset::sync`]).
+pub(crate) const CLUSTERSET_SYNC: &str = "clusterset-sync";
 
 impl Lab {
     /// Opens the lab named `name`, or says clearly that it is not up.
@@ -376,7 +378,7 @@ impl Lab {
         Ok(())
     }
 
-    fn pid_file(&self, key: &str) -> PathBuf {
+    pub(crate) fn pid_file(&self, key: &str) -> PathBuf {
         self.paths.pids_dir().join(format!("{key}.json"))
     }
 
@@ -426,7 +428,12 @@ impl Lab {
         if let Err(e) = self.stop_control_plane() {
             errors.push(e.to_string());
         }
-        for key in [EXTERNAL_SERVER, EXTERNAL_DNS, FABRIC_ROUTER] {
+        for key in [
+            EXTERNAL_SERVER,
+            EXTERNAL_DNS,
+            FABRIC_ROUTER,
+            CLUSTERSET_SYNC,
+        ] {
             if let Some(rec) = ProcessRecord::load(&self.pid_file(key)) {
                 if let Err(e) = rec.stop(Duration::from_secs(2)) {
                     errors.push(e.to_string());
@@ -542,7 +549,7 @@ fn netns_path(name: &str) -> PathBuf {
     PathBuf::from(sarasa_netns::NETNS_RUN_DIR).join(name)
 }
 
-fn log_env() -> Vec<(String, String)> {
+pub(crate) fn log_env() -> Vec<(String, String)> {
     let level = std::env::var("SARASA_LOG").unwrap_or_else(|_| "info".into());
     vec![("SARASA_LOG".into(), level)]
 }

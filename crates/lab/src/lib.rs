@@ -7,6 +7,7 @@ pub mod agents;
 pub mod api_limits;
 pub mod client;
 pub mod cloud_lb;
+pub mod clusterset;
 pub mod cni_runtime;
 pub mod container_env;
 pub mod container_log;

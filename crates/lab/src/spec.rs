@@ -312,14 +312,19 @@ pub fn validate_lab_name(name: &str) -> Result<(), LabError> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(LabError::Invalid(format!(
+    if !ok {
+        return Err(LabError::Invalid(format!(
             "--lab {name:?}: a lab name is 1-{MAX_LAB_NAME} lowercase letters, digits or '-', \
              not starting or ending with '-'"
-        )))
+        )));
     }
+    // A lab's namespaces are `sarasa-<lab>-*`; cluster sets' WANs are `sarasa-wan-<set>`.
+    if name == "wan" || name.starts_with("wan-") {
+        return Err(LabError::Invalid(format!(
+            "--lab {name:?}: \"wan\" and names starting \"wan-\" are kept for cluster sets' WAN namespaces"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

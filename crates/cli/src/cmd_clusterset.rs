@@ -1,0 +1,174 @@
+//! `sarasa clusterset`: cluster sets of labs (issue 12). Parsed on its own because its
+//! `--lab` repeats (`join SET --lab A --lab B`), where every other command takes the one
+//! global `--lab`.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sarasa_lab::clusterset::{self, Cable};
+
+#[derive(Parser)]
+#[command(
+    name = "sarasa clusterset",
+    about = "Cluster sets: labs joined through a WAN and a broker"
+)]
+struct ClustersetCli {
+    #[command(subcommand)]
+    command: ClustersetCommand,
+}
+
+#[derive(Subcommand)]
+enum ClustersetCommand {
+    /// Join labs to a cluster set (made when it does not exist): the WAN namespace
+    /// sarasa-wan-SET, the broker on it, and each lab's sync with the broker
+    Join {
+        set: String,
+        /// A lab to join (repeat for several)
+        #[arg(long = "lab", required = true)]
+        labs: Vec<String>,
+        /// The cable between the clusters' gateways: wireguard (encrypted) or vxlan
+        #[arg(long)]
+        cable: Option<String>,
+        /// Global CIDR(s) for clusters whose ranges overlap (CIDR[,CIDR6]); not built yet
+        #[arg(long)]
+        globalnet: Option<String>,
+    },
+    /// The set's clusters, broker and each cluster's sync
+    Status {
+        set: String,
+        /// `json` for the whole status as JSON
+        #[arg(short = 'o', long = "output")]
+        output: Option<String>,
+    },
+    /// Take a lab out of a set: its exports leave the other clusters, theirs leave it
+    Leave {
+        set: String,
+        #[arg(long)]
+        lab: String,
+    },
+    /// Every lab leaves, the broker stops and the WAN namespace goes
+    Delete { set: String },
+    /// Stop or start the broker (its store is kept); clusters keep their last state meanwhile
+    Broker {
+        #[arg(value_parser = ["stop", "start"])]
+        action: String,
+        set: String,
+    },
+    /// The broker process (started by join, in the WAN namespace)
+    #[command(hide = true)]
+    RunBroker { set: String },
+    /// A lab's sync with the broker (started by join, in the lab's fabric namespace)
+    #[command(hide = true)]
+    RunSync {
+        set: String,
+        #[arg(long)]
+        lab: String,
+    },
+}
+
+/// Runs `sarasa clusterset ARGS...` (`args` without the program and `clusterset`).
+pub fn run(args: Vec<String>) -> Result<ExitCode> {
+    let cli =
+        ClustersetCli::try_parse_from(std::iter::once("sarasa clusterset".to_string()).chain(args))
+            .unwrap_or_else(|e| e.exit());
+    let sarasa = || std::env::current_exe().context("locating the sarasa binary");
+    match cli.command {
+        ClustersetCommand::Join {
+            set,
+            labs,
+            cable,
+            globalnet,
+        } => {
+            let cable = cable.map(|c| c.parse::<Cable>()).transpose()?;
+            let cs = clusterset::join(&set, &labs, cable, globalnet.as_deref(), &sarasa()?)?;
+            println!(
+                "cluster set {} ({} cable): {}",
+                cs.name,
+                cs.cable,
+                cs.members
+                    .iter()
+                    .map(|m| format!("{} (cluster {}, WAN {})", m.lab, m.cluster_id, m.wan_ip))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        ClustersetCommand::Status { set, output } => {
+            let st = clusterset::status(&set)?;
+            match output.as_deref() {
+                Some("json") => println!("{}", serde_json::to_string_pretty(&st)?),
+                None => print_status(&st),
+                Some(other) => anyhow::bail!("-o {other}: only json"),
+            }
+        }
+        ClustersetCommand::Leave { set, lab } => clusterset::leave(&set, &lab)?,
+        ClustersetCommand::Delete { set } => clusterset::delete(&set)?,
+        ClustersetCommand::Broker { action, set } => {
+            clusterset::ClusterSet::open(&set)?;
+            if action == "stop" {
+                clusterset::broker::stop(&set)?
+            } else {
+                clusterset::broker::start(&set, &sarasa()?)?
+            }
+        }
+        ClustersetCommand::RunBroker { set } => {
+            runtime()?.block_on(clusterset::broker::run(&set))?;
+        }
+        ClustersetCommand::RunSync { set, lab } => {
+            let lab = sarasa_lab::lab::Lab::open(&lab)?;
+            runtime()?.block_on(clusterset::sync::run(&set, lab.spec))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}
+
+fn print_status(st: &clusterset::SetStatus) {
+    println!("cluster set {} ({} cable)", st.name, st.cable);
+    println!(
+        "broker {} {}",
+        st.broker.url,
+        if st.broker.running {
+            "running"
+        } else {
+            "stopped"
+        }
+    );
+    println!(
+        "{:<16} {:<16} {:<14} {:<6} {:<8} {:>8} {:>8}  LAST SYNC",
+        "LAB", "CLUSTER", "WAN", "UP", "BROKER", "EXPORTED", "IMPORTED"
+    );
+    for c in &st.clusters {
+        let (broker, exported, imported, last) = match &c.sync {
+            Some(s) => (
+                if s.broker_reachable {
+                    "reached"
+                } else {
+                    "down"
+                },
+                s.exported_slices.to_string(),
+                s.imported_slices.to_string(),
+                s.last_sync.clone().unwrap_or_else(|| "-".into()),
+            ),
+            None => ("-", "-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{:<16} {:<16} {:<14} {:<6} {:<8} {:>8} {:>8}  {last}",
+            c.lab,
+            c.cluster_id,
+            c.wan_ip,
+            if c.lab_up { "yes" } else { "no" },
+            broker,
+            exported,
+            imported
+        );
+    }
+    println!("gateways and cables: not built yet (cross-cluster packets have no path)");
+}

@@ -1,0 +1,252 @@
+//! Lab end-to-end: a cluster set of two labs (issue 12's control plane). `clusterset join`
+//! builds the WAN namespace, the broker and each lab's sync; a Service exported in one lab is
+//! imported in the other (ServiceImport listing the exporting cluster, MCS slices naming it,
+//! `clusterset.local` answering with the importing cluster's ClusterSetIP), and exported in
+//! both it lists both; with the broker stopped each cluster keeps its last state, and catches
+//! up when it is back; `leave` takes a lab's exports out of the other and theirs out of it;
+//! `delete` leaves nothing behind. Refused, with nothing built: unknown labs, overlapping
+//! ranges (both clusters and ranges named), GlobalNet (not built yet).
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{sarasa_bin, serve_pod, TestLab};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn clusterset(args: &[&str]) -> Output {
+    Command::new(sarasa_bin())
+        .arg("clusterset")
+        .args(args)
+        .output()
+        .expect("run sarasa clusterset")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = clusterset(args);
+    assert!(
+        out.status.success(),
+        "clusterset {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn refused(args: &[&str]) -> String {
+    let out = clusterset(args);
+    assert!(!out.status.success(), "clusterset {args:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Deletes the set when the test ends, passed or not (before the labs go down).
+struct SetGuard(String);
+
+impl Drop for SetGuard {
+    fn drop(&mut self) {
+        let _ = clusterset(&["delete", &self.0]);
+    }
+}
+
+fn wan_exists(set: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(&format!("sarasa-wan-{set}")))
+}
+
+fn import(lab: &TestLab, name: &str) -> Option<Value> {
+    lab.object("serviceimports", "default", name)
+}
+
+fn clusters(import: &Value) -> Vec<String> {
+    import["status"]["clusters"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["cluster"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_clusters(lab: &TestLab, name: &str, want: &[&str]) -> Value {
+    lab.eventually(WAIT, || import(lab, name).filter(|i| clusters(i) == want))
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: ServiceImport {name} from {want:?}; have {:?}\n{}",
+                lab.name,
+                import(lab, name),
+                lab.logs()
+            )
+        })
+}
+
+fn web(lab: &TestLab) {
+    lab.apply(&format!(
+        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
+         spec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n\
+         ---\napiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: web}}\n",
+        serve_pod("web", "node-1", "web"),
+    ));
+}
+
+fn mcs_slices_from(lab: &TestLab, cluster: &str) -> Vec<Value> {
+    let slices = lab.get_json(&["endpointslices", "-n", "default"]);
+    slices["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["metadata"]["labels"]["multicluster.kubernetes.io/source-cluster"] == cluster)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn two_labs_share_their_exports_through_the_broker() {
+    let east = TestLab::up(&[
+        "--nodes",
+        "2",
+        "--pod-cidr",
+        "10.245.0.0/16",
+        "--service-cidr",
+        "10.112.0.0/16",
+        "--cluster-id",
+        "east",
+    ]);
+    let west = TestLab::up(&["--nodes", "2", "--cluster-id", "west"]);
+    let set = format!("cs{}", std::process::id());
+    let _guard = SetGuard(set.clone());
+
+    // Refusals build nothing.
+    let e = refused(&["join", &set, "--lab", &east.name, "--lab", "no-such-lab"]);
+    assert!(e.contains("no-such-lab"), "{e}");
+    let e = refused(&[
+        "join",
+        &set,
+        "--lab",
+        &east.name,
+        "--globalnet",
+        "242.0.0.0/8",
+    ]);
+    assert!(
+        e.contains("--globalnet") && e.contains("not built yet"),
+        "{e}"
+    );
+    assert!(!wan_exists(&set), "a refused join built the WAN");
+
+    ok(&[
+        "join", &set, "--lab", &east.name, "--lab", &west.name, "--cable", "vxlan",
+    ]);
+    assert!(wan_exists(&set));
+    let st: Value = serde_json::from_str(&ok(&["status", &set, "-o", "json"])).unwrap();
+    assert_eq!(st["cable"], "vxlan");
+    assert_eq!(st["broker"]["running"], true);
+    let ids: Vec<&str> = st["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["clusterId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["east", "west"]);
+
+    // A third lab with the default ranges overlaps west: refused, naming both.
+    let third = TestLab::up(&["--nodes", "1", "--cluster-id", "north"]);
+    let e = refused(&["join", &set, "--lab", &third.name]);
+    assert!(
+        e.contains("west") && e.contains("north") && e.contains("10.244.0.0/16"),
+        "{e}"
+    );
+    drop(third);
+
+    // Exported in east: imported in west, with east's endpoints, resolvable there.
+    web(&east);
+    let i = wait_clusters(&west, "web", &["east"]);
+    let set_ip = i["spec"]["ips"][0].as_str().unwrap().to_string();
+    assert!(
+        set_ip.starts_with("10."),
+        "west's own ClusterSetIP: {set_ip}"
+    );
+    let east_pod = east.pod_ip("web");
+    west.eventually(WAIT, || {
+        let copies = mcs_slices_from(&west, "east");
+        (copies.len() == 1 && copies[0]["endpoints"][0]["addresses"][0] == east_pod.as_str())
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "east's endpoint in west: {:#?}",
+            mcs_slices_from(&west, "east")
+        )
+    });
+    west.apply(&serve_pod("client", "node-2", "client"));
+    west.pod_ip("client");
+    let answer = west
+        .eventually(WAIT, || {
+            let out = west.run(&[
+                "exec",
+                "client",
+                "--",
+                "dig",
+                "+short",
+                "+time=2",
+                "+tries=1",
+                "web.default.svc.clusterset.local",
+            ]);
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (text == set_ip).then_some(text)
+        })
+        .unwrap_or_else(|| panic!("web.default.svc.clusterset.local in west"));
+    assert_eq!(answer, set_ip);
+
+    // Exported in both: both list both.
+    web(&west);
+    wait_clusters(&west, "web", &["east", "west"]);
+    wait_clusters(&east, "web", &["east", "west"]);
+
+    // The broker down: west keeps east's export even after east unexports; back up, the
+    // next pass catches up.
+    ok(&["broker", "stop", &set]);
+    let st: Value = serde_json::from_str(&ok(&["status", &set, "-o", "json"])).unwrap();
+    assert_eq!(st["broker"]["running"], false);
+    east.ok(&["delete", "serviceexport", "web"]);
+    wait_clusters(&east, "web", &["west"]);
+    let down = west
+        .eventually(WAIT, || {
+            let st: Value = serde_json::from_str(&ok(&["status", &set, "-o", "json"])).ok()?;
+            let w = st["clusters"]
+                .as_array()?
+                .iter()
+                .find(|c| c["clusterId"] == "west")?
+                .clone();
+            (w["sync"]["brokerReachable"] == false).then_some(w)
+        })
+        .expect("west's sync sees the broker down");
+    assert!(down["sync"]["error"].is_string(), "{down:#}");
+    assert_eq!(
+        clusters(&import(&west, "web").unwrap()),
+        ["east", "west"],
+        "west keeps its last state"
+    );
+    ok(&["broker", "start", &set]);
+    wait_clusters(&west, "web", &["west"]);
+
+    // west leaves: its export leaves east, east's slices leave west.
+    web(&east);
+    wait_clusters(&west, "web", &["east", "west"]);
+    ok(&["leave", &set, "--lab", &west.name]);
+    wait_clusters(&east, "web", &["east"]);
+    assert!(mcs_slices_from(&west, "east").is_empty());
+    wait_clusters(&west, "web", &["west"]);
+
+    ok(&["delete", &set]);
+    assert!(!wan_exists(&set));
+    let e = refused(&["status", &set]);
+    assert!(e.contains("does not exist"), "{e}");
+}

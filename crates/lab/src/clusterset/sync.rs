@@ -1,0 +1,289 @@
+//! A member's sync with the broker (`sarasa clusterset run-sync SET`, one per member lab, in
+//! its fabric namespace, which reaches both its API server and the WAN), as Submariner's
+//! Lighthouse agent syncs: this cluster's MCS EndpointSlices (those whose
+//! `multicluster.kubernetes.io/source-cluster` is its id) go to the broker, every other
+//! cluster's come back into the namespaces that exist here, and the cluster's record (id,
+//! ranges, a heartbeat) is kept on the broker. Level-triggered: each pass lists both sides and
+//! writes the difference, so a missed change is put right by the next pass. While the broker
+//! cannot be reached nothing is removed: the cluster keeps the last state it had (and its
+//! traffic keeps flowing); the pass after the broker is back catches up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::Client;
+use serde::{Deserialize, Serialize};
+
+use super::state::ClusterSet;
+use crate::spec::LabSpec;
+use crate::LabError;
+
+pub const SOURCE_CLUSTER: &str = "multicluster.kubernetes.io/source-cluster";
+/// The broker's namespace of cluster records.
+pub const RECORDS_NAMESPACE: &str = "sarasa-clusterset";
+const PASS: Duration = Duration::from_millis(200);
+
+/// What the sync last did, in `<lab dir>/clusterset-sync.json` for `clusterset status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    pub set: String,
+    pub cluster_id: String,
+    pub broker_reachable: bool,
+    /// RFC 3339 time of the last pass that reached the broker.
+    pub last_sync: Option<String>,
+    /// MCS slices of this cluster on the broker, and of others copied here.
+    pub exported_slices: usize,
+    pub imported_slices: usize,
+    pub error: Option<String>,
+}
+
+pub fn status_file(lab: &str) -> PathBuf {
+    crate::paths::LabPaths::new(lab)
+        .root
+        .join("clusterset-sync.json")
+}
+
+/// The parts of a slice the sync copies (what a copy must equal).
+fn copied(s: &EndpointSlice) -> EndpointSlice {
+    EndpointSlice {
+        metadata: ObjectMeta {
+            name: s.metadata.name.clone(),
+            namespace: s.metadata.namespace.clone(),
+            labels: s.metadata.labels.clone(),
+            annotations: s.metadata.annotations.clone(),
+            ..Default::default()
+        },
+        address_type: s.address_type.clone(),
+        endpoints: s.endpoints.clone(),
+        ports: s.ports.clone(),
+    }
+}
+
+fn key(s: &EndpointSlice) -> (String, String) {
+    (
+        s.metadata.namespace.clone().unwrap_or_default(),
+        s.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn source(s: &EndpointSlice) -> Option<&str> {
+    s.metadata
+        .labels
+        .as_ref()?
+        .get(SOURCE_CLUSTER)
+        .map(String::as_str)
+}
+
+async fn mcs_slices(
+    client: &Client,
+) -> Result<BTreeMap<(String, String), EndpointSlice>, kube::Error> {
+    let api: Api<EndpointSlice> = Api::all(client.clone());
+    let list = api
+        .list(&ListParams::default().labels(SOURCE_CLUSTER))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|s| (key(&s), copied(&s)))
+        .collect())
+}
+
+/// Makes `want` the set of slices `client` holds among `have` (those of the sources in
+/// scope). A namespace that does not exist is made (`ensure_namespaces`: the broker) or
+/// skipped (a cluster: MCS namespace sameness).
+async fn converge(
+    client: &Client,
+    have: &BTreeMap<(String, String), EndpointSlice>,
+    want: &BTreeMap<(String, String), EndpointSlice>,
+    ensure_namespaces: bool,
+) -> Result<(), kube::Error> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut present: BTreeSet<String> = BTreeSet::new();
+    for ((ns, name), s) in want {
+        if have.get(&(ns.clone(), name.clone())) == Some(s) {
+            continue;
+        }
+        if !present.contains(ns) {
+            let exists = namespaces.get_opt(ns).await?.is_some();
+            if !exists && ensure_namespaces {
+                let n = Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(ns.clone()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                match namespaces.create(&PostParams::default(), &n).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+            } else if !exists {
+                // MCS namespace sameness: an import lands only where its namespace exists.
+                continue;
+            }
+            present.insert(ns.clone());
+        }
+        let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+        match api.get_opt(name).await? {
+            Some(cur) => {
+                let mut next = s.clone();
+                next.metadata.resource_version = cur.metadata.resource_version.clone();
+                api.replace(name, &PostParams::default(), &next).await?;
+            }
+            None => {
+                api.create(&PostParams::default(), s).await?;
+            }
+        }
+    }
+    for ((ns, name), _) in have.iter().filter(|(k, _)| !want.contains_key(*k)) {
+        let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// This cluster's record on the broker.
+async fn publish_record(broker: &Client, spec: &LabSpec, id: &str) -> Result<(), kube::Error> {
+    let namespaces: Api<Namespace> = Api::all(broker.clone());
+    if namespaces.get_opt(RECORDS_NAMESPACE).await?.is_none() {
+        let n = Namespace {
+            metadata: ObjectMeta {
+                name: Some(RECORDS_NAMESPACE.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match namespaces.create(&PostParams::default(), &n).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let api: Api<ConfigMap> = Api::namespaced(broker.clone(), RECORDS_NAMESPACE);
+    let name = format!("cluster-{id}");
+    let data: BTreeMap<String, String> = [
+        ("clusterID", id.to_string()),
+        ("lab", spec.name.clone()),
+        ("podCIDR", spec.cluster_cidr.to_string()),
+        ("serviceCIDR", spec.service_cidr.to_string()),
+        ("lastSeen", now()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    };
+    match api.get_opt(&name).await? {
+        Some(cur) => {
+            cm.metadata.resource_version = cur.metadata.resource_version;
+            api.replace(&name, &PostParams::default(), &cm).await?;
+        }
+        None => {
+            api.create(&PostParams::default(), &cm).await?;
+        }
+    }
+    Ok(())
+}
+
+fn now() -> String {
+    crate::kubelet::now_rfc3339()
+}
+
+/// One pass: push, pull, record. Returns the counts.
+async fn pass(
+    local: &Client,
+    broker: &Client,
+    spec: &LabSpec,
+    id: &str,
+    heartbeat: bool,
+) -> Result<(usize, usize), kube::Error> {
+    let here = mcs_slices(local).await?;
+    let there = mcs_slices(broker).await?;
+    let (own_here, others_here): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        here.into_iter().partition(|(_, s)| source(s) == Some(id));
+    let (own_there, others_there): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        there.into_iter().partition(|(_, s)| source(s) == Some(id));
+    converge(broker, &own_there, &own_here, true).await?;
+    converge(local, &others_here, &others_there, false).await?;
+    if heartbeat {
+        publish_record(broker, spec, id).await?;
+    }
+    Ok((own_here.len(), others_there.len()))
+}
+
+/// A client of the broker with the set's token (from the lab's fabric namespace).
+pub fn broker_client(cs: &ClusterSet) -> Result<Client, LabError> {
+    let url = super::broker::url()
+        .parse()
+        .map_err(|e| LabError::Invalid(format!("broker URL: {e}")))?;
+    let mut config = kube::Config::new(url);
+    config.auth_info.token = Some(secrecy::SecretString::from(cs.broker_token.clone()));
+    config.connect_timeout = Some(Duration::from_secs(1));
+    config.read_timeout = Some(Duration::from_secs(2));
+    kube::Client::try_from(config).map_err(|e| LabError::Api(format!("broker client: {e}")))
+}
+
+/// The sync process: passes until killed.
+pub async fn run(set: &str, spec: LabSpec) -> Result<(), LabError> {
+    let cs = ClusterSet::open(set)?;
+    let id = spec.cluster_id().to_string();
+    let local = crate::client::connect(&spec)?;
+    let broker = broker_client(&cs)?;
+    let file = status_file(&spec.name);
+    let mut status = SyncStatus {
+        set: set.to_string(),
+        cluster_id: id.clone(),
+        ..Default::default()
+    };
+    let mut n: u64 = 0;
+    loop {
+        // The record's heartbeat every 5 s; the slices every pass.
+        let heartbeat = n.is_multiple_of(25);
+        n += 1;
+        let mut next = status.clone();
+        match pass(&local, &broker, &spec, &id, heartbeat).await {
+            Ok((exported, imported)) => {
+                next.broker_reachable = true;
+                next.last_sync = Some(now());
+                next.exported_slices = exported;
+                next.imported_slices = imported;
+                next.error = None;
+            }
+            Err(e) => {
+                if next.error.is_none() {
+                    tracing::warn!("sync with the broker of {set}: {e}; keeping the last state");
+                }
+                next.broker_reachable = false;
+                next.error = Some(e.to_string());
+            }
+        }
+        let changed = next.broker_reachable != status.broker_reachable
+            || next.error != status.error
+            || next.exported_slices != status.exported_slices
+            || next.imported_slices != status.imported_slices
+            || heartbeat;
+        status = next;
+        if changed {
+            if let Err(e) = crate::state::write_json_atomic(&file, &status) {
+                tracing::warn!("{e}");
+            }
+        }
+        tokio::time::sleep(PASS).await;
+    }
+}

@@ -1,0 +1,96 @@
+//! The WAN between a cluster set's sites: the namespace `sarasa-wan-<SET>` with one bridge,
+//! where the broker listens, and one veth per member lab from its fabric namespace (the site's
+//! router, `wan0`) to a port of the bridge. Only namespaces this module or the lab made are
+//! touched.
+
+use std::net::Ipv4Addr;
+
+use ipnet::{IpNet, Ipv4Net};
+use sarasa_netns::{NetNs, Netlink, Veth};
+
+use super::state::{wan_netns, Member, BROKER_IP};
+use crate::spec::LabSpec;
+use crate::LabError;
+
+const BRIDGE: &str = "wan";
+/// The site router's end of its WAN link, in the lab's fabric namespace.
+pub const SITE_LINK: &str = "wan0";
+const PREFIX: u8 = 24;
+
+fn net(ip: Ipv4Addr) -> IpNet {
+    IpNet::V4(Ipv4Net::new(ip, PREFIX).expect("constant prefix"))
+}
+
+/// Creates the WAN namespace and its bridge (holding the broker's address), unless it exists.
+pub fn ensure(set: &str) -> Result<(), LabError> {
+    let name = wan_netns(set);
+    if NetNs::exists(&name) {
+        return Ok(());
+    }
+    let ns = NetNs::create(&name).map_err(LabError::netns)?;
+    let build = || -> Result<(), LabError> {
+        let mut nl = Netlink::open_in(&ns).map_err(LabError::netns)?;
+        crate::topology::lo_up(&mut nl)?;
+        nl.add_bridge(BRIDGE, None).map_err(LabError::netns)?;
+        let br = nl.link(BRIDGE).map_err(LabError::netns)?;
+        nl.addr_add(br.index, net(BROKER_IP))
+            .map_err(LabError::netns)?;
+        nl.set_up(br.index).map_err(LabError::netns)
+    };
+    build().inspect_err(|_| {
+        let _ = NetNs::delete(&name);
+    })
+}
+
+/// Connects a lab's fabric namespace to the WAN at the member's address.
+pub fn attach(set: &str, spec: &LabSpec, m: &Member) -> Result<(), LabError> {
+    let wan = NetNs::open(wan_netns(set)).map_err(LabError::netns)?;
+    let fabric = NetNs::open(&spec.fabric_netns)
+        .map_err(|_| LabError::NotUp(format!("lab {:?} is not up", spec.name)))?;
+    let mut w = Netlink::open_in(&wan).map_err(LabError::netns)?;
+    w.add_veth(&Veth {
+        name: m.wan_port.clone(),
+        peer_name: SITE_LINK.into(),
+        peer_netns: Some(fabric.fd()),
+        mtu: None,
+        mac: None,
+        peer_mac: None,
+    })
+    .map_err(LabError::netns)?;
+    let done = (|| -> Result<(), LabError> {
+        let port = w.link(&m.wan_port).map_err(LabError::netns)?;
+        let br = w.link(BRIDGE).map_err(LabError::netns)?;
+        w.set_master(port.index, br.index)
+            .map_err(LabError::netns)?;
+        w.set_up(port.index).map_err(LabError::netns)?;
+        let mut f = Netlink::open_in(&fabric).map_err(LabError::netns)?;
+        let link = f.link(SITE_LINK).map_err(LabError::netns)?;
+        f.addr_add(link.index, net(m.wan_ip))
+            .map_err(LabError::netns)?;
+        f.set_up(link.index).map_err(LabError::netns)
+    })();
+    if done.is_err() {
+        let _ = w.delete_link_by_name(&m.wan_port);
+    }
+    done
+}
+
+/// Disconnects a lab (its end goes with the veth); nothing to do when either side is gone.
+pub fn detach(set: &str, m: &Member) -> Result<(), LabError> {
+    let Ok(wan) = NetNs::open(wan_netns(set)) else {
+        return Ok(());
+    };
+    let mut w = Netlink::open_in(&wan).map_err(LabError::netns)?;
+    w.delete_link_by_name(&m.wan_port)
+        .map(|_| ())
+        .map_err(LabError::netns)
+}
+
+/// Removes the WAN namespace (and every link in it).
+pub fn destroy(set: &str) -> Result<(), LabError> {
+    let name = wan_netns(set);
+    if !NetNs::exists(&name) {
+        return Ok(());
+    }
+    NetNs::delete(&name).map_err(LabError::netns)
+}
