@@ -237,6 +237,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         uplink_mtu: uplink.mtu,
         vtep_mac: vtep,
         cluster_cidrs: config.cluster_cidr.clone(),
+        remote_cluster_cidrs: Vec::new(),
     };
     // Beside kube-proxy (`serviceProxy: false`) no Service table is programmed, and the
     // program removes sarasa's own if a previous configuration left them.
@@ -275,6 +276,12 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         config.cni_mode,
         config.ipam_data_dir.clone(),
     );
+    // The cluster set's gateway and routes; the other clusters' ranges reach the plan.
+    let (remote_tx, remote_rx) = tokio::sync::watch::channel(Vec::new());
+    tasks.push(tokio::spawn(
+        crate::gateway::Gateway::new(client.clone(), &config.node_name, target.clone(), remote_tx)
+            .run(),
+    ));
     let reconciler = Reconciler {
         program: Some((program, applier)),
         config,
@@ -290,6 +297,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         trust: NodeTrust::default(),
         synced_logged: false,
         bgp_cidrs,
+        remote_cidrs: remote_rx,
     };
     let reconcile = tokio::spawn(reconciler.run());
     Ok(AgentHandle {
@@ -434,6 +442,8 @@ struct Reconciler<A: Applier> {
     trust: NodeTrust,
     /// This node's podCIDRs, for the BGP speaker (nobody listens with other backends).
     bgp_cidrs: tokio::sync::watch::Sender<Vec<ipnet::IpNet>>,
+    /// The other clusters' ranges of this cluster's set ([`crate::gateway`]).
+    remote_cidrs: tokio::sync::watch::Receiver<Vec<ipnet::IpNet>>,
 }
 
 impl<A: Applier + Send + 'static> Reconciler<A> {
@@ -445,6 +455,13 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
         loop {
             let forced = tokio::select! {
                 _ = self.shared.changed.notified() => false,
+                r = self.remote_cidrs.changed() => {
+                    if r.is_err() {
+                        // The gateway task is gone: nothing more comes from it.
+                        std::future::pending::<()>().await;
+                    }
+                    true
+                }
                 _ = resync.tick() => true,
                 _ = async {
                     match retry_at {
@@ -541,6 +558,9 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
 
         // A plan that cannot be compiled (a bad Node) fails the fabric part only: services
         // and policy go on. Remote Nodes that conflict are left out and reported.
+        self.local
+            .remote_cluster_cidrs
+            .clone_from(&self.remote_cidrs.borrow());
         let plan = match self.trust.compile(state, &self.local) {
             Ok(p) => {
                 self.bgp_cidrs.send_if_modified(|c| {

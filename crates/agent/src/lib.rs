@@ -43,6 +43,7 @@ pub mod diff;
 pub mod droplog;
 mod error;
 pub mod failsafe;
+pub mod gateway;
 pub mod health;
 pub mod healthcheck;
 pub mod install_cni;

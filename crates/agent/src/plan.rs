@@ -118,6 +118,7 @@ pub(crate) mod tests {
             uplink_mtu: 1500,
             vtep_mac: Some(mac(1)),
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+            remote_cluster_cidrs: Vec::new(),
         }
     }
 

@@ -67,6 +67,7 @@ fn local_of(n: &NodeNs, a: &Agent, backend: Backend) -> LocalNode {
         uplink_mtu: a.uplink.mtu,
         vtep_mac: a.mac,
         cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+        remote_cluster_cidrs: Vec::new(),
     }
 }
 

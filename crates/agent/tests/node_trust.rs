@@ -76,6 +76,7 @@ async fn forged_nodes_are_left_out_and_leftover_routes_replaced() {
             uplink_mtu: uplink.mtu,
             vtep_mac: None,
             cluster_cidrs: cluster,
+            remote_cluster_cidrs: Vec::new(),
         };
         let mut trust = NodeTrust::default();
         let plan = trust.compile(&state, &local).expect("compile");

@@ -136,6 +136,27 @@ async fn the_agents_requests_are_allowed_by_deploy_rbac_yaml() {
     sarasa_agent::lease::renew(&client, "n1", 2, started)
         .await
         .expect("renew lease");
+    // The cluster-set gateway: the election (create, then renew with a precondition) and the
+    // other clusters' ConfigMap (absent here: no cluster set).
+    let (remote_tx, _remote_rx) = tokio::sync::watch::channel(Vec::new());
+    let gateway = sarasa_agent::gateway::Gateway::new(
+        client.clone(),
+        "n1",
+        sarasa_agent::netns::NetnsTarget::Current,
+        remote_tx,
+    );
+    for round in ["take", "renew"] {
+        assert_eq!(
+            gateway.elect(true).await.expect(round).as_deref(),
+            Some("n1"),
+            "{round}"
+        );
+    }
+    assert!(gateway
+        .remotes()
+        .await
+        .expect("cluster set ConfigMap")
+        .is_empty());
     // A refused Node is reported as a Warning Event on it.
     let conflict = sarasa_agent::plan::NodeConflict {
         node: "forged".into(),

@@ -154,6 +154,7 @@ fn local() -> LocalNode {
         uplink_mtu: 1500,
         vtep_mac: None,
         cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+        remote_cluster_cidrs: Vec::new(),
     }
 }
 

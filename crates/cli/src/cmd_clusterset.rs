@@ -170,5 +170,22 @@ fn print_status(st: &clusterset::SetStatus) {
             imported
         );
     }
-    println!("gateways and cables: not built yet (cross-cluster packets have no path)");
+    println!("{:<16} {:<16} {:<14} ROLE", "CLUSTER", "GATEWAY", "WAN");
+    for g in &st.gateways {
+        println!(
+            "{:<16} {:<16} {:<14} {}",
+            g.cluster_id, g.node, g.wan_ip, g.role
+        );
+    }
+    for c in &st.cables {
+        let rtt = c.rtt_ms.map_or("-".into(), |r| format!("{r} ms"));
+        let bytes = match (c.tx_bytes, c.rx_bytes) {
+            (Some(t), Some(r)) => format!("tx {t} B, rx {r} B"),
+            _ => "-".into(),
+        };
+        println!(
+            "cable {} -> {} ({}, {} -> {}): {}, rtt {rtt}, {bytes}",
+            c.from, c.to, c.cable, c.local_ip, c.remote_ip, c.state
+        );
+    }
 }

@@ -10,10 +10,12 @@ use crate::trace_world::{self, NodeFacts, Objects};
 
 /// The world of `lab` as its API server and fabric hold it now.
 pub fn world(lab: &Lab, warnings: &mut Vec<String>) -> Result<World> {
-    let view = sarasa_lab::client::with_client(&lab.spec, |c| async move {
-        sarasa_cluster::list_view(&c)
+    let (view, remotes) = sarasa_lab::client::with_client(&lab.spec, |c| async move {
+        let view = sarasa_cluster::list_view(&c)
             .await
-            .map_err(|e| LabError::Api(e.to_string()))
+            .map_err(|e| LabError::Api(e.to_string()))?;
+        let remotes = remote_clusters(&c).await?;
+        Ok((view, remotes))
     })?;
     for r in &view.rejected {
         warnings.push(format!("left out (as the agents do): {r}"));
@@ -51,9 +53,31 @@ pub fn world(lab: &Lab, warnings: &mut Vec<String>) -> Result<World> {
             .map(|s| (**s).clone())
             .collect(),
         policy,
+        remote_cluster_cidrs: remotes.iter().flat_map(|r| r.cidrs()).collect(),
     };
     let routes = trace_world::service_routes(&lab.spec)?;
     trace_world::world(&lab.spec, objects, routes, warnings)
+}
+
+/// The other clusters of the lab's cluster set, as the agents read them (none outside a set).
+async fn remote_clusters(
+    c: &kube::Client,
+) -> Result<Vec<sarasa_model::clusterset::RemoteCluster>, LabError> {
+    use sarasa_model::clusterset::{CONFIGMAP_KEY, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(c.clone(), CONFIGMAP_NAMESPACE);
+    let cm = api
+        .get_opt(CONFIGMAP_NAME)
+        .await
+        .map_err(|e| LabError::Api(e.to_string()))?;
+    match cm
+        .and_then(|c| c.data)
+        .and_then(|d| d.get(CONFIGMAP_KEY).cloned())
+    {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| LabError::Invalid(format!("{CONFIGMAP_NAME} {CONFIGMAP_KEY}: {e}"))),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The SVG of the lab's topology with `result`'s path drawn on it.

@@ -41,6 +41,8 @@ pub struct Objects {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub policy: PolicyState,
+    /// The other clusters' ranges of the lab's cluster set (never masqueraded).
+    pub remote_cluster_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// Compiles every node's plan and assembles the world. Nodes without a podCIDR or underlay
@@ -83,6 +85,7 @@ pub fn world(
             uplink_mtu: LAB_UPLINK_MTU,
             vtep_mac: n.vtep_mac,
             cluster_cidrs: vec![spec.cluster_cidr.into()],
+            remote_cluster_cidrs: objects.remote_cluster_cidrs.clone(),
         };
         let mut node_addresses = vec![underlay];
         node_addresses.extend(n.internal_ip.filter(|ip| *ip != underlay));

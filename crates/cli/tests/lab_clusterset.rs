@@ -1,5 +1,7 @@
-//! Lab end-to-end: a cluster set of two labs (issue 12's control plane). `clusterset join`
-//! builds the WAN namespace, the broker and each lab's sync; a Service exported in one lab is
+//! Lab end-to-end: a cluster set of two labs. `clusterset join` builds the WAN namespace, the
+//! broker, each lab's sync and gateways; a pod reaches the other cluster's pods and its own
+//! ClusterSetIP of their export through the gateways' VXLAN cable with its address kept, and
+//! again after the active gateway's agent stops; a Service exported in one lab is
 //! imported in the other (ServiceImport listing the exporting cluster, MCS slices naming it,
 //! `clusterset.local` answering with the importing cluster's ClusterSetIP), and exported in
 //! both it lists both; with the broker stopped each cluster keeps its last state, and catches
@@ -76,13 +78,19 @@ fn clusters(import: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The test's set.
+fn set_name() -> String {
+    format!("cs{}", std::process::id())
+}
+
 fn wait_clusters(lab: &TestLab, name: &str, want: &[&str]) -> Value {
     lab.eventually(WAIT, || import(lab, name).filter(|i| clusters(i) == want))
         .unwrap_or_else(|| {
             panic!(
-                "{}: ServiceImport {name} from {want:?}; have {:?}\n{}",
+                "{}: ServiceImport {name} from {want:?}; have {:?}\n{}\n{}",
                 lab.name,
                 import(lab, name),
+                String::from_utf8_lossy(&clusterset(&["status", &set_name()]).stdout),
                 lab.logs()
             )
         })
@@ -120,8 +128,8 @@ fn two_labs_share_their_exports_through_the_broker() {
         "--cluster-id",
         "east",
     ]);
-    let west = TestLab::up(&["--nodes", "2", "--cluster-id", "west"]);
-    let set = format!("cs{}", std::process::id());
+    let west = TestLab::up(&["--nodes", "3", "--cluster-id", "west"]);
+    let set = set_name();
     let _guard = SetGuard(set.clone());
 
     // Refusals build nothing.
@@ -137,6 +145,12 @@ fn two_labs_share_their_exports_through_the_broker() {
     ]);
     assert!(
         e.contains("--globalnet") && e.contains("not built yet"),
+        "{e}"
+    );
+    // No plaintext cable for whoever asks for the encrypted one (not built yet).
+    let e = refused(&["join", &set, "--lab", &east.name]);
+    assert!(
+        e.contains("wireguard") && e.contains("--cable vxlan"),
         "{e}"
     );
     assert!(!wan_exists(&set), "a refused join built the WAN");
@@ -185,7 +199,7 @@ fn two_labs_share_their_exports_through_the_broker() {
             mcs_slices_from(&west, "east")
         )
     });
-    west.apply(&serve_pod("client", "node-2", "client"));
+    west.apply(&serve_pod("client", "node-3", "client"));
     west.pod_ip("client");
     let answer = west
         .eventually(WAIT, || {
@@ -204,6 +218,86 @@ fn two_labs_share_their_exports_through_the_broker() {
         })
         .unwrap_or_else(|| panic!("web.default.svc.clusterset.local in west"));
     assert_eq!(answer, set_ip);
+
+    // Through the gateways and the cable, the source address kept: from west's client (on
+    // node-3, not a gateway) to east's pod, and to west's ClusterSetIP of east's export.
+    let client = west.pod_ip("client");
+    for target in [
+        format!("tcp://{east_pod}:8080"),
+        format!("tcp://{set_ip}:80"),
+    ] {
+        let reply = west
+            .eventually(WAIT, || west.probe("client", &target))
+            .unwrap_or_else(|| panic!("{target} from west:\n{}", ok(&["status", &set])));
+        assert_eq!(reply["pod"], "web", "{target}");
+        assert_eq!(common::client_ip(&reply), client, "{target}: source kept");
+    }
+    let st: Value = serde_json::from_str(&ok(&["status", &set, "-o", "json"])).unwrap();
+    let cables = st["cables"].as_array().unwrap();
+    assert_eq!(cables.len(), 2, "{st:#}");
+    assert!(
+        cables.iter().all(|c| c["state"] == "connected"
+            && c["rttMs"].as_f64().is_some()
+            && c["txBytes"].as_u64().unwrap_or(0) > 0),
+        "{st:#}"
+    );
+    // Both lab trees equal their plans (the other cluster's ranges are not masqueraded).
+    for lab in [&east, &west] {
+        lab.check_equal();
+    }
+
+    // Failover: east's active gateway's agent stops; the standby takes the Lease and the
+    // cable, and new connections work again.
+    let active = |st: &Value| {
+        st["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["clusterId"] == "east" && g["role"] == "active")
+            .map(|g| g["node"].as_str().unwrap().to_string())
+    };
+    let before = active(&st).expect("east has an active gateway");
+    let stopped = std::time::Instant::now();
+    east.ok(&["lab", "agent", "stop", &before]);
+    let after = east
+        .eventually(WAIT, || {
+            let st: Value = serde_json::from_str(&ok(&["status", &set, "-o", "json"])).ok()?;
+            active(&st).filter(|a| *a != before)
+        })
+        .expect("the standby takes over");
+    let target = format!("tcp://{east_pod}:8080");
+    west.eventually(WAIT, || west.probe("client", &target))
+        .unwrap_or_else(|| panic!("{target} after the failover to {after}"));
+    let took = stopped.elapsed();
+    eprintln!("gateway failover {before} -> {after}: new connections after {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    east.ok(&["lab", "agent", "start", &before]);
+
+    // Failover again, the active gateway's WAN uplink cut: the cable through it is gone at
+    // once; its agent stops renewing the Lease and the standby takes over.
+    let cut = after.clone();
+    let cut_ns = format!("sarasa-{}-{cut}", east.name);
+    let link = |state: &str| {
+        let out = Command::new("ip")
+            .args(["-n", &cut_ns, "link", "set", "wan0", state])
+            .output()
+            .expect("ip link");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let t0 = std::time::Instant::now();
+    link("down");
+    west.eventually(WAIT, || west.probe("client", &target))
+        .unwrap_or_else(|| panic!("{target} after cutting {cut}'s uplink"));
+    let took = t0.elapsed();
+    let st: Value = serde_json::from_str(&ok(&["status", &set, "-o", "json"])).unwrap();
+    assert_ne!(active(&st).as_deref(), Some(cut.as_str()), "{st:#}");
+    eprintln!("gateway failover, {cut}'s uplink cut: new connections after {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    link("up");
 
     // Exported in both: both list both.
     web(&west);

@@ -12,6 +12,8 @@
 mod address;
 mod age;
 mod backend;
+#[cfg(feature = "serde")]
+pub mod clusterset;
 mod endpoints;
 pub mod hash;
 mod mac;

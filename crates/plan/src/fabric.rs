@@ -36,6 +36,9 @@ pub struct LocalNode {
     /// The vtep MAC of this node's VXLAN device (vxlan backend).
     pub vtep_mac: Option<MacAddr>,
     pub cluster_cidrs: Vec<IpNet>,
+    /// The pod and Service ranges of the other clusters of its cluster set: reached through
+    /// the gateway with the pod's address kept, so never masqueraded.
+    pub remote_cluster_cidrs: Vec<IpNet>,
 }
 
 /// A node as the fabric sees it (this one included), from its Node object.
@@ -466,7 +469,11 @@ pub fn compile_trusted(
             } else {
                 pod_cidrs.clone()
             },
-            cluster_cidrs,
+            cluster_cidrs: cluster_cidrs
+                .iter()
+                .chain(&local.remote_cluster_cidrs)
+                .map(|c| c.trunc())
+                .collect(),
         },
         pod_cidrs,
         mtu,
@@ -521,6 +528,7 @@ mod tests {
             uplink_mtu: 1500,
             vtep_mac: Some(mac(1)),
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+            remote_cluster_cidrs: Vec::new(),
         }
     }
 

@@ -27,6 +27,7 @@ fn local() -> LocalNode {
         uplink_mtu: 1500,
         vtep_mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
         cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+        remote_cluster_cidrs: Vec::new(),
     }
 }
 

@@ -199,6 +199,7 @@ fn main() {
                 uplink_mtu: 1500,
                 vtep_mac: p.vtep_mac,
                 cluster_cidrs: vec!["10.244.0.0/16".parse().expect("cidr")],
+                remote_cluster_cidrs: Vec::new(),
             };
             let plan = build(&NodeInputs {
                 local: &local,

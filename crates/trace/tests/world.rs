@@ -153,6 +153,7 @@ fn world() -> World {
                 uplink_mtu: 1500,
                 vtep_mac: p.vtep_mac,
                 cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+                remote_cluster_cidrs: Vec::new(),
             };
             let plan = build(&NodeInputs {
                 local: &local,

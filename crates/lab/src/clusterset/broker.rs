@@ -49,7 +49,7 @@ pub fn start(set: &str, sarasa: &std::path::Path) -> Result<(), LabError> {
     let rec = Daemon {
         program: sarasa.to_path_buf(),
         args: vec!["clusterset".into(), "run-broker".into(), set.to_string()],
-        env: crate::lab::log_env(),
+        env: super::quiet_kube_log(),
         netns: Some(&netns),
         mounts: &[],
         log: log_file(set),

@@ -4,8 +4,11 @@
 //! the other clusters' in, so the MCS controller of every cluster derives the same
 //! ServiceImports. Joining refuses labs whose pod or Service ranges overlap, naming both.
 //!
-//! Not built yet (issue 12): gateways and their cables (so cross-cluster packets have no path
-//! yet), GlobalNet, `--dual-stack`, WAN delay and loss.
+//! Each member's first [`GATEWAYS`] nodes are gateway candidates: labelled, with a WAN link
+//! of their own; their agents elect the active one and build the cable.
+//!
+//! Not built yet (issue 12): the WireGuard cable, GlobalNet, `--dual-stack`, WAN delay and
+//! loss.
 
 pub mod broker;
 pub mod state;
@@ -120,23 +123,96 @@ pub fn join(
         }
     }
 
+    // Never a plaintext cable for a user who asked for an encrypted one.
+    if cs.cable == Cable::Wireguard {
+        return Err(LabError::Invalid(
+            "--cable wireguard (the default): the WireGuard cable is not built yet; pass --cable vxlan for an unencrypted VXLAN cable".into(),
+        ));
+    }
     wan::ensure(set)?;
     cs.save()?;
     broker::start(set, sarasa)?;
     for lab in &joining {
-        let (wan_ip, wan_port) = cs.next_site()?;
-        let m = Member {
+        let (wan_ip, wan_port) = cs.next_site(&[])?;
+        let mut m = Member {
             lab: lab.spec.name.clone(),
             cluster_id: lab.spec.cluster_id().to_string(),
             wan_ip,
             wan_port,
+            gateways: Vec::new(),
         };
-        wan::attach(set, &lab.spec, &m)?;
+        let mut taken = vec![wan_ip];
+        for node in lab.spec.nodes.iter().take(GATEWAYS) {
+            let (wan_ip, wan_port) = cs.next_site(&taken)?;
+            taken.push(wan_ip);
+            m.gateways.push(state::GatewayPort {
+                node: node.name.clone(),
+                wan_ip,
+                wan_port,
+            });
+        }
+        let plugged = plug_member(set, lab, &m);
+        if let Err(e) = plugged {
+            let _ = wan::detach(set, &m);
+            return Err(e);
+        }
         cs.members.push(m);
         cs.save()?;
         start_sync(set, lab, sarasa)?;
     }
     Ok(cs)
+}
+
+/// A cable end's vtep address (the agent's gateway module derives it alike): 241.b.c.d for
+/// WAN address a.b.c.d.
+pub fn vtep_ip(wan: std::net::Ipv4Addr) -> std::net::Ipv4Addr {
+    let o = wan.octets();
+    std::net::Ipv4Addr::new(241, o[1], o[2], o[3])
+}
+
+/// Gateway nodes per cluster (one active, the others standing by).
+pub const GATEWAYS: usize = 2;
+/// The label that makes a node a gateway candidate ([`sarasa_agent`]'s gateway module).
+pub const GATEWAY_LABEL: &str = "sarasa.io/gateway";
+
+/// The site router and the gateway nodes on the WAN, the gateways labelled.
+fn plug_member(set: &str, lab: &Lab, m: &Member) -> Result<(), LabError> {
+    wan::attach(set, &lab.spec, m)?;
+    for g in &m.gateways {
+        let node = lab
+            .spec
+            .nodes
+            .iter()
+            .find(|n| n.name == g.node)
+            .ok_or_else(|| LabError::Invalid(format!("no node {}", g.node)))?;
+        wan::plug(set, &node.netns, &g.wan_port, g.wan_ip)?;
+    }
+    label_gateways(lab, m, true)
+}
+
+/// Sets (or removes) the gateway label on the member's gateway nodes.
+fn label_gateways(lab: &Lab, m: &Member, on: bool) -> Result<(), LabError> {
+    let names: Vec<String> = m.gateways.iter().map(|g| g.node.clone()).collect();
+    crate::client::with_client(&lab.spec, |c| async move {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c);
+        let value = if on {
+            serde_json::json!("true")
+        } else {
+            serde_json::Value::Null
+        };
+        for n in names {
+            let patch = serde_json::json!({"metadata": {"labels": {GATEWAY_LABEL: value}}});
+            nodes
+                .patch(
+                    &n,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .map_err(|e| LabError::Api(format!("labelling gateway {n}: {e}")))?;
+        }
+        Ok(())
+    })
 }
 
 fn member_of_another_set(lab: &str, set: &str) -> Result<Option<String>, LabError> {
@@ -168,13 +244,20 @@ fn start_sync(set: &str, lab: &Lab, sarasa: &Path) -> Result<(), LabError> {
             "--lab".into(),
             lab.spec.name.clone(),
         ],
-        env: crate::lab::log_env(),
+        env: quiet_kube_log(),
         netns: Some(&netns),
         mounts: &[],
         log: lab.paths.logs_dir().join("clusterset-sync.log"),
     }
     .spawn()?;
     rec.save(&lab.pid_file(CLUSTERSET_SYNC))
+}
+
+/// The daemons' log filter: the sync says itself when the broker cannot be reached (once);
+/// the kube client would log every failed connection.
+pub(crate) fn quiet_kube_log() -> Vec<(String, String)> {
+    let level = std::env::var("SARASA_LOG").unwrap_or_else(|_| "info,kube_client=off".into());
+    vec![("SARASA_LOG".into(), level)]
 }
 
 /// Removes what a cluster put into the set: its slices and record on the broker (when the
@@ -203,6 +286,12 @@ async fn withdraw(
                 .await;
         }
     }
+    let _ = Api::<ConfigMap>::namespaced(local, sarasa_model::clusterset::CONFIGMAP_NAMESPACE)
+        .delete(
+            sarasa_model::clusterset::CONFIGMAP_NAME,
+            &DeleteParams::default(),
+        )
+        .await;
     if !from_broker || broker::running(&cs.name).is_none() {
         return Ok(());
     }
@@ -257,6 +346,9 @@ fn leave_set(set: &str, lab: &str, from_broker: bool) -> Result<(), LabError> {
             })?;
         }
         let _ = std::fs::remove_file(sync::status_file(lab));
+        if sarasa_netns::NetNs::exists(&l.spec.fabric_netns) {
+            label_gateways(&l, &m, false)?;
+        }
     }
     wan::detach(set, &m)?;
     cs.members.retain(|x| x.lab != lab);
@@ -300,10 +392,89 @@ pub struct SetStatus {
     pub cable: Cable,
     pub broker: BrokerStatus,
     pub clusters: Vec<ClusterStatus>,
-    /// Active and standby gateways of each cluster (none yet: gateways are not built).
-    pub gateways: Vec<serde_json::Value>,
-    /// The cables between gateways (none yet).
-    pub cables: Vec<serde_json::Value>,
+    /// The gateway candidates of every cluster, active or standing by.
+    pub gateways: Vec<GatewayStatus>,
+    /// The cables between the clusters' active gateways.
+    pub cables: Vec<CableStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatus {
+    pub cluster_id: String,
+    pub node: String,
+    pub wan_ip: String,
+    /// `active` (holds the gateway Lease) or `standby`.
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CableStatus {
+    pub from: String,
+    pub to: String,
+    pub cable: Cable,
+    pub local_ip: String,
+    pub remote_ip: String,
+    /// `connected` when a ping through the cable to the far end's vtep answers, else `down`.
+    pub state: String,
+    /// That ping's round trip, milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Bytes through the active gateway's cable device (all its peers), as the kernel counts.
+    pub tx_bytes: Option<u64>,
+    pub rx_bytes: Option<u64>,
+}
+
+/// Pings `remote_vtep` through the cable from the node namespace `netns`; the RTT and the
+/// cable device's byte counters (ping and ip from iputils and iproute2).
+fn probe_cable(netns: &str, remote_vtep: std::net::Ipv4Addr) -> (Option<f64>, Option<(u64, u64)>) {
+    let net = format!("--net=/run/netns/{netns}");
+    let rtt = std::process::Command::new("nsenter")
+        .args([&net, "ping", "-c1", "-W1", "-n", &remote_vtep.to_string()])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            let at = text.find("time=")?;
+            text[at + 5..]
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        });
+    let bytes = std::process::Command::new("nsenter")
+        .args([&net, "ip", "-j", "-s", "link", "show", "sarasa-cable"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| {
+            let s = &v[0]["stats64"];
+            Some((s["tx"]["bytes"].as_u64()?, s["rx"]["bytes"].as_u64()?))
+        });
+    (rtt, bytes)
+}
+
+/// The holder of a member's current gateway Lease, if any.
+fn active_gateway(lab: &Lab) -> Result<Option<String>, LabError> {
+    crate::client::with_client(&lab.spec, |c| async move {
+        use k8s_openapi::api::coordination::v1::Lease;
+        let leases: Api<Lease> = Api::namespaced(c, sarasa_model::clusterset::CONFIGMAP_NAMESPACE);
+        let lease = leases
+            .get_opt("sarasa-gateway")
+            .await
+            .map_err(|e| LabError::Api(e.to_string()))?;
+        let Some(spec) = lease.and_then(|l| l.spec) else {
+            return Ok(None);
+        };
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let fresh = spec.renew_time.as_ref().is_some_and(|t| {
+            now.as_millisecond() - t.0.as_millisecond()
+                < i64::from(spec.lease_duration_seconds.unwrap_or(3)) * 1000
+        });
+        Ok(spec.holder_identity.filter(|_| fresh))
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -325,6 +496,44 @@ pub struct ClusterStatus {
 
 pub fn status(set: &str) -> Result<SetStatus, LabError> {
     let cs = ClusterSet::open(set)?;
+    let mut gateways = Vec::new();
+    // (cluster, WAN address, node namespace) of each active gateway.
+    let mut actives: Vec<(String, std::net::Ipv4Addr, String)> = Vec::new();
+    for m in &cs.members {
+        let lab = Lab::open(&m.lab).ok();
+        let active = lab.as_ref().and_then(|l| active_gateway(l).unwrap_or(None));
+        for g in &m.gateways {
+            let is_active = active.as_deref() == Some(&g.node);
+            if let (true, Some(l)) = (is_active, &lab) {
+                if let Some(n) = l.spec.nodes.iter().find(|n| n.name == g.node) {
+                    actives.push((m.cluster_id.clone(), g.wan_ip, n.netns.clone()));
+                }
+            }
+            gateways.push(GatewayStatus {
+                cluster_id: m.cluster_id.clone(),
+                node: g.node.clone(),
+                wan_ip: g.wan_ip.to_string(),
+                role: if is_active { "active" } else { "standby" }.into(),
+            });
+        }
+    }
+    let mut cables = Vec::new();
+    for (a, a_ip, netns) in &actives {
+        for (b, b_ip, _) in actives.iter().filter(|(b, _, _)| b != a) {
+            let (rtt, bytes) = probe_cable(netns, crate::clusterset::vtep_ip(*b_ip));
+            cables.push(CableStatus {
+                from: a.clone(),
+                to: b.clone(),
+                cable: cs.cable,
+                local_ip: a_ip.to_string(),
+                remote_ip: b_ip.to_string(),
+                state: if rtt.is_some() { "connected" } else { "down" }.into(),
+                rtt_ms: rtt,
+                tx_bytes: bytes.map(|b| b.0),
+                rx_bytes: bytes.map(|b| b.1),
+            });
+        }
+    }
     let clusters = cs
         .members
         .iter()
@@ -346,7 +555,7 @@ pub fn status(set: &str) -> Result<SetStatus, LabError> {
             running: broker::running(set).is_some(),
         },
         clusters,
-        gateways: Vec::new(),
-        cables: Vec::new(),
+        gateways,
+        cables,
     })
 }

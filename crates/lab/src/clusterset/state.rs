@@ -54,6 +54,16 @@ pub struct Member {
     pub wan_ip: Ipv4Addr,
     /// Its port on the WAN bridge (in the set's namespace).
     pub wan_port: String,
+    /// Its gateway nodes, each with a WAN link of its own.
+    #[serde(default)]
+    pub gateways: Vec<GatewayPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayPort {
+    pub node: String,
+    pub wan_ip: Ipv4Addr,
+    pub wan_port: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,11 +116,18 @@ impl ClusterSet {
         self.members.iter().find(|m| m.lab == lab)
     }
 
-    /// The lowest free site address and its WAN port name.
-    pub fn next_site(&self) -> Result<(Ipv4Addr, String), LabError> {
+    /// The lowest free WAN address (beside `taken`) and its WAN port name.
+    pub fn next_site(&self, taken: &[Ipv4Addr]) -> Result<(Ipv4Addr, String), LabError> {
+        let used = |ip: Ipv4Addr| {
+            taken.contains(&ip)
+                || self
+                    .members
+                    .iter()
+                    .any(|m| m.wan_ip == ip || m.gateways.iter().any(|g| g.wan_ip == ip))
+        };
         for host in FIRST_SITE..=250 {
             let ip = Ipv4Addr::new(172, 30, 0, host);
-            if self.members.iter().all(|m| m.wan_ip != ip) {
+            if !used(ip) {
                 return Ok((ip, format!("site{host}")));
             }
         }

@@ -3,7 +3,8 @@
 //! Lighthouse agent syncs: this cluster's MCS EndpointSlices (those whose
 //! `multicluster.kubernetes.io/source-cluster` is its id) go to the broker, every other
 //! cluster's come back into the namespaces that exist here, and the cluster's record (id,
-//! ranges, a heartbeat) is kept on the broker. Level-triggered: each pass lists both sides and
+//! ranges, active gateway, a heartbeat) is kept on the broker; the other clusters' records
+//! come back as the ConfigMap the agents route by ([`sarasa_model::clusterset`]). Level-triggered: each pass lists both sides and
 //! writes the difference, so a missed change is put right by the next pass. While the broker
 //! cannot be reached nothing is removed: the cluster keeps the last state it had (and its
 //! traffic keeps flowing); the pass after the broker is back catches up.
@@ -19,6 +20,12 @@ use kube::Client;
 use serde::{Deserialize, Serialize};
 
 use super::state::ClusterSet;
+use sarasa_model::clusterset::{RemoteCluster, CONFIGMAP_KEY, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
+
+/// What the agents' gateway election and address are called ([`sarasa_agent`]'s gateway
+/// module, which the lab does not link).
+const GATEWAY_LEASE: &str = "sarasa-gateway";
+const ANNOTATION_GATEWAY_IP: &str = "sarasa.io/gateway-ip";
 use crate::spec::LabSpec;
 use crate::LabError;
 
@@ -152,8 +159,103 @@ async fn converge(
     Ok(())
 }
 
+/// This cluster's active gateway: the holder of a current gateway Lease and the WAN address
+/// its Node publishes.
+async fn local_gateway(local: &Client) -> Result<Option<(String, String)>, kube::Error> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Node;
+    let leases: Api<Lease> = Api::namespaced(local.clone(), CONFIGMAP_NAMESPACE);
+    let Some(lease) = leases.get_opt(GATEWAY_LEASE).await? else {
+        return Ok(None);
+    };
+    let Some(spec) = lease.spec else {
+        return Ok(None);
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let fresh = spec.renew_time.as_ref().is_some_and(|t| {
+        now.as_millisecond() - t.0.as_millisecond()
+            < i64::from(spec.lease_duration_seconds.unwrap_or(3)) * 1000
+    });
+    let Some(holder) = spec.holder_identity.filter(|_| fresh) else {
+        return Ok(None);
+    };
+    let nodes: Api<Node> = Api::all(local.clone());
+    let ip = nodes
+        .get_opt(&holder)
+        .await?
+        .and_then(|n| n.metadata.annotations)
+        .and_then(|a| a.get(ANNOTATION_GATEWAY_IP).cloned());
+    Ok(ip.map(|ip| (holder, ip)))
+}
+
+/// The other clusters' records on the broker, as the agents read them.
+async fn remote_records(broker: &Client, id: &str) -> Result<Vec<RemoteCluster>, kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(broker.clone(), RECORDS_NAMESPACE);
+    let mut out = Vec::new();
+    for cm in api.list(&ListParams::default()).await?.items {
+        let Some(d) = cm.data else { continue };
+        let get = |k: &str| d.get(k).cloned().unwrap_or_default();
+        if get("clusterID") == id {
+            continue;
+        }
+        let (Ok(pod_cidr), Ok(service_cidr)) = (get("podCIDR").parse(), get("serviceCIDR").parse())
+        else {
+            continue;
+        };
+        out.push(RemoteCluster {
+            cluster_id: get("clusterID"),
+            pod_cidr,
+            service_cidr,
+            gateway_ip: d.get("gatewayIP").and_then(|g| g.parse().ok()),
+            gateway_node: d.get("gatewayNode").cloned(),
+        });
+    }
+    out.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
+    Ok(out)
+}
+
+/// Writes the other clusters into this cluster's ConfigMap (when they changed).
+async fn write_remotes(local: &Client, remotes: &[RemoteCluster]) -> Result<(), kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(local.clone(), CONFIGMAP_NAMESPACE);
+    let text = serde_json::to_string(remotes).unwrap_or_default();
+    let cur = api.get_opt(CONFIGMAP_NAME).await?;
+    if cur
+        .as_ref()
+        .and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get(CONFIGMAP_KEY))
+        == Some(&text)
+    {
+        return Ok(());
+    }
+    let mut cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(CONFIGMAP_NAME.into()),
+            namespace: Some(CONFIGMAP_NAMESPACE.into()),
+            ..Default::default()
+        },
+        data: Some([(CONFIGMAP_KEY.to_string(), text)].into()),
+        ..Default::default()
+    };
+    match cur {
+        Some(c) => {
+            cm.metadata.resource_version = c.metadata.resource_version;
+            api.replace(CONFIGMAP_NAME, &PostParams::default(), &cm)
+                .await?;
+        }
+        None => {
+            api.create(&PostParams::default(), &cm).await?;
+        }
+    }
+    Ok(())
+}
+
 /// This cluster's record on the broker.
-async fn publish_record(broker: &Client, spec: &LabSpec, id: &str) -> Result<(), kube::Error> {
+async fn publish_record(
+    broker: &Client,
+    spec: &LabSpec,
+    id: &str,
+    gateway: Option<&(String, String)>,
+) -> Result<(), kube::Error> {
     let namespaces: Api<Namespace> = Api::all(broker.clone());
     if namespaces.get_opt(RECORDS_NAMESPACE).await?.is_none() {
         let n = Namespace {
@@ -171,7 +273,7 @@ async fn publish_record(broker: &Client, spec: &LabSpec, id: &str) -> Result<(),
     }
     let api: Api<ConfigMap> = Api::namespaced(broker.clone(), RECORDS_NAMESPACE);
     let name = format!("cluster-{id}");
-    let data: BTreeMap<String, String> = [
+    let mut data: BTreeMap<String, String> = [
         ("clusterID", id.to_string()),
         ("lab", spec.name.clone()),
         ("podCIDR", spec.cluster_cidr.to_string()),
@@ -181,6 +283,10 @@ async fn publish_record(broker: &Client, spec: &LabSpec, id: &str) -> Result<(),
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if let Some((node, ip)) = gateway {
+        data.insert("gatewayNode".into(), node.clone());
+        data.insert("gatewayIP".into(), ip.clone());
+    }
     let mut cm = ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -205,25 +311,48 @@ fn now() -> String {
     crate::kubelet::now_rfc3339()
 }
 
-/// One pass: push, pull, record. Returns the counts.
+/// One pass: push, pull, record (on the heartbeat or when the gateway moved), the other
+/// clusters for the agents. Returns the counts.
 async fn pass(
     local: &Client,
     broker: &Client,
     spec: &LabSpec,
     id: &str,
     heartbeat: bool,
-) -> Result<(usize, usize), kube::Error> {
-    let here = mcs_slices(local).await?;
-    let there = mcs_slices(broker).await?;
+    published: &mut Option<Option<(String, String)>>,
+) -> Result<(usize, usize), String> {
+    let at = |what: &'static str| move |e: kube::Error| format!("{what}: {e}");
+    let gateway = local_gateway(local)
+        .await
+        .map_err(at("reading this cluster's gateway"))?;
+    if heartbeat || published.as_ref() != Some(&gateway) {
+        publish_record(broker, spec, id, gateway.as_ref())
+            .await
+            .map_err(at("publishing this cluster's record on the broker"))?;
+        *published = Some(gateway);
+    }
+    let remotes = remote_records(broker, id)
+        .await
+        .map_err(at("reading the other clusters' records on the broker"))?;
+    write_remotes(local, &remotes)
+        .await
+        .map_err(at("writing the other clusters here"))?;
+    let here = mcs_slices(local)
+        .await
+        .map_err(at("listing this cluster's MCS slices"))?;
+    let there = mcs_slices(broker)
+        .await
+        .map_err(at("listing the broker's MCS slices"))?;
     let (own_here, others_here): (BTreeMap<_, _>, BTreeMap<_, _>) =
         here.into_iter().partition(|(_, s)| source(s) == Some(id));
     let (own_there, others_there): (BTreeMap<_, _>, BTreeMap<_, _>) =
         there.into_iter().partition(|(_, s)| source(s) == Some(id));
-    converge(broker, &own_there, &own_here, true).await?;
-    converge(local, &others_here, &others_there, false).await?;
-    if heartbeat {
-        publish_record(broker, spec, id).await?;
-    }
+    converge(broker, &own_there, &own_here, true)
+        .await
+        .map_err(at("writing this cluster's slices on the broker"))?;
+    converge(local, &others_here, &others_there, false)
+        .await
+        .map_err(at("writing the other clusters' slices here"))?;
     Ok((own_here.len(), others_there.len()))
 }
 
@@ -244,7 +373,7 @@ pub async fn run(set: &str, spec: LabSpec) -> Result<(), LabError> {
     let cs = ClusterSet::open(set)?;
     let id = spec.cluster_id().to_string();
     let local = crate::client::connect(&spec)?;
-    let broker = broker_client(&cs)?;
+    let mut broker = broker_client(&cs)?;
     let file = status_file(&spec.name);
     let mut status = SyncStatus {
         set: set.to_string(),
@@ -252,12 +381,13 @@ pub async fn run(set: &str, spec: LabSpec) -> Result<(), LabError> {
         ..Default::default()
     };
     let mut n: u64 = 0;
+    let mut published = None;
     loop {
         // The record's heartbeat every 5 s; the slices every pass.
         let heartbeat = n.is_multiple_of(25);
         n += 1;
         let mut next = status.clone();
-        match pass(&local, &broker, &spec, &id, heartbeat).await {
+        match pass(&local, &broker, &spec, &id, heartbeat, &mut published).await {
             Ok((exported, imported)) => {
                 next.broker_reachable = true;
                 next.last_sync = Some(now());
@@ -266,11 +396,13 @@ pub async fn run(set: &str, spec: LabSpec) -> Result<(), LabError> {
                 next.error = None;
             }
             Err(e) => {
-                if next.error.is_none() {
+                if next.error.as_deref() != Some(&e) {
                     tracing::warn!("sync with the broker of {set}: {e}; keeping the last state");
                 }
                 next.broker_reachable = false;
-                next.error = Some(e.to_string());
+                next.error = Some(e);
+                // A restarted broker leaves the pool's connections dead: start afresh.
+                broker = broker_client(&cs)?;
             }
         }
         let changed = next.broker_reachable != status.broker_reachable

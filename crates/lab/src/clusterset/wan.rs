@@ -44,46 +44,64 @@ pub fn ensure(set: &str) -> Result<(), LabError> {
 
 /// Connects a lab's fabric namespace to the WAN at the member's address.
 pub fn attach(set: &str, spec: &LabSpec, m: &Member) -> Result<(), LabError> {
+    plug(set, &spec.fabric_netns, &m.wan_port, m.wan_ip).map_err(|e| match e {
+        LabError::Netns(_) if !NetNs::exists(&spec.fabric_netns) => {
+            LabError::NotUp(format!("lab {:?} is not up", spec.name))
+        }
+        e => e,
+    })
+}
+
+/// Gives a namespace (a site router, a gateway node) a link `wan0` on the WAN at `ip`,
+/// through port `port` of the WAN bridge.
+pub fn plug(set: &str, netns: &str, port: &str, ip: Ipv4Addr) -> Result<(), LabError> {
     let wan = NetNs::open(wan_netns(set)).map_err(LabError::netns)?;
-    let fabric = NetNs::open(&spec.fabric_netns)
-        .map_err(|_| LabError::NotUp(format!("lab {:?} is not up", spec.name)))?;
+    let host = NetNs::open(netns).map_err(LabError::netns)?;
     let mut w = Netlink::open_in(&wan).map_err(LabError::netns)?;
     w.add_veth(&Veth {
-        name: m.wan_port.clone(),
+        name: port.to_string(),
         peer_name: SITE_LINK.into(),
-        peer_netns: Some(fabric.fd()),
+        peer_netns: Some(host.fd()),
         mtu: None,
         mac: None,
         peer_mac: None,
     })
     .map_err(LabError::netns)?;
     let done = (|| -> Result<(), LabError> {
-        let port = w.link(&m.wan_port).map_err(LabError::netns)?;
+        let p = w.link(port).map_err(LabError::netns)?;
         let br = w.link(BRIDGE).map_err(LabError::netns)?;
-        w.set_master(port.index, br.index)
-            .map_err(LabError::netns)?;
-        w.set_up(port.index).map_err(LabError::netns)?;
-        let mut f = Netlink::open_in(&fabric).map_err(LabError::netns)?;
-        let link = f.link(SITE_LINK).map_err(LabError::netns)?;
-        f.addr_add(link.index, net(m.wan_ip))
-            .map_err(LabError::netns)?;
-        f.set_up(link.index).map_err(LabError::netns)
+        w.set_master(p.index, br.index).map_err(LabError::netns)?;
+        w.set_up(p.index).map_err(LabError::netns)?;
+        let mut h = Netlink::open_in(&host).map_err(LabError::netns)?;
+        let link = h.link(SITE_LINK).map_err(LabError::netns)?;
+        h.addr_add(link.index, net(ip)).map_err(LabError::netns)?;
+        h.set_up(link.index).map_err(LabError::netns)
     })();
     if done.is_err() {
-        let _ = w.delete_link_by_name(&m.wan_port);
+        let _ = w.delete_link_by_name(port);
     }
     done
 }
 
-/// Disconnects a lab (its end goes with the veth); nothing to do when either side is gone.
-pub fn detach(set: &str, m: &Member) -> Result<(), LabError> {
+/// Removes WAN port `port` (its far end goes with the veth); nothing to do when the WAN is
+/// gone.
+pub fn unplug(set: &str, port: &str) -> Result<(), LabError> {
     let Ok(wan) = NetNs::open(wan_netns(set)) else {
         return Ok(());
     };
     let mut w = Netlink::open_in(&wan).map_err(LabError::netns)?;
-    w.delete_link_by_name(&m.wan_port)
+    w.delete_link_by_name(port)
         .map(|_| ())
         .map_err(LabError::netns)
+}
+
+/// Disconnects a lab's site router and gateways.
+pub fn detach(set: &str, m: &Member) -> Result<(), LabError> {
+    unplug(set, &m.wan_port)?;
+    for g in &m.gateways {
+        unplug(set, &g.wan_port)?;
+    }
+    Ok(())
 }
 
 /// Removes the WAN namespace (and every link in it).
