@@ -338,7 +338,8 @@ metadata: {name: web, namespace: default}
 ---
 apiVersion: multicluster.x-k8s.io/v1alpha1
 kind: ServiceImport
-metadata: {name: web, namespace: default}
+# Not `web`: the MCS controller derives that one from the ServiceExport.
+metadata: {name: manual, namespace: default}
 spec:
   type: ClusterSetIP
   ips: [242.1.255.253]
@@ -363,7 +364,7 @@ async fn serviceexports_and_serviceimports_apply_get_and_delete() {
     assert_eq!(
         String::from_utf8(o).unwrap(),
         "service/web created\nserviceexport.multicluster.x-k8s.io/web created\n\
-         serviceimport.multicluster.x-k8s.io/web created\nserviceimport.multicluster.x-k8s.io/db created\n"
+         serviceimport.multicluster.x-k8s.io/manual created\nserviceimport.multicluster.x-k8s.io/db created\n"
     );
     let default = Scope::Namespace("default".into());
     let table = get(&client, "svcim", None, &default, OutputFormat::Table)
@@ -377,7 +378,7 @@ async fn serviceexports_and_serviceimports_apply_get_and_delete() {
     assert_eq!(rows[1][..3], ["db", "Headless", "<none>"], "{table}");
     assert_eq!(
         rows[2][..3],
-        ["web", "ClusterSetIP", "[\"242.1.255.253\"]"],
+        ["manual", "ClusterSetIP", "[\"242.1.255.253\"]"],
         "{table}"
     );
     let names = get(
