@@ -68,22 +68,7 @@ fn check_lab(lab: &TestLab, pods: Ipv4Net, services: Ipv4Net, cluster_id: &str) 
         "{}: {resolv}",
         lab.name
     );
-    let answer = lab
-        .eventually(WAIT, || {
-            let out = lab.run(&[
-                "exec",
-                "client",
-                "--",
-                "dig",
-                "+short",
-                "+time=2",
-                "+tries=1",
-                "web.default.svc.cluster.local",
-            ]);
-            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            (!text.is_empty() && !text.starts_with(";;")).then_some(text)
-        })
-        .unwrap_or_else(|| panic!("{}: web does not resolve", lab.name));
+    let answer = lab.dig_until("client", "web.default.svc.cluster.local", |_| true);
     assert_eq!(answer, cluster_ip.to_string(), "{}", lab.name);
     let reply = lab
         .eventually(WAIT, || {
@@ -166,23 +151,8 @@ fn check_export(lab: &TestLab, services: Ipv4Net, cluster_id: &str) {
         lab.name
     );
     // The MCS DNS names: the import's name under clusterset.local is the ClusterSetIP.
-    let answer = lab
-        .eventually(WAIT, || {
-            let out = lab.run(&[
-                "exec",
-                "client",
-                "--",
-                "dig",
-                "+short",
-                "+time=2",
-                "+tries=1",
-                "web.default.svc.clusterset.local",
-            ]);
-            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            (text == set_ip.to_string()).then_some(text)
-        })
-        .unwrap_or_else(|| panic!("{}: web.default.svc.clusterset.local", lab.name));
-    assert_eq!(answer, set_ip.to_string());
+    let want = set_ip.to_string();
+    lab.dig_until("client", "web.default.svc.clusterset.local", |a| a == want);
     let client = lab.pod_ip("client");
     let reply = lab
         .eventually(WAIT, || lab.probe("client", &format!("tcp://{set_ip}:80")))

@@ -308,6 +308,20 @@ impl TestLab {
         self.ok(&args)
     }
 
+    /// `dig +short NAME` from pod `pod`, polled (30 s) until the answer passes `accept`; panics
+    /// naming the name and the last answer otherwise.
+    pub fn dig_until(&self, pod: &str, name: &str, accept: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        self.eventually(Duration::from_secs(30), || {
+            let out = self.run(&[
+                "exec", pod, "--", "dig", "+short", "+time=2", "+tries=1", name,
+            ]);
+            last = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (!last.is_empty() && !last.starts_with(";;") && accept(&last)).then(|| last.clone())
+        })
+        .unwrap_or_else(|| panic!("{}: {name} from {pod}: last answer {last:?}", self.name))
+    }
+
     /// The pod's IP in `default`, once it has one (30 s).
     pub fn pod_ip(&self, name: &str) -> String {
         self.eventually(Duration::from_secs(30), || {

@@ -459,21 +459,9 @@ fn probe_cable(netns: &str, remote_vtep: std::net::Ipv4Addr) -> (Option<f64>, Op
 /// The holder of a member's current gateway Lease, if any.
 fn active_gateway(lab: &Lab) -> Result<Option<String>, LabError> {
     crate::client::with_client(&lab.spec, |c| async move {
-        use k8s_openapi::api::coordination::v1::Lease;
-        let leases: Api<Lease> = Api::namespaced(c, sarasa_model::clusterset::CONFIGMAP_NAMESPACE);
-        let lease = leases
-            .get_opt("sarasa-gateway")
+        sync::gateway_holder(&c)
             .await
-            .map_err(|e| LabError::Api(e.to_string()))?;
-        let Some(spec) = lease.and_then(|l| l.spec) else {
-            return Ok(None);
-        };
-        let now = k8s_openapi::jiff::Timestamp::now();
-        let fresh = spec.renew_time.as_ref().is_some_and(|t| {
-            now.as_millisecond() - t.0.as_millisecond()
-                < i64::from(spec.lease_duration_seconds.unwrap_or(3)) * 1000
-        });
-        Ok(spec.holder_identity.filter(|_| fresh))
+            .map_err(|e| LabError::Api(e.to_string()))
     })
 }
 

@@ -118,18 +118,7 @@ async fn converge(
         if !present.contains(ns) {
             let exists = namespaces.get_opt(ns).await?.is_some();
             if !exists && ensure_namespaces {
-                let n = Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(ns.clone()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
-                match namespaces.create(&PostParams::default(), &n).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => return Err(e),
-                }
+                create_namespace(&namespaces, ns).await?;
             } else if !exists {
                 // MCS namespace sameness: an import lands only where its namespace exists.
                 continue;
@@ -159,16 +148,27 @@ async fn converge(
     Ok(())
 }
 
-/// This cluster's active gateway: the holder of a current gateway Lease and the WAN address
-/// its Node publishes.
-async fn local_gateway(local: &Client) -> Result<Option<(String, String)>, kube::Error> {
-    use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::Node;
-    let leases: Api<Lease> = Api::namespaced(local.clone(), CONFIGMAP_NAMESPACE);
-    let Some(lease) = leases.get_opt(GATEWAY_LEASE).await? else {
-        return Ok(None);
+/// Creates a namespace (one made meanwhile by another writer is as good).
+async fn create_namespace(namespaces: &Api<Namespace>, name: &str) -> Result<(), kube::Error> {
+    let n = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        ..Default::default()
     };
-    let Some(spec) = lease.spec else {
+    match namespaces.create(&PostParams::default(), &n).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The holder of the cluster's gateway Lease while it is current.
+pub async fn gateway_holder(local: &Client) -> Result<Option<String>, kube::Error> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: Api<Lease> = Api::namespaced(local.clone(), CONFIGMAP_NAMESPACE);
+    let Some(spec) = leases.get_opt(GATEWAY_LEASE).await?.and_then(|l| l.spec) else {
         return Ok(None);
     };
     let now = k8s_openapi::jiff::Timestamp::now();
@@ -176,7 +176,14 @@ async fn local_gateway(local: &Client) -> Result<Option<(String, String)>, kube:
         now.as_millisecond() - t.0.as_millisecond()
             < i64::from(spec.lease_duration_seconds.unwrap_or(3)) * 1000
     });
-    let Some(holder) = spec.holder_identity.filter(|_| fresh) else {
+    Ok(spec.holder_identity.filter(|_| fresh))
+}
+
+/// This cluster's active gateway: the holder of a current gateway Lease and the WAN address
+/// its Node publishes.
+async fn local_gateway(local: &Client) -> Result<Option<(String, String)>, kube::Error> {
+    use k8s_openapi::api::core::v1::Node;
+    let Some(holder) = gateway_holder(local).await? else {
         return Ok(None);
     };
     let nodes: Api<Node> = Api::all(local.clone());
@@ -258,18 +265,7 @@ async fn publish_record(
 ) -> Result<(), kube::Error> {
     let namespaces: Api<Namespace> = Api::all(broker.clone());
     if namespaces.get_opt(RECORDS_NAMESPACE).await?.is_none() {
-        let n = Namespace {
-            metadata: ObjectMeta {
-                name: Some(RECORDS_NAMESPACE.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        match namespaces.create(&PostParams::default(), &n).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e),
-        }
+        create_namespace(&namespaces, RECORDS_NAMESPACE).await?;
     }
     let api: Api<ConfigMap> = Api::namespaced(broker.clone(), RECORDS_NAMESPACE);
     let name = format!("cluster-{id}");

@@ -6,6 +6,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::{IpNet, Ipv4Net};
+use sarasa_model::MacAddr;
 use sarasa_netns::{NetNs, Netlink, Veth};
 
 use super::state::{wan_netns, Member, BROKER_IP};
@@ -16,6 +17,8 @@ const BRIDGE: &str = "wan";
 /// The site router's end of its WAN link, in the lab's fabric namespace.
 pub const SITE_LINK: &str = "wan0";
 const PREFIX: u8 = 24;
+/// The WAN bridge's own address (locally administered): the broker's MAC, fixed.
+const BRIDGE_MAC: MacAddr = MacAddr([0x02, 0x5a, 0x57, 0x41, 0x4e, 0x01]);
 
 fn net(ip: Ipv4Addr) -> IpNet {
     IpNet::V4(Ipv4Net::new(ip, PREFIX).expect("constant prefix"))
@@ -33,6 +36,11 @@ pub fn ensure(set: &str) -> Result<(), LabError> {
         crate::topology::lo_up(&mut nl)?;
         nl.add_bridge(BRIDGE, None).map_err(LabError::netns)?;
         let br = nl.link(BRIDGE).map_err(LabError::netns)?;
+        // A bridge without an address of its own takes its lowest port's, so the broker's MAC
+        // would change as labs join and leave, and the sites' ARP caches would point at a MAC
+        // nobody answers to (seen: a sync that could not reach the broker for 40 s after
+        // another lab left).
+        nl.set_mac(br.index, BRIDGE_MAC).map_err(LabError::netns)?;
         nl.addr_add(br.index, net(BROKER_IP))
             .map_err(LabError::netns)?;
         nl.set_up(br.index).map_err(LabError::netns)
