@@ -43,6 +43,9 @@ pub const CABLE_PORT: u16 = 4800;
 pub const ROUTE_PROTOCOL: u8 = 84;
 const LEASE_SECONDS: i32 = 3;
 const PASS: Duration = Duration::from_millis(300);
+/// Outside a cluster set (no ConfigMap) a node only looks for one now and then: one read of
+/// one ConfigMap per node every few seconds is all a cluster pays for the feature.
+const IDLE: Duration = Duration::from_secs(5);
 /// VXLAN over IPv4: outer IP, UDP, VXLAN and inner Ethernet headers.
 const CABLE_OVERHEAD: u32 = 50;
 
@@ -278,11 +281,12 @@ impl Gateway {
     pub async fn run(self) {
         let mut failing: Option<String> = None;
         loop {
-            match self.pass().await {
-                Ok(()) => {
+            let in_set = match self.pass().await {
+                Ok(in_set) => {
                     if failing.take().is_some() {
                         tracing::info!("cluster-set gateway: working again");
                     }
+                    in_set
                 }
                 Err(e) => {
                     let text = e.to_string();
@@ -290,26 +294,27 @@ impl Gateway {
                         tracing::warn!(error = %text, "cluster-set gateway");
                         failing = Some(text);
                     }
+                    true
                 }
-            }
-            tokio::time::sleep(PASS).await;
+            };
+            tokio::time::sleep(if in_set { PASS } else { IDLE }).await;
         }
     }
 
-    /// The other clusters of the set (none without the ConfigMap).
-    pub async fn remotes(&self) -> Result<Vec<RemoteCluster>> {
-        let cm = self
+    /// The other clusters of the set; `None` outside a set (no ConfigMap).
+    pub async fn remotes(&self) -> Result<Option<Vec<RemoteCluster>>> {
+        let Some(cm) = self
             .config_maps
             .get_opt(CONFIGMAP_NAME)
             .await
-            .map_err(|e| Error::kube("get the cluster set ConfigMap", e))?;
-        let Some(text) = cm
-            .and_then(|c| c.data)
-            .and_then(|d| d.get(CONFIGMAP_KEY).cloned())
+            .map_err(|e| Error::kube("get the cluster set ConfigMap", e))?
         else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        serde_json::from_str(&text).map_err(|e| {
+        let Some(text) = cm.data.and_then(|d| d.get(CONFIGMAP_KEY).cloned()) else {
+            return Ok(Some(Vec::new()));
+        };
+        serde_json::from_str(&text).map(Some).map_err(|e| {
             Error::Config(format!(
                 "{CONFIGMAP_NAMESPACE}/{CONFIGMAP_NAME} {CONFIGMAP_KEY}: {e}"
             ))
@@ -400,8 +405,14 @@ impl Gateway {
         }
     }
 
-    async fn pass(&self) -> Result<()> {
-        let remotes = self.remotes().await?;
+    /// One pass; whether this cluster is in a set.
+    async fn pass(&self) -> Result<bool> {
+        let Some(remotes) = self.remotes().await? else {
+            // Not (or no longer) in a set: nothing of it stays on the node.
+            self.program(Desired::default()).await?;
+            self.publish_remote_cidrs(Vec::new());
+            return Ok(false);
+        };
         let me = self
             .nodes
             .get(&self.node)
@@ -450,6 +461,13 @@ impl Gateway {
             if active { wan.map(|w| w.0) } else { None },
             active_underlay,
         );
+        self.program(want).await?;
+        self.publish_remote_cidrs(remotes.iter().flat_map(|r| r.cidrs()).collect());
+        Ok(true)
+    }
+
+    /// Makes the node's namespace match `want` (on the blocking pool).
+    async fn program(&self, want: Desired) -> Result<()> {
         let target = self.target.clone();
         tokio::task::spawn_blocking(move || {
             crate::netns::run_in_sync(&target, || {
@@ -458,16 +476,18 @@ impl Gateway {
             })
         })
         .await
-        .map_err(|e| Error::Config(format!("blocking task failed: {e}")))??;
-        let cidrs: Vec<IpNet> = remotes.iter().flat_map(|r| r.cidrs()).collect();
+        .map_err(|e| Error::Config(format!("blocking task failed: {e}")))?
+    }
+
+    /// Hands the other clusters' ranges to the node plan when they changed.
+    fn publish_remote_cidrs(&self, cidrs: Vec<IpNet>) {
         self.remote_cidrs.send_if_modified(|c| {
             let changed = *c != cidrs;
             if changed {
-                c.clone_from(&cidrs);
+                *c = cidrs;
             }
             changed
         });
-        Ok(())
     }
 }
 

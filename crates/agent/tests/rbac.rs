@@ -156,7 +156,7 @@ async fn the_agents_requests_are_allowed_by_deploy_rbac_yaml() {
         .remotes()
         .await
         .expect("cluster set ConfigMap")
-        .is_empty());
+        .is_none());
     // A refused Node is reported as a Warning Event on it.
     let conflict = sarasa_agent::plan::NodeConflict {
         node: "forged".into(),
