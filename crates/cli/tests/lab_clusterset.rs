@@ -177,6 +177,21 @@ fn two_labs_share_their_exports_through_the_broker() {
         e.contains("west") && e.contains("north") && e.contains("10.244.0.0/16"),
         "{e}"
     );
+    // A join that fails once building has begun (the lab's fabric namespace is gone, so its
+    // WAN link cannot be made) leaves nothing: no WAN namespace, no broker, no state.
+    let other = format!("{set}x");
+    let _other_guard = SetGuard(other.clone());
+    let gone = Command::new("ip")
+        .args(["netns", "del", &format!("sarasa-{}-fabric", third.name)])
+        .output()
+        .expect("ip netns del");
+    assert!(gone.status.success());
+    refused(&["join", &other, "--lab", &third.name, "--cable", "vxlan"]);
+    assert!(!wan_exists(&other), "a failed join left the WAN");
+    assert!(
+        refused(&["status", &other]).contains("does not exist"),
+        "a failed join left the set's state"
+    );
     drop(third);
 
     // Exported in east: imported in west, with east's endpoints, resolvable there.
@@ -309,6 +324,9 @@ fn two_labs_share_their_exports_through_the_broker() {
         })
         .expect("west's sync sees the broker down");
     assert!(down["sync"]["error"].is_string(), "{down:#}");
+    // Traffic keeps flowing while the broker is down: the cable needs no broker.
+    west.eventually(WAIT, || west.probe("client", &target))
+        .unwrap_or_else(|| panic!("{target} with the broker down"));
     assert_eq!(
         clusters(&import(&west, "web").unwrap()),
         ["east", "west"],
@@ -342,6 +360,25 @@ fn two_labs_share_their_exports_through_the_broker() {
     wait_clusters(&east, "web", &["east"]);
     assert!(mcs_slices_from(&west, "east").is_empty());
     wait_clusters(&west, "web", &["west"]);
+    // Nothing of the set stays on west's nodes: no cable, no routes to east.
+    for node in ["node-1", "node-2", "node-3"] {
+        let ns = format!("sarasa-{}-{node}", west.name);
+        let left = west.eventually(WAIT, || {
+            let routes = Command::new("ip")
+                .args(["-n", &ns, "route", "show", "proto", "84"])
+                .output()
+                .expect("ip route");
+            let cable = Command::new("ip")
+                .args(["-n", &ns, "link", "show", "sarasa-cable"])
+                .output()
+                .expect("ip link");
+            (routes.stdout.is_empty() && !cable.status.success()).then_some(())
+        });
+        assert!(
+            left.is_some(),
+            "{node} keeps cluster-set routes or its cable"
+        );
+    }
 
     ok(&["delete", &set]);
     assert!(!wan_exists(&set));

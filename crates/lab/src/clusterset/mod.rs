@@ -129,10 +129,25 @@ pub fn join(
             "--cable wireguard (the default): the WireGuard cable is not built yet; pass --cable vxlan for an unencrypted VXLAN cable".into(),
         ));
     }
+    let fresh = ClusterSet::load(set)?.is_none();
+    let built = build(set, &mut cs, &joining, sarasa);
+    // A set this join made and no lab made it into goes again whole, so a failed join
+    // leaves no WAN, broker or state behind.
+    if built.is_err() && fresh && cs.members.is_empty() {
+        let _ = broker::stop(set);
+        let _ = wan::destroy(set);
+        let _ = std::fs::remove_dir_all(state::set_dir(set));
+        let _ = std::fs::remove_dir(state::sets_root());
+    }
+    built.map(|()| cs)
+}
+
+/// The WAN, the broker and each joining lab's links, gateways and sync.
+fn build(set: &str, cs: &mut ClusterSet, joining: &[Lab], sarasa: &Path) -> Result<(), LabError> {
     wan::ensure(set)?;
     cs.save()?;
     broker::start(set, sarasa)?;
-    for lab in &joining {
+    for lab in joining {
         let (wan_ip, wan_port) = cs.next_site(&[])?;
         let mut m = Member {
             lab: lab.spec.name.clone(),
@@ -151,16 +166,16 @@ pub fn join(
                 wan_port,
             });
         }
-        let plugged = plug_member(set, lab, &m);
-        if let Err(e) = plugged {
+        if let Err(e) = plug_member(set, lab, &m) {
             let _ = wan::detach(set, &m);
+            let _ = label_gateways(lab, &m, false);
             return Err(e);
         }
         cs.members.push(m);
         cs.save()?;
         start_sync(set, lab, sarasa)?;
     }
-    Ok(cs)
+    Ok(())
 }
 
 /// A cable end's vtep address (the agent's gateway module derives it alike): 241.b.c.d for
