@@ -17,7 +17,32 @@ pub enum Field {
     ThDport,
     TcpDport,
     UdpDport,
+    /// The TCP header's flags byte (`tcp flags`), usually masked: `tcp flags & (syn | rst) ==
+    /// syn` is `Expr::And(tcp flags, TCP_SYN | TCP_RST) == Value::Num(TCP_SYN)`.
+    TcpFlags,
 }
+
+/// `tcp flags` bits, by the names nft gives them.
+pub const TCP_FIN: u32 = 0x01;
+pub const TCP_SYN: u32 = 0x02;
+pub const TCP_RST: u32 = 0x04;
+pub const TCP_PSH: u32 = 0x08;
+pub const TCP_ACK: u32 = 0x10;
+pub const TCP_URG: u32 = 0x20;
+pub const TCP_ECN: u32 = 0x40;
+pub const TCP_CWR: u32 = 0x80;
+
+/// Each `tcp flags` bit and its name, lowest bit first.
+pub(crate) const TCP_FLAG_NAMES: [(u32, &str); 8] = [
+    (TCP_FIN, "fin"),
+    (TCP_SYN, "syn"),
+    (TCP_RST, "rst"),
+    (TCP_PSH, "psh"),
+    (TCP_ACK, "ack"),
+    (TCP_URG, "urg"),
+    (TCP_ECN, "ecn"),
+    (TCP_CWR, "cwr"),
+];
 
 impl Field {
     pub fn as_str(self) -> &'static str {
@@ -30,6 +55,7 @@ impl Field {
             Field::ThDport => "th dport",
             Field::TcpDport => "tcp dport",
             Field::UdpDport => "udp dport",
+            Field::TcpFlags => "tcp flags",
         }
     }
 }
@@ -223,6 +249,12 @@ pub enum Stmt {
         key: Expr,
         timeout: Option<u32>,
     },
+    /// `tcp option maxseg size set rt mtu`: lowers (never raises) a TCP segment's MSS option
+    /// to what the route the packet takes allows (its MTU less the IP and TCP headers: the
+    /// kernel's `NFT_RT_TCPMSS`). Made for SYNs (`tcp flags & (syn | rst) == syn` before it);
+    /// valid in forward, output and postrouting chains only; a packet that is not TCP ends
+    /// the rule.
+    ClampMssToPmtu,
 }
 
 /// One rule: statements in order, optional comment.

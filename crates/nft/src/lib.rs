@@ -40,7 +40,10 @@ pub mod wire;
 
 pub use backend::{Backend, NftCli, Recording};
 pub use diff::{diff, diff_kernel, Op, Transaction, MAX_TYPED_CHAINS};
-pub use expr::{CmpOp, CtKey, Expr, Field, Keyword, MetaKey, RejectKind, Rule, Stmt, Verdict};
+pub use expr::{
+    CmpOp, CtKey, Expr, Field, Keyword, MetaKey, RejectKind, Rule, Stmt, Verdict, TCP_ACK, TCP_CWR,
+    TCP_ECN, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+};
 pub use kernel::{KernelChain, KernelSet, KernelTable};
 pub use model::{
     BaseChain, Chain, ChainType, DataType, Element, Family, Hook, Key, L4Proto, MapType, MapValue,

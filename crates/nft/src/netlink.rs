@@ -15,12 +15,13 @@
 //! Scope: what the service proxy and per-object updates use: tables, chains, sets and maps
 //! (plain, concatenated, interval, timeout, dynamic; verdict and data maps) with their
 //! elements, rules with payload, meta, ct, fib, numgen, lookup (named and anonymous sets),
-//! vmaps (named and anonymous), dynset, nat, masquerade, reject, counter, mark, log and
-//! verdicts: every table sarasa programs, NetworkPolicy's included. Anything else (interval
-//! sets of concatenations, `tcp dport`, interface-name matches, attributes over 64 KiB) makes
-//! [`NetlinkBackend::apply_batch`] refuse the whole batch with an error naming it: nothing
-//! runs the `nft` tool on a node (the lab hides it from the agent and the plugin; the tool
-//! backend, [`crate::NftCli`], is the tests' oracle and the operator's).
+//! vmaps (named and anonymous), dynset, nat, masquerade, reject, counter, mark, log, MSS
+//! clamping (rt, byteorder, exthdr) and verdicts: every table sarasa programs, NetworkPolicy's
+//! included. Anything else (interval sets of concatenations, `tcp dport`, interface-name
+//! wildcards, attributes over 64 KiB) makes [`NetlinkBackend::apply_batch`] refuse the whole
+//! batch with an error naming it: nothing runs the `nft` tool on a node (the lab hides it from
+//! the agent and the plugin; the tool backend, [`crate::NftCli`], is the tests' oracle and the
+//! operator's).
 //!
 //! This module is the I/O only: the socket, sending a batch, reading its ACK or errors and
 //! naming the operation at fault. The bytes come from [`crate::wire`] (sans-IO, tested from

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use sarasa_model::hash::fnv1a64_parts;
 
-use crate::expr::{CmpOp, Expr, RejectKind, Rule, Stmt, Verdict};
+use crate::expr::{CmpOp, Expr, Field, RejectKind, Rule, Stmt, Verdict, TCP_FLAG_NAMES};
 use crate::model::{Chain, Element, Key, MapType, MapValue, Set, Table, Value};
 use crate::text::{ident, quoted, MAX_COMMENT, MAX_IFNAME, MAX_LOG_PREFIX};
 
@@ -103,9 +103,49 @@ fn expr(out: &mut String, e: &Expr) {
     }
 }
 
+/// `tcp flags` bits by name: `syn`, `(syn | rst)`; bits nft has no name for as a number.
+fn tcp_flags(out: &mut String, bits: u32) {
+    if bits == 0 || bits > 0xff {
+        let _ = write!(out, "{bits}");
+        return;
+    }
+    let names: Vec<&str> = TCP_FLAG_NAMES
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    match names[..] {
+        [one] => out.push_str(one),
+        _ => {
+            let _ = write!(out, "({})", names.join(" | "));
+        }
+    }
+}
+
+/// The operand of a `tcp flags` match (`tcp flags` or `tcp flags & mask`), if it is one.
+fn tcp_flags_operand(e: &Expr) -> Option<Option<u32>> {
+    match e {
+        Expr::Payload(Field::TcpFlags) => Some(None),
+        Expr::And(inner, mask) if **inner == Expr::Payload(Field::TcpFlags) => Some(Some(*mask)),
+        _ => None,
+    }
+}
+
 fn stmt(out: &mut String, s: &Stmt) {
     match s {
         Stmt::Match { left, op, right } => {
+            // `tcp flags & (syn | rst) == syn`: flags by name and an explicit `==` (after `tcp
+            // flags`, nft reads a bare flag as a bit test: "any of these set").
+            if let (Some(mask), Expr::Value(Value::Num(v))) = (tcp_flags_operand(left), right) {
+                out.push_str("tcp flags");
+                if let Some(m) = mask {
+                    out.push_str(" & ");
+                    tcp_flags(out, m);
+                }
+                out.push_str(if *op == CmpOp::Eq { " == " } else { " != " });
+                tcp_flags(out, *v);
+                return;
+            }
             expr(out, left);
             match op {
                 // A masked value needs an explicit operator.
@@ -188,6 +228,7 @@ fn stmt(out: &mut String, s: &Stmt) {
             }
             out.push_str(" }");
         }
+        Stmt::ClampMssToPmtu => out.push_str("tcp option maxseg size set rt mtu"),
     }
 }
 
@@ -426,6 +467,42 @@ mod tests {
             s,
             "ip daddr . meta l4proto . th dport { 10.0.0.1 . tcp . 80 } drop"
         );
+    }
+
+    #[test]
+    fn renders_tcp_flags_by_name_and_mss_clamp() {
+        use crate::expr::{TCP_ACK, TCP_RST, TCP_SYN};
+        let flags = |mask, v| {
+            Rule::new().eq(
+                Expr::And(Box::new(Expr::Payload(Field::TcpFlags)), mask),
+                Expr::Value(Value::Num(v)),
+            )
+        };
+        let r = flags(TCP_SYN | TCP_RST, TCP_SYN)
+            .eq(
+                Expr::Meta(MetaKey::Oifname),
+                Expr::AnonSet(vec![
+                    vec![Value::Ifname("sarasa-cable".into())],
+                    vec![Value::Ifname("sarasa-wg".into())],
+                ]),
+            )
+            .then(Stmt::ClampMssToPmtu);
+        let mut s = String::new();
+        rule_body(&mut s, &r);
+        assert_eq!(
+            s,
+            "tcp flags & (syn | rst) == syn meta oifname { \"sarasa-cable\", \"sarasa-wg\" } \
+             tcp option maxseg size set rt mtu"
+        );
+        let mut s = String::new();
+        rule_body(
+            &mut s,
+            &flags(TCP_SYN | TCP_ACK, 0).ne(
+                Expr::Payload(Field::TcpFlags),
+                Expr::Value(Value::Num(TCP_ACK)),
+            ),
+        );
+        assert_eq!(s, "tcp flags & (syn | ack) == 0 tcp flags != ack");
     }
 
     #[test]

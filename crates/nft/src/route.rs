@@ -1,10 +1,10 @@
 //! Which batch goes to the kernel: every operation of every table in it encoded as nf_tables
-//! netlink, or nothing at all. A construct the encoder does not cover (interface-name matches,
-//! `tcp dport`, interval sets of concatenations, attributes over 64 KiB: none of them in a
-//! table sarasa programs) is refused with an error naming it, before anything is sent — the
-//! `nft` tool is never run on a node, so there is no second path to fall back to. Kept apart
-//! from the encoder (which only says what it cannot encode) and from the socket (which only
-//! sends what it is given), so the decision is tested without either.
+//! netlink, or nothing at all. A construct the encoder does not cover (interface-name
+//! wildcards, `tcp dport`, interval sets of concatenations, attributes over 64 KiB: none of
+//! them in a table sarasa programs) is refused with an error naming it, before anything is
+//! sent — the `nft` tool is never run on a node, so there is no second path to fall back to.
+//! Kept apart from the encoder (which only says what it cannot encode) and from the socket
+//! (which only sends what it is given), so the decision is tested without either.
 
 use crate::diff::Transaction;
 use crate::model::Family;
@@ -40,7 +40,7 @@ pub(crate) fn route(
 mod tests {
     use super::*;
     use crate::diff::{diff, diff_kernel};
-    use crate::expr::{Expr, MetaKey, Rule, Stmt, Verdict};
+    use crate::expr::{Expr, Field, Rule, Stmt, Verdict};
     use crate::model::{Chain, ChainType, Hook, Policy, Table, Value};
 
     fn table(name: &str, rule: Rule) -> Table {
@@ -69,19 +69,17 @@ mod tests {
     #[test]
     fn one_unencodable_part_refuses_the_whole_batch_naming_it() {
         let a = diff_kernel(None, &table("a", Rule::new().verdict(Verdict::Accept)));
-        // No sarasa table matches interface names; the encoder does not cover them.
-        let by_name = Rule::new()
-            .eq(
-                Expr::Meta(MetaKey::Iifname),
-                Expr::Value(Value::Ifname("eth0".into())),
-            )
+        // No sarasa table matches `tcp dport` (it uses `th dport`); the encoder does not
+        // cover it.
+        let by_port = Rule::new()
+            .eq(Expr::Payload(Field::TcpDport), Expr::Value(Value::Port(80)))
             .verdict(Verdict::Accept);
-        let b = diff_kernel(None, &table("b", by_name));
+        let b = diff_kernel(None, &table("b", by_port));
         match route(&[(Family::Inet, "a", &a), (Family::Inet, "b", &b)], 1) {
             Err(e @ NftError::Unencodable { what, .. }) => {
-                assert_eq!(what, "ifname");
+                assert_eq!(what, "tcp/udp dport");
                 let msg = e.to_string();
-                assert!(msg.contains("ifname"), "{msg}");
+                assert!(msg.contains("tcp/udp dport"), "{msg}");
                 assert!(msg.contains("inet a, inet b"), "{msg}");
             }
             other => panic!("expected an error, got {:?}", other.map(|b| b.is_some())),

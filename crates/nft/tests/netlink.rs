@@ -308,6 +308,82 @@ fn ct_status_dnat_goes_native_and_leaves_what_nft_f_leaves() {
     assert!(diff_kernel(Some(&k), &t).is_empty());
 }
 
+#[test]
+fn mss_clamp_goes_native_and_leaves_what_nft_f_leaves() {
+    // The cluster-set gateway's clamp (`inet sarasa-node`), in every family, and the
+    // variants the encoder must write as nft does: one interface name (a comparison, not a
+    // set), an explicit `meta l4proto tcp` (no second dependency), `!=`, a bare flags match.
+    let ifnames = |names: &[&str]| {
+        Expr::AnonSet(
+            names
+                .iter()
+                .map(|n| vec![Value::Ifname(n.to_string())])
+                .collect(),
+        )
+    };
+    let syn = |op| Stmt::Match {
+        left: Expr::And(Box::new(Expr::Payload(Field::TcpFlags)), TCP_SYN | TCP_RST),
+        op,
+        right: Expr::Value(Value::Num(TCP_SYN)),
+    };
+    for family in [Family::Inet, Family::Ip, Family::Ip6] {
+        let mut t = Table::new(family, "clamp");
+        t.add_chain(
+            Chain::base(
+                "forward",
+                ChainType::Filter,
+                Hook::Forward,
+                -150,
+                Policy::Accept,
+            )
+            .rule(
+                Rule::new()
+                    .eq(
+                        Expr::Meta(MetaKey::Oifname),
+                        ifnames(&["sarasa-cable", "sarasa-wg"]),
+                    )
+                    .then(syn(CmpOp::Eq))
+                    .then(Stmt::ClampMssToPmtu),
+            )
+            .rule(
+                Rule::new()
+                    .eq(Expr::Meta(MetaKey::Iifname), ifnames(&["sarasa-cable"]))
+                    .eq(Expr::Meta(MetaKey::L4proto), Expr::value(L4Proto::Tcp))
+                    .then(syn(CmpOp::Ne))
+                    .eq(
+                        Expr::Payload(Field::TcpFlags),
+                        Expr::Value(Value::Num(TCP_SYN | TCP_ACK)),
+                    )
+                    .counter(),
+            )
+            .rule(Rule::new().then(Stmt::ClampMssToPmtu)),
+        );
+        let (by_nft, native) = (Netns::new("sx-nft-t"), Netns::new("sx-nft-t"));
+        let tx = diff_kernel(None, &t);
+        by_nft.script(&tx.script());
+        let mut nl = native.native();
+        nl.apply_to(family, "clamp", &tx).unwrap();
+        assert_eq!(nl.native_count, 1);
+        assert_eq!(
+            kernel_json(&native, family, "clamp"),
+            kernel_json(&by_nft, family, "clamp"),
+            "{}",
+            family.as_str()
+        );
+        let listed = native.listing(family, "clamp");
+        assert_eq!(listed, by_nft.listing(family, "clamp"));
+        for line in [
+            "type filter hook forward priority mangle; policy accept;",
+            r#"oifname { "sarasa-wg", "sarasa-cable" } tcp flags syn / syn,rst tcp option maxseg size set rt mtu"#,
+            r#"iifname "sarasa-cable" tcp flags != syn / syn,rst tcp flags == 0x12 counter"#,
+        ] {
+            assert!(listed.contains(line), "{line} not in {listed}");
+        }
+        let k = same_listing(&native, family, "clamp").unwrap();
+        assert!(diff_kernel(Some(&k), &t).is_empty());
+    }
+}
+
 fn table_state(ns: &Netns) -> String {
     ns.nft(&["list", "ruleset"])
 }
@@ -356,15 +432,12 @@ fn multi_table_batch_is_one_commit() {
         "a rejected batch changed the kernel"
     );
 
-    // A construct the encoder does not cover (no sarasa table matches interface names): the
+    // A construct the encoder does not cover (no sarasa table matches `tcp dport`): the
     // whole batch is refused before anything is sent, naming it; there is no `nft` fallback.
     main2.add_chain(
-        Chain::new("by-name").rule(
+        Chain::new("by-port").rule(
             Rule::new()
-                .eq(
-                    Expr::Meta(MetaKey::Iifname),
-                    Expr::Value(Value::Ifname("eth0".into())),
-                )
+                .eq(Expr::Payload(Field::TcpDport), Expr::Value(Value::Port(80)))
                 .verdict(Verdict::Accept),
         ),
     );
@@ -377,7 +450,13 @@ fn multi_table_batch_is_one_commit() {
         ])
         .unwrap_err();
     assert!(
-        matches!(err, NftError::Unencodable { what: "ifname", .. }),
+        matches!(
+            err,
+            NftError::Unencodable {
+                what: "tcp/udp dport",
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(

@@ -24,6 +24,10 @@ pub const VXLAN_VNI: u32 = 1;
 pub const VXLAN_PORT: u16 = 8472;
 /// The node bridge the CNI plugin creates in bridge mode.
 pub const NODE_BRIDGE: &str = "sarasa0";
+/// The cluster-set cable devices of a gateway node: the VXLAN cable and the userspace
+/// WireGuard cable's TUN device. Their MTU is below the pods', so TCP SYNs leaving through
+/// them get their MSS clamped ([`Masquerade::clamp_mss`]).
+pub const CABLE_DEVICES: [&str; 2] = ["sarasa-cable", "sarasa-wg"];
 
 /// Facts about this node that do not come from the API server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,11 +121,17 @@ pub struct VxlanDevice {
     pub addresses: BTreeSet<IpNet>,
 }
 
-/// Egress masquerade: traffic from local pods to anything outside the cluster CIDRs.
+/// Egress masquerade: traffic from local pods to anything outside the cluster CIDRs; and,
+/// in a cluster set, MSS clamping on the cable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Masquerade {
     pub pod_cidrs: Vec<IpNet>,
     pub cluster_cidrs: Vec<IpNet>,
+    /// The node is in a cluster set: TCP SYNs leaving through a cable device
+    /// ([`CABLE_DEVICES`]) get their MSS lowered to what the route's MTU carries
+    /// (Submariner's clamp-mss-to-pmtu), so connections across the cable need no
+    /// fragmentation or PMTU discovery.
+    pub clamp_mss: bool,
 }
 
 /// The vpc backend's view of this node's addresses.
@@ -474,6 +484,7 @@ pub fn compile_trusted(
                 .chain(&local.remote_cluster_cidrs)
                 .map(|c| c.trunc())
                 .collect(),
+            clamp_mss: !local.remote_cluster_cidrs.is_empty(),
         },
         pod_cidrs,
         mtu,

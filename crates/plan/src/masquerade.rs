@@ -1,15 +1,22 @@
 //! Egress masquerade in sarasa's own nftables table (`inet sarasa-node`; the service proxy owns
 //! `inet sarasa` and its shards): pod → outside-cluster traffic leaves with the node's address.
+//! In a cluster set the table also clamps the MSS of TCP SYNs leaving through a cable device
+//! (chain `forward`), whose MTU is below the pods'.
 
 use ipnet::IpNet;
-use sarasa_nft::{Chain, ChainType, Expr, Family, Field, Hook, Policy, Rule, Stmt, Table, Value};
+use sarasa_nft::{
+    Chain, ChainType, Expr, Family, Field, Hook, MetaKey, Policy, Rule, Stmt, Table, Value,
+    TCP_RST, TCP_SYN,
+};
 
-use crate::fabric::Masquerade;
+use crate::fabric::{Masquerade, CABLE_DEVICES};
 
 pub const TABLE_FAMILY: &str = "inet";
 pub const TABLE_NAME: &str = "sarasa-node";
 /// `srcnat`.
 const PRIORITY: i32 = 100;
+/// `mangle`: the MSS clamp's forward chain.
+const CLAMP_PRIORITY: i32 = -150;
 
 /// Drops CIDRs covered by another one (nft rejects overlapping intervals in a set).
 fn collapse(cidrs: &[IpNet]) -> Vec<IpNet> {
@@ -35,7 +42,33 @@ fn set_of(cidrs: &[IpNet]) -> Expr {
     )
 }
 
-/// The table: one rule per family with pod CIDRs on this node.
+/// `oifname { "sarasa-cable", "sarasa-wg" } tcp flags & (syn | rst) == syn tcp option maxseg
+/// size set rt mtu`: SYNs (and SYN-ACKs) leaving through a cable carry an MSS the cable's MTU
+/// fits.
+fn clamp_chain() -> Chain {
+    let cables = CABLE_DEVICES
+        .iter()
+        .map(|d| vec![Value::Ifname(d.to_string())])
+        .collect();
+    Chain::base(
+        "forward",
+        ChainType::Filter,
+        Hook::Forward,
+        CLAMP_PRIORITY,
+        Policy::Accept,
+    )
+    .rule(
+        Rule::new()
+            .eq(Expr::Meta(MetaKey::Oifname), Expr::AnonSet(cables))
+            .eq(
+                Expr::And(Box::new(Expr::Payload(Field::TcpFlags)), TCP_SYN | TCP_RST),
+                Expr::Value(Value::Num(TCP_SYN)),
+            )
+            .then(Stmt::ClampMssToPmtu),
+    )
+}
+
+/// The table: one rule per family with pod CIDRs on this node; the MSS clamp in a cluster set.
 pub fn table(m: &Masquerade) -> Table {
     let mut chain = Chain::base(
         "postrouting",
@@ -76,6 +109,9 @@ pub fn table(m: &Masquerade) -> Table {
     }
     let mut t = Table::new(Family::Inet, TABLE_NAME);
     t.add_chain(chain);
+    if m.clamp_mss {
+        t.add_chain(clamp_chain());
+    }
     t
 }
 
@@ -91,6 +127,7 @@ mod tests {
                 "10.244.0.0/16".parse().unwrap(),
                 "10.244.1.0/24".parse().unwrap(),
             ],
+            clamp_mss: false,
         };
         let t = table(&m);
         t.validate().unwrap();
@@ -116,11 +153,73 @@ mod tests {
                 "fd00:10:244:1::/64".parse().unwrap(),
             ],
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+            clamp_mss: false,
         };
         let text = table(&m).render();
         assert!(
             text.contains("ip6 saddr { fd00:10:244:1::/64 } ip6 daddr != { fd00:10:244:1::/64 } ip6 daddr != ff00::/8"),
             "{text}"
         );
+    }
+
+    /// The plan of node n1 of a 2-node cluster, in a cluster set when `remote` ranges are given.
+    fn plan_masquerade(remote: &[&str]) -> Masquerade {
+        use crate::fabric::{compile, LocalNode, PeerNode};
+        let peer = |name: &str, cidr: &str, ip: &str| PeerNode {
+            name: name.into(),
+            pod_cidrs: vec![cidr.parse().unwrap()],
+            underlay_ip: Some(ip.parse().unwrap()),
+            ..PeerNode::default()
+        };
+        let local = LocalNode {
+            name: "n1".into(),
+            backend: sarasa_model::Backend::HostGw,
+            underlay_ip: "192.168.33.11".parse().unwrap(),
+            uplink: "eth0".into(),
+            uplink_mtu: 1500,
+            vtep_mac: None,
+            cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+            remote_cluster_cidrs: remote.iter().map(|c| c.parse().unwrap()).collect(),
+        };
+        let nodes = [
+            peer("n1", "10.244.1.0/24", "192.168.33.11"),
+            peer("n2", "10.244.2.0/24", "192.168.33.12"),
+        ];
+        compile(&nodes, &local).unwrap().masquerade
+    }
+
+    #[test]
+    fn a_cluster_set_member_clamps_the_mss_on_the_cable() {
+        let m = plan_masquerade(&["10.245.0.0/16", "10.97.0.0/16"]);
+        assert!(m.clamp_mss);
+        let t = table(&m);
+        t.validate().unwrap();
+        let text = t.render();
+        assert!(
+            text.contains("type filter hook forward priority -150; policy accept;"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "meta oifname { \"sarasa-cable\", \"sarasa-wg\" } tcp flags & (syn | rst) == syn tcp option maxseg size set rt mtu"
+            ),
+            "{text}"
+        );
+        // The remote ranges are not masqueraded.
+        assert!(
+            text.contains("ip daddr != { 10.97.0.0/16, 10.244.0.0/16, 10.245.0.0/16 }"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn outside_a_cluster_set_there_is_no_clamp() {
+        let m = plan_masquerade(&[]);
+        assert!(!m.clamp_mss);
+        let t = table(&m);
+        assert_eq!(t.chains.keys().collect::<Vec<_>>(), ["postrouting"]);
+        let text = t.render();
+        assert!(!text.contains("maxseg"), "{text}");
+        assert!(!text.contains("hook forward"), "{text}");
     }
 }

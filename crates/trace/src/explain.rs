@@ -1,7 +1,7 @@
 //! Reads the interpreter's steps through one hook and says what they mean: which Service and
 //! port matched (from the map element's comment), how an endpoint was picked, DNAT and
-//! masquerade, which NetworkPolicy rule allowed or which policies isolate and deny, rejects and
-//! drops — each with the table, chain and rule behind it.
+//! masquerade, MSS clamping, which NetworkPolicy rule allowed or which policies isolate and
+//! deny, rejects and drops — each with the table, chain and rule behind it.
 
 use std::net::IpAddr;
 
@@ -295,6 +295,20 @@ pub(crate) fn explain(
                 out.hops.push(hop(
                     "snat",
                     format!("SNAT: source becomes {addr}"),
+                    step,
+                    vec![cite(step, tables)],
+                ));
+            }
+            Event::MssClamped => {
+                out.hops.push(hop(
+                    "mss",
+                    format!(
+                        "TCP MSS clamped to what the route through {} carries",
+                        path.packet
+                            .oifname
+                            .as_deref()
+                            .unwrap_or("the output device")
+                    ),
                     step,
                     vec![cite(step, tables)],
                 ));

@@ -96,6 +96,24 @@ where
     s.parse().map_err(|e| format!("{s}: {e}"))
 }
 
+/// One `tcp flags` bit by name.
+fn tcp_flag(s: &str) -> R<u32> {
+    [
+        (TCP_FIN, "fin"),
+        (TCP_SYN, "syn"),
+        (TCP_RST, "rst"),
+        (TCP_PSH, "psh"),
+        (TCP_ACK, "ack"),
+        (TCP_URG, "urg"),
+        (TCP_ECN, "ecn"),
+        (TCP_CWR, "cwr"),
+    ]
+    .into_iter()
+    .find(|(_, n)| *n == s)
+    .map(|(b, _)| b)
+    .ok_or_else(|| format!("unknown tcp flag {s}"))
+}
+
 fn seconds(s: &str) -> R<u32> {
     num(s
         .strip_suffix('s')
@@ -176,6 +194,23 @@ impl P {
             false
         }
     }
+    /// `tcp flags` bits: `syn`, `(syn | rst)` or a number.
+    fn tcp_flags(&mut self) -> R<u32> {
+        let w = self.word()?;
+        let Some(first) = w.strip_prefix('(') else {
+            return num(&w).or_else(|_| tcp_flag(&w));
+        };
+        let mut bits = tcp_flag(first)?;
+        loop {
+            self.expect("|")?;
+            let w = self.word()?;
+            match w.strip_suffix(')') {
+                Some(last) => return Ok(bits | tcp_flag(last)?),
+                None => bits |= tcp_flag(&w)?,
+            }
+        }
+    }
+
     fn done(&self) -> bool {
         self.i >= self.t.len()
     }
@@ -345,6 +380,27 @@ impl P {
                     ("icmpx", "admin-prohibited") => RejectKind::IcmpxAdminProhibited,
                     _ => return Err(format!("reject with {a} {b}")),
                 }))
+            }
+            "tcp" if next(1).as_deref() == Some("option") => {
+                for w in ["tcp", "option", "maxseg", "size", "set", "rt", "mtu"] {
+                    self.expect(w)?;
+                }
+                Ok(Stmt::ClampMssToPmtu)
+            }
+            "tcp" if next(1).as_deref() == Some("flags") => {
+                self.i += 2;
+                let mut left = Expr::Payload(Field::TcpFlags);
+                if self.eat("&") {
+                    left = Expr::And(Box::new(left), self.tcp_flags()?);
+                }
+                let op = if self.eat("!=") {
+                    CmpOp::Ne
+                } else {
+                    self.expect("==")?;
+                    CmpOp::Eq
+                };
+                let right = Expr::Value(Value::Num(self.tcp_flags()?));
+                Ok(Stmt::Match { left, op, right })
             }
             "log" => {
                 self.i += 1;

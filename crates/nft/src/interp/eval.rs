@@ -227,6 +227,9 @@ impl Run<'_> {
                 Field::ThDport if p.has_ports() => one(Value::Port(p.dport)),
                 Field::TcpDport if p.proto == L4Proto::Tcp => one(Value::Port(p.dport)),
                 Field::UdpDport if p.proto == L4Proto::Udp => one(Value::Port(p.dport)),
+                Field::TcpFlags if p.proto == L4Proto::Tcp => {
+                    one(Value::Num(u32::from(p.tcp_flags)))
+                }
                 _ => Ok(None),
             },
             Expr::Meta(m) => match m {

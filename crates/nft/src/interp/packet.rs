@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use crate::expr::TCP_SYN;
 use crate::model::L4Proto;
 
 /// Conntrack state of the packet's connection (`ct state`).
@@ -26,6 +27,9 @@ pub struct Packet {
     /// Transport ports; 0 for ICMP (and `th sport`/`th dport` then match nothing).
     pub sport: u16,
     pub dport: u16,
+    /// `tcp flags` of a TCP packet: SYN for a connection's first packet (ignored for other
+    /// protocols).
+    pub tcp_flags: u8,
     /// `meta iifname`: `None` where the packet has no input device (output, postrouting of a
     /// local packet): the kernel then reads an empty name.
     pub iifname: Option<String>,
@@ -40,7 +44,7 @@ pub struct Packet {
 }
 
 impl Packet {
-    /// A new connection's first packet: `ct state new`, mark 0, no interfaces.
+    /// A new connection's first packet: `ct state new`, a SYN if TCP, mark 0, no interfaces.
     pub fn new(saddr: IpAddr, daddr: IpAddr, proto: L4Proto, sport: u16, dport: u16) -> Self {
         Packet {
             saddr,
@@ -48,6 +52,7 @@ impl Packet {
             proto,
             sport,
             dport,
+            tcp_flags: TCP_SYN as u8,
             iifname: None,
             oifname: None,
             mark: 0,

@@ -111,6 +111,9 @@ pub enum Event {
         set: String,
         key: Key,
     },
+    /// `tcp option maxseg size set rt mtu`: the segment's MSS option lowered (never raised)
+    /// to what the route through `packet.oifname` carries.
+    MssClamped,
     /// accept, drop, jump, goto, return, continue.
     Verdict(Verdict),
     Reject(RejectKind),

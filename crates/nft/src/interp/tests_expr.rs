@@ -1,9 +1,12 @@
 //! Unit tests of every expression and set kind: payload, meta, ct, fib, masks,
-//! concatenations, literals, named/interval/anonymous/dynamic sets and verdict maps.
+//! concatenations, literals, named/interval/anonymous/dynamic sets and verdict maps; `tcp
+//! flags` and MSS clamping.
 
 use super::tests::{env, events, filter, ip, matched, one, table, tcp};
 use super::*;
-use crate::expr::{CtKey, Expr, Field, Keyword, MetaKey, Rule, Stmt, Verdict};
+use crate::expr::{
+    CtKey, Expr, Field, Keyword, MetaKey, Rule, Stmt, Verdict, TCP_ACK, TCP_RST, TCP_SYN,
+};
 use crate::model::{Chain, DataType, Hook, Key, L4Proto, Policy, Set, Value};
 
 #[test]
@@ -414,4 +417,68 @@ fn dynamic_sets_start_empty_and_updates_count_within_the_run() {
         prefix: Some("first ".into()),
         group: Some(5)
     }));
+}
+
+#[test]
+fn tcp_flags_and_mss_clamping() {
+    let syn = || {
+        Rule::new().eq(
+            Expr::And(Box::new(Expr::Payload(Field::TcpFlags)), TCP_SYN | TCP_RST),
+            Expr::Value(Value::Num(TCP_SYN)),
+        )
+    };
+    let mut p = tcp("10.0.0.1", "10.0.0.2", 80);
+    assert!(
+        matched(syn(), None, &p),
+        "a new connection's first packet is a SYN"
+    );
+    p.tcp_flags = (TCP_SYN | TCP_ACK) as u8;
+    assert!(matched(syn(), None, &p), "and so is the answer");
+    p.tcp_flags = TCP_ACK as u8;
+    assert!(!matched(syn(), None, &p));
+    let udp = Packet::new(ip("10.0.0.1"), ip("10.0.0.2"), L4Proto::Udp, 5353, 53);
+    assert!(!matched(syn(), None, &udp), "no tcp flags outside TCP");
+
+    // The clamp is a step that changes no verdict: the rule goes on after it.
+    let cables = Expr::AnonSet(vec![
+        vec![Value::Ifname("sarasa-cable".into())],
+        vec![Value::Ifname("sarasa-wg".into())],
+    ]);
+    let clamp = |hook| {
+        table(
+            "t",
+            vec![filter("fwd", hook, -150, Policy::Accept).rule(
+                syn()
+                    .eq(Expr::Meta(MetaKey::Oifname), cables.clone())
+                    .then(Stmt::ClampMssToPmtu)
+                    .then(Stmt::MarkSet(1)),
+            )],
+        )
+    };
+    let t = clamp(Hook::Forward);
+    let mut p = tcp("10.0.0.1", "10.1.0.2", 443);
+    p.oifname = Some("sarasa-wg".into());
+    let path = one(&[&t], Hook::Forward, &p);
+    assert_eq!(path.verdict, HookVerdict::Accept);
+    assert!(events(&path).contains(&&Event::MssClamped), "{path:#?}");
+    assert_eq!(path.packet.mark, 1);
+    p.oifname = Some("eth0".into());
+    let path = one(&[&t], Hook::Forward, &p);
+    assert!(!events(&path).contains(&&Event::MssClamped));
+    // A packet that is not TCP ends the rule at the option write.
+    let bare = table(
+        "t",
+        vec![filter("fwd", Hook::Forward, 0, Policy::Accept).rule(
+            Rule::new()
+                .then(Stmt::ClampMssToPmtu)
+                .then(Stmt::MarkSet(1)),
+        )],
+    );
+    let path = one(&[&bare], Hook::Forward, &udp);
+    assert_eq!(path.packet.mark, 0);
+    assert!(!events(&path).contains(&&Event::MssClamped));
+    // `rt mtu` needs a route: the kernel refuses the rule in prerouting and input.
+    p.oifname = Some("sarasa-cable".into());
+    let err = run_hook(&[&clamp(Hook::Prerouting)], Hook::Prerouting, &p, &env()).unwrap_err();
+    assert!(err.to_string().contains("rt mtu"), "{err}");
 }

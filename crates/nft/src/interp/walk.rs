@@ -1,14 +1,14 @@
 //! Walking one base chain of one table: rules in order, statements in order, jump/goto/return
-//! with the kernel's jump stack limit, and the effects of NAT, mark, log, set-update and reject
-//! statements on the packet. The state of one path through a hook ([`Run`]) lives here too:
-//! the packet, the steps so far, the elements `update` added to dynamic sets, and the numgen
-//! choices this path takes ([`Choices`]).
+//! with the kernel's jump stack limit, and the effects of NAT, mark, log, set-update, MSS-clamp
+//! and reject statements on the packet. The state of one path through a hook ([`Run`]) lives
+//! here too: the packet, the steps so far, the elements `update` added to dynamic sets, and the
+//! numgen choices this path takes ([`Choices`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::expr::{Rule, Stmt, Verdict};
-use crate::model::{BaseChain, ChainType, Hook, Key, MapValue, Table};
+use crate::model::{BaseChain, ChainType, Hook, Key, L4Proto, MapValue, Table};
 use crate::NftError;
 
 use super::packet::{Env, Packet};
@@ -276,6 +276,22 @@ impl Run<'_> {
                         group: *group,
                     },
                 ),
+                Stmt::ClampMssToPmtu => {
+                    // `rt tcpmss` loads only where the packet has a route (the kernel's
+                    // `nft_rt_validate`); the option write breaks the rule for a packet that
+                    // is not TCP (`nft_exthdr_tcp_set_eval`).
+                    let hooks = [Hook::Forward, Hook::Output, Hook::Postrouting];
+                    if !hooks.contains(&self.hook) {
+                        return Err(NftError::Invalid(format!(
+                            "table {} chain {}: rt mtu outside forward/output/postrouting",
+                            here.table.name, here.chain
+                        )));
+                    }
+                    if self.packet.proto != L4Proto::Tcp {
+                        return Ok(None);
+                    }
+                    self.step(here, at, Event::MssClamped);
+                }
                 Stmt::UpdateSet { set, key, .. } => {
                     if !here.table.sets.contains_key(set) {
                         return Err(NftError::Invalid(format!(

@@ -1,13 +1,13 @@
 //! A rule's statements as nf_tables expressions: loads into registers, comparisons, lookups,
-//! verdicts, nat, marks, logging (`super::log`), and the anonymous sets and maps a rule
-//! carries. Encoding only — the listing never decodes rules (it reads each chain's content
-//! hash from its last rule's comment); what this encoder does not cover is an [`Unsupported`]
-//! and the batch goes to `nft`.
+//! verdicts, nat, marks, logging (`super::log`), MSS clamping, and the anonymous sets and maps
+//! a rule carries. Encoding only — the listing never decodes rules (it reads each chain's
+//! content hash from its last rule's comment); what this encoder does not cover is an
+//! [`Unsupported`] and the batch goes to `nft`.
 
 use std::net::IpAddr;
 
 use crate::expr::{CmpOp, CtKey, Expr, Field, Keyword, MetaKey, RejectKind, Stmt, Verdict};
-use crate::model::{DataType, Family, Key, Value};
+use crate::model::{DataType, Family, Key, L4Proto, Value};
 use crate::nl::Attrs;
 
 use super::attrs::*;
@@ -31,6 +31,9 @@ pub(crate) struct RuleEnc {
     pub(crate) anon: Vec<Anon>,
     /// The last set id used in the batch.
     pub(crate) set_id: u32,
+    /// The rule has checked `meta l4proto tcp` already (explicitly or as a TCP field's
+    /// dependency): nft emits that dependency once per rule.
+    tcp: bool,
 }
 
 impl RuleEnc {
@@ -40,6 +43,7 @@ impl RuleEnc {
             exprs: Attrs::default(),
             anon: Vec::new(),
             set_id,
+            tcp: false,
         }
     }
 
@@ -165,6 +169,15 @@ impl RuleEnc {
         }
     }
 
+    /// `meta l4proto tcp` — nft's implicit dependency of TCP header fields, once per rule.
+    fn tcp_dep(&mut self) {
+        if !self.tcp {
+            self.meta_load(16, REG_1);
+            self.cmp(REG_1, CmpOp::Eq, &[proto_number(L4Proto::Tcp)]);
+            self.tcp = true;
+        }
+    }
+
     /// Loads `e` into `reg`; returns its length in bytes and what its values look like.
     fn load(&mut self, e: &Expr, reg: u32) -> Enc<(u32, Kind)> {
         self.load_with(e, reg, true)
@@ -180,6 +193,12 @@ impl RuleEnc {
                     // The dependency uses reg 1: load it before anything else lands there.
                     self.nfproto(d);
                 }
+                if *f == Field::TcpFlags {
+                    if !dep && !self.tcp {
+                        return Err(Unsupported("tcp field in a concatenation"));
+                    }
+                    self.tcp_dep();
+                }
                 self.payload(base, off, len, reg);
                 (len, kind)
             }
@@ -188,7 +207,8 @@ impl RuleEnc {
                     MetaKey::L4proto => (16, 1, Kind::Proto),
                     MetaKey::Nfproto => (15, 1, Kind::Nfproto),
                     MetaKey::Mark => (3, 4, Kind::Host32),
-                    MetaKey::Iifname | MetaKey::Oifname => return Err(Unsupported("ifname")),
+                    MetaKey::Iifname => (6, 16, Kind::Ifname),
+                    MetaKey::Oifname => (7, 16, Kind::Ifname),
                 };
                 self.meta_load(key, reg);
                 (len, kind)
@@ -356,6 +376,22 @@ impl RuleEnc {
                 self.expr("log", data);
                 Ok(())
             }
+            Stmt::ClampMssToPmtu => {
+                // As nft writes it (with no dependency of its own): the route's TCP MSS, to
+                // network order, written over the 2-byte value of the maxseg option.
+                let mut a = Attrs::default();
+                a.u32(2, 3).u32(1, REG_1); // KEY NFT_RT_TCPMSS, DREG
+                self.expr("rt", a);
+                let mut a = Attrs::default();
+                // SREG, DREG, OP NFT_BYTEORDER_HTON, LEN, SIZE
+                a.u32(1, REG_1).u32(2, REG_1).u32(3, 1).u32(4, 2).u32(5, 2);
+                self.expr("byteorder", a);
+                let mut a = Attrs::default();
+                // SREG, TYPE TCPOPT_MAXSEG, OFFSET, LEN, OP NFT_EXTHDR_OP_TCPOPT
+                a.u32(7, REG_1).put(2, &[2]).u32(3, 2).u32(4, 2).u32(6, 1);
+                self.expr("exthdr", a);
+                Ok(())
+            }
         }
     }
 
@@ -463,6 +499,12 @@ impl RuleEnc {
                 let (_, kind) = self.load(left, REG_1)?;
                 let data = value_bytes(v, kind)?;
                 self.cmp(REG_1, op, &data);
+                if op == CmpOp::Eq
+                    && *left == Expr::Meta(MetaKey::L4proto)
+                    && *v == Value::Proto(L4Proto::Tcp)
+                {
+                    self.tcp = true;
+                }
                 Ok(())
             }
             Expr::Keywords(ks) if ks.len() == 1 => {
@@ -527,11 +569,15 @@ impl RuleEnc {
             (Kind::Addr, 16) => DataType::Ipv6Addr,
             (Kind::Port, _) => DataType::InetService,
             (Kind::Proto, _) => DataType::InetProto,
+            (Kind::Ifname, _) => DataType::Ifname,
             _ => return Err(Unsupported("anonymous set of this type")),
         };
         let mut values = std::collections::BTreeSet::new();
         for k in keys {
             match &k[..] {
+                [Value::Ifname(n)] if n.ends_with('*') => {
+                    return Err(Unsupported("interface name wildcard"))
+                }
                 [v] if t.accepts(v) => values.insert(Key(vec![v.clone()])),
                 _ => return Err(Unsupported("anonymous set element")),
             };
@@ -553,6 +599,7 @@ fn field_layout(f: &Field) -> Enc<(u32, u32, u32, Kind)> {
         Field::Ip6Daddr => (1, 24, 16, Kind::Addr),
         Field::ThSport => (2, 0, 2, Kind::Port),
         Field::ThDport => (2, 2, 2, Kind::Port),
+        Field::TcpFlags => (2, 13, 1, Kind::TcpFlags),
         Field::TcpDport | Field::UdpDport => return Err(Unsupported("tcp/udp dport")),
     })
 }
@@ -588,6 +635,9 @@ pub(crate) enum Kind {
     Host32,
     Ct,
     Concat,
+    /// A NUL-padded interface name (IFNAMSIZ bytes).
+    Ifname,
+    TcpFlags,
 }
 
 /// A mask for a loaded value, laid out like it: a port in network order (`th dport &
@@ -599,6 +649,9 @@ fn mask_bytes(mask: u32, kind: Kind) -> Enc<Vec<u8>> {
             .to_be_bytes()
             .to_vec(),
         Kind::Host32 | Kind::Ct => mask.to_ne_bytes().to_vec(),
+        Kind::TcpFlags => {
+            vec![u8::try_from(mask).map_err(|_| Unsupported("tcp flags over 8 bits"))?]
+        }
         _ => return Err(Unsupported("mask on this type")),
     })
 }
@@ -610,6 +663,17 @@ pub(crate) fn value_bytes(v: &Value, kind: Kind) -> Enc<Vec<u8>> {
         (Value::Port(p), Kind::Port) => p.to_be_bytes().to_vec(),
         (Value::Proto(p), Kind::Proto) => vec![proto_number(*p)],
         (Value::Mark(m), Kind::Host32) | (Value::Num(m), Kind::Host32) => m.to_ne_bytes().to_vec(),
+        (Value::Num(f), Kind::TcpFlags) => {
+            vec![u8::try_from(*f).map_err(|_| Unsupported("tcp flags over 8 bits"))?]
+        }
+        (Value::Ifname(n), Kind::Ifname) => {
+            // An exact name, NUL-padded as the kernel compares it (nft's `eth*` prefix match
+            // is a shorter comparison, not modelled here).
+            if n.ends_with('*') {
+                return Err(Unsupported("interface name wildcard"));
+            }
+            super::elem::key_bytes(&Key(vec![v.clone()]))?
+        }
         _ => return Err(Unsupported("value of another type")),
     })
 }
@@ -617,11 +681,23 @@ pub(crate) fn value_bytes(v: &Value, kind: Kind) -> Enc<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expr::{TCP_RST, TCP_SYN};
+    use crate::nl::{attr_table, cstr, AttrIter};
+
+    /// The names of the expressions encoded so far.
+    fn names(enc: &RuleEnc) -> Vec<String> {
+        AttrIter(&enc.exprs.buf)
+            .map(|e| {
+                let e = attr_table::<3>(e.unwrap().1).unwrap();
+                cstr(e[1].unwrap()).unwrap().to_string()
+            })
+            .collect()
+    }
 
     #[test]
     fn unsupported_statements_fall_back() {
         let mut enc = RuleEnc::new(Family::Inet, 0);
-        // Logging is native now; an interface name match is not.
+        // Logging is native now; a `tcp dport` match is not.
         assert!(enc
             .stmt(&Stmt::Log {
                 prefix: None,
@@ -630,11 +706,11 @@ mod tests {
             .is_ok());
         assert_eq!(
             enc.stmt(&Stmt::Match {
-                left: Expr::Meta(MetaKey::Iifname),
+                left: Expr::Payload(Field::TcpDport),
                 op: CmpOp::Eq,
-                right: Expr::Value(Value::Num(1)),
+                right: Expr::Value(Value::Port(80)),
             }),
-            Err(Unsupported("ifname"))
+            Err(Unsupported("tcp/udp dport"))
         );
         // Anonymous maps are native now.
         assert!(enc
@@ -643,5 +719,71 @@ mod tests {
             })
             .is_ok());
         assert_eq!(enc.anon.len(), 1);
+        // Interface names too, exact ones only.
+        let oif = |n: &str| Stmt::Match {
+            left: Expr::Meta(MetaKey::Oifname),
+            op: CmpOp::Eq,
+            right: Expr::Value(Value::Ifname(n.into())),
+        };
+        assert!(enc.stmt(&oif("sarasa-cable")).is_ok());
+        assert_eq!(
+            enc.stmt(&oif("veth*")),
+            Err(Unsupported("interface name wildcard"))
+        );
+        assert_eq!(
+            enc.stmt(&oif("a-name-too-long-for-ifnamsiz")),
+            Err(Unsupported("interface name too long"))
+        );
+    }
+
+    #[test]
+    fn mss_clamp_is_what_nft_writes() {
+        let syn = Stmt::Match {
+            left: Expr::And(Box::new(Expr::Payload(Field::TcpFlags)), TCP_SYN | TCP_RST),
+            op: CmpOp::Eq,
+            right: Expr::Value(Value::Num(TCP_SYN)),
+        };
+        let mut enc = RuleEnc::new(Family::Inet, 0);
+        enc.stmt(&Stmt::Match {
+            left: Expr::Meta(MetaKey::Oifname),
+            op: CmpOp::Eq,
+            right: Expr::AnonSet(vec![
+                vec![Value::Ifname("sarasa-cable".into())],
+                vec![Value::Ifname("sarasa-wg".into())],
+            ]),
+        })
+        .unwrap();
+        enc.stmt(&syn).unwrap();
+        enc.stmt(&Stmt::ClampMssToPmtu).unwrap();
+        assert_eq!(
+            names(&enc),
+            [
+                "meta",
+                "lookup",
+                "meta",
+                "cmp",
+                "payload",
+                "bitwise",
+                "cmp",
+                "rt",
+                "byteorder",
+                "exthdr"
+            ]
+        );
+        assert_eq!(enc.anon.len(), 1);
+        // An explicit `meta l4proto tcp` is the dependency: nft does not repeat it.
+        let mut enc = RuleEnc::new(Family::Ip, 0);
+        enc.stmt(&Stmt::Match {
+            left: Expr::Meta(MetaKey::L4proto),
+            op: CmpOp::Eq,
+            right: Expr::Value(Value::Proto(L4Proto::Tcp)),
+        })
+        .unwrap();
+        enc.stmt(&syn).unwrap();
+        enc.stmt(&syn).unwrap();
+        assert_eq!(
+            names(&enc),
+            ["meta", "cmp", "payload", "bitwise", "cmp", "payload", "bitwise", "cmp"]
+        );
     }
 }
