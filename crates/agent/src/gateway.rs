@@ -1,21 +1,28 @@
 //! The cluster-set gateway (issue 12), Submariner's gateway engine and route agent in one
 //! task. Nodes labelled `sarasa.io/gateway=true` that have a WAN link (`wan0`) are gateway
 //! candidates; one of them holds the Lease `sarasa-system/sarasa-gateway` and is active. The
-//! active gateway publishes its WAN address on its Node (`sarasa.io/gateway-ip`, which the
-//! cluster-set sync carries to the other clusters) and terminates the cable: a VXLAN device
-//! `sarasa-cable` on its WAN link with one peer per other cluster's active gateway (each
-//! end's vtep address and MAC derived from its WAN address, so nothing else is exchanged), and
-//! routes the other clusters' pod and Service ranges into it. Every other node routes those
+//! active gateway publishes its WAN address and WireGuard public key on its Node
+//! (`sarasa.io/gateway-ip`, `sarasa.io/gateway-public-key`, which the cluster-set sync carries
+//! to the other clusters) and terminates the cable to every other cluster's active gateway,
+//! of the set's kind:
+//! - `wireguard` (the default): the userspace WireGuard of [`crate::wireguard`], a TUN device
+//!   `sarasa-wg` and one encrypted peer per other gateway;
+//! - `vxlan`: a VXLAN device `sarasa-cable` on its WAN link with one peer per other gateway
+//!   (each end's vtep address and MAC derived from its WAN address, so nothing else is
+//!   exchanged).
+//!
+//! Either device carries the vtep address 241.b.c.d (for status probes), and the gateway routes
+//! the other clusters' pod and Service ranges into it. Every other node routes those
 //! ranges to the active gateway. The routes carry their own protocol number
 //! ([`ROUTE_PROTOCOL`]), so the fabric's diff and this one never touch each other's; the other
 //! clusters' ranges go to the node plan, which leaves them unmasqueraded (the source pod address
 //! is kept end to end). The other clusters come from the ConfigMap the sync writes
 //! ([`sarasa_model::clusterset`]).
 //!
-//! Not built yet: the WireGuard cable, cables for nodes behind their own VXLAN to the gateway
-//! (the lab's underlay carries pod addresses, so other nodes route to the gateway directly).
+//! Not built: a VXLAN of their own from the other nodes to the gateway, as Submariner's route
+//! agent has (the underlay here carries pod addresses, so other nodes route to the gateway
+//! directly).
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -25,16 +32,21 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
-use sarasa_model::clusterset::{RemoteCluster, CONFIGMAP_KEY, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
+use sarasa_model::clusterset::{
+    CableKind, RemoteCluster, CONFIGMAP_CABLE_KEY, CONFIGMAP_KEY, CONFIGMAP_NAME,
+    CONFIGMAP_NAMESPACE,
+};
 use sarasa_model::MacAddr;
 use sarasa_netns::{Netlink, Route, VxlanSpec, TABLE_MAIN};
 
 use crate::error::{Error, Result};
 use crate::netns::NetnsTarget;
+use crate::wireguard;
 
 pub const GATEWAY_LABEL: &str = "sarasa.io/gateway";
 pub const GATEWAY_LEASE: &str = "sarasa-gateway";
 pub const ANNOTATION_GATEWAY_IP: &str = "sarasa.io/gateway-ip";
+pub const ANNOTATION_GATEWAY_KEY: &str = "sarasa.io/gateway-public-key";
 pub const WAN_LINK: &str = "wan0";
 pub const CABLE_DEVICE: &str = "sarasa-cable";
 pub const CABLE_VNI: u32 = 4242;
@@ -69,39 +81,122 @@ pub enum Via {
     Cable(Ipv4Addr),
     /// To this cluster's active gateway, at its underlay address.
     Gateway(IpAddr),
+    /// On the active gateway, behind its cable ([`FALLBACK_METRIC`]): to another gateway
+    /// candidate. The WireGuard cable lives in the agent's process, so when that agent stops,
+    /// the device and the routes through it go, and this node's own pods reach the other
+    /// clusters through the candidate that takes over.
+    Fallback(IpAddr),
+}
+
+/// The metric of [`Via::Fallback`] routes (the cable's have none, so they win while it exists).
+pub const FALLBACK_METRIC: u32 = 100;
+
+/// The far end of a cable: another cluster's active gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FarEnd {
+    pub wan: Ipv4Addr,
+    /// Its WireGuard public key (wireguard cables only).
+    pub public_key: Option<[u8; 32]>,
+    /// What it may send and receive: its cluster's ranges and its vtep address.
+    pub allowed: Vec<IpNet>,
+}
+
+/// This node's cable when it is the active gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CableEnd {
+    pub kind: CableKind,
+    pub wan: Ipv4Addr,
+    pub peers: Vec<FarEnd>,
 }
 
 /// What this node's part of the cluster set is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
-    /// This node is the active gateway: its WAN address and the other gateways'.
-    pub cable: Option<(Ipv4Addr, Vec<Ipv4Addr>)>,
+    /// This node is the active gateway: its cable.
+    pub cable: Option<CableEnd>,
     pub routes: Vec<(IpNet, Via)>,
 }
 
-/// The desired state from the other clusters and who the active gateway is.
-pub fn desired(
-    remotes: &[RemoteCluster],
-    me_active: Option<Ipv4Addr>,
-    active_underlay: Option<IpAddr>,
-) -> Desired {
-    let mut d = Desired::default();
-    if let Some(wan) = me_active {
-        let peers: BTreeSet<Ipv4Addr> = remotes
-            .iter()
-            .filter_map(|r| match r.gateway_ip {
-                Some(IpAddr::V4(g)) => Some(g),
-                _ => None,
-            })
-            .collect();
-        d.cable = Some((wan, peers.into_iter().collect()));
-        for r in remotes {
-            if let Some(IpAddr::V4(g)) = r.gateway_ip {
-                d.routes
-                    .extend(r.cidrs().into_iter().map(|c| (c, Via::Cable(g))));
+/// The other clusters and the set's cable kind, as the ConfigMap says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetView {
+    pub cable: CableKind,
+    pub remotes: Vec<RemoteCluster>,
+}
+
+/// The other cluster's gateway, when it can be cabled to: it has a WAN address (and, for
+/// WireGuard, a public key that parses; a bad one is reported and the cluster left out).
+fn far_end(r: &RemoteCluster, kind: CableKind) -> Option<FarEnd> {
+    let Some(IpAddr::V4(wan)) = r.gateway_ip else {
+        return None;
+    };
+    let public_key = match kind {
+        CableKind::Vxlan => None,
+        CableKind::Wireguard => {
+            let text = r.gateway_public_key.as_deref()?;
+            match wireguard::parse_public_key(
+                text,
+                &format!("cluster {}'s gateway key", r.cluster_id),
+            ) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster-set gateway");
+                    return None;
+                }
             }
         }
-    } else if let Some(gw) = active_underlay {
+    };
+    let vtep = IpNet::V4(Ipv4Net::new(vtep_ip(wan), 32).expect("constant prefix"));
+    Some(FarEnd {
+        wan,
+        public_key,
+        allowed: r.cidrs().into_iter().chain([vtep]).collect(),
+    })
+}
+
+/// Who this node routes the other clusters through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// This node is the active gateway, with this WAN address; `standby` is another gateway
+    /// candidate's underlay address, if there is one.
+    Active {
+        wan: Ipv4Addr,
+        standby: Option<IpAddr>,
+    },
+    /// Another node is, at this underlay address.
+    Behind(IpAddr),
+    /// No gateway is active.
+    #[default]
+    None,
+}
+
+/// The desired state from the other clusters and this node's role.
+pub fn desired(set: &SetView, role: Role) -> Desired {
+    let remotes = &set.remotes;
+    let mut d = Desired::default();
+    if let Role::Active { wan, standby } = role {
+        let mut peers: Vec<FarEnd> = Vec::new();
+        for r in remotes {
+            let Some(end) = far_end(r, set.cable) else {
+                continue;
+            };
+            for c in r.cidrs() {
+                d.routes.push((c, Via::Cable(end.wan)));
+                if let Some(s) = standby {
+                    d.routes.push((c, Via::Fallback(s)));
+                }
+            }
+            if !peers.iter().any(|p| p.wan == end.wan) {
+                peers.push(end);
+            }
+        }
+        peers.sort_by_key(|p| p.wan);
+        d.cable = Some(CableEnd {
+            kind: set.cable,
+            wan,
+            peers,
+        });
+    } else if let Role::Behind(gw) = role {
         for r in remotes {
             d.routes
                 .extend(r.cidrs().into_iter().map(|c| (c, Via::Gateway(gw))));
@@ -134,89 +229,124 @@ fn wan_address(nl: &mut Netlink) -> Result<Option<(Ipv4Addr, u32, u32)>> {
     Ok(addr.map(|a| (a, link.index, link.mtu)))
 }
 
-/// Makes the kernel match `d`: the cable device, its peers, and the routes with
-/// [`ROUTE_PROTOCOL`].
-fn apply(nl: &mut Netlink, d: &Desired) -> Result<()> {
-    let existing = nl.link_by_name(CABLE_DEVICE).map_err(nl_err("get cable"))?;
-    let cable_index = match &d.cable {
-        None => {
-            if let Some(l) = existing {
+/// The VXLAN cable: the device on the WAN link, its vtep address, and one fdb entry and
+/// neighbour per far end. Returns its index.
+fn vxlan_device(nl: &mut Netlink, end: &CableEnd, wan_index: u32, wan_mtu: u32) -> Result<u32> {
+    let mac = vtep_mac(end.wan);
+    let link = match nl.link_by_name(CABLE_DEVICE).map_err(nl_err("get cable"))? {
+        Some(l) if l.mac == Some(mac) => l,
+        other => {
+            if let Some(l) = other {
                 nl.delete_link(l.index).map_err(nl_err("delete cable"))?;
             }
-            None
+            nl.add_vxlan(&VxlanSpec {
+                name: CABLE_DEVICE.into(),
+                vni: CABLE_VNI,
+                port: CABLE_PORT,
+                local: IpAddr::V4(end.wan),
+                uplink: wan_index,
+                mtu: Some(wan_mtu - CABLE_OVERHEAD),
+                mac: Some(mac),
+                up: true,
+            })
+            .map_err(nl_err("add cable"))?;
+            nl.link_by_name(CABLE_DEVICE)
+                .map_err(nl_err("get cable"))?
+                .ok_or_else(|| Error::Config("cable device vanished".into()))?
         }
-        Some((wan, peers)) => {
+    };
+    address_and_up(nl, &link, end.wan, None)?;
+    let peers: Vec<Ipv4Addr> = end.peers.iter().map(|p| p.wan).collect();
+    for f in nl.fdbs(link.index).map_err(nl_err("dump cable fdb"))? {
+        let keep =
+            matches!(f.dst, Some(IpAddr::V4(d)) if peers.contains(&d) && f.mac == vtep_mac(d));
+        if let (false, Some(dst)) = (keep, f.dst) {
+            let _ = nl.fdb_del(link.index, f.mac, dst);
+        }
+    }
+    for p in &peers {
+        nl.fdb_replace(link.index, vtep_mac(*p), IpAddr::V4(*p))
+            .map_err(nl_err("cable fdb"))?;
+        nl.neigh_add(link.index, IpAddr::V4(vtep_ip(*p)), vtep_mac(*p))
+            .map_err(nl_err("cable neighbour"))?;
+    }
+    Ok(link.index)
+}
+
+/// Gives a cable device its vtep address (and MTU), and brings it up.
+fn address_and_up(
+    nl: &mut Netlink,
+    link: &sarasa_netns::Link,
+    wan: Ipv4Addr,
+    mtu: Option<u32>,
+) -> Result<()> {
+    let vtep = IpNet::V4(Ipv4Net::new(vtep_ip(wan), 8).expect("constant prefix"));
+    let have = nl
+        .addrs(Some(link.index), None)
+        .map_err(nl_err("dump cable addresses"))?;
+    if !have.iter().any(|a| a.net == vtep) {
+        nl.addr_add(link.index, vtep)
+            .map_err(nl_err("address cable"))?;
+    }
+    if let Some(mtu) = mtu.filter(|m| *m != link.mtu) {
+        nl.set_mtu(link.index, mtu).map_err(nl_err("cable MTU"))?;
+    }
+    if !link.up {
+        nl.set_up(link.index).map_err(nl_err("cable up"))?;
+    }
+    Ok(())
+}
+
+/// Makes the kernel match `d`: the cable device (the WireGuard one is opened by the agent's
+/// process, [`wireguard::Cable`]; here it gets its address, MTU and routes), its peers, and the
+/// routes with [`ROUTE_PROTOCOL`].
+fn apply(nl: &mut Netlink, d: &Desired) -> Result<()> {
+    let vxlan_wanted = matches!(&d.cable, Some(c) if c.kind == CableKind::Vxlan);
+    if !vxlan_wanted {
+        if let Some(l) = nl.link_by_name(CABLE_DEVICE).map_err(nl_err("get cable"))? {
+            nl.delete_link(l.index).map_err(nl_err("delete cable"))?;
+        }
+    }
+    let cable_index = match &d.cable {
+        None => None,
+        Some(end) => {
             let Some((_, wan_index, wan_mtu)) = wan_address(nl)? else {
                 return Err(Error::Config("active gateway without a WAN link".into()));
             };
-            let mac = vtep_mac(*wan);
-            let link = match existing {
-                Some(l) if l.mac == Some(mac) => l,
-                other => {
-                    if let Some(l) = other {
-                        nl.delete_link(l.index).map_err(nl_err("delete cable"))?;
-                    }
-                    nl.add_vxlan(&VxlanSpec {
-                        name: CABLE_DEVICE.into(),
-                        vni: CABLE_VNI,
-                        port: CABLE_PORT,
-                        local: IpAddr::V4(*wan),
-                        uplink: wan_index,
-                        mtu: Some(wan_mtu - CABLE_OVERHEAD),
-                        mac: Some(mac),
-                        up: true,
-                    })
-                    .map_err(nl_err("add cable"))?;
-                    nl.link_by_name(CABLE_DEVICE)
-                        .map_err(nl_err("get cable"))?
-                        .ok_or_else(|| Error::Config("cable device vanished".into()))?
+            Some(match end.kind {
+                CableKind::Vxlan => vxlan_device(nl, end, wan_index, wan_mtu)?,
+                CableKind::Wireguard => {
+                    let link = nl
+                        .link_by_name(wireguard::DEVICE)
+                        .map_err(nl_err("get the WireGuard device"))?
+                        .ok_or_else(|| {
+                            Error::Config(format!("{} is not open", wireguard::DEVICE))
+                        })?;
+                    address_and_up(nl, &link, end.wan, Some(wan_mtu - wireguard::OVERHEAD))?;
+                    link.index
                 }
-            };
-            let vtep = IpNet::V4(Ipv4Net::new(vtep_ip(*wan), 8).expect("constant prefix"));
-            let have = nl
-                .addrs(Some(link.index), None)
-                .map_err(nl_err("dump cable addresses"))?;
-            if !have.iter().any(|a| a.net == vtep) {
-                nl.addr_add(link.index, vtep)
-                    .map_err(nl_err("address cable"))?;
-            }
-            if !link.up {
-                nl.set_up(link.index).map_err(nl_err("cable up"))?;
-            }
-            for f in nl.fdbs(link.index).map_err(nl_err("dump cable fdb"))? {
-                let keep = matches!(f.dst, Some(IpAddr::V4(d)) if peers.contains(&d) && f.mac == vtep_mac(d));
-                if !keep && f.dst.is_some() {
-                    if let Some(dst) = f.dst {
-                        let _ = nl.fdb_del(link.index, f.mac, dst);
-                    }
-                }
-            }
-            for p in peers {
-                nl.fdb_replace(link.index, vtep_mac(*p), IpAddr::V4(*p))
-                    .map_err(nl_err("cable fdb"))?;
-                nl.neigh_add(link.index, IpAddr::V4(vtep_ip(*p)), vtep_mac(*p))
-                    .map_err(nl_err("cable neighbour"))?;
-            }
-            Some(link.index)
+            })
         }
     };
+    let wireguard = matches!(&d.cable, Some(c) if c.kind == CableKind::Wireguard);
     let want: Vec<Route> = d
         .routes
         .iter()
         .filter_map(|(dst, via)| {
-            let mut r = match via {
-                Via::Cable(g) => Route {
-                    gateway: Some(IpAddr::V4(vtep_ip(*g))),
-                    oif: cable_index,
-                    onlink: true,
-                    ..Route::default_via(IpAddr::V4(vtep_ip(*g)))
+            let mut r = match (via, cable_index) {
+                // WireGuard picks the peer by destination: a device route.
+                (Via::Cable(_), Some(dev)) if wireguard => Route::new(*dst).dev(dev),
+                (Via::Cable(g), Some(dev)) => Route::new(*dst)
+                    .via(IpAddr::V4(vtep_ip(*g)))
+                    .dev(dev)
+                    .onlink(),
+                (Via::Cable(_), None) => return None,
+                (Via::Gateway(g), _) => Route::new(*dst).via(*g),
+                (Via::Fallback(g), _) => Route {
+                    metric: Some(FALLBACK_METRIC),
+                    ..Route::new(*dst).via(*g)
                 },
-                Via::Gateway(g) => Route::default_via(*g),
             };
-            if matches!(via, Via::Cable(_)) && cable_index.is_none() {
-                return None;
-            }
-            r.dst = *dst;
             r.protocol = Some(ROUTE_PROTOCOL);
             Some(r)
         })
@@ -227,10 +357,14 @@ fn apply(nl: &mut Netlink, d: &Desired) -> Result<()> {
         .into_iter()
         .filter(|r| r.protocol == Some(ROUTE_PROTOCOL) && r.table == TABLE_MAIN)
         .collect();
+    let same = |w: &Route, h: &Route| {
+        w.dst == h.dst
+            && w.gateway == h.gateway
+            && (w.oif.is_none() || w.oif == h.oif)
+            && w.metric.unwrap_or(0) == h.metric.unwrap_or(0)
+    };
     for h in &have {
-        let wanted = want.iter().any(|w| {
-            w.dst == h.dst && w.gateway == h.gateway && (w.oif.is_none() || w.oif == h.oif)
-        });
+        let wanted = want.iter().any(|w| same(w, h));
         if !wanted {
             match nl.route_del(h) {
                 Err(e) if !e.is_not_found() => return Err(Error::netlink("delete route", e)),
@@ -239,9 +373,7 @@ fn apply(nl: &mut Netlink, d: &Desired) -> Result<()> {
         }
     }
     for w in &want {
-        let present = have.iter().any(|h| {
-            w.dst == h.dst && w.gateway == h.gateway && (w.oif.is_none() || w.oif == h.oif)
-        });
+        let present = have.iter().any(|h| same(w, h));
         if !present {
             nl.route_replace(w)
                 .map_err(nl_err("route to another cluster"))?;
@@ -259,6 +391,23 @@ pub struct Gateway {
     pub target: NetnsTarget,
     /// The other clusters' ranges, for the node plan (never masqueraded).
     pub remote_cidrs: tokio::sync::watch::Sender<Vec<IpNet>>,
+    /// This gateway's WireGuard keys, made when the agent starts.
+    keypair: wireguard::Keypair,
+    /// The WireGuard cable while this node is the active gateway of a `wireguard` set.
+    wireguard: Option<wireguard::Cable>,
+    /// Another candidate's underlay address, and when it was read.
+    standby: Option<(std::time::Instant, Option<IpAddr>)>,
+}
+
+/// A Node's InternalIP.
+fn internal_ip(n: &Node) -> Option<IpAddr> {
+    n.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")
+        .and_then(|a| a.address.parse().ok())
 }
 
 impl Gateway {
@@ -275,10 +424,13 @@ impl Gateway {
             config_maps: Api::namespaced(client, CONFIGMAP_NAMESPACE),
             target,
             remote_cidrs,
+            keypair: wireguard::Keypair::generate(),
+            wireguard: None,
+            standby: None,
         }
     }
 
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut failing: Option<String> = None;
         loop {
             let in_set = match self.pass().await {
@@ -301,8 +453,8 @@ impl Gateway {
         }
     }
 
-    /// The other clusters of the set; `None` outside a set (no ConfigMap).
-    pub async fn remotes(&self) -> Result<Option<Vec<RemoteCluster>>> {
+    /// The other clusters of the set and its cable kind; `None` outside a set (no ConfigMap).
+    pub async fn remotes(&self) -> Result<Option<SetView>> {
         let Some(cm) = self
             .config_maps
             .get_opt(CONFIGMAP_NAME)
@@ -311,14 +463,21 @@ impl Gateway {
         else {
             return Ok(None);
         };
-        let Some(text) = cm.data.and_then(|d| d.get(CONFIGMAP_KEY).cloned()) else {
-            return Ok(Some(Vec::new()));
+        let data = cm.data.unwrap_or_default();
+        let bad = |key: &str, e: String| {
+            Error::Config(format!("{CONFIGMAP_NAMESPACE}/{CONFIGMAP_NAME} {key}: {e}"))
         };
-        serde_json::from_str(&text).map(Some).map_err(|e| {
-            Error::Config(format!(
-                "{CONFIGMAP_NAMESPACE}/{CONFIGMAP_NAME} {CONFIGMAP_KEY}: {e}"
-            ))
-        })
+        let cable = match data.get(CONFIGMAP_CABLE_KEY) {
+            Some(text) => text.parse().map_err(|e| bad(CONFIGMAP_CABLE_KEY, e))?,
+            None => CableKind::default(),
+        };
+        let remotes = match data.get(CONFIGMAP_KEY) {
+            Some(text) => {
+                serde_json::from_str(text).map_err(|e| bad(CONFIGMAP_KEY, e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        Ok(Some(SetView { cable, remotes }))
     }
 
     async fn wan(&self) -> Result<Option<(Ipv4Addr, u32, u32)>> {
@@ -406,9 +565,10 @@ impl Gateway {
     }
 
     /// One pass; whether this cluster is in a set.
-    async fn pass(&self) -> Result<bool> {
-        let Some(remotes) = self.remotes().await? else {
+    async fn pass(&mut self) -> Result<bool> {
+        let Some(set) = self.remotes().await? else {
             // Not (or no longer) in a set: nothing of it stays on the node.
+            self.wireguard = None;
             self.program(Desired::default()).await?;
             self.publish_remote_cidrs(Vec::new());
             return Ok(false);
@@ -428,42 +588,102 @@ impl Gateway {
         let holder = self.elect(wan.is_some()).await?;
         let active = holder.as_deref() == Some(&self.node);
         if let (true, Some((ip, _, _))) = (active, wan) {
-            let published = me
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ANNOTATION_GATEWAY_IP))
-                .cloned();
-            if published.as_deref() != Some(&ip.to_string()) {
-                let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_GATEWAY_IP: ip.to_string()}}});
+            let annotations = me.metadata.annotations.clone().unwrap_or_default();
+            let key = self.keypair.public_base64();
+            if annotations.get(ANNOTATION_GATEWAY_IP) != Some(&ip.to_string())
+                || annotations.get(ANNOTATION_GATEWAY_KEY) != Some(&key)
+            {
+                let patch = serde_json::json!({"metadata": {"annotations": {
+                    ANNOTATION_GATEWAY_IP: ip.to_string(),
+                    ANNOTATION_GATEWAY_KEY: key,
+                }}});
                 self.nodes
                     .patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map_err(|e| Error::kube("publish the gateway address", e))?;
             }
         }
-        let active_underlay = match (&holder, active) {
-            (Some(h), false) => self
+        let role = match (&holder, active, wan) {
+            (_, true, Some((wan, _, _))) => Role::Active {
+                wan,
+                standby: self.standby().await?,
+            },
+            (Some(h), false, _) => self
                 .nodes
                 .get_opt(h)
                 .await
                 .map_err(|e| Error::kube("get the gateway node", e))?
-                .and_then(|n| n.status?.addresses)
-                .and_then(|a| {
-                    a.into_iter()
-                        .find(|a| a.type_ == "InternalIP")
-                        .and_then(|a| a.address.parse().ok())
-                }),
-            _ => None,
+                .as_ref()
+                .and_then(internal_ip)
+                .map_or(Role::None, Role::Behind),
+            _ => Role::None,
         };
-        let want = desired(
-            &remotes,
-            if active { wan.map(|w| w.0) } else { None },
-            active_underlay,
-        );
+        let want = desired(&set, role);
+        self.wireguard_cable(&want)?;
         self.program(want).await?;
-        self.publish_remote_cidrs(remotes.iter().flat_map(|r| r.cidrs()).collect());
+        self.publish_remote_cidrs(set.remotes.iter().flat_map(|r| r.cidrs()).collect());
         Ok(true)
+    }
+
+    /// Another gateway candidate's underlay address, for the active gateway's fallback routes
+    /// (listed again every [`IDLE`], not every pass).
+    async fn standby(&mut self) -> Result<Option<IpAddr>> {
+        if let Some((at, standby)) = self.standby {
+            if at.elapsed() < IDLE {
+                return Ok(standby);
+            }
+        }
+        let candidates = self
+            .nodes
+            .list(&kube::api::ListParams::default().labels(&format!("{GATEWAY_LABEL}=true")))
+            .await
+            .map_err(|e| Error::kube("list the gateway candidates", e))?;
+        let standby = candidates
+            .items
+            .iter()
+            .filter(|n| n.metadata.name.as_deref() != Some(&self.node))
+            .filter_map(internal_ip)
+            .min();
+        self.standby = Some((std::time::Instant::now(), standby));
+        Ok(standby)
+    }
+
+    /// Opens, re-peers or closes the userspace WireGuard cable to match `want`.
+    fn wireguard_cable(&mut self, want: &Desired) -> Result<()> {
+        let Some(end) = want
+            .cable
+            .as_ref()
+            .filter(|c| c.kind == CableKind::Wireguard)
+        else {
+            self.wireguard = None;
+            return Ok(());
+        };
+        if self.wireguard.as_ref().map(|c| c.local()) != Some(end.wan) {
+            // Closed first: the new one binds the same device name and port.
+            self.wireguard = None;
+            self.wireguard = Some(wireguard::Cable::start(
+                &self.target,
+                &self.keypair,
+                end.wan,
+            )?);
+        }
+        let specs: Vec<wireguard::PeerSpec> = end
+            .peers
+            .iter()
+            .filter_map(|p| {
+                Some(wireguard::PeerSpec {
+                    public_key: p.public_key?,
+                    endpoint: std::net::SocketAddrV4::new(p.wan, wireguard::PORT),
+                    allowed: p.allowed.clone(),
+                })
+            })
+            .collect();
+        if let Some(cable) = &self.wireguard {
+            if cable.peers() != specs {
+                cable.set_peers(&specs);
+            }
+        }
+        Ok(())
     }
 
     /// Makes the node's namespace match `want` (on the blocking pool).
@@ -495,31 +715,52 @@ impl Gateway {
 mod tests {
     use super::*;
 
-    fn remote(id: &str, pods: &str, svcs: &str, gw: Option<&str>) -> RemoteCluster {
+    fn remote(
+        id: &str,
+        pods: &str,
+        svcs: &str,
+        gw: Option<&str>,
+        key: Option<&str>,
+    ) -> RemoteCluster {
         RemoteCluster {
             cluster_id: id.into(),
             pod_cidr: pods.parse().unwrap(),
             service_cidr: svcs.parse().unwrap(),
             gateway_ip: gw.map(|g| g.parse().unwrap()),
             gateway_node: None,
+            gateway_public_key: key.map(str::to_string),
         }
+    }
+
+    fn set(cable: CableKind, remotes: Vec<RemoteCluster>) -> SetView {
+        SetView { cable, remotes }
     }
 
     #[test]
     fn the_active_gateway_cables_and_the_others_route_to_it() {
-        let remotes = [
+        let remotes = vec![
             remote(
                 "east",
                 "10.245.0.0/16",
                 "10.112.0.0/16",
                 Some("172.30.0.100"),
+                None,
             ),
-            remote("north", "10.246.0.0/16", "10.113.0.0/16", None),
+            remote("north", "10.246.0.0/16", "10.113.0.0/16", None, None),
         ];
         let wan: Ipv4Addr = "172.30.0.101".parse().unwrap();
-        let d = desired(&remotes, Some(wan), None);
+        let active = Role::Active { wan, standby: None };
+        let d = desired(&set(CableKind::Vxlan, remotes.clone()), active);
         let peer: Ipv4Addr = "172.30.0.100".parse().unwrap();
-        assert_eq!(d.cable, Some((wan, vec![peer])));
+        let cable = d.cable.expect("a cable");
+        assert_eq!((cable.kind, cable.wan), (CableKind::Vxlan, wan));
+        assert_eq!(cable.peers.len(), 1);
+        assert_eq!(cable.peers[0].wan, peer);
+        assert_eq!(
+            cable.peers[0].allowed,
+            ["10.245.0.0/16", "10.112.0.0/16", "241.30.0.100/32"]
+                .map(|c| c.parse::<IpNet>().unwrap())
+        );
         assert_eq!(
             d.routes,
             [
@@ -529,11 +770,71 @@ mod tests {
             "a cluster without a gateway yet has no route"
         );
         let gw: IpAddr = "192.168.33.11".parse().unwrap();
-        let d = desired(&remotes, None, Some(gw));
+        let d = desired(&set(CableKind::Vxlan, remotes.clone()), Role::Behind(gw));
         assert_eq!(d.cable, None);
         assert_eq!(d.routes.len(), 4);
         assert!(d.routes.iter().all(|(_, v)| *v == Via::Gateway(gw)));
-        assert_eq!(desired(&remotes, None, None), Desired::default());
+        assert_eq!(
+            desired(&set(CableKind::Vxlan, remotes.clone()), Role::None),
+            Desired::default()
+        );
+        // With a standby candidate, each cable route has a fallback to it.
+        let standby: IpAddr = "192.168.33.12".parse().unwrap();
+        let d = desired(
+            &set(CableKind::Vxlan, remotes),
+            Role::Active {
+                wan,
+                standby: Some(standby),
+            },
+        );
+        assert_eq!(
+            d.routes[..2],
+            [
+                ("10.245.0.0/16".parse().unwrap(), Via::Cable(peer)),
+                ("10.245.0.0/16".parse().unwrap(), Via::Fallback(standby)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wireguard_cable_needs_the_far_end_key() {
+        let key = wireguard::Keypair::generate().public_base64();
+        let remotes = vec![
+            remote(
+                "east",
+                "10.245.0.0/16",
+                "10.112.0.0/16",
+                Some("172.30.0.100"),
+                Some(&key),
+            ),
+            remote(
+                "north",
+                "10.246.0.0/16",
+                "10.113.0.0/16",
+                Some("172.30.0.102"),
+                None,
+            ),
+            remote(
+                "south",
+                "10.247.0.0/16",
+                "10.114.0.0/16",
+                Some("172.30.0.103"),
+                Some("bad"),
+            ),
+        ];
+        let wan: Ipv4Addr = "172.30.0.101".parse().unwrap();
+        let d = desired(
+            &set(CableKind::Wireguard, remotes),
+            Role::Active { wan, standby: None },
+        );
+        let cable = d.cable.expect("a cable");
+        assert_eq!(cable.kind, CableKind::Wireguard);
+        assert_eq!(cable.peers.len(), 1, "{:?}", cable.peers);
+        assert_eq!(
+            cable.peers[0].public_key,
+            Some(wireguard::parse_public_key(&key, "k").unwrap())
+        );
+        assert_eq!(d.routes.len(), 2, "only east is reachable: {:?}", d.routes);
     }
 
     #[test]

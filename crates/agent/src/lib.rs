@@ -60,6 +60,7 @@ pub mod services;
 pub mod staging;
 pub mod uninstall;
 pub mod vpc;
+pub mod wireguard;
 
 pub use agent::{run, start, AgentHandle};
 pub use config::{AgentConfig, Backend, CniMode};

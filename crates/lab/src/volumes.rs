@@ -481,7 +481,9 @@ pub async fn resolve(client: &Client, pod: &Pod, node_root: &Path) -> Result<Pod
     Ok(out)
 }
 
-/// `path` of a hostPath volume inside the node's root.
+/// `path` of a hostPath volume inside the node's root; a device under /dev is the machine's
+/// own (every lab node runs on the machine's kernel, so its devices are the machine's, e.g.
+/// the agent's /dev/net/tun).
 pub fn host_path(node_root: &Path, path: &str) -> Result<PathBuf, String> {
     if !path.starts_with('/') {
         return Err(format!("{path:?} must be an absolute path"));
@@ -489,6 +491,9 @@ pub fn host_path(node_root: &Path, path: &str) -> Result<PathBuf, String> {
     let p = Path::new(path);
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
         return Err(format!("{path:?} must not contain '..'"));
+    }
+    if p.starts_with("/dev") && p != Path::new("/dev") {
+        return Ok(p.to_path_buf());
     }
     Ok(node_root.join(path.trim_start_matches('/')))
 }
@@ -535,8 +540,15 @@ pub fn prepare_host_path(path: &Path, kind: &str) -> Result<(), String> {
             .is_file()
             .then_some(())
             .ok_or_else(|| format!("hostPath type check failed: {what} is not a file")),
+        "CharDevice" => fs::metadata(path)
+            .ok()
+            .filter(|m| std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type()))
+            .map(drop)
+            .ok_or_else(|| {
+                format!("hostPath type check failed: {what} is not a character device")
+            }),
         other => Err(format!(
-            "hostPath type {other:?} is not supported (supported: \"\", DirectoryOrCreate, Directory, FileOrCreate, File)"
+            "hostPath type {other:?} is not supported (supported: \"\", DirectoryOrCreate, Directory, FileOrCreate, File, CharDevice)"
         )),
     }
 }

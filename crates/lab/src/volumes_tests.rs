@@ -101,6 +101,13 @@ fn host_paths_map_into_the_node_root_and_types_are_checked() {
     assert!(prepare_host_path(&f, "Socket")
         .unwrap_err()
         .contains("Socket"));
+    // Devices are the machine's own.
+    let tun = host_path(&root, "/dev/net/tun").unwrap();
+    assert_eq!(tun, Path::new("/dev/net/tun"));
+    prepare_host_path(Path::new("/dev/null"), "CharDevice").unwrap();
+    assert!(prepare_host_path(&f, "CharDevice")
+        .unwrap_err()
+        .contains("not a character device"));
 }
 
 fn sample() -> (Pod, PodVolumes) {

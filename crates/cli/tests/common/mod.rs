@@ -2,6 +2,8 @@
 //! test ends, pass or fail; helpers to run `sarasa` against it and read JSON back.
 #![allow(dead_code)]
 
+pub mod clusterset;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};

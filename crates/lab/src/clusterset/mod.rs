@@ -5,10 +5,10 @@
 //! ServiceImports. Joining refuses labs whose pod or Service ranges overlap, naming both.
 //!
 //! Each member's first [`GATEWAYS`] nodes are gateway candidates: labelled, with a WAN link
-//! of their own; their agents elect the active one and build the cable.
+//! of their own; their agents elect the active one and build the cable (WireGuard by
+//! default, or VXLAN).
 //!
-//! Not built yet (issue 12): the WireGuard cable, GlobalNet, `--dual-stack`, WAN delay and
-//! loss.
+//! Not built yet (issue 12): GlobalNet, `--dual-stack`.
 
 pub mod broker;
 pub mod state;
@@ -123,12 +123,6 @@ pub fn join(
         }
     }
 
-    // Never a plaintext cable for a user who asked for an encrypted one.
-    if cs.cable == Cable::Wireguard {
-        return Err(LabError::Invalid(
-            "--cable wireguard (the default): the WireGuard cable is not built yet; pass --cable vxlan for an unencrypted VXLAN cable".into(),
-        ));
-    }
     let fresh = ClusterSet::load(set)?.is_none();
     let built = build(set, &mut cs, &joining, sarasa);
     // A set this join made and no lab made it into goes again whole, so a failed join
@@ -440,9 +434,21 @@ pub struct CableStatus {
     pub rx_bytes: Option<u64>,
 }
 
+/// The cable's device on an active gateway (the agent's gateway module names them alike).
+fn cable_device(cable: Cable) -> &'static str {
+    match cable {
+        Cable::Wireguard => "sarasa-wg",
+        Cable::Vxlan => "sarasa-cable",
+    }
+}
+
 /// Pings `remote_vtep` through the cable from the node namespace `netns`; the RTT and the
 /// cable device's byte counters (ping and ip from iputils and iproute2).
-fn probe_cable(netns: &str, remote_vtep: std::net::Ipv4Addr) -> (Option<f64>, Option<(u64, u64)>) {
+fn probe_cable(
+    netns: &str,
+    cable: Cable,
+    remote_vtep: std::net::Ipv4Addr,
+) -> (Option<f64>, Option<(u64, u64)>) {
     let net = format!("--net=/run/netns/{netns}");
     let rtt = std::process::Command::new("nsenter")
         .args([&net, "ping", "-c1", "-W1", "-n", &remote_vtep.to_string()])
@@ -459,7 +465,7 @@ fn probe_cable(netns: &str, remote_vtep: std::net::Ipv4Addr) -> (Option<f64>, Op
                 .ok()
         });
     let bytes = std::process::Command::new("nsenter")
-        .args([&net, "ip", "-j", "-s", "link", "show", "sarasa-cable"])
+        .args([&net, "ip", "-j", "-s", "link", "show", cable_device(cable)])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -523,7 +529,7 @@ pub fn status(set: &str) -> Result<SetStatus, LabError> {
     let mut cables = Vec::new();
     for (a, a_ip, netns) in &actives {
         for (b, b_ip, _) in actives.iter().filter(|(b, _, _)| b != a) {
-            let (rtt, bytes) = probe_cable(netns, crate::clusterset::vtep_ip(*b_ip));
+            let (rtt, bytes) = probe_cable(netns, cs.cable, crate::clusterset::vtep_ip(*b_ip));
             cables.push(CableStatus {
                 from: a.clone(),
                 to: b.clone(),

@@ -3,8 +3,9 @@
 //! Lighthouse agent syncs: this cluster's MCS EndpointSlices (those whose
 //! `multicluster.kubernetes.io/source-cluster` is its id) go to the broker, every other
 //! cluster's come back into the namespaces that exist here, and the cluster's record (id,
-//! ranges, active gateway, a heartbeat) is kept on the broker; the other clusters' records
-//! come back as the ConfigMap the agents route by ([`sarasa_model::clusterset`]). Level-triggered: each pass lists both sides and
+//! ranges, active gateway with its WAN address and WireGuard public key, a heartbeat) is kept
+//! on the broker; the other clusters' records come back, with the set's cable kind, as the
+//! ConfigMap the agents route by ([`sarasa_model::clusterset`]). Level-triggered: each pass lists both sides and
 //! writes the difference, so a missed change is put right by the next pass. While the broker
 //! cannot be reached nothing is removed: the cluster keeps the last state it had (and its
 //! traffic keeps flowing); the pass after the broker is back catches up.
@@ -20,12 +21,24 @@ use kube::Client;
 use serde::{Deserialize, Serialize};
 
 use super::state::ClusterSet;
-use sarasa_model::clusterset::{RemoteCluster, CONFIGMAP_KEY, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
+use sarasa_model::clusterset::{
+    RemoteCluster, CONFIGMAP_CABLE_KEY, CONFIGMAP_KEY, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE,
+};
 
 /// What the agents' gateway election and address are called ([`sarasa_agent`]'s gateway
 /// module, which the lab does not link).
 const GATEWAY_LEASE: &str = "sarasa-gateway";
 const ANNOTATION_GATEWAY_IP: &str = "sarasa.io/gateway-ip";
+const ANNOTATION_GATEWAY_KEY: &str = "sarasa.io/gateway-public-key";
+
+/// This cluster's active gateway as the broker's record carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LocalGateway {
+    node: String,
+    ip: String,
+    /// Its WireGuard public key, once published (a VXLAN cable has none).
+    public_key: Option<String>,
+}
 use crate::spec::LabSpec;
 use crate::LabError;
 
@@ -180,19 +193,25 @@ pub async fn gateway_holder(local: &Client) -> Result<Option<String>, kube::Erro
 }
 
 /// This cluster's active gateway: the holder of a current gateway Lease and the WAN address
-/// its Node publishes.
-async fn local_gateway(local: &Client) -> Result<Option<(String, String)>, kube::Error> {
+/// (and WireGuard public key) its Node publishes.
+async fn local_gateway(local: &Client) -> Result<Option<LocalGateway>, kube::Error> {
     use k8s_openapi::api::core::v1::Node;
     let Some(holder) = gateway_holder(local).await? else {
         return Ok(None);
     };
     let nodes: Api<Node> = Api::all(local.clone());
-    let ip = nodes
+    let annotations = nodes
         .get_opt(&holder)
         .await?
         .and_then(|n| n.metadata.annotations)
-        .and_then(|a| a.get(ANNOTATION_GATEWAY_IP).cloned());
-    Ok(ip.map(|ip| (holder, ip)))
+        .unwrap_or_default();
+    Ok(annotations
+        .get(ANNOTATION_GATEWAY_IP)
+        .map(|ip| LocalGateway {
+            node: holder,
+            ip: ip.clone(),
+            public_key: annotations.get(ANNOTATION_GATEWAY_KEY).cloned(),
+        }))
 }
 
 /// The other clusters' records on the broker, as the agents read them.
@@ -215,23 +234,31 @@ async fn remote_records(broker: &Client, id: &str) -> Result<Vec<RemoteCluster>,
             service_cidr,
             gateway_ip: d.get("gatewayIP").and_then(|g| g.parse().ok()),
             gateway_node: d.get("gatewayNode").cloned(),
+            gateway_public_key: d.get("gatewayPublicKey").cloned(),
         });
     }
     out.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
     Ok(out)
 }
 
-/// Writes the other clusters into this cluster's ConfigMap (when they changed).
-async fn write_remotes(local: &Client, remotes: &[RemoteCluster]) -> Result<(), kube::Error> {
+/// Writes the other clusters and the set's cable kind into this cluster's ConfigMap (when
+/// they changed).
+async fn write_remotes(
+    local: &Client,
+    remotes: &[RemoteCluster],
+    cable: &str,
+) -> Result<(), kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(local.clone(), CONFIGMAP_NAMESPACE);
-    let text = serde_json::to_string(remotes).unwrap_or_default();
+    let data: BTreeMap<String, String> = [
+        (
+            CONFIGMAP_KEY.to_string(),
+            serde_json::to_string(remotes).unwrap_or_default(),
+        ),
+        (CONFIGMAP_CABLE_KEY.to_string(), cable.to_string()),
+    ]
+    .into();
     let cur = api.get_opt(CONFIGMAP_NAME).await?;
-    if cur
-        .as_ref()
-        .and_then(|c| c.data.as_ref())
-        .and_then(|d| d.get(CONFIGMAP_KEY))
-        == Some(&text)
-    {
+    if cur.as_ref().and_then(|c| c.data.as_ref()) == Some(&data) {
         return Ok(());
     }
     let mut cm = ConfigMap {
@@ -240,7 +267,7 @@ async fn write_remotes(local: &Client, remotes: &[RemoteCluster]) -> Result<(), 
             namespace: Some(CONFIGMAP_NAMESPACE.into()),
             ..Default::default()
         },
-        data: Some([(CONFIGMAP_KEY.to_string(), text)].into()),
+        data: Some(data),
         ..Default::default()
     };
     match cur {
@@ -261,7 +288,7 @@ async fn publish_record(
     broker: &Client,
     spec: &LabSpec,
     id: &str,
-    gateway: Option<&(String, String)>,
+    gateway: Option<&LocalGateway>,
 ) -> Result<(), kube::Error> {
     let namespaces: Api<Namespace> = Api::all(broker.clone());
     if namespaces.get_opt(RECORDS_NAMESPACE).await?.is_none() {
@@ -279,9 +306,12 @@ async fn publish_record(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    if let Some((node, ip)) = gateway {
-        data.insert("gatewayNode".into(), node.clone());
-        data.insert("gatewayIP".into(), ip.clone());
+    if let Some(g) = gateway {
+        data.insert("gatewayNode".into(), g.node.clone());
+        data.insert("gatewayIP".into(), g.ip.clone());
+        if let Some(key) = &g.public_key {
+            data.insert("gatewayPublicKey".into(), key.clone());
+        }
     }
     let mut cm = ConfigMap {
         metadata: ObjectMeta {
@@ -314,8 +344,9 @@ async fn pass(
     broker: &Client,
     spec: &LabSpec,
     id: &str,
+    cable: &str,
     heartbeat: bool,
-    published: &mut Option<Option<(String, String)>>,
+    published: &mut Option<Option<LocalGateway>>,
 ) -> Result<(usize, usize), String> {
     let at = |what: &'static str| move |e: kube::Error| format!("{what}: {e}");
     let gateway = local_gateway(local)
@@ -330,7 +361,7 @@ async fn pass(
     let remotes = remote_records(broker, id)
         .await
         .map_err(at("reading the other clusters' records on the broker"))?;
-    write_remotes(local, &remotes)
+    write_remotes(local, &remotes, cable)
         .await
         .map_err(at("writing the other clusters here"))?;
     let here = mcs_slices(local)
@@ -383,7 +414,18 @@ pub async fn run(set: &str, spec: LabSpec) -> Result<(), LabError> {
         let heartbeat = n.is_multiple_of(25);
         n += 1;
         let mut next = status.clone();
-        match pass(&local, &broker, &spec, &id, heartbeat, &mut published).await {
+        let cable = cs.cable.to_string();
+        match pass(
+            &local,
+            &broker,
+            &spec,
+            &id,
+            &cable,
+            heartbeat,
+            &mut published,
+        )
+        .await
+        {
             Ok((exported, imported)) => {
                 next.broker_reachable = true;
                 next.last_sync = Some(now());
