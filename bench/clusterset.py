@@ -1,23 +1,30 @@
 #!/usr/bin/env python3
-"""The cluster-set benchmark's measurements (scripts/bench-clusterset.sh sets the labs up).
+"""The cluster-set benchmark's measurements (scripts/bench-clusterset.sh sets the labs up and
+joins them with the cable CABLE).
 
-  clusterset.py SARASA SET EAST WEST ROUNDS ROUNDS_FAILOVER
+  clusterset.py SARASA SET EAST WEST ROUNDS ROUNDS_FAILOVER CABLE
 
 Prints: ServiceExport-to-resolvable times (median, p90, max), gateway failover times (the
 active gateway's WAN uplink cut until a new connection from the other cluster succeeds; median,
-max), and iperf3 throughput from a west pod to an east pod through the cable beside the same
-client to a pod on another node of its own cluster (the in-cluster VXLAN path), with the ratio.
-Every wait is bounded; nothing is asserted.
+max); iperf3 throughput from a west pod on a non-gateway node to an east pod through the cable,
+beside the same client to a pod on another node of its own cluster (the in-cluster VXLAN
+path); and between pods on the two active gateways: throughput, TCP request/response rate and
+the machine's CPU seconds per Gbit, beside the same path built by hand (reference.py: veth,
+VXLAN over a bridge, no sarasa) for the vxlan cable. Every wait is bounded; nothing is asserted.
 """
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 
+import reference
+
 SARASA, SET, EAST, WEST = sys.argv[1:5]
 ROUNDS, ROUNDS_FAILOVER = int(sys.argv[5]), int(sys.argv[6])
+CABLE = sys.argv[7]
 
 
 def run(*args, check=True, timeout=120):
@@ -87,7 +94,7 @@ pod_ip(WEST, "client")
 west_node = f"sarasa-{WEST}-node-1"
 times = []
 for i in range(ROUNDS):
-    name = f"bench{i}"
+    name = f"{CABLE}-bench{i}"
     t0 = time.monotonic()
     apply(EAST, f"""apiVersion: v1
 kind: Service
@@ -146,16 +153,115 @@ print(f"gateway failover (active gateway's WAN uplink cut) -> new connection fro
 
 
 # 3. Throughput through the cable, beside the in-cluster path of the same client.
-def iperf(server_lab, server_pod, address):
-    s(server_lab, "exec", server_pod, "--", "iperf3", "-s", "-D", "-p", "5201", "-1")
-    time.sleep(0.5)
-    r = s(WEST, "exec", "client", "--", "iperf3", "-c", address, "-p", "5201", "-t", "5", "-J",
-          timeout=60)
-    return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+def iperf_from(ns_or_pod, address, seconds=5):
+    """iperf3 -J from a west pod (name) or a namespace (/run/netns path): the report."""
+    args = ["iperf3", "-c", address, "-p", "5201", "-t", str(seconds), "-J"]
+    if ns_or_pod.startswith("/"):
+        r = run("nsenter", f"--net={ns_or_pod}", *args, timeout=60)
+    else:
+        r = s(WEST, "exec", ns_or_pod, "--", *args, timeout=60)
+    return json.loads(r.stdout)
+
+
+def iperf_server(lab, pod):
+    """One iperf3 server (-1: it ends after one test) in a pod, once it listens."""
+    s(lab, "exec", pod, "--", "iperf3", "-s", "-D", "-p", "5201", "-1")
+    until(f"iperf3 listening in {pod}", 10, lambda: ":5201 " in s(
+        lab, "exec", pod, "--", "ss", "-Hltn", "sport", "=", ":5201").stdout)
+
+
+def iperf(server_lab, server_pod, address, client="client"):
+    iperf_server(server_lab, server_pod)
+    return iperf_from(client, address)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
 cable = iperf(EAST, "server", east_server)
 local = iperf(WEST, "local", west_local)
-print(f"iperf3 5 s, west pod -> east pod through the vxlan cable: {cable:.2f} Gbit/s; "
-      f"the same client -> a pod on another node of its own cluster: {local:.2f} Gbit/s; "
-      f"ratio {cable / local:.2f}")
+print(f"iperf3 5 s, west pod (non-gateway node) -> east pod through the {CABLE} cable: "
+      f"{cable:.2f} Gbit/s; the same client -> a pod on another node of its own cluster: "
+      f"{local:.2f} Gbit/s; ratio {cable / local:.2f}")
+
+
+# 4. Between pods on the two active gateways: throughput, request/response rate and CPU per
+# Gbit, beside the same path built by hand.
+def busy_seconds():
+    """The machine's non-idle CPU time so far (all cores), from /proc/stat."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = f[3] + f[4]
+    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def agent_seconds(lab, node):
+    """CPU time of the agent process in a node's namespace (the WireGuard cable's home)."""
+    total = 0.0
+    pids = run("ip", "netns", "pids", f"sarasa-{lab}-{node}").stdout.split()
+    for pid in pids:
+        try:
+            argv = open(f"/proc/{pid}/cmdline").read().split("\0")
+            # The DaemonSet's `sarasa agent --config=...` (not its install-cni step).
+            if "agent" not in argv[:2] or "install-cni" in argv:
+                continue
+            st = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def measured(client, address, agents=()):
+    """(Gbit/s, CPU s per Gbit, agents' CPU s per Gbit) of one 5 s iperf3 run."""
+    busy0, agents0 = busy_seconds(), sum(agent_seconds(*a) for a in agents)
+    report = iperf_from(client, address)
+    busy, used = busy_seconds() - busy0, sum(agent_seconds(*a) for a in agents) - agents0
+    end = report["end"]["sum_received"]
+    gbit = end["bytes"] * 8 / 1e9
+    return end["bits_per_second"] / 1e9, busy / gbit, used / gbit
+
+
+def rr(client, url):
+    """Request/response rate of one TCP connection for 5 s (sarasa probe --hold)."""
+    args = [SARASA, "probe", "--hold", "5s", "--interval", "0", url]
+    if client.startswith("/"):
+        r = run("nsenter", f"--net={client}", *args, timeout=60)
+    else:
+        r = s(WEST, "exec", client, "--", *args, timeout=60)
+    line = r.stdout.strip().splitlines()[-1]
+    return float(line.split("(")[1].split("/s")[0])
+
+
+def active(cluster):
+    return until(f"{cluster}'s active gateway", 30, lambda: next(
+        (g["node"] for g in status()["gateways"]
+         if g["clusterId"] == cluster and g["role"] == "active"), None))
+
+
+east_gw, west_gw = active("east"), active("west")
+# Named per cable: the script runs once per cable on the same labs.
+GW_SERVER, GW_CLIENT = f"gw-server-{CABLE}", f"gw-client-{CABLE}"
+apply(EAST, POD.format(name=GW_SERVER, app=GW_SERVER, node=east_gw))
+apply(WEST, POD.format(name=GW_CLIENT, app=GW_CLIENT, node=west_gw))
+gw_server = pod_ip(EAST, GW_SERVER)
+pod_ip(WEST, GW_CLIENT)
+until("a pod on west's gateway reaches one on east's", 30, lambda: s(
+    WEST, "exec", GW_CLIENT, "--", SARASA, "probe", "--timeout", "1s",
+    f"tcp://{gw_server}:8080", check=False).returncode == 0)
+agents = [(EAST, east_gw), (WEST, west_gw)]
+
+iperf_server(EAST, GW_SERVER)
+lab_tput, lab_cpu, lab_agent_cpu = measured(GW_CLIENT, gw_server, agents)
+lab_rr = rr(GW_CLIENT, f"tcp://{gw_server}:8080")
+line = (f"pod on west's gateway -> pod on east's gateway through the {CABLE} cable: "
+        f"{lab_tput:.2f} Gbit/s, {lab_cpu:.2f} CPU s per Gbit (machine)")
+if CABLE == "wireguard":
+    line += f", of which the two gateways' agents (userspace WireGuard) {lab_agent_cpu:.2f}"
+print(f"{line}; TCP request/response {lab_rr:.0f}/s")
+
+if CABLE == "vxlan":
+    with reference.Path(SARASA) as ref:
+        ref_tput, ref_cpu, _ = measured(ref.client, ref.server_ip)
+        ref_rr = rr(ref.client, f"tcp://{ref.server_ip}:8080")
+    print(f"the same path built by hand (veth, VXLAN over a bridge, no sarasa): "
+          f"{ref_tput:.2f} Gbit/s, {ref_cpu:.2f} CPU s per Gbit; TCP request/response "
+          f"{ref_rr:.0f}/s")
+    print(f"sarasa / by hand: throughput {lab_tput / ref_tput:.2f}, "
+          f"request/response {lab_rr / ref_rr:.2f} (target >= 0.9)")
