@@ -24,13 +24,18 @@
 //! directly).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use sarasa_model::clusterset::{
     CableKind, RemoteCluster, CONFIGMAP_CABLE_KEY, CONFIGMAP_KEY, CONFIGMAP_NAME,
@@ -54,10 +59,12 @@ pub const CABLE_PORT: u16 = 4800;
 /// `proto 84`: routes to the other clusters of the set.
 pub const ROUTE_PROTOCOL: u8 = 84;
 const LEASE_SECONDS: i32 = 3;
-const PASS: Duration = Duration::from_millis(300);
-/// Outside a cluster set (no ConfigMap) a node only looks for one now and then: one read of
-/// one ConfigMap per node every few seconds is all a cluster pays for the feature.
-const IDLE: Duration = Duration::from_secs(5);
+/// How often the active gateway renews the Lease (a third of its duration).
+const RENEW: Duration = Duration::from_secs(1);
+/// After a failed pass, the next one.
+const RETRY: Duration = Duration::from_millis(300);
+/// A pass now and then even when nothing was watched to change (the kernel side may have).
+const RESYNC: Duration = Duration::from_secs(30);
 /// VXLAN over IPv4: outer IP, UDP, VXLAN and inner Ethernet headers.
 const CABLE_OVERHEAD: u32 = 50;
 
@@ -395,8 +402,56 @@ pub struct Gateway {
     keypair: wireguard::Keypair,
     /// The WireGuard cable while this node is the active gateway of a `wireguard` set.
     wireguard: Option<wireguard::Cable>,
-    /// Another candidate's underlay address, and when it was read.
-    standby: Option<(std::time::Instant, Option<IpAddr>)>,
+    /// When this node last wrote the Lease as its holder.
+    renewed: Option<Instant>,
+}
+
+/// What the gateway watches: the cluster set's ConfigMap, the gateway Lease and the gateway
+/// candidates' Nodes, each one watch kept in a store; any event wakes the task.
+struct Views {
+    config_map: Store<ConfigMap>,
+    lease: Store<Lease>,
+    candidates: Store<Node>,
+    changed: Arc<tokio::sync::Notify>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Views {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// One watch into a store, waking `changed` on every event.
+fn watch_into<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<tokio::sync::Notify>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let task = tokio::spawn(async move {
+        let events = reflector::reflector(writer, watcher(api, config).default_backoff());
+        futures::pin_mut!(events);
+        while let Some(event) = events.next().await {
+            if let Err(e) = event {
+                tracing::debug!(error = %e, "cluster-set gateway watch");
+            }
+            changed.notify_one();
+        }
+    });
+    (store, task)
 }
 
 /// A Node's InternalIP.
@@ -408,6 +463,38 @@ fn internal_ip(n: &Node) -> Option<IpAddr> {
         .iter()
         .find(|a| a.type_ == "InternalIP")
         .and_then(|a| a.address.parse().ok())
+}
+
+/// The Lease's holder while it is current, and when it runs out.
+fn current_holder(lease: Option<&Lease>) -> Option<(String, Instant)> {
+    let spec = lease?.spec.as_ref()?;
+    let renewed = spec.renew_time.as_ref()?.0;
+    let secs = spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let left = i64::from(secs) * 1000 - (now.as_millisecond() - renewed.as_millisecond());
+    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
+    (left > 0).then(|| (holder, Instant::now() + Duration::from_millis(left as u64)))
+}
+
+/// The set's view from its ConfigMap; `None` outside a set (no ConfigMap).
+fn set_view(cm: Option<&ConfigMap>) -> Result<Option<SetView>> {
+    let Some(cm) = cm else {
+        return Ok(None);
+    };
+    let empty = Default::default();
+    let data = cm.data.as_ref().unwrap_or(&empty);
+    let bad = |key: &str, e: String| {
+        Error::Config(format!("{CONFIGMAP_NAMESPACE}/{CONFIGMAP_NAME} {key}: {e}"))
+    };
+    let cable = match data.get(CONFIGMAP_CABLE_KEY) {
+        Some(text) => text.parse().map_err(|e| bad(CONFIGMAP_CABLE_KEY, e))?,
+        None => CableKind::default(),
+    };
+    let remotes = match data.get(CONFIGMAP_KEY) {
+        Some(text) => serde_json::from_str(text).map_err(|e| bad(CONFIGMAP_KEY, e.to_string()))?,
+        None => Vec::new(),
+    };
+    Ok(Some(SetView { cable, remotes }))
 }
 
 impl Gateway {
@@ -426,19 +513,54 @@ impl Gateway {
             remote_cidrs,
             keypair: wireguard::Keypair::generate(),
             wireguard: None,
-            standby: None,
+            renewed: None,
         }
     }
 
+    /// Starts the watches; passes when they see a change, when the Lease needs renewing or runs
+    /// out, and every [`RESYNC`].
     pub async fn run(mut self) {
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let by_name =
+            |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let (config_map, t1) = watch_into(
+            self.config_maps.clone(),
+            by_name(CONFIGMAP_NAME),
+            changed.clone(),
+        );
+        let (lease, t2) = watch_into(self.leases.clone(), by_name(GATEWAY_LEASE), changed.clone());
+        let (candidates, t3) = watch_into(
+            self.nodes.clone(),
+            watcher::Config::default().labels(&format!("{GATEWAY_LABEL}=true")),
+            changed.clone(),
+        );
+        let views = Views {
+            config_map,
+            lease,
+            candidates,
+            changed,
+            tasks: vec![t1, t2, t3],
+        };
+        // Nothing is decided on a store that has not listed yet: an empty one would read as
+        // "not in a set" and take the node's routes away.
+        for ready in [
+            views.config_map.wait_until_ready().await,
+            views.lease.wait_until_ready().await,
+            views.candidates.wait_until_ready().await,
+        ] {
+            if ready.is_err() {
+                tracing::warn!("cluster-set gateway: a watch ended before it listed");
+                return;
+            }
+        }
         let mut failing: Option<String> = None;
         loop {
-            let in_set = match self.pass().await {
-                Ok(in_set) => {
+            let wait = match self.pass(&views).await {
+                Ok(wait) => {
                     if failing.take().is_some() {
                         tracing::info!("cluster-set gateway: working again");
                     }
-                    in_set
+                    wait
                 }
                 Err(e) => {
                     let text = e.to_string();
@@ -446,38 +568,24 @@ impl Gateway {
                         tracing::warn!(error = %text, "cluster-set gateway");
                         failing = Some(text);
                     }
-                    true
+                    RETRY
                 }
             };
-            tokio::time::sleep(if in_set { PASS } else { IDLE }).await;
+            tokio::select! {
+                _ = views.changed.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
     }
 
     /// The other clusters of the set and its cable kind; `None` outside a set (no ConfigMap).
     pub async fn remotes(&self) -> Result<Option<SetView>> {
-        let Some(cm) = self
+        let cm = self
             .config_maps
             .get_opt(CONFIGMAP_NAME)
             .await
-            .map_err(|e| Error::kube("get the cluster set ConfigMap", e))?
-        else {
-            return Ok(None);
-        };
-        let data = cm.data.unwrap_or_default();
-        let bad = |key: &str, e: String| {
-            Error::Config(format!("{CONFIGMAP_NAMESPACE}/{CONFIGMAP_NAME} {key}: {e}"))
-        };
-        let cable = match data.get(CONFIGMAP_CABLE_KEY) {
-            Some(text) => text.parse().map_err(|e| bad(CONFIGMAP_CABLE_KEY, e))?,
-            None => CableKind::default(),
-        };
-        let remotes = match data.get(CONFIGMAP_KEY) {
-            Some(text) => {
-                serde_json::from_str(text).map_err(|e| bad(CONFIGMAP_KEY, e.to_string()))?
-            }
-            None => Vec::new(),
-        };
-        Ok(Some(SetView { cable, remotes }))
+            .map_err(|e| Error::kube("get the cluster set ConfigMap", e))?;
+        set_view(cm.as_ref())
     }
 
     async fn wan(&self) -> Result<Option<(Ipv4Addr, u32, u32)>> {
@@ -492,54 +600,50 @@ impl Gateway {
         .map_err(|e| Error::Config(format!("blocking task failed: {e}")))?
     }
 
-    /// Takes or renews the Lease when this node is a candidate; returns the holder while its
-    /// Lease is current.
+    /// For a candidate: takes the Lease when it is free or has run out, renews it when this
+    /// node holds it; for a node that holds it and is no longer a candidate (its WAN link is
+    /// down): gives it up, so the standby takes over at once. Returns the current holder.
     pub async fn elect(&self, candidate: bool) -> Result<Option<String>> {
         let now = k8s_openapi::jiff::Timestamp::now();
-        let fresh = |l: &Lease| {
-            let spec = l.spec.as_ref();
-            let renewed = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
-            let secs = spec
-                .and_then(|s| s.lease_duration_seconds)
-                .unwrap_or(LEASE_SECONDS);
-            renewed
-                .is_some_and(|t| now.as_millisecond() - t.as_millisecond() < i64::from(secs) * 1000)
-        };
         let current = self
             .leases
             .get_opt(GATEWAY_LEASE)
             .await
             .map_err(|e| Error::kube("get the gateway Lease", e))?;
-        let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
-        let mine = current
-            .as_ref()
-            .is_some_and(|l| holder(l).as_deref() == Some(&self.node));
-        let take = candidate && current.as_ref().is_none_or(|l| mine || !fresh(l));
-        if !take {
-            return Ok(current.filter(|l| fresh(l)).and_then(|l| holder(&l)));
+        let holder = current_holder(current.as_ref()).map(|(h, _)| h);
+        let mine = holder.as_deref() == Some(&self.node);
+        let take = candidate && (mine || holder.is_none());
+        if !take && !(mine && !candidate) {
+            return Ok(holder);
         }
-        let transitions = current
+        let spec = current
             .as_ref()
-            .and_then(|l| l.spec.as_ref())
-            .and_then(|s| s.lease_transitions)
-            .unwrap_or(0);
+            .and_then(|l| l.spec.clone())
+            .unwrap_or_default();
+        let transitions = spec.lease_transitions.unwrap_or(0);
         let mut lease = Lease::default();
         lease.metadata.name = Some(GATEWAY_LEASE.into());
         lease.metadata.namespace = Some(CONFIGMAP_NAMESPACE.into());
-        lease.spec = Some(LeaseSpec {
-            holder_identity: Some(self.node.clone()),
-            lease_duration_seconds: Some(LEASE_SECONDS),
-            renew_time: Some(MicroTime(now)),
-            acquire_time: if mine {
-                current
-                    .as_ref()
-                    .and_then(|l| l.spec.as_ref())
-                    .and_then(|s| s.acquire_time.clone())
-            } else {
-                Some(MicroTime(now))
-            },
-            lease_transitions: Some(if mine { transitions } else { transitions + 1 }),
-            ..Default::default()
+        lease.spec = Some(if take {
+            LeaseSpec {
+                holder_identity: Some(self.node.clone()),
+                lease_duration_seconds: Some(LEASE_SECONDS),
+                renew_time: Some(MicroTime(now)),
+                acquire_time: if mine {
+                    spec.acquire_time.clone()
+                } else {
+                    Some(MicroTime(now))
+                },
+                lease_transitions: Some(if mine { transitions } else { transitions + 1 }),
+                ..Default::default()
+            }
+        } else {
+            // Given up: no holder.
+            LeaseSpec {
+                lease_duration_seconds: Some(LEASE_SECONDS),
+                lease_transitions: Some(transitions),
+                ..Default::default()
+            }
         });
         let r = match current {
             Some(c) => {
@@ -553,41 +657,66 @@ impl Gateway {
             None => self.leases.create(&PostParams::default(), &lease).await,
         };
         match r {
-            Ok(_) => {
+            Ok(_) if take => {
                 if !mine {
                     tracing::info!(node = %self.node, "active cluster-set gateway");
                 }
                 Ok(Some(self.node.clone()))
+            }
+            Ok(_) => {
+                tracing::info!(node = %self.node, "no WAN link: cluster-set gateway given up");
+                Ok(None)
             }
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
             Err(e) => Err(Error::kube("write the gateway Lease", e)),
         }
     }
 
-    /// One pass; whether this cluster is in a set.
-    async fn pass(&mut self) -> Result<bool> {
-        let Some(set) = self.remotes().await? else {
+    /// One pass; how long until the next one at the latest.
+    async fn pass(&mut self, views: &Views) -> Result<Duration> {
+        let Some(set) = set_view(
+            views
+                .config_map
+                .get(&ObjectRef::new(CONFIGMAP_NAME).within(CONFIGMAP_NAMESPACE))
+                .as_deref(),
+        )?
+        else {
             // Not (or no longer) in a set: nothing of it stays on the node.
             self.wireguard = None;
             self.program(Desired::default()).await?;
             self.publish_remote_cidrs(Vec::new());
-            return Ok(false);
+            return Ok(RESYNC);
         };
-        let me = self
-            .nodes
-            .get(&self.node)
-            .await
-            .map_err(|e| Error::kube("get node", e))?;
-        let labelled = me
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(GATEWAY_LABEL))
-            .is_some_and(|v| v == "true");
-        let wan = if labelled { self.wan().await? } else { None };
-        let holder = self.elect(wan.is_some()).await?;
+        let candidate_node = |name: &str| views.candidates.get(&ObjectRef::new(name));
+        // The candidates' store holds only labelled Nodes.
+        let me = candidate_node(&self.node);
+        let wan = if me.is_some() {
+            self.wan().await?
+        } else {
+            None
+        };
+        let stored = current_holder(
+            views
+                .lease
+                .get(&ObjectRef::new(GATEWAY_LEASE).within(CONFIGMAP_NAMESPACE))
+                .as_deref(),
+        );
+        let stored_mine = stored.as_ref().is_some_and(|(h, _)| *h == self.node);
+        // Lease writes: a candidate with no current holder takes it; the holder renews every
+        // RENEW (not on every event, its own renewals among them) or gives it up without a
+        // WAN link. Everyone else reads the watched copy.
+        let due = self.renewed.is_none_or(|t| t.elapsed() >= RENEW);
+        let holder = match (&stored, wan.is_some()) {
+            (None, true) => self.elect(true).await?,
+            (Some(_), true) if stored_mine && due => self.elect(true).await?,
+            (Some(_), false) if stored_mine => self.elect(false).await?,
+            (s, _) => s.as_ref().map(|(h, _)| h.clone()),
+        };
         let active = holder.as_deref() == Some(&self.node);
-        if let (true, Some((ip, _, _))) = (active, wan) {
+        if active && (!stored_mine || due) {
+            self.renewed = Some(Instant::now());
+        }
+        if let (true, Some((ip, _, _)), Some(me)) = (active, wan, &me) {
             let annotations = me.metadata.annotations.clone().unwrap_or_default();
             let key = self.keypair.public_base64();
             if annotations.get(ANNOTATION_GATEWAY_IP) != Some(&ip.to_string())
@@ -606,14 +735,16 @@ impl Gateway {
         let role = match (&holder, active, wan) {
             (_, true, Some((wan, _, _))) => Role::Active {
                 wan,
-                standby: self.standby().await?,
+                standby: views
+                    .candidates
+                    .state()
+                    .iter()
+                    .filter(|n| n.metadata.name.as_deref() != Some(&self.node))
+                    .filter_map(|n| internal_ip(n))
+                    .min(),
             },
-            (Some(h), false, _) => self
-                .nodes
-                .get_opt(h)
-                .await
-                .map_err(|e| Error::kube("get the gateway node", e))?
-                .as_ref()
+            (Some(h), false, _) => candidate_node(h)
+                .as_deref()
                 .and_then(internal_ip)
                 .map_or(Role::None, Role::Behind),
             _ => Role::None,
@@ -622,30 +753,18 @@ impl Gateway {
         self.wireguard_cable(&want)?;
         self.program(want).await?;
         self.publish_remote_cidrs(set.remotes.iter().flat_map(|r| r.cidrs()).collect());
-        Ok(true)
-    }
-
-    /// Another gateway candidate's underlay address, for the active gateway's fallback routes
-    /// (listed again every [`IDLE`], not every pass).
-    async fn standby(&mut self) -> Result<Option<IpAddr>> {
-        if let Some((at, standby)) = self.standby {
-            if at.elapsed() < IDLE {
-                return Ok(standby);
-            }
+        // Next: the holder renews; a candidate also checks its WAN link; everyone wakes when
+        // the current Lease runs out (a watch event comes first when someone renews or takes
+        // it).
+        let mut wait = RESYNC;
+        if me.is_some() {
+            wait = wait.min(RENEW);
         }
-        let candidates = self
-            .nodes
-            .list(&kube::api::ListParams::default().labels(&format!("{GATEWAY_LABEL}=true")))
-            .await
-            .map_err(|e| Error::kube("list the gateway candidates", e))?;
-        let standby = candidates
-            .items
-            .iter()
-            .filter(|n| n.metadata.name.as_deref() != Some(&self.node))
-            .filter_map(internal_ip)
-            .min();
-        self.standby = Some((std::time::Instant::now(), standby));
-        Ok(standby)
+        if let (Some((_, until)), false) = (&stored, active) {
+            wait = wait
+                .min(until.saturating_duration_since(Instant::now()) + Duration::from_millis(20));
+        }
+        Ok(wait)
     }
 
     /// Opens, re-peers or closes the userspace WireGuard cable to match `want`.

@@ -157,6 +157,53 @@ async fn the_agents_requests_are_allowed_by_deploy_rbac_yaml() {
         .await
         .expect("cluster set ConfigMap")
         .is_none());
+    // The gateway watches that ConfigMap and the Lease by name (a named list, then a watch).
+    for (what, list) in [
+        (
+            "the cluster set ConfigMap",
+            gateway
+                .config_maps
+                .list(&kube::api::ListParams::default().fields("metadata.name=sarasa-clusterset"))
+                .await
+                .map(|l| l.items.len()),
+        ),
+        (
+            "the gateway Lease",
+            gateway
+                .leases
+                .list(&kube::api::ListParams::default().fields("metadata.name=sarasa-gateway"))
+                .await
+                .map(|l| l.items.len()),
+        ),
+    ] {
+        list.unwrap_or_else(|e| panic!("list {what} by name: {e}"));
+    }
+    for (what, stream) in [
+        (
+            "the cluster set ConfigMap",
+            gateway
+                .config_maps
+                .watch(
+                    &kube::api::WatchParams::default().fields("metadata.name=sarasa-clusterset"),
+                    "0",
+                )
+                .await
+                .map(drop),
+        ),
+        (
+            "the gateway Lease",
+            gateway
+                .leases
+                .watch(
+                    &kube::api::WatchParams::default().fields("metadata.name=sarasa-gateway"),
+                    "0",
+                )
+                .await
+                .map(drop),
+        ),
+    ] {
+        stream.unwrap_or_else(|e| panic!("watch {what} by name: {e}"));
+    }
     // A refused Node is reported as a Warning Event on it.
     let conflict = sarasa_agent::plan::NodeConflict {
         node: "forged".into(),

@@ -1,5 +1,5 @@
-//! Lab end-to-end: a cluster set of two labs with the default cable, WireGuard (userspace,
-//! boringtun, between the clusters' active gateways). A pod reaches the other cluster's pod and
+//! Lab end-to-end: a cluster set of three labs with the default cable, WireGuard (userspace,
+//! boringtun, between the clusters' active gateways; a peer per other cluster). A pod reaches the other cluster's pod and
 //! its own ClusterSetIP of that pod's export with its address kept, so the other cluster's
 //! NetworkPolicy admits it by address and no other pod; 10 MB cross intact; a
 //! capture on the WAN shows only WireGuard's UDP between the gateways, no IP fragment, and
@@ -153,10 +153,29 @@ fn a_wireguard_cable_carries_the_clusters_traffic_encrypted() {
         "east",
     ]);
     let west = TestLab::up(&["--nodes", "2", "--cluster-id", "west"]);
+    let north = TestLab::up(&[
+        "--nodes",
+        "1",
+        "--pod-cidr",
+        "10.246.0.0/16",
+        "--service-cidr",
+        "10.113.0.0/16",
+        "--cluster-id",
+        "north",
+    ]);
     let set = format!("wg{}", std::process::id());
     let _guard = SetGuard(set.clone());
     // WireGuard is the default cable.
-    let joined = ok(&["join", &set, "--lab", &east.name, "--lab", &west.name]);
+    let joined = ok(&[
+        "join",
+        &set,
+        "--lab",
+        &east.name,
+        "--lab",
+        &west.name,
+        "--lab",
+        &north.name,
+    ]);
     assert!(joined.contains("wireguard cable"), "{joined}");
 
     // east exports web (on node-2); west's client (node-1) reaches it through the cable.
@@ -187,10 +206,30 @@ fn a_wireguard_cable_carries_the_clusters_traffic_encrypted() {
         assert_eq!(reply["pod"], "web", "{target}");
         assert_eq!(common::client_ip(&reply), client, "{target}: source kept");
     }
+    // A third cluster: each gateway has a peer per other cluster, and WireGuard picks the
+    // peer by destination.
+    north.apply(&serve_pod("visitor", "node-1", "visitor"));
+    let visitor = north.pod_ip("visitor");
+    let north_set_ip = north
+        .eventually(WAIT, || {
+            let i = north.object("serviceimports", "default", "web")?;
+            i["spec"]["ips"][0].as_str().map(String::from)
+        })
+        .expect("north imports web");
+    for target in [
+        format!("tcp://{east_pod}:8080"),
+        format!("tcp://{north_set_ip}:80"),
+        format!("tcp://{client}:8080"),
+    ] {
+        let reply = north
+            .eventually(WAIT, || north.probe("visitor", &target))
+            .unwrap_or_else(|| panic!("{target} from north:\n{}", ok(&["status", &set])));
+        assert_eq!(common::client_ip(&reply), visitor, "{target}: source kept");
+    }
     let st = status(&set);
     assert_eq!(st["cable"], "wireguard");
     let cables = st["cables"].as_array().unwrap();
-    assert_eq!(cables.len(), 2, "{st:#}");
+    assert_eq!(cables.len(), 6, "{st:#}");
     assert!(
         cables.iter().all(|c| c["cable"] == "wireguard"
             && c["state"] == "connected"
@@ -300,6 +339,7 @@ fn a_wireguard_cable_carries_the_clusters_traffic_encrypted() {
         .probe("client", &target)
         .expect("the policy admits west's client");
     assert_eq!(common::client_ip(&reply), client);
+    east.ok(&["delete", "networkpolicy", "from-client"]);
 
     // Failover: east's active gateway's agent stops. Its device goes with it; the standby
     // takes the Lease and cables; new connections work again, also from the old gateway's
@@ -343,7 +383,15 @@ fn a_wireguard_cable_carries_the_clusters_traffic_encrypted() {
     // west leaves: nothing of the set stays on its nodes.
     ok(&["leave", &set, "--lab", &west.name]);
     no_device_or_routes_left(&west, &["node-1", "node-2"]);
+    // The others keep their cable to each other.
+    let reply = north
+        .eventually(WAIT, || {
+            north.probe("visitor", &format!("tcp://{east_pod}:8080"))
+        })
+        .expect("north still reaches east after west left");
+    assert_eq!(common::client_ip(&reply), visitor);
     ok(&["delete", &set]);
     assert!(!wan_exists(&set));
     no_device_or_routes_left(&east, &["node-1", "node-2"]);
+    no_device_or_routes_left(&north, &["node-1"]);
 }
