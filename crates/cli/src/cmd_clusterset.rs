@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sarasa_lab::clusterset::{self, Cable};
+use sarasa_lab::clusterset::{self, Cable, WanLink};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,14 @@ enum ClustersetCommand {
         /// Global CIDR(s) for clusters whose ranges overlap (CIDR[,CIDR6]); not built yet
         #[arg(long)]
         globalnet: Option<String>,
+        /// The WAN's delay per crossing (e.g. 20ms: 40ms more round trip between two sites);
+        /// the set's, replaced when given again. Needs the kernel's netem qdisc
+        #[arg(long, value_name = "DURATION")]
+        wan_delay: Option<String>,
+        /// The WAN's loss per crossing, 0% to 100% (e.g. 0.5%); the set's, replaced when
+        /// given again
+        #[arg(long, value_name = "PERCENT")]
+        wan_loss: Option<String>,
     },
     /// The set's clusters, broker and each cluster's sync
     Status {
@@ -79,13 +87,21 @@ pub fn run(args: Vec<String>) -> Result<ExitCode> {
             labs,
             cable,
             globalnet,
+            wan_delay,
+            wan_loss,
         } => {
             let cable = cable.map(|c| c.parse::<Cable>()).transpose()?;
-            let cs = clusterset::join(&set, &labs, cable, globalnet.as_deref(), &sarasa()?)?;
+            let wan = clusterset::WanChange {
+                delay_us: wan_delay.map(|d| WanLink::parse_delay(&d)).transpose()?,
+                loss_bp: wan_loss.map(|l| WanLink::parse_loss(&l)).transpose()?,
+            };
+            let cs = clusterset::join(&set, &labs, cable, globalnet.as_deref(), wan, &sarasa()?)?;
             println!(
-                "cluster set {} ({} cable): {}",
+                "cluster set {} ({} cable, WAN delay {}, loss {}): {}",
                 cs.name,
                 cs.cable,
+                cs.wan.delay_text(),
+                cs.wan.loss_text(),
                 cs.members
                     .iter()
                     .map(|m| format!("{} (cluster {}, WAN {})", m.lab, m.cluster_id, m.wan_ip))
@@ -132,6 +148,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn print_status(st: &clusterset::SetStatus) {
     println!("cluster set {} ({} cable)", st.name, st.cable);
+    println!(
+        "WAN {}: delay {}, loss {} per crossing",
+        st.wan.netns, st.wan.delay, st.wan.loss
+    );
     println!(
         "broker {} {}",
         st.broker.url,

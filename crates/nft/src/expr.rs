@@ -175,6 +175,10 @@ pub enum CmpOp {
     Eq,
     /// `!=`.
     Ne,
+    /// `<`, of a single value only (`numgen random mod 10000 < 50`, `th dport < 1024`): the
+    /// kernel compares in network byte order, so a host-order value is converted first, as
+    /// nft does.
+    Lt,
 }
 
 /// A verdict.
@@ -285,6 +289,16 @@ impl Rule {
         self.stmts.push(Stmt::Match {
             left,
             op: CmpOp::Ne,
+            right,
+        });
+        self
+    }
+
+    /// Adds `left < right`.
+    pub fn lt(mut self, left: Expr, right: Expr) -> Self {
+        self.stmts.push(Stmt::Match {
+            left,
+            op: CmpOp::Lt,
             right,
         });
         self

@@ -17,6 +17,10 @@ pub enum Family {
     Ip,
     /// IPv6 only.
     Ip6,
+    /// Frames a Linux bridge forwards, delivers or sends (`NFPROTO_BRIDGE`): the bridge's
+    /// own hooks, not the IP ones. The encoder covers what needs no link-layer dependency
+    /// (numgen, meta mark and interface names, verdicts, counters, logging).
+    Bridge,
 }
 
 impl Family {
@@ -26,6 +30,7 @@ impl Family {
             Family::Inet => "inet",
             Family::Ip => "ip",
             Family::Ip6 => "ip6",
+            Family::Bridge => "bridge",
         }
     }
 }
@@ -547,6 +552,7 @@ fn is_keyword(name: &str) -> bool {
             | "ip"
             | "ip6"
             | "inet"
+            | "bridge"
             | "tcp"
             | "udp"
             | "accept"

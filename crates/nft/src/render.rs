@@ -142,7 +142,11 @@ fn stmt(out: &mut String, s: &Stmt) {
                     out.push_str(" & ");
                     tcp_flags(out, m);
                 }
-                out.push_str(if *op == CmpOp::Eq { " == " } else { " != " });
+                out.push_str(match op {
+                    CmpOp::Eq => " == ",
+                    CmpOp::Ne => " != ",
+                    CmpOp::Lt => " < ",
+                });
                 tcp_flags(out, *v);
                 return;
             }
@@ -152,6 +156,7 @@ fn stmt(out: &mut String, s: &Stmt) {
                 CmpOp::Eq if matches!(left, Expr::And(..)) => out.push_str(" == "),
                 CmpOp::Eq => out.push(' '),
                 CmpOp::Ne => out.push_str(" != "),
+                CmpOp::Lt => out.push_str(" < "),
             }
             expr(out, right);
         }

@@ -87,6 +87,60 @@ mod tests {
     }
 
     #[test]
+    fn a_bridge_table_with_ip_fields_is_refused_naming_it() {
+        // nft would give `ip saddr` a link-layer dependency in a bridge table; the encoder
+        // does not write one, so it refuses rather than match every frame's bytes 12-15.
+        let mut t = Table::new(Family::Bridge, "br");
+        t.add_chain(
+            Chain::base(
+                "fwd",
+                ChainType::Filter,
+                Hook::Forward,
+                -200,
+                Policy::Accept,
+            )
+            .rule(
+                Rule::new()
+                    .eq(
+                        Expr::Payload(Field::IpSaddr),
+                        Expr::value("10.0.0.1".parse::<std::net::IpAddr>().unwrap()),
+                    )
+                    .verdict(Verdict::Drop),
+            ),
+        );
+        let tx = diff_kernel(None, &t);
+        match route(&[(Family::Bridge, "br", &tx)], 1) {
+            Err(e @ NftError::Unencodable { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("header field in a bridge table"), "{msg}");
+                assert!(msg.contains("bridge br"), "{msg}");
+            }
+            other => panic!("expected an error, got {:?}", other.map(|b| b.is_some())),
+        }
+        // What it covers goes native.
+        let mut ok = Table::new(Family::Bridge, "br");
+        ok.add_chain(
+            Chain::base(
+                "fwd",
+                ChainType::Filter,
+                Hook::Forward,
+                -200,
+                Policy::Accept,
+            )
+            .rule(
+                Rule::new()
+                    .lt(Expr::NumgenRandom(10_000), Expr::Value(Value::Num(50)))
+                    .verdict(Verdict::Drop),
+            ),
+        );
+        let tx = diff_kernel(None, &ok);
+        assert!(matches!(
+            route(&[(Family::Bridge, "br", &tx)], 1),
+            Ok(Some(_))
+        ));
+    }
+
+    #[test]
     fn logging_goes_native() {
         let logged = Rule::new()
             .then(Stmt::Log {

@@ -384,6 +384,93 @@ fn mss_clamp_goes_native_and_leaves_what_nft_f_leaves() {
     }
 }
 
+#[test]
+fn wan_loss_bridge_table_goes_native_and_leaves_what_nft_f_leaves() {
+    // The cluster set's WAN loss (`bridge sarasa-wan`: frames crossing the bridge between
+    // ports dropped with probability 50/10000), and `<` where nft writes it without a byte
+    // order conversion (a port) and with one (a mark).
+    let mut wan = Table::new(Family::Bridge, "sarasa-wan");
+    wan.add_chain(
+        Chain::base(
+            "forward",
+            ChainType::Filter,
+            Hook::Forward,
+            -200,
+            Policy::Accept,
+        )
+        .rule(
+            Rule::new()
+                .lt(Expr::NumgenRandom(10_000), Expr::Value(Value::Num(50)))
+                .verdict(Verdict::Drop),
+        )
+        .rule(
+            Rule::new()
+                .eq(
+                    Expr::Meta(MetaKey::Iifname),
+                    Expr::Value(Value::Ifname("site10".into())),
+                )
+                .lt(Expr::Meta(MetaKey::Mark), Expr::Value(Value::Mark(16)))
+                .counter(),
+        ),
+    );
+    let mut ports = Table::new(Family::Inet, "ports");
+    ports.add_chain(
+        Chain::base("input", ChainType::Filter, Hook::Input, 0, Policy::Accept).rule(
+            Rule::new()
+                .lt(
+                    Expr::Payload(Field::ThDport),
+                    Expr::Value(Value::Port(1024)),
+                )
+                .counter(),
+        ),
+    );
+    let (by_nft, native) = (Netns::new("sx-nft-t"), Netns::new("sx-nft-t"));
+    for (family, name, t) in [
+        (Family::Bridge, "sarasa-wan", &wan),
+        (Family::Inet, "ports", &ports),
+    ] {
+        let tx = diff_kernel(None, t);
+        by_nft.script(&tx.script());
+        let mut nl = native.native();
+        nl.apply_to(family, name, &tx).unwrap();
+        assert_eq!(nl.native_count, 1);
+        assert_eq!(
+            kernel_json(&native, family, name),
+            kernel_json(&by_nft, family, name),
+            "{name}"
+        );
+        assert_eq!(native.listing(family, name), by_nft.listing(family, name));
+        let k = same_listing(&native, family, name).unwrap();
+        assert!(diff_kernel(Some(&k), t).is_empty(), "{name}");
+    }
+    let listed = native.listing(Family::Bridge, "sarasa-wan");
+    for line in [
+        "table bridge sarasa-wan {",
+        "type filter hook forward priority filter; policy accept;",
+        "numgen random mod 10000 < 50 drop",
+        r#"iifname "site10" meta mark < 0x00000010 counter"#,
+    ] {
+        assert!(listed.contains(line), "{line} not in {listed}");
+    }
+    assert!(native
+        .listing(Family::Inet, "ports")
+        .contains("th dport < 1024 counter"));
+    // Deleted natively: the bridge family's table goes.
+    native
+        .native()
+        .apply_to(
+            Family::Bridge,
+            "sarasa-wan",
+            &Transaction::delete_table(Family::Bridge, "sarasa-wan"),
+        )
+        .unwrap();
+    assert!(native
+        .native()
+        .list_table(Family::Bridge, "sarasa-wan")
+        .unwrap()
+        .is_none());
+}
+
 fn table_state(ns: &Netns) -> String {
     ns.nft(&["list", "ruleset"])
 }

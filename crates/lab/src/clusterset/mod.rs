@@ -8,6 +8,9 @@
 //! of their own; their agents elect the active one and build the cable (WireGuard by
 //! default, or VXLAN).
 //!
+//! The WAN can be given a delay and a loss (`--wan-delay`, `--wan-loss`: [`WanLink`], the
+//! set's, applied by [`wan`] to every port, those of later joins too).
+//!
 //! Not built yet (issue 12): GlobalNet, `--dual-stack`.
 
 pub mod broker;
@@ -28,7 +31,7 @@ use crate::lab::{Lab, CLUSTERSET_SYNC};
 use crate::process::{Daemon, ProcessRecord};
 use crate::spec::LabSpec;
 use crate::LabError;
-pub use state::{Cable, ClusterSet, Member};
+pub use state::{Cable, ClusterSet, Member, WanLink};
 
 fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
@@ -64,15 +67,53 @@ pub fn check_ranges(specs: &[&LabSpec]) -> Result<(), LabError> {
     Ok(())
 }
 
-/// `sarasa clusterset join SET --lab A [--lab B ...]`.
+/// What a join asks of the WAN: each value given replaces the set's (`None`: kept).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WanChange {
+    /// `--wan-delay`, microseconds ([`WanLink::parse_delay`]).
+    pub delay_us: Option<u64>,
+    /// `--wan-loss`, hundredths of a percent ([`WanLink::parse_loss`]).
+    pub loss_bp: Option<u32>,
+}
+
+/// Refuses a WAN delay this kernel cannot emulate (no netem), before anything is built.
+fn check_delay(delay_us: u64) -> Result<(), LabError> {
+    if delay_us == 0 || wan::netem_available()? {
+        return Ok(());
+    }
+    let given = WanLink {
+        delay_us,
+        loss_bp: 0,
+    }
+    .delay_text();
+    Err(LabError::Invalid(format!(
+        "--wan-delay {given}: this kernel has no netem qdisc (sch_netem), so WAN delay cannot be emulated; --wan-loss works without it"
+    )))
+}
+
+/// `sarasa clusterset join SET --lab A [--lab B ...] [--wan-delay D] [--wan-loss P]`.
 pub fn join(
     set: &str,
     labs: &[String],
     cable: Option<Cable>,
     globalnet: Option<&str>,
+    wan_change: WanChange,
     sarasa: &Path,
 ) -> Result<ClusterSet, LabError> {
     state::check_name(set)?;
+    if let Some(bp) = wan_change.loss_bp.filter(|bp| *bp > 10_000) {
+        return Err(LabError::Invalid(format!(
+            "--wan-loss: {bp} hundredths of a percent is over 100%"
+        )));
+    }
+    if let Some(us) = wan_change
+        .delay_us
+        .filter(|us| *us > state::MAX_WAN_DELAY_US)
+    {
+        return Err(LabError::Invalid(format!(
+            "--wan-delay: {us}us is over 10s"
+        )));
+    }
     if let Some(g) = globalnet {
         return Err(LabError::Invalid(format!(
             "--globalnet {g}: GlobalNet is not built yet; give each lab its own ranges (lab up --pod-cidr/--service-cidr)"
@@ -96,9 +137,15 @@ pub fn join(
         None => ClusterSet {
             name: set.to_string(),
             cable: cable.unwrap_or(Cable::Wireguard),
+            wan: WanLink::default(),
             broker_token: crate::pki::random_token(),
             members: Vec::new(),
         },
+    };
+    let before = cs.wan;
+    let want = WanLink {
+        delay_us: wan_change.delay_us.unwrap_or(before.delay_us),
+        loss_bp: wan_change.loss_bp.unwrap_or(before.loss_bp),
     };
     let mut joining: Vec<Lab> = Vec::new();
     for name in labs {
@@ -123,8 +170,13 @@ pub fn join(
         }
     }
 
+    // The delay is applied to every port whenever it is asked for or ports are added.
+    if wan_change.delay_us.is_some() || !joining.is_empty() {
+        check_delay(want.delay_us)?;
+    }
+
     let fresh = ClusterSet::load(set)?.is_none();
-    let built = build(set, &mut cs, &joining, sarasa);
+    let built = build(set, &mut cs, want, &joining, sarasa);
     // A set this join made and no lab made it into goes again whole, so a failed join
     // leaves no WAN, broker or state behind.
     if built.is_err() && fresh && cs.members.is_empty() {
@@ -136,11 +188,20 @@ pub fn join(
     built.map(|()| cs)
 }
 
-/// The WAN, the broker and each joining lab's links, gateways and sync.
-fn build(set: &str, cs: &mut ClusterSet, joining: &[Lab], sarasa: &Path) -> Result<(), LabError> {
+/// The WAN (with its delay and loss as `wan` says), the broker and each joining lab's links,
+/// gateways and sync.
+fn build(
+    set: &str,
+    cs: &mut ClusterSet,
+    wan: WanLink,
+    joining: &[Lab],
+    sarasa: &Path,
+) -> Result<(), LabError> {
     wan::ensure(set)?;
+    apply_wan(set, cs, wan)?;
     cs.save()?;
     broker::start(set, sarasa)?;
+    let delay_us = cs.wan.delay_us;
     for lab in joining {
         let (wan_ip, wan_port) = cs.next_site(&[])?;
         let mut m = Member {
@@ -160,7 +221,15 @@ fn build(set: &str, cs: &mut ClusterSet, joining: &[Lab], sarasa: &Path) -> Resu
                 wan_port,
             });
         }
-        if let Err(e) = plug_member(set, lab, &m) {
+        let plugged = plug_member(set, lab, &m).and_then(|()| {
+            if delay_us == 0 {
+                return Ok(());
+            }
+            wan::ports(&m)
+                .into_iter()
+                .try_for_each(|p| wan::set_delay(set, p, delay_us))
+        });
+        if let Err(e) = plugged {
             let _ = wan::detach(set, &m);
             let _ = label_gateways(lab, &m, false);
             return Err(e);
@@ -169,6 +238,22 @@ fn build(set: &str, cs: &mut ClusterSet, joining: &[Lab], sarasa: &Path) -> Resu
         cs.save()?;
         start_sync(set, lab, sarasa)?;
     }
+    Ok(())
+}
+
+/// Makes the WAN's loss and delay `want` (on every member's ports), then the set's.
+fn apply_wan(set: &str, cs: &mut ClusterSet, want: WanLink) -> Result<(), LabError> {
+    wan::set_loss(set, want.loss_bp)?;
+    // A delay that stays 0 needs no tc (nor netem); one that is set is set again, so a port
+    // that lost its qdisc gets it back.
+    if want.delay_us != 0 || cs.wan.delay_us != 0 {
+        for m in &cs.members {
+            for p in wan::ports(m) {
+                wan::set_delay(set, p, want.delay_us)?;
+            }
+        }
+    }
+    cs.wan = want;
     Ok(())
 }
 
@@ -399,12 +484,27 @@ pub fn delete(set: &str) -> Result<(), LabError> {
 pub struct SetStatus {
     pub name: String,
     pub cable: Cable,
+    pub wan: WanStatus,
     pub broker: BrokerStatus,
     pub clusters: Vec<ClusterStatus>,
     /// The gateway candidates of every cluster, active or standing by.
     pub gateways: Vec<GatewayStatus>,
     /// The cables between the clusters' active gateways.
     pub cables: Vec<CableStatus>,
+}
+
+/// The WAN between the sites and what it does to each crossing.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WanStatus {
+    /// Its namespace (`sarasa-wan-<SET>`).
+    pub netns: String,
+    /// `--wan-delay` as given back (`20ms`, `0`): one crossing's delay.
+    pub delay: String,
+    pub delay_ms: f64,
+    /// `--wan-loss` as given back (`0.5%`): one crossing's loss.
+    pub loss: String,
+    pub loss_percent: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -559,6 +659,13 @@ pub fn status(set: &str) -> Result<SetStatus, LabError> {
     Ok(SetStatus {
         name: cs.name.clone(),
         cable: cs.cable,
+        wan: WanStatus {
+            netns: state::wan_netns(set),
+            delay: cs.wan.delay_text(),
+            delay_ms: cs.wan.delay_us as f64 / 1000.0,
+            loss: cs.wan.loss_text(),
+            loss_percent: f64::from(cs.wan.loss_bp) / 100.0,
+        },
         broker: BrokerStatus {
             url: broker::url(),
             running: broker::running(set).is_some(),

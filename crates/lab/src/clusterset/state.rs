@@ -1,6 +1,7 @@
 //! What a cluster set is made of, kept in `<state root>/.clustersets/<SET>/set.json`: its
-//! cable kind, the broker's token and the member labs with their WAN addresses. The leading
-//! dot keeps the directory apart from labs (a lab's name is a DNS label).
+//! cable kind, the WAN's delay and loss, the broker's token and the member labs with their
+//! WAN addresses. The leading dot keeps the directory apart from labs (a lab's name is a DNS
+//! label).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -66,10 +67,112 @@ pub struct GatewayPort {
     pub wan_port: String,
 }
 
+/// The internet between the sites, as the WAN namespace emulates it: each crossing of the WAN
+/// bridge from one port to another (site router or gateway node to another) is delayed and
+/// may be lost, so a round trip between two sites pays both twice. Frames to and from the
+/// broker (the bridge's own address) are delayed on the way out to a site, never lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WanLink {
+    /// Delay added at each WAN port's egress (netem), microseconds (`--wan-delay`).
+    #[serde(default)]
+    pub delay_us: u64,
+    /// Probability of a frame being dropped as it crosses, in hundredths of a percent
+    /// (`--wan-loss 0.5%` is 50), 0 to 10000.
+    #[serde(default)]
+    pub loss_bp: u32,
+}
+
+/// The longest `--wan-delay` (netem's queue would hold too much beyond it).
+pub const MAX_WAN_DELAY_US: u64 = 10_000_000;
+
+impl WanLink {
+    /// `--wan-delay`: a duration with a unit (`20ms`, `1.5s`, `250us`) or `0`, whole
+    /// microseconds, at most 10 s. A bare number other than 0 is refused: Go and tc read it
+    /// differently (seconds, microseconds).
+    pub fn parse_delay(s: &str) -> Result<u64, LabError> {
+        let bad = |why: &str| {
+            LabError::Invalid(format!(
+                "--wan-delay {s:?}: {why} (a duration such as 20ms, 1.5s or 0)"
+            ))
+        };
+        let t = s.trim();
+        if t == "0" {
+            return Ok(0);
+        }
+        if t.parse::<f64>().is_ok() {
+            return Err(bad("give a unit"));
+        }
+        let d = sarasa_workload::parse_duration(t).map_err(|e| bad(e.reason))?;
+        if d.as_nanos() % 1000 != 0 {
+            return Err(bad("whole microseconds only"));
+        }
+        let us = u64::try_from(d.as_micros()).map_err(|_| bad("out of range"))?;
+        if us > MAX_WAN_DELAY_US {
+            return Err(bad("at most 10s"));
+        }
+        Ok(us)
+    }
+
+    /// `--wan-loss`: a percentage from 0 to 100 with at most two decimals, the `%` optional
+    /// (`0.5%`, `20`, `100%`); in hundredths of a percent.
+    pub fn parse_loss(s: &str) -> Result<u32, LabError> {
+        let bad = |why: &str| {
+            LabError::Invalid(format!(
+                "--wan-loss {s:?}: {why} (a percentage from 0% to 100%, at most two decimals, e.g. 0.5%)"
+            ))
+        };
+        let t = s.trim();
+        let t = t.strip_suffix('%').unwrap_or(t);
+        let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+        let digits = |x: &str| x.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty() || !digits(int) || !digits(frac) || (t.contains('.') && frac.is_empty()) {
+            return Err(bad("not a number"));
+        }
+        if frac.len() > 2 {
+            return Err(bad("more than two decimals"));
+        }
+        if int.trim_start_matches('0').len() > 3 {
+            return Err(bad("over 100%"));
+        }
+        let whole: u32 = int.parse().map_err(|_| bad("not a number"))?;
+        let hundredths: u32 = format!("{frac:0<2}")
+            .parse()
+            .map_err(|_| bad("not a number"))?;
+        let bp = whole * 100 + hundredths;
+        if bp > 10_000 {
+            return Err(bad("over 100%"));
+        }
+        Ok(bp)
+    }
+
+    /// The delay as given back to the user: `20ms`, `1.5s` as `1500ms`, `250us`, `0`.
+    pub fn delay_text(&self) -> String {
+        match self.delay_us {
+            0 => "0".into(),
+            us if us % 1_000_000 == 0 => format!("{}s", us / 1_000_000),
+            us if us % 1000 == 0 => format!("{}ms", us / 1000),
+            us => format!("{us}us"),
+        }
+    }
+
+    /// The loss as a percentage: `0.5%`, `20%`, `0.05%`.
+    pub fn loss_text(&self) -> String {
+        let (whole, frac) = (self.loss_bp / 100, self.loss_bp % 100);
+        match frac {
+            0 => format!("{whole}%"),
+            f if f % 10 == 0 => format!("{whole}.{}%", f / 10),
+            f => format!("{whole}.{f:02}%"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterSet {
     pub name: String,
     pub cable: Cable,
+    /// The WAN's delay and loss (none in a set.json from before they existed).
+    #[serde(default)]
+    pub wan: WanLink,
     /// What the members' syncs present to the broker.
     pub broker_token: String,
     pub members: Vec<Member>,
@@ -154,5 +257,74 @@ pub fn check_name(set: &str) -> Result<(), LabError> {
         Err(LabError::Invalid(format!(
             "cluster set name {set:?}: 1-20 lowercase letters, digits or '-', starting and ending with a letter or digit"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wan_delay_is_a_duration_with_a_unit() {
+        for (s, us) in [
+            ("20ms", 20_000),
+            ("1.5s", 1_500_000),
+            ("0", 0),
+            ("0ms", 0),
+            ("250us", 250),
+            ("10s", 10_000_000),
+        ] {
+            assert_eq!(WanLink::parse_delay(s).unwrap(), us, "{s}");
+        }
+        for s in [
+            "20", "-5ms", "20 ms", "fast", "", "11s", "1ns", "1.5", "20msx",
+        ] {
+            let e = WanLink::parse_delay(s).unwrap_err().to_string();
+            assert!(e.starts_with("--wan-delay"), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn wan_loss_is_a_percentage_with_two_decimals() {
+        for (s, bp) in [
+            ("0.5%", 50),
+            ("0.5", 50),
+            ("20%", 2000),
+            ("0%", 0),
+            ("0", 0),
+            ("100%", 10_000),
+            ("100.00%", 10_000),
+            ("0.05%", 5),
+            ("12.34%", 1234),
+        ] {
+            assert_eq!(WanLink::parse_loss(s).unwrap(), bp, "{s}");
+        }
+        for s in [
+            "", "%", "-1%", "100.01%", "101", "1000%", "0.123%", "1.%", ".5%", "5%%", "1e1", "a%",
+            "+5%",
+        ] {
+            let e = WanLink::parse_loss(s).unwrap_err().to_string();
+            assert!(e.starts_with("--wan-loss"), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn wan_values_read_back_as_given() {
+        let w = |delay_us, loss_bp| WanLink { delay_us, loss_bp };
+        assert_eq!(w(20_000, 50).delay_text(), "20ms");
+        assert_eq!(w(20_000, 50).loss_text(), "0.5%");
+        assert_eq!(w(1_500_000, 5).delay_text(), "1500ms");
+        assert_eq!(w(1_500_000, 5).loss_text(), "0.05%");
+        assert_eq!(w(0, 2000).delay_text(), "0");
+        assert_eq!(w(0, 2000).loss_text(), "20%");
+        assert_eq!(w(250, 1234).delay_text(), "250us");
+        assert_eq!(w(250, 1234).loss_text(), "12.34%");
+    }
+
+    #[test]
+    fn a_set_json_from_before_the_wan_values_loads() {
+        let old = r#"{"name":"a","cable":"vxlan","broker_token":"t","members":[]}"#;
+        let cs: ClusterSet = serde_json::from_str(old).unwrap();
+        assert_eq!(cs.wan, WanLink::default());
     }
 }

@@ -2,14 +2,28 @@
 //! where the broker listens, and one veth per member lab from its fabric namespace (the site's
 //! router, `wan0`) to a port of the bridge. Only namespaces this module or the lab made are
 //! touched.
+//!
+//! The WAN's impairments ([`WanLink`]): loss is the nftables table `bridge sarasa-wan`, whose
+//! forward chain drops a frame crossing the bridge between two ports with the set's
+//! probability (`numgen random mod 10000 < N drop`, written over netlink); delay is a netem
+//! qdisc (`tc`, iproute2) at the root of every port, so each crossing is delayed once, on its
+//! way out. A kernel without netem (`sch_netem`) cannot delay: [`netem_available`] finds out
+//! in a namespace of its own before a set is asked to.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::{IpNet, Ipv4Net};
 use sarasa_model::MacAddr;
 use sarasa_netns::{NetNs, Netlink, Veth};
+use sarasa_nft::{
+    Backend, Chain, ChainType, Expr, Family, Hook, NetlinkBackend, NetlinkTableBackend, Policy,
+    Rule, Table, Transaction, Value, Verdict,
+};
 
-use super::state::{wan_netns, Member, BROKER_IP};
+use super::state::{wan_netns, Member, WanLink, BROKER_IP};
 use crate::spec::LabSpec;
 use crate::LabError;
 
@@ -119,4 +133,158 @@ pub fn destroy(set: &str) -> Result<(), LabError> {
         return Ok(());
     }
     NetNs::delete(&name).map_err(LabError::netns)
+}
+
+/// The WAN ports of a member: its site router's and its gateways'.
+pub fn ports(m: &Member) -> Vec<&str> {
+    std::iter::once(m.wan_port.as_str())
+        .chain(m.gateways.iter().map(|g| g.wan_port.as_str()))
+        .collect()
+}
+
+/// The table that drops frames crossing the WAN bridge.
+pub const LOSS_TABLE: &str = "sarasa-wan";
+/// `numgen` draws below this; the loss in hundredths of a percent is the bound under it.
+const LOSS_SCALE: u32 = 10_000;
+
+/// The loss table for `loss_bp` hundredths of a percent (not 0): the bridge's forward hook, at
+/// the bridge family's filter priority, drops a frame between ports when a draw from 10000 is
+/// below it (every frame at 100%: nft refuses a bound at the modulus).
+pub fn loss_table(loss_bp: u32) -> Table {
+    let wan = WanLink {
+        delay_us: 0,
+        loss_bp,
+    };
+    let rule = if loss_bp >= LOSS_SCALE {
+        Rule::new()
+    } else {
+        Rule::new().lt(
+            Expr::NumgenRandom(LOSS_SCALE),
+            Expr::Value(Value::Num(loss_bp)),
+        )
+    };
+    let mut t = Table::new(Family::Bridge, LOSS_TABLE);
+    t.add_chain(
+        Chain::base(
+            "forward",
+            ChainType::Filter,
+            Hook::Forward,
+            -200,
+            Policy::Accept,
+        )
+        .rule(
+            rule.verdict(Verdict::Drop)
+                .comment(format!("wan loss {}", wan.loss_text())),
+        ),
+    );
+    t
+}
+
+/// Programs the WAN's loss: the table as [`loss_table`] makes it, or no table at 0.
+pub fn set_loss(set: &str, loss_bp: u32) -> Result<(), LabError> {
+    let path = Path::new(sarasa_netns::NETNS_RUN_DIR).join(wan_netns(set));
+    let err = |e: sarasa_nft::NftError| LabError::Process(format!("WAN loss of {set}: {e}"));
+    let mut nl = NetlinkBackend::in_netns(&path).map_err(err)?;
+    if loss_bp == 0 {
+        if nl
+            .list_table(Family::Bridge, LOSS_TABLE)
+            .map_err(err)?
+            .is_some()
+        {
+            nl.apply_to(
+                Family::Bridge,
+                LOSS_TABLE,
+                &Transaction::delete_table(Family::Bridge, LOSS_TABLE),
+            )
+            .map_err(err)?;
+        }
+        return Ok(());
+    }
+    let mut b = NetlinkTableBackend {
+        inner: nl,
+        family: Family::Bridge,
+        table: LOSS_TABLE.into(),
+    };
+    b.reconcile(&loss_table(loss_bp)).map(|_| ()).map_err(err)
+}
+
+/// Runs `tc ARGS...` in namespace `netns`; its error output when it fails.
+fn tc(netns: &str, args: &[&str]) -> Result<Result<(), String>, LabError> {
+    let out = Command::new("tc")
+        .arg("-n")
+        .arg(netns)
+        .args(args)
+        .output()
+        .map_err(|e| LabError::Process(format!("running tc (iproute2): {e}")))?;
+    Ok(if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    })
+}
+
+/// Delays every frame leaving WAN port `port` by `delay_us` (a netem qdisc at its root), or
+/// takes the delay away at 0.
+pub fn set_delay(set: &str, port: &str, delay_us: u64) -> Result<(), LabError> {
+    let netns = wan_netns(set);
+    if delay_us > 0 {
+        let delay = format!("{delay_us}us");
+        let args = [
+            "qdisc", "replace", "dev", port, "root", "netem", "delay", &delay,
+        ];
+        return tc(&netns, &args)?.map_err(|e| {
+            LabError::Process(format!(
+                "WAN delay on {port} of {set} (tc {}): {e}",
+                args.join(" ")
+            ))
+        });
+    }
+    if tc(&netns, &["qdisc", "del", "dev", port, "root"])?.is_ok() {
+        return Ok(());
+    }
+    // Nothing to delete (a port that never had a delay) is what is wanted.
+    let out = Command::new("tc")
+        .args(["-n", &netns, "qdisc", "show", "dev", port, "root"])
+        .output()
+        .map_err(|e| LabError::Process(format!("running tc (iproute2): {e}")))?;
+    if out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("netem") {
+        return Ok(());
+    }
+    Err(LabError::Process(format!(
+        "WAN delay on {port} of {set}: its netem qdisc could not be removed"
+    )))
+}
+
+/// Whether this kernel has the netem qdisc: tried on the loopback of a namespace made for the
+/// question (a unique name, deleted again whatever happens).
+pub fn netem_available() -> Result<bool, LabError> {
+    static PROBES: AtomicU32 = AtomicU32::new(0);
+    struct Probe(String);
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            let _ = NetNs::delete(&self.0);
+        }
+    }
+    let name = format!(
+        "sarasa-netem-probe-{}-{}",
+        std::process::id(),
+        PROBES.fetch_add(1, Ordering::SeqCst)
+    );
+    NetNs::create(&name).map_err(LabError::netns)?;
+    let probe = Probe(name);
+    let tried = tc(
+        &probe.0,
+        &[
+            "qdisc", "replace", "dev", "lo", "root", "netem", "delay", "1ms",
+        ],
+    )?;
+    drop(probe);
+    match tried {
+        Ok(()) => Ok(true),
+        // "Specified qdisc kind is unknown." (no sch_netem, and no module to load).
+        Err(e) if e.contains("qdisc kind is unknown") => Ok(false),
+        Err(e) => Err(LabError::Process(format!(
+            "finding out whether this kernel has netem (tc qdisc replace dev lo root netem): {e}"
+        ))),
+    }
 }

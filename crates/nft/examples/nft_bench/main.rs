@@ -173,6 +173,7 @@ fn family(s: &str) -> R<Family> {
         "inet" => Family::Inet,
         "ip" => Family::Ip,
         "ip6" => Family::Ip6,
+        "bridge" => Family::Bridge,
         _ => return Err(format!("family {s}").into()),
     })
 }

@@ -460,6 +460,8 @@ impl P {
                 }
                 let op = if self.eat("!=") {
                     CmpOp::Ne
+                } else if self.eat("<") {
+                    CmpOp::Lt
                 } else {
                     self.eat("==");
                     CmpOp::Eq
@@ -603,6 +605,7 @@ pub fn table(text: &str) -> R<Table> {
         ["table", "inet", _, "{"] => Family::Inet,
         ["table", "ip", _, "{"] => Family::Ip,
         ["table", "ip6", _, "{"] => Family::Ip6,
+        ["table", "bridge", _, "{"] => Family::Bridge,
         _ => return Err(format!("not a table block: {head}")),
     };
     let mut t = Table::new(family, parts[2]);

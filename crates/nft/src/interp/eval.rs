@@ -46,6 +46,9 @@ impl Run<'_> {
                 )));
             }
         }
+        if op == CmpOp::Lt {
+            return self.less_than(here, at, left, right);
+        }
         let hit = match (left, right) {
             // `numgen random mod k == v`: two ways, matched or not (one when only one can be).
             (Expr::NumgenRandom(k), Expr::Value(v)) => {
@@ -78,6 +81,52 @@ impl Run<'_> {
             }
         };
         Ok(if op == CmpOp::Ne { !hit } else { hit })
+    }
+
+    /// `left < right`: `numgen random mod k < v` holds for v of the k values (two ways, or
+    /// one when only one can be); otherwise one numeric value against a number.
+    fn less_than(
+        &mut self,
+        here: &Here<'_>,
+        at: Option<(usize, &Rule)>,
+        left: &Expr,
+        right: &Expr,
+    ) -> Result<bool, NftError> {
+        let invalid = || {
+            NftError::Invalid(format!(
+                "table {} chain {}: {left:?} < {right:?} is not modelled",
+                here.table.name, here.chain
+            ))
+        };
+        let Expr::Value(lit) = right else {
+            return Err(invalid());
+        };
+        let v = numeric(lit).ok_or_else(invalid)?;
+        if let Expr::NumgenRandom(k) = left {
+            let k = *k;
+            if k == 0 {
+                return Err(NftError::Invalid("numgen random mod 0".into()));
+            }
+            if v == 0 {
+                return Ok(false);
+            }
+            if v >= u64::from(k) {
+                return Ok(true);
+            }
+            // Below v (0 stands for those) or not (v stands for the rest).
+            let hit = self.choices.choose(2) == 0;
+            let picked = if hit { 0 } else { v as u32 };
+            self.step(here, at, Event::Numgen { modulus: k, picked });
+            return Ok(hit);
+        }
+        match self.eval(here, at, left)? {
+            None => Ok(false),
+            Some(Operand::Values(vs)) if vs.len() == 1 => {
+                let have = numeric(&vs[0]).ok_or_else(invalid)?;
+                Ok(have < v)
+            }
+            Some(_) => Err(invalid()),
+        }
     }
 
     /// A map or set key (`update`, `vmap`): values only; `None` when it does not apply.

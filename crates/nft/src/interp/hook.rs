@@ -2,8 +2,8 @@
 //! skipped, and the enumeration of every numgen choice into its own [`Path`].
 //!
 //! Order: the base chains of every given table attached to the hook whose family fits the
-//! packet (inet: both; ip: IPv4; ip6: IPv6). Filter and route chains run at their own
-//! priority. NAT chains do not hook themselves: the kernel's NAT core registers one hook per
+//! packet (inet: both; ip: IPv4; ip6: IPv6; a bridge table is refused: its hooks see bridged
+//! frames, which are not modelled). Filter and route chains run at their own priority. NAT chains do not hook themselves: the kernel's NAT core registers one hook per
 //! hook point at a fixed priority (`NF_IP_PRI_NAT_DST` -100 for prerouting/output,
 //! `NF_IP_PRI_NAT_SRC` +100 for input/postrouting; `nf_nat_register_fn`) and runs the NAT
 //! chains from there, in their own priority order (`nf_nat_inet_fn`). At equal priority the
@@ -44,6 +44,8 @@ fn family_fits(family: Family, packet: &Packet) -> bool {
         Family::Inet => true,
         Family::Ip => !packet.is_ipv6(),
         Family::Ip6 => packet.is_ipv6(),
+        // Refused by `run_hook` before: bridged frames are not on the IP hooks modelled here.
+        Family::Bridge => false,
     }
 }
 
@@ -92,6 +94,14 @@ impl<'a> Ruleset<'a> {
         packet: &Packet,
         env: &dyn Env,
     ) -> Result<Vec<Path>, NftError> {
+        // A bridge table's chains see the frames a bridge forwards, at the bridge's own hooks:
+        // a path of their own, not the IP one walked here.
+        if let Some(e) = self.base.iter().find(|e| e.table.family == Family::Bridge) {
+            return Err(NftError::Invalid(format!(
+                "table bridge {}: the bridge family's hooks are not modelled (only inet, ip and ip6)",
+                e.table.name
+            )));
+        }
         let entries: Vec<Entry<'a>> = self
             .base
             .iter()

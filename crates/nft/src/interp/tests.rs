@@ -324,3 +324,58 @@ fn tables_of_another_family_are_not_run() {
     let p = one(&[&v6only], Hook::Forward, &tcp("10.0.0.1", "10.0.0.2", 80));
     assert_eq!(p.verdict, HookVerdict::Accept);
 }
+
+#[test]
+fn numgen_less_than_forks_below_and_not() {
+    // The WAN's loss rule: below 50 of 10000 dropped; degenerate bounds do not fork.
+    let t = table(
+        "t",
+        vec![filter("fwd", Hook::Forward, 0, Policy::Accept)
+            .rule(
+                Rule::new()
+                    .lt(Expr::NumgenRandom(10_000), Expr::Value(Value::Num(50)))
+                    .verdict(Verdict::Drop),
+            )
+            .rule(
+                Rule::new()
+                    .lt(Expr::NumgenRandom(4), Expr::Value(Value::Num(0)))
+                    .then(Stmt::MarkOr(1)),
+            )
+            .rule(
+                Rule::new()
+                    .lt(Expr::NumgenRandom(4), Expr::Value(Value::Num(4)))
+                    .then(Stmt::MarkOr(2)),
+            )
+            .rule(
+                Rule::new()
+                    .lt(
+                        Expr::Payload(Field::ThDport),
+                        Expr::Value(Value::Port(1024)),
+                    )
+                    .then(Stmt::MarkOr(4)),
+            )],
+    );
+    let paths = run_hook(
+        &[&t],
+        Hook::Forward,
+        &tcp("10.0.0.1", "10.0.0.2", 80),
+        &env(),
+    )
+    .unwrap();
+    let v: Vec<(HookVerdict, u32)> = paths.iter().map(|p| (p.verdict, p.packet.mark)).collect();
+    assert_eq!(v, [(HookVerdict::Drop, 0), (HookVerdict::Accept, 6)]);
+}
+
+#[test]
+fn bridge_tables_are_refused() {
+    let mut br = Table::new(Family::Bridge, "sarasa-wan");
+    br.add_chain(filter("forward", Hook::Forward, -200, Policy::Accept));
+    let e = run_hook(
+        &[&br],
+        Hook::Forward,
+        &tcp("10.0.0.1", "10.0.0.2", 80),
+        &env(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("bridge sarasa-wan"), "{e}");
+}

@@ -125,7 +125,13 @@ impl RuleEnc {
         let mut d = Attrs::default();
         d.put(1, data); // NFTA_DATA_VALUE
         let mut a = Attrs::default();
-        a.u32(1, reg).u32(2, if op == CmpOp::Eq { 0 } else { 1 });
+        // NFT_CMP_EQ, NFT_CMP_NEQ, NFT_CMP_LT
+        let code = match op {
+            CmpOp::Eq => 0,
+            CmpOp::Ne => 1,
+            CmpOp::Lt => 2,
+        };
+        a.u32(1, reg).u32(2, code);
         a.nest(3, d);
         self.expr("cmp", a);
     }
@@ -186,6 +192,21 @@ impl RuleEnc {
     /// [`Self::load`]; `dep`: emit the `meta nfproto` dependency of an address field (a
     /// concatenation emits its parts' dependency once, before loading any of them).
     fn load_with(&mut self, e: &Expr, reg: u32, dep: bool) -> Enc<(u32, Kind)> {
+        if self.family == Family::Bridge {
+            // nft gives these a link-layer dependency (`ether type ip`, ...) in a bridge
+            // table, which this encoder does not write.
+            match e {
+                Expr::Payload(_) => return Err(Unsupported("header field in a bridge table")),
+                Expr::Ct(_) => return Err(Unsupported("ct in a bridge table")),
+                Expr::FibDaddrType | Expr::FibSaddrType => {
+                    return Err(Unsupported("fib in a bridge table"))
+                }
+                Expr::Meta(MetaKey::L4proto | MetaKey::Nfproto) => {
+                    return Err(Unsupported("meta l4proto or nfproto in a bridge table"))
+                }
+                _ => {}
+            }
+        }
         Ok(match e {
             Expr::Payload(f) => {
                 let (base, off, len, kind) = field_layout(f)?;
@@ -279,6 +300,18 @@ impl RuleEnc {
     }
 
     pub(crate) fn stmt(&mut self, s: &Stmt) -> Enc<()> {
+        if self.family == Family::Bridge
+            && matches!(
+                s,
+                Stmt::Dnat { .. }
+                    | Stmt::Snat { .. }
+                    | Stmt::Masquerade { .. }
+                    | Stmt::Reject(_)
+                    | Stmt::ClampMssToPmtu
+            )
+        {
+            return Err(Unsupported("nat, reject or MSS clamping in a bridge table"));
+        }
         match s {
             Stmt::Match { left, op, right } => self.matches(left, *op, right),
             Stmt::Counter => {
@@ -426,7 +459,47 @@ impl RuleEnc {
         Ok(())
     }
 
+    /// `left < value`, as nft writes it: the kernel compares the register's bytes, so a
+    /// host-order value (numgen, meta mark) is turned to network order first and compared
+    /// with the value in network order; ports, protocols and addresses are compared as loaded.
+    fn lt_match(&mut self, left: &Expr, right: &Expr) -> Enc<()> {
+        let v = match right {
+            Expr::Value(v) if !matches!(v, Value::Prefix(_)) => v,
+            _ => return Err(Unsupported("`<` against anything but one value")),
+        };
+        if matches!(left, Expr::And(..) | Expr::Concat(_)) {
+            return Err(Unsupported("`<` of a masked value or a concatenation"));
+        }
+        let (len, kind) = self.load(left, REG_1)?;
+        let data = value_bytes(v, kind)?;
+        let data = match kind {
+            Kind::Host32 => {
+                let n = u32::from_ne_bytes(
+                    data.as_slice()
+                        .try_into()
+                        .map_err(|_| Unsupported("`<` of a value of another length"))?,
+                );
+                let mut a = Attrs::default();
+                // SREG, DREG, OP NFT_BYTEORDER_HTON, LEN, SIZE
+                a.u32(1, REG_1)
+                    .u32(2, REG_1)
+                    .u32(3, 1)
+                    .u32(4, len)
+                    .u32(5, len);
+                self.expr("byteorder", a);
+                n.to_be_bytes().to_vec()
+            }
+            Kind::Addr | Kind::Port | Kind::Proto | Kind::TcpFlags => data,
+            _ => return Err(Unsupported("`<` on a value of this type")),
+        };
+        self.cmp(REG_1, CmpOp::Lt, &data);
+        Ok(())
+    }
+
     fn matches(&mut self, left: &Expr, op: CmpOp, right: &Expr) -> Enc<()> {
+        if op == CmpOp::Lt {
+            return self.lt_match(left, right);
+        }
         // ct state established,related and ct status dnat: bit tests, as nft writes them.
         if let (Expr::Ct(key @ (CtKey::State | CtKey::Status)), Expr::Keywords(ks)) = (left, right)
         {
@@ -734,6 +807,82 @@ mod tests {
             enc.stmt(&oif("a-name-too-long-for-ifnamsiz")),
             Err(Unsupported("interface name too long"))
         );
+    }
+
+    #[test]
+    fn less_than_is_what_nft_writes() {
+        // `numgen random mod 10000 < 50`: host order, so a byteorder before the compare, and
+        // the value in network order.
+        let mut enc = RuleEnc::new(Family::Bridge, 0);
+        enc.stmt(&Stmt::Match {
+            left: Expr::NumgenRandom(10_000),
+            op: CmpOp::Lt,
+            right: Expr::Value(Value::Num(50)),
+        })
+        .unwrap();
+        assert_eq!(names(&enc), ["numgen", "byteorder", "cmp"]);
+        let last = AttrIter(&enc.exprs.buf).last().unwrap().unwrap().1;
+        let e = attr_table::<3>(last).unwrap();
+        let cmp = attr_table::<4>(e[2].unwrap()).unwrap();
+        assert_eq!(crate::nl::be32(cmp[2].unwrap()).unwrap(), 2, "NFT_CMP_LT");
+        let data = attr_table::<2>(cmp[3].unwrap()).unwrap();
+        assert_eq!(data[1].unwrap(), 50u32.to_be_bytes());
+        // A port is in network order already.
+        let mut enc = RuleEnc::new(Family::Inet, 0);
+        enc.stmt(&Stmt::Match {
+            left: Expr::Payload(Field::ThDport),
+            op: CmpOp::Lt,
+            right: Expr::Value(Value::Port(1024)),
+        })
+        .unwrap();
+        assert_eq!(names(&enc), ["payload", "cmp"]);
+        // Not against sets, keywords or masks.
+        for (left, right) in [
+            (
+                Expr::Payload(Field::ThDport),
+                Expr::AnonSet(vec![vec![Value::Port(1)], vec![Value::Port(2)]]),
+            ),
+            (Expr::Ct(CtKey::State), Expr::keyword(Keyword::New)),
+            (
+                Expr::And(Box::new(Expr::Meta(MetaKey::Mark)), 0xff),
+                Expr::Value(Value::Num(1)),
+            ),
+        ] {
+            let mut enc = RuleEnc::new(Family::Inet, 0);
+            assert!(enc
+                .stmt(&Stmt::Match {
+                    left,
+                    op: CmpOp::Lt,
+                    right
+                })
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn bridge_tables_refuse_what_needs_a_link_layer_dependency() {
+        let mut enc = RuleEnc::new(Family::Bridge, 0);
+        assert_eq!(
+            enc.stmt(&Stmt::Match {
+                left: Expr::Payload(Field::IpSaddr),
+                op: CmpOp::Eq,
+                right: Expr::value("10.0.0.1".parse::<IpAddr>().unwrap()),
+            }),
+            Err(Unsupported("header field in a bridge table"))
+        );
+        assert_eq!(
+            enc.stmt(&Stmt::Masquerade {
+                fully_random: false
+            }),
+            Err(Unsupported("nat, reject or MSS clamping in a bridge table"))
+        );
+        assert!(enc
+            .stmt(&Stmt::Match {
+                left: Expr::Meta(MetaKey::Iifname),
+                op: CmpOp::Eq,
+                right: Expr::Value(Value::Ifname("site10".into())),
+            })
+            .is_ok());
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub(crate) fn family_code(f: Family) -> u8 {
         Family::Inet => 1,
         Family::Ip => 2,
         Family::Ip6 => 10,
+        Family::Bridge => 7,
     }
 }
 pub(crate) fn table_attr(name: &str) -> Attrs {
