@@ -238,6 +238,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         vtep_mac: vtep,
         cluster_cidrs: config.cluster_cidr.clone(),
         remote_cluster_cidrs: Vec::new(),
+        global_egress: None,
     };
     // Beside kube-proxy (`serviceProxy: false`) no Service table is programmed, and the
     // program removes sarasa's own if a previous configuration left them.
@@ -277,7 +278,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         config.ipam_data_dir.clone(),
     );
     // The cluster set's gateway and routes; the other clusters' ranges reach the plan.
-    let (remote_tx, remote_rx) = tokio::sync::watch::channel(Vec::new());
+    let (remote_tx, remote_rx) = tokio::sync::watch::channel(Default::default());
     tasks.push(tokio::spawn(
         crate::gateway::Gateway::new(client.clone(), &config.node_name, target.clone(), remote_tx)
             .run(),
@@ -443,7 +444,7 @@ struct Reconciler<A: Applier> {
     /// This node's podCIDRs, for the BGP speaker (nobody listens with other backends).
     bgp_cidrs: tokio::sync::watch::Sender<Vec<ipnet::IpNet>>,
     /// The other clusters' ranges of this cluster's set ([`crate::gateway`]).
-    remote_cidrs: tokio::sync::watch::Receiver<Vec<ipnet::IpNet>>,
+    remote_cidrs: tokio::sync::watch::Receiver<crate::gateway::SetRanges>,
 }
 
 impl<A: Applier + Send + 'static> Reconciler<A> {
@@ -558,9 +559,11 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
 
         // A plan that cannot be compiled (a bad Node) fails the fabric part only: services
         // and policy go on. Remote Nodes that conflict are left out and reported.
-        self.local
-            .remote_cluster_cidrs
-            .clone_from(&self.remote_cidrs.borrow());
+        {
+            let set = self.remote_cidrs.borrow();
+            self.local.remote_cluster_cidrs.clone_from(&set.remote);
+            self.local.global_egress = set.global_egress;
+        }
         let plan = match self.trust.compile(state, &self.local) {
             Ok(p) => {
                 self.bgp_cidrs.send_if_modified(|c| {

@@ -38,8 +38,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use sarasa_model::clusterset::{
-    CableKind, RemoteCluster, CONFIGMAP_CABLE_KEY, CONFIGMAP_KEY, CONFIGMAP_NAME,
-    CONFIGMAP_NAMESPACE,
+    CableKind, RemoteCluster, CONFIGMAP_CABLE_KEY, CONFIGMAP_GLOBAL_KEY, CONFIGMAP_KEY,
+    CONFIGMAP_NAME, CONFIGMAP_NAMESPACE,
 };
 use sarasa_model::MacAddr;
 use sarasa_netns::{Netlink, Route, VxlanSpec, TABLE_MAIN};
@@ -129,6 +129,28 @@ pub struct Desired {
 pub struct SetView {
     pub cable: CableKind,
     pub remotes: Vec<RemoteCluster>,
+    /// Under GlobalNet, this cluster's global CIDR.
+    pub global_cidr: Option<IpNet>,
+}
+
+/// What the node plan takes from the cluster set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetRanges {
+    /// The other clusters' ranges (their global CIDRs under GlobalNet).
+    pub remote: Vec<IpNet>,
+    /// Under GlobalNet, this cluster's egress address.
+    pub global_egress: Option<IpAddr>,
+}
+
+impl SetView {
+    pub fn ranges(&self) -> SetRanges {
+        SetRanges {
+            remote: self.remotes.iter().flat_map(|r| r.cidrs()).collect(),
+            global_egress: self
+                .global_cidr
+                .and_then(sarasa_model::clusterset::global_egress_ip),
+        }
+    }
 }
 
 /// The other cluster's gateway, when it can be cabled to: it has a WAN address (and, for
@@ -396,8 +418,9 @@ pub struct Gateway {
     pub leases: Api<Lease>,
     pub config_maps: Api<ConfigMap>,
     pub target: NetnsTarget,
-    /// The other clusters' ranges, for the node plan (never masqueraded).
-    pub remote_cidrs: tokio::sync::watch::Sender<Vec<IpNet>>,
+    /// The other clusters' ranges (never masqueraded) and the GlobalNet egress address, for
+    /// the node plan.
+    pub remote_cidrs: tokio::sync::watch::Sender<SetRanges>,
     /// This gateway's WireGuard keys, made when the agent starts.
     keypair: wireguard::Keypair,
     /// The WireGuard cable while this node is the active gateway of a `wireguard` set.
@@ -476,8 +499,9 @@ fn current_holder(lease: Option<&Lease>) -> Option<(String, Instant)> {
     (left > 0).then(|| (holder, Instant::now() + Duration::from_millis(left as u64)))
 }
 
-/// The set's view from its ConfigMap; `None` outside a set (no ConfigMap).
-fn set_view(cm: Option<&ConfigMap>) -> Result<Option<SetView>> {
+/// The set's view from its ConfigMap; `None` outside a set (no ConfigMap). Trace reads it
+/// alike, so its node plans are the agents'.
+pub fn set_view(cm: Option<&ConfigMap>) -> Result<Option<SetView>> {
     let Some(cm) = cm else {
         return Ok(None);
     };
@@ -494,7 +518,18 @@ fn set_view(cm: Option<&ConfigMap>) -> Result<Option<SetView>> {
         Some(text) => serde_json::from_str(text).map_err(|e| bad(CONFIGMAP_KEY, e.to_string()))?,
         None => Vec::new(),
     };
-    Ok(Some(SetView { cable, remotes }))
+    let global_cidr = data
+        .get(CONFIGMAP_GLOBAL_KEY)
+        .map(|text| {
+            text.parse::<IpNet>()
+                .map_err(|e| bad(CONFIGMAP_GLOBAL_KEY, format!("{text:?}: {e}")))
+        })
+        .transpose()?;
+    Ok(Some(SetView {
+        cable,
+        remotes,
+        global_cidr,
+    }))
 }
 
 impl Gateway {
@@ -502,7 +537,7 @@ impl Gateway {
         client: kube::Client,
         node: &str,
         target: NetnsTarget,
-        remote_cidrs: tokio::sync::watch::Sender<Vec<IpNet>>,
+        remote_cidrs: tokio::sync::watch::Sender<SetRanges>,
     ) -> Self {
         Gateway {
             node: node.to_string(),
@@ -613,7 +648,8 @@ impl Gateway {
         let holder = current_holder(current.as_ref()).map(|(h, _)| h);
         let mine = holder.as_deref() == Some(&self.node);
         let take = candidate && (mine || holder.is_none());
-        if !take && !(mine && !candidate) {
+        let give_up = mine && !candidate;
+        if !take && !give_up {
             return Ok(holder);
         }
         let spec = current
@@ -684,7 +720,7 @@ impl Gateway {
             // Not (or no longer) in a set: nothing of it stays on the node.
             self.wireguard = None;
             self.program(Desired::default()).await?;
-            self.publish_remote_cidrs(Vec::new());
+            self.publish_ranges(SetRanges::default());
             return Ok(RESYNC);
         };
         let candidate_node = |name: &str| views.candidates.get(&ObjectRef::new(name));
@@ -752,7 +788,7 @@ impl Gateway {
         let want = desired(&set, role);
         self.wireguard_cable(&want)?;
         self.program(want).await?;
-        self.publish_remote_cidrs(set.remotes.iter().flat_map(|r| r.cidrs()).collect());
+        self.publish_ranges(set.ranges());
         // Next: the holder renews; a candidate also checks its WAN link; everyone wakes when
         // the current Lease runs out (a watch event comes first when someone renews or takes
         // it).
@@ -819,11 +855,11 @@ impl Gateway {
     }
 
     /// Hands the other clusters' ranges to the node plan when they changed.
-    fn publish_remote_cidrs(&self, cidrs: Vec<IpNet>) {
+    fn publish_ranges(&self, ranges: SetRanges) {
         self.remote_cidrs.send_if_modified(|c| {
-            let changed = *c != cidrs;
+            let changed = *c != ranges;
             if changed {
-                *c = cidrs;
+                *c = ranges;
             }
             changed
         });
@@ -848,11 +884,16 @@ mod tests {
             gateway_ip: gw.map(|g| g.parse().unwrap()),
             gateway_node: None,
             gateway_public_key: key.map(str::to_string),
+            global_cidr: None,
         }
     }
 
     fn set(cable: CableKind, remotes: Vec<RemoteCluster>) -> SetView {
-        SetView { cable, remotes }
+        SetView {
+            cable,
+            remotes,
+            global_cidr: None,
+        }
     }
 
     #[test]

@@ -138,7 +138,7 @@ async fn the_agents_requests_are_allowed_by_deploy_rbac_yaml() {
         .expect("renew lease");
     // The cluster-set gateway: the election (create, then renew with a precondition) and the
     // other clusters' ConfigMap (absent here: no cluster set).
-    let (remote_tx, _remote_rx) = tokio::sync::watch::channel(Vec::new());
+    let (remote_tx, _remote_rx) = tokio::sync::watch::channel(Default::default());
     let gateway = sarasa_agent::gateway::Gateway::new(
         client.clone(),
         "n1",

@@ -30,7 +30,8 @@ enum ClustersetCommand {
         /// The cable between the clusters' gateways: wireguard (encrypted) or vxlan
         #[arg(long)]
         cable: Option<String>,
-        /// Global CIDR(s) for clusters whose ranges overlap (CIDR[,CIDR6]); not built yet
+        /// GlobalNet, for clusters whose ranges overlap: the IPv4 range (at least a /16) each
+        /// cluster gets a /16 global CIDR of (e.g. 242.0.0.0/8); IPv6 (CIDR,CIDR6) is not built
         #[arg(long)]
         globalnet: Option<String>,
         /// The WAN's delay per crossing (e.g. 20ms: 40ms more round trip between two sites);
@@ -104,7 +105,13 @@ pub fn run(args: Vec<String>) -> Result<ExitCode> {
                 cs.wan.loss_text(),
                 cs.members
                     .iter()
-                    .map(|m| format!("{} (cluster {}, WAN {})", m.lab, m.cluster_id, m.wan_ip))
+                    .map(|m| match m.global_cidr {
+                        Some(g) => format!(
+                            "{} (cluster {}, WAN {}, global {g})",
+                            m.lab, m.cluster_id, m.wan_ip
+                        ),
+                        None => format!("{} (cluster {}, WAN {})", m.lab, m.cluster_id, m.wan_ip),
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             );
@@ -147,7 +154,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn print_status(st: &clusterset::SetStatus) {
-    println!("cluster set {} ({} cable)", st.name, st.cable);
+    println!(
+        "cluster set {} ({} cable{})",
+        st.name,
+        st.cable,
+        st.globalnet
+            .as_deref()
+            .map(|g| format!(", GlobalNet {g}"))
+            .unwrap_or_default()
+    );
     println!(
         "WAN {}: delay {}, loss {} per crossing",
         st.wan.netns, st.wan.delay, st.wan.loss
@@ -179,10 +194,14 @@ fn print_status(st: &clusterset::SetStatus) {
             ),
             None => ("-", "-".into(), "-".into(), "-".into()),
         };
+        let cluster = match &c.global_cidr {
+            Some(g) => format!("{} ({g})", c.cluster_id),
+            None => c.cluster_id.clone(),
+        };
         println!(
             "{:<16} {:<16} {:<14} {:<6} {:<8} {:>8} {:>8}  {last}",
             c.lab,
-            c.cluster_id,
+            cluster,
             c.wan_ip,
             if c.lab_up { "yes" } else { "no" },
             broker,

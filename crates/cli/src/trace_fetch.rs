@@ -53,31 +53,27 @@ pub fn world(lab: &Lab, warnings: &mut Vec<String>) -> Result<World> {
             .map(|s| (**s).clone())
             .collect(),
         policy,
-        remote_cluster_cidrs: remotes.iter().flat_map(|r| r.cidrs()).collect(),
+        remote_cluster_cidrs: remotes.remote,
+        global_egress: remotes.global_egress,
     };
     let routes = trace_world::service_routes(&lab.spec)?;
     trace_world::world(&lab.spec, objects, routes, warnings)
 }
 
-/// The other clusters of the lab's cluster set, as the agents read them (none outside a set).
-async fn remote_clusters(
-    c: &kube::Client,
-) -> Result<Vec<sarasa_model::clusterset::RemoteCluster>, LabError> {
-    use sarasa_model::clusterset::{CONFIGMAP_KEY, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
+/// What the node plans take from the lab's cluster set, as the agents read it (nothing outside
+/// a set).
+async fn remote_clusters(c: &kube::Client) -> Result<sarasa_agent::gateway::SetRanges, LabError> {
+    use sarasa_model::clusterset::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
     let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(c.clone(), CONFIGMAP_NAMESPACE);
     let cm = api
         .get_opt(CONFIGMAP_NAME)
         .await
         .map_err(|e| LabError::Api(e.to_string()))?;
-    match cm
-        .and_then(|c| c.data)
-        .and_then(|d| d.get(CONFIGMAP_KEY).cloned())
-    {
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| LabError::Invalid(format!("{CONFIGMAP_NAME} {CONFIGMAP_KEY}: {e}"))),
-        None => Ok(Vec::new()),
-    }
+    Ok(sarasa_agent::gateway::set_view(cm.as_ref())
+        .map_err(|e| LabError::Invalid(e.to_string()))?
+        .map(|v| v.ranges())
+        .unwrap_or_default())
 }
 
 /// The SVG of the lab's topology with `result`'s path drawn on it.

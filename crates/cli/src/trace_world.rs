@@ -43,6 +43,8 @@ pub struct Objects {
     pub policy: PolicyState,
     /// The other clusters' ranges of the lab's cluster set (never masqueraded).
     pub remote_cluster_cidrs: Vec<ipnet::IpNet>,
+    /// Under GlobalNet, the cluster's egress address.
+    pub global_egress: Option<IpAddr>,
 }
 
 /// Compiles every node's plan and assembles the world. Nodes without a podCIDR or underlay
@@ -86,6 +88,7 @@ pub fn world(
             vtep_mac: n.vtep_mac,
             cluster_cidrs: vec![spec.cluster_cidr.into()],
             remote_cluster_cidrs: objects.remote_cluster_cidrs.clone(),
+            global_egress: objects.global_egress,
         };
         let mut node_addresses = vec![underlay];
         node_addresses.extend(n.internal_ip.filter(|ip| *ip != underlay));

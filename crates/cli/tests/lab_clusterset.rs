@@ -7,7 +7,7 @@
 //! both it lists both; with the broker stopped each cluster keeps its last state, and catches
 //! up when it is back; `leave` takes a lab's exports out of the other and theirs out of it;
 //! `delete` leaves nothing behind. Refused, with nothing built: unknown labs, overlapping
-//! ranges (both clusters and ranges named), GlobalNet (not built yet).
+//! ranges (both clusters and ranges named), IPv6 GlobalNet (not built yet).
 
 mod common;
 
@@ -98,10 +98,10 @@ fn two_labs_share_their_exports_through_the_broker() {
         "--lab",
         &east.name,
         "--globalnet",
-        "242.0.0.0/8",
+        "242.0.0.0/8,fd00:242::/48",
     ]);
     assert!(
-        e.contains("--globalnet") && e.contains("not built yet"),
+        e.contains("--globalnet") && e.contains("IPv6") && e.contains("not built yet"),
         "{e}"
     );
     assert!(!wan_exists(&set), "a refused join built the WAN");

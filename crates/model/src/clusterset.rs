@@ -12,6 +12,22 @@ pub const CONFIGMAP_NAME: &str = "sarasa-clusterset";
 pub const CONFIGMAP_KEY: &str = "clusters.json";
 /// The set's cable kind (`wireguard` or `vxlan`); absent means `wireguard`, the default.
 pub const CONFIGMAP_CABLE_KEY: &str = "cable";
+/// With GlobalNet: this cluster's own global CIDR (its pods leave for the other clusters with
+/// its first address, [`global_egress_ip`]).
+pub const CONFIGMAP_GLOBAL_KEY: &str = "globalCIDR";
+pub use crate::ANNOTATION_GLOBAL_IP;
+
+/// The address a cluster's pods leave for the other clusters with, under GlobalNet: the first
+/// of its global CIDR.
+pub fn global_egress_ip(global: IpNet) -> Option<std::net::IpAddr> {
+    global.hosts().next()
+}
+
+/// The addresses a cluster gives its exported Services under GlobalNet: the rest of its global
+/// CIDR after the egress address.
+pub fn global_ingress_ips(global: IpNet) -> impl Iterator<Item = std::net::IpAddr> {
+    global.hosts().skip(1)
+}
 
 /// How the clusters' active gateways are connected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,11 +80,45 @@ pub struct RemoteCluster {
     /// The active gateway's WireGuard public key (base64, as `wg` prints it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_public_key: Option<String>,
+    /// With GlobalNet: its global CIDR, the only range of it the other clusters reach (its
+    /// pod and Service ranges may overlap theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_cidr: Option<IpNet>,
 }
 
 impl RemoteCluster {
-    /// The ranges reached through the gateway.
-    pub fn cidrs(&self) -> [IpNet; 2] {
-        [self.pod_cidr, self.service_cidr]
+    /// The ranges reached through the gateway: its global CIDR under GlobalNet, else its pod
+    /// and Service ranges.
+    pub fn cidrs(&self) -> Vec<IpNet> {
+        match self.global_cidr {
+            Some(g) => vec![g],
+            None => vec![self.pod_cidr, self.service_cidr],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globalnet_addresses_come_from_the_global_cidr() {
+        let g: IpNet = "242.1.0.0/16".parse().unwrap();
+        assert_eq!(global_egress_ip(g), Some("242.1.0.1".parse().unwrap()));
+        let ingress: Vec<_> = global_ingress_ips(g).take(2).collect();
+        assert_eq!(
+            ingress,
+            ["242.1.0.2", "242.1.0.3"].map(|a| a.parse::<std::net::IpAddr>().unwrap())
+        );
+        let r = RemoteCluster {
+            cluster_id: "east".into(),
+            pod_cidr: "10.244.0.0/16".parse().unwrap(),
+            service_cidr: "10.96.0.0/12".parse().unwrap(),
+            gateway_ip: None,
+            gateway_node: None,
+            gateway_public_key: None,
+            global_cidr: Some(g),
+        };
+        assert_eq!(r.cidrs(), [g], "its overlapping ranges are not routed");
     }
 }

@@ -110,6 +110,19 @@ impl TryFrom<&core::Service> for Service {
         for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
             external_ips.push(cx.ip(format!("spec.externalIPs[{i}]"), ip)?);
         }
+        // GlobalNet: an exported Service's global ingress address.
+        let mut global_ips = Vec::new();
+        if let Some(ip) = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::ANNOTATION_GLOBAL_IP))
+        {
+            global_ips.push(cx.ip(
+                format!("metadata.annotations[{}]", crate::ANNOTATION_GLOBAL_IP),
+                ip,
+            )?);
+        }
         let mut load_balancer_ips = Vec::new();
         let ingress = svc
             .status
@@ -229,6 +242,7 @@ impl TryFrom<&core::Service> for Service {
                 .as_ref()
                 .and_then(|l| l.get(MCS_SERVICE_NAME_LABEL))
                 .cloned(),
+            global_ips,
         })
     }
 }
@@ -438,6 +452,33 @@ mod tests {
             }
         );
         assert!(s.is_proxied());
+    }
+
+    #[test]
+    fn a_global_ingress_address_is_read_from_its_annotation() {
+        let mut k = lb_service();
+        k.metadata.annotations = Some(
+            [(
+                crate::ANNOTATION_GLOBAL_IP.to_string(),
+                "242.0.0.2".to_string(),
+            )]
+            .into(),
+        );
+        let s = Service::try_from(&k).unwrap();
+        assert_eq!(s.global_ips, ["242.0.0.2".parse::<IpAddr>().unwrap()]);
+        assert!(s.external_ips.is_empty());
+        k.metadata.annotations = Some(
+            [(
+                crate::ANNOTATION_GLOBAL_IP.to_string(),
+                "242.0.0".to_string(),
+            )]
+            .into(),
+        );
+        let e = Service::try_from(&k).unwrap_err();
+        assert_eq!(
+            e.field,
+            format!("metadata.annotations[{}]", crate::ANNOTATION_GLOBAL_IP)
+        );
     }
 
     #[test]

@@ -158,6 +158,11 @@ pub struct Service {
     /// The `multicluster.kubernetes.io/service-name` label of a derived Service: the
     /// ServiceImport it stands for, which cluster DNS names under `clusterset.local`.
     pub mcs_import: Option<String>,
+    /// GlobalNet: the global ingress address of an exported Service
+    /// ([`crate::ANNOTATION_GLOBAL_IP`]), where the other clusters of its set reach it. Served
+    /// like the ClusterIP (internal policy, the source kept: the other cluster's egress
+    /// address), not like an external address.
+    pub global_ips: Vec<IpAddr>,
 }
 
 impl Service {

@@ -40,9 +40,13 @@ pub struct LocalNode {
     /// The vtep MAC of this node's VXLAN device (vxlan backend).
     pub vtep_mac: Option<MacAddr>,
     pub cluster_cidrs: Vec<IpNet>,
-    /// The pod and Service ranges of the other clusters of its cluster set: reached through
-    /// the gateway with the pod's address kept, so never masqueraded.
+    /// The pod and Service ranges of the other clusters of its cluster set (their global
+    /// CIDRs under GlobalNet): reached through the gateway with the pod's address kept, so
+    /// never masqueraded.
     pub remote_cluster_cidrs: Vec<IpNet>,
+    /// Under GlobalNet: this cluster's egress address. Pods' packets leaving through a cable
+    /// for the other clusters are SNATed to it (on the active gateway, which has the cable).
+    pub global_egress: Option<IpAddr>,
 }
 
 /// A node as the fabric sees it (this one included), from its Node object.
@@ -132,6 +136,18 @@ pub struct Masquerade {
     /// (Submariner's clamp-mss-to-pmtu), so connections across the cable need no
     /// fragmentation or PMTU discovery.
     pub clamp_mss: bool,
+    /// Under GlobalNet: the cluster's pods reach the other clusters' global CIDRs from its
+    /// egress address.
+    pub global_snat: Option<GlobalSnat>,
+}
+
+/// GlobalNet's egress SNAT: packets from `from` (this cluster's pod ranges) to `to` (the other
+/// clusters' global CIDRs) leaving through a cable device leave from `egress`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalSnat {
+    pub egress: IpAddr,
+    pub from: Vec<IpNet>,
+    pub to: Vec<IpNet>,
 }
 
 /// The vpc backend's view of this node's addresses.
@@ -485,6 +501,18 @@ pub fn compile_trusted(
                 .map(|c| c.trunc())
                 .collect(),
             clamp_mss: !local.remote_cluster_cidrs.is_empty(),
+            global_snat: local
+                .global_egress
+                .filter(|_| !local.remote_cluster_cidrs.is_empty())
+                .map(|egress| GlobalSnat {
+                    egress,
+                    from: cluster_cidrs.clone(),
+                    to: local
+                        .remote_cluster_cidrs
+                        .iter()
+                        .map(|c| c.trunc())
+                        .collect(),
+                }),
         },
         pod_cidrs,
         mtu,
@@ -540,6 +568,7 @@ mod tests {
             vtep_mac: Some(mac(1)),
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             remote_cluster_cidrs: Vec::new(),
+            global_egress: None,
         }
     }
 

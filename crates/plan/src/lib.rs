@@ -29,9 +29,9 @@ use sarasa_nft::{Family, Table};
 pub use apply::{Applied, Applier, PlanDelta, Recording, TableChange};
 pub use build::{build, NodeInputs, PolicyInputs};
 pub use fabric::{
-    ConflictReason, Fabric, FabricPlan, FdbEntry, LocalNode, Masquerade, Neighbour, NodeConflict,
-    PeerNode, Route, RouteDev, VxlanDevice, CABLE_DEVICES, NODE_BRIDGE, VXLAN_DEVICE, VXLAN_PORT,
-    VXLAN_VNI,
+    ConflictReason, Fabric, FabricPlan, FdbEntry, GlobalSnat, LocalNode, Masquerade, Neighbour,
+    NodeConflict, PeerNode, Route, RouteDev, VxlanDevice, CABLE_DEVICES, NODE_BRIDGE, VXLAN_DEVICE,
+    VXLAN_PORT, VXLAN_VNI,
 };
 
 /// An nftables table by family and name (`inet sarasa-svc07`).

@@ -9,7 +9,7 @@ use sarasa_nft::{
     TCP_RST, TCP_SYN,
 };
 
-use crate::fabric::{Masquerade, CABLE_DEVICES};
+use crate::fabric::{GlobalSnat, Masquerade, CABLE_DEVICES};
 
 pub const TABLE_FAMILY: &str = "inet";
 pub const TABLE_NAME: &str = "sarasa-node";
@@ -46,10 +46,6 @@ fn set_of(cidrs: &[IpNet]) -> Expr {
 /// size set rt mtu`: SYNs (and SYN-ACKs) leaving through a cable carry an MSS the cable's MTU
 /// fits.
 fn clamp_chain() -> Chain {
-    let cables = CABLE_DEVICES
-        .iter()
-        .map(|d| vec![Value::Ifname(d.to_string())])
-        .collect();
     Chain::base(
         "forward",
         ChainType::Filter,
@@ -59,7 +55,7 @@ fn clamp_chain() -> Chain {
     )
     .rule(
         Rule::new()
-            .eq(Expr::Meta(MetaKey::Oifname), Expr::AnonSet(cables))
+            .eq(Expr::Meta(MetaKey::Oifname), cables())
             .eq(
                 Expr::And(Box::new(Expr::Payload(Field::TcpFlags)), TCP_SYN | TCP_RST),
                 Expr::Value(Value::Num(TCP_SYN)),
@@ -68,7 +64,43 @@ fn clamp_chain() -> Chain {
     )
 }
 
-/// The table: one rule per family with pod CIDRs on this node; the MSS clamp in a cluster set.
+fn cables() -> Expr {
+    Expr::AnonSet(
+        CABLE_DEVICES
+            .iter()
+            .map(|d| vec![Value::Ifname(d.to_string())])
+            .collect(),
+    )
+}
+
+/// GlobalNet's egress: `oifname { cables } ip saddr { cluster } ip daddr { other clusters'
+/// global CIDRs } snat ip to EGRESS` (the pods' own addresses may overlap the other
+/// clusters').
+fn global_snat_rule(g: &GlobalSnat) -> Option<Rule> {
+    let v4 = g.egress.is_ipv4();
+    let (saddr, daddr) = if v4 {
+        (Field::IpSaddr, Field::IpDaddr)
+    } else {
+        (Field::Ip6Saddr, Field::Ip6Daddr)
+    };
+    let family = |c: &&IpNet| c.addr().is_ipv4() == v4;
+    let from: Vec<IpNet> = g.from.iter().filter(family).copied().collect();
+    let to: Vec<IpNet> = g.to.iter().filter(family).copied().collect();
+    if from.is_empty() || to.is_empty() {
+        return None;
+    }
+    Some(
+        Rule::new()
+            .eq(Expr::Meta(MetaKey::Oifname), cables())
+            .eq(Expr::Payload(saddr), set_of(&from))
+            .eq(Expr::Payload(daddr), set_of(&to))
+            .then(Stmt::Counter)
+            .then(Stmt::Snat { addr: g.egress }),
+    )
+}
+
+/// The table: one rule per family with pod CIDRs on this node; the MSS clamp in a cluster set;
+/// GlobalNet's egress SNAT.
 pub fn table(m: &Masquerade) -> Table {
     let mut chain = Chain::base(
         "postrouting",
@@ -77,6 +109,9 @@ pub fn table(m: &Masquerade) -> Table {
         PRIORITY,
         Policy::Accept,
     );
+    if let Some(rule) = m.global_snat.as_ref().and_then(global_snat_rule) {
+        chain = chain.rule(rule);
+    }
     for (saddr, daddr, multicast, is_v4) in [
         (Field::IpSaddr, Field::IpDaddr, "224.0.0.0/4", true),
         (Field::Ip6Saddr, Field::Ip6Daddr, "ff00::/8", false),
@@ -128,6 +163,7 @@ mod tests {
                 "10.244.1.0/24".parse().unwrap(),
             ],
             clamp_mss: false,
+            global_snat: None,
         };
         let t = table(&m);
         t.validate().unwrap();
@@ -154,6 +190,7 @@ mod tests {
             ],
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             clamp_mss: false,
+            global_snat: None,
         };
         let text = table(&m).render();
         assert!(
@@ -164,6 +201,10 @@ mod tests {
 
     /// The plan of node n1 of a 2-node cluster, in a cluster set when `remote` ranges are given.
     fn plan_masquerade(remote: &[&str]) -> Masquerade {
+        plan_masquerade_global(remote, None)
+    }
+
+    fn plan_masquerade_global(remote: &[&str], egress: Option<&str>) -> Masquerade {
         use crate::fabric::{compile, LocalNode, PeerNode};
         let peer = |name: &str, cidr: &str, ip: &str| PeerNode {
             name: name.into(),
@@ -180,6 +221,7 @@ mod tests {
             vtep_mac: None,
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             remote_cluster_cidrs: remote.iter().map(|c| c.parse().unwrap()).collect(),
+            global_egress: egress.map(|e| e.parse().unwrap()),
         };
         let nodes = [
             peer("n1", "10.244.1.0/24", "192.168.33.11"),
@@ -221,5 +263,23 @@ mod tests {
         let text = t.render();
         assert!(!text.contains("maxseg"), "{text}");
         assert!(!text.contains("hook forward"), "{text}");
+    }
+
+    #[test]
+    fn globalnet_snats_the_clusters_pods_leaving_through_a_cable() {
+        let m = plan_masquerade_global(&["242.1.0.0/16"], Some("242.0.0.1"));
+        let t = table(&m);
+        t.validate().unwrap();
+        let text = t.render();
+        assert!(
+            text.contains(
+                "meta oifname { \"sarasa-cable\", \"sarasa-wg\" } ip saddr { 10.244.0.0/16 } ip daddr { 242.1.0.0/16 } counter snat ip to 242.0.0.1"
+            ),
+            "{text}"
+        );
+        // Without a set, no egress rule even with an address.
+        let m = plan_masquerade_global(&[], Some("242.0.0.1"));
+        assert!(m.global_snat.is_none());
+        assert!(!table(&m).render().contains("snat"));
     }
 }

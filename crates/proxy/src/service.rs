@@ -319,8 +319,26 @@ fn compile_port<'a>(
         frag.main.elements.push((
             global::no_endpoint_services(family),
             svc_key(cluster_ip, proto, port.port),
-            with_comment(internal_filter),
+            with_comment(internal_filter.clone()),
         ));
+    }
+    // GlobalNet's global ingress addresses: the other clusters reach the Service here, as
+    // its ClusterIP is reached (internal policy, their egress address kept).
+    let global_ips = same_family(&svc.global_ips);
+    for ip in &global_ips {
+        if has_internal {
+            frag.shard.elements.push((
+                global::service_ips(family),
+                svc_key(*ip, proto, port.port),
+                Element::verdict(goto(internal_chain)),
+            ));
+        } else {
+            frag.main.elements.push((
+                global::no_endpoint_services(family),
+                svc_key(*ip, proto, port.port),
+                with_comment(internal_filter.clone()),
+            ));
+        }
     }
     // externalIPs and LoadBalancer IPs.
     for ip in external_ips.iter().chain(&lb_ips) {
@@ -560,6 +578,7 @@ fn compile_port<'a>(
     if port.protocol == Protocol::Udp {
         let eps: BTreeSet<IpAddr> = endpoint_union.iter().map(|b| b.ip).collect();
         let mut dests: Vec<UdpDest> = std::iter::once(cluster_ip)
+            .chain(global_ips.iter().copied())
             .chain(external_ips.iter().copied())
             .chain(lb_ips.iter().copied())
             .map(|addr| UdpDest::Ip {

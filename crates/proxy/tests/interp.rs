@@ -325,6 +325,31 @@ fn external_ips_reach_every_endpoint_with_the_masquerade_mark() {
 }
 
 #[test]
+fn a_global_ingress_address_reaches_every_endpoint_keeping_the_source() {
+    // GlobalNet: another cluster's egress address is outside this cluster's ranges, yet is
+    // kept (not masqueraded), as for the ClusterIP from a pod.
+    let (mut s, sl) = web(&TWO);
+    s.global_ips = vec![ip("242.0.0.2")];
+    let st = build(&[s], &[sl]);
+    let paths = run(
+        &st,
+        Hook::Prerouting,
+        &from_outside("242.1.0.1", "242.0.0.2", 80),
+    );
+    assert_eq!(
+        targets(&paths),
+        eps(&[("10.244.1.5", 8080), ("10.244.2.5", 8080)])
+    );
+    assert!(paths.iter().all(|p| p.packet.mark & mark(&st) == 0));
+    let other = run(
+        &st,
+        Hook::Prerouting,
+        &from_outside("242.1.0.1", "242.0.0.2", 81),
+    );
+    assert_eq!(targets(&other), [None].into());
+}
+
+#[test]
 fn a_service_without_endpoints_is_rejected() {
     let (s, _) = web(&[]);
     let st = build(&[s], &[]);

@@ -154,6 +154,7 @@ fn world() -> World {
                 vtep_mac: p.vtep_mac,
                 cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
                 remote_cluster_cidrs: Vec::new(),
+                global_egress: None,
             };
             let plan = build(&NodeInputs {
                 local: &local,

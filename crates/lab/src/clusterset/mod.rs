@@ -14,6 +14,7 @@
 //! Not built yet (issue 12): GlobalNet, `--dual-stack`.
 
 pub mod broker;
+mod globalnet;
 pub mod state;
 pub mod sync;
 pub mod wan;
@@ -38,8 +39,9 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
 }
 
 /// Refuses members that cannot be told apart on the wire: the same cluster id, or pod or
-/// Service ranges that overlap (without GlobalNet), naming both clusters and ranges.
-pub fn check_ranges(specs: &[&LabSpec]) -> Result<(), LabError> {
+/// Service ranges that overlap (without GlobalNet, `globalnet` false), naming both clusters
+/// and ranges.
+pub fn check_ranges(specs: &[&LabSpec], globalnet: bool) -> Result<(), LabError> {
     for (i, a) in specs.iter().enumerate() {
         for b in &specs[i + 1..] {
             if a.cluster_id() == b.cluster_id() {
@@ -50,12 +52,15 @@ pub fn check_ranges(specs: &[&LabSpec]) -> Result<(), LabError> {
                     a.cluster_id()
                 )));
             }
+            if globalnet {
+                continue;
+            }
             let ranges = |s: &LabSpec| [("pods", s.cluster_cidr), ("Services", s.service_cidr)];
             for (what_a, ra) in ranges(a) {
                 for (what_b, rb) in ranges(b) {
                     if overlaps(ra, rb) {
                         return Err(LabError::Invalid(format!(
-                            "clusters {} ({what_a} {ra}) and {} ({what_b} {rb}) overlap: without GlobalNet every cluster of a set needs ranges of its own (lab up --pod-cidr/--service-cidr)",
+                            "clusters {} ({what_a} {ra}) and {} ({what_b} {rb}) overlap: without GlobalNet every cluster of a set needs ranges of its own (lab up --pod-cidr/--service-cidr), or join with --globalnet CIDR",
                             a.cluster_id(),
                             b.cluster_id()
                         )));
@@ -114,11 +119,7 @@ pub fn join(
             "--wan-delay: {us}us is over 10s"
         )));
     }
-    if let Some(g) = globalnet {
-        return Err(LabError::Invalid(format!(
-            "--globalnet {g}: GlobalNet is not built yet; give each lab its own ranges (lab up --pod-cidr/--service-cidr)"
-        )));
-    }
+    let globalnet = globalnet.map(state::parse_globalnet).transpose()?;
     if labs.is_empty() {
         return Err(LabError::Invalid(
             "name at least one lab to join (--lab NAME)".into(),
@@ -132,6 +133,14 @@ pub fn join(
                     cs.cable
                 )));
             }
+            if let Some(g) = globalnet.filter(|g| Some(*g) != cs.globalnet) {
+                return Err(LabError::Invalid(match cs.globalnet {
+                    Some(have) => format!("--globalnet {g}: cluster set {set} uses {have}"),
+                    None => {
+                        format!("--globalnet {g}: cluster set {set} was made without GlobalNet")
+                    }
+                }));
+            }
             cs
         }
         None => ClusterSet {
@@ -140,6 +149,7 @@ pub fn join(
             wan: WanLink::default(),
             broker_token: crate::pki::random_token(),
             members: Vec::new(),
+            globalnet,
         },
     };
     let before = cs.wan;
@@ -160,7 +170,19 @@ pub fn join(
         .filter_map(|m| Lab::open(&m.lab).ok())
         .collect();
     let all: Vec<&LabSpec> = members.iter().chain(&joining).map(|l| &l.spec).collect();
-    check_ranges(&all)?;
+    check_ranges(&all, cs.globalnet.is_some())?;
+    if let Some(g) = cs.globalnet {
+        for spec in &all {
+            for (what, r) in [("pods", spec.cluster_cidr), ("Services", spec.service_cidr)] {
+                if overlaps(g, r) {
+                    return Err(LabError::Invalid(format!(
+                        "--globalnet {g} overlaps cluster {}'s {what} {r}",
+                        spec.cluster_id()
+                    )));
+                }
+            }
+        }
+    }
     for l in &joining {
         if let Some(other) = member_of_another_set(&l.spec.name, set)? {
             return Err(LabError::Invalid(format!(
@@ -210,6 +232,7 @@ fn build(
             wan_ip,
             wan_port,
             gateways: Vec::new(),
+            global_cidr: cs.next_global_cidr(&[])?,
         };
         let mut taken = vec![wan_ip];
         for node in lab.spec.nodes.iter().take(GATEWAYS) {
@@ -380,6 +403,8 @@ async fn withdraw(
                 .await;
         }
     }
+    // GlobalNet: the global addresses of its Services go back.
+    globalnet::release(&local).await.map_err(api_err)?;
     let _ = Api::<ConfigMap>::namespaced(local, sarasa_model::clusterset::CONFIGMAP_NAMESPACE)
         .delete(
             sarasa_model::clusterset::CONFIGMAP_NAME,
@@ -484,6 +509,9 @@ pub fn delete(set: &str) -> Result<(), LabError> {
 pub struct SetStatus {
     pub name: String,
     pub cable: Cable,
+    /// `--globalnet`: the range the members' global CIDRs come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub globalnet: Option<String>,
     pub wan: WanStatus,
     pub broker: BrokerStatus,
     pub clusters: Vec<ClusterStatus>,
@@ -599,6 +627,9 @@ pub struct ClusterStatus {
     pub lab: String,
     pub cluster_id: String,
     pub wan_ip: String,
+    /// Under GlobalNet: its global CIDR.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_cidr: Option<String>,
     pub lab_up: bool,
     pub sync: Option<sync::SyncStatus>,
 }
@@ -650,6 +681,7 @@ pub fn status(set: &str) -> Result<SetStatus, LabError> {
             lab: m.lab.clone(),
             cluster_id: m.cluster_id.clone(),
             wan_ip: m.wan_ip.to_string(),
+            global_cidr: m.global_cidr.map(|g| g.to_string()),
             lab_up: Lab::open(&m.lab).is_ok(),
             sync: crate::state::read_json(&sync::status_file(&m.lab))
                 .ok()
@@ -659,6 +691,7 @@ pub fn status(set: &str) -> Result<SetStatus, LabError> {
     Ok(SetStatus {
         name: cs.name.clone(),
         cable: cs.cable,
+        globalnet: cs.globalnet.map(|g| g.to_string()),
         wan: WanStatus {
             netns: state::wan_netns(set),
             delay: cs.wan.delay_text(),

@@ -6,6 +6,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{read_json, write_json_atomic};
@@ -17,6 +18,32 @@ pub const WAN_NET: &str = "172.30.0.0/24";
 pub const BROKER_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
 pub const BROKER_PORT: u16 = 6443;
 const FIRST_SITE: u8 = 10;
+
+/// Each cluster's share of the set's GlobalNet range (Submariner's default cluster size).
+pub const GLOBAL_CIDR_PREFIX: u8 = 16;
+
+/// `--globalnet CIDR[,CIDR6]`: an IPv4 range at least a /16 (each cluster gets a /16 of it). An
+/// IPv6 range is refused: the labs have no IPv6 yet (`--dual-stack` is not built).
+pub fn parse_globalnet(text: &str) -> Result<ipnet::Ipv4Net, LabError> {
+    let bad = |why: String| LabError::Invalid(format!("--globalnet {text}: {why}"));
+    let mut parts = text.split(',').map(str::trim);
+    let v4 = parts.next().unwrap_or_default();
+    if let Some(v6) = parts.next() {
+        return Err(bad(format!(
+            "{v6}: IPv6 GlobalNet needs dual-stack labs, which are not built yet; give an IPv4 range only"
+        )));
+    }
+    let net: ipnet::Ipv4Net = v4
+        .parse()
+        .map_err(|e| bad(format!("{v4:?} is not an IPv4 CIDR: {e}")))?;
+    if net.prefix_len() > GLOBAL_CIDR_PREFIX {
+        return Err(bad(format!(
+            "a /{} cannot give each cluster a /{GLOBAL_CIDR_PREFIX}",
+            net.prefix_len()
+        )));
+    }
+    Ok(net.trunc())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +85,9 @@ pub struct Member {
     /// Its gateway nodes, each with a WAN link of its own.
     #[serde(default)]
     pub gateways: Vec<GatewayPort>,
+    /// Under GlobalNet: its global CIDR, out of the set's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_cidr: Option<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +206,9 @@ pub struct ClusterSet {
     /// What the members' syncs present to the broker.
     pub broker_token: String,
     pub members: Vec<Member>,
+    /// `--globalnet`: the range each member's global CIDR (a /16) comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globalnet: Option<ipnet::Ipv4Net>,
 }
 
 /// `<state root>/.clustersets`.
@@ -217,6 +250,31 @@ impl ClusterSet {
 
     pub fn member(&self, lab: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.lab == lab)
+    }
+
+    /// The lowest /16 of the set's GlobalNet range no member (nor `taken`) has; `None` without
+    /// GlobalNet.
+    pub fn next_global_cidr(&self, taken: &[IpNet]) -> Result<Option<IpNet>, LabError> {
+        let Some(range) = self.globalnet else {
+            return Ok(None);
+        };
+        let used: Vec<IpNet> = self
+            .members
+            .iter()
+            .filter_map(|m| m.global_cidr)
+            .chain(taken.iter().copied())
+            .collect();
+        range
+            .subnets(GLOBAL_CIDR_PREFIX)
+            .map_err(|e| LabError::Invalid(format!("--globalnet {range}: {e}")))?
+            .map(IpNet::V4)
+            .find(|c| !used.contains(c))
+            .map(Some)
+            .ok_or_else(|| {
+                LabError::Invalid(format!(
+                    "--globalnet {range}: every /{GLOBAL_CIDR_PREFIX} of it is taken"
+                ))
+            })
     }
 
     /// The lowest free WAN address (beside `taken`) and its WAN port name.

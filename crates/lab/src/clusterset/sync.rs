@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::state::ClusterSet;
 use sarasa_model::clusterset::{
-    RemoteCluster, CONFIGMAP_CABLE_KEY, CONFIGMAP_KEY, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE,
+    RemoteCluster, CONFIGMAP_CABLE_KEY, CONFIGMAP_GLOBAL_KEY, CONFIGMAP_KEY, CONFIGMAP_NAME,
+    CONFIGMAP_NAMESPACE,
 };
 
 /// What the agents' gateway election and address are called ([`sarasa_agent`]'s gateway
@@ -235,6 +236,7 @@ async fn remote_records(broker: &Client, id: &str) -> Result<Vec<RemoteCluster>,
             gateway_ip: d.get("gatewayIP").and_then(|g| g.parse().ok()),
             gateway_node: d.get("gatewayNode").cloned(),
             gateway_public_key: d.get("gatewayPublicKey").cloned(),
+            global_cidr: d.get("globalCIDR").and_then(|g| g.parse().ok()),
         });
     }
     out.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
@@ -247,9 +249,10 @@ async fn write_remotes(
     local: &Client,
     remotes: &[RemoteCluster],
     cable: &str,
+    global: Option<ipnet::IpNet>,
 ) -> Result<(), kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(local.clone(), CONFIGMAP_NAMESPACE);
-    let data: BTreeMap<String, String> = [
+    let mut data: BTreeMap<String, String> = [
         (
             CONFIGMAP_KEY.to_string(),
             serde_json::to_string(remotes).unwrap_or_default(),
@@ -257,6 +260,9 @@ async fn write_remotes(
         (CONFIGMAP_CABLE_KEY.to_string(), cable.to_string()),
     ]
     .into();
+    if let Some(g) = global {
+        data.insert(CONFIGMAP_GLOBAL_KEY.to_string(), g.to_string());
+    }
     let cur = api.get_opt(CONFIGMAP_NAME).await?;
     if cur.as_ref().and_then(|c| c.data.as_ref()) == Some(&data) {
         return Ok(());
@@ -289,6 +295,7 @@ async fn publish_record(
     spec: &LabSpec,
     id: &str,
     gateway: Option<&LocalGateway>,
+    global: Option<ipnet::IpNet>,
 ) -> Result<(), kube::Error> {
     let namespaces: Api<Namespace> = Api::all(broker.clone());
     if namespaces.get_opt(RECORDS_NAMESPACE).await?.is_none() {
@@ -306,6 +313,9 @@ async fn publish_record(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if let Some(g) = global {
+        data.insert("globalCIDR".into(), g.to_string());
+    }
     if let Some(g) = gateway {
         data.insert("gatewayNode".into(), g.node.clone());
         data.insert("gatewayIP".into(), g.ip.clone());
@@ -337,6 +347,13 @@ fn now() -> String {
     crate::kubelet::now_rfc3339()
 }
 
+/// What the sync takes from the set's state: its cable kind and, under GlobalNet, this
+/// cluster's global CIDR.
+struct SetFacts {
+    cable: String,
+    global: Option<ipnet::IpNet>,
+}
+
 /// One pass: push, pull, record (on the heartbeat or when the gateway moved), the other
 /// clusters for the agents. Returns the counts.
 async fn pass(
@@ -344,16 +361,17 @@ async fn pass(
     broker: &Client,
     spec: &LabSpec,
     id: &str,
-    cable: &str,
+    set: &SetFacts,
     heartbeat: bool,
     published: &mut Option<Option<LocalGateway>>,
 ) -> Result<(usize, usize), String> {
+    let (cable, global) = (set.cable.as_str(), set.global);
     let at = |what: &'static str| move |e: kube::Error| format!("{what}: {e}");
     let gateway = local_gateway(local)
         .await
         .map_err(at("reading this cluster's gateway"))?;
     if heartbeat || published.as_ref() != Some(&gateway) {
-        publish_record(broker, spec, id, gateway.as_ref())
+        publish_record(broker, spec, id, gateway.as_ref(), global)
             .await
             .map_err(at("publishing this cluster's record on the broker"))?;
         *published = Some(gateway);
@@ -361,7 +379,7 @@ async fn pass(
     let remotes = remote_records(broker, id)
         .await
         .map_err(at("reading the other clusters' records on the broker"))?;
-    write_remotes(local, &remotes, cable)
+    write_remotes(local, &remotes, cable, global)
         .await
         .map_err(at("writing the other clusters here"))?;
     let here = mcs_slices(local)
@@ -374,7 +392,18 @@ async fn pass(
         here.into_iter().partition(|(_, s)| source(s) == Some(id));
     let (own_there, others_there): (BTreeMap<_, _>, BTreeMap<_, _>) =
         there.into_iter().partition(|(_, s)| source(s) == Some(id));
-    converge(broker, &own_there, &own_here, true)
+    // Under GlobalNet the other clusters see this cluster's exports at their global
+    // addresses, not at its (overlapping) pod addresses.
+    let own_out = match global {
+        Some(g) => {
+            let exported = super::globalnet::allocate(local, g, &own_here)
+                .await
+                .map_err(at("giving exported Services their global addresses"))?;
+            super::globalnet::globalize(&own_here, &exported)
+        }
+        None => own_here.clone(),
+    };
+    converge(broker, &own_there, &own_out, true)
         .await
         .map_err(at("writing this cluster's slices on the broker"))?;
     converge(local, &others_here, &others_there, false)
@@ -414,13 +443,16 @@ pub async fn run(set: &str, spec: LabSpec) -> Result<(), LabError> {
         let heartbeat = n.is_multiple_of(25);
         n += 1;
         let mut next = status.clone();
-        let cable = cs.cable.to_string();
+        let facts = SetFacts {
+            cable: cs.cable.to_string(),
+            global: cs.member(&spec.name).and_then(|m| m.global_cidr),
+        };
         match pass(
             &local,
             &broker,
             &spec,
             &id,
-            &cable,
+            &facts,
             heartbeat,
             &mut published,
         )

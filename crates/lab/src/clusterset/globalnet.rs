@@ -1,0 +1,262 @@
+//! GlobalNet in the sync (`clusterset join --globalnet`), Submariner's answer to clusters whose
+//! pod and Service ranges overlap: each cluster has a global CIDR, and the other clusters
+//! reach it only through that range.
+//! - Each exported Service gets a global ingress address from its cluster's global CIDR
+//!   (the annotation [`ANNOTATION_GLOBAL_IP`], which the Service model serves as one more
+//!   external address, so every node's service proxy answers it); a Service no longer exported
+//!   gives it back.
+//! - The MCS slices a cluster puts on the broker carry that address instead of its pods' (which
+//!   mean nothing, or something else, in another cluster), on the Service's ports: another
+//!   cluster's ClusterSetIP balances over it, and the exporting cluster's gateway DNATs it.
+//! - The pods' packets towards the other clusters leave from the cluster's egress address (the
+//!   node plan's SNAT on the cable), so their replies find the way back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::Client;
+use sarasa_model::clusterset::{global_ingress_ips, ANNOTATION_GLOBAL_IP};
+
+/// `multicluster.kubernetes.io/service-name`.
+const SERVICE_NAME: &str = "multicluster.kubernetes.io/service-name";
+
+type Key = (String, String);
+
+fn service_of(s: &EndpointSlice) -> Option<Key> {
+    let name = s.metadata.labels.as_ref()?.get(SERVICE_NAME)?.clone();
+    Some((s.metadata.namespace.clone().unwrap_or_default(), name))
+}
+
+fn global_ip(s: &Service) -> Option<IpAddr> {
+    s.metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_GLOBAL_IP)?
+        .parse()
+        .ok()
+}
+
+/// Gives each exported Service (one with an MCS slice of this cluster) a global ingress address
+/// and takes it from a Service no longer exported. Returns each exported Service with its
+/// address and ports.
+pub async fn allocate(
+    local: &Client,
+    global: IpNet,
+    own_slices: &BTreeMap<Key, EndpointSlice>,
+) -> Result<BTreeMap<Key, (IpAddr, Service)>, kube::Error> {
+    let exported: BTreeSet<Key> = own_slices.values().filter_map(service_of).collect();
+    let services: Api<Service> = Api::all(local.clone());
+    let list = services.list(&ListParams::default()).await?.items;
+    let mut used: BTreeSet<IpAddr> = list
+        .iter()
+        .filter_map(global_ip)
+        .filter(|ip| global.contains(ip))
+        .collect();
+    let mut out = BTreeMap::new();
+    for svc in list {
+        let key = (
+            svc.metadata.namespace.clone().unwrap_or_default(),
+            svc.metadata.name.clone().unwrap_or_default(),
+        );
+        let api: Api<Service> = Api::namespaced(local.clone(), &key.0);
+        let have = global_ip(&svc).filter(|ip| global.contains(ip));
+        match (exported.contains(&key), have) {
+            (true, Some(ip)) => {
+                out.insert(key, (ip, svc));
+            }
+            (true, None) => {
+                let Some(ip) = global_ingress_ips(global).find(|ip| !used.contains(ip)) else {
+                    tracing::warn!(
+                        "global CIDR {global} is exhausted: {}/{} is not reachable from the other clusters",
+                        key.0,
+                        key.1
+                    );
+                    continue;
+                };
+                used.insert(ip);
+                let patch = serde_json::json!({"metadata": {"annotations": {
+                    ANNOTATION_GLOBAL_IP: ip.to_string(),
+                }}});
+                api.patch(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                out.insert(key, (ip, svc));
+            }
+            (false, Some(_)) => {
+                let patch = serde_json::json!({"metadata": {"annotations": {
+                    ANNOTATION_GLOBAL_IP: null,
+                }}});
+                api.patch(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            (false, None) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Takes every Service's global address away (the cluster leaves its set).
+pub async fn release(local: &Client) -> Result<(), kube::Error> {
+    let services: Api<Service> = Api::all(local.clone());
+    for svc in services.list(&ListParams::default()).await?.items {
+        if global_ip(&svc).is_none() {
+            continue;
+        }
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            ANNOTATION_GLOBAL_IP: null,
+        }}});
+        Api::<Service>::namespaced(local.clone(), &ns)
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(())
+}
+
+/// This cluster's MCS slices as the other clusters see them under GlobalNet: per exported
+/// Service one slice (the first by name), its one endpoint the Service's global address (ready
+/// while any of its endpoints is), on the Service's ports. A Service without an address yet is
+/// left out.
+pub fn globalize(
+    own_slices: &BTreeMap<Key, EndpointSlice>,
+    exported: &BTreeMap<Key, (IpAddr, Service)>,
+) -> BTreeMap<Key, EndpointSlice> {
+    let mut ready: BTreeMap<Key, bool> = BTreeMap::new();
+    for s in own_slices.values() {
+        if let Some(svc) = service_of(s) {
+            let any = s
+                .endpoints
+                .iter()
+                .flatten()
+                .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true));
+            *ready.entry(svc).or_default() |= any;
+        }
+    }
+    let mut out = BTreeMap::new();
+    let mut done: BTreeSet<Key> = BTreeSet::new();
+    for (key, s) in own_slices {
+        let Some(svc_key) = service_of(s) else {
+            continue;
+        };
+        let Some((ip, svc)) = exported.get(&svc_key) else {
+            continue;
+        };
+        if !done.insert(svc_key.clone()) {
+            continue;
+        }
+        let mut g = s.clone();
+        g.address_type = if ip.is_ipv4() { "IPv4" } else { "IPv6" }.into();
+        g.endpoints = Some(vec![Endpoint {
+            addresses: vec![ip.to_string()],
+            conditions: Some(EndpointConditions {
+                ready: Some(ready.get(&svc_key).copied().unwrap_or(false)),
+                serving: Some(true),
+                terminating: Some(false),
+            }),
+            ..Default::default()
+        }]);
+        g.ports = Some(
+            svc.spec
+                .as_ref()
+                .and_then(|s| s.ports.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|p| EndpointPort {
+                    name: p.name.clone(),
+                    port: Some(p.port),
+                    protocol: p.protocol.clone(),
+                    app_protocol: p.app_protocol.clone(),
+                })
+                .collect(),
+        );
+        out.insert(key.clone(), g);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+    use kube::api::ObjectMeta;
+
+    fn slice(
+        name: &str,
+        svc: &str,
+        addrs: &[&str],
+        ready: bool,
+    ) -> ((String, String), EndpointSlice) {
+        let s = EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                labels: Some([(SERVICE_NAME.to_string(), svc.to_string())].into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: Some(
+                addrs
+                    .iter()
+                    .map(|a| Endpoint {
+                        addresses: vec![a.to_string()],
+                        conditions: Some(EndpointConditions {
+                            ready: Some(ready),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ports: Some(vec![EndpointPort {
+                name: Some("http".into()),
+                port: Some(8080),
+                ..Default::default()
+            }]),
+        };
+        (("default".into(), name.into()), s)
+    }
+
+    #[test]
+    fn exported_slices_carry_the_services_global_address_on_its_ports() {
+        let own: BTreeMap<_, _> = [
+            slice("web-a", "web", &["10.244.1.5"], false),
+            slice("web-b", "web", &["10.244.2.5"], true),
+            slice("db-a", "db", &["10.244.1.9"], true),
+        ]
+        .into();
+        let web = Service {
+            spec: Some(ServiceSpec {
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let ip: IpAddr = "242.0.0.2".parse().unwrap();
+        let exported = [(("default".to_string(), "web".to_string()), (ip, web))].into();
+        let g = globalize(&own, &exported);
+        assert_eq!(
+            g.len(),
+            1,
+            "one slice for web, none for db (no address yet)"
+        );
+        let s = &g[&("default".to_string(), "web-a".to_string())];
+        let endpoints = s.endpoints.as_ref().unwrap();
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(endpoints[0].addresses, ["242.0.0.2"]);
+        assert_eq!(
+            endpoints[0].conditions.as_ref().unwrap().ready,
+            Some(true),
+            "ready while any of web's endpoints is"
+        );
+        assert_eq!(s.ports.as_ref().unwrap()[0].port, Some(80));
+        assert_eq!(s.ports.as_ref().unwrap()[0].name.as_deref(), Some("http"));
+    }
+}
