@@ -8,15 +8,77 @@ use sarasa_trace::{PodView, World};
 
 use crate::trace_world::{self, NodeFacts, Objects};
 
-/// The world of `lab` as its API server and fabric hold it now.
+/// The world of `lab` as its API server and fabric hold it now; in a cluster set, with the
+/// other clusters' worlds, so a packet to one of them is followed through the cable.
 pub fn world(lab: &Lab, warnings: &mut Vec<String>) -> Result<World> {
-    let (view, remotes) = sarasa_lab::client::with_client(&lab.spec, |c| async move {
+    let (mut world, set) = cluster_world(lab, warnings)?;
+    let Some(set) = set else {
+        return Ok(world);
+    };
+    let Some(cs) = sarasa_lab::clusterset::set_of(&lab.spec.name, None)? else {
+        return Ok(world);
+    };
+    let me = cs.member(&lab.spec.name);
+    let mut view = sarasa_trace::ClusterSetView {
+        cluster_id: me.map(|m| m.cluster_id.clone()).unwrap_or_default(),
+        cable: set.cable.to_string(),
+        active_gateway: sarasa_lab::clusterset::active_gateway_of(lab)?,
+        remotes: Vec::new(),
+    };
+    for r in &set.remotes {
+        let mut remote = sarasa_trace::RemoteClusterView {
+            cluster_id: r.cluster_id.clone(),
+            cidrs: r.cidrs(),
+            gateway_wan: r.gateway_ip,
+            active_gateway: None,
+            world: None,
+        };
+        let other = cs
+            .members
+            .iter()
+            .find(|m| m.cluster_id == r.cluster_id)
+            .map(|m| Lab::open(&m.lab));
+        match other {
+            Some(Ok(other)) => {
+                let mut theirs = Vec::new();
+                match cluster_world(&other, &mut theirs) {
+                    Ok((w, _)) => {
+                        remote.world = Some(Box::new(w));
+                        remote.active_gateway = sarasa_lab::clusterset::active_gateway_of(&other)?;
+                    }
+                    Err(e) => warnings.push(format!("cluster {}: {e}", r.cluster_id)),
+                }
+                warnings.extend(
+                    theirs
+                        .into_iter()
+                        .map(|w| format!("cluster {}: {w}", r.cluster_id)),
+                );
+            }
+            Some(Err(e)) => warnings.push(format!("cluster {}: {e}", r.cluster_id)),
+            None => warnings.push(format!(
+                "cluster {} is not a lab of set {}: traced to the cable only",
+                r.cluster_id, cs.name
+            )),
+        }
+        view.remotes.push(remote);
+    }
+    world.cluster_set = Some(view);
+    Ok(world)
+}
+
+/// One cluster's world, and its cluster set as its agents read it.
+fn cluster_world(
+    lab: &Lab,
+    warnings: &mut Vec<String>,
+) -> Result<(World, Option<sarasa_agent::gateway::SetView>)> {
+    let (view, set) = sarasa_lab::client::with_client(&lab.spec, |c| async move {
         let view = sarasa_cluster::list_view(&c)
             .await
             .map_err(|e| LabError::Api(e.to_string()))?;
-        let remotes = remote_clusters(&c).await?;
-        Ok((view, remotes))
+        let set = cluster_set(&c).await?;
+        Ok((view, set))
     })?;
+    let remotes = set.as_ref().map(|s| s.ranges()).unwrap_or_default();
     for r in &view.rejected {
         warnings.push(format!("left out (as the agents do): {r}"));
     }
@@ -57,12 +119,14 @@ pub fn world(lab: &Lab, warnings: &mut Vec<String>) -> Result<World> {
         global_egress: remotes.global_egress,
     };
     let routes = trace_world::service_routes(&lab.spec)?;
-    trace_world::world(&lab.spec, objects, routes, warnings)
+    Ok((
+        trace_world::world(&lab.spec, objects, routes, warnings)?,
+        set,
+    ))
 }
 
-/// What the node plans take from the lab's cluster set, as the agents read it (nothing outside
-/// a set).
-async fn remote_clusters(c: &kube::Client) -> Result<sarasa_agent::gateway::SetRanges, LabError> {
+/// The lab's cluster set as its agents read it (`None` outside a set).
+async fn cluster_set(c: &kube::Client) -> Result<Option<sarasa_agent::gateway::SetView>, LabError> {
     use sarasa_model::clusterset::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
     let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(c.clone(), CONFIGMAP_NAMESPACE);
@@ -70,10 +134,7 @@ async fn remote_clusters(c: &kube::Client) -> Result<sarasa_agent::gateway::SetR
         .get_opt(CONFIGMAP_NAME)
         .await
         .map_err(|e| LabError::Api(e.to_string()))?;
-    Ok(sarasa_agent::gateway::set_view(cm.as_ref())
-        .map_err(|e| LabError::Invalid(e.to_string()))?
-        .map(|v| v.ranges())
-        .unwrap_or_default())
+    sarasa_agent::gateway::set_view(cm.as_ref()).map_err(|e| LabError::Invalid(e.to_string()))
 }
 
 /// The SVG of the lab's topology with `result`'s path drawn on it.

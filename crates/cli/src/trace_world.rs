@@ -133,6 +133,7 @@ pub fn world(
             service_routes,
         },
         policy: objects.policy,
+        cluster_set: None,
     })
 }
 

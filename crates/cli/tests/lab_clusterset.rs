@@ -193,6 +193,31 @@ fn two_labs_share_their_exports_through_the_broker() {
             && c["txBytes"].as_u64().unwrap_or(0) > 0),
         "{st:#}"
     );
+    // trace follows the packet through the cable into east, hop by hop, to the pod.
+    let t: Value = serde_json::from_str(&west.ok(&[
+        "trace", "--from", "client", "--to", &east_pod, "--port", "8080", "-o", "json",
+    ]))
+    .unwrap();
+    assert_eq!(t["verdict"], "delivered", "{t:#}");
+    let hops = t["hops"].as_array().unwrap();
+    let cable = hops
+        .iter()
+        .position(|h| h["kind"] == "cable")
+        .unwrap_or_else(|| panic!("no cable hop: {t:#}"));
+    assert!(
+        hops[cable]["text"].as_str().unwrap().contains("cluster east"),
+        "{t:#}"
+    );
+    assert!(
+        hops[cable + 1..]
+            .iter()
+            .all(|h| h["at"].as_str().unwrap().contains("east/")),
+        "after the cable, east's nodes: {t:#}"
+    );
+    assert!(
+        t["reason"].as_str().unwrap().contains("default/web"),
+        "{t:#}"
+    );
     // Both lab trees equal their plans (the other cluster's ranges are not masqueraded).
     for lab in [&east, &west] {
         lab.check_equal();

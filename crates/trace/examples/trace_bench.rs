@@ -245,6 +245,7 @@ fn main() {
             service_routes: BTreeMap::new(),
         },
         policy,
+        cluster_set: None,
     };
     let pod = |ns: usize, j: usize| Source::Pod {
         namespace: format!("ns-{ns}"),

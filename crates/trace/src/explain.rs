@@ -108,6 +108,7 @@ fn service_by_key(world: &World, map: &str, key: &Key) -> Option<(String, String
             Some(a) => {
                 s.cluster_ips.contains(&a)
                     || s.external_ips.contains(&a)
+                    || s.global_ips.contains(&a)
                     || s.load_balancer_ips.contains(&a)
             }
         };

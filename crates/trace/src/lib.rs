@@ -28,7 +28,10 @@ pub use result::{
     Arrival, EndpointOutcome, Hop, PathSummary, PolicyHit, RuleRef, ServiceHit, StopPoint,
     TraceResult, Verdict,
 };
-pub use world::{gateway, local_addresses, ExternalView, FabricView, NodeView, PodView, World};
+pub use world::{
+    gateway, local_addresses, ClusterSetView, ExternalView, FabricView, NodeView, PodView,
+    RemoteClusterView, World,
+};
 
 use explain::sock;
 use query::Start;

@@ -73,6 +73,11 @@ enum Next {
     Vpc { route: String, peer: String },
     /// A neighbour on the underlay.
     Underlay,
+    /// Another cluster of the set, through this cluster's active gateway (at its underlay
+    /// address).
+    ClusterGateway { route: String, gateway: String },
+    /// Another cluster of the set, into the cable (this node is the active gateway).
+    Cable { route: String, cluster: String },
     /// The default route via the fabric.
     Default,
 }
@@ -90,6 +95,12 @@ impl Next {
                 format!("{peer}'s VPC address, routed by the VPC to that node")
             }
             Next::Underlay => "on the underlay, directly".into(),
+            Next::ClusterGateway { gateway, .. } => {
+                format!("another cluster of the set, through the active gateway {gateway}")
+            }
+            Next::Cable { cluster, .. } => {
+                format!("cluster {cluster}, into the cable (this node is the active gateway)")
+            }
             Next::Default => "not in the cluster: default route to the fabric".into(),
         }
     }
@@ -237,6 +248,9 @@ impl<'w> Walker<'w> {
                 return (next, node.uplink.clone(), vec![text]);
             }
         }
+        if let Some(next) = self.cluster_set_route(node, daddr) {
+            return next;
+        }
         if self.world.fabric.underlay.contains(&daddr) {
             let text = format!(
                 "route {} dev {} (underlay, on-link)",
@@ -249,6 +263,132 @@ impl<'w> Walker<'w> {
             self.world.fabric.address, node.uplink
         );
         (Next::Default, node.uplink.clone(), vec![text])
+    }
+
+    /// The routes the cluster-set gateway task keeps (`proto 84`): another cluster's range
+    /// into the cable on the active gateway, to the active gateway elsewhere.
+    fn cluster_set_route(
+        &self,
+        node: &NodeView,
+        daddr: IpAddr,
+    ) -> Option<(Next, String, Vec<String>)> {
+        let set = self.world.cluster_set.as_ref()?;
+        let remote = self.world.remote_cluster(daddr)?;
+        let cidr = remote.cidrs.iter().find(|c| c.contains(&daddr))?;
+        let gateway = set.active_gateway.as_ref()?;
+        if *gateway == node.name {
+            let dev = if set.cable == "vxlan" {
+                "sarasa-cable"
+            } else {
+                "sarasa-wg"
+            };
+            let text = format!(
+                "route {cidr} dev {dev} proto 84 (cluster {})",
+                remote.cluster_id
+            );
+            return Some((
+                Next::Cable {
+                    route: text.clone(),
+                    cluster: remote.cluster_id.clone(),
+                },
+                dev.to_string(),
+                vec![text],
+            ));
+        }
+        let gw = self.world.node(gateway)?;
+        let text = format!(
+            "route {cidr} via {} dev {} proto 84 (the active gateway {gateway})",
+            gw.underlay_ip, node.uplink
+        );
+        Some((
+            Next::ClusterGateway {
+                route: text.clone(),
+                gateway: gateway.clone(),
+            },
+            node.uplink.clone(),
+            vec![text],
+        ))
+    }
+
+    /// Through the cable to another cluster's active gateway; the walk goes on in that
+    /// cluster when its world is known (its hops named `<cluster>/<node>`).
+    fn cross_cable(
+        &self,
+        node: &NodeView,
+        pkt: Packet,
+        mut leg: Leg,
+        route: &str,
+    ) -> Result<Vec<Ending>, TraceError> {
+        let at = node.name.as_str();
+        let set = self.world.cluster_set.as_ref();
+        let Some(remote) = self.world.remote_cluster(pkt.daddr) else {
+            return Ok(Self::end(
+                leg,
+                at,
+                Verdict::Dropped,
+                format!("{route}: no cluster of the set holds {}", pkt.daddr),
+            ));
+        };
+        let cable = set.map(|s| s.cable.as_str()).unwrap_or("wireguard");
+        let how = if cable == "vxlan" {
+            "VXLAN VNI 4242, UDP port 4800, unencrypted"
+        } else {
+            "WireGuard, UDP port 4500, encrypted"
+        };
+        let far = remote
+            .gateway_wan
+            .map(|w| w.to_string())
+            .unwrap_or_else(|| "(no gateway yet)".into());
+        leg.hops.push(Hop::new(
+            at,
+            "cable",
+            format!(
+                "into the {cable} cable to cluster {}'s gateway {far} ({how}), from {}",
+                remote.cluster_id, pkt.saddr
+            ),
+            vec![route.to_string()],
+        ));
+        let (Some(world), Some(gateway)) = (&remote.world, &remote.active_gateway) else {
+            let reason = format!(
+                "left through the cable to cluster {} (its side is not traced: its lab could not be read)",
+                remote.cluster_id
+            );
+            return Ok(Self::end(leg, at, Verdict::Delivered, reason));
+        };
+        let mut pkt = pkt;
+        pkt.mark = 0;
+        pkt.ct = sarasa_nft::interp::CtState::New;
+        pkt.ct_dnat = false;
+        let from = leg.hops.len();
+        let arrivals = leg.arrivals.len();
+        let dev = if cable == "vxlan" {
+            "sarasa-cable"
+        } else {
+            "sarasa-wg"
+        };
+        let mut endings = Walker::new(world).arrive_at_node(gateway, pkt, dev, leg)?;
+        // The other cluster's nodes have the same names as ours: name them by cluster.
+        let prefix = |name: &mut String| {
+            if !name.starts_with("pod ") {
+                *name = format!("{}/{name}", remote.cluster_id);
+            } else {
+                *name = format!("pod {}/{}", remote.cluster_id, &name[4..]);
+            }
+        };
+        for e in &mut endings {
+            for h in e.leg.hops.iter_mut().skip(from) {
+                prefix(&mut h.at);
+            }
+            for a in e.leg.arrivals.iter_mut().skip(arrivals) {
+                prefix(&mut a.node);
+            }
+            if let Some(st) = e.leg.stop.as_mut() {
+                if world.node(&st.node).is_some() {
+                    prefix(&mut st.node);
+                }
+            }
+        }
+        Ok(endings)
     }
 
     /// The source address a node picks for a packet it sends to `daddr`.
@@ -590,6 +730,25 @@ impl<'w> Walker<'w> {
                 self.arrive_at_node(&peer, reset(pkt), &uplink, leg)
             }
             Next::Underlay => self.on_underlay(pkt.daddr, reset(pkt), leg, at),
+            Next::ClusterGateway { route, gateway } => {
+                leg.hops.push(Hop::new(
+                    at,
+                    "route",
+                    format!("to the cluster set's active gateway: {route}"),
+                    vec![route.clone()],
+                ));
+                let Some(gw) = self.world.node(&gateway) else {
+                    return Ok(Self::end(
+                        leg,
+                        at,
+                        Verdict::Dropped,
+                        format!("{route}: the gateway is no node"),
+                    ));
+                };
+                let uplink = gw.uplink.clone();
+                self.arrive_at_node(&gateway, reset(pkt), &uplink, leg)
+            }
+            Next::Cable { route, .. } => self.cross_cable(node, pkt, leg, &route),
             Next::Default => {
                 leg.hops.push(Hop::new(
                     at,

@@ -62,6 +62,33 @@ pub struct FabricView {
     pub service_routes: BTreeMap<IpAddr, IpAddr>,
 }
 
+/// The cluster set the cluster is in, as far as a packet to another cluster needs it: the
+/// nodes route the other clusters' ranges to the active gateway, which puts them into the
+/// cable.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSetView {
+    pub cluster_id: String,
+    /// The cable kind: `wireguard` or `vxlan`.
+    pub cable: String,
+    /// This cluster's active gateway (a node name), if one holds the Lease.
+    pub active_gateway: Option<String>,
+    pub remotes: Vec<RemoteClusterView>,
+}
+
+/// Another cluster of the set.
+#[derive(Debug, Clone)]
+pub struct RemoteClusterView {
+    pub cluster_id: String,
+    /// What this cluster routes to it (its global CIDR under GlobalNet).
+    pub cidrs: Vec<IpNet>,
+    /// Its active gateway's WAN address, the cable's far end.
+    pub gateway_wan: Option<IpAddr>,
+    /// Its active gateway (a node name) and its world, when the caller could read them: the
+    /// walk then goes on in that cluster.
+    pub active_gateway: Option<String>,
+    pub world: Option<Box<World>>,
+}
+
 /// Everything trace evaluates a packet against.
 #[derive(Debug, Clone)]
 pub struct World {
@@ -71,9 +98,20 @@ pub struct World {
     pub fabric: FabricView,
     /// The policy objects, to name the policies that isolate a pod when a packet is dropped.
     pub policy: PolicyState,
+    /// The cluster set, when the cluster is in one.
+    pub cluster_set: Option<ClusterSetView>,
 }
 
 impl World {
+    /// The other cluster whose range holds `ip`.
+    pub fn remote_cluster(&self, ip: IpAddr) -> Option<&RemoteClusterView> {
+        self.cluster_set
+            .as_ref()?
+            .remotes
+            .iter()
+            .find(|r| r.cidrs.iter().any(|c| c.contains(&ip)))
+    }
+
     pub fn node(&self, name: &str) -> Option<&NodeView> {
         self.nodes.iter().find(|n| n.name == name)
     }

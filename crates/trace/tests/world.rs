@@ -204,6 +204,7 @@ fn world() -> World {
             service_routes: BTreeMap::new(),
         },
         policy,
+        cluster_set: None,
     }
 }
 

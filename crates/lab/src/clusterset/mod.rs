@@ -333,21 +333,31 @@ fn label_gateways(lab: &Lab, m: &Member, on: bool) -> Result<(), LabError> {
 }
 
 fn member_of_another_set(lab: &str, set: &str) -> Result<Option<String>, LabError> {
+    Ok(set_of(lab, Some(set))?.map(|cs| cs.name))
+}
+
+/// The cluster set lab `lab` is a member of (other than `except`), if any.
+pub fn set_of(lab: &str, except: Option<&str>) -> Result<Option<ClusterSet>, LabError> {
     let Ok(dir) = std::fs::read_dir(state::sets_root()) else {
         return Ok(None);
     };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name == set {
+        if Some(name.as_str()) == except {
             continue;
         }
         if let Some(cs) = ClusterSet::load(&name)? {
             if cs.member(lab).is_some() {
-                return Ok(Some(name));
+                return Ok(Some(cs));
             }
         }
     }
     Ok(None)
+}
+
+/// The node holding lab `lab`'s gateway Lease now, if any (for trace).
+pub fn active_gateway_of(lab: &Lab) -> Result<Option<String>, LabError> {
+    active_gateway(lab)
 }
 
 fn start_sync(set: &str, lab: &Lab, sarasa: &Path) -> Result<(), LabError> {
