@@ -281,6 +281,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
     let (remote_tx, remote_rx) = tokio::sync::watch::channel(Default::default());
     tasks.push(tokio::spawn(
         crate::gateway::Gateway::new(client.clone(), &config.node_name, target.clone(), remote_tx)
+            .with_underlay(uplink.address, &uplink.name)
             .run(),
     ));
     let reconciler = Reconciler {

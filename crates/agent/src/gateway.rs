@@ -19,9 +19,8 @@
 //! is kept end to end). The other clusters come from the ConfigMap the sync writes
 //! ([`sarasa_model::clusterset`]).
 //!
-//! Not built: a VXLAN of their own from the other nodes to the gateway, as Submariner's route
-//! agent has (the underlay here carries pod addresses, so other nodes route to the gateway
-//! directly).
+//! Every node of a set also has the route agent's VXLAN (`sarasa-gw`, Submariner's
+//! `vx-submariner`), which the nodes that are not the active gateway reach it through.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -58,6 +57,13 @@ pub const CABLE_VNI: u32 = 4242;
 pub const CABLE_PORT: u16 = 4800;
 /// `proto 84`: routes to the other clusters of the set.
 pub const ROUTE_PROTOCOL: u8 = 84;
+/// The route agent's VXLAN (Submariner's `vx-submariner`): every node of a set has it; the
+/// nodes that are not the active gateway send the other clusters' traffic through it to the
+/// gateway, so that traffic crosses the underlay as the underlay's own (a cloud network that
+/// checks source and destination addresses carries it).
+pub const ROUTE_AGENT_DEVICE: &str = "sarasa-gw";
+pub const ROUTE_AGENT_VNI: u32 = 4243;
+pub const ROUTE_AGENT_PORT: u16 = 4801;
 const LEASE_SECONDS: i32 = 3;
 /// How often the active gateway renews the Lease (a third of its duration).
 const RENEW: Duration = Duration::from_secs(1);
@@ -73,6 +79,19 @@ const CABLE_OVERHEAD: u32 = 50;
 pub fn vtep_ip(wan: Ipv4Addr) -> Ipv4Addr {
     let o = wan.octets();
     Ipv4Addr::new(241, o[1], o[2], o[3])
+}
+
+/// A node's route-agent vtep address: 240.b.c.d for underlay address a.b.c.d (as Submariner
+/// derives it; nothing is exchanged).
+pub fn route_agent_ip(underlay: Ipv4Addr) -> Ipv4Addr {
+    let o = underlay.octets();
+    Ipv4Addr::new(240, o[1], o[2], o[3])
+}
+
+/// A node's route-agent vtep MAC: the underlay address in the low four bytes.
+pub fn route_agent_mac(underlay: Ipv4Addr) -> MacAddr {
+    let o = underlay.octets();
+    MacAddr([0x02, 0x5b, o[0], o[1], o[2], o[3]])
 }
 
 /// A cable end's vtep MAC: locally administered, the WAN address in the low four bytes.
@@ -122,6 +141,18 @@ pub struct Desired {
     /// This node is the active gateway: its cable.
     pub cable: Option<CableEnd>,
     pub routes: Vec<(IpNet, Via)>,
+    /// The route agent's VXLAN on this node (in a set, with an IPv4 underlay).
+    pub route_agent: Option<RouteAgent>,
+}
+
+/// This node's end of the route agent's VXLAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAgent {
+    /// This node's underlay address and uplink.
+    pub local: Ipv4Addr,
+    pub uplink: String,
+    /// The active gateway's underlay address, when it is another node.
+    pub gateway: Option<Ipv4Addr>,
 }
 
 /// The other clusters and the set's cable kind, as the ConfigMap says.
@@ -302,6 +333,81 @@ fn vxlan_device(nl: &mut Netlink, end: &CableEnd, wan_index: u32, wan_mtu: u32) 
     Ok(link.index)
 }
 
+/// The route agent's VXLAN device as `want` says (removed with `None`); its index. Its
+/// one peer is the active gateway, when that is another node.
+fn route_agent_device(nl: &mut Netlink, want: Option<&RouteAgent>) -> Result<Option<u32>> {
+    let existing = nl
+        .link_by_name(ROUTE_AGENT_DEVICE)
+        .map_err(nl_err("get the route agent's device"))?;
+    let Some(want) = want else {
+        if let Some(l) = existing {
+            nl.delete_link(l.index)
+                .map_err(nl_err("delete the route agent's device"))?;
+        }
+        return Ok(None);
+    };
+    let uplink = nl
+        .link_by_name(&want.uplink)
+        .map_err(nl_err("get the uplink"))?
+        .ok_or_else(|| Error::Config(format!("uplink {} is gone", want.uplink)))?;
+    let mac = route_agent_mac(want.local);
+    let link = match existing {
+        Some(l) if l.mac == Some(mac) => l,
+        other => {
+            if let Some(l) = other {
+                nl.delete_link(l.index)
+                    .map_err(nl_err("delete the route agent's device"))?;
+            }
+            nl.add_vxlan(&VxlanSpec {
+                name: ROUTE_AGENT_DEVICE.into(),
+                vni: ROUTE_AGENT_VNI,
+                port: ROUTE_AGENT_PORT,
+                local: IpAddr::V4(want.local),
+                uplink: uplink.index,
+                mtu: Some(uplink.mtu - CABLE_OVERHEAD),
+                mac: Some(mac),
+                up: true,
+            })
+            .map_err(nl_err("add the route agent's device"))?;
+            nl.link_by_name(ROUTE_AGENT_DEVICE)
+                .map_err(nl_err("get the route agent's device"))?
+                .ok_or_else(|| Error::Config("the route agent's device vanished".into()))?
+        }
+    };
+    let vtep = IpNet::V4(Ipv4Net::new(route_agent_ip(want.local), 8).expect("constant prefix"));
+    let have = nl
+        .addrs(Some(link.index), None)
+        .map_err(nl_err("dump the route agent's addresses"))?;
+    if !have.iter().any(|a| a.net == vtep) {
+        nl.addr_add(link.index, vtep)
+            .map_err(nl_err("address the route agent's device"))?;
+    }
+    if !link.up {
+        nl.set_up(link.index)
+            .map_err(nl_err("route agent's device up"))?;
+    }
+    for f in nl
+        .fdbs(link.index)
+        .map_err(nl_err("dump the route agent's fdb"))?
+    {
+        let keep = matches!((f.dst, want.gateway), (Some(IpAddr::V4(d)), Some(g)) if d == g && f.mac == route_agent_mac(g));
+        if let (false, Some(dst)) = (keep, f.dst) {
+            let _ = nl.fdb_del(link.index, f.mac, dst);
+        }
+    }
+    if let Some(g) = want.gateway {
+        nl.fdb_replace(link.index, route_agent_mac(g), IpAddr::V4(g))
+            .map_err(nl_err("route agent fdb"))?;
+        nl.neigh_add(
+            link.index,
+            IpAddr::V4(route_agent_ip(g)),
+            route_agent_mac(g),
+        )
+        .map_err(nl_err("route agent neighbour"))?;
+    }
+    Ok(Some(link.index))
+}
+
 /// Gives a cable device its vtep address (and MTU), and brings it up.
 fn address_and_up(
     nl: &mut Netlink,
@@ -357,6 +463,7 @@ fn apply(nl: &mut Netlink, d: &Desired) -> Result<()> {
             })
         }
     };
+    let route_agent_index = route_agent_device(nl, d.route_agent.as_ref())?;
     let wireguard = matches!(&d.cable, Some(c) if c.kind == CableKind::Wireguard);
     let want: Vec<Route> = d
         .routes
@@ -370,7 +477,15 @@ fn apply(nl: &mut Netlink, d: &Desired) -> Result<()> {
                     .dev(dev)
                     .onlink(),
                 (Via::Cable(_), None) => return None,
-                (Via::Gateway(g), _) => Route::new(*dst).via(*g),
+                // Through the route agent's VXLAN to the gateway, else straight over the
+                // underlay (an IPv6 underlay).
+                (Via::Gateway(g), _) => match (g, route_agent_index) {
+                    (IpAddr::V4(g4), Some(dev)) => Route::new(*dst)
+                        .via(IpAddr::V4(route_agent_ip(*g4)))
+                        .dev(dev)
+                        .onlink(),
+                    _ => Route::new(*dst).via(*g),
+                },
                 (Via::Fallback(g), _) => Route {
                     metric: Some(FALLBACK_METRIC),
                     ..Route::new(*dst).via(*g)
@@ -427,6 +542,8 @@ pub struct Gateway {
     wireguard: Option<wireguard::Cable>,
     /// When this node last wrote the Lease as its holder.
     renewed: Option<Instant>,
+    /// This node's underlay address and uplink, for the route agent's VXLAN.
+    underlay: Option<(IpAddr, String)>,
 }
 
 /// What the gateway watches: the cluster set's ConfigMap, the gateway Lease and the gateway
@@ -549,7 +666,15 @@ impl Gateway {
             keypair: wireguard::Keypair::generate(),
             wireguard: None,
             renewed: None,
+            underlay: None,
         }
+    }
+
+    /// The node's underlay address and uplink: the other nodes then reach the active gateway
+    /// over the route agent's VXLAN rather than by routing pod addresses on the underlay.
+    pub fn with_underlay(mut self, address: IpAddr, uplink: &str) -> Self {
+        self.underlay = Some((address, uplink.to_string()));
+        self
     }
 
     /// Starts the watches; passes when they see a change, when the Lease needs renewing or runs
@@ -718,7 +843,7 @@ impl Gateway {
         )?
         else {
             // Not (or no longer) in a set: nothing of it stays on the node.
-            self.wireguard = None;
+            self.close_wireguard().await;
             self.program(Desired::default()).await?;
             self.publish_ranges(SetRanges::default());
             return Ok(RESYNC);
@@ -785,8 +910,18 @@ impl Gateway {
                 .map_or(Role::None, Role::Behind),
             _ => Role::None,
         };
-        let want = desired(&set, role);
-        self.wireguard_cable(&want)?;
+        let mut want = desired(&set, role);
+        if let Some((IpAddr::V4(local), uplink)) = &self.underlay {
+            want.route_agent = Some(RouteAgent {
+                local: *local,
+                uplink: uplink.clone(),
+                gateway: match role {
+                    Role::Behind(IpAddr::V4(g)) => Some(g),
+                    _ => None,
+                },
+            });
+        }
+        self.wireguard_cable(&want).await?;
         self.program(want).await?;
         self.publish_ranges(set.ranges());
         // Next: the holder renews; a candidate also checks its WAN link; everyone wakes when
@@ -803,19 +938,26 @@ impl Gateway {
         Ok(wait)
     }
 
+    /// Closes the WireGuard cable, if open, and waits until its device is gone.
+    async fn close_wireguard(&mut self) {
+        if let Some(cable) = self.wireguard.take() {
+            cable.close().await;
+        }
+    }
+
     /// Opens, re-peers or closes the userspace WireGuard cable to match `want`.
-    fn wireguard_cable(&mut self, want: &Desired) -> Result<()> {
+    async fn wireguard_cable(&mut self, want: &Desired) -> Result<()> {
         let Some(end) = want
             .cable
             .as_ref()
             .filter(|c| c.kind == CableKind::Wireguard)
         else {
-            self.wireguard = None;
+            self.close_wireguard().await;
             return Ok(());
         };
         if self.wireguard.as_ref().map(|c| c.local()) != Some(end.wan) {
             // Closed first: the new one binds the same device name and port.
-            self.wireguard = None;
+            self.close_wireguard().await;
             self.wireguard = Some(wireguard::Cable::start(
                 &self.target,
                 &self.keypair,

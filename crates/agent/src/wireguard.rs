@@ -241,7 +241,23 @@ impl Cable {
     }
 }
 
+impl Cable {
+    /// Stops the tasks and waits until they are gone, so the device and the socket are
+    /// closed when this returns (a new cable can then take the same device name and port).
+    pub async fn close(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
 impl Drop for Cable {
+    /// Without [`Cable::close`]: the tasks are told to stop and go at their next wake-up (the
+    /// device closes with the last of them).
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();

@@ -211,7 +211,7 @@ async fn two_gateways_talk_through_the_userspace_wireguard_cable() {
     );
 
     // b's gateway restarts with a new key: a takes the new key up and talks again.
-    drop(cable_b);
+    cable_b.close().await;
     let kb2 = Keypair::generate();
     let cable_b = start(b, &kb2);
     inner(b, "10.2.0.1/16", "10.1.0.0/16");
@@ -226,6 +226,7 @@ async fn two_gateways_talk_through_the_userspace_wireguard_cable() {
     })
     .await
     .unwrap();
-    drop((cable_a, cable_b));
+    cable_a.close().await;
+    cable_b.close().await;
     drop(topo);
 }

@@ -193,6 +193,23 @@ fn two_labs_share_their_exports_through_the_broker() {
             && c["txBytes"].as_u64().unwrap_or(0) > 0),
         "{st:#}"
     );
+    // node-3 is no gateway: it reaches the active one over the route agent's VXLAN.
+    let routes = Command::new("ip")
+        .args([
+            "-n",
+            &format!("sarasa-{}-node-3", west.name),
+            "route",
+            "show",
+            "proto",
+            "84",
+        ])
+        .output()
+        .expect("ip route");
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        routes.contains("10.245.0.0/16 via 240.") && routes.contains("dev sarasa-gw"),
+        "{routes}"
+    );
     // trace follows the packet through the cable into east, hop by hop, to the pod.
     let t: Value = serde_json::from_str(&west.ok(&[
         "trace", "--from", "client", "--to", &east_pod, "--port", "8080", "-o", "json",
@@ -205,7 +222,10 @@ fn two_labs_share_their_exports_through_the_broker() {
         .position(|h| h["kind"] == "cable")
         .unwrap_or_else(|| panic!("no cable hop: {t:#}"));
     assert!(
-        hops[cable]["text"].as_str().unwrap().contains("cluster east"),
+        hops[cable]["text"]
+            .as_str()
+            .unwrap()
+            .contains("cluster east"),
         "{t:#}"
     );
     assert!(
@@ -337,15 +357,20 @@ fn two_labs_share_their_exports_through_the_broker() {
                 .args(["-n", &ns, "route", "show", "proto", "84"])
                 .output()
                 .expect("ip route");
-            let cable = Command::new("ip")
-                .args(["-n", &ns, "link", "show", "sarasa-cable"])
-                .output()
-                .expect("ip link");
-            (routes.stdout.is_empty() && !cable.status.success()).then_some(())
+            let device = |name: &str| {
+                Command::new("ip")
+                    .args(["-n", &ns, "link", "show", name])
+                    .output()
+                    .expect("ip link")
+                    .status
+                    .success()
+            };
+            (routes.stdout.is_empty() && !device("sarasa-cable") && !device("sarasa-gw"))
+                .then_some(())
         });
         assert!(
             left.is_some(),
-            "{node} keeps cluster-set routes or its cable"
+            "{node} keeps cluster-set routes, its cable or the route agent's VXLAN"
         );
     }
 

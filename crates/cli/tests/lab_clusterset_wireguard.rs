@@ -127,11 +127,15 @@ fn no_device_or_routes_left(lab: &TestLab, nodes: &[&str]) {
                 .args(["-n", &ns, "route", "show", "proto", "84"])
                 .output()
                 .expect("ip route");
-            let device = Command::new("ip")
-                .args(["-n", &ns, "link", "show", "sarasa-wg"])
-                .output()
-                .expect("ip link");
-            (routes.stdout.is_empty() && !device.status.success()).then_some(())
+            let device = |name: &str| {
+                Command::new("ip")
+                    .args(["-n", &ns, "link", "show", name])
+                    .output()
+                    .expect("ip link")
+                    .status
+                    .success()
+            };
+            (routes.stdout.is_empty() && !device("sarasa-wg") && !device("sarasa-gw")).then_some(())
         });
         assert!(
             left.is_some(),

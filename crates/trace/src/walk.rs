@@ -296,16 +296,33 @@ impl<'w> Walker<'w> {
             ));
         }
         let gw = self.world.node(gateway)?;
-        let text = format!(
-            "route {cidr} via {} dev {} proto 84 (the active gateway {gateway})",
-            gw.underlay_ip, node.uplink
-        );
+        // The route agent's VXLAN to the gateway (IPv4 underlays), as the gateway task
+        // builds it: vtep 240.b.c.d of underlay a.b.c.d.
+        let (dev, text) = match gw.underlay_ip {
+            IpAddr::V4(u) => {
+                let o = u.octets();
+                (
+                    "sarasa-gw".to_string(),
+                    format!(
+                        "route {cidr} via 240.{}.{}.{} dev sarasa-gw onlink proto 84 (the active gateway {gateway}, over the route agent's VXLAN)",
+                        o[1], o[2], o[3]
+                    ),
+                )
+            }
+            IpAddr::V6(_) => (
+                node.uplink.clone(),
+                format!(
+                    "route {cidr} via {} dev {} proto 84 (the active gateway {gateway})",
+                    gw.underlay_ip, node.uplink
+                ),
+            ),
+        };
         Some((
             Next::ClusterGateway {
                 route: text.clone(),
                 gateway: gateway.clone(),
             },
-            node.uplink.clone(),
+            dev,
             vec![text],
         ))
     }
@@ -745,8 +762,21 @@ impl<'w> Walker<'w> {
                         format!("{route}: the gateway is no node"),
                     ));
                 };
-                let uplink = gw.uplink.clone();
-                self.arrive_at_node(&gateway, reset(pkt), &uplink, leg)
+                let iif = if gw.underlay_ip.is_ipv4() {
+                    leg.hops.push(Hop::new(
+                        at,
+                        "encap",
+                        format!(
+                            "route agent's VXLAN VNI 4243: outer UDP {} → {}:4801 ({gateway})",
+                            node.underlay_ip, gw.underlay_ip
+                        ),
+                        Vec::new(),
+                    ));
+                    "sarasa-gw".to_string()
+                } else {
+                    gw.uplink.clone()
+                };
+                self.arrive_at_node(&gateway, reset(pkt), &iif, leg)
             }
             Next::Cable { route, .. } => self.cross_cable(node, pkt, leg, &route),
             Next::Default => {
