@@ -11,7 +11,9 @@
 //! The WAN can be given a delay and a loss (`--wan-delay`, `--wan-loss`: [`WanLink`], the
 //! set's, applied by [`wan`] to every port, those of later joins too).
 //!
-//! Not built yet (issue 12): GlobalNet, `--dual-stack`.
+//! With `--globalnet` clusters whose ranges overlap join too (IPv4; the `globalnet` module).
+//!
+//! Not built yet (issue 12): IPv6 GlobalNet, `--dual-stack`.
 
 pub mod broker;
 mod globalnet;
