@@ -44,9 +44,34 @@ pub struct AgentHandle {
     pub shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
     reconcile: JoinHandle<Result<()>>,
+    /// The cluster-set gateway task, and how to ask it to hand its Lease over.
+    gateway: Option<(Arc<tokio::sync::Notify>, JoinHandle<()>)>,
 }
 
+/// How long a shutdown waits for the gateway to hand its Lease over.
+const HANDOVER: Duration = Duration::from_secs(2);
+
 impl AgentHandle {
+    /// Stops the agent on a SIGTERM: an active cluster-set gateway first gives its Lease up,
+    /// so the standby takes over at once instead of after the Lease runs out; the node keeps
+    /// its programming.
+    pub async fn shut_down(mut self) {
+        if let Some((handover, task)) = self.gateway.take() {
+            handover.notify_one();
+            let _ = tokio::time::timeout(HANDOVER, task).await;
+        }
+        self.stop();
+    }
+
+    /// Waits until the agent fails, borrowing it (a shutdown can follow).
+    pub async fn failed(&mut self) -> Result<()> {
+        let r = (&mut self.reconcile)
+            .await
+            .map_err(|e| Error::Config(format!("reconcile task ended: {e}")));
+        self.stop();
+        r?
+    }
+
     /// Waits until the agent fails (it does not stop on its own).
     pub async fn wait(mut self) -> Result<()> {
         let r = (&mut self.reconcile)
@@ -60,6 +85,9 @@ impl AgentHandle {
     pub fn stop(&self) {
         self.reconcile.abort();
         for t in &self.tasks {
+            t.abort();
+        }
+        if let Some((_, t)) = &self.gateway {
             t.abort();
         }
     }
@@ -279,11 +307,13 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
     );
     // The cluster set's gateway and routes; the other clusters' ranges reach the plan.
     let (remote_tx, remote_rx) = tokio::sync::watch::channel(Default::default());
-    tasks.push(tokio::spawn(
+    let handover = Arc::new(tokio::sync::Notify::new());
+    let gateway_task = tokio::spawn(
         crate::gateway::Gateway::new(client.clone(), &config.node_name, target.clone(), remote_tx)
             .with_underlay(uplink.address, &uplink.name)
+            .with_handover(handover.clone())
             .run(),
-    ));
+    );
     let reconciler = Reconciler {
         program: Some((program, applier)),
         config,
@@ -308,6 +338,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         shared,
         tasks,
         reconcile,
+        gateway: Some((handover, gateway_task)),
     })
 }
 

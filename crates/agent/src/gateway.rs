@@ -544,6 +544,8 @@ pub struct Gateway {
     renewed: Option<Instant>,
     /// This node's underlay address and uplink, for the route agent's VXLAN.
     underlay: Option<(IpAddr, String)>,
+    /// Notified when the agent shuts down: the holder gives its Lease up and the task ends.
+    handover: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What the gateway watches: the cluster set's ConfigMap, the gateway Lease and the gateway
@@ -667,7 +669,14 @@ impl Gateway {
             wireguard: None,
             renewed: None,
             underlay: None,
+            handover: None,
         }
+    }
+
+    /// What tells the task the agent shuts down ([`crate::AgentHandle::shut_down`]).
+    pub fn with_handover(mut self, handover: Arc<tokio::sync::Notify>) -> Self {
+        self.handover = Some(handover);
+        self
     }
 
     /// The node's underlay address and uplink: the other nodes then reach the active gateway
@@ -731,9 +740,30 @@ impl Gateway {
                     RETRY
                 }
             };
+            let handover = self.handover.clone().unwrap_or_default();
             tokio::select! {
                 _ = views.changed.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+                _ = handover.notified() => {
+                    self.hand_over().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The agent shuts down: a holder of the Lease gives it up, so the standby takes over on
+    /// the watch event rather than when the Lease runs out.
+    async fn hand_over(&mut self) {
+        if self.renewed.is_none() {
+            return;
+        }
+        match self.elect(false).await {
+            Ok(_) => {
+                tracing::info!(node = %self.node, "shutting down: cluster-set gateway handed over")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "shutting down: the gateway Lease stays until it runs out")
             }
         }
     }

@@ -154,21 +154,20 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let agent = sarasa_agent::start(config, sarasa_agent::netns::NetnsTarget::Current).await?;
+        let mut agent =
+            sarasa_agent::start(config, sarasa_agent::netns::NetnsTarget::Current).await?;
         // SIGTERM (kubelet stopping the pod, a rolling update) stops the agent and leaves the
-        // datapath programmed: pods keep their network until the new agent takes over.
+        // datapath programmed: pods keep their network until the new agent takes over. An
+        // active cluster-set gateway hands its Lease over first.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = agent.wait() => r.map_err(anyhow::Error::from),
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: stopping; the datapath stays in place");
-                Ok(())
-            }
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("interrupted: stopping; the datapath stays in place");
-                Ok(())
-            }
-        }
+        let stopped = tokio::select! {
+            r = agent.failed() => return r.map_err(anyhow::Error::from),
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "interrupted",
+        };
+        tracing::info!("{stopped}: stopping; the datapath stays in place");
+        agent.shut_down().await;
+        Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
