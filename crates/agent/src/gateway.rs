@@ -289,133 +289,107 @@ fn wan_address(nl: &mut Netlink) -> Result<Option<(Ipv4Addr, u32, u32)>> {
     Ok(addr.map(|a| (a, link.index, link.mtu)))
 }
 
-/// The VXLAN cable: the device on the WAN link, its vtep address, and one fdb entry and
-/// neighbour per far end. Returns its index.
-fn vxlan_device(nl: &mut Netlink, end: &CableEnd, wan_index: u32, wan_mtu: u32) -> Result<u32> {
-    let mac = vtep_mac(end.wan);
-    let link = match nl.link_by_name(CABLE_DEVICE).map_err(nl_err("get cable"))? {
-        Some(l) if l.mac == Some(mac) => l,
+/// A VXLAN device of the gateway task (the cable, the route agent's): recreated when its MAC
+/// is not `spec`'s, given `vtep` (a /8) and brought up; its FDB and neighbours are then the
+/// `peers` (underlay address, vtep address, MAC) and nothing else. Returns its index.
+fn ensure_vxlan(
+    nl: &mut Netlink,
+    spec: &VxlanSpec,
+    vtep: Ipv4Addr,
+    peers: &[(Ipv4Addr, Ipv4Addr, MacAddr)],
+) -> Result<u32> {
+    let name = spec.name.as_str();
+    let link = match nl
+        .link_by_name(name)
+        .map_err(nl_err("get a VXLAN device"))?
+    {
+        Some(l) if l.mac == spec.mac => l,
         other => {
             if let Some(l) = other {
-                nl.delete_link(l.index).map_err(nl_err("delete cable"))?;
+                nl.delete_link(l.index)
+                    .map_err(nl_err("delete a VXLAN device"))?;
             }
-            nl.add_vxlan(&VxlanSpec {
-                name: CABLE_DEVICE.into(),
-                vni: CABLE_VNI,
-                port: CABLE_PORT,
-                local: IpAddr::V4(end.wan),
-                uplink: wan_index,
-                mtu: Some(wan_mtu - CABLE_OVERHEAD),
-                mac: Some(mac),
-                up: true,
-            })
-            .map_err(nl_err("add cable"))?;
-            nl.link_by_name(CABLE_DEVICE)
-                .map_err(nl_err("get cable"))?
-                .ok_or_else(|| Error::Config("cable device vanished".into()))?
+            nl.add_vxlan(spec).map_err(nl_err("add a VXLAN device"))?;
+            nl.link_by_name(name)
+                .map_err(nl_err("get a VXLAN device"))?
+                .ok_or_else(|| Error::Config(format!("{name} vanished")))?
         }
     };
-    address_and_up(nl, &link, end.wan, None)?;
-    let peers: Vec<Ipv4Addr> = end.peers.iter().map(|p| p.wan).collect();
-    for f in nl.fdbs(link.index).map_err(nl_err("dump cable fdb"))? {
-        let keep =
-            matches!(f.dst, Some(IpAddr::V4(d)) if peers.contains(&d) && f.mac == vtep_mac(d));
+    address_and_up(nl, &link, vtep, None)?;
+    for f in nl.fdbs(link.index).map_err(nl_err("dump a VXLAN fdb"))? {
+        let keep = matches!(f.dst, Some(IpAddr::V4(d)) if peers.iter().any(|(u, _, m)| *u == d && *m == f.mac));
         if let (false, Some(dst)) = (keep, f.dst) {
             let _ = nl.fdb_del(link.index, f.mac, dst);
         }
     }
-    for p in &peers {
-        nl.fdb_replace(link.index, vtep_mac(*p), IpAddr::V4(*p))
-            .map_err(nl_err("cable fdb"))?;
-        nl.neigh_add(link.index, IpAddr::V4(vtep_ip(*p)), vtep_mac(*p))
-            .map_err(nl_err("cable neighbour"))?;
+    for (underlay, peer_vtep, mac) in peers {
+        nl.fdb_replace(link.index, *mac, IpAddr::V4(*underlay))
+            .map_err(nl_err("VXLAN fdb"))?;
+        nl.neigh_add(link.index, IpAddr::V4(*peer_vtep), *mac)
+            .map_err(nl_err("VXLAN neighbour"))?;
     }
     Ok(link.index)
+}
+
+/// The VXLAN cable: the device on the WAN link, its vtep address, and one fdb entry and
+/// neighbour per far end. Returns its index.
+fn vxlan_device(nl: &mut Netlink, end: &CableEnd, wan_index: u32, wan_mtu: u32) -> Result<u32> {
+    let spec = VxlanSpec {
+        name: CABLE_DEVICE.into(),
+        vni: CABLE_VNI,
+        port: CABLE_PORT,
+        local: IpAddr::V4(end.wan),
+        uplink: wan_index,
+        mtu: Some(wan_mtu - CABLE_OVERHEAD),
+        mac: Some(vtep_mac(end.wan)),
+        up: true,
+    };
+    let peers: Vec<_> = end
+        .peers
+        .iter()
+        .map(|p| (p.wan, vtep_ip(p.wan), vtep_mac(p.wan)))
+        .collect();
+    ensure_vxlan(nl, &spec, vtep_ip(end.wan), &peers)
 }
 
 /// The route agent's VXLAN device as `want` says (removed with `None`); its index. Its
 /// one peer is the active gateway, when that is another node.
 fn route_agent_device(nl: &mut Netlink, want: Option<&RouteAgent>) -> Result<Option<u32>> {
-    let existing = nl
-        .link_by_name(ROUTE_AGENT_DEVICE)
-        .map_err(nl_err("get the route agent's device"))?;
     let Some(want) = want else {
-        if let Some(l) = existing {
-            nl.delete_link(l.index)
-                .map_err(nl_err("delete the route agent's device"))?;
-        }
+        nl.delete_link_by_name(ROUTE_AGENT_DEVICE)
+            .map_err(nl_err("delete the route agent's device"))?;
         return Ok(None);
     };
     let uplink = nl
         .link_by_name(&want.uplink)
         .map_err(nl_err("get the uplink"))?
         .ok_or_else(|| Error::Config(format!("uplink {} is gone", want.uplink)))?;
-    let mac = route_agent_mac(want.local);
-    let link = match existing {
-        Some(l) if l.mac == Some(mac) => l,
-        other => {
-            if let Some(l) = other {
-                nl.delete_link(l.index)
-                    .map_err(nl_err("delete the route agent's device"))?;
-            }
-            nl.add_vxlan(&VxlanSpec {
-                name: ROUTE_AGENT_DEVICE.into(),
-                vni: ROUTE_AGENT_VNI,
-                port: ROUTE_AGENT_PORT,
-                local: IpAddr::V4(want.local),
-                uplink: uplink.index,
-                mtu: Some(uplink.mtu - CABLE_OVERHEAD),
-                mac: Some(mac),
-                up: true,
-            })
-            .map_err(nl_err("add the route agent's device"))?;
-            nl.link_by_name(ROUTE_AGENT_DEVICE)
-                .map_err(nl_err("get the route agent's device"))?
-                .ok_or_else(|| Error::Config("the route agent's device vanished".into()))?
-        }
+    let spec = VxlanSpec {
+        name: ROUTE_AGENT_DEVICE.into(),
+        vni: ROUTE_AGENT_VNI,
+        port: ROUTE_AGENT_PORT,
+        local: IpAddr::V4(want.local),
+        uplink: uplink.index,
+        mtu: Some(uplink.mtu - CABLE_OVERHEAD),
+        mac: Some(route_agent_mac(want.local)),
+        up: true,
     };
-    let vtep = IpNet::V4(Ipv4Net::new(route_agent_ip(want.local), 8).expect("constant prefix"));
-    let have = nl
-        .addrs(Some(link.index), None)
-        .map_err(nl_err("dump the route agent's addresses"))?;
-    if !have.iter().any(|a| a.net == vtep) {
-        nl.addr_add(link.index, vtep)
-            .map_err(nl_err("address the route agent's device"))?;
-    }
-    if !link.up {
-        nl.set_up(link.index)
-            .map_err(nl_err("route agent's device up"))?;
-    }
-    for f in nl
-        .fdbs(link.index)
-        .map_err(nl_err("dump the route agent's fdb"))?
-    {
-        let keep = matches!((f.dst, want.gateway), (Some(IpAddr::V4(d)), Some(g)) if d == g && f.mac == route_agent_mac(g));
-        if let (false, Some(dst)) = (keep, f.dst) {
-            let _ = nl.fdb_del(link.index, f.mac, dst);
-        }
-    }
-    if let Some(g) = want.gateway {
-        nl.fdb_replace(link.index, route_agent_mac(g), IpAddr::V4(g))
-            .map_err(nl_err("route agent fdb"))?;
-        nl.neigh_add(
-            link.index,
-            IpAddr::V4(route_agent_ip(g)),
-            route_agent_mac(g),
-        )
-        .map_err(nl_err("route agent neighbour"))?;
-    }
-    Ok(Some(link.index))
+    let peers: Vec<_> = want
+        .gateway
+        .iter()
+        .map(|g| (*g, route_agent_ip(*g), route_agent_mac(*g)))
+        .collect();
+    ensure_vxlan(nl, &spec, route_agent_ip(want.local), &peers).map(Some)
 }
 
-/// Gives a cable device its vtep address (and MTU), and brings it up.
+/// Gives a device its vtep address (a /8; and MTU), and brings it up.
 fn address_and_up(
     nl: &mut Netlink,
     link: &sarasa_netns::Link,
-    wan: Ipv4Addr,
+    vtep: Ipv4Addr,
     mtu: Option<u32>,
 ) -> Result<()> {
-    let vtep = IpNet::V4(Ipv4Net::new(vtep_ip(wan), 8).expect("constant prefix"));
+    let vtep = IpNet::V4(Ipv4Net::new(vtep, 8).expect("constant prefix"));
     let have = nl
         .addrs(Some(link.index), None)
         .map_err(nl_err("dump cable addresses"))?;
@@ -457,7 +431,12 @@ fn apply(nl: &mut Netlink, d: &Desired) -> Result<()> {
                         .ok_or_else(|| {
                             Error::Config(format!("{} is not open", wireguard::DEVICE))
                         })?;
-                    address_and_up(nl, &link, end.wan, Some(wan_mtu - wireguard::OVERHEAD))?;
+                    address_and_up(
+                        nl,
+                        &link,
+                        vtep_ip(end.wan),
+                        Some(wan_mtu - wireguard::OVERHEAD),
+                    )?;
                     link.index
                 }
             })

@@ -14,7 +14,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::clusterset::{active_gateway, clusterset, ok, refused, wan_exists, SetGuard};
+use common::clusterset::{
+    active_gateway, clusterset, nothing_of_the_set_left, ok, refused, wan_exists, SetGuard,
+};
 use common::{serve_pod, TestLab};
 use serde_json::Value;
 
@@ -350,29 +352,7 @@ fn two_labs_share_their_exports_through_the_broker() {
     assert!(mcs_slices_from(&west, "east").is_empty());
     wait_clusters(&west, "web", &["west"]);
     // Nothing of the set stays on west's nodes: no cable, no routes to east.
-    for node in ["node-1", "node-2", "node-3"] {
-        let ns = format!("sarasa-{}-{node}", west.name);
-        let left = west.eventually(WAIT, || {
-            let routes = Command::new("ip")
-                .args(["-n", &ns, "route", "show", "proto", "84"])
-                .output()
-                .expect("ip route");
-            let device = |name: &str| {
-                Command::new("ip")
-                    .args(["-n", &ns, "link", "show", name])
-                    .output()
-                    .expect("ip link")
-                    .status
-                    .success()
-            };
-            (routes.stdout.is_empty() && !device("sarasa-cable") && !device("sarasa-gw"))
-                .then_some(())
-        });
-        assert!(
-            left.is_some(),
-            "{node} keeps cluster-set routes, its cable or the route agent's VXLAN"
-        );
-    }
+    nothing_of_the_set_left(&west, &["node-1", "node-2", "node-3"]);
 
     ok(&["delete", &set]);
     assert!(!wan_exists(&set));

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::clusterset::{active_gateway, ok, status, wan_exists, SetGuard};
+use common::clusterset::{
+    active_gateway, nothing_of_the_set_left, ok, status, wan_exists, SetGuard,
+};
 use common::{sarasa_bin, serve_pod, TestLab};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -116,31 +118,6 @@ impl Drop for FileServer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn no_device_or_routes_left(lab: &TestLab, nodes: &[&str]) {
-    for node in nodes {
-        let ns = format!("sarasa-{}-{node}", lab.name);
-        let left = lab.eventually(WAIT, || {
-            let routes = Command::new("ip")
-                .args(["-n", &ns, "route", "show", "proto", "84"])
-                .output()
-                .expect("ip route");
-            let device = |name: &str| {
-                Command::new("ip")
-                    .args(["-n", &ns, "link", "show", name])
-                    .output()
-                    .expect("ip link")
-                    .status
-                    .success()
-            };
-            (routes.stdout.is_empty() && !device("sarasa-wg") && !device("sarasa-gw")).then_some(())
-        });
-        assert!(
-            left.is_some(),
-            "{node} keeps cluster-set routes or its cable"
-        );
     }
 }
 
@@ -386,7 +363,7 @@ fn a_wireguard_cable_carries_the_clusters_traffic_encrypted() {
 
     // west leaves: nothing of the set stays on its nodes.
     ok(&["leave", &set, "--lab", &west.name]);
-    no_device_or_routes_left(&west, &["node-1", "node-2"]);
+    nothing_of_the_set_left(&west, &["node-1", "node-2"]);
     // The others keep their cable to each other.
     let reply = north
         .eventually(WAIT, || {
@@ -396,6 +373,6 @@ fn a_wireguard_cable_carries_the_clusters_traffic_encrypted() {
     assert_eq!(common::client_ip(&reply), visitor);
     ok(&["delete", &set]);
     assert!(!wan_exists(&set));
-    no_device_or_routes_left(&east, &["node-1", "node-2"]);
-    no_device_or_routes_left(&north, &["node-1"]);
+    nothing_of_the_set_left(&east, &["node-1", "node-2"]);
+    nothing_of_the_set_left(&north, &["node-1"]);
 }

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use super::sarasa_bin;
+use super::{sarasa_bin, TestLab};
 
 pub fn clusterset(args: &[&str]) -> Output {
     Command::new(sarasa_bin())
@@ -64,4 +64,32 @@ pub fn wan_exists(set: &str) -> bool {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .any(|l| l.split_whitespace().next() == Some(&format!("sarasa-wan-{set}")))
+}
+
+/// Waits (30 s) until nothing of a cluster set stays on `lab`'s `nodes`: no `proto 84`
+/// routes, no cable (`sarasa-cable`, `sarasa-wg`), no route agent's VXLAN (`sarasa-gw`).
+pub fn nothing_of_the_set_left(lab: &TestLab, nodes: &[&str]) {
+    for node in nodes {
+        let ns = format!("sarasa-{}-{node}", lab.name);
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .arg("-n")
+                .arg(&ns)
+                .args(args)
+                .output()
+                .expect("ip")
+        };
+        let left = lab.eventually(std::time::Duration::from_secs(30), || {
+            let routes = ip(&["route", "show", "proto", "84"]).stdout;
+            let devices = ["sarasa-cable", "sarasa-wg", "sarasa-gw"]
+                .into_iter()
+                .filter(|d| ip(&["link", "show", d]).status.success())
+                .collect::<Vec<_>>();
+            (routes.is_empty() && devices.is_empty()).then_some(())
+        });
+        assert!(
+            left.is_some(),
+            "{node} keeps cluster-set routes, a cable or the route agent's VXLAN"
+        );
+    }
 }
