@@ -15,7 +15,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::clusterset::{
-    active_gateway, clusterset, nothing_of_the_set_left, ok, refused, wan_exists, SetGuard,
+    active_gateway, clusterset, export_web, nothing_of_the_set_left, ok, refused, wan_exists,
+    SetGuard,
 };
 use common::{serve_pod, TestLab};
 use serde_json::Value;
@@ -56,12 +57,7 @@ fn wait_clusters(lab: &TestLab, name: &str, want: &[&str]) -> Value {
 }
 
 fn web(lab: &TestLab) {
-    lab.apply(&format!(
-        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
-         spec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n\
-         ---\napiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: web}}\n",
-        serve_pod("web", "node-1", "web"),
-    ));
+    export_web(lab, "node-1");
 }
 
 fn mcs_slices_from(lab: &TestLab, cluster: &str) -> Vec<Value> {

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::clusterset::{ok, refused, status, SetGuard};
+use common::clusterset::{cluster_set_ip, export_web, ok, refused, status, SetGuard};
 use common::{serve_pod, TestLab};
 use serde_json::Value;
 
@@ -69,12 +69,7 @@ fn labs_with_identical_ranges_connect_through_globalnet() {
         "{east_global}"
     );
 
-    east.apply(&format!(
-        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
-         spec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n\
-         ---\napiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: web}}\n",
-        serve_pod("web", "node-2", "web"),
-    ));
+    export_web(&east, "node-2");
     west.apply(&serve_pod("client", "node-1", "client"));
     let east_pod = east.pod_ip("web");
     let client = west.pod_ip("client");
@@ -118,12 +113,7 @@ fn labs_with_identical_ranges_connect_through_globalnet() {
         Some(())
     })
     .unwrap_or_else(|| panic!("west imports web at {global_ip}:80"));
-    let set_ip = west
-        .eventually(WAIT, || {
-            let i = west.object("serviceimports", "default", "web")?;
-            i["spec"]["ips"][0].as_str().map(String::from)
-        })
-        .expect("west imports web");
+    let set_ip = cluster_set_ip(&west, "web").expect("west imports web");
 
     // west's client reaches web through its ClusterSetIP and at the global address; east's
     // pod sees west's egress address.

@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::clusterset::{
-    active_gateway, nothing_of_the_set_left, ok, status, wan_exists, SetGuard,
+    active_gateway, cluster_set_ip, export_web, nothing_of_the_set_left, ok, status, wan_exists,
+    SetGuard,
 };
 use common::{sarasa_bin, serve_pod, TestLab};
 
@@ -160,22 +161,13 @@ fn a_wireguard_cable_carries_the_clusters_traffic_encrypted() {
     assert!(joined.contains("wireguard cable"), "{joined}");
 
     // east exports web (on node-2); west's client (node-1) reaches it through the cable.
-    east.apply(&format!(
-        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
-         spec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n\
-         ---\napiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: web}}\n",
-        serve_pod("web", "node-2", "web"),
-    ));
+    export_web(&east, "node-2");
     west.apply(&serve_pod("client", "node-1", "client"));
     west.apply(&serve_pod("other", "node-2", "other"));
     let east_pod = east.pod_ip("web");
     let client = west.pod_ip("client");
     let other = west.pod_ip("other");
-    let set_ip = west
-        .eventually(WAIT, || {
-            let i = west.object("serviceimports", "default", "web")?;
-            i["spec"]["ips"][0].as_str().map(String::from)
-        })
+    let set_ip = cluster_set_ip(&west, "web")
         .unwrap_or_else(|| panic!("west imports web:\n{}", ok(&["status", &set])));
     for target in [
         format!("tcp://{east_pod}:8080"),
@@ -191,12 +183,7 @@ fn a_wireguard_cable_carries_the_clusters_traffic_encrypted() {
     // peer by destination.
     north.apply(&serve_pod("visitor", "node-1", "visitor"));
     let visitor = north.pod_ip("visitor");
-    let north_set_ip = north
-        .eventually(WAIT, || {
-            let i = north.object("serviceimports", "default", "web")?;
-            i["spec"]["ips"][0].as_str().map(String::from)
-        })
-        .expect("north imports web");
+    let north_set_ip = cluster_set_ip(&north, "web").expect("north imports web");
     for target in [
         format!("tcp://{east_pod}:8080"),
         format!("tcp://{north_set_ip}:80"),

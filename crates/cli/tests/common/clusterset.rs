@@ -93,3 +93,22 @@ pub fn nothing_of_the_set_left(lab: &TestLab, nodes: &[&str]) {
         );
     }
 }
+
+/// A `sarasa/serve` pod `web` on `node` behind a Service `web` (port 80 → 8080, named
+/// `http`) and its ServiceExport, applied in `lab`.
+pub fn export_web(lab: &TestLab, node: &str) {
+    lab.apply(&format!(
+        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
+         spec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n\
+         ---\napiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: web}}\n",
+        super::serve_pod("web", node, "web"),
+    ));
+}
+
+/// The ClusterSetIP of ServiceImport `default/name` in `lab`, once it has one (30 s).
+pub fn cluster_set_ip(lab: &TestLab, name: &str) -> Option<String> {
+    lab.eventually(std::time::Duration::from_secs(30), || {
+        let i = lab.object("serviceimports", "default", name)?;
+        i["spec"]["ips"][0].as_str().map(String::from)
+    })
+}
