@@ -382,7 +382,8 @@ async fn another_clusters_export_merges_by_the_oldest_and_keeps_the_import() {
         )
         .await
         .unwrap();
-    let i = await_import(&client, "hello", |_| true).await;
+    // The import is created, then its status written: wait for the status.
+    let i = await_import(&client, "hello", |i| !i["status"]["clusters"].is_null()).await;
     assert_eq!(i["status"]["clusters"], json!([{"cluster": "east"}]));
 
     create_service(&client, hello("hello", json!({}))).await;
