@@ -71,12 +71,20 @@ impl FromStr for ProbeTarget {
             None => (rest, "/".to_string()),
         };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, port) = v6
-                .split_once("]:")
-                .ok_or_else(|| bad("an IPv6 address needs brackets and a port: [::1]:80"))?;
+            // `[::1]:80`, or `[::1]` alone where the scheme has a default port (http).
+            let (host, port) = match v6.split_once(']') {
+                Some((h, "")) => (h, None),
+                Some((h, p)) => (
+                    h,
+                    Some(p.strip_prefix(':').ok_or_else(|| {
+                        bad("after the bracketed IPv6 address comes :PORT: [::1]:80")
+                    })?),
+                ),
+                None => return Err(bad("an IPv6 address needs its closing bracket: [::1]:80")),
+            };
             host.parse::<Ipv6Addr>()
                 .map_err(|_| bad("not an IPv6 address inside the brackets"))?;
-            (host, Some(port))
+            (host, port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, _)) if h.contains(':') => {
@@ -495,6 +503,14 @@ mod tests {
                 .to_string(),
             "http://[::1]:80/x"
         );
+        // http's default port with a bracketed IPv6 address, as in any URL.
+        assert_eq!(
+            "http://[fd00:10:96::2]/x".parse::<ProbeTarget>().unwrap(),
+            ProbeTarget::Http {
+                server: hp("fd00:10:96::2", 80),
+                path: "/x".into()
+            }
+        );
     }
 
     #[test]
@@ -504,6 +520,9 @@ mod tests {
             ("tcp://10.0.0.1", "missing port"),
             ("tcp://10.0.0.1:99999", "port must be"),
             ("tcp://::1:80", "brackets"),
+            ("tcp://[::1]", "missing port"),
+            ("tcp://[::1]80", "comes :PORT"),
+            ("tcp://[::1:80", "closing bracket"),
             ("sctp://10.0.0.1:80", "scheme"),
             ("tcp://10.0.0.1:80/x", "path"),
             ("tcp://:80", "missing host"),
