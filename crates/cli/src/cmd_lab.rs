@@ -51,18 +51,24 @@ enum LabCommand {
         /// containerLogMaxFiles); 2 to 100.
         #[arg(long, default_value_t = sarasa_lab::container_log::LOG_KEEP_ROTATED + 1)]
         container_log_max_files: usize,
-        /// The pods' IPv4 range (the cluster CIDR); each node takes a /24 of it as its podCIDR
-        /// [default: 10.244.0.0/16]
+        /// The pods' IPv4 range (the cluster CIDR); each node takes a /24 of it as its podCIDR;
+        /// with --dual-stack IPV4,IPV6 (a /64 per node) [default: 10.244.0.0/16]
         #[arg(long)]
         pod_cidr: Option<String>,
         /// The Services' IPv4 range, /12 to /28: the `kubernetes` Service takes its first
-        /// address, the cluster DNS its tenth [default: 10.96.0.0/12]
+        /// address, the cluster DNS its tenth; with --dual-stack IPV4,IPV6 (/108 to /124)
+        /// [default: 10.96.0.0/12]
         #[arg(long)]
         service_cidr: Option<String>,
         /// The lab's id in a cluster set (MCS's cluster.clusterset.k8s.io): a DNS label
         /// [default: the lab's name]
         #[arg(long)]
         cluster_id: Option<String>,
+        /// IPv6 as well as IPv4 for the underlay, nodes, pods and Services (IPv4 stays the
+        /// primary family): pods fd00:10:244::/56 (a /64 per node), Services fd00:10:96::/112,
+        /// unless --pod-cidr/--service-cidr give IPV4,IPV6
+        #[arg(long)]
+        dual_stack: bool,
         /// Benchmark only: serve the API as before its security (plain HTTP, no tokens, every
         /// request allowed), to measure what TLS and RBAC cost (scripts/bench-lab.sh up-security)
         #[arg(long, hide = true)]
@@ -170,6 +176,7 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             pod_cidr,
             service_cidr,
             cluster_id,
+            dual_stack,
             insecure_api,
         } => {
             let vpc = ipam == IpamArg::Vpc || backend == Some(Backend::Vpc);
@@ -182,12 +189,15 @@ pub fn run(lab: &str, args: LabArgs) -> Result<ExitCode> {
             let backend = backend.unwrap_or(if vpc { Backend::Vpc } else { Backend::Vxlan });
             let max_bytes = parse_size(&container_log_max_size, "--container-log-max-size")?;
             let mut spec = LabSpec::new(lab, nodes, backend, mode)?
-                .with_container_logs(max_bytes, container_log_max_files)?
-                .with_networks(
-                    pod_cidr.as_deref(),
-                    service_cidr.as_deref(),
-                    cluster_id.as_deref(),
-                )?;
+                .with_container_logs(max_bytes, container_log_max_files)?;
+            if dual_stack {
+                spec = spec.with_dual_stack()?;
+            }
+            spec = spec.with_networks(
+                pod_cidr.as_deref(),
+                service_cidr.as_deref(),
+                cluster_id.as_deref(),
+            )?;
             if vpc {
                 let v = sarasa_lab::vpc::VpcSpec::new(vpc_address_limit, vpc_warm_addresses)?;
                 spec = spec.with_vpc(v)?;
@@ -337,8 +347,8 @@ fn print_status(lab: &Lab) -> Result<()> {
     println!(
         "cluster id {}: pods {}, Services {} (DNS {})",
         lab.spec.cluster_id(),
-        lab.spec.cluster_cidr,
-        lab.spec.service_cidr,
+        join(&lab.spec.cluster_cidrs()),
+        join(&lab.spec.service_cidrs()),
         sarasa_lab::dns_ip(&lab.spec)
     );
     Ok(())
@@ -359,4 +369,12 @@ pub fn binaries() -> Result<LabBinaries> {
         );
     }
     Ok(LabBinaries { sarasa })
+}
+
+/// Ranges as the flags take them: `IPV4[,IPV6]`.
+fn join(nets: &[ipnet::IpNet]) -> String {
+    nets.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -43,8 +43,8 @@ pub struct Objects {
     pub policy: PolicyState,
     /// The other clusters' ranges of the lab's cluster set (never masqueraded).
     pub remote_cluster_cidrs: Vec<ipnet::IpNet>,
-    /// Under GlobalNet, the cluster's egress address.
-    pub global_egress: Option<IpAddr>,
+    /// Under GlobalNet, the cluster's egress address of each family.
+    pub global_egress: Vec<IpAddr>,
 }
 
 /// Compiles every node's plan and assembles the world. Nodes without a podCIDR or underlay
@@ -68,8 +68,8 @@ pub fn world(
         })
         .collect();
     let proxy = ProxyConfig {
-        service_cidrs: vec![spec.service_cidr.into()],
-        cluster_cidrs: vec![spec.cluster_cidr.into()],
+        service_cidrs: spec.service_cidrs(),
+        cluster_cidrs: spec.cluster_cidrs(),
         ..ProxyConfig::default()
     };
     let (backend, cni_mode) = (spec.backend, spec.mode);
@@ -86,9 +86,9 @@ pub fn world(
             uplink: sarasa_lab::spec::UPLINK.into(),
             uplink_mtu: LAB_UPLINK_MTU,
             vtep_mac: n.vtep_mac,
-            cluster_cidrs: vec![spec.cluster_cidr.into()],
+            cluster_cidrs: spec.cluster_cidrs(),
             remote_cluster_cidrs: objects.remote_cluster_cidrs.clone(),
-            global_egress: objects.global_egress,
+            global_egress: objects.global_egress.clone(),
         };
         let mut node_addresses = vec![underlay];
         node_addresses.extend(n.internal_ip.filter(|ip| *ip != underlay));

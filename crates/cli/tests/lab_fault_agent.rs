@@ -79,36 +79,6 @@ fn change(i: u32) -> (String, bool) {
     (doc, i % 7 == 6)
 }
 
-/// The pid of `node`'s agent process: a `sarasa agent` whose network namespace is the node's.
-fn agent_pid(lab: &str, node: &str) -> Option<i32> {
-    let target = std::fs::metadata(format!("/run/netns/sarasa-{lab}-{node}")).ok()?;
-    use std::os::unix::fs::MetadataExt;
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        let is_agent = args.len() > 1
-            && args[0].ends_with(b"sarasa")
-            && args[1] == b"agent"
-            && args
-                .get(2)
-                .is_none_or(|a| *a != b"install-cni" && *a != b"uninstall");
-        if !is_agent {
-            continue;
-        }
-        let same = std::fs::metadata(format!("/proc/{pid}/ns/net"))
-            .is_ok_and(|m| m.ino() == target.ino() && m.dev() == target.dev());
-        if same {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 #[test]
 fn agent_killed_at_random_points_leaves_the_plan_and_the_held_connection() {
     let kills = env_u32("FAULT_KILLS", 5);
@@ -193,7 +163,9 @@ fn agent_killed_at_random_points_leaves_the_plan_and_the_held_connection() {
         std::thread::sleep(Duration::from_millis(50 + rng.next(400)));
         let node = if rng.next(2) == 0 { "node-1" } else { "node-2" };
         let pid = lab
-            .eventually(Duration::from_secs(30), || agent_pid(&lab.name, node))
+            .eventually(Duration::from_secs(30), || {
+                common::agent_pid(&lab.name, node)
+            })
             .unwrap_or_else(|| panic!("no agent process on {node}"));
         // SAFETY: kill(2) on a pid this test found as the lab agent of its own lab.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "kill {pid}");

@@ -116,12 +116,22 @@ pub fn overlay_config(text: &str, spec: &LabSpec) -> Result<String, LabError> {
     set(
         map,
         "clusterCIDRs",
-        serde_norway::Value::Sequence(vec![s(&spec.cluster_cidr.to_string())]),
+        serde_norway::Value::Sequence(
+            spec.cluster_cidrs()
+                .iter()
+                .map(|c| s(&c.to_string()))
+                .collect(),
+        ),
     );
     set(
         map,
         "serviceCIDRs",
-        serde_norway::Value::Sequence(vec![s(&spec.service_cidr.to_string())]),
+        serde_norway::Value::Sequence(
+            spec.service_cidrs()
+                .iter()
+                .map(|c| s(&c.to_string()))
+                .collect(),
+        ),
     );
     serde_norway::to_string(&doc).map_err(|e| bad(e.to_string()))
 }

@@ -23,8 +23,8 @@ pub async fn run(
     loopback: Option<std::net::TcpListener>,
 ) -> Result<(), LabError> {
     let mut config = sarasa_apiserver::Config::new(paths.store_dir());
-    config.cluster_cidrs = vec![spec.cluster_cidr.into()];
-    config.service_cidrs = vec![spec.service_cidr.into()];
+    config.cluster_cidrs = spec.cluster_cidrs();
+    config.service_cidrs = spec.service_cidrs();
     config.load_balancer_pools = vec![spec.lb_pool.into()];
     config.cluster_id = spec.cluster_id().to_string();
     // With the cloud VPC nodes hold addresses, not podCIDRs.

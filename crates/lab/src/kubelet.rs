@@ -396,7 +396,7 @@ impl PodRunner {
             name: name.clone(),
             node: node_name.clone(),
             netns: node.netns.clone(),
-            ips: vec![node.ip.to_string()],
+            ips: node.ips().iter().map(ToString::to_string).collect(),
             cni_conflist: PathBuf::new(),
             cni_result: Value::Null,
             containers: Vec::new(),

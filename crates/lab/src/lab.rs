@@ -524,10 +524,21 @@ impl Lab {
                         .find(|o| o.metadata.name.as_deref() == Some(&n.name));
                     NodeStatus {
                         name: n.name.clone(),
-                        address: n.ip.to_string(),
+                        address: n
+                            .ips()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
                         pod_cidr: obj
                             .and_then(|o| o.spec.as_ref())
-                            .and_then(|s| s.pod_cidr.clone())
+                            .and_then(|s| {
+                                s.pod_cidrs
+                                    .as_ref()
+                                    .filter(|c| !c.is_empty())
+                                    .map(|c| c.join(","))
+                                    .or_else(|| s.pod_cidr.clone())
+                            })
                             .or_else(|| obj.and_then(vpc_addresses))
                             .unwrap_or_else(|| "<none>".into()),
                         agent: crate::agents::agent_state(&agents, obj, &n.name).into(),

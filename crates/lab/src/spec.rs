@@ -1,9 +1,9 @@
 //! The lab's shape as plain data: which namespaces, links and addresses make up a lab of
 //! N nodes. Pure: `LabSpec::new` decides every name and address; `topology` only realises it.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::LabError;
@@ -23,8 +23,20 @@ pub struct NodeSpec {
     pub netns: String,
     /// Underlay address (the node's InternalIP).
     pub ip: Ipv4Addr,
+    /// Its IPv6 underlay address in a dual-stack lab (the node's second InternalIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     /// Interface name of the node's end of its link, on the fabric side.
     pub fabric_port: String,
+}
+
+impl NodeSpec {
+    /// The node's underlay addresses, IPv4 first (its InternalIPs, a hostNetwork pod's IPs).
+    pub fn ips(&self) -> Vec<IpAddr> {
+        let mut out = vec![IpAddr::V4(self.ip)];
+        out.extend(self.ip6.map(IpAddr::V6));
+        out
+    }
 }
 
 /// Everything `lab up` builds, decided up front.
@@ -70,6 +82,36 @@ pub struct LabSpec {
     /// `cluster.clusterset.k8s.io`): a DNS label, the lab's name unless given.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster_id: String,
+    /// The IPv6 side of a dual-stack lab (`lab up --dual-stack`): the underlay, pods and
+    /// Services get IPv6 as well; IPv4 stays the primary family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Side>,
+}
+
+/// A dual-stack lab's IPv6 ranges (kind's defaults for pods and Services).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv6Side {
+    pub underlay: Ipv6Net,
+    /// The fabric's IPv6 address on the underlay: the nodes' IPv6 default route.
+    pub fabric_ip: Ipv6Addr,
+    pub cluster_cidr: Ipv6Net,
+    pub service_cidr: Ipv6Net,
+}
+
+impl Default for Ipv6Side {
+    fn default() -> Self {
+        Ipv6Side {
+            underlay: "fd00:33::/64".parse().expect("static CIDR"),
+            fabric_ip: "fd00:33::1".parse().expect("static address"),
+            cluster_cidr: "fd00:10:244::/56".parse().expect("static CIDR"),
+            service_cidr: "fd00:10:96::/112".parse().expect("static CIDR"),
+        }
+    }
+}
+
+/// A node's IPv6 underlay address: the same host number as its IPv4 one.
+fn node_ip6(underlay: Ipv6Net, index: usize) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(underlay.network()) + 10 + index as u128)
 }
 
 fn default_cni_gc_interval() -> u64 {
@@ -145,6 +187,7 @@ impl LabSpec {
                 name: format!("node-{i}"),
                 netns: format!("sarasa-{name}-node-{i}"),
                 ip: Ipv4Addr::from(base + 10 + i as u32),
+                ip6: None,
                 fabric_port: format!("n{i}"),
             })
             .collect();
@@ -170,12 +213,50 @@ impl LabSpec {
             vpc: None,
             insecure_api: false,
             cluster_id: String::new(),
+            ipv6: None,
         })
     }
 
+    /// The same spec made dual-stack (`lab up --dual-stack`): the underlay, every node, the
+    /// pods and the Services get IPv6 too, from the defaults of [`Ipv6Side`] (`--pod-cidr` and
+    /// `--service-cidr` may then name an IPv6 range after the IPv4 one). The pods' IPv6
+    /// crosses nodes inside the VXLAN backend's tunnel; the other backends route a podCIDR to
+    /// one underlay address per node, an IPv4 one, so they are refused naming `--backend`.
+    pub fn with_dual_stack(mut self) -> Result<LabSpec, LabError> {
+        if self.backend != Backend::Vxlan {
+            return Err(LabError::Invalid(format!(
+                "--dual-stack: IPv6 pods cross nodes through the vxlan backend; --backend {} \
+                 routes each node's podCIDRs to its one (IPv4) underlay address",
+                self.backend
+            )));
+        }
+        let side = Ipv6Side::default();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            node.ip6 = Some(node_ip6(side.underlay, i + 1));
+        }
+        self.ipv6 = Some(side);
+        Ok(self)
+    }
+
+    /// The pod ranges, IPv4 first (the cluster's `--cluster-cidr`).
+    pub fn cluster_cidrs(&self) -> Vec<IpNet> {
+        let mut out = vec![IpNet::V4(self.cluster_cidr)];
+        out.extend(self.ipv6.as_ref().map(|s| IpNet::V6(s.cluster_cidr)));
+        out
+    }
+
+    /// The Service ranges, IPv4 first (the API server's `--service-cluster-ip-range`).
+    pub fn service_cidrs(&self) -> Vec<IpNet> {
+        let mut out = vec![IpNet::V4(self.service_cidr)];
+        out.extend(self.ipv6.as_ref().map(|s| IpNet::V6(s.service_cidr)));
+        out
+    }
+
     /// The same spec with the pod and Service ranges and the cluster id `lab up` was given
-    /// (`--pod-cidr`, `--service-cidr`, `--cluster-id`; `None` keeps the default). Refused,
-    /// naming the flag: a range that is not IPv4 or not a network address, a pod range too
+    /// (`--pod-cidr`, `--service-cidr`, `--cluster-id`; `None` keeps the default). A
+    /// dual-stack spec ([`LabSpec::with_dual_stack`] first) takes `IPV4,IPV6` in either range
+    /// flag. Refused, naming the flag: a first range that is not IPv4, a second that is not
+    /// IPv6 or comes without dual-stack, a range that is not a network address, a pod range too
     /// small for a /24 per node, a Service range outside /12../28 (kube-apiserver takes none
     /// larger than /12; the DNS Service is its tenth address), ranges that overlap each other
     /// or the lab's own (underlay, external net, load-balancer pool, externalIPs), special
@@ -187,14 +268,22 @@ impl LabSpec {
         cluster_id: Option<&str>,
     ) -> Result<LabSpec, LabError> {
         if let Some(text) = pod_cidr {
-            let net = crate::spec_networks::parse_v4_network("--pod-cidr", text)?;
-            crate::spec_networks::check_pod_range(net, self.nodes.len())?;
-            self.cluster_cidr = net;
+            let (v4, v6) = crate::spec_networks::parse_ranges("--pod-cidr", text, &self)?;
+            crate::spec_networks::check_pod_range(v4, self.nodes.len())?;
+            self.cluster_cidr = v4;
+            if let (Some(v6), Some(side)) = (v6, self.ipv6.as_mut()) {
+                crate::spec_networks::check_pod_range_v6(v6)?;
+                side.cluster_cidr = v6;
+            }
         }
         if let Some(text) = service_cidr {
-            let net = crate::spec_networks::parse_v4_network("--service-cidr", text)?;
-            crate::spec_networks::check_service_range(net)?;
-            self.service_cidr = net;
+            let (v4, v6) = crate::spec_networks::parse_ranges("--service-cidr", text, &self)?;
+            crate::spec_networks::check_service_range(v4)?;
+            self.service_cidr = v4;
+            if let (Some(v6), Some(side)) = (v6, self.ipv6.as_mut()) {
+                crate::spec_networks::check_service_range_v6(v6)?;
+                side.service_cidr = v6;
+            }
         }
         crate::spec_networks::check_disjoint(&self)?;
         if let Some(id) = cluster_id {

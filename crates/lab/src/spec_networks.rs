@@ -3,7 +3,7 @@
 //! that collides with the lab's own networks would route silently wrong, so each mistake is
 //! refused naming the flag before anything is built.
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::spec::LabSpec;
 use crate::LabError;
@@ -15,6 +15,12 @@ pub const NODE_MASK_V4: u8 = 24;
 pub const SERVICE_PREFIX_MIN: u8 = 12;
 /// The DNS Service takes the range's tenth address.
 pub const SERVICE_PREFIX_MAX: u8 = 28;
+/// The IPv6 podCIDR size (kube-controller-manager's default `--node-cidr-mask-size-ipv6`).
+pub const NODE_MASK_V6: u8 = 64;
+/// kube-apiserver refuses an IPv6 Service range larger than /108 (20 bits of addresses).
+pub const SERVICE_PREFIX_MIN_V6: u8 = 108;
+/// The largest IPv6 Service range prefix `lab up` takes (the DNS Service's tenth address).
+pub const SERVICE_PREFIX_MAX_V6: u8 = 124;
 
 fn invalid(msg: String) -> LabError {
     LabError::Invalid(msg)
@@ -24,8 +30,8 @@ fn invalid(msg: String) -> LabError {
 pub fn parse_v4_network(flag: &str, text: &str) -> Result<Ipv4Net, LabError> {
     let net: Ipv4Net = text.trim().parse().map_err(|_| {
         invalid(format!(
-            "{flag} {text:?}: not an IPv4 CIDR (address/prefix, e.g. 10.244.0.0/16; IPv6 ranges \
-             come with dual-stack)"
+            "{flag} {text:?}: not an IPv4 CIDR (address/prefix, e.g. 10.244.0.0/16; with \
+             --dual-stack an IPv6 range may follow: 10.244.0.0/16,fd00:10:244::/56)"
         ))
     })?;
     if net.addr() != net.network() {
@@ -38,6 +44,77 @@ pub fn parse_v4_network(flag: &str, text: &str) -> Result<Ipv4Net, LabError> {
         return Err(invalid(format!("{flag} {net}: {why}")));
     }
     Ok(net)
+}
+
+/// `IPV4[,IPV6]` as `flag` was given it: the IPv6 range only in a dual-stack `spec`.
+pub fn parse_ranges(
+    flag: &str,
+    text: &str,
+    spec: &LabSpec,
+) -> Result<(Ipv4Net, Option<Ipv6Net>), LabError> {
+    let (first, second) = match text.split_once(',') {
+        Some((a, b)) => (a, Some(b)),
+        None => (text, None),
+    };
+    let v4 = parse_v4_network(flag, first)?;
+    let Some(second) = second else {
+        return Ok((v4, None));
+    };
+    if spec.ipv6.is_none() {
+        return Err(invalid(format!(
+            "{flag} {text:?}: a second (IPv6) range needs --dual-stack"
+        )));
+    }
+    parse_v6_network(flag, second).map(|v6| (v4, Some(v6)))
+}
+
+/// An IPv6 network address with its prefix, the second range of `flag`.
+fn parse_v6_network(flag: &str, text: &str) -> Result<Ipv6Net, LabError> {
+    let net: Ipv6Net = text.trim().parse().map_err(|_| {
+        invalid(format!(
+            "{flag} {text:?}: the second range is not an IPv6 CIDR (IPV4,IPV6, e.g. \
+             10.244.0.0/16,fd00:10:244::/56)"
+        ))
+    })?;
+    if net.addr() != net.network() {
+        return Err(invalid(format!(
+            "{flag} {text:?}: host bits are set; the network is {}",
+            net.trunc()
+        )));
+    }
+    let unique_local: Ipv6Net = "fc00::/7".parse().expect("static CIDR");
+    let documentation: Ipv6Net = "2001:db8::/32".parse().expect("static CIDR");
+    if !unique_local.contains(&net) && !documentation.contains(&net) {
+        return Err(invalid(format!(
+            "{flag} {net}: a lab's IPv6 ranges are unique local (fc00::/7) or documentation \
+             (2001:db8::/32) addresses, never global ones"
+        )));
+    }
+    Ok(net)
+}
+
+/// An IPv6 pod range holds /64 podCIDRs.
+pub fn check_pod_range_v6(net: Ipv6Net) -> Result<(), LabError> {
+    if net.prefix_len() > NODE_MASK_V6 - 6 {
+        return Err(invalid(format!(
+            "--pod-cidr {net}: each node takes a /{NODE_MASK_V6} IPv6 podCIDR, so the range must \
+             be /{} or larger (one for each of up to {} nodes)",
+            NODE_MASK_V6 - 6,
+            crate::spec::MAX_NODES
+        )));
+    }
+    Ok(())
+}
+
+/// An IPv6 Service range between /108 and /124.
+pub fn check_service_range_v6(net: Ipv6Net) -> Result<(), LabError> {
+    if !(SERVICE_PREFIX_MIN_V6..=SERVICE_PREFIX_MAX_V6).contains(&net.prefix_len()) {
+        return Err(invalid(format!(
+            "--service-cidr {net}: the IPv6 prefix must be between /{SERVICE_PREFIX_MIN_V6} (the \
+             largest kube-apiserver takes) and /{SERVICE_PREFIX_MAX_V6}"
+        )));
+    }
+    Ok(())
 }
 
 /// Why `net` cannot be a cluster range, if it cannot.
@@ -118,6 +195,27 @@ pub fn check_disjoint(spec: &LabSpec) -> Result<(), LabError> {
             spec.cluster_cidr, spec.service_cidr
         )));
     }
+    if let Some(side) = &spec.ipv6 {
+        let v6_overlap =
+            |a: Ipv6Net, b: Ipv6Net| a.contains(&b.network()) || b.contains(&a.network());
+        for (flag, net) in [
+            ("--pod-cidr", side.cluster_cidr),
+            ("--service-cidr", side.service_cidr),
+        ] {
+            if v6_overlap(net, side.underlay) {
+                return Err(invalid(format!(
+                    "{flag} {net} overlaps the lab's IPv6 underlay {}",
+                    side.underlay
+                )));
+            }
+        }
+        if v6_overlap(side.cluster_cidr, side.service_cidr) {
+            return Err(invalid(format!(
+                "--pod-cidr {} and --service-cidr {} overlap",
+                side.cluster_cidr, side.service_cidr
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -178,6 +276,94 @@ mod tests {
         spec(4)
             .with_networks(Some("172.20.0.0/22"), Some("172.21.0.0/28"), None)
             .unwrap();
+    }
+
+    #[test]
+    fn dual_stack_takes_an_ipv6_range_after_the_ipv4_one() {
+        let s = spec(2)
+            .with_dual_stack()
+            .unwrap()
+            .with_networks(None, None, None)
+            .unwrap();
+        let text = |v: Vec<ipnet::IpNet>| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            text(s.cluster_cidrs()),
+            ["10.244.0.0/16", "fd00:10:244::/56"]
+        );
+        assert_eq!(
+            text(s.service_cidrs()),
+            ["10.96.0.0/12", "fd00:10:96::/112"]
+        );
+        assert_eq!(s.nodes[1].ips()[1].to_string(), "fd00:33::c");
+        let s = spec(2)
+            .with_dual_stack()
+            .unwrap()
+            .with_networks(
+                Some("10.245.0.0/16,fd00:245::/56"),
+                Some("10.112.0.0/16,fd00:112::/112"),
+                None,
+            )
+            .unwrap();
+        assert_eq!(text(s.cluster_cidrs())[1], "fd00:245::/56");
+        assert_eq!(text(s.service_cidrs())[1], "fd00:112::/112");
+        // Single-stack labs take no IPv6 range; each bad IPv6 range names flag and reason.
+        let single = spec(2)
+            .with_networks(Some("10.245.0.0/16,fd00:245::/56"), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(single.contains("needs --dual-stack"), "{single}");
+        let routed = LabSpec::new("t", 2, Backend::HostGw, CniMode::Bridge)
+            .unwrap()
+            .with_dual_stack()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            routed.contains("--dual-stack") && routed.contains("--backend host-gw"),
+            "{routed}"
+        );
+        for (pod, svc, want) in [
+            (
+                Some("10.245.0.0/16,10.246.0.0/16"),
+                None,
+                "not an IPv6 CIDR",
+            ),
+            (
+                Some("10.245.0.0/16,fd00:245::1/56"),
+                None,
+                "host bits are set",
+            ),
+            (Some("10.245.0.0/16,2600::/56"), None, "never global ones"),
+            (
+                Some("10.245.0.0/16,fd00:245::/64"),
+                None,
+                "must be /58 or larger",
+            ),
+            (None, Some("10.112.0.0/16,fd00:112::/64"), "between /108"),
+            (
+                Some("10.245.0.0/16,fd00:33::/56"),
+                None,
+                "overlaps the lab's IPv6 underlay",
+            ),
+            (
+                Some("10.245.0.0/16,fd00:1::/56"),
+                Some("10.112.0.0/16,fd00:1::/112"),
+                "overlap",
+            ),
+        ] {
+            let err = spec(2)
+                .with_dual_stack()
+                .unwrap()
+                .with_networks(pod, svc, None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{pod:?} {svc:?}: {err}");
+            let flag = if pod.is_some() {
+                "--pod-cidr"
+            } else {
+                "--service-cidr"
+            };
+            assert!(err.contains(flag), "{err}");
+        }
     }
 
     #[test]

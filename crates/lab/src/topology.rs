@@ -3,12 +3,12 @@
 //! balancer ([`crate::cloud_lb`]) and the external host behind it. Everything is
 //! made inside namespaces this module creates; the root namespace is never touched.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sarasa_netns::{NetNs, Netlink, Route, Veth};
 
-use crate::spec::{LabSpec, UNDERLAY_BRIDGE, UPLINK};
+use crate::spec::{Ipv6Side, LabSpec, UNDERLAY_BRIDGE, UPLINK};
 use crate::LabError;
 
 /// Builds the whole topology; on any failure removes what it made and returns the error.
@@ -31,6 +31,14 @@ fn build(spec: &LabSpec) -> Result<(), LabError> {
     fabric
         .sysctl_write("net.ipv4.ip_forward", "1")
         .map_err(LabError::netns)?;
+    if let Some(side) = &spec.ipv6 {
+        let prefix = side.underlay.prefix_len();
+        fab.addr_add(br.index, net6(side.fabric_ip, prefix))
+            .map_err(LabError::netns)?;
+        fabric
+            .sysctl_write("net.ipv6.conf.all.forwarding", "1")
+            .map_err(LabError::netns)?;
+    }
 
     for node in &spec.nodes {
         let ns = new_ns(&node.netns)?;
@@ -48,6 +56,9 @@ fn build(spec: &LabSpec) -> Result<(), LabError> {
             .map_err(LabError::netns)?;
         fab.set_up(port.index).map_err(LabError::netns)?;
         host_side(&ns, node.ip, spec.underlay, spec.fabric_ip)?;
+        if let (Some(side), Some(ip6)) = (&spec.ipv6, node.ip6) {
+            host_side_v6(&ns, ip6, side)?;
+        }
     }
 
     // The external host sits behind the cloud's edge, which holds its load balancer.
@@ -94,6 +105,17 @@ fn host_side(ns: &NetNs, ip: Ipv4Addr, subnet: Ipv4Net, gateway: Ipv4Addr) -> Re
     Ok(())
 }
 
+/// A dual-stack node's IPv6 on its uplink, with the IPv6 default route via the fabric.
+fn host_side_v6(ns: &NetNs, ip: Ipv6Addr, side: &Ipv6Side) -> Result<(), LabError> {
+    let mut nl = Netlink::open_in(ns).map_err(LabError::netns)?;
+    let up = nl.link(UPLINK).map_err(LabError::netns)?;
+    nl.addr_add(up.index, net6(ip, side.underlay.prefix_len()))
+        .map_err(LabError::netns)?;
+    nl.route_add(&Route::default_via(IpAddr::V6(side.fabric_ip)).dev(up.index))
+        .map_err(LabError::netns)?;
+    Ok(())
+}
+
 fn new_ns(name: &str) -> Result<NetNs, LabError> {
     NetNs::create(name).map_err(|e| {
         if e.is_exists() {
@@ -120,6 +142,10 @@ pub fn ns_lo_up(ns: &NetNs) -> Result<(), LabError> {
 
 fn net(ip: Ipv4Addr, prefix: u8) -> IpNet {
     IpNet::V4(Ipv4Net::new(ip, prefix).expect("prefix from a parsed CIDR"))
+}
+
+fn net6(ip: Ipv6Addr, prefix: u8) -> IpNet {
+    IpNet::V6(Ipv6Net::new(ip, prefix).expect("prefix from a parsed CIDR"))
 }
 
 /// Removes every namespace of the lab (fabric, nodes, external, pods). Links inside go with

@@ -313,10 +313,21 @@ impl TestLab {
     /// `dig +short NAME` from pod `pod`, polled (30 s) until the answer passes `accept`; panics
     /// naming the name and the last answer otherwise.
     pub fn dig_until(&self, pod: &str, name: &str, accept: impl Fn(&str) -> bool) -> String {
+        self.dig_type_until(pod, "A", name, accept)
+    }
+
+    /// The same for records of type `qtype` (`AAAA`, `SRV`, ...).
+    pub fn dig_type_until(
+        &self,
+        pod: &str,
+        qtype: &str,
+        name: &str,
+        accept: impl Fn(&str) -> bool,
+    ) -> String {
         let mut last = String::new();
         self.eventually(Duration::from_secs(30), || {
             let out = self.run(&[
-                "exec", pod, "--", "dig", "+short", "+time=2", "+tries=1", name,
+                "exec", pod, "--", "dig", "+short", "+time=2", "+tries=1", "-t", qtype, name,
             ]);
             last = String::from_utf8_lossy(&out.stdout).trim().to_string();
             (!last.is_empty() && !last.starts_with(";;") && accept(&last)).then(|| last.clone())
@@ -454,4 +465,34 @@ impl TestLab {
     pub fn fabric_netns(&self) -> String {
         format!("sarasa-{}-fabric", self.name)
     }
+}
+
+/// The pid of `node`'s agent process: a `sarasa agent` whose network namespace is the node's.
+pub fn agent_pid(lab: &str, node: &str) -> Option<i32> {
+    let target = std::fs::metadata(format!("/run/netns/sarasa-{lab}-{node}")).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let is_agent = args.len() > 1
+            && args[0].ends_with(b"sarasa")
+            && args[1] == b"agent"
+            && args
+                .get(2)
+                .is_none_or(|a| *a != b"install-cni" && *a != b"uninstall");
+        if !is_agent {
+            continue;
+        }
+        let same = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .is_ok_and(|m| m.ino() == target.ino() && m.dev() == target.dev());
+        if same {
+            return Some(pid);
+        }
+    }
+    None
 }

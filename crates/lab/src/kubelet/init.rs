@@ -198,7 +198,7 @@ impl PodRunner {
         let status = json!({"status": {
             "phase": phase,
             "hostIP": self.node_ip(&rec.node),
-            "hostIPs": [{"ip": self.node_ip(&rec.node)}],
+            "hostIPs": self.host_ips(&rec.node),
             "podIP": rec.ips.first(),
             "podIPs": rec.ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
             "startTime": rec.started_at,

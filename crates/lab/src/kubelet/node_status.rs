@@ -94,16 +94,19 @@ async fn report(api: &Api<Node>, node: &NodeSpec, max_pods: u32) -> Result<(), k
 }
 
 fn addresses(node: &NodeSpec) -> Vec<NodeAddress> {
-    vec![
-        NodeAddress {
+    let mut out: Vec<NodeAddress> = node
+        .ips()
+        .iter()
+        .map(|ip| NodeAddress {
             type_: "InternalIP".into(),
-            address: node.ip.to_string(),
-        },
-        NodeAddress {
-            type_: "Hostname".into(),
-            address: node.name.clone(),
-        },
-    ]
+            address: ip.to_string(),
+        })
+        .collect();
+    out.push(NodeAddress {
+        type_: "Hostname".into(),
+        address: node.name.clone(),
+    });
+    out
 }
 
 /// What this machine is, as kubelet reports it (every lab node shares the machine's kernel).

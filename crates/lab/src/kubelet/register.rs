@@ -74,10 +74,15 @@ async fn register(api: &Api<Node>, node: &NodeSpec) -> Result<(), kube::Error> {
         .is_some_and(|a| !a.is_empty());
     if !has_address {
         let status = NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".into(),
-                address: node.ip.to_string(),
-            }]),
+            addresses: Some(
+                node.ips()
+                    .iter()
+                    .map(|ip| NodeAddress {
+                        type_: "InternalIP".into(),
+                        address: ip.to_string(),
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         };
         let patch = serde_json::json!({ "status": status });

@@ -53,7 +53,7 @@ impl PodRunner {
         let status = json!({"status": {
             "phase": super::restarts::phase(&rec.containers),
             "hostIP": node_ip,
-            "hostIPs": [{"ip": node_ip}],
+            "hostIPs": self.host_ips(&rec.node),
             "podIP": rec.ips.first(),
             "podIPs": rec.ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
             "startTime": rec.started_at,
@@ -98,7 +98,7 @@ impl PodRunner {
         let mut status = json!({
             "phase": "Pending",
             "hostIP": node_ip,
-            "hostIPs": [{"ip": node_ip}],
+            "hostIPs": self.host_ips(&node),
             "conditions": [cond("PodScheduled", "True"), cond("ContainersReady", "False"), cond("Ready", "False")],
             "containerStatuses": spec.containers.iter().map(|c| waiting(&c.name, c.image.as_ref())).collect::<Vec<_>>(),
         });
@@ -110,6 +110,19 @@ impl PodRunner {
         }
         self.patch_status(&namespace, &pod.name_any(), &json!({ "status": status }))
             .await
+    }
+
+    /// The pod's `hostIPs`: every InternalIP of its node, IPv4 first.
+    pub(super) fn host_ips(&self, node: &str) -> Vec<serde_json::Value> {
+        self.spec
+            .node(node)
+            .map(|n| {
+                n.ips()
+                    .iter()
+                    .map(|ip| json!({"ip": ip.to_string()}))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub(super) fn node_ip(&self, node: &str) -> String {
