@@ -266,7 +266,7 @@ pub async fn start(config: AgentConfig, target: NetnsTarget) -> Result<AgentHand
         vtep_mac: vtep,
         cluster_cidrs: config.cluster_cidr.clone(),
         remote_cluster_cidrs: Vec::new(),
-        global_egress: None,
+        global_egress: Vec::new(),
     };
     // Beside kube-proxy (`serviceProxy: false`) no Service table is programmed, and the
     // program removes sarasa's own if a previous configuration left them.
@@ -594,7 +594,7 @@ impl<A: Applier + Send + 'static> Reconciler<A> {
         {
             let set = self.remote_cidrs.borrow();
             self.local.remote_cluster_cidrs.clone_from(&set.remote);
-            self.local.global_egress = set.global_egress;
+            self.local.global_egress = set.global_egress.clone();
         }
         let plan = match self.trust.compile(state, &self.local) {
             Ok(p) => {

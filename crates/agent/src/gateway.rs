@@ -22,13 +22,13 @@
 //! Every node of a set also has the route agent's VXLAN (`sarasa-gw`, Submariner's
 //! `vx-submariner`), which the nodes that are not the active gateway reach it through.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -88,6 +88,25 @@ pub fn route_agent_ip(underlay: Ipv4Addr) -> Ipv4Addr {
     Ipv4Addr::new(240, o[1], o[2], o[3])
 }
 
+/// The IPv6 twin of a vtep address (a cable end's or a route agent's), for the routes of a
+/// dual-stack cluster's IPv6 ranges through the same VXLAN device: the IPv4 vtep in the low
+/// 32 bits of fd00:24::/96 (unique local, on no wire).
+pub fn vtep_ip6(vtep: Ipv4Addr) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(VTEP6_PREFIX) | u128::from(u32::from(vtep)))
+}
+
+const VTEP6_PREFIX: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x24, 0, 0, 0, 0, 0, 0);
+const VTEP6_PREFIX_LEN: u8 = 96;
+
+/// The next hop of a route to `dst` at the vtep `vtep`: itself, or its IPv6 twin for an IPv6
+/// destination.
+fn vtep_hop(dst: &IpNet, vtep: Ipv4Addr) -> IpAddr {
+    match dst {
+        IpNet::V4(_) => IpAddr::V4(vtep),
+        IpNet::V6(_) => IpAddr::V6(vtep_ip6(vtep)),
+    }
+}
+
 /// A node's route-agent vtep MAC: the underlay address in the low four bytes.
 pub fn route_agent_mac(underlay: Ipv4Addr) -> MacAddr {
     let o = underlay.octets();
@@ -114,8 +133,20 @@ pub enum Via {
     Fallback(IpAddr),
 }
 
-/// The metric of [`Via::Fallback`] routes (the cable's have none, so they win while it exists).
-pub const FALLBACK_METRIC: u32 = 100;
+/// The metric of [`Via::Fallback`] routes. The cable's have none, so they win while it
+/// exists: the kernel's default is 0 for IPv4 and 1024 for IPv6, both below it.
+pub const FALLBACK_METRIC: u32 = 2048;
+
+/// The metric the kernel gives an IPv6 route added without one (IP6_RT_PRIO_USER).
+const IP6_DEFAULT_METRIC: u32 = 1024;
+
+/// A route's metric as the kernel keeps it (none: 0 for IPv4, 1024 for IPv6).
+fn effective_metric(r: &Route) -> u32 {
+    match (r.metric.unwrap_or(0), r.dst) {
+        (0, IpNet::V6(_)) => IP6_DEFAULT_METRIC,
+        (m, _) => m,
+    }
+}
 
 /// The far end of a cable: another cluster's active gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,8 +191,8 @@ pub struct RouteAgent {
 pub struct SetView {
     pub cable: CableKind,
     pub remotes: Vec<RemoteCluster>,
-    /// Under GlobalNet, this cluster's global CIDR.
-    pub global_cidr: Option<IpNet>,
+    /// Under GlobalNet, this cluster's global CIDRs (IPv4 first).
+    pub global_cidrs: Vec<IpNet>,
 }
 
 /// What the node plan takes from the cluster set.
@@ -169,8 +200,8 @@ pub struct SetView {
 pub struct SetRanges {
     /// The other clusters' ranges (their global CIDRs under GlobalNet).
     pub remote: Vec<IpNet>,
-    /// Under GlobalNet, this cluster's egress address.
-    pub global_egress: Option<IpAddr>,
+    /// Under GlobalNet, this cluster's egress address of each family.
+    pub global_egress: Vec<IpAddr>,
 }
 
 impl SetView {
@@ -178,8 +209,10 @@ impl SetView {
         SetRanges {
             remote: self.remotes.iter().flat_map(|r| r.cidrs()).collect(),
             global_egress: self
-                .global_cidr
-                .and_then(sarasa_model::clusterset::global_egress_ip),
+                .global_cidrs
+                .iter()
+                .filter_map(|g| sarasa_model::clusterset::global_egress_ip(*g))
+                .collect(),
         }
     }
 }
@@ -218,10 +251,12 @@ fn far_end(r: &RemoteCluster, kind: CableKind) -> Option<FarEnd> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Role {
     /// This node is the active gateway, with this WAN address; `standby` is another gateway
-    /// candidate's underlay address, if there is one.
+    /// candidate's underlay address, if there is one (`standby_v6` its IPv6 one, in a
+    /// dual-stack cluster: the fallback of the IPv6 ranges).
     Active {
         wan: Ipv4Addr,
         standby: Option<IpAddr>,
+        standby_v6: Option<IpAddr>,
     },
     /// Another node is, at this underlay address.
     Behind(IpAddr),
@@ -234,7 +269,12 @@ pub enum Role {
 pub fn desired(set: &SetView, role: Role) -> Desired {
     let remotes = &set.remotes;
     let mut d = Desired::default();
-    if let Role::Active { wan, standby } = role {
+    if let Role::Active {
+        wan,
+        standby,
+        standby_v6,
+    } = role
+    {
         let mut peers: Vec<FarEnd> = Vec::new();
         for r in remotes {
             let Some(end) = far_end(r, set.cable) else {
@@ -242,7 +282,12 @@ pub fn desired(set: &SetView, role: Role) -> Desired {
             };
             for c in r.cidrs() {
                 d.routes.push((c, Via::Cable(end.wan)));
-                if let Some(s) = standby {
+                let fallback = if c.addr().is_ipv4() {
+                    standby
+                } else {
+                    standby_v6
+                };
+                if let Some(s) = fallback {
                     d.routes.push((c, Via::Fallback(s)));
                 }
             }
@@ -327,6 +372,8 @@ fn ensure_vxlan(
             .map_err(nl_err("VXLAN fdb"))?;
         nl.neigh_add(link.index, IpAddr::V4(*peer_vtep), *mac)
             .map_err(nl_err("VXLAN neighbour"))?;
+        nl.neigh_add(link.index, IpAddr::V6(vtep_ip6(*peer_vtep)), *mac)
+            .map_err(nl_err("VXLAN neighbour"))?;
     }
     Ok(link.index)
 }
@@ -382,20 +429,24 @@ fn route_agent_device(nl: &mut Netlink, want: Option<&RouteAgent>) -> Result<Opt
     ensure_vxlan(nl, &spec, route_agent_ip(want.local), &peers).map(Some)
 }
 
-/// Gives a device its vtep address (a /8; and MTU), and brings it up.
+/// Gives a device its vtep address (a /8) and the address's IPv6 twin (and MTU), and brings
+/// it up.
 fn address_and_up(
     nl: &mut Netlink,
     link: &sarasa_netns::Link,
     vtep: Ipv4Addr,
     mtu: Option<u32>,
 ) -> Result<()> {
-    let vtep = IpNet::V4(Ipv4Net::new(vtep, 8).expect("constant prefix"));
+    let v4 = IpNet::V4(Ipv4Net::new(vtep, 8).expect("constant prefix"));
+    let v6 = IpNet::V6(Ipv6Net::new(vtep_ip6(vtep), VTEP6_PREFIX_LEN).expect("constant prefix"));
     let have = nl
         .addrs(Some(link.index), None)
         .map_err(nl_err("dump cable addresses"))?;
-    if !have.iter().any(|a| a.net == vtep) {
-        nl.addr_add(link.index, vtep)
-            .map_err(nl_err("address cable"))?;
+    for net in [v4, v6] {
+        if !have.iter().any(|a| a.net == net) {
+            nl.addr_add(link.index, net)
+                .map_err(nl_err("address cable"))?;
+        }
     }
     if let Some(mtu) = mtu.filter(|m| *m != link.mtu) {
         nl.set_mtu(link.index, mtu).map_err(nl_err("cable MTU"))?;
@@ -452,7 +503,7 @@ fn apply(nl: &mut Netlink, d: &Desired) -> Result<()> {
                 // WireGuard picks the peer by destination: a device route.
                 (Via::Cable(_), Some(dev)) if wireguard => Route::new(*dst).dev(dev),
                 (Via::Cable(g), Some(dev)) => Route::new(*dst)
-                    .via(IpAddr::V4(vtep_ip(*g)))
+                    .via(vtep_hop(dst, vtep_ip(*g)))
                     .dev(dev)
                     .onlink(),
                 (Via::Cable(_), None) => return None,
@@ -460,11 +511,15 @@ fn apply(nl: &mut Netlink, d: &Desired) -> Result<()> {
                 // underlay (an IPv6 underlay).
                 (Via::Gateway(g), _) => match (g, route_agent_index) {
                     (IpAddr::V4(g4), Some(dev)) => Route::new(*dst)
-                        .via(IpAddr::V4(route_agent_ip(*g4)))
+                        .via(vtep_hop(dst, route_agent_ip(*g4)))
                         .dev(dev)
                         .onlink(),
+                    _ if g.is_ipv4() != dst.addr().is_ipv4() => return None,
                     _ => Route::new(*dst).via(*g),
                 },
+                // The candidate's underlay address is IPv4: an IPv6 range has no fallback
+                // (the gateway node's own pods wait for the new gateway's cable).
+                (Via::Fallback(g), _) if g.is_ipv4() != dst.addr().is_ipv4() => return None,
                 (Via::Fallback(g), _) => Route {
                     metric: Some(FALLBACK_METRIC),
                     ..Route::new(*dst).via(*g)
@@ -484,7 +539,7 @@ fn apply(nl: &mut Netlink, d: &Desired) -> Result<()> {
         w.dst == h.dst
             && w.gateway == h.gateway
             && (w.oif.is_none() || w.oif == h.oif)
-            && w.metric.unwrap_or(0) == h.metric.unwrap_or(0)
+            && effective_metric(w) == effective_metric(h)
     };
     for h in &have {
         let wanted = want.iter().any(|w| same(w, h));
@@ -575,15 +630,21 @@ where
     (store, task)
 }
 
-/// A Node's InternalIP.
+/// A Node's (first) InternalIP.
 fn internal_ip(n: &Node) -> Option<IpAddr> {
+    internal_ips(n).into_iter().next()
+}
+
+/// A Node's InternalIPs (a dual-stack node has one of each family).
+fn internal_ips(n: &Node) -> Vec<IpAddr> {
     n.status
-        .as_ref()?
-        .addresses
-        .as_ref()?
-        .iter()
-        .find(|a| a.type_ == "InternalIP")
-        .and_then(|a| a.address.parse().ok())
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
 }
 
 /// The Lease's holder while it is current, and when it runs out.
@@ -616,17 +677,20 @@ pub fn set_view(cm: Option<&ConfigMap>) -> Result<Option<SetView>> {
         Some(text) => serde_json::from_str(text).map_err(|e| bad(CONFIGMAP_KEY, e.to_string()))?,
         None => Vec::new(),
     };
-    let global_cidr = data
+    let global_cidrs = data
         .get(CONFIGMAP_GLOBAL_KEY)
+        .into_iter()
+        .flat_map(|text| text.split(','))
         .map(|text| {
-            text.parse::<IpNet>()
+            text.trim()
+                .parse::<IpNet>()
                 .map_err(|e| bad(CONFIGMAP_GLOBAL_KEY, format!("{text:?}: {e}")))
         })
-        .transpose()?;
+        .collect::<Result<Vec<_>>>()?;
     Ok(Some(SetView {
         cable,
         remotes,
-        global_cidr,
+        global_cidrs,
     }))
 }
 
@@ -903,16 +967,27 @@ impl Gateway {
             }
         }
         let role = match (&holder, active, wan) {
-            (_, true, Some((wan, _, _))) => Role::Active {
-                wan,
-                standby: views
+            (_, true, Some((wan, _, _))) => {
+                // The standby: the other candidate with the lowest (first) InternalIP.
+                let standby = views
                     .candidates
                     .state()
                     .iter()
                     .filter(|n| n.metadata.name.as_deref() != Some(&self.node))
-                    .filter_map(|n| internal_ip(n))
-                    .min(),
-            },
+                    .map(|n| internal_ips(n))
+                    .filter(|ips| !ips.is_empty())
+                    .min();
+                let of = |v4: bool| {
+                    standby
+                        .as_ref()
+                        .and_then(|ips| ips.iter().find(|ip| ip.is_ipv4() == v4).copied())
+                };
+                Role::Active {
+                    wan,
+                    standby: of(true),
+                    standby_v6: of(false),
+                }
+            }
             (Some(h), false, _) => candidate_node(h)
                 .as_deref()
                 .and_then(internal_ip)
@@ -1032,10 +1107,13 @@ mod tests {
             cluster_id: id.into(),
             pod_cidr: pods.parse().unwrap(),
             service_cidr: svcs.parse().unwrap(),
+            pod_cidr_v6: None,
+            service_cidr_v6: None,
             gateway_ip: gw.map(|g| g.parse().unwrap()),
             gateway_node: None,
             gateway_public_key: key.map(str::to_string),
             global_cidr: None,
+            global_cidr_v6: None,
         }
     }
 
@@ -1043,7 +1121,7 @@ mod tests {
         SetView {
             cable,
             remotes,
-            global_cidr: None,
+            global_cidrs: Vec::new(),
         }
     }
 
@@ -1060,7 +1138,11 @@ mod tests {
             remote("north", "10.246.0.0/16", "10.113.0.0/16", None, None),
         ];
         let wan: Ipv4Addr = "172.30.0.101".parse().unwrap();
-        let active = Role::Active { wan, standby: None };
+        let active = Role::Active {
+            wan,
+            standby: None,
+            standby_v6: None,
+        };
         let d = desired(&set(CableKind::Vxlan, remotes.clone()), active);
         let peer: Ipv4Addr = "172.30.0.100".parse().unwrap();
         let cable = d.cable.expect("a cable");
@@ -1096,6 +1178,7 @@ mod tests {
             Role::Active {
                 wan,
                 standby: Some(standby),
+                standby_v6: None,
             },
         );
         assert_eq!(
@@ -1105,6 +1188,58 @@ mod tests {
                 ("10.245.0.0/16".parse().unwrap(), Via::Fallback(standby)),
             ]
         );
+    }
+
+    #[test]
+    fn a_dual_stack_clusters_ipv6_ranges_route_like_its_ipv4_ones() {
+        let mut east = remote(
+            "east",
+            "10.245.0.0/16",
+            "10.112.0.0/16",
+            Some("172.30.0.13"),
+            None,
+        );
+        east.pod_cidr_v6 = Some("fd00:10:245::/56".parse().unwrap());
+        east.service_cidr_v6 = Some("fd00:10:112::/112".parse().unwrap());
+        let peer: Ipv4Addr = "172.30.0.13".parse().unwrap();
+        let wan: Ipv4Addr = "172.30.0.11".parse().unwrap();
+        let (standby, standby_v6): (IpAddr, IpAddr) = (
+            "192.168.33.12".parse().unwrap(),
+            "fd00:33::c".parse().unwrap(),
+        );
+        let d = desired(
+            &set(CableKind::Vxlan, vec![east]),
+            Role::Active {
+                wan,
+                standby: Some(standby),
+                standby_v6: Some(standby_v6),
+            },
+        );
+        let pods6: IpNet = "fd00:10:245::/56".parse().unwrap();
+        assert!(
+            d.routes.contains(&(pods6, Via::Cable(peer))),
+            "{:?}",
+            d.routes
+        );
+        assert!(
+            d.routes.contains(&(pods6, Via::Fallback(standby_v6))),
+            "an IPv6 range falls back to the candidate's IPv6 address: {:?}",
+            d.routes
+        );
+        assert!(!d.routes.contains(&(pods6, Via::Fallback(standby))));
+        // Through a VXLAN device an IPv6 range's next hop is the vtep's IPv6 twin.
+        let vtep = vtep_ip(peer);
+        assert_eq!(vtep_hop(&pods6, vtep), IpAddr::V6(vtep_ip6(vtep)));
+        assert_eq!(vtep_ip6(vtep).to_string(), "fd00:24::f11e:d");
+        let pods4: IpNet = "10.245.0.0/16".parse().unwrap();
+        assert_eq!(vtep_hop(&pods4, vtep), IpAddr::V4(vtep));
+        // The kernel keeps an IPv6 route without a metric at 1024: still below the fallback's,
+        // and equal to what was asked (no delete-and-add on every pass).
+        let cable6 = Route::new(pods6);
+        assert_eq!(effective_metric(&cable6), 1024);
+        assert_eq!(effective_metric(&cable6.clone().metric(1024)), 1024);
+        assert!(effective_metric(&cable6) < FALLBACK_METRIC);
+        assert_eq!(effective_metric(&Route::new(pods4)), 0);
     }
 
     #[test]
@@ -1136,7 +1271,11 @@ mod tests {
         let wan: Ipv4Addr = "172.30.0.101".parse().unwrap();
         let d = desired(
             &set(CableKind::Wireguard, remotes),
-            Role::Active { wan, standby: None },
+            Role::Active {
+                wan,
+                standby: None,
+                standby_v6: None,
+            },
         );
         let cable = d.cable.expect("a cable");
         assert_eq!(cable.kind, CableKind::Wireguard);

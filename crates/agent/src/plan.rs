@@ -119,7 +119,7 @@ pub(crate) mod tests {
             vtep_mac: Some(mac(1)),
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             remote_cluster_cidrs: Vec::new(),
-            global_egress: None,
+            global_egress: Vec::new(),
         }
     }
 

@@ -552,7 +552,7 @@ mod tests {
             vtep_mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             remote_cluster_cidrs: Vec::new(),
-            global_egress: None,
+            global_egress: Vec::new(),
         }
     }
 

@@ -68,7 +68,7 @@ fn local_of(n: &NodeNs, a: &Agent, backend: Backend) -> LocalNode {
         vtep_mac: a.mac,
         cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
         remote_cluster_cidrs: Vec::new(),
-        global_egress: None,
+        global_egress: Vec::new(),
     }
 }
 

@@ -77,7 +77,7 @@ async fn forged_nodes_are_left_out_and_leftover_routes_replaced() {
             vtep_mac: None,
             cluster_cidrs: cluster,
             remote_cluster_cidrs: Vec::new(),
-            global_egress: None,
+            global_egress: Vec::new(),
         };
         let mut trust = NodeTrust::default();
         let plan = trust.compile(&state, &local).expect("compile");

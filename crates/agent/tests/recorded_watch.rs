@@ -155,7 +155,7 @@ fn local() -> LocalNode {
         vtep_mac: None,
         cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
         remote_cluster_cidrs: Vec::new(),
-        global_egress: None,
+        global_egress: Vec::new(),
     }
 }
 

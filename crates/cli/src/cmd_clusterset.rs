@@ -31,7 +31,9 @@ enum ClustersetCommand {
         #[arg(long)]
         cable: Option<String>,
         /// GlobalNet, for clusters whose ranges overlap: the IPv4 range (at least a /16) each
-        /// cluster gets a /16 global CIDR of (e.g. 242.0.0.0/8); IPv6 (CIDR,CIDR6) is not built
+        /// cluster gets a /16 global CIDR of (e.g. 242.0.0.0/8), then optionally an IPv6 unique
+        /// local range (at least a /112) each dual-stack cluster gets a /112 of
+        /// (e.g. 242.0.0.0/8,fd00:242::/96)
         #[arg(long)]
         globalnet: Option<String>,
         /// The WAN's delay per crossing (e.g. 20ms: 40ms more round trip between two sites);
@@ -105,12 +107,18 @@ pub fn run(args: Vec<String>) -> Result<ExitCode> {
                 cs.wan.loss_text(),
                 cs.members
                     .iter()
-                    .map(|m| match m.global_cidr {
-                        Some(g) => format!(
-                            "{} (cluster {}, WAN {}, global {g})",
-                            m.lab, m.cluster_id, m.wan_ip
+                    .map(|m| match m.global_cidrs().as_slice() {
+                        [] => format!("{} (cluster {}, WAN {})", m.lab, m.cluster_id, m.wan_ip),
+                        g => format!(
+                            "{} (cluster {}, WAN {}, global {})",
+                            m.lab,
+                            m.cluster_id,
+                            m.wan_ip,
+                            g.iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(",")
                         ),
-                        None => format!("{} (cluster {}, WAN {})", m.lab, m.cluster_id, m.wan_ip),
                     })
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -194,9 +202,10 @@ fn print_status(st: &clusterset::SetStatus) {
             ),
             None => ("-", "-".into(), "-".into(), "-".into()),
         };
-        let cluster = match &c.global_cidr {
-            Some(g) => format!("{} ({g})", c.cluster_id),
-            None => c.cluster_id.clone(),
+        let cluster = match (&c.global_cidr, &c.global_cidr_v6) {
+            (Some(g), Some(g6)) => format!("{} ({g},{g6})", c.cluster_id),
+            (Some(g), None) => format!("{} ({g})", c.cluster_id),
+            _ => c.cluster_id.clone(),
         };
         println!(
             "{:<16} {:<16} {:<14} {:<6} {:<8} {:>8} {:>8}  {last}",

@@ -7,7 +7,7 @@
 //! both it lists both; with the broker stopped each cluster keeps its last state, and catches
 //! up when it is back; `leave` takes a lab's exports out of the other and theirs out of it;
 //! `delete` leaves nothing behind. Refused, with nothing built: unknown labs, overlapping
-//! ranges (both clusters and ranges named), IPv6 GlobalNet (not built yet).
+//! ranges (both clusters and ranges named), IPv6 GlobalNet ranges that are global or too small.
 
 mod common;
 
@@ -90,18 +90,17 @@ fn two_labs_share_their_exports_through_the_broker() {
     // Refusals build nothing.
     let e = refused(&["join", &set, "--lab", &east.name, "--lab", "no-such-lab"]);
     assert!(e.contains("no-such-lab"), "{e}");
-    let e = refused(&[
-        "join",
-        &set,
-        "--lab",
-        &east.name,
-        "--globalnet",
-        "242.0.0.0/8,fd00:242::/48",
-    ]);
-    assert!(
-        e.contains("--globalnet") && e.contains("IPv6") && e.contains("not built yet"),
-        "{e}"
-    );
+    for (range, why) in [
+        ("242.0.0.0/8,2600::/48", "not unique local"),
+        (
+            "242.0.0.0/8,fd00:242::/120",
+            "cannot give each cluster a /112",
+        ),
+        ("242.0.0.0/8,242.1.0.0/16", "not an IPv6 CIDR"),
+    ] {
+        let e = refused(&["join", &set, "--lab", &east.name, "--globalnet", range]);
+        assert!(e.contains("--globalnet") && e.contains(why), "{range}: {e}");
+    }
     assert!(!wan_exists(&set), "a refused join built the WAN");
 
     ok(&[

@@ -10,23 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::clusterset::{cluster_set_ip, export_web, ok, refused, status, SetGuard};
+use common::clusterset::{cluster_set_ip, export_web, global_cidr, ok, refused, status, SetGuard};
 use common::{serve_pod, TestLab};
-use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn global_cidr(st: &Value, cluster: &str) -> ipnet::IpNet {
-    st["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["clusterId"] == cluster)
-        .and_then(|c| c["globalCidr"].as_str())
-        .unwrap_or_else(|| panic!("{cluster}'s global CIDR in {st:#}"))
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn labs_with_identical_ranges_connect_through_globalnet() {
@@ -59,7 +46,10 @@ fn labs_with_identical_ranges_connect_through_globalnet() {
         "242.0.0.0/8",
     ]);
     let st = status(&set);
-    let (east_global, west_global) = (global_cidr(&st, "east"), global_cidr(&st, "west"));
+    let (east_global, west_global) = (
+        global_cidr(&st, "east", "globalCidr"),
+        global_cidr(&st, "west", "globalCidr"),
+    );
     assert_ne!(east_global, west_global);
     assert!(
         "242.0.0.0/8"

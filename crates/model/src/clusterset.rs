@@ -12,21 +12,29 @@ pub const CONFIGMAP_NAME: &str = "sarasa-clusterset";
 pub const CONFIGMAP_KEY: &str = "clusters.json";
 /// The set's cable kind (`wireguard` or `vxlan`); absent means `wireguard`, the default.
 pub const CONFIGMAP_CABLE_KEY: &str = "cable";
-/// With GlobalNet: this cluster's own global CIDR (its pods leave for the other clusters with
-/// its first address, [`global_egress_ip`]).
+/// With GlobalNet: this cluster's own global CIDRs, IPv4 first, comma-separated (its pods
+/// leave for the other clusters with the first address of the one of their family,
+/// [`global_egress_ip`]).
 pub const CONFIGMAP_GLOBAL_KEY: &str = "globalCIDR";
 pub use crate::ANNOTATION_GLOBAL_IP;
+
+/// The usable addresses of a global CIDR: its hosts, without IPv6's Subnet-Router anycast
+/// address (the network address, which `hosts()` includes for IPv6).
+fn global_hosts(global: IpNet) -> impl Iterator<Item = std::net::IpAddr> {
+    let skip = usize::from(global.addr().is_ipv6());
+    global.hosts().skip(skip)
+}
 
 /// The address a cluster's pods leave for the other clusters with, under GlobalNet: the first
 /// of its global CIDR.
 pub fn global_egress_ip(global: IpNet) -> Option<std::net::IpAddr> {
-    global.hosts().next()
+    global_hosts(global).next()
 }
 
 /// The addresses a cluster gives its exported Services under GlobalNet: the rest of its global
 /// CIDR after the egress address.
 pub fn global_ingress_ips(global: IpNet) -> impl Iterator<Item = std::net::IpAddr> {
-    global.hosts().skip(1)
+    global_hosts(global).skip(1)
 }
 
 /// How the clusters' active gateways are connected.
@@ -72,6 +80,12 @@ pub struct RemoteCluster {
     pub cluster_id: String,
     pub pod_cidr: IpNet,
     pub service_cidr: IpNet,
+    /// A dual-stack cluster's IPv6 pod range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr_v6: Option<IpNet>,
+    /// A dual-stack cluster's IPv6 Service range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cidr_v6: Option<IpNet>,
     /// The active gateway's address on the WAN (the cable's far end), once elected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_ip: Option<std::net::IpAddr>,
@@ -84,15 +98,22 @@ pub struct RemoteCluster {
     /// pod and Service ranges may overlap theirs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global_cidr: Option<IpNet>,
+    /// With GlobalNet over IPv6 too: a dual-stack cluster's IPv6 global CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_cidr_v6: Option<IpNet>,
 }
 
 impl RemoteCluster {
     /// The ranges reached through the gateway: its global CIDR under GlobalNet, else its pod
-    /// and Service ranges.
+    /// and Service ranges (IPv6 ones too, when it is dual-stack).
     pub fn cidrs(&self) -> Vec<IpNet> {
         match self.global_cidr {
-            Some(g) => vec![g],
-            None => vec![self.pod_cidr, self.service_cidr],
+            Some(g) => [g].into_iter().chain(self.global_cidr_v6).collect(),
+            None => [self.pod_cidr, self.service_cidr]
+                .into_iter()
+                .chain(self.pod_cidr_v6)
+                .chain(self.service_cidr_v6)
+                .collect(),
         }
     }
 }
@@ -105,6 +126,13 @@ mod tests {
     fn globalnet_addresses_come_from_the_global_cidr() {
         let g: IpNet = "242.1.0.0/16".parse().unwrap();
         assert_eq!(global_egress_ip(g), Some("242.1.0.1".parse().unwrap()));
+        // IPv6: the network address is the Subnet-Router anycast address, never a host's.
+        let g6: IpNet = "fd00:242::1:0/112".parse().unwrap();
+        assert_eq!(global_egress_ip(g6), Some("fd00:242::1:1".parse().unwrap()));
+        assert_eq!(
+            global_ingress_ips(g6).next(),
+            Some("fd00:242::1:2".parse().unwrap())
+        );
         let ingress: Vec<_> = global_ingress_ips(g).take(2).collect();
         assert_eq!(
             ingress,
@@ -114,10 +142,13 @@ mod tests {
             cluster_id: "east".into(),
             pod_cidr: "10.244.0.0/16".parse().unwrap(),
             service_cidr: "10.96.0.0/12".parse().unwrap(),
+            pod_cidr_v6: None,
+            service_cidr_v6: None,
             gateway_ip: None,
             gateway_node: None,
             gateway_public_key: None,
             global_cidr: Some(g),
+            global_cidr_v6: None,
         };
         assert_eq!(r.cidrs(), [g], "its overlapping ranges are not routed");
     }

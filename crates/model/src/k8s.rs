@@ -110,18 +110,21 @@ impl TryFrom<&core::Service> for Service {
         for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
             external_ips.push(cx.ip(format!("spec.externalIPs[{i}]"), ip)?);
         }
-        // GlobalNet: an exported Service's global ingress address.
+        // GlobalNet: an exported Service's global ingress addresses (one per family,
+        // comma-separated).
         let mut global_ips = Vec::new();
-        if let Some(ip) = svc
+        if let Some(list) = svc
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(crate::ANNOTATION_GLOBAL_IP))
         {
-            global_ips.push(cx.ip(
-                format!("metadata.annotations[{}]", crate::ANNOTATION_GLOBAL_IP),
-                ip,
-            )?);
+            for ip in list.split(',') {
+                global_ips.push(cx.ip(
+                    format!("metadata.annotations[{}]", crate::ANNOTATION_GLOBAL_IP),
+                    ip.trim(),
+                )?);
+            }
         }
         let mut load_balancer_ips = Vec::new();
         let ingress = svc
@@ -467,6 +470,19 @@ mod tests {
         let s = Service::try_from(&k).unwrap();
         assert_eq!(s.global_ips, ["242.0.0.2".parse::<IpAddr>().unwrap()]);
         assert!(s.external_ips.is_empty());
+        // A dual-stack Service's: one of each family.
+        k.metadata.annotations = Some(
+            [(
+                crate::ANNOTATION_GLOBAL_IP.to_string(),
+                "242.0.0.2,fd00:242::2".to_string(),
+            )]
+            .into(),
+        );
+        let s = Service::try_from(&k).unwrap();
+        assert_eq!(
+            s.global_ips,
+            ["242.0.0.2", "fd00:242::2"].map(|a| a.parse::<IpAddr>().unwrap())
+        );
         k.metadata.annotations = Some(
             [(
                 crate::ANNOTATION_GLOBAL_IP.to_string(),

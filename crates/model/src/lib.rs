@@ -30,9 +30,10 @@ pub mod vpc;
 #[cfg(feature = "k8s")]
 pub mod k8s;
 
-/// With GlobalNet: an exported Service's global ingress address, which the other clusters of
-/// its set reach it at. The cluster-set sync allocates it from the cluster's global CIDR; the
-/// Service model carries it as [`Service::global_ips`].
+/// With GlobalNet: an exported Service's global ingress addresses (one per family of the
+/// Service and the set's GlobalNet, comma-separated, IPv4 first), which the other clusters of
+/// its set reach it at. The cluster-set sync allocates them from the cluster's global CIDRs;
+/// the Service model carries them as [`Service::global_ips`].
 pub const ANNOTATION_GLOBAL_IP: &str = "multicluster.sarasa.io/global-ip";
 
 pub use address::special_address;

@@ -63,7 +63,7 @@ fn main() {
             vtep_mac: peers[0].vtep_mac,
             cluster_cidrs: vec!["10.64.0.0/10".parse().unwrap()],
             remote_cluster_cidrs: Vec::new(),
-            global_egress: None,
+            global_egress: Vec::new(),
         };
         let first = compile_trusted(&peers, &local, &BTreeMap::new()).unwrap();
         assert_eq!(first.remote_nodes as u32, n - 1);

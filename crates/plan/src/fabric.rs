@@ -44,9 +44,10 @@ pub struct LocalNode {
     /// CIDRs under GlobalNet): reached through the gateway with the pod's address kept, so
     /// never masqueraded.
     pub remote_cluster_cidrs: Vec<IpNet>,
-    /// Under GlobalNet: this cluster's egress address. Pods' packets leaving through a cable
-    /// for the other clusters are SNATed to it (on the active gateway, which has the cable).
-    pub global_egress: Option<IpAddr>,
+    /// Under GlobalNet: this cluster's egress address of each family. Pods' packets leaving
+    /// through a cable for the other clusters are SNATed to the one of their family (on the
+    /// active gateway, which has the cable).
+    pub global_egress: Vec<IpAddr>,
 }
 
 /// A node as the fabric sees it (this one included), from its Node object.
@@ -137,8 +138,8 @@ pub struct Masquerade {
     /// fragmentation or PMTU discovery.
     pub clamp_mss: bool,
     /// Under GlobalNet: the cluster's pods reach the other clusters' global CIDRs from its
-    /// egress address.
-    pub global_snat: Option<GlobalSnat>,
+    /// egress address (one SNAT per family).
+    pub global_snat: Vec<GlobalSnat>,
 }
 
 /// GlobalNet's egress SNAT: packets from `from` (this cluster's pod ranges) to `to` (the other
@@ -503,8 +504,9 @@ pub fn compile_trusted(
             clamp_mss: !local.remote_cluster_cidrs.is_empty(),
             global_snat: local
                 .global_egress
+                .iter()
                 .filter(|_| !local.remote_cluster_cidrs.is_empty())
-                .map(|egress| GlobalSnat {
+                .map(|&egress| GlobalSnat {
                     egress,
                     from: cluster_cidrs.clone(),
                     to: local
@@ -512,7 +514,8 @@ pub fn compile_trusted(
                         .iter()
                         .map(|c| c.trunc())
                         .collect(),
-                }),
+                })
+                .collect(),
         },
         pod_cidrs,
         mtu,
@@ -568,7 +571,7 @@ mod tests {
             vtep_mac: Some(mac(1)),
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             remote_cluster_cidrs: Vec::new(),
-            global_egress: None,
+            global_egress: Vec::new(),
         }
     }
 

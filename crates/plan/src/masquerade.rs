@@ -109,7 +109,7 @@ pub fn table(m: &Masquerade) -> Table {
         PRIORITY,
         Policy::Accept,
     );
-    if let Some(rule) = m.global_snat.as_ref().and_then(global_snat_rule) {
+    for rule in m.global_snat.iter().filter_map(global_snat_rule) {
         chain = chain.rule(rule);
     }
     for (saddr, daddr, multicast, is_v4) in [
@@ -163,7 +163,7 @@ mod tests {
                 "10.244.1.0/24".parse().unwrap(),
             ],
             clamp_mss: false,
-            global_snat: None,
+            global_snat: Vec::new(),
         };
         let t = table(&m);
         t.validate().unwrap();
@@ -190,7 +190,7 @@ mod tests {
             ],
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             clamp_mss: false,
-            global_snat: None,
+            global_snat: Vec::new(),
         };
         let text = table(&m).render();
         assert!(
@@ -201,10 +201,11 @@ mod tests {
 
     /// The plan of node n1 of a 2-node cluster, in a cluster set when `remote` ranges are given.
     fn plan_masquerade(remote: &[&str]) -> Masquerade {
-        plan_masquerade_global(remote, None)
+        plan_masquerade_global(remote, &[])
     }
 
-    fn plan_masquerade_global(remote: &[&str], egress: Option<&str>) -> Masquerade {
+    /// The same, dual-stack (IPv6 cluster and pod ranges as well), with GlobalNet's `egress`.
+    fn plan_masquerade_global(remote: &[&str], egress: &[&str]) -> Masquerade {
         use crate::fabric::{compile, LocalNode, PeerNode};
         let peer = |name: &str, cidr: &str, ip: &str| PeerNode {
             name: name.into(),
@@ -221,12 +222,25 @@ mod tests {
             vtep_mac: None,
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             remote_cluster_cidrs: remote.iter().map(|c| c.parse().unwrap()).collect(),
-            global_egress: egress.map(|e| e.parse().unwrap()),
+            global_egress: egress.iter().map(|e| e.parse().unwrap()).collect(),
         };
         let nodes = [
             peer("n1", "10.244.1.0/24", "192.168.33.11"),
             peer("n2", "10.244.2.0/24", "192.168.33.12"),
         ];
+        let mut local = local;
+        let mut nodes = nodes;
+        if remote.iter().chain(egress).any(|c| c.contains(':')) {
+            local
+                .cluster_cidrs
+                .push("fd00:10:244::/56".parse().unwrap());
+            nodes[0]
+                .pod_cidrs
+                .push("fd00:10:244:1::/64".parse().unwrap());
+            nodes[1]
+                .pod_cidrs
+                .push("fd00:10:244:2::/64".parse().unwrap());
+        }
         compile(&nodes, &local).unwrap().masquerade
     }
 
@@ -267,7 +281,7 @@ mod tests {
 
     #[test]
     fn globalnet_snats_the_clusters_pods_leaving_through_a_cable() {
-        let m = plan_masquerade_global(&["242.1.0.0/16"], Some("242.0.0.1"));
+        let m = plan_masquerade_global(&["242.1.0.0/16"], &["242.0.0.1"]);
         let t = table(&m);
         t.validate().unwrap();
         let text = t.render();
@@ -278,8 +292,25 @@ mod tests {
             "{text}"
         );
         // Without a set, no egress rule even with an address.
-        let m = plan_masquerade_global(&[], Some("242.0.0.1"));
-        assert!(m.global_snat.is_none());
+        let m = plan_masquerade_global(&[], &["242.0.0.1"]);
+        assert!(m.global_snat.is_empty());
         assert!(!table(&m).render().contains("snat"));
+    }
+
+    #[test]
+    fn dual_stack_globalnet_snats_each_family_to_its_own_egress() {
+        let m = plan_masquerade_global(
+            &["242.1.0.0/16", "fd00:242:0:1::/112"],
+            &["242.0.0.1", "fd00:242::1"],
+        );
+        let t = table(&m);
+        t.validate().unwrap();
+        let text = t.render();
+        for want in [
+            "ip saddr { 10.244.0.0/16 } ip daddr { 242.1.0.0/16 } counter snat ip to 242.0.0.1",
+            "ip6 saddr { fd00:10:244::/56 } ip6 daddr { fd00:242:0:1::/112 } counter snat ip6 to fd00:242::1",
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
     }
 }

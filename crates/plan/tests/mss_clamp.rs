@@ -153,7 +153,7 @@ impl Lab {
                 "10.10.2.0/24".parse().unwrap(),
             ],
             clamp_mss,
-            global_snat: None,
+            global_snat: Vec::new(),
         };
         let mut nl = NetlinkTableBackend {
             inner: NetlinkBackend::in_netns(self.router.path()).unwrap(),

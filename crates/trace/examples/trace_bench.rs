@@ -200,7 +200,7 @@ fn main() {
                 vtep_mac: p.vtep_mac,
                 cluster_cidrs: vec!["10.244.0.0/16".parse().expect("cidr")],
                 remote_cluster_cidrs: Vec::new(),
-                global_egress: None,
+                global_egress: Vec::new(),
             };
             let plan = build(&NodeInputs {
                 local: &local,

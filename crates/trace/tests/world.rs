@@ -154,7 +154,7 @@ fn world() -> World {
                 vtep_mac: p.vtep_mac,
                 cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
                 remote_cluster_cidrs: Vec::new(),
-                global_egress: None,
+                global_egress: Vec::new(),
             };
             let plan = build(&NodeInputs {
                 local: &local,

@@ -112,3 +112,16 @@ pub fn cluster_set_ip(lab: &TestLab, name: &str) -> Option<String> {
         i["spec"]["ips"][0].as_str().map(String::from)
     })
 }
+
+/// A cluster's global CIDR in `status -o json` (`key`: `globalCidr`, or `globalCidrV6`).
+pub fn global_cidr(st: &Value, cluster: &str, key: &str) -> ipnet::IpNet {
+    st["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clusterId"] == cluster)
+        .and_then(|c| c[key].as_str())
+        .unwrap_or_else(|| panic!("{cluster}'s {key} in {st:#}"))
+        .parse()
+        .unwrap()
+}

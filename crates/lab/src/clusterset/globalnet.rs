@@ -1,6 +1,7 @@
 //! GlobalNet in the sync (`clusterset join --globalnet`), Submariner's answer to clusters whose
 //! pod and Service ranges overlap: each cluster has a global CIDR, and the other clusters
-//! reach it only through that range.
+//! reach it only through that range (a dual-stack cluster in a set with an IPv6 GlobalNet range
+//! has an IPv6 global CIDR too, and everything below holds per family).
 //! - Each exported Service gets a global ingress address from its cluster's global CIDR
 //!   (the annotation [`ANNOTATION_GLOBAL_IP`], which the Service model serves as one more
 //!   external address, so every node's service proxy answers it); a Service no longer exported
@@ -31,31 +32,40 @@ fn service_of(s: &EndpointSlice) -> Option<Key> {
     Some((s.metadata.namespace.clone().unwrap_or_default(), name))
 }
 
-fn global_ip(s: &Service) -> Option<IpAddr> {
+/// A Service's global addresses, as its annotation lists them (comma-separated, IPv4 first).
+fn global_ips(s: &Service) -> Vec<IpAddr> {
     s.metadata
         .annotations
-        .as_ref()?
-        .get(ANNOTATION_GLOBAL_IP)?
-        .parse()
-        .ok()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_GLOBAL_IP))
+        .into_iter()
+        .flat_map(|text| text.split(','))
+        .filter_map(|ip| ip.trim().parse().ok())
+        .collect()
+}
+
+/// Whether the Service has addresses of `v4`'s family (its `ipFamilies`; IPv4 when unset).
+fn has_family(s: &Service, v4: bool) -> bool {
+    let want = if v4 { "IPv4" } else { "IPv6" };
+    match s.spec.as_ref().and_then(|sp| sp.ip_families.as_ref()) {
+        Some(f) if !f.is_empty() => f.iter().any(|x| x == want),
+        _ => v4,
+    }
 }
 
 /// Gives each exported Service (one with an MCS slice of this cluster) a global ingress address
-/// and takes it from a Service no longer exported. Returns each exported Service with its
-/// address and ports.
+/// from each global CIDR of a family it has, and takes them from a Service no longer exported.
+/// Returns each exported Service with its addresses (IPv4 first) and ports.
 pub async fn allocate(
     local: &Client,
-    global: IpNet,
+    globals: &[IpNet],
     own_slices: &BTreeMap<Key, EndpointSlice>,
-) -> Result<BTreeMap<Key, (IpAddr, Service)>, kube::Error> {
+) -> Result<BTreeMap<Key, (Vec<IpAddr>, Service)>, kube::Error> {
     let exported: BTreeSet<Key> = own_slices.values().filter_map(service_of).collect();
     let services: Api<Service> = Api::all(local.clone());
     let list = services.list(&ListParams::default()).await?.items;
-    let mut used: BTreeSet<IpAddr> = list
-        .iter()
-        .filter_map(global_ip)
-        .filter(|ip| global.contains(ip))
-        .collect();
+    let ours = |ip: &IpAddr| globals.iter().any(|g| g.contains(ip));
+    let mut used: BTreeSet<IpAddr> = list.iter().flat_map(global_ips).filter(ours).collect();
     let mut out = BTreeMap::new();
     for svc in list {
         let key = (
@@ -63,37 +73,49 @@ pub async fn allocate(
             svc.metadata.name.clone().unwrap_or_default(),
         );
         let api: Api<Service> = Api::namespaced(local.clone(), &key.0);
-        let have = global_ip(&svc).filter(|ip| global.contains(ip));
-        match (exported.contains(&key), have) {
-            (true, Some(ip)) => {
-                out.insert(key, (ip, svc));
-            }
-            (true, None) => {
-                let Some(ip) = global_ingress_ips(global).find(|ip| !used.contains(ip)) else {
-                    tracing::warn!(
-                        "global CIDR {global} is exhausted: {}/{} is not reachable from the other clusters",
-                        key.0,
-                        key.1
-                    );
-                    continue;
-                };
-                used.insert(ip);
-                let patch = serde_json::json!({"metadata": {"annotations": {
-                    ANNOTATION_GLOBAL_IP: ip.to_string(),
-                }}});
-                api.patch(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-                out.insert(key, (ip, svc));
-            }
-            (false, Some(_)) => {
+        let have = global_ips(&svc);
+        if !exported.contains(&key) {
+            if !have.is_empty() {
                 let patch = serde_json::json!({"metadata": {"annotations": {
                     ANNOTATION_GLOBAL_IP: null,
                 }}});
                 api.patch(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
             }
-            (false, None) => {}
+            continue;
         }
+        let mut want = Vec::new();
+        for g in globals {
+            if !has_family(&svc, g.addr().is_ipv4()) {
+                continue;
+            }
+            if let Some(ip) = have.iter().find(|ip| g.contains(*ip)) {
+                want.push(*ip);
+                continue;
+            }
+            let Some(ip) = global_ingress_ips(*g).find(|ip| !used.contains(ip)) else {
+                tracing::warn!(
+                    "global CIDR {g} is exhausted: {}/{} is not reachable from the other clusters",
+                    key.0,
+                    key.1
+                );
+                continue;
+            };
+            used.insert(ip);
+            want.push(ip);
+        }
+        if want.is_empty() {
+            continue;
+        }
+        if want != have {
+            let text: Vec<String> = want.iter().map(ToString::to_string).collect();
+            let patch = serde_json::json!({"metadata": {"annotations": {
+                ANNOTATION_GLOBAL_IP: text.join(","),
+            }}});
+            api.patch(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        out.insert(key, (want, svc));
     }
     Ok(out)
 }
@@ -102,7 +124,7 @@ pub async fn allocate(
 pub async fn release(local: &Client) -> Result<(), kube::Error> {
     let services: Api<Service> = Api::all(local.clone());
     for svc in services.list(&ListParams::default()).await?.items {
-        if global_ip(&svc).is_none() {
+        if global_ips(&svc).is_empty() {
             continue;
         }
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
@@ -118,16 +140,17 @@ pub async fn release(local: &Client) -> Result<(), kube::Error> {
 }
 
 /// This cluster's MCS slices as the other clusters see them under GlobalNet: per exported
-/// Service one slice (the first by name), its one endpoint the Service's global address (ready
-/// while any of its endpoints is), on the Service's ports. A Service without an address yet is
-/// left out.
+/// Service and address family one slice (the first by name), its one endpoint the Service's
+/// global address of that family (ready while any of its endpoints of the family is), on the
+/// Service's ports. A Service without an address of the family yet is left out.
 pub fn globalize(
     own_slices: &BTreeMap<Key, EndpointSlice>,
-    exported: &BTreeMap<Key, (IpAddr, Service)>,
+    exported: &BTreeMap<Key, (Vec<IpAddr>, Service)>,
 ) -> BTreeMap<Key, EndpointSlice> {
-    let mut ready: BTreeMap<Key, bool> = BTreeMap::new();
+    let family = |s: &EndpointSlice| s.address_type == "IPv6";
+    let mut ready: BTreeMap<(Key, bool), bool> = BTreeMap::new();
     for s in own_slices.values() {
-        if let Some(svc) = service_of(s) {
+        if let Some(svc) = service_of(s).map(|k| (k, family(s))) {
             let any = s
                 .endpoints
                 .iter()
@@ -137,12 +160,15 @@ pub fn globalize(
         }
     }
     let mut out = BTreeMap::new();
-    let mut done: BTreeSet<Key> = BTreeSet::new();
+    let mut done: BTreeSet<(Key, bool)> = BTreeSet::new();
     for (key, s) in own_slices {
-        let Some(svc_key) = service_of(s) else {
+        let Some(svc_key) = service_of(s).map(|k| (k, family(s))) else {
             continue;
         };
-        let Some((ip, svc)) = exported.get(&svc_key) else {
+        let Some((ips, svc)) = exported.get(&svc_key.0) else {
+            continue;
+        };
+        let Some(ip) = ips.iter().find(|ip| ip.is_ipv6() == svc_key.1) else {
             continue;
         };
         if !done.insert(svc_key.clone()) {
@@ -240,7 +266,7 @@ mod tests {
             ..Default::default()
         };
         let ip: IpAddr = "242.0.0.2".parse().unwrap();
-        let exported = [(("default".to_string(), "web".to_string()), (ip, web))].into();
+        let exported = [(("default".to_string(), "web".to_string()), (vec![ip], web))].into();
         let g = globalize(&own, &exported);
         assert_eq!(
             g.len(),

@@ -11,9 +11,8 @@
 //! The WAN can be given a delay and a loss (`--wan-delay`, `--wan-loss`: [`WanLink`], the
 //! set's, applied by [`wan`] to every port, those of later joins too).
 //!
-//! With `--globalnet` clusters whose ranges overlap join too (IPv4; the `globalnet` module).
-//!
-//! Not built yet (issue 12): IPv6 GlobalNet, `--dual-stack`.
+//! With `--globalnet` clusters whose ranges overlap join too (the `globalnet` module; IPv4, and
+//! IPv6 as well for dual-stack labs, `lab up --dual-stack`, when an IPv6 range is given).
 
 pub mod broker;
 mod globalnet;
@@ -24,7 +23,7 @@ pub mod wan;
 use std::path::Path;
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -36,8 +35,24 @@ use crate::spec::LabSpec;
 use crate::LabError;
 pub use state::{Cable, ClusterSet, Member, WanLink};
 
-fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+/// `--globalnet` as given: `CIDR[,CIDR6]`.
+fn show_globalnet(v4: ipnet::Ipv4Net, v6: Option<ipnet::Ipv6Net>) -> String {
+    match v6 {
+        Some(v6) => format!("{v4},{v6}"),
+        None => v4.to_string(),
+    }
+}
+
+/// Two ranges of one family that share an address.
+fn overlaps(a: IpNet, b: IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// A lab's pod and Service ranges, each family's, named for messages.
+fn ranges(s: &LabSpec) -> Vec<(&'static str, IpNet)> {
+    let pods = s.cluster_cidrs().into_iter().map(|r| ("pods", r));
+    pods.chain(s.service_cidrs().into_iter().map(|r| ("Services", r)))
+        .collect()
 }
 
 /// Refuses members that cannot be told apart on the wire: the same cluster id, or pod or
@@ -57,7 +72,6 @@ pub fn check_ranges(specs: &[&LabSpec], globalnet: bool) -> Result<(), LabError>
             if globalnet {
                 continue;
             }
-            let ranges = |s: &LabSpec| [("pods", s.cluster_cidr), ("Services", s.service_cidr)];
             for (what_a, ra) in ranges(a) {
                 for (what_b, rb) in ranges(b) {
                     if overlaps(ra, rb) {
@@ -135,9 +149,15 @@ pub fn join(
                     cs.cable
                 )));
             }
-            if let Some(g) = globalnet.filter(|g| Some(*g) != cs.globalnet) {
+            if let Some((g4, g6)) =
+                globalnet.filter(|g| Some(*g) != cs.globalnet.map(|h| (h, cs.globalnet_v6)))
+            {
+                let g = show_globalnet(g4, g6);
                 return Err(LabError::Invalid(match cs.globalnet {
-                    Some(have) => format!("--globalnet {g}: cluster set {set} uses {have}"),
+                    Some(have) => format!(
+                        "--globalnet {g}: cluster set {set} uses {}",
+                        show_globalnet(have, cs.globalnet_v6)
+                    ),
                     None => {
                         format!("--globalnet {g}: cluster set {set} was made without GlobalNet")
                     }
@@ -151,7 +171,8 @@ pub fn join(
             wan: WanLink::default(),
             broker_token: crate::pki::random_token(),
             members: Vec::new(),
-            globalnet,
+            globalnet: globalnet.map(|g| g.0),
+            globalnet_v6: globalnet.and_then(|g| g.1),
         },
     };
     let before = cs.wan;
@@ -173,9 +194,14 @@ pub fn join(
         .collect();
     let all: Vec<&LabSpec> = members.iter().chain(&joining).map(|l| &l.spec).collect();
     check_ranges(&all, cs.globalnet.is_some())?;
-    if let Some(g) = cs.globalnet {
+    let globals = cs
+        .globalnet
+        .map(IpNet::V4)
+        .into_iter()
+        .chain(cs.globalnet_v6.map(IpNet::V6));
+    for g in globals {
         for spec in &all {
-            for (what, r) in [("pods", spec.cluster_cidr), ("Services", spec.service_cidr)] {
+            for (what, r) in ranges(spec) {
                 if overlaps(g, r) {
                     return Err(LabError::Invalid(format!(
                         "--globalnet {g} overlaps cluster {}'s {what} {r}",
@@ -235,6 +261,10 @@ fn build(
             wan_port,
             gateways: Vec::new(),
             global_cidr: cs.next_global_cidr(&[])?,
+            global_cidr_v6: match lab.spec.ipv6 {
+                Some(_) => cs.next_global_cidr_v6(&[])?,
+                None => None,
+            },
         };
         let mut taken = vec![wan_ip];
         for node in lab.spec.nodes.iter().take(GATEWAYS) {
@@ -642,6 +672,9 @@ pub struct ClusterStatus {
     /// Under GlobalNet: its global CIDR.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub global_cidr: Option<String>,
+    /// Under GlobalNet with an IPv6 range: a dual-stack cluster's IPv6 global CIDR.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_cidr_v6: Option<String>,
     pub lab_up: bool,
     pub sync: Option<sync::SyncStatus>,
 }
@@ -694,6 +727,7 @@ pub fn status(set: &str) -> Result<SetStatus, LabError> {
             cluster_id: m.cluster_id.clone(),
             wan_ip: m.wan_ip.to_string(),
             global_cidr: m.global_cidr.map(|g| g.to_string()),
+            global_cidr_v6: m.global_cidr_v6.map(|g| g.to_string()),
             lab_up: Lab::open(&m.lab).is_ok(),
             sync: crate::state::read_json(&sync::status_file(&m.lab))
                 .ok()
@@ -703,7 +737,7 @@ pub fn status(set: &str) -> Result<SetStatus, LabError> {
     Ok(SetStatus {
         name: cs.name.clone(),
         cable: cs.cable,
-        globalnet: cs.globalnet.map(|g| g.to_string()),
+        globalnet: cs.globalnet.map(|g| show_globalnet(g, cs.globalnet_v6)),
         wan: WanStatus {
             netns: state::wan_netns(set),
             delay: cs.wan.delay_text(),

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{read_json, write_json_atomic};
@@ -22,18 +22,18 @@ const FIRST_SITE: u8 = 10;
 /// Each cluster's share of the set's GlobalNet range (Submariner's default cluster size).
 pub const GLOBAL_CIDR_PREFIX: u8 = 16;
 
-/// `--globalnet CIDR[,CIDR6]`: an IPv4 range at least a /16 (each cluster gets a /16 of it). An
-/// IPv6 range is refused: the labs have no IPv6 yet (`--dual-stack` is not built).
-pub fn parse_globalnet(text: &str) -> Result<ipnet::Ipv4Net, LabError> {
+/// Each dual-stack cluster's share of the set's IPv6 GlobalNet range: as many addresses as an
+/// IPv4 /16 holds.
+pub const GLOBAL_CIDR_PREFIX_V6: u8 = 112;
+
+/// `--globalnet CIDR[,CIDR6]`: an IPv4 range at least a /16 (each cluster gets a /16 of it),
+/// and an IPv6 one at least a /112 (each dual-stack cluster gets a /112 of it), unique local
+/// (fc00::/7), as the lab's other IPv6 ranges.
+pub fn parse_globalnet(text: &str) -> Result<(Ipv4Net, Option<Ipv6Net>), LabError> {
     let bad = |why: String| LabError::Invalid(format!("--globalnet {text}: {why}"));
     let mut parts = text.split(',').map(str::trim);
     let v4 = parts.next().unwrap_or_default();
-    if let Some(v6) = parts.next() {
-        return Err(bad(format!(
-            "{v6}: IPv6 GlobalNet needs dual-stack labs, which are not built yet; give an IPv4 range only"
-        )));
-    }
-    let net: ipnet::Ipv4Net = v4
+    let net: Ipv4Net = v4
         .parse()
         .map_err(|e| bad(format!("{v4:?} is not an IPv4 CIDR: {e}")))?;
     if net.prefix_len() > GLOBAL_CIDR_PREFIX {
@@ -42,7 +42,33 @@ pub fn parse_globalnet(text: &str) -> Result<ipnet::Ipv4Net, LabError> {
             net.prefix_len()
         )));
     }
-    Ok(net.trunc())
+    let v6 = match parts.next() {
+        None => None,
+        Some(v6) => {
+            let net6: Ipv6Net = v6
+                .parse()
+                .map_err(|e| bad(format!("{v6:?} is not an IPv6 CIDR: {e}")))?;
+            if net6.prefix_len() > GLOBAL_CIDR_PREFIX_V6 {
+                return Err(bad(format!(
+                    "a /{} cannot give each cluster a /{GLOBAL_CIDR_PREFIX_V6}",
+                    net6.prefix_len()
+                )));
+            }
+            let unique_local: Ipv6Net = "fc00::/7".parse().expect("static CIDR");
+            if !unique_local.contains(&net6) {
+                return Err(bad(format!(
+                    "{net6} is not unique local (fc00::/7): a lab never uses global IPv6 addresses"
+                )));
+            }
+            Some(net6.trunc())
+        }
+    };
+    if let Some(extra) = parts.next() {
+        return Err(bad(format!(
+            "{extra:?}: at most two ranges, IPv4 then IPv6"
+        )));
+    }
+    Ok((net.trunc(), v6))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +113,20 @@ pub struct Member {
     pub gateways: Vec<GatewayPort>,
     /// Under GlobalNet: its global CIDR, out of the set's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub global_cidr: Option<ipnet::IpNet>,
+    pub global_cidr: Option<IpNet>,
+    /// Under GlobalNet with an IPv6 range, a dual-stack member's IPv6 global CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_cidr_v6: Option<IpNet>,
+}
+
+impl Member {
+    /// Its global CIDRs, IPv4 first (none without GlobalNet).
+    pub fn global_cidrs(&self) -> Vec<IpNet> {
+        self.global_cidr
+            .into_iter()
+            .chain(self.global_cidr_v6)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,7 +247,34 @@ pub struct ClusterSet {
     pub members: Vec<Member>,
     /// `--globalnet`: the range each member's global CIDR (a /16) comes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub globalnet: Option<ipnet::Ipv4Net>,
+    pub globalnet: Option<Ipv4Net>,
+    /// `--globalnet CIDR,CIDR6`: the range each dual-stack member's IPv6 global CIDR (a /112)
+    /// comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globalnet_v6: Option<Ipv6Net>,
+}
+
+/// The first subnet of `range` of length `prefix` that is neither `used` nor `taken`.
+fn next_free(
+    range: Option<IpNet>,
+    prefix: u8,
+    used: impl Iterator<Item = IpNet>,
+    taken: &[IpNet],
+) -> Result<Option<IpNet>, LabError> {
+    let Some(range) = range else {
+        return Ok(None);
+    };
+    let used: Vec<IpNet> = used.chain(taken.iter().copied()).collect();
+    range
+        .subnets(prefix)
+        .map_err(|e| LabError::Invalid(format!("--globalnet {range}: {e}")))?
+        .find(|c| !used.contains(c))
+        .map(Some)
+        .ok_or_else(|| {
+            LabError::Invalid(format!(
+                "--globalnet {range}: every /{prefix} of it is taken"
+            ))
+        })
 }
 
 /// `<state root>/.clustersets`.
@@ -255,26 +321,25 @@ impl ClusterSet {
     /// The lowest /16 of the set's GlobalNet range no member (nor `taken`) has; `None` without
     /// GlobalNet.
     pub fn next_global_cidr(&self, taken: &[IpNet]) -> Result<Option<IpNet>, LabError> {
-        let Some(range) = self.globalnet else {
-            return Ok(None);
-        };
-        let used: Vec<IpNet> = self
-            .members
-            .iter()
-            .filter_map(|m| m.global_cidr)
-            .chain(taken.iter().copied())
-            .collect();
-        range
-            .subnets(GLOBAL_CIDR_PREFIX)
-            .map_err(|e| LabError::Invalid(format!("--globalnet {range}: {e}")))?
-            .map(IpNet::V4)
-            .find(|c| !used.contains(c))
-            .map(Some)
-            .ok_or_else(|| {
-                LabError::Invalid(format!(
-                    "--globalnet {range}: every /{GLOBAL_CIDR_PREFIX} of it is taken"
-                ))
-            })
+        let used = self.members.iter().filter_map(|m| m.global_cidr);
+        next_free(
+            self.globalnet.map(IpNet::V4),
+            GLOBAL_CIDR_PREFIX,
+            used,
+            taken,
+        )
+    }
+
+    /// The lowest /112 of the set's IPv6 GlobalNet range no member (nor `taken`) has; `None`
+    /// without one.
+    pub fn next_global_cidr_v6(&self, taken: &[IpNet]) -> Result<Option<IpNet>, LabError> {
+        let used = self.members.iter().filter_map(|m| m.global_cidr_v6);
+        next_free(
+            self.globalnet_v6.map(IpNet::V6),
+            GLOBAL_CIDR_PREFIX_V6,
+            used,
+            taken,
+        )
     }
 
     /// The lowest free WAN address (beside `taken`) and its WAN port name.

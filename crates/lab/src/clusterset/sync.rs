@@ -233,10 +233,13 @@ async fn remote_records(broker: &Client, id: &str) -> Result<Vec<RemoteCluster>,
             cluster_id: get("clusterID"),
             pod_cidr,
             service_cidr,
+            pod_cidr_v6: d.get("podCIDRv6").and_then(|c| c.parse().ok()),
+            service_cidr_v6: d.get("serviceCIDRv6").and_then(|c| c.parse().ok()),
             gateway_ip: d.get("gatewayIP").and_then(|g| g.parse().ok()),
             gateway_node: d.get("gatewayNode").cloned(),
             gateway_public_key: d.get("gatewayPublicKey").cloned(),
             global_cidr: d.get("globalCIDR").and_then(|g| g.parse().ok()),
+            global_cidr_v6: d.get("globalCIDRv6").and_then(|g| g.parse().ok()),
         });
     }
     out.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
@@ -249,7 +252,7 @@ async fn write_remotes(
     local: &Client,
     remotes: &[RemoteCluster],
     cable: &str,
-    global: Option<ipnet::IpNet>,
+    global: &[ipnet::IpNet],
 ) -> Result<(), kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(local.clone(), CONFIGMAP_NAMESPACE);
     let mut data: BTreeMap<String, String> = [
@@ -260,8 +263,9 @@ async fn write_remotes(
         (CONFIGMAP_CABLE_KEY.to_string(), cable.to_string()),
     ]
     .into();
-    if let Some(g) = global {
-        data.insert(CONFIGMAP_GLOBAL_KEY.to_string(), g.to_string());
+    if !global.is_empty() {
+        let list: Vec<String> = global.iter().map(ToString::to_string).collect();
+        data.insert(CONFIGMAP_GLOBAL_KEY.to_string(), list.join(","));
     }
     let cur = api.get_opt(CONFIGMAP_NAME).await?;
     if cur.as_ref().and_then(|c| c.data.as_ref()) == Some(&data) {
@@ -295,7 +299,7 @@ async fn publish_record(
     spec: &LabSpec,
     id: &str,
     gateway: Option<&LocalGateway>,
-    global: Option<ipnet::IpNet>,
+    global: &[ipnet::IpNet],
 ) -> Result<(), kube::Error> {
     let namespaces: Api<Namespace> = Api::all(broker.clone());
     if namespaces.get_opt(RECORDS_NAMESPACE).await?.is_none() {
@@ -313,8 +317,17 @@ async fn publish_record(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    if let Some(g) = global {
-        data.insert("globalCIDR".into(), g.to_string());
+    if let Some(side) = &spec.ipv6 {
+        data.insert("podCIDRv6".into(), side.cluster_cidr.to_string());
+        data.insert("serviceCIDRv6".into(), side.service_cidr.to_string());
+    }
+    for g in global {
+        let key = if g.addr().is_ipv4() {
+            "globalCIDR"
+        } else {
+            "globalCIDRv6"
+        };
+        data.insert(key.into(), g.to_string());
     }
     if let Some(g) = gateway {
         data.insert("gatewayNode".into(), g.node.clone());
@@ -351,7 +364,8 @@ fn now() -> String {
 /// cluster's global CIDR.
 struct SetFacts {
     cable: String,
-    global: Option<ipnet::IpNet>,
+    /// Its global CIDRs, IPv4 first (empty without GlobalNet).
+    global: Vec<ipnet::IpNet>,
 }
 
 /// One pass: push, pull, record (on the heartbeat or when the gateway moved), the other
@@ -365,7 +379,7 @@ async fn pass(
     heartbeat: bool,
     published: &mut Option<Option<LocalGateway>>,
 ) -> Result<(usize, usize), String> {
-    let (cable, global) = (set.cable.as_str(), set.global);
+    let (cable, global) = (set.cable.as_str(), set.global.as_slice());
     let at = |what: &'static str| move |e: kube::Error| format!("{what}: {e}");
     let gateway = local_gateway(local)
         .await
@@ -394,14 +408,13 @@ async fn pass(
         there.into_iter().partition(|(_, s)| source(s) == Some(id));
     // Under GlobalNet the other clusters see this cluster's exports at their global
     // addresses, not at its (overlapping) pod addresses.
-    let own_out = match global {
-        Some(g) => {
-            let exported = super::globalnet::allocate(local, g, &own_here)
-                .await
-                .map_err(at("giving exported Services their global addresses"))?;
-            super::globalnet::globalize(&own_here, &exported)
-        }
-        None => own_here.clone(),
+    let own_out = if global.is_empty() {
+        own_here.clone()
+    } else {
+        let exported = super::globalnet::allocate(local, global, &own_here)
+            .await
+            .map_err(at("giving exported Services their global addresses"))?;
+        super::globalnet::globalize(&own_here, &exported)
     };
     converge(broker, &own_there, &own_out, true)
         .await
@@ -445,7 +458,10 @@ pub async fn run(set: &str, spec: LabSpec) -> Result<(), LabError> {
         let mut next = status.clone();
         let facts = SetFacts {
             cable: cs.cable.to_string(),
-            global: cs.member(&spec.name).and_then(|m| m.global_cidr),
+            global: cs
+                .member(&spec.name)
+                .map(|m| m.global_cidrs())
+                .unwrap_or_default(),
         };
         match pass(
             &local,
