@@ -235,6 +235,26 @@ fn two_labs_share_their_exports_through_the_broker() {
         t["reason"].as_str().unwrap().contains("default/web"),
         "{t:#}"
     );
+    // `--to svc/web` in west names the ServiceImport (west has no Service web): the trace
+    // starts at its ClusterSetIP and ends at east's pod.
+    let t: Value = serde_json::from_str(
+        &west.ok(&["trace", "--from", "client", "--to", "svc/web", "-o", "json"]),
+    )
+    .unwrap();
+    assert_eq!(t["verdict"], "delivered", "{t:#}");
+    assert_eq!(
+        t["paths"][0]["arrivals"][0]["daddr"],
+        set_ip.as_str(),
+        "{t:#}"
+    );
+    assert!(
+        t["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["kind"] == "cable"),
+        "{t:#}"
+    );
     // Both lab trees equal their plans (the other cluster's ranges are not masqueraded).
     for lab in [&east, &west] {
         lab.check_equal();

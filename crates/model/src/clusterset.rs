@@ -37,6 +37,14 @@ pub fn global_ingress_ips(global: IpNet) -> impl Iterator<Item = std::net::IpAdd
     global_hosts(global).skip(1)
 }
 
+/// The derived Service of ServiceImport `ns/name` (its ClusterSetIP is that Service's
+/// ClusterIP): `derived-<hash>`, the hash of namespace and name only, so every cluster names it
+/// alike.
+pub fn derived_service_name(ns: &str, name: &str) -> String {
+    let h = crate::hash::fnv1a64_parts([ns.as_bytes(), b"/", name.as_bytes()]);
+    format!("derived-{h:016x}")
+}
+
 /// How the clusters' active gateways are connected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -282,8 +282,15 @@ impl Query {
             }
             Destination::Service { namespace, name } => {
                 let key = format!("{namespace}/{name}");
+                // A Service, else a ServiceImport of that name: its derived Service, whose
+                // ClusterIP is the ClusterSetIP.
                 let svc = world
                     .service(namespace, name)
+                    .or_else(|| {
+                        let derived =
+                            sarasa_model::clusterset::derived_service_name(namespace, name);
+                        world.service(namespace, &derived)
+                    })
                     .ok_or_else(|| TraceError::UnknownService(key.clone()))?;
                 let ip = svc
                     .cluster_ips

@@ -18,8 +18,7 @@ use crate::store::{DeleteOpts, Store, WriteOpts};
 
 /// The derived Service's name for import `ns/name`.
 pub fn name(ns: &str, name: &str) -> String {
-    let h = sarasa_model::hash::fnv1a64_parts([ns.as_bytes(), b"/", name.as_bytes()]);
-    format!("derived-{:016x}", h)
+    sarasa_model::clusterset::derived_service_name(ns, name)
 }
 
 fn ports(d: &Derived) -> Value {
