@@ -149,10 +149,12 @@ impl Cable {
     /// moving packets. Must be called inside a Tokio runtime.
     pub fn start(target: &NetnsTarget, keypair: &Keypair, local: Ipv4Addr) -> Result<Cable> {
         let (tun, udp) = crate::netns::run_in_sync(target, || {
-            let tun = open_tun(DEVICE)
+            let tun = while_busy(libc::EBUSY, || open_tun(DEVICE))
                 .map_err(|e| Error::Config(format!("opening TUN device {DEVICE}: {e}")))?;
-            let udp = bind_udp(SocketAddrV4::new(local, PORT))
-                .map_err(|e| Error::Config(format!("binding the cable to {local}:{PORT}: {e}")))?;
+            let udp = while_busy(libc::EADDRINUSE, || {
+                bind_udp(SocketAddrV4::new(local, PORT))
+            })
+            .map_err(|e| Error::Config(format!("binding the cable to {local}:{PORT}: {e}")))?;
             Ok((tun, udp))
         })?;
         // SAFETY: the `File` owns its descriptor, which stays open and the same for as long
@@ -261,6 +263,27 @@ impl Drop for Cable {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// How long a starting cable waits for a previous one's device and port to go.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `open()` again while it fails with `busy` (bounded by [`BUSY_WAIT`]): the kernel detaches a
+/// TUN device's queue, and removes the device, when the last reference to its file goes, and
+/// frees a port with its socket's, which can be a moment after the previous cable closed them
+/// (a process forked while they were open holds them until it execs; a cable closing while
+/// the next starts lets go of the device before the socket). Any other error, or `busy` past
+/// the wait, is returned.
+fn while_busy<T>(busy: i32, mut open: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_WAIT;
+    loop {
+        match open() {
+            Err(e) if e.raw_os_error() == Some(busy) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
         }
     }
 }

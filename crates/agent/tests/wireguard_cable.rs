@@ -228,5 +228,25 @@ async fn two_gateways_talk_through_the_userspace_wireguard_cable() {
     .unwrap();
     cable_a.close().await;
     cable_b.close().await;
+
+    // The device name is one per namespace: a second cable beside a running one is refused
+    // (after a bounded wait), and one started while the old one is going takes over.
+    let first = start(a, &ka);
+    let target = NetnsTarget::Path(netns_path(&a.ns));
+    let underlay: std::net::Ipv4Addr = a.underlay.parse().unwrap();
+    let refused = Cable::start(&target, &ka, underlay)
+        .err()
+        .expect("a second cable");
+    assert!(refused.to_string().contains("busy"), "{refused}");
+    let closing = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        first.close().await;
+    });
+    let next = tokio::task::spawn_blocking(move || Cable::start(&target, &ka, underlay))
+        .await
+        .unwrap()
+        .expect("the cable waits for the old device to go");
+    closing.await.unwrap();
+    next.close().await;
     drop(topo);
 }
