@@ -37,7 +37,8 @@ enum ClustersetCommand {
         #[arg(long)]
         globalnet: Option<String>,
         /// The WAN's delay per crossing (e.g. 20ms: 40ms more round trip between two sites);
-        /// the set's, replaced when given again. Needs the kernel's netem qdisc
+        /// the set's, replaced when given again. A delay line in the WAN namespace holds each
+        /// IPv4 packet crossing it (NFQUEUE, iptables)
         #[arg(long, value_name = "DURATION")]
         wan_delay: Option<String>,
         /// The WAN's loss per crossing, 0% to 100% (e.g. 0.5%); the set's, replaced when
@@ -69,6 +70,13 @@ enum ClustersetCommand {
     /// The broker process (started by join, in the WAN namespace)
     #[command(hide = true)]
     RunBroker { set: String },
+    /// The WAN's delay line (started by join with --wan-delay, in the WAN namespace)
+    #[command(hide = true)]
+    RunDelay {
+        set: String,
+        #[arg(long)]
+        delay_us: u64,
+    },
     /// A lab's sync with the broker (started by join, in the lab's fabric namespace)
     #[command(hide = true)]
     RunSync {
@@ -144,6 +152,9 @@ pub fn run(args: Vec<String>) -> Result<ExitCode> {
         }
         ClustersetCommand::RunBroker { set } => {
             runtime()?.block_on(clusterset::broker::run(&set))?;
+        }
+        ClustersetCommand::RunDelay { set, delay_us } => {
+            clusterset::delay_line::run(&set, std::time::Duration::from_micros(delay_us))?;
         }
         ClustersetCommand::RunSync { set, lab } => {
             let lab = sarasa_lab::lab::Lab::open(&lab)?;

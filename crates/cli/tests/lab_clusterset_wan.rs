@@ -1,7 +1,8 @@
 //! Lab end-to-end: the WAN of a cluster set with delay and loss (`clusterset join
 //! --wan-delay/--wan-loss`). Bad values are refused naming the flag, with nothing built; a
-//! delay is refused naming netem on a kernel without it (and on one with it, the round trip
-//! between two site routers grows by twice the delay); a loss of 20% per crossing loses about
+//! delay of 20 ms makes the round trip between two site routers at least 40 ms (each crossing
+//! delayed once, by the set's delay line) and 0 takes it away again, the line's process with
+//! it; a loss of 20% per crossing loses about
 //! 36% of pings between the sites (request and reply each cross once), a later join without
 //! the flags keeps it, one with `--wan-loss 0%` takes it away; `status` shows the values;
 //! `delete` leaves nothing behind.
@@ -21,22 +22,18 @@ fn set_name() -> String {
     format!("cw{}", std::process::id())
 }
 
-/// Whether this kernel has netem, found out as `clusterset join` does: in a namespace made
-/// for the question and deleted again.
-fn netem_available() -> bool {
-    let ns = format!("sx-netem-{}", std::process::id());
-    let made = Command::new("ip")
-        .args(["netns", "add", &ns])
-        .status()
-        .expect("ip netns add");
-    assert!(made.success(), "ip netns add {ns}");
-    let tried = Command::new("tc")
-        .args(["-n", &ns, "qdisc", "replace", "dev", "lo", "root"])
-        .args(["netem", "delay", "1ms"])
-        .output()
-        .expect("tc");
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-    tried.status.success()
+/// The delay line processes of set `set` (`sarasa clusterset run-delay SET`).
+fn delay_lines(set: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmd| {
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            args.windows(2)
+                .any(|w| w[0] == b"run-delay" && w[1] == set.as_bytes())
+        })
+        .count()
 }
 
 /// `ping` (iputils) from namespace `ns` to `ip`: its output.
@@ -149,27 +146,26 @@ fn wan_delay_and_loss_between_two_sites() {
         assert!(!wan_exists(&set), "{flag} {value} built the WAN");
     }
 
-    let st = if netem_available() {
-        // Each crossing delayed once: a round trip between two sites pays it twice.
-        join(&["--wan-delay", "20ms"], true);
-        let st = status(&set);
-        assert_eq!(st["wan"]["delay"], "20ms", "{st:#}");
-        assert_eq!(st["wan"]["delayMs"], 20.0, "{st:#}");
-        let (e_ns, w_ip) = (east.fabric_netns(), wan_ip(&st, "west"));
-        let rtt = east
-            .eventually(WAIT, || min_rtt(&e_ns, &w_ip))
-            .expect("east's site router reaches west's");
-        eprintln!("RTT between the site routers with --wan-delay 20ms: {rtt} ms");
-        assert!(rtt >= 40.0, "{rtt} ms");
-        join(&["--wan-delay", "0", "--wan-loss", "20%"], true);
-        status(&set)
-    } else {
-        let e = join(&["--wan-delay", "20ms", "--wan-loss", "20%"], false);
-        assert!(e.contains("--wan-delay 20ms") && e.contains("netem"), "{e}");
-        assert!(!wan_exists(&set), "a refused delay built the WAN");
-        join(&["--wan-loss", "20%"], true);
-        status(&set)
-    };
+    // Each crossing delayed once: a round trip between two sites pays it twice.
+    join(&["--wan-delay", "20ms"], true);
+    let st = status(&set);
+    assert_eq!(st["wan"]["delay"], "20ms", "{st:#}");
+    assert_eq!(st["wan"]["delayMs"], 20.0, "{st:#}");
+    assert_eq!(delay_lines(&set), 1, "one delay line");
+    let (e_ns, w_ip) = (east.fabric_netns(), wan_ip(&st, "west"));
+    let rtt = east
+        .eventually(WAIT, || min_rtt(&e_ns, &w_ip))
+        .expect("east's site router reaches west's");
+    eprintln!("RTT between the site routers with --wan-delay 20ms: {rtt} ms");
+    assert!((40.0..100.0).contains(&rtt), "{rtt} ms");
+    join(&["--wan-delay", "0", "--wan-loss", "20%"], true);
+    assert_eq!(delay_lines(&set), 0, "no delay line at 0");
+    let rtt = east
+        .eventually(WAIT, || min_rtt(&e_ns, &w_ip))
+        .expect("east's site router reaches west's");
+    eprintln!("RTT between the site routers with --wan-delay 0: {rtt} ms");
+    assert!(rtt < 20.0, "{rtt} ms");
+    let st = status(&set);
     eprintln!("joined after {:?}", t0.elapsed());
     assert_eq!(st["wan"]["loss"], "20%", "{st:#}");
     assert_eq!(st["wan"]["lossPercent"], 20.0, "{st:#}");
@@ -214,6 +210,7 @@ fn wan_delay_and_loss_between_two_sites() {
         .output()
         .expect("ip netns");
     let left = String::from_utf8_lossy(&left.stdout);
-    assert!(!left.contains("sarasa-netem-probe-"), "{left}");
+    assert!(!left.contains(&format!("sarasa-wan-{set}")), "{left}");
+    assert_eq!(delay_lines(&set), 0);
     eprintln!("done after {:?}", t0.elapsed());
 }

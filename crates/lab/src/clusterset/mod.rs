@@ -15,6 +15,7 @@
 //! IPv6 as well for dual-stack labs, `lab up --dual-stack`, when an IPv6 range is given).
 
 pub mod broker;
+pub mod delay_line;
 mod globalnet;
 pub mod state;
 pub mod sync;
@@ -95,21 +96,6 @@ pub struct WanChange {
     pub delay_us: Option<u64>,
     /// `--wan-loss`, hundredths of a percent ([`WanLink::parse_loss`]).
     pub loss_bp: Option<u32>,
-}
-
-/// Refuses a WAN delay this kernel cannot emulate (no netem), before anything is built.
-fn check_delay(delay_us: u64) -> Result<(), LabError> {
-    if delay_us == 0 || wan::netem_available()? {
-        return Ok(());
-    }
-    let given = WanLink {
-        delay_us,
-        loss_bp: 0,
-    }
-    .delay_text();
-    Err(LabError::Invalid(format!(
-        "--wan-delay {given}: this kernel has no netem qdisc (sch_netem), so WAN delay cannot be emulated; --wan-loss works without it"
-    )))
 }
 
 /// `sarasa clusterset join SET --lab A [--lab B ...] [--wan-delay D] [--wan-loss P]`.
@@ -220,16 +206,12 @@ pub fn join(
         }
     }
 
-    // The delay is applied to every port whenever it is asked for or ports are added.
-    if wan_change.delay_us.is_some() || !joining.is_empty() {
-        check_delay(want.delay_us)?;
-    }
-
     let fresh = ClusterSet::load(set)?.is_none();
     let built = build(set, &mut cs, want, &joining, sarasa);
     // A set this join made and no lab made it into goes again whole, so a failed join
     // leaves no WAN, broker or state behind.
     if built.is_err() && fresh && cs.members.is_empty() {
+        let _ = delay_line::stop(set);
         let _ = broker::stop(set);
         let _ = wan::destroy(set);
         let _ = std::fs::remove_dir_all(state::set_dir(set));
@@ -248,10 +230,9 @@ fn build(
     sarasa: &Path,
 ) -> Result<(), LabError> {
     wan::ensure(set)?;
-    apply_wan(set, cs, wan)?;
+    apply_wan(set, cs, wan, sarasa)?;
     cs.save()?;
     broker::start(set, sarasa)?;
-    let delay_us = cs.wan.delay_us;
     for lab in joining {
         let (wan_ip, wan_port) = cs.next_site(&[])?;
         let mut m = Member {
@@ -276,14 +257,7 @@ fn build(
                 wan_port,
             });
         }
-        let plugged = plug_member(set, lab, &m).and_then(|()| {
-            if delay_us == 0 {
-                return Ok(());
-            }
-            wan::ports(&m)
-                .into_iter()
-                .try_for_each(|p| wan::set_delay(set, p, delay_us))
-        });
+        let plugged = plug_member(set, lab, &m);
         if let Err(e) = plugged {
             let _ = wan::detach(set, &m);
             let _ = label_gateways(lab, &m, false);
@@ -296,17 +270,13 @@ fn build(
     Ok(())
 }
 
-/// Makes the WAN's loss and delay `want` (on every member's ports), then the set's.
-fn apply_wan(set: &str, cs: &mut ClusterSet, want: WanLink) -> Result<(), LabError> {
+/// Makes the WAN's loss and delay `want`, then the set's. A delay is the set's delay line
+/// ([`delay_line`]), started again when it is not running (a machine restarted).
+fn apply_wan(set: &str, cs: &mut ClusterSet, want: WanLink, sarasa: &Path) -> Result<(), LabError> {
     wan::set_loss(set, want.loss_bp)?;
-    // A delay that stays 0 needs no tc (nor netem); one that is set is set again, so a port
-    // that lost its qdisc gets it back.
-    if want.delay_us != 0 || cs.wan.delay_us != 0 {
-        for m in &cs.members {
-            for p in wan::ports(m) {
-                wan::set_delay(set, p, want.delay_us)?;
-            }
-        }
+    let running = delay_line::running(set).is_some();
+    if want.delay_us != cs.wan.delay_us || (want.delay_us != 0 && !running) {
+        delay_line::set(set, want.delay_us, sarasa)?;
     }
     cs.wan = want;
     Ok(())
@@ -529,6 +499,9 @@ pub fn delete(set: &str) -> Result<(), LabError> {
         }
     }
     let mut errors = Vec::new();
+    if let Err(e) = delay_line::stop(set) {
+        errors.push(e.to_string());
+    }
     if let Err(e) = broker::stop(set) {
         errors.push(e.to_string());
     }

@@ -142,7 +142,7 @@ pub struct GatewayPort {
 /// broker (the bridge's own address) are delayed on the way out to a site, never lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct WanLink {
-    /// Delay added at each WAN port's egress (netem), microseconds (`--wan-delay`).
+    /// Delay added to each crossing (the set's delay line), microseconds (`--wan-delay`).
     #[serde(default)]
     pub delay_us: u64,
     /// Probability of a frame being dropped as it crosses, in hundredths of a percent
@@ -151,7 +151,7 @@ pub struct WanLink {
     pub loss_bp: u32,
 }
 
-/// The longest `--wan-delay` (netem's queue would hold too much beyond it).
+/// The longest `--wan-delay` (the delay line would hold too much beyond it).
 pub const MAX_WAN_DELAY_US: u64 = 10_000_000;
 
 impl WanLink {

@@ -5,15 +5,11 @@
 //!
 //! The WAN's impairments ([`WanLink`]): loss is the nftables table `bridge sarasa-wan`, whose
 //! forward chain drops a frame crossing the bridge between two ports with the set's
-//! probability (`numgen random mod 10000 < N drop`, written over netlink); delay is a netem
-//! qdisc (`tc`, iproute2) at the root of every port, so each crossing is delayed once, on its
-//! way out. A kernel without netem (`sch_netem`) cannot delay: [`netem_available`] finds out
-//! in a namespace of its own before a set is asked to.
+//! probability (`numgen random mod 10000 < N drop`, written over netlink); delay is the set's
+//! delay line ([`super::delay_line`]), which holds each IPv4 packet crossing the bridge once.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::{IpNet, Ipv4Net};
 use sarasa_model::MacAddr;
@@ -206,85 +202,4 @@ pub fn set_loss(set: &str, loss_bp: u32) -> Result<(), LabError> {
         table: LOSS_TABLE.into(),
     };
     b.reconcile(&loss_table(loss_bp)).map(|_| ()).map_err(err)
-}
-
-/// Runs `tc ARGS...` in namespace `netns`; its error output when it fails.
-fn tc(netns: &str, args: &[&str]) -> Result<Result<(), String>, LabError> {
-    let out = Command::new("tc")
-        .arg("-n")
-        .arg(netns)
-        .args(args)
-        .output()
-        .map_err(|e| LabError::Process(format!("running tc (iproute2): {e}")))?;
-    Ok(if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    })
-}
-
-/// Delays every frame leaving WAN port `port` by `delay_us` (a netem qdisc at its root), or
-/// takes the delay away at 0.
-pub fn set_delay(set: &str, port: &str, delay_us: u64) -> Result<(), LabError> {
-    let netns = wan_netns(set);
-    if delay_us > 0 {
-        let delay = format!("{delay_us}us");
-        let args = [
-            "qdisc", "replace", "dev", port, "root", "netem", "delay", &delay,
-        ];
-        return tc(&netns, &args)?.map_err(|e| {
-            LabError::Process(format!(
-                "WAN delay on {port} of {set} (tc {}): {e}",
-                args.join(" ")
-            ))
-        });
-    }
-    if tc(&netns, &["qdisc", "del", "dev", port, "root"])?.is_ok() {
-        return Ok(());
-    }
-    // Nothing to delete (a port that never had a delay) is what is wanted.
-    let out = Command::new("tc")
-        .args(["-n", &netns, "qdisc", "show", "dev", port, "root"])
-        .output()
-        .map_err(|e| LabError::Process(format!("running tc (iproute2): {e}")))?;
-    if out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("netem") {
-        return Ok(());
-    }
-    Err(LabError::Process(format!(
-        "WAN delay on {port} of {set}: its netem qdisc could not be removed"
-    )))
-}
-
-/// Whether this kernel has the netem qdisc: tried on the loopback of a namespace made for the
-/// question (a unique name, deleted again whatever happens).
-pub fn netem_available() -> Result<bool, LabError> {
-    static PROBES: AtomicU32 = AtomicU32::new(0);
-    struct Probe(String);
-    impl Drop for Probe {
-        fn drop(&mut self) {
-            let _ = NetNs::delete(&self.0);
-        }
-    }
-    let name = format!(
-        "sarasa-netem-probe-{}-{}",
-        std::process::id(),
-        PROBES.fetch_add(1, Ordering::SeqCst)
-    );
-    NetNs::create(&name).map_err(LabError::netns)?;
-    let probe = Probe(name);
-    let tried = tc(
-        &probe.0,
-        &[
-            "qdisc", "replace", "dev", "lo", "root", "netem", "delay", "1ms",
-        ],
-    )?;
-    drop(probe);
-    match tried {
-        Ok(()) => Ok(true),
-        // "Specified qdisc kind is unknown." (no sch_netem, and no module to load).
-        Err(e) if e.contains("qdisc kind is unknown") => Ok(false),
-        Err(e) => Err(LabError::Process(format!(
-            "finding out whether this kernel has netem (tc qdisc replace dev lo root netem): {e}"
-        ))),
-    }
 }
