@@ -9,8 +9,8 @@ active gateway's WAN uplink cut until a new connection from the other cluster su
 max); iperf3 throughput from a west pod on a non-gateway node to an east pod through the cable,
 beside the same client to a pod on another node of its own cluster (the in-cluster VXLAN
 path); and between pods on the two active gateways: throughput, TCP request/response rate and
-the machine's CPU seconds per Gbit, beside the same path built by hand (reference.py: veth,
-VXLAN over a bridge, no sarasa) for the vxlan cable. Every wait is bounded; nothing is asserted.
+the machine's CPU seconds per Gbit, beside the same path built by hand (reference.py: veth
+on a node bridge, VXLAN over the WAN bridge, no sarasa) for the vxlan cable. Every wait is bounded; nothing is asserted.
 """
 
 import json
@@ -260,7 +260,7 @@ if CABLE == "vxlan":
     with reference.Path(SARASA) as ref:
         ref_tput, ref_cpu, _ = measured(ref.client, ref.server_ip)
         ref_rr = rr(ref.client, f"tcp://{ref.server_ip}:8080")
-    print(f"the same path built by hand (veth, VXLAN over a bridge, no sarasa): "
+    print(f"the same path built by hand (veth on a node bridge, VXLAN over the WAN bridge, no sarasa): "
           f"{ref_tput:.2f} Gbit/s, {ref_cpu:.2f} CPU s per Gbit; TCP request/response "
           f"{ref_rr:.0f}/s")
     print(f"sarasa / by hand: throughput {lab_tput / ref_tput:.2f}, "

@@ -1,11 +1,13 @@
 """The cluster-set cable's path built by hand, for bench/clusterset.py: what a pod on one
 cluster's gateway reaches a pod on the other's through, with no sarasa in it.
 
-  client --veth(1450)-- gw-a --wan0(1500)-- [bridge in wan] --wan0-- gw-b --veth(1450)-- server
+  client --veth(1450)-- [br0] gw-a --wan0(1500)-- [bridge in wan] --wan0-- gw-b [br0]
+      --veth(1450)-- server
                         gw-a and gw-b: a VXLAN device (VNI 4242, port 4800, MTU 1450) on wan0
 
-The same devices and MTUs as the lab's (pod veth, the gateway's VXLAN cable over its WAN link,
-the WAN bridge), built with iproute2 in namespaces of its own (`csref<pid>-*`, private
+The same devices and MTUs as the lab's (pod veth on the node's bridge, which holds the pods'
+gateway address as the lab's `sarasa0` does in its default bridge mode, the gateway's VXLAN
+cable over its WAN link, the WAN bridge), built with iproute2 in namespaces of its own (`csref<pid>-*`, private
 addresses only inside them), removed on exit. The server namespace runs `sarasa serve` on 8080
 and one iperf3 server; both are stopped by their pids.
 """
@@ -73,7 +75,10 @@ class Path:
             self._veth(gw, "veth0", pod, "eth0", 1450)
             _run("ip", "-n", pod, "addr", "add", f"{pod_ip}/24", "dev", "eth0")
             _run("ip", "-n", pod, "route", "add", "default", "via", gw_ip)
-            _run("ip", "-n", gw, "addr", "add", f"{gw_ip}/24", "dev", "veth0")
+            _run("ip", "-n", gw, "link", "add", "br0", "type", "bridge")
+            _run("ip", "-n", gw, "link", "set", "veth0", "master", "br0")
+            _run("ip", "-n", gw, "link", "set", "br0", "up")
+            _run("ip", "-n", gw, "addr", "add", f"{gw_ip}/24", "dev", "br0")
             self._veth(wan, f"p{i}", gw, "wan0", 1500)
             _run("ip", "-n", wan, "link", "set", f"p{i}", "master", "wan")
             _run("ip", "-n", gw, "addr", "add", f"{wan_ip}/24", "dev", "wan0")

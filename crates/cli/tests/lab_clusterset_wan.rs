@@ -160,6 +160,22 @@ fn wan_delay_and_loss_between_two_sites() {
     assert!((40.0..100.0).contains(&rtt), "{rtt} ms");
     join(&["--wan-delay", "0", "--wan-loss", "20%"], true);
     assert_eq!(delay_lines(&set), 0, "no delay line at 0");
+    let nf = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("sarasa-wan-{set}"),
+            "sysctl",
+            "-n",
+        ])
+        .arg("net.bridge.bridge-nf-call-iptables")
+        .output()
+        .expect("sysctl");
+    assert_eq!(
+        String::from_utf8_lossy(&nf.stdout).trim(),
+        "0",
+        "without a line, bridged frames skip the IPv4 hooks"
+    );
     let rtt = east
         .eventually(WAIT, || min_rtt(&e_ns, &w_ip))
         .expect("east's site router reaches west's");

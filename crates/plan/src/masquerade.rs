@@ -42,7 +42,7 @@ fn set_of(cidrs: &[IpNet]) -> Expr {
     )
 }
 
-/// `oifname { "sarasa-cable", "sarasa-wg" } tcp flags & (syn | rst) == syn tcp option maxseg
+/// `tcp flags & (syn | rst) == syn oifname { "sarasa-cable", "sarasa-wg" } tcp option maxseg
 /// size set rt mtu`: SYNs (and SYN-ACKs) leaving through a cable carry an MSS the cable's MTU
 /// fits.
 fn clamp_chain() -> Chain {
@@ -54,12 +54,14 @@ fn clamp_chain() -> Chain {
         Policy::Accept,
     )
     .rule(
+        // The flags first: every forwarded packet meets this rule, and nearly all of them are
+        // not SYNs, which two compares tell (the device name is a set lookup).
         Rule::new()
-            .eq(Expr::Meta(MetaKey::Oifname), cables())
             .eq(
                 Expr::And(Box::new(Expr::Payload(Field::TcpFlags)), TCP_SYN | TCP_RST),
                 Expr::Value(Value::Num(TCP_SYN)),
             )
+            .eq(Expr::Meta(MetaKey::Oifname), cables())
             .then(Stmt::ClampMssToPmtu),
     )
 }
@@ -257,7 +259,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "meta oifname { \"sarasa-cable\", \"sarasa-wg\" } tcp flags & (syn | rst) == syn tcp option maxseg size set rt mtu"
+                "tcp flags & (syn | rst) == syn meta oifname { \"sarasa-cable\", \"sarasa-wg\" } tcp option maxseg size set rt mtu"
             ),
             "{text}"
         );

@@ -5,8 +5,9 @@
 //! each its verdict once the delay has passed. The kernel keeps the packets meanwhile; the
 //! process sees only their ids (copy range 0). A constant delay keeps their order, so the line
 //! is a FIFO. The rules carry `--queue-bypass`: with no process bound, packets cross
-//! undelayed rather than being lost. The process installs the rules when it starts and takes
-//! them away when it is stopped; a new delay is a new process.
+//! undelayed rather than being lost. The process installs the rules (and turns the namespace's
+//! `bridge-nf-call-iptables` on) when it starts and takes them away (and turns it off) when it
+//! is stopped; a new delay is a new process.
 //!
 //! Written by hand over the `nfq` crate (netfilter queue over netlink, no C library): no crate
 //! delays queued packets, and the line is twenty lines of it. `nfq` does not expose its socket,
@@ -202,6 +203,8 @@ pub fn run(set: &str, delay: Duration) -> Result<(), LabError> {
     tracing::info!(set, delay = ?delay, queue = QUEUE, "WAN delay line running");
     let result = delay_packets(&mut queue, delay, &stop);
     let removed = rules(false);
+    // Without a line, bridged frames need not pass the IPv4 hooks (nor conntrack) again.
+    let _ = std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "0");
     result.map_err(|e| fail("moving packets", e))?;
     removed.map_err(LabError::Process)
 }
