@@ -4,7 +4,9 @@
 //! (overlapping) pod address, and west's client reaches the Service through its own
 //! ClusterSetIP and through the global address, seen by east's pod from west's egress address;
 //! `clusterset.local` answers in west; both labs still equal their plans (the egress SNAT is
-//! part of the node plan); `leave` gives the global address back.
+//! part of the node plan); a headless export's endpoint gets a global address of its own,
+//! which west's `clusterset.local` answers and a connection reaches; `leave` gives the global
+//! addresses back.
 
 mod common;
 
@@ -128,8 +130,42 @@ fn labs_with_identical_ranges_connect_through_globalnet() {
         lab.check_equal();
     }
 
-    // east leaves: its web gives the global address back.
+    // A headless export: its endpoint gets a global address of its own (a global ingress
+    // Service in east), west's `clusterset.local` answers with it, not the (overlapping) pod
+    // address, and a connection there reaches the pod from west's egress address.
+    east.apply(&format!(
+        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: db}}\n\
+         spec:\n  clusterIP: None\n  selector: {{app: db}}\n  ports: [{{name: tcp, port: 8080}}]\n\
+         ---\napiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: db}}\n",
+        serve_pod("db", "node-1", "db"),
+    ));
+    let db_pod = east.pod_ip("db");
+    let db_global = west.dig_until("client", "db.default.svc.clusterset.local", |a| {
+        a.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| east_global.contains(&ip))
+    });
+    assert_ne!(db_global, db_pod);
+    let reply = west
+        .eventually(WAIT, || {
+            west.probe("client", &format!("tcp://{db_global}:8080"))
+        })
+        .unwrap_or_else(|| panic!("db at {db_global} from west:\n{}", ok(&["status", &set])));
+    assert_eq!(reply["pod"], "db");
+    let seen: std::net::IpAddr = common::client_ip(&reply).parse().unwrap();
+    assert!(west_global.contains(&seen), "db sees {seen}");
+    east.check_equal();
+
+    // east leaves: its web gives the global address back, and db's endpoint its Service.
     ok(&["leave", &set, "--lab", &east.name]);
+    east.eventually(WAIT, || {
+        let svcs = east.get_json(&["services", "-n", "default"]);
+        let left = svcs["items"]
+            .as_array()?
+            .iter()
+            .any(|s| s["metadata"]["labels"]["multicluster.sarasa.io/global-ingress-for"] == "db");
+        (!left).then_some(())
+    })
+    .expect("east's global ingress Services go when it leaves");
     east.eventually(WAIT, || {
         let svc = east.object("services", "default", "web")?;
         svc["metadata"]["annotations"]["multicluster.sarasa.io/global-ip"]

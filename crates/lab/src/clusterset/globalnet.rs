@@ -23,7 +23,7 @@ use kube::Client;
 use sarasa_model::clusterset::{global_ingress_ips, ANNOTATION_GLOBAL_IP};
 
 /// `multicluster.kubernetes.io/service-name`.
-const SERVICE_NAME: &str = "multicluster.kubernetes.io/service-name";
+pub(super) const SERVICE_NAME: &str = "multicluster.kubernetes.io/service-name";
 
 type Key = (String, String);
 
@@ -33,7 +33,7 @@ fn service_of(s: &EndpointSlice) -> Option<Key> {
 }
 
 /// A Service's global addresses, as its annotation lists them (comma-separated, IPv4 first).
-fn global_ips(s: &Service) -> Vec<IpAddr> {
+pub(super) fn global_ips(s: &Service) -> Vec<IpAddr> {
     s.metadata
         .annotations
         .as_ref()
@@ -53,28 +53,54 @@ fn has_family(s: &Service, v4: bool) -> bool {
     }
 }
 
+/// What [`allocate`] found: each exported Service with its global addresses (IPv4 first) and
+/// ports, and the exported headless Services (whose endpoints get the addresses instead:
+/// [`super::global_ingress`]).
+#[derive(Debug, Default)]
+pub struct Allocated {
+    pub services: BTreeMap<Key, (Vec<IpAddr>, Service)>,
+    pub headless: BTreeSet<Key>,
+}
+
+fn is_headless(s: &Service) -> bool {
+    s.spec.as_ref().and_then(|sp| sp.cluster_ip.as_deref()) == Some("None")
+}
+
 /// Gives each exported Service (one with an MCS slice of this cluster) a global ingress address
-/// from each global CIDR of a family it has, and takes them from a Service no longer exported.
-/// Returns each exported Service with its addresses (IPv4 first) and ports.
+/// from each global CIDR of a family it has, and takes them from a Service no longer exported;
+/// a headless Service gets none (its endpoints do). The global ingress Services of headless
+/// endpoints are left to [`super::global_ingress`].
 pub async fn allocate(
     local: &Client,
     globals: &[IpNet],
     own_slices: &BTreeMap<Key, EndpointSlice>,
-) -> Result<BTreeMap<Key, (Vec<IpAddr>, Service)>, kube::Error> {
+) -> Result<Allocated, kube::Error> {
     let exported: BTreeSet<Key> = own_slices.values().filter_map(service_of).collect();
     let services: Api<Service> = Api::all(local.clone());
     let list = services.list(&ListParams::default()).await?.items;
     let ours = |ip: &IpAddr| globals.iter().any(|g| g.contains(ip));
     let mut used: BTreeSet<IpAddr> = list.iter().flat_map(global_ips).filter(ours).collect();
-    let mut out = BTreeMap::new();
+    let mut out = Allocated::default();
     for svc in list {
         let key = (
             svc.metadata.namespace.clone().unwrap_or_default(),
             svc.metadata.name.clone().unwrap_or_default(),
         );
+        let ingress = svc
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(super::global_ingress::INGRESS_FOR));
+        if ingress {
+            continue;
+        }
         let api: Api<Service> = Api::namespaced(local.clone(), &key.0);
         let have = global_ips(&svc);
-        if !exported.contains(&key) {
+        let exported_here = exported.contains(&key) && !is_headless(&svc);
+        if exported.contains(&key) && is_headless(&svc) {
+            out.headless.insert(key.clone());
+        }
+        if !exported_here {
             if !have.is_empty() {
                 let patch = serde_json::json!({"metadata": {"annotations": {
                     ANNOTATION_GLOBAL_IP: null,
@@ -115,13 +141,15 @@ pub async fn allocate(
             api.patch(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
         }
-        out.insert(key, (want, svc));
+        out.services.insert(key, (want, svc));
     }
     Ok(out)
 }
 
-/// Takes every Service's global address away (the cluster leaves its set).
+/// Takes every Service's global address away, and the global ingress Services of headless
+/// endpoints (the cluster leaves its set).
 pub async fn release(local: &Client) -> Result<(), kube::Error> {
+    super::global_ingress::release(local).await?;
     let services: Api<Service> = Api::all(local.clone());
     for svc in services.list(&ListParams::default()).await?.items {
         if global_ips(&svc).is_empty() {

@@ -16,6 +16,7 @@
 
 pub mod broker;
 pub mod delay_line;
+mod global_ingress;
 mod globalnet;
 pub mod state;
 pub mod sync;

@@ -411,10 +411,21 @@ async fn pass(
     let own_out = if global.is_empty() {
         own_here.clone()
     } else {
-        let exported = super::globalnet::allocate(local, global, &own_here)
+        let allocated = super::globalnet::allocate(local, global, &own_here)
             .await
             .map_err(at("giving exported Services their global addresses"))?;
-        super::globalnet::globalize(&own_here, &exported)
+        let endpoints = super::global_ingress::sync(local, global, &own_here, &allocated.headless)
+            .await
+            .map_err(at(
+                "giving headless exports' endpoints their global addresses",
+            ))?;
+        let mut out = super::globalnet::globalize(&own_here, &allocated.services);
+        out.extend(super::global_ingress::globalize(
+            &own_here,
+            &allocated.headless,
+            &endpoints,
+        ));
+        out
     };
     converge(broker, &own_there, &own_out, true)
         .await
