@@ -310,21 +310,21 @@ fn kernel_route(
     Ok(r)
 }
 
-/// The metric the kernel gives an IPv6 route added without one (IP6_RT_PRIO_USER).
-const IP6_DEFAULT_METRIC: u32 = 1024;
-
 /// Deletes the agent's routes (main table, [`ROUTE_PROTOCOL`]) whose metric is not `metric`
 /// (none given: the kernel's default, 0 for IPv4 and 1024 for IPv6); returns how many.
 fn drop_other_metrics(nl: &mut Netlink, metric: Option<u32>) -> Result<usize> {
     let mut dropped = 0;
-    for (family, default) in [(Family::V4, 0), (Family::V6, IP6_DEFAULT_METRIC)] {
+    for (family, default) in [
+        (Family::V4, 0),
+        (Family::V6, sarasa_netns::IP6_DEFAULT_METRIC),
+    ] {
         let metric = metric.unwrap_or(default);
         let routes = nl
             .routes(Some(family))
             .map_err(|e| Error::netlink("dump routes", e))?;
         for r in routes {
             let ours = r.protocol == Some(ROUTE_PROTOCOL) && r.table == TABLE_MAIN;
-            if !ours || r.metric.unwrap_or(0) == metric {
+            if !ours || r.effective_metric() == metric {
                 continue;
             }
             ignore_missing(nl.route_del(&r)).map_err(|e| Error::netlink("delete route", e))?;

@@ -137,17 +137,6 @@ pub enum Via {
 /// exists: the kernel's default is 0 for IPv4 and 1024 for IPv6, both below it.
 pub const FALLBACK_METRIC: u32 = 2048;
 
-/// The metric the kernel gives an IPv6 route added without one (IP6_RT_PRIO_USER).
-const IP6_DEFAULT_METRIC: u32 = 1024;
-
-/// A route's metric as the kernel keeps it (none: 0 for IPv4, 1024 for IPv6).
-fn effective_metric(r: &Route) -> u32 {
-    match (r.metric.unwrap_or(0), r.dst) {
-        (0, IpNet::V6(_)) => IP6_DEFAULT_METRIC,
-        (m, _) => m,
-    }
-}
-
 /// The far end of a cable: another cluster's active gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FarEnd {
@@ -539,7 +528,7 @@ fn apply(nl: &mut Netlink, d: &Desired) -> Result<()> {
         w.dst == h.dst
             && w.gateway == h.gateway
             && (w.oif.is_none() || w.oif == h.oif)
-            && effective_metric(w) == effective_metric(h)
+            && w.effective_metric() == h.effective_metric()
     };
     for h in &have {
         let wanted = want.iter().any(|w| same(w, h));
@@ -1236,10 +1225,10 @@ mod tests {
         // The kernel keeps an IPv6 route without a metric at 1024: still below the fallback's,
         // and equal to what was asked (no delete-and-add on every pass).
         let cable6 = Route::new(pods6);
-        assert_eq!(effective_metric(&cable6), 1024);
-        assert_eq!(effective_metric(&cable6.clone().metric(1024)), 1024);
-        assert!(effective_metric(&cable6) < FALLBACK_METRIC);
-        assert_eq!(effective_metric(&Route::new(pods4)), 0);
+        assert_eq!(cable6.effective_metric(), 1024);
+        assert_eq!(cable6.clone().metric(1024).effective_metric(), 1024);
+        assert!(cable6.effective_metric() < FALLBACK_METRIC);
+        assert_eq!(Route::new(pods4).effective_metric(), 0);
     }
 
     #[test]

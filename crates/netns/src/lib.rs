@@ -16,7 +16,9 @@ pub mod sysctl;
 mod vxlan;
 
 pub use error::{Error, Result};
-pub use netlink::{Address, Family, Link, Neighbour, Netlink, Route, Scope, Veth, TABLE_MAIN};
+pub use netlink::{
+    Address, Family, Link, Neighbour, Netlink, Route, Scope, Veth, IP6_DEFAULT_METRIC, TABLE_MAIN,
+};
 pub use ns::{enter_in_child, CommandExt, NetNs, NETNS_RUN_DIR};
 pub use vxlan::{Fdb, VxlanInfo, VxlanSpec};
 

@@ -195,7 +195,19 @@ impl std::fmt::Display for Route {
     }
 }
 
+/// The metric the kernel gives an IPv6 route added without one (`IP6_RT_PRIO_USER`).
+pub const IP6_DEFAULT_METRIC: u32 = 1024;
+
 impl Route {
+    /// The metric as the kernel keeps it: none (or 0) is 0 for IPv4 and 1024 for IPv6, so a
+    /// wanted route compares equal to the one a dump returns.
+    pub fn effective_metric(&self) -> u32 {
+        match (self.metric.unwrap_or(0), self.dst) {
+            (0, IpNet::V6(_)) => IP6_DEFAULT_METRIC,
+            (m, _) => m,
+        }
+    }
+
     /// A route to `dst` in the main table, without next hop yet.
     pub fn new(dst: IpNet) -> Route {
         Route {
