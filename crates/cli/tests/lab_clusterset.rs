@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::clusterset::{
-    active_gateway, clusterset, export_web, nothing_of_the_set_left, ok, refused, wan_exists,
-    SetGuard,
+    active_gateway, clusterset, export_web, nothing_of_the_set_left, ok, reached_from, refused,
+    wan_exists, SetGuard,
 };
 use common::{serve_pod, TestLab};
 use serde_json::Value;
@@ -175,11 +175,8 @@ fn two_labs_share_their_exports_through_the_broker() {
         format!("tcp://{east_pod}:8080"),
         format!("tcp://{set_ip}:80"),
     ] {
-        let reply = west
-            .eventually(WAIT, || west.probe("client", &target))
-            .unwrap_or_else(|| panic!("{target} from west:\n{}", ok(&["status", &set])));
-        assert_eq!(reply["pod"], "web", "{target}");
-        assert_eq!(common::client_ip(&reply), client, "{target}: source kept");
+        let seen = reached_from(&west, "client", &target, "web", &set);
+        assert_eq!(seen, client, "{target}: source kept");
     }
     let st: Value = serde_json::from_str(&ok(&["status", &set, "-o", "json"])).unwrap();
     let cables = st["cables"].as_array().unwrap();

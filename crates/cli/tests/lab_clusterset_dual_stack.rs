@@ -17,7 +17,9 @@ mod common;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::clusterset::{active_gateway, global_cidr, ok, refused, status, SetGuard};
+use common::clusterset::{
+    active_gateway, global_cidr, ok, reached_from, refused, status, SetGuard,
+};
 use common::{serve_pod, TestLab};
 use serde_json::Value;
 
@@ -69,15 +71,6 @@ fn cluster_set_ip6(lab: &TestLab, name: &str) -> String {
     .unwrap_or_else(|| panic!("{}: no IPv6 ClusterSetIP for {name}", lab.name))
 }
 
-/// `from`'s pod `client` reaches `target`, and the serving pod sees `seen(source)` hold.
-fn reaches(lab: &TestLab, client: &str, target: &str, set: &str) -> IpAddr {
-    let reply = lab
-        .eventually(WAIT, || lab.probe(client, target))
-        .unwrap_or_else(|| panic!("{target} from {client}:\n{}", ok(&["status", set])));
-    assert_eq!(reply["pod"], "web", "{target}");
-    common::client_ip(&reply).parse().expect("client address")
-}
-
 #[test]
 fn dual_stack_clusters_keep_the_pods_ipv6_source_through_the_cable() {
     let east = dual_stack_lab("east", &[]);
@@ -117,7 +110,9 @@ fn dual_stack_clusters_keep_the_pods_ipv6_source_through_the_cable() {
             format!("tcp://[{set_ip6}]:80"),
         ] {
             assert_eq!(
-                reaches(&west, client, &target, &set),
+                reached_from(&west, client, &target, "web", &set)
+                    .parse::<IpAddr>()
+                    .unwrap(),
                 own,
                 "{client} → {target}: the pod's IPv6 address is kept"
             );
@@ -197,7 +192,9 @@ fn dual_stack_globalnet_connects_identical_ipv6_ranges() {
         format!("tcp://[{set_ip6}]:80"),
         format!("tcp://[{global_ip6}]:80"),
     ] {
-        let seen = reaches(&west, "client", &target, &set);
+        let seen: IpAddr = reached_from(&west, "client", &target, "web", &set)
+            .parse()
+            .unwrap();
         assert!(
             west6.contains(&seen),
             "{target}: east sees {seen}, not an address of west's IPv6 global CIDR {west6}"

@@ -12,7 +12,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::clusterset::{cluster_set_ip, export_web, global_cidr, ok, refused, status, SetGuard};
+use common::clusterset::{
+    cluster_set_ip, export_web, global_cidr, ok, reached_from, refused, status, SetGuard,
+};
 use common::{serve_pod, TestLab};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -113,11 +115,9 @@ fn labs_with_identical_ranges_connect_through_globalnet() {
         format!("tcp://{set_ip}:80"),
         format!("tcp://{global_ip}:80"),
     ] {
-        let reply = west
-            .eventually(WAIT, || west.probe("client", &target))
-            .unwrap_or_else(|| panic!("{target} from west:\n{}", ok(&["status", &set])));
-        assert_eq!(reply["pod"], "web", "{target}");
-        let seen: std::net::IpAddr = common::client_ip(&reply).parse().unwrap();
+        let seen: std::net::IpAddr = reached_from(&west, "client", &target, "web", &set)
+            .parse()
+            .unwrap();
         assert!(
             west_global.contains(&seen),
             "{target}: east sees {seen}, not an address of west's global CIDR {west_global}"
@@ -145,13 +145,10 @@ fn labs_with_identical_ranges_connect_through_globalnet() {
             .is_ok_and(|ip| east_global.contains(&ip))
     });
     assert_ne!(db_global, db_pod);
-    let reply = west
-        .eventually(WAIT, || {
-            west.probe("client", &format!("tcp://{db_global}:8080"))
-        })
-        .unwrap_or_else(|| panic!("db at {db_global} from west:\n{}", ok(&["status", &set])));
-    assert_eq!(reply["pod"], "db");
-    let seen: std::net::IpAddr = common::client_ip(&reply).parse().unwrap();
+    let target = format!("tcp://{db_global}:8080");
+    let seen: std::net::IpAddr = reached_from(&west, "client", &target, "db", &set)
+        .parse()
+        .unwrap();
     assert!(west_global.contains(&seen), "db sees {seen}");
     east.check_equal();
 

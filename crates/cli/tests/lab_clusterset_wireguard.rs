@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::clusterset::{
-    active_gateway, cluster_set_ip, export_web, nothing_of_the_set_left, ok, status, wan_exists,
-    SetGuard,
+    active_gateway, cluster_set_ip, export_web, nothing_of_the_set_left, ok, reached_from, status,
+    wan_exists, SetGuard,
 };
 use common::{sarasa_bin, serve_pod, TestLab};
 
@@ -173,11 +173,8 @@ fn a_wireguard_cable_carries_the_clusters_traffic_encrypted() {
         format!("tcp://{east_pod}:8080"),
         format!("tcp://{set_ip}:80"),
     ] {
-        let reply = west
-            .eventually(WAIT, || west.probe("client", &target))
-            .unwrap_or_else(|| panic!("{target} from west:\n{}", ok(&["status", &set])));
-        assert_eq!(reply["pod"], "web", "{target}");
-        assert_eq!(common::client_ip(&reply), client, "{target}: source kept");
+        let seen = reached_from(&west, "client", &target, "web", &set);
+        assert_eq!(seen, client, "{target}: source kept");
     }
     // A third cluster: each gateway has a peer per other cluster, and WireGuard picks the
     // peer by destination.

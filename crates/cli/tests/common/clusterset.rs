@@ -125,3 +125,15 @@ pub fn global_cidr(st: &Value, cluster: &str, key: &str) -> ipnet::IpNet {
         .parse()
         .unwrap()
 }
+
+/// Pod `client` of `lab` probes `target` (30 s) and gets a reply from pod `server`; returns the
+/// address the server saw the client at. Panics with the set's status otherwise.
+pub fn reached_from(lab: &TestLab, client: &str, target: &str, server: &str, set: &str) -> String {
+    let reply = lab
+        .eventually(std::time::Duration::from_secs(30), || {
+            lab.probe(client, target)
+        })
+        .unwrap_or_else(|| panic!("{target} from {client}:\n{}", ok(&["status", set])));
+    assert_eq!(reply["pod"], server, "{target} from {client}");
+    super::client_ip(&reply)
+}
