@@ -111,6 +111,7 @@ pub enum Keyword {
     Established,
     Related,
     Invalid,
+    Untracked,
     /// `ct status dnat`.
     Dnat,
 }
@@ -125,6 +126,7 @@ impl Keyword {
             Keyword::Established => "established",
             Keyword::Related => "related",
             Keyword::Invalid => "invalid",
+            Keyword::Untracked => "untracked",
             Keyword::Dnat => "dnat",
         }
     }
@@ -259,6 +261,10 @@ pub enum Stmt {
     /// valid in forward, output and postrouting chains only; a packet that is not TCP ends
     /// the rule.
     ClampMssToPmtu,
+    /// `notrack`: conntrack skips the packet (ct state `untracked`; no NAT). It acts only
+    /// before conntrack sees the packet: in a prerouting or output chain of priority `raw`
+    /// (-300); later, conntrack has already attached an entry and it does nothing.
+    Notrack,
 }
 
 /// One rule: statements in order, optional comment.

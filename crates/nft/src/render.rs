@@ -234,6 +234,7 @@ fn stmt(out: &mut String, s: &Stmt) {
             out.push_str(" }");
         }
         Stmt::ClampMssToPmtu => out.push_str("tcp option maxseg size set rt mtu"),
+        Stmt::Notrack => out.push_str("notrack"),
     }
 }
 

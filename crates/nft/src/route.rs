@@ -40,7 +40,7 @@ pub(crate) fn route(
 mod tests {
     use super::*;
     use crate::diff::{diff, diff_kernel};
-    use crate::expr::{Expr, Field, Rule, Stmt, Verdict};
+    use crate::expr::{Expr, Field, MetaKey, Rule, Stmt, Verdict};
     use crate::model::{Chain, ChainType, Hook, Policy, Table, Value};
 
     fn table(name: &str, rule: Rule) -> Table {
@@ -69,17 +69,19 @@ mod tests {
     #[test]
     fn one_unencodable_part_refuses_the_whole_batch_naming_it() {
         let a = diff_kernel(None, &table("a", Rule::new().verdict(Verdict::Accept)));
-        // No sarasa table matches `tcp dport` (it uses `th dport`); the encoder does not
-        // cover it.
-        let by_port = Rule::new()
-            .eq(Expr::Payload(Field::TcpDport), Expr::Value(Value::Port(80)))
+        // No sarasa table matches an interface name wildcard; the encoder does not cover it.
+        let by_name = Rule::new()
+            .eq(
+                Expr::Meta(MetaKey::Oifname),
+                Expr::Value(Value::Ifname("veth*".into())),
+            )
             .verdict(Verdict::Accept);
-        let b = diff_kernel(None, &table("b", by_port));
+        let b = diff_kernel(None, &table("b", by_name));
         match route(&[(Family::Inet, "a", &a), (Family::Inet, "b", &b)], 1) {
             Err(e @ NftError::Unencodable { what, .. }) => {
-                assert_eq!(what, "tcp/udp dport");
+                assert_eq!(what, "interface name wildcard");
                 let msg = e.to_string();
-                assert!(msg.contains("tcp/udp dport"), "{msg}");
+                assert!(msg.contains("interface name wildcard"), "{msg}");
                 assert!(msg.contains("inet a, inet b"), "{msg}");
             }
             other => panic!("expected an error, got {:?}", other.map(|b| b.is_some())),

@@ -385,6 +385,89 @@ fn mss_clamp_goes_native_and_leaves_what_nft_f_leaves() {
 }
 
 #[test]
+fn tunnel_notrack_goes_native_and_leaves_what_nft_f_leaves() {
+    // The node table's raw chains (`inet sarasa-node`): a tunnel's underlay UDP skips
+    // conntrack, received on the uplink at the node's address and sent to its peers; `ct
+    // state untracked` as nft writes it.
+    let ports = || Expr::AnonSet(vec![vec![Value::Port(8472)], vec![Value::Port(4801)]]);
+    let peers = Expr::AnonSet(vec![
+        vec![Value::Addr("192.168.33.12".parse().unwrap())],
+        vec![Value::Addr("192.168.33.13".parse().unwrap())],
+    ]);
+    let mut t = Table::new(Family::Inet, "raw");
+    t.add_chain(
+        Chain::base(
+            "raw-prerouting",
+            ChainType::Filter,
+            Hook::Prerouting,
+            -300,
+            Policy::Accept,
+        )
+        .rule(
+            Rule::new()
+                .eq(
+                    Expr::Meta(MetaKey::Iifname),
+                    Expr::value(Value::Ifname("eth0".into())),
+                )
+                .eq(
+                    Expr::Payload(Field::IpDaddr),
+                    Expr::value("192.168.33.11".parse::<std::net::IpAddr>().unwrap()),
+                )
+                .eq(Expr::Payload(Field::UdpDport), ports())
+                .then(Stmt::Notrack),
+        ),
+    );
+    t.add_chain(
+        Chain::base(
+            "raw-output",
+            ChainType::Filter,
+            Hook::Output,
+            -300,
+            Policy::Accept,
+        )
+        .rule(
+            Rule::new()
+                .eq(
+                    Expr::Meta(MetaKey::Oifname),
+                    Expr::value(Value::Ifname("eth0".into())),
+                )
+                .eq(Expr::Payload(Field::IpDaddr), peers)
+                .eq(Expr::Payload(Field::UdpDport), ports())
+                .then(Stmt::Notrack),
+        ),
+    );
+    t.add_chain(
+        Chain::base("seen", ChainType::Filter, Hook::Input, 0, Policy::Accept).rule(
+            Rule::new()
+                .eq(Expr::Ct(CtKey::State), Expr::keyword(Keyword::Untracked))
+                .counter(),
+        ),
+    );
+    let (by_nft, native) = (Netns::new("sx-nft-t"), Netns::new("sx-nft-t"));
+    let tx = diff_kernel(None, &t);
+    by_nft.script(&tx.script());
+    let mut nl = native.native();
+    nl.apply_to(Family::Inet, "raw", &tx).unwrap();
+    assert_eq!(nl.native_count, 1);
+    assert_eq!(
+        kernel_json(&native, Family::Inet, "raw"),
+        kernel_json(&by_nft, Family::Inet, "raw")
+    );
+    let listed = native.listing(Family::Inet, "raw");
+    assert_eq!(listed, by_nft.listing(Family::Inet, "raw"));
+    for line in [
+        "type filter hook prerouting priority raw; policy accept;",
+        r#"iifname "eth0" ip daddr 192.168.33.11 udp dport { 4801, 8472 } notrack"#,
+        r#"oifname "eth0" ip daddr { 192.168.33.12, 192.168.33.13 } udp dport { 4801, 8472 } notrack"#,
+        "ct state untracked counter",
+    ] {
+        assert!(listed.contains(line), "{line} not in {listed}");
+    }
+    let k = same_listing(&native, Family::Inet, "raw").unwrap();
+    assert!(diff_kernel(Some(&k), &t).is_empty());
+}
+
+#[test]
 fn wan_loss_bridge_table_goes_native_and_leaves_what_nft_f_leaves() {
     // The cluster set's WAN loss (`bridge sarasa-wan`: frames crossing the bridge between
     // ports dropped with probability 50/10000), and `<` where nft writes it without a byte
@@ -519,12 +602,16 @@ fn multi_table_batch_is_one_commit() {
         "a rejected batch changed the kernel"
     );
 
-    // A construct the encoder does not cover (no sarasa table matches `tcp dport`): the
-    // whole batch is refused before anything is sent, naming it; there is no `nft` fallback.
+    // A construct the encoder does not cover (no sarasa table matches an interface name
+    // wildcard): the whole batch is refused before anything is sent, naming it; there is no
+    // `nft` fallback.
     main2.add_chain(
-        Chain::new("by-port").rule(
+        Chain::new("by-name").rule(
             Rule::new()
-                .eq(Expr::Payload(Field::TcpDport), Expr::Value(Value::Port(80)))
+                .eq(
+                    Expr::Meta(MetaKey::Oifname),
+                    Expr::Value(Value::Ifname("veth*".into())),
+                )
                 .verdict(Verdict::Accept),
         ),
     );
@@ -540,7 +627,7 @@ fn multi_table_batch_is_one_commit() {
         matches!(
             err,
             NftError::Unencodable {
-                what: "tcp/udp dport",
+                what: "interface name wildcard",
                 ..
             }
         ),

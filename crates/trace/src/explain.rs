@@ -300,6 +300,16 @@ pub(crate) fn explain(
                     vec![cite(step, tables)],
                 ));
             }
+            Event::Untracked => {
+                out.hops.push(hop(
+                    "untracked",
+                    "notrack: conntrack skips the packet (a tunnel's underlay UDP), so no NAT \
+                     applies to it"
+                        .to_string(),
+                    step,
+                    vec![cite(step, tables)],
+                ));
+            }
             Event::MssClamped => {
                 out.hops.push(hop(
                     "mss",

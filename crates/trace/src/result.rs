@@ -29,7 +29,7 @@ pub struct Hop {
     /// Where it happens: `pod x/a`, `node-1`, `fabric`, `external`.
     pub at: String,
     /// What kind of decision: `source`, `service`, `dnat`, `policy`, `filter`, `route`,
-    /// `encap`, `snat`, `mss`, `cable`, `deliver`, `drop`, `reject`.
+    /// `encap`, `snat`, `mss`, `untracked`, `cable`, `deliver`, `drop`, `reject`.
     pub kind: String,
     /// The explanation.
     pub text: String,

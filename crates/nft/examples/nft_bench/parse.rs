@@ -387,6 +387,10 @@ impl P {
                 }
                 Ok(Stmt::ClampMssToPmtu)
             }
+            "notrack" => {
+                self.i += 1;
+                Ok(Stmt::Notrack)
+            }
             "tcp" if next(1).as_deref() == Some("flags") => {
                 self.i += 2;
                 let mut left = Expr::Payload(Field::TcpFlags);
@@ -496,10 +500,20 @@ impl P {
                 .split(',')
                 .map(|k| {
                     use Keyword::*;
-                    [Local, Ipv4, Ipv6, New, Established, Related, Invalid, Dnat]
-                        .into_iter()
-                        .find(|x| x.as_str() == k)
-                        .ok_or_else(|| format!("unknown keyword {k}"))
+                    [
+                        Local,
+                        Ipv4,
+                        Ipv6,
+                        New,
+                        Established,
+                        Related,
+                        Invalid,
+                        Untracked,
+                        Dnat,
+                    ]
+                    .into_iter()
+                    .find(|x| x.as_str() == k)
+                    .ok_or_else(|| format!("unknown keyword {k}"))
                 })
                 .collect::<R<Vec<_>>>()?;
             return Ok(Expr::Keywords(ks));

@@ -297,6 +297,7 @@ impl Run<'_> {
                     CtState::New => Keyword::New,
                     CtState::Established => Keyword::Established,
                     CtState::Related => Keyword::Related,
+                    CtState::Untracked => Keyword::Untracked,
                 })),
                 CtKey::Status => kw(p.ct_dnat.then_some(Keyword::Dnat)),
                 // No statement of the model sets a ct mark: every connection's is 0.

@@ -16,6 +16,8 @@ pub enum CtState {
     Established,
     /// A packet related to a known connection (ICMP error, expectation).
     Related,
+    /// A `notrack` statement kept conntrack off the packet: no entry, no NAT.
+    Untracked,
 }
 
 /// A packet at one hook, with the metadata the rules read.

@@ -114,6 +114,8 @@ pub enum Event {
     /// `tcp option maxseg size set rt mtu`: the segment's MSS option lowered (never raised)
     /// to what the route through `packet.oifname` carries.
     MssClamped,
+    /// `notrack` before conntrack: the packet goes on untracked (no connection, no NAT).
+    Untracked,
     /// accept, drop, jump, goto, return, continue.
     Verdict(Verdict),
     Reject(RejectKind),

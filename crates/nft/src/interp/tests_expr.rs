@@ -482,3 +482,65 @@ fn tcp_flags_and_mss_clamping() {
     let err = run_hook(&[&clamp(Hook::Prerouting)], Hook::Prerouting, &p, &env()).unwrap_err();
     assert!(err.to_string().contains("rt mtu"), "{err}");
 }
+
+#[test]
+fn notrack_before_conntrack_untracks_the_packet_and_skips_nat() {
+    let vxlan = || {
+        Rule::new()
+            .eq(
+                Expr::Payload(Field::UdpDport),
+                Expr::Value(Value::Port(8472)),
+            )
+            .then(Stmt::Notrack)
+    };
+    let raw = table(
+        "raw",
+        vec![
+            filter("pre", Hook::Prerouting, -300, Policy::Accept).rule(vxlan()),
+            filter("seen", Hook::Prerouting, 0, Policy::Accept).rule(
+                Rule::new()
+                    .eq(Expr::Ct(CtKey::State), Expr::keyword(Keyword::Untracked))
+                    .then(Stmt::MarkSet(7)),
+            ),
+        ],
+    );
+    let nat = table(
+        "nat",
+        vec![Chain::base(
+            "dnat",
+            crate::model::ChainType::Nat,
+            Hook::Prerouting,
+            -100,
+            Policy::Accept,
+        )
+        .rule(Rule::new().then(Stmt::Dnat {
+            addr: ip("10.9.0.1"),
+            port: None,
+        }))],
+    );
+    let mut outer = tcp("192.168.33.12", "192.168.33.11", 8472);
+    outer.proto = L4Proto::Udp;
+    let path = one(&[&raw, &nat], Hook::Prerouting, &outer);
+    assert_eq!(path.packet.ct, CtState::Untracked);
+    assert!(events(&path).contains(&&Event::Untracked), "{path:#?}");
+    assert!(events(&path).contains(&&Event::NatSkipped), "{path:#?}");
+    assert_eq!(path.packet.daddr, ip("192.168.33.11"), "no DNAT");
+    assert_eq!(path.packet.mark, 7, "ct state untracked matches after it");
+
+    // Another port: tracked, and the NAT chain runs.
+    let mut other = outer.clone();
+    other.dport = 53;
+    let path = one(&[&raw, &nat], Hook::Prerouting, &other);
+    assert_eq!(path.packet.ct, CtState::New);
+    assert_eq!(path.packet.daddr, ip("10.9.0.1"));
+
+    // After conntrack's priority the statement finds an entry and does nothing.
+    let late = table(
+        "late",
+        vec![filter("pre", Hook::Prerouting, -150, Policy::Accept).rule(vxlan())],
+    );
+    let path = one(&[&late, &nat], Hook::Prerouting, &outer);
+    assert_eq!(path.packet.ct, CtState::New);
+    assert!(!events(&path).contains(&&Event::Untracked));
+    assert_eq!(path.packet.daddr, ip("10.9.0.1"));
+}

@@ -11,7 +11,7 @@ use crate::expr::{Rule, Stmt, Verdict};
 use crate::model::{BaseChain, ChainType, Hook, Key, L4Proto, MapValue, Table};
 use crate::NftError;
 
-use super::packet::{Env, Packet};
+use super::packet::{CtState, Env, Packet};
 use super::path::{Event, HookVerdict, Step};
 
 /// The kernel's jump stack (`NFT_JUMP_STACK_SIZE`): deeper nesting is a loop or an error.
@@ -33,6 +33,10 @@ impl Choices {
         c
     }
 }
+
+/// Conntrack's own hook priority (`NF_IP_PRI_CONNTRACK`): chains before it see packets with
+/// no entry yet.
+const CONNTRACK_PRIORITY: i32 = -200;
 
 /// How a chain walk ended.
 pub(crate) enum Flow {
@@ -291,6 +295,14 @@ impl Run<'_> {
                         return Ok(None);
                     }
                     self.step(here, at, Event::MssClamped);
+                }
+                Stmt::Notrack => {
+                    // Conntrack attaches its entry at priority -200 (`NF_IP_PRI_CONNTRACK`);
+                    // from there on `notrack` finds one and does nothing.
+                    if here.base.priority < CONNTRACK_PRIORITY && self.packet.ct == CtState::New {
+                        self.packet.ct = CtState::Untracked;
+                        self.step(here, at, Event::Untracked);
+                    }
                 }
                 Stmt::UpdateSet { set, key, .. } => {
                     if !here.table.sets.contains_key(set) {

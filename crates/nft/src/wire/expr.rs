@@ -31,9 +31,9 @@ pub(crate) struct RuleEnc {
     pub(crate) anon: Vec<Anon>,
     /// The last set id used in the batch.
     pub(crate) set_id: u32,
-    /// The rule has checked `meta l4proto tcp` already (explicitly or as a TCP field's
-    /// dependency): nft emits that dependency once per rule.
-    tcp: bool,
+    /// The protocol the rule has checked `meta l4proto` against already (explicitly or as a
+    /// TCP or UDP field's dependency): nft emits that dependency once per rule.
+    l4: Option<L4Proto>,
 }
 
 impl RuleEnc {
@@ -43,7 +43,7 @@ impl RuleEnc {
             exprs: Attrs::default(),
             anon: Vec::new(),
             set_id,
-            tcp: false,
+            l4: None,
         }
     }
 
@@ -175,12 +175,13 @@ impl RuleEnc {
         }
     }
 
-    /// `meta l4proto tcp` — nft's implicit dependency of TCP header fields, once per rule.
-    fn tcp_dep(&mut self) {
-        if !self.tcp {
+    /// `meta l4proto tcp` (or `udp`) — nft's implicit dependency of TCP (UDP) header fields,
+    /// once per rule.
+    fn l4_dep(&mut self, proto: L4Proto) {
+        if self.l4 != Some(proto) {
             self.meta_load(16, REG_1);
-            self.cmp(REG_1, CmpOp::Eq, &[proto_number(L4Proto::Tcp)]);
-            self.tcp = true;
+            self.cmp(REG_1, CmpOp::Eq, &[proto_number(proto)]);
+            self.l4 = Some(proto);
         }
     }
 
@@ -214,11 +215,11 @@ impl RuleEnc {
                     // The dependency uses reg 1: load it before anything else lands there.
                     self.nfproto(d);
                 }
-                if *f == Field::TcpFlags {
-                    if !dep && !self.tcp {
-                        return Err(Unsupported("tcp field in a concatenation"));
+                if let Some(proto) = l4_of(f) {
+                    if !dep && self.l4 != Some(proto) {
+                        return Err(Unsupported("tcp or udp field in a concatenation"));
                     }
-                    self.tcp_dep();
+                    self.l4_dep(proto);
                 }
                 self.payload(base, off, len, reg);
                 (len, kind)
@@ -425,6 +426,10 @@ impl RuleEnc {
                 self.expr("exthdr", a);
                 Ok(())
             }
+            Stmt::Notrack => {
+                self.expr("notrack", Attrs::default());
+                Ok(())
+            }
         }
     }
 
@@ -510,6 +515,7 @@ impl RuleEnc {
                     (CtKey::State, Keyword::Established) => 2,
                     (CtKey::State, Keyword::Related) => 4,
                     (CtKey::State, Keyword::New) => 8,
+                    (CtKey::State, Keyword::Untracked) => 64,
                     // IPS_DST_NAT (linux/netfilter/nf_conntrack_common.h).
                     (CtKey::Status, Keyword::Dnat) => 1 << 5,
                     _ => return Err(Unsupported("ct keyword")),
@@ -572,11 +578,8 @@ impl RuleEnc {
                 let (_, kind) = self.load(left, REG_1)?;
                 let data = value_bytes(v, kind)?;
                 self.cmp(REG_1, op, &data);
-                if op == CmpOp::Eq
-                    && *left == Expr::Meta(MetaKey::L4proto)
-                    && *v == Value::Proto(L4Proto::Tcp)
-                {
-                    self.tcp = true;
+                if let (CmpOp::Eq, Expr::Meta(MetaKey::L4proto), Value::Proto(p)) = (op, left, v) {
+                    self.l4 = Some(*p);
                 }
                 Ok(())
             }
@@ -663,6 +666,16 @@ impl RuleEnc {
     }
 }
 
+/// The protocol a transport field belongs to (its `meta l4proto` dependency); `th` fields
+/// read any protocol's ports.
+fn l4_of(f: &Field) -> Option<L4Proto> {
+    match f {
+        Field::TcpFlags | Field::TcpDport => Some(L4Proto::Tcp),
+        Field::UdpDport => Some(L4Proto::Udp),
+        _ => None,
+    }
+}
+
 /// Where a payload field lies: header base, offset, length, and what its values look like.
 fn field_layout(f: &Field) -> Enc<(u32, u32, u32, Kind)> {
     Ok(match f {
@@ -673,7 +686,7 @@ fn field_layout(f: &Field) -> Enc<(u32, u32, u32, Kind)> {
         Field::ThSport => (2, 0, 2, Kind::Port),
         Field::ThDport => (2, 2, 2, Kind::Port),
         Field::TcpFlags => (2, 13, 1, Kind::TcpFlags),
-        Field::TcpDport | Field::UdpDport => return Err(Unsupported("tcp/udp dport")),
+        Field::TcpDport | Field::UdpDport => (2, 2, 2, Kind::Port),
     })
 }
 
@@ -770,21 +783,20 @@ mod tests {
     #[test]
     fn unsupported_statements_fall_back() {
         let mut enc = RuleEnc::new(Family::Inet, 0);
-        // Logging is native now; a `tcp dport` match is not.
+        // Logging and `tcp dport`/`udp dport` are native now.
         assert!(enc
             .stmt(&Stmt::Log {
                 prefix: None,
                 group: Some(1)
             })
             .is_ok());
-        assert_eq!(
-            enc.stmt(&Stmt::Match {
-                left: Expr::Payload(Field::TcpDport),
-                op: CmpOp::Eq,
-                right: Expr::Value(Value::Port(80)),
-            }),
-            Err(Unsupported("tcp/udp dport"))
-        );
+        let dport = |left| Stmt::Match {
+            left,
+            op: CmpOp::Eq,
+            right: Expr::Value(Value::Port(80)),
+        };
+        assert!(enc.stmt(&dport(Expr::Payload(Field::UdpDport))).is_ok());
+        assert!(enc.stmt(&dport(Expr::Payload(Field::TcpDport))).is_ok());
         // Anonymous maps are native now.
         assert!(enc
             .stmt(&Stmt::NumgenVmap {
