@@ -51,10 +51,9 @@ pub const GATEWAY_LABEL: &str = "sarasa.io/gateway";
 pub const GATEWAY_LEASE: &str = "sarasa-gateway";
 pub const ANNOTATION_GATEWAY_IP: &str = "sarasa.io/gateway-ip";
 pub const ANNOTATION_GATEWAY_KEY: &str = "sarasa.io/gateway-public-key";
-pub const WAN_LINK: &str = "wan0";
+pub use sarasa_plan::{CABLE_PORT, ROUTE_AGENT_PORT, WAN_LINK};
 pub const CABLE_DEVICE: &str = "sarasa-cable";
 pub const CABLE_VNI: u32 = 4242;
-pub const CABLE_PORT: u16 = 4800;
 /// `proto 84`: routes to the other clusters of the set.
 pub const ROUTE_PROTOCOL: u8 = 84;
 /// The route agent's VXLAN (Submariner's `vx-submariner`): every node of a set has it; the
@@ -63,7 +62,6 @@ pub const ROUTE_PROTOCOL: u8 = 84;
 /// checks source and destination addresses carries it).
 pub const ROUTE_AGENT_DEVICE: &str = "sarasa-gw";
 pub const ROUTE_AGENT_VNI: u32 = 4243;
-pub const ROUTE_AGENT_PORT: u16 = 4801;
 const LEASE_SECONDS: i32 = 3;
 /// How often the active gateway renews the Lease (a third of its duration).
 const RENEW: Duration = Duration::from_secs(1);

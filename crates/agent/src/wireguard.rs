@@ -36,7 +36,7 @@ use crate::netns::NetnsTarget;
 /// The cable's TUN device.
 pub const DEVICE: &str = "sarasa-wg";
 /// The UDP port gateways listen on (Submariner's cable port).
-pub const PORT: u16 = 4500;
+pub const PORT: u16 = sarasa_plan::WIREGUARD_PORT;
 /// WireGuard over IPv4: outer IP (20), UDP (8), data header (16) and authentication tag (16).
 pub const OVERHEAD: u32 = 60;
 /// How often the peers' timers run (handshake retries, rekeying, keepalives).

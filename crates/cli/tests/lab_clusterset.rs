@@ -204,6 +204,21 @@ fn two_labs_share_their_exports_through_the_broker() {
         routes.contains("10.245.0.0/16 via 240.") && routes.contains("dev sarasa-gw"),
         "{routes}"
     );
+    // Conntrack tracks the client's connections on the gateway, but not the cable and the
+    // route agent's VXLAN that carried them.
+    let gateway = active_gateway(&st, "west").expect("west has an active gateway");
+    assert!(
+        !west.conntrack(&gateway, "tcp", 8080).is_empty(),
+        "{gateway} tracks no connection to east's pod"
+    );
+    for (node, port) in [
+        (gateway.as_str(), 4800),
+        (gateway.as_str(), 4801),
+        ("node-3", 4801),
+    ] {
+        let tunnel = west.conntrack(node, "udp", port);
+        assert!(tunnel.is_empty(), "{node} tracks UDP {port}: {tunnel:?}");
+    }
     // trace follows the packet through the cable into east, hop by hop, to the pod.
     let t: Value = serde_json::from_str(&west.ok(&[
         "trace", "--from", "client", "--to", &east_pod, "--port", "8080", "-o", "json",

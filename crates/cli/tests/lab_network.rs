@@ -79,6 +79,20 @@ fn network_model(flags: &[&str]) {
             );
         }
     }
+    // The pods' connections are tracked; the VXLAN underlay that carried them is not.
+    if flags.contains(&"vxlan") {
+        for node in ["node-1", "node-2", "node-3"] {
+            assert!(
+                !lab.conntrack(node, "tcp", 8080).is_empty(),
+                "{node} tracks no pod connection"
+            );
+            let vxlan = lab.conntrack(node, "udp", 8472);
+            assert!(
+                vxlan.is_empty(),
+                "{node} tracks its VXLAN underlay: {vxlan:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -28,6 +28,15 @@ pub const NODE_BRIDGE: &str = "sarasa0";
 /// WireGuard cable's TUN device. Their MTU is below the pods', so TCP SYNs leaving through
 /// them get their MSS clamped ([`Masquerade::clamp_mss`]).
 pub const CABLE_DEVICES: [&str; 2] = ["sarasa-cable", "sarasa-wg"];
+/// A gateway node's WAN link: the cables' underlay, and nothing else's.
+pub const WAN_LINK: &str = "wan0";
+/// The VXLAN cable's UDP port.
+pub const CABLE_PORT: u16 = 4800;
+/// The userspace WireGuard cable's UDP port.
+pub const WIREGUARD_PORT: u16 = 4500;
+/// The route agent's VXLAN port (every node of a cluster set to its active gateway, over the
+/// uplink).
+pub const ROUTE_AGENT_PORT: u16 = 4801;
 
 /// Facts about this node that do not come from the API server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +149,28 @@ pub struct Masquerade {
     /// Under GlobalNet: the cluster's pods reach the other clusters' global CIDRs from its
     /// egress address (one SNAT per family).
     pub global_snat: Vec<GlobalSnat>,
+    /// The tunnels whose underlay UDP conntrack skips.
+    pub untracked: Vec<UntrackedTunnel>,
+}
+
+/// A tunnel's underlay UDP, which conntrack skips (`notrack` before conntrack's hook, as
+/// Cilium does for its tunnel port). It carries only encapsulated packets: conntrack sees
+/// those once decapsulated (and NAT and NetworkPolicy act on them there), and no rule of
+/// sarasa's acts on the outer packet. Tracking it cost 6% of the request/response rate
+/// through a gateway (ARCHITECTURE.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UntrackedTunnel {
+    /// The link the tunnel's packets cross.
+    pub link: String,
+    /// Its UDP destination ports.
+    pub ports: Vec<u16>,
+    /// Received packets are addressed to this address of the node (`None`: any arriving on
+    /// the link, which carries nothing else).
+    pub local: Option<IpAddr>,
+    /// Sent packets go to these far ends (`None`: any leaving through the link). A list, so
+    /// that a hostNetwork process's packet to a ClusterIP on the same port is still tracked
+    /// (and DNATed).
+    pub peers: Option<Vec<IpAddr>>,
 }
 
 /// GlobalNet's egress SNAT: packets from `from` (this cluster's pod ranges) to `to` (the other
@@ -486,6 +517,7 @@ pub fn compile_trusted(
         }
     };
 
+    let untracked = untracked_tunnels(local, &accepted);
     let cluster_cidrs: Vec<IpNet> = local.cluster_cidrs.iter().map(|c| c.trunc()).collect();
     Ok(FabricPlan {
         masquerade: Masquerade {
@@ -516,6 +548,7 @@ pub fn compile_trusted(
                         .collect(),
                 })
                 .collect(),
+            untracked,
         },
         pod_cidrs,
         mtu,
@@ -531,6 +564,46 @@ pub fn compile_trusted(
             address_limit: me.vpc_address_limit,
         }),
     })
+}
+
+/// This node's tunnels: the in-cluster VXLAN (vxlan backend) and, in a cluster set, the route
+/// agent's VXLAN over the uplink, to and from the other nodes; the cables over the WAN link.
+fn untracked_tunnels(
+    local: &LocalNode,
+    accepted: &BTreeMap<String, PeerNode>,
+) -> Vec<UntrackedTunnel> {
+    let in_set = !local.remote_cluster_cidrs.is_empty();
+    let mut ports = Vec::new();
+    if local.backend == Backend::Vxlan {
+        ports.push(VXLAN_PORT);
+    }
+    if in_set {
+        ports.push(ROUTE_AGENT_PORT);
+    }
+    ports.sort_unstable();
+    let mut out = Vec::new();
+    if !ports.is_empty() {
+        let peers: BTreeSet<IpAddr> = accepted
+            .values()
+            .filter_map(|n| n.underlay_ip)
+            .filter(|ip| ip.is_ipv4() == local.underlay_ip.is_ipv4())
+            .collect();
+        out.push(UntrackedTunnel {
+            link: local.uplink.clone(),
+            ports,
+            local: Some(local.underlay_ip),
+            peers: Some(peers.into_iter().collect()),
+        });
+    }
+    if in_set {
+        out.push(UntrackedTunnel {
+            link: WAN_LINK.into(),
+            ports: vec![WIREGUARD_PORT, CABLE_PORT],
+            local: None,
+            peers: None,
+        });
+    }
+    out
 }
 
 impl FabricPlan {

@@ -30,8 +30,9 @@ pub use apply::{Applied, Applier, PlanDelta, Recording, TableChange};
 pub use build::{build, NodeInputs, PolicyInputs};
 pub use fabric::{
     ConflictReason, Fabric, FabricPlan, FdbEntry, GlobalSnat, LocalNode, Masquerade, Neighbour,
-    NodeConflict, PeerNode, Route, RouteDev, VxlanDevice, CABLE_DEVICES, NODE_BRIDGE, VXLAN_DEVICE,
-    VXLAN_PORT, VXLAN_VNI,
+    NodeConflict, PeerNode, Route, RouteDev, UntrackedTunnel, VxlanDevice, CABLE_DEVICES,
+    CABLE_PORT, NODE_BRIDGE, ROUTE_AGENT_PORT, VXLAN_DEVICE, VXLAN_PORT, VXLAN_VNI, WAN_LINK,
+    WIREGUARD_PORT,
 };
 
 /// An nftables table by family and name (`inet sarasa-svc07`).

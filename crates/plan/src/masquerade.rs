@@ -1,7 +1,10 @@
 //! Egress masquerade in sarasa's own nftables table (`inet sarasa-node`; the service proxy owns
 //! `inet sarasa` and its shards): pod → outside-cluster traffic leaves with the node's address.
 //! In a cluster set the table also clamps the MSS of TCP SYNs leaving through a cable device
-//! (chain `forward`), whose MTU is below the pods'.
+//! (chain `forward`), whose MTU is below the pods'. Tunnels' underlay UDP skips conntrack
+//! (chains `raw-prerouting` and `raw-output`, [`UntrackedTunnel`]).
+
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use sarasa_nft::{
@@ -9,7 +12,7 @@ use sarasa_nft::{
     TCP_RST, TCP_SYN,
 };
 
-use crate::fabric::{GlobalSnat, Masquerade, CABLE_DEVICES};
+use crate::fabric::{GlobalSnat, Masquerade, UntrackedTunnel, CABLE_DEVICES};
 
 pub const TABLE_FAMILY: &str = "inet";
 pub const TABLE_NAME: &str = "sarasa-node";
@@ -17,6 +20,8 @@ pub const TABLE_NAME: &str = "sarasa-node";
 const PRIORITY: i32 = 100;
 /// `mangle`: the MSS clamp's forward chain.
 const CLAMP_PRIORITY: i32 = -150;
+/// `raw`: before conntrack (-200) attaches an entry.
+const RAW_PRIORITY: i32 = -300;
 
 /// Drops CIDRs covered by another one (nft rejects overlapping intervals in a set).
 fn collapse(cidrs: &[IpNet]) -> Vec<IpNet> {
@@ -73,6 +78,56 @@ fn cables() -> Expr {
             .map(|d| vec![Value::Ifname(d.to_string())])
             .collect(),
     )
+}
+
+/// `raw-prerouting`: `iifname LINK [ip daddr LOCAL] udp dport { PORTS } notrack`;
+/// `raw-output`: `oifname LINK [ip daddr { PEERS }] udp dport { PORTS } notrack` (none when
+/// the tunnel has no peer yet).
+fn notrack_chains(tunnels: &[UntrackedTunnel]) -> [Chain; 2] {
+    let base =
+        |name, hook| Chain::base(name, ChainType::Filter, hook, RAW_PRIORITY, Policy::Accept);
+    let (mut pre, mut out) = (
+        base("raw-prerouting", Hook::Prerouting),
+        base("raw-output", Hook::Output),
+    );
+    for t in tunnels {
+        let ports = Expr::AnonSet(t.ports.iter().map(|p| vec![Value::Port(*p)]).collect());
+        let untrack = |r: Rule| {
+            r.eq(Expr::Payload(Field::UdpDport), ports.clone())
+                .then(Stmt::Notrack)
+        };
+        let on = |key| Rule::new().eq(Expr::Meta(key), Expr::value(Value::Ifname(t.link.clone())));
+        let mut received = on(MetaKey::Iifname);
+        if let Some(addr) = t.local {
+            received = received.eq(Expr::Payload(daddr_of(addr)), Expr::value(addr));
+        }
+        pre = pre.rule(untrack(received));
+        let Some(peers) = &t.peers else {
+            out = out.rule(untrack(on(MetaKey::Oifname)));
+            continue;
+        };
+        // One rule per family of peers (none yet: none).
+        for (field, v4) in [(Field::IpDaddr, true), (Field::Ip6Daddr, false)] {
+            let set: Vec<Vec<Value>> = peers
+                .iter()
+                .filter(|p| p.is_ipv4() == v4)
+                .map(|p| vec![Value::Addr(*p)])
+                .collect();
+            if !set.is_empty() {
+                let sent = on(MetaKey::Oifname).eq(Expr::Payload(field), Expr::AnonSet(set));
+                out = out.rule(untrack(sent));
+            }
+        }
+    }
+    [pre, out]
+}
+
+fn daddr_of(addr: IpAddr) -> Field {
+    if addr.is_ipv4() {
+        Field::IpDaddr
+    } else {
+        Field::Ip6Daddr
+    }
 }
 
 /// GlobalNet's egress: `oifname { cables } ip saddr { cluster } ip daddr { other clusters'
@@ -149,6 +204,11 @@ pub fn table(m: &Masquerade) -> Table {
     if m.clamp_mss {
         t.add_chain(clamp_chain());
     }
+    if !m.untracked.is_empty() {
+        for chain in notrack_chains(&m.untracked) {
+            t.add_chain(chain);
+        }
+    }
     t
 }
 
@@ -166,6 +226,7 @@ mod tests {
             ],
             clamp_mss: false,
             global_snat: Vec::new(),
+            untracked: Vec::new(),
         };
         let t = table(&m);
         t.validate().unwrap();
@@ -193,6 +254,7 @@ mod tests {
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             clamp_mss: false,
             global_snat: Vec::new(),
+            untracked: Vec::new(),
         };
         let text = table(&m).render();
         assert!(
@@ -208,20 +270,30 @@ mod tests {
 
     /// The same, dual-stack (IPv6 cluster and pod ranges as well), with GlobalNet's `egress`.
     fn plan_masquerade_global(remote: &[&str], egress: &[&str]) -> Masquerade {
+        plan_of(sarasa_model::Backend::HostGw, remote, egress)
+    }
+
+    fn plan_of(backend: sarasa_model::Backend, remote: &[&str], egress: &[&str]) -> Masquerade {
         use crate::fabric::{compile, LocalNode, PeerNode};
+        let vtep = (backend == sarasa_model::Backend::Vxlan)
+            .then_some(sarasa_model::MacAddr([2, 0, 0, 0, 0, 1]));
         let peer = |name: &str, cidr: &str, ip: &str| PeerNode {
             name: name.into(),
             pod_cidrs: vec![cidr.parse().unwrap()],
             underlay_ip: Some(ip.parse().unwrap()),
+            vtep_mac: vtep.map(|mut m| {
+                m.0[5] = ip.len() as u8;
+                m
+            }),
             ..PeerNode::default()
         };
         let local = LocalNode {
             name: "n1".into(),
-            backend: sarasa_model::Backend::HostGw,
+            backend,
             underlay_ip: "192.168.33.11".parse().unwrap(),
             uplink: "eth0".into(),
             uplink_mtu: 1500,
-            vtep_mac: None,
+            vtep_mac: vtep,
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             remote_cluster_cidrs: remote.iter().map(|c| c.parse().unwrap()).collect(),
             global_egress: egress.iter().map(|e| e.parse().unwrap()).collect(),
@@ -279,6 +351,41 @@ mod tests {
         let text = t.render();
         assert!(!text.contains("maxseg"), "{text}");
         assert!(!text.contains("hook forward"), "{text}");
+    }
+
+    #[test]
+    fn vxlan_tunnel_underlay_skips_conntrack() {
+        let m = plan_of(sarasa_model::Backend::Vxlan, &[], &[]);
+        let t = table(&m);
+        t.validate().unwrap();
+        let text = t.render();
+        for line in [
+            "type filter hook prerouting priority -300; policy accept;",
+            "meta iifname \"eth0\" ip daddr 192.168.33.11 udp dport { 8472 } notrack",
+            "type filter hook output priority -300; policy accept;",
+            "meta oifname \"eth0\" ip daddr { 192.168.33.12 } udp dport { 8472 } notrack",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
+        assert!(!text.contains("wan0"), "{text}");
+    }
+
+    #[test]
+    fn a_cluster_set_member_untracks_the_route_agent_and_the_cables() {
+        let m = plan_of(sarasa_model::Backend::HostGw, &["10.245.0.0/16"], &[]);
+        let text = table(&m).render();
+        for line in [
+            "meta iifname \"eth0\" ip daddr 192.168.33.11 udp dport { 4801 } notrack",
+            "meta oifname \"eth0\" ip daddr { 192.168.33.12 } udp dport { 4801 } notrack",
+            "meta iifname \"wan0\" udp dport { 4500, 4800 } notrack",
+            "meta oifname \"wan0\" udp dport { 4500, 4800 } notrack",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
+        // Not a tunnel's: host-gw outside a set has none, and no raw chain.
+        let m = plan_of(sarasa_model::Backend::HostGw, &[], &[]);
+        assert!(m.untracked.is_empty());
+        assert!(!table(&m).render().contains("notrack"));
     }
 
     #[test]

@@ -154,6 +154,7 @@ impl Lab {
             ],
             clamp_mss,
             global_snat: Vec::new(),
+            untracked: Vec::new(),
         };
         let mut nl = NetlinkTableBackend {
             inner: NetlinkBackend::in_netns(self.router.path()).unwrap(),

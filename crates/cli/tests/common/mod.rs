@@ -77,6 +77,25 @@ impl TestLab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Node `node`'s conntrack entries of `proto` to port `dport` (`conntrack -L`, one line
+    /// each).
+    pub fn conntrack(&self, node: &str, proto: &str, dport: u16) -> Vec<String> {
+        let node = format!("node/{node}");
+        let dport = dport.to_string();
+        let out = self.ok(&[
+            "exec",
+            &node,
+            "--",
+            "conntrack",
+            "-L",
+            "-p",
+            proto,
+            "--dport",
+            &dport,
+        ]);
+        out.lines().map(str::to_string).collect()
+    }
+
     pub fn apply(&self, yaml: &str) -> String {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("m.yaml");
