@@ -12,10 +12,11 @@
 #  - between pods on the two active gateways: throughput, TCP request/response rate (one
 #    connection, sarasa probe --hold) and the machine's CPU seconds per Gbit (for WireGuard
 #    also the gateways' agents' share); for vxlan beside the same path built by hand
-#    (bench/reference.py), with the ratios (target >= 0.9).
+#    (bench/reference.py), with the ratios (target >= 0.9); request/response RR_ROUNDS
+#    times on each path, alternated, and the medians.
 # Prints the machine; asserts nothing (targets: resolvable < 1 s, failover < 5 s).
 #
-#   scripts/bench-clusterset.sh            ROUNDS=20 ROUNDS_FAILOVER=5 CABLES="vxlan wireguard"
+#   scripts/bench-clusterset.sh            ROUNDS=20 ROUNDS_FAILOVER=5 RR_ROUNDS=3 CABLES="vxlan wireguard"
 #
 # Uses the labs csbench-e and csbench-w and the set csbench; removes them on exit.
 set -euo pipefail
