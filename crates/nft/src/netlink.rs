@@ -16,8 +16,8 @@
 //! (plain, concatenated, interval, timeout, dynamic; verdict and data maps) with their
 //! elements, rules with payload, meta, ct, fib, numgen, lookup (named and anonymous sets),
 //! vmaps (named and anonymous), dynset, nat, masquerade, reject, counter, mark, log, MSS
-//! clamping (rt, byteorder, exthdr) and verdicts: every table sarasa programs, NetworkPolicy's
-//! included. Anything else (interval sets of concatenations, `tcp dport`, interface-name
+//! clamping (rt, byteorder, exthdr), notrack and verdicts: every table sarasa programs,
+//! NetworkPolicy's included. Anything else (interval sets of concatenations, interface-name
 //! wildcards, attributes over 64 KiB) makes [`NetlinkBackend::apply_batch`] refuse the whole
 //! batch with an error naming it: nothing runs the `nft` tool on a node (the lab hides it from
 //! the agent and the plugin; the tool backend, [`crate::NftCli`], is the tests' oracle and the

@@ -1,7 +1,7 @@
 //! Which batch goes to the kernel: every operation of every table in it encoded as nf_tables
 //! netlink, or nothing at all. A construct the encoder does not cover (interface-name
-//! wildcards, `tcp dport`, interval sets of concatenations, attributes over 64 KiB: none of
-//! them in a table sarasa programs) is refused with an error naming it, before anything is
+//! wildcards, interval sets of concatenations, attributes over 64 KiB: none of them in a
+//! table sarasa programs) is refused with an error naming it, before anything is
 //! sent — the `nft` tool is never run on a node, so there is no second path to fall back to.
 //! Kept apart from the encoder (which only says what it cannot encode) and from the socket
 //! (which only sends what it is given), so the decision is tested without either.
