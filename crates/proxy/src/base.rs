@@ -276,25 +276,19 @@ pub(crate) fn main_base_table(config: &ProxyConfig) -> Table {
     t
 }
 
-/// Shard table `i` with only its fixed part: the DNAT dispatch of its Services.
-pub(crate) fn shard_base_table(config: &ProxyConfig, i: usize) -> Table {
+/// Shard table `i` with only its fixed part: the DNAT dispatch of its Services. `hooked`: with
+/// the base chains that dispatch; a shard that holds no Service goes without them, so a new
+/// connection passes only the shards that hold Services (3 of 32 in a fresh cluster, not 32).
+pub(crate) fn shard_base_table(config: &ProxyConfig, i: usize, hooked: bool) -> Table {
     let mut t = Table::new(Family::Inet, config.shard_table(i));
     for s in shard_sets(config) {
         t.add_set(s);
     }
-    // A NAT hook stops at the first chain that binds a DNAT, so every shard's IP dispatch
-    // (-100) runs before any shard's NodePort dispatch (-99): an IP match wins over a NodePort
-    // match, as in kube-proxy's single `services` chain.
-    t.add_chain(
-        nat(global::NAT_PREROUTING, Hook::Prerouting, -100)
-            .rule(Rule::new().verdict(jump(global::SERVICES))),
-    );
-    t.add_chain(
-        nat(global::NAT_OUTPUT, Hook::Output, -100)
-            .rule(Rule::new().verdict(jump(global::SERVICES))),
-    );
-    let mut pre_np = nat(global::NAT_PREROUTING_NODEPORTS, Hook::Prerouting, -99);
-    let mut out_np = nat(global::NAT_OUTPUT_NODEPORTS, Hook::Output, -99);
+    if hooked {
+        for c in shard_hooks() {
+            t.add_chain(c);
+        }
+    }
     let mut services = Chain::new(global::SERVICES);
     for f in FAMILIES {
         services.push(Rule::new().then(Stmt::Vmap {
@@ -302,6 +296,21 @@ pub(crate) fn shard_base_table(config: &ProxyConfig, i: usize) -> Table {
             map: global::service_ips(f).into(),
         }));
     }
+    t.add_chain(services);
+    // Same mark as in every shard; the main table's `masquerading` acts on it.
+    t.add_chain(
+        Chain::new(global::MARK_FOR_MASQUERADE)
+            .rule(Rule::new().then(Stmt::MarkOr(config.masquerade_mark))),
+    );
+    t
+}
+
+/// A shard's base chains. A NAT hook stops at the first chain that binds a DNAT, so every
+/// shard's IP dispatch (-100) runs before any shard's NodePort dispatch (-99): an IP match
+/// wins over a NodePort match, as in kube-proxy's single `services` chain.
+pub(crate) fn shard_hooks() -> [Chain; 4] {
+    let mut pre_np = nat(global::NAT_PREROUTING_NODEPORTS, Hook::Prerouting, -99);
+    let mut out_np = nat(global::NAT_OUTPUT_NODEPORTS, Hook::Output, -99);
     // NodePorts on every local address but loopback (as kube-proxy's nftables mode).
     for f in FAMILIES {
         let rule = nodeport_rule(f).then(Stmt::Vmap {
@@ -311,15 +320,14 @@ pub(crate) fn shard_base_table(config: &ProxyConfig, i: usize) -> Table {
         pre_np.push(rule.clone());
         out_np.push(rule);
     }
-    t.add_chain(services);
-    t.add_chain(pre_np);
-    t.add_chain(out_np);
-    // Same mark as in every shard; the main table's `masquerading` acts on it.
-    t.add_chain(
-        Chain::new(global::MARK_FOR_MASQUERADE)
-            .rule(Rule::new().then(Stmt::MarkOr(config.masquerade_mark))),
-    );
-    t
+    [
+        nat(global::NAT_PREROUTING, Hook::Prerouting, -100)
+            .rule(Rule::new().verdict(jump(global::SERVICES))),
+        nat(global::NAT_OUTPUT, Hook::Output, -100)
+            .rule(Rule::new().verdict(jump(global::SERVICES))),
+        pre_np,
+        out_np,
+    ]
 }
 
 fn nodeport_rule(f: IpFamily) -> Rule {

@@ -24,6 +24,12 @@ pub(crate) struct Part {
     pub elements: Vec<(&'static str, Key, Element)>,
 }
 
+impl Part {
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty() && self.sets.is_empty() && self.elements.is_empty()
+    }
+}
+
 /// Everything one Service contributes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Fragment {

@@ -13,7 +13,7 @@ use sarasa_model::hash::fnv1a64_parts;
 use sarasa_model::{EndpointSlice, NodeInfo, Service, ServiceRef};
 use sarasa_nft::{diff, Table, Transaction};
 
-use crate::base::{main_base_table, main_sets, shard_base_table, shard_sets};
+use crate::base::{main_base_table, main_sets, shard_base_table, shard_hooks, shard_sets};
 use crate::config::ProxyConfig;
 use crate::service::{compile_service, Fragment, HealthCheck, Part, UdpDest};
 use crate::ProxyError;
@@ -131,6 +131,15 @@ struct Entry {
     slices: Vec<Arc<EndpointSlice>>,
 }
 
+impl Entry {
+    /// May the Service put anything in its shard's dispatch? Only a proxied Service with an
+    /// EndpointSlice does (without endpoints its traffic is rejected from the main table).
+    /// Cheap, so kept as a count per shard; `change` checks it never misses a dispatch.
+    fn dispatches(&self) -> bool {
+        self.service.as_ref().is_some_and(|s| s.is_proxied()) && !self.slices.is_empty()
+    }
+}
+
 /// Services, EndpointSlices and the node, compiled into the main table `inet <table>` and the
 /// shard tables `inet <table>-svcNN` (see the crate docs for what goes where).
 ///
@@ -152,6 +161,9 @@ pub struct ProxyState {
     /// Services with a health-check node port (few), so listing them scans no others.
     health_keys: BTreeSet<Arc<ServiceRef>>,
     service_count: usize,
+    /// Per shard, how many of its Services may dispatch ([`Entry::dispatches`]): a shard with
+    /// none has no base chains ([`shard_base_table`]).
+    dispatching: Vec<usize>,
     /// Global sets' declarations without per-Service elements (for per-change diffs).
     main_skeleton: Table,
     /// The same for a shard table (renamed per shard when used).
@@ -178,6 +190,7 @@ impl ProxyState {
             main_skeleton: skeleton(config.table.clone(), main_sets(&config)),
             shard_skeleton: skeleton(config.shard_table(0), shard_sets(&config)),
             shards: vec![BTreeMap::new(); config.shards],
+            dispatching: vec![0; config.shards],
             slice_owner: HashMap::new(),
             health_keys: BTreeSet::new(),
             service_count: 0,
@@ -214,7 +227,7 @@ impl ProxyState {
     /// The whole desired shard table `i` (empty of Services when `i` is out of range), built
     /// from that shard's Services only.
     pub fn shard_table(&self, i: usize) -> Table {
-        let mut t = shard_base_table(&self.config, i);
+        let mut t = shard_base_table(&self.config, i, self.is_hooked(i));
         for (key, entry) in self.shards.get(i).into_iter().flatten() {
             if let Some(frag) = self.compile(key, entry) {
                 add_part(&mut t, frag.shard);
@@ -380,38 +393,88 @@ impl ProxyState {
             .unwrap_or_default()
     }
 
+    /// Does shard `i` have its base chains ([`shard_base_table`]): may one of its Services
+    /// dispatch?
+    fn is_hooked(&self, i: usize) -> bool {
+        self.dispatching.get(i).is_some_and(|n| *n > 0)
+    }
+
+    fn dispatches(&self, key: &ServiceRef) -> bool {
+        self.shards[self.shard_of(key)]
+            .get(key)
+            .is_some_and(Entry::dispatches)
+    }
+
+    /// Counts every shard's dispatching Services again (after a bulk [`Self::load`]).
+    fn recount(&mut self) {
+        for (n, shard) in self.dispatching.iter_mut().zip(&self.shards) {
+            *n = shard.values().filter(|e| e.dispatches()).count();
+        }
+    }
+
     /// Runs `mutate` and returns the transactions for the Services in `affected`.
     fn change(&mut self, affected: Vec<ServiceRef>, mutate: impl FnOnce(&mut Self)) -> Update {
         let old: Vec<Fragment> = affected.iter().map(|k| self.fragment(k)).collect();
+        let was: Vec<bool> = affected.iter().map(|k| self.dispatches(k)).collect();
+        let shards: BTreeSet<usize> = affected.iter().map(|k| self.shard_of(k)).collect();
+        let hooked: BTreeMap<usize, bool> =
+            shards.iter().map(|&i| (i, self.is_hooked(i))).collect();
         mutate(self);
+        for (key, was) in affected.iter().zip(was) {
+            let i = self.shard_of(key);
+            let now = self.dispatches(key);
+            self.dispatching[i] = self.dispatching[i] + usize::from(now) - usize::from(was);
+        }
+        // A shard whose first Service may dispatch gains its base chains; one whose last goes
+        // loses them, in the same transaction as that Service's own objects.
+        let mut hooks: BTreeMap<usize, (bool, bool)> = hooked
+            .into_iter()
+            .map(|(i, was)| (i, (was, self.is_hooked(i))))
+            .filter(|(_, (was, now))| was != now)
+            .collect();
         let mut update = Update::default();
         for (key, old) in affected.iter().zip(old) {
             let new = self.fragment(key);
-            if new == old {
+            let i = self.shard_of(key);
+            let hooks = hooks.remove(&i);
+            debug_assert!(
+                new.shard.is_empty() || self.is_hooked(i),
+                "{key:?} dispatches from shard {i}, which has no base chains"
+            );
+            if new == old && hooks.is_none() {
                 continue;
             }
             update.stale_udp.extend(stale_udp(&old.udp, &new.udp));
             update.health_checks_changed |= old.health_check != new.health_check;
             if old.main != new.main {
-                let tx = part_diff(&self.main_skeleton, old.main, new.main);
+                let tx = part_diff(&self.main_skeleton, old.main, &self.main_skeleton, new.main);
                 update.add(self.config.table.clone(), tx);
             }
-            if old.shard != new.shard {
-                let mut skeleton = self.shard_skeleton.clone();
-                skeleton.name = self.config.shard_table(self.shard_of(key));
-                let tx = part_diff(&skeleton, old.shard, new.shard);
-                update.add(skeleton.name, tx);
+            if old.shard != new.shard || hooks.is_some() {
+                let (was, now) = hooks.unwrap_or((true, true));
+                let skeleton = |hooked: bool| {
+                    let mut t = self.shard_skeleton.clone();
+                    t.name = self.config.shard_table(i);
+                    if hooked {
+                        for c in shard_hooks() {
+                            t.add_chain(c);
+                        }
+                    }
+                    t
+                };
+                let tx = part_diff(&skeleton(was), old.shard, &skeleton(now), new.shard);
+                update.add(self.config.shard_table(i), tx);
             }
         }
         update
     }
 }
 
-/// The transaction from `old` to `new`, each on top of `skeleton`.
-fn part_diff(skeleton: &Table, old: Part, new: Part) -> Transaction {
-    let mut old_mini = skeleton.clone();
+/// The transaction from `old` on top of `before` to `new` on top of `after`.
+fn part_diff(before: &Table, old: Part, after: &Table, new: Part) -> Transaction {
+    let mut old_mini = before.clone();
     add_part(&mut old_mini, old);
-    let mut new_mini = skeleton.clone();
+    let mut new_mini = after.clone();
     add_part(&mut new_mini, new);
     diff(&old_mini, &new_mini)
 }
@@ -493,5 +556,6 @@ impl ProxyState {
         for svc in services {
             self.set_service(svc);
         }
+        self.recount();
     }
 }

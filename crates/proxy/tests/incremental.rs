@@ -8,6 +8,23 @@ use sarasa_model::*;
 use sarasa_nft::diff;
 use sarasa_proxy::*;
 
+/// A shard's base chains: they come with its first Service that dispatches and go with its
+/// last (these tests' few Services mostly sit alone in their shards).
+const HOOKS: [&str; 4] = [
+    "nat-prerouting",
+    "nat-output",
+    "nat-prerouting-nodeports",
+    "nat-output-nodeports",
+];
+
+/// `chains` without a shard's base chains.
+fn own<'a>(chains: impl IntoIterator<Item = &'a String>) -> Vec<&'a String> {
+    chains
+        .into_iter()
+        .filter(|c| !HOOKS.contains(&c.as_str()))
+        .collect()
+}
+
 fn many(n: usize) -> (Vec<Service>, Vec<EndpointSlice>) {
     let mut services = Vec::new();
     let mut slices = Vec::new();
@@ -230,8 +247,10 @@ fn service_add_and_delete_touch_only_that_service() {
         1
     );
     let tx = &u.transactions[&shard];
-    assert!(tx.chains_deleted.iter().all(|c| c.contains("-default-s3-")));
-    assert_eq!(tx.chains_deleted.len(), 3);
+    assert!(own(&tx.chains_deleted)
+        .iter()
+        .all(|c| c.contains("-default-s3-")));
+    assert_eq!(own(&tx.chains_deleted).len(), 3);
     assert_eq!(tx.elements_deleted["service-ips-v4"], 1);
     let after = build(&fewer, &slices);
     for t in after.tables() {
@@ -254,7 +273,7 @@ fn slice_delete_and_relabel_follow_their_service() {
     let u = check_change(&services, &slices, &services, &rest, |st| {
         st.delete_endpoint_slice("default", "s2-1")
     });
-    assert_eq!(merged(&u).chains_deleted.len(), 3);
+    assert_eq!(own(&merged(&u).chains_deleted).len(), 3);
     // A slice moving from s1 to s4 updates both.
     let mut moved = slices.clone();
     moved[1].service_name = "s4".into();
@@ -263,16 +282,13 @@ fn slice_delete_and_relabel_follow_their_service() {
         st.upsert_endpoint_slice(m)
     });
     let tx = merged(&u);
-    assert!(tx
-        .chains_written
+    assert!(own(tx.chains_written.iter().chain(&tx.chains_deleted))
         .iter()
-        .chain(&tx.chains_deleted)
         .all(|c| c.contains("-default-s1-") || c.contains("-default-s4-")));
     // Deleting it later finds it under its new Service.
     let mut st = build(&services, &moved);
     let u = st.delete_endpoint_slice("default", "s1-1");
-    assert!(merged(&u)
-        .chains_deleted
+    assert!(own(&merged(&u).chains_deleted)
         .iter()
         .all(|c| c.contains("-default-s4-")));
     assert!(!u.is_empty());

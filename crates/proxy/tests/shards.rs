@@ -150,8 +150,9 @@ fn dnat_path_sits_in_the_services_shard_and_filter_path_in_main() {
 
 #[test]
 fn every_shard_dispatches_ips_before_any_node_port() {
-    let st = ProxyState::new(config(), node()).unwrap();
-    let t = st.shard_table(3);
+    let (s, sl) = web_lb();
+    let st = build(&[s], &[sl]);
+    let t = st.shard_table(shard_of(&st, "web"));
     let base = |name: &str| t.chains[name].base.clone().unwrap();
     for (ip, np, hook) in [
         (
@@ -199,4 +200,55 @@ fn endpoint_slices_follow_their_service() {
         .chains_written()
         .iter()
         .all(|c| c.starts_with(&format!("{home}/")) || c.starts_with("sarasa/fw4-")));
+}
+
+#[test]
+fn only_shards_holding_services_have_base_chains() {
+    // A new connection passes the dispatch of every shard with base chains. A shard has them
+    // while one of its Services has endpoints to dispatch to (its sets and `services` chain
+    // stay, so that Service's first slice adds four chains, its last takes them).
+    let hooks = |t: &sarasa_nft::Table| t.chains.values().filter(|c| c.base.is_some()).count();
+    let hook_chains = |u: &Update, name: &str, written: bool| {
+        let tx = &u.transactions[name];
+        let chains = if written {
+            &tx.chains_written
+        } else {
+            &tx.chains_deleted
+        };
+        [
+            "nat-prerouting",
+            "nat-output",
+            "nat-prerouting-nodeports",
+            "nat-output-nodeports",
+        ]
+        .iter()
+        .all(|c| chains.contains(*c))
+    };
+    let mut st = ProxyState::new(config(), node()).unwrap();
+    let all = 0..st.config().shards;
+    assert!(all.clone().all(|i| hooks(&st.shard_table(i)) == 0));
+    let (s, sl) = web_lb();
+    st.upsert_service(s);
+    let home = shard_of(&st, "web");
+    let name = st.config().shard_table(home);
+    // Without endpoints the Service's traffic is rejected from the main table.
+    assert_eq!(hooks(&st.shard_table(home)), 0);
+    let up = st.upsert_endpoint_slice(sl.clone());
+    assert_eq!(hooks(&st.shard_table(home)), 4);
+    assert!(hook_chains(&up, &name, true), "{up:?}");
+    assert!(all
+        .clone()
+        .filter(|&i| i != home)
+        .all(|i| hooks(&st.shard_table(i)) == 0));
+    // Another change of the same Service leaves them be.
+    let mut more = sl.clone();
+    more.endpoints.truncate(1);
+    let up = st.upsert_endpoint_slice(more);
+    assert!(!up
+        .chains_written()
+        .iter()
+        .any(|c| c.ends_with("/nat-prerouting")));
+    let up = st.delete_endpoint_slice("default", "web-1");
+    assert_eq!(hooks(&st.shard_table(home)), 0);
+    assert!(hook_chains(&up, &name, false), "{up:?}");
 }
