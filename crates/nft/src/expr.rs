@@ -117,6 +117,19 @@ pub enum Keyword {
 }
 
 impl Keyword {
+    /// Every keyword (for parsers of nft's text).
+    pub const ALL: [Keyword; 9] = [
+        Keyword::Local,
+        Keyword::Ipv4,
+        Keyword::Ipv6,
+        Keyword::New,
+        Keyword::Established,
+        Keyword::Related,
+        Keyword::Invalid,
+        Keyword::Untracked,
+        Keyword::Dnat,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Keyword::Local => "local",

@@ -499,21 +499,10 @@ impl P {
             let ks = w
                 .split(',')
                 .map(|k| {
-                    use Keyword::*;
-                    [
-                        Local,
-                        Ipv4,
-                        Ipv6,
-                        New,
-                        Established,
-                        Related,
-                        Invalid,
-                        Untracked,
-                        Dnat,
-                    ]
-                    .into_iter()
-                    .find(|x| x.as_str() == k)
-                    .ok_or_else(|| format!("unknown keyword {k}"))
+                    Keyword::ALL
+                        .into_iter()
+                        .find(|x| x.as_str() == k)
+                        .ok_or_else(|| format!("unknown keyword {k}"))
                 })
                 .collect::<R<Vec<_>>>()?;
             return Ok(Expr::Keywords(ks));
