@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! main table `inet {table}`:
-//! filter-prerouting  (prio -110)  ct state new → firewall-check       (loadBalancerSourceRanges)
+//! filter-prerouting  (prio -110)  ct state new → firewall-check       (loadBalancerSourceRanges;
+//!                                                                      only while there are some)
 //! filter-input/forward/output (-110) ct state new → endpoints-check   (no endpoints: reject/drop)
 //! filter-forward (-110), filter-output-post-dnat (-90) ct state new → cluster-ips-check
 //! nat-postrouting (100) → masquerading (only packets with the masquerade mark)
@@ -11,6 +12,7 @@
 //! each shard table `inet {table}-svcNN`:
 //! nat-prerouting/nat-output (-100) → services → vmap @service-ips
 //! nat-prerouting-nodeports/nat-output-nodeports (-99) → vmap @service-nodeports (local daddr)
+//! (the four base chains only while a Service of the shard has an EndpointSlice)
 //! ```
 
 use ipnet::IpNet;
@@ -178,15 +180,15 @@ fn nat(name: &str, hook: Hook, prio: i32) -> Chain {
 }
 
 /// The main table with only its fixed part: everything that runs per packet or is global.
-pub(crate) fn main_base_table(config: &ProxyConfig) -> Table {
+/// `firewall`: some Service has loadBalancerSourceRanges ([`firewall_chains`]).
+pub(crate) fn main_base_table(config: &ProxyConfig, firewall: bool) -> Table {
     let mut t = Table::new(Family::Inet, &config.table);
     for s in main_sets(config) {
         t.add_set(s);
     }
-    t.add_chain(
-        filter("filter-prerouting", Hook::Prerouting, -110)
-            .rule(ct_new().verdict(jump(global::FIREWALL_CHECK))),
-    );
+    for c in firewall_chains(firewall) {
+        t.add_chain(c);
+    }
     t.add_chain(
         filter("filter-input", Hook::Input, -110)
             .rule(ct_new().verdict(jump(global::ENDPOINTS_CHECK))),
@@ -195,11 +197,6 @@ pub(crate) fn main_base_table(config: &ProxyConfig) -> Table {
         filter("filter-forward", Hook::Forward, -110)
             .rule(ct_new().verdict(jump(global::ENDPOINTS_CHECK)))
             .rule(ct_new().verdict(jump(global::CLUSTER_IPS_CHECK))),
-    );
-    t.add_chain(
-        filter("filter-output", Hook::Output, -110)
-            .rule(ct_new().verdict(jump(global::ENDPOINTS_CHECK)))
-            .rule(ct_new().verdict(jump(global::FIREWALL_CHECK))),
     );
     // After every shard's nat-output DNAT (-100, -99): what is still addressed to a ClusterIP
     // found no service port.
@@ -274,6 +271,23 @@ pub(crate) fn main_base_table(config: &ProxyConfig) -> Table {
     t.add_chain(firewall_check);
     t.add_chain(cluster_ips_check);
     t
+}
+
+/// The main table's chains that depend on `firewall` (a Service with loadBalancerSourceRanges
+/// exists): `filter-prerouting` only then, since it does nothing but jump to `firewall-check`
+/// (every packet through the node passes a base chain); `filter-output` jumps there only then.
+pub(crate) fn firewall_chains(firewall: bool) -> Vec<Chain> {
+    let mut output = filter("filter-output", Hook::Output, -110)
+        .rule(ct_new().verdict(jump(global::ENDPOINTS_CHECK)));
+    if !firewall {
+        return vec![output];
+    }
+    output.push(ct_new().verdict(jump(global::FIREWALL_CHECK)));
+    vec![
+        filter("filter-prerouting", Hook::Prerouting, -110)
+            .rule(ct_new().verdict(jump(global::FIREWALL_CHECK))),
+        output,
+    ]
 }
 
 /// Shard table `i` with only its fixed part: the DNAT dispatch of its Services. `hooked`: with

@@ -17,7 +17,8 @@
 //! table). So the per-Service objects are spread over `shards` tables (default 32), and one
 //! change validates one small table:
 //! - main table `inet {table}`: what runs per packet or is global — filter base chains
-//!   (`filter-prerouting` → `firewall-check`; `filter-input/forward/output` →
+//!   (`filter-prerouting` → `firewall-check`, only while some Service has
+//!   loadBalancerSourceRanges; `filter-input/forward/output` →
 //!   `endpoints-check`; `filter-forward`, `filter-output-post-dnat` → `cluster-ips-check`),
 //!   `reject-chain`, `nat-postrouting` → `masquerading`, the sets `cluster-ips-*`,
 //!   `service-cidrs-*`, `cluster-cidrs-*` (no main-table rule names it; kept as the node's
@@ -27,7 +28,8 @@
 //!   `namespace/name`; EndpointSlices follow their Service): base chains `nat-prerouting` /
 //!   `nat-output` (nat, -100) → `services` (`vmap @service-ips-*`), and
 //!   `nat-prerouting-nodeports` / `nat-output-nodeports` (nat, -99; `fib daddr type local`,
-//!   not loopback, `vmap @service-nodeports-*`), their own `mark-for-masquerade` and
+//!   not loopback, `vmap @service-nodeports-*`), only while one of their Services has an
+//!   EndpointSlice; their own `mark-for-masquerade` and
 //!   `cluster-cidrs-*` (rules name only sets of their own table), and all svc/local/ext/ep
 //!   chains and affinity sets of their Services.
 //!

@@ -13,7 +13,9 @@ use sarasa_model::hash::fnv1a64_parts;
 use sarasa_model::{EndpointSlice, NodeInfo, Service, ServiceRef};
 use sarasa_nft::{diff, Table, Transaction};
 
-use crate::base::{main_base_table, main_sets, shard_base_table, shard_hooks, shard_sets};
+use crate::base::{
+    firewall_chains, main_base_table, main_sets, shard_base_table, shard_hooks, shard_sets,
+};
 use crate::config::ProxyConfig;
 use crate::service::{compile_service, Fragment, HealthCheck, Part, UdpDest};
 use crate::ProxyError;
@@ -138,6 +140,14 @@ impl Entry {
     fn dispatches(&self) -> bool {
         self.service.as_ref().is_some_and(|s| s.is_proxied()) && !self.slices.is_empty()
     }
+
+    /// May the Service have a firewall (`firewall-ips` elements)? Those of a proxied Service
+    /// with loadBalancerSourceRanges (and LoadBalancer IPs).
+    fn firewalls(&self) -> bool {
+        self.service
+            .as_ref()
+            .is_some_and(|s| s.is_proxied() && !s.load_balancer_source_ranges.is_empty())
+    }
 }
 
 /// Services, EndpointSlices and the node, compiled into the main table `inet <table>` and the
@@ -164,6 +174,9 @@ pub struct ProxyState {
     /// Per shard, how many of its Services may dispatch ([`Entry::dispatches`]): a shard with
     /// none has no base chains ([`shard_base_table`]).
     dispatching: Vec<usize>,
+    /// How many Services may have a firewall ([`Entry::firewalls`]): with none, the main
+    /// table has no `filter-prerouting` ([`firewall_chains`]).
+    firewalled: usize,
     /// Global sets' declarations without per-Service elements (for per-change diffs).
     main_skeleton: Table,
     /// The same for a shard table (renamed per shard when used).
@@ -191,6 +204,7 @@ impl ProxyState {
             shard_skeleton: skeleton(config.shard_table(0), shard_sets(&config)),
             shards: vec![BTreeMap::new(); config.shards],
             dispatching: vec![0; config.shards],
+            firewalled: 0,
             slice_owner: HashMap::new(),
             health_keys: BTreeSet::new(),
             service_count: 0,
@@ -210,7 +224,7 @@ impl ProxyState {
     /// The whole desired main table, built from all Services (O(Services); use it at start
     /// and in tests, not per change).
     pub fn main_table(&self) -> Table {
-        let mut t = main_base_table(&self.config);
+        let mut t = main_base_table(&self.config, self.firewalled > 0);
         // Sorted over all shards, so that a key two Services claim resolves the same way
         // every time.
         let mut entries: Vec<(&Arc<ServiceRef>, &Entry)> =
@@ -399,32 +413,55 @@ impl ProxyState {
         self.dispatching.get(i).is_some_and(|n| *n > 0)
     }
 
-    fn dispatches(&self, key: &ServiceRef) -> bool {
-        self.shards[self.shard_of(key)]
-            .get(key)
-            .is_some_and(Entry::dispatches)
+    fn entry(&self, key: &ServiceRef) -> Option<&Entry> {
+        self.shards[self.shard_of(key)].get(key)
     }
 
-    /// Counts every shard's dispatching Services again (after a bulk [`Self::load`]).
+    fn dispatches(&self, key: &ServiceRef) -> bool {
+        self.entry(key).is_some_and(Entry::dispatches)
+    }
+
+    fn firewalls(&self, key: &ServiceRef) -> bool {
+        self.entry(key).is_some_and(Entry::firewalls)
+    }
+
+    /// Counts every shard's dispatching Services and the firewalled ones again (after a bulk
+    /// [`Self::load`]).
     fn recount(&mut self) {
         for (n, shard) in self.dispatching.iter_mut().zip(&self.shards) {
             *n = shard.values().filter(|e| e.dispatches()).count();
         }
+        self.firewalled = self
+            .shards
+            .iter()
+            .flat_map(|s| s.values())
+            .filter(|e| e.firewalls())
+            .count();
     }
 
     /// Runs `mutate` and returns the transactions for the Services in `affected`.
     fn change(&mut self, affected: Vec<ServiceRef>, mutate: impl FnOnce(&mut Self)) -> Update {
         let old: Vec<Fragment> = affected.iter().map(|k| self.fragment(k)).collect();
-        let was: Vec<bool> = affected.iter().map(|k| self.dispatches(k)).collect();
+        let was: Vec<(bool, bool)> = affected
+            .iter()
+            .map(|k| (self.dispatches(k), self.firewalls(k)))
+            .collect();
         let shards: BTreeSet<usize> = affected.iter().map(|k| self.shard_of(k)).collect();
         let hooked: BTreeMap<usize, bool> =
             shards.iter().map(|&i| (i, self.is_hooked(i))).collect();
+        let firewall_was = self.firewalled > 0;
         mutate(self);
-        for (key, was) in affected.iter().zip(was) {
+        for (key, (dispatched, firewalled)) in affected.iter().zip(was) {
             let i = self.shard_of(key);
             let now = self.dispatches(key);
-            self.dispatching[i] = self.dispatching[i] + usize::from(now) - usize::from(was);
+            self.dispatching[i] = self.dispatching[i] + usize::from(now) - usize::from(dispatched);
+            self.firewalled =
+                self.firewalled + usize::from(self.firewalls(key)) - usize::from(firewalled);
         }
+        // The main table's firewall chains come and go with the first and last Service that
+        // may have a firewall, in the transaction of that Service's main-table objects.
+        let firewall_now = self.firewalled > 0;
+        let mut firewall = (firewall_was != firewall_now).then_some((firewall_was, firewall_now));
         // A shard whose first Service may dispatch gains its base chains; one whose last goes
         // loses them, in the same transaction as that Service's own objects.
         let mut hooks: BTreeMap<usize, (bool, bool)> = hooked
@@ -441,13 +478,31 @@ impl ProxyState {
                 new.shard.is_empty() || self.is_hooked(i),
                 "{key:?} dispatches from shard {i}, which has no base chains"
             );
-            if new == old && hooks.is_none() {
+            debug_assert!(
+                firewall_now
+                    || !new
+                        .main
+                        .elements
+                        .iter()
+                        .any(|(set, ..)| set.starts_with("firewall-ips")),
+                "{key:?} has a firewall, and the main table no filter-prerouting"
+            );
+            let firewall = firewall.take();
+            if new == old && hooks.is_none() && firewall.is_none() {
                 continue;
             }
             update.stale_udp.extend(stale_udp(&old.udp, &new.udp));
             update.health_checks_changed |= old.health_check != new.health_check;
-            if old.main != new.main {
-                let tx = part_diff(&self.main_skeleton, old.main, &self.main_skeleton, new.main);
+            if old.main != new.main || firewall.is_some() {
+                let skeleton = |fw: Option<bool>| {
+                    let mut t = self.main_skeleton.clone();
+                    for c in fw.map(firewall_chains).into_iter().flatten() {
+                        t.add_chain(c);
+                    }
+                    t
+                };
+                let (was, now) = firewall.map_or((None, None), |(w, n)| (Some(w), Some(n)));
+                let tx = part_diff(&skeleton(was), old.main, &skeleton(now), new.main);
                 update.add(self.config.table.clone(), tx);
             }
             if old.shard != new.shard || hooks.is_some() {

@@ -212,6 +212,37 @@ fn load_balancer_ips_and_source_ranges() {
 }
 
 #[test]
+fn filter_prerouting_only_while_a_service_has_source_ranges() {
+    // Every packet through the node would pass it, and it only jumps to `firewall-check`.
+    let (mut lb, sl) = web();
+    lb.type_ = ServiceType::LoadBalancer;
+    lb.ports[0].node_port = Some(30080);
+    lb.load_balancer_ips = vec![ip("192.168.34.1")];
+    let mut st = build(&[lb.clone()], &[sl]);
+    let main = |st: &ProxyState| st.main_table();
+    assert!(!main(&st).chains.contains_key("filter-prerouting"));
+    let output = |st: &ProxyState| table_chain_text(&main(st), "filter-output");
+    assert!(!output(&st).contains("firewall-check"));
+    // Source ranges on: the chain and the output jump come in the Service's update.
+    let mut ranged = lb.clone();
+    ranged.load_balancer_source_ranges = vec!["203.0.113.0/24".parse().unwrap()];
+    let up = st.upsert_service(ranged);
+    assert!(main(&st).chains.contains_key("filter-prerouting"));
+    assert!(output(&st).contains("ct state new jump firewall-check"));
+    let written = up.chains_written();
+    for c in ["sarasa/filter-prerouting", "sarasa/filter-output"] {
+        assert!(written.iter().any(|w| w == c), "{written:?}");
+    }
+    // And off again.
+    let up = st.upsert_service(lb);
+    assert!(!main(&st).chains.contains_key("filter-prerouting"));
+    assert!(up.transactions["sarasa"]
+        .chains_deleted
+        .contains("filter-prerouting"));
+    main(&st).validate().unwrap();
+}
+
+#[test]
 fn external_ips_enter_through_the_external_chain() {
     let (mut s, sl) = web();
     s.external_ips = vec![ip("203.0.113.50")];

@@ -196,10 +196,16 @@ fn endpoint_slices_follow_their_service() {
         .chains_written
         .iter()
         .any(|c| c.starts_with("ep4-default-web-http-10.244.1.5")));
-    assert!(u
-        .chains_written()
-        .iter()
-        .all(|c| c.starts_with(&format!("{home}/")) || c.starts_with("sarasa/fw4-")));
+    // Its shard's chains, its firewall and (the first firewall) the filter chains to it.
+    assert!(
+        u.chains_written()
+            .iter()
+            .all(|c| c.starts_with(&format!("{home}/"))
+                || c.starts_with("sarasa/fw4-")
+                || ["sarasa/filter-prerouting", "sarasa/filter-output"].contains(&c.as_str())),
+        "{:?}",
+        u.chains_written()
+    );
 }
 
 #[test]
