@@ -506,7 +506,9 @@ impl ProxyState {
                 update.add(self.config.table.clone(), tx);
             }
             if old.shard != new.shard || hooks.is_some() {
-                let (was, now) = hooks.unwrap_or((true, true));
+                // Without a transition the base chains are the same on both sides: leave
+                // them out of the diff (this is the per-change path).
+                let (was, now) = hooks.unwrap_or((false, false));
                 let skeleton = |hooked: bool| {
                     let mut t = self.shard_skeleton.clone();
                     t.name = self.config.shard_table(i);
